@@ -1,0 +1,27 @@
+# Two entry points (see README): `make repro` and `make test`.
+.PHONY: setup repro test lint bench clean-smoke
+VENV := .venv/bin
+
+setup:
+	bash scripts/setup.sh
+
+# Regenerate every dataset, model, number and figure (dvc repro of the pipeline).
+repro: setup
+	$(VENV)/dvc repro
+	$(VENV)/dvc push || echo "dvc push skipped (remote not reachable)"
+
+# Unit tests, notebook smoke tests (nbval) and the end-to-end pipeline test.
+test: setup
+	$(VENV)/ruff check .
+	$(VENV)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+lint: setup
+	$(VENV)/ruff check . && $(VENV)/ruff format --check .
+
+bench: setup
+	$(VENV)/python bench/estimators.py
+	$(VENV)/python bench/data_throughput.py
+	$(VENV)/python bench/train.py
+
+clean-smoke:
+	rm -rf build/smoke

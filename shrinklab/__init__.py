@@ -1,0 +1,3 @@
+"""shrinklab: ML-enhanced covariance shrinkage."""
+
+__version__ = "0.1.0"
