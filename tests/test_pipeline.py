@@ -1,0 +1,114 @@
+"""The DVC pipeline: stage runner behaviour, and an end-to-end `dvc repro` on a copy.
+
+The end-to-end test copies the working tree to a temporary directory, shrinks
+every size parameter in params.yaml to the notebook's small default (paths are
+kept), runs `dvc repro` and checks that every stage ran and wrote its outs and
+metrics. It is the slowest test (a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shrinklab.pipeline import check_parameters, notebook_parameters, read_notebook, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _is_path_key(key: str) -> bool:
+    return key.endswith(("_path", "_dir"))
+
+
+def smoke_params(root: Path = ROOT) -> dict:
+    """params.yaml with every non-path value replaced by the notebook's default."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    for stage in dvc["stages"].values():
+        notebook, section = stage["cmd"].split()[-2:]
+        defaults = notebook_parameters(read_notebook(notebook, root))
+        for key in params[section]:
+            if not _is_path_key(key):
+                params[section][key] = defaults[key]
+    return params
+
+
+def _write_notebook(root: Path, name: str, body: str) -> None:
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
+    (root / "notebooks" / f"{name}.py").write_text(
+        '# %% tags=["parameters"]\nvalue = 1\n\n# %%\n' + body + "\n"
+    )
+
+
+def test_unknown_parameter_is_refused():
+    with pytest.raises(ValueError, match="not in the notebook's 'parameters' cell"):
+        check_parameters({"epochs": 3, "epoch": 3}, {"epochs": 1}, "02_x")
+
+
+def test_failing_cell_stops_with_the_real_error(tmp_path: Path, capsys):
+    _write_notebook(tmp_path, "01_fail", "raise RuntimeError(f'boom {value}')")
+    (tmp_path / "params.yaml").write_text("s:\n  value: 7\n")
+    with pytest.raises(SystemExit) as exc:
+        run_stage("01_fail", "s", tmp_path / "params.yaml", tmp_path)
+    assert exc.value.code == 1
+    assert "RuntimeError: boom 7" in capsys.readouterr().err
+    # The partial executed notebook is kept for inspection.
+    assert (tmp_path / "reports" / "notebooks" / "01_fail.ipynb").exists()
+
+
+def test_stage_writes_executed_notebook_and_html(tmp_path: Path):
+    _write_notebook(tmp_path, "01_ok", "print('value is', value)")
+    (tmp_path / "params.yaml").write_text("s:\n  value: 5\n")
+    executed = run_stage("01_ok", "s", tmp_path / "params.yaml", tmp_path)
+    assert "value is 5" in executed.read_text()
+    assert (tmp_path / "reports" / "html" / "01_ok.html").exists()
+
+
+def _copy_tree(dest: Path) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=True, text=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+@pytest.mark.slow
+def test_dvc_repro_end_to_end(tmp_path: Path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_tree(repo)
+    (repo / "params.yaml").write_text(yaml.safe_dump(smoke_params(repo), sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SHRINKLAB_QUIET": "1"}
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.email=ci@x", "-c", "user.name=ci", "add", "-A")
+    git("-c", "user.email=ci@x", "-c", "user.name=ci", "commit", "-qm", "copy")
+    # A private cache: never touch the developer's DVC cache or remote.
+    subprocess.run([BIN / "dvc", "cache", "dir", "--local", str(tmp_path / "cache")], cwd=repo, env=env, check=True)
+    run = subprocess.run([BIN / "dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
+    assert len(dvc["stages"]) == 6
+    for name, stage in dvc["stages"].items():
+        assert f"Running stage '{name}'" in run.stdout
+        for out in stage.get("outs", []):
+            path = next(iter(out)) if isinstance(out, dict) else out
+            assert (repo / path).exists(), f"{name} did not write {path}"
+        for metric in stage.get("metrics", []):
+            path = next(iter(metric)) if isinstance(metric, dict) else metric
+            assert json.loads((repo / path).read_text()), f"{name}: empty metrics {path}"
+    status = subprocess.run([BIN / "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
+    assert "up to date" in status.stdout.lower(), status.stdout
