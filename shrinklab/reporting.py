@@ -86,3 +86,29 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
     out = reports / "index.html"
     out.write_text(body, encoding="utf-8")
     return out
+
+
+def _round_floats(obj, digits: int):
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: _round_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_round_floats(v, digits) for v in obj]
+    return obj
+
+
+def save_metrics(path: str | Path, metrics: dict, digits: int = 6) -> Path:
+    """Write a metrics JSON (sorted keys, floats rounded) for ``dvc metrics show``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_round_floats(metrics, digits), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG without timestamps (reruns give the same bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return path
