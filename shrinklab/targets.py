@@ -1,0 +1,289 @@
+"""Shrinkage targets, the multi-target family and its quadratic form.
+
+The estimator family of :mod:`shrinklab` is
+
+    Σ̂(w) = S + Σ_k w_k (T_k − S),   w ≥ 0,  Σ_k w_k ≤ 1,
+
+with ``S`` the sample covariance (divisor ``n`` after demeaning, as in
+scikit-learn and in Ledoit & Wolf's covCor / covMarket code) and the targets,
+in the fixed order :data:`TARGET_NAMES`:
+
+``identity``
+    scaled identity ``(tr S / p) I`` (Ledoit & Wolf 2004, "A well-conditioned
+    estimator for large-dimensional covariance matrices", JMVA 88).
+``diagonal``
+    ``diag(S)``.
+``constant_correlation``
+    sample variances with the average sample correlation off the diagonal
+    (Ledoit & Wolf 2004, "Honey, I shrunk the sample covariance matrix",
+    JPM 30; their ``covCor`` code).
+``single_factor``
+    single-index model on the equal-weighted market, with the sample variances
+    on the diagonal (Ledoit & Wolf 2003, "Improved estimation of the covariance
+    matrix of stock returns with an application to portfolio selection", JEF 10;
+    their ``covMarket`` code).
+``qis``
+    quadratic-inverse shrinkage (Ledoit & Wolf 2022, "Quadratic shrinkage for
+    large covariance matrices", Bernoulli 28(3)); as in the authors' code it
+    uses the divisor ``n − 1`` and handles ``p > n``.
+
+Constant columns (zero variance) keep zero variance and covariance in every
+target (see :mod:`shrinklab._validation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from shrinklab._validation import as_returns, constant_columns, demean, unbatch
+
+__all__ = [
+    "TARGET_NAMES",
+    "shrinkage_targets",
+    "combine",
+    "quadratic_form",
+    "sample_cov_from_demeaned",
+    "identity_target",
+    "diagonal_target",
+    "constant_correlation_target",
+    "single_factor_target",
+    "qis_from_demeaned",
+]
+
+TARGET_NAMES: tuple[str, ...] = (
+    "identity",
+    "diagonal",
+    "constant_correlation",
+    "single_factor",
+    "qis",
+)
+
+# Elements of one (chunk, m, m) temporary in QIS (~64 MB in float64).
+_QIS_CHUNK_ELEMENTS = 1 << 23
+
+
+# --------------------------------------------------------------------------- helpers
+def _sym(S: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (S + S.transpose(-1, -2))
+
+
+def sample_cov_from_demeaned(Xc: torch.Tensor, divisor: int | None = None) -> torch.Tensor:
+    """``XcᵀXc / divisor`` for demeaned ``Xc (B, n, p)`` (divisor ``n`` by default), symmetrised."""
+    n = Xc.shape[-2]
+    return _sym(Xc.transpose(-1, -2) @ Xc / (n if divisor is None else divisor))
+
+
+def _diag_embed_like(S: torch.Tensor) -> torch.Tensor:
+    return torch.diag_embed(torch.diagonal(S, dim1=-2, dim2=-1))
+
+
+def _set_diagonal(T: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+    """Return ``T`` with its diagonal replaced by ``diag`` (no in-place change of the input)."""
+    eye = torch.eye(T.shape[-1], dtype=torch.bool, device=T.device)
+    return torch.where(eye, torch.diag_embed(diag), T)
+
+
+# --------------------------------------------------------------------------- targets
+def identity_target(S: torch.Tensor) -> torch.Tensor:
+    """Scaled identity ``(tr S / p) I`` for ``S (B, p, p)`` (Ledoit & Wolf 2004, JMVA)."""
+    p = S.shape[-1]
+    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
+    eye = torch.eye(p, dtype=S.dtype, device=S.device)
+    return mu[:, None, None] * eye
+
+
+def diagonal_target(S: torch.Tensor) -> torch.Tensor:
+    """Diagonal target ``diag(S)`` for ``S (B, p, p)``."""
+    return _diag_embed_like(S)
+
+
+def constant_correlation_target(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constant-correlation target of Ledoit & Wolf (2004, "Honey, I shrunk ...").
+
+    ``F_ij = r̄ √(s_ii s_jj)`` off the diagonal, ``F_ii = s_ii``, where ``r̄`` is
+    the average off-diagonal sample correlation (as in the authors' ``covCor``).
+    Zero-variance assets are left out of the average (their correlations are
+    0/0) and get zero rows/columns.  Returns ``(F, r̄)`` with ``r̄ (B,)``;
+    ``r̄ = 0`` when fewer than two assets vary.
+    """
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    sd = var.clamp_min(0).sqrt()
+    pos = sd > 0
+    inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), torch.zeros_like(sd))
+    R = S * inv_sd[:, :, None] * inv_sd[:, None, :]
+    k = pos.sum(-1).to(S.dtype)
+    off_sum = R.sum((-2, -1)) - torch.diagonal(R, dim1=-2, dim2=-1).sum(-1)
+    pairs = k * (k - 1)
+    rbar = torch.where(pairs > 0, off_sum / pairs.clamp_min(1), torch.zeros_like(off_sum))
+    F = rbar[:, None, None] * sd[:, :, None] * sd[:, None, :]
+    return _set_diagonal(F, var), rbar
+
+
+def single_factor_target(Xc: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Single-index (market) target of Ledoit & Wolf (2003, JEF; their ``covMarket``).
+
+    The market is the equal-weighted average of the demeaned returns ``Xc``;
+    ``F = c cᵀ / var(m)`` off the diagonal with ``c = cov(X, m)``, and the
+    sample variances on the diagonal.  If the market has zero variance the
+    target is ``diag(S)``.  Returns ``(F, parts)`` where ``parts`` holds the
+    market series ``m (B, n)``, ``covmkt (B, p)`` and ``varmkt (B,)``.
+    """
+    n = Xc.shape[-2]
+    m = Xc.mean(-1)
+    covmkt = (Xc.transpose(-1, -2) @ m.unsqueeze(-1)).squeeze(-1) / n
+    varmkt = (m * m).sum(-1) / n
+    ok = varmkt > 0
+    inv_var = torch.where(ok, 1.0 / torch.where(ok, varmkt, torch.ones_like(varmkt)), 0.0)
+    F = covmkt[:, :, None] * covmkt[:, None, :] * inv_var[:, None, None]
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    return _set_diagonal(F, var), {"m": m, "covmkt": covmkt, "varmkt": varmkt}
+
+
+def _qis_core(Xc: torch.Tensor) -> torch.Tensor:
+    """QIS for demeaned ``Xc (B, N, p)`` without constant columns (effective n = N − 1)."""
+    B, N, p = Xc.shape
+    n = N - 1
+    c = p / n
+    S = sample_cov_from_demeaned(Xc, divisor=n)
+    lam, U = torch.linalg.eigh(S)  # ascending
+    lam = lam.clamp_min(0)
+    m = min(p, n)
+    h = (min(c**2, 1.0 / c**2) ** 0.35) / p**0.35
+    nonnull = lam[:, p - m :]
+    # Guard against exactly zero "non-null" eigenvalues (collinear assets): the authors'
+    # code would divide by zero; a floor at the numerical rank tolerance keeps it finite
+    # and never binds for full-rank data.
+    floor = nonnull.amax(-1, keepdim=True) * (p * torch.finfo(Xc.dtype).eps)
+    floor = floor.clamp_min(torch.finfo(Xc.dtype).tiny)
+    inv = 1.0 / torch.maximum(nonnull, floor)  # (B, m), inverse non-null eigenvalues
+    theta = torch.empty_like(inv)
+    htheta = torch.empty_like(inv)
+    step = max(1, _QIS_CHUNK_ELEMENTS // (m * m))
+    for s in range(0, B, step):
+        a = inv[s : s + step]
+        ai = a[:, :, None]  # summed over (rows i)
+        diff = ai - a[:, None, :]  # a_i − a_j
+        den = diff * diff + (h * h) * ai * ai
+        rden = 1.0 / den
+        theta[s : s + step] = (ai * diff * rden).mean(1)
+        htheta[s : s + step] = (h * ai * ai * rden).mean(1)
+    atheta2 = theta**2 + htheta**2
+    if p <= n:
+        delta = 1.0 / ((1 - c) ** 2 * inv + 2 * c * (1 - c) * inv * theta + c**2 * inv * atheta2)
+    else:
+        delta0 = 1.0 / ((c - 1) * inv.mean(-1, keepdim=True))
+        delta = torch.cat([delta0.expand(B, p - n), 1.0 / (inv * atheta2)], dim=-1)
+    delta = delta * (lam.sum(-1, keepdim=True) / delta.sum(-1, keepdim=True))
+    return _sym((U * delta.unsqueeze(-2)) @ U.transpose(-1, -2))
+
+
+def qis_from_demeaned(Xc: torch.Tensor) -> torch.Tensor:
+    """Quadratic-inverse shrinkage (Ledoit & Wolf 2022, Bernoulli) of demeaned ``Xc (B, N, p)``.
+
+    Follows the authors' published ``QIS`` code: sample covariance with divisor
+    ``n = N − 1``, ``c = p/n``, smoothing ``h = min(c², 1/c²)^0.35 / p^0.35``,
+    the smoothed Stein shrinker on the ``min(p, n)`` non-null eigenvalues, the
+    null eigenvalues (``p > n``) shrunk to ``1/((c − 1) mean(1/λ))``, trace
+    preserved, sample eigenvectors kept.
+
+    Constant columns are removed, QIS is computed on the remaining assets, and
+    they are re-inserted with zero rows/columns (that sample is processed on
+    its own).  If every column is constant the result is zero.
+    """
+    B, N, p = Xc.shape
+    const = constant_columns(Xc)
+    has_const = const.any(-1)
+    if not bool(has_const.any()):
+        return _qis_core(Xc)
+    out = torch.zeros(B, p, p, dtype=Xc.dtype, device=Xc.device)
+    regular = (~has_const).nonzero().flatten()
+    if regular.numel():
+        out[regular] = _qis_core(Xc[regular])
+    for b in has_const.nonzero().flatten().tolist():
+        keep = (~const[b]).nonzero().flatten()
+        if keep.numel() == 0:
+            continue
+        sub = _qis_core(Xc[b : b + 1][:, :, keep])[0]
+        out[b, keep.unsqueeze(-1), keep.unsqueeze(0)] = sub
+    return out
+
+
+_BUILDERS = {
+    "identity": lambda Xc, S: identity_target(S),
+    "diagonal": lambda Xc, S: diagonal_target(S),
+    "constant_correlation": lambda Xc, S: constant_correlation_target(S)[0],
+    "single_factor": lambda Xc, S: single_factor_target(Xc, S)[0],
+    "qis": lambda Xc, S: qis_from_demeaned(Xc),
+}
+
+
+def shrinkage_targets(X: Any, names: Sequence[str] = TARGET_NAMES) -> torch.Tensor:
+    """Stack the shrinkage targets of returns ``X``: ``(B, K, p, p)`` (or ``(K, p, p)``).
+
+    ``X`` is ``(n, p)`` or ``(B, n, p)`` (numpy, torch or pandas); targets are in
+    the order of ``names`` (default :data:`TARGET_NAMES`, K = 5), computed in
+    float64 on the device of ``X``.  See the module docstring for definitions.
+    """
+    names = tuple(names)
+    unknown = [k for k in names if k not in _BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown target name(s) {unknown}; choose from {TARGET_NAMES}")
+    if not names:
+        raise ValueError("names must contain at least one target")
+    Xt, batched = as_returns(X)
+    Xc = demean(Xt)
+    S = sample_cov_from_demeaned(Xc)
+    T = torch.stack([_BUILDERS[k](Xc, S) for k in names], dim=1)
+    return unbatch(T, batched)
+
+
+def combine(S: torch.Tensor, T: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The family member ``Σ̂(w) = S + Σ_k w_k (T_k − S)``.
+
+    Shapes: ``S (B, p, p)``, ``T (B, K, p, p)``, ``w (B, K)`` -> ``(B, p, p)``;
+    or unbatched ``(p, p)``, ``(K, p, p)``, ``(K,)`` -> ``(p, p)``.  Differentiable
+    in ``w`` (used by training losses).
+    """
+    if S.ndim == 2:
+        return combine(S.unsqueeze(0), T.unsqueeze(0), w.unsqueeze(0))[0]
+    if S.ndim != 3 or T.ndim != 4 or w.ndim != 2:
+        raise ValueError(
+            "combine expects S (B,p,p), T (B,K,p,p), w (B,K); got "
+            f"{tuple(S.shape)}, {tuple(T.shape)}, {tuple(w.shape)}"
+        )
+    if T.shape[:2] != w.shape or T.shape[0] != S.shape[0] or T.shape[-2:] != S.shape[-2:]:
+        raise ValueError(
+            f"inconsistent shapes S {tuple(S.shape)}, T {tuple(T.shape)}, w {tuple(w.shape)}"
+        )
+    w = w.to(S.dtype)
+    return S + torch.einsum("bk,bkij->bij", w, T - S.unsqueeze(1))
+
+
+def quadratic_form(
+    S: torch.Tensor, T: torch.Tensor, sigma: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frobenius loss of the family as a quadratic in ``w``.
+
+    With ``A_k = vec(T_k − S)`` and ``b = vec(Σ − S)``: ``G = AᵀA (B, K, K)``,
+    ``c = Aᵀb (B, K)``, ``d = bᵀb (B,)`` so that
+    ``‖Σ̂(w) − Σ‖²_F = wᵀGw − 2cᵀw + d`` (``d`` is the loss of ``S``).
+    Unbatched input ``(p,p), (K,p,p), (p,p)`` gives ``(K,K), (K,), ()``.
+    """
+    if S.ndim == 2:
+        G, c, d = quadratic_form(S.unsqueeze(0), T.unsqueeze(0), sigma.unsqueeze(0))
+        return G[0], c[0], d[0]
+    if S.ndim != 3 or T.ndim != 4 or sigma.shape != S.shape or T.shape[0] != S.shape[0]:
+        raise ValueError(
+            "quadratic_form expects S (B,p,p), T (B,K,p,p), sigma (B,p,p); got "
+            f"{tuple(S.shape)}, {tuple(T.shape)}, {tuple(sigma.shape)}"
+        )
+    B, K = T.shape[:2]
+    A = (T - S.unsqueeze(1)).reshape(B, K, -1)
+    b = (sigma.to(S.dtype) - S).reshape(B, -1)
+    G = A @ A.transpose(-1, -2)
+    c = (A @ b.unsqueeze(-1)).squeeze(-1)
+    d = (b * b).sum(-1)
+    return _sym(G), c, d
