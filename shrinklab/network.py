@@ -1,0 +1,644 @@
+"""The shrinkage network: features in, shrinkage intensity and target weights out.
+
+Implements the "ML-Enhanced Shrinkage: Neural Network Architecture" specification
+(``shared/spec``, sections 1-6) for the estimator family
+
+    Σ̂ = S + Σ_k α π_k (T_k − S),   α = sigmoid(·) ∈ [0, 1],   π = softmax(·) ∈ simplex.
+
+Architecture (all sizes configurable, defaults from the specification):
+
+* input: batch normalisation with running statistics (used at inference) and input
+  dropout (default 10 %); an optional learned embedding of a categorical market
+  regime is concatenated after normalisation (index ``n_regimes`` means "unknown").
+* hidden blocks ``Linear → LeakyReLU(0.2) → BatchNorm (post-activation) → Dropout``
+  with decreasing widths ``(128, 64, 32)``; dropout 30 % on every block but the last
+  (the "decision" layer), as in the specification's reference implementation; a
+  residual skip connection around every block (identity when the widths agree, a
+  bias-free linear projection otherwise).
+* optional self-attention over feature tokens (each scalar feature is embedded as a
+  token ``x_f · e_f + b_f``, one multi-head attention layer, mean-pooled) whose pooled
+  context joins the input of the decision layer; :meth:`MLShrinkageNetwork.attention_weights`
+  returns the attention map as a feature-importance diagnostic.
+* heads: intensity ``α = sigmoid`` ``(B,)``, target weights ``π = softmax`` over the K
+  targets ``(B, K)`` (``K = 1`` gives ``π ≡ 1``), and ``log_var`` ``(B,)``, the log of the
+  predicted variance of the intensity error (uncertainty head).
+
+Initialisation: He (Kaiming, LeakyReLU slope 0.2) for the hidden layers [He et al.,
+"Delving deep into rectifiers", ICCV 2015], Glorot uniform for the heads [Glorot &
+Bengio, AISTATS 2010] with biases set from empirical priors by
+:meth:`MLShrinkageNetwork.set_output_priors` (bias of α = logit of the mean oracle
+intensity, bias of π = log of the mean oracle target weights), and optionally from
+pretrained (synthetic-data) weights: :func:`load_pretrained_weights`,
+:meth:`MLShrinkageNetwork.from_pretrained`.
+
+Persistence: :func:`save_model` / :func:`load_model` write one ``torch.save`` file with
+``kind``, ``config``, ``state_dict``, ``feature_names``, ``feature_schema``,
+``target_names`` and ``extra``; other model kinds (ensembles, compressed models)
+register themselves with :func:`register_model_kind`.
+
+Batch normalisation layers are :class:`SyncableBatchNorm1d`: plain ``BatchNorm1d``
+(same ``state_dict``) that, while :attr:`SyncableBatchNorm1d.sync` is on and
+``torch.distributed`` is initialised, computes batch statistics over all processes
+(differentiably, with any backend, including gloo on CPU where ``nn.SyncBatchNorm``
+is not supported). The trainer switches it on under DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "MLShrinkageNetwork",
+    "ShrinkageOutput",
+    "SyncableBatchNorm1d",
+    "feature_schema_of",
+    "load_model",
+    "load_model_payload",
+    "load_pretrained_weights",
+    "output_priors",
+    "register_model_kind",
+    "save_model",
+]
+
+FORMAT_VERSION = 1
+
+
+class ShrinkageOutput(NamedTuple):
+    """Network output: intensity ``alpha (B,)``, target weights ``weights (B, K)``
+    (rows on the simplex) and ``log_var (B,)`` (log predicted variance)."""
+
+    alpha: torch.Tensor
+    weights: torch.Tensor
+    log_var: torch.Tensor
+
+    @property
+    def intensities(self) -> torch.Tensor:
+        """Per-target intensities ``w_k = α π_k``, shape ``(B, K)``."""
+        return self.alpha[:, None] * self.weights
+
+
+class SyncableBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose training statistics can be synchronised across processes.
+
+    With ``sync = False`` (default) or without an initialised process group it is
+    exactly ``nn.BatchNorm1d``. With ``sync = True`` in training mode, the batch mean
+    and (biased) variance are computed over the union of the local batches of all
+    ranks with a differentiable all-reduce, so a DDP run normalises like a single
+    process that sees the global batch [Ioffe & Szegedy, ICML 2015].
+    """
+
+    sync: bool = False
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (torch name)
+        if not (self.training and self.sync and _dist_ready()):
+            return super().forward(input)
+        import torch.distributed as dist
+        import torch.distributed.nn.functional as dist_fn
+
+        x = input.float()
+        local = torch.cat(
+            [
+                x.sum(0),
+                (x * x).sum(0),
+                torch.tensor([x.shape[0]], dtype=x.dtype, device=x.device),
+            ]
+        )
+        total = dist_fn.all_reduce(local, op=dist.ReduceOp.SUM)
+        c = x.shape[1]
+        count = total[2 * c]
+        mean = total[:c] / count
+        var = (total[c : 2 * c] / count - mean * mean).clamp_min(0.0)
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        if self.track_running_stats:
+            with torch.no_grad():
+                n = float(count.item())
+                unbiased = var * (n / max(n - 1.0, 1.0))
+                self.num_batches_tracked.add_(1)
+                m = self.momentum
+                if m is None:  # cumulative average, as in BatchNorm
+                    m = 1.0 / float(self.num_batches_tracked.item())
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
+        return out.to(input.dtype)
+
+
+def _dist_ready() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _ResidualBlock(nn.Module):
+    """``Linear → LeakyReLU → BatchNorm → (+ skip) → Dropout``."""
+
+    def __init__(self, d_in: int, d_out: int, slope: float, dropout: float, residual: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+        self.act = nn.LeakyReLU(slope)
+        self.norm = SyncableBatchNorm1d(d_out)
+        self.dropout = nn.Dropout(dropout)
+        if not residual:
+            self.skip: nn.Module | None = None
+        elif d_in == d_out:
+            self.skip = nn.Identity()
+        else:
+            self.skip = nn.Linear(d_in, d_out, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.norm(self.act(self.linear(h)))
+        if self.skip is not None:
+            z = z + self.skip(h)
+        return self.dropout(z)
+
+
+class _FeatureAttention(nn.Module):
+    """Self-attention over feature tokens: token ``f`` is ``x_f e_f + b_f`` (dim d);
+    one multi-head attention layer with a residual and layer norm, mean-pooled
+    [Vaswani et al., NeurIPS 2017; the per-feature tokeniser follows Gorishniy et
+    al., "Revisiting deep learning models for tabular data", NeurIPS 2021]."""
+
+    def __init__(self, n_features: int, dim: int, heads: int) -> None:
+        super().__init__()
+        self.token_weight = nn.Parameter(torch.empty(n_features, dim))
+        self.token_bias = nn.Parameter(torch.empty(n_features, dim))
+        nn.init.normal_(self.token_weight, std=1.0 / math.sqrt(dim))
+        nn.init.normal_(self.token_bias, std=1.0 / math.sqrt(dim))
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(
+        self, x: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens = x[:, :, None] * self.token_weight + self.token_bias  # (B, F, d)
+        ctx, weights = self.attn(
+            tokens, tokens, tokens, need_weights=need_weights, average_attn_weights=True
+        )
+        pooled = self.norm(tokens + ctx).mean(dim=1)
+        return pooled, weights
+
+
+class MLShrinkageNetwork(nn.Module):
+    """Feed-forward shrinkage network of the specification (see module docstring).
+
+    Parameters
+    ----------
+    input_dim : number of features F.
+    num_targets : number of shrinkage targets K (``1`` is allowed: ``π ≡ 1``).
+    hidden_dims : widths of the hidden blocks (spec: 128-256, 64-128, 32-64).
+    dropout_rate : dropout after each hidden block except the last (spec: 30 %).
+    input_dropout : dropout on the normalised input (spec: 10-20 %).
+    negative_slope : LeakyReLU slope (spec: 0.2).
+    residual : residual skip connections around every hidden block.
+    use_attention, attention_dim, attention_heads : optional feature self-attention.
+    n_regimes, regime_dim : optional market-regime embedding (0 = off).
+    """
+
+    model_kind = "mlp"
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_targets: int = 5,
+        hidden_dims: Sequence[int] = (128, 64, 32),
+        dropout_rate: float = 0.3,
+        input_dropout: float = 0.1,
+        negative_slope: float = 0.2,
+        residual: bool = True,
+        use_attention: bool = False,
+        attention_dim: int = 16,
+        attention_heads: int = 2,
+        n_regimes: int = 0,
+        regime_dim: int = 4,
+    ) -> None:
+        super().__init__()
+        hidden_dims = tuple(int(h) for h in hidden_dims)
+        if int(input_dim) < 1:
+            raise ValueError(f"input_dim must be >= 1, got {input_dim}")
+        if int(num_targets) < 1:
+            raise ValueError(f"num_targets must be >= 1, got {num_targets}")
+        if len(hidden_dims) < 1 or min(hidden_dims) < 1:
+            raise ValueError(f"hidden_dims must be non-empty positive widths, got {hidden_dims}")
+        for name, rate in (("dropout_rate", dropout_rate), ("input_dropout", input_dropout)):
+            if not 0.0 <= float(rate) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        if int(n_regimes) < 0:
+            raise ValueError(f"n_regimes must be >= 0, got {n_regimes}")
+        if use_attention and int(attention_dim) % int(attention_heads) != 0:
+            raise ValueError(
+                f"attention_dim ({attention_dim}) must be divisible by attention_heads "
+                f"({attention_heads})"
+            )
+        self._config: dict[str, Any] = {
+            "input_dim": int(input_dim),
+            "num_targets": int(num_targets),
+            "hidden_dims": list(hidden_dims),
+            "dropout_rate": float(dropout_rate),
+            "input_dropout": float(input_dropout),
+            "negative_slope": float(negative_slope),
+            "residual": bool(residual),
+            "use_attention": bool(use_attention),
+            "attention_dim": int(attention_dim),
+            "attention_heads": int(attention_heads),
+            "n_regimes": int(n_regimes),
+            "regime_dim": int(regime_dim),
+        }
+        self.input_dim = int(input_dim)
+        self.num_targets = int(num_targets)
+        self.n_regimes = int(n_regimes)
+
+        self.input_norm = SyncableBatchNorm1d(self.input_dim)
+        self.input_drop = nn.Dropout(float(input_dropout))
+        d = self.input_dim
+        if self.n_regimes > 0:
+            # index n_regimes is the "unknown regime" token used when regime=None
+            self.regime_embedding: nn.Embedding | None = nn.Embedding(
+                self.n_regimes + 1, int(regime_dim)
+            )
+            d += int(regime_dim)
+        else:
+            self.regime_embedding = None
+        self.attention = (
+            _FeatureAttention(self.input_dim, int(attention_dim), int(attention_heads))
+            if use_attention
+            else None
+        )
+
+        blocks = []
+        n_blocks = len(hidden_dims)
+        for i, width in enumerate(hidden_dims):
+            last = i == n_blocks - 1
+            d_in = d + (int(attention_dim) if (last and use_attention) else 0)
+            blocks.append(
+                _ResidualBlock(
+                    d_in,
+                    width,
+                    float(negative_slope),
+                    0.0 if last else float(dropout_rate),
+                    bool(residual),
+                )
+            )
+            d = width
+        self.blocks = nn.ModuleList(blocks)
+        self.alpha_head = nn.Linear(d, 1)
+        self.weights_head = nn.Linear(d, self.num_targets)
+        self.log_var_head = nn.Linear(d, 1)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self) -> None:
+        """He init for hidden layers, Glorot uniform for the heads, uninformative priors."""
+        slope = self._config["negative_slope"]
+        for block in self.blocks:
+            nn.init.kaiming_normal_(block.linear.weight, a=slope, nonlinearity="leaky_relu")
+            nn.init.zeros_(block.linear.bias)
+            if isinstance(block.skip, nn.Linear):
+                nn.init.kaiming_normal_(block.skip.weight, nonlinearity="linear")
+        for head in (self.alpha_head, self.weights_head, self.log_var_head):
+            nn.init.xavier_uniform_(head.weight)
+            nn.init.zeros_(head.bias)
+        self.set_output_priors(0.5, None)
+
+    def set_output_priors(
+        self,
+        alpha_mean: float,
+        weights_mean: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        log_var_mean: float | None = None,
+    ) -> None:
+        """Bias the heads towards empirical priors (spec §4, "bias towards empirical priors").
+
+        ``alpha`` bias = ``logit(alpha_mean)``, target-weight bias = ``log(weights_mean)``
+        (uniform when ``None``), ``log_var`` bias = ``log_var_mean`` (unchanged when
+        ``None``). With zero input to the heads the network then outputs exactly
+        these priors.
+        """
+        a = float(alpha_mean)
+        if not math.isfinite(a) or not 0.0 <= a <= 1.0:
+            raise ValueError(f"alpha_mean must be in [0, 1], got {alpha_mean}")
+        a = min(max(a, 1e-4), 1.0 - 1e-4)
+        if weights_mean is None:
+            pi = np.full(self.num_targets, 1.0 / self.num_targets)
+        else:
+            pi = np.asarray(
+                weights_mean.detach().cpu() if torch.is_tensor(weights_mean) else weights_mean,
+                dtype=np.float64,
+            ).reshape(-1)
+            if pi.shape != (self.num_targets,):
+                raise ValueError(
+                    f"weights_mean must have {self.num_targets} entries, got {pi.shape[0]}"
+                )
+            if not np.all(np.isfinite(pi)) or np.any(pi < 0) or pi.sum() <= 0:
+                raise ValueError("weights_mean must be finite, non-negative, not all zero")
+            pi = np.maximum(pi / pi.sum(), 1e-6)
+            pi = pi / pi.sum()
+        with torch.no_grad():
+            self.alpha_head.bias.fill_(math.log(a / (1.0 - a)))
+            self.weights_head.bias.copy_(torch.as_tensor(np.log(pi), dtype=torch.float32))
+            if log_var_mean is not None:
+                self.log_var_head.bias.fill_(float(log_var_mean))
+
+    # --------------------------------------------------------------- forward
+    def _regime_input(self, regime: Any, batch: int, device: torch.device) -> torch.Tensor:
+        assert self.regime_embedding is not None
+        if regime is None:
+            idx = torch.full((batch,), self.n_regimes, dtype=torch.long, device=device)
+        else:
+            idx = torch.as_tensor(regime, device=device).long().reshape(-1)
+            if idx.numel() == 1 and batch != 1:
+                idx = idx.expand(batch)
+            if idx.shape[0] != batch:
+                raise ValueError(f"regime has {idx.shape[0]} entries for a batch of {batch}")
+            if bool(((idx < 0) | (idx > self.n_regimes)).any()):
+                raise ValueError(
+                    f"regime indices must be in [0, {self.n_regimes - 1}] "
+                    f"(or {self.n_regimes} = unknown)"
+                )
+        return self.regime_embedding(idx)
+
+    def _trunk(self, x: torch.Tensor, regime: Any = None) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"features must have shape (B, {self.input_dim}), got {tuple(x.shape)}"
+            )
+        h = self.input_drop(self.input_norm(x))
+        ctx = self.attention(h)[0] if self.attention is not None else None
+        if self.regime_embedding is not None:
+            h = torch.cat([h, self._regime_input(regime, x.shape[0], x.device)], dim=1)
+        elif regime is not None:
+            raise ValueError("regime given but the network has n_regimes=0")
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if i == last and ctx is not None:
+                h = torch.cat([h, ctx], dim=1)
+            h = block(h)
+        return h
+
+    def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
+        """``x (B, F)`` → :class:`ShrinkageOutput` (alpha ``(B,)``, weights ``(B, K)``,
+        log_var ``(B,)``); ``regime`` (``(B,)`` ints) only with ``n_regimes > 0``."""
+        h = self._trunk(x, regime)
+        alpha = torch.sigmoid(self.alpha_head(h)).squeeze(-1)
+        weights = torch.softmax(self.weights_head(h), dim=-1)
+        log_var = self.log_var_head(h).squeeze(-1)
+        return ShrinkageOutput(alpha, weights, log_var)
+
+    @torch.no_grad()
+    def attention_weights(self, features: Any) -> torch.Tensor:
+        """Attention map ``(B, F, F)`` (heads averaged) in eval mode; needs ``use_attention``."""
+        if self.attention is None:
+            raise ValueError("the network was built with use_attention=False")
+        was_training = self.training
+        self.eval()
+        try:
+            x = self._as_input(features)
+            h = self.input_norm(x)
+            _, weights = self.attention(h, need_weights=True)
+        finally:
+            self.train(was_training)
+        assert weights is not None
+        return weights
+
+    def _as_input(self, features: Any) -> torch.Tensor:
+        param = next(self.parameters())
+        x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features)
+        x = x.to(device=param.device, dtype=param.dtype)
+        if x.ndim == 1:
+            x = x[None, :]
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("features contain NaN or inf")
+        return x
+
+    @torch.no_grad()
+    def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
+        """Eval-mode, no-grad forward on numpy or torch features ``(B, F)`` (or ``(F,)``).
+
+        The training/eval mode of the module is restored afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self(self._as_input(features), regime)
+        finally:
+            self.train(was_training)
+
+    # ---------------------------------------------------------------- config
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments; ``MLShrinkageNetwork.from_config(net.config)`` rebuilds it."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MLShrinkageNetwork:
+        return cls(**config)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides: Any) -> MLShrinkageNetwork:
+        """Network with the stored config (updated by ``overrides``) and the stored
+        weights wherever shapes agree (e.g. a new ``num_targets`` keeps the trunk)."""
+        payload = load_model_payload(path)
+        config = dict(payload["config"])
+        config.update(overrides)
+        model = cls.from_config(config)
+        load_pretrained_weights(model, payload["state_dict"])
+        return model
+
+
+def output_priors(oracle_w: Any) -> tuple[float, np.ndarray]:
+    """Empirical priors from oracle intensities ``w* (N, K)``: the mean total
+    intensity ``mean_i Σ_k w*_ik`` and the mean target weights ``mean_i w*_i / Σ_k w*_ik``
+    over samples with a positive total (uniform if there are none)."""
+    w = np.asarray(oracle_w.detach().cpu() if torch.is_tensor(oracle_w) else oracle_w, float)
+    if w.ndim != 2 or w.shape[0] == 0:
+        raise ValueError(f"oracle_w must have shape (N, K) with N >= 1, got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("oracle_w contains NaN or inf")
+    w = np.clip(w, 0.0, None)
+    total = w.sum(axis=1)
+    alpha_mean = float(np.clip(total.mean(), 0.0, 1.0))
+    pos = total > 1e-12
+    if pos.any():
+        pi = (w[pos] / total[pos, None]).mean(axis=0)
+    else:
+        pi = np.full(w.shape[1], 1.0 / w.shape[1])
+    return alpha_mean, pi
+
+
+# ------------------------------------------------------------------ persistence
+_MODEL_KINDS: dict[str, type] = {}
+
+
+def register_model_kind(name: str, cls: type) -> None:
+    """Register a model class for :func:`save_model`/:func:`load_model`.
+
+    ``cls`` must provide ``from_config(config)`` and instances must provide
+    ``config`` (a plain dict) and ``state_dict()``.
+    """
+    if not hasattr(cls, "from_config"):
+        raise ValueError(f"{cls!r} has no from_config(config) classmethod")
+    existing = _MODEL_KINDS.get(name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"model kind {name!r} is already registered to {existing!r}")
+    _MODEL_KINDS[name] = cls
+
+
+register_model_kind(MLShrinkageNetwork.model_kind, MLShrinkageNetwork)
+
+
+def _kind_of(model: nn.Module) -> str:
+    for name, cls in _MODEL_KINDS.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(
+        f"{type(model).__name__} is not a registered model kind; call register_model_kind"
+    )
+
+
+def feature_schema_of(feature_names: Sequence[str]) -> str:
+    """Schema string of a feature list: ``shrinklab.features.FEATURE_SCHEMA`` when the
+    names are exactly ``FEATURE_NAMES``, else ``"custom-<sha1 of the names>"``."""
+    names = tuple(str(n) for n in feature_names)
+    try:
+        from shrinklab import features as _features
+    except ImportError:
+        _features = None
+    if _features is not None and tuple(getattr(_features, "FEATURE_NAMES", ())) == names:
+        return str(_features.FEATURE_SCHEMA)
+    digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
+    return f"custom-{digest}"
+
+
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    feature_names: Sequence[str],
+    target_names: Sequence[str],
+    extra: dict[str, Any] | None = None,
+    feature_schema: str | None = None,
+) -> Path:
+    """Write ``model`` to one file: ``kind``, ``config``, ``state_dict`` (CPU tensors),
+    ``feature_names``, ``feature_schema``, ``target_names``, ``extra`` (plain Python
+    values / tensors only, so that the file loads with ``weights_only=True``)."""
+    kind = _kind_of(model)
+    feature_names = [str(n) for n in feature_names]
+    target_names = [str(n) for n in target_names]
+    config = dict(model.config)
+    if "input_dim" in config and config["input_dim"] != len(feature_names):
+        raise ValueError(
+            f"model expects {config['input_dim']} features but {len(feature_names)} names given"
+        )
+    if "num_targets" in config and config["num_targets"] != len(target_names):
+        raise ValueError(
+            f"model has {config['num_targets']} targets but {len(target_names)} names given"
+        )
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "config": config,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "feature_names": feature_names,
+        "feature_schema": feature_schema or feature_schema_of(feature_names),
+        "target_names": target_names,
+        "extra": dict(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_model_payload(path: str | Path) -> dict[str, Any]:
+    """The raw dictionary written by :func:`save_model` (tensors on CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no model file at {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "kind" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{path} is not a shrinklab model file")
+    return payload
+
+
+def load_model(
+    path: str | Path,
+    expected_feature_schema: str | Sequence[str] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """Rebuild a model written by :func:`save_model`, in eval mode.
+
+    ``expected_feature_schema`` (a schema string such as
+    ``shrinklab.features.FEATURE_SCHEMA``, or a list of feature names) must match the
+    stored schema, else ``ValueError``. The returned model carries ``feature_names``,
+    ``feature_schema``, ``target_names`` and ``extra`` attributes.
+    """
+    payload = load_model_payload(path)
+    stored = payload.get("feature_schema")
+    if expected_feature_schema is not None:
+        if isinstance(expected_feature_schema, str):
+            expected = expected_feature_schema
+        else:
+            expected = feature_schema_of(list(expected_feature_schema))
+        if expected != stored:
+            raise ValueError(
+                f"feature schema mismatch: model {path} was trained on {stored!r}, "
+                f"expected {expected!r}; re-extract features or retrain"
+            )
+    kind = payload["kind"]
+    if kind not in _MODEL_KINDS:
+        raise ValueError(
+            f"unknown model kind {kind!r} in {path}; known: {sorted(_MODEL_KINDS)} "
+            "(import the module that registers it)"
+        )
+    model = _MODEL_KINDS[kind].from_config(payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    model.to(map_location)
+    model.eval()
+    model.feature_names = list(payload.get("feature_names", []))
+    model.feature_schema = stored
+    model.target_names = list(payload.get("target_names", []))
+    model.extra = dict(payload.get("extra", {}))
+    return model
+
+
+def load_pretrained_weights(
+    model: nn.Module, source: str | Path | dict[str, torch.Tensor]
+) -> dict[str, list[str]]:
+    """Copy pretrained weights into ``model`` wherever names and shapes agree
+    (spec §4, "pre-trained values from synthetic data").
+
+    ``source`` is a :func:`save_model` file, a plain ``state_dict`` file, or a
+    ``state_dict``. Returns ``{"loaded": [...], "skipped": [...]}`` (skipped: present
+    in ``model`` but missing or of another shape in the source). Raises ``ValueError``
+    if nothing matches.
+    """
+    if isinstance(source, dict):
+        state = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"no pretrained weights at {path}")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        state = obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
+    own = model.state_dict()
+    loaded, skipped = [], []
+    new_state = {}
+    for name, tensor in own.items():
+        src = state.get(name)
+        if src is not None and tuple(src.shape) == tuple(tensor.shape):
+            new_state[name] = src.to(device=tensor.device, dtype=tensor.dtype)
+            loaded.append(name)
+        else:
+            skipped.append(name)
+    if not loaded:
+        raise ValueError("no pretrained tensor matches the model (names or shapes differ)")
+    model.load_state_dict(new_state, strict=False)
+    return {"loaded": loaded, "skipped": skipped}

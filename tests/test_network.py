@@ -1,0 +1,311 @@
+"""Tests for shrinklab.network: architecture, initialisation, priors, persistence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shrinklab.network import (
+    MLShrinkageNetwork,
+    ShrinkageOutput,
+    load_model,
+    load_model_payload,
+    load_pretrained_weights,
+    output_priors,
+    register_model_kind,
+    save_model,
+)
+
+F = 12
+NAMES = [f"f{i}" for i in range(F)]
+TARGETS = ["identity", "diagonal", "constant_correlation", "single_factor", "qis"]
+
+
+def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BN running stats and biases non-trivial values (as after training)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm1d):
+                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g))
+                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+    return model
+
+
+def _reference_forward(model: MLShrinkageNetwork, x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Eval-mode forward pass written independently in numpy from the state_dict."""
+    sd = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
+    eps = 1e-5
+
+    def bn(h, prefix):
+        return (h - sd[prefix + "running_mean"]) / np.sqrt(sd[prefix + "running_var"] + eps) * sd[
+            prefix + "weight"
+        ] + sd[prefix + "bias"]
+
+    def leaky(h):
+        return np.where(h > 0, h, 0.2 * h)
+
+    h = bn(x.astype(np.float64), "input_norm.")
+    for i in range(len(model.blocks)):
+        p = f"blocks.{i}."
+        z = bn(leaky(h @ sd[p + "linear.weight"].T + sd[p + "linear.bias"]), p + "norm.")
+        skip = h @ sd[p + "skip.weight"].T if (p + "skip.weight") in sd else h
+        h = z + skip
+    a = h @ sd["alpha_head.weight"].T + sd["alpha_head.bias"]
+    alpha = 1.0 / (1.0 + np.exp(-a[:, 0]))
+    logits = h @ sd["weights_head.weight"].T + sd["weights_head.bias"]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights = e / e.sum(axis=1, keepdims=True)
+    log_var = (h @ sd["log_var_head.weight"].T + sd["log_var_head.bias"])[:, 0]
+    return alpha, weights, log_var
+
+
+@pytest.mark.parametrize("hidden", [(128, 64, 32), (32, 32), (16,)])
+def test_eval_forward_matches_numpy_reference(hidden):
+    torch.manual_seed(0)
+    model = _trained_like(MLShrinkageNetwork(F, hidden_dims=hidden))
+    x = np.random.default_rng(1).normal(size=(9, F)).astype(np.float32)
+    out = model.predict(x)
+    alpha, weights, log_var = _reference_forward(model, x)
+    np.testing.assert_allclose(out.alpha.numpy(), alpha, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.weights.numpy(), weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.log_var.numpy(), log_var, rtol=1e-5, atol=1e-5)
+
+
+def test_block_structure_follows_spec():
+    model = MLShrinkageNetwork(F, hidden_dims=(64, 64, 32))
+    b0, b1, b2 = model.blocks
+    # post-activation batch norm, LeakyReLU(0.2)
+    assert isinstance(b0.act, nn.LeakyReLU) and b0.act.negative_slope == 0.2
+    # residual: projection when widths differ, identity when equal
+    assert isinstance(b0.skip, nn.Linear) and isinstance(b1.skip, nn.Identity)
+    assert isinstance(b2.skip, nn.Linear)
+    # 30 % dropout except on the last (decision) block; input dropout 10 %
+    assert b0.dropout.p == 0.3 and b1.dropout.p == 0.3 and b2.dropout.p == 0.0
+    assert model.input_drop.p == 0.1
+    assert MLShrinkageNetwork(F, residual=False).blocks[0].skip is None
+
+
+def test_output_constraints_and_intensities():
+    torch.manual_seed(0)
+    model = MLShrinkageNetwork(F)
+    out = model(torch.randn(64, F) * 5)
+    assert isinstance(out, ShrinkageOutput)
+    assert out.alpha.shape == (64,) and out.weights.shape == (64, 5) and out.log_var.shape == (64,)
+    assert bool(((out.alpha >= 0) & (out.alpha <= 1)).all())
+    assert bool((out.weights >= 0).all())
+    torch.testing.assert_close(out.weights.sum(1), torch.ones(64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.intensities, out.alpha[:, None] * out.weights)
+    assert bool((out.intensities.sum(1) <= 1 + 1e-6).all())
+
+
+def test_single_target_model():
+    torch.manual_seed(0)
+    model = MLShrinkageNetwork(F, num_targets=1)
+    out = model(torch.randn(16, F))
+    assert out.weights.shape == (16, 1)
+    assert torch.equal(out.weights, torch.ones(16, 1))
+    torch.testing.assert_close(out.intensities[:, 0], out.alpha)
+    out.alpha.sum().backward()
+    assert model.alpha_head.weight.grad is not None
+
+
+def test_every_parameter_receives_gradient():
+    torch.manual_seed(0)
+    model = MLShrinkageNetwork(F, use_attention=True, n_regimes=3)
+    out = model(torch.randn(32, F), regime=torch.arange(32) % 4)
+    (out.intensities.square().sum() + out.log_var.sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_he_and_glorot_initialisation():
+    torch.manual_seed(0)
+    model = MLShrinkageNetwork(256, hidden_dims=(256, 128))
+    w = model.blocks[0].linear.weight
+    expected_std = math.sqrt(2.0 / (1 + 0.2**2)) / math.sqrt(256)
+    assert abs(w.std().item() / expected_std - 1) < 0.02  # 65k draws: ~0.3 % sampling error
+    assert torch.count_nonzero(model.blocks[0].linear.bias) == 0
+    for head, fan_out in ((model.alpha_head, 1), (model.weights_head, 5)):
+        bound = math.sqrt(6.0 / (128 + fan_out))
+        assert head.weight.abs().max().item() <= bound
+        assert head.weight.abs().max().item() > 0.8 * bound
+
+
+def test_output_priors_set_exact_outputs_when_heads_see_zero():
+    torch.manual_seed(0)
+    model = MLShrinkageNetwork(F)
+    pi = np.array([0.1, 0.2, 0.3, 0.15, 0.25])
+    model.set_output_priors(0.3, pi, log_var_mean=-2.0)
+    with torch.no_grad():
+        for head in (model.alpha_head, model.weights_head, model.log_var_head):
+            head.weight.zero_()
+    out = model.predict(np.random.default_rng(0).normal(size=(4, F)))
+    np.testing.assert_allclose(out.alpha.numpy(), 0.3, rtol=1e-6)
+    np.testing.assert_allclose(out.weights.numpy(), np.tile(pi, (4, 1)), rtol=1e-5)
+    np.testing.assert_allclose(out.log_var.numpy(), -2.0)
+    with pytest.raises(ValueError, match="alpha_mean"):
+        model.set_output_priors(1.5)
+    with pytest.raises(ValueError, match="entries"):
+        model.set_output_priors(0.5, [0.5, 0.5])
+
+
+def test_output_priors_from_oracle_matches_brute_force():
+    rng = np.random.default_rng(3)
+    w = rng.dirichlet(np.ones(5), size=200) * rng.uniform(0, 1, size=(200, 1))
+    w[:7] = 0.0  # no shrinkage at all: excluded from the weight prior
+    a, pi = output_priors(w)
+    assert a == pytest.approx(np.mean([row.sum() for row in w]), rel=1e-12)
+    brute = np.mean([row / row.sum() for row in w[7:]], axis=0)
+    np.testing.assert_allclose(pi, brute, rtol=1e-12)
+    with pytest.raises(ValueError):
+        output_priors(np.full((3, 5), np.nan))
+
+
+def test_predict_is_eval_mode_deterministic_and_restores_mode():
+    torch.manual_seed(0)
+    model = _trained_like(MLShrinkageNetwork(F))
+    x = torch.randn(20, F)
+    model.train()
+    p1, p2 = model.predict(x), model.predict(x)
+    assert model.training
+    assert torch.equal(p1.alpha, p2.alpha) and not p1.alpha.requires_grad
+    # running statistics: a row's prediction does not depend on the rest of the batch
+    alone = model.predict(x[3])
+    torch.testing.assert_close(alone.alpha[0], p1.alpha[3], rtol=1e-6, atol=1e-7)
+    # training mode uses batch statistics and dropout, so it differs
+    assert not torch.allclose(model(x).alpha, p1.alpha)
+
+
+def test_regime_embedding():
+    torch.manual_seed(0)
+    model = MLShrinkageNetwork(F, n_regimes=3)
+    x = torch.randn(5, F)
+    a0 = model.predict(x, regime=torch.zeros(5, dtype=torch.long)).alpha
+    a2 = model.predict(x, regime=[2] * 5).alpha
+    unknown = model.predict(x).alpha
+    assert not torch.allclose(a0, a2) and not torch.allclose(a0, unknown)
+    torch.testing.assert_close(model.predict(x, regime=3).alpha, unknown)
+    with pytest.raises(ValueError, match="regime indices"):
+        model.predict(x, regime=[4] * 5)
+    with pytest.raises(ValueError, match="n_regimes=0"):
+        MLShrinkageNetwork(F).predict(x, regime=[0] * 5)
+
+
+def test_attention_map_is_row_stochastic_and_changes_output():
+    torch.manual_seed(0)
+    model = MLShrinkageNetwork(F, use_attention=True, attention_dim=8, attention_heads=2)
+    x = torch.randn(6, F)
+    att = model.attention_weights(x)
+    assert att.shape == (6, F, F)
+    torch.testing.assert_close(att.sum(-1), torch.ones(6, F), rtol=0, atol=1e-5)
+    base = model.predict(x).alpha
+    with torch.no_grad():
+        model.attention.token_bias.add_(1.0)
+    assert not torch.allclose(model.predict(x).alpha, base)
+    with pytest.raises(ValueError, match="divisible"):
+        MLShrinkageNetwork(F, use_attention=True, attention_dim=7, attention_heads=2)
+
+
+def test_bad_inputs():
+    model = MLShrinkageNetwork(F)
+    with pytest.raises(ValueError, match="shape"):
+        model.predict(np.zeros((3, F + 1)))
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(np.full((3, F), np.nan))
+    for kwargs in ({"num_targets": 0}, {"hidden_dims": ()}, {"dropout_rate": 1.0}):
+        with pytest.raises(ValueError):
+            MLShrinkageNetwork(F, **kwargs)
+
+
+def test_config_rebuilds_same_function():
+    torch.manual_seed(0)
+    model = _trained_like(MLShrinkageNetwork(F, hidden_dims=(32, 16), use_attention=True))
+    clone = MLShrinkageNetwork.from_config(model.config)
+    clone.load_state_dict(model.state_dict())
+    x = torch.randn(7, F)
+    assert torch.equal(clone.predict(x).weights, model.predict(x).weights)
+
+
+def test_save_load_roundtrip_and_schema_check(tmp_path):
+    torch.manual_seed(0)
+    model = _trained_like(MLShrinkageNetwork(F, n_regimes=2))
+    path = save_model(tmp_path / "m" / "net.pt", model, NAMES, TARGETS, extra={"epoch": 3})
+    payload = load_model_payload(path)
+    assert {
+        "kind",
+        "config",
+        "state_dict",
+        "feature_names",
+        "feature_schema",
+        "target_names",
+    } <= set(payload)
+    loaded = load_model(path, expected_feature_schema=NAMES)
+    assert not loaded.training
+    assert loaded.target_names == TARGETS and loaded.extra == {"epoch": 3}
+    x = torch.randn(5, F)
+    for a, b in zip(model.predict(x, regime=[0, 1, 2, 0, 1]), loaded.predict(x, [0, 1, 2, 0, 1])):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="feature schema mismatch"):
+        load_model(path, expected_feature_schema=NAMES[::-1])
+    with pytest.raises(ValueError, match="feature schema mismatch"):
+        load_model(path, expected_feature_schema="v0-deadbeef")
+    with pytest.raises(ValueError, match="features but"):
+        save_model(tmp_path / "bad.pt", model, NAMES[:-1], TARGETS)
+    with pytest.raises(ValueError, match="no model file"):
+        load_model(tmp_path / "missing.pt")
+
+
+class _MeanModel(nn.Module):
+    """A toy model kind: predicts a constant, to test the registry."""
+
+    def __init__(self, num_targets: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_targets + 1))
+        self.num_targets = num_targets
+
+    @property
+    def config(self):
+        return {"num_targets": self.num_targets}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def test_register_model_kind(tmp_path):
+    model = _MeanModel(5)
+    with pytest.raises(ValueError, match="not a registered"):
+        save_model(tmp_path / "t.pt", model, NAMES, TARGETS)
+    register_model_kind("toy_mean", _MeanModel)
+    with torch.no_grad():
+        model.logits.copy_(torch.arange(6.0))
+    save_model(tmp_path / "t.pt", model, NAMES, TARGETS)
+    loaded = load_model(tmp_path / "t.pt")
+    assert isinstance(loaded, _MeanModel) and torch.equal(loaded.logits, model.logits)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model_kind("toy_mean", MLShrinkageNetwork)
+
+
+def test_pretrained_weights_transfer_trunk(tmp_path):
+    torch.manual_seed(0)
+    source = _trained_like(MLShrinkageNetwork(F))
+    path = save_model(tmp_path / "pre.pt", source, NAMES, TARGETS)
+    torch.manual_seed(1)
+    single = MLShrinkageNetwork(F, num_targets=1)
+    report = load_pretrained_weights(single, path)
+    assert "weights_head.weight" in report["skipped"]
+    assert "blocks.0.linear.weight" in report["loaded"]
+    x = torch.randn(8, F)
+    # trunk and alpha head transferred: identical intensity α
+    torch.testing.assert_close(single.predict(x).alpha, source.predict(x).alpha)
+    clone = MLShrinkageNetwork.from_pretrained(path, num_targets=2)
+    torch.testing.assert_close(clone.predict(x).alpha, source.predict(x).alpha)
+    with pytest.raises(ValueError, match="no pretrained tensor"):
+        load_pretrained_weights(_MeanModel(5), path)
