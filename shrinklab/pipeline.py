@@ -137,14 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("notebook", help="e.g. 01_data_prep")
     run.add_argument("section", nargs="?", help="params.yaml section (default: none)")
     run.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
-    sub.add_parser("index", help="write reports/index.html")
+    sub.add_parser("index", help="write reports/index.html and the README headline")
     args = parser.parse_args(argv)
     if args.command == "run":
         run_stage(args.notebook, args.section, Path(args.params))
     else:
-        from shrinklab.reporting import write_index
+        from shrinklab.reporting import update_readme, write_index
 
         write_index(REPO_ROOT)
+        update_readme(REPO_ROOT)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def smoke_params(root: Path = ROOT) -> dict:
     params = yaml.safe_load((root / "params.yaml").read_text())
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
     for stage in dvc["stages"].values():
-        notebook, section = stage["cmd"].split()[-2:]
+        notebook, section = re.search(r"pipeline run (\S+) (\S+)", stage["cmd"]).groups()
         defaults = notebook_parameters(read_notebook(notebook, root))
         for key in params[section]:
             if not _is_path_key(key):
