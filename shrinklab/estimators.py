@@ -326,6 +326,13 @@ def oracle_weights(X: Any, sigma: Any) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- losses
+def _as_float(M: Any) -> torch.Tensor:
+    """Tensor as is if floating, else a float64 copy (numpy / lists / integer tensors)."""
+    if isinstance(M, torch.Tensor):
+        return M if M.is_floating_point() else M.to(torch.float64)
+    return torch.from_numpy(np.array(M, dtype=np.float64))
+
+
 def _as_vector(v: Any, name: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v)
     t = t.detach().to(torch.float64).reshape(-1)
@@ -355,8 +362,8 @@ def prial(loss_est: Any, loss_sample: Any, loss_fsopt: Any) -> float:
 
 def frobenius_loss(A: Any, B: Any) -> torch.Tensor:
     """Squared Frobenius distance ``‖A − B‖²_F`` per matrix: ``(B,)`` for ``(B,p,p)``, 0-d for ``(p,p)``."""
-    At = torch.as_tensor(A)
-    Bt = torch.as_tensor(B, device=At.device)
+    At = _as_float(A)
+    Bt = _as_float(B).to(At.device)
     if At.shape[-2:] != Bt.shape[-2:] or At.ndim < 2:
         raise ValueError(f"frobenius_loss: shapes {tuple(At.shape)} and {tuple(Bt.shape)} differ")
     dtype = torch.promote_types(At.dtype, Bt.dtype)
@@ -372,8 +379,7 @@ def stein_loss(est: Any, sigma: Any) -> torch.Tensor:
     0 iff ``Σ̂ = Σ``; ``+inf`` if ``Σ̂`` is singular or not positive definite.
     ``sigma`` must be symmetric positive definite (``ValueError`` otherwise).
     """
-    E = torch.as_tensor(est)
-    E = E.to(torch.float64) if not E.is_floating_point() else E
+    E = _as_float(est)
     batched = E.ndim == 3
     if E.ndim not in (2, 3) or E.shape[-1] != E.shape[-2]:
         raise ValueError(f"stein_loss: est must be (p,p) or (B,p,p); got {tuple(E.shape)}")

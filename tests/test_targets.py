@@ -1,0 +1,118 @@
+"""Shrinkage targets, `combine` and `quadratic_form` against closed forms and the authors' code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _lw_reference import ref_cov_cor, ref_cov_market, ref_qis
+
+from shrinklab import estimators as est
+from shrinklab.targets import TARGET_NAMES, combine, quadratic_form, shrinkage_targets
+
+RTOL = 1e-10
+
+
+def _rel(a, b) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def _factor_returns(n, p, seed, B=None):
+    """Returns with a common factor (so correlations and market loadings are non-trivial)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, p) if B is None else (B, n, p)
+    f = rng.standard_normal(shape[:-1] + (1,))
+    beta = rng.uniform(0.5, 1.5, p)
+    vol = rng.uniform(0.5, 2.0, p)
+    return (f * beta + rng.standard_normal(shape) * vol) * 0.01
+
+
+def test_target_names_fixed():
+    assert TARGET_NAMES == ("identity", "diagonal", "constant_correlation", "single_factor", "qis")
+
+
+@pytest.mark.parametrize("n,p", [(60, 12), (15, 40)])
+def test_targets_match_closed_forms_and_reference_code(n, p):
+    X = _factor_returns(n, p, seed=1)
+    T = shrinkage_targets(X).numpy()
+    assert T.shape == (5, p, p)
+    S = np.cov(X, rowvar=False, bias=True)
+    # identity: (tr S / p) I ; diagonal: diag(S)
+    assert _rel(T[0], np.trace(S) / p * np.eye(p)) < RTOL
+    assert _rel(T[1], np.diag(np.diag(S))) < RTOL
+    # constant correlation: prior of covCor.m ; single factor: prior of covMarket.m
+    assert _rel(T[2], ref_cov_cor(X)[1]) < RTOL
+    assert _rel(T[3], ref_cov_market(X)[1]) < RTOL
+    # QIS: the authors' QIS code
+    assert _rel(T[4], ref_qis(X)) < RTOL
+    # all targets symmetric
+    assert np.abs(T - T.transpose(0, 2, 1)).max() < 1e-14 * np.abs(T).max()
+
+
+def test_targets_batched_equal_loop_and_subset_order():
+    X = _factor_returns(30, 8, seed=2, B=4)
+    T = shrinkage_targets(torch.from_numpy(X))
+    assert T.shape == (4, 5, 8, 8)
+    for b in range(4):
+        assert _rel(T[b].numpy(), shrinkage_targets(X[b]).numpy()) < 1e-12
+    sub = shrinkage_targets(X, names=("qis", "identity"))
+    assert torch.allclose(sub[:, 0], T[:, 4], rtol=0, atol=0) or _rel(sub[:, 0], T[:, 4]) < 1e-13
+    assert _rel(sub[:, 1], T[:, 0]) < 1e-15
+
+
+def test_targets_with_constant_column_are_finite_and_zero_there():
+    X = _factor_returns(40, 6, seed=3)
+    X[:, 2] = 0.0  # stale price
+    T = shrinkage_targets(X).numpy()
+    assert np.isfinite(T).all()
+    off = ~np.eye(6, dtype=bool)[2]
+    assert np.all(T[:, 2, off] == 0) and np.all(T[:, off, 2] == 0)  # zero covariance
+    assert np.all(T[1:, 2, 2] == 0)  # zero variance (the identity target gives it tr S / p)
+    assert T[0, 2, 2] == pytest.approx(np.trace(np.cov(X, rowvar=False, bias=True)) / 6, rel=1e-12)
+    keep = [0, 1, 3, 4, 5]
+    Tr = shrinkage_targets(X[:, keep]).numpy()
+    # the flat asset is as if removed: the other entries equal the targets without it
+    # (identity target excepted: tr S / p counts the flat asset in p)
+    for k in (1, 2, 3, 4):
+        assert _rel(T[k][np.ix_(keep, keep)], Tr[k]) < 1e-10
+
+
+def test_combine_vertices_and_linearity():
+    X = _factor_returns(30, 7, seed=4, B=3)
+    S = est.sample_covariance(X)
+    T = shrinkage_targets(X)
+    K = T.shape[1]
+    assert torch.equal(combine(S, T, torch.zeros(3, K, dtype=torch.float64)), S)
+    for k in range(K):
+        w = torch.zeros(3, K, dtype=torch.float64)
+        w[:, k] = 1.0
+        assert _rel(combine(S, T, w), T[:, k]) < 1e-14
+    w = torch.tensor([[0.1, 0.2, 0.0, 0.3, 0.25]] * 3, dtype=torch.float64)
+    direct = (1 - w.sum(1))[:, None, None] * S + torch.einsum("bk,bkij->bij", w, T)
+    assert _rel(combine(S, T, w), direct) < 1e-13
+    # unbatched
+    assert _rel(combine(S[0], T[0], w[0]), direct[0]) < 1e-13
+
+
+def test_quadratic_form_identity_vs_direct_frobenius():
+    rng = np.random.default_rng(5)
+    X = _factor_returns(25, 10, seed=5, B=6)
+    A = rng.standard_normal((6, 10, 10))
+    sigma = torch.from_numpy(A @ A.transpose(0, 2, 1) / 10 * 1e-4 + 1e-4 * np.eye(10))
+    S = est.sample_covariance(X)
+    T = shrinkage_targets(X)
+    G, c, d = quadratic_form(S, T, sigma)
+    assert G.shape == (6, 5, 5) and c.shape == (6, 5) and d.shape == (6,)
+    # d is the loss of S; G is symmetric PSD
+    assert _rel(d, est.frobenius_loss(S, sigma)) < RTOL
+    assert torch.linalg.eigvalsh(G).min() > -1e-12 * G.abs().max()
+    for _ in range(5):
+        w = torch.from_numpy(rng.dirichlet(np.ones(5), size=6) * rng.uniform(0, 1, (6, 1)))
+        quad = torch.einsum("bk,bkl,bl->b", w, G, w) - 2 * (c * w).sum(1) + d
+        direct = est.frobenius_loss(combine(S, T, w), sigma)
+        assert _rel(quad, direct) < RTOL
+    # unbatched call gives the same numbers
+    G0, c0, d0 = quadratic_form(S[0], T[0], sigma[0])
+    assert _rel(G0, G[0]) < 1e-15 and _rel(c0, c[0]) < 1e-15 and _rel(d0, d[0]) < 1e-15
