@@ -1,0 +1,464 @@
+"""Ensembles of shrinkage networks with calibrated uncertainty (spec §7, "Model Ensembling").
+
+An :class:`EnsembleModel` is itself a model (``predict(features, regime=None) ->
+ShrinkageOutput``) and is saved and loaded as one file by
+:func:`shrinklab.network.save_model` / :func:`~shrinklab.network.load_model`
+(model kind ``"ensemble"``; the members are rebuilt from their stored kinds and
+configs, their weights and the temperature live in one ``state_dict``).
+
+Combining the members (``combine="intensities"``, the default)
+--------------------------------------------------------------
+The members' per-target intensities ``w_m = α_m π_m`` are averaged,
+``w̄ = Σ_m ρ_m w_m`` (``ρ`` the member weights, uniform unless given), and split
+back into ``α = Σ_k w̄_k`` and ``π = w̄ / α``. Because ``Σ_k w_mk = α_m``, ``α`` is
+also the mean of the members' ``α_m``; ``π`` is the ``α``-weighted mean of the
+``π_m``. Averaging in ``w`` is the natural choice for this family: the Frobenius loss
+``wᵀGw − 2cᵀw + d`` is convex in ``w``, so by Jensen's inequality the ensemble's loss
+is never above the members' mean loss, on every sample. ``combine="mean"`` averages
+``α`` and ``π`` separately instead (same ``α``, plain mean of ``π``).
+
+Uncertainty
+-----------
+Each member predicts a Gaussian for the intensity, ``N(α_m, v_m)`` with
+``v_m = exp(log_var_m)``. The ensemble is the mixture ``Σ_m ρ_m N(α_m, v_m)``; its
+variance (law of total variance) is
+
+    v = Σ_m ρ_m (α_m − ᾱ)²  +  Σ_m ρ_m v_m        (between-member + mean predicted)
+
+[Lakshminarayanan, Pritzel & Blundell, "Simple and scalable predictive uncertainty
+estimation using deep ensembles", NeurIPS 2017]. The output ``log_var`` is
+``log(τ · v)`` with a scalar temperature ``τ`` fitted on *validation* data only by
+:func:`fit_temperature` (closed-form maximiser of the Gaussian likelihood; variance
+scaling in the spirit of temperature scaling, Guo et al., "On calibration of modern
+neural networks", ICML 2017; Kuleshov, Fenner & Ermon, ICML 2018 for regression).
+
+Calibration diagnostics: :func:`interval_coverage` (central Gaussian intervals),
+:func:`reliability_curve` (observed vs nominal coverage over many levels, for the
+reliability diagram) and :func:`gaussian_nll`.
+
+Builders (all deterministic for fixed seeds on CPU)
+---------------------------------------------------
+* :func:`train_multi_seed` — the same architecture from ``n_members`` seeds.
+* :func:`train_checkpoint_average` — stochastic weight averaging of the
+  checkpoints of the last epochs of one run, batch-norm statistics recomputed
+  [Izmailov et al., "Averaging weights leads to wider optima and better
+  generalization", UAI 2018].
+* :func:`train_architecture_ensemble` — one member per architecture.
+* :func:`train_boosted` — sequential members, each trained on a resample of the
+  training set drawn with probabilities increasing with the current ensemble's
+  normalised Frobenius loss (resampling boosting for regression, Drucker,
+  "Improving regressors using boosting techniques", ICML 1997).
+
+PRIAL of members and ensembles: :func:`prial_of`, :func:`prial_table`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import norm
+from torch import nn
+
+from shrinklab.network import (
+    MLShrinkageNetwork,
+    ShrinkageOutput,
+    register_model_kind,
+)
+
+__all__ = [
+    "EnsembleModel",
+    "fit_temperature",
+    "gaussian_nll",
+    "interval_coverage",
+    "member_kind",
+    "model_class",
+    "predict_numpy",
+    "prial_of",
+    "prial_table",
+    "quadratic_loss",
+    "reliability_curve",
+]
+
+COMBINE_MODES = ("intensities", "mean")
+
+
+# --------------------------------------------------------------------- registry
+def model_class(kind: str) -> type:
+    """The class registered for model kind ``kind`` (see ``register_model_kind``)."""
+    from shrinklab import network as _network
+
+    kinds = _network._MODEL_KINDS  # the registry save_model/load_model use
+    if kind not in kinds:
+        raise ValueError(f"unknown model kind {kind!r}; known: {sorted(kinds)}")
+    return kinds[kind]
+
+
+def member_kind(model: nn.Module) -> str:
+    """Registered kind name of ``model`` (exact type match, as ``save_model`` does)."""
+    from shrinklab import network as _network
+
+    for name, cls in _network._MODEL_KINDS.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(
+        f"{type(model).__name__} is not a registered model kind; call register_model_kind"
+    )
+
+
+# ----------------------------------------------------------------------- model
+class EnsembleModel(nn.Module):
+    """Average of member models with a mixture variance and a fitted temperature.
+
+    Parameters
+    ----------
+    members : models with ``forward(x, regime=None) -> ShrinkageOutput`` and a
+        registered kind (e.g. :class:`~shrinklab.network.MLShrinkageNetwork`),
+        all with the same ``input_dim`` and ``num_targets``.
+    temperature : scale on the variance (``> 0``; 1 = uncalibrated).
+    combine : ``"intensities"`` (average ``w = απ``; default) or ``"mean"``
+        (average ``α`` and ``π`` separately). See the module docstring.
+    member_weights : non-negative mixture weights ``ρ`` (normalised to sum 1);
+        uniform when ``None``.
+    label : free-text name of the ensemble kind (``"multi_seed"``, ``"boosted"``...).
+    """
+
+    model_kind = "ensemble"
+
+    def __init__(
+        self,
+        members: Sequence[nn.Module],
+        temperature: float = 1.0,
+        combine: str = "intensities",
+        member_weights: Sequence[float] | None = None,
+        label: str = "ensemble",
+    ) -> None:
+        super().__init__()
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
+        dims = {(_config_of(m).get("input_dim"), _config_of(m).get("num_targets")) for m in members}
+        if len(dims) != 1:
+            raise ValueError(f"members disagree on (input_dim, num_targets): {sorted(dims)}")
+        self.input_dim, self.num_targets = next(iter(dims))
+        kinds = [member_kind(m) for m in members]  # fail early if a kind is unregistered
+        self.members = nn.ModuleList(members)
+        self.combine = combine
+        self.label = str(label)
+        self._kinds = kinds
+        if member_weights is None:
+            rho = torch.full((len(members),), 1.0 / len(members), dtype=torch.float64)
+        else:
+            rho = torch.as_tensor(np.asarray(member_weights, dtype=np.float64))
+            if rho.shape != (len(members),):
+                raise ValueError(f"member_weights must have {len(members)} entries")
+            if not bool(torch.isfinite(rho).all()) or bool((rho < 0).any()) or rho.sum() <= 0:
+                raise ValueError("member_weights must be finite, non-negative, not all zero")
+            rho = rho / rho.sum()
+        self.register_buffer("member_weights", rho.to(torch.float32))
+        self.register_buffer("temperature", torch.tensor(1.0))
+        self.set_temperature(temperature)
+
+    # -------------------------------------------------------------- config
+    @property
+    def config(self) -> dict[str, Any]:
+        """Plain-dict config; :meth:`from_config` rebuilds the (untrained) ensemble."""
+        return {
+            "input_dim": self.input_dim,
+            "num_targets": self.num_targets,
+            "combine": self.combine,
+            "label": self.label,
+            "members": [
+                {"kind": k, "config": copy.deepcopy(_config_of(m))}
+                for k, m in zip(self._kinds, self.members)
+            ],
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> EnsembleModel:
+        members = [model_class(m["kind"]).from_config(m["config"]) for m in config["members"]]
+        return cls(members, combine=config.get("combine", "intensities"), label=config["label"])
+
+    def set_temperature(self, temperature: float) -> None:
+        t = float(temperature)
+        if not math.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        self.temperature.fill_(t)
+
+    # ------------------------------------------------------------- forward
+    def member_outputs(self, x: torch.Tensor, regime: Any = None) -> list[ShrinkageOutput]:
+        return [m(x, regime) for m in self.members]
+
+    def combine_outputs(
+        self, outs: Sequence[ShrinkageOutput], temperature: torch.Tensor | float | None = None
+    ) -> ShrinkageOutput:
+        """Ensemble output from member outputs (see the module docstring)."""
+        dtype = outs[0].alpha.dtype
+        rho = self.member_weights.to(dtype)
+        A = torch.stack([o.alpha for o in outs])  # (M, B)
+        P = torch.stack([o.weights for o in outs])  # (M, B, K)
+        V = torch.stack([torch.exp(o.log_var) for o in outs])  # (M, B)
+        alpha = torch.einsum("m,mb->b", rho, A)
+        if self.combine == "intensities":
+            w = torch.einsum("m,mbk->bk", rho, A[..., None] * P)
+            # π = w̄ / α; where α = 0 every member has α_m = 0 and π is the mean π_m
+            mean_pi = torch.einsum("m,mbk->bk", rho, P)
+            safe = alpha > 0
+            weights = torch.where(
+                safe[:, None], w / torch.where(safe, alpha, 1.0)[:, None], mean_pi
+            )
+        else:
+            weights = torch.einsum("m,mbk->bk", rho, P)
+        between = torch.einsum("m,mb->b", rho, (A - alpha) ** 2)
+        within = torch.einsum("m,mb->b", rho, V)
+        t = self.temperature if temperature is None else temperature
+        t = torch.as_tensor(t, dtype=dtype, device=alpha.device)
+        log_var = torch.log(t * (between + within))
+        return ShrinkageOutput(alpha, weights, log_var)
+
+    def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
+        return self.combine_outputs(self.member_outputs(x, regime))
+
+    def _as_input(self, features: Any) -> torch.Tensor:
+        param = next(self.parameters())
+        x = features if torch.is_tensor(features) else torch.as_tensor(np.asarray(features))
+        x = x.to(device=param.device, dtype=param.dtype)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"features must have shape (B, {self.input_dim}), got {tuple(x.shape)}"
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("features contain NaN or inf")
+        return x
+
+    @torch.no_grad()
+    def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
+        """Eval-mode, no-grad ensemble prediction (training mode restored afterwards)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(self._as_input(features), regime)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def predict_members(self, features: Any, regime: Any = None) -> list[ShrinkageOutput]:
+        """Each member's eval-mode prediction."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.member_outputs(self._as_input(features), regime)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def calibrate(self, features: Any, alpha_true: Any, regime: Any = None) -> float:
+        """Fit and set the temperature on held-out (validation) data; returns it.
+
+        ``alpha_true`` is the oracle intensity ``α* = Σ_k w*_k`` of each sample.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            raw = self.combine_outputs(
+                self.member_outputs(self._as_input(features), regime), temperature=1.0
+            )
+        finally:
+            self.train(was_training)
+        t = fit_temperature(raw.alpha, torch.exp(raw.log_var), alpha_true)
+        self.set_temperature(t)
+        return t
+
+
+register_model_kind(EnsembleModel.model_kind, EnsembleModel)
+
+
+def _config_of(model: nn.Module) -> dict[str, Any]:
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{type(model).__name__} has no config dict")
+    return cfg
+
+
+# ------------------------------------------------------------------ calibration
+def _as_1d(v: Any, name: str) -> np.ndarray:
+    if torch.is_tensor(v):
+        v = v.detach().cpu().double().numpy()
+    a = np.asarray(v, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
+
+
+def _triple(pred_mean: Any, pred_var: Any, truth: Any) -> tuple[np.ndarray, ...]:
+    mu = _as_1d(pred_mean, "pred_mean")
+    var = _as_1d(pred_var, "pred_var")
+    y = _as_1d(truth, "truth")
+    if not (mu.shape == var.shape == y.shape):
+        raise ValueError(
+            f"pred_mean, pred_var and truth must have the same length, got "
+            f"{mu.size}, {var.size}, {y.size}"
+        )
+    if np.any(var <= 0):
+        raise ValueError("pred_var must be > 0")
+    return mu, var, y
+
+
+def gaussian_nll(pred_mean: Any, pred_var: Any, truth: Any) -> float:
+    """Mean Gaussian negative log-likelihood ``½ log(2π v) + (y − μ)² / (2v)``."""
+    mu, var, y = _triple(pred_mean, pred_var, truth)
+    return float(np.mean(0.5 * np.log(2 * np.pi * var) + 0.5 * (y - mu) ** 2 / var))
+
+
+def fit_temperature(pred_mean: Any, pred_var: Any, truth: Any) -> float:
+    """Variance temperature ``τ`` minimising the Gaussian NLL of ``N(μ, τ v)``.
+
+    Closed form: ``d/dτ Σ ½[log τ v_i + r_i² / (τ v_i)] = 0`` gives
+    ``τ = mean(r_i² / v_i)`` with ``r = y − μ`` (the mean squared z-score). Fit it
+    on validation data only. Raises ``ValueError`` if every residual is 0.
+    """
+    mu, var, y = _triple(pred_mean, pred_var, truth)
+    t = float(np.mean((y - mu) ** 2 / var))
+    if t <= 0 or not math.isfinite(t):
+        raise ValueError("temperature undefined: all residuals are zero")
+    return t
+
+
+def _check_levels(levels: Sequence[float]) -> np.ndarray:
+    lv = np.asarray(levels, dtype=np.float64).reshape(-1)
+    if lv.size == 0 or np.any(~np.isfinite(lv)) or np.any((lv <= 0) | (lv >= 1)):
+        raise ValueError(f"levels must be in (0, 1), got {levels}")
+    return lv
+
+
+def interval_coverage(
+    pred_mean: Any, pred_var: Any, truth: Any, levels: Sequence[float] = (0.5, 0.9)
+) -> dict[float, float]:
+    """Fraction of ``truth`` inside the central Gaussian intervals
+    ``μ ± z_{(1+ℓ)/2} √v`` for each nominal level ``ℓ``: ``{ℓ: coverage}``."""
+    mu, var, y = _triple(pred_mean, pred_var, truth)
+    lv = _check_levels(levels)
+    z = np.abs(y - mu) / np.sqrt(var)
+    return {float(level): float(np.mean(z <= norm.ppf(0.5 + level / 2))) for level in lv}
+
+
+def reliability_curve(
+    pred_mean: Any,
+    pred_var: Any,
+    truth: Any,
+    levels: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """Observed vs nominal coverage of central Gaussian intervals (reliability diagram).
+
+    Columns ``nominal``, ``observed``, ``mean_width`` (mean interval width) and
+    ``n``; a calibrated model lies on the diagonal. Default levels 0.05, 0.10, …, 0.95.
+    """
+    lv = _check_levels(np.arange(1, 20) / 20 if levels is None else levels)
+    mu, var, y = _triple(pred_mean, pred_var, truth)
+    cov = interval_coverage(mu, var, y, lv)
+    sd = np.sqrt(var)
+    return pd.DataFrame(
+        {
+            "nominal": lv,
+            "observed": [cov[float(v)] for v in lv],
+            "mean_width": [float(np.mean(2 * norm.ppf(0.5 + v / 2) * sd)) for v in lv],
+            "n": y.size,
+        }
+    )
+
+
+# ------------------------------------------------------------------------ PRIAL
+def quadratic_loss(w: Any, G: Any, c: Any, d: Any) -> torch.Tensor:
+    """Frobenius loss of ``Σ̂(w)`` from the stored quadratic form, ``wᵀGw − 2cᵀw + d``
+    per sample (``w (N,K)``, ``G (N,K,K)``, ``c (N,K)``, ``d (N,)``), in float64 on
+    CPU (:func:`shrinklab.losses.quadratic_frobenius`, unnormalised)."""
+    from shrinklab.losses import quadratic_frobenius
+
+    w, G, c, d = (_as_f64(v) for v in (w, G, c, d))
+    return quadratic_frobenius(w, G, c, d, normalise=False, reduction="none")
+
+
+def _as_f64(v: Any) -> torch.Tensor:
+    t = v if torch.is_tensor(v) else torch.as_tensor(np.asarray(v))
+    return t.detach().cpu().double()
+
+
+def _get(data: Any, name: str) -> Any:
+    if isinstance(data, Mapping):
+        return data[name]
+    return getattr(data, name)
+
+
+def predict_numpy(model: Any, features: Any, regime: Any = None) -> ShrinkageOutput:
+    """``model.predict`` with numpy/torch features, as a ShrinkageOutput of float64 CPU tensors."""
+    out = model.predict(features) if regime is None else model.predict(features, regime)
+    return ShrinkageOutput(*(torch.as_tensor(v).detach().cpu().double() for v in out))
+
+
+def prial_of(w: Any, data: Any) -> float:
+    """PRIAL (%) of intensities ``w (N, K)`` on a dataset with fields ``G, c, d,
+    loss_fsopt``: ``100 (mean d − mean L(w)) / (mean d − mean loss_fsopt)``
+    (``d`` is the sample covariance's loss; Ledoit & Wolf 2022)."""
+    from shrinklab.estimators import prial
+
+    G, c, d = _get(data, "G"), _get(data, "c"), _get(data, "d")
+    loss = quadratic_loss(w, G, c, d)
+    return prial(loss, torch.as_tensor(np.asarray(d)).double(), _get(data, "loss_fsopt"))
+
+
+def prial_table(
+    models: Mapping[str, Any],
+    data: Any,
+    *,
+    include_members: bool = True,
+    extra_intensities: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """PRIAL of each model (and, for ensembles, each member) and the multi-target
+    oracle on ``data`` (fields ``features, G, c, d, loss_fsopt, oracle_w``).
+
+    ``extra_intensities`` adds rows from given intensities ``(N, K)`` (e.g. a
+    classical estimator written in the family). Columns: ``model``, ``kind``
+    (``model``/``member``/``oracle``/``reference``), ``prial``, ``mean_norm_loss``
+    (mean of ``L(w)/d``).
+    """
+    feats = _get(data, "features")
+    d = torch.as_tensor(np.asarray(_get(data, "d"))).double()
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, kind: str, w: Any) -> None:
+        loss = quadratic_loss(w, _get(data, "G"), _get(data, "c"), d)
+        rows.append(
+            {
+                "model": name,
+                "kind": kind,
+                "prial": prial_of(w, data),
+                "mean_norm_loss": float((loss / d.clamp_min(1e-300)).mean()),
+            }
+        )
+
+    for name, model in models.items():
+        if include_members and isinstance(model, EnsembleModel):
+            for i, out in enumerate(model.predict_members(feats)):
+                add(f"{name}[{i}]", "member", out.intensities.double())
+        add(name, "model", predict_numpy(model, feats).intensities)
+    for name, w in (extra_intensities or {}).items():
+        add(name, "reference", w)
+    add("oracle", "oracle", _get(data, "oracle_w"))
+    return pd.DataFrame(rows)
+
+
+# A type for model factories used by the builders.
+ModelFactory = Callable[[int], nn.Module]
+_ = (MLShrinkageNetwork, Path)  # used by the builders below
