@@ -1,0 +1,238 @@
+"""Ensembles: combination rule, mixture variance, temperature, calibration metrics,
+persistence, PRIAL, and the four builders (on tiny data)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from _tiny_sets import tiny_set
+from scipy.optimize import minimize_scalar
+from scipy.stats import norm
+
+from shrinklab.ensemble import (
+    EnsembleModel,
+    fit_temperature,
+    gaussian_nll,
+    interval_coverage,
+    prial_of,
+    prial_table,
+    quadratic_loss,
+    reliability_curve,
+)
+from shrinklab.network import MLShrinkageNetwork, load_model, save_model
+
+F, K = 8, 5
+FNAMES = [f"f{i}" for i in range(F)]
+TNAMES = [f"t{i}" for i in range(K)]
+
+
+def _net(seed: int, **kw) -> MLShrinkageNetwork:
+    torch.manual_seed(seed)
+    net = MLShrinkageNetwork(F, K, hidden_dims=kw.pop("hidden_dims", (16, 8)), **kw)
+    # non-trivial batch-norm statistics and log_var head so members really differ
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+        net.log_var_head.bias.fill_(-3.0 + seed)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.as_tensor(tiny_set(64, F, K, seed=1).features)
+
+
+def test_ensemble_of_identical_members_equals_member(x):
+    net = _net(0)
+    ens = EnsembleModel([copy.deepcopy(net) for _ in range(4)])
+    a, b = ens.predict(x), net.predict(x)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("combine", ["intensities", "mean"])
+def test_combination_and_variance_match_closed_form(x, combine):
+    members = [_net(s) for s in range(3)]
+    rho = np.array([0.5, 0.3, 0.2])
+    ens = EnsembleModel(members, temperature=1.7, combine=combine, member_weights=rho * 10)
+    out = ens.predict(x)
+    outs = [m.predict(x) for m in members]
+    A = np.stack([o.alpha.double().numpy() for o in outs])  # (M, B)
+    P = np.stack([o.weights.double().numpy() for o in outs])  # (M, B, K)
+    V = np.exp(np.stack([o.log_var.double().numpy() for o in outs]))
+    alpha = (rho[:, None] * A).sum(0)
+    if combine == "intensities":
+        w = (rho[:, None, None] * A[..., None] * P).sum(0)
+    else:
+        w = alpha[:, None] * (rho[:, None, None] * P).sum(0)
+    # law of total variance of the mixture Σ ρ_m N(α_m, v_m), times the temperature
+    var = 1.7 * ((rho[:, None] * (A - alpha) ** 2).sum(0) + (rho[:, None] * V).sum(0))
+    np.testing.assert_allclose(out.alpha.numpy(), alpha, atol=1e-6)
+    np.testing.assert_allclose(out.intensities.numpy(), w, atol=1e-6)
+    np.testing.assert_allclose(out.weights.sum(1).numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.exp(out.log_var.double().numpy()), var, rtol=1e-5)
+
+
+def test_mixture_variance_matches_monte_carlo():
+    """Sampling the mixture Σ ρ_m N(α_m, v_m) gives the variance the ensemble reports."""
+    members = [_net(s) for s in range(3)]
+    ens = EnsembleModel(members)
+    x1 = torch.as_tensor(tiny_set(1, F, K, seed=5).features)
+    outs = ens.predict_members(x1)
+    rng = np.random.default_rng(0)
+    n = 400_000
+    comp = rng.integers(0, 3, size=n)
+    mu = np.array([float(o.alpha[0]) for o in outs])
+    sd = np.sqrt(np.exp([float(o.log_var[0]) for o in outs]))
+    draws = mu[comp] + sd[comp] * rng.normal(size=n)
+    var = float(torch.exp(ens.predict(x1).log_var[0]))
+    assert draws.var() == pytest.approx(var, rel=0.02)  # MC relative error ~ 0.3 %
+
+
+def test_intensity_averaging_never_worse_than_mean_member_loss(x):
+    """Jensen: the Frobenius loss is convex in w, so L(mean w) ≤ mean L(w_m) per sample."""
+    data = tiny_set(64, F, K, seed=1)
+    members = [_net(s) for s in range(4)]
+    ens = EnsembleModel(members)
+    losses = torch.stack(
+        [quadratic_loss(m.predict(x).intensities, data.G, data.c, data.d) for m in members]
+    )
+    l_ens = quadratic_loss(ens.predict(x).intensities, data.G, data.c, data.d)
+    assert bool((l_ens <= losses.mean(0) + 1e-9).all())
+    assert bool((l_ens < losses.mean(0) - 1e-6).any())
+
+
+def test_save_load_round_trip_is_exact(tmp_path, x):
+    members = [_net(0), _net(1, use_attention=True, attention_dim=8), _net(2, hidden_dims=(24,))]
+    ens = EnsembleModel(members, temperature=2.5, member_weights=[1, 2, 3], label="arch")
+    path = save_model(tmp_path / "ens.pt", ens, FNAMES, TNAMES, extra={"note": "t"})
+    loaded = load_model(path)
+    assert isinstance(loaded, EnsembleModel)
+    assert loaded.label == "arch" and len(loaded.members) == 3
+    assert float(loaded.temperature) == pytest.approx(2.5)
+    for u, v in zip(loaded.predict(x), ens.predict(x)):
+        assert torch.equal(u, v)
+    # one file only
+    assert [p.name for p in tmp_path.iterdir()] == ["ens.pt"]
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="at least one member"):
+        EnsembleModel([])
+    with pytest.raises(ValueError, match="disagree"):
+        EnsembleModel([_net(0), MLShrinkageNetwork(F + 1, K)])
+    with pytest.raises(ValueError, match="temperature"):
+        EnsembleModel([_net(0)], temperature=0.0)
+    with pytest.raises(ValueError, match="combine"):
+        EnsembleModel([_net(0)], combine="median")
+    with pytest.raises(ValueError, match="shape"):
+        EnsembleModel([_net(0)]).predict(np.zeros((3, F + 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        EnsembleModel([_net(0)]).predict(np.full((3, F), np.nan))
+    with pytest.raises(ValueError, match="same length"):
+        interval_coverage([0.1, 0.2], [1.0, 1.0], [0.0])
+    with pytest.raises(ValueError, match="> 0"):
+        fit_temperature([0.1], [0.0], [0.3])
+    with pytest.raises(ValueError, match="levels"):
+        interval_coverage([0.1], [1.0], [0.3], levels=(1.0,))
+
+
+# ------------------------------------------------------------------ calibration
+def _gaussian_sample(n: int, scale: float, seed: int):
+    rng = np.random.default_rng(seed)
+    mu = rng.uniform(0, 1, n)
+    v = rng.uniform(0.01, 0.1, n)  # heteroscedastic predicted variances
+    y = mu + np.sqrt(scale * v) * rng.normal(size=n)
+    return mu, v, y
+
+
+def test_temperature_recovers_known_scale_and_minimises_nll():
+    mu, v, y = _gaussian_sample(20_000, 2.5, seed=0)
+    t = fit_temperature(mu, v, y)
+    # the estimate is 2.5 · mean(χ²₁): relative sd sqrt(2/n) = 1 %, tolerance 5 %
+    assert t == pytest.approx(2.5, rel=0.05)
+    res = minimize_scalar(
+        lambda s: gaussian_nll(mu, np.exp(s) * v, y), bounds=(-5, 5), method="bounded"
+    )
+    assert t == pytest.approx(np.exp(res.x), rel=1e-4)
+
+
+def test_exact_gaussian_intervals_cover_at_nominal_rates():
+    mu, v, y = _gaussian_sample(20_000, 1.0, seed=1)
+    cov = interval_coverage(mu, v, y, levels=(0.5, 0.9))
+    # binomial sd ≤ sqrt(0.25 / 20000) = 0.0035; tolerance 0.015 (> 4 sd)
+    assert cov[0.5] == pytest.approx(0.5, abs=0.015)
+    assert cov[0.9] == pytest.approx(0.9, abs=0.015)
+    # an over-confident model (variance 4x too small) under-covers, and a temperature
+    # fitted on separate validation data restores nominal coverage on the test data
+    mu_v, v_v, y_v = _gaussian_sample(20_000, 4.0, seed=2)
+    mu_t, v_t, y_t = _gaussian_sample(20_000, 4.0, seed=3)
+    raw = interval_coverage(mu_t, v_t, y_t)
+    assert raw[0.9] < 0.75  # exact value 2Φ(1.645/2) − 1 = 0.59
+    assert raw[0.9] == pytest.approx(2 * norm.cdf(norm.ppf(0.95) / 2) - 1, abs=0.015)
+    t = fit_temperature(mu_v, v_v, y_v)
+    fixed = interval_coverage(mu_t, t * v_t, y_t)
+    assert fixed[0.5] == pytest.approx(0.5, abs=0.02)
+    assert fixed[0.9] == pytest.approx(0.9, abs=0.02)
+
+
+def test_reliability_curve_is_diagonal_when_calibrated():
+    mu, v, y = _gaussian_sample(20_000, 1.0, seed=4)
+    curve = reliability_curve(mu, v, y)
+    assert list(curve.columns) == ["nominal", "observed", "mean_width", "n"]
+    np.testing.assert_allclose(curve["nominal"], np.arange(1, 20) / 20)
+    np.testing.assert_allclose(curve["observed"], curve["nominal"], atol=0.02)
+    assert np.all(np.diff(curve["observed"]) >= 0) and np.all(np.diff(curve["mean_width"]) > 0)
+
+
+def test_calibrate_sets_the_validation_temperature():
+    data = tiny_set(256, F, K, seed=3)
+    ens = EnsembleModel([_net(s) for s in range(3)], temperature=5.0)
+    t = ens.calibrate(data.features, data.alpha_star)
+    raw = EnsembleModel(list(ens.members)).predict(data.features)  # temperature 1
+    assert t == pytest.approx(
+        fit_temperature(raw.alpha, torch.exp(raw.log_var.double()), data.alpha_star), rel=1e-6
+    )
+    assert float(ens.temperature) == pytest.approx(t, rel=1e-6)
+
+
+# ----------------------------------------------------------------------- PRIAL
+def test_prial_from_quadratic_form_matches_matrices():
+    """PRIAL via wᵀGw − 2cᵀw + d equals PRIAL from the shrunk matrices themselves."""
+    from shrinklab.estimators import frobenius_loss, fsopt, prial
+    from shrinklab.targets import combine, quadratic_form, shrinkage_targets
+
+    g = torch.Generator().manual_seed(0)
+    B, n, p = 6, 30, 6
+    L = torch.randn(B, p, p, generator=g, dtype=torch.float64)
+    sigma = L @ L.transpose(1, 2) / p + torch.eye(p, dtype=torch.float64)
+    X = torch.randn(B, n, p, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(
+        sigma
+    ).transpose(1, 2)
+    T = shrinkage_targets(X)
+    Xc = X - X.mean(1, keepdim=True)
+    S = Xc.transpose(1, 2) @ Xc / (n - 1)
+    G, c, d = quadratic_form(S, T, sigma)
+    w = torch.rand(B, K, generator=g, dtype=torch.float64) / K
+    loss_fs = frobenius_loss(fsopt(X, sigma), sigma)
+    data = {"G": G, "c": c, "d": d, "loss_fsopt": loss_fs}
+    direct = prial(frobenius_loss(combine(S, T, w), sigma), frobenius_loss(S, sigma), loss_fs)
+    assert prial_of(w, data) == pytest.approx(direct, rel=1e-8, abs=1e-8)
+
+
+def test_prial_table_lists_members_ensemble_and_oracle():
+    data = tiny_set(128, F, K, seed=4)
+    ens = EnsembleModel([_net(s) for s in range(2)])
+    table = prial_table({"ens": ens}, data, extra_intensities={"zero": np.zeros((128, K))})
+    assert list(table["model"]) == ["ens[0]", "ens[1]", "ens", "zero", "oracle"]
+    row = table.set_index("model")
+    assert row.loc["zero", "prial"] == pytest.approx(0.0, abs=1e-9)  # w = 0 is S
+    assert row.loc["zero", "mean_norm_loss"] == pytest.approx(1.0)
+    assert row.loc["oracle", "prial"] == pytest.approx(prial_of(data.oracle_w, data))
+    # the oracle minimises the loss of every sample: no model beats it
+    assert row.loc["oracle", "prial"] >= row["prial"].max() - 1e-9
