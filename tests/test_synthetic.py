@@ -1,0 +1,303 @@
+"""Tests of shrinklab.synthetic against closed forms, scipy references and Monte Carlo."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
+import torch
+
+from shrinklab import synthetic as syn
+
+SMALL = {"batch_size": 16, "p_max": 40}
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- families
+@pytest.mark.parametrize("family", syn.FAMILIES)
+@pytest.mark.parametrize("p", [5, 20, 45])
+def test_every_family_is_symmetric_positive_definite(family, p):
+    for seed in range(3):
+        s = syn.sample_sigma(family, p, _gen(seed))
+        assert s.shape == (p, p) and s.dtype == torch.float64
+        assert torch.equal(s, s.T), "exactly symmetric"
+        ev = np.linalg.eigvalsh(s.numpy())  # independent (numpy/LAPACK) eigenvalues
+        assert ev.min() > 0, f"{family}: smallest eigenvalue {ev.min()}"
+        torch.linalg.cholesky(s)  # raises if not PD
+
+
+@pytest.mark.parametrize("p,counts", [(5, (1, 2, 2)), (10, (2, 4, 4)), (200, (40, 80, 80))])
+def test_spectrum_1_3_10_is_exact(p, counts):
+    expected = np.repeat([1.0, 3.0, 10.0], counts)
+    for seed in range(2):
+        s = syn.sample_sigma("spectrum_1_3_10", p, _gen(seed))
+        np.testing.assert_allclose(np.linalg.eigvalsh(s.numpy()), expected, rtol=0, atol=1e-11)
+    # a random basis: not diagonal, and a different basis for another seed
+    s0, s1 = (syn.sample_sigma("spectrum_1_3_10", p, _gen(k)) for k in (0, 1))
+    off = s0 - torch.diag(torch.diagonal(s0))
+    assert off.abs().max() > 0.1
+    assert (s0 - s1).abs().max() > 0.1
+
+
+def test_toeplitz_matches_scipy_and_its_cholesky_root():
+    p, rho = 30, 0.7
+    s = syn.sample_sigma("toeplitz", p, _gen(0), rho=rho)
+    ref = scipy.linalg.toeplitz(rho ** np.arange(p))
+    np.testing.assert_allclose(s.numpy(), ref, rtol=1e-14, atol=1e-15)
+    # the closed-form AR(1) root used to draw X is the Cholesky factor
+    _, root = syn._toeplitz(p, _gen(0), {"rho": rho})
+    np.testing.assert_allclose(root.numpy(), np.linalg.cholesky(ref), atol=1e-12)
+
+
+def test_factor_model_low_rank_plus_diagonal():
+    # Σ = BBᵀ + Ψ with k = n_factors columns: Σ − Ψ has rank k, hence p − k
+    # eigenvalues of Σ lie inside [min ψ, max ψ] ⊂ [0.3, 1.0] (Weyl interlacing).
+    p, k = 60, 3
+    s = syn.sample_sigma("factor", p, _gen(3), n_factors=k)
+    ev = np.linalg.eigvalsh(s.numpy())
+    assert np.all((ev[: p - k] >= 0.3 - 1e-9) & (ev[: p - k] <= 1.0 + 1e-9))
+    assert ev[-1] > 5.0  # the market factor
+
+
+def test_edge_families():
+    s = syn.sample_sigma("near_singular", 50, _gen(0))
+    ev = np.linalg.eigvalsh(s.numpy())
+    assert ev.max() / ev.min() > 1e3 and ev.min() > 0
+    for seed in range(3):
+        s = syn.sample_sigma("dominant_factor", 40, _gen(seed))
+        ev = np.linalg.eigvalsh(s.numpy())
+        assert 0.75 < ev[-1] / ev.sum() < 0.97
+
+
+def test_block_is_a_block_correlation():
+    s = syn.sample_sigma("block", 30, _gen(2), n_blocks=3, rho_within=0.6, rho_between=0.1)
+    np.testing.assert_allclose(torch.diagonal(s).numpy(), 1.0)
+    off = s.numpy()[~np.eye(30, dtype=bool)]
+    assert set(np.round(off, 12)) <= {0.6, 0.1}
+
+
+def test_sp500_subset_is_a_real_covariance_before_the_test_period():
+    from shrinklab import data
+
+    cal = syn.sp500_calibration()
+    r = data.load_returns()
+    r = r[r.index < data.TEST_START].to_numpy()
+    window = 504
+    assert (cal["start"] + window <= r.shape[0]).all()  # never past 2015-12-31
+    w = 3
+    ref = np.cov(r[cal["start"][w] : cal["start"][w] + window], rowvar=False)
+    s = syn.sample_sigma("sp500", 8, _gen(0), window=w).numpy()
+    # Σ is a rescaled principal submatrix of the window covariance: match it by correlations
+    corr = s / np.sqrt(np.outer(np.diag(s), np.diag(s)))
+    ref_corr = ref / np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+    hits = 0
+    for i in range(8):
+        for j in range(i + 1, 8):
+            hits += np.isclose(ref_corr, corr[i, j], atol=1e-12).any()
+    assert hits == 28
+    np.testing.assert_allclose(np.trace(s) / 8, 1.0)
+    big = syn.sample_sigma("sp500", 120, _gen(0)).numpy()
+    evb = np.linalg.eigvalsh(big)
+    assert evb.min() > 0 and evb[-1] / evb.sum() > 0.15  # a market spike, as in the data
+
+
+def test_bad_family_parameters_raise():
+    with pytest.raises(ValueError, match="unknown family"):
+        syn.sample_sigma("wishart", 5)
+    with pytest.raises(ValueError, match="unknown parameters"):
+        syn.sample_sigma("toeplitz", 5, rho=0.3, n_factors=2)
+    with pytest.raises(ValueError, match="rho"):
+        syn.sample_sigma("toeplitz", 5, rho=1.0)
+
+
+# --------------------------------------------------------------------------- returns
+def test_chi2_sampler_matches_scipy():
+    for df in (3.0, 4.5, 30.0):
+        w = syn._chi2(df, 20000, _gen(int(df * 10))).numpy()
+        assert scipy.stats.kstest(w, scipy.stats.chi2(df).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize(
+    "spec,tol",
+    [
+        ({"family": "toeplitz", "rho": 0.6, "p": 6}, 0.015),
+        ({"family": "factor", "p": 6}, 0.015),
+        ({"family": "sp500", "p": 6}, 0.015),
+        ({"family": "lognormal", "p": 6}, 0.015),
+        ({"family": "toeplitz", "rho": 0.6, "p": 6, "df": 8}, 0.02),
+        ({"family": "spectrum_1_3_10", "p": 6, "df": 6}, 0.03),
+    ],
+)
+def test_sample_covariance_converges_to_sigma(spec, tol):
+    # n = 200 000 draws: the relative Frobenius MC error is ≈ sqrt(κ(p+1)/n) ≈ 0.006·sqrt(κ)
+    # (κ = kurtosis factor, 1 Gaussian, 1 + 6/(ν−4) Student-t); observed over 5 seeds:
+    # ≤ 0.0054 Gaussian, ≤ 0.006 (ν=8), ≤ 0.011 (ν=6). A wrong t scale (ν/(ν−2) off)
+    # gives 0.33 (ν=8) and 0.5 (ν=6).
+    sigma, x = syn.make_scenario({**spec, "n": 200_000, "fixed_sigma": True}, n_reps=1, seed=11)
+    s = (x[0].T @ x[0] / x.shape[1]).numpy()  # mean is known to be zero
+    sig = sigma[0].numpy()
+    assert np.linalg.norm(s - sig) / np.linalg.norm(sig) < tol
+
+
+def test_student_t_marginals_and_gaussian_marginals():
+    nu = 5.0
+    sigma, x = syn.make_scenario(
+        {"family": "toeplitz", "rho": 0.5, "p": 3, "n": 20000, "df": nu}, n_reps=1, seed=2
+    )
+    z = x[0, :, 1].numpy() / math.sqrt(float(sigma[0, 1, 1]))
+    # Cov = Σ means the t scale is sqrt((ν−2)/ν)
+    t_scaled = z * math.sqrt(nu / (nu - 2.0))
+    assert scipy.stats.kstest(t_scaled, scipy.stats.t(nu).cdf).pvalue > 1e-3
+    assert scipy.stats.kstest(z, scipy.stats.norm.cdf).pvalue < 1e-6  # heavier than Gaussian
+    sigma, x = syn.make_scenario({"family": "toeplitz", "rho": 0.5, "p": 3, "n": 20000}, 1, 2)
+    assert scipy.stats.kstest(x[0, :, 2].numpy(), scipy.stats.norm.cdf).pvalue > 1e-3
+
+
+# --------------------------------------------------------------------------- batches
+def _collect(n, seed, cfg):
+    return list(syn.generate_batches(n, seed, cfg))
+
+
+def test_batches_shapes_and_fields():
+    batches = _collect(50, 0, SMALL)
+    assert sum(len(b) for b in batches) == 50
+    for b in batches:
+        B = len(b)
+        assert b.sigma.shape == (B, b.p, b.p) and b.X.shape == (B, b.n, b.p)
+        assert b.sigma.dtype == b.X.dtype == torch.float64
+        assert b.df.shape == (B,) and b.sample_seed.dtype == torch.int64
+        assert torch.equal(b.seed, b.sample_seed)
+        assert torch.isfinite(b.X).all()
+        assert ((b.difficulty >= 0) & (b.difficulty <= 1)).all()
+        assert set(b.family) <= set(syn.FAMILIES)
+        t = torch.isfinite(b.df)
+        assert ((b.df[t] >= 3) & (b.df[t] <= 30)).all()
+
+
+def test_same_seed_same_batches_other_seed_differs():
+    a, b, c = _collect(40, 5, SMALL), _collect(40, 5, SMALL), _collect(40, 6, SMALL)
+    for x, y in zip(a, b):
+        assert torch.equal(x.sigma, y.sigma) and torch.equal(x.X, y.X)
+        assert x.family == y.family and torch.equal(x.sample_seed, y.sample_seed)
+        assert torch.equal(x.df, y.df) and torch.equal(x.difficulty, y.difficulty)
+    assert not torch.equal(a[0].sample_seed, c[0].sample_seed)
+
+
+def test_regenerate_is_bit_exact_for_every_sample():
+    cfg = {**SMALL, "edge_prob": 0.3, "short_prob": 0.3}
+    seen = set()
+    for b in _collect(96, 3, cfg):
+        for i in range(len(b)):
+            sigma, x = syn.regenerate(int(b.sample_seed[i]), b.p, b.n, b.family[i], b.df[i], cfg)
+            assert torch.equal(sigma, b.sigma[i]) and torch.equal(x, b.X[i])
+            seen.add(b.family[i])
+    assert seen == set(syn.FAMILIES)
+
+
+def test_default_config_covers_sizes():
+    cfg = syn.SyntheticConfig()
+    g = _gen(0)
+    sizes = np.array([syn.draw_sizes(g, cfg)[:2] for _ in range(3000)])
+    p, n = sizes[:, 0], sizes[:, 1]
+    ratio = p / n
+    assert p.min() == 5 and p.max() >= 195 and p.max() <= 200
+    assert ratio.min() < 0.06 and ratio.max() > 1.8 and ratio.max() <= 2.05
+    assert (p > n).mean() > 0.05  # p > n included
+    assert (n <= 20).mean() > 0.05  # very short samples
+    assert n.min() >= 10
+    # log(p/n) spread over the whole range, not bunched: every decile bin of [log .05, log 2] hit
+    bins = np.histogram(np.log(ratio), bins=10, range=(math.log(0.05), math.log(2.0)))[0]
+    assert (bins > 50).all()
+
+
+def test_config_probabilities_are_honoured():
+    gauss = _collect(32, 0, {**SMALL, "tail_prob": 0.0, "edge_prob": 0.0})
+    assert all(torch.isinf(b.df).all() for b in gauss)
+    assert all(f in syn.REGULAR_FAMILIES for b in gauss for f in b.family)
+    edge = _collect(32, 0, {**SMALL, "tail_prob": 1.0, "edge_prob": 1.0})
+    assert all(torch.isfinite(b.df).all() for b in edge)
+    assert all(f in syn.EDGE_FAMILIES for b in edge for f in b.family)
+    only = _collect(32, 0, {**SMALL, "edge_prob": 0.0, "family_weights": {"toeplitz": 1.0}})
+    assert {f for b in only for f in b.family} == {"toeplitz"}
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown synthetic config"):
+        syn.as_config({"p_maxx": 3})
+    with pytest.raises(ValueError, match="df_min"):
+        syn.SyntheticConfig(df_min=2.0)
+    with pytest.raises(ValueError, match="unknown families"):
+        syn.SyntheticConfig(family_weights={"gaussian": 1.0})
+    with pytest.raises(ValueError, match="tail_prob"):
+        syn.SyntheticConfig(tail_prob=1.5)
+
+
+# --------------------------------------------------------------------------- curriculum
+def test_difficulty_ordering_and_curriculum():
+    d = syn.difficulty_score
+    inf = math.inf
+    assert d(10, 200, inf, False) < d(100, 200, inf, False) < d(200, 100, inf, False)
+    assert d(50, 100, inf, False) < d(50, 100, 10.0, False) < d(50, 100, 3.0, False)
+    assert d(50, 100, inf, False) < d(50, 100, inf, True)
+    assert float(d(5, 100, inf, False)) == 0.0 and float(d(200, 100, 3.0, True)) == 1.0
+    rng = np.random.default_rng(0)
+    diff = rng.random(100)
+    order = syn.curriculum_order(diff).numpy()
+    assert sorted(order) == list(range(100))
+    assert np.all(np.diff(diff[order]) >= 0)
+    caps = syn.progressive_sizes(200, 4, 20)
+    assert caps[0] == 20 and caps[-1] == 200 and caps == sorted(caps)
+
+
+# --------------------------------------------------------------------------- scenarios
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"family": "spectrum_1_3_10", "p": 60, "n": 30},
+        {"family": "lognormal", "p": 40, "n": 120},
+        {"family": "factor", "n_factors": 3, "p": 45, "n": 36},
+        {"family": "factor", "p": 20, "n": 40, "df": 6},
+        {"family": "toeplitz", "rho": 0.5, "p": 30, "n": 15},
+        {"family": "sp500", "p": 20, "n": 40, "df": 5},
+        {"family": "block", "p": 25, "n": 50},
+        {"family": "near_singular", "p": 25, "n": 50},
+        {"family": "dominant_factor", "p": 25, "n": 50},
+    ],
+)
+def test_make_scenario_shapes_and_reproducibility(spec):
+    sigma, x = syn.make_scenario(spec, n_reps=3, seed=7)
+    p, n = spec["p"], spec["n"]
+    assert sigma.shape == (3, p, p) and x.shape == (3, n, p)
+    assert torch.isfinite(x).all()
+    s2, x2 = syn.make_scenario(spec, n_reps=3, seed=7)
+    assert torch.equal(sigma, s2) and torch.equal(x, x2)
+    assert not torch.equal(x[0], x[1])
+
+
+def test_make_scenario_fixed_sigma_and_1_3_10_grid():
+    sigma, _ = syn.make_scenario({"family": "spectrum_1_3_10", "p": 50, "n": 25}, 4, 0)
+    expected = np.repeat([1.0, 3.0, 10.0], (10, 20, 20))
+    for s in sigma:
+        np.testing.assert_allclose(np.linalg.eigvalsh(s.numpy()), expected, atol=1e-11)
+    assert not torch.equal(sigma[0], sigma[1])  # fresh random basis per replication
+    fixed, x = syn.make_scenario(
+        {"family": "lognormal", "p": 10, "n": 20, "fixed_sigma": True}, 3, 0
+    )
+    assert torch.equal(fixed[0], fixed[2]) and not torch.equal(x[0], x[2])
+
+
+def test_make_scenario_rejects_bad_specs():
+    with pytest.raises(ValueError, match="needs"):
+        syn.make_scenario({"family": "factor", "p": 5}, 1, 0)
+    with pytest.raises(ValueError, match="unknown family"):
+        syn.make_scenario({"family": "nope", "p": 5, "n": 5}, 1, 0)
+    with pytest.raises(ValueError, match="df"):
+        syn.make_scenario({"family": "factor", "p": 5, "n": 5, "df": 2}, 1, 0)
+    with pytest.raises(ValueError, match="unknown parameters"):
+        syn.make_scenario({"family": "toeplitz", "p": 5, "n": 5, "sigma_log": 1}, 1, 0)
