@@ -38,11 +38,14 @@ Splits and regimes
   training end and validation start, e.g. the estimation window length).
 * :func:`market_regimes` labels each day calm / volatile / crisis
   (:data:`REGIME_NAMES`, codes 0/1/2) from the index's trailing annualised
-  volatility (``vol_window`` = 63 days) and drawdown from its trailing
+  volatility (``vol_window`` = 42 days) and drawdown from its trailing
   ``dd_window`` (252 days) maximum, using only past data:
   crisis if vol ≥ 35 % or (drawdown ≥ 20 % and vol ≥ 25 %); otherwise volatile
   if vol ≥ 20 % or drawdown ≥ 10 %; otherwise calm. The first ``vol_window``
   days (no full history) are labelled from the data available (expanding).
+  On 1990–2022 this gives 73 % calm, 22 % volatile and 5.5 % crisis days; the crisis
+  days fall in 1998 (LTCM), 2001–03, 2008–09, 2011, 2020 and 2022. A 42-day window
+  reacts within weeks; 63 days missed 1998 and September 2001.
 """
 
 from __future__ import annotations
@@ -280,7 +283,7 @@ def walk_forward_splits(
 def market_regimes(
     index_prices: pd.Series | pd.DataFrame,
     *,
-    vol_window: int = 63,
+    vol_window: int = 42,
     dd_window: int = 252,
     vol_volatile: float = 0.20,
     vol_crisis: float = 0.35,

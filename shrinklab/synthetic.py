@@ -634,7 +634,12 @@ def regenerate(
     df: float = math.inf,
     config: SyntheticConfig | Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rebuild one sample of :func:`generate_batches` bit-exactly: ``(sigma (p,p), X (n,p))``."""
+    """Rebuild one sample of :func:`generate_batches`: ``(sigma (p,p), X (n,p))``.
+
+    Bit-exact with the same torch build and intra-op thread count
+    (``torch.get_num_threads()``); with another thread count BLAS may sum in another
+    order and the values agree to ~1e-14 relative.
+    """
     cfg = as_config(config)
     sigma, x = _build(
         int(p),

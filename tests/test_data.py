@@ -159,6 +159,9 @@ def test_market_regimes_label_known_periods(index_prices):
     assert (reg["2017"] == data.CALM).mean() > 0.9
     assert (reg["2005"] == data.CALM).mean() > 0.9
     assert (reg == data.CRISIS).mean() < 0.15  # crises are rare
+    crisis_years = set(reg.index.year[reg == data.CRISIS])
+    assert {1998, 2001, 2002, 2008, 2009, 2020} <= crisis_years
+    assert not crisis_years & {1993, 1995, 2005, 2006, 2013, 2017}
     # only past data: labels on a truncated history equal the full-history labels
     cut = data.market_regimes(index_prices[:"2008-10-31"])
     pd.testing.assert_series_equal(cut, reg[:"2008-10-31"])

@@ -200,6 +200,21 @@ def test_regenerate_is_bit_exact_for_every_sample():
     assert seen == set(syn.FAMILIES)
 
 
+def test_regenerate_with_another_thread_count_agrees_to_rounding():
+    cfg = {"batch_size": 4, "p_min": 60, "p_max": 120, "ratio_min": 0.5}
+    batch = next(iter(syn.generate_batches(4, 1, cfg)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(len(batch)):
+            args = (int(batch.sample_seed[i]), batch.p, batch.n, batch.family[i], batch.df[i], cfg)
+            sigma, x = syn.regenerate(*args)
+            torch.testing.assert_close(sigma, batch.sigma[i], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(x, batch.X[i], rtol=1e-12, atol=1e-12)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_default_config_covers_sizes():
     cfg = syn.SyntheticConfig()
     g = _gen(0)
