@@ -14,6 +14,7 @@ from scipy.stats import norm
 
 from shrinklab.ensemble import (
     EnsembleModel,
+    boosting_probabilities,
     fit_temperature,
     gaussian_nll,
     interval_coverage,
@@ -21,6 +22,11 @@ from shrinklab.ensemble import (
     prial_table,
     quadratic_loss,
     reliability_curve,
+    take,
+    train_architecture_ensemble,
+    train_boosted,
+    train_checkpoint_average,
+    train_multi_seed,
 )
 from shrinklab.network import MLShrinkageNetwork, load_model, save_model
 
@@ -236,3 +242,127 @@ def test_prial_table_lists_members_ensemble_and_oracle():
     assert row.loc["oracle", "prial"] == pytest.approx(prial_of(data.oracle_w, data))
     # the oracle minimises the loss of every sample: no model beats it
     assert row.loc["oracle", "prial"] >= row["prial"].max() - 1e-9
+
+
+# -------------------------------------------------------------------- builders
+def _cfg(**kw):
+    from shrinklab.train import TrainConfig
+
+    base = dict(epochs=3, batch_size=64, lr=3e-3, device="cpu", amp=None, patience=100)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+MC = {"hidden_dims": (16, 8)}
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return tiny_set(192, F, K, seed=10), tiny_set(128, F, K, seed=11)
+
+
+def test_multi_seed_members_are_seeded_runs_of_the_trainer(tmp_path, sets):
+    from shrinklab.train import train
+
+    tr, va = sets
+    ens = train_multi_seed(tr, va, tmp_path / "ms", seeds=[3, 4], model_config=MC, config=_cfg())
+    assert len(ens.members) == 2 and ens.label == "multi_seed"
+    # member 0 is exactly what the trainer gives for seed 3 (deterministic on CPU)
+    torch.manual_seed(3)
+    ref = MLShrinkageNetwork(F, K, **MC)
+    train(ref, tr, va, _cfg(seed=3), tmp_path / "ref", resume=False)
+    for u, v in zip(ens.members[0].predict(va.features), ref.predict(va.features)):
+        assert torch.equal(u, v)
+    # different seeds give different members, and averaging beats the mean member (Jensen)
+    a0, a1 = (m.predict(va.features).alpha for m in ens.members)
+    assert not torch.allclose(a0, a1)
+    table = prial_table({"ens": ens}, va).set_index("model")
+    assert table.loc["ens", "prial"] >= table.loc[["ens[0]", "ens[1]"], "prial"].mean() - 1e-9
+
+
+@pytest.mark.parametrize("method", ["swa", "ema"])
+def test_checkpoint_average_matches_epoch_snapshots(tmp_path, sets, method):
+    """SWA = mean of the per-epoch weights, EMA = its recursion; BN stats recomputed."""
+    from shrinklab.train import train
+
+    tr, va = sets
+    cfg = _cfg(epochs=4)
+    net, hist = train_checkpoint_average(
+        tr,
+        va,
+        tmp_path / "avg",
+        model_config=MC,
+        config=cfg,
+        seed=1,
+        start_epoch=1,
+        method=method,
+        ema_decay=0.6,
+        bn_batch_size=64,
+    )
+    assert hist["averaged_epochs"] == [1, 2, 3]
+    # independent replay of the same (deterministic) run, snapshotting every epoch
+    torch.manual_seed(1)
+    ref = MLShrinkageNetwork(F, K, **MC)
+    snaps = []
+    train(
+        ref,
+        tr,
+        va,
+        _cfg(epochs=4, seed=1, patience=5),
+        tmp_path / "replay",
+        resume=False,
+        on_epoch_end=lambda e, r: snaps.append(copy.deepcopy(dict(ref.named_parameters()))),
+    )
+    for name, p in net.named_parameters():
+        seq = [s[name].detach() for s in snaps[1:]]
+        if method == "swa":
+            expected = torch.stack(seq).mean(0)
+        else:
+            expected = seq[0]
+            for q in seq[1:]:
+                expected = 0.6 * expected + 0.4 * q
+        torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=1e-5)
+    # update_bn with equal batches: the input BN mean is the feature mean
+    torch.testing.assert_close(
+        net.input_norm.running_mean, torch.as_tensor(tr.features).mean(0), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_architecture_ensemble_has_distinct_architectures_and_round_trips(tmp_path, sets):
+    tr, va = sets
+    archs = [{"hidden_dims": (16, 8)}, {"hidden_dims": (24,), "residual": False}]
+    ens = train_architecture_ensemble(
+        tr, va, tmp_path / "arch", architectures=archs, config=_cfg(epochs=2), calibration_set=va
+    )
+    assert [m.config["hidden_dims"] for m in ens.members] == [[16, 8], [24]]
+    assert float(ens.temperature) != 1.0
+    loaded = load_model(save_model(tmp_path / "a.pt", ens, FNAMES, TNAMES))
+    for u, v in zip(loaded.predict(va.features), ens.predict(va.features)):
+        assert torch.equal(u, v)
+    with pytest.raises(ValueError, match="at least two"):
+        train_architecture_ensemble(tr, va, tmp_path / "x", architectures=archs[:1])
+
+
+def test_boosting_probabilities_follow_the_regret(sets):
+    tr, _ = sets
+    net = _net(0)
+    p = boosting_probabilities(net, tr, emphasis="regret", uniform_mix=0.2)
+    w = net.predict(tr.features).intensities
+    regret = (
+        quadratic_loss(w, tr.G, tr.c, tr.d) - quadratic_loss(tr.oracle_w, tr.G, tr.c, tr.d)
+    ).numpy() / tr.d
+    expected = 0.8 * regret / regret.sum() + 0.2 / len(regret)
+    np.testing.assert_allclose(p, expected, rtol=1e-6)  # float32 network outputs
+    assert p.sum() == pytest.approx(1.0)
+    p_loss = boosting_probabilities(net, tr, emphasis="loss", uniform_mix=0.0)
+    loss = quadratic_loss(w, tr.G, tr.c, tr.d).numpy() / tr.d
+    np.testing.assert_allclose(p_loss, loss / loss.sum(), rtol=1e-6)
+
+
+def test_boosted_ensemble_trains_later_members_on_hard_cases(tmp_path, sets):
+    tr, va = sets
+    ens = train_boosted(tr, va, tmp_path / "b", n_members=2, model_config=MC, config=_cfg())
+    assert len(ens.members) == 2 and ens.label == "boosted"
+    sub = take(tr, [0, 5, 5])
+    assert sub.features.shape == (3, F) and np.array_equal(sub.features[2], tr.features[5])
+    assert sub.G.shape == (3, K, K)
