@@ -118,6 +118,26 @@ def run_stage(
     return executed
 
 
+def run_dir(stage: str, config: dict[str, Any], *inputs: str | Path, root: Path | None = None) -> Path:
+    """Checkpoint folder of a training run: ``build/runs/<stage>-<hash>``.
+
+    The hash covers the run's configuration and the bytes of its input files, so a
+    killed run resumes from its checkpoint while a run with other parameters or
+    data never picks up a stale one.
+    """
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for path in inputs:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    out = (root or Path.cwd()) / "build" / "runs" / f"{stage}-{digest.hexdigest()[:12]}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def render_html(executed: Path, html_path: Path) -> None:
     """Self-contained HTML of an executed notebook, code cells hidden."""
     import nbformat
