@@ -1,0 +1,551 @@
+"""Fine-tuning the synthetic-pretrained network on real returns (issue 5, notebook 03).
+
+Real data has no known Σ, so the loss is the one a portfolio manager cares about:
+the realised variance of the global minimum-variance (GMV) portfolio built from
+``Σ̂(w) = S + Σ_k w_k (T_k − S)`` (``w`` = the network's intensities) over the
+holding period that follows the estimation window, divided by the same realised
+variance for a baseline estimator (Ledoit–Wolf by default, or the sample
+covariance):
+
+    loss_i = var_h( R_i · gmv(Σ̂_i(w_i)) ) / var_h( R_i · gmv(Σ̂_i^base) )
+
+(the out-of-sample GMV criterion of Engle & Colacito, JBES 24, 2006, and Ledoit &
+Wolf, RFS 30, 2017; ``< 1`` = better than the baseline). The network runs under
+autocast (bf16 on CUDA, none on CPU); the matrix algebra runs in float64.
+
+Machinery: optimiser, cosine-warm-restart scheduler, gradient clipping, early
+stopping on the validation loss with the best weights restored, the L2 penalty,
+atomic per-epoch checkpoints with RNG states and ``resume`` come from
+:mod:`shrinklab.train` (its :class:`~shrinklab.train.TrainConfig` and helpers).
+``train.train`` itself is written for the synthetic O(K²) loss on a flat training
+set, so this module has its own (thin) epoch loop: each batch mixes windows of
+every ``p`` through the network (one forward, so batch normalisation sees them all)
+and evaluates the matrix loss per ``p``-group.
+
+Walk-forward (:func:`walk_forward_finetune`): for each expanding-window fold of
+:func:`shrinklab.data.walk_forward_splits`, fine-tune a copy of the pretrained model
+on the fold's training windows and early-stop on its validation block; the number
+of epochs for the final model is the median best epoch over the folds, and the
+final model is fine-tuned on every window before the test period (training and
+validation days of the last fold). No window ever reaches the test period.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from shrinklab import losses as L
+from shrinklab.estimators import ledoit_wolf
+from shrinklab.realdata import (
+    RealWindows,
+    WindowBatch,
+    build_windows,
+    realised_gmv_variance,
+    split_windows,
+)
+from shrinklab.targets import combine
+from shrinklab.train import (
+    _RESUMABLE_FIELDS,
+    TrainConfig,
+    _amp_dtype,
+    _atomic_save,
+    _autocast,
+    _make_optimizer,
+    _resolve_device,
+    _rng_state,
+    _set_rng_state,
+    checkpoint_path,
+)
+
+__all__ = [
+    "BASELINES",
+    "finetune_on_real",
+    "realised_variance_loss",
+    "evaluate_real",
+    "walk_forward_finetune",
+]
+
+log = logging.getLogger(__name__)
+BASELINES = ("ledoit_wolf", "sample")
+
+
+# --------------------------------------------------------------------------- loss
+def realised_variance_loss(
+    intensities: torch.Tensor,
+    S: torch.Tensor,
+    T: torch.Tensor,
+    realised: torch.Tensor,
+    baseline_var: torch.Tensor | None = None,
+    *,
+    demean: bool = True,
+) -> torch.Tensor:
+    """Per-window realised GMV variance of ``Σ̂(w)``, divided by ``baseline_var`` if given.
+
+    ``intensities (B, K)``, ``S (B, p, p)``, ``T (B, K, p, p)``, ``realised (B, h, p)``;
+    returns ``(B,)`` in float64. Differentiable in ``intensities``.
+    """
+    sigma_hat = combine(S, T, intensities.to(S.dtype))
+    var = realised_gmv_variance(sigma_hat, realised, demean=demean)
+    if baseline_var is not None:
+        var = var / baseline_var.to(var.dtype).clamp_min(torch.finfo(var.dtype).tiny)
+    return var
+
+
+def _baseline_cov(g: WindowBatch, baseline: str) -> torch.Tensor:
+    if baseline == "sample":
+        return g.S
+    if baseline == "ledoit_wolf":
+        return ledoit_wolf(g.X)
+    raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+
+
+class _Group:
+    """One p-group on the device: features, regime, S, T, realised returns, baseline."""
+
+    def __init__(self, g: WindowBatch, device: torch.device, baseline: str, demean: bool) -> None:
+        if g.features is None:
+            raise ValueError("windows need features (build_windows(..., features=True))")
+        self.n = len(g)
+        self.x = g.features.to(device=device, dtype=torch.float32)
+        self.regime = None if g.regime is None else g.regime.to(device)
+        self.S = g.S.to(device=device, dtype=torch.float64)
+        self.T = g.targets.to(device=device, dtype=torch.float64)
+        self.R = g.realised.to(device=device, dtype=torch.float64)
+        base = _baseline_cov(g, baseline).to(device=device, dtype=torch.float64)
+        self.base = realised_gmv_variance(base, self.R, demean=demean)
+        self.sample_var = realised_gmv_variance(self.S, self.R, demean=demean)
+
+
+class _RealSet:
+    """All windows on the device: the p-groups (for the matrix algebra) and the features
+    of every window stacked into one ``(N, F)`` tensor (for the network), so that a
+    training batch mixes values of ``p`` and batch normalisation sees them all."""
+
+    def __init__(
+        self, windows: RealWindows | Sequence[RealWindows], device, baseline: str, demean: bool
+    ) -> None:
+        if isinstance(windows, RealWindows):
+            windows = [windows]
+        self.groups = [_Group(g, device, baseline, demean) for w in windows for g in w]
+        if not self.groups:
+            raise ValueError("no windows")
+        dims = {g.x.shape[1] for g in self.groups}
+        if len(dims) != 1:
+            raise ValueError(f"windows have different feature dimensions {sorted(dims)}")
+        self.device = device
+        self.x = torch.cat([g.x for g in self.groups])
+        has_regime = all(g.regime is not None for g in self.groups)
+        self.regime = torch.cat([g.regime for g in self.groups]) if has_regime else None
+        sizes = [g.n for g in self.groups]
+        self.n = sum(sizes)
+        self.group_of = torch.repeat_interleave(
+            torch.arange(len(sizes)), torch.as_tensor(sizes)
+        ).to(device)
+        offsets = torch.as_tensor([0, *np.cumsum(sizes)[:-1].tolist()])
+        self.local = (torch.arange(self.n) - offsets.repeat_interleave(torch.as_tensor(sizes))).to(
+            device
+        )
+        self.fingerprint = [
+            float(self.n),
+            float(self.x.double().sum()),
+            float(sum(float(g.R.sum()) for g in self.groups)),
+        ]
+
+    def intensities(self, model: nn.Module, idx: torch.Tensor, amp_dtype) -> torch.Tensor:
+        regime = None
+        if self.regime is not None and getattr(model, "n_regimes", 0) > 0:
+            regime = self.regime[idx]
+        with _autocast(self.device, amp_dtype):
+            out = model(self.x[idx], regime)
+        return out.intensities.float()
+
+    def variances(
+        self, w: torch.Tensor, idx: torch.Tensor, demean: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Realised GMV variance of Σ̂(w) and of the baseline for the windows ``idx``."""
+        var = torch.empty(idx.numel(), dtype=torch.float64, device=self.device)
+        base = torch.empty_like(var)
+        gid = self.group_of[idx]
+        for k in torch.unique(gid).tolist():
+            sel = (gid == k).nonzero().flatten()
+            grp, li = self.groups[k], self.local[idx[sel]]
+            v = realised_variance_loss(w[sel], grp.S[li], grp.T[li], grp.R[li], demean=demean)
+            var = var.index_put((sel,), v)
+            base[sel] = grp.base[li]
+        return var, base
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: _RealSet, amp_dtype, demean: bool) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    try:
+        idx = torch.arange(data.n, device=data.device)
+        w = data.intensities(model, idx, amp_dtype)
+        var, base = data.variances(w, idx, demean)
+    finally:
+        model.train(was)
+    sample_var = torch.cat([g.sample_var for g in data.groups])
+    ratio = var / base.clamp_min(torch.finfo(var.dtype).tiny)
+    return {
+        "loss": float(ratio.mean()),
+        "pooled_ratio": float(var.sum() / base.sum()),
+        "pooled_ratio_vs_sample": float(var.sum() / sample_var.sum()),
+        "alpha_mean": float(w.sum(-1).double().mean()),
+        "n": int(data.n),
+    }
+
+
+def evaluate_real(
+    model: nn.Module,
+    windows: RealWindows | Sequence[RealWindows],
+    *,
+    baseline: str = "ledoit_wolf",
+    demean: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Eval-mode realised-variance loss on windows: ``loss`` (mean of per-window ratios to
+    the baseline), ``pooled_ratio`` (Σ variance / Σ baseline variance),
+    ``pooled_ratio_vs_sample``, ``alpha_mean`` (mean total intensity), ``n``."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    dev = torch.device(device)
+    model.to(dev)
+    return _evaluate(model, _RealSet(windows, dev, baseline, demean), None, demean)
+
+
+# --------------------------------------------------------------------------- training
+_HISTORY = (
+    "epoch",
+    "train_loss",
+    "valid_loss",
+    "valid_pooled_ratio",
+    "lr",
+    "grad_norm_mean",
+    "alpha_mean",
+    "samples_per_s",
+    "seconds",
+)
+
+
+def finetune_on_real(
+    model: nn.Module,
+    train_windows: RealWindows | Sequence[RealWindows],
+    valid_windows: RealWindows | Sequence[RealWindows] | None,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    baseline: str = "ledoit_wolf",
+    demean: bool = True,
+    resume: bool = True,
+    logger: Any = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` in place with the realised GMV-variance loss (module docstring).
+
+    Parameters
+    ----------
+    model : a pretrained network (``forward(x, regime) -> ShrinkageOutput``).
+    train_windows, valid_windows : :class:`~shrinklab.realdata.RealWindows` (or lists of
+        them, e.g. one per estimation-window length). ``valid_windows=None``: run
+        ``config.epochs`` epochs and keep the last weights (no early stopping).
+    config : :class:`shrinklab.train.TrainConfig`; used fields: ``optimizer, lr,
+        weight_decay, momentum, epochs, batch_size, T_0, T_mult, eta_min, clip_norm,
+        patience, min_delta, l2, amp, seed, device``.
+    out_dir : folder for ``checkpoint.pt`` and ``history.json`` (required).
+    baseline : normaliser of the loss, ``"ledoit_wolf"`` or ``"sample"``.
+    demean : realised variance with (default) or without demeaning.
+    resume : continue from ``out_dir/checkpoint.pt`` if it exists.
+    logger : optional ``dvclive.Live``-like object (``log_metric``, ``next_step``).
+
+    Returns
+    -------
+    history dict (per-epoch lists of ``_HISTORY`` keys) plus ``best_epoch``,
+    ``best_valid_loss``, ``stopped_early``, ``device``, ``amp``, ``initial_valid``
+    (the pretrained model's validation metrics) and ``final_valid``.
+    """
+    cfg = config or TrainConfig(lr=3e-4, epochs=30, batch_size=64, patience=5)
+    if out_dir is None:
+        raise ValueError("out_dir is required (checkpoints are never written to the cwd)")
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _resolve_device(cfg.device, 0)
+    amp_dtype = _amp_dtype(cfg.amp, device)
+    model.to(device)
+    tr = _RealSet(train_windows, device, baseline, demean)
+    va = _RealSet(valid_windows, device, baseline, demean) if valid_windows is not None else None
+    log.info(
+        "fine-tuning on %s (autocast %s): %d training windows, %d validation windows",
+        device,
+        amp_dtype,
+        tr.n,
+        va.n if va else 0,
+    )
+
+    ckpt_file = checkpoint_path(out)
+    ckpt = None
+    if resume and ckpt_file.is_file():
+        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        old, new = ckpt.get("config", {}), cfg.to_dict()
+        diff = sorted(k for k in new if k not in _RESUMABLE_FIELDS and old.get(k) != new[k])
+        if diff or ckpt.get("baseline") != baseline:
+            raise ValueError(
+                f"checkpoint config differs in {diff or ['baseline']}; use another out_dir "
+                "or resume=False"
+            )
+        if not np.allclose(ckpt.get("fingerprint"), tr.fingerprint, rtol=1e-9):
+            raise ValueError("checkpoint was written for different training windows")
+    if ckpt is None:
+        torch.manual_seed(cfg.seed)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, cfg)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.eta_min
+    )
+    history: dict[str, Any] = {k: [] for k in _HISTORY}
+    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0}
+    best_state = None
+    stopped_early = False
+    initial = _evaluate(model, va, amp_dtype, demean) if va else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        history, state, best_state = ckpt["history"], ckpt["state"], ckpt["best_state"]
+        stopped_early = bool(ckpt["stopped_early"])
+        initial = ckpt["initial"]
+
+    bs = cfg.batch_size
+    while not stopped_early and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(tr.n, generator=gen).to(device)
+        model.train()
+        loss_sum, seen, gnorms = 0.0, 0, []
+        for s in range(0, tr.n, bs):
+            idx = perm[s : s + bs]
+            if idx.numel() < 2:  # batch normalisation needs two samples
+                break
+            optimizer.zero_grad(set_to_none=True)
+            w = tr.intensities(model, idx, amp_dtype)
+            var, base = tr.variances(w, idx, demean)
+            per = var / base.clamp_min(torch.finfo(var.dtype).tiny)
+            loss = per.mean()
+            if cfg.l2:
+                loss = loss + L.l2_penalty(model, cfg.l2).to(loss.dtype)
+            loss.backward()
+            gn = nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf)
+            optimizer.step()
+            loss_sum += float(per.detach().sum())
+            seen += idx.numel()
+            gnorms.append(float(gn))
+        scheduler.step()
+        train_seconds = time.perf_counter() - t0
+        ev = _evaluate(model, va, amp_dtype, demean) if va else None
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "valid_loss": ev["loss"] if ev else float("nan"),
+            "valid_pooled_ratio": ev["pooled_ratio"] if ev else float("nan"),
+            "lr": lr,
+            "grad_norm_mean": float(np.mean(gnorms)) if gnorms else 0.0,
+            "alpha_mean": ev["alpha_mean"] if ev else float("nan"),
+            "samples_per_s": seen / max(train_seconds, 1e-9),
+            "seconds": time.perf_counter() - t0,
+        }
+        for k in _HISTORY:
+            history[k].append(record[k])
+        if ev is not None:
+            if ev["loss"] < state["best_loss"] - cfg.min_delta:
+                state.update(best_loss=ev["loss"], best_epoch=epoch, bad_epochs=0)
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                state["bad_epochs"] += 1
+                stopped_early = state["bad_epochs"] >= cfg.patience
+        state["epoch"] = epoch + 1
+        log.info(
+            "epoch %d: train %.4f valid %.4f (%.0f samples/s on %s)",
+            epoch,
+            record["train_loss"],
+            record["valid_loss"],
+            record["samples_per_s"],
+            device,
+        )
+        if logger is not None:
+            for key in ("train_loss", "valid_loss", "valid_pooled_ratio", "lr", "samples_per_s"):
+                logger.log_metric(f"finetune/{key}", float(record[key]))
+            logger.next_step()
+        _atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "history": history,
+                "state": dict(state),
+                "best_state": best_state,
+                "stopped_early": stopped_early,
+                "initial": initial,
+                "config": cfg.to_dict(),
+                "baseline": baseline,
+                "fingerprint": tr.fingerprint,
+            },
+            ckpt_file,
+        )
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result = dict(history)
+    result.update(
+        best_epoch=state["best_epoch"] if va else state["epoch"] - 1,
+        best_valid_loss=state["best_loss"] if va else float("nan"),
+        stopped_early=stopped_early,
+        device=str(device),
+        amp=str(amp_dtype),
+        baseline=baseline,
+        initial_valid=initial,
+        final_valid=_evaluate(model, va, amp_dtype, demean) if va else None,
+    )
+    with open(out / "history.json", "w") as fh:
+        json.dump(result, fh, indent=1, default=float)
+    return result
+
+
+# --------------------------------------------------------------------------- walk-forward
+@dataclass
+class WalkForwardResult:
+    """Per-fold histories and validation metrics, the chosen number of epochs, the final
+    model (fine-tuned on all pre-test windows) and its training history."""
+
+    folds: list[dict[str, Any]]
+    epochs: int
+    model: nn.Module
+    final_history: dict[str, Any]
+
+    def table(self) -> pd.DataFrame:
+        """One row per fold: dates, best epoch, validation loss before and after."""
+        rows = []
+        for f in self.folds:
+            h = f["history"]
+            rows.append(
+                {
+                    "fold": f["fold"],
+                    "train_end": f["train_end"],
+                    "val_start": f["val_start"],
+                    "val_end": f["val_end"],
+                    "best_epoch": h["best_epoch"],
+                    "valid_loss_pretrained": h["initial_valid"]["loss"],
+                    "valid_loss_finetuned": h["final_valid"]["loss"],
+                    "pooled_ratio_pretrained": h["initial_valid"]["pooled_ratio"],
+                    "pooled_ratio_finetuned": h["final_valid"]["pooled_ratio"],
+                }
+            )
+        return pd.DataFrame(rows).set_index("fold")
+
+
+def walk_forward_finetune(
+    model: nn.Module,
+    returns: pd.DataFrame,
+    splits: Sequence[Any],
+    windows: Sequence[int] = (60, 120, 250),
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    horizon: int = 21,
+    step: int = 5,
+    val_step: int = 21,
+    asset_subsets: int = 0,
+    min_assets: int = 5,
+    seed: int = 0,
+    regimes: pd.Series | None = None,
+    baseline: str = "ledoit_wolf",
+    resume: bool = True,
+) -> WalkForwardResult:
+    """Walk-forward fine-tuning over expanding-window folds (module docstring).
+
+    ``model`` is left unchanged; each fold and the final fit start from a copy of it.
+    ``splits`` come from :func:`shrinklab.data.walk_forward_splits` (they end before the
+    test period). Checkpoints go to ``out_dir/fold_<k>`` and ``out_dir/final``.
+    """
+    if out_dir is None:
+        raise ValueError("out_dir is required")
+    if not splits:
+        raise ValueError("need at least one split")
+    cfg = config or TrainConfig(lr=3e-4, epochs=30, batch_size=64, patience=5)
+    out = Path(out_dir)
+    index = returns.index
+    folds = []
+    for split in splits:
+        tr, va = [], []
+        for wl in windows:
+            a, b = split_windows(
+                returns,
+                split,
+                wl,
+                horizon,
+                step,
+                val_step=val_step,
+                asset_subsets=asset_subsets,
+                min_assets=min_assets,
+                seed=seed + 1000 * int(split.fold),
+                regimes=regimes,
+            )
+            tr.append(a)
+            va.append(b)
+        m = copy.deepcopy(model)
+        hist = finetune_on_real(
+            m, tr, va, cfg, out / f"fold_{split.fold}", baseline=baseline, resume=resume
+        )
+        dates = split.dates(index)
+        folds.append(
+            {
+                "fold": int(split.fold),
+                "train_end": dates["train_end"],
+                "val_start": dates["val_start"],
+                "val_end": dates["val_end"],
+                "history": hist,
+            }
+        )
+    epochs = max(1, int(round(float(np.median([f["history"]["best_epoch"] + 1 for f in folds])))))
+    last = splits[-1]
+    end = index[int(np.asarray(last.val)[-1])]
+    final_tr = [
+        build_windows(
+            returns,
+            wl,
+            horizon,
+            step,
+            start=None,
+            end=end,
+            asset_subsets=asset_subsets,
+            min_assets=min_assets,
+            seed=seed + 999_999,
+            regimes=regimes,
+        )
+        for wl in windows
+    ]
+    final_cfg = TrainConfig(**{**cfg.to_dict(), "epochs": epochs})
+    final = copy.deepcopy(model)
+    final_hist = finetune_on_real(
+        final, final_tr, None, final_cfg, out / "final", baseline=baseline, resume=resume
+    )
+    return WalkForwardResult(folds=folds, epochs=epochs, model=final, final_history=final_hist)
