@@ -1,0 +1,105 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: shrinklab (Python 3.11)
+#     language: python
+#     name: shrinklab
+# ---
+
+# %% [markdown]
+# # 3. Fine-tuning on real returns (GPU when available)
+#
+# Real returns have no known Σ, so the synthetic oracle labels are gone. What is
+# left is the quantity a portfolio manager cares about: the **realised variance of
+# the global minimum-variance portfolio** built from Σ̂ over the 21 days after each
+# estimation window, relative to the same portfolio built with Ledoit–Wolf
+# (Engle & Colacito 2006; Ledoit & Wolf 2017). A ratio below 1 beats Ledoit–Wolf.
+#
+# The synthetic-pretrained network (transfer learning, spec §5) is fine-tuned
+# walk-forward: for each expanding-window fold it is trained on windows before the
+# fold's validation block and early-stopped on that block; the final model uses the
+# median best epoch on every window before 2016. The test period 2016–2022 is never
+# touched here. On a CUDA machine the same code runs on the GPU with bf16 autocast.
+
+# %% tags=["parameters"]
+seed = 2
+windows = [60, 120]
+epochs = 2
+lr = 0.0003
+asset_subsets = 0
+n_folds = 2
+processed_dir = "build/smoke/data"
+models_dir = "build/smoke/models"
+reports_dir = "build/smoke/reports"
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+import torch
+
+from shrinklab import data, plots
+from shrinklab.finetune import walk_forward_finetune
+from shrinklab.network import MLShrinkageNetwork, load_model_payload, save_model
+from shrinklab.pipeline import run_dir
+from shrinklab.reporting import save_figure, save_metrics
+from shrinklab.train import TrainConfig
+
+sns.set_theme(style="whitegrid", context="notebook")
+torch.manual_seed(seed)
+processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
+figures = reports / "figures" / "03_gpu_training"
+device = "cuda" if torch.cuda.is_available() else "cpu"
+print("device:", torch.cuda.get_device_name(0) if device == "cuda" else "CPU", "| amp:", "bf16" if device == "cuda" else "off")
+
+# %%
+returns = pd.read_parquet(processed / "sp500_returns.parquet")
+market = pd.read_parquet(processed / "sp500_market.parquet")
+splits = data.walk_forward_splits(returns.index)[-n_folds:]
+pretrained_payload = load_model_payload(models / "pretrained.pt")
+pretrained = MLShrinkageNetwork.from_pretrained(models / "pretrained.pt")
+pd.DataFrame([{"fold": s.fold, **{k: v.date() for k, v in s.dates(returns.index).items()}} for s in splits])
+
+# %%
+config = TrainConfig(lr=lr, epochs=epochs, batch_size=64, patience=5, seed=seed, device=device, set_priors=False)
+checkpoints = run_dir("finetune", {**config.to_dict(), "windows": windows, "subsets": asset_subsets, "folds": n_folds},
+                      processed / "sp500_returns.parquet", models / "pretrained.pt")
+result = walk_forward_finetune(
+    pretrained, returns, splits, windows=windows, config=config, out_dir=checkpoints,
+    asset_subsets=asset_subsets, seed=seed, regimes=market["regime"],
+)
+folds = result.table()
+folds
+
+# %% [markdown]
+# Validation loss per fold before and after fine-tuning (the realised GMV variance
+# relative to Ledoit–Wolf; below 1 is better than Ledoit–Wolf).
+
+# %%
+fig = plots.finetune_folds(folds) if hasattr(plots, "finetune_folds") else None
+if fig is not None:
+    save_figure(fig, figures / "folds.png")
+history = result.final_history
+throughput = float(pd.Series(history["samples_per_s"]).median())
+print(f"final fit: {result.epochs} epochs on {history['device']}, {throughput:,.0f} windows/s")
+
+# %%
+models.mkdir(parents=True, exist_ok=True)
+save_model(models / "finetuned.pt", result.model, pretrained_payload["feature_names"],
+           pretrained_payload["target_names"], extra={"epochs": int(result.epochs), "windows": list(windows)})
+save_metrics(reports / "metrics" / "finetune.json", {
+    "epochs": int(result.epochs),
+    "device": device,
+    "folds": {
+        str(k): {c: float(v) for c, v in row.items() if isinstance(v, float)}
+        for k, row in folds.iterrows()
+    },
+    "mean_valid_loss_pretrained": float(folds["valid_loss_pretrained"].mean()),
+    "mean_valid_loss_finetuned": float(folds["valid_loss_finetuned"].mean()),
+})

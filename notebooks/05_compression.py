@@ -1,0 +1,101 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: shrinklab (Python 3.11)
+#     language: python
+#     name: shrinklab
+# ---
+
+# %% [markdown]
+# # 5. Compression: a small, fast deployable model
+#
+# The ensemble is accurate but costs several forward passes. Spec §7 lists four
+# ways to make it cheap, all in `shrinklab.compress`:
+#
+# * **knowledge distillation** of the ensemble into a small student network
+#   (Hinton, Vinyals & Dean 2015), trained on the teacher's intensities and the
+#   oracle labels;
+# * **magnitude pruning** of the student at several sparsities, each fine-tuned;
+# * **int8 quantization** of the student's linear layers (torchao);
+# * **export** to ONNX (run through onnxruntime) and `torch.export`, with a parity
+#   check on the intensities.
+#
+# The deployable model is the fastest one that keeps ≥ 99 % of the ensemble's
+# PRIAL gain over Ledoit–Wolf on the synthetic test worlds; it becomes
+# `models/final.pt`, the model the evaluation reports on.
+
+# %% tags=["parameters"]
+seed = 4
+sparsities = [0.5, 0.9]
+student_hidden = [32, 16]
+distill_epochs = 2
+processed_dir = "build/smoke/data"
+models_dir = "build/smoke/models"
+reports_dir = "build/smoke/reports"
+
+# %%
+from pathlib import Path
+
+import seaborn as sns
+import torch
+
+from shrinklab import compress, dataset, plots
+from shrinklab.ensemble import EnsembleModel
+from shrinklab.network import MLShrinkageNetwork, load_model, load_model_payload, save_model
+from shrinklab.reporting import save_figure, save_metrics
+
+sns.set_theme(style="whitegrid", context="notebook")
+torch.manual_seed(seed)
+processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
+figures = reports / "figures" / "05_compression"
+train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
+test_set = dataset.TrainingSet.load(processed / "synthetic_test.pt")
+teacher = load_model(models / "ensemble.pt")
+payload = load_model_payload(models / "ensemble.pt")
+
+# %%
+student = compress.distill(teacher, train_set, student_config={"hidden_dims": student_hidden},
+                           epochs=distill_epochs, seed=seed)
+pruning, pruned = compress.pruning_sweep(student, sparsities, test_set, fine_tune_data=train_set, seed=seed)
+candidates = {"ensemble": teacher, "student": student}
+candidates.update({f"student_pruned_{int(100 * a)}": m for a, m in pruned.items()})
+candidates["student_int8"] = compress.quantize_int8(student)
+onnx_student = compress.export_onnx(student, models / "onnx" / "student.onnx")
+candidates["student_onnx"] = compress.OnnxModel(onnx_student)
+parity = compress.onnx_parity(student, candidates["student_onnx"], test_set.features)
+print(f"ONNX vs torch, max |Δ intensity| = {parity:.2e}")
+pruning
+
+# %% [markdown]
+# ## Trade-off
+#
+# Parameters, file size, latency per estimate on this CPU (median over repeats;
+# features → intensities) and PRIAL on the synthetic test worlds. Latencies are
+# machine-dependent and shown here, not stored in the metrics.
+
+# %%
+lw = dataset.classical_intensities(test_set)["ledoit_wolf"]
+table = compress.tradeoff_table(candidates, test_set, lw_intensities=lw, reference="ensemble")
+table
+
+# %%
+fig = plots.tradeoff(table)
+save_figure(fig, figures / "tradeoff.png")
+
+# %%
+savable = [n for n, m in candidates.items() if isinstance(m, EnsembleModel | MLShrinkageNetwork)]
+chosen, reason = compress.choose_deployable(table.loc[savable], min_gain_kept=0.99, reference="ensemble")
+print(f"deployable model: {chosen} — {reason}")
+save_model(models / "final.pt", candidates[chosen], payload["feature_names"], payload["target_names"],
+           extra={"chosen": chosen, "reason": reason})
+save_metrics(reports / "metrics" / "compress.json", {
+    "chosen": chosen,
+    "onnx_max_abs_diff": float(parity),
+    "prial": {k: float(v) for k, v in table["prial"].items()},
+    "parameters": {k: int(v) for k, v in table["parameters"].items()},
+})
