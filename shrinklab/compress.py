@@ -162,7 +162,7 @@ def fine_tune(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * idx.numel()
+                total += float(loss.detach()) * idx.numel()
                 count += idx.numel()
             history.append(total / max(count, 1))
     finally:

@@ -1,0 +1,245 @@
+"""Compression: exact pruning sparsity, torchao int8 against a dequantized reference,
+distillation, ONNX / torch.export parity, trade-off table and deployable choice."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _tiny_sets import tiny_set
+
+from shrinklab.compress import (
+    OnnxModel,
+    QuantizedNetwork,
+    choose_deployable,
+    count_parameters,
+    distill,
+    export_onnx,
+    export_program,
+    fine_tune,
+    latency,
+    magnitude_prune,
+    model_file_size,
+    onnx_parity,
+    pruning_sweep,
+    quantize_int8,
+    sparsity,
+    tradeoff_table,
+)
+from shrinklab.ensemble import EnsembleModel, prial_of
+from shrinklab.network import MLShrinkageNetwork, load_model, save_model
+
+F, K = 8, 5
+FNAMES = [f"f{i}" for i in range(F)]
+TNAMES = [f"t{i}" for i in range(K)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_set(384, F, K, seed=20), tiny_set(256, F, K, seed=21)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """A network fitted for a few epochs (non-trivial weights and BN statistics)."""
+    tr, _ = data
+    torch.manual_seed(0)
+    net = MLShrinkageNetwork(F, K, hidden_dims=(64, 32), dropout_rate=0.0, input_dropout=0.0)
+    fine_tune(net, tr, epochs=5, lr=3e-3, batch_size=64, seed=0)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    tr, _ = data
+    members = []
+    for s in range(3):
+        torch.manual_seed(s)
+        m = MLShrinkageNetwork(F, K, hidden_dims=(32, 16), dropout_rate=0.0)
+        fine_tune(m, tr, epochs=4, lr=3e-3, batch_size=64, seed=s)
+        members.append(m.eval())
+    return EnsembleModel(members)
+
+
+@pytest.fixture(scope="module")
+def teacher_onnx(teacher, tmp_path_factory):
+    return OnnxModel(export_onnx(teacher, tmp_path_factory.mktemp("onnx") / "ensemble.onnx"))
+
+
+# ----------------------------------------------------------------------- pruning
+@pytest.mark.parametrize("amount", [0.3, 0.5, 0.9])
+def test_pruning_reaches_requested_sparsity_exactly(trained, data, amount):
+    tr, _ = data
+    pruned = magnitude_prune(trained, amount, fine_tune_data=tr, fine_tune_epochs=2)
+    # masks made permanent: plain parameters again, same state_dict keys
+    assert set(pruned.state_dict()) == set(trained.state_dict())
+    assert not any(n.endswith("_orig") for n, _ in pruned.named_parameters())
+    for (name, m), (_, m0) in zip(
+        [(n, m) for n, m in pruned.named_modules() if isinstance(m, torch.nn.Linear)],
+        [(n, m) for n, m in trained.named_modules() if isinstance(m, torch.nn.Linear)],
+    ):
+        n = m.weight.numel()
+        assert int((m.weight == 0).sum()) == round(amount * n), name
+        # the zeros are where the original weights were smallest in magnitude
+        thresh = m0.weight.abs().flatten().kthvalue(round(amount * n)).values
+        assert bool((m0.weight.abs()[m.weight == 0] <= thresh).all())
+    assert sparsity(pruned) == pytest.approx(amount, abs=0.01)
+    assert sparsity(trained) == 0.0  # the original is untouched
+
+
+def test_pruning_sweep_table(trained, data):
+    tr, va = data
+    table, models = pruning_sweep(trained, [0.0, 0.5], va, fine_tune_data=tr, fine_tune_epochs=1)
+    assert list(table["amount"]) == [0.0, 0.5]
+    assert table["nonzero_parameters"].iloc[1] < table["nonzero_parameters"].iloc[0]
+    w = models[0.5].predict(va.features).intensities
+    assert table["prial"].iloc[1] == pytest.approx(prial_of(w, va))
+    with pytest.raises(ValueError, match="amount"):
+        magnitude_prune(trained, 1.0)
+
+
+# ------------------------------------------------------------------ quantization
+def test_int8_weight_only_matches_dequantized_reference(trained, data):
+    """torchao int8 weights: per-row symmetric, error ≤ half a step; the quantized model
+    equals a float model carrying the dequantized weights (≤ 1e-5), and stays within
+    0.02 of the float model's intensities (intensities lie in [0, 1])."""
+    _, va = data
+    q = quantize_int8(trained, mode="weight_only")
+    ref = copy.deepcopy(trained)
+    linears = {n: m for n, m in ref.named_modules() if isinstance(m, torch.nn.Linear)}
+    for name, m in q.base.named_modules():
+        if name not in linears:
+            continue
+        qw = m.weight
+        assert qw.qdata.dtype == torch.int8
+        scale = qw.scale.reshape(-1, 1).float()
+        deq = qw.qdata.float() * scale
+        w = linears[name].weight.detach()
+        assert bool(((deq - w).abs() <= 0.5 * scale + 1e-7).all()), name
+        # symmetric per-row scale from the row's largest magnitude
+        np.testing.assert_allclose(
+            (scale.squeeze(1) * 127.5).numpy(), w.abs().amax(1).numpy(), rtol=0.01
+        )
+        with torch.no_grad():
+            linears[name].weight.copy_(deq)
+    out_q = q.predict(va.features).intensities
+    torch.testing.assert_close(out_q, ref.predict(va.features).intensities, atol=1e-5, rtol=0)
+    diff = (out_q - trained.predict(va.features).intensities).abs().max()
+    assert float(diff) < 0.02
+
+
+@pytest.mark.parametrize("mode", ["weight_only", "dynamic"])
+def test_int8_save_load_round_trip_and_smaller_file(data, tmp_path, mode):
+    _, va = data
+    torch.manual_seed(0)
+    net = MLShrinkageNetwork(F, K).eval()  # the specification's size (128, 64, 32)
+    q = quantize_int8(net, mode=mode)
+    path = save_model(tmp_path / "q.pt", q, FNAMES, TNAMES)
+    loaded = load_model(path)
+    assert isinstance(loaded, QuantizedNetwork) and loaded.mode == mode
+    for u, v in zip(loaded.predict(va.features), q.predict(va.features)):
+        assert torch.equal(u, v)
+    # int8 weights: the file shrinks by well over half (float32 -> int8 + row scales)
+    assert model_file_size(q) < 0.5 * model_file_size(net)
+    assert count_parameters(q) == count_parameters(net)
+
+
+# ------------------------------------------------------------------ distillation
+def test_distilled_student_matches_teacher_better_than_random_init(teacher, data):
+    tr, va = data
+    student = distill(teacher, tr, epochs=15, batch_size=64, seed=0)
+    assert student.config["hidden_dims"] == [32, 16]
+    torch.manual_seed(0)
+    rand = MLShrinkageNetwork(F, K, hidden_dims=(32, 16)).eval()
+    t = teacher.predict(va.features).intensities
+    mse_student = float((student.predict(va.features).intensities - t).square().mean())
+    mse_random = float((rand.predict(va.features).intensities - t).square().mean())
+    assert mse_student < 0.25 * mse_random
+    assert count_parameters(student) < count_parameters(teacher) / 2
+
+
+# ---------------------------------------------------------- inference formats
+def test_onnx_parity_attention_network(data, tmp_path):
+    _, va = data
+    torch.manual_seed(1)
+    model = MLShrinkageNetwork(F, K, hidden_dims=(16, 8), use_attention=True, attention_dim=8)
+    model.eval()
+    path = export_onnx(model, tmp_path / "m.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # one self-contained file
+    om = OnnxModel(path)
+    for rows in (slice(0, 1), slice(0, 257)):
+        assert onnx_parity(model, om, va.features[rows]) <= 1e-5
+    with pytest.raises(ValueError, match="shape"):
+        om.predict(np.zeros((2, F + 1), np.float32))
+
+
+def test_onnx_parity_ensemble(teacher, teacher_onnx, data):
+    _, va = data
+    for rows in (slice(0, 1), slice(0, 257)):
+        assert onnx_parity(teacher, teacher_onnx, va.features[rows]) <= 1e-5
+    out, ref = teacher_onnx.predict(va.features[:5]), teacher.predict(va.features[:5])
+    torch.testing.assert_close(out.log_var, ref.log_var, atol=1e-5, rtol=1e-5)
+
+
+def test_torch_export_parity(trained, data, tmp_path):
+    _, va = data
+    em = export_program(trained, tmp_path / "m.pt2")
+    got = em.predict(va.features).intensities
+    torch.testing.assert_close(got, trained.predict(va.features).intensities, atol=1e-6, rtol=0)
+    assert em.file_size == (tmp_path / "m.pt2").stat().st_size
+
+
+# -------------------------------------------------------------- trade-off table
+def test_tradeoff_table_and_choice(trained, teacher, teacher_onnx, data):
+    _, va = data
+    lw = np.zeros((len(va.d), K))
+    lw[:, 0] = 0.2
+    om = teacher_onnx
+    table = tradeoff_table(
+        {"ensemble": teacher, "net": trained, "onnx_ensemble": om},
+        va,
+        lw_intensities=lw,
+        repeats=5,
+        feature_cost_s=1e-3,
+    )
+    p_lw, p_ens = prial_of(lw, va), prial_of(teacher.predict(va.features).intensities, va)
+    assert table.attrs["prial_lw"] == pytest.approx(p_lw)
+    assert table.loc["ensemble", "gain_kept"] == pytest.approx(1.0)
+    p_net = prial_of(trained.predict(va.features).intensities, va)
+    assert table.loc["net", "gain_kept"] == pytest.approx((p_net - p_lw) / (p_ens - p_lw))
+    assert table.loc["onnx_ensemble", "gain_kept"] == pytest.approx(1.0, abs=1e-4)
+    assert table.loc["net", "file_bytes"] == model_file_size(trained)
+    assert (table[["latency_b1_s", "latency_b1024_s"]] > 0).all().all()
+    assert (table["e2e_b1_s"] > 1e-3).all()
+    name, reason = choose_deployable(table)
+    assert name in table.index and reason
+    with pytest.raises(ValueError, match="reference"):
+        tradeoff_table({"net": trained}, va, lw_intensities=lw)
+
+
+def test_choose_deployable_rules():
+    t = pd.DataFrame(
+        {
+            "prial": [60.0, 59.9, 55.0, 59.95],
+            "gain_kept": [1.0, 0.995, 0.8, 0.999],
+            "latency_b1_s": [1e-3, 1e-5, 1e-6, 5e-5],
+        },
+        index=pd.Index(["ensemble", "student", "tiny", "int8"], name="model"),
+    )
+    name, reason = choose_deployable(t)
+    assert name == "student" and "99.5%" in reason  # fastest among those keeping >= 99 %
+    assert choose_deployable(t, min_gain_kept=0.9991)[0] == "ensemble"
+    assert choose_deployable(t, min_gain_kept=0.7)[0] == "tiny"
+    slow = t.assign(latency_b1_s=[1e-6, 1e-5, 1e-4, 1e-3])
+    assert choose_deployable(slow)[0] == "ensemble"
+
+
+def test_latency_is_per_estimate(trained, data):
+    _, va = data
+    per_1 = latency(trained, va.features, 1, repeats=5)
+    per_256 = latency(trained, va.features, 256, repeats=5)
+    assert per_1 > 0 and per_256 > 0
+    assert per_256 < per_1  # batching amortises the per-call overhead
