@@ -623,7 +623,8 @@ def train_checkpoint_average(
     method: str = "swa",
     ema_decay: float = 0.9,
     bn_batch_size: int = 1024,
-) -> tuple[MLShrinkageNetwork, dict[str, Any]]:
+    calibration_set: Any = None,
+) -> EnsembleModel:
     """Checkpoint averaging over the epochs of one training run.
 
     ``method="swa"``: equal-weight average of the weights at the end of every epoch
@@ -633,8 +634,11 @@ def train_checkpoint_average(
     ``ema_decay`` per epoch. Early stopping is switched off (``patience`` set above
     ``epochs``) so that every epoch is seen. Batch-norm running statistics of the
     averaged weights are recomputed on the training set
-    (``torch.optim.swa_utils.update_bn``). Returns the averaged network and the
-    training history (``history["averaged_epochs"]`` lists the epochs averaged).
+    (``torch.optim.swa_utils.update_bn``). Returns a one-member
+    :class:`EnsembleModel` (label ``"checkpoint_average"``) holding the averaged
+    network, so that it is calibrated (``calibration_set``), saved and compared like
+    the other ensemble kinds; ``.members[0]`` is the averaged network and ``.history``
+    the training history (``history["averaged_epochs"]`` lists the epochs averaged).
     """
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
@@ -671,7 +675,9 @@ def train_checkpoint_average(
     update_bn([feats[i : i + bn_batch_size] for i in range(0, feats.shape[0], bn_batch_size)], net)
     history = dict(history)
     history["averaged_epochs"] = epochs
-    return net.eval(), history
+    ens = _finish([net.eval()], "checkpoint_average", calibration_set)
+    ens.history = history
+    return ens
 
 
 def boosting_probabilities(

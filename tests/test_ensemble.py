@@ -287,7 +287,7 @@ def test_checkpoint_average_matches_epoch_snapshots(tmp_path, sets, method):
 
     tr, va = sets
     cfg = _cfg(epochs=4)
-    net, hist = train_checkpoint_average(
+    ens = train_checkpoint_average(
         tr,
         va,
         tmp_path / "avg",
@@ -298,8 +298,12 @@ def test_checkpoint_average_matches_epoch_snapshots(tmp_path, sets, method):
         method=method,
         ema_decay=0.6,
         bn_batch_size=64,
+        calibration_set=va if method == "ema" else None,
     )
-    assert hist["averaged_epochs"] == [1, 2, 3]
+    assert ens.label == "checkpoint_average" and len(ens.members) == 1
+    assert (float(ens.temperature) != 1.0) == (method == "ema")
+    net = ens.members[0]
+    assert ens.history["averaged_epochs"] == [1, 2, 3]
     # independent replay of the same (deterministic) run, snapshotting every epoch
     torch.manual_seed(1)
     ref = MLShrinkageNetwork(F, K, **MC)
