@@ -1,0 +1,770 @@
+"""Trainer for shrinkage models (spec "Training Process", §3-6).
+
+:func:`train` fits a model (default :class:`shrinklab.network.MLShrinkageNetwork`)
+on a :class:`shrinklab.dataset.TrainingSet` (or any object with the same fields:
+``features (N,F)``, ``oracle_w (N,K)``, ``G (N,K,K)``, ``c (N,K)``, ``d (N,)``, and
+for the schedules ``difficulty (N,)`` and ``p (N,)``).
+
+Objective per sample ``i`` (the specification's composite loss with the matrix term
+taken on the O(K²) quadratic-form path, so any p, mixed in one batch, costs the same):
+
+    α · mean_k (ŵ_ik − w*_ik)²  +  β · (ŵᵀGŵ − 2cᵀŵ + d) / d  +  ν · NLL(log_var, ‖ŵ − w*‖²)
+
+plus ``l2 · Σ‖W‖²`` and the optional smoothness and adversarial penalties of
+:mod:`shrinklab.losses`. The spectrum term (γ) needs the matrices and is not part of
+the fast trainer (see :func:`shrinklab.losses.composite_loss` for the matrix path).
+
+Optimisation: Adam (or SGD with momentum 0.9, the baseline) with cosine annealing
+with warm restarts [Loshchilov & Hutter, "SGDR", ICLR 2017] stepped once per epoch,
+gradient-norm clipping [Pascanu, Mikolov & Bengio, ICML 2013], early stopping that
+restores the best weights, curriculum learning [Bengio et al., ICML 2009] (easiest
+samples first by ``difficulty``, widening the pool each epoch) and progressive
+sizing (small p first), mixed precision (bf16/fp16 autocast, CUDA only).
+
+Efficiency: the whole training set lives on the device as a few tensors and batches
+are index slices of a seeded permutation (no DataLoader, no per-batch host copies).
+
+Fault tolerance: after every epoch ``out_dir/checkpoint.pt`` holds the model,
+optimiser, scheduler, grad scaler, RNG states (torch, CUDA, numpy, python),
+epoch, best weights, early-stopping state and history (written atomically);
+``train(..., resume=True)`` continues from it and — on CPU — ends bit-identical to an
+uninterrupted run. Nothing is written outside ``out_dir``.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) or an initialised process group,
+the model is wrapped in DistributedDataParallel (NCCL on CUDA, gloo on CPU); every
+rank draws the same permutation and takes a strided shard of each global batch; the
+per-rank loss is scaled so that DDP's gradient average equals the gradient of the
+global-batch mean, and batch norm statistics are synchronised across ranks
+(:class:`shrinklab.network.SyncableBatchNorm1d`), so a run on R processes follows
+the single-process run on the same global batches (up to float reduction order).
+
+Logging: a ``dvclive.Live`` passed as ``logger`` receives per-epoch train/valid losses,
+learning rate, gradient-norm statistics and the mean/std of predicted intensities
+(``live.next_step()`` once per epoch); a tqdm bar that is silent when stderr is not a
+TTY or ``CI``/``PAPERMILL`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from shrinklab import losses as L
+from shrinklab.network import SyncableBatchNorm1d, output_priors
+
+__all__ = ["TrainConfig", "train", "evaluate_loss", "checkpoint_path", "progress_disabled"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+# Fields that may change between a run and its resumption without changing the result
+# of the epochs already run.
+_RESUMABLE_FIELDS = {"epochs", "device", "patience", "min_delta"}
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (defaults follow the specification where it gives one).
+
+    ``intensity_weight``/``matrix_weight`` are the spec's α/β (0.5/0.3); ``l2`` is the
+    spec's λ = 0.001. ``amp``: ``"auto"`` (bf16 if supported, else fp16), ``"bf16"``,
+    ``"fp16"`` or ``None``; only used on CUDA (CPU runs in float32). ``device``:
+    ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    ``cpu_threads``: intra-op threads while training on CPU (restored afterwards); the
+    matrices are tiny, so one thread is fastest and immune to oversubscription;
+    ``None`` keeps torch's setting.
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    epochs: int = 100
+    batch_size: int = 512
+    T_0: int = 10
+    T_mult: int = 2
+    eta_min: float = 1e-5
+    clip_norm: float | None = 1.0
+    patience: int = 10
+    min_delta: float = 0.0
+    intensity_weight: float = 0.5
+    matrix_weight: float = 0.3
+    uncertainty_weight: float = 0.05
+    l2: float = 1e-3
+    smoothness_weight: float = 0.0
+    adversarial_weight: float = 0.0
+    adversarial_epsilon: float = 0.01
+    curriculum: bool = False
+    curriculum_start: float = 0.3
+    curriculum_epochs: int = 10
+    progressive: bool = False
+    progressive_epochs: int = 10
+    set_priors: bool = True
+    amp: str | None = "auto"
+    seed: int = 0
+    device: str = "auto"
+    cpu_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.amp not in (None, "auto", "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'auto', 'bf16' or 'fp16', got {self.amp!r}")
+        for name in ("lr", "batch_size", "epochs", "T_0", "T_mult", "patience"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (batch normalisation)")
+        if not 0.0 < self.curriculum_start <= 1.0:
+            raise ValueError(f"curriculum_start must be in (0, 1], got {self.curriculum_start}")
+        for name in (
+            "weight_decay",
+            "intensity_weight",
+            "matrix_weight",
+            "uncertainty_weight",
+            "l2",
+            "smoothness_weight",
+            "adversarial_weight",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------- helpers
+def progress_disabled() -> bool:
+    """True when progress bars should stay quiet: not a TTY, or CI / papermill."""
+    if (
+        os.environ.get("CI")
+        or os.environ.get("PAPERMILL")
+        or os.environ.get("PAPERMILL_INPUT_PATH")
+    ):
+        return True
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
+def checkpoint_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / CHECKPOINT_NAME
+
+
+def _resolve_device(spec: str, local_rank: int) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def _amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    if amp is None or device.type != "cuda":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _dist_setup(device_type: str) -> tuple[int, int, bool]:
+    """(rank, world_size, owns_group): join torchrun's group when WORLD_SIZE > 1."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        return dist.get_rank(), dist.get_world_size(), True
+    return 0, 1, False
+
+
+def _field(ds: Any, name: str, required: bool = True) -> torch.Tensor | None:
+    value = getattr(ds, name, None)
+    if value is None:
+        if required:
+            raise ValueError(f"training set has no field {name!r}")
+        return None
+    t = value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
+    return t
+
+
+class _DeviceData:
+    """The fields the trainer needs, as device tensors (G, c pre-divided by d)."""
+
+    def __init__(self, ds: Any, device: torch.device, need_schedule: bool) -> None:
+        feats = _field(ds, "features")
+        w = _field(ds, "oracle_w")
+        G, c, d = _field(ds, "G"), _field(ds, "c"), _field(ds, "d")
+        n = feats.shape[0]
+        if feats.ndim != 2 or w.ndim != 2 or w.shape[0] != n:
+            raise ValueError(
+                f"features (N,F) and oracle_w (N,K) expected, got {tuple(feats.shape)}, "
+                f"{tuple(w.shape)}"
+            )
+        k = w.shape[1]
+        if G.shape != (n, k, k) or c.shape != (n, k) or d.shape != (n,):
+            raise ValueError(
+                f"G (N,K,K), c (N,K), d (N,) expected for N={n}, K={k}; got "
+                f"{tuple(G.shape)}, {tuple(c.shape)}, {tuple(d.shape)}"
+            )
+        for name, t in (("features", feats), ("oracle_w", w), ("G", G), ("c", c), ("d", d)):
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"training set field {name!r} contains NaN or inf")
+        d64 = d.double().clamp_min(1e-300)
+        self.n, self.k = n, k
+        self.x = feats.to(device=device, dtype=torch.float32)
+        self.w = w.to(device=device, dtype=torch.float32)
+        self.G = (G.double() / d64[:, None, None]).to(device=device, dtype=torch.float32)
+        self.c = (c.double() / d64[:, None]).to(device=device, dtype=torch.float32)
+        self.d = torch.ones(n, device=device, dtype=torch.float32)
+        self.fingerprint = [int(n), int(k), float(d.double().sum()), float(feats.double().sum())]
+        self.difficulty = _field(ds, "difficulty", required=need_schedule)
+        self.p = _field(ds, "p", required=need_schedule)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.x[idx], self.w[idx], self.G[idx], self.c[idx], self.d[idx]
+
+
+def _per_sample_loss(
+    out: Any, w_true: torch.Tensor, G: torch.Tensor, c: torch.Tensor, d: torch.Tensor, cfg
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(objective, normalised Frobenius loss, intensity MSE) per sample, float32."""
+    w = out.intensities.float()
+    mse = (w - w_true).square().mean(1)
+    frob = L.quadratic_frobenius(w, G, c, d, normalise=True, reduction="none")
+    nll = L.gaussian_nll(out.log_var.float(), mse.detach() * w.shape[1], reduction="none")
+    obj = cfg.intensity_weight * mse + cfg.matrix_weight * frob + cfg.uncertainty_weight * nll
+    return obj, frob, mse
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    data: Any,
+    config: TrainConfig | None = None,
+    chunk: int = 16384,
+) -> dict[str, float]:
+    """Eval-mode objective (without regularisers) on a whole set: ``loss``, mean
+    normalised Frobenius loss ``frobenius``, ``intensity_mse``, ``alpha_mean`` and
+    ``alpha_std`` of the predicted intensity. ``data`` is a training-set-like object
+    or the trainer's device data."""
+    cfg = config or TrainConfig()
+    module = model.module if hasattr(model, "module") else model
+    if not isinstance(data, _DeviceData):
+        data = _DeviceData(data, next(module.parameters()).device, need_schedule=False)
+    return _evaluate(module, data, cfg, chunk, torch.arange(data.n, device=data.x.device))
+
+
+@torch.no_grad()
+def _evaluate(
+    module: nn.Module, data: _DeviceData, cfg: TrainConfig, chunk: int, idx: torch.Tensor
+) -> dict[str, float]:
+    was_training = module.training
+    module.eval()
+    sums = torch.zeros(6, dtype=torch.float64, device=data.x.device)
+    try:
+        for s in range(0, idx.numel(), chunk):
+            x, w, G, c, d = data.batch(idx[s : s + chunk])
+            out = module(x)
+            obj, frob, mse = _per_sample_loss(out, w, G, c, d, cfg)
+            a = out.alpha.double()
+            sums += torch.stack(
+                [
+                    obj.double().sum(),
+                    frob.double().sum(),
+                    mse.double().sum(),
+                    a.sum(),
+                    a.square().sum(),
+                    torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),
+                ]
+            )
+    finally:
+        module.train(was_training)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+    n = max(float(sums[5]), 1.0)
+    mean_a = float(sums[3]) / n
+    return {
+        "loss": float(sums[0]) / n,
+        "frobenius": float(sums[1]) / n,
+        "intensity_mse": float(sums[2]) / n,
+        "alpha_mean": mean_a,
+        "alpha_std": math.sqrt(max(float(sums[4]) / n - mean_a * mean_a, 0.0)),
+    }
+
+
+def _pool(data: _DeviceData, cfg: TrainConfig, epoch: int) -> torch.Tensor:
+    """Indices (CPU, long) available in ``epoch`` under curriculum / progressive sizing."""
+    n = data.n
+    keep = torch.ones(n, dtype=torch.bool)
+    if cfg.curriculum:
+        diff = data.difficulty.double().cpu()
+        frac = min(
+            1.0, cfg.curriculum_start + (1 - cfg.curriculum_start) * epoch / cfg.curriculum_epochs
+        )
+        m = max(1, math.ceil(frac * n))
+        order = torch.argsort(diff, stable=True)
+        cur = torch.zeros(n, dtype=torch.bool)
+        cur[order[:m]] = True
+        keep &= cur
+    if cfg.progressive:
+        p = data.p.long().cpu()
+        sizes = torch.unique(p)  # sorted
+        stage = min(len(sizes) - 1, (epoch * len(sizes)) // cfg.progressive_epochs)
+        prog = p <= sizes[stage]
+        keep = keep & prog if bool((keep & prog).any()) else prog
+    return torch.nonzero(keep).squeeze(1)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002 (global state is what we save)
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "key": torch.as_tensor(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            npst["key"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+    )
+
+
+def _set_bn_sync(module: nn.Module, on: bool) -> None:
+    for m in module.modules():
+        if isinstance(m, SyncableBatchNorm1d):
+            m.sync = on
+
+
+# --------------------------------------------------------------------------- train
+def train(
+    model: nn.Module,
+    train_set: Any,
+    valid_set: Any = None,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    logger: Any = None,
+    max_epochs_per_call: int | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place and return the history.
+
+    Parameters
+    ----------
+    model : a module mapping features ``(B, F)`` to an output with ``intensities``,
+        ``alpha`` and ``log_var`` (e.g. :class:`~shrinklab.network.MLShrinkageNetwork`).
+    train_set, valid_set : training-set-like objects (``valid_set=None``: early stopping
+        monitors the training loss).
+    config : :class:`TrainConfig`.
+    out_dir : folder for ``checkpoint.pt`` and ``history.json`` (required; never the cwd).
+    resume : continue from ``out_dir/checkpoint.pt`` if it exists (its config must
+        agree except ``epochs``/``device``/``patience``/``min_delta``).
+    logger : a ``dvclive.Live`` (or anything with ``log_metric`` and ``next_step``).
+    max_epochs_per_call : stop after this many epochs in this call (time-sliced or
+        preemptible jobs); a later call with ``resume=True`` continues.
+    on_epoch_end : ``f(epoch, record)`` called after each epoch's checkpoint is written.
+
+    Returns
+    -------
+    dict with per-epoch lists ``epoch, train_loss, valid_loss, valid_frobenius,
+    valid_intensity_mse, lr, grad_norm_mean, grad_norm_max, alpha_mean, alpha_std,
+    pool_size, seconds`` and ``best_epoch``, ``best_valid_loss``, ``stopped_early``,
+    ``finished``, ``world_size``. At the end of a finished run the model holds the best
+    weights (early stopping) and is in eval mode.
+    """
+    cfg = config or TrainConfig()
+    if out_dir is None:
+        raise ValueError("out_dir is required (checkpoints are never written to the cwd)")
+    out = Path(out_dir)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _resolve_device(cfg.device, local_rank)
+    rank, world, owns_group = _dist_setup(device.type)
+    if world > 1 and cfg.adversarial_weight > 0:
+        raise ValueError("adversarial_weight > 0 is not supported under DistributedDataParallel")
+    out.mkdir(parents=True, exist_ok=True)
+    old_threads = torch.get_num_threads()
+    if device.type == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(int(cfg.cpu_threads))
+    try:
+        return _train(
+            model,
+            train_set,
+            valid_set,
+            cfg,
+            out,
+            resume,
+            logger,
+            max_epochs_per_call,
+            on_epoch_end,
+            device,
+            rank,
+            world,
+        )
+    finally:
+        torch.set_num_threads(old_threads)
+        _set_bn_sync(model, False)
+        if owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(
+    model,
+    train_set,
+    valid_set,
+    cfg,
+    out,
+    resume,
+    logger,
+    max_epochs_per_call,
+    on_epoch_end,
+    device,
+    rank,
+    world,
+) -> dict[str, Any]:
+    import torch.distributed as dist
+
+    need_schedule = cfg.curriculum or cfg.progressive
+    data = _DeviceData(train_set, device, need_schedule)
+    if cfg.curriculum and data.difficulty is None:
+        raise ValueError("curriculum=True needs train_set.difficulty")
+    vdata = _DeviceData(valid_set, device, False) if valid_set is not None else None
+    model.to(device)
+    module = model
+    ckpt_file = checkpoint_path(out)
+    ckpt = None
+    if resume and ckpt_file.is_file():
+        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        _check_resumable(ckpt, cfg, data)
+    if ckpt is None:
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)  # noqa: NPY002
+        random.seed(cfg.seed)
+        if cfg.set_priors and hasattr(module, "set_output_priors"):
+            a, pi = output_priors(data.w.cpu())
+            if getattr(module, "num_targets", data.k) == data.k:
+                module.set_output_priors(a, pi)
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, cfg)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.eta_min
+    )
+    amp_dtype = _amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    history: dict[str, Any] = {k: [] for k in _HISTORY_KEYS}
+    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0}
+    best_state = None
+    finished = False
+    stopped_early = False
+    if ckpt is not None:
+        module.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        rng_file = out / f"rng_rank{rank}.pt"
+        if world > 1 and rng_file.is_file():
+            _set_rng_state(torch.load(rng_file, weights_only=True))
+        else:
+            _set_rng_state(ckpt["rng"])
+        history = ckpt["history"]
+        state = ckpt["state"]
+        best_state = ckpt["best_state"]
+        stopped_early = bool(ckpt.get("stopped_early", False))
+        finished = stopped_early
+
+    if world > 1:
+        _set_bn_sync(module, True)
+        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        net: nn.Module = nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
+    else:
+        net = module
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=cfg.epochs,
+        initial=state["epoch"],
+        desc="train",
+        disable=progress_disabled() or rank != 0,
+        leave=False,
+    )
+    epochs_this_call = 0
+    use_valid = vdata is not None
+    while not finished and state["epoch"] < cfg.epochs:
+        if max_epochs_per_call is not None and epochs_this_call >= max_epochs_per_call:
+            break
+        epoch = state["epoch"]
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        pool = _pool(data, cfg, epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        perm = pool[torch.randperm(pool.numel(), generator=gen)].to(device)
+        net.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        grad_norms = []
+        bs = cfg.batch_size
+        for start in range(0, perm.numel(), bs):
+            gidx = perm[start : start + bs]
+            gsize = gidx.numel()
+            if gsize < 2 * world:
+                break  # too small a tail batch for batch norm; dropped
+            idx = gidx[rank::world]
+            x, w, G, c, d = data.batch(idx)
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, amp_dtype):
+                out_b = net(x)
+            obj, _, _ = _per_sample_loss(out_b, w, G, c, d, cfg)
+            # DDP averages gradients over ranks: scale so the result is the global mean
+            loss = obj.sum() * (world / gsize)
+            if cfg.l2:
+                loss = loss + L.l2_penalty(module, cfg.l2)
+            if cfg.smoothness_weight:
+                loss = loss + cfg.smoothness_weight * L.smoothness_penalty(x, out_b.intensities)
+            if cfg.adversarial_weight:
+                loss = loss + cfg.adversarial_weight * L.adversarial_penalty(
+                    module, x, epsilon=cfg.adversarial_epsilon, method="fgsm"
+                )
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if cfg.clip_norm:
+                gn = nn.utils.clip_grad_norm_(params, cfg.clip_norm, foreach=True)
+            else:
+                gn = nn.utils.clip_grad_norm_(params, math.inf, foreach=True)
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += obj.detach().double().sum()
+            seen += idx.numel()
+            grad_norms.append(gn.detach())
+        scheduler.step()
+        stats = torch.stack(
+            [loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=device)]
+        )
+        if world > 1:
+            dist.all_reduce(stats)
+        train_loss = float(stats[0] / stats[1].clamp_min(1.0))
+        gns = torch.stack(grad_norms).float() if grad_norms else torch.zeros(1)
+        if use_valid:
+            vidx = torch.arange(vdata.n, device=device)[rank::world]
+            ev = _evaluate(module, vdata, cfg, 16384, vidx)
+        else:
+            ev = _evaluate(module, data, cfg, 16384, perm[rank::world])
+        monitor = ev["loss"]
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "valid_loss": ev["loss"],
+            "valid_frobenius": ev["frobenius"],
+            "valid_intensity_mse": ev["intensity_mse"],
+            "lr": lr,
+            "grad_norm_mean": float(gns.mean()),
+            "grad_norm_max": float(gns.max()),
+            "alpha_mean": ev["alpha_mean"],
+            "alpha_std": ev["alpha_std"],
+            "pool_size": int(pool.numel()),
+            "seconds": time.perf_counter() - t0,
+        }
+        for k in _HISTORY_KEYS:
+            history[k].append(record[k])
+        if monitor < state["best_loss"] - cfg.min_delta:
+            state.update(best_loss=monitor, best_epoch=epoch, bad_epochs=0)
+            best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= cfg.patience:
+                stopped_early = finished = True
+        state["epoch"] = epoch + 1
+        epochs_this_call += 1
+        if state["epoch"] >= cfg.epochs:
+            finished = True
+        if rank == 0:
+            if logger is not None:
+                _log(logger, record)
+            bar.update(1)
+            bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{ev['loss']:.4f}")
+        _write_checkpoint(
+            out,
+            module,
+            optimizer,
+            scheduler,
+            scaler,
+            history,
+            state,
+            best_state,
+            stopped_early,
+            cfg,
+            data,
+            rank,
+            world,
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    bar.close()
+
+    if finished and best_state is not None:
+        module.load_state_dict(best_state)
+        module.eval()
+    result = dict(history)
+    result.update(
+        best_epoch=state["best_epoch"],
+        best_valid_loss=state["best_loss"],
+        stopped_early=stopped_early,
+        finished=finished,
+        world_size=world,
+        monitored="valid" if use_valid else "train",
+    )
+    if rank == 0:
+        with open(out / "history.json", "w") as fh:
+            json.dump(result, fh, indent=1, default=float)
+    return result
+
+
+_HISTORY_KEYS = (
+    "epoch",
+    "train_loss",
+    "valid_loss",
+    "valid_frobenius",
+    "valid_intensity_mse",
+    "lr",
+    "grad_norm_mean",
+    "grad_norm_max",
+    "alpha_mean",
+    "alpha_std",
+    "pool_size",
+    "seconds",
+)
+
+
+def _log(logger: Any, record: dict[str, Any]) -> None:
+    for key, name in (
+        ("train_loss", "train/loss"),
+        ("valid_loss", "valid/loss"),
+        ("valid_frobenius", "valid/frobenius"),
+        ("valid_intensity_mse", "valid/intensity_mse"),
+        ("lr", "lr"),
+        ("grad_norm_mean", "grad_norm/mean"),
+        ("grad_norm_max", "grad_norm/max"),
+        ("alpha_mean", "alpha/mean"),
+        ("alpha_std", "alpha/std"),
+    ):
+        logger.log_metric(name, float(record[key]))
+    logger.next_step()
+
+
+def _check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, data: _DeviceData) -> None:
+    old = ckpt.get("config", {})
+    new = cfg.to_dict()
+    diff = sorted(k for k in new if k not in _RESUMABLE_FIELDS and old.get(k) != new[k])
+    if diff:
+        raise ValueError(
+            f"checkpoint config differs in {diff}; use another out_dir or resume=False"
+        )
+    if ckpt.get("fingerprint") != data.fingerprint:
+        raise ValueError("checkpoint was written for a different training set")
+
+
+def _write_checkpoint(
+    out,
+    module,
+    optimizer,
+    scheduler,
+    scaler,
+    history,
+    state,
+    best_state,
+    stopped_early,
+    cfg,
+    data,
+    rank,
+    world,
+) -> None:
+    import torch.distributed as dist
+
+    if world > 1:
+        _atomic_save(_rng_state(), out / f"rng_rank{rank}.pt")
+    if rank == 0:
+        _atomic_save(
+            {
+                "model": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(),
+                "history": history,
+                "state": dict(state),
+                "best_state": best_state,
+                "stopped_early": stopped_early,
+                "config": cfg.to_dict(),
+                "fingerprint": data.fingerprint,
+            },
+            checkpoint_path(out),
+        )
+    if world > 1:
+        dist.barrier()

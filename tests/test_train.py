@@ -1,0 +1,237 @@
+"""Tests for shrinklab.train: learning, early stopping, checkpoint/resume, schedules,
+logging, and DistributedDataParallel (two gloo processes) against one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from shrinklab.estimators import solve_simplex_qp
+from shrinklab.losses import quadratic_frobenius
+from shrinklab.network import MLShrinkageNetwork
+from shrinklab.train import TrainConfig, _amp_dtype, _DeviceData, _pool, progress_disabled, train
+
+F, K = 8, 3
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def make_set(n: int, seed: int = 0, informative: bool = True) -> SimpleNamespace:
+    """Random quadratic-form problems whose oracle depends on the features.
+
+    ``A (n, 6, K)`` random, ``G = AᵀA``; the "true" vector ``b = A w° + noise`` with
+    ``w°`` a smooth function of the features; ``c = Aᵀb``, ``d = bᵀb``; the label is the
+    exact simplex-QP oracle (scikit-free reference: ``solve_simplex_qp``)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, F, generator=g)
+    A = torch.randn(n, 6, K, generator=g, dtype=torch.float64)
+    drive = x if informative else torch.randn(n, F, generator=g)
+    w0 = torch.softmax(drive[:, :K].double() * 1.5, 1) * torch.sigmoid(drive[:, K : K + 1].double() * 2)
+    b = A @ w0[:, :, None] + 0.05 * torch.randn(n, 6, 1, generator=g, dtype=torch.float64)
+    G = A.transpose(1, 2) @ A
+    c = (A.transpose(1, 2) @ b)[..., 0]
+    d = (b**2).sum((1, 2))
+    w_star = solve_simplex_qp(G, c)
+    return SimpleNamespace(
+        features=x.numpy(),
+        oracle_w=w_star.float().numpy(),
+        G=G.numpy(),
+        c=c.numpy(),
+        d=d.numpy(),
+        difficulty=torch.rand(n, generator=g).numpy(),
+        p=torch.randint(5, 40, (n,), generator=g).numpy(),
+    )
+
+
+def small_net(seed: int = 0, dropout: float = 0.3, input_dropout: float = 0.1):
+    torch.manual_seed(seed)
+    return MLShrinkageNetwork(
+        F, num_targets=K, hidden_dims=(32, 16), dropout_rate=dropout, input_dropout=input_dropout
+    )
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return make_set(2048, seed=0), make_set(512, seed=1)
+
+
+def _oracle_frobenius(ds) -> float:
+    t = {k: torch.as_tensor(getattr(ds, k)).double() for k in ("oracle_w", "G", "c", "d")}
+    return quadratic_frobenius(t["oracle_w"], t["G"], t["c"], t["d"]).item()
+
+
+@pytest.mark.parametrize("optimizer,lr", [("adam", 3e-3), ("sgd", 3e-2)])
+def test_training_reduces_loss_towards_oracle(sets, tmp_path, optimizer, lr):
+    tr, va = sets
+    model = small_net()
+    cfg = TrainConfig(optimizer=optimizer, lr=lr, epochs=12, batch_size=128, T_0=12, patience=50)
+    before = model.predict(va.features).intensities.double()
+    t = {k: torch.as_tensor(getattr(va, k)).double() for k in ("G", "c", "d")}
+    loss_before = quadratic_frobenius(before, t["G"], t["c"], t["d"]).item()
+    hist = train(model, tr, va, cfg, out_dir=tmp_path)
+    after = model.predict(va.features).intensities.double()
+    loss_after = quadratic_frobenius(after, t["G"], t["c"], t["d"]).item()
+    oracle = _oracle_frobenius(va)
+    # the simplex-QP oracle is the exact lower bound of the family
+    assert loss_after >= oracle - 1e-6
+    # learning closes most of the gap between the initial network and the oracle
+    assert loss_after - oracle < 0.5 * (loss_before - oracle), (loss_before, loss_after, oracle)
+    assert hist["valid_frobenius"][hist["best_epoch"]] == pytest.approx(loss_after, rel=1e-4)
+    assert len(hist["train_loss"]) == 12 and hist["finished"] and not model.training
+
+
+def test_resume_after_interruption_is_bit_identical(sets, tmp_path):
+    tr, va = sets
+    cfg = TrainConfig(epochs=5, batch_size=256, T_0=2, T_mult=1, patience=50)
+    straight = small_net()
+    h1 = train(straight, tr, va, cfg, out_dir=tmp_path / "a")
+
+    resumed = small_net()
+    partial = train(resumed, tr, va, cfg, out_dir=tmp_path / "b", max_epochs_per_call=2)
+    assert not partial["finished"] and len(partial["train_loss"]) == 2
+    # a fresh process would build a new model: different weights before resuming
+    resumed = small_net(seed=123)
+    h2 = train(resumed, tr, va, cfg, out_dir=tmp_path / "b")
+    for (k1, v1), (k2, v2) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2), k1
+    for key in ("train_loss", "valid_loss", "lr", "grad_norm_mean", "alpha_mean"):
+        assert h1[key] == h2[key], key
+    assert h1["best_epoch"] == h2["best_epoch"]
+    # a finished run resumes to the same (best) weights without training again
+    again = small_net(seed=7)
+    h3 = train(again, tr, va, cfg, out_dir=tmp_path / "b")
+    assert h3["train_loss"] == h2["train_loss"]
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), resumed.parameters()))
+
+
+def test_early_stopping_restores_best_weights(tmp_path):
+    tr, va = make_set(512, seed=3, informative=False), make_set(256, seed=4, informative=False)
+    snapshots = {}
+    model = small_net()
+
+    def snap(epoch, record):
+        snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    cfg = TrainConfig(lr=1e-2, epochs=60, batch_size=64, patience=3, T_0=60)
+    hist = train(model, tr, va, cfg, out_dir=tmp_path, on_epoch_end=snap)
+    assert hist["stopped_early"]
+    best = int(np.argmin(hist["valid_loss"]))
+    assert hist["best_epoch"] == best
+    assert len(hist["valid_loss"]) == best + 1 + cfg.patience
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[best][k]), k
+
+
+def test_checkpoint_contents_and_nothing_in_cwd(sets, tmp_path, monkeypatch):
+    tr, va = sets
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    out = tmp_path / "run"
+    train(small_net(), tr, va, TrainConfig(epochs=1, batch_size=512), out_dir=out)
+    assert list(cwd.iterdir()) == []
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "rng", "state", "best_state", "history"} <= set(ckpt)
+    assert {"torch", "numpy", "python"} <= set(ckpt["rng"])
+    assert json.loads((out / "history.json").read_text())["finished"] is True
+    with pytest.raises(ValueError, match="config differs"):
+        train(small_net(), tr, va, TrainConfig(epochs=2, batch_size=256), out_dir=out)
+    with pytest.raises(ValueError, match="different training set"):
+        train(small_net(), va, va, TrainConfig(epochs=2, batch_size=512), out_dir=out)
+    with pytest.raises(ValueError, match="out_dir"):
+        train(small_net(), tr, va, TrainConfig(epochs=1))
+
+
+def test_curriculum_and_progressive_pools(sets):
+    tr, _ = sets
+    data = _DeviceData(tr, torch.device("cpu"), need_schedule=True)
+    cfg = TrainConfig(curriculum=True, curriculum_start=0.25, curriculum_epochs=3)
+    sizes = [_pool(data, cfg, e).numel() for e in range(5)]
+    assert sizes == [512, 1024, 1536, 2048, 2048]  # ceil((0.25 + 0.75 e / 3) * 2048)
+    first = _pool(data, cfg, 0).numpy()
+    cutoff = np.sort(tr.difficulty)[511]
+    assert np.all(tr.difficulty[first] <= cutoff)  # the easiest quarter
+    prog = TrainConfig(progressive=True, progressive_epochs=4)
+    p0 = _pool(data, prog, 0).numpy()
+    assert set(tr.p[p0]) == {tr.p.min()}
+    assert _pool(data, prog, 4).numel() == 2048
+    counts = [_pool(data, prog, e).numel() for e in range(5)]
+    assert counts == sorted(counts)
+
+
+def test_dvclive_logging(sets, tmp_path):
+    from dvclive import Live
+
+    tr, va = sets
+    with Live(dir=str(tmp_path / "live"), save_dvc_exp=False) as live:
+        train(
+            small_net(), tr, va, TrainConfig(epochs=3, batch_size=512), tmp_path / "o", logger=live
+        )
+    for name in ("train/loss", "valid/loss", "lr", "grad_norm/mean", "alpha/mean", "alpha/std"):
+        tsv = tmp_path / "live" / "plots" / "metrics" / f"{name}.tsv"
+        lines = tsv.read_text().strip().splitlines()
+        assert len(lines) == 1 + 3, name  # header + one row per epoch
+
+
+def test_progress_bar_quiet_under_ci(monkeypatch):
+    monkeypatch.setenv("CI", "1")
+    assert progress_disabled()
+    monkeypatch.delenv("CI")
+    monkeypatch.setenv("PAPERMILL", "1")
+    assert progress_disabled()
+
+
+def test_amp_is_cuda_only_and_config_validation():
+    assert _amp_dtype("bf16", torch.device("cpu")) is None
+    assert _amp_dtype("fp16", torch.device("cuda")) is torch.float16
+    assert _amp_dtype(None, torch.device("cuda")) is None
+    for bad in ({"optimizer": "rmsprop"}, {"amp": "int8"}, {"batch_size": 1}, {"lr": 0}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+
+
+_WORKER = """
+import os, sys, torch
+sys.path.insert(0, {tests!r})
+from test_train import make_set, small_net
+from shrinklab.train import TrainConfig, train
+out = sys.argv[1]
+tr, va = make_set(512, seed=0), make_set(128, seed=1)
+model = small_net(dropout=0.0, input_dropout=0.0)
+cfg = TrainConfig(epochs=3, batch_size=64, T_0=2, patience=50)
+hist = train(model, tr, va, cfg, out_dir=out, resume=False)
+if int(os.environ.get("RANK", "0")) == 0:
+    torch.save({{"state": model.state_dict(), "history": hist}}, os.path.join(out, "final.pt"))
+"""
+
+
+def test_ddp_two_gloo_processes_match_single_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(_WORKER.format(tests=str(TESTS_DIR))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, str(script), str(single)], check=True, env=env, timeout=120)
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    res = subprocess.run(
+        [*cmd, str(script), str(ddp)], env=env, timeout=180, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = torch.load(single / "final.pt", weights_only=True)
+    b = torch.load(ddp / "final.pt", weights_only=True)
+    assert b["history"]["world_size"] == 2 and a["history"]["world_size"] == 1
+    # Same global batches, synchronised batch norm, gradient = global-batch mean: the
+    # runs agree up to float32 reduction order (24 Adam steps).
+    for k, v in a["state"].items():
+        torch.testing.assert_close(b["state"][k], v, rtol=1e-3, atol=1e-4, msg=k)
+    np.testing.assert_allclose(b["history"]["valid_loss"], a["history"]["valid_loss"], rtol=1e-4)
+    np.testing.assert_allclose(b["history"]["train_loss"], a["history"]["train_loss"], rtol=1e-4)
