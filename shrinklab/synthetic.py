@@ -698,7 +698,8 @@ def make_scenario(
         raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
     if n < 2 or p < 2 or n_reps < 1:
         raise ValueError(f"need p >= 2, n >= 2, n_reps >= 1; got p={p}, n={n}, n_reps={n_reps}")
-    df = float(spec.pop("df", math.inf) or math.inf)
+    df = spec.pop("df", None)
+    df = math.inf if df is None else float(df)
     if df <= 2.0:
         raise ValueError(f"df must be > 2 for a finite covariance, got {df}")
     fixed = bool(spec.pop("fixed_sigma", False))
