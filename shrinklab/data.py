@@ -242,6 +242,11 @@ def test_positions(index: pd.DatetimeIndex, test_start=TEST_START, test_end=TEST
     return np.flatnonzero((index >= pd.Timestamp(test_start)) & (index <= pd.Timestamp(test_end)))
 
 
+# Same function under a name pytest never collects (``from shrinklab.data import
+# test_positions`` inside a test module would be taken for a test).
+final_test_positions = test_positions
+
+
 def walk_forward_splits(
     index: pd.DatetimeIndex,
     *,

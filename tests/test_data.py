@@ -124,7 +124,8 @@ def test_walk_forward_splits_never_overlap_and_never_touch_test(prices):
     idx = data.load_returns().index
     splits = data.walk_forward_splits(idx)
     assert len(splits) == 6
-    test = data.test_positions(idx)
+    test = data.final_test_positions(idx)
+    assert np.array_equal(test, data.test_positions(idx))
     assert idx[test[0]] >= pd.Timestamp("2016-01-01") and idx[test[-1]] == data.TEST_END
     vals = []
     for k, s in enumerate(splits):
