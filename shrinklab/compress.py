@@ -69,6 +69,7 @@ __all__ = [
     "distill",
     "export_onnx",
     "export_program",
+    "feature_latency",
     "fine_tune",
     "latency",
     "magnitude_prune",
@@ -258,19 +259,34 @@ def pruning_sweep(
 QUANT_MODES = ("weight_only", "dynamic")
 
 
-def _torchao_config(mode: str) -> Any:
+def _torchao_quantization() -> Any:
+    """``torchao.quantization``, imported without its import-time noise on CPU (its
+    CUDA-only kernels "fail to load"; a torch pytree deprecation notice)."""
+    import importlib
     import logging
 
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # CUDA-only kernels fail to load
-    from torchao.quantization import (
-        Int8DynamicActivationInt8WeightConfig,
-        Int8WeightOnlyConfig,
-    )
+    names = ("torchao", "torch.utils._pytree")
+    levels = [logging.getLogger(n).level for n in names]
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.ERROR)
+        return importlib.import_module("torchao.quantization")
+    except ImportError as exc:
+        raise ImportError(
+            "int8 quantization needs torchao (pip install torchao); "
+            "torch.ao.quantization is deprecated in this torch"
+        ) from exc
+    finally:
+        for n, lv in zip(names, levels):
+            logging.getLogger(n).setLevel(lv)
 
+
+def _torchao_config(mode: str) -> Any:
+    tq = _torchao_quantization()
     if mode == "weight_only":
-        return Int8WeightOnlyConfig()
+        return tq.Int8WeightOnlyConfig()
     if mode == "dynamic":
-        return Int8DynamicActivationInt8WeightConfig()
+        return tq.Int8DynamicActivationInt8WeightConfig()
     raise ValueError(f"mode must be one of {QUANT_MODES}, got {mode!r}")
 
 
@@ -281,7 +297,7 @@ class QuantizedNetwork(nn.Module):
 
     model_kind = "int8"
 
-    def __init__(self, base: nn.Module, mode: str = "weight_only", _quantize: bool = True) -> None:
+    def __init__(self, base: nn.Module, mode: str = "weight_only") -> None:
         super().__init__()
         if mode not in QUANT_MODES:
             raise ValueError(f"mode must be one of {QUANT_MODES}, got {mode!r}")
@@ -289,15 +305,13 @@ class QuantizedNetwork(nn.Module):
         self._base_config = copy.deepcopy(dict(base.config))
         self.mode = mode
         self.base = base
-        if _quantize:
-            from torchao.quantization import quantize_
-
-            names = {id(m) for _, m in _prunable(base)}
-            quantize_(
-                self.base,
-                _torchao_config(mode),
-                filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and id(m) in names,
-            )
+        config = _torchao_config(mode)
+        names = {id(m) for _, m in _prunable(base)}
+        _torchao_quantization().quantize_(
+            self.base,
+            config,
+            filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and id(m) in names,
+        )
         self.base.eval()
 
     @property
@@ -607,6 +621,25 @@ def latency(model: Any, features: Any, batch: int, repeats: int = 50, warmup: in
         model.predict(x)
         times.append(time.perf_counter() - t0)
     return float(np.median(times)) / batch
+
+
+def feature_latency(X: Any, repeats: int = 20, warmup: int = 2) -> float:
+    """Median wall time (s) of :func:`shrinklab.features.extract_features` on one
+    return window ``X (n, p)`` — the part of an end-to-end estimate that comes before
+    the model (pass it to :func:`tradeoff_table` as ``feature_cost_s``)."""
+    from shrinklab.features import extract_features
+
+    x = torch.as_tensor(np.asarray(X))
+    if x.ndim != 2:
+        raise ValueError(f"X must be one (n, p) return window, got shape {tuple(x.shape)}")
+    for _ in range(warmup):
+        extract_features(x)
+    times = []
+    for _ in range(int(repeats)):
+        t0 = time.perf_counter()
+        extract_features(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def tradeoff_table(

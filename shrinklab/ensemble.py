@@ -26,7 +26,10 @@ variance (law of total variance) is
     v = Σ_m ρ_m (α_m − ᾱ)²  +  Σ_m ρ_m v_m        (between-member + mean predicted)
 
 [Lakshminarayanan, Pritzel & Blundell, "Simple and scalable predictive uncertainty
-estimation using deep ensembles", NeurIPS 2017]. The output ``log_var`` is
+estimation using deep ensembles", NeurIPS 2017]. (The trainer fits each member's
+uncertainty head to the squared intensity-vector error ``‖ŵ − w*‖²``; here it serves as
+the variance of the intensity ``α``, and the temperature corrects the scale.) The
+output ``log_var`` is
 ``log(τ · v)`` with a scalar temperature ``τ`` fitted on *validation* data only by
 :func:`fit_temperature` (closed-form maximiser of the Gaussian likelihood; variance
 scaling in the spirit of temperature scaling, Guo et al., "On calibration of modern
@@ -39,10 +42,11 @@ reliability diagram) and :func:`gaussian_nll`.
 Builders (all deterministic for fixed seeds on CPU)
 ---------------------------------------------------
 * :func:`train_multi_seed` — the same architecture from ``n_members`` seeds.
-* :func:`train_checkpoint_average` — stochastic weight averaging of the
-  checkpoints of the last epochs of one run, batch-norm statistics recomputed
-  [Izmailov et al., "Averaging weights leads to wider optima and better
-  generalization", UAI 2018].
+* :func:`train_checkpoint_average` — stochastic weight averaging (or an EMA) of the
+  weights at the ends of the last epochs of one run, batch-norm statistics
+  recomputed [Izmailov et al., "Averaging weights leads to wider optima and better
+  generalization", UAI 2018]; returned as a one-member ensemble so that it is
+  calibrated and stored like the others.
 * :func:`train_architecture_ensemble` — one member per architecture.
 * :func:`train_boosted` — sequential members, each trained on a resample of the
   training set drawn with probabilities increasing with the current ensemble's
