@@ -255,7 +255,7 @@ def _factor(p, g, kw):
         sector = torch.randint(0, k - 1, (p,), generator=g)
         b[torch.arange(p), 1 + sector] = _u(g, 0.2, 0.7, p)
     psi = _u(g, 0.3, 1.0, p)
-    return _sym(b @ b.T) + torch.diag(psi), None
+    return _sym(b @ b.T) + torch.diag(psi), (b, psi.sqrt())
 
 
 def _lognormal(p, g, kw):
@@ -321,7 +321,11 @@ def _block(p, g, kw):
     sigma = torch.where(same, rw[assign][:, None].expand(p, p), torch.tensor(rb, dtype=DTYPE))
     sigma = sigma.clone()
     sigma.fill_diagonal_(1.0)
-    return sigma, None
+    # Σ = ρ_b 11ᵀ + Σ_b (ρ_w,b − ρ_b) 1_b 1_bᵀ + diag(1 − ρ_w): a (1 + m)-factor root
+    loadings = torch.zeros(p, 1 + m, dtype=DTYPE)
+    loadings[:, 0] = math.sqrt(rb)
+    loadings[torch.arange(p), 1 + assign] = (rw[assign] - rb).sqrt()
+    return sigma, (loadings, (1.0 - rw[assign]).sqrt())
 
 
 def _near_singular(p, g, kw):
@@ -342,7 +346,8 @@ def _dominant_factor(p, g, kw):
     beta = 1.0 + 0.2 * torch.randn(p, generator=g, dtype=DTYPE)
     psi = _u(g, 0.5, 1.5, p)
     f = share * float(psi.sum()) / ((1.0 - share) * float(beta @ beta))
-    return _sym(f * torch.outer(beta, beta)) + torch.diag(psi), None
+    sigma = _sym(f * torch.outer(beta, beta)) + torch.diag(psi)
+    return sigma, (math.sqrt(f) * beta[:, None], psi.sqrt())
 
 
 @lru_cache(maxsize=1)
@@ -416,8 +421,14 @@ _BUILDERS = {
 
 
 def _sigma_and_root(
-    family: str, p: int, g: torch.Generator, kw: Mapping[str, Any] | None, hetero_prob: float
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    family: str,
+    p: int,
+    g: torch.Generator,
+    kw: Mapping[str, Any] | None,
+    hetero_prob: float,
+    want_root: bool = True,
+) -> tuple[torch.Tensor, Any]:
+    """``(Σ, root)``: the root is ``L`` (``Σ = LLᵀ``) or ``(B, d)`` (``Σ = BBᵀ + diag(d²)``)."""
     if family not in _BUILDERS:
         raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
     if p < 2:
@@ -432,8 +443,20 @@ def _sigma_and_root(
     if hetero:
         s = torch.exp(float(hetero) * torch.randn(p, generator=g, dtype=DTYPE))
         sigma = sigma * torch.outer(s, s)
-        root = None if root is None else s[:, None] * root
-    return _sym(sigma), root
+        if isinstance(root, tuple):
+            root = (s[:, None] * root[0], s * root[1])
+        elif root is not None:
+            root = s[:, None] * root
+    sigma = _sym(sigma)
+    if not want_root:
+        return sigma, None
+    if root is None:
+        root = torch.linalg.cholesky(sigma)
+    elif isinstance(root, tuple):
+        root = (root[0].contiguous(), root[1].contiguous())
+    else:
+        root = root.contiguous()
+    return sigma, root
 
 
 def sample_sigma(
@@ -447,7 +470,7 @@ def sample_sigma(
     log-normal volatility scale per asset (none by default here).
     """
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    return _sigma_and_root(family, int(p), g, kw, hetero_prob=0.0)[0]
+    return _sigma_and_root(family, int(p), g, kw, hetero_prob=0.0, want_root=False)[0]
 
 
 # --------------------------------------------------------------------------- returns
@@ -468,21 +491,30 @@ def _chi2(df: float, size: int, g: torch.Generator) -> torch.Tensor:
     return 2.0 * out[:size]
 
 
-def _draw_returns(
-    roots: list[torch.Tensor], n: int, dfs: torch.Tensor, gens: list[torch.Generator], normal_dtype
-) -> torch.Tensor:
+def _draw_returns(roots: list, n: int, dfs: torch.Tensor, gens: list, normal_dtype) -> torch.Tensor:
     """``X[i] = diag(scale_i) Z_i L_iᵀ`` per sample.
+
+    A root is a ``p × p`` matrix ``L`` (``Σ = L Lᵀ``) or a factor pair ``(B, d)``
+    (``Σ = B Bᵀ + diag(d²)``, ``X = Z_f Bᵀ + Z_e diag(d)``: ``O(npk)`` instead of
+    ``O(np²)``).
 
     One GEMM per sample on freshly allocated (64-byte aligned) operands, on purpose:
     a batched call, or a call on a slice at another memory offset, may take a
     different BLAS path, and :func:`regenerate` must reproduce a sample bit-exactly
     whatever batch it came from.
     """
-    p = roots[0].shape[0]
+    p = roots[0][1].shape[0] if isinstance(roots[0], tuple) else roots[0].shape[0]
     x = torch.empty(len(roots), n, p, dtype=DTYPE)
     for i, g in enumerate(gens):
-        z = torch.randn(n, p, generator=g, dtype=normal_dtype).to(DTYPE)
-        xi = torch.matmul(z, roots[i].T)
+        root = roots[i]
+        if isinstance(root, tuple):
+            k = root[0].shape[1]
+            z = torch.randn(n, k + p, generator=g, dtype=normal_dtype).to(DTYPE)
+            xi = torch.matmul(z[:, :k], root[0].T)
+            xi.addcmul_(z[:, k:], root[1])
+        else:
+            z = torch.randn(n, p, generator=g, dtype=normal_dtype).to(DTYPE)
+            xi = torch.matmul(z, root.T)
         nu = float(dfs[i])
         if math.isfinite(nu):
             xi.mul_(torch.sqrt((nu - 2.0) / _chi2(nu, n, g))[:, None])
@@ -509,7 +541,7 @@ def _build(
         gens.append(g)
         s, r = _sigma_and_root(fam, p, g, family_kw, hetero_prob)
         sigmas[i] = s
-        roots.append(torch.linalg.cholesky(s) if r is None else r.contiguous())
+        roots.append(r)
     x = _draw_returns(roots, n, dfs, gens, getattr(torch, normal_dtype))
     return sigmas, x
 
@@ -712,8 +744,7 @@ def make_scenario(
     )
     if fixed:
         s0, r0 = _sigma_and_root(family, p, torch.Generator().manual_seed(int(seeds[0])), kw, 0.0)
-        root = torch.linalg.cholesky(s0) if r0 is None else r0.contiguous()
         gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-        x = _draw_returns([root] * n_reps, n, dfs, gens, DTYPE)
+        x = _draw_returns([r0] * n_reps, n, dfs, gens, DTYPE)
         sigma = s0.expand(n_reps, p, p).clone()
     return sigma, x

@@ -55,6 +55,20 @@ def test_toeplitz_matches_scipy_and_its_cholesky_root():
     np.testing.assert_allclose(root.numpy(), np.linalg.cholesky(ref), atol=1e-12)
 
 
+@pytest.mark.parametrize("family", syn.FAMILIES)
+def test_sampling_root_reproduces_sigma(family):
+    # X is drawn from a root of Σ: a full L (Σ = LLᵀ) or factors (B, d) (Σ = BBᵀ + diag d²)
+    for hetero in (None, 0.5):
+        kw = {} if hetero is None else {"hetero": hetero}
+        sigma, root = syn._sigma_and_root(family, 30, _gen(4), kw, 0.0)
+        if isinstance(root, tuple):
+            b, d = root
+            rebuilt = b @ b.T + torch.diag(d * d)
+        else:
+            rebuilt = root @ root.T
+        torch.testing.assert_close(rebuilt, sigma, rtol=1e-12, atol=1e-12)
+
+
 def test_factor_model_low_rank_plus_diagonal():
     # Σ = BBᵀ + Ψ with k = n_factors columns: Σ − Ψ has rank k, hence p − k
     # eigenvalues of Σ lie inside [min ψ, max ψ] ⊂ [0.3, 1.0] (Weyl interlacing).
@@ -130,6 +144,8 @@ def test_chi2_sampler_matches_scipy():
         ({"family": "factor", "p": 6}, 0.015),
         ({"family": "sp500", "p": 6}, 0.015),
         ({"family": "lognormal", "p": 6}, 0.015),
+        ({"family": "block", "p": 6}, 0.015),
+        ({"family": "dominant_factor", "p": 6, "share": 0.5}, 0.015),
         ({"family": "toeplitz", "rho": 0.6, "p": 6, "df": 8}, 0.02),
         ({"family": "spectrum_1_3_10", "p": 6, "df": 6}, 0.03),
     ],
