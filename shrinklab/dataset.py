@@ -1,0 +1,401 @@
+"""Stored training samples: features, oracle labels and the O(K²) Frobenius statistics.
+
+For each synthetic world ``(Σ, X)`` of :func:`shrinklab.synthetic.generate_batches`
+:func:`build_training_set` stores
+
+* ``features (N, F)`` float32 — :mod:`shrinklab.features` (schema
+  :data:`shrinklab.features.FEATURE_SCHEMA`);
+* the labels: multi-target oracle weights ``oracle_w (N, K)`` (exact simplex QP,
+  :func:`shrinklab.estimators.solve_simplex_qp`) and ``alpha_star = Σ_k w*_k``;
+* ``G (N, K, K)``, ``c (N, K)``, ``d (N,)`` of :func:`shrinklab.targets.quadratic_form`,
+  so that ``‖Σ̂(w) − Σ‖²_F = wᵀGw − 2cᵀw + d`` costs O(K²) for any ``p``
+  (``d`` is the sample covariance's loss);
+* ``loss_fsopt`` — ``‖FSOPT − Σ‖²_F`` of the finite-sample optimal
+  rotation-equivariant oracle ``U diag(uᵢᵀΣuᵢ) Uᵀ`` (Ledoit & Wolf 2012, Ann.
+  Statist. 40(2)), and ``loss_lw`` — that of Ledoit & Wolf (2004, JMVA) linear
+  shrinkage; both unnormalised (same units as ``d``), so
+  ``PRIAL = 100 (E d − E L) / (E d − E loss_fsopt)``;
+* ``p, n, family, df, sample_seed, difficulty`` — enough to rebuild ``Σ``, ``X``,
+  ``S`` and the targets bit-exactly (:meth:`TrainingSet.rebuild_matrices`,
+  bucketed by ``p``, for losses that need the matrices).
+
+The normalised Frobenius loss of intensities ``w`` is ``(wᵀGw − 2cᵀw + d) / d``
+(:meth:`TrainingSet.normalised_loss`; 1 = no better than ``S``).
+
+Per batch (shared ``(p, n)``) one sample covariance, one ``eigh`` (eigenvalues for
+the features, eigenvectors for FSOPT), the K targets, one quadratic form and one
+batched QP are computed; nothing loops over samples in Python.
+
+Files (:meth:`TrainingSet.save` / :meth:`TrainingSet.load`) are a ``torch.save``
+dict of tensors and plain metadata (``schema_version``, ``feature_schema``,
+``feature_names``, ``target_names``, ``family_names``, the synthetic ``config``),
+loaded with ``weights_only=True``; a schema mismatch is a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shrinklab import synthetic
+from shrinklab._validation import demean
+from shrinklab.estimators import solve_simplex_qp
+from shrinklab.features import (
+    FEATURE_NAMES,
+    FEATURE_SCHEMA,
+    classical_intensities,
+    features_from_parts,
+    schema_for,
+)
+from shrinklab.targets import (
+    TARGET_NAMES,
+    quadratic_form,
+    sample_cov_from_demeaned,
+    shrinkage_targets,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TrainingSet",
+    "MatrixBucket",
+    "build_training_set",
+    "process_batch",
+    "fsopt_loss_from_eigh",
+]
+
+SCHEMA_VERSION: int = 1
+
+# Tensor fields of a TrainingSet, with their stored dtype.
+_FIELDS: dict[str, torch.dtype] = {
+    "features": torch.float32,
+    "oracle_w": torch.float64,
+    "alpha_star": torch.float64,
+    "G": torch.float64,
+    "c": torch.float64,
+    "d": torch.float64,
+    "loss_fsopt": torch.float64,
+    "loss_lw": torch.float64,
+    "p": torch.int64,
+    "n": torch.int64,
+    "family": torch.int64,
+    "df": torch.float64,
+    "sample_seed": torch.int64,
+    "difficulty": torch.float64,
+}
+
+
+@dataclass
+class MatrixBucket:
+    """Rebuilt matrices of the samples ``indices`` that share ``p``.
+
+    ``S (b, p, p)`` sample covariance, ``sigma (b, p, p)`` true covariance,
+    ``T (b, K, p, p)`` targets in :data:`shrinklab.targets.TARGET_NAMES` order;
+    row ``i`` belongs to training sample ``indices[i]``.
+    """
+
+    indices: torch.Tensor
+    p: int
+    S: torch.Tensor
+    sigma: torch.Tensor
+    T: torch.Tensor
+
+
+@dataclass
+class TrainingSet:
+    """Training samples (one row per synthetic world); see the module docstring.
+
+    Tensor fields (N rows): ``features (N, F)`` float32; ``oracle_w (N, K)``,
+    ``alpha_star``, ``G (N, K, K)``, ``c (N, K)``, ``d``, ``loss_fsopt``,
+    ``loss_lw``, ``df`` (``inf`` = Gaussian), ``difficulty`` float64; ``p``,
+    ``n``, ``family`` (index into ``family_names``), ``sample_seed`` int64.
+    """
+
+    features: torch.Tensor
+    oracle_w: torch.Tensor
+    alpha_star: torch.Tensor
+    G: torch.Tensor
+    c: torch.Tensor
+    d: torch.Tensor
+    loss_fsopt: torch.Tensor
+    loss_lw: torch.Tensor
+    p: torch.Tensor
+    n: torch.Tensor
+    family: torch.Tensor
+    df: torch.Tensor
+    sample_seed: torch.Tensor
+    difficulty: torch.Tensor
+    config: dict[str, Any] = field(default_factory=dict)
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    target_names: tuple[str, ...] = TARGET_NAMES
+    family_names: tuple[str, ...] = synthetic.FAMILIES
+
+    def __post_init__(self) -> None:
+        N = self.features.shape[0]
+        F, K = len(self.feature_names), len(self.target_names)
+        shapes = {
+            "features": (N, F),
+            "oracle_w": (N, K),
+            "G": (N, K, K),
+            "c": (N, K),
+        }
+        for name, dtype in _FIELDS.items():
+            t = torch.as_tensor(getattr(self, name)).to(dtype)
+            want = shapes.get(name, (N,))
+            if tuple(t.shape) != want:
+                raise ValueError(f"TrainingSet.{name} has shape {tuple(t.shape)}, expected {want}")
+            setattr(self, name, t)
+        self.feature_names = tuple(self.feature_names)
+        self.target_names = tuple(self.target_names)
+        self.family_names = tuple(self.family_names)
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    # ----------------------------------------------------------------- views
+    @property
+    def families(self) -> list[str]:
+        """Family name of each sample."""
+        return [self.family_names[i] for i in self.family.tolist()]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensor fields as a dict (e.g. for :mod:`shrinklab.compress` / ensembles)."""
+        return {k: getattr(self, k) for k in _FIELDS}
+
+    def subset(self, indices: Any) -> TrainingSet:
+        """The samples ``indices`` (integer index or boolean mask), as a new TrainingSet."""
+        idx = torch.as_tensor(np.asarray(indices) if not torch.is_tensor(indices) else indices)
+        if idx.dtype == torch.bool:
+            if idx.shape != (len(self),):
+                raise ValueError(f"boolean mask must have shape ({len(self)},)")
+            idx = idx.nonzero().flatten()
+        idx = idx.to(torch.int64).reshape(-1)
+        if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
+            raise ValueError(f"indices out of range for {len(self)} samples")
+        return dataclasses.replace(self, **{k: v[idx] for k, v in self.tensors().items()})
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[TrainingSet, TrainingSet]:
+        """Random split ``(rest, held_out)`` with ``round(fraction · N)`` samples held out."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(int(seed)))
+        k = round(fraction * len(self))
+        held = perm[:k].sort().values
+        rest = perm[k:].sort().values
+        return self.subset(rest), self.subset(held)
+
+    # ----------------------------------------------------------------- losses
+    def quadratic_loss(self, w: Any) -> torch.Tensor:
+        """``‖Σ̂(w) − Σ‖²_F = wᵀGw − 2cᵀw + d`` per sample for intensities ``w (N, K)``."""
+        wt = torch.as_tensor(w, dtype=torch.float64)
+        if wt.shape != self.c.shape:
+            raise ValueError(f"w must have shape {tuple(self.c.shape)}, got {tuple(wt.shape)}")
+        return torch.einsum("bk,bkl,bl->b", wt, self.G, wt) - 2 * (self.c * wt).sum(-1) + self.d
+
+    def normalised_loss(self, w: Any) -> torch.Tensor:
+        """Frobenius loss normalised by the sample covariance's: ``(wᵀGw − 2cᵀw + d) / d``."""
+        return self.quadratic_loss(w) / self.d
+
+    # ----------------------------------------------------------------- matrices
+    def rebuild_matrices(self, indices: Any = None) -> list[MatrixBucket]:
+        """Regenerate ``S``, ``Σ`` and the targets of samples ``indices`` (default: all).
+
+        Each sample is rebuilt bit-exactly from its seed with
+        :func:`shrinklab.synthetic.regenerate` and the stored synthetic config;
+        samples are returned in buckets of equal ``p`` (ascending), each with
+        matrices stacked in the order of its ``indices``.
+        """
+        idx = torch.arange(len(self)) if indices is None else torch.as_tensor(indices)
+        idx = idx.to(torch.int64).reshape(-1)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise ValueError(f"indices out of range for {len(self)} samples")
+        cfg = synthetic.as_config(self.config or None)
+        buckets = []
+        for p in sorted(set(self.p[idx].tolist())):
+            sel = idx[self.p[idx] == p]
+            S_parts, sig_parts, T_parts, order = [], [], [], []
+            for n in sorted(set(self.n[sel].tolist())):
+                sub = sel[self.n[sel] == n]
+                sig, xs = [], []
+                for i in sub.tolist():
+                    s, x = synthetic.regenerate(
+                        int(self.sample_seed[i]),
+                        p,
+                        n,
+                        self.family_names[int(self.family[i])],
+                        float(self.df[i]),
+                        cfg,
+                    )
+                    sig.append(s)
+                    xs.append(x)
+                X = torch.stack(xs)
+                S_parts.append(sample_cov_from_demeaned(demean(X)))
+                T_parts.append(shrinkage_targets(X))
+                sig_parts.append(torch.stack(sig))
+                order.append(sub)
+            buckets.append(
+                MatrixBucket(
+                    indices=torch.cat(order),
+                    p=int(p),
+                    S=torch.cat(S_parts),
+                    sigma=torch.cat(sig_parts),
+                    T=torch.cat(T_parts),
+                )
+            )
+        return buckets
+
+    # ----------------------------------------------------------------- I/O
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one ``torch.save`` file (tensors + schema metadata); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "schema_version": SCHEMA_VERSION,
+            "feature_schema": schema_for(self.feature_names),
+            "feature_names": list(self.feature_names),
+            "target_names": list(self.target_names),
+            "family_names": list(self.family_names),
+            "config": _plain_config(self.config),
+            "tensors": self.tensors(),
+        }
+        torch.save(payload, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainingSet:
+        """Read a file written by :meth:`save`, checking the schema version, the feature
+        schema (:data:`shrinklab.features.FEATURE_SCHEMA`) and the target names."""
+        try:
+            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"{path} is not a shrinklab training-set file: {exc}") from exc
+        if not isinstance(payload, dict) or "schema_version" not in payload:
+            raise ValueError(f"{path} is not a shrinklab training-set file (no schema_version)")
+        if payload["schema_version"] != SCHEMA_VERSION:
+            raise ValueError(
+                f"{path} has training-set schema version {payload['schema_version']}, this "
+                f"code reads version {SCHEMA_VERSION}; rebuild it with build_training_set"
+            )
+        if payload.get("feature_schema") != FEATURE_SCHEMA:
+            raise ValueError(
+                f"{path} was built with feature schema {payload.get('feature_schema')!r} but "
+                f"shrinklab.features has {FEATURE_SCHEMA!r} (features changed); rebuild it"
+            )
+        if tuple(payload["target_names"]) != TARGET_NAMES:
+            raise ValueError(
+                f"{path} has targets {payload['target_names']}, expected {TARGET_NAMES}"
+            )
+        return cls(
+            **payload["tensors"],
+            config=dict(payload["config"]),
+            feature_names=tuple(payload["feature_names"]),
+            target_names=tuple(payload["target_names"]),
+            family_names=tuple(payload["family_names"]),
+        )
+
+
+def _plain_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Config as plain python (dicts, floats, ints, str) for ``weights_only`` loading."""
+    out: dict[str, Any] = {}
+    for k, v in dict(cfg or {}).items():
+        out[k] = {str(a): float(b) for a, b in v.items()} if isinstance(v, Mapping) else v
+    return out
+
+
+# --------------------------------------------------------------------------- building
+def fsopt_loss_from_eigh(U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``‖U diag(uᵢᵀΣuᵢ) Uᵀ − Σ‖²_F`` ``(B,)`` from the sample eigenvectors ``U (B, p, p)``.
+
+    FSOPT of Ledoit & Wolf (2012, Ann. Statist. 40(2)).  With ``M = UᵀΣU`` the
+    loss is the sum of squared off-diagonal entries of ``M`` (``U`` orthogonal),
+    computed without cancellation.
+    """
+    M = U.transpose(-1, -2) @ (sigma @ U)
+    diag = torch.diagonal(M, dim1=-2, dim2=-1)
+    return ((M * M).sum((-2, -1)) - (diag * diag).sum(-1)).clamp_min(0)
+
+
+def process_batch(X: torch.Tensor, sigma: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Everything stored per sample for one batch sharing ``(p, n)``.
+
+    ``X (B, n, p)``, ``sigma (B, p, p)`` float64 -> dict with ``features, oracle_w,
+    alpha_star, G, c, d, loss_fsopt, loss_lw`` and the timing-relevant parts
+    computed once: ``S``, one ``eigh``, the targets, the quadratic form, the QP.
+    """
+    Xc = demean(X)
+    S = sample_cov_from_demeaned(Xc)
+    evals, U = torch.linalg.eigh(S)
+    T = shrinkage_targets(X)
+    G, c, d = quadratic_form(S, T, sigma)
+    w = solve_simplex_qp(G, c)
+    inten = classical_intensities(X)
+    feats = features_from_parts(X, Xc, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten)
+    s_lw = inten[:, 0]
+    loss_lw = s_lw * s_lw * G[:, 0, 0] - 2 * s_lw * c[:, 0] + d
+    return {
+        "features": feats,
+        "oracle_w": w,
+        "alpha_star": w.sum(-1),
+        "G": G,
+        "c": c,
+        "d": d,
+        "loss_fsopt": fsopt_loss_from_eigh(U, sigma),
+        "loss_lw": loss_lw,
+    }
+
+
+def _progress_enabled(progress: bool) -> bool:
+    return bool(progress) and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def build_training_set(
+    n_samples: int,
+    seed: int,
+    config: synthetic.SyntheticConfig | Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainingSet:
+    """Draw ``n_samples`` synthetic worlds and compute their training rows (batched).
+
+    ``config`` is a :class:`shrinklab.synthetic.SyntheticConfig` or a dict of its
+    fields (``None``: defaults); ``seed`` fixes everything (deterministic on CPU).
+    A tqdm bar is shown when ``progress`` and stderr is a terminal and the
+    environment variable ``CI`` is unset.
+    """
+    if int(n_samples) < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    cfg = synthetic.as_config(config)
+    from tqdm.auto import tqdm
+
+    codes = {f: i for i, f in enumerate(synthetic.FAMILIES)}
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in _FIELDS}
+    with tqdm(
+        total=int(n_samples),
+        desc="training samples",
+        unit="sample",
+        disable=not _progress_enabled(progress),
+    ) as bar:
+        for batch in synthetic.generate_batches(int(n_samples), int(seed), cfg):
+            out = process_batch(batch.X, batch.sigma)
+            B = len(batch)
+            out["p"] = torch.full((B,), batch.p, dtype=torch.int64)
+            out["n"] = torch.full((B,), batch.n, dtype=torch.int64)
+            out["family"] = torch.tensor([codes[f] for f in batch.family], dtype=torch.int64)
+            out["df"] = batch.df
+            out["sample_seed"] = batch.sample_seed
+            out["difficulty"] = batch.difficulty
+            for k in _FIELDS:
+                parts[k].append(out[k].to(_FIELDS[k]))
+            bar.update(B)
+    return TrainingSet(
+        **{k: torch.cat(v) for k, v in parts.items()},
+        config=_plain_config(dataclasses.asdict(cfg)),
+    )

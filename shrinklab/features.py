@@ -1,0 +1,305 @@
+"""p-agnostic features of a returns sample: a fixed-length vector for any ``(p, n)``.
+
+:func:`extract_features` maps returns ``X (B, n, p)`` to ``(B, F)`` float64
+features, ``F = len(FEATURE_NAMES)`` whatever ``p`` and ``n`` are, so that one
+network serves any number of assets and observations (``docs/architecture.md``,
+DESIGN "A p-agnostic design").  Everything is batched (no Python loop over
+samples) and reuses one sample covariance ``S`` (divisor ``n`` after demeaning,
+as in :mod:`shrinklab.estimators`) and one eigen-decomposition per batch;
+:func:`features_from_parts` takes precomputed pieces so that the training-set
+builder (:mod:`shrinklab.dataset`) computes nothing twice.
+
+Notation: ``Xc`` demeaned returns, ``S = XcᵀXc / n``, ``λ`` its eigenvalues,
+``λ̄ = tr S / p``, ``s_i² = S_ii``, ``R`` the sample correlation.  Assets with
+zero variance (constant columns) are left out of every cross-sectional average
+(the 0/0 = 0 convention of :mod:`shrinklab._validation`); a statistic with
+nothing to average is 0, so every feature is finite on every valid input.
+
+Features and their invariances (``P`` = permuting assets, ``c`` = multiplying
+all returns by one ``c ≠ 0``, ``D`` = multiplying each asset by its own ``d_i > 0``).
+All features are ``P`` and ``c`` invariant; those marked ``D`` are also invariant
+to per-asset rescaling.
+
+==========================  ===========================================================  ===
+``log_p_over_n``            ``log(p / n)``                                               D
+``log_n``                   ``log n``                                                    D
+``spec_q05`` … ``spec_q95`` quantiles 5/25/50/75/95 % of ``λ / λ̄`` (linear interpolation)
+``top_share``               ``λ_max / Σλ``
+``eff_rank_ratio``          ``exp(H(λ/Σλ)) / p``, Shannon entropy ``H`` (Roy & Vetterli
+                            2007, "The effective rank", EUSIPCO)
+``mp_exceed_frac``          share of ``λ`` above the Marchenko–Pastur edge
+                            ``λ̄ (1 + √(p/n))²`` (Marchenko & Pastur 1967; the noise
+                            variance estimated by ``λ̄``)
+``mp_top_log_ratio``        ``log(λ_max / edge)``
+``corr_mean``               mean off-diagonal sample correlation                         D
+``corr_std``                their standard deviation                                     D
+``logvar_std``              standard deviation of ``log s_i²`` across assets
+``kurt_mean``               mean over assets of the excess kurtosis ``m4/m2² − 3``       D
+``kurt_median``             its median (lower median for an even count)                  D
+``kurt_market``             excess kurtosis of the equal-weight portfolio of
+                            standardised returns ``mean_i x_ti / s_i``                   D
+``int_lw``                  Ledoit–Wolf (2004, JMVA) intensity
+``int_oas``                 OAS intensity (Chen, Wiesel, Eldar & Hero 2010)
+``int_cc``                  constant-correlation intensity (Ledoit & Wolf 2004, JPM)
+``int_sf``                  single-factor intensity (Ledoit & Wolf 2003, JEF)
+``dist_<target>``           ``‖T_k − S‖_F / ‖S‖_F`` for the K targets of
+                            :data:`shrinklab.targets.TARGET_NAMES`
+``log_vol_ratio_recent``    ``½ log mean_i(v_i^recent / v_i)``: variance of the last 20 %
+                            of the rows (at least 2) over the whole window, per asset    D
+``sq_autocorr_market``      lag-1 autocorrelation of ``m_t²``, ``m_t`` the standardised
+                            equal-weight portfolio (volatility clustering)               D
+==========================  ===========================================================  ===
+
+The intensities come from :mod:`shrinklab.estimators` (``return_shrinkage=True``)
+and are invariant to ``P`` and ``c`` (the single-factor one through its
+equal-weight market, which a permutation leaves unchanged).  The two temporal
+features depend on the *row order* of ``X`` (the only ones that do): on i.i.d.
+synthetic data they are ≈ 0 (neutral), on real returns they carry volatility
+regimes and clustering (Engle 1982; Bollerslev 1986).  The market-regime label
+is not a feature column: it goes to the network's embedding separately
+(``MLShrinkageNetwork.forward(x, regime)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import torch
+
+from shrinklab import estimators
+from shrinklab._validation import as_returns, demean
+from shrinklab.targets import TARGET_NAMES, sample_cov_from_demeaned, shrinkage_targets
+
+__all__ = [
+    "FEATURE_NAMES",
+    "FEATURE_SCHEMA",
+    "SPECTRUM_QUANTILES",
+    "RECENT_FRACTION",
+    "extract_features",
+    "features_from_parts",
+    "classical_intensities",
+    "target_sq_distances",
+    "schema_for",
+]
+
+SPECTRUM_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
+RECENT_FRACTION: float = 0.2
+INTENSITY_NAMES: tuple[str, ...] = ("int_lw", "int_oas", "int_cc", "int_sf")
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_p_over_n",
+    "log_n",
+    *(f"spec_q{round(100 * q):02d}" for q in SPECTRUM_QUANTILES),
+    "top_share",
+    "eff_rank_ratio",
+    "mp_exceed_frac",
+    "mp_top_log_ratio",
+    "corr_mean",
+    "corr_std",
+    "logvar_std",
+    "kurt_mean",
+    "kurt_median",
+    "kurt_market",
+    *INTENSITY_NAMES,
+    *(f"dist_{k}" for k in TARGET_NAMES),
+    "log_vol_ratio_recent",
+    "sq_autocorr_market",
+)
+
+
+def schema_for(names: tuple[str, ...] | list[str], version: int = 1) -> str:
+    """Schema string ``"v<version>-<10 hex of sha1(names)>"`` of a feature list."""
+    return f"v{version}-" + hashlib.sha1(",".join(names).encode()).hexdigest()[:10]
+
+
+FEATURE_SCHEMA: str = schema_for(FEATURE_NAMES)
+
+# Floor of the recent/whole variance ratio before its log (a window whose last rows
+# are all exactly at the mean, e.g. stale prices); scale-free, so invariances hold.
+_RATIO_FLOOR = 1e-12
+
+
+# --------------------------------------------------------------------------- helpers
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``den != 0``, else 0."""
+    ok = den != 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def _masked_mean_std(
+    x: torch.Tensor, mask: torch.Tensor, dims
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population standard deviation ``(B,)`` of ``x`` over ``mask`` (0 where empty)."""
+    m = mask.to(x.dtype)
+    cnt = m.sum(dims, keepdim=True)
+    mean = _safe_div(torch.where(mask, x, 0.0).sum(dims, keepdim=True), cnt)
+    dev = torch.where(mask, x - mean, 0.0)
+    var = _safe_div((dev * dev).sum(dims, keepdim=True), cnt)
+    B = x.shape[0]
+    return mean.reshape(B), var.clamp_min(0).sqrt().reshape(B)
+
+
+def _excess_kurtosis(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Excess kurtosis ``m4/m2² − 3`` of demeaned ``y`` along dim -2, and the mask ``m2 > 0``."""
+    y2 = y * y
+    m2 = y2.mean(-2)
+    m4 = (y2 * y2).mean(-2)
+    ok = m2 > 0
+    return _safe_div(m4, m2 * m2) - 3.0 * ok.to(y.dtype), ok
+
+
+def classical_intensities(X: Any) -> torch.Tensor:
+    """Shrinkage intensities ``(B, 4)`` of LW, OAS, constant-correlation and single-factor.
+
+    Computed by :mod:`shrinklab.estimators` with ``return_shrinkage=True``
+    (Ledoit & Wolf 2004 JMVA; Chen et al. 2010; Ledoit & Wolf 2004 JPM; Ledoit &
+    Wolf 2003 JEF); ``X`` is ``(B, n, p)``.
+    """
+    fns = (
+        estimators.ledoit_wolf,
+        estimators.oas,
+        estimators.lw_constant_correlation,
+        estimators.lw_single_factor,
+    )
+    return torch.stack([f(X, return_shrinkage=True)[1] for f in fns], dim=-1)
+
+
+def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """``‖T_k − S‖²_F`` ``(B, K)`` for ``S (B, p, p)``, ``T (B, K, p, p)`` (the diagonal of ``G``)."""
+    D = T - S.unsqueeze(1)
+    return (D * D).sum((-2, -1))
+
+
+# --------------------------------------------------------------------------- features
+def features_from_parts(
+    X: torch.Tensor,
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    evals: torch.Tensor,
+    target_sq_dist: torch.Tensor,
+    intensities: torch.Tensor,
+) -> torch.Tensor:
+    """Features ``(B, F)`` from precomputed pieces (no recomputation of ``S`` or eigenvalues).
+
+    Parameters
+    ----------
+    X : ``(B, n, p)`` validated returns (only its shape is used here).
+    Xc : ``(B, n, p)`` demeaned returns (:func:`shrinklab._validation.demean`).
+    S : ``(B, p, p)`` sample covariance ``XcᵀXc / n``.
+    evals : ``(B, p)`` eigenvalues of ``S`` (any order).
+    target_sq_dist : ``(B, K)`` ``‖T_k − S‖²_F`` in the order of ``TARGET_NAMES``
+        (:func:`target_sq_distances`, or the diagonal of ``G`` from
+        :func:`shrinklab.targets.quadratic_form`).
+    intensities : ``(B, 4)`` from :func:`classical_intensities`.
+    """
+    B, n, p = X.shape
+    dt = Xc.dtype
+    if target_sq_dist.shape != (B, len(TARGET_NAMES)):
+        raise ValueError(
+            f"target_sq_dist must be (B, {len(TARGET_NAMES)}); got {tuple(target_sq_dist.shape)}"
+        )
+    if intensities.shape != (B, len(INTENSITY_NAMES)):
+        raise ValueError(
+            f"intensities must be (B, {len(INTENSITY_NAMES)}); got {tuple(intensities.shape)}"
+        )
+    cols: list[torch.Tensor] = []
+    full = lambda v: torch.full((B,), float(v), dtype=dt, device=Xc.device)
+    cols += [full(math.log(p / n)), full(math.log(n))]
+
+    # -- spectrum
+    lam = evals.to(dt).clamp_min(0).sort(-1).values
+    tr = lam.sum(-1)
+    lbar = tr / p
+    lam_n = _safe_div(lam, lbar.unsqueeze(-1).expand_as(lam))
+    q = torch.tensor(SPECTRUM_QUANTILES, dtype=dt, device=Xc.device)
+    cols += list(torch.quantile(lam_n, q, dim=-1))
+    share = _safe_div(lam, tr.unsqueeze(-1).expand_as(lam))
+    cols.append(share[:, -1])
+    ent = -(torch.where(share > 0, share * share.log(), torch.zeros_like(share))).sum(-1)
+    cols.append(torch.where(tr > 0, ent.exp() / p, torch.zeros_like(ent)))
+    edge = lbar * (1.0 + math.sqrt(p / n)) ** 2
+    cols.append(((lam > edge.unsqueeze(-1)) & (tr > 0).unsqueeze(-1)).to(dt).mean(-1))
+    top_ratio = _safe_div(lam[:, -1], edge)
+    cols.append(torch.where(top_ratio > 0, top_ratio, torch.ones_like(top_ratio)).log())
+
+    # -- correlations and variances
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    sd = var.clamp_min(0).sqrt()
+    pos = sd > 0
+    inv_sd = _safe_div(torch.ones_like(sd), sd)
+    R = S * inv_sd[:, :, None] * inv_sd[:, None, :]
+    eye = torch.eye(p, dtype=torch.bool, device=Xc.device)
+    pair = pos[:, :, None] & pos[:, None, :] & ~eye
+    cols += list(_masked_mean_std(R, pair, (-2, -1)))
+    logv = torch.where(pos, var, torch.ones_like(var)).log()
+    cols.append(_masked_mean_std(logv, pos, -1)[1])
+
+    # -- tails
+    kurt, kok = _excess_kurtosis(Xc)
+    cols.append(_masked_mean_std(kurt, kok, -1)[0])
+    med = torch.nanmedian(torch.where(kok, kurt, torch.full_like(kurt, math.nan)), dim=-1).values
+    cols.append(torch.nan_to_num(med, nan=0.0))
+    Z = Xc * inv_sd.unsqueeze(-2)  # standardised returns, constant columns stay 0
+    mkt = Z.mean(-1)  # (B, n)
+    mkt = mkt - mkt.mean(-1, keepdim=True)
+    cols.append(_excess_kurtosis(mkt.unsqueeze(-1))[0].squeeze(-1))
+
+    # -- classical intensities and target distances
+    cols += list(intensities.to(dt).T)
+    snorm = (S * S).sum((-2, -1)).sqrt()
+    cols += list(_safe_div(target_sq_dist.to(dt).clamp_min(0).sqrt(), snorm.unsqueeze(-1)).T)
+
+    # -- temporal (row order): recent vs whole-window variance, volatility clustering
+    m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
+    X2 = Xc * Xc
+    ratio = _safe_div(X2[:, n - m :].mean(-2), X2.mean(-2))
+    mean_ratio = _masked_mean_std(ratio, pos, -1)[0]
+    any_pos = pos.any(-1)
+    cols.append(
+        torch.where(any_pos, 0.5 * mean_ratio.clamp_min(_RATIO_FLOOR).log(), torch.zeros_like(tr))
+    )
+    y = mkt * mkt
+    y = y - y.mean(-1, keepdim=True)
+    cols.append(_safe_div((y[:, 1:] * y[:, :-1]).sum(-1), (y * y).sum(-1)))
+
+    out = torch.stack(cols, dim=-1)
+    if out.shape[-1] != len(FEATURE_NAMES):  # pragma: no cover - internal consistency
+        raise RuntimeError(f"built {out.shape[-1]} features, expected {len(FEATURE_NAMES)}")
+    return out
+
+
+def _validate_regime(regime: Any, B: int) -> None:
+    r = torch.as_tensor(regime)
+    if r.ndim > 1 or (r.ndim == 1 and r.shape[0] != B):
+        raise ValueError(f"regime must be a scalar or have shape ({B},); got {tuple(r.shape)}")
+    if r.is_floating_point() or r.is_complex() or r.dtype == torch.bool:
+        raise ValueError(f"regime must hold integer codes; got dtype {r.dtype}")
+    if bool((r < 0).any()):
+        raise ValueError("regime codes must be >= 0")
+
+
+def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
+    """Fixed-length features of returns ``X``: ``(B, F)`` float64 for ``(B, n, p)``.
+
+    ``X`` is ``(n, p)`` or ``(B, n, p)`` (numpy, torch or pandas; validated by
+    :func:`shrinklab._validation.as_returns`); a 2-D input gives ``(1, F)``.
+    ``F = len(FEATURE_NAMES)`` for every ``p`` and ``n``; the columns are
+    documented in the module docstring.  The output is finite for every valid
+    input (constant columns, ``p > n``, ``n = 2``) and ready for ``float32``.
+
+    ``regime`` (optional integer codes, scalar or ``(B,)``) is only validated:
+    the market regime is *not* a feature column, it is passed to the network
+    separately (``model.predict(features, regime)``).
+    """
+    Xt, _ = as_returns(X)
+    if regime is not None:
+        _validate_regime(regime, Xt.shape[0])
+    Xc = demean(Xt)
+    S = sample_cov_from_demeaned(Xc)
+    evals = torch.linalg.eigvalsh(S)
+    T = shrinkage_targets(Xt)
+    return features_from_parts(
+        Xt, Xc, S, evals, target_sq_distances(S, T), classical_intensities(Xt)
+    )
