@@ -317,6 +317,8 @@ def finetune_on_real(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.eta_min
     )
+    # fp16 autocast (GPUs without bf16) needs loss scaling; bf16 and CPU do not
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     history: dict[str, Any] = {k: [] for k in _HISTORY}
     state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0}
     best_state = None
@@ -326,6 +328,7 @@ def finetune_on_real(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         history, state, best_state = ckpt["history"], ckpt["state"], ckpt["best_state"]
         stopped_early = bool(ckpt["stopped_early"])
@@ -351,9 +354,11 @@ def finetune_on_real(
             loss = per.mean()
             if cfg.l2:
                 loss = loss + L.l2_penalty(model, cfg.l2).to(loss.dtype)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             gn = nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             loss_sum += float(per.detach().sum())
             seen += idx.numel()
             gnorms.append(float(gn))
@@ -398,6 +403,7 @@ def finetune_on_real(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
                 "rng": _rng_state(),
                 "history": history,
                 "state": dict(state),

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from shrinklab._validation import demean
 from shrinklab.estimators import sample_covariance
 from shrinklab.targets import TARGET_NAMES, shrinkage_targets
 
@@ -334,9 +335,18 @@ def _make_batch(
     T = shrinkage_targets(X)
     feats = None
     if with_features:
-        from shrinklab.features import extract_features
+        # extract_features(X) from the pieces already computed (same result, targets once)
+        from shrinklab.features import (
+            classical_intensities,
+            features_from_parts,
+            target_sq_distances,
+        )
 
-        feats = torch.as_tensor(extract_features(X))
+        Xc = demean(X)
+        evals = torch.linalg.eigvalsh(S)
+        feats = features_from_parts(
+            X, Xc, S, evals, target_sq_distances(S, T), classical_intensities(X)
+        )
     return WindowBatch(
         dates=index[pos],
         positions=pos,

@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.covariance import LedoitWolf
 
 from shrinklab import backtest as bt
 from shrinklab import data
 from shrinklab.estimators import ledoit_wolf, sample_covariance
+from shrinklab.features import extract_features
+from shrinklab.network import MLShrinkageNetwork
+from shrinklab.targets import combine, shrinkage_targets
 
 
 def _returns(n: int = 500, p: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -174,3 +178,30 @@ def test_errors():
         bt.summarise(_run(r, {"sample": sample_covariance}, windows=(40,)))
     with pytest.raises(ValueError, match="same length"):
         bt.bootstrap_vol_difference(np.zeros(5), np.zeros(6))
+
+
+def test_learned_estimator_is_the_family_member_of_the_predicted_intensities():
+    r = _returns(300)
+    F = extract_features(r.to_numpy()[:50]).shape[-1]
+    torch.manual_seed(0)
+    net = MLShrinkageNetwork(F, hidden_dims=(8,), n_regimes=3)
+    regimes = pd.Series(np.arange(len(r)) % 3, index=r.index)
+    est = bt.learned_estimator(net, regimes, r.index)
+    res = _run(r, {"learned": est, "ledoit_wolf": ledoit_wolf}, windows=(60,))
+    R = r.to_numpy()
+    pos = r.index.get_indexer(res.rebalance_dates)
+    for k in (0, len(pos) - 1):
+        t = pos[k]
+        X = R[t - 60 : t]
+        out = net.predict(extract_features(X[None]), torch.tensor([(t - 1) % 3]))
+        cov = combine(
+            torch.as_tensor(np.cov(X, rowvar=False, bias=True))[None],
+            shrinkage_targets(X)[None],
+            out.intensities.double(),
+        )[0].numpy()
+        x = np.linalg.solve(cov, np.ones(5))
+        np.testing.assert_allclose(
+            res.weights[60]["learned"].iloc[k].to_numpy(), x / x.sum(), atol=1e-6
+        )
+    with pytest.raises(ValueError, match="together"):
+        bt.learned_estimator(net, regimes)

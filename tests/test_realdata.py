@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from shrinklab import data
+from shrinklab.features import FEATURE_NAMES, extract_features
 from shrinklab.realdata import (
     build_windows,
     gmv_weights,
@@ -171,8 +172,12 @@ def test_features_are_finite_and_select_and_to_work():
     r = _returns(300, 5)
     W = build_windows(r, 60, 21, 21, features=True)
     g = W.full
-    assert g.features.ndim == 2 and g.features.shape[0] == len(g)
+    assert g.features.shape == (len(g), len(FEATURE_NAMES))
     assert torch.isfinite(g.features).all()
+    # the batched features from precomputed parts equal extract_features window by window
+    np.testing.assert_allclose(
+        g.features.numpy(), extract_features(g.X).numpy(), rtol=1e-10, atol=1e-12
+    )
     sub = g.select([0, 2])
     assert torch.equal(sub.X, g.X[[0, 2]]) and list(sub.dates) == [g.dates[0], g.dates[2]]
     f32 = g.to("cpu", torch.float32)
