@@ -34,7 +34,9 @@ def make_set(n: int, seed: int = 0, informative: bool = True) -> SimpleNamespace
     x = torch.randn(n, F, generator=g)
     A = torch.randn(n, 6, K, generator=g, dtype=torch.float64)
     drive = x if informative else torch.randn(n, F, generator=g)
-    w0 = torch.softmax(drive[:, :K].double() * 1.5, 1) * torch.sigmoid(drive[:, K : K + 1].double() * 2)
+    w0 = torch.softmax(drive[:, :K].double() * 1.5, 1) * torch.sigmoid(
+        drive[:, K : K + 1].double() * 2
+    )
     b = A @ w0[:, :, None] + 0.05 * torch.randn(n, 6, 1, generator=g, dtype=torch.float64)
     G = A.transpose(1, 2) @ A
     c = (A.transpose(1, 2) @ b)[..., 0]
@@ -230,8 +232,43 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     b = torch.load(ddp / "final.pt", weights_only=True)
     assert b["history"]["world_size"] == 2 and a["history"]["world_size"] == 1
     # Same global batches, synchronised batch norm, gradient = global-batch mean: the
-    # runs agree up to float32 reduction order (24 Adam steps).
+    # runs agree up to float32 reduction order (24 Adam steps; measured max |Δw| 5e-7,
+    # 0.17 without the batch-norm synchronisation).
     for k, v in a["state"].items():
-        torch.testing.assert_close(b["state"][k], v, rtol=1e-3, atol=1e-4, msg=k)
-    np.testing.assert_allclose(b["history"]["valid_loss"], a["history"]["valid_loss"], rtol=1e-4)
-    np.testing.assert_allclose(b["history"]["train_loss"], a["history"]["train_loss"], rtol=1e-4)
+        torch.testing.assert_close(b["state"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+    np.testing.assert_allclose(b["history"]["valid_loss"], a["history"]["valid_loss"], rtol=1e-5)
+    np.testing.assert_allclose(b["history"]["train_loss"], a["history"]["train_loss"], rtol=1e-5)
+
+
+_KILLED = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_train import make_set, small_net
+from shrinklab.train import TrainConfig, train
+tr, va = make_set(2048, seed=0), make_set(512, seed=1)
+
+def die(epoch, record):
+    if epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like a pre-empted job
+
+train(small_net(), tr, va, TrainConfig(epochs=5, batch_size=256, T_0=2, T_mult=1, patience=50),
+      out_dir=sys.argv[1], on_epoch_end=die)
+"""
+
+
+def test_sigkilled_run_resumes_to_identical_result(sets, tmp_path):
+    tr, va = sets
+    cfg = TrainConfig(epochs=5, batch_size=256, T_0=2, T_mult=1, patience=50)
+    straight = small_net()
+    h1 = train(straight, tr, va, cfg, out_dir=tmp_path / "a")
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent(_KILLED.format(tests=str(TESTS_DIR))))
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "b")], timeout=120)
+    assert res.returncode == -9  # really killed
+    ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert ckpt["state"]["epoch"] == 3
+    resumed = small_net(seed=99)
+    h2 = train(resumed, tr, va, cfg, out_dir=tmp_path / "b")
+    assert h2["train_loss"] == h1["train_loss"] and h2["valid_loss"] == h1["valid_loss"]
+    for (k, v1), v2 in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(v1, v2), k

@@ -1,0 +1,133 @@
+"""Training throughput of shrinklab.train.train (figures of merit of issue 4).
+
+Prints a table: samples/s and seconds per epoch over ``--n`` (default 100,000)
+training samples for the default :class:`~shrinklab.network.MLShrinkageNetwork`
+and batch size, Adam vs SGD, on CPU (``cpu_threads`` 1 and 2) and on CUDA when
+available (fp32 and bf16 autocast). The loss is the O(K²) quadratic-form path, so
+the matrices' size p does not matter: the benchmark uses random quadratic-form
+statistics (``G = AᵀA``) with the shapes of a real training set.
+
+Optionally (``--early-stop N``) it also builds the default synthetic training set
+with :func:`shrinklab.dataset.build_training_set` and reports the wall time to the
+early-stopping point.
+
+Usage::
+
+    .venv/bin/python bench/train.py            # ~1 min on 2 CPU cores
+    .venv/bin/python bench/train.py --n 20000 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from types import SimpleNamespace
+
+import torch
+
+from shrinklab.network import MLShrinkageNetwork
+from shrinklab.train import TrainConfig, train
+
+
+def random_set(n: int, n_features: int, k: int, seed: int) -> SimpleNamespace:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, n_features, generator=g)
+    A = torch.randn(n, 8, k, generator=g, dtype=torch.float64)
+    w = torch.softmax(x[:, :k].double(), 1) * torch.sigmoid(x[:, k : k + 1].double())
+    b = A @ w[:, :, None] + 0.1 * torch.randn(n, 8, 1, generator=g, dtype=torch.float64)
+    return SimpleNamespace(
+        features=x,
+        oracle_w=w.float(),
+        G=A.transpose(1, 2) @ A,
+        c=(A.transpose(1, 2) @ b)[..., 0],
+        d=(b**2).sum((1, 2)),
+    )
+
+
+def bench(tr, va, device: str, optimizer: str, threads: int | None, amp, epochs: int, bs: int):
+    torch.manual_seed(0)
+    model = MLShrinkageNetwork(tr.features.shape[1], num_targets=tr.oracle_w.shape[1])
+    cfg = TrainConfig(
+        optimizer=optimizer,
+        lr=1e-3 if optimizer == "adam" else 1e-2,
+        epochs=epochs,
+        batch_size=bs,
+        device=device,
+        amp=amp,
+        cpu_threads=threads,
+        patience=10_000,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        hist = train(model, tr, va, cfg, out_dir=out, resume=False)
+        total = time.perf_counter() - t0
+    # the first epoch includes one-off costs (moving data, allocator warm-up)
+    per_epoch = statistics.median(hist["seconds"][1:] or hist["seconds"])
+    return per_epoch, total, hist["valid_frobenius"][-1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--features", type=int, default=32)
+    ap.add_argument("--targets", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--early-stop", type=int, default=0, metavar="N")
+    args = ap.parse_args()
+
+    tr = random_set(args.n, args.features, args.targets, seed=0)
+    va = random_set(5000, args.features, args.targets, seed=1)
+    rows = []
+    runs = [("cpu", "adam", 1, None), ("cpu", "sgd", 1, None), ("cpu", "adam", 2, None)]
+    if torch.cuda.is_available():
+        runs += [("cuda", "adam", None, None), ("cuda", "sgd", None, None)]
+        runs += [("cuda", "adam", None, "bf16")]
+    for device, opt, threads, amp in runs:
+        per_epoch, total, vf = bench(
+            tr, va, device, opt, threads, amp, args.epochs, args.batch_size
+        )
+        rows.append((device, opt, threads or "-", amp or "fp32", per_epoch, args.n / per_epoch, vf))
+
+    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"N = {args.n}, F = {args.features}, K = {args.targets}, batch {args.batch_size}, "
+          f"default network (128, 64, 32); epoch time = median of epochs 2..{args.epochs} "
+          "(includes validation on 5,000 samples)")  # fmt: skip
+    print()
+    print("| device | optimizer | threads | precision | s / epoch | samples / s | valid frob. |")
+    print("|---|---|---|---|---|---|---|")
+    for device, opt, threads, prec, per_epoch, sps, vf in rows:
+        print(
+            f"| {device} | {opt} | {threads} | {prec} | {per_epoch:.2f} | {sps:,.0f} | {vf:.4f} |"
+        )
+
+    if args.early_stop:
+        try:
+            from shrinklab.dataset import build_training_set
+
+            t0 = time.perf_counter()
+            full = build_training_set(args.early_stop, 0, None)
+            valid = build_training_set(max(args.early_stop // 5, 1000), 1, None)
+            t_build = time.perf_counter() - t0
+            torch.manual_seed(0)
+            model = MLShrinkageNetwork(full.features.shape[1], num_targets=full.oracle_w.shape[1])
+            with tempfile.TemporaryDirectory() as out:
+                t0 = time.perf_counter()
+                hist = train(model, full, valid, TrainConfig(epochs=300), out_dir=out)
+                t_train = time.perf_counter() - t0
+            print()
+            print(
+                f"early stopping on the default synthetic set (N = {args.early_stop}): "
+                f"building {t_build:.1f} s, training {t_train:.1f} s, "
+                f"{len(hist['train_loss'])} epochs, best epoch {hist['best_epoch']}, "
+                f"valid normalised Frobenius {hist['valid_frobenius'][hist['best_epoch']]:.4f}"
+            )
+        except Exception as exc:  # report, do not hide
+            print(f"\nearly-stopping benchmark skipped: {type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    main()
