@@ -54,7 +54,11 @@ Heterogeneous variances: with probability ``hetero_prob`` a sample of a family i
 
 Returns
 -------
-Gaussian ``x = L z`` with ``Σ = L Lᵀ``, or multivariate Student-t with ``ν`` degrees
+Gaussian ``x = L z`` with ``Σ = L Lᵀ`` (``L = U Λ^½`` for the Haar families, the
+closed-form AR(1) Cholesky factor for ``toeplitz``, Cholesky otherwise; the
+factor-form families ``factor``, ``block`` and ``dominant_factor`` draw
+``x = B f + d ⊙ e`` from ``Σ = BBᵀ + diag(d²)`` in ``O(pk)`` per row), or
+multivariate Student-t with ``ν`` degrees
 of freedom, scaled so that ``Cov(x) = Σ``: ``x = sqrt((ν − 2)/w)·L z`` with
 ``w ~ χ²_ν`` (the scale matrix is ``(ν−2)/ν·Σ``; Kotz & Nadarajah 2004). ``ν`` is
 log-uniform in ``[df_min, df_max]`` for a fraction ``tail_prob`` of the samples,
@@ -69,7 +73,10 @@ Sizes
 ``p`` log-uniform (integers) in ``[p_min, p_max]``, ``p/n`` log-uniform in
 ``[ratio_min, ratio_max]``, ``n = max(n_min, round(p/ratio))``. Short-sample
 batches draw ``n ~ U{10..20}`` and ``p = clip(round(ratio·n), p_min, p_max)``.
-A batch shares ``(p, n)`` so that linear algebra is batched.
+A batch shares ``(p, n)`` so that its samples stack into ``(B, p, p)`` / ``(B, n, p)``
+tensors and everything downstream (``S``, eigendecompositions, oracles) is batched.
+Inside the generator each sample's Σ and X are built with a few small tensor ops
+and one GEMM each (see :func:`_draw_returns` for why not one batched GEMM).
 
 Reproducibility
 ---------------
@@ -77,7 +84,9 @@ Reproducibility
 families, ``df``) and a 62-bit ``sample_seed`` per sample from one generator; all
 the randomness inside a sample (its Σ and its X) comes from a generator seeded with
 ``sample_seed``, so :func:`regenerate` rebuilds any sample bit-exactly from
-``(sample_seed, p, n, family, df, config)``.
+``(sample_seed, p, n, family, df, config)`` (same torch build and thread count;
+across thread counts BLAS rounding differs at ~1e-14). A sample does not depend on
+the batch size or on the other samples of its batch.
 
 Curriculum
 ----------
