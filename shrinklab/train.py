@@ -537,7 +537,7 @@ def _train(
         state = ckpt["state"]
         best_state = ckpt["best_state"]
         stopped_early = bool(ckpt.get("stopped_early", False))
-        finished = stopped_early
+        finished = stopped_early or state["epoch"] >= cfg.epochs
 
     if world > 1:
         _set_bn_sync(module, True)

@@ -18,7 +18,15 @@ import torch
 from shrinklab.estimators import solve_simplex_qp
 from shrinklab.losses import quadratic_frobenius
 from shrinklab.network import MLShrinkageNetwork
-from shrinklab.train import TrainConfig, _amp_dtype, _DeviceData, _pool, progress_disabled, train
+from shrinklab.train import (
+    TrainConfig,
+    _amp_dtype,
+    _DeviceData,
+    _pool,
+    evaluate_loss,
+    progress_disabled,
+    train,
+)
 
 F, K = 8, 3
 TESTS_DIR = Path(__file__).resolve().parent
@@ -88,6 +96,16 @@ def test_training_reduces_loss_towards_oracle(sets, tmp_path, optimizer, lr):
     assert loss_after - oracle < 0.5 * (loss_before - oracle), (loss_before, loss_after, oracle)
     assert hist["valid_frobenius"][hist["best_epoch"]] == pytest.approx(loss_after, rel=1e-4)
     assert len(hist["train_loss"]) == 12 and hist["finished"] and not model.training
+    # evaluate_loss recomputes the monitored validation objective of the restored weights
+    ev = evaluate_loss(model, va, cfg)
+    assert ev["loss"] == pytest.approx(hist["best_valid_loss"], rel=1e-6)
+    assert ev["frobenius"] == pytest.approx(loss_after, rel=1e-4)
+
+
+def test_without_validation_set_monitors_training_loss(sets, tmp_path):
+    tr, _ = sets
+    hist = train(small_net(), tr, None, TrainConfig(epochs=2, batch_size=512), out_dir=tmp_path)
+    assert hist["monitored"] == "train" and len(hist["valid_loss"]) == 2
 
 
 def test_resume_after_interruption_is_bit_identical(sets, tmp_path):
@@ -129,6 +147,30 @@ def test_early_stopping_restores_best_weights(tmp_path):
     assert hist["best_epoch"] == best
     assert len(hist["valid_loss"]) == best + 1 + cfg.patience
     for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[best][k]), k
+    # resuming a stopped run trains no further and restores the same best weights
+    again = small_net(seed=5)
+    h2 = train(again, tr, va, cfg, out_dir=tmp_path)
+    assert h2["valid_loss"] == hist["valid_loss"] and h2["finished"]
+    for k, v in again.state_dict().items():
+        assert torch.equal(v, snapshots[best][k]), k
+
+
+def test_run_finished_by_epoch_budget_resumes_to_best_weights(tmp_path):
+    tr, va = make_set(512, seed=3, informative=False), make_set(256, seed=4, informative=False)
+    snapshots = {}
+    model = small_net()
+
+    def snap(epoch, record):
+        snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    cfg = TrainConfig(lr=1e-2, epochs=8, batch_size=64, patience=100, T_0=8)
+    hist = train(model, tr, va, cfg, out_dir=tmp_path, on_epoch_end=snap)
+    best = hist["best_epoch"]
+    assert not hist["stopped_early"] and best < 7  # the last epoch is not the best
+    again = small_net(seed=5)
+    train(again, tr, va, cfg, out_dir=tmp_path)
+    for k, v in again.state_dict().items():
         assert torch.equal(v, snapshots[best][k]), k
 
 
