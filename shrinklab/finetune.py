@@ -54,7 +54,6 @@ from shrinklab.realdata import (
     WindowBatch,
     build_windows,
     realised_gmv_variance,
-    split_windows,
 )
 from shrinklab.targets import combine
 from shrinklab.train import (
@@ -215,14 +214,15 @@ def evaluate_real(
     *,
     baseline: str = "ledoit_wolf",
     demean: bool = True,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> dict[str, float]:
     """Eval-mode realised-variance loss on windows: ``loss`` (mean of per-window ratios to
     the baseline), ``pooled_ratio`` (Σ variance / Σ baseline variance),
-    ``pooled_ratio_vs_sample``, ``alpha_mean`` (mean total intensity), ``n``."""
+    ``pooled_ratio_vs_sample``, ``alpha_mean`` (mean total intensity), ``n``. Runs on
+    ``device`` (default: where the model is; the model is moved there)."""
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    dev = torch.device(device)
+    dev = next(model.parameters()).device if device is None else torch.device(device)
     model.to(dev)
     return _evaluate(model, _RealSet(windows, dev, baseline, demean), None, demean)
 
@@ -489,8 +489,13 @@ def walk_forward_finetune(
     """Walk-forward fine-tuning over expanding-window folds (module docstring).
 
     ``model`` is left unchanged; each fold and the final fit start from a copy of it.
-    ``splits`` come from :func:`shrinklab.data.walk_forward_splits` (they end before the
-    test period). Checkpoints go to ``out_dir/fold_<k>`` and ``out_dir/final``.
+    ``splits`` come from :func:`shrinklab.data.walk_forward_splits` (expanding from the
+    first date, ending before the test period). Training windows (every ``step`` days,
+    with ``asset_subsets`` random subsets drawn with ``seed``) are built once up to the
+    last validation day and restricted per fold to those whose realised period ends by
+    the fold's last training day; validation windows (full universe, every
+    ``val_step`` days) lie inside the fold's validation block. Checkpoints go to
+    ``out_dir/fold_<k>`` and ``out_dir/final``.
     """
     if out_dir is None:
         raise ValueError("out_dir is required")
@@ -499,24 +504,37 @@ def walk_forward_finetune(
     cfg = config or TrainConfig(lr=3e-4, epochs=30, batch_size=64, patience=5)
     out = Path(out_dir)
     index = returns.index
+    # Every training window before the test period, built once (features, targets);
+    # each fold takes those whose realised period ends by its last training day.
+    last_val = max(int(np.asarray(sp.val)[-1]) for sp in splits)
+    end = index[last_val]
+    master = [
+        build_windows(
+            returns,
+            wl,
+            horizon,
+            step,
+            start=None,
+            end=end,
+            asset_subsets=asset_subsets,
+            min_assets=min_assets,
+            seed=seed,
+            regimes=regimes,
+        )
+        for wl in windows
+    ]
     folds = []
     for split in splits:
-        tr, va = [], []
-        for wl in windows:
-            a, b = split_windows(
-                returns,
-                split,
-                wl,
-                horizon,
-                step,
-                val_step=val_step,
-                asset_subsets=asset_subsets,
-                min_assets=min_assets,
-                seed=seed + 1000 * int(split.fold),
-                regimes=regimes,
+        train, val = np.asarray(split.train), np.asarray(split.val)
+        if train[0] != 0:
+            raise ValueError("walk-forward splits must train from the first date (expanding)")
+        tr = [m.restrict(end=index[train[-1]]) for m in master]
+        va = [
+            build_windows(
+                returns, wl, horizon, val_step, index[val[0]], index[val[-1]], regimes=regimes
             )
-            tr.append(a)
-            va.append(b)
+            for wl in windows
+        ]
         m = copy.deepcopy(model)
         hist = finetune_on_real(
             m, tr, va, cfg, out / f"fold_{split.fold}", baseline=baseline, resume=resume
@@ -532,23 +550,7 @@ def walk_forward_finetune(
             }
         )
     epochs = max(1, int(round(float(np.median([f["history"]["best_epoch"] + 1 for f in folds])))))
-    last = splits[-1]
-    end = index[int(np.asarray(last.val)[-1])]
-    final_tr = [
-        build_windows(
-            returns,
-            wl,
-            horizon,
-            step,
-            start=None,
-            end=end,
-            asset_subsets=asset_subsets,
-            min_assets=min_assets,
-            seed=seed + 999_999,
-            regimes=regimes,
-        )
-        for wl in windows
-    ]
+    final_tr = master
     final_cfg = TrainConfig(**{**cfg.to_dict(), "epochs": epochs})
     final = copy.deepcopy(model)
     final_hist = finetune_on_real(

@@ -161,7 +161,8 @@ class WindowBatch:
 
     ``dates`` are the rebalance dates ``t`` (first day of the realised period),
     ``positions`` their integer positions in the returns' index, ``assets (B, p)``
-    the column positions used by each window.
+    the column positions used by each window, ``last_dates`` the last realised day
+    of each window.
     """
 
     dates: pd.DatetimeIndex
@@ -173,6 +174,7 @@ class WindowBatch:
     targets: torch.Tensor
     features: torch.Tensor | None
     regime: torch.Tensor | None
+    last_dates: pd.DatetimeIndex | None = None
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -256,6 +258,25 @@ class RealWindows:
             if g.p == len(self.columns):
                 return g
         raise ValueError("no window with the full asset universe")
+
+    def restrict(self, start: Any = None, end: Any = None) -> RealWindows:
+        """The windows whose rebalance date is ``≥ start`` and whose realised period ends
+        ``≤ end`` (the same windows :func:`build_windows` gives for ``[start, end]`` when
+        the rebalance grids agree, e.g. both start at the first date; computed once)."""
+        groups = []
+        for g in self.groups:
+            if g.last_dates is None:
+                raise ValueError("windows without last_dates cannot be restricted")
+            keep = np.ones(len(g), dtype=bool)
+            if start is not None:
+                keep &= np.asarray(g.dates >= pd.Timestamp(start))
+            if end is not None:
+                keep &= np.asarray(g.last_dates <= pd.Timestamp(end))
+            if keep.any():
+                groups.append(g.select(keep))
+        if not groups:
+            raise ValueError(f"no window in [{start}, {end}]")
+        return RealWindows(groups, self.window, self.horizon, list(self.columns), self.target_names)
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> RealWindows:
         return RealWindows(
@@ -357,6 +378,7 @@ def _make_batch(
         targets=T,
         features=feats,
         regime=None if regime is None else torch.as_tensor(regime, dtype=torch.long),
+        last_dates=index[pos + horizon - 1],
     )
 
 

@@ -234,3 +234,21 @@ def test_realised_gmv_variance_matches_numpy():
         x = np.linalg.solve(W.S[b].numpy(), np.ones(4))
         port = W.realised[b].numpy() @ (x / x.sum())
         assert v[b] == pytest.approx(np.var(port, ddof=1), rel=1e-10)
+
+
+def test_restrict_gives_the_windows_build_windows_gives_for_the_shorter_period():
+    r = _returns(400, 5)
+    master = build_windows(r, 40, 10, 7, end=r.index[-1], asset_subsets=1, min_assets=2, seed=2)
+    cut = r.index[250]
+    direct = build_windows(r, 40, 10, 7, end=cut, features=True).full
+    sub = master.restrict(end=cut)
+    full = sub.full
+    np.testing.assert_array_equal(full.positions, direct.positions)
+    assert torch.equal(full.X, direct.X) and torch.equal(full.features, direct.features)
+    for g in sub:
+        assert (g.last_dates <= cut).all()
+        np.testing.assert_array_equal(g.last_dates, r.index[g.positions + 9])
+    later = master.restrict(start=r.index[300])
+    assert all((g.dates >= r.index[300]).all() for g in later)
+    with pytest.raises(ValueError, match="no window"):
+        master.restrict(end=r.index[10])
