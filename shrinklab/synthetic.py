@@ -32,8 +32,9 @@ Covariance families (:data:`FAMILIES`)
     Calibrated to the real S&P 500 returns bundled with skfolio, computed from
     :mod:`shrinklab.data` *before* the test period (``< 2016-01-01``): for ``p ≤ 20``
     the covariance of a random subset of the 20 stocks over a random two-year
-    window; for ``p > 20`` a correlation with the window's spikes scaled with ``p``
-    (a factor model's spikes grow linearly in ``p``), the bulk eigenvalues resampled
+    window; for ``p > 20`` a correlation with the window's spikes ``λ`` mapped to
+    ``1 + (λ − 1)(p − 1)/19`` (a factor model's spikes grow linearly in ``p``; exact
+    for equicorrelation), the bulk eigenvalues resampled
     with log-normal jitter, a market eigenvector with resampled real loadings,
     Haar eigenvectors elsewhere, and resampled real volatilities. Scaled to
     ``tr Σ / p = 1``.
@@ -394,7 +395,7 @@ def _sp500(p, g, kw):
     lam, vec = lam.flip(0), vec.flip(1)
     # Spikes: eigenvalues above 1.5 (≈ the Marchenko–Pastur edge (1+√(20/504))² ≈ 1.44).
     k = max(1, int((lam > 1.5).sum()))
-    spikes = (lam[:k] - 1.0) * p / q + 1.0
+    spikes = (lam[:k] - 1.0) * (p - 1) / (q - 1) + 1.0  # exact for equicorrelation
     bulk_src = lam[k:].clamp_min(1e-3)
     pick = torch.randint(0, bulk_src.shape[0], (p - k,), generator=g)
     bulk = bulk_src[pick] * torch.exp(0.1 * torch.randn(p - k, generator=g, dtype=DTYPE))
