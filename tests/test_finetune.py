@@ -187,3 +187,16 @@ def test_errors(tmp_path):
         finetune_on_real(model, tr, None, _cfg(), None)
     with pytest.raises(ValueError, match="features"):
         finetune_on_real(model, _windows(r, features=False), None, _cfg(), tmp_path)
+
+
+def test_regimes_reach_the_network_embedding(tmp_path):
+    r = _returns(400)
+    regimes = pd.Series(np.arange(len(r)) // 50 % 3, index=r.index)
+    tr = _windows(r, regimes=regimes)
+    torch.manual_seed(0)
+    net = MLShrinkageNetwork(tr.full.features.shape[1], hidden_dims=(8,), n_regimes=3)
+    before = net.regime_embedding.weight.detach().clone()
+    finetune_on_real(net, tr, None, _cfg(epochs=2), tmp_path)
+    changed = (net.regime_embedding.weight - before).abs().sum(1) > 0
+    # the rows of the regimes that occur were trained; the "unknown" row (index 3) was not
+    assert changed[:3].all() and not changed[3]
