@@ -1,0 +1,220 @@
+"""Tests of shrinklab.dataset: labels, quadratic forms, stored losses, I/O and rebuilding.
+
+References are independent recomputations from the rebuilt matrices
+(``‖Σ̂ − Σ‖²_F`` directly, :func:`shrinklab.estimators.fsopt`, scikit-learn's
+Ledoit–Wolf, a brute-force grid over the simplex).  Tolerances: 1e-9 relative
+for float64 identities, 1e-6 relative for float32 features.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.covariance import LedoitWolf
+
+from shrinklab import dataset, synthetic
+from shrinklab.dataset import SCHEMA_VERSION, TrainingSet, build_training_set
+from shrinklab.estimators import fsopt
+from shrinklab.features import FEATURE_NAMES, extract_features
+from shrinklab.targets import TARGET_NAMES, combine, quadratic_form
+
+K = len(TARGET_NAMES)
+CONFIG = {"p_min": 5, "p_max": 24, "batch_size": 8, "edge_prob": 0.3, "short_prob": 0.3}
+
+
+@pytest.fixture(scope="module")
+def ts() -> TrainingSet:
+    return build_training_set(40, seed=7, config=CONFIG, progress=False)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def test_shapes_dtypes_and_metadata(ts):
+    N = len(ts)
+    assert N == 40
+    assert ts.features.shape == (N, len(FEATURE_NAMES)) and ts.features.dtype == torch.float32
+    assert ts.oracle_w.shape == (N, K) and ts.G.shape == (N, K, K) and ts.c.shape == (N, K)
+    for name in ("alpha_star", "d", "loss_fsopt", "loss_lw", "p", "n", "df", "difficulty"):
+        assert getattr(ts, name).shape == (N,)
+    assert ts.sample_seed.dtype == torch.int64
+    assert bool(torch.isfinite(ts.features).all())
+    assert set(ts.families) <= set(synthetic.FAMILIES)
+    assert ts.config["p_max"] == 24 and ts.config["batch_size"] == 8
+    assert bool(((ts.p >= 5) & (ts.p <= 24)).all())
+    assert bool(((ts.difficulty >= 0) & (ts.difficulty <= 1)).all())
+
+
+def test_matches_generate_batches(ts):
+    """Rows follow generate_batches(n, seed, config) in order (p, n, df, seeds, family)."""
+    rows = list(synthetic.generate_batches(40, 7, CONFIG))
+    assert torch.equal(ts.sample_seed, torch.cat([b.sample_seed for b in rows]))
+    assert torch.equal(ts.p, torch.cat([torch.full((len(b),), b.p) for b in rows]))
+    assert torch.equal(ts.n, torch.cat([torch.full((len(b),), b.n) for b in rows]))
+    assert ts.families == [f for b in rows for f in b.family]
+    assert torch.equal(ts.df, torch.cat([b.df for b in rows]))
+
+
+def test_oracle_labels_lie_in_the_simplex_and_are_optimal(ts):
+    w = ts.oracle_w
+    assert bool((w >= -1e-12).all())
+    assert bool((w.sum(-1) <= 1 + 1e-9).all())
+    assert torch.allclose(ts.alpha_star, w.sum(-1), rtol=0, atol=1e-15)
+    best = ts.normalised_loss(w)
+    assert bool((best <= 1 + 1e-9).all())  # w = 0 (the sample covariance) is feasible
+    # brute force: a grid over {w >= 0, Σw <= 1} with step 1/8 never does better
+    grid = (
+        torch.tensor(
+            [g for g in itertools.product(range(9), repeat=K) if sum(g) <= 8], dtype=torch.float64
+        )
+        / 8
+    )
+    for i in range(0, len(ts), 7):
+        G, c, d = ts.G[i], ts.c[i], ts.d[i]
+        vals = (grid @ G * grid).sum(-1) - 2 * grid @ c + d
+        assert float(best[i] * d) <= float(vals.min()) * (1 + 1e-9) + 1e-12
+
+
+def test_quadratic_form_reproduces_direct_frobenius_loss(ts):
+    rng = np.random.default_rng(0)
+    idx = list(range(0, 40, 3))
+    buckets = ts.rebuild_matrices(idx)
+    assert sorted(torch.cat([b.indices for b in buckets]).tolist()) == idx
+    assert [b.p for b in buckets] == sorted({int(ts.p[i]) for i in idx})
+    for b in buckets:
+        m = len(b.indices)
+        assert b.S.shape == (m, b.p, b.p) and b.T.shape == (m, K, b.p, b.p)
+        G, c, d = quadratic_form(b.S, b.T, b.sigma)
+        assert _rel(G, ts.G[b.indices]) < 1e-9
+        assert _rel(c, ts.c[b.indices]) < 1e-9
+        assert _rel(d, ts.d[b.indices]) < 1e-9
+        raw = torch.as_tensor(rng.dirichlet(np.ones(K + 1), size=m)[:, :K])
+        for w in (raw, ts.oracle_w[b.indices]):
+            direct = ((combine(b.S, b.T, w) - b.sigma) ** 2).sum((-2, -1))
+            sub = ts.subset(b.indices)
+            assert _rel(sub.quadratic_loss(w), direct) < 1e-9
+            assert (
+                _rel(sub.normalised_loss(w), direct / ((b.S - b.sigma) ** 2).sum((-2, -1))) < 1e-9
+            )
+
+
+def test_stored_losses_and_features_against_direct_recomputation(ts):
+    cfg = synthetic.as_config(ts.config)
+    for i in (0, 9, 17, 33):
+        sigma, X = synthetic.regenerate(
+            int(ts.sample_seed[i]), int(ts.p[i]), int(ts.n[i]), ts.families[i], float(ts.df[i]), cfg
+        )
+        l_fs = ((fsopt(X, sigma) - sigma) ** 2).sum()
+        assert math.isclose(float(ts.loss_fsopt[i]), float(l_fs), rel_tol=1e-8)
+        lw = torch.as_tensor(LedoitWolf().fit(X.numpy()).covariance_)
+        l_lw = ((lw - sigma) ** 2).sum()
+        assert math.isclose(float(ts.loss_lw[i]), float(l_lw), rel_tol=1e-8)
+        f = extract_features(X)[0].float()
+        assert float((f - ts.features[i]).abs().max()) <= 1e-6 * max(1.0, float(f.abs().max()))
+    # FSOPT is the best rotation-equivariant estimator: never worse than LW (which is one)
+    assert bool((ts.loss_fsopt <= ts.loss_lw * (1 + 1e-9)).all())
+
+
+def test_deterministic_rebuild_of_the_whole_set():
+    a = build_training_set(10, seed=3, config=CONFIG, progress=False)
+    b = build_training_set(10, seed=3, config=CONFIG, progress=False)
+    c = build_training_set(10, seed=4, config=CONFIG, progress=False)
+    for k, v in a.tensors().items():
+        assert torch.equal(v, getattr(b, k)), k
+    assert not torch.equal(a.sample_seed, c.sample_seed)
+
+
+def test_save_load_round_trip(ts, tmp_path):
+    path = ts.save(tmp_path / "sub" / "train.pt")
+    back = TrainingSet.load(path)
+    for k, v in ts.tensors().items():
+        got = getattr(back, k)
+        assert got.dtype == v.dtype and torch.equal(got, v), k
+    assert back.config == ts.config
+    assert back.feature_names == FEATURE_NAMES and back.target_names == TARGET_NAMES
+    assert back.families == ts.families
+    # the loaded set still rebuilds its matrices
+    (b,) = back.rebuild_matrices([5])
+    assert _rel(quadratic_form(b.S, b.T, b.sigma)[2], ts.d[[5]]) < 1e-9
+
+
+def _tamper(path, out, **changes):
+    payload = torch.load(path, weights_only=True)
+    payload.update(changes)
+    torch.save(payload, out)
+    return out
+
+
+def test_schema_mismatch_is_a_clear_error(ts, tmp_path):
+    path = ts.save(tmp_path / "train.pt")
+    bad = _tamper(path, tmp_path / "f.pt", feature_schema="v1-0123456789")
+    with pytest.raises(ValueError, match="feature schema"):
+        TrainingSet.load(bad)
+    bad = _tamper(path, tmp_path / "v.pt", schema_version=SCHEMA_VERSION + 1)
+    with pytest.raises(ValueError, match="schema version"):
+        TrainingSet.load(bad)
+    bad = _tamper(path, tmp_path / "t.pt", target_names=list(TARGET_NAMES[::-1]))
+    with pytest.raises(ValueError, match="targets"):
+        TrainingSet.load(bad)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a shrinklab training-set file"):
+        TrainingSet.load(junk)
+    torch.save({"a": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="no schema_version"):
+        TrainingSet.load(tmp_path / "other.pt")
+
+
+def test_split_and_subset(ts):
+    a, b = ts.split(0.25, seed=1)
+    assert len(b) == 10 and len(a) == 30
+    sa, sb = set(a.sample_seed.tolist()), set(b.sample_seed.tolist())
+    assert not sa & sb and sa | sb == set(ts.sample_seed.tolist())
+    a2, b2 = ts.split(0.25, seed=1)
+    assert torch.equal(b.sample_seed, b2.sample_seed)
+    assert not torch.equal(b.sample_seed, ts.split(0.25, seed=2)[1].sample_seed)
+    mask = ts.p > 10
+    assert len(ts.subset(mask)) == int(mask.sum())
+    with pytest.raises(ValueError, match="fraction"):
+        ts.split(1.5)
+    with pytest.raises(ValueError, match="out of range"):
+        ts.subset([0, 99])
+    with pytest.raises(ValueError, match="shape"):
+        ts.normalised_loss(torch.zeros(3, K))
+
+
+def test_validation_and_progress_switch(monkeypatch):
+    with pytest.raises(ValueError, match="n_samples"):
+        build_training_set(0, seed=0)
+    with pytest.raises(ValueError, match="unknown synthetic config"):
+        build_training_set(4, seed=0, config={"nope": 1})
+    monkeypatch.setenv("CI", "1")
+    assert dataset._progress_enabled(True) is False
+    monkeypatch.delenv("CI")
+    assert dataset._progress_enabled(False) is False
+    with pytest.raises(ValueError, match="features has shape"):
+        TrainingSet(
+            **{
+                k: torch.zeros((2, 3) if k == "features" else (2, K, K) if k == "G" else (2, K))
+                if k in ("features", "G", "oracle_w", "c")
+                else torch.zeros(2)
+                for k in dataset._FIELDS
+            }
+        )
+
+
+def test_fsopt_loss_from_eigh_without_cancellation():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
+    sigma = A @ A.transpose(-1, -2) + torch.eye(6, dtype=torch.float64)
+    X = torch.randn(3, 20, 6, generator=g, dtype=torch.float64)
+    from shrinklab.estimators import sample_covariance
+
+    _, U = torch.linalg.eigh(sample_covariance(X))
+    direct = ((fsopt(X, sigma) - sigma) ** 2).sum((-2, -1))
+    assert _rel(dataset.fsopt_loss_from_eigh(U, sigma), direct) < 1e-10
