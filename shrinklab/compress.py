@@ -646,7 +646,7 @@ def tradeoff_table(
     models: Mapping[str, Any],
     eval_set: Any,
     *,
-    lw_intensities: Any,
+    lw_intensities: Any = None,
     reference: str = "ensemble",
     repeats: int = 50,
     feature_cost_s: float | None = None,
@@ -659,12 +659,22 @@ def tradeoff_table(
     ``feature_cost_s``, the cost of extracting one sample's features, when given),
     ``prial`` (%), and ``gain_kept = (PRIAL − PRIAL_LW) / (PRIAL_ref − PRIAL_LW)``
     where ``lw_intensities (N, K)`` writes Ledoit–Wolf in the family (its intensity
-    on the identity target) and ``reference`` names the ensemble row.
+    on the identity target; default: the stored ``eval_set.loss_lw`` of a
+    :class:`shrinklab.dataset.TrainingSet`) and ``reference`` names the ensemble row.
     """
     if reference not in models:
         raise ValueError(f"reference model {reference!r} not in models {list(models)}")
     feats = np.asarray(_get(eval_set, "features"), dtype=np.float32)
-    prial_lw = prial_of(lw_intensities, eval_set)
+    if lw_intensities is not None:
+        prial_lw = prial_of(lw_intensities, eval_set)
+    elif getattr(eval_set, "loss_lw", None) is not None:
+        from shrinklab.estimators import prial
+
+        prial_lw = prial(
+            _get(eval_set, "loss_lw"), _get(eval_set, "d"), _get(eval_set, "loss_fsopt")
+        )
+    else:
+        raise ValueError("give lw_intensities, or an eval_set with a loss_lw field")
     rows = []
     for name, model in models.items():
         w = predict_numpy(model, feats).intensities

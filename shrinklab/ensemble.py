@@ -740,7 +740,9 @@ def train_boosted(
             probs = boosting_probabilities(
                 EnsembleModel(members), train_set, emphasis=emphasis, uniform_mix=uniform_mix
             )
-            data = take(train_set, rng.choice(n, size=n, replace=True, p=probs))
+            idx = rng.choice(n, size=n, replace=True, p=probs)
+            # a TrainingSet keeps its type (and all fields) through its own subset()
+            data = train_set.subset(idx) if hasattr(train_set, "subset") else take(train_set, idx)
         net, _ = _train_member(
             mcfg, seed + m, data, valid_set, config, Path(out_dir) / f"boost_{m}"
         )

@@ -243,3 +243,39 @@ def test_latency_is_per_estimate(trained, data):
     per_256 = latency(trained, va.features, 256, repeats=5)
     assert per_1 > 0 and per_256 > 0
     assert per_256 < per_1  # batching amortises the per-call overhead
+
+
+@pytest.mark.filterwarnings("ignore:the reference")  # a 3-epoch ensemble may not beat LW
+def test_real_training_set_end_to_end(tmp_path):
+    """On a small real TrainingSet (synthetic worlds, p ≤ 12): ensemble → distilled
+    student → ONNX, the trade-off table's LW reference comes from the stored
+    ``loss_lw``, and the saved ensemble reloads through the dataset's feature schema."""
+    from shrinklab.dataset import build_training_set
+    from shrinklab.ensemble import train_multi_seed
+    from shrinklab.estimators import prial
+    from shrinklab.features import FEATURE_SCHEMA
+    from shrinklab.train import TrainConfig
+
+    cfg = {"p_min": 4, "p_max": 12, "batch_size": 64}
+    tr = build_training_set(128, seed=0, config=cfg, progress=False)
+    va = build_training_set(96, seed=1, config=cfg, progress=False)
+    tcfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, device="cpu", amp=None)
+    ens = train_multi_seed(
+        tr,
+        va,
+        tmp_path / "ms",
+        n_members=2,
+        model_config={"hidden_dims": (16, 8)},
+        config=tcfg,
+        calibration_set=va,
+    )
+    student = distill(ens, tr, epochs=3, batch_size=64)
+    om = OnnxModel(export_onnx(student, tmp_path / "s.onnx"))
+    assert onnx_parity(student, om, va.features) <= 1e-5
+    table = tradeoff_table({"ensemble": ens, "student": student, "onnx": om}, va, repeats=3)
+    assert table.attrs["prial_lw"] == pytest.approx(prial(va.loss_lw, va.d, va.loss_fsopt))
+    p_ens = prial_of(ens.predict(va.features).intensities, va)
+    assert table.loc["ensemble", "prial"] == pytest.approx(p_ens)
+    path = save_model(tmp_path / "e.pt", ens, tr.feature_names, tr.target_names)
+    loaded = load_model(path, expected_feature_schema=FEATURE_SCHEMA)
+    assert torch.equal(loaded.predict(va.features).alpha, ens.predict(va.features).alpha)
