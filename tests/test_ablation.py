@@ -1,0 +1,258 @@
+"""Ablation runner: feature groups, single-target oracle, PRIAL with standard errors,
+real-data volatility, and the shape of the ablation table."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from _tiny_sets import tiny_set
+from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
+
+from shrinklab import data
+from shrinklab.ablation import (
+    FEATURE_GROUPS,
+    LOSS_COMPONENTS,
+    drop_features,
+    feature_group_indices,
+    prial_with_se,
+    real_volatility,
+    run_ablation,
+    single_target,
+)
+from shrinklab.estimators import prial, solve_simplex_qp
+from shrinklab.features import FEATURE_NAMES
+from shrinklab.network import ShrinkageOutput
+from shrinklab.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def sets():
+    from shrinklab.dataset import build_training_set
+
+    cfg = {"p_max": 20, "batch_size": 64}
+    return (
+        build_training_set(300, 0, cfg, progress=False),
+        build_training_set(160, 1, cfg, progress=False),
+    )
+
+
+@pytest.fixture(scope="module")
+def windows():
+    from shrinklab.realdata import build_windows
+
+    ret = data.load_returns()
+    reg = data.market_regimes(data.load_index_prices())
+    tr = build_windows(ret, 60, 21, 21, start="2011-01-01", end="2012-12-31", regimes=reg)
+    va = build_windows(ret, 60, 21, 21, start="2013-01-01", end="2013-12-31", regimes=reg)
+    return tr, va
+
+
+# -------------------------------------------------------------------- feature groups
+def test_feature_groups_partition_the_features():
+    groups = feature_group_indices(FEATURE_NAMES)
+    assert list(groups) == list(FEATURE_GROUPS)
+    flat = sorted(i for idx in groups.values() for i in idx)
+    assert flat == list(range(len(FEATURE_NAMES)))  # every feature exactly once
+    names = {g: [FEATURE_NAMES[i] for i in idx] for g, idx in groups.items()}
+    assert names["tails"] == ["kurt_mean", "kurt_median", "kurt_market"]
+    assert names["classical_intensities"] == ["int_lw", "int_oas", "int_cc", "int_sf"]
+    assert len(names["target_distances"]) == 5
+    with pytest.raises(ValueError, match="belong to no group"):
+        feature_group_indices(FEATURE_NAMES, {"size": ("log_",)})
+    with pytest.raises(ValueError, match="in groups"):
+        feature_group_indices(["a1", "a2"], {"x": ("a",), "y": ("a1",)})
+    with pytest.raises(ValueError, match="matches no feature"):
+        feature_group_indices(["a1"], {"x": ("a",), "y": ("b",)})
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_drop_features_removes_exactly_those_columns(as_torch):
+    s = tiny_set(50, n_features=8)
+    s.feature_names = tuple(f"f{i}" for i in range(8))
+    if as_torch:
+        s.features = torch.as_tensor(s.features)
+    out = drop_features(s, [6, 1, 3])
+    ref = np.delete(np.asarray(s.features), [1, 3, 6], axis=1)
+    np.testing.assert_array_equal(np.asarray(out.features), ref)
+    assert out.feature_names == ("f0", "f2", "f4", "f5", "f7")
+    assert out.G is s.G and out.oracle_w is s.oracle_w  # labels untouched, shared
+    with pytest.raises(ValueError, match=r"in \[0, 8\)"):
+        drop_features(s, [8])
+    with pytest.raises(ValueError, match="every feature"):
+        drop_features(s, range(8))
+
+
+def test_single_target_oracle_matches_the_exact_qp(sets):
+    tr, _ = sets
+    for k in (0, 3):
+        one = single_target(tr, k)
+        assert one.G.shape == (len(tr), 1, 1) and one.c.shape == (len(tr), 1)
+        ref = solve_simplex_qp(tr.G[:, k : k + 1, k : k + 1].double(), tr.c[:, k : k + 1].double())
+        np.testing.assert_allclose(one.oracle_w.numpy(), ref.numpy(), atol=1e-10)
+        # and it is no better than the multi-target oracle on the full quadratic form
+        full = torch.zeros(len(tr), 5, dtype=torch.float64)
+        full[:, k] = one.oracle_w[:, 0]
+        assert (tr.quadratic_loss(full) >= tr.quadratic_loss(tr.oracle_w) - 1e-6 * tr.d).all()
+    np.testing.assert_array_equal(single_target(tr).d, tr.d)
+    with pytest.raises(ValueError, match="target"):
+        single_target(tr, 5)
+
+
+# --------------------------------------------------------------------------- metrics
+def test_prial_with_se_against_closed_form(sets):
+    _, va = sets
+    w = torch.as_tensor(va.oracle_w.numpy() * 0.7)
+    w0 = torch.zeros_like(w)
+    w0[:, 0] = torch.as_tensor(va.features[:, FEATURE_NAMES.index("int_lw")]).double()
+    p, se, delta, dse = prial_with_se(w, va, w0)
+    L, L0 = va.quadratic_loss(w).numpy(), va.quadratic_loss(w0).numpy()
+    d, f = va.d.numpy(), va.loss_fsopt.numpy()
+    assert p == pytest.approx(prial(L, d, f), abs=1e-9)
+    assert delta == pytest.approx(prial(L, d, f) - prial(L0, d, f), abs=1e-9)
+    assert prial_with_se(w0, va)[0] == pytest.approx(prial(L0, d, f), abs=1e-9)
+    assert prial_with_se(torch.zeros_like(w), va)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_prial_standard_errors_match_the_sampling_distribution():
+    # K = 1 worlds with known loss distributions: G = 1, w = 1 gives L = 1 − 2c + d, so
+    # c = (d − L + 1)/2 sets any L. The delta-method SEs must match the spread of the
+    # estimates over independent validation sets (Monte Carlo, 1500 replications).
+    rng = np.random.default_rng(1)
+    n, reps = 200, 1500
+    est, ses, deltas, dses = [], [], [], []
+    for _ in range(reps):
+        d = rng.lognormal(0.0, 0.5, n)
+        L = d * (1 - rng.uniform(0.2, 0.6, n))
+        f = d * (1 - rng.uniform(0.6, 0.9, n))
+        c = (d - L + 1) / 2
+        v = SimpleNamespace(G=np.ones((n, 1, 1)), c=c[:, None], d=d, loss_fsopt=f)
+        p, se, dp, dse = prial_with_se(np.ones((n, 1)), v, np.full((n, 1), 0.5))
+        est.append(p)
+        ses.append(se)
+        deltas.append(dp)
+        dses.append(dse)
+        # the closed form of the estimate itself
+        L0 = 0.25 - c + d
+        assert p == pytest.approx(100 * (d.mean() - L.mean()) / (d.mean() - f.mean()), abs=1e-9)
+        assert dp == pytest.approx(100 * (L0.mean() - L.mean()) / (d.mean() - f.mean()), abs=1e-9)
+    assert np.mean(ses) == pytest.approx(np.std(est, ddof=1), rel=0.1)
+    assert np.mean(dses) == pytest.approx(np.std(deltas, ddof=1), rel=0.1)
+
+
+class _LWStub(torch.nn.Module):
+    """Predicts the Ledoit–Wolf intensity (a feature column) on the identity target."""
+
+    n_regimes = 0
+
+    def predict(self, x, regime=None):
+        a = torch.as_tensor(x)[:, FEATURE_NAMES.index("int_lw")].double()
+        wts = torch.zeros(a.shape[0], 5, dtype=torch.float64)
+        wts[:, 0] = 1.0
+        return ShrinkageOutput(a, wts, torch.zeros_like(a))
+
+
+def test_real_volatility_of_ledoit_wolf_against_sklearn(windows):
+    _, va = windows
+    res = real_volatility(_LWStub(), va)
+    var = []
+    for g in va:
+        for X, R in zip(g.X.numpy(), g.realised.numpy(), strict=True):
+            cov = sk_ledoit_wolf(X)[0]
+            wgt = np.linalg.solve(cov, np.ones(cov.shape[0]))
+            r = R @ (wgt / wgt.sum())
+            var.append(r.var(ddof=1))
+    var = np.asarray(var)
+    ref = np.sqrt(252 * var.mean())
+    assert res["real_windows"] == len(var)
+    assert res["real_vol_lw"] == pytest.approx(ref, rel=1e-9)
+    assert res["real_vol"] == pytest.approx(ref, rel=1e-6)  # float32 features
+    assert res["real_ratio_lw"] == pytest.approx(1.0, abs=1e-6)
+    se = np.sqrt(252) * var.std(ddof=1) / np.sqrt(len(var)) / (2 * np.sqrt(var.mean()))
+    assert res["real_vol_se"] == pytest.approx(se, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- runner
+def test_ablation_table_has_the_expected_rows(sets, windows, tmp_path):
+    tr, va = sets
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, device="cpu", seed=0, curriculum=True)
+    fcfg = TrainConfig(epochs=2, batch_size=8, lr=3e-4, device="cpu", seed=0, patience=2)
+    model_config = {"hidden_dims": (16, 8)}
+    table = run_ablation(
+        tr, va, tmp_path, model_config=model_config, train_config=cfg, real=windows,
+        finetune_config=fcfg,
+    )  # fmt: skip
+    expected = (
+        [("full", "full model")]
+        + [("features", f"without {g}") for g in FEATURE_GROUPS]
+        + [("loss", f"without {c}") for c in LOSS_COMPONENTS if getattr(cfg, c) > 0]
+        + [("targets", "single target (identity)"), ("curriculum", "without curriculum")]
+        + [
+            ("pretraining", v)
+            for v in (
+                "pretrained, not fine-tuned",
+                "pretrained + fine-tuned",
+                "scratch + fine-tuned",
+            )
+        ]
+    )
+    assert list(zip(table["study"], table["variant"], strict=True)) == expected
+    cols = {
+        "prial",
+        "prial_se",
+        "delta_prial",
+        "delta_prial_se",
+        "norm_loss_se",
+        "real_vol",
+        "real_vol_se",
+    }
+    assert cols <= set(table.columns)
+    assert np.isfinite(table[sorted(cols)].to_numpy()).all()
+    assert (table["prial_se"] > 0).all()
+    groups = feature_group_indices(FEATURE_NAMES)
+    feat = table[table["study"] == "features"]
+    assert list(feat["n_features"]) == [len(FEATURE_NAMES) - len(i) for i in groups.values()]
+    assert table.loc[table["study"] == "targets", "num_targets"].item() == 1
+    full = table.iloc[0]
+    assert full["delta_prial"] == 0.0
+    # the pretrained, not fine-tuned row is the full model itself
+    assert (
+        table.iloc[-3]["prial"] == full["prial"] and table.iloc[-3]["real_vol"] == full["real_vol"]
+    )
+
+    # the "without tails" row is reproducible outside the runner (same seed, same data)
+    from shrinklab.ensemble import predict_numpy
+    from shrinklab.network import MLShrinkageNetwork
+    from shrinklab.train import train
+
+    cols_t = groups["tails"]
+    t2, v2 = drop_features(tr, cols_t), drop_features(va, cols_t)
+    torch.manual_seed(0)
+    m = MLShrinkageNetwork(len(FEATURE_NAMES) - 3, 5, **model_config)
+    train(m, t2, v2, cfg, tmp_path / "ref", resume=False)
+    p_ref = prial_with_se(predict_numpy(m, v2.features).intensities, va)[0]
+    assert table.set_index("variant").loc["without tails", "prial"] == pytest.approx(
+        p_ref, abs=1e-9
+    )
+
+
+def test_ablation_subset_and_errors(sets, tmp_path):
+    tr, va = sets
+    cfg = TrainConfig(epochs=2, batch_size=64, device="cpu", seed=0, uncertainty_weight=0.0, l2=0.0)
+    t = run_ablation(
+        tr, va, tmp_path, model_config={"hidden_dims": (8,)}, train_config=cfg, studies=["loss"]
+    )
+    # only the components that are on in the base configuration are removed
+    assert list(t["variant"]) == ["full model", "without intensity_weight", "without matrix_weight"]
+    assert "real_vol" not in t
+    with pytest.raises(ValueError, match="unknown studies"):
+        run_ablation(tr, va, tmp_path, studies=["dropout"])
+    with pytest.raises(ValueError, match="needs real"):
+        run_ablation(tr, va, tmp_path, studies=["pretraining"])
+    no_diff = SimpleNamespace(
+        **{k: getattr(tr, k) for k in ("features", "oracle_w", "G", "c", "d")}
+    )
+    with pytest.raises(ValueError, match="difficulty"):
+        run_ablation(no_diff, va, tmp_path, train_config=cfg, studies=["curriculum"])
