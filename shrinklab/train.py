@@ -10,9 +10,10 @@ taken on the O(K²) quadratic-form path, so any p, mixed in one batch, costs the
 
     α · mean_k (ŵ_ik − w*_ik)²  +  β · (ŵᵀGŵ − 2cᵀŵ + d) / d  +  ν · NLL(log_var, ‖ŵ − w*‖²)
 
-plus ``l2 · Σ‖W‖²`` and the optional smoothness and adversarial penalties of
-:mod:`shrinklab.losses`. The spectrum term (γ) needs the matrices and is not part of
-the fast trainer (see :func:`shrinklab.losses.composite_loss` for the matrix path).
+plus ``l2 · Σ‖W‖²``, the optional smoothness and adversarial penalties of
+:mod:`shrinklab.losses`, and optionally the spec's spectrum term ``γ · ‖λ(Σ̂) − λ(Σ)‖² /
+‖λ(S) − λ(Σ)‖²`` on a cached pool of rebuilt matrices (``TrainConfig.spectrum_weight``;
+off by default because it is the only term that needs the p × p matrices).
 
 Optimisation: Adam (or SGD with momentum 0.9, the baseline) with cosine annealing
 with warm restarts [Loshchilov & Hutter, "SGDR", ICLR 2017] stepped once per epoch,
@@ -65,6 +66,7 @@ from torch import nn
 
 from shrinklab import losses as L
 from shrinklab.network import SyncableBatchNorm1d, output_priors
+from shrinklab.targets import combine
 
 __all__ = ["TrainConfig", "train", "evaluate_loss", "checkpoint_path", "progress_disabled"]
 
@@ -80,7 +82,15 @@ class TrainConfig:
     """Training hyper-parameters (defaults follow the specification where it gives one).
 
     ``intensity_weight``/``matrix_weight`` are the spec's α/β (0.5/0.3); ``l2`` is the
-    spec's λ = 0.001. ``amp``: ``"auto"`` (bf16 if supported, else fp16), ``"bf16"``,
+    spec's λ = 0.001. ``spectrum_weight`` is the spec's γ (0.2 there; default 0 here
+    because it needs the matrices): when > 0, the matrices of ``spectrum_pool``
+    random training samples (at most ``spectrum_max_mb`` MiB) are rebuilt once with
+    ``train_set.rebuild_matrices`` and every step adds γ times the normalised
+    eigenvalue-spectrum loss of ``spectrum_batch`` of them (one ``p`` bucket per
+    step), predicted in the same forward pass as the batch; if ``valid_set`` can
+    rebuild its matrices too, the monitored validation loss includes γ times the
+    spectrum loss of a validation pool (without a validation set: of the training
+    pool). ``amp``: ``"auto"`` (bf16 if supported, else fp16), ``"bf16"``,
     ``"fp16"`` or ``None``; only used on CUDA (CPU runs in float32). ``device``:
     ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     ``cpu_threads``: intra-op threads while training on CPU (restored afterwards); the
@@ -104,6 +114,10 @@ class TrainConfig:
     matrix_weight: float = 0.3
     uncertainty_weight: float = 0.05
     l2: float = 1e-3
+    spectrum_weight: float = 0.0
+    spectrum_pool: int = 1024
+    spectrum_batch: int = 32
+    spectrum_max_mb: float = 256.0
     smoothness_weight: float = 0.0
     adversarial_weight: float = 0.0
     adversarial_epsilon: float = 0.01
@@ -123,7 +137,17 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.amp not in (None, "auto", "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'auto', 'bf16' or 'fp16', got {self.amp!r}")
-        for name in ("lr", "batch_size", "epochs", "T_0", "T_mult", "patience"):
+        for name in (
+            "lr",
+            "batch_size",
+            "epochs",
+            "T_0",
+            "T_mult",
+            "patience",
+            "spectrum_pool",
+            "spectrum_batch",
+            "spectrum_max_mb",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.batch_size < 2:
@@ -135,6 +159,7 @@ class TrainConfig:
             "intensity_weight",
             "matrix_weight",
             "uncertainty_weight",
+            "spectrum_weight",
             "l2",
             "smoothness_weight",
             "adversarial_weight",
@@ -338,6 +363,77 @@ def _pool(data: _DeviceData, cfg: TrainConfig, epoch: int) -> torch.Tensor:
     return torch.nonzero(keep).squeeze(1)
 
 
+class _SpectrumCache:
+    """Matrices of a fixed random subset of the training set, for the spectrum term.
+
+    Buckets of equal ``p`` (from ``train_set.rebuild_matrices``) kept on the device in
+    float64 with the true eigenvalues and the sample covariance's spectrum loss
+    (the normaliser) precomputed."""
+
+    def __init__(self, ds: Any, data: _DeviceData, cfg: TrainConfig, device: torch.device):
+        if not hasattr(ds, "rebuild_matrices"):
+            raise ValueError("spectrum_weight > 0 needs train_set.rebuild_matrices(indices)")
+        p = torch.as_tensor(np.asarray(ds.p) if not torch.is_tensor(ds.p) else ds.p).long()
+        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + 13)
+        order = torch.randperm(data.n, generator=gen).tolist()
+        budget = cfg.spectrum_max_mb * 2**20
+        chosen, used = [], 0.0
+        for i in order:
+            if len(chosen) >= cfg.spectrum_pool:
+                break
+            size = (data.k + 3) * float(p[i]) ** 2 * 8
+            if used + size <= budget:
+                chosen.append(i)
+                used += size
+        if not chosen:
+            raise ValueError("spectrum_max_mb is too small for a single sample's matrices")
+        self.seed = cfg.seed
+        self.batch = cfg.spectrum_batch
+        self.buckets = []
+        for b in ds.rebuild_matrices(torch.tensor(sorted(chosen))):
+            S = b.S.to(device=device, dtype=torch.float64)
+            sigma = b.sigma.to(device=device, dtype=torch.float64)
+            lam = torch.linalg.eigvalsh(sigma)
+            denom = (torch.linalg.eigvalsh(S) - lam).square().sum(-1).clamp_min(1e-300)
+            T = b.T.to(device=device, dtype=torch.float64)
+            idx = torch.as_tensor(b.indices).long().to(device)
+            self.buckets.append((idx, S, T, lam, denom))
+        self.sizes = torch.tensor([float(b[0].numel()) for b in self.buckets], dtype=torch.float64)
+
+    def draw(self, epoch: int, step: int) -> tuple[int, torch.Tensor]:
+        """(bucket, rows) for one step: deterministic in (seed, epoch, step)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 100_003 + step + 17)
+        b = int(torch.multinomial(self.sizes, 1, generator=g))
+        n = int(self.sizes[b])
+        return b, torch.randperm(n, generator=g)[: min(self.batch, n)]
+
+    @torch.no_grad()
+    def mean_loss(self, module: nn.Module, data: _DeviceData) -> float:
+        """Mean normalised spectrum loss of ``module``'s eval-mode predictions over the
+        whole cache."""
+        was_training = module.training
+        module.eval()
+        try:
+            total, count = 0.0, 0
+            for b, (idx, *_rest) in enumerate(self.buckets):
+                w = module(data.x[idx]).intensities.float()
+                total += float(self.loss(w, b, torch.arange(idx.numel())).sum())
+                count += idx.numel()
+        finally:
+            module.train(was_training)
+        return total / max(count, 1)
+
+    def features_index(self, b: int, rows: torch.Tensor) -> torch.Tensor:
+        return self.buckets[b][0][rows.to(self.buckets[b][0].device)]
+
+    def loss(self, w: torch.Tensor, b: int, rows: torch.Tensor) -> torch.Tensor:
+        """Per-sample normalised spectrum loss ``‖λ(Σ̂(w)) − λ(Σ)‖² / ‖λ(S) − λ(Σ)‖²``."""
+        _, S, T, lam, denom = self.buckets[b]
+        r = rows.to(S.device)
+        est = combine(S[r], T[r], w.double())
+        return (torch.linalg.eigvalsh(est) - lam[r]).square().sum(-1) / denom[r]
+
+
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()  # noqa: NPY002 (global state is what we save)
     state = {
@@ -494,6 +590,12 @@ def _train(
     if cfg.curriculum and data.difficulty is None:
         raise ValueError("curriculum=True needs train_set.difficulty")
     vdata = _DeviceData(valid_set, device, False) if valid_set is not None else None
+    spectrum = _SpectrumCache(train_set, data, cfg, device) if cfg.spectrum_weight else None
+    vspectrum = None
+    if spectrum is not None and vdata is not None and hasattr(valid_set, "rebuild_matrices"):
+        vspectrum = _SpectrumCache(valid_set, vdata, cfg, device)
+    elif spectrum is not None and vdata is None:
+        vspectrum = spectrum  # monitoring the training set: use its pool
     model.to(device)
     module = model
     ckpt_file = checkpoint_path(out)
@@ -568,10 +670,12 @@ def _train(
         perm = pool[torch.randperm(pool.numel(), generator=gen)].to(device)
         net.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        spec_sum = torch.zeros((), dtype=torch.float64, device=device)
+        spec_seen = 0
         seen = 0
         grad_norms = []
         bs = cfg.batch_size
-        for start in range(0, perm.numel(), bs):
+        for step, start in enumerate(range(0, perm.numel(), bs)):
             gidx = perm[start : start + bs]
             gsize = gidx.numel()
             if gsize < 2 * world:
@@ -579,11 +683,27 @@ def _train(
             idx = gidx[rank::world]
             x, w, G, c, d = data.batch(idx)
             optimizer.zero_grad(set_to_none=True)
+            if spectrum is not None:
+                sb, srows = spectrum.draw(epoch, step)
+                srows_local = srows[rank::world]
+                x = torch.cat([x, data.x[spectrum.features_index(sb, srows_local)]])
             with _autocast(device, amp_dtype):
-                out_b = net(x)
+                out_all = net(x)
+            if spectrum is not None:
+                nb = idx.numel()
+                out_b = type(out_all)(*(t[:nb] for t in out_all))
+                w_spec = out_all.intensities[nb:].float()
+                spec = spectrum.loss(w_spec, sb, srows_local)
+                x = x[:nb]
+            else:
+                out_b = out_all
             obj, _, _ = _per_sample_loss(out_b, w, G, c, d, cfg)
             # DDP averages gradients over ranks: scale so the result is the global mean
             loss = obj.sum() * (world / gsize)
+            if spectrum is not None:
+                loss = loss + cfg.spectrum_weight * spec.sum().float() * (world / srows.numel())
+                spec_sum += spec.detach().sum()
+                spec_seen += spec.numel()
             if cfg.l2:
                 loss = loss + L.l2_penalty(module, cfg.l2)
             if cfg.smoothness_weight:
@@ -605,22 +725,34 @@ def _train(
             grad_norms.append(gn.detach())
         scheduler.step()
         stats = torch.stack(
-            [loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=device)]
+            [
+                loss_sum,
+                torch.tensor(float(seen), dtype=torch.float64, device=device),
+                spec_sum,
+                torch.tensor(float(spec_seen), dtype=torch.float64, device=device),
+            ]
         )
         if world > 1:
             dist.all_reduce(stats)
         train_loss = float(stats[0] / stats[1].clamp_min(1.0))
+        train_spectrum = float(stats[2] / stats[3]) if spectrum is not None else None
         gns = torch.stack(grad_norms).float() if grad_norms else torch.zeros(1)
         if use_valid:
             vidx = torch.arange(vdata.n, device=device)[rank::world]
             ev = _evaluate(module, vdata, cfg, 16384, vidx)
         else:
             ev = _evaluate(module, data, cfg, 16384, perm[rank::world])
+        valid_spectrum = None
+        if vspectrum is not None:
+            valid_spectrum = vspectrum.mean_loss(module, vdata if use_valid else data)
+            ev["loss"] += cfg.spectrum_weight * valid_spectrum
         monitor = ev["loss"]
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
+            "train_spectrum": train_spectrum,
             "valid_loss": ev["loss"],
+            "valid_spectrum": valid_spectrum,
             "valid_frobenius": ev["frobenius"],
             "valid_intensity_mse": ev["intensity_mse"],
             "lr": lr,
@@ -632,7 +764,7 @@ def _train(
             "seconds": time.perf_counter() - t0,
         }
         for k in _HISTORY_KEYS:
-            history[k].append(record[k])
+            history.setdefault(k, []).append(record[k])
         if monitor < state["best_loss"] - cfg.min_delta:
             state.update(best_loss=monitor, best_epoch=epoch, bad_epochs=0)
             best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
@@ -689,7 +821,9 @@ def _train(
 _HISTORY_KEYS = (
     "epoch",
     "train_loss",
+    "train_spectrum",
     "valid_loss",
+    "valid_spectrum",
     "valid_frobenius",
     "valid_intensity_mse",
     "lr",
@@ -705,7 +839,9 @@ _HISTORY_KEYS = (
 def _log(logger: Any, record: dict[str, Any]) -> None:
     for key, name in (
         ("train_loss", "train/loss"),
+        ("train_spectrum", "train/spectrum"),
         ("valid_loss", "valid/loss"),
+        ("valid_spectrum", "valid/spectrum"),
         ("valid_frobenius", "valid/frobenius"),
         ("valid_intensity_mse", "valid/intensity_mse"),
         ("lr", "lr"),
@@ -714,7 +850,8 @@ def _log(logger: Any, record: dict[str, Any]) -> None:
         ("alpha_mean", "alpha/mean"),
         ("alpha_std", "alpha/std"),
     ):
-        logger.log_metric(name, float(record[key]))
+        if record[key] is not None:
+            logger.log_metric(name, float(record[key]))
     logger.next_step()
 
 

@@ -3,6 +3,7 @@ logging, and DistributedDataParallel (two gloo processes) against one process.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -314,3 +315,119 @@ def test_sigkilled_run_resumes_to_identical_result(sets, tmp_path):
     assert h2["train_loss"] == h1["train_loss"] and h2["valid_loss"] == h1["valid_loss"]
     for (k, v1), v2 in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(v1, v2), k
+
+
+class _MatrixSet(SimpleNamespace):
+    """A small training set that can rebuild its matrices (like dataset.TrainingSet)."""
+
+    def rebuild_matrices(self, indices):
+        idx = torch.as_tensor(indices).long()
+        out = []
+        for p in sorted(set(self.p[idx].tolist())):
+            sel = idx[torch.as_tensor(self.p)[idx] == p]
+            mats = [self.mats[int(i)] for i in sel]
+            out.append(
+                SimpleNamespace(
+                    indices=sel,
+                    p=p,
+                    S=torch.stack([m[0] for m in mats]),
+                    T=torch.stack([m[1] for m in mats]),
+                    sigma=torch.stack([m[2] for m in mats]),
+                )
+            )
+        return out
+
+
+def make_matrix_set(n: int, seed: int) -> _MatrixSet:
+    from shrinklab.targets import quadratic_form, shrinkage_targets
+
+    g = torch.Generator().manual_seed(seed)
+    feats, ws, Gs, cs, ds, ps, mats = [], [], [], [], [], [], []
+    for i in range(n):
+        p = 3 if i % 2 else 5
+        L = torch.randn(p, p, generator=g, dtype=torch.float64)
+        sigma = L @ L.T / p + 0.2 * torch.eye(p, dtype=torch.float64)
+        X = torch.randn(12, p, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(sigma).T
+        Xc = X - X.mean(0)
+        S = Xc.T @ Xc / 12
+        T = shrinkage_targets(X)
+        G, c, d = quadratic_form(S, T, sigma)
+        ev = torch.linalg.eigvalsh(S)
+        feats.append(
+            torch.cat(
+                [
+                    torch.log(ev[[0, -1]] / ev.mean()),
+                    torch.randn(F - 2, generator=g, dtype=torch.float64),
+                ]
+            )
+        )
+        ws.append(solve_simplex_qp(G, c))
+        Gs.append(G), cs.append(c), ds.append(d), ps.append(p), mats.append((S, T, sigma))
+    return _MatrixSet(
+        features=torch.stack(feats).float(),
+        oracle_w=torch.stack(ws),
+        G=torch.stack(Gs),
+        c=torch.stack(cs),
+        d=torch.stack(ds),
+        p=torch.tensor(ps),
+        mats=mats,
+    )
+
+
+def test_spectrum_term_matches_losses_and_trains(tmp_path):
+    from shrinklab.losses import spectrum_loss
+    from shrinklab.targets import combine
+    from shrinklab.train import _SpectrumCache
+
+    tr, va = make_matrix_set(128, seed=0), make_matrix_set(32, seed=1)
+    cfg = TrainConfig(
+        epochs=3, batch_size=32, spectrum_weight=1.0, spectrum_pool=48, spectrum_batch=8,
+        intensity_weight=0.1, matrix_weight=0.1, T_0=4, patience=50,
+    )  # fmt: skip
+    data = _DeviceData(tr, torch.device("cpu"), need_schedule=False)
+    cache = _SpectrumCache(tr, data, cfg, torch.device("cpu"))
+    assert sum(int(s) for s in cache.sizes) == 48
+    b, rows = cache.draw(0, 0)
+    assert (b, rows.tolist()) == (lambda r: (r[0], r[1].tolist()))(cache.draw(0, 0))
+    idx = cache.features_index(b, rows)
+    w = torch.rand(rows.numel(), 5, dtype=torch.float64) / 5
+    S, T, sigma = (torch.stack([tr.mats[int(i)][j] for i in idx]) for j in range(3))
+    ref = spectrum_loss(combine(S, T, w), sigma, sample=S, reduction="none")
+    torch.testing.assert_close(cache.loss(w, b, rows), ref, rtol=1e-10, atol=1e-12)
+
+    def net():
+        torch.manual_seed(0)
+        return MLShrinkageNetwork(
+            F, num_targets=5, hidden_dims=(16, 8), dropout_rate=0.0, input_dropout=0.0
+        )
+
+    def pool_loss(model):  # mean normalised spectrum loss over the cached pool
+        vals = []
+        for k, (ix, *_rest) in enumerate(cache.buckets):
+            w_hat = model.predict(data.x[ix]).intensities
+            vals.append(cache.loss(w_hat, k, torch.arange(ix.numel())))
+        return torch.cat(vals).mean().item()
+
+    assert cache.mean_loss(net(), data) == pytest.approx(pool_loss(net()), rel=1e-6)
+
+    # the spectrum term alone, enough steps to see it learn
+    only = dataclasses.replace(
+        cfg, epochs=12, T_0=12, lr=3e-3, intensity_weight=0.0, matrix_weight=0.0,
+        uncertainty_weight=0.0, l2=0.0,
+    )  # fmt: skip
+    model = net()
+    before = pool_loss(model)
+    hist = train(model, tr, None, only, out_dir=tmp_path / "only")
+    assert all(np.isfinite(hist["train_spectrum"]))
+    assert pool_loss(model) < 0.9 * before
+    # the monitored validation loss is the validation pool's spectrum loss (weight 1)
+    assert hist["valid_loss"] == pytest.approx(hist["valid_spectrum"], rel=1e-6)
+    assert hist["best_valid_loss"] == min(hist["valid_loss"])
+    # deterministic and resumable with the spectrum term too
+    resumed = net()
+    hist = train(net(), tr, va, cfg, out_dir=tmp_path / "a")
+    train(resumed, tr, va, cfg, out_dir=tmp_path / "b", max_epochs_per_call=1)
+    h2 = train(net(), tr, va, cfg, out_dir=tmp_path / "b")
+    assert h2["train_spectrum"] == hist["train_spectrum"]
+    with pytest.raises(ValueError, match="rebuild_matrices"):
+        train(net(), make_set(64), None, cfg, out_dir=tmp_path / "c")
