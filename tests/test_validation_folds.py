@@ -207,3 +207,80 @@ def test_synthetic_fit_score_leave_one_family_out(tmp_path):
         100 * (d.mean() - L.mean()) / (d.mean() - f.mean()), rel=1e-9
     )
     assert per["norm_loss"].iloc[0] == pytest.approx(np.mean(L / d), rel=1e-9)
+
+
+# ------------------------------------------------------------------- real windows
+@pytest.fixture(scope="module")
+def small_real_folds(sp500):
+    from shrinklab.validation_folds import real_folds
+
+    returns, regimes = sp500
+    splits = regime_splits(returns.index, regimes, n_folds=2, val_years=1, test_start="2009-01-01")
+    return splits, real_folds(returns, regimes, splits, windows=(60,), step=42, val_step=42)
+
+
+def test_real_folds_do_not_leak_into_validation(sp500, small_real_folds):
+    returns, _ = sp500
+    index = returns.index
+    splits, folds = small_real_folds
+    assert [f.group for f in folds] == [s.dominant for s in splits]
+    for s, f in zip(splits, folds, strict=True):
+        (tr,), (va,) = f.train, f.valid
+        for g in tr:  # realised holding periods of training windows end inside training
+            assert (g.positions + tr.horizon - 1).max() <= s.train[-1]
+        for g in va:  # validation rebalance dates and holding periods inside the block
+            assert g.positions.min() >= s.val[0]
+            assert (g.positions + va.horizon - 1).max() <= s.val[-1]
+            # the regime of a window is the one known the day before its rebalance date
+            codes = _regimes_on(sp500[1], index[g.positions - 1])
+            np.testing.assert_array_equal(g.regime.numpy(), codes)
+
+
+def _regimes_on(regimes, dates):
+    return regimes.reindex(dates).to_numpy().astype(np.int64)
+
+
+def test_windows_by_regime_partitions_windows(small_real_folds):
+    from shrinklab.validation_folds import windows_by_regime
+
+    _, folds = small_real_folds
+    va = folds[1].valid
+    parts = windows_by_regime(va)
+    total = sum(len(rw) for rws in parts.values() for rw in rws)
+    assert total == sum(len(rw) for rw in va)
+    for name, rws in parts.items():
+        code = data.REGIME_NAMES.index(name)
+        for rw in rws:
+            for g in rw:
+                assert (g.regime == code).all()
+    # the windows are the originals, selected: same first-date realised returns
+    full = va[0].full
+    for rws in parts.values():
+        g = rws[0].full
+        i = int(np.flatnonzero(full.positions == g.positions[0])[0])
+        torch.testing.assert_close(g.realised[0], full.realised[i], rtol=0, atol=0)
+
+
+def test_real_fit_score_reports_per_regime_losses(small_real_folds, tmp_path):
+    from shrinklab.network import MLShrinkageNetwork
+    from shrinklab.validation_folds import real_fit_score, windows_by_regime
+
+    _, folds = small_real_folds
+    torch.manual_seed(0)
+    F = folds[0].valid[0].full.features.shape[1]
+    pretrained = MLShrinkageNetwork(F, 5, hidden_dims=(8,))
+    fn = real_fit_score(pretrained, tmp_path)
+    cfg = {"train": TrainConfig(epochs=2, batch_size=8, lr=1e-3, device="cpu", seed=0)}
+    res = cross_validate(fn, folds, {"ft": cfg})
+    per = res.attrs["folds"]
+    for i, fold in enumerate(folds):
+        present = set(windows_by_regime(fold.valid))
+        for name in data.REGIME_NAMES:
+            v = per[f"loss[{name}]"].iloc[i]
+            assert np.isfinite(v) == (name in present)
+    assert np.isfinite(per["loss"]).all() and (per["loss"] > 0).all()
+    # the pretrained model itself is not modified by fine-tuning a fold
+    torch.manual_seed(0)
+    ref = MLShrinkageNetwork(F, 5, hidden_dims=(8,))
+    for a, b in zip(ref.state_dict().values(), pretrained.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
