@@ -37,7 +37,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,21 +325,39 @@ def fsopt_loss_from_eigh(U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return ((M * M).sum((-2, -1)) - (diag * diag).sum(-1)).clamp_min(0)
 
 
-def process_batch(X: torch.Tensor, sigma: torch.Tensor) -> dict[str, torch.Tensor]:
+def process_batch(
+    X: torch.Tensor,
+    sigma: torch.Tensor,
+    timings: dict[str, float] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, torch.Tensor]:
     """Everything stored per sample for one batch sharing ``(p, n)``.
 
     ``X (B, n, p)``, ``sigma (B, p, p)`` float64 -> dict with ``features, oracle_w,
-    alpha_star, G, c, d, loss_fsopt, loss_lw`` and the timing-relevant parts
-    computed once: ``S``, one ``eigh``, the targets, the quadratic form, the QP.
+    alpha_star, G, c, d, loss_fsopt, loss_lw``.  ``S`` and one ``eigh`` (its
+    eigenvalues feed the features, its eigenvectors FSOPT) are computed once.
+    If ``timings`` is a dict, the seconds spent in each part are added to it
+    (keys ``cov, eigh, targets, quadratic_form, qp, intensities, features, fsopt``),
+    measured with ``clock`` (e.g. ``time.process_time`` for CPU time).
     """
+    clock = _Clock(timings, clock)
     Xc = demean(X)
     S = sample_cov_from_demeaned(Xc)
+    clock("cov")
     evals, U = torch.linalg.eigh(S)
+    clock("eigh")
     T = shrinkage_targets(X)
+    clock("targets")
     G, c, d = quadratic_form(S, T, sigma)
+    clock("quadratic_form")
     w = solve_simplex_qp(G, c)
+    clock("qp")
     inten = classical_intensities(X)
+    clock("intensities")
     feats = features_from_parts(X, Xc, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten)
+    clock("features")
+    loss_fsopt = fsopt_loss_from_eigh(U, sigma)
+    clock("fsopt")
     s_lw = inten[:, 0]
     loss_lw = s_lw * s_lw * G[:, 0, 0] - 2 * s_lw * c[:, 0] + d
     return {
@@ -348,9 +367,25 @@ def process_batch(X: torch.Tensor, sigma: torch.Tensor) -> dict[str, torch.Tenso
         "G": G,
         "c": c,
         "d": d,
-        "loss_fsopt": fsopt_loss_from_eigh(U, sigma),
+        "loss_fsopt": loss_fsopt,
         "loss_lw": loss_lw,
     }
+
+
+class _Clock:
+    """Adds the time since the previous call to ``timings[name]`` (no-op without a dict)."""
+
+    def __init__(self, timings: dict[str, float] | None, clock: Callable[[], float]) -> None:
+        self.timings = timings
+        self.clock = clock
+        self.t = clock()
+
+    def __call__(self, name: str) -> None:
+        if self.timings is None:
+            return
+        now = self.clock()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+        self.t = now
 
 
 def _progress_enabled(progress: bool) -> bool:

@@ -229,10 +229,17 @@ def features_from_parts(
     sd = var.clamp_min(0).sqrt()
     pos = sd > 0
     inv_sd = _safe_div(torch.ones_like(sd), sd)
-    R = S * inv_sd[:, :, None] * inv_sd[:, None, :]
-    eye = torch.eye(p, dtype=torch.bool, device=Xc.device)
-    pair = pos[:, :, None] & pos[:, None, :] & ~eye
-    cols += list(_masked_mean_std(R, pair, (-2, -1)))
+    # Off-diagonal correlation moments without forming R or a pair mask:
+    # Σ_ij R_ij = sdinvᵀ S sdinv, Σ_ij R_ij² = (sdinv²)ᵀ (S∘S) (sdinv²), minus the diagonal.
+    S2 = S * S
+    inv2 = inv_sd * inv_sd
+    r_diag = var * inv2  # 1 for varying assets, 0 for constant ones
+    r_sum = ((S @ inv_sd.unsqueeze(-1)).squeeze(-1) * inv_sd).sum(-1) - r_diag.sum(-1)
+    r_sq = ((S2 @ inv2.unsqueeze(-1)).squeeze(-1) * inv2).sum(-1) - (r_diag * r_diag).sum(-1)
+    k = pos.sum(-1).to(dt)
+    pairs = k * (k - 1)
+    r_mean = _safe_div(r_sum, pairs)
+    cols += [r_mean, (_safe_div(r_sq, pairs) - r_mean * r_mean).clamp_min(0).sqrt()]
     logv = torch.where(pos, var, torch.ones_like(var)).log()
     cols.append(_masked_mean_std(logv, pos, -1)[1])
 
@@ -248,7 +255,7 @@ def features_from_parts(
 
     # -- classical intensities and target distances
     cols += list(intensities.to(dt).T)
-    snorm = (S * S).sum((-2, -1)).sqrt()
+    snorm = S2.sum((-2, -1)).sqrt()
     cols += list(_safe_div(target_sq_dist.to(dt).clamp_min(0).sqrt(), snorm.unsqueeze(-1)).T)
 
     # -- temporal (row order): recent vs whole-window variance, volatility clustering
