@@ -65,6 +65,7 @@ __all__ = [
     "grid_configs",
     "optuna_search",
     "suggest_params",
+    "update_params_file",
 ]
 
 OBJECTIVE = "valid_frobenius"
@@ -400,8 +401,15 @@ def _yaml_value(v: Any) -> str:
     """A value as DVC's ``--set-param`` parses it (YAML flow style)."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int | float | np.integer | np.floating):
-        return repr(float(v)) if isinstance(v, float | np.floating) else str(int(v))
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(float(v)):
+            raise ValueError(f"cannot write non-finite parameter value {v!r}")
+        r = repr(float(v))
+        mant, e, exp = r.partition("e")
+        # PyYAML (YAML 1.1) reads "1e-05" as a string: the mantissa needs a dot
+        return f"{mant}.0e{exp}" if e and "." not in mant else r
+    if isinstance(v, int | np.integer):
+        return str(int(v))
     if isinstance(v, list | tuple):
         return "[" + ",".join(_yaml_value(x) for x in v) + "]"
     if isinstance(v, str):
@@ -461,3 +469,53 @@ def dvc_queue_commands(
             f"dvc exp show --only-changed --sort-by {shlex.quote(sort_by)} --sort-order asc"
         )
     return lines
+
+
+def update_params_file(
+    path: str | Path, section: str, updates: Mapping[str, Any], *, write: bool = True
+) -> str:
+    """Set ``section.key: value`` in a ``params.yaml`` for every item of ``updates``,
+    editing only those lines (comments, order and other sections are kept), and
+    return the new text (written back unless ``write=False``).
+
+    Every key must already exist in the section (one ``key: value`` line, two-space
+    indentation); values are written in YAML flow style. The result is checked by
+    re-reading it with ``yaml.safe_load``.
+    """
+    import yaml
+
+    path = Path(path)
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.rstrip() == f"{section}:")
+    except StopIteration:
+        raise ValueError(f"{path} has no top-level section {section!r}") from None
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i][:1] not in ("", " ", "\n", "#")),
+        len(lines),
+    )
+    todo = dict(updates)
+    for i in range(start + 1, end):
+        m = re.match(r"^  ([A-Za-z_][A-Za-z0-9_]*):(\s.*)?$", lines[i].rstrip("\n"))
+        if m and m.group(1) in todo:
+            lines[i] = f"  {m.group(1)}: {_yaml_value(todo.pop(m.group(1)))}\n"
+    if todo:
+        raise ValueError(f"keys {sorted(todo)} are not in section {section!r} of {path}")
+    new = "".join(lines)
+    parsed = yaml.safe_load(new)[section]
+    old = yaml.safe_load(text)[section]
+    expected = {**old, **{k: _plain(v) for k, v in updates.items()}}
+    if parsed != expected:
+        raise ValueError(f"updating {path} did not give the expected section {section!r}")
+    if write:
+        path.write_text(new)
+    return new
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

@@ -213,3 +213,28 @@ def test_dvc_queue_commands_round_trip_to_params_yaml():
         "dvc exp run pretrain --queue --name grid_do0p1 --set-param pretrain.dropout=0.1",
         "dvc exp run pretrain --queue --name grid_do0p2 --set-param pretrain.dropout=0.2",
     ]
+
+
+def test_update_params_file_edits_only_the_given_keys(tmp_path):
+    from shrinklab.tuning import update_params_file
+
+    src = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(src)
+    updates = {"lr": 1e-05, "weight_decay": 0.000123, "hidden_dims": [256, 128, 64]}
+    new = update_params_file(path, "pretrain", updates)
+    assert path.read_text() == new
+    before, after = yaml.safe_load(src), yaml.safe_load(new)
+    assert after["pretrain"] == {**before["pretrain"], **updates}
+    assert {k: v for k, v in after.items() if k != "pretrain"} == {
+        k: v for k, v in before.items() if k != "pretrain"
+    }
+    # only the three lines changed; comments and layout are kept
+    diff = [(a, b) for a, b in zip(src.splitlines(), new.splitlines(), strict=True) if a != b]
+    assert len(diff) == 3 and all(b.startswith("  ") for _, b in diff)
+    assert "  lr: 1.0e-05" in new.splitlines()
+    with pytest.raises(ValueError, match="not in section"):
+        update_params_file(path, "pretrain", {"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="no top-level section"):
+        update_params_file(path, "tuning", {"lr": 0.1})
+    assert path.read_text() == new  # failed updates leave the file alone
