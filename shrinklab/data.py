@@ -22,11 +22,15 @@ Cleaning (:func:`clean_prices`, :func:`winsorize_returns`, :func:`clean_returns`
    forward-filled (zero returns). Imputed cells are flagged.
 4. **Returns** are log returns ``log(P_t / P_{t−1})`` (``kind="simple"`` for
    ``P_t/P_{t−1} − 1``).
-5. **Outliers**: per asset, a return farther than ``mad_k`` (default 10) robust
-   standard deviations (``1.4826·MAD``) from the median is winsorised to that
-   bound and flagged. With daily stock returns (robust s.d. ≈ 1.5 %) the bound is
-   ≈ ±15 %: it clips data errors and the most extreme single days while keeping
-   ordinary crisis days.
+5. **Outliers**: per asset, a return farther than ``mad_k`` (default 15) robust
+   standard deviations (``1.4826·MAD``, Hampel 1974) from the median over the
+   whole sample is winsorised to that bound and flagged. With daily stock returns
+   (robust s.d. 1–3 %) the bound is ±15–40 %: on the 20 stocks it clips 31 of
+   166,240 returns (12 of them BAC in 2008–09; 10 at ``mad_k = 20``, 139 at
+   ``mad_k = 10``), single-stock shocks such as AAPL on 2000-09-29 (−52 %) that
+   would otherwise dominate a window's sample covariance, while ordinary crisis
+   days are kept. The index returns are not winsorised (crashes are the signal
+   the regimes need).
 
 Splits and regimes
 ------------------

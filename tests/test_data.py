@@ -51,6 +51,9 @@ def test_load_returns_clean_and_consistent(prices):
     np.testing.assert_allclose(c_nw.returns.sum(), raw.sum(), rtol=1e-10)
     ri = data.load_index_returns()
     assert ri.shape == (8312,) and np.isfinite(ri).all()
+    fr = data.load_factor_returns()
+    assert fr.shape == (2263, 5) and np.isfinite(fr.to_numpy()).all()
+    assert int(c.outliers.to_numpy().sum()) == 31  # documented in the module docstring
     simple = data.load_returns(kind="simple", mad_k=None)
     np.testing.assert_allclose(np.log1p(simple), c_nw.returns, atol=1e-12)
 
