@@ -66,7 +66,7 @@ log-uniform in ``[df_min, df_max]`` for a fraction ``tail_prob`` of the samples,
 ``inf`` (Gaussian) otherwise. χ² draws use Marsaglia & Tsang (2000)'s gamma sampler
 on the same generator. Standard normals are drawn in ``normal_dtype``: the default
 ``float32`` is ~6× faster than ``float64`` on CPU (single-precision Box–Muller
-resolves ``|z|`` up to ≈ 5.8, a truncated mass of 7e-9) and is upcast; all
+resolves ``|z|`` up to ≈ 5.77, a truncated mass of 8e-9) and is upcast; all
 arithmetic is ``float64``.
 
 Sizes
