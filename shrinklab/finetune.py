@@ -18,9 +18,9 @@ stopping on the validation loss with the best weights restored, the L2 penalty,
 atomic per-epoch checkpoints with RNG states and ``resume`` come from
 :mod:`shrinklab.train` (its :class:`~shrinklab.train.TrainConfig` and helpers).
 ``train.train`` itself is written for the synthetic O(K²) loss on a flat training
-set, so this module has its own (thin) epoch loop: each batch mixes windows of
-every ``p`` through the network (one forward, so batch normalisation sees them all)
-and evaluates the matrix loss per ``p``-group.
+set, so this module has its own (thin) epoch loop. Windows of every ``p`` and
+window length share one batch: smaller windows are padded with an inert block
+(:func:`shrinklab.realdata.pad_assets`) that the masked GMV solve ignores exactly.
 
 Walk-forward (:func:`walk_forward_finetune`): for each expanding-window fold of
 :func:`shrinklab.data.walk_forward_splits`, fine-tune a copy of the pretrained model
@@ -53,6 +53,7 @@ from shrinklab.realdata import (
     RealWindows,
     WindowBatch,
     build_windows,
+    pad_assets,
     realised_gmv_variance,
 )
 from shrinklab.targets import combine
@@ -90,14 +91,16 @@ def realised_variance_loss(
     baseline_var: torch.Tensor | None = None,
     *,
     demean: bool = True,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-window realised GMV variance of ``Σ̂(w)``, divided by ``baseline_var`` if given.
 
     ``intensities (B, K)``, ``S (B, p, p)``, ``T (B, K, p, p)``, ``realised (B, h, p)``;
-    returns ``(B,)`` in float64. Differentiable in ``intensities``.
+    returns ``(B,)`` in float64. Differentiable in ``intensities``. ``mask (B, p)``
+    marks the real assets of padded windows (:func:`shrinklab.realdata.pad_assets`).
     """
     sigma_hat = combine(S, T, intensities.to(S.dtype))
-    var = realised_gmv_variance(sigma_hat, realised, demean=demean)
+    var = realised_gmv_variance(sigma_hat, realised, demean=demean, mask=mask)
     if baseline_var is not None:
         var = var / baseline_var.to(var.dtype).clamp_min(torch.finfo(var.dtype).tiny)
     return var
@@ -111,57 +114,56 @@ def _baseline_cov(g: WindowBatch, baseline: str) -> torch.Tensor:
     raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
 
 
-class _Group:
-    """One p-group on the device: features, regime, S, T, realised returns, baseline."""
-
-    def __init__(self, g: WindowBatch, device: torch.device, baseline: str, demean: bool) -> None:
-        if g.features is None:
-            raise ValueError("windows need features (build_windows(..., features=True))")
-        self.n = len(g)
-        self.x = g.features.to(device=device, dtype=torch.float32)
-        self.regime = None if g.regime is None else g.regime.to(device)
-        self.S = g.S.to(device=device, dtype=torch.float64)
-        self.T = g.targets.to(device=device, dtype=torch.float64)
-        self.R = g.realised.to(device=device, dtype=torch.float64)
-        base = _baseline_cov(g, baseline).to(device=device, dtype=torch.float64)
-        self.base = realised_gmv_variance(base, self.R, demean=demean)
-        self.sample_var = realised_gmv_variance(self.S, self.R, demean=demean)
-
-
 class _RealSet:
-    """All windows on the device: the p-groups (for the matrix algebra) and the features
-    of every window stacked into one ``(N, F)`` tensor (for the network), so that a
-    training batch mixes values of ``p`` and batch normalisation sees them all."""
+    """All windows on the device as a handful of tensors.
+
+    Windows with fewer assets are padded to the largest ``p``
+    (:func:`shrinklab.realdata.pad_assets`; the masked GMV solve gives them exactly
+    their unpadded weights), so a training batch is an index slice that mixes every
+    ``p`` and every window length: one network forward (batch normalisation sees
+    them all) and one batched matrix computation.
+    """
 
     def __init__(
         self, windows: RealWindows | Sequence[RealWindows], device, baseline: str, demean: bool
     ) -> None:
         if isinstance(windows, RealWindows):
             windows = [windows]
-        self.groups = [_Group(g, device, baseline, demean) for w in windows for g in w]
-        if not self.groups:
+        groups: list[WindowBatch] = [g for w in windows for g in w]
+        if not groups:
             raise ValueError("no windows")
-        dims = {g.x.shape[1] for g in self.groups}
+        if any(g.features is None for g in groups):
+            raise ValueError("windows need features (build_windows(..., features=True))")
+        dims = {g.features.shape[1] for g in groups}
         if len(dims) != 1:
             raise ValueError(f"windows have different feature dimensions {sorted(dims)}")
+        horizons = {g.horizon for g in groups}
+        if len(horizons) != 1:
+            raise ValueError(f"windows have different horizons {sorted(horizons)}")
+        p_max = max(g.p for g in groups)
+        f64 = dict(device=device, dtype=torch.float64)
+        xs, regs, Ss, Ts, Rs, masks, bases, samples = [], [], [], [], [], [], [], []
+        for g in groups:
+            R = g.realised.to(**f64)
+            S = g.S.to(**f64)
+            bases.append(
+                realised_gmv_variance(_baseline_cov(g, baseline).to(**f64), R, demean=demean)
+            )
+            samples.append(realised_gmv_variance(S, R, demean=demean))
+            S2, T2, R2, m = pad_assets(S, g.targets.to(**f64), R, p_max)
+            Ss.append(S2)
+            Ts.append(T2)
+            Rs.append(R2)
+            masks.append(m)
+            xs.append(g.features.to(device=device, dtype=torch.float32))
+            regs.append(g.regime)
         self.device = device
-        self.x = torch.cat([g.x for g in self.groups])
-        has_regime = all(g.regime is not None for g in self.groups)
-        self.regime = torch.cat([g.regime for g in self.groups]) if has_regime else None
-        sizes = [g.n for g in self.groups]
-        self.n = sum(sizes)
-        self.group_of = torch.repeat_interleave(
-            torch.arange(len(sizes)), torch.as_tensor(sizes)
-        ).to(device)
-        offsets = torch.as_tensor([0, *np.cumsum(sizes)[:-1].tolist()])
-        self.local = (torch.arange(self.n) - offsets.repeat_interleave(torch.as_tensor(sizes))).to(
-            device
-        )
-        self.fingerprint = [
-            float(self.n),
-            float(self.x.double().sum()),
-            float(sum(float(g.R.sum()) for g in self.groups)),
-        ]
+        self.x = torch.cat(xs)
+        self.regime = torch.cat(regs).to(device) if all(r is not None for r in regs) else None
+        self.S, self.T, self.R, self.mask = (torch.cat(v) for v in (Ss, Ts, Rs, masks))
+        self.base, self.sample_var = torch.cat(bases), torch.cat(samples)
+        self.n = int(self.x.shape[0])
+        self.fingerprint = [float(self.n), float(self.x.double().sum()), float(self.R.sum())]
 
     def intensities(self, model: nn.Module, idx: torch.Tensor, amp_dtype) -> torch.Tensor:
         regime = None
@@ -175,29 +177,31 @@ class _RealSet:
         self, w: torch.Tensor, idx: torch.Tensor, demean: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Realised GMV variance of Σ̂(w) and of the baseline for the windows ``idx``."""
-        var = torch.empty(idx.numel(), dtype=torch.float64, device=self.device)
-        base = torch.empty_like(var)
-        gid = self.group_of[idx]
-        for k in torch.unique(gid).tolist():
-            sel = (gid == k).nonzero().flatten()
-            grp, li = self.groups[k], self.local[idx[sel]]
-            v = realised_variance_loss(w[sel], grp.S[li], grp.T[li], grp.R[li], demean=demean)
-            var = var.index_put((sel,), v)
-            base[sel] = grp.base[li]
-        return var, base
+        var = realised_variance_loss(
+            w, self.S[idx], self.T[idx], self.R[idx], demean=demean, mask=self.mask[idx]
+        )
+        return var, self.base[idx]
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, data: _RealSet, amp_dtype, demean: bool) -> dict[str, float]:
+def _evaluate(
+    model: nn.Module, data: _RealSet, amp_dtype, demean: bool, chunk: int = 4096
+) -> dict[str, float]:
     was = model.training
     model.eval()
+    ws, vs, bs = [], [], []
     try:
-        idx = torch.arange(data.n, device=data.device)
-        w = data.intensities(model, idx, amp_dtype)
-        var, base = data.variances(w, idx, demean)
+        for s in range(0, data.n, chunk):
+            idx = torch.arange(s, min(s + chunk, data.n), device=data.device)
+            w = data.intensities(model, idx, amp_dtype)
+            var, base = data.variances(w, idx, demean)
+            ws.append(w)
+            vs.append(var)
+            bs.append(base)
     finally:
         model.train(was)
-    sample_var = torch.cat([g.sample_var for g in data.groups])
+    w, var, base = torch.cat(ws), torch.cat(vs), torch.cat(bs)
+    sample_var = data.sample_var
     ratio = var / base.clamp_min(torch.finfo(var.dtype).tiny)
     return {
         "loss": float(ratio.mean()),

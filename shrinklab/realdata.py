@@ -62,6 +62,7 @@ __all__ = [
     "WindowBatch",
     "build_windows",
     "gmv_weights",
+    "pad_assets",
     "portfolio_returns",
     "realised_gmv_variance",
     "rebalance_positions",
@@ -88,7 +89,9 @@ def _as_cov(cov: Any) -> tuple[torch.Tensor, bool]:
     return (C if batched else C.unsqueeze(0)), batched
 
 
-def gmv_weights(cov: Any, *, rcond: float = DEFAULT_RCOND) -> torch.Tensor:
+def gmv_weights(
+    cov: Any, *, rcond: float = DEFAULT_RCOND, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Global minimum-variance weights ``Σ⁻¹1 / 1ᵀΣ⁻¹1`` of ``cov (p, p)`` or ``(B, p, p)``.
 
     Returns a torch tensor ``(p,)`` or ``(B, p)`` (dtype of a floating tensor input,
@@ -96,13 +99,27 @@ def gmv_weights(cov: Any, *, rcond: float = DEFAULT_RCOND) -> torch.Tensor:
     Singular / ill-conditioned matrices (``λ_min ≤ rcond · λ_max``) use the
     pseudo-inverse ``Σ⁺1`` with relative cut-off ``rcond``; a zero result gives
     equal weights (see the module docstring).
+
+    ``mask`` (``(p,)`` or ``(B, p)`` bool) marks the real assets of *padded* matrices:
+    with ``cov = blockdiag(Σ, D)`` (real assets first or anywhere, no covariance
+    between real and padding assets, ``D`` positive definite) the solve uses the
+    mask instead of ``1``, ``x = cov⁻¹ m = [Σ⁻¹1; 0]``, so the padding assets get
+    weight exactly 0 and the real ones the GMV weights of ``Σ``. This lets windows with
+    different ``p`` share one batch.
     """
     if not rcond > 0:
         raise ValueError(f"rcond must be > 0, got {rcond}")
     C, batched = _as_cov(cov)
     C = 0.5 * (C + C.transpose(-1, -2))
     B, p, _ = C.shape
-    ones = torch.ones(p, 1, dtype=C.dtype, device=C.device)
+    if mask is None:
+        ones = torch.ones(B, p, 1, dtype=C.dtype, device=C.device)
+    else:
+        m = torch.as_tensor(mask, device=C.device)
+        m = m.unsqueeze(0) if m.ndim == 1 else m
+        if tuple(m.shape) not in ((1, p), (B, p)):
+            raise ValueError(f"mask must have shape ({p},) or ({B}, {p}), got {tuple(m.shape)}")
+        ones = m.to(C.dtype).expand(B, p).unsqueeze(-1)
     with torch.no_grad():
         lam = torch.linalg.eigvalsh(C)
         top = lam[:, -1]
@@ -114,28 +131,58 @@ def gmv_weights(cov: Any, *, rcond: float = DEFAULT_RCOND) -> torch.Tensor:
         L, info = torch.linalg.cholesky_ex(C[idx])
         good = info == 0
         if bool(good.any()):
-            parts.append(
-                (idx[good], torch.cholesky_solve(ones.expand(int(good.sum()), p, 1), L[good]))
-            )
+            sel = idx[good]
+            parts.append((sel, torch.cholesky_solve(ones[sel], L[good])))
         if not bool(good.all()):
             bad = bad.clone()
             bad[idx[~good]] = True
     if bool(bad.any()):
         idx = bad.nonzero().flatten()
         pinv = torch.linalg.pinv(C[idx], rtol=rcond, hermitian=True)
-        parts.append((idx, pinv @ ones))
+        parts.append((idx, pinv @ ones[idx]))
     x = torch.zeros(B, p, dtype=C.dtype, device=C.device)
     for idx, val in parts:
         x = x.index_put((idx,), val.squeeze(-1))
     total = x.sum(-1, keepdim=True)
     tiny = torch.finfo(C.dtype).tiny
     degenerate = total.abs() <= tiny
-    w = torch.where(
-        degenerate,
-        torch.full_like(x, 1.0 / p),
-        x / torch.where(degenerate, torch.ones_like(total), total),
-    )
+    equal = ones.squeeze(-1) / ones.squeeze(-1).sum(-1, keepdim=True).clamp_min(1.0)
+    w = torch.where(degenerate, equal, x / torch.where(degenerate, torch.ones_like(total), total))
     return w if batched else w[0]
+
+
+def pad_assets(
+    S: torch.Tensor, T: torch.Tensor, realised: torch.Tensor, p_max: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad windows of ``p`` assets to ``p_max`` so that windows of any ``p`` share a batch.
+
+    ``S (B, p, p)``, ``T (B, K, p, p)``, ``realised (B, h, p)`` →
+    ``(S', T', R', mask)`` with ``S' = blockdiag(S, c I)``, ``T'_k = blockdiag(T_k, c I)``
+    (``c = tr S / p``, or 1 if that is 0, so conditioning is unchanged in scale),
+    zero realised returns for the padding assets and ``mask (B, p_max)`` True on the
+    real ones. Every family member is then ``blockdiag(Σ̂(w), c I)`` and
+    :func:`gmv_weights` with the mask gives the unpadded GMV weights (padding gets 0).
+    """
+    B, K, p, _ = T.shape
+    if p > p_max:
+        raise ValueError(f"p = {p} exceeds p_max = {p_max}")
+    if p == p_max:
+        mask = torch.ones(B, p, dtype=torch.bool, device=S.device)
+        return S, T, realised, mask
+    c = torch.diagonal(S, dim1=-2, dim2=-1).mean(-1)
+    c = torch.where(c > 0, c, torch.ones_like(c))
+    pad = torch.diag_embed(c[:, None].expand(B, p_max - p))
+    S2 = S.new_zeros(B, p_max, p_max)
+    S2[:, :p, :p] = S
+    S2[:, p:, p:] = pad
+    T2 = T.new_zeros(B, K, p_max, p_max)
+    T2[:, :, :p, :p] = T
+    T2[:, :, p:, p:] = pad[:, None]
+    R2 = realised.new_zeros(B, realised.shape[1], p_max)
+    R2[:, :, :p] = realised
+    mask = torch.zeros(B, p_max, dtype=torch.bool, device=S.device)
+    mask[:, :p] = True
+    return S2, T2, R2, mask
 
 
 def portfolio_returns(weights: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
@@ -144,13 +191,18 @@ def portfolio_returns(weights: torch.Tensor, returns: torch.Tensor) -> torch.Ten
 
 
 def realised_gmv_variance(
-    cov: torch.Tensor, realised: torch.Tensor, *, demean: bool = True
+    cov: torch.Tensor,
+    realised: torch.Tensor,
+    *,
+    demean: bool = True,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Realised variance ``(B,)`` of the GMV portfolio of ``cov (B, p, p)`` over ``realised
     (B, h, p)``: sample variance (``correction=1``) of the daily portfolio returns, or their
     mean square with ``demean=False`` (the convention of
-    :func:`shrinklab.losses.realised_portfolio_variance`)."""
-    r = portfolio_returns(gmv_weights(cov), realised)
+    :func:`shrinklab.losses.realised_portfolio_variance`). ``mask``: see
+    :func:`gmv_weights` (padded assets)."""
+    r = portfolio_returns(gmv_weights(cov, mask=mask), realised)
     return r.var(dim=-1, correction=1) if demean else r.square().mean(-1)
 
 

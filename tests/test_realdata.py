@@ -12,11 +12,12 @@ from shrinklab.features import FEATURE_NAMES, extract_features
 from shrinklab.realdata import (
     build_windows,
     gmv_weights,
+    pad_assets,
     realised_gmv_variance,
     rebalance_positions,
     split_windows,
 )
-from shrinklab.targets import shrinkage_targets
+from shrinklab.targets import combine, shrinkage_targets
 
 
 def _returns(n: int = 400, p: int = 6, seed: int = 0, start: str = "2000-01-03") -> pd.DataFrame:
@@ -252,3 +253,27 @@ def test_restrict_gives_the_windows_build_windows_gives_for_the_shorter_period()
     assert all((g.dates >= r.index[300]).all() for g in later)
     with pytest.raises(ValueError, match="no window"):
         master.restrict(end=r.index[10])
+
+
+def test_padding_keeps_the_gmv_weights_and_realised_variance_exact():
+    r = _returns(300, 6)
+    W = build_windows(r, 40, 15, 20, asset_subsets=2, min_assets=3, seed=4, features=False)
+    small = [g for g in W if g.p < 6][0]
+    S2, T2, R2, mask = pad_assets(small.S, small.targets, small.realised, 6)
+    assert S2.shape[-1] == 6 and mask.sum(1).eq(small.p).all()
+    w = torch.full((len(small), 5), 0.1, dtype=torch.float64)
+    ref = gmv_weights(combine(small.S, small.targets, w))
+    got = gmv_weights(combine(S2, T2, w), mask=mask)
+    np.testing.assert_allclose(got[:, : small.p].numpy(), ref.numpy(), atol=1e-12)
+    assert (got[:, small.p :] == 0).all()
+    np.testing.assert_allclose(
+        realised_gmv_variance(S2, R2, mask=mask).numpy(),
+        realised_gmv_variance(small.S, small.realised).numpy(),
+        rtol=1e-10,
+    )
+    # the pseudo-inverse route (singular real block) also gives the padding no weight
+    C = torch.tensor(np.diag([1.0, 2.0, 0.0, 5.0]))
+    m = torch.tensor([True, True, True, False])
+    np.testing.assert_allclose(gmv_weights(C, mask=m).numpy(), [2 / 3, 1 / 3, 0, 0], atol=1e-14)
+    with pytest.raises(ValueError, match="mask"):
+        gmv_weights(C, mask=torch.ones(3, dtype=torch.bool))
