@@ -7,8 +7,8 @@ like it (same seed, same data, same :class:`~shrinklab.train.TrainConfig` otherw
 * ``features`` — each feature group of :data:`FEATURE_GROUPS` removed (its columns of
   :data:`shrinklab.features.FEATURE_NAMES` dropped, the network built on the rest);
 * ``loss`` — each loss component switched off through its TrainConfig weight
-  (intensity MSE α, normalised Frobenius β, uncertainty NLL, and the regularisers
-  that are on in the base configuration);
+  (intensity MSE α, normalised Frobenius β, spectrum γ, uncertainty NLL, and the
+  regularisers — each only if it is on in the base configuration);
 * ``targets`` — single-target shrinkage towards the scaled identity (K = 1, the
   Ledoit–Wolf family [Ledoit & Wolf, JMVA 88, 2004], with its own oracle label
   ``clip(c₀/G₀₀, 0, 1)``) versus the multi-target model;
@@ -84,6 +84,7 @@ LOSS_COMPONENTS: tuple[str, ...] = (
     "intensity_weight",
     "matrix_weight",
     "uncertainty_weight",
+    "spectrum_weight",
     "l2",
     "smoothness_weight",
     "adversarial_weight",
@@ -167,6 +168,8 @@ def drop_features(data: Any, columns: Sequence[int]) -> SimpleNamespace:
     names = getattr(data, "feature_names", None)
     if names is not None:
         out["feature_names"] = tuple(names[i] for i in keep)
+    if hasattr(data, "rebuild_matrices"):  # same rows: the spectrum term still works
+        out["rebuild_matrices"] = data.rebuild_matrices
     return SimpleNamespace(**out)
 
 
@@ -174,7 +177,9 @@ def single_target(data: Any, target: int = 0) -> SimpleNamespace:
     """Restrict a training-set-like object to one shrinkage target ``k`` (default the
     scaled identity): ``G[:, k, k]``, ``c[:, k]``, and the one-target oracle
     ``w* = clip(c_k / G_kk, 0, 1)`` (the exact minimiser of ``G_kk w² − 2 c_k w`` on
-    ``[0, 1]``). ``d`` and ``loss_fsopt`` are unchanged, so PRIALs stay comparable."""
+    ``[0, 1]``). ``d`` and ``loss_fsopt`` are unchanged, so PRIALs stay comparable.
+    (No ``rebuild_matrices``: the runner trains the K = 1 model without the spectrum
+    term.)"""
     out = _fields(data)
     G = torch.as_tensor(np.asarray(out["G"])).double()
     c = torch.as_tensor(np.asarray(out["c"])).double()
@@ -432,7 +437,7 @@ def run_ablation(
 
     if "loss" in studies:
         for comp in LOSS_COMPONENTS:
-            if getattr(base, comp, 0) == 0:
+            if not getattr(base, comp, 0):
                 continue
             cfg = dataclasses.replace(base, **{comp: 0.0})
             if cfg.intensity_weight == 0 and cfg.matrix_weight == 0:
@@ -442,7 +447,9 @@ def run_ablation(
 
     if "targets" in studies:
         k = int(single_target_index)
-        m, h, s = fit(single_target(train_set, k), single_target(valid_set, k), base, "targets")
+        # the spectrum term needs all K targets' matrices: off for the K = 1 model
+        cfg = dataclasses.replace(base, spectrum_weight=0.0) if _has_spectrum(base) else base
+        m, h, s = fit(single_target(train_set, k), single_target(valid_set, k), cfg, "targets")
         label = _target_names(K)[k]
         record("targets", f"single target ({label})", m, h, s, target=k)
 
@@ -476,6 +483,10 @@ def run_ablation(
             record("pretraining", variant, start.cpu().eval(), h, time.perf_counter() - t0)
 
     return pd.DataFrame(rows)
+
+
+def _has_spectrum(cfg: Any) -> bool:
+    return bool(getattr(cfg, "spectrum_weight", 0.0))
 
 
 def _target_names(K: int) -> tuple[str, ...]:

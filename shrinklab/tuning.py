@@ -6,8 +6,8 @@ Two tools, one per kind of parameter:
   Optuna's Tree-structured Parzen Estimator [Bergstra, Bardenet, Bengio & Kégl,
   "Algorithms for hyper-parameter optimization", NeurIPS 2011; Akiba et al.,
   "Optuna", KDD 2019] over the learning rate and weight decay (log scale), the loss
-  weights α (intensity MSE), β (normalised Frobenius) and the uncertainty weight
-  (γ when the trainer has a spectrum weight), and the gradient-clipping norm. Bad
+  weights α (intensity MSE), β (normalised Frobenius), γ (eigenvalue spectrum,
+  ``spectrum_weight``) and the uncertainty-head weight, and the gradient-clipping norm. Bad
   trials are stopped early by the median rule [Golovin et al., "Google Vizier",
   KDD 2017] (or Hyperband [Li et al., JMLR 18, 2018]) fed with the trainer's
   per-epoch validation metric through :func:`shrinklab.train.train`'s
@@ -83,11 +83,15 @@ DEFAULT_SEARCH_SPACE: dict[str, dict[str, Any]] = {
 _TYPES = ("float", "int", "categorical")
 
 
-def default_search_space() -> dict[str, dict[str, Any]]:
+def default_search_space(train_set: Any = None) -> dict[str, dict[str, Any]]:
     """:data:`DEFAULT_SEARCH_SPACE`, plus ``spectrum_weight`` (the spec's γ) in
-    ``[0, 0.5]`` if :class:`~shrinklab.train.TrainConfig` has that field."""
+    ``[0, 0.5]`` when :class:`~shrinklab.train.TrainConfig` has that field and the
+    training set can rebuild its matrices (``train_set.rebuild_matrices``; ``None``:
+    assume it can)."""
     space = {k: dict(v) for k, v in DEFAULT_SEARCH_SPACE.items()}
-    if "spectrum_weight" in {f.name for f in dataclasses.fields(TrainConfig)}:
+    has_field = "spectrum_weight" in {f.name for f in dataclasses.fields(TrainConfig)}
+    can_rebuild = train_set is None or hasattr(train_set, "rebuild_matrices")
+    if has_field and can_rebuild:
         space["spectrum_weight"] = {"type": "float", "low": 0.0, "high": 0.5}
     return space
 
@@ -236,7 +240,8 @@ def optuna_search(
         model/training seed of every trial).
     search_space : ``{field: {"type": "float"|"int"|"categorical", "low", "high",
         "log"} | {"type": "categorical", "choices": [...]}}`` over TrainConfig fields;
-        default :func:`default_search_space`.
+        default :func:`default_search_space` (with γ = ``spectrum_weight`` when the
+        training set has ``rebuild_matrices``).
     timeout : stop starting trials after this many seconds.
     model_config : keyword arguments of :class:`~shrinklab.network.MLShrinkageNetwork`
         (``input_dim``/``num_targets`` are inferred from the data).
@@ -262,7 +267,7 @@ def optuna_search(
     if not study_name or not isinstance(study_name, str):
         raise ValueError("study_name must be a non-empty string")
     base = base_config or TrainConfig()
-    space = dict(search_space) if search_space is not None else default_search_space()
+    space = dict(search_space) if search_space is not None else default_search_space(train_set)
     _check_space(space)
     mcfg = dict(model_config or {})
     mcfg.setdefault("input_dim", int(np.shape(np.asarray(train_set.features))[1]))

@@ -123,16 +123,23 @@ def leave_one_family_out(
 
 def family_folds(train_set: Any, families: Sequence[str] | None = None) -> list[Fold]:
     """:func:`leave_one_family_out` as :class:`Fold` objects whose ``train``/``valid``
-    are subsets of ``train_set`` (:func:`shrinklab.ensemble.take`)."""
+    are subsets of ``train_set`` (``train_set.subset`` when it has one, e.g.
+    :meth:`shrinklab.dataset.TrainingSet.subset`, which keeps ``rebuild_matrices``;
+    else :func:`shrinklab.ensemble.take`)."""
     from shrinklab.ensemble import take
+
+    def sub(idx: np.ndarray) -> Any:
+        if hasattr(train_set, "subset"):
+            return train_set.subset(idx)
+        return take(train_set, idx)
 
     out = []
     for fam, tr, va in leave_one_family_out(train_set, families):
         out.append(
             Fold(
                 name=f"without {fam}",
-                train=take(train_set, tr),
-                valid=take(train_set, va),
+                train=sub(tr),
+                valid=sub(va),
                 group=fam,
                 info={"n_train": len(tr), "n_valid": len(va)},
             )
