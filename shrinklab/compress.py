@@ -101,18 +101,23 @@ def _training_tensors(data: Any) -> dict[str, torch.Tensor]:
 
 
 def supervised_loss(
-    out: ShrinkageOutput, batch: Mapping[str, torch.Tensor], intensity_weight: float = 0.5
+    out: ShrinkageOutput,
+    batch: Mapping[str, torch.Tensor],
+    intensity_weight: float = 0.5,
+    matrix_weight: float = 0.3,
+    uncertainty_weight: float = 0.05,
 ) -> torch.Tensor:
-    """``λ·intensity_mse(w, w*) + (1 − λ)·normalised Frobenius loss(w) + NLL of the
-    uncertainty head on the (detached) intensity error``, all from
-    :mod:`shrinklab.losses`."""
+    """The trainer's objective (spec composite weights α = 0.5, β = 0.3, see
+    :mod:`shrinklab.train`): ``intensity_mse(w, w*)`` + normalised Frobenius loss of
+    ``w`` + Gaussian NLL of the uncertainty head, here on the (detached) error of the
+    intensity ``α`` — the quantity the ensembles calibrate."""
     w = out.intensities
     loss = intensity_weight * intensity_mse(w, batch["oracle_w"])
-    loss = loss + (1 - intensity_weight) * quadratic_frobenius(
+    loss = loss + matrix_weight * quadratic_frobenius(
         w, batch["G"], batch["c"], batch["d"], normalise=True
     )
     err2 = (out.alpha - batch["oracle_w"].sum(1)).detach() ** 2
-    return loss + gaussian_nll(out.log_var, err2)
+    return loss + uncertainty_weight * gaussian_nll(out.log_var, err2)
 
 
 def fine_tune(
