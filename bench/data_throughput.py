@@ -17,7 +17,8 @@ of samples/s overall and per part:
 
 Goal: >= 2000 samples/s at p = 50 and >= 200 samples/s at p = 200 on the 2-core CPU.
 
-    python bench/data_throughput.py [--threads 1] [--batch 128] [--samples 1024 256] [--repeats 3]
+    python bench/data_throughput.py [--threads 1] [--batch 128] [--samples 1024 256]
+                                    [--repeats 3] [--ratio R]
 
 With ``--threads 1`` (default) the clock is the process CPU time, which is
 robust to other jobs on a shared machine; the "2 cores" column is then twice
@@ -46,9 +47,18 @@ PARTS = ("generation", "cov", "eigh", "targets", "qform", "qp", "features", "fso
 GOALS = {50: 2000.0, 200: 200.0}
 
 
-def run_once(p: int, n_samples: int, batch: int, seed: int, clock: Callable[[], float]):
+def run_once(
+    p: int,
+    n_samples: int,
+    batch: int,
+    seed: int,
+    clock: Callable[[], float],
+    ratio: float | None = None,
+):
     """Times (s) per part for ``n_samples`` samples at ``p``, and the n of each batch."""
     cfg = {"p_min": p, "p_max": p, "short_prob": 0.0, "batch_size": batch}
+    if ratio is not None:
+        cfg.update(ratio_min=ratio, ratio_max=ratio)
     t = dict.fromkeys(PARTS, 0.0)
     sizes: list[int] = []
     gen = synthetic.generate_batches(n_samples, seed, cfg)
@@ -78,6 +88,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, nargs=2, default=(1024, 256), metavar=("N50", "N200"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ratio", type=float, default=None, help="fix p/n (default: training mix)")
     args = ap.parse_args()
 
     torch.set_num_threads(max(1, args.threads))
@@ -91,7 +102,8 @@ def main() -> None:
         f"{torch.__version__}, {torch.get_num_threads()} thread(s), clock = "
         f"{'process CPU time' if one else 'wall time'}, load avg {os.getloadavg()[0]:.1f}"
     )
-    print(f"# batch {args.batch}, best of {args.repeats} runs, default p/n mix, no short batches")
+    mix = "default p/n mix" if args.ratio is None else f"p/n = {args.ratio}"
+    print(f"# batch {args.batch}, best of {args.repeats} runs, {mix}, no short batches")
     head = f"{'p':>4} {'N':>5} {'n med':>6} | " + " ".join(f"{k:>10}" for k in PARTS)
     head += f" | {'1 core':>8} {'2 cores':>8} {'goal':>6}"
     print("samples/s per part (the part alone), and overall")
@@ -101,7 +113,7 @@ def main() -> None:
         best = None
         with threadpool_limits(max(1, args.threads)):
             for r in range(args.repeats):
-                t, sizes = run_once(p, n_samples, args.batch, args.seed + r, clock)
+                t, sizes = run_once(p, n_samples, args.batch, args.seed + r, clock, args.ratio)
                 if best is None or sum(t.values()) < sum(best[0].values()):
                     best = (t, sizes)
         t, sizes = best

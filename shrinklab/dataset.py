@@ -74,6 +74,11 @@ __all__ = [
 
 SCHEMA_VERSION: int = 1
 
+# Batches are processed in chunks of about this many float64 elements of X and the
+# targets (16 MB): measured 2x faster at p = 200 than 128-sample batches (cache).
+_CHUNK_ELEMENTS = 1 << 21
+_CHUNK_MIN, _CHUNK_MAX = 4, 64
+
 # Tensor fields of a TrainingSet, with their stored dtype.
 _FIELDS: dict[str, torch.dtype] = {
     "features": torch.float32,
@@ -331,7 +336,7 @@ def process_batch(
     timings: dict[str, float] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, torch.Tensor]:
-    """Everything stored per sample for one batch sharing ``(p, n)``.
+    """Everything stored per sample for one batch sharing ``(p, n)`` (in cache-sized chunks).
 
     ``X (B, n, p)``, ``sigma (B, p, p)`` float64 -> dict with ``features, oracle_w,
     alpha_star, G, c, d, loss_fsopt, loss_lw``.  ``S`` and one ``eigh`` (its
@@ -340,6 +345,14 @@ def process_batch(
     (keys ``cov, eigh, targets, quadratic_form, qp, intensities, features, fsopt``),
     measured with ``clock`` (e.g. ``time.process_time`` for CPU time).
     """
+    B, n, p = X.shape
+    step = _chunk_size(n, p)
+    if B > step:  # keep the (B, K, p, p) temporaries cache-sized
+        parts = [
+            process_batch(X[s : s + step], sigma[s : s + step], timings, clock)
+            for s in range(0, B, step)
+        ]
+        return {k: torch.cat([q[k] for q in parts]) for k in parts[0]}
     clock = _Clock(timings, clock)
     Xc = demean(X)
     S = sample_cov_from_demeaned(Xc)
@@ -370,6 +383,12 @@ def process_batch(
         "loss_fsopt": loss_fsopt,
         "loss_lw": loss_lw,
     }
+
+
+def _chunk_size(n: int, p: int) -> int:
+    """Samples per chunk: about ``_CHUNK_ELEMENTS`` float64s of ``X`` and targets."""
+    per_sample = n * p + len(TARGET_NAMES) * p * p
+    return int(min(_CHUNK_MAX, max(_CHUNK_MIN, _CHUNK_ELEMENTS // per_sample)))
 
 
 class _Clock:

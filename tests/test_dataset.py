@@ -218,3 +218,17 @@ def test_fsopt_loss_from_eigh_without_cancellation():
     _, U = torch.linalg.eigh(sample_covariance(X))
     direct = ((fsopt(X, sigma) - sigma) ** 2).sum((-2, -1))
     assert _rel(dataset.fsopt_loss_from_eigh(U, sigma), direct) < 1e-10
+
+
+def test_chunked_processing_equals_one_batch(monkeypatch):
+    b = next(synthetic.generate_batches(5, 11, {**CONFIG, "batch_size": 5}))
+    whole = dataset.process_batch(b.X, b.sigma)
+    monkeypatch.setattr(dataset, "_CHUNK_MIN", 2)
+    monkeypatch.setattr(dataset, "_CHUNK_MAX", 2)
+    assert dataset._chunk_size(b.n, b.p) == 2
+    timings: dict[str, float] = {}
+    chunked = dataset.process_batch(b.X, b.sigma, timings)
+    assert set(timings) >= {"cov", "eigh", "targets", "qp", "features", "fsopt"}
+    for k, v in whole.items():
+        assert chunked[k].shape == v.shape
+        assert _rel(chunked[k], v) < 1e-10, k
