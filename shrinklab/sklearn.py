@@ -1,0 +1,426 @@
+"""``MLShrinkageCovariance``: the learned shrinkage estimator for scikit-learn and skfolio users.
+
+A trained model (network, ensemble or compressed model written by
+:func:`shrinklab.network.save_model`) maps p-agnostic features of the returns
+(:func:`shrinklab.features.extract_features`) to an intensity ``α ∈ [0, 1]`` and
+target weights ``π`` on the simplex; the estimate is
+
+    Σ̂ = S + Σ_k α π_k (T_k − S)
+
+with ``S`` the sample covariance (divisor ``n``, as scikit-learn's
+``EmpiricalCovariance``) and ``T_k`` the shrinkage targets of
+:mod:`shrinklab.targets` (scaled identity, Ledoit & Wolf 2004 JMVA; diagonal;
+constant correlation, Ledoit & Wolf 2004 JPM; single factor, Ledoit & Wolf 2003
+JEF; QIS, Ledoit & Wolf 2022 Bernoulli) in the order the model was trained on.
+
+Two estimators share this computation:
+
+* :class:`MLShrinkageCovariance` — a scikit-learn covariance estimator (a
+  subclass of ``sklearn.covariance.EmpiricalCovariance``: ``score`` is the
+  Gaussian log-likelihood, ``mahalanobis``, ``error_norm``, ``get_precision``
+  work; ``get_params``/``set_params``/``clone`` work; it passes
+  ``sklearn.utils.estimator_checks``).
+* :class:`MLShrinkageCovarianceSkfolio` — a ``skfolio.moments.BaseCovariance``
+  (``nearest``/``higham`` projection to the nearest positive-definite matrix), so it
+  drops into ``skfolio.prior.EmpiricalPrior(covariance_estimator=...)`` and any
+  ``skfolio`` optimisation.
+
+Which model
+-----------
+``MLShrinkageCovariance.from_pretrained("models/final.pt")`` (or
+``MLShrinkageCovariance(model_path=...)``).  There is deliberately **no implicit
+default model**: fitting with ``model_path=None`` raises a ``ValueError`` telling
+the user to pass a model file (the pipeline writes ``models/final.pt``), so an
+estimator never silently uses whatever file happens to lie in the working
+directory.  A file written for another feature schema than this version of
+:mod:`shrinklab.features` is refused with a ``ValueError`` naming both schemas.
+Loaded models are cached per (file, modification time, device).
+
+Data
+----
+``X`` is ``(n_samples, n_assets)`` (ndarray or DataFrame; ``feature_names_in_``
+is set for a DataFrame with string column names).  Validation follows
+scikit-learn (``validate_data``: NaN/inf, 1-D, empty, sparse, complex input give
+clear errors) and needs ``n_samples >= 2``.  ``p > n`` works.  A constant column
+(zero variance) keeps zero variance and zero covariance in ``covariance_``
+(see :mod:`shrinklab._validation`; its row and column are set to zero after
+combining, since the scaled-identity target would give it the average variance);
+``precision_`` is then the Moore–Penrose pseudo-inverse (``scipy.linalg.pinvh``, as scikit-learn does), which equals the
+inverse whenever ``covariance_`` is invertible.  (The skfolio variant follows
+skfolio's rule instead and refuses zero-variance assets.)
+
+``assume_centered=True``: ``S = XᵀX/n`` and ``location_ = 0``; the targets are
+built from that ``S`` (QIS with effective sample size ``n``, no degree of freedom
+lost to the mean); the features, hence ``α`` and ``π``, are computed from the
+demeaned data as always (they describe the shape of the sample, not its mean).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.covariance import EmpiricalCovariance
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from shrinklab._validation import as_returns, center
+from shrinklab.features import FEATURE_SCHEMA, extract_features
+from shrinklab.targets import (
+    TARGET_NAMES,
+    combine,
+    constant_correlation_target,
+    diagonal_target,
+    identity_target,
+    qis_from_cov,
+    sample_cov_from_demeaned,
+    shrinkage_targets,
+    single_factor_target,
+)
+
+__all__ = [
+    "MLShrinkageCovariance",
+    "MLShrinkageCovarianceSkfolio",
+    "MLShrinkageEstimate",
+    "load_pretrained",
+    "ml_shrinkage_estimate",
+]
+
+_MODEL_CACHE: dict[tuple[str, int, int, str], nn.Module] = {}
+
+
+# --------------------------------------------------------------------------- model files
+def _ensure_kind_registered(path: Path) -> None:
+    """Import the module that registers the model kind stored in ``path`` (lazily:
+    :mod:`shrinklab.compress` is slow to import and only needed for its kinds)."""
+    from shrinklab import network
+
+    payload = network.load_model_payload(path)
+    kind = payload.get("kind")
+    if kind in network._MODEL_KINDS:
+        return
+    import shrinklab.ensemble  # noqa: F401  (registers "ensemble")
+
+    if kind not in network._MODEL_KINDS:
+        import shrinklab.compress  # noqa: F401  (registers the compressed kinds)
+
+
+def _torch_device(device: Any) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a valid torch device: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def load_pretrained(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
+    """Load a model file for the estimator: schema-checked, in eval mode, cached.
+
+    Raises ``ValueError`` if there is no file, if it is not a shrinklab model file,
+    if its feature schema differs from :data:`shrinklab.features.FEATURE_SCHEMA`
+    (the message names both schemas), or if its targets are not among
+    :data:`shrinklab.targets.TARGET_NAMES`.
+    """
+    from shrinklab.network import load_model, load_model_payload
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"no model file at {path}; pass the path of a file written by "
+            "shrinklab.network.save_model (the pipeline writes models/final.pt)"
+        )
+    dev = _torch_device(device)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, str(dev))
+    if key in _MODEL_CACHE:
+        return _MODEL_CACHE[key]
+    stored = load_model_payload(path).get("feature_schema")
+    if stored != FEATURE_SCHEMA:
+        raise ValueError(
+            f"model file {path} was trained on feature schema {stored!r}, but this "
+            f"version of shrinklab.features computes schema {FEATURE_SCHEMA!r}; "
+            "retrain the model or use the shrinklab version it was trained with"
+        )
+    _ensure_kind_registered(path)
+    model = load_model(path, expected_feature_schema=FEATURE_SCHEMA, map_location=dev)
+    names = tuple(getattr(model, "target_names", ()) or TARGET_NAMES)
+    unknown = [k for k in names if k not in TARGET_NAMES]
+    if unknown:
+        raise ValueError(f"model file {path} uses unknown targets {unknown}; known {TARGET_NAMES}")
+    model.target_names = list(names)
+    _MODEL_CACHE[key] = model
+    return model
+
+
+# --------------------------------------------------------------------------- the estimate
+@dataclass
+class MLShrinkageEstimate:
+    """One fitted estimate: ``covariance (p, p)``, ``location (p,)``, ``alpha``,
+    ``weights`` (``π``, ``(K,)``), ``log_var`` (log predicted variance of ``α``),
+    ``target_names``, ``features (F,)`` (all numpy / float)."""
+
+    covariance: np.ndarray
+    location: np.ndarray
+    alpha: float
+    weights: np.ndarray
+    log_var: float
+    target_names: tuple[str, ...]
+    features: np.ndarray
+
+
+def _uncentered_targets(Xt: torch.Tensor, names: tuple[str, ...]) -> tuple[torch.Tensor, Any]:
+    """``S = XᵀX/n`` and the targets built from it (for ``assume_centered=True``)."""
+    S = sample_cov_from_demeaned(Xt)
+    N = Xt.shape[-2]
+    builders = {
+        "identity": lambda: identity_target(S),
+        "diagonal": lambda: diagonal_target(S),
+        "constant_correlation": lambda: constant_correlation_target(S)[0],
+        "single_factor": lambda: single_factor_target(Xt, S)[0],
+        # qis_from_cov(S', N') works with n = N' − 1 and S'·N'/n; with N' = N + 1 and
+        # S' = S·N/(N+1) that is QIS of S itself with effective sample size N.
+        "qis": lambda: qis_from_cov(S * (N / (N + 1)), N + 1),
+    }
+    return S, torch.stack([builders[k]() for k in names], dim=1)
+
+
+def ml_shrinkage_estimate(
+    model: nn.Module, X: Any, *, assume_centered: bool = False, device: Any = "cpu"
+) -> MLShrinkageEstimate:
+    """``Σ̂ = S + Σ_k α π_k (T_k − S)`` for returns ``X (n, p)`` with ``(α, π)`` from ``model``.
+
+    ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
+    and a ``target_names`` attribute (default :data:`shrinklab.targets.TARGET_NAMES`).
+    """
+    Xt, batched = as_returns(X, device=_torch_device(device))
+    if batched:
+        raise ValueError(f"X must be 2-D (n_samples, n_assets); got shape {tuple(Xt.shape)}")
+    names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
+    feats = extract_features(Xt)
+    out = model.predict(feats)
+    alpha = out.alpha.detach().to(Xt.device, torch.float64)
+    weights = out.weights.detach().to(Xt.device, torch.float64)
+    if weights.shape != (1, len(names)):
+        raise ValueError(
+            f"model predicts {tuple(weights.shape)} target weights but has targets {names}"
+        )
+    if assume_centered:
+        S, T = _uncentered_targets(Xt, names)
+        location = torch.zeros(Xt.shape[-1], dtype=Xt.dtype)
+    else:
+        _, S = center(Xt)
+        T = shrinkage_targets(Xt, names)
+        location = Xt[0].mean(0)
+    cov = combine(S, T, alpha[:, None] * weights)[0]
+    cov = 0.5 * (cov + cov.T)
+    # Zero-variance assets keep zero variance and covariance (the package's contract;
+    # the scaled-identity target alone would give them the average variance).
+    flat = torch.diagonal(S[0]) == 0
+    if bool(flat.any()):
+        cov = cov.clone()
+        cov[flat, :] = 0.0
+        cov[:, flat] = 0.0
+    return MLShrinkageEstimate(
+        covariance=cov.cpu().numpy(),
+        location=location.cpu().numpy(),
+        alpha=float(alpha[0]),
+        weights=weights[0].cpu().numpy(),
+        log_var=float(out.log_var.detach().reshape(-1)[0]),
+        target_names=names,
+        features=feats[0].cpu().numpy(),
+    )
+
+
+# --------------------------------------------------------------------------- shared estimator code
+class _MLShrinkageMixin:
+    """Model resolution, ``from_pretrained`` and the fitted attributes shared by both estimators."""
+
+    model_path: str | os.PathLike | None
+    device: Any
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **params: Any):
+        """Estimator using the model file ``path`` (other estimator params as keywords).
+
+        The file is loaded and checked now (``ValueError`` for a missing file or a
+        foreign feature schema); the model is available as ``model_``.
+        """
+        est = cls(model_path=str(path), **params)
+        est.model_ = load_pretrained(path, params.get("device", "cpu"))
+        return est
+
+    def _resolve_model(self) -> nn.Module:
+        if self.model_path is None:
+            raise ValueError(
+                f"{type(self).__name__} has no model: pass model_path=<model file> or use "
+                f"{type(self).__name__}.from_pretrained(path) (the pipeline writes "
+                "models/final.pt); there is no implicit default model"
+            )
+        if not isinstance(self.model_path, str | os.PathLike):
+            raise ValueError(f"model_path must be a str or path, got {type(self.model_path)!r}")
+        return load_pretrained(self.model_path, self.device)
+
+    def _fit_estimate(self, X: np.ndarray) -> MLShrinkageEstimate:
+        model = self._resolve_model()
+        est = ml_shrinkage_estimate(
+            model, X, assume_centered=bool(self.assume_centered), device=self.device
+        )
+        self.model_ = model
+        self.location_ = est.location
+        self.shrinkage_ = est.alpha
+        self.target_weights_ = {k: float(v) for k, v in zip(est.target_names, est.weights)}
+        self.intensities_ = est.alpha * est.weights
+        self.uncertainty_ = float(np.sqrt(np.exp(est.log_var)))
+        self.features_ = est.features
+        return est
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "covariance_")
+
+
+_ATTRIBUTES_DOC = """
+    Attributes
+    ----------
+    covariance_ : ndarray (n_assets, n_assets)
+        ``Σ̂ = S + Σ_k α π_k (T_k − S)``.
+    location_ : ndarray (n_assets,)
+        Column means (zeros with ``assume_centered=True``).
+    shrinkage_ : float
+        The predicted intensity ``α ∈ [0, 1]``.
+    target_weights_ : dict
+        Target name → weight ``π_k`` (on the simplex).
+    intensities_ : ndarray (K,)
+        ``α π_k`` in the order of ``target_weights_``.
+    uncertainty_ : float
+        Predicted standard deviation of ``α`` (``exp(log_var / 2)`` of the model's
+        uncertainty head; for an ensemble the calibrated mixture variance).
+    features_ : ndarray (F,)
+        The features the model saw (:data:`shrinklab.features.FEATURE_NAMES`).
+    model_ : torch.nn.Module
+        The loaded model.
+    n_features_in_ : int
+        Number of assets.
+    feature_names_in_ : ndarray of str
+        Asset names, when ``X`` was a DataFrame with string column names.
+"""
+
+
+class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
+    __doc__ = (
+        """Learned multi-target shrinkage covariance, a scikit-learn estimator.
+
+    ``Σ̂ = S + Σ_k α π_k (T_k − S)`` with ``(α, π)`` predicted from features of ``X``
+    by a trained model (see :mod:`shrinklab.sklearn`).  Use
+    ``MLShrinkageCovariance.from_pretrained("models/final.pt").fit(X)``.
+
+    Parameters
+    ----------
+    model_path : str or path, default None
+        Model file (:func:`shrinklab.network.save_model`).  Required at ``fit``: there
+        is no implicit default model (``ValueError`` otherwise).
+    store_precision : bool, default True
+        Store ``precision_`` (pseudo-inverse of ``covariance_``).
+    assume_centered : bool, default False
+        Treat the data as mean zero (``S = XᵀX/n``, ``location_ = 0``).
+    device : str, default "cpu"
+        Torch device for the computation (e.g. ``"cuda"``).
+"""
+        + _ATTRIBUTES_DOC
+    )
+
+    _parameter_constraints: dict = {
+        **EmpiricalCovariance._parameter_constraints,
+        "model_path": [str, os.PathLike, None],
+        "device": [str, torch.device],
+    }
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        store_precision: bool = True,
+        assume_centered: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        self.model_path = model_path
+        self.store_precision = store_precision
+        self.assume_centered = assume_centered
+        self.device = device
+
+    def fit(self, X: Any, y: None = None) -> MLShrinkageCovariance:
+        """Estimate the covariance of ``X (n_samples, n_assets)``; ``y`` is ignored."""
+        self._validate_params()
+        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        est = self._fit_estimate(X)
+        self._set_covariance(est.covariance)
+        return self
+
+    def score(self, X_test: Any, y: None = None) -> float:
+        """Mean Gaussian log-likelihood of ``X_test`` under ``N(location_, covariance_)``,
+        as ``sklearn.covariance.EmpiricalCovariance.score``."""
+        check_is_fitted(self)
+        return float(super().score(X_test, y))
+
+
+class MLShrinkageCovarianceSkfolio(_MLShrinkageMixin):
+    """Placeholder replaced below when skfolio is importable."""
+
+
+try:  # skfolio is a dependency, but keep `import shrinklab.sklearn` working without it
+    from skfolio.moments import BaseCovariance as _SkfolioBaseCovariance
+except ImportError:  # pragma: no cover
+    _SkfolioBaseCovariance = None
+
+if _SkfolioBaseCovariance is not None:
+
+    class MLShrinkageCovarianceSkfolio(_MLShrinkageMixin, _SkfolioBaseCovariance):  # noqa: F811
+        __doc__ = (
+            """Learned multi-target shrinkage covariance as a ``skfolio`` covariance estimator.
+
+    Same estimate as :class:`MLShrinkageCovariance`, stored through skfolio's
+    ``BaseCovariance._set_covariance`` (projection to the nearest positive-definite
+    matrix when ``nearest=True``; zero-variance assets are refused there with
+    skfolio's ``NonPositiveVarianceError``).  Use as
+    ``EmpiricalPrior(covariance_estimator=MLShrinkageCovarianceSkfolio.from_pretrained(path))``.
+
+    Parameters
+    ----------
+    model_path : str or path, default None
+        Model file; required at ``fit`` (no implicit default).
+    assume_centered, nearest, higham, higham_max_iteration
+        As in ``skfolio.moments.BaseCovariance``.
+    device : str, default "cpu"
+        Torch device for the computation.
+"""
+            + _ATTRIBUTES_DOC
+        )
+
+        def __init__(
+            self,
+            model_path: str | os.PathLike | None = None,
+            assume_centered: bool = False,
+            nearest: bool = True,
+            higham: bool = False,
+            higham_max_iteration: int = 100,
+            device: str = "cpu",
+        ) -> None:
+            super().__init__(
+                assume_centered=assume_centered,
+                nearest=nearest,
+                higham=higham,
+                higham_max_iteration=higham_max_iteration,
+            )
+            self.model_path = model_path
+            self.device = device
+
+        def fit(self, X: Any, y: Any = None, **fit_params: Any) -> MLShrinkageCovarianceSkfolio:
+            """Estimate the covariance of returns ``X (n_observations, n_assets)``."""
+            X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+            est = self._fit_estimate(X)
+            self._set_covariance(est.covariance)
+            return self
