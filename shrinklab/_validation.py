@@ -25,6 +25,7 @@ __all__ = [
     "as_matrices",
     "unbatch",
     "demean",
+    "center",
     "constant_columns",
 ]
 
@@ -54,10 +55,12 @@ def _to_tensor(X: Any, name: str, dtype: torch.dtype, device: Any) -> torch.Tens
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:
-    finite = torch.isfinite(t)
-    if bool(finite.all()):
+    # Fast path: NaN/inf propagate into the sum (a finite sum proves all entries finite).
+    if bool(torch.isfinite(t.sum())):
         return
-    bad = ~finite
+    bad = ~torch.isfinite(t)
+    if not bool(bad.any()):  # the sum overflowed; all entries are finite
+        return
     n_nan = int(torch.isnan(t).sum())
     n_inf = int(bad.sum()) - n_nan
     first = tuple(int(i) for i in bad.nonzero()[0].tolist())
@@ -178,14 +181,45 @@ def constant_columns(X: torch.Tensor) -> torch.Tensor:
     return X.amax(dim=-2) == X.amin(dim=-2)
 
 
-def demean(X: torch.Tensor) -> torch.Tensor:
-    """Subtract column means of ``X (B, n, p)``; constant columns become exactly zero.
+def center(X: torch.Tensor, cov: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Demeaned returns and sample covariance: ``(Xc (B, n, p), S (B, p, p))``.
 
-    (A plain ``X - X.mean()`` leaves round-off of order 1e-17 in a constant
-    column, which would make its "correlations" with other assets noise.)
+    ``S = XcᵀXc / n`` (divisor n), exactly symmetric (``None`` with ``cov=False``).
+    Constant columns of ``X`` become exactly zero in ``Xc`` and give exactly
+    zero rows/columns of ``S`` (a plain ``X - X.mean()`` leaves round-off of
+    order 1e-17 in a constant column, which would make its "correlations" with
+    other assets noise).  Constant columns are found exactly (max == min)
+    among the candidates whose variance is at round-off level, so the common
+    case costs nothing extra.
     """
-    Xc = X - X.mean(dim=-2, keepdim=True)
-    const = constant_columns(X)
-    if bool(const.any()):
-        Xc = Xc.masked_fill(const.unsqueeze(-2), 0.0)
-    return Xc
+    n = X.shape[-2]
+    mean = X.mean(dim=-2, keepdim=True)
+    Xc = X - mean
+    if cov:
+        S = Xc.transpose(-1, -2) @ Xc / n
+        S = 0.5 * (S + S.transpose(-1, -2))
+        var = torch.diagonal(S, dim1=-2, dim2=-1)
+    else:
+        S = None
+        var = (Xc * Xc).sum(-2) / n
+    # A constant column c has |c - mean| <= ~n eps |c|, hence var <= (n eps |c|)^2.
+    bound = (4.0 * n * torch.finfo(X.dtype).eps * mean.squeeze(-2)) ** 2
+    cand = var <= bound
+    if bool(cand.any()):
+        b_idx, i_idx = cand.nonzero(as_tuple=True)
+        cols = X[b_idx, :, i_idx]  # (k, n)
+        const = (cols == cols[:, :1]).all(-1)
+        if bool(const.any()):
+            b_idx, i_idx = b_idx[const], i_idx[const]
+            Xc = Xc.clone()
+            Xc[b_idx, :, i_idx] = 0.0
+            if S is not None:
+                S = S.clone()
+                S[b_idx, i_idx, :] = 0.0
+                S[b_idx, :, i_idx] = 0.0
+    return Xc, S
+
+
+def demean(X: torch.Tensor) -> torch.Tensor:
+    """Subtract column means of ``X (B, n, p)``; constant columns become exactly zero."""
+    return center(X, cov=False)[0]

@@ -20,14 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from shrinklab._validation import as_matrices, as_returns, demean, unbatch
+from shrinklab._validation import as_matrices, as_returns, center, unbatch
 from shrinklab.targets import (
     TARGET_NAMES,
     constant_correlation_target,
-    identity_target,
-    qis_from_demeaned,
+    qis_estimate,
     quadratic_form,
-    sample_cov_from_demeaned,
     shrinkage_targets,
     single_factor_target,
 )
@@ -52,8 +50,8 @@ Result = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
 
 def _prepare(X: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
     Xt, batched = as_returns(X)
-    Xc = demean(Xt)
-    return Xc, sample_cov_from_demeaned(Xc), batched
+    Xc, S = center(Xt)
+    return Xc, S, batched
 
 
 def _finish(cov: torch.Tensor, shrink: torch.Tensor | None, batched: bool, flag: bool) -> Result:
@@ -70,7 +68,14 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor, fill: float) -> torch.Tensor
 
 def _blend(S: torch.Tensor, F: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     s = s[:, None, None]
-    return (1 - s) * S + s * F
+    return torch.lerp(S, F, s.expand_as(S))
+
+
+def _blend_identity(S: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``(1 − s) S + s μ I`` in one pass over ``S``."""
+    out = S * (1 - s)[:, None, None]
+    out.diagonal(dim1=-2, dim2=-1).add_((s * mu)[:, None])
+    return out
 
 
 # --------------------------------------------------------------------------- estimators
@@ -108,7 +113,7 @@ def ledoit_wolf(X: Any, *, return_shrinkage: bool = False) -> Result:
     s = torch.where(beta == 0, torch.zeros_like(s), s)
     if p == 1:
         s = torch.zeros_like(s)
-    return _finish(_blend(S, identity_target(S), s), s, batched, return_shrinkage)
+    return _finish(_blend_identity(S, mu, s), s, batched, return_shrinkage)
 
 
 def oas(X: Any, *, return_shrinkage: bool = False) -> Result:
@@ -129,7 +134,7 @@ def oas(X: Any, *, return_shrinkage: bool = False) -> Result:
     s = torch.where(den > 0, torch.minimum(_safe_div(num, den, 1.0), torch.ones_like(num)), 1.0)
     if p == 1:
         s = torch.zeros_like(s)
-    return _finish(_blend(S, identity_target(S), s), s, batched, return_shrinkage)
+    return _finish(_blend_identity(S, mu, s), s, batched, return_shrinkage)
 
 
 def lw_constant_correlation(X: Any, *, return_shrinkage: bool = False) -> Result:
@@ -207,8 +212,9 @@ def qis(X: Any, *, return_shrinkage: bool = False) -> Result:
     assets).  With ``return_shrinkage`` the intensity is ``None``.
     """
     Xt, batched = as_returns(X)
-    cov = qis_from_demeaned(demean(Xt))
-    return _finish(cov, None, batched, return_shrinkage)
+    N, p = Xt.shape[-2:]
+    Xc, S = center(Xt, cov=p <= N - 1)  # p > n: Gram route, S not needed
+    return _finish(qis_estimate(Xc, S), None, batched, return_shrinkage)
 
 
 # --------------------------------------------------------------------------- oracles
@@ -317,8 +323,7 @@ def oracle_weights(X: Any, sigma: Any) -> torch.Tensor:
     :func:`shrinklab.targets.quadratic_form`.
     """
     Xt, batched = as_returns(X)
-    Xc = demean(Xt)
-    S = sample_cov_from_demeaned(Xc)
+    _, S = center(Xt)
     Sig = as_matrices(sigma, like=S, name="sigma")
     T = shrinkage_targets(Xt, TARGET_NAMES)
     G, c, _ = quadratic_form(S, T, Sig)

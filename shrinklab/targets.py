@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from shrinklab._validation import as_returns, constant_columns, demean, unbatch
+from shrinklab._validation import as_returns, center, unbatch
 
 __all__ = [
     "TARGET_NAMES",
@@ -50,7 +50,7 @@ __all__ = [
     "diagonal_target",
     "constant_correlation_target",
     "single_factor_target",
-    "qis_from_demeaned",
+    "qis_estimate",
 ]
 
 TARGET_NAMES: tuple[str, ...] = (
@@ -142,72 +142,150 @@ def single_factor_target(Xc: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tenso
     return _set_diagonal(F, var), {"m": m, "covmkt": covmkt, "varmkt": varmkt}
 
 
-def _qis_core(Xc: torch.Tensor) -> torch.Tensor:
-    """QIS for demeaned ``Xc (B, N, p)`` without constant columns (effective n = N − 1)."""
-    B, N, p = Xc.shape
-    n = N - 1
+def _qis_delta(inv: torch.Tensor, p: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """QIS shrunk eigenvalues (before trace rescaling) from inverse non-null eigenvalues.
+
+    ``inv (B, m)`` ascending-eigenvalue order, ``m = min(p, n)``.  Returns
+    ``(delta (B, m), delta0 (B, 1) or None)``; ``delta0`` is the common value
+    of the ``p − n`` null eigenvalues when ``p > n``.
+    """
+    B, m = inv.shape
     c = p / n
-    S = sample_cov_from_demeaned(Xc, divisor=n)
-    lam, U = torch.linalg.eigh(S)  # ascending
-    lam = lam.clamp_min(0)
-    m = min(p, n)
     h = (min(c**2, 1.0 / c**2) ** 0.35) / p**0.35
-    nonnull = lam[:, p - m :]
-    # Guard against exactly zero "non-null" eigenvalues (collinear assets): the authors'
-    # code would divide by zero; a floor at the numerical rank tolerance keeps it finite
-    # and never binds for full-rank data.
-    floor = nonnull.amax(-1, keepdim=True) * (p * torch.finfo(Xc.dtype).eps)
-    floor = floor.clamp_min(torch.finfo(Xc.dtype).tiny)
-    inv = 1.0 / torch.maximum(nonnull, floor)  # (B, m), inverse non-null eigenvalues
-    theta = torch.empty_like(inv)
-    htheta = torch.empty_like(inv)
+    # theta_j = mean_i t_i (t_i - t_j) r_ij,  Htheta_j = h mean_i t_i^2 r_ij,
+    # r_ij = 1 / ((t_i - t_j)^2 + h^2 t_i^2); both sums as one batched matmul.
+    sums = torch.empty(B, 2, m, dtype=inv.dtype, device=inv.device)
     step = max(1, _QIS_CHUNK_ELEMENTS // (m * m))
     for s in range(0, B, step):
         a = inv[s : s + step]
-        ai = a[:, :, None]  # summed over (rows i)
-        diff = ai - a[:, None, :]  # a_i − a_j
-        den = diff * diff + (h * h) * ai * ai
-        rden = 1.0 / den
-        theta[s : s + step] = (ai * diff * rden).mean(1)
-        htheta[s : s + step] = (h * ai * ai * rden).mean(1)
+        ai = a.unsqueeze(-1)
+        r = (ai - a.unsqueeze(-2)).square_().add_((h * h) * ai.square()).reciprocal_()
+        sums[s : s + step] = torch.stack([a * a, a], dim=-2) @ r  # (b, 2, m)
+    theta = (sums[:, 0] - inv * sums[:, 1]) / m
+    htheta = h * sums[:, 0] / m
     atheta2 = theta**2 + htheta**2
     if p <= n:
-        delta = 1.0 / ((1 - c) ** 2 * inv + 2 * c * (1 - c) * inv * theta + c**2 * inv * atheta2)
-    else:
-        delta0 = 1.0 / ((c - 1) * inv.mean(-1, keepdim=True))
-        delta = torch.cat([delta0.expand(B, p - n), 1.0 / (inv * atheta2)], dim=-1)
-    delta = delta * (lam.sum(-1, keepdim=True) / delta.sum(-1, keepdim=True))
-    return _sym((U * delta.unsqueeze(-2)) @ U.transpose(-1, -2))
+        return 1.0 / (
+            (1 - c) ** 2 * inv + 2 * c * (1 - c) * inv * theta + c**2 * inv * atheta2
+        ), None
+    return 1.0 / (inv * atheta2), 1.0 / ((c - 1) * inv.mean(-1, keepdim=True))
 
 
-def qis_from_demeaned(Xc: torch.Tensor) -> torch.Tensor:
-    """Quadratic-inverse shrinkage (Ledoit & Wolf 2022, Bernoulli) of demeaned ``Xc (B, N, p)``.
+def _inverse_nonnull(nonnull: torch.Tensor, p: int) -> torch.Tensor:
+    # Guard against exactly zero "non-null" eigenvalues (collinear assets): the authors'
+    # code would divide by zero; a floor at the numerical rank tolerance keeps it finite
+    # and never binds for full-rank data.
+    floor = nonnull.amax(-1, keepdim=True) * (p * torch.finfo(nonnull.dtype).eps)
+    floor = floor.clamp_min(torch.finfo(nonnull.dtype).tiny)
+    return 1.0 / torch.maximum(nonnull, floor)
 
-    Follows the authors' published ``QIS`` code: sample covariance with divisor
-    ``n = N − 1``, ``c = p/n``, smoothing ``h = min(c², 1/c²)^0.35 / p^0.35``,
-    the smoothed Stein shrinker on the ``min(p, n)`` non-null eigenvalues, the
-    null eigenvalues (``p > n``) shrunk to ``1/((c − 1) mean(1/λ))``, trace
-    preserved, sample eigenvectors kept.
 
-    Constant columns are removed, QIS is computed on the remaining assets, and
-    they are re-inserted with zero rows/columns (that sample is processed on
-    its own).  If every column is constant the result is zero.
+def _qis_from_eigh(S: torch.Tensor, n: int) -> torch.Tensor:
+    """QIS from ``S (B, p, p)`` with divisor ``n`` (effective sample size); no constant columns."""
+    B, p, _ = S.shape
+    lam, U = torch.linalg.eigh(S)  # ascending; reads the lower triangle
+    lam = lam.clamp_min(0)
+    m = min(p, n)
+    inv = _inverse_nonnull(lam[:, p - m :], p)
+    delta, delta0 = _qis_delta(inv, p, n)
+    total = lam.sum(-1, keepdim=True)
+    if delta0 is None:
+        delta = delta * (total / delta.sum(-1, keepdim=True))
+        return _sym((U * delta.unsqueeze(-2)) @ U.transpose(-1, -2))
+    return _assemble_singular(U[:, :, p - m :], delta, delta0, total, p, n)
+
+
+def _assemble_singular(Um, delta, delta0, total, p, n) -> torch.Tensor:
+    """``U diag(δ) Uᵀ = δ0 I + U_m diag(δ_m − δ0) U_mᵀ`` after trace rescaling (2p²m flops)."""
+    scale = total / ((p - n) * delta0 + delta.sum(-1, keepdim=True))
+    delta0, delta = delta0 * scale, delta * scale
+    out = _sym((Um * (delta - delta0).unsqueeze(-2)) @ Um.transpose(-1, -2))
+    out.diagonal(dim1=-2, dim2=-1).add_(delta0)
+    return out
+
+
+def _qis_from_gram(Xc: torch.Tensor) -> torch.Tensor:
+    """QIS for ``p > n`` via the ``N × N`` Gram matrix of demeaned ``Xc (B, N, p)``.
+
+    The non-null eigenpairs of ``S = XcᵀXc/n`` are those of ``K = XcXcᵀ/n``:
+    ``λ`` and ``u = Xcᵀv / √(nλ)``; the null eigenvectors are not needed since
+    all null eigenvalues are shrunk to the same value.  Costs O(N²p + Np²)
+    instead of an O(p³) eigendecomposition.
     """
     B, N, p = Xc.shape
-    const = constant_columns(Xc)
+    n = N - 1
+    K = Xc @ Xc.transpose(-1, -2) / n
+    mu, V = torch.linalg.eigh(K)
+    lam = mu[:, N - n :].clamp_min(0)  # the n = N − 1 non-null eigenvalues, ascending
+    inv = _inverse_nonnull(lam, p)
+    Um = (Xc.transpose(-1, -2) @ V[:, :, N - n :]) * (inv / n).sqrt().unsqueeze(-2)
+    delta, delta0 = _qis_delta(inv, p, n)
+    total = torch.diagonal(K, dim1=-2, dim2=-1).sum(-1, keepdim=True)  # = tr S
+    return _assemble_singular(Um, delta, delta0, total, p, n)
+
+
+def _qis_regular(Xc: torch.Tensor | None, S: torch.Tensor | None, N: int) -> torch.Tensor:
+    """Dispatch: Gram route when ``p > N − 1`` and returns are given, else eigh of ``S``."""
+    n = N - 1
+    if Xc is not None and Xc.shape[-1] > n:
+        return _qis_from_gram(Xc)
+    if S is None:
+        S = sample_cov_from_demeaned(Xc)
+    return _qis_from_eigh(S * (N / n), n)
+
+
+def qis_estimate(
+    Xc: torch.Tensor | None = None, S: torch.Tensor | None = None, N: int | None = None
+) -> torch.Tensor:
+    """Quadratic-inverse shrinkage (Ledoit & Wolf 2022, Bernoulli 28(3)), batched.
+
+    Give the demeaned returns ``Xc (B, N, p)`` (constant columns exactly zero,
+    as from :func:`shrinklab._validation.center`) and/or their divisor-``N``
+    sample covariance ``S (B, p, p)`` with ``N``.  Follows the authors' published
+    ``QIS`` code: divisor ``n = N − 1``, ``c = p/n``, smoothing
+    ``h = min(c², 1/c²)^0.35 / p^0.35``, the smoothed Stein shrinker on the
+    ``min(p, n)`` non-null eigenvalues, the null eigenvalues (``p > n``) shrunk
+    to ``1/((c − 1) mean(1/λ))``, trace preserved, sample eigenvectors kept.
+    For ``p > n`` (and ``Xc`` given) the eigenpairs come from the ``N × N`` Gram
+    matrix, which is cheaper and mathematically identical.
+
+    Constant columns (zero variance) are removed, QIS is computed on the
+    remaining assets, and they are re-inserted with zero rows/columns (that
+    sample is processed on its own).  If every column is constant the result is 0.
+    """
+    if Xc is None and S is None:
+        raise ValueError("qis_estimate needs Xc or S")
+    if N is None:
+        if Xc is None:
+            raise ValueError("qis_estimate needs N when only S is given")
+        N = Xc.shape[-2]
+    if S is not None:
+        var = torch.diagonal(S, dim1=-2, dim2=-1)
+    else:
+        var = (Xc * Xc).sum(-2)
+    const = var == 0
     has_const = const.any(-1)
     if not bool(has_const.any()):
-        return _qis_core(Xc)
-    out = torch.zeros(B, p, p, dtype=Xc.dtype, device=Xc.device)
+        return _qis_regular(Xc, S, N)
+    B, p = var.shape
+    ref = S if S is not None else Xc
+    out = torch.zeros(B, p, p, dtype=ref.dtype, device=ref.device)
     regular = (~has_const).nonzero().flatten()
     if regular.numel():
-        out[regular] = _qis_core(Xc[regular])
+        out[regular] = _qis_regular(
+            None if Xc is None else Xc[regular], None if S is None else S[regular], N
+        )
     for b in has_const.nonzero().flatten().tolist():
         keep = (~const[b]).nonzero().flatten()
         if keep.numel() == 0:
             continue
-        sub = _qis_core(Xc[b : b + 1][:, :, keep])[0]
-        out[b, keep.unsqueeze(-1), keep.unsqueeze(0)] = sub
+        rows, cols = keep.unsqueeze(-1), keep.unsqueeze(0)
+        sub = _qis_regular(
+            None if Xc is None else Xc[b][:, keep].unsqueeze(0),
+            None if S is None else S[b, rows, cols].unsqueeze(0),
+            N,
+        )
+        out[b, rows, cols] = sub[0]
     return out
 
 
@@ -216,7 +294,7 @@ _BUILDERS = {
     "diagonal": lambda Xc, S: diagonal_target(S),
     "constant_correlation": lambda Xc, S: constant_correlation_target(S)[0],
     "single_factor": lambda Xc, S: single_factor_target(Xc, S)[0],
-    "qis": lambda Xc, S: qis_from_demeaned(Xc),
+    "qis": lambda Xc, S: qis_estimate(Xc, S),
 }
 
 
@@ -234,8 +312,7 @@ def shrinkage_targets(X: Any, names: Sequence[str] = TARGET_NAMES) -> torch.Tens
     if not names:
         raise ValueError("names must contain at least one target")
     Xt, batched = as_returns(X)
-    Xc = demean(Xt)
-    S = sample_cov_from_demeaned(Xc)
+    Xc, S = center(Xt)
     T = torch.stack([_BUILDERS[k](Xc, S) for k in names], dim=1)
     return unbatch(T, batched)
 

@@ -182,6 +182,18 @@ def test_qis_properties_trace_eigenvectors_order():
     assert d.max() < lam.max() and d.min() > lam.min()
 
 
+@pytest.mark.parametrize("N,p", [(15, 40), (30, 30), (8, 9)])
+def test_qis_gram_route_equals_eigh_route(N, p):
+    """For p > n the eigenpairs come from the N x N Gram matrix; same result as eigh of S."""
+    from shrinklab._validation import as_returns, center
+    from shrinklab.targets import qis_estimate
+
+    Xc, S = center(as_returns(_factor_returns(N, p, seed=N + p, B=3))[0])
+    via_gram = qis_estimate(Xc)
+    via_eigh = qis_estimate(S=S, N=N)
+    assert _rel(via_gram, via_eigh) < 1e-10
+
+
 def test_qis_p_greater_than_n_invertible():
     X = _factor_returns(15, 40, seed=9)
     Q = est.qis(X).numpy()
