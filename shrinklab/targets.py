@@ -51,6 +51,8 @@ __all__ = [
     "constant_correlation_target",
     "single_factor_target",
     "qis_estimate",
+    "qis_from_cov",
+    "qis_from_demeaned",
 ]
 
 TARGET_NAMES: tuple[str, ...] = (
@@ -287,6 +289,19 @@ def qis_estimate(
         )
         out[b, rows, cols] = sub[0]
     return out
+
+
+def qis_from_cov(S: torch.Tensor, N: int) -> torch.Tensor:
+    """QIS (Ledoit & Wolf 2022) from the divisor-``N`` sample covariance ``S (B, p, p)`` of ``N`` demeaned rows.
+
+    Same as ``qis_estimate(S=S, N=N)``; see :func:`qis_estimate`.
+    """
+    return qis_estimate(S=S, N=N)
+
+
+def qis_from_demeaned(Xc: torch.Tensor) -> torch.Tensor:
+    """QIS (Ledoit & Wolf 2022) of demeaned returns ``Xc (B, N, p)``; see :func:`qis_estimate`."""
+    return qis_estimate(Xc=Xc)
 
 
 _BUILDERS = {
