@@ -76,7 +76,7 @@ from shrinklab.targets import (
     constant_correlation_target,
     diagonal_target,
     identity_target,
-    qis_from_cov,
+    qis_estimate,
     sample_cov_from_demeaned,
     shrinkage_targets,
     single_factor_target,
@@ -183,9 +183,9 @@ def _uncentered_targets(Xt: torch.Tensor, names: tuple[str, ...]) -> tuple[torch
         "diagonal": lambda: diagonal_target(S),
         "constant_correlation": lambda: constant_correlation_target(S)[0],
         "single_factor": lambda: single_factor_target(Xt, S)[0],
-        # qis_from_cov(S', N') works with n = N' − 1 and S'·N'/n; with N' = N + 1 and
-        # S' = S·N/(N+1) that is QIS of S itself with effective sample size N.
-        "qis": lambda: qis_from_cov(S * (N / (N + 1)), N + 1),
+        # qis_estimate(S=S', N=N') works with n = N' − 1 and S'·N'/n; with N' = N + 1
+        # and S' = S·N/(N+1) that is QIS of S itself with effective sample size N.
+        "qis": lambda: qis_estimate(S=S * (N / (N + 1)), N=N + 1),
     }
     return S, torch.stack([builders[k]() for k in names], dim=1)
 
