@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from shrinklab import synthetic
-from shrinklab._validation import demean
+from shrinklab._validation import center
 from shrinklab.estimators import solve_simplex_qp
 from shrinklab.features import (
     FEATURE_NAMES,
@@ -55,11 +55,11 @@ from shrinklab.features import (
     classical_intensities,
     features_from_parts,
     schema_for,
+    targets_from_parts,
 )
 from shrinklab.targets import (
     TARGET_NAMES,
     quadratic_form,
-    sample_cov_from_demeaned,
     shrinkage_targets,
 )
 
@@ -242,7 +242,7 @@ class TrainingSet:
                     sig.append(s)
                     xs.append(x)
                 X = torch.stack(xs)
-                S_parts.append(sample_cov_from_demeaned(demean(X)))
+                S_parts.append(center(X)[1])
                 T_parts.append(shrinkage_targets(X))
                 sig_parts.append(torch.stack(sig))
                 order.append(sub)
@@ -354,12 +354,11 @@ def process_batch(
         ]
         return {k: torch.cat([q[k] for q in parts]) for k in parts[0]}
     clock = _Clock(timings, clock)
-    Xc = demean(X)
-    S = sample_cov_from_demeaned(Xc)
+    Xc, S = center(X)
     clock("cov")
     evals, U = torch.linalg.eigh(S)
     clock("eigh")
-    T = shrinkage_targets(X)
+    T = targets_from_parts(Xc, S)
     clock("targets")
     G, c, d = quadratic_form(S, T, sigma)
     clock("quadratic_form")

@@ -69,8 +69,9 @@ from typing import Any
 import torch
 
 from shrinklab import estimators
-from shrinklab._validation import as_returns, demean
-from shrinklab.targets import TARGET_NAMES, sample_cov_from_demeaned, shrinkage_targets
+from shrinklab import targets as _targets
+from shrinklab._validation import as_returns, center
+from shrinklab.targets import TARGET_NAMES
 
 __all__ = [
     "FEATURE_NAMES",
@@ -82,6 +83,7 @@ __all__ = [
     "classical_intensities",
     "target_sq_distances",
     "schema_for",
+    "targets_from_parts",
 ]
 
 SPECTRUM_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -166,6 +168,29 @@ def classical_intensities(X: Any) -> torch.Tensor:
     return torch.stack([f(X, return_shrinkage=True)[1] for f in fns], dim=-1)
 
 
+# The targets of TARGET_NAMES from (Xc, S), by the public builders of shrinklab.targets.
+_TARGET_BUILDERS = {
+    "identity": lambda Xc, S: _targets.identity_target(S),
+    "diagonal": lambda Xc, S: _targets.diagonal_target(S),
+    "constant_correlation": lambda Xc, S: _targets.constant_correlation_target(S)[0],
+    "single_factor": lambda Xc, S: _targets.single_factor_target(Xc, S)[0],
+    "qis": lambda Xc, S: _targets.qis_estimate(Xc, S),
+}
+
+
+def targets_from_parts(Xc: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """``shrinkage_targets`` ``(B, K, p, p)`` from demeaned returns and ``S`` already computed.
+
+    Same result as :func:`shrinklab.targets.shrinkage_targets` (tested), without
+    validating and centring ``X`` again; ``Xc, S`` as from
+    :func:`shrinklab._validation.center`.
+    """
+    missing = [k for k in TARGET_NAMES if k not in _TARGET_BUILDERS]
+    if missing:  # pragma: no cover - guards a change of TARGET_NAMES
+        raise ValueError(f"no builder for targets {missing}")
+    return torch.stack([_TARGET_BUILDERS[k](Xc, S) for k in TARGET_NAMES], dim=1)
+
+
 def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """``‖T_k − S‖²_F`` ``(B, K)`` for ``S (B, p, p)``, ``T (B, K, p, p)`` (the diagonal of ``G``)."""
     D = T - S.unsqueeze(1)
@@ -186,7 +211,7 @@ def features_from_parts(
     Parameters
     ----------
     X : ``(B, n, p)`` validated returns (only its shape is used here).
-    Xc : ``(B, n, p)`` demeaned returns (:func:`shrinklab._validation.demean`).
+    Xc : ``(B, n, p)`` demeaned returns (:func:`shrinklab._validation.center`).
     S : ``(B, p, p)`` sample covariance ``XcᵀXc / n``.
     evals : ``(B, p)`` eigenvalues of ``S`` (any order).
     target_sq_dist : ``(B, K)`` ``‖T_k − S‖²_F`` in the order of ``TARGET_NAMES``
@@ -303,10 +328,9 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     Xt, _ = as_returns(X)
     if regime is not None:
         _validate_regime(regime, Xt.shape[0])
-    Xc = demean(Xt)
-    S = sample_cov_from_demeaned(Xc)
+    Xc, S = center(Xt)
     evals = torch.linalg.eigvalsh(S)
-    T = shrinkage_targets(Xt)
+    T = targets_from_parts(Xc, S)
     return features_from_parts(
         Xt, Xc, S, evals, target_sq_distances(S, T), classical_intensities(Xt)
     )

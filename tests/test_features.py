@@ -306,3 +306,14 @@ def test_spectrum_features_detect_a_strong_factor():
     assert float(b[IDX["mp_exceed_frac"]]) >= 1 / 40
     assert float(b[IDX["top_share"]]) > 0.5 > float(a[IDX["top_share"]])
     assert float(b[IDX["corr_mean"]]) > 0.6
+
+
+def test_targets_from_parts_equals_shrinkage_targets():
+    from shrinklab._validation import center
+    from shrinklab.features import targets_from_parts
+
+    for shape in ((3, 40, 6), (2, 8, 15)):  # p < n and p > n (QIS Gram route)
+        X = torch.as_tensor(_factor_returns(*shape, seed=shape[2]))
+        X[0, :, 1] = 0.25  # a constant column
+        Xc, S = center(X)
+        assert _rel(targets_from_parts(Xc, S), shrinkage_targets(X)) < 1e-12
