@@ -41,6 +41,9 @@ Moore–Penrose pseudo-inverse with the same relative cut-off, ``w ∝ Σ⁺1``:
 minimum-variance portfolio *within the range of Σ*, so that directions the
 estimate claims are riskless (an artefact of the estimate) get no weight. If
 ``1ᵀΣ⁺1 = 0`` (e.g. ``Σ = 0``) the weights are equal, ``1/p``.
+:func:`pad_assets` embeds windows of ``p`` assets in ``p_max`` (an inert diagonal
+block that the masked solve ignores exactly), so that windows of every ``p`` can be
+batched together (fine-tuning, :mod:`shrinklab.finetune`).
 """
 
 from __future__ import annotations
