@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,27 +52,33 @@ from shrinklab.estimators import solve_simplex_qp
 from shrinklab.features import (
     FEATURE_NAMES,
     FEATURE_SCHEMA,
-    classical_intensities,
+    INTENSITY_NAMES,
     features_from_parts,
     schema_for,
     targets_from_parts,
 )
+from shrinklab.features import classical_intensities as _intensities_of_returns
 from shrinklab.targets import (
     TARGET_NAMES,
     quadratic_form,
     shrinkage_targets,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "SCHEMA_VERSION",
     "TrainingSet",
     "MatrixBucket",
+    "classical_intensities",
+    "normalised_frobenius",
     "build_training_set",
     "process_batch",
     "fsopt_loss_from_eigh",
 ]
 
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
 
 # Batches are processed in chunks of about this many float64 elements of X and the
 # targets (16 MB): measured 2x faster at p = 200 than 128-sample batches (cache).
@@ -95,6 +101,7 @@ _FIELDS: dict[str, torch.dtype] = {
     "df": torch.float64,
     "sample_seed": torch.int64,
     "difficulty": torch.float64,
+    "intensities": torch.float64,
 }
 
 
@@ -121,7 +128,9 @@ class TrainingSet:
     Tensor fields (N rows): ``features (N, F)`` float32; ``oracle_w (N, K)``,
     ``alpha_star``, ``G (N, K, K)``, ``c (N, K)``, ``d``, ``loss_fsopt``,
     ``loss_lw``, ``df`` (``inf`` = Gaussian), ``difficulty`` float64; ``p``,
-    ``n``, ``family`` (index into ``family_names``), ``sample_seed`` int64.
+    ``n``, ``family`` (index into ``family_names``), ``sample_seed`` int64;
+    ``intensities (N, 4)`` float64, the classical intensities of
+    :data:`shrinklab.features.INTENSITY_NAMES` (LW, OAS, CC, SF) at full precision.
     """
 
     features: torch.Tensor
@@ -138,6 +147,7 @@ class TrainingSet:
     df: torch.Tensor
     sample_seed: torch.Tensor
     difficulty: torch.Tensor
+    intensities: torch.Tensor
     config: dict[str, Any] = field(default_factory=dict)
     feature_names: tuple[str, ...] = FEATURE_NAMES
     target_names: tuple[str, ...] = TARGET_NAMES
@@ -151,6 +161,7 @@ class TrainingSet:
             "oracle_w": (N, K),
             "G": (N, K, K),
             "c": (N, K),
+            "intensities": (N, len(INTENSITY_NAMES)),
         }
         for name, dtype in _FIELDS.items():
             t = torch.as_tensor(getattr(self, name)).to(dtype)
@@ -174,6 +185,26 @@ class TrainingSet:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensor fields as a dict (e.g. for :mod:`shrinklab.compress` / ensembles)."""
         return {k: getattr(self, k) for k in _FIELDS}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per sample: sizes, family, tails, difficulty, labels and losses."""
+        import pandas as pd
+
+        cols: dict[str, Any] = {
+            "p": self.p.numpy(),
+            "n": self.n.numpy(),
+            "family": self.families,
+            "df": self.df.numpy(),
+            "difficulty": self.difficulty.numpy(),
+            "sample_seed": self.sample_seed.numpy(),
+            "alpha_star": self.alpha_star.numpy(),
+            **{f"w_{k}": self.oracle_w[:, i].numpy() for i, k in enumerate(self.target_names)},
+            "loss_sample": self.d.numpy(),
+            "loss_fsopt": self.loss_fsopt.numpy(),
+            "loss_lw": self.loss_lw.numpy(),
+            "loss_oracle": self.quadratic_loss(self.oracle_w).numpy(),
+        }
+        return pd.DataFrame(cols)
 
     def subset(self, indices: Any) -> TrainingSet:
         """The samples ``indices`` (integer index or boolean mask), as a new TrainingSet."""
@@ -309,6 +340,39 @@ class TrainingSet:
         )
 
 
+# The classical estimators written as points w (N, K) of the family: (intensity column, target).
+_CLASSICAL = {
+    "ledoit_wolf": ("int_lw", "identity"),
+    "oas": ("int_oas", "identity"),
+    "lw_constant_correlation": ("int_cc", "constant_correlation"),
+    "lw_single_factor": ("int_sf", "single_factor"),
+    "qis": (None, "qis"),
+}
+
+
+def classical_intensities(ts: TrainingSet) -> dict[str, torch.Tensor]:
+    """The classical estimators as intensities ``w (N, K)`` of the family, by estimator name.
+
+    Ledoit–Wolf and OAS put their intensity on the identity target, the
+    constant-correlation / single-factor shrinkers theirs on their target, and
+    QIS is ``w = e_qis`` (Σ̂ = the QIS estimate); so
+    ``ts.quadratic_loss(w)`` is each estimator's own Frobenius loss (tested).
+    """
+    out = {}
+    N, K = ts.c.shape
+    for name, (col, target) in _CLASSICAL.items():
+        w = torch.zeros(N, K, dtype=torch.float64)
+        k = ts.target_names.index(target)
+        w[:, k] = 1.0 if col is None else ts.intensities[:, INTENSITY_NAMES.index(col)]
+        out[name] = w
+    return out
+
+
+def normalised_frobenius(w: Any, ts: TrainingSet) -> torch.Tensor:
+    """``(wᵀGw − 2cᵀw + d) / d`` per sample (same as ``ts.normalised_loss(w)``)."""
+    return ts.normalised_loss(w)
+
+
 def _plain_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """Config as plain python (dicts, floats, ints, str) for ``weights_only`` loading."""
     out: dict[str, Any] = {}
@@ -364,7 +428,7 @@ def process_batch(
     clock("quadratic_form")
     w = solve_simplex_qp(G, c)
     clock("qp")
-    inten = classical_intensities(X)
+    inten = _intensities_of_returns(X)
     clock("intensities")
     feats = features_from_parts(X, Xc, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten)
     clock("features")
@@ -381,6 +445,7 @@ def process_batch(
         "d": d,
         "loss_fsopt": loss_fsopt,
         "loss_lw": loss_lw,
+        "intensities": inten,
     }
 
 

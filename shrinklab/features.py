@@ -77,6 +77,7 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_SCHEMA",
     "SPECTRUM_QUANTILES",
+    "INTENSITY_NAMES",
     "RECENT_FRACTION",
     "extract_features",
     "features_from_parts",

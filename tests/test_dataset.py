@@ -42,6 +42,9 @@ def test_shapes_dtypes_and_metadata(ts):
     assert ts.oracle_w.shape == (N, K) and ts.G.shape == (N, K, K) and ts.c.shape == (N, K)
     for name in ("alpha_star", "d", "loss_fsopt", "loss_lw", "p", "n", "df", "difficulty"):
         assert getattr(ts, name).shape == (N,)
+    assert ts.intensities.shape == (N, 4) and ts.intensities.dtype == torch.float64
+    cols = [FEATURE_NAMES.index(k) for k in ("int_lw", "int_oas", "int_cc", "int_sf")]
+    assert torch.allclose(ts.features[:, cols], ts.intensities.float(), rtol=1e-6, atol=1e-7)
     assert ts.sample_seed.dtype == torch.int64
     assert bool(torch.isfinite(ts.features).all())
     assert set(ts.families) <= set(synthetic.FAMILIES)
@@ -118,6 +121,29 @@ def test_stored_losses_and_features_against_direct_recomputation(ts):
         assert float((f - ts.features[i]).abs().max()) <= 1e-6 * max(1.0, float(f.abs().max()))
     # FSOPT is the best rotation-equivariant estimator: never worse than LW (which is one)
     assert bool((ts.loss_fsopt <= ts.loss_lw * (1 + 1e-9)).all())
+
+
+def test_classical_estimators_as_points_of_the_family(ts):
+    from shrinklab import estimators
+
+    w = dataset.classical_intensities(ts)
+    assert set(w) == {"ledoit_wolf", "oas", "lw_constant_correlation", "lw_single_factor", "qis"}
+    assert _rel(ts.quadratic_loss(w["ledoit_wolf"]), ts.loss_lw) < 1e-9
+    cfg = synthetic.as_config(ts.config)
+    for i in (2, 21):
+        sigma, X = synthetic.regenerate(
+            int(ts.sample_seed[i]), int(ts.p[i]), int(ts.n[i]), ts.families[i], float(ts.df[i]), cfg
+        )
+        for name, wk in w.items():
+            direct = ((getattr(estimators, name)(X) - sigma) ** 2).sum()
+            got = ts.subset([i]).quadratic_loss(wk[[i]])[0]
+            assert math.isclose(float(got), float(direct), rel_tol=1e-8), name
+    assert torch.equal(
+        dataset.normalised_frobenius(ts.oracle_w, ts), ts.normalised_loss(ts.oracle_w)
+    )
+    frame = ts.to_frame()
+    assert len(frame) == len(ts) and list(frame["family"]) == ts.families
+    assert np.allclose(frame["loss_oracle"] / frame["loss_sample"], ts.normalised_loss(ts.oracle_w))
 
 
 def test_deterministic_rebuild_of_the_whole_set():
