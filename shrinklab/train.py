@@ -93,7 +93,9 @@ class TrainConfig:
     pool). ``amp``: ``"auto"`` (bf16 if supported, else fp16), ``"bf16"``,
     ``"fp16"`` or ``None``; only used on CUDA (CPU runs in float32). ``device``:
     ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    ``cpu_threads``: intra-op threads while training on CPU (restored afterwards); the
+    ``set_priors``: at the start of a fresh run, set the output-head biases from the
+    training set's mean oracle intensity and target weights (spec §4,
+    :func:`shrinklab.network.output_priors`). ``cpu_threads``: intra-op threads while training on CPU (restored afterwards); the
     matrices are tiny, so one thread is fastest and immune to oversubscription;
     ``None`` keeps torch's setting.
     """
@@ -126,7 +128,7 @@ class TrainConfig:
     curriculum_epochs: int = 10
     progressive: bool = False
     progressive_epochs: int = 10
-    set_priors: bool = True
+    set_priors: bool = True  # set False when fine-tuning pretrained heads
     amp: str | None = "auto"
     seed: int = 0
     device: str = "auto"
@@ -526,9 +528,11 @@ def train(
 
     Returns
     -------
-    dict with per-epoch lists ``epoch, train_loss, valid_loss, valid_frobenius,
-    valid_intensity_mse, lr, grad_norm_mean, grad_norm_max, alpha_mean, alpha_std,
-    pool_size, seconds`` and ``best_epoch``, ``best_valid_loss``, ``stopped_early``,
+    dict with per-epoch lists ``epoch, train_loss, train_spectrum, valid_loss,
+    valid_spectrum, valid_frobenius, valid_intensity_mse, lr, grad_norm_mean,
+    grad_norm_max, alpha_mean, alpha_std, pool_size, seconds`` (the spectrum entries
+    are ``None`` without the spectrum term; ``valid_*`` are on the training set when
+    ``valid_set`` is ``None``) and ``best_epoch``, ``best_valid_loss``, ``stopped_early``,
     ``finished``, ``world_size``. At the end of a finished run the model holds the best
     weights (early stopping) and is in eval mode.
     """
@@ -596,6 +600,10 @@ def _train(
         vspectrum = _SpectrumCache(valid_set, vdata, cfg, device)
     elif spectrum is not None and vdata is None:
         vspectrum = spectrum  # monitoring the training set: use its pool
+    if getattr(model, "num_targets", data.k) != data.k:
+        raise ValueError(
+            f"model predicts {model.num_targets} targets but the training set has {data.k}"
+        )
     model.to(device)
     module = model
     ckpt_file = checkpoint_path(out)

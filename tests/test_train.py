@@ -431,3 +431,18 @@ def test_spectrum_term_matches_losses_and_trains(tmp_path):
     assert h2["train_spectrum"] == hist["train_spectrum"]
     with pytest.raises(ValueError, match="rebuild_matrices"):
         train(net(), make_set(64), None, cfg, out_dir=tmp_path / "c")
+
+
+def test_priors_set_from_oracle_and_target_count_checked(sets, tmp_path):
+    tr, _ = sets
+    model = small_net()
+    train(model, tr, None, TrainConfig(epochs=3), out_dir=tmp_path / "a", max_epochs_per_call=0)
+    alpha = tr.oracle_w.astype(np.float64).sum(1)
+    a = alpha.mean()
+    pi = (tr.oracle_w[alpha > 1e-12] / alpha[alpha > 1e-12, None]).mean(0)
+    assert model.alpha_head.bias.item() == pytest.approx(np.log(a / (1 - a)), rel=1e-5)
+    got = torch.softmax(model.weights_head.bias.detach().double(), 0).numpy()
+    np.testing.assert_allclose(got, pi / pi.sum(), rtol=1e-5)
+    wrong = MLShrinkageNetwork(F, num_targets=K + 1, hidden_dims=(8,))
+    with pytest.raises(ValueError, match="targets"):
+        train(wrong, tr, None, TrainConfig(epochs=1), out_dir=tmp_path / "b")
