@@ -147,6 +147,28 @@ def test_all_constant_and_mixed_batch():
         assert _rel(C[0], f(X[0]).numpy()) < 1e-12, f.__name__
 
 
+def test_single_asset_closed_forms():
+    X = _factor_returns(30, 1, seed=20)
+    var = float(np.var(X[:, 0]))  # divisor n
+    for f in ESTIMATORS[:-1]:
+        C, s = f(X, return_shrinkage=True)
+        assert C.shape == (1, 1) and abs(float(C[0, 0]) - var) < 1e-14 * var, f.__name__
+        assert float(s) == 0.0, f.__name__
+    # QIS preserves the trace of the divisor-(n - 1) sample covariance
+    assert abs(float(est.qis(X)[0, 0]) - var * 30 / 29) < 1e-14 * var
+
+
+def test_collinear_assets_do_not_break_qis():
+    X = _factor_returns(60, 10, seed=21)
+    X = np.column_stack([X, X[:, 0]])  # duplicated asset: exactly singular S, p < n
+    for f in ESTIMATORS:
+        C = f(X).numpy()
+        assert np.isfinite(C).all(), f.__name__
+    Q = est.qis(X).numpy()
+    assert np.linalg.eigvalsh(Q).min() > 0
+    assert abs(np.trace(Q) - np.trace(np.cov(X, rowvar=False))) < 1e-12 * np.trace(Q)
+
+
 # ----------------------------------------------------------------------------- QIS properties
 def _one_three_ten(p):
     """Ledoit & Wolf's baseline spectrum: 20% of eigenvalues 1, 40% 3, 40% 10."""
