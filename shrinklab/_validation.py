@@ -7,10 +7,15 @@ what is wrong (never a ``LinAlgError`` from deep inside).
 
 Constant (zero-variance) columns -- e.g. a stale price, i.e. zero returns -- are
 *not* an error.  They are handled everywhere in the same way: after demeaning
-(:func:`demean`) such a column is exactly zero, the asset keeps zero variance
-and zero covariance with every other asset, and each estimator behaves as if
-the asset had been removed and re-inserted with zeros (correlation-type
-quantities use the convention 0/0 = 0).
+(:func:`center`) such a column is exactly zero, the asset keeps zero covariance
+with every other asset in every estimator and target, and never produces NaN.
+Its variance stays zero in the sample covariance and in the diagonal,
+constant-correlation, single-factor and QIS targets/estimators, which behave
+as if the asset had been removed and re-inserted with zeros (correlation-type
+quantities use 0/0 = 0).  The exception is shrinkage towards the scaled
+identity (``ledoit_wolf``, ``oas``, the ``identity`` target): by definition
+every variance, the flat asset's included, moves towards ``tr S / p`` -- exactly
+what scikit-learn's ``LedoitWolf`` / ``OAS`` do, which they match.
 """
 
 from __future__ import annotations

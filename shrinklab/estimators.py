@@ -9,7 +9,9 @@ Conventions (those of the authors' published code): the data are demeaned; the
 sample covariance uses the divisor ``n`` (as scikit-learn's
 ``EmpiricalCovariance``, and Ledoit & Wolf's ``covCor`` / ``covMarket``);
 QIS uses the divisor ``n − 1`` as in Ledoit & Wolf's ``QIS`` code.  Constant
-columns keep zero variance and zero covariance (see :mod:`shrinklab._validation`).
+columns keep zero covariance everywhere and zero variance except under
+shrinkage to the scaled identity (LW, OAS; as scikit-learn) -- see
+:mod:`shrinklab._validation`.
 """
 
 from __future__ import annotations
