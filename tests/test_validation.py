@@ -50,6 +50,10 @@ def test_as_returns_shapes_and_types():
     assert ti.dtype == torch.float64
     assert unbatch(t, False).shape == (30, 6) and unbatch(t3, True).shape == (4, 30, 6)
     assert unbatch(None, False) is None
+    t32, _ = as_returns(X, dtype=torch.float32)
+    assert t32.dtype == torch.float32
+    with pytest.raises(ValueError, match="floating"):
+        as_returns(X, dtype=torch.int64)
 
 
 @pytest.mark.parametrize(
