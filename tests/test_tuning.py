@@ -139,6 +139,41 @@ def test_killed_trial_is_retried_with_its_params(sets, tmp_path):
     assert res.study.trials[1].user_attrs["retry_of"] == 0
 
 
+def test_killed_trial_resumes_from_its_checkpoint(sets, tmp_path):
+    import torch
+
+    from shrinklab.network import MLShrinkageNetwork
+    from shrinklab.train import checkpoint_path, train
+    from shrinklab.tuning import _config_key
+
+    tr, va = sets
+    lr = 3e-3
+    # reference: the same trial, uninterrupted
+    ref = _search(
+        sets, tmp_path / "ref.db", 1, search_space=LR_SPACE, pruner="none", enqueue=[{"lr": lr}]
+    )
+    # a process ran 2 of the 4 epochs of this trial, then died (trial left RUNNING)
+    path = tmp_path / "k.db"
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    study = optuna.create_study(storage=storage, study_name="study", direction="minimize")
+    study.enqueue_trial({"lr": lr})
+    dead = study.ask()
+    assert dead.suggest_float("lr", 1e-6, 1e-2, log=True) == lr
+    cfg = best_config(_base(), {"lr": lr})
+    mcfg = {**MODEL, "input_dim": 8, "num_targets": 5}
+    out = Path(f"{path}.trials") / _config_key(cfg, mcfg)
+    torch.manual_seed(cfg.seed)
+    train(MLShrinkageNetwork(**mcfg), tr, va, cfg, out, max_epochs_per_call=2)
+    assert checkpoint_path(out).is_file()
+    res = _search(sets, path, 1, search_space=LR_SPACE, pruner="none")
+    retried = res.study.trials[1]
+    assert retried.params["lr"] == lr and retried.user_attrs["retry_of"] == 0
+    assert retried.value == ref.best_value  # bit-identical to the uninterrupted trial
+    assert sorted(retried.intermediate_values) == [0, 1, 2, 3]  # 0-1 replayed from checkpoint
+    assert retried.intermediate_values == ref.study.trials[0].intermediate_values
+    assert not checkpoint_path(out).exists()
+
+
 def test_search_space_validation(sets, tmp_path):
     with pytest.raises(ValueError, match="not a TrainConfig field"):
         _search(sets, tmp_path / "x.db", 1, search_space={"learning_rate": LR_SPACE["lr"]})
