@@ -28,8 +28,8 @@ from shrinklab.targets import (
     constant_correlation_target,
     qis_estimate,
     quadratic_form,
-    shrinkage_targets,
     single_factor_target,
+    stack_targets,
 )
 
 __all__ = [
@@ -324,10 +324,9 @@ def oracle_weights(X: Any, sigma: Any) -> torch.Tensor:
     :func:`solve_simplex_qp` on the quadratic form of
     :func:`shrinklab.targets.quadratic_form`.
     """
-    Xt, batched = as_returns(X)
-    _, S = center(Xt)
+    Xc, S, batched = _prepare(X)
     Sig = as_matrices(sigma, like=S, name="sigma")
-    T = shrinkage_targets(Xt, TARGET_NAMES)
+    T = stack_targets(Xc, S, TARGET_NAMES)
     G, c, _ = quadratic_form(S, T, Sig)
     return unbatch(solve_simplex_qp(G, c), batched)
 

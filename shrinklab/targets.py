@@ -43,6 +43,7 @@ from shrinklab._validation import as_returns, center, unbatch
 __all__ = [
     "TARGET_NAMES",
     "shrinkage_targets",
+    "stack_targets",
     "combine",
     "quadratic_form",
     "sample_cov_from_demeaned",
@@ -328,8 +329,14 @@ def shrinkage_targets(X: Any, names: Sequence[str] = TARGET_NAMES) -> torch.Tens
         raise ValueError("names must contain at least one target")
     Xt, batched = as_returns(X)
     Xc, S = center(Xt)
-    T = torch.stack([_BUILDERS[k](Xc, S) for k in names], dim=1)
-    return unbatch(T, batched)
+    return unbatch(stack_targets(Xc, S, names), batched)
+
+
+def stack_targets(
+    Xc: torch.Tensor, S: torch.Tensor, names: Sequence[str] = TARGET_NAMES
+) -> torch.Tensor:
+    """Targets ``(B, K, p, p)`` from already validated ``Xc, S`` (see :func:`shrinklab._validation.center`)."""
+    return torch.stack([_BUILDERS[k](Xc, S) for k in names], dim=1)
 
 
 def combine(S: torch.Tensor, T: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
