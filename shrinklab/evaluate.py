@@ -1,0 +1,572 @@
+"""Synthetic evaluation: PRIAL on a public scenario grid, with standard errors.
+
+Metric
+------
+PRIAL, the percentage relative improvement in average loss of Ledoit & Wolf
+(2022, "Quadratic shrinkage for large covariance matrices", Bernoulli 28(3);
+also Ledoit & Wolf 2012, Ann. Statist. 40(2)), with the squared Frobenius loss
+``L(Σ̂) = ‖Σ̂ − Σ‖²_F`` and the rotation-equivariant oracle FSOPT
+(:func:`shrinklab.estimators.fsopt`) as reference::
+
+    PRIAL(Σ̂) = 100 · (E[L(S)] − E[L(Σ̂)]) / (E[L(S)] − E[L(FSOPT)])
+
+so the sample covariance scores 0 and FSOPT 100 (exactly, by construction).
+Expectations are means over ``n_reps`` Monte-Carlo replications of a scenario
+(:func:`shrinklab.synthetic.make_scenario`), all estimators on the same draws.
+
+Standard errors (delta method)
+------------------------------
+PRIAL is a ratio of means ``R = ā / b̄`` with per-replication ``a_i = L_i(S) −
+L_i(Σ̂)`` and ``b_i = L_i(S) − L_i(FSOPT)``.  Its first-order (delta-method)
+standard error is ``SE(R) = sd(a_i − R b_i) / (√N |b̄|)`` (sample s.d.,
+``ddof = 1``), which accounts for the randomness of the denominator; e.g.
+Cochran, *Sampling Techniques* (1977), §6.4, ratio estimators.  The difference
+of two estimators' PRIALs on the same replications is a ratio of means too
+(``a_i = L_i(E₂) − L_i(E₁)``), so it gets a *paired* standard error the same way;
+that is the one to use for "is the learned model above the best classical one".
+The tests check the delta-method SE against a bootstrap over replications and
+its ``1/√N`` decay.
+
+Estimators
+----------
+The classical estimators of :data:`ESTIMATORS` (sample, Ledoit–Wolf, OAS,
+constant correlation, single factor, QIS; :mod:`shrinklab.estimators`), the
+learned model (``"learned"``) and optionally its ensemble (``"ensemble"``) —
+any object with ``predict(features, regime=None) -> ShrinkageOutput``, applied
+as ``Σ̂ = S + Σ_k α π_k (T_k − S)`` — the multi-target oracle ``w*``
+(``"oracle"``, the best member of the family for each draw, the limit of what a
+network over these targets can reach) and FSOPT (``"fsopt"``, = 100).
+Family members' losses come from the exact quadratic form
+:func:`shrinklab.targets.quadratic_form` (``wᵀGw − 2cᵀw + d``), the classical
+estimators' and FSOPT's from their matrices.
+
+Everything is batched over the replications (in chunks bounded in memory); the
+only Python loops are over estimators and chunks.
+
+Error decomposition
+-------------------
+The learned model's shortfall from the oracle, ``L(ŵ) − L(w*)`` with
+``ŵ = α̂ π̂`` and ``w* = α* π*``, splits exactly into an **intensity** part
+``L(α̂ π*) − L(w*)`` (right mix, predicted strength) and a **mix** part
+``L(α̂ π̂) − L(α̂ π*)`` (predicted strength, predicted mix), both expressed in
+PRIAL points (divided by ``E[L(S)] − E[L(FSOPT)]``); where ``α* = 0`` the oracle
+has no mix and ``π̂`` is used (the whole shortfall is then intensity).
+:func:`error_decomposition` averages these over the scenarios of a family or of
+a ``p/n`` bucket.
+
+Scenario seeds
+--------------
+Scenario ``s`` of a grid evaluated with ``seed`` uses the seed
+``SeedSequence([seed, crc32(name_s)])``, so a scenario's draws do not depend on
+its position in the grid or on the other scenarios.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shrinklab import estimators as _est
+from shrinklab._validation import center
+from shrinklab.features import extract_features
+from shrinklab.synthetic import make_scenario
+from shrinklab.targets import TARGET_NAMES, quadratic_form, shrinkage_targets
+
+__all__ = [
+    "CLASSICAL",
+    "DEFAULT_GRID",
+    "ESTIMATORS",
+    "capture_ratio",
+    "error_decomposition",
+    "evaluate_grid",
+    "evaluate_scenario",
+    "headline_json",
+    "headline_table",
+    "pn_bucket",
+    "prial_se",
+    "scenario_name",
+    "scenario_seed",
+]
+
+ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
+    "sample": _est.sample_covariance,
+    "ledoit_wolf": _est.ledoit_wolf,
+    "oas": _est.oas,
+    "constant_correlation": _est.lw_constant_correlation,
+    "single_factor": _est.lw_single_factor,
+    "qis": _est.qis,
+}
+"""Classical estimators by report name: batched ``f(X (B, n, p)) -> (B, p, p)``."""
+
+CLASSICAL: tuple[str, ...] = tuple(k for k in ESTIMATORS if k != "sample")
+"""The classical estimators the learned model is compared with (all but the sample)."""
+
+# The public scenario grid of issue 7 (``params.yaml`` ``evaluate.scenarios`` overrides it).
+DEFAULT_GRID: tuple[dict[str, Any], ...] = (
+    {"name": "1/3/10 p=200 n=100", "family": "spectrum_1_3_10", "p": 200, "n": 100},
+    {"name": "1/3/10 p=200 n=400", "family": "spectrum_1_3_10", "p": 200, "n": 400},
+    {"name": "1/3/10 p=200 n=1000", "family": "spectrum_1_3_10", "p": 200, "n": 1000},
+    {"name": "lognormal p=100 n=300", "family": "lognormal", "p": 100, "n": 300},
+    {"name": "3-factor p=150 n=120", "family": "factor", "p": 150, "n": 120, "n_factors": 3},
+    {"name": "factor t6 p=50 n=100", "family": "factor", "p": 50, "n": 100, "df": 6},
+    {"name": "Toeplitz 0.5 p=100 n=50", "family": "toeplitz", "p": 100, "n": 50, "rho": 0.5},
+    {"name": "S&P p=20 n=40 t5", "family": "sp500", "p": 20, "n": 40, "df": 5},
+)
+
+LEARNED, ENSEMBLE, ORACLE, FSOPT = "learned", "ensemble", "oracle", "fsopt"
+_KIND = {**{k: "classical" for k in ESTIMATORS}, LEARNED: "learned", ENSEMBLE: "learned"}
+_KIND.update({ORACLE: "oracle", FSOPT: "reference"})
+_MEMORY_BUDGET = 1 << 30  # bytes of temporaries per chunk of replications
+PN_EDGES: tuple[float, ...] = (0.25, 0.75, 1.5)
+
+
+# --------------------------------------------------------------------------- helpers
+def scenario_name(spec: Mapping[str, Any]) -> str:
+    """``spec["name"]``, else ``"<family> p=<p> n=<n>"`` (plus ``" t<df>"`` for Student-t)."""
+    if spec.get("name"):
+        return str(spec["name"])
+    name = f"{spec['family']} p={spec['p']} n={spec['n']}"
+    df = spec.get("df")
+    if df is not None and math.isfinite(float(df)):
+        name += f" t{float(df):g}"
+    return name
+
+
+def scenario_seed(seed: int, name: str) -> int:
+    """Seed of scenario ``name`` in a grid evaluated with ``seed`` (see module docstring)."""
+    ss = np.random.SeedSequence([int(seed), zlib.crc32(name.encode())])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(2))
+
+
+def pn_bucket(p: int, n: int, edges: Sequence[float] = PN_EDGES) -> str:
+    """Label of the ``p/n`` bucket: ``"p/n ≤ e₁"``, ``"e₁ < p/n ≤ e₂"``, …, ``"p/n > e_last"``."""
+    r = p / n
+    edges = sorted(float(e) for e in edges)
+    if r <= edges[0]:
+        return f"p/n ≤ {edges[0]:g}"
+    for lo, hi in zip(edges, edges[1:]):
+        if r <= hi:
+            return f"{lo:g} < p/n ≤ {hi:g}"
+    return f"p/n > {edges[-1]:g}"
+
+
+def prial_se(loss: Any, loss_sample: Any, loss_fsopt: Any) -> tuple[float, float]:
+    """PRIAL (%) and its delta-method standard error over replications (module docstring)."""
+    L, d, f = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (loss, loss_sample, loss_fsopt))
+    return _ratio_se(d - L, d - f)
+
+
+def _ratio_se(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """``100 ā/b̄`` and its delta-method SE ``100 sd(a − R b)/(√N |b̄|)``."""
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"need two equal-length non-empty loss vectors; got {a.shape}, {b.shape}")
+    bbar = b.mean()
+    if bbar == 0:
+        raise ValueError("PRIAL undefined: mean sample loss equals mean FSOPT loss")
+    R = a.mean() / bbar
+    if a.size < 2:
+        return float(100 * R), math.nan
+    se = np.std(a - R * b, ddof=1) / (math.sqrt(a.size) * abs(bbar))
+    return float(100 * R), float(100 * se)
+
+
+def _quad(w: torch.Tensor, G: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``wᵀGw − 2cᵀw + d`` per replication (the Frobenius loss of ``Σ̂(w)``)."""
+    return torch.einsum("bk,bkl,bl->b", w, G, w) - 2 * (c * w).sum(-1) + d
+
+
+def _chunk_size(n: int, p: int, K: int) -> int:
+    per_rep = 8 * (8 * n * p + (3 * K + 12) * p * p)
+    return max(1, _MEMORY_BUDGET // per_rep)
+
+
+def _predict(model: Any, feats: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    out = model.predict(feats)
+    return tuple(torch.as_tensor(v).detach().to("cpu", torch.float64) for v in out)
+
+
+def _target_names(model: Any) -> tuple[str, ...]:
+    names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
+    if names != TARGET_NAMES:
+        raise ValueError(
+            f"the evaluation uses the targets {TARGET_NAMES}; the model was trained on {names}"
+        )
+    return names
+
+
+# --------------------------------------------------------------------------- one scenario
+def evaluate_scenario(
+    spec: Mapping[str, Any],
+    model: Any,
+    n_reps: int,
+    seed: int,
+    ensemble: Any = None,
+) -> dict[str, Any]:
+    """PRIAL of every estimator on ``n_reps`` replications of one scenario.
+
+    ``spec`` is a :func:`shrinklab.synthetic.make_scenario` spec, optionally with a
+    ``name``; ``seed`` is passed to ``make_scenario`` as is (``evaluate_grid``
+    derives it per scenario).  ``model`` (may be ``None``: classical estimators
+    only) and ``ensemble`` have ``predict(features) -> ShrinkageOutput``.
+
+    Returns a dict: ``scenario``, ``spec``, ``family``, ``p``, ``n``, ``df``,
+    ``n_reps``, ``seed``; ``losses`` ``{estimator: (R,) ndarray}``; ``prial`` and
+    ``se`` ``{estimator: float}``; ``diff_best`` / ``diff_best_se`` (paired PRIAL
+    difference of each learned estimator to the best classical one, named in
+    ``best_classical``); for the model ``alpha``, ``weights`` (R, K), ``uncertainty``
+    (predicted s.d. of α), ``alpha_oracle``, ``oracle_weights`` (w*, (R, K)) and the
+    decomposition ``gap``, ``gap_intensity``, ``gap_mix`` (PRIAL points).
+    """
+    if int(n_reps) < 2:
+        raise ValueError(f"n_reps must be >= 2 for a standard error; got {n_reps}")
+    spec = dict(spec)
+    name = scenario_name(spec)
+    make_spec = {k: v for k, v in spec.items() if k != "name"}
+    for m in (model, ensemble):
+        if m is not None:
+            _target_names(m)
+    sigma_all, X_all = make_scenario(make_spec, int(n_reps), int(seed))
+    R, n, p = X_all.shape
+    K = len(TARGET_NAMES)
+    names = [*ESTIMATORS, FSOPT, ORACLE]
+    learned = {LEARNED: model, ENSEMBLE: ensemble}
+    learned = {k: m for k, m in learned.items() if m is not None}
+    names += list(learned)
+    losses: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+    extra: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("w_oracle", "alpha_only", "mix_pred", "alpha", "weights", "log_var")
+    }
+    if ensemble is not None:
+        extra.update(ens_alpha=[], ens_log_var=[])
+    step = _chunk_size(n, p, K)
+    for s in range(0, R, step):
+        X, sigma = X_all[s : s + step], sigma_all[s : s + step]
+        _, S = center(X)
+        T = shrinkage_targets(X)
+        G, c, d = quadratic_form(S, T, sigma)
+        for k, fn in ESTIMATORS.items():
+            losses[k].append(d if k == "sample" else _est.frobenius_loss(fn(X), sigma))
+        losses[FSOPT].append(_est.frobenius_loss(_est.fsopt(X, sigma), sigma))
+        w_star = _est.solve_simplex_qp(G, c)
+        losses[ORACLE].append(_quad(w_star, G, c, d))
+        extra["w_oracle"].append(w_star)
+        if learned:
+            feats = extract_features(X)
+        for k, m in learned.items():
+            alpha, weights, log_var = _predict(m, feats)
+            w = alpha[:, None] * weights
+            losses[k].append(_quad(w, G, c, d))
+            if k == LEARNED:
+                a_star = w_star.sum(-1)
+                pos = a_star > 0
+                pi_star = torch.where(
+                    pos[:, None], w_star / torch.where(pos, a_star, 1.0)[:, None], weights
+                )
+                extra["alpha_only"].append(_quad(alpha[:, None] * pi_star, G, c, d))
+                extra["alpha"].append(alpha)
+                extra["weights"].append(weights)
+                extra["log_var"].append(log_var)
+            else:
+                extra["ens_alpha"].append(alpha)
+                extra["ens_log_var"].append(log_var)
+    L = {k: torch.cat(v).numpy() for k, v in losses.items()}
+    ex = {k: torch.cat(v).numpy() for k, v in extra.items() if v}
+    d, f = L["sample"], L[FSOPT]
+    b = d - f
+    prial, se = {}, {}
+    for k in names:
+        prial[k], se[k] = _ratio_se(d - L[k], b)
+    prial["sample"], se["sample"] = 0.0, 0.0  # exact: a_i = 0
+    prial[FSOPT], se[FSOPT] = 100.0, 0.0  # exact: a_i = b_i
+    best = max(CLASSICAL, key=lambda k: prial[k])
+    diff, diff_se = {}, {}
+    for k in learned:
+        diff[k], diff_se[k] = _ratio_se(L[best] - L[k], b)
+    df = make_spec.get("df")
+    out: dict[str, Any] = {
+        "scenario": name,
+        "spec": spec,
+        "family": str(make_spec["family"]),
+        "p": int(p),
+        "n": int(n),
+        "df": math.inf if df is None else float(df),
+        "n_reps": int(R),
+        "seed": int(seed),
+        "losses": L,
+        "prial": prial,
+        "se": se,
+        "best_classical": best,
+        "diff_best": diff,
+        "diff_best_se": diff_se,
+        "alpha_oracle": ex["w_oracle"].sum(-1),
+        "oracle_weights": ex["w_oracle"],
+    }
+    if model is not None:
+        scale = 100.0 / b.mean()
+        out.update(
+            alpha=ex["alpha"],
+            weights=ex["weights"],
+            uncertainty=np.exp(0.5 * ex["log_var"]),
+            gap=float(scale * (L[LEARNED] - L[ORACLE]).mean()),
+            gap_intensity=float(scale * (ex["alpha_only"] - L[ORACLE]).mean()),
+            gap_mix=float(scale * (L[LEARNED] - ex["alpha_only"]).mean()),
+        )
+    if ensemble is not None:
+        out.update(
+            ensemble_alpha=ex["ens_alpha"], ensemble_uncertainty=np.exp(0.5 * ex["ens_log_var"])
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- the grid
+def _rows(res: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for k in res["prial"]:
+        rows.append(
+            {
+                "scenario": res["scenario"],
+                "estimator": k,
+                "prial": res["prial"][k],
+                "se": res["se"][k],
+                "n_reps": res["n_reps"],
+                "kind": _KIND[k],
+                "family": res["family"],
+                "p": res["p"],
+                "n": res["n"],
+                "df": res["df"],
+                "mean_loss": float(np.mean(res["losses"][k])),
+                "diff_best_classical": res["diff_best"].get(k, math.nan),
+                "diff_se": res["diff_best_se"].get(k, math.nan),
+                "best_classical": res["best_classical"],
+            }
+        )
+    return rows
+
+
+_ORDER = [*ESTIMATORS, LEARNED, ENSEMBLE, ORACLE, FSOPT]
+
+
+def evaluate_grid(
+    grid: Sequence[Mapping[str, Any]],
+    model: Any,
+    n_reps: int = 100,
+    seed: int = 0,
+    ensemble: Any = None,
+    return_results: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Evaluate every scenario of ``grid``; a long table, one row per (scenario, estimator).
+
+    Columns: ``scenario``, ``estimator``, ``prial``, ``se``, ``n_reps``, ``kind``
+    (classical / learned / oracle / reference), ``family``, ``p``, ``n``, ``df``,
+    ``mean_loss``, ``diff_best_classical`` and ``diff_se`` (paired PRIAL difference
+    of a learned estimator to the scenario's best classical one, NaN otherwise),
+    ``best_classical``.  Scenario names must be unique.  With ``return_results``
+    also the list of :func:`evaluate_scenario` dicts (for plots and
+    :func:`error_decomposition`).
+    """
+    grid = [dict(s) for s in grid]
+    if not grid:
+        raise ValueError("the scenario grid is empty")
+    names = [scenario_name(s) for s in grid]
+    dup = sorted({x for x in names if names.count(x) > 1})
+    if dup:
+        raise ValueError(f"scenario names must be unique; repeated: {dup}")
+    results = [
+        evaluate_scenario(s, model, n_reps, scenario_seed(seed, name), ensemble)
+        for s, name in zip(grid, names)
+    ]
+    df = pd.DataFrame([row for res in results for row in _rows(res)])
+    df["estimator"] = pd.Categorical(df["estimator"], [e for e in _ORDER if e in set(df.estimator)])
+    df["scenario"] = pd.Categorical(df["scenario"], names)
+    df = df.sort_values(["scenario", "estimator"]).reset_index(drop=True)
+    df["estimator"] = df["estimator"].astype(str)
+    df["scenario"] = df["scenario"].astype(str)
+    return (df, results) if return_results else df
+
+
+def capture_ratio(df: pd.DataFrame, learned: str = LEARNED, oracle: str = ORACLE) -> pd.Series:
+    """Per scenario ``PRIAL(learned) / PRIAL(oracle)``, plus an ``"average"`` entry:
+    the ratio of the average PRIALs over scenarios (robust to scenarios where the
+    oracle's PRIAL is near 0; NaN per scenario where it is 0)."""
+    piv = df.pivot(index="scenario", columns="estimator", values="prial")
+    for k in (learned, oracle):
+        if k not in piv.columns:
+            raise ValueError(f"estimator {k!r} is not in the table ({list(piv.columns)})")
+    piv = piv.loc[list(dict.fromkeys(df["scenario"]))]
+    o = piv[oracle].where(piv[oracle] != 0)
+    ratio = piv[learned] / o
+    ratio.loc["average"] = piv[learned].mean() / piv[oracle].mean()
+    ratio.name = "capture_ratio"
+    return ratio
+
+
+def error_decomposition(
+    results: Sequence[Mapping[str, Any]], by: str = "family", edges: Sequence[float] = PN_EDGES
+) -> pd.DataFrame:
+    """The learned model's PRIAL shortfall from the oracle, split into intensity and
+    mix parts (module docstring), averaged over the scenarios of each group.
+
+    ``by`` is ``"family"`` or ``"pn_bucket"`` (:func:`pn_bucket` with ``edges``).
+    Columns: ``n_scenarios``, ``prial_learned``, ``prial_oracle``, ``gap``
+    (= ``prial_oracle − prial_learned``), ``gap_intensity``, ``gap_mix``
+    (``gap_intensity + gap_mix = gap``).
+    """
+    if by not in ("family", "pn_bucket"):
+        raise ValueError(f"by must be 'family' or 'pn_bucket', got {by!r}")
+    rows = []
+    for r in results:
+        if "gap" not in r:
+            raise ValueError("the results have no learned model (evaluate with a model)")
+        key = r["family"] if by == "family" else pn_bucket(r["p"], r["n"], edges)
+        rows.append(
+            {
+                by: key,
+                "prial_learned": r["prial"][LEARNED],
+                "prial_oracle": r["prial"][ORACLE],
+                "gap": r["gap"],
+                "gap_intensity": r["gap_intensity"],
+                "gap_mix": r["gap_mix"],
+            }
+        )
+    if not rows:
+        raise ValueError("no results to decompose")
+    frame = pd.DataFrame(rows)
+    out = frame.groupby(by, sort=False).mean()
+    out.insert(0, "n_scenarios", frame.groupby(by, sort=False).size())
+    return out
+
+
+# --------------------------------------------------------------------------- headline
+def _pm(v: float, se: float, digits: int = 1) -> str:
+    return f"{v:.{digits}f} ± {se:.{digits}f}"
+
+
+def headline_table(
+    grid: pd.DataFrame,
+    backtest_table: pd.DataFrame | None = None,
+    *,
+    learned: str = LEARNED,
+    backtest_learned: str = "ML (final)",
+    benchmark: str = "ledoit_wolf",
+) -> pd.DataFrame:
+    """The README's headline: one row per synthetic scenario, an average row, and
+    (with ``backtest_table``, :func:`shrinklab.backtest.summarise`'s ``table``) one
+    row per backtest window.  Cells are formatted strings.
+
+    Columns: ``setting``, ``metric``, ``best classical``, ``learned``,
+    ``learned − best``, ``oracle``, ``goal met``.  Synthetic: PRIAL % ± SE, the
+    paired difference to the best classical estimator ± its SE, the oracle's PRIAL
+    and "yes" when the learned PRIAL is at or above the best classical one within
+    one (paired) standard error.  The average row also states the capture ratio
+    (goal ≥ 90 %).  Backtest: annualised out-of-sample volatility (%), the learned
+    model's difference to ``benchmark`` with its bootstrap interval, and "yes"
+    when the learned model has the lowest volatility (significance stated).
+    """
+    rows: list[dict[str, str]] = []
+    piv = grid.pivot(index="scenario", columns="estimator", values="prial")
+    piv_se = grid.pivot(index="scenario", columns="estimator", values="se")
+    scen = list(dict.fromkeys(grid["scenario"]))
+    classical = [c for c in CLASSICAL if c in piv.columns]
+    if learned not in piv.columns:
+        raise ValueError(f"estimator {learned!r} is not in the grid table")
+    diffs = []
+    for s in scen:
+        sub = grid[(grid.scenario == s) & (grid.estimator == learned)].iloc[0]
+        best = max(classical, key=lambda c: piv.loc[s, c])
+        diff, dse = float(sub["diff_best_classical"]), float(sub["diff_se"])
+        if sub["best_classical"] != best:  # the table came from elsewhere: recompute plainly
+            diff, dse = piv.loc[s, learned] - piv.loc[s, best], math.nan
+        diffs.append(diff)
+        ok = diff >= -(dse if math.isfinite(dse) else piv_se.loc[s, learned])
+        rows.append(
+            {
+                "setting": s,
+                "metric": "PRIAL %",
+                "best classical": f"{best} {_pm(piv.loc[s, best], piv_se.loc[s, best])}",
+                "learned": _pm(piv.loc[s, learned], piv_se.loc[s, learned]),
+                "learned − best": _pm(diff, dse) if math.isfinite(dse) else f"{diff:+.1f}",
+                "oracle": _pm(piv.loc[s, ORACLE], piv_se.loc[s, ORACLE])
+                if ORACLE in piv.columns
+                else "",
+                "goal met": "yes" if ok else "no",
+            }
+        )
+    mean_best = float(np.mean([piv.loc[s, classical].max() for s in scen]))
+    mean_learned = float(piv.loc[scen, learned].mean())
+    mean_diff = float(np.mean(diffs))
+    cap = capture_ratio(grid, learned)["average"] if ORACLE in piv.columns else math.nan
+    rows.append(
+        {
+            "setting": f"average over {len(scen)} scenarios",
+            "metric": "PRIAL %",
+            "best classical": f"{mean_best:.1f}",
+            "learned": f"{mean_learned:.1f}",
+            "learned − best": f"{mean_diff:+.1f}",
+            "oracle": f"{piv.loc[scen, ORACLE].mean():.1f} (captured {100 * cap:.0f} %)"
+            if ORACLE in piv.columns
+            else "",
+            "goal met": "yes" if (mean_diff > 0 and cap >= 0.9) else "no",
+        }
+    )
+    if backtest_table is not None:
+        rows += _backtest_rows(backtest_table, backtest_learned, benchmark)
+    table = pd.DataFrame(rows)
+    table.attrs["caption"] = (
+        "PRIAL (Ledoit & Wolf 2022; 0 = sample covariance, 100 = FSOPT) ± standard error over "
+        f"{int(grid['n_reps'].iloc[0])} replications (delta method; differences paired); "
+        "goal: learned ≥ best classical within one SE in every scenario, above it on average, "
+        "≥ 90 % of the multi-target oracle's PRIAL."
+        + (
+            " Backtest: annualised out-of-sample volatility (%) of global minimum-variance "
+            f"portfolios, test period; difference to {benchmark} with a stationary-bootstrap "
+            "95 % interval."
+            if backtest_table is not None
+            else ""
+        )
+    )
+    return table
+
+
+def _backtest_rows(table: pd.DataFrame, learned: str, benchmark: str) -> list[dict[str, str]]:
+    t = table.reset_index() if isinstance(table.index, pd.MultiIndex) else table
+    rows = []
+    for window, sub in t.groupby("window", sort=True):
+        sub = sub.set_index("estimator")
+        if learned not in sub.index:
+            raise ValueError(f"{learned!r} is not in the backtest table ({list(sub.index)})")
+        classical = [e for e in sub.index if e in ESTIMATORS]
+        best = min(classical, key=lambda e: sub.loc[e, "ann_vol"])
+        r = sub.loc[learned]
+        lowest = bool(r["ann_vol"] <= sub["ann_vol"].min())
+        sig = "significant" if bool(r["significant"]) else "not significant"
+        rows.append(
+            {
+                "setting": f"GMV S&P 500, window {int(window)}",
+                "metric": "ann. vol %",
+                "best classical": f"{best} {100 * sub.loc[best, 'ann_vol']:.2f}",
+                "learned": f"{100 * r['ann_vol']:.2f}",
+                "learned − best": (
+                    f"{100 * r['diff_vs_benchmark']:+.2f} vs {benchmark} "
+                    f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]"
+                ),
+                "oracle": "",
+                "goal met": ("yes" if lowest else "no") + f" ({sig})",
+            }
+        )
+    return rows
+
+
+def headline_json(table: pd.DataFrame) -> dict[str, Any]:
+    """``{"columns", "rows", "caption"}`` of a :func:`headline_table` for the metrics
+    file (the README's headline is generated from it by :mod:`shrinklab.reporting`)."""
+    return {
+        "columns": [str(c) for c in table.columns],
+        "rows": [[str(v) for v in row] for row in table.itertuples(index=False)],
+        "caption": str(table.attrs.get("caption", "")),
+    }

@@ -1,0 +1,348 @@
+"""Synthetic PRIAL evaluation (shrinklab.evaluate) and the figures (shrinklab.plots).
+
+References: scikit-learn's LedoitWolf / OAS for the classical losses, numpy
+Frobenius norms of explicitly built matrices for the family members, the
+exact identities PRIAL(sample) = 0 and PRIAL(FSOPT) = 100, the oracle's
+optimality over the family, a bootstrap over replications for the delta-method
+standard error, and closed forms for the SE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _forced_model import forced_network, random_network
+from sklearn.covariance import OAS, LedoitWolf
+
+from shrinklab import evaluate, plots
+from shrinklab.estimators import prial as prial_reference
+from shrinklab.synthetic import make_scenario
+from shrinklab.targets import TARGET_NAMES, combine, shrinkage_targets
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SPEC = {"name": "toy", "family": "spectrum_1_3_10", "p": 12, "n": 30}
+SPEC_T = {"family": "factor", "p": 10, "n": 25, "df": 6}
+
+
+@pytest.fixture(scope="module")
+def res_random():
+    """One scenario with a responsive model and an ensemble stand-in."""
+    return evaluate.evaluate_scenario(SPEC, random_network(1), 40, 7, ensemble=random_network(2))
+
+
+def _onehot(target: str) -> list[float]:
+    return [1.0 if k == target else 0.0 for k in TARGET_NAMES]
+
+
+# --------------------------------------------------------------------- one scenario
+def test_sample_is_zero_and_fsopt_is_hundred_exactly(res_random):
+    assert res_random["prial"]["sample"] == 0.0 and res_random["se"]["sample"] == 0.0
+    assert res_random["prial"]["fsopt"] == 100.0 and res_random["se"]["fsopt"] == 0.0
+    L = res_random["losses"]
+    # and the raw formula agrees (not only the hard-coded exact values)
+    assert evaluate.prial_se(L["fsopt"], L["sample"], L["fsopt"])[0] == pytest.approx(
+        100.0, abs=1e-12
+    )
+    assert evaluate.prial_se(L["sample"], L["sample"], L["fsopt"]) == (0.0, 0.0)
+
+
+def test_prial_agrees_with_estimators_prial(res_random):
+    L = res_random["losses"]
+    for k, v in res_random["prial"].items():
+        assert v == pytest.approx(
+            prial_reference(L[k], L["sample"], L["fsopt"]), rel=1e-12, abs=1e-12
+        )
+
+
+def test_classical_losses_match_sklearn():
+    R = 6
+    sigma, X = make_scenario({k: v for k, v in SPEC.items() if k != "name"}, R, 7)
+    res = evaluate.evaluate_scenario(SPEC, None, R, 7)
+    for name, cls in (("ledoit_wolf", LedoitWolf), ("oas", OAS)):
+        ref = [
+            np.sum((cls().fit(X[i].numpy()).covariance_ - sigma[i].numpy()) ** 2) for i in range(R)
+        ]
+        np.testing.assert_allclose(res["losses"][name], ref, rtol=1e-9)
+    Xn = X.numpy() - X.numpy().mean(1, keepdims=True)
+    S = np.einsum("bti,btj->bij", Xn, Xn) / X.shape[1]
+    np.testing.assert_allclose(
+        res["losses"]["sample"], ((S - sigma.numpy()) ** 2).sum((1, 2)), rtol=1e-9
+    )
+    assert "learned" not in res["prial"] and "gap" not in res
+
+
+def test_forced_models_match_explicit_matrices():
+    R = 8
+    sigma, X = make_scenario({k: v for k, v in SPEC_T.items()}, R, 3)
+    zero = evaluate.evaluate_scenario(SPEC_T, forced_network(0.0), R, 3)
+    np.testing.assert_array_equal(zero["losses"]["learned"], zero["losses"]["sample"])
+    assert zero["prial"]["learned"] == 0.0
+    ident = evaluate.evaluate_scenario(SPEC_T, forced_network(1.0, _onehot("identity")), R, 3)
+    Xn = X.numpy() - X.numpy().mean(1, keepdims=True)
+    S = np.einsum("bti,btj->bij", Xn, Xn) / X.shape[1]
+    mu = np.trace(S, axis1=1, axis2=2) / S.shape[-1]
+    ref = ((mu[:, None, None] * np.eye(S.shape[-1]) - sigma.numpy()) ** 2).sum((1, 2))
+    np.testing.assert_allclose(ident["losses"]["learned"], ref, rtol=1e-9)
+
+
+def test_learned_loss_from_quadratic_form_equals_matrix_loss(res_random):
+    sigma, X = make_scenario({k: v for k, v in SPEC.items() if k != "name"}, 40, 7)
+    w = torch.as_tensor(res_random["alpha"][:, None] * res_random["weights"])
+    Xn = X - X.mean(1, keepdim=True)
+    S = Xn.transpose(1, 2) @ Xn / X.shape[1]
+    est = combine(S, shrinkage_targets(X), w).numpy()
+    ref = ((est - sigma.numpy()) ** 2).sum((1, 2))
+    np.testing.assert_allclose(res_random["losses"]["learned"], ref, rtol=1e-9)
+
+
+def test_oracle_is_best_in_the_family(res_random):
+    L = res_random["losses"]
+    # Ledoit–Wolf, OAS, constant correlation, single factor, QIS and the models are
+    # members of the family w = α π; the oracle minimises the loss over it per draw.
+    for k in ("sample", "ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis",
+              "learned", "ensemble"):  # fmt: skip
+        assert np.all(L["oracle"] <= L[k] * (1 + 1e-9)), k
+    w = res_random["oracle_weights"]
+    assert np.all(w >= 0) and np.all(w.sum(1) <= 1 + 1e-9)
+    np.testing.assert_allclose(res_random["alpha_oracle"], w.sum(1))
+
+
+def test_decomposition_adds_up(res_random):
+    r = res_random
+    assert r["gap"] == pytest.approx(r["prial"]["oracle"] - r["prial"]["learned"], rel=1e-9)
+    assert r["gap_intensity"] + r["gap_mix"] == pytest.approx(r["gap"], rel=1e-9)
+    zero = evaluate.evaluate_scenario(SPEC_T, forced_network(0.0), 10, 1)
+    assert zero["gap_mix"] == 0.0  # α̂ = 0: the mix cannot matter
+    assert zero["gap_intensity"] == pytest.approx(zero["prial"]["oracle"], rel=1e-12)
+
+
+def test_paired_difference_to_best_classical(res_random):
+    r = res_random
+    best = r["best_classical"]
+    assert best == max(evaluate.CLASSICAL, key=r["prial"].get)
+    for k in ("learned", "ensemble"):
+        assert r["diff_best"][k] == pytest.approx(r["prial"][k] - r["prial"][best], rel=1e-9)
+        assert r["diff_best_se"][k] > 0
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="n_reps"):
+        evaluate.evaluate_scenario(SPEC, None, 1, 0)
+    with pytest.raises(ValueError, match="family"):
+        evaluate.evaluate_scenario({"family": "nope", "p": 5, "n": 10}, None, 5, 0)
+    with pytest.raises(ValueError, match="unique"):
+        evaluate.evaluate_grid([SPEC, SPEC], None, n_reps=3)
+    with pytest.raises(ValueError, match="empty"):
+        evaluate.evaluate_grid([], None)
+
+
+# --------------------------------------------------------------------- standard errors
+def test_delta_se_closed_form_constant_denominator():
+    rng = np.random.default_rng(0)
+    d = rng.gamma(3.0, size=500) + 10.0
+    L = d - rng.normal(2.0, 1.5, size=500)  # a = d − L ~ N(2, 1.5²)
+    f = d - 4.0  # b = 4 on every draw: SE is sd(a)/(√N · 4)
+    p, se = evaluate.prial_se(L, d, f)
+    a = d - L
+    assert p == pytest.approx(100 * a.mean() / 4.0, rel=1e-12)
+    assert se == pytest.approx(100 * a.std(ddof=1) / (math.sqrt(500) * 4.0), rel=1e-12)
+
+
+def test_delta_se_matches_bootstrap_and_shrinks_like_root_n():
+    res = evaluate.evaluate_scenario(SPEC, None, 400, 11)
+    L = res["losses"]
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 400, size=(3000, 400))
+    for k in ("ledoit_wolf", "qis", "constant_correlation"):
+        a, b = L["sample"] - L[k], L["sample"] - L["fsopt"]
+        boot = 100 * a[idx].mean(1) / b[idx].mean(1)
+        assert res["se"][k] == pytest.approx(boot.std(ddof=1), rel=0.15), k
+    # 1/√N: the SE on 100 draws (averaged over the 4 disjoint blocks) is ~2× the SE on 400
+    for k in ("ledoit_wolf", "qis", "single_factor"):
+        blocks = [slice(i, i + 100) for i in range(0, 400, 100)]
+        se100 = np.mean(
+            [evaluate.prial_se(L[k][b], L["sample"][b], L["fsopt"][b])[1] for b in blocks]
+        )
+        assert 1.6 < se100 / res["se"][k] < 2.4, k
+
+
+# --------------------------------------------------------------------- grid and tables
+@pytest.fixture(scope="module")
+def grid_results():
+    grid = [SPEC, SPEC_T, {"family": "toeplitz", "p": 16, "n": 10, "rho": 0.5}]
+    return evaluate.evaluate_grid(
+        grid, random_network(1), n_reps=12, seed=4, ensemble=random_network(2), return_results=True
+    ), grid
+
+
+def test_grid_long_format_and_seeds(grid_results):
+    (df, results), grid = grid_results
+    assert list(df.columns[:5]) == ["scenario", "estimator", "prial", "se", "n_reps"]
+    assert len(df) == 3 * 10 and set(df.n_reps) == {12}
+    assert list(dict.fromkeys(df.scenario)) == ["toy", "factor p=10 n=25 t6", "toeplitz p=16 n=10"]
+    assert list(df[df.scenario == "toy"].estimator) == [
+        *evaluate.ESTIMATORS, "learned", "ensemble", "oracle", "fsopt"
+    ]  # fmt: skip
+    for r in results:
+        sub = df[df.scenario == r["scenario"]].set_index("estimator")
+        for k, v in r["prial"].items():
+            assert sub.loc[k, "prial"] == v and sub.loc[k, "se"] == r["se"][k]
+    # a scenario's draws do not depend on its position in the grid
+    rev = evaluate.evaluate_grid(grid[::-1][:1], random_network(1), n_reps=12, seed=4)
+    a = rev.set_index("estimator")["prial"]
+    b = df[df.scenario == "toeplitz p=16 n=10"].set_index("estimator")["prial"]
+    pd.testing.assert_series_equal(a, b.loc[a.index])
+
+
+def test_capture_ratio(grid_results):
+    (df, _), _ = grid_results
+    cap = evaluate.capture_ratio(df)
+    piv = df.pivot(index="scenario", columns="estimator", values="prial")
+    for s in piv.index:
+        assert cap[s] == pytest.approx(piv.loc[s, "learned"] / piv.loc[s, "oracle"])
+    assert cap["average"] == pytest.approx(piv["learned"].mean() / piv["oracle"].mean())
+    with pytest.raises(ValueError, match="nope"):
+        evaluate.capture_ratio(df, learned="nope")
+
+
+def test_error_decomposition_groups(grid_results):
+    (_, results), _ = grid_results
+    fam = evaluate.error_decomposition(results, by="family")
+    assert list(fam.index) == ["spectrum_1_3_10", "factor", "toeplitz"]
+    np.testing.assert_allclose(fam.gap_intensity + fam.gap_mix, fam.gap, rtol=1e-9)
+    np.testing.assert_allclose(fam.prial_oracle - fam.prial_learned, fam.gap, rtol=1e-9)
+    pn = evaluate.error_decomposition(results, by="pn_bucket")
+    assert set(pn.index) == {"0.25 < p/n ≤ 0.75", "p/n > 1.5"}
+    assert pn.loc["0.25 < p/n ≤ 0.75", "n_scenarios"] == 2
+    both = [r["gap"] for r in results if r["p"] / r["n"] <= 0.75]
+    assert pn.loc["0.25 < p/n ≤ 0.75", "gap"] == pytest.approx(np.mean(both))
+    with pytest.raises(ValueError, match="by"):
+        evaluate.error_decomposition(results, by="colour")
+
+
+def test_pn_bucket_edges():
+    assert evaluate.pn_bucket(25, 100) == "p/n ≤ 0.25"
+    assert evaluate.pn_bucket(26, 100) == "0.25 < p/n ≤ 0.75"
+    assert evaluate.pn_bucket(150, 100) == "0.75 < p/n ≤ 1.5"
+    assert evaluate.pn_bucket(200, 100) == "p/n > 1.5"
+
+
+def _fake_grid(learned_prial, learned_diff, diff_se):
+    rows = []
+    for s, (lp, dd, ds) in enumerate(zip(learned_prial, learned_diff, diff_se)):
+        for e, v in [("sample", 0.0), ("ledoit_wolf", 50.0), ("oas", 40.0), ("constant_correlation", 10.0),
+                     ("single_factor", 5.0), ("qis", 30.0), ("learned", lp), ("oracle", 60.0),
+                     ("fsopt", 100.0)]:  # fmt: skip
+            rows.append({"scenario": f"s{s}", "estimator": e, "prial": v, "se": 1.0, "n_reps": 100,
+                         "diff_best_classical": dd if e == "learned" else np.nan,
+                         "diff_se": ds if e == "learned" else np.nan,
+                         "best_classical": "ledoit_wolf"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_headline_table_logic_and_json():
+    grid = _fake_grid([55.0, 49.5, 58.0], [5.0, -0.5, 8.0], [0.4, 0.8, 0.5])
+    bt = pd.DataFrame(
+        {
+            "window": [60, 60, 60, 120, 120, 120],
+            "estimator": ["ledoit_wolf", "qis", "ML (final)"] * 2,
+            "ann_vol": [0.15, 0.16, 0.14, 0.15, 0.14, 0.145],
+            "diff_vs_benchmark": [0.0, 0.01, -0.01, 0.0, -0.01, -0.005],
+            "ci_low": [np.nan, 0.0, -0.02, np.nan, -0.02, -0.012],
+            "ci_high": [np.nan, 0.02, 0.001, np.nan, 0.0, 0.003],
+            "significant": [False, False, False, False, True, False],
+        }
+    ).set_index(["window", "estimator"])
+    h = evaluate.headline_table(grid, bt)
+    assert list(h["goal met"]) == ["yes", "yes", "yes", "yes", "yes (not significant)",
+                                   "no (not significant)"]  # fmt: skip
+    avg = h.iloc[3]
+    assert avg["learned"] == f"{np.mean([55.0, 49.5, 58.0]):.1f}"
+    assert "captured 90 %" in avg["oracle"]  # 54.17 / 60
+    assert h.iloc[4]["best classical"] == "ledoit_wolf 15.00"
+    assert h.iloc[5]["best classical"] == "qis 14.00"
+    # one scenario more than one SE below the best classical one fails the goal
+    worse = evaluate.headline_table(_fake_grid([55.0, 48.0], [5.0, -2.0], [0.4, 1.0]))
+    assert list(worse["goal met"]) == ["yes", "no", "no"]
+    js = evaluate.headline_json(h)
+    assert js["columns"] == list(h.columns) and len(js["rows"]) == len(h)
+    assert all(isinstance(v, str) for row in js["rows"] for v in row)
+    assert "PRIAL" in js["caption"] and "bootstrap" in js["caption"]
+
+
+# --------------------------------------------------------------------- figures
+def test_prial_bars_draw_the_table(grid_results):
+    (df, _), _ = grid_results
+    fig = plots.prial_bars(df)
+    ax = fig.axes[0]
+    shown = [e for e in dict.fromkeys(df.estimator) if e not in ("sample", "fsopt")]
+    heights = np.array([b.get_height() for b in ax.patches])
+    expected = np.concatenate([df[df.estimator == e].prial.to_numpy() for e in shown])
+    np.testing.assert_allclose(heights, expected)
+    # error bars: one vertical segment per bar, of length 2 SE
+    segs = np.concatenate([c.get_segments() for c in ax.collections])
+    lengths = np.array([s[1, 1] - s[0, 1] for s in segs])
+    ses = np.concatenate([df[df.estimator == e].se.to_numpy() for e in shown])
+    np.testing.assert_allclose(np.sort(lengths), np.sort(2 * ses), atol=1e-9)
+    plt.close(fig)
+
+
+def test_other_figures(tmp_path, grid_results, res_random):
+    (_, results), _ = grid_results
+    r = res_random
+    figs = [
+        plots.predicted_vs_oracle(r["alpha"], r["alpha_oracle"], uncertainty=r["uncertainty"]),
+        plots.eigenvalue_spectra(
+            np.diag([3.0, 2.0, 1.0]), np.diag([4.0, 2.0, 0.5]), {"est": np.diag([3.5, 2.0, 0.8])}
+        ),  # fmt: skip
+        plots.matrix_heatmaps(np.eye(4), {"a": np.eye(4) * 1.1, "b": np.ones((4, 4))}),
+        plots.training_curves(
+            {
+                "epoch": [1, 2, 3],
+                "train_loss": [3, 2, 1],
+                "valid_loss": [3, 2.5, 2],
+                "lr": [1e-3, 5e-4, 1e-4],
+                "best_epoch": 3,
+            }
+        ),  # fmt: skip
+        plots.reliability_diagram(
+            {"m": pd.DataFrame({"nominal": [0.5, 0.9], "observed": [0.4, 0.8]})}
+        ),
+        plots.cumulative_variance(
+            pd.DataFrame(
+                {"lw": [1.0, 2.0, 3.0], "ml": [0.9, 1.8, 2.6]},
+                index=pd.date_range("2020-01-01", periods=3),
+            )
+        ),  # fmt: skip
+        plots.error_decomposition_bars(evaluate.error_decomposition(results)),
+        plots.tradeoff(
+            pd.DataFrame({"latency_b1_s": [1e-4, 5e-5], "prial": [60.0, 59.0]}, index=["a", "b"])
+        ),
+        plots.finetune_folds(
+            pd.DataFrame(
+                {"pooled_ratio_pretrained": [1.0, 0.98], "pooled_ratio_finetuned": [0.97, 0.96]}
+            )
+        ),  # fmt: skip
+    ]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+    # the scatter shows the data it was given
+    offsets = figs[0].axes[0].collections[-1].get_offsets()
+    np.testing.assert_allclose(offsets[:, 0], r["alpha_oracle"])
+    np.testing.assert_allclose(offsets[:, 1], r["alpha"])
+    # spectra are the sorted eigenvalues
+    np.testing.assert_allclose(figs[1].axes[0].lines[1].get_ydata(), [4.0, 2.0, 0.5])
+    out = plots.prial_bars(grid_results[0][0], path=tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    for f in [*figs, out]:
+        plt.close(f)
+    with pytest.raises(ValueError, match="shape"):
+        plots.matrix_heatmaps(np.eye(3), {"x": np.eye(4)})
+    with pytest.raises(ValueError, match="length"):
+        plots.predicted_vs_oracle([0.1, 0.2], [0.1])
