@@ -88,6 +88,7 @@ __all__ = [
     "evaluate_scenario",
     "headline_json",
     "headline_table",
+    "per_replication",
     "pn_bucket",
     "prial_se",
     "scenario_name",
@@ -440,6 +441,28 @@ def error_decomposition(
     out = frame.groupby(by, sort=False).mean()
     out.insert(0, "n_scenarios", frame.groupby(by, sort=False).size())
     return out
+
+
+def per_replication(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per (scenario, replication): ``scenario``, ``family``, ``p``, ``n``,
+    ``rep``, the loss of every estimator (``loss_<name>``) and, with a model,
+    ``alpha``, ``alpha_oracle``, ``uncertainty`` (for the predicted-vs-oracle
+    scatter and calibration plots)."""
+    frames = []
+    for r in results:
+        cols: dict[str, Any] = {"rep": np.arange(r["n_reps"])}
+        cols.update({f"loss_{k}": v for k, v in r["losses"].items()})
+        cols["alpha_oracle"] = r["alpha_oracle"]
+        for k in ("alpha", "uncertainty"):
+            if k in r:
+                cols[k] = r[k]
+        f = pd.DataFrame(cols)
+        for k in ("n", "p", "family", "scenario"):
+            f.insert(0, k, r[k])
+        frames.append(f)
+    if not frames:
+        raise ValueError("no results")
+    return pd.concat(frames, ignore_index=True)
 
 
 # --------------------------------------------------------------------------- headline

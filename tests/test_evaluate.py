@@ -227,6 +227,16 @@ def test_error_decomposition_groups(grid_results):
         evaluate.error_decomposition(results, by="colour")
 
 
+def test_per_replication_frame(grid_results):
+    (_, results), _ = grid_results
+    fr = evaluate.per_replication(results)
+    assert len(fr) == sum(r["n_reps"] for r in results)
+    first = fr[fr.scenario == results[0]["scenario"]]
+    np.testing.assert_array_equal(first.loss_qis, results[0]["losses"]["qis"])
+    np.testing.assert_array_equal(first.alpha, results[0]["alpha"])
+    np.testing.assert_array_equal(first.rep, np.arange(results[0]["n_reps"]))
+
+
 def test_pn_bucket_edges():
     assert evaluate.pn_bucket(25, 100) == "p/n ≤ 0.25"
     assert evaluate.pn_bucket(26, 100) == "0.25 < p/n ≤ 0.75"

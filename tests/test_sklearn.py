@@ -340,3 +340,14 @@ def test_skfolio_variant_matches_sklearn_variant(model_dir, sp500_returns):
     assert a.get_params()["nearest"] is True and clone(a).model_path == path
     w = _min_variance(MLShrinkageCovarianceSkfolio(path), sp500_returns).weights_
     assert w.min() >= -1e-8 and w.sum() == pytest.approx(1.0, abs=1e-8)
+
+
+_FINAL = Path(__file__).resolve().parents[1] / "models" / "final.pt"
+
+
+@pytest.mark.skipif(not _FINAL.is_file(), reason="models/final.pt is written by `dvc repro`")
+def test_pipeline_model_loads_and_fits():
+    est = MLShrinkageCovariance.from_pretrained(_FINAL).fit(_returns(n=120, p=20, seed=9))
+    assert 0.0 <= est.shrinkage_ <= 1.0
+    assert sum(est.target_weights_.values()) == pytest.approx(1.0, abs=1e-5)
+    assert np.linalg.eigvalsh(est.covariance_).min() > 0
