@@ -303,6 +303,20 @@ def features_from_parts(
     return out
 
 
+def _rescale_pow2(X: torch.Tensor) -> torch.Tensor:
+    """Scale each sample by a power of two so that ``max |x| ∈ [0.5, 1)``.
+
+    The features are scale-invariant, and a power-of-two factor is exact in
+    floating point, so this changes no feature of ordinary data; it keeps
+    fourth moments and ``S∘S`` away from overflow / underflow for returns of
+    extreme magnitude (e.g. ``1e±150``).
+    """
+    m = X.abs().amax(dim=(-2, -1))
+    _, e = torch.frexp(m)
+    e = torch.where(m > 0, e, torch.zeros_like(e)).to(X.dtype)
+    return torch.ldexp(X, -e[:, None, None])
+
+
 def _validate_regime(regime: Any, B: int) -> None:
     r = torch.as_tensor(regime)
     if r.ndim > 1 or (r.ndim == 1 and r.shape[0] != B):
@@ -322,6 +336,9 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     documented in the module docstring.  The output is finite for every valid
     input (constant columns, ``p > n``, ``n = 2``) and ready for ``float32``.
 
+    Each sample is first scaled by a power of two (exact; the features are
+    scale-invariant) so that extreme magnitudes cannot overflow.
+
     ``regime`` (optional integer codes, scalar or ``(B,)``) is only validated:
     the market regime is *not* a feature column, it is passed to the network
     separately (``model.predict(features, regime)``).
@@ -329,6 +346,7 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     Xt, _ = as_returns(X)
     if regime is not None:
         _validate_regime(regime, Xt.shape[0])
+    Xt = _rescale_pow2(Xt)
     Xc, S = center(Xt)
     evals = torch.linalg.eigvalsh(S)
     T = targets_from_parts(Xc, S)

@@ -165,7 +165,7 @@ def test_invariant_to_asset_permutation():
     assert _rel(b, a) < 1e-8
 
 
-@pytest.mark.parametrize("c", [1e-4, 3.0, -2.0, 1e5])
+@pytest.mark.parametrize("c", [1e-4, 3.0, -2.0, 1e5, 1e-150, 1e150])
 def test_invariant_to_scaling_returns(c):
     X = _factor_returns(3, 50, 9, seed=4)
     a, b = extract_features(X), extract_features(c * X)
