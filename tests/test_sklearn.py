@@ -351,3 +351,17 @@ def test_pipeline_model_loads_and_fits():
     assert 0.0 <= est.shrinkage_ <= 1.0
     assert sum(est.target_weights_.values()) == pytest.approx(1.0, abs=1e-5)
     assert np.linalg.eigvalsh(est.covariance_).min() > 0
+
+
+def test_agrees_with_the_batched_backtest_estimator(model_dir, sp500_returns):
+    from shrinklab.backtest import learned_estimator
+
+    net = random_network(seed=13)
+    path = save(net, model_dir / "random_bt.pt")
+    X = sp500_returns.to_numpy()
+    windows = np.stack([X[i : i + 60] for i in (0, 70, 140)])
+    batched = learned_estimator(net)(torch.as_tensor(windows)).numpy()
+    # float32 network: batch-size dependent GEMM rounding moves α, π by ~1e-7
+    for b, W in zip(batched, windows):
+        C = MLShrinkageCovariance(path).fit(W).covariance_
+        assert np.linalg.norm(C - b) <= 1e-6 * np.linalg.norm(b)
