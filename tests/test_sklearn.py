@@ -49,14 +49,14 @@ def _check_model_file():
     shutil.rmtree(_CHECK_DIR, ignore_errors=True)
 
 
-# Every check passes; check_array_api_input skips itself (SkipTest) unless the
+# Every check passes (for both variants); check_array_api_input skips itself (SkipTest) unless the
 # environment sets SCIPY_ARRAY_API (the estimator computes in torch from numpy input,
 # array-API input is not a goal).  No check is expected to fail.
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
 
 @parametrize_with_checks(
-    [MLShrinkageCovariance(model_path=_CHECK_MODEL)],
+    [MLShrinkageCovariance(model_path=_CHECK_MODEL), MLShrinkageCovarianceSkfolio(_CHECK_MODEL)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
 def test_sklearn_estimator_checks(estimator, check):
