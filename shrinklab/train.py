@@ -257,12 +257,21 @@ class _DeviceData:
         for name, t in (("features", feats), ("oracle_w", w), ("G", G), ("c", c), ("d", d)):
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"training set field {name!r} contains NaN or inf")
-        d64 = d.double().clamp_min(1e-300)
+        d64 = d.double()
+        if bool((d64 <= 0).any()):
+            raise ValueError(
+                f"{int((d64 <= 0).sum())} samples have d = ‖S − Σ‖² <= 0; the normalised "
+                "loss is undefined for them (drop them)"
+            )
         self.n, self.k = n, k
         self.x = feats.to(device=device, dtype=torch.float32)
         self.w = w.to(device=device, dtype=torch.float32)
-        self.G = (G.double() / d64[:, None, None]).to(device=device, dtype=torch.float32)
-        self.c = (c.double() / d64[:, None]).to(device=device, dtype=torch.float32)
+        G_n, c_n = G.double() / d64[:, None, None], c.double() / d64[:, None]
+        bad = ~(torch.isfinite(G_n).all((1, 2)) & (G_n.abs().amax((1, 2)) < 1e30))
+        if bool(bad.any()):
+            raise ValueError(f"{int(bad.sum())} samples have G / d outside the float32 range")
+        self.G = G_n.to(device=device, dtype=torch.float32)
+        self.c = c_n.to(device=device, dtype=torch.float32)
         self.d = torch.ones(n, device=device, dtype=torch.float32)
         self.fingerprint = [int(n), int(k), float(d.double().sum()), float(feats.double().sum())]
         self.difficulty = _field(ds, "difficulty", required=need_schedule)

@@ -193,6 +193,15 @@ def test_checkpoint_contents_and_nothing_in_cwd(sets, tmp_path, monkeypatch):
         train(small_net(), va, va, TrainConfig(epochs=2, batch_size=512), out_dir=out)
     with pytest.raises(ValueError, match="out_dir"):
         train(small_net(), tr, va, TrainConfig(epochs=1))
+    bad = SimpleNamespace(**vars(va))
+    bad.d = va.d.copy()
+    bad.d[3] = 0.0
+    with pytest.raises(ValueError, match="d = "):
+        train(small_net(), bad, None, TrainConfig(epochs=1), out_dir=tmp_path / "bad")
+    bad.d[3], bad.features = va.d[3], va.features.copy()
+    bad.features[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        train(small_net(), bad, None, TrainConfig(epochs=1), out_dir=tmp_path / "bad")
 
 
 def test_curriculum_and_progressive_pools(sets):
