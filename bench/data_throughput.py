@@ -107,7 +107,7 @@ def main() -> None:
     mix = "default p/n mix" if args.ratio is None else f"p/n = {args.ratio}"
     print(f"# batch {args.batch}, best of {args.repeats} runs, {mix}, no short batches")
     head = f"{'p':>4} {'N':>5} {'n med':>6} | " + " ".join(f"{k:>11}" for k in PARTS)
-    head += f" | {'1 core':>8} {'2 cores':>8} {'goal':>6}"
+    head += f" | {'measured':>8} {'2-core':>8} {'goal':>6}"
     print("samples/s per part (the part alone), and overall")
     print(head)
     print("-" * len(head))
@@ -130,7 +130,9 @@ def main() -> None:
         shares = "  ".join(f"{k} {100 * t[k] / total:.0f}%" for k in PARTS)
         print(f"{'':>18}share of time: {shares}; {1e3 * total / n_samples:.2f} ms/sample")
     if one:
-        print("* projection: two single-threaded workers on the two cores")
+        print("measured = one core (CPU time); * 2-core = projection, two single-threaded workers")
+    else:
+        print(f"measured = wall time with {args.threads} threads (2-core = the same number)")
 
 
 if __name__ == "__main__":

@@ -480,18 +480,37 @@ def build_training_set(
     seed: int,
     config: synthetic.SyntheticConfig | Mapping[str, Any] | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> TrainingSet:
     """Draw ``n_samples`` synthetic worlds and compute their training rows (batched).
 
     ``config`` is a :class:`shrinklab.synthetic.SyntheticConfig` or a dict of its
     fields (``None``: defaults); ``seed`` fixes everything (deterministic on CPU).
     A tqdm bar is shown when ``progress`` and stderr is a terminal and the
-    environment variable ``CI`` is unset.
+    environment variable ``CI`` is unset.  ``threads`` sets torch's intra-op
+    threads for the duration of the build (restored after; ``None``: unchanged).
+    On a machine shared with other jobs ``threads=1`` avoids OpenMP
+    oversubscription, which was measured to slow the build down 40-fold
+    (768 samples: 0.8 s with 1 thread, 34.6 s with 2, load average ~8 on 2 cores).
     """
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
     if int(n_samples) < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     cfg = synthetic.as_config(config)
-    from tqdm.auto import tqdm
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _build(int(n_samples), int(seed), cfg, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _build(
+    n_samples: int, seed: int, cfg: synthetic.SyntheticConfig, progress: bool
+) -> TrainingSet:
+    from tqdm import tqdm
 
     codes = {f: i for i, f in enumerate(synthetic.FAMILIES)}
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in _FIELDS}

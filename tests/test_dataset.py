@@ -219,6 +219,11 @@ def test_validation_and_progress_switch(monkeypatch):
         build_training_set(0, seed=0)
     with pytest.raises(ValueError, match="unknown synthetic config"):
         build_training_set(4, seed=0, config={"nope": 1})
+    with pytest.raises(ValueError, match="threads"):
+        build_training_set(4, seed=0, threads=0)
+    before = torch.get_num_threads()
+    small = build_training_set(3, seed=0, config=CONFIG, progress=False, threads=1)
+    assert len(small) == 3 and torch.get_num_threads() == before
     monkeypatch.setenv("CI", "1")
     assert dataset._progress_enabled(True) is False
     monkeypatch.delenv("CI")
