@@ -25,6 +25,15 @@ NAMES = [f"f{i}" for i in range(F)]
 TARGETS = ["identity", "diagonal", "constant_correlation", "single_factor", "qis"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread avoids oversubscription on the 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give BN running stats and biases non-trivial values (as after training)."""
     g = torch.Generator().manual_seed(seed)

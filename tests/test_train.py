@@ -33,6 +33,15 @@ F, K = 8, 3
 TESTS_DIR = Path(__file__).resolve().parent
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread avoids oversubscription on the 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def make_set(n: int, seed: int = 0, informative: bool = True) -> SimpleNamespace:
     """Random quadratic-form problems whose oracle depends on the features.
 
