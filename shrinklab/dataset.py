@@ -15,6 +15,9 @@ For each synthetic world ``(Σ, X)`` of :func:`shrinklab.synthetic.generate_batc
   Statist. 40(2)), and ``loss_lw`` — that of Ledoit & Wolf (2004, JMVA) linear
   shrinkage; both unnormalised (same units as ``d``), so
   ``PRIAL = 100 (E d − E L) / (E d − E loss_fsopt)``;
+* ``intensities (N, 4)`` — the LW, OAS, constant-correlation and single-factor
+  intensities at full precision (:func:`classical_intensities` writes these
+  estimators, and QIS, as points ``w`` of the family);
 * ``p, n, family, df, sample_seed, difficulty`` — enough to rebuild ``Σ``, ``X``,
   ``S`` and the targets bit-exactly (:meth:`TrainingSet.rebuild_matrices`,
   bucketed by ``p``, for losses that need the matrices).
@@ -22,9 +25,10 @@ For each synthetic world ``(Σ, X)`` of :func:`shrinklab.synthetic.generate_batc
 The normalised Frobenius loss of intensities ``w`` is ``(wᵀGw − 2cᵀw + d) / d``
 (:meth:`TrainingSet.normalised_loss`; 1 = no better than ``S``).
 
-Per batch (shared ``(p, n)``) one sample covariance, one ``eigh`` (eigenvalues for
-the features, eigenvectors for FSOPT), the K targets, one quadratic form and one
-batched QP are computed; nothing loops over samples in Python.
+Per batch (shared ``(p, n)``, processed in cache-sized chunks) one sample
+covariance, one ``eigh`` (eigenvalues for the features, eigenvectors for FSOPT),
+the K targets, one quadratic form and one batched QP are computed; nothing loops
+over samples in Python.  ``bench/data_throughput.py`` times each part.
 
 Files (:meth:`TrainingSet.save` / :meth:`TrainingSet.load`) are a ``torch.save``
 dict of tensors and plain metadata (``schema_version``, ``feature_schema``,
