@@ -16,6 +16,7 @@ from shrinklab.ensemble import (
     EnsembleModel,
     boosting_probabilities,
     fit_temperature,
+    fit_variance_weights,
     gaussian_nll,
     interval_coverage,
     prial_of,
@@ -66,6 +67,7 @@ def test_combination_and_variance_match_closed_form(x, combine):
     members = [_net(s) for s in range(3)]
     rho = np.array([0.5, 0.3, 0.2])
     ens = EnsembleModel(members, temperature=1.7, combine=combine, member_weights=rho * 10)
+    ens.set_temperature(1.7, within_weight=0.4)
     out = ens.predict(x)
     outs = [m.predict(x) for m in members]
     A = np.stack([o.alpha.double().numpy() for o in outs])  # (M, B)
@@ -77,7 +79,7 @@ def test_combination_and_variance_match_closed_form(x, combine):
     else:
         w = alpha[:, None] * (rho[:, None, None] * P).sum(0)
     # law of total variance of the mixture Σ ρ_m N(α_m, v_m), times the temperature
-    var = 1.7 * ((rho[:, None] * (A - alpha) ** 2).sum(0) + (rho[:, None] * V).sum(0))
+    var = 1.7 * ((rho[:, None] * (A - alpha) ** 2).sum(0) + 0.4 * (rho[:, None] * V).sum(0))
     np.testing.assert_allclose(out.alpha.numpy(), alpha, atol=1e-6)
     np.testing.assert_allclose(out.intensities.numpy(), w, atol=1e-6)
     np.testing.assert_allclose(out.weights.sum(1).numpy(), 1.0, atol=1e-6)
@@ -116,11 +118,13 @@ def test_intensity_averaging_never_worse_than_mean_member_loss(x):
 def test_save_load_round_trip_is_exact(tmp_path, x):
     members = [_net(0), _net(1, use_attention=True, attention_dim=8), _net(2, hidden_dims=(24,))]
     ens = EnsembleModel(members, temperature=2.5, member_weights=[1, 2, 3], label="arch")
+    ens.set_temperature(2.5, within_weight=0.3)
     path = save_model(tmp_path / "ens.pt", ens, FNAMES, TNAMES, extra={"note": "t"})
     loaded = load_model(path)
     assert isinstance(loaded, EnsembleModel)
     assert loaded.label == "arch" and len(loaded.members) == 3
     assert float(loaded.temperature) == pytest.approx(2.5)
+    assert float(loaded.within_weight) == pytest.approx(0.3)
     for u, v in zip(loaded.predict(x), ens.predict(x)):
         assert torch.equal(u, v)
     # one file only
@@ -196,15 +200,45 @@ def test_reliability_curve_is_diagonal_when_calibrated():
     assert np.all(np.diff(curve["observed"]) >= 0) and np.all(np.diff(curve["mean_width"]) > 0)
 
 
-def test_calibrate_sets_the_validation_temperature():
+def test_variance_weights_recover_known_mixture():
+    """Residuals ~ N(0, 2·b + 0.1·w): the fit gives τ ≈ 2 and τλ ≈ 0.1 (5 % tolerance
+    at n = 40,000), and its likelihood beats λ = 1 (plain temperature)."""
+    rng = np.random.default_rng(7)
+    n = 40_000
+    b, w = rng.uniform(0.001, 0.02, n), rng.uniform(0.001, 0.2, n)
+    mu = rng.uniform(0, 1, n)
+    y = mu + np.sqrt(2.0 * b + 0.1 * w) * rng.normal(size=n)
+    t, lam = fit_variance_weights(mu, b, w, y)
+    assert t == pytest.approx(2.0, rel=0.05)
+    assert t * lam == pytest.approx(0.1, rel=0.05)
+    t1 = fit_temperature(mu, b + w, y)
+    assert gaussian_nll(mu, t * (b + lam * w), y) < gaussian_nll(mu, t1 * (b + w), y)
+    # the members agree everywhere: only τλ is identified, λ = 1
+    t0, lam0 = fit_variance_weights(mu, np.zeros(n), w, y)
+    assert lam0 == 1.0 and t0 == pytest.approx(fit_temperature(mu, w, y))
+    with pytest.raises(ValueError, match="non-negative"):
+        fit_variance_weights(mu, -b, w, y)
+
+
+def test_calibrate_fits_on_validation_data():
     data = tiny_set(256, F, K, seed=3)
     ens = EnsembleModel([_net(s) for s in range(3)], temperature=5.0)
     t = ens.calibrate(data.features, data.alpha_star)
-    raw = EnsembleModel(list(ens.members)).predict(data.features)  # temperature 1
-    assert t == pytest.approx(
-        fit_temperature(raw.alpha, torch.exp(raw.log_var.double()), data.alpha_star), rel=1e-6
+    alpha, _, b, w = ens.variance_components(ens.predict_members(data.features))
+    t_ref, lam_ref = fit_variance_weights(alpha, b, w, data.alpha_star)
+    assert t == pytest.approx(t_ref, rel=1e-6)
+    assert float(ens.temperature) == pytest.approx(t_ref, rel=1e-6)
+    assert float(ens.within_weight) == pytest.approx(lam_ref, rel=1e-6)
+    out = ens.predict(data.features)
+    np.testing.assert_allclose(
+        torch.exp(out.log_var.double()).numpy(),
+        (t_ref * (b + lam_ref * w)).double().numpy(),
+        rtol=1e-5,
     )
-    assert float(ens.temperature) == pytest.approx(t, rel=1e-6)
+    # plain temperature (λ = 1) on request
+    t1 = ens.calibrate(data.features, data.alpha_star, fit_within_weight=False)
+    assert float(ens.within_weight) == 1.0
+    assert t1 == pytest.approx(fit_temperature(alpha, b + w, data.alpha_star), rel=1e-6)
 
 
 # ----------------------------------------------------------------------- PRIAL
