@@ -67,6 +67,7 @@ __all__ = [
     "choose_deployable",
     "count_parameters",
     "distill",
+    "distillation_loss",
     "export_onnx",
     "export_program",
     "feature_latency",
@@ -78,6 +79,8 @@ __all__ = [
     "pruning_sweep",
     "quantize_int8",
     "sparsity",
+    "supervised_loss",
+    "teacher_targets",
     "tradeoff_table",
 ]
 
@@ -202,13 +205,15 @@ def magnitude_prune(
     fine_tune_data: Any = None,
     fine_tune_epochs: int = 3,
     seed: int = 0,
+    teacher: Any = None,
     **fine_tune_kw: Any,
 ) -> nn.Module:
     """A pruned copy of ``model``: in every prunable ``Linear`` layer the
     ``round(amount · n_weights)`` smallest-|w| weights are set to zero (L1
     unstructured), then (optionally) fine-tuned for ``fine_tune_epochs`` with the
-    masks in place, then made permanent with ``prune.remove``. Biases and
-    normalisation parameters are kept."""
+    masks in place — on the oracle labels (:func:`supervised_loss`) or, given a
+    ``teacher``, by distillation (:func:`distillation_loss`) — then made permanent
+    with ``prune.remove``. Biases and normalisation parameters are kept."""
     a = float(amount)
     if not 0.0 <= a < 1.0:
         raise ValueError(f"amount must be in [0, 1), got {amount}")
@@ -219,6 +224,9 @@ def magnitude_prune(
     for _, m in layers:
         prune.l1_unstructured(m, "weight", amount=a)
     if fine_tune_data is not None and fine_tune_epochs > 0:
+        if teacher is not None:
+            fine_tune_kw.setdefault("loss_fn", distillation_loss())
+            fine_tune_kw.setdefault("extra_targets", teacher_targets(teacher, fine_tune_data))
         fine_tune(pruned, fine_tune_data, epochs=fine_tune_epochs, seed=seed, **fine_tune_kw)
     for _, m in layers:
         prune.remove(m, "weight")
@@ -234,18 +242,29 @@ def pruning_sweep(
     fine_tune_data: Any = None,
     fine_tune_epochs: int = 3,
     seed: int = 0,
+    teacher: Any = None,
 ) -> tuple[pd.DataFrame, dict[float, nn.Module]]:
     """Prune at each sparsity in ``amounts`` (each from the original ``model``), fine-tune
-    on ``fine_tune_data``, evaluate on ``eval_data``. Returns a table (``amount``,
-    ``sparsity``, ``nonzero_parameters``, ``prial``) and the pruned models."""
+    on ``fine_tune_data`` (by distillation from ``teacher`` when given), evaluate on
+    ``eval_data``. Returns a table (``amount``, ``sparsity``, ``nonzero_parameters``,
+    ``prial``) and the pruned models."""
     rows, models = [], {}
+    targets = (
+        teacher_targets(teacher, fine_tune_data)
+        if teacher is not None and fine_tune_data is not None
+        else None
+    )
     for a in amounts:
+        kw: dict[str, Any] = {}
+        if targets is not None:
+            kw = {"loss_fn": distillation_loss(), "extra_targets": targets}
         pm = magnitude_prune(
             model,
             a,
             fine_tune_data=fine_tune_data,
             fine_tune_epochs=fine_tune_epochs,
             seed=seed,
+            **kw,
         )
         w = predict_numpy(pm, _get(eval_data, "features")).intensities
         rows.append(
@@ -359,6 +378,40 @@ def quantize_int8(model: nn.Module, mode: str = "weight_only") -> QuantizedNetwo
 
 
 # ------------------------------------------------------------------ distillation
+def teacher_targets(teacher: Any, data: Any) -> dict[str, torch.Tensor]:
+    """The teacher's intensities and log-variances on ``data``'s features, as extra
+    fine-tuning targets (``teacher_w (N, K)``, ``teacher_log_var (N,)``)."""
+    out = predict_numpy(teacher, _get(data, "features"))
+    return {"teacher_w": out.intensities.float(), "teacher_log_var": out.log_var.float()}
+
+
+def distillation_loss(
+    teacher_weight: float = 0.7,
+    matrix_weight: float = 0.3,
+    log_var_weight: float = 0.1,
+) -> Callable[[ShrinkageOutput, Mapping[str, torch.Tensor]], torch.Tensor]:
+    """Knowledge-distillation objective (Hinton et al. 2015) for :func:`fine_tune`:
+    ``teacher_weight · mse(w, w_teacher) + (1 − teacher_weight) · mse(w, w*) +
+    matrix_weight · normalised Frobenius loss(w) + log_var_weight ·
+    mse(log_var, log_var_teacher)``; needs the :func:`teacher_targets` in the batch."""
+    if not 0.0 <= teacher_weight <= 1.0:
+        raise ValueError(f"teacher_weight must be in [0, 1], got {teacher_weight}")
+    if matrix_weight < 0 or log_var_weight < 0:
+        raise ValueError("matrix_weight and log_var_weight must be >= 0")
+
+    def loss_fn(out: ShrinkageOutput, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        w = out.intensities
+        loss = teacher_weight * intensity_mse(w, batch["teacher_w"])
+        loss = loss + (1 - teacher_weight) * intensity_mse(w, batch["oracle_w"])
+        if matrix_weight:
+            loss = loss + matrix_weight * quadratic_frobenius(
+                w, batch["G"], batch["c"], batch["d"], normalise=True
+            )
+        return loss + log_var_weight * (out.log_var - batch["teacher_log_var"]).square().mean()
+
+    return loss_fn
+
+
 def distill(
     teacher: Any,
     data: Any,
@@ -369,23 +422,21 @@ def distill(
     batch_size: int = 256,
     seed: int = 0,
     teacher_weight: float = 0.7,
+    matrix_weight: float = 0.3,
     log_var_weight: float = 0.1,
 ) -> MLShrinkageNetwork:
-    """Train a small student network to imitate ``teacher`` (Hinton et al. 2015).
-
-    Loss per batch: ``teacher_weight · mse(w_s, w_teacher) + (1 − teacher_weight) ·
-    mse(w_s, w*) + log_var_weight · mse(log_var_s, log_var_teacher)`` (intensities
-    ``w``; the student also learns the teacher's calibrated uncertainty). The student
-    defaults to ``hidden_dims=(32, 16)``, no dropout; output biases start at the
-    oracle priors. Deterministic for a fixed ``seed`` on CPU.
+    """Train a small student network to imitate ``teacher`` (Hinton et al. 2015) with
+    :func:`distillation_loss` (the student also learns the teacher's calibrated
+    uncertainty). The student defaults to ``hidden_dims=(32, 16)``, no dropout; its
+    output biases start at the oracle priors and the teacher's mean log-variance.
+    Deterministic for a fixed ``seed`` on CPU.
     """
-    if not 0.0 <= teacher_weight <= 1.0:
-        raise ValueError(f"teacher_weight must be in [0, 1], got {teacher_weight}")
+    loss_fn = distillation_loss(teacher_weight, matrix_weight, log_var_weight)
     feats = torch.as_tensor(np.asarray(_get(data, "features")), dtype=torch.float32)
-    t_out = predict_numpy(teacher, feats)
+    targets = teacher_targets(teacher, data)
     cfg = {
         "input_dim": feats.shape[1],
-        "num_targets": t_out.weights.shape[1],
+        "num_targets": targets["teacher_w"].shape[1],
         "hidden_dims": (32, 16),
         "dropout_rate": 0.0,
         "input_dropout": 0.0,
@@ -396,14 +447,7 @@ def distill(
     from shrinklab.network import output_priors
 
     a0, pi0 = output_priors(_get(data, "oracle_w"))
-    student.set_output_priors(a0, pi0, float(t_out.log_var.mean()))
-
-    def loss_fn(out: ShrinkageOutput, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        w = out.intensities
-        loss = teacher_weight * intensity_mse(w, batch["teacher_w"])
-        loss = loss + (1 - teacher_weight) * intensity_mse(w, batch["oracle_w"])
-        return loss + log_var_weight * (out.log_var - batch["teacher_log_var"]).square().mean()
-
+    student.set_output_priors(a0, pi0, float(targets["teacher_log_var"].mean()))
     fine_tune(
         student,
         data,
@@ -412,10 +456,7 @@ def distill(
         batch_size=batch_size,
         seed=seed,
         loss_fn=loss_fn,
-        extra_targets={
-            "teacher_w": t_out.intensities.float(),
-            "teacher_log_var": t_out.log_var.float(),
-        },
+        extra_targets=targets,
     )
     return student.eval()
 

@@ -17,6 +17,7 @@ from shrinklab.compress import (
     choose_deployable,
     count_parameters,
     distill,
+    distillation_loss,
     export_onnx,
     export_program,
     fine_tune,
@@ -27,6 +28,7 @@ from shrinklab.compress import (
     pruning_sweep,
     quantize_int8,
     sparsity,
+    teacher_targets,
     tradeoff_table,
 )
 from shrinklab.ensemble import EnsembleModel, prial_of
@@ -99,6 +101,51 @@ def test_pruning_sweep_table(trained, data):
     assert table["prial"].iloc[1] == pytest.approx(prial_of(w, va))
     with pytest.raises(ValueError, match="amount"):
         magnitude_prune(trained, 1.0)
+
+
+def test_pruning_fine_tuned_by_distillation(trained, teacher, data):
+    tr, va = data
+    pruned = magnitude_prune(trained, 0.6, fine_tune_data=tr, fine_tune_epochs=2, teacher=teacher)
+    assert sparsity(pruned) == pytest.approx(0.6, abs=0.01)
+    table, _ = pruning_sweep(
+        trained, [0.6], va, fine_tune_data=tr, fine_tune_epochs=2, teacher=teacher
+    )
+    # same seed, same objective: the sweep's model is this one
+    w = pruned.predict(va.features).intensities
+    assert table["prial"].iloc[0] == pytest.approx(prial_of(w, va), rel=1e-6)
+
+
+def test_distillation_loss_matches_its_formula(teacher, data):
+    from shrinklab.network import ShrinkageOutput
+
+    tr, _ = data
+    tgt = teacher_targets(teacher, tr)
+    g = torch.Generator().manual_seed(0)
+    B = 32
+    alpha = torch.rand(B, generator=g)
+    pi = torch.softmax(torch.randn(B, K, generator=g), 1)
+    lv = torch.randn(B, generator=g)
+    batch = {
+        "teacher_w": tgt["teacher_w"][:B],
+        "teacher_log_var": tgt["teacher_log_var"][:B],
+        "oracle_w": torch.as_tensor(tr.oracle_w[:B]).float(),
+        "G": torch.as_tensor(tr.G[:B]).float(),
+        "c": torch.as_tensor(tr.c[:B]).float(),
+        "d": torch.as_tensor(tr.d[:B]).float(),
+    }
+    w = (alpha[:, None] * pi).double()
+    G, c, d = (torch.as_tensor(v[:B]).double() for v in (tr.G, tr.c, tr.d))
+    frob = ((torch.einsum("bk,bkl,bl->b", w, G, w) - 2 * (c * w).sum(1) + d) / d).mean()
+    expected = (
+        0.6 * (w - batch["teacher_w"].double()).square().mean()
+        + 0.4 * (w - batch["oracle_w"].double()).square().mean()
+        + 0.2 * frob
+        + 0.1 * (lv.double() - batch["teacher_log_var"].double()).square().mean()
+    )
+    got = distillation_loss(0.6, 0.2, 0.1)(ShrinkageOutput(alpha, pi, lv), batch)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="teacher_weight"):
+        distillation_loss(1.5)
 
 
 # ------------------------------------------------------------------ quantization
