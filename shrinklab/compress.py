@@ -314,6 +314,9 @@ def _torchao_config(mode: str) -> Any:
     raise ValueError(f"mode must be one of {QUANT_MODES}, got {mode!r}")
 
 
+_QDATA, _SCALE, _ZERO = "_int8", "_scale", "_zero_point"
+
+
 class QuantizedNetwork(nn.Module):
     """Int8 (torchao) version of a float model: ``Linear`` weights stored as int8 with
     per-output-channel scales. Registered as model kind ``"int8"``; the config holds
@@ -337,6 +340,8 @@ class QuantizedNetwork(nn.Module):
             filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and id(m) in names,
         )
         self.base.eval()
+        self.register_state_dict_post_hook(QuantizedNetwork._state_dict_to_plain)
+        self.register_load_state_dict_pre_hook(QuantizedNetwork._plain_to_int8)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -353,11 +358,39 @@ class QuantizedNetwork(nn.Module):
         base = model_class(config["base_kind"]).from_config(config["base_config"])
         return cls(base, mode=config["mode"])
 
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ):  # type: ignore[override]
-        # int8 tensor subclasses are replaced, not copied into
-        return super().load_state_dict(state_dict, strict=strict, assign=True)
+    # The state_dict stores each int8 weight as plain tensors ("<name>_int8",
+    # "<name>_scale", "<name>_zero_point"), not as a torchao tensor subclass, so that a
+    # saved file loads with ``torch.load(weights_only=True)`` before torchao is
+    # imported (load_model reads the file to find its kind); also inside an ensemble.
+    def _int8_params(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if hasattr(p, "qdata")}
+
+    @staticmethod
+    def _state_dict_to_plain(
+        module: QuantizedNetwork, state_dict: dict[str, Any], prefix: str, _meta: Any
+    ) -> None:
+        for name in module._int8_params():
+            key = prefix + name
+            t = state_dict.pop(key)
+            state_dict[key + _QDATA] = t.qdata
+            state_dict[key + _SCALE] = t.scale
+            if getattr(t, "zero_point", None) is not None:
+                state_dict[key + _ZERO] = t.zero_point
+
+    @staticmethod
+    def _plain_to_int8(
+        module: QuantizedNetwork, state_dict: dict[str, Any], prefix: str, *_args: Any
+    ) -> None:
+        for name, param in module._int8_params().items():
+            key = prefix + name
+            if key + _QDATA not in state_dict:
+                continue  # a missing weight is reported by the default loader
+            with torch.no_grad():
+                param.qdata.copy_(state_dict.pop(key + _QDATA))
+                param.scale.copy_(state_dict.pop(key + _SCALE))
+                if key + _ZERO in state_dict:
+                    param.zero_point.copy_(state_dict.pop(key + _ZERO))
+            state_dict[key] = param  # copied onto itself by the default loader
 
     def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
         return self.base(x, regime)

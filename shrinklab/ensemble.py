@@ -115,6 +115,8 @@ def model_class(kind: str) -> type:
     from shrinklab import network as _network
 
     kinds = _network._MODEL_KINDS  # the registry save_model/load_model use
+    if kind not in kinds:  # compressed members (e.g. "int8") register on import
+        import shrinklab.compress  # noqa: F401
     if kind not in kinds:
         raise ValueError(f"unknown model kind {kind!r}; known: {sorted(kinds)}")
     return kinds[kind]

@@ -189,9 +189,23 @@ def test_int8_save_load_round_trip_and_smaller_file(data, tmp_path, mode):
     assert isinstance(loaded, QuantizedNetwork) and loaded.mode == mode
     for u, v in zip(loaded.predict(va.features), q.predict(va.features)):
         assert torch.equal(u, v)
+    # the file holds plain tensors only (int8 data + scales): it loads with
+    # weights_only=True even where torchao has not been imported
+    state = torch.load(path, weights_only=True)["state_dict"]
+    assert all(type(v) is torch.Tensor for v in state.values())
+    assert state["base.alpha_head.weight_int8"].dtype == torch.int8
     # int8 weights: the file shrinks by well over half (float32 -> int8 + row scales)
     assert model_file_size(q) < 0.5 * model_file_size(net)
     assert count_parameters(q) == count_parameters(net)
+
+
+def test_ensemble_with_an_int8_member_round_trips(trained, data, tmp_path):
+    _, va = data
+    ens = EnsembleModel([trained, quantize_int8(trained)])
+    loaded = load_model(save_model(tmp_path / "mix.pt", ens, FNAMES, TNAMES))
+    assert isinstance(loaded.members[1], QuantizedNetwork)
+    for u, v in zip(loaded.predict(va.features), ens.predict(va.features)):
+        assert torch.equal(u, v)
 
 
 # ------------------------------------------------------------------ distillation
