@@ -340,3 +340,13 @@ def test_real_training_set_end_to_end(tmp_path):
     path = save_model(tmp_path / "e.pt", ens, tr.feature_names, tr.target_names)
     loaded = load_model(path, expected_feature_schema=FEATURE_SCHEMA)
     assert torch.equal(loaded.predict(va.features).alpha, ens.predict(va.features).alpha)
+
+
+def test_feature_latency_times_one_window():
+    from shrinklab.compress import feature_latency
+
+    X = np.random.default_rng(0).normal(size=(60, 10))
+    t = feature_latency(X, repeats=3, warmup=1)
+    assert 0 < t < 5.0
+    with pytest.raises(ValueError, match="one"):
+        feature_latency(np.zeros((2, 60, 10)))
