@@ -1,6 +1,11 @@
 # Two entry points (see README): `make repro` and `make test`.
 .PHONY: setup repro test lint bench clean-smoke
 VENV := .venv/bin
+# One BLAS/OpenMP thread per process: on a shared 2-core machine two threads
+# oversubscribe and run 10-40x slower (measured, see docs/architecture.md).
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 setup:
 	bash scripts/setup.sh

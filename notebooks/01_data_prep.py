@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: shrinklab (Python 3.11)
 #     language: python
@@ -43,7 +45,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from shrinklab import data, dataset, synthetic
+from shrinklab import data, dataset
 from shrinklab.reporting import save_figure, save_metrics
 from shrinklab.targets import TARGET_NAMES
 

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: shrinklab (Python 3.11)
 #     language: python
@@ -28,7 +30,8 @@
 # Members are averaged in the intensities w = απ; since the Frobenius loss is convex
 # in w, an ensemble is never worse than its members' mean on any sample. Its
 # uncertainty combines the members' spread with their predicted variances, scaled
-# by a temperature fitted on validation data only. Coverage is then checked on the
+# by a temperature fitted on validation data only (a half of the validation worlds
+# that early stopping does not use). Coverage is then checked on the
 # held-out synthetic **test** set.
 
 # %% tags=["parameters"]
@@ -57,7 +60,8 @@ torch.manual_seed(seed)
 processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
 figures = reports / "figures" / "04_ensembling"
 train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
-valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
+# Early stopping and calibration use disjoint halves of the validation worlds.
+valid_set, calibration_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt").split(0.5, seed)
 test_set = dataset.TrainingSet.load(processed / "synthetic_test.pt")
 pretrained = load_model_payload(models / "pretrained.pt")
 architecture = {k: v for k, v in pretrained["config"].items() if k not in ("input_dim", "num_targets")}
@@ -69,17 +73,17 @@ ensembles = {
     "multi_seed": ensemble.train_multi_seed(
         train_set, valid_set, checkpoints / "multi_seed", n_members=n_members,
         seeds=[seed * 100 + i for i in range(n_members)], model_config=architecture,
-        config=base, calibration_set=valid_set),
+        config=base, calibration_set=calibration_set),
     "checkpoint_average": ensemble.train_checkpoint_average(
         train_set, valid_set, checkpoints / "swa", model_config=architecture, config=base,
-        seed=seed, method="swa"),
+        seed=seed, method="swa", calibration_set=calibration_set),
     "architecture": ensemble.train_architecture_ensemble(
         train_set, valid_set, checkpoints / "architecture",
         architectures=[architecture, {**architecture, "use_attention": True}],
-        seed=seed, config=base, calibration_set=valid_set),
+        seed=seed, config=base, calibration_set=calibration_set),
     "boosting": ensemble.train_boosted(
         train_set, valid_set, checkpoints / "boosting", n_members=max(2, n_members),
-        model_config=architecture, config=base, seed=seed, calibration_set=valid_set),
+        model_config=architecture, config=base, seed=seed, calibration_set=calibration_set),
 }
 
 # %% [markdown]

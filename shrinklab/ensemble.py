@@ -236,7 +236,8 @@ class EnsembleModel(nn.Module):
         rho = self.member_weights.to(dtype)
         A = torch.stack([o.alpha for o in outs])  # (M, B)
         P = torch.stack([o.weights for o in outs])  # (M, B, K)
-        V = torch.stack([torch.exp(o.log_var) for o in outs])  # (M, B)
+        # clamp: an untrained variance head can emit log-variances that overflow exp()
+        V = torch.stack([torch.exp(o.log_var.clamp(-30.0, 30.0)) for o in outs])  # (M, B)
         alpha = torch.einsum("m,mb->b", rho, A)
         if self.combine == "intensities":
             w = torch.einsum("m,mbk->bk", rho, A[..., None] * P)
@@ -261,7 +262,8 @@ class EnsembleModel(nn.Module):
         t = self.temperature if temperature is None else temperature
         t = torch.as_tensor(t, dtype=alpha.dtype, device=alpha.device)
         lam = self.within_weight.to(alpha.dtype)
-        log_var = torch.log(t * (between + lam * within))
+        # floor: a one-member ensemble with λ = 0 has no variance at all
+        log_var = torch.log((t * (between + lam * within)).clamp_min(1e-12))
         return ShrinkageOutput(alpha, weights, log_var)
 
     def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:

@@ -76,7 +76,10 @@ def test_stage_writes_executed_notebook_and_html(tmp_path: Path):
 def _copy_tree(dest: Path) -> None:
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT, capture_output=True, check=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
     ).stdout.split("\0")
     for rel in filter(None, files):
         src = ROOT / rel
@@ -97,7 +100,12 @@ def test_dvc_repro_end_to_end(tmp_path: Path):
     git("-c", "user.email=ci@x", "-c", "user.name=ci", "add", "-A")
     git("-c", "user.email=ci@x", "-c", "user.name=ci", "commit", "-qm", "copy")
     # A private cache: never touch the developer's DVC cache or remote.
-    subprocess.run([BIN / "dvc", "cache", "dir", "--local", str(tmp_path / "cache")], cwd=repo, env=env, check=True)
+    subprocess.run(
+        [BIN / "dvc", "cache", "dir", "--local", str(tmp_path / "cache")],
+        cwd=repo,
+        env=env,
+        check=True,
+    )
     run = subprocess.run([BIN / "dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
@@ -111,5 +119,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path):
         for metric in stage.get("metrics", []):
             path = next(iter(metric)) if isinstance(metric, dict) else metric
             assert json.loads((repo / path).read_text()), f"{name}: empty metrics {path}"
-    status = subprocess.run([BIN / "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
+    status = subprocess.run(
+        [BIN / "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True
+    )
     assert "up to date" in status.stdout.lower(), status.stdout

@@ -234,7 +234,7 @@ def test_dvclive_logging(sets, tmp_path):
     from dvclive import Live
 
     tr, va = sets
-    with Live(dir=str(tmp_path / "live"), save_dvc_exp=False) as live:
+    with Live(dir=str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None) as live:
         train(
             small_net(), tr, va, TrainConfig(epochs=3, batch_size=512), tmp_path / "o", logger=live
         )
