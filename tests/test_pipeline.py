@@ -81,7 +81,16 @@ def _copy_tree(dest: Path) -> None:
         check=True,
         text=True,
     ).stdout.split("\0")
+    # Outputs of the pipeline (a developer's previous run) are not part of the copy.
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
+    outs = [
+        next(iter(o)) if isinstance(o, dict) else o
+        for st in stages
+        for o in st.get("outs", []) + st.get("metrics", []) + st.get("plots", [])
+    ]
     for rel in filter(None, files):
+        if any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in outs):
+            continue
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
