@@ -1,5 +1,5 @@
 # Two entry points (see README): `make repro` and `make test`.
-.PHONY: setup repro test lint bench clean-smoke
+.PHONY: setup repro test lint bench clean-smoke model-selection
 VENV := .venv/bin
 # One BLAS/OpenMP thread per process: on a shared 2-core machine two threads
 # oversubscribe and run 10-40x slower (measured, see docs/architecture.md).
@@ -30,3 +30,7 @@ bench: setup
 
 clean-smoke:
 	rm -rf build/smoke
+
+# Hyperparameter search, robustness folds and ablations (slow; not part of `make repro`).
+model-selection: setup
+	$(VENV)/python -m shrinklab.pipeline run 07_model_selection model_selection
