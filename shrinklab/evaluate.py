@@ -570,7 +570,7 @@ def _backtest_rows(table: pd.DataFrame, learned: str, benchmark: str) -> list[di
         sig = "significant" if bool(r["significant"]) else "not significant"
         rows.append(
             {
-                "setting": f"GMV S&P 500, window {int(window)}",
+                "setting": f"GMV S&P 500, window {int(window)}: {learned}",
                 "metric": "ann. vol %",
                 "best classical": f"{best} {100 * sub.loc[best, 'ann_vol']:.2f}",
                 "learned": f"{100 * r['ann_vol']:.2f}",
