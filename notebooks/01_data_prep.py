@@ -134,9 +134,7 @@ for name, ts in sets.items():
     print(f"{name}: {len(ts)} samples, {ts.features.shape[1]} features")
 
 # %%
-frame = train.to_frame() if hasattr(train, "to_frame") else pd.DataFrame(
-    {"p": train.p.numpy(), "n": train.n.numpy(), "alpha_star": train.alpha_star.numpy()}
-)
+frame = train.to_frame()
 frame["p/n"] = frame["p"] / frame["n"]
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 axes[0].scatter(frame["n"], frame["p"], s=3, alpha=0.4)
@@ -155,7 +153,7 @@ save_figure(fig, figures / "synthetic_labels.png")
 # oracle's is the quadratic form at w*; the gap is what the network can learn.
 
 # %%
-oracle_loss = dataset.normalised_frobenius(train.oracle_w, train) if hasattr(dataset, "normalised_frobenius") else None
+oracle_loss = dataset.normalised_frobenius(train.oracle_w, train)
 metrics["real"] = {
     "n_days": int(returns.shape[0]),
     "n_assets": int(returns.shape[1]),
@@ -166,7 +164,6 @@ metrics["real"] = {
 metrics["synthetic"] = {
     name: {"n_samples": len(ts), "mean_alpha_star": float(ts.alpha_star.mean())} for name, ts in sets.items()
 }
-if oracle_loss is not None:
-    metrics["synthetic"]["train"]["mean_oracle_normalised_loss"] = float(oracle_loss.mean())
+metrics["synthetic"]["train"]["mean_oracle_normalised_loss"] = float(oracle_loss.mean())
 save_metrics(Path(reports_dir) / "metrics" / "data_prep.json", metrics)
 metrics

@@ -84,9 +84,8 @@ folds
 # relative to Ledoit–Wolf; below 1 is better than Ledoit–Wolf).
 
 # %%
-fig = plots.finetune_folds(folds) if hasattr(plots, "finetune_folds") else None
-if fig is not None:
-    save_figure(fig, figures / "folds.png")
+fig = plots.finetune_folds(folds)
+save_figure(fig, figures / "folds.png")
 history = result.final_history
 throughput = float(pd.Series(history["samples_per_s"]).median())
 print(f"final fit: {result.epochs} epochs on {history['device']}, {throughput:,.0f} windows/s")

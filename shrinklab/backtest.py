@@ -69,26 +69,12 @@ __all__ = [
 
 EQUAL_WEIGHT = "equal_weight"
 PERIODS_PER_YEAR = 252
-_BATCHED = (
-    _est.sample_covariance,
-    _est.ledoit_wolf,
-    _est.oas,
-    _est.lw_constant_correlation,
-    _est.lw_single_factor,
-    _est.qis,
-)
+_BATCHED = tuple(_est.CLASSICAL_ESTIMATORS.values())
 
 
 def classical_estimators() -> dict[str, Callable[..., Any]]:
     """The batched classical estimators of :mod:`shrinklab.estimators`, by report name."""
-    return {
-        "sample": _est.sample_covariance,
-        "ledoit_wolf": _est.ledoit_wolf,
-        "oas": _est.oas,
-        "constant_correlation": _est.lw_constant_correlation,
-        "single_factor": _est.lw_single_factor,
-        "qis": _est.qis,
-    }
+    return dict(_est.CLASSICAL_ESTIMATORS)
 
 
 def batched(fn: Callable[..., Any], *, wants_dates: bool = False) -> Callable[..., Any]:

@@ -45,6 +45,7 @@ __all__ = [
     "prial",
     "frobenius_loss",
     "stein_loss",
+    "CLASSICAL_ESTIMATORS",
 ]
 
 Result = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
@@ -403,3 +404,15 @@ def stein_loss(est: Any, sigma: Any) -> torch.Tensor:
     loss = (ev.sum(-1) - logdet) / p - 1.0
     loss = torch.where(pos, loss, torch.full_like(loss, float("inf")))
     return loss if batched else loss[0]
+
+
+CLASSICAL_ESTIMATORS: dict[str, Any] = {
+    "sample": sample_covariance,
+    "ledoit_wolf": ledoit_wolf,
+    "oas": oas,
+    "constant_correlation": lw_constant_correlation,
+    "single_factor": lw_single_factor,
+    "qis": qis,
+}
+"""The classical estimators by report name (batched: ``f(X (B, n, p)) -> (B, p, p)``);
+the one registry used by :mod:`shrinklab.evaluate` and :mod:`shrinklab.backtest`."""

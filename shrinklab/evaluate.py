@@ -95,14 +95,7 @@ __all__ = [
     "scenario_seed",
 ]
 
-ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
-    "sample": _est.sample_covariance,
-    "ledoit_wolf": _est.ledoit_wolf,
-    "oas": _est.oas,
-    "constant_correlation": _est.lw_constant_correlation,
-    "single_factor": _est.lw_single_factor,
-    "qis": _est.qis,
-}
+ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = dict(_est.CLASSICAL_ESTIMATORS)
 """Classical estimators by report name: batched ``f(X (B, n, p)) -> (B, p, p)``."""
 
 CLASSICAL: tuple[str, ...] = tuple(k for k in ESTIMATORS if k != "sample")

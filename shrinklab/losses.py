@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shrinklab.realdata import gmv_weights  # one implementation, re-exported
 from shrinklab.targets import combine
 
 __all__ = [
@@ -227,14 +228,6 @@ def spectrum_loss(
             torch.finfo(out.dtype).tiny
         )
     return _reduce(out, reduction)
-
-
-def gmv_weights(cov: torch.Tensor) -> torch.Tensor:
-    """Global minimum variance weights ``Σ̂⁻¹1 / 1ᵀΣ̂⁻¹1`` via a linear solve, ``(B, p)``."""
-    cov = _batched(cov, "cov")
-    ones = torch.ones(*cov.shape[:-1], 1, dtype=cov.dtype, device=cov.device)
-    x = torch.linalg.solve(_sym(cov), ones).squeeze(-1)
-    return x / x.sum(-1, keepdim=True)
 
 
 def portfolio_variance_loss(
