@@ -530,7 +530,8 @@ def train(
     out_dir : folder for ``checkpoint.pt`` and ``history.json`` (required; never the cwd).
     resume : continue from ``out_dir/checkpoint.pt`` if it exists (its config must
         agree except ``epochs``/``device``/``patience``/``min_delta``).
-    logger : a ``dvclive.Live`` (or anything with ``log_metric`` and ``next_step``).
+    logger : a ``dvclive.Live`` (or anything with ``log_metric`` and ``next_step``); a
+        resumed run first replays the restored epochs to it (pass a fresh logger).
     max_epochs_per_call : stop after this many epochs in this call (time-sliced or
         preemptible jobs); a later call with ``resume=True`` continues.
     on_epoch_end : ``f(epoch, record)`` called after each epoch's checkpoint is written.
@@ -653,6 +654,11 @@ def _train(
         else:
             _set_rng_state(ckpt["rng"])
         history = ckpt["history"]
+        if logger is not None and rank == 0:
+            # A resumed run hands its logger the restored epochs first, so a fresh
+            # DVCLive folder (e.g. after `dvc repro` removed the stage's outs) is complete.
+            for i in range(len(history["epoch"])):
+                _log(logger, {k: history[k][i] for k in _HISTORY_KEYS})
         state = ckpt["state"]
         best_state = ckpt["best_state"]
         stopped_early = bool(ckpt.get("stopped_early", False))

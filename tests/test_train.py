@@ -244,6 +244,34 @@ def test_dvclive_logging(sets, tmp_path):
         assert len(lines) == 1 + 3, name  # header + one row per epoch
 
 
+class _RecordingLogger:
+    def __init__(self):
+        self.rows, self.step = [], 0
+
+    def log_metric(self, name, value):
+        self.rows.append((self.step, name, value))
+
+    def next_step(self):
+        self.step += 1
+
+
+def test_resumed_run_gives_its_logger_every_epoch(sets, tmp_path):
+    """A logger passed to a resumed (or already finished) run still sees all epochs,
+    with the same values as a logger that followed an uninterrupted run."""
+    tr, va = sets
+    cfg = TrainConfig(epochs=3, batch_size=512)
+    straight = _RecordingLogger()
+    train(small_net(), tr, va, cfg, tmp_path / "a", logger=straight)
+    train(small_net(), tr, va, cfg, tmp_path / "b", max_epochs_per_call=2)
+    resumed = _RecordingLogger()
+    train(small_net(), tr, va, cfg, tmp_path / "b", logger=resumed)
+    assert resumed.step == straight.step == 3
+    assert resumed.rows == straight.rows
+    finished = _RecordingLogger()  # resuming a finished run trains nothing, logs everything
+    train(small_net(), tr, va, cfg, tmp_path / "b", logger=finished)
+    assert finished.rows == straight.rows
+
+
 def test_progress_bar_quiet_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "1")
     assert progress_disabled()
