@@ -54,6 +54,18 @@ has no mix and ``π̂`` is used (the whole shortfall is then intensity).
 :func:`error_decomposition` averages these over the scenarios of a family or of
 a ``p/n`` bucket.
 
+Feasibility: the best constant weights in hindsight
+---------------------------------------------------
+The multi-target oracle ``w*(Σ_i)`` is computed with each replication's own Σ.
+:func:`constant_oracle` solves for the single ``w̄`` (``w ≥ 0``, ``Σw ≤ 1``) that
+minimises the *summed* loss over a scenario's replications — one simplex QP on
+``Σ_i G_i``, ``Σ_i c_i``.  It bounds from below the loss of every estimator of the
+family that uses the same ``w`` on every replication (one that cannot tell the
+replications apart), and it is chosen in hindsight, knowing Σ.  Comparing its PRIAL
+with the oracle's (:func:`feasibility_table`) shows how much of the oracle's PRIAL
+requires telling replications apart from their samples — the only route left to a
+learned model, and the limit of what "≥ 90 % of the oracle" can ask of it.
+
 Scenario seeds
 --------------
 Scenario ``s`` of a grid evaluated with ``seed`` uses the seed
@@ -66,6 +78,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,16 +89,23 @@ from shrinklab import estimators as _est
 from shrinklab._validation import center
 from shrinklab.features import extract_features
 from shrinklab.synthetic import make_scenario
-from shrinklab.targets import TARGET_NAMES, quadratic_form, shrinkage_targets
+from shrinklab.targets import TARGET_NAMES, combine, quadratic_form, shrinkage_targets
 
 __all__ = [
+    "ABLATION_COLUMNS",
     "CLASSICAL",
     "DEFAULT_GRID",
     "ESTIMATORS",
+    "ablation_table",
     "capture_ratio",
+    "constant_oracle",
+    "constant_oracle_weights",
     "error_decomposition",
     "evaluate_grid",
     "evaluate_scenario",
+    "example_matrices",
+    "feasibility_summary",
+    "feasibility_table",
     "headline_json",
     "headline_table",
     "per_replication",
@@ -214,7 +234,9 @@ def evaluate_scenario(
     ``se`` ``{estimator: float}``; ``diff_best`` / ``diff_best_se`` (paired PRIAL
     difference of each learned estimator to the best classical one, named in
     ``best_classical``); for the model ``alpha``, ``weights`` (R, K), ``uncertainty``
-    (predicted s.d. of α), ``alpha_oracle``, ``oracle_weights`` (w*, (R, K)) and the
+    (predicted s.d. of α), ``alpha_oracle``, ``oracle_weights`` (w*, (R, K)), the
+    quadratic forms ``G`` (R, K, K) and ``c`` (R, K) of every replication
+    (:func:`shrinklab.targets.quadratic_form`; ``d`` is ``losses["sample"]``) and the
     decomposition ``gap``, ``gap_intensity``, ``gap_mix`` (PRIAL points).
     """
     if int(n_reps) < 2:
@@ -234,7 +256,8 @@ def evaluate_scenario(
     names += list(learned)
     losses: dict[str, list[torch.Tensor]] = {k: [] for k in names}
     extra: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("w_oracle", "alpha_only", "mix_pred", "alpha", "weights", "log_var")
+        k: []
+        for k in ("w_oracle", "G", "c", "alpha_only", "mix_pred", "alpha", "weights", "log_var")
     }
     if ensemble is not None:
         extra.update(ens_alpha=[], ens_log_var=[])
@@ -250,6 +273,8 @@ def evaluate_scenario(
         w_star = _est.solve_simplex_qp(G, c)
         losses[ORACLE].append(_quad(w_star, G, c, d))
         extra["w_oracle"].append(w_star)
+        extra["G"].append(G)
+        extra["c"].append(c)
         if learned:
             feats = extract_features(X)
         for k, m in learned.items():
@@ -300,6 +325,8 @@ def evaluate_scenario(
         "diff_best_se": diff_se,
         "alpha_oracle": ex["w_oracle"].sum(-1),
         "oracle_weights": ex["w_oracle"],
+        "G": ex["G"],
+        "c": ex["c"],
     }
     if model is not None:
         scale = 100.0 / b.mean()
@@ -456,6 +483,250 @@ def per_replication(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     if not frames:
         raise ValueError("no results")
     return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- feasibility
+def constant_oracle_weights(G: Any, c: Any) -> torch.Tensor:
+    """The best constant weights in hindsight: ``w̄ = argmin Σ_i L_i(w)`` over
+    ``w ≥ 0, Σw ≤ 1``, with ``L_i(w) = wᵀG_iw − 2c_iᵀw + d_i`` the Frobenius loss of
+    replication ``i`` (:func:`shrinklab.targets.quadratic_form`).
+
+    ``G`` is ``(R, K, K)``, ``c`` is ``(R, K)``; returns ``w̄`` of shape ``(K,)``.
+    The summed loss is again a quadratic form, ``wᵀ(Σ G_i)w − 2(Σ c_i)ᵀw + Σ d_i``,
+    so ``w̄`` is the exact solution of one simplex QP
+    (:func:`shrinklab.estimators.solve_simplex_qp`, on the means, which have the
+    same minimiser).
+    """
+    Gt = torch.as_tensor(G, dtype=torch.float64)
+    ct = torch.as_tensor(c, dtype=torch.float64)
+    if Gt.ndim != 3 or ct.ndim != 2 or Gt.shape[0] == 0 or Gt.shape[:2] != ct.shape:
+        raise ValueError(
+            f"need G (R, K, K) and c (R, K) with R >= 1; got {tuple(Gt.shape)}, {tuple(ct.shape)}"
+        )
+    if Gt.shape[1] != Gt.shape[2]:
+        raise ValueError(f"G must be (R, K, K); got {tuple(Gt.shape)}")
+    return _est.solve_simplex_qp(Gt.mean(0), ct.mean(0))
+
+
+def constant_oracle(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The best constant weights in hindsight for one scenario and their PRIAL.
+
+    ``result`` is an :func:`evaluate_scenario` dict.  Returns ``weights`` (K,),
+    ``alpha`` (their sum), per-replication ``losses`` (R,), ``prial`` and ``se``
+    (delta method, same replications and FSOPT reference as the other estimators).
+
+    Why it matters: the multi-target oracle ``w*(Σ_i)`` uses each replication's own
+    Σ; ``w̄`` is the single weight vector that is best for the scenario as a whole,
+    so its summed loss is a lower bound for every estimator of the family that uses
+    one ``w`` for all replications — any estimator that cannot tell the
+    replications of a scenario apart.  The share of the oracle's PRIAL that ``w̄``
+    reaches says how much of the oracle's advantage needs per-replication
+    information; the rest can only come from what the sample reveals about its own
+    Σ.  It is in-sample (``w̄`` is fitted on the replications it is scored on), so
+    it is slightly optimistic for a constant chosen in advance.
+    """
+    for key in ("G", "c", "losses"):
+        if key not in result:
+            raise ValueError(f"result has no {key!r}: pass an evaluate_scenario dict")
+    G = torch.as_tensor(result["G"], dtype=torch.float64)
+    c = torch.as_tensor(result["c"], dtype=torch.float64)
+    d = torch.as_tensor(result["losses"]["sample"], dtype=torch.float64)
+    w = constant_oracle_weights(G, c)
+    loss = _quad(w.expand(G.shape[0], -1), G, c, d).numpy()
+    prial, se = prial_se(loss, d.numpy(), result["losses"][FSOPT])
+    return {"weights": w.numpy(), "alpha": float(w.sum()), "losses": loss, "prial": prial, "se": se}
+
+
+def feasibility_table(results: Sequence[Mapping[str, Any]], learned: str = LEARNED) -> pd.DataFrame:
+    """Per scenario, the per-replication oracle next to the best constant weights in
+    hindsight (:func:`constant_oracle`), the learned model and the best classical
+    estimator; index ``scenario``.
+
+    Columns: ``family``, ``p``, ``n``, ``prial_oracle``, ``se_oracle``,
+    ``prial_constant_oracle``, ``se_constant_oracle``, ``constant_share``
+    (= PRIAL(w̄) / PRIAL(oracle)), ``prial_best_classical``, ``se_best_classical``,
+    ``best_classical``; with a learned model ``prial_learned``, ``se_learned`` and
+    ``learned_minus_constant`` with its paired SE ``learned_minus_constant_se``;
+    ``alpha_oracle_mean`` and ``alpha_oracle_sd`` (spread of ``α*`` over the
+    replications), ``alpha_constant`` and the constant weights ``w_<target>``.
+    """
+    if not results:
+        raise ValueError("no results")
+    rows = []
+    for r in results:
+        co = constant_oracle(r)
+        L, best = r["losses"], r["best_classical"]
+        b = L["sample"] - L[FSOPT]
+        row: dict[str, Any] = {
+            "scenario": r["scenario"],
+            "family": r["family"],
+            "p": r["p"],
+            "n": r["n"],
+            "prial_oracle": r["prial"][ORACLE],
+            "se_oracle": r["se"][ORACLE],
+            "prial_constant_oracle": co["prial"],
+            "se_constant_oracle": co["se"],
+            "constant_share": co["prial"] / r["prial"][ORACLE] if r["prial"][ORACLE] else math.nan,
+            "prial_best_classical": r["prial"][best],
+            "se_best_classical": r["se"][best],
+            "best_classical": best,
+        }
+        if learned in L:
+            diff, diff_se = _ratio_se(co["losses"] - L[learned], b)
+            row.update(
+                prial_learned=r["prial"][learned],
+                se_learned=r["se"][learned],
+                learned_minus_constant=diff,
+                learned_minus_constant_se=diff_se,
+            )
+        a_star = np.asarray(r["alpha_oracle"], dtype=np.float64)
+        row.update(
+            alpha_oracle_mean=float(a_star.mean()),
+            alpha_oracle_sd=float(a_star.std(ddof=1)) if a_star.size > 1 else math.nan,
+            alpha_constant=co["alpha"],
+        )
+        row.update({f"w_{k}": float(v) for k, v in zip(TARGET_NAMES, co["weights"])})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("scenario")
+
+
+def feasibility_summary(table: pd.DataFrame, goal: float = 0.9) -> dict[str, float]:
+    """Averages over the scenarios of a :func:`feasibility_table`: mean PRIAL of the
+    oracle, the constant oracle, the best classical estimator and (if present) the
+    learned model; ``constant_capture`` and ``learned_capture`` (ratio of average
+    PRIALs to the oracle's, the convention of :func:`capture_ratio`);
+    ``goal_prial`` (= ``goal`` × mean oracle PRIAL, what the learned model must
+    average for the goal) and ``n_scenarios``."""
+    for col in ("prial_oracle", "prial_constant_oracle", "prial_best_classical"):
+        if col not in table.columns:
+            raise ValueError(f"column {col!r} not in the table: pass a feasibility_table")
+    if table.empty:
+        raise ValueError("the feasibility table is empty")
+    oracle = float(table["prial_oracle"].mean())
+    out = {
+        "n_scenarios": float(len(table)),
+        "prial_oracle": oracle,
+        "prial_constant_oracle": float(table["prial_constant_oracle"].mean()),
+        "prial_best_classical": float(table["prial_best_classical"].mean()),
+        "goal_prial": goal * oracle,
+    }
+    out["constant_capture"] = out["prial_constant_oracle"] / oracle if oracle else math.nan
+    if "prial_learned" in table.columns:
+        out["prial_learned"] = float(table["prial_learned"].mean())
+        out["learned_capture"] = out["prial_learned"] / oracle if oracle else math.nan
+    return out
+
+
+def example_matrices(
+    result: Mapping[str, Any],
+    model: Any = None,
+    estimators: Sequence[str] | None = None,
+    rep: int = 0,
+) -> dict[str, np.ndarray]:
+    """The matrices of replication ``rep`` of an evaluated scenario, for spectra and
+    heat maps: ``{"sigma": Σ, "sample": S, <estimator>: Σ̂, ...}`` as ``(p, p)`` arrays.
+
+    The replication is regenerated from the scenario's spec and seed (the draws of
+    :func:`shrinklab.synthetic.make_scenario` do not depend on ``n_reps``), so the
+    matrices are those :func:`evaluate_scenario` scored.  ``estimators`` may name
+    any of :data:`ESTIMATORS`, ``"learned"`` (needs ``model``), ``"oracle"``
+    (``w*`` of that replication), ``"constant_oracle"`` (:func:`constant_oracle`)
+    and ``"fsopt"``; default: Ledoit–Wolf, QIS, the learned model if given, the
+    oracle.
+    """
+    rep = int(rep)
+    if not 0 <= rep < int(result["n_reps"]):
+        raise ValueError(f"rep must be in [0, {result['n_reps']}); got {rep}")
+    if estimators is None:
+        estimators = ["ledoit_wolf", "qis", *([LEARNED] if model is not None else []), ORACLE]
+    known = {*ESTIMATORS, LEARNED, ORACLE, FSOPT, "constant_oracle"}
+    unknown = [e for e in estimators if e not in known]
+    if unknown:
+        raise ValueError(f"unknown estimators {unknown}; choose from {sorted(known)}")
+    if LEARNED in estimators and model is None:
+        raise ValueError("'learned' needs a model")
+    spec = {k: v for k, v in dict(result["spec"]).items() if k != "name"}
+    sigma, X = make_scenario(spec, rep + 1, int(result["seed"]))
+    sigma, X = sigma[rep : rep + 1], X[rep : rep + 1]
+    _, S = center(X)
+    T = shrinkage_targets(X)
+    out = {"sigma": sigma[0].numpy(), "sample": S[0].numpy()}
+    for e in estimators:
+        if e in ESTIMATORS:
+            M = ESTIMATORS[e](X)
+        elif e == FSOPT:
+            M = _est.fsopt(X, sigma)
+        else:
+            if e == LEARNED:
+                _target_names(model)
+                alpha, weights, _ = _predict(model, extract_features(X))
+                w = alpha[:, None] * weights
+            elif e == ORACLE:
+                w = torch.as_tensor(result["oracle_weights"][rep : rep + 1], dtype=torch.float64)
+            else:
+                w = torch.as_tensor(constant_oracle(result)["weights"])[None]
+            M = combine(S, T, w.to(S.dtype))
+        out[e] = M[0].numpy()
+    return out
+
+
+# --------------------------------------------------------------------------- ablations
+ABLATION_COLUMNS: tuple[str, ...] = (
+    "study", "variant", "prial", "prial_se", "delta_prial", "delta_prial_se",
+    "norm_loss", "norm_loss_se",
+)  # fmt: skip
+"""Columns an ablation table (:func:`shrinklab.ablation.run_ablation`) must have."""
+
+
+def _pm_or_dash(v: float, se: float, digits: int) -> str:
+    if not math.isfinite(v):
+        return "—"
+    return _pm(v, se, digits) if math.isfinite(se) else f"{v:.{digits}f}"
+
+
+def ablation_table(path: str | Path) -> pd.DataFrame | None:
+    """The ablation table of the model-selection run (issue 8), formatted for the
+    evaluation report; ``None`` when ``path`` does not exist (not run yet).
+
+    Reads the CSV written by :func:`shrinklab.ablation.run_ablation` (notebook 07).
+    Columns: ``study``, ``variant``, ``PRIAL %`` (± SE), ``Δ PRIAL vs full``
+    (paired SE), ``beyond 2 SE`` ("yes" when ``|Δ| > 2 SE``), ``L/L(S)`` (mean
+    normalised Frobenius loss ± SE) and, when the run had real windows, ``real
+    vol %`` (± SE over windows) and ``vol / LW``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    raw = pd.read_csv(path)
+    missing = [c for c in ABLATION_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{path} is not an ablation table: missing columns {missing}")
+    rows = []
+    for r in raw.to_dict("records"):
+        delta, dse = float(r["delta_prial"]), float(r["delta_prial_se"])
+        is_ref = delta == 0.0 and dse == 0.0
+        row = {
+            "study": str(r["study"]),
+            "variant": str(r["variant"]),
+            "PRIAL %": _pm_or_dash(float(r["prial"]), float(r["prial_se"]), 1),
+            "Δ PRIAL vs full": "—" if is_ref else f"{delta:+.1f} ± {dse:.1f}",
+            "beyond 2 SE": "—" if is_ref else ("yes" if abs(delta) > 2 * dse else "no"),
+            "L/L(S)": _pm_or_dash(float(r["norm_loss"]), float(r["norm_loss_se"]), 3),
+        }
+        if "real_vol" in raw.columns:
+            vol, vse = float(r["real_vol"]), float(r.get("real_vol_se", math.nan))
+            row["real vol %"] = _pm_or_dash(100 * vol, 100 * vse, 2)
+            ratio = float(r.get("real_ratio_lw", math.nan))
+            row["vol / LW"] = f"{ratio:.3f}" if math.isfinite(ratio) else "—"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["caption"] = (
+        "Ablations: each row changes one thing against the full model. PRIAL on the synthetic "
+        "validation set ± SE; Δ with a paired SE; L/L(S) the mean normalised Frobenius loss "
+        "(every world weighted equally); real volatility of GMV portfolios on the last "
+        "walk-forward fold's validation windows (overlapping windows: SE optimistic)."
+    )
+    return table
 
 
 # --------------------------------------------------------------------------- headline

@@ -18,9 +18,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 __all__ = [
+    "FEASIBILITY_BARS",
     "cumulative_variance",
     "eigenvalue_spectra",
     "error_decomposition_bars",
+    "feasibility_bars",
     "finetune_folds",
     "matrix_heatmaps",
     "predicted_vs_oracle",
@@ -106,27 +108,43 @@ def predicted_vs_oracle(
     oracle: Any,
     *,
     uncertainty: Any = None,
+    groups: Sequence[Any] | None = None,
     label: str = "intensity α",
     title: str | None = None,
     path: str | Path | None = None,
 ) -> Figure:
     """Scatter of predicted against oracle values with the diagonal; the MAE and the
-    correlation in the legend; optional ±1 predicted-s.d. error bars."""
+    correlation in the legend; optional ±1 predicted-s.d. error bars.
+
+    With ``groups`` (one label per point, e.g. the scenario) each group is drawn in
+    its own colour with its own MAE in the legend, and the pooled MAE and correlation
+    go into the title line.
+    """
     pred, orc = _np(predicted).reshape(-1), _np(oracle).reshape(-1)
     if pred.shape != orc.shape:
         raise ValueError(f"predicted {pred.shape} and oracle {orc.shape} differ in length")
-    fig, ax = plt.subplots(figsize=(5, 5))
+    if groups is not None and len(groups) != pred.size:
+        raise ValueError(f"groups has {len(groups)} labels for {pred.size} points")
+    fig, ax = plt.subplots(figsize=(5, 5) if groups is None else (6.5, 5.5))
     if uncertainty is not None:
         ax.errorbar(orc, pred, yerr=_np(uncertainty).reshape(-1), fmt="none", alpha=0.2, lw=0.6)
     mae = float(np.mean(np.abs(pred - orc)))
     corr = float(np.corrcoef(pred, orc)[0, 1]) if pred.size > 1 and np.std(pred) > 0 else np.nan
-    ax.scatter(orc, pred, s=8, alpha=0.6, label=f"MAE {mae:.3f}, corr {corr:.2f}")
+    if groups is None:
+        ax.scatter(orc, pred, s=8, alpha=0.6, label=f"MAE {mae:.3f}, corr {corr:.2f}")
+    else:
+        labels = np.asarray([str(g) for g in groups])
+        for g in dict.fromkeys(labels):
+            m = labels == g
+            g_mae = float(np.mean(np.abs(pred[m] - orc[m])))
+            ax.scatter(orc[m], pred[m], s=8, alpha=0.6, label=f"{g} (MAE {g_mae:.3f})")
+        title = f"{title + ': ' if title else ''}pooled MAE {mae:.3f}, corr {corr:.2f}"
     lo = float(min(orc.min(), pred.min(), 0.0))
     hi = float(max(orc.max(), pred.max(), 1.0))
     ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
     ax.set_xlabel(f"oracle {label}")
     ax.set_ylabel(f"predicted {label}")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize="small" if groups is not None else None)
     if title:
         ax.set_title(title)
     return _finish(fig, path)
@@ -311,6 +329,47 @@ def error_decomposition_bars(
     if title:
         ax.set_title(title)
     return _finish(fig, path)
+
+
+FEASIBILITY_BARS: dict[str, str] = {
+    "best_classical": "best classical",
+    "learned": "learned",
+    "constant_oracle": "best constant w̄ (hindsight)",
+    "oracle": "oracle w*(Σ) per replication",
+}
+"""Bars of :func:`feasibility_bars`: column stem of the table → legend label."""
+
+
+def feasibility_bars(
+    table: pd.DataFrame,
+    *,
+    title: str | None = "per-replication oracle vs the best constant weights (±1 SE)",
+    path: str | Path | None = None,
+) -> Figure:
+    """PRIAL per scenario of the best classical estimator, the learned model, the best
+    constant weights in hindsight and the per-replication oracle, with ±1 SE bars
+    (:func:`shrinklab.evaluate.feasibility_table`; bars whose columns are missing are
+    left out)."""
+    stems = [k for k in FEASIBILITY_BARS if f"prial_{k}" in table.columns]
+    if not stems:
+        raise ValueError(f"no prial_<estimator> columns in the table ({list(table.columns)})")
+    long = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "scenario": [str(i) for i in table.index],
+                    "estimator": FEASIBILITY_BARS[k],
+                    "prial": table[f"prial_{k}"].to_numpy(dtype=float),
+                    "se": table[f"se_{k}"].to_numpy(dtype=float)
+                    if f"se_{k}" in table.columns
+                    else 0.0,
+                }
+            )
+            for k in stems
+        ],
+        ignore_index=True,
+    )
+    return prial_bars(long, exclude=(), title=title, path=path)
 
 
 def tradeoff(

@@ -356,3 +356,187 @@ def test_other_figures(tmp_path, grid_results, res_random):
         plots.matrix_heatmaps(np.eye(3), {"x": np.eye(4)})
     with pytest.raises(ValueError, match="length"):
         plots.predicted_vs_oracle([0.1, 0.2], [0.1])
+
+
+# --------------------------------------------------------------------- feasibility
+# The classical estimators that are members of the family Σ̂(w), as (target, intensity fn).
+_MEMBERS = {
+    "ledoit_wolf": "identity",
+    "oas": "identity",
+    "constant_correlation": "constant_correlation",
+    "single_factor": "single_factor",
+}
+
+
+@pytest.fixture(scope="module")
+def res_small():
+    return evaluate.evaluate_scenario(SPEC_T, random_network(1), 15, 5)
+
+
+def _summed(w, G, c, d):
+    """Σ_i (wᵀG_iw − 2c_iᵀw + d_i) for a constant w (plain numpy)."""
+    w = np.asarray(w, dtype=np.float64)
+    return float(np.einsum("k,bkl,l->", w, G, w) - 2 * (c @ w).sum() + d.sum())
+
+
+def test_constant_oracle_is_best_constant_weight(res_small):
+    r = res_small
+    G, c, d = r["G"], r["c"], r["losses"]["sample"]
+    co = evaluate.constant_oracle(r)
+    best = co["losses"].sum()
+    assert best == pytest.approx(_summed(co["weights"], G, c, d), rel=1e-10)
+    w = co["weights"]
+    assert np.all(w >= -1e-12) and w.sum() <= 1 + 1e-12
+    sigma, X = make_scenario(SPEC_T, 15, 5)
+    K = len(TARGET_NAMES)
+    candidates = [np.zeros(K), np.eye(K)[TARGET_NAMES.index("qis")]]  # sample, QIS
+    for name, target in _MEMBERS.items():
+        _, rho = evaluate.ESTIMATORS[name](X, return_shrinkage=True)
+        e = np.eye(K)[TARGET_NAMES.index(target)]
+        # the construction is right: ρ_i e_target on replication i is the estimator itself
+        own = np.einsum("b,k,bkl,l->b", rho.numpy() ** 2, e, G, e) - 2 * rho.numpy() * (c @ e) + d
+        np.testing.assert_allclose(own, r["losses"][name], rtol=1e-9)
+        # each replication's weights, and their mean, used for every replication
+        candidates += [float(x) * e for x in rho.numpy()] + [float(rho.mean()) * e]
+    rng = np.random.default_rng(0)
+    simplex = rng.dirichlet(np.ones(K + 1), size=3000)[:, :K]  # w ≥ 0, Σw ≤ 1 (slack dropped)
+    candidates += list(simplex) + list(np.eye(K))
+    losses = np.array([_summed(v, G, c, d) for v in candidates])
+    assert best <= losses.min() * (1 + 1e-12)
+    # brute force comes close from above (the optimum is not hiding elsewhere)
+    assert losses.min() <= best * 1.02
+    # and the per-replication oracle is below the constant one on every replication
+    assert np.all(r["losses"]["oracle"] <= co["losses"] * (1 + 1e-12))
+    assert co["prial"] <= r["prial"]["oracle"]
+    p, se = evaluate.prial_se(co["losses"], d, r["losses"]["fsopt"])
+    assert (co["prial"], co["se"]) == (p, se) and se > 0
+
+
+def test_constant_oracle_matches_scipy(res_small):
+    from scipy.optimize import minimize
+
+    G, c = res_small["G"], res_small["c"]
+    Gs, cs = G.sum(0), c.sum(0)
+    K = Gs.shape[0]
+    f = lambda w: w @ Gs @ w - 2 * cs @ w  # noqa: E731
+    cons = [{"type": "ineq", "fun": lambda w: 1 - w.sum()}]
+    ref = min(
+        (minimize(f, x0, bounds=[(0, None)] * K, constraints=cons, method="SLSQP",
+                  options={"ftol": 1e-14, "maxiter": 500}) for x0 in np.eye(K) * 0.5),
+        key=lambda o: o.fun,
+    )  # fmt: skip
+    w = evaluate.constant_oracle_weights(G, c).numpy()
+    assert f(w) <= ref.fun + 1e-9 * abs(ref.fun)
+    assert f(w) == pytest.approx(ref.fun, rel=1e-7)
+
+
+def test_constant_oracle_equals_oracle_on_identical_replications(res_small):
+    r, i = res_small, 3
+    R = 6
+    tile = lambda a: np.repeat(a[i : i + 1], R, axis=0)  # noqa: E731
+    fake = {
+        "G": tile(r["G"]),
+        "c": tile(r["c"]),
+        "losses": {"sample": tile(r["losses"]["sample"]), "fsopt": tile(r["losses"]["fsopt"])},
+    }
+    co = evaluate.constant_oracle(fake)
+    np.testing.assert_allclose(co["losses"], r["losses"]["oracle"][i], rtol=1e-9)
+    assert co["losses"].mean() == pytest.approx(r["losses"]["oracle"][i], rel=1e-9)
+    np.testing.assert_allclose(co["weights"], r["oracle_weights"][i], atol=1e-6)
+
+
+def test_constant_oracle_invalid_input():
+    with pytest.raises(ValueError, match="G"):
+        evaluate.constant_oracle_weights(np.zeros((3, 5, 5)), np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="R >= 1"):
+        evaluate.constant_oracle_weights(np.zeros((0, 5, 5)), np.zeros((0, 5)))
+    with pytest.raises(ValueError, match="evaluate_scenario"):
+        evaluate.constant_oracle({"losses": {}})
+
+
+def test_feasibility_table_and_summary(grid_results):
+    (df, results), _ = grid_results
+    tab = evaluate.feasibility_table(results)
+    assert list(tab.index) == [r["scenario"] for r in results]
+    for r in results:
+        row, co = tab.loc[r["scenario"]], evaluate.constant_oracle(r)
+        assert row["prial_constant_oracle"] == co["prial"] and row["se_constant_oracle"] == co["se"]
+        assert row["prial_oracle"] == r["prial"]["oracle"]
+        assert row["prial_best_classical"] == max(r["prial"][k] for k in evaluate.CLASSICAL)
+        assert row["learned_minus_constant"] == pytest.approx(
+            r["prial"]["learned"] - co["prial"], rel=1e-9, abs=1e-9
+        )
+        assert row["learned_minus_constant_se"] > 0
+        w = row[[f"w_{k}" for k in TARGET_NAMES]].to_numpy(dtype=float)
+        np.testing.assert_allclose(w, co["weights"])
+        assert row["alpha_constant"] == pytest.approx(w.sum())
+        assert row["alpha_oracle_sd"] == pytest.approx(np.std(r["alpha_oracle"], ddof=1))
+    summ = evaluate.feasibility_summary(tab)
+    assert summ["prial_oracle"] == pytest.approx(tab.prial_oracle.mean())
+    assert summ["constant_capture"] == pytest.approx(
+        tab.prial_constant_oracle.mean() / tab.prial_oracle.mean()
+    )
+    # learned capture uses the same convention as the headline's capture ratio
+    assert summ["learned_capture"] == pytest.approx(evaluate.capture_ratio(df)["average"])
+    assert summ["goal_prial"] == pytest.approx(0.9 * tab.prial_oracle.mean())
+    with pytest.raises(ValueError, match="feasibility_table"):
+        evaluate.feasibility_summary(df)
+
+
+def test_example_matrices_are_the_scored_draws(res_small):
+    r, rep = res_small, 4
+    net = random_network(1)
+    names = ["sample", "ledoit_wolf", "qis", "learned", "oracle", "constant_oracle", "fsopt"]
+    m = evaluate.example_matrices(r, net, names, rep=rep)
+    sigma = m["sigma"]
+    co = evaluate.constant_oracle(r)
+    for k in names:
+        loss = ((m[k] - sigma) ** 2).sum()
+        ref = co["losses"][rep] if k == "constant_oracle" else r["losses"][k][rep]
+        # learned: float32 network on a batch of one vs the whole batch
+        assert loss == pytest.approx(ref, rel=1e-5 if k == "learned" else 1e-9), k
+    np.testing.assert_allclose(m["sample"], m["sample"].T)
+    assert set(evaluate.example_matrices(r, net)) == {"sigma", "sample", "ledoit_wolf", "qis",
+                                                      "learned", "oracle"}  # fmt: skip
+    with pytest.raises(ValueError, match="rep"):
+        evaluate.example_matrices(r, rep=15)
+    with pytest.raises(ValueError, match="model"):
+        evaluate.example_matrices(r, None, ["learned"])
+    with pytest.raises(ValueError, match="unknown"):
+        evaluate.example_matrices(r, None, ["nope"])
+
+
+# --------------------------------------------------------------------- ablation table
+def test_ablation_table(tmp_path):
+    assert evaluate.ablation_table(tmp_path / "missing.csv") is None
+    raw = pd.DataFrame(
+        {
+            "study": ["full", "features", "loss"],
+            "variant": ["full model", "without size", "without spectrum loss"],
+            "prial": [53.18, 18.27, 55.0],
+            "prial_se": [14.3, 12.4, 10.0],
+            "delta_prial": [0.0, -34.91, 1.5],
+            "delta_prial_se": [0.0, 6.0, 1.0],
+            "norm_loss": [0.8819, 0.9224, 0.88],
+            "norm_loss_se": [0.006, 0.009, 0.005],
+            "real_vol": [0.1509, 0.1457, np.nan],
+            "real_vol_se": [0.0118, 0.0101, np.nan],
+            "real_ratio_lw": [1.1693, 1.1295, np.nan],
+        }
+    )
+    raw.to_csv(tmp_path / "ablation.csv", index=False)
+    t = evaluate.ablation_table(tmp_path / "ablation.csv")
+    assert list(t["PRIAL %"]) == ["53.2 ± 14.3", "18.3 ± 12.4", "55.0 ± 10.0"]
+    assert list(t["Δ PRIAL vs full"]) == ["—", "-34.9 ± 6.0", "+1.5 ± 1.0"]
+    assert list(t["beyond 2 SE"]) == ["—", "yes", "no"]  # 34.9 > 12; 1.5 < 2
+    assert list(t["L/L(S)"]) == ["0.882 ± 0.006", "0.922 ± 0.009", "0.880 ± 0.005"]
+    assert list(t["real vol %"]) == ["15.09 ± 1.18", "14.57 ± 1.01", "—"]
+    assert list(t["vol / LW"]) == ["1.169", "1.129", "—"]
+    assert "Ablations" in t.attrs["caption"]
+    raw.drop(columns=["real_vol", "real_vol_se", "real_ratio_lw"]).to_csv(
+        tmp_path / "synthetic_only.csv", index=False
+    )
+    assert "real vol %" not in evaluate.ablation_table(tmp_path / "synthetic_only.csv").columns
+    raw.drop(columns=["norm_loss"]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="norm_loss"):
+        evaluate.ablation_table(tmp_path / "bad.csv")
