@@ -41,9 +41,36 @@ Kuleshov, Fenner & Ermon, ICML 2018 for regression] with one extra weight: on
 synthetic data the members' uncertainty heads were found far less informative
 about the error than the members' spread, and ``λ`` lets the likelihood say so.
 
-Calibration diagnostics: :func:`interval_coverage` (central Gaussian intervals),
-:func:`reliability_curve` (observed vs nominal coverage over many levels, for the
-reliability diagram) and :func:`gaussian_nll`.
+Intervals: conformal recalibration
+----------------------------------
+A single temperature matches the variance, not the shape: when the standardised
+residuals ``z = (α* − α) / σ`` are heavier-tailed than Gaussian, the Gaussian
+intervals ``α ± z_{(1+ℓ)/2} σ`` over-cover at 50 % and under-cover at high levels,
+and no ``τ`` fixes both. :meth:`EnsembleModel.calibrate` therefore also stores the
+sorted *normalised* nonconformity scores ``s_i = |α*_i − α_i| / σ_i`` of the
+calibration (validation) samples, ``σ = exp(log_var / 2)`` the calibrated predicted
+standard deviation (:func:`conformal_scores`), and the interval at level ``ℓ`` is
+
+    α ± σ · s_(k),   k = ⌈(m + 1) ℓ⌉      (m calibration samples)
+
+(:meth:`EnsembleModel.interval`, :func:`conformal_quantile`): split conformal
+prediction with locally weighted (normalised) scores [Lei, G'Sell, Rinaldo, Tibshirani
+& Wasserman, "Distribution-free predictive inference for regression", JASA 2018, §5.2;
+Papadopoulos, Gammerman & Vovk 2008; the adaptive idea as in Romano, Patterson &
+Candès, "Conformalized quantile regression", NeurIPS 2019]. For a new sample
+exchangeable with the calibration samples the coverage is at least ``ℓ`` (and at most
+``ℓ + 1/(m+1)`` without ties), at every level at once, whatever the residuals'
+distribution; ``k > m`` gives the whole line. ``log_var`` keeps its meaning (the
+temperature-calibrated variance; σ shapes the intervals per sample). The scores live
+in the ``state_dict`` (buffer ``conformal_scores``, float64), so they survive
+``save_model`` / ``load_model``; files written before they existed load with no
+scores, and their intervals are Gaussian.
+
+Calibration diagnostics: :func:`interval_coverage` (central Gaussian intervals, or the
+conformal ones with ``scores=``), :func:`reliability_curve` (observed vs nominal
+coverage over many levels, for the reliability diagram), :func:`gaussian_nll`, and the
+selection rule :func:`select_ensemble` (best validation PRIAL among the kinds whose
+intervals cover within binomial tolerance, :func:`coverage_within_tolerance`).
 
 Builders (all deterministic for fixed seeds on CPU)
 ---------------------------------------------------
@@ -88,6 +115,9 @@ __all__ = [
     "DEFAULT_ARCHITECTURES",
     "EnsembleModel",
     "boosting_probabilities",
+    "conformal_quantile",
+    "conformal_scores",
+    "coverage_within_tolerance",
     "fit_temperature",
     "fit_variance_weights",
     "gaussian_nll",
@@ -99,6 +129,7 @@ __all__ = [
     "prial_table",
     "quadratic_loss",
     "reliability_curve",
+    "select_ensemble",
     "take",
     "train_architecture_ensemble",
     "train_boosted",
@@ -107,6 +138,7 @@ __all__ = [
 ]
 
 COMBINE_MODES = ("intensities", "mean")
+INTERVAL_METHODS = ("auto", "conformal", "gaussian")
 
 
 # --------------------------------------------------------------------- registry
@@ -136,7 +168,8 @@ def member_kind(model: nn.Module) -> str:
 
 # ----------------------------------------------------------------------- model
 class EnsembleModel(nn.Module):
-    """Average of member models with a mixture variance and a fitted temperature.
+    """Average of member models with a mixture variance, a fitted temperature and
+    conformal intervals (see the module docstring).
 
     Parameters
     ----------
@@ -188,6 +221,8 @@ class EnsembleModel(nn.Module):
         self.register_buffer("member_weights", rho.to(torch.float32))
         self.register_buffer("temperature", torch.tensor(1.0))
         self.register_buffer("within_weight", torch.tensor(1.0))
+        # sorted normalised conformal scores of the calibration set; empty = none fitted
+        self.register_buffer("conformal_scores", torch.empty(0, dtype=torch.float64))
         self.set_temperature(temperature)
 
     # -------------------------------------------------------------- config
@@ -211,16 +246,65 @@ class EnsembleModel(nn.Module):
         return cls(members, combine=config.get("combine", "intensities"), label=config["label"])
 
     def set_temperature(self, temperature: float, within_weight: float | None = None) -> None:
-        """Set ``τ`` (and, if given, the weight ``λ`` of the members' own variance)."""
+        """Set ``τ`` (and, if given, the weight ``λ`` of the members' own variance).
+
+        The conformal scores are relative to the predicted ``σ``: a change of ``τ`` or
+        ``λ`` discards them (the intervals fall back to Gaussian until
+        :meth:`calibrate` or :meth:`set_conformal_scores` is called again)."""
         t = float(temperature)
         if not math.isfinite(t) or t <= 0:
             raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        lam = float(self.within_weight) if within_weight is None else float(within_weight)
+        if not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"within_weight must be finite and >= 0, got {within_weight}")
+        same_t = float(self.temperature) == float(torch.tensor(t, dtype=self.temperature.dtype))
+        same_lam = float(self.within_weight) == float(
+            torch.tensor(lam, dtype=self.within_weight.dtype)
+        )
+        if not (same_t and same_lam):
+            self.set_conformal_scores(None)
         self.temperature.fill_(t)
-        if within_weight is not None:
-            lam = float(within_weight)
-            if not math.isfinite(lam) or lam < 0:
-                raise ValueError(f"within_weight must be finite and >= 0, got {within_weight}")
-            self.within_weight.fill_(lam)
+        self.within_weight.fill_(lam)
+
+    def set_conformal_scores(self, scores: Any) -> None:
+        """Store the normalised calibration scores ``|α* − α| / σ`` (any order; kept
+        sorted, float64), or clear them with ``None``."""
+        device = self.conformal_scores.device
+        if scores is None:
+            self.conformal_scores = torch.empty(0, dtype=torch.float64, device=device)
+            return
+        s = _as_1d(scores, "scores")
+        if np.any(s < 0):
+            raise ValueError("conformal scores must be non-negative")
+        self.conformal_scores = torch.as_tensor(np.sort(s), dtype=torch.float64, device=device)
+
+    @property
+    def has_conformal(self) -> bool:
+        """Whether conformal scores are stored (else :meth:`interval` is Gaussian)."""
+        return self.conformal_scores.numel() > 0
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # the number of conformal scores is data-dependent: take the stored length; a
+        # file from before conformal calibration has none (Gaussian intervals)
+        key = prefix + "conformal_scores"
+        stored = state_dict.get(key)
+        device = self.conformal_scores.device
+        n = int(stored.numel()) if torch.is_tensor(stored) else 0
+        self.conformal_scores = torch.zeros(n, dtype=torch.float64, device=device)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if stored is None and key in missing_keys:
+            missing_keys.remove(key)
 
     # ------------------------------------------------------------- forward
     def member_outputs(self, x: torch.Tensor, regime: Any = None) -> list[ShrinkageOutput]:
@@ -310,13 +394,16 @@ class EnsembleModel(nn.Module):
         alpha_true: Any,
         regime: Any = None,
         fit_within_weight: bool = True,
+        conformal: bool = True,
     ) -> float:
         """Fit the variance calibration on held-out (validation) data; returns ``τ``.
 
         ``alpha_true`` is the oracle intensity ``α* = Σ_k w*_k`` of each sample. With
         ``fit_within_weight`` (and at least two members) ``τ`` and ``λ`` are fitted
         jointly by :func:`fit_variance_weights`, else ``λ = 1`` and ``τ`` by
-        :func:`fit_temperature`.
+        :func:`fit_temperature`. With ``conformal`` the normalised scores
+        ``|α* − α| / σ`` under the fitted variance are stored for :meth:`interval`
+        (split conformal, Lei et al. 2018); else no scores are kept.
         """
         was_training = self.training
         self.eval()
@@ -324,13 +411,51 @@ class EnsembleModel(nn.Module):
             outs = self.member_outputs(self._as_input(features), regime)
         finally:
             self.train(was_training)
+        truth = _as_1d(alpha_true, "alpha_true")
+        if truth.size != outs[0].alpha.shape[0]:
+            raise ValueError(
+                f"alpha_true has {truth.size} entries for {outs[0].alpha.shape[0]} samples"
+            )
         alpha, _, between, within = self.variance_components(outs)
         if fit_within_weight and len(self.members) > 1:
-            t, lam = fit_variance_weights(alpha, between, within, alpha_true)
+            t, lam = fit_variance_weights(alpha, between, within, truth)
         else:
-            t, lam = fit_temperature(alpha, between + within, alpha_true), 1.0
+            t, lam = fit_temperature(alpha, between + within, truth), 1.0
         self.set_temperature(t, lam)
+        self.set_conformal_scores(None)
+        if conformal:
+            out = self.combine_outputs(outs)
+            var = out.log_var.double().exp()  # as in interval(): σ from log_var in float64
+            self.set_conformal_scores(conformal_scores(out.alpha.double(), var, truth))
         return t
+
+    def interval_multiplier(self, level: float, method: str = "auto") -> float:
+        """Half-width of the level-``ℓ`` interval in units of the predicted ``σ``:
+        the conformal quantile ``s_(⌈(m+1)ℓ⌉)`` of the stored scores (``inf`` when
+        ``⌈(m+1)ℓ⌉ > m``), or the Gaussian ``z_{(1+ℓ)/2}``. ``method``: ``"auto"``
+        (conformal when scores are stored, else Gaussian), ``"conformal"`` (``ValueError``
+        without scores) or ``"gaussian"``."""
+        if method not in INTERVAL_METHODS:
+            raise ValueError(f"method must be one of {INTERVAL_METHODS}, got {method!r}")
+        lv = float(_check_levels([level])[0])
+        if method == "conformal" and not self.has_conformal:
+            raise ValueError("no conformal scores stored: call calibrate() first")
+        if method == "gaussian" or not self.has_conformal:
+            return float(norm.ppf(0.5 + lv / 2))
+        return conformal_quantile(self.conformal_scores.cpu().numpy(), lv)
+
+    @torch.no_grad()
+    def interval(
+        self, features: Any, level: float = 0.9, regime: Any = None, method: str = "auto"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Central level-``ℓ`` interval ``α ± σ · q_ℓ`` of the intensity (float64
+        ``(lower, upper)``, each ``(B,)``); ``q_ℓ`` from :meth:`interval_multiplier`
+        (conformal by default when calibrated). Not clipped to ``[0, 1]``."""
+        q = self.interval_multiplier(level, method)
+        out = self.predict(features, regime)
+        alpha = out.alpha.double()
+        half = torch.exp(0.5 * out.log_var.double()) * q
+        return alpha - half, alpha + half
 
 
 register_model_kind(EnsembleModel.model_kind, EnsembleModel)
@@ -443,15 +568,55 @@ def _check_levels(levels: Sequence[float]) -> np.ndarray:
     return lv
 
 
+def conformal_scores(pred_mean: Any, pred_var: Any, truth: Any) -> np.ndarray:
+    """Sorted normalised nonconformity scores ``|y − μ| / √v`` of a calibration set
+    (split conformal with locally weighted residuals; Lei et al., JASA 2018, §5.2)."""
+    mu, var, y = _triple(pred_mean, pred_var, truth)
+    return np.sort(np.abs(y - mu) / np.sqrt(var))
+
+
+def conformal_quantile(scores: Any, level: float) -> float:
+    """Split-conformal quantile of ``m`` calibration scores at level ``ℓ``: the
+    ``k``-th smallest, ``k = ⌈(m + 1) ℓ⌉`` (the empirical quantile at the corrected
+    level ``k / m``), or ``inf`` when ``k > m``. A new exchangeable score is ``≤`` it
+    with probability ``≥ ℓ``, and ``≤ ℓ + 1/(m+1)`` without ties [Vovk, Gammerman &
+    Shafer 2005; Lei et al. 2018, Thm. 2.2]. ``(m+1)ℓ`` is rounded to 9 decimals
+    before the ceiling so that e.g. ``m = 19, ℓ = 0.9`` gives ``k = 18``."""
+    s = _as_1d(scores, "scores")
+    if np.any(s < 0):
+        raise ValueError("scores must be non-negative")
+    lv = float(_check_levels([level])[0])
+    m = s.size
+    k = math.ceil(round((m + 1) * lv, 9))
+    if k > m:
+        return math.inf
+    return float(np.partition(s, k - 1)[k - 1])
+
+
+def _multipliers(levels: np.ndarray, scores: Any) -> np.ndarray:
+    """Interval half-widths in units of ``√v``: Gaussian ``z_{(1+ℓ)/2}`` or conformal."""
+    if scores is None:
+        return norm.ppf(0.5 + levels / 2)
+    return np.array([conformal_quantile(scores, v) for v in levels])
+
+
 def interval_coverage(
-    pred_mean: Any, pred_var: Any, truth: Any, levels: Sequence[float] = (0.5, 0.9)
+    pred_mean: Any,
+    pred_var: Any,
+    truth: Any,
+    levels: Sequence[float] = (0.5, 0.9),
+    *,
+    scores: Any = None,
 ) -> dict[float, float]:
-    """Fraction of ``truth`` inside the central Gaussian intervals
-    ``μ ± z_{(1+ℓ)/2} √v`` for each nominal level ``ℓ``: ``{ℓ: coverage}``."""
+    """Fraction of ``truth`` inside the central intervals ``μ ± q_ℓ √v`` for each
+    nominal level ``ℓ``: ``{ℓ: coverage}``. ``q_ℓ = z_{(1+ℓ)/2}`` (Gaussian), or with
+    calibration ``scores`` (:func:`conformal_scores`, computed on *other* data) the
+    conformal :func:`conformal_quantile`."""
     mu, var, y = _triple(pred_mean, pred_var, truth)
     lv = _check_levels(levels)
     z = np.abs(y - mu) / np.sqrt(var)
-    return {float(level): float(np.mean(z <= norm.ppf(0.5 + level / 2))) for level in lv}
+    q = _multipliers(lv, scores)
+    return {float(level): float(np.mean(z <= qi)) for level, qi in zip(lv, q)}
 
 
 def reliability_curve(
@@ -459,24 +624,83 @@ def reliability_curve(
     pred_var: Any,
     truth: Any,
     levels: Sequence[float] | None = None,
+    *,
+    scores: Any = None,
 ) -> pd.DataFrame:
-    """Observed vs nominal coverage of central Gaussian intervals (reliability diagram).
+    """Observed vs nominal coverage of central intervals (reliability diagram):
+    Gaussian, or conformal with calibration ``scores`` (as :func:`interval_coverage`).
 
-    Columns ``nominal``, ``observed``, ``mean_width`` (mean interval width) and
-    ``n``; a calibrated model lies on the diagonal. Default levels 0.05, 0.10, …, 0.95.
+    Columns ``nominal``, ``observed``, ``mean_width`` (mean interval width; ``inf``
+    where the conformal interval is the whole line) and ``n``; a calibrated model lies
+    on the diagonal. Default levels 0.05, 0.10, …, 0.95.
     """
     lv = _check_levels(np.arange(1, 20) / 20 if levels is None else levels)
     mu, var, y = _triple(pred_mean, pred_var, truth)
-    cov = interval_coverage(mu, var, y, lv)
+    cov = interval_coverage(mu, var, y, lv, scores=scores)
     sd = np.sqrt(var)
+    q = _multipliers(lv, scores)
     return pd.DataFrame(
         {
             "nominal": lv,
             "observed": [cov[float(v)] for v in lv],
-            "mean_width": [float(np.mean(2 * norm.ppf(0.5 + v / 2) * sd)) for v in lv],
+            "mean_width": [float(np.mean(2 * qi * sd)) for qi in q],
             "n": y.size,
         }
     )
+
+
+def coverage_within_tolerance(
+    coverage: Mapping[float, float],
+    n: int,
+    *,
+    n_calibration: int | None = None,
+    n_se: float = 3.0,
+) -> bool:
+    """Whether every observed coverage ``c_ℓ`` (``{ℓ: c_ℓ}`` on ``n`` independent
+    samples) lies within ``n_se`` standard errors of ``ℓ``. The standard error is the
+    binomial ``√(ℓ(1−ℓ)/n)``; with ``n_calibration = m`` (conformal intervals) the
+    calibration draw adds ``ℓ(1−ℓ)/m`` to the variance (the coverage given the
+    calibration set is Beta-distributed with about that variance; Vovk 2012)."""
+    if n < 1 or (n_calibration is not None and n_calibration < 1):
+        raise ValueError("n and n_calibration must be >= 1")
+    if not math.isfinite(n_se) or n_se <= 0:
+        raise ValueError(f"n_se must be finite and > 0, got {n_se}")
+    if not coverage:
+        raise ValueError("coverage is empty")
+    for level, c in coverage.items():
+        lv = float(_check_levels([level])[0])
+        var = lv * (1 - lv) * (1 / n + (1 / n_calibration if n_calibration else 0.0))
+        if abs(float(c) - lv) > n_se * math.sqrt(var):
+            return False
+    return True
+
+
+def select_ensemble(
+    prial: Mapping[str, float],
+    coverage: Mapping[str, Mapping[float, float]],
+    n: int,
+    *,
+    n_calibration: int | None = None,
+    n_se: float = 3.0,
+) -> str:
+    """The deployed ensemble kind: the highest (validation) PRIAL among the kinds whose
+    interval coverage (``coverage[name] = {ℓ: c_ℓ}`` on ``n`` held-out samples not used
+    for calibration) passes :func:`coverage_within_tolerance`; if no kind passes,
+    the highest PRIAL overall. PRIAL decides because the covariance is the product;
+    calibration is a gate, since conformal intervals make every kind calibrated and
+    a failure flags a broken variance or a shift between calibration and use."""
+    if not prial:
+        raise ValueError("prial is empty")
+    missing = sorted(set(prial) - set(coverage))
+    if missing:
+        raise ValueError(f"no coverage for {missing}")
+    ok = [
+        k
+        for k in prial
+        if coverage_within_tolerance(coverage[k], n, n_calibration=n_calibration, n_se=n_se)
+    ]
+    pool = ok or list(prial)
+    return max(pool, key=lambda k: float(prial[k]))
 
 
 # ------------------------------------------------------------------------ PRIAL
