@@ -117,6 +117,7 @@ __all__ = [
     "boosting_probabilities",
     "conformal_quantile",
     "conformal_scores",
+    "coverage_table",
     "coverage_within_tolerance",
     "fit_temperature",
     "fit_variance_weights",
@@ -129,6 +130,7 @@ __all__ = [
     "prial_table",
     "quadratic_loss",
     "reliability_curve",
+    "reliability_curves",
     "select_ensemble",
     "take",
     "train_architecture_ensemble",
@@ -673,6 +675,79 @@ def coverage_within_tolerance(
         if abs(float(c) - lv) > n_se * math.sqrt(var):
             return False
     return True
+
+
+def _level_tag(level: float) -> str:
+    return f"{100 * level:g}".replace(".", "_")
+
+
+def _calibration_inputs(
+    model: Any, data: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(α, σ², α*, conformal scores or None)`` of ``model`` on ``data``."""
+    out = predict_numpy(model, _get(data, "features"))
+    scores = None
+    if isinstance(model, EnsembleModel) and model.has_conformal:
+        scores = model.conformal_scores.cpu().numpy()
+    return out.alpha.numpy(), out.log_var.exp().numpy(), _alpha_star(data), scores
+
+
+def coverage_table(
+    models: Mapping[str, Any], data: Any, levels: Sequence[float] = (0.5, 0.9)
+) -> pd.DataFrame:
+    """Calibration of each model's intensity intervals on ``data`` (fields
+    ``features``, ``oracle_w``; truth ``α* = Σ_k w*_k``), one row per model (index
+    ``model``): ``temperature``, ``within_weight``, ``n_calibration`` (number of
+    conformal scores, 0 if none), per level ``ℓ`` (tag ``50``, ``90``…) the observed
+    coverage of the Gaussian (``gaussian_50``) and conformal (``conformal_50``; NaN
+    without scores) intervals and their mean widths (``width_50_gaussian``,
+    ``width_50_conformal``), the Gaussian NLL ``nll`` and ``n``. Use it on data that
+    played no part in the calibration."""
+    lv = _check_levels(levels)
+    rows = []
+    for name, model in models.items():
+        mu, var, y, scores = _calibration_inputs(model, data)
+        row: dict[str, Any] = {
+            "model": name,
+            "temperature": float(getattr(model, "temperature", torch.tensor(1.0))),
+            "within_weight": float(getattr(model, "within_weight", torch.tensor(1.0))),
+            "n_calibration": 0 if scores is None else int(scores.size),
+        }
+        for method, sc in (("gaussian", None), ("conformal", scores)):
+            if method == "conformal" and sc is None:
+                curve = pd.DataFrame({"observed": np.nan, "mean_width": np.nan}, index=lv)
+            else:
+                curve = reliability_curve(mu, var, y, lv, scores=sc).set_index("nominal")
+            for v in lv:
+                row[f"{method}_{_level_tag(v)}"] = float(curve.loc[v, "observed"])
+                row[f"width_{_level_tag(v)}_{method}"] = float(curve.loc[v, "mean_width"])
+        row["nll"] = gaussian_nll(mu, var, y)
+        row["n"] = int(y.size)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def reliability_curves(
+    models: Mapping[str, Any],
+    data: Any,
+    methods: Sequence[str] = ("conformal", "gaussian"),
+    levels: Sequence[float] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """:func:`reliability_curve` of each model on ``data`` for each interval method
+    (``"conformal"``: skipped for a model without scores; ``"gaussian"``), keyed
+    ``"name (method)"`` — the input of :func:`shrinklab.plots.reliability_diagram`."""
+    bad = sorted(set(methods) - {"conformal", "gaussian"})
+    if bad:
+        raise ValueError(f"methods must be 'conformal' or 'gaussian', got {bad}")
+    curves = {}
+    for name, model in models.items():
+        mu, var, y, scores = _calibration_inputs(model, data)
+        for method in methods:
+            if method == "conformal" and scores is None:
+                continue
+            sc = scores if method == "conformal" else None
+            curves[f"{name} ({method})"] = reliability_curve(mu, var, y, levels, scores=sc)
+    return curves
 
 
 def select_ensemble(

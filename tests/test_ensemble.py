@@ -8,6 +8,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from _tiny_sets import tiny_set
@@ -19,6 +20,7 @@ from shrinklab.ensemble import (
     boosting_probabilities,
     conformal_quantile,
     conformal_scores,
+    coverage_table,
     coverage_within_tolerance,
     fit_temperature,
     fit_variance_weights,
@@ -28,6 +30,7 @@ from shrinklab.ensemble import (
     prial_table,
     quadratic_loss,
     reliability_curve,
+    reliability_curves,
     select_ensemble,
     take,
     train_architecture_ensemble,
@@ -429,6 +432,40 @@ def test_coverage_gate_and_selection_rule():
         select_ensemble(prial, {"a": good}, 400)
     with pytest.raises(ValueError, match="n_se"):
         coverage_within_tolerance(good, 400, n_se=0.0)
+
+
+def test_coverage_table_and_curves_agree_with_the_array_functions():
+    data = tiny_set(300, F, K, seed=50)
+    cal = tiny_set(200, F, K, seed=51)
+    calibrated = EnsembleModel([_net(s) for s in range(2)])
+    calibrated.calibrate(cal.features, cal.alpha_star)
+    plain = EnsembleModel([_net(3)], temperature=2.0)
+    models = {"cal": calibrated, "plain": plain}
+    table = coverage_table(models, data, levels=(0.5, 0.9))
+    assert list(table.index) == ["cal", "plain"]
+    out = calibrated.predict(data.features)
+    mu, var = out.alpha.double(), out.log_var.double().exp()
+    scores = calibrated.conformal_scores.numpy()
+    gauss = interval_coverage(mu, var, data.alpha_star)
+    conf = interval_coverage(mu, var, data.alpha_star, scores=scores)
+    row = table.loc["cal"]
+    assert row["gaussian_50"] == gauss[0.5] and row["gaussian_90"] == gauss[0.9]
+    assert row["conformal_50"] == conf[0.5] and row["conformal_90"] == conf[0.9]
+    sd = np.sqrt(var.numpy())
+    q90 = conformal_quantile(scores, 0.9)
+    assert row["width_90_conformal"] == pytest.approx(np.mean(2 * q90 * sd), rel=1e-12)
+    assert row["width_90_gaussian"] == pytest.approx(np.mean(2 * norm.ppf(0.95) * sd), rel=1e-12)
+    assert row["nll"] == pytest.approx(gaussian_nll(mu, var, data.alpha_star), rel=1e-12)
+    assert row["n_calibration"] == 200 and row["n"] == 300
+    # no scores: the conformal columns are NaN, the Gaussian ones are filled
+    assert np.isnan(table.loc["plain", "conformal_90"]) and table.loc["plain", "n_calibration"] == 0
+    assert table.loc["plain", "temperature"] == 2.0 and 0 <= table.loc["plain", "gaussian_90"] <= 1
+    curves = reliability_curves(models, data)
+    assert list(curves) == ["cal (conformal)", "cal (gaussian)", "plain (gaussian)"]
+    ref = reliability_curve(mu, var, data.alpha_star, scores=scores)
+    pd.testing.assert_frame_equal(curves["cal (conformal)"], ref)
+    with pytest.raises(ValueError, match="methods"):
+        reliability_curves(models, data, methods=("bootstrap",))
 
 
 # ----------------------------------------------------------------------- PRIAL
