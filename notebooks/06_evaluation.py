@@ -49,7 +49,8 @@ scenarios = [
     {"name": "factor t6 p=20 n=40", "family": "factor", "p": 20, "n": 40, "df": 6},
     {"name": "S&P p=20 n=40 t5", "family": "sp500", "p": 20, "n": 40, "df": 5},
 ]
-example_scenarios = ["1/3/10 p=40 n=40", "S&P p=20 n=40 t5"]
+# scenarios for spectra and heat maps (empty: the first scenario of each family, at most 3)
+example_scenarios = []
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -128,11 +129,9 @@ save_figure(fig, figures / "predicted_vs_oracle_intensity.png")
 # (estimate − Σ): the less structure left in the error, the better.
 
 # %%
-by_name = {r["scenario"]: r for r in scenario_results}
-for i, name in enumerate(example_scenarios):
-    mats = evaluate.example_matrices(
-        by_name[name], final.model_, ["ledoit_wolf", "learned", "oracle"]
-    )
+for i, example in enumerate(evaluate.select_examples(scenario_results, example_scenarios)):
+    name = example["scenario"]
+    mats = evaluate.example_matrices(example, final.model_, ["ledoit_wolf", "learned", "oracle"])
     estimates = {k: v for k, v in mats.items() if k not in ("sigma", "sample")}
     fig = plots.eigenvalue_spectra(
         mats["sigma"], mats["sample"], estimates, title=f"eigenvalues: {name}"

@@ -113,6 +113,7 @@ __all__ = [
     "prial_se",
     "scenario_name",
     "scenario_seed",
+    "select_examples",
 ]
 
 ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = dict(_est.CLASSICAL_ESTIMATORS)
@@ -615,6 +616,26 @@ def feasibility_summary(table: pd.DataFrame, goal: float = 0.9) -> dict[str, flo
         out["prial_learned"] = float(table["prial_learned"].mean())
         out["learned_capture"] = out["prial_learned"] / oracle if oracle else math.nan
     return out
+
+
+def select_examples(
+    results: Sequence[Mapping[str, Any]], names: Sequence[str] = (), max_n: int = 3
+) -> list[Mapping[str, Any]]:
+    """The scenarios to draw spectra and heat maps for: those named in ``names`` (in
+    that order; an unknown name is a ``ValueError``), or, when ``names`` is empty,
+    the first scenario of each family, at most ``max_n``."""
+    by_name = {r["scenario"]: r for r in results}
+    if names:
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ValueError(f"scenarios {unknown} are not in the grid ({list(by_name)})")
+        return [by_name[n] for n in names]
+    if max_n < 1:
+        raise ValueError(f"max_n must be >= 1, got {max_n}")
+    first: dict[str, Mapping[str, Any]] = {}
+    for r in results:
+        first.setdefault(r["family"], r)
+    return list(first.values())[:max_n]
 
 
 def example_matrices(

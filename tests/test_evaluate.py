@@ -540,3 +540,16 @@ def test_ablation_table(tmp_path):
     raw.drop(columns=["norm_loss"]).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match="norm_loss"):
         evaluate.ablation_table(tmp_path / "bad.csv")
+
+
+def test_select_examples(grid_results):
+    (_, results), _ = grid_results
+    names = [r["scenario"] for r in results]
+    assert evaluate.select_examples(results, [names[2], names[0]]) == [results[2], results[0]]
+    # default: first scenario of each family (here all three families differ)
+    assert evaluate.select_examples(results) == results
+    assert evaluate.select_examples(results, max_n=2) == results[:2]
+    same = [results[0], {**results[1], "family": results[0]["family"]}, results[2]]
+    assert evaluate.select_examples(same) == [same[0], same[2]]
+    with pytest.raises(ValueError, match="nope"):
+        evaluate.select_examples(results, ["nope"])
