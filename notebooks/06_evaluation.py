@@ -153,7 +153,10 @@ for i, example in enumerate(evaluate.select_examples(scenario_results, example_s
 for by in ("family", "pn_bucket"):
     decomposition = evaluate.error_decomposition(scenario_results, by=by)
     display(decomposition.round(2))
-    fig = plots.error_decomposition_bars(decomposition, title=f"shortfall from the oracle by {by}")
+    label = {"family": "scenario family", "pn_bucket": "p/n"}[by]
+    fig = plots.error_decomposition_bars(
+        decomposition, title=f"shortfall from the oracle by {label}"
+    )
     save_figure(fig, figures / f"error_decomposition_{by}.png")
 
 # %% [markdown]

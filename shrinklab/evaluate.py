@@ -434,7 +434,8 @@ def error_decomposition(
     """The learned model's PRIAL shortfall from the oracle, split into intensity and
     mix parts (module docstring), averaged over the scenarios of each group.
 
-    ``by`` is ``"family"`` or ``"pn_bucket"`` (:func:`pn_bucket` with ``edges``).
+    ``by`` is ``"family"`` (groups in order of appearance) or ``"pn_bucket"``
+    (:func:`pn_bucket` with ``edges``; groups in increasing ``p/n``).
     Columns: ``n_scenarios``, ``prial_learned``, ``prial_oracle``, ``gap``
     (= ``prial_oracle − prial_learned``), ``gap_intensity``, ``gap_mix``
     (``gap_intensity + gap_mix = gap``).
@@ -459,6 +460,9 @@ def error_decomposition(
     if not rows:
         raise ValueError("no results to decompose")
     frame = pd.DataFrame(rows)
+    if by == "pn_bucket":  # buckets in increasing p/n, not in order of appearance
+        ratio = pd.Series([r["p"] / r["n"] for r in results])
+        frame = frame.iloc[np.argsort(ratio.to_numpy(), kind="stable")]
     out = frame.groupby(by, sort=False).mean()
     out.insert(0, "n_scenarios", frame.groupby(by, sort=False).size())
     return out

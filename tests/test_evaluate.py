@@ -219,7 +219,10 @@ def test_error_decomposition_groups(grid_results):
     np.testing.assert_allclose(fam.gap_intensity + fam.gap_mix, fam.gap, rtol=1e-9)
     np.testing.assert_allclose(fam.prial_oracle - fam.prial_learned, fam.gap, rtol=1e-9)
     pn = evaluate.error_decomposition(results, by="pn_bucket")
-    assert set(pn.index) == {"0.25 < p/n ≤ 0.75", "p/n > 1.5"}
+    assert list(pn.index) == ["0.25 < p/n ≤ 0.75", "p/n > 1.5"]  # increasing p/n
+    rev = evaluate.error_decomposition(results[::-1], by="pn_bucket")
+    assert list(rev.index) == list(pn.index)
+    pd.testing.assert_frame_equal(rev, pn)
     assert pn.loc["0.25 < p/n ≤ 0.75", "n_scenarios"] == 2
     both = [r["gap"] for r in results if r["p"] / r["n"] <= 0.75]
     assert pn.loc["0.25 < p/n ≤ 0.75", "gap"] == pytest.approx(np.mean(both))
