@@ -22,6 +22,16 @@ Architecture (all sizes configurable, defaults from the specification):
 * heads: intensity ``α = sigmoid`` ``(B,)``, target weights ``π = softmax`` over the K
   targets ``(B, K)`` (``K = 1`` gives ``π ≡ 1``), and ``log_var`` ``(B,)``, the log of the
   predicted variance of the intensity error (uncertainty head).
+* optional *anchored* output (``anchors``): the intensities are a gated convex
+  combination ``w = g_0 · απ + Σ_j g_j c_j`` (``g = softmax``) of the free head and of
+  the classical estimators of the family, read from the raw input features
+  (``c = ρ̂_LW e_identity``, ``ρ̂_OAS e_identity``, ``ρ̂_CC e_cc``, ``ρ̂_SF e_sf`` and
+  ``e_qis``). Each classical estimator is then one corner the network can reach
+  exactly, so it can match the best of them where that is optimal and move between
+  them elsewhere — a mixture of experts [Jacobs, Jordan, Nowlan & Hinton, Neural
+  Computation 3, 1991] whose experts are Ledoit–Wolf (2004), OAS (Chen et al. 2010),
+  constant correlation (Ledoit & Wolf 2004), single index (Ledoit & Wolf 2003) and QIS
+  (Ledoit & Wolf 2022). The outputs are still ``α = Σ_k w_k`` and ``π = w / α``.
 
 Initialisation: He (Kaiming, LeakyReLU slope 0.2) for the hidden layers [He et al.,
 "Delving deep into rectifiers", ICCV 2015], Glorot uniform for the heads [Glorot &
@@ -58,6 +68,8 @@ from torch import nn
 __all__ = [
     "MLShrinkageNetwork",
     "ShrinkageOutput",
+    "classical_anchors",
+    "resolve_anchors",
     "SyncableBatchNorm1d",
     "feature_schema_of",
     "load_model",
@@ -201,6 +213,12 @@ class MLShrinkageNetwork(nn.Module):
     residual : residual skip connections around every hidden block.
     use_attention, attention_dim, attention_heads : optional feature self-attention.
     n_regimes, regime_dim : optional market-regime embedding (0 = off).
+    anchors : ``"auto"`` (default) anchors the output on the classical estimators when
+        the input is the full feature vector of :mod:`shrinklab.features` and the
+        targets are :data:`shrinklab.targets.TARGET_NAMES` (off otherwise); ``None`` is
+        off; or an explicit list of ``[feature_index, target_index]`` pairs, where
+        ``feature_index = -1`` is a fixed weight 1 (e.g. pure QIS). See the module
+        docstring.
     """
 
     model_kind = "mlp"
@@ -219,6 +237,7 @@ class MLShrinkageNetwork(nn.Module):
         attention_heads: int = 2,
         n_regimes: int = 0,
         regime_dim: int = 4,
+        anchors: str | Sequence[Sequence[int]] | None = "auto",
     ) -> None:
         super().__init__()
         hidden_dims = tuple(int(h) for h in hidden_dims)
@@ -251,6 +270,7 @@ class MLShrinkageNetwork(nn.Module):
             "attention_heads": int(attention_heads),
             "n_regimes": int(n_regimes),
             "regime_dim": int(regime_dim),
+            "anchors": resolve_anchors(anchors, int(input_dim), int(num_targets)),
         }
         self.input_dim = int(input_dim)
         self.num_targets = int(num_targets)
@@ -292,6 +312,21 @@ class MLShrinkageNetwork(nn.Module):
         self.alpha_head = nn.Linear(d, 1)
         self.weights_head = nn.Linear(d, self.num_targets)
         self.log_var_head = nn.Linear(d, 1)
+        anchor_pairs = self._config["anchors"] or []
+        if anchor_pairs:
+            self.register_buffer(
+                "anchor_features", torch.tensor([a[0] for a in anchor_pairs], dtype=torch.long)
+            )
+            self.register_buffer(
+                "anchor_targets", torch.tensor([a[1] for a in anchor_pairs], dtype=torch.long)
+            )
+            self.gate_head: nn.Linear | None = nn.Linear(d, len(anchor_pairs) + 1)
+            # learned inverse temperature of the gate, outside the L2 penalty (1-D), so
+            # the gate can saturate on one estimator where that one is best
+            self.gate_log_scale: nn.Parameter | None = nn.Parameter(torch.zeros(1))
+        else:
+            self.gate_head = None
+            self.gate_log_scale = None
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
@@ -303,7 +338,10 @@ class MLShrinkageNetwork(nn.Module):
             nn.init.zeros_(block.linear.bias)
             if isinstance(block.skip, nn.Linear):
                 nn.init.kaiming_normal_(block.skip.weight, nonlinearity="linear")
-        for head in (self.alpha_head, self.weights_head, self.log_var_head):
+        heads = [self.alpha_head, self.weights_head, self.log_var_head]
+        if self.gate_head is not None:
+            heads.append(self.gate_head)  # zero bias: uniform gate at the start
+        for head in heads:
             nn.init.xavier_uniform_(head.weight)
             nn.init.zeros_(head.bias)
         self.set_output_priors(0.5, None)
@@ -389,7 +427,39 @@ class MLShrinkageNetwork(nn.Module):
         alpha = torch.sigmoid(self.alpha_head(h)).squeeze(-1)
         weights = torch.softmax(self.weights_head(h), dim=-1)
         log_var = self.log_var_head(h).squeeze(-1)
+        if self.gate_head is not None:
+            alpha, weights = self._anchored(x, h, alpha, weights)
         return ShrinkageOutput(alpha, weights, log_var)
+
+    def anchor_candidates(self, x: torch.Tensor) -> torch.Tensor:
+        """Intensity vectors ``(B, J, K)`` of the anchor estimators, from raw features ``x``.
+
+        Candidate ``j`` puts ``clamp(x[:, f_j], 0, 1)`` (a classical intensity) on
+        target ``t_j``, or weight 1 when ``f_j = -1``.
+        """
+        if self.gate_head is None:
+            raise ValueError("the network was built without anchors")
+        f, t = self.anchor_features, self.anchor_targets
+        fixed = f < 0
+        value = x[:, f.clamp_min(0)].clamp(0.0, 1.0)
+        value = torch.where(fixed, torch.ones_like(value), value)
+        onehot = torch.nn.functional.one_hot(t, self.num_targets).to(x.dtype)  # (J, K)
+        return value[:, :, None] * onehot[None, :, :]
+
+    def _anchored(
+        self, x: torch.Tensor, h: torch.Tensor, alpha: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gated convex combination of the free head and the anchors → ``(α, π)``."""
+        assert self.gate_head is not None
+        assert self.gate_log_scale is not None
+        gate = torch.softmax(self.gate_head(h) * self.gate_log_scale.exp(), dim=-1)  # (B, J+1)
+        cand = self.anchor_candidates(x)  # (B, J, K)
+        w = gate[:, :1] * alpha[:, None] * weights + (gate[:, 1:, None] * cand).sum(dim=1)
+        total = w.sum(dim=-1)
+        # π = w / α; where α ≈ 0 the direction is irrelevant: keep the free head's π
+        safe = total > 1e-8
+        pi = torch.where(safe[:, None], w / total.clamp_min(1e-8)[:, None], weights)
+        return total.clamp(0.0, 1.0), pi
 
     @torch.no_grad()
     def attention_weights(self, features: Any) -> torch.Tensor:
@@ -438,6 +508,8 @@ class MLShrinkageNetwork(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MLShrinkageNetwork:
+        config = dict(config)
+        config.setdefault("anchors", None)  # files written before anchors existed
         return cls(**config)
 
     @classmethod
@@ -450,6 +522,53 @@ class MLShrinkageNetwork(nn.Module):
         model = cls.from_config(config)
         load_pretrained_weights(model, payload["state_dict"])
         return model
+
+
+def classical_anchors(input_dim: int, num_targets: int) -> list[list[int]] | None:
+    """``[feature_index, target_index]`` pairs of the classical estimators for the full
+    feature vector of :mod:`shrinklab.features` (``None`` for any other input layout).
+
+    Ledoit–Wolf and OAS → identity, constant correlation → constant-correlation
+    target, single index → single-factor target, and QIS as a fixed corner (``-1``).
+    """
+    from shrinklab.features import FEATURE_NAMES
+    from shrinklab.targets import TARGET_NAMES
+
+    if input_dim != len(FEATURE_NAMES) or num_targets != len(TARGET_NAMES):
+        return None
+    pairs = [
+        ("int_lw", "identity"),
+        ("int_oas", "identity"),
+        ("int_cc", "constant_correlation"),
+        ("int_sf", "single_factor"),
+        (None, "qis"),
+    ]
+    return [
+        [FEATURE_NAMES.index(f) if f is not None else -1, TARGET_NAMES.index(t)] for f, t in pairs
+    ]
+
+
+def resolve_anchors(
+    anchors: str | Sequence[Sequence[int]] | None, input_dim: int, num_targets: int
+) -> list[list[int]] | None:
+    """Normalise the ``anchors`` argument of :class:`MLShrinkageNetwork` to a list of
+    ``[feature_index, target_index]`` pairs (or ``None``), validating the indices."""
+    if anchors is None or anchors is False:
+        return None
+    if isinstance(anchors, str):
+        if anchors != "auto":
+            raise ValueError(f"anchors must be 'auto', None or a list of pairs, got {anchors!r}")
+        return classical_anchors(input_dim, num_targets)
+    pairs = [[int(a) for a in pair] for pair in anchors]
+    if not pairs:
+        return None
+    for f, t in pairs:
+        if not (-1 <= f < input_dim) or not (0 <= t < num_targets):
+            raise ValueError(
+                f"anchor [{f}, {t}] out of range for input_dim={input_dim}, "
+                f"num_targets={num_targets}"
+            )
+    return pairs
 
 
 def output_priors(oracle_w: Any) -> tuple[float, np.ndarray]:

@@ -318,3 +318,108 @@ def test_pretrained_weights_transfer_trunk(tmp_path):
     torch.testing.assert_close(clone.predict(x).alpha, source.predict(x).alpha)
     with pytest.raises(ValueError, match="no pretrained tensor"):
         load_pretrained_weights(_MeanModel(5), path)
+
+
+# ------------------------------------------------------------------ anchored output
+def _full_layout():
+    from shrinklab.features import FEATURE_NAMES
+    from shrinklab.targets import TARGET_NAMES
+
+    return list(FEATURE_NAMES), list(TARGET_NAMES)
+
+
+def _anchored_net(seed: int = 0) -> MLShrinkageNetwork:
+    feats, targets = _full_layout()
+    torch.manual_seed(seed)
+    return MLShrinkageNetwork(len(feats), len(targets), hidden_dims=(16, 8))
+
+
+def _features(batch: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, len(_full_layout()[0]), generator=g)
+    x[:, 17:21] = torch.rand(batch, 4, generator=g) * 1.4 - 0.2  # some outside [0, 1]
+    return x
+
+
+def test_auto_anchors_are_the_classical_estimators():
+    feats, targets = _full_layout()
+    net = _anchored_net()
+    pairs = {(feats[f] if f >= 0 else None, targets[t]) for f, t in net.config["anchors"]}
+    assert pairs == {
+        ("int_lw", "identity"),
+        ("int_oas", "identity"),
+        ("int_cc", "constant_correlation"),
+        ("int_sf", "single_factor"),
+        (None, "qis"),
+    }
+    # any other layout: no anchors (the features are not known to hold intensities)
+    assert MLShrinkageNetwork(F, 5).config["anchors"] is None
+    assert MLShrinkageNetwork(len(feats), 1).config["anchors"] is None
+    assert MLShrinkageNetwork(len(feats), 5, anchors=None).gate_head is None
+
+
+def test_anchored_output_matches_numpy_reference():
+    """w = g0·απ + Σ_j g_j c_j with c_j = clip(x_f, 0, 1) e_t (QIS: e_qis), recomputed in numpy."""
+    net = _trained_like(_anchored_net()).eval()
+    x = _features(32)
+    with torch.no_grad():
+        out = net(x)
+        h = net._trunk(x)
+        a = torch.sigmoid(net.alpha_head(h)).squeeze(-1).double().numpy()
+        pi = torch.softmax(net.weights_head(h), -1).double().numpy()
+        logits = (net.gate_head(h) * net.gate_log_scale.exp()).double().numpy()
+    gate = np.exp(logits - logits.max(1, keepdims=True))
+    gate /= gate.sum(1, keepdims=True)
+    xn = x.double().numpy()
+    w = gate[:, :1] * a[:, None] * pi
+    for j, (f, t) in enumerate(net.config["anchors"]):
+        value = np.ones(len(xn)) if f < 0 else np.clip(xn[:, f], 0, 1)
+        w[:, t] += gate[:, j + 1] * value
+    np.testing.assert_allclose(out.intensities.double().numpy(), w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.alpha.double().numpy(), w.sum(1), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out.weights.sum(-1), torch.ones(32), atol=1e-5)
+
+
+@pytest.mark.parametrize("j", range(5))
+def test_saturated_gate_reproduces_each_classical_estimator(j):
+    """A gate saturated on anchor j returns exactly that classical estimator's intensities."""
+    net = _anchored_net().eval()
+    with torch.no_grad():
+        net.gate_head.weight.zero_()
+        net.gate_head.bias.fill_(-30.0)
+        net.gate_head.bias[j + 1] = 30.0
+    x = _features(16)
+    w = net(x).intensities
+    f, t = net.config["anchors"][j]
+    expected = torch.zeros_like(w)
+    expected[:, t] = 1.0 if f < 0 else x[:, f].clamp(0, 1)
+    torch.testing.assert_close(w, expected, rtol=0, atol=1e-6)
+
+
+def test_anchored_intensities_stay_feasible_and_train():
+    net = _anchored_net().train()
+    x = _features(64)
+    out = net(x)
+    w = out.intensities
+    assert bool((w >= -1e-7).all()) and bool((w.sum(-1) <= 1 + 1e-6).all())
+    out.alpha.sum().backward()
+    assert net.gate_head.weight.grad is not None and net.gate_log_scale.grad is not None
+
+
+def test_anchors_persist_and_old_files_load_without(tmp_path):
+    feats, targets = _full_layout()
+    net = _trained_like(_anchored_net()).eval()
+    path = save_model(tmp_path / "m.pt", net, feats, targets)
+    back = load_model(path)
+    x = _features(8)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).intensities, net(x).intensities, rtol=0, atol=0)
+    cfg = dict(net.config)
+    del cfg["anchors"]  # a file written before anchors existed
+    assert MLShrinkageNetwork.from_config(cfg).gate_head is None
+
+
+@pytest.mark.parametrize("bad", ["classical", [[99, 0]], [[0, 7]], [[-2, 0]]])
+def test_bad_anchors_raise(bad):
+    with pytest.raises(ValueError, match="anchor"):
+        MLShrinkageNetwork(len(_full_layout()[0]), 5, anchors=bad)
