@@ -193,18 +193,7 @@ feasibility[
 ].round(2)
 
 # %%
-print(
-    f"Averaged over {feas['n_scenarios']:.0f} scenarios the per-replication oracle reaches a PRIAL of "
-    f"{feas['prial_oracle']:.1f}; the best constant weights in hindsight reach {feas['prial_constant_oracle']:.1f} "
-    f"({100 * feas['constant_capture']:.0f} % of the oracle), the best classical estimator "
-    f"{feas['prial_best_classical']:.1f} and the learned model {feas['prial_learned']:.1f} "
-    f"({100 * feas['learned_capture']:.0f} %). The goal of 90 % asks for {feas['goal_prial']:.1f}: "
-    + (
-        "beyond what any non-adaptive weight reaches, so it needs per-replication information."
-        if feas["goal_prial"] > feas["prial_constant_oracle"]
-        else "within reach of a well-chosen constant weight."
-    )
-)
+print(evaluate.feasibility_text(feas))
 
 # %% [markdown]
 # Per scenario, the bars put the best classical estimator and the learned model next

@@ -106,6 +106,7 @@ __all__ = [
     "example_matrices",
     "feasibility_summary",
     "feasibility_table",
+    "feasibility_text",
     "headline_json",
     "headline_table",
     "per_replication",
@@ -600,6 +601,8 @@ def feasibility_summary(table: pd.DataFrame, goal: float = 0.9) -> dict[str, flo
     oracle, the constant oracle, the best classical estimator and (if present) the
     learned model; ``constant_capture`` and ``learned_capture`` (ratio of average
     PRIALs to the oracle's, the convention of :func:`capture_ratio`);
+    ``learned_minus_constant`` (mean PRIAL of the learned model minus that of the
+    constant oracle);
     ``goal_prial`` (= ``goal`` × mean oracle PRIAL, what the learned model must
     average for the goal) and ``n_scenarios``."""
     for col in ("prial_oracle", "prial_constant_oracle", "prial_best_classical"):
@@ -619,7 +622,37 @@ def feasibility_summary(table: pd.DataFrame, goal: float = 0.9) -> dict[str, flo
     if "prial_learned" in table.columns:
         out["prial_learned"] = float(table["prial_learned"].mean())
         out["learned_capture"] = out["prial_learned"] / oracle if oracle else math.nan
+        out["learned_minus_constant"] = out["prial_learned"] - out["prial_constant_oracle"]
     return out
+
+
+def feasibility_text(summary: Mapping[str, float], goal: float = 0.9) -> str:
+    """One paragraph stating a :func:`feasibility_summary` in words: the oracle's,
+    the constant oracle's, the best classical and the learned average PRIAL, what
+    the goal asks for, and whether a non-adaptive weight could meet it."""
+    s = summary
+    text = (
+        f"Averaged over {s['n_scenarios']:.0f} scenarios the per-replication oracle reaches a "
+        f"PRIAL of {s['prial_oracle']:.1f}; the best constant weights in hindsight reach "
+        f"{s['prial_constant_oracle']:.1f} ({100 * s['constant_capture']:.0f} % of the oracle) "
+        f"and the best classical estimator {s['prial_best_classical']:.1f}."
+    )
+    if "prial_learned" in s:
+        side = "above" if s["learned_minus_constant"] >= 0 else "below"
+        text += (
+            f" The learned model reaches {s['prial_learned']:.1f} "
+            f"({100 * s['learned_capture']:.0f} % of the oracle), "
+            f"{abs(s['learned_minus_constant']):.1f} points {side} the best constant weights."
+        )
+    text += f" The goal of {100 * goal:.0f} % of the oracle asks for {s['goal_prial']:.1f}: "
+    if s["goal_prial"] > s["prial_constant_oracle"]:
+        text += (
+            "more than any estimator that uses one weight vector per scenario can reach, so it "
+            "can only be met by telling replications apart from their samples."
+        )
+    else:
+        text += "within reach of a well-chosen constant weight vector per scenario."
+    return text
 
 
 def select_examples(

@@ -125,26 +125,37 @@ def predicted_vs_oracle(
         raise ValueError(f"predicted {pred.shape} and oracle {orc.shape} differ in length")
     if groups is not None and len(groups) != pred.size:
         raise ValueError(f"groups has {len(groups)} labels for {pred.size} points")
-    fig, ax = plt.subplots(figsize=(5, 5) if groups is None else (6.5, 5.5))
-    if uncertainty is not None:
-        ax.errorbar(orc, pred, yerr=_np(uncertainty).reshape(-1), fmt="none", alpha=0.2, lw=0.6)
+    fig, ax = plt.subplots(figsize=(5, 5) if groups is None else (8.5, 5))
+    unc = None if uncertainty is None else _np(uncertainty).reshape(-1)
     mae = float(np.mean(np.abs(pred - orc)))
     corr = float(np.corrcoef(pred, orc)[0, 1]) if pred.size > 1 and np.std(pred) > 0 else np.nan
     if groups is None:
+        if unc is not None:
+            ax.errorbar(orc, pred, yerr=unc, fmt="none", alpha=0.2, lw=0.6)
         ax.scatter(orc, pred, s=8, alpha=0.6, label=f"MAE {mae:.3f}, corr {corr:.2f}")
     else:
         labels = np.asarray([str(g) for g in groups])
-        for g in dict.fromkeys(labels):
-            m = labels == g
+        cmap = plt.get_cmap("tab10")
+        for j, g in enumerate(dict.fromkeys(labels)):
+            m, colour = labels == g, cmap(j % cmap.N)
+            if unc is not None:
+                ax.errorbar(
+                    orc[m], pred[m], yerr=unc[m], fmt="none", alpha=0.15, lw=0.6, color=colour
+                )
             g_mae = float(np.mean(np.abs(pred[m] - orc[m])))
-            ax.scatter(orc[m], pred[m], s=8, alpha=0.6, label=f"{g} (MAE {g_mae:.3f})")
+            ax.scatter(
+                orc[m], pred[m], s=8, alpha=0.7, color=colour, label=f"{g} (MAE {g_mae:.3f})"
+            )
         title = f"{title + ': ' if title else ''}pooled MAE {mae:.3f}, corr {corr:.2f}"
     lo = float(min(orc.min(), pred.min(), 0.0))
     hi = float(max(orc.max(), pred.max(), 1.0))
     ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
     ax.set_xlabel(f"oracle {label}")
     ax.set_ylabel(f"predicted {label}")
-    ax.legend(loc="upper left", fontsize="small" if groups is not None else None)
+    if groups is None:
+        ax.legend(loc="upper left")
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     if title:
         ax.set_title(title)
     return _finish(fig, path)

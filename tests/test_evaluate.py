@@ -482,6 +482,7 @@ def test_feasibility_table_and_summary(grid_results):
     # learned capture uses the same convention as the headline's capture ratio
     assert summ["learned_capture"] == pytest.approx(evaluate.capture_ratio(df)["average"])
     assert summ["goal_prial"] == pytest.approx(0.9 * tab.prial_oracle.mean())
+    assert summ["learned_minus_constant"] == pytest.approx(tab.learned_minus_constant.mean())
     with pytest.raises(ValueError, match="feasibility_table"):
         evaluate.feasibility_summary(df)
 
@@ -556,3 +557,20 @@ def test_select_examples(grid_results):
     assert evaluate.select_examples(same) == [same[0], same[2]]
     with pytest.raises(ValueError, match="nope"):
         evaluate.select_examples(results, ["nope"])
+
+
+def test_feasibility_text():
+    summ = {"n_scenarios": 8.0, "prial_oracle": 92.58, "prial_constant_oracle": 75.01,
+            "prial_best_classical": 72.29, "goal_prial": 83.32, "constant_capture": 0.8102,
+            "prial_learned": 73.28, "learned_capture": 0.7915,
+            "learned_minus_constant": 73.28 - 75.01}  # fmt: skip
+    text = evaluate.feasibility_text(summ)
+    for part in ("8 scenarios", "92.6", "75.0 (81 % of the oracle)", "72.3", "73.3 (79 %",
+                 "1.7 points below", "asks for 83.3", "telling replications apart"):  # fmt: skip
+        assert part in text, part
+    easy = {**summ, "goal_prial": 70.0, "learned_minus_constant": 2.0}
+    easy_text = evaluate.feasibility_text(easy)
+    assert "within reach of a well-chosen constant" in easy_text
+    assert "2.0 points above" in easy_text
+    no_model = {k: v for k, v in summ.items() if "learned" not in k}
+    assert "learned" not in evaluate.feasibility_text(no_model)

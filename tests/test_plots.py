@@ -8,6 +8,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import LineCollection, PathCollection
 
 from shrinklab import plots
 
@@ -20,10 +21,17 @@ def test_predicted_vs_oracle_groups():
     orc = rng.uniform(0, 1, 30)
     pred = np.clip(orc + rng.normal(0, 0.1, 30), 0, 1)
     groups = ["a"] * 10 + ["b"] * 12 + ["c"] * 8
-    fig = plots.predicted_vs_oracle(pred, orc, groups=groups, title="α")
+    unc = rng.uniform(0.01, 0.2, 30)
+    fig = plots.predicted_vs_oracle(pred, orc, uncertainty=unc, groups=groups, title="α")
     ax = fig.axes[0]
-    scatters = [c for c in ax.collections if len(c.get_offsets())]
-    assert len(scatters) == 3
+    scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(scatters) == 3 and len(bars) == 3
+    # error bars: ±1 predicted s.d., in the colour of their group
+    lengths = np.concatenate([[s[1, 1] - s[0, 1] for s in b.get_segments()] for b in bars])
+    np.testing.assert_allclose(lengths, 2 * unc)
+    for sc, b in zip(scatters, bars):
+        np.testing.assert_allclose(sc.get_facecolor()[0][:3], b.get_color()[0][:3])
     start = 0
     for sc, (g, size) in zip(scatters, (("a", 10), ("b", 12), ("c", 8))):
         sl = slice(start, start + size)
