@@ -36,7 +36,10 @@ def forced_network(
     A weight of exactly 0 gets logit ``−1e4`` (softmax gives an exact 0 in float32).
     """
     torch.manual_seed(0)
-    net = MLShrinkageNetwork(len(FEATURE_NAMES), len(TARGET_NAMES), hidden_dims=(8, 4))
+    # no anchors: the free head alone must decide the output
+    net = MLShrinkageNetwork(
+        len(FEATURE_NAMES), len(TARGET_NAMES), hidden_dims=(8, 4), anchors=None
+    )
     w = [1.0 / len(TARGET_NAMES)] * len(TARGET_NAMES) if weights is None else list(weights)
     logits = [math.log(v) if v > 0 else -BIG for v in w]
     with torch.no_grad():
