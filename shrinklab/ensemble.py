@@ -69,8 +69,9 @@ scores, and their intervals are Gaussian.
 Calibration diagnostics: :func:`interval_coverage` (central Gaussian intervals, or the
 conformal ones with ``scores=``), :func:`reliability_curve` (observed vs nominal
 coverage over many levels, for the reliability diagram), :func:`gaussian_nll`, and the
-selection rule :func:`select_ensemble` (best validation PRIAL among the kinds whose
-intervals cover within binomial tolerance, :func:`coverage_within_tolerance`).
+selection rule :func:`select_ensemble` (a calibration gate,
+:func:`coverage_within_tolerance`; then the best held-out PRIAL, ties within a paired
+standard error broken by the narrower intervals).
 
 Builders (all deterministic for fixed seeds on CPU)
 ---------------------------------------------------
@@ -750,32 +751,69 @@ def reliability_curves(
     return curves
 
 
+def _row_calibrated(row: pd.Series, levels: np.ndarray, n_se: float) -> bool:
+    """:func:`coverage_within_tolerance` for a :func:`coverage_table` row (conformal
+    coverage when the model has scores, else Gaussian)."""
+    m = int(row["n_calibration"])
+    method = "conformal" if m > 0 else "gaussian"
+    cov = {float(v): float(row[f"{method}_{_level_tag(v)}"]) for v in levels}
+    return coverage_within_tolerance(cov, int(row["n"]), n_calibration=m or None, n_se=n_se)
+
+
 def select_ensemble(
-    prial: Mapping[str, float],
-    coverage: Mapping[str, Mapping[float, float]],
-    n: int,
+    models: Mapping[str, Any],
+    data: Any,
     *,
-    n_calibration: int | None = None,
+    levels: Sequence[float] = (0.5, 0.9),
     n_se: float = 3.0,
-) -> str:
-    """The deployed ensemble kind: the highest (validation) PRIAL among the kinds whose
-    interval coverage (``coverage[name] = {ℓ: c_ℓ}`` on ``n`` held-out samples not used
-    for calibration) passes :func:`coverage_within_tolerance`; if no kind passes,
-    the highest PRIAL overall. PRIAL decides because the covariance is the product;
-    calibration is a gate, since conformal intervals make every kind calibrated and
-    a failure flags a broken variance or a shift between calibration and use."""
-    if not prial:
-        raise ValueError("prial is empty")
-    missing = sorted(set(prial) - set(coverage))
-    if missing:
-        raise ValueError(f"no coverage for {missing}")
-    ok = [
-        k
-        for k in prial
-        if coverage_within_tolerance(coverage[k], n, n_calibration=n_calibration, n_se=n_se)
-    ]
-    pool = ok or list(prial)
-    return max(pool, key=lambda k: float(prial[k]))
+    tie_se: float = 1.0,
+) -> tuple[str, pd.DataFrame]:
+    """Choose the deployed model on held-out ``data`` (validation worlds not used for
+    calibration): ``(name, table)``.
+
+    1. *Calibration gate*: a model is ``calibrated`` when its interval coverage on
+       ``data`` at every level (conformal when it has scores, else Gaussian) passes
+       :func:`coverage_within_tolerance` with ``n_se`` standard errors (the calibration
+       draw counted via its number of scores). If none passes, all are kept.
+    2. *PRIAL*: among those, the best PRIAL and every model ``tied`` with it: whose
+       PRIAL is below the best by at most ``tie_se`` paired standard errors
+       (:func:`shrinklab.ablation.prial_with_se`, delta method on the same samples),
+       and every model with a PRIAL above such a model's.
+    3. *Sharpness*: among the tied, the narrowest mean interval at the highest level.
+
+    "Maximise sharpness subject to calibration" [Gneiting, Balabdaoui & Raftery,
+    "Probabilistic forecasts, calibration and sharpness", JRSS B 2007], with the
+    covariance's PRIAL first because the covariance is the product. ``table`` (one row
+    per model) holds ``prial``, ``prial_vs_best`` and its ``prial_vs_best_se``, the
+    coverage and width columns of :func:`coverage_table`, ``calibrated``, ``tied``
+    and ``chosen``.
+    """
+    from shrinklab.ablation import prial_with_se
+
+    if not models:
+        raise ValueError("models is empty")
+    if not math.isfinite(tie_se) or tie_se < 0:
+        raise ValueError(f"tie_se must be finite and >= 0, got {tie_se}")
+    lv = _check_levels(levels)
+    table = coverage_table(models, data, lv)
+    w = {k: predict_numpy(m, _get(data, "features")).intensities for k, m in models.items()}
+    table["prial"] = [prial_with_se(w[k], data)[0] for k in table.index]
+    table["calibrated"] = [_row_calibrated(row, lv, n_se) for _, row in table.iterrows()]
+    pool = [k for k in table.index if table.loc[k, "calibrated"]] or list(table.index)
+    best = max(pool, key=lambda k: float(table.loc[k, "prial"]))
+    gaps = {k: prial_with_se(w[k], data, reference_w=w[best])[2:] for k in table.index}
+    table["prial_vs_best"] = [gaps[k][0] for k in table.index]
+    table["prial_vs_best_se"] = [gaps[k][1] for k in table.index]
+    close = [k for k in pool if k == best or gaps[k][0] >= -tie_se * gaps[k][1]]
+    # monotone in PRIAL: a kind above a tied kind is tied too (a noisier kind must not
+    # be tied while a better, steadier one is not)
+    floor = min(float(table.loc[k, "prial"]) for k in close)
+    table["tied"] = [k in pool and float(table.loc[k, "prial"]) >= floor for k in table.index]
+    top = _level_tag(float(lv.max()))
+    width = table[f"width_{top}_conformal"].fillna(table[f"width_{top}_gaussian"])
+    chosen = str(width[table["tied"]].idxmin())
+    table["chosen"] = table.index == chosen
+    return chosen, table
 
 
 # ------------------------------------------------------------------------ PRIAL

@@ -416,22 +416,68 @@ def test_conformal_bad_inputs_raise():
         conformal_scores([0.1, 0.2], [1.0, 1.0], [0.3])
 
 
-def test_coverage_gate_and_selection_rule():
+def test_coverage_gate():
     # n = 400: SE at 0.5 is 0.025, at 0.9 0.015; 3 SE = 0.075 and 0.045
     assert coverage_within_tolerance({0.5: 0.57, 0.9: 0.86}, 400)
     assert not coverage_within_tolerance({0.5: 0.58, 0.9: 0.9}, 400)
     assert not coverage_within_tolerance({0.5: 0.5, 0.9: 0.85}, 400)
     # the calibration draw widens the tolerance: √(1/400 + 1/400) · 0.5 · 3 = 0.106
     assert coverage_within_tolerance({0.5: 0.6, 0.9: 0.9}, 400, n_calibration=400)
-    prial = {"a": 101.0, "b": 100.0, "c": 99.0}
-    good, bad = {0.5: 0.5, 0.9: 0.9}, {0.5: 0.7, 0.9: 0.9}
-    assert select_ensemble(prial, {"a": good, "b": good, "c": good}, 400) == "a"
-    assert select_ensemble(prial, {"a": bad, "b": good, "c": good}, 400) == "b"
-    assert select_ensemble(prial, {"a": bad, "b": bad, "c": bad}, 400) == "a"
-    with pytest.raises(ValueError, match="no coverage"):
-        select_ensemble(prial, {"a": good}, 400)
     with pytest.raises(ValueError, match="n_se"):
-        coverage_within_tolerance(good, 400, n_se=0.0)
+        coverage_within_tolerance({0.5: 0.5}, 400, n_se=0.0)
+    with pytest.raises(ValueError, match=">= 1"):
+        coverage_within_tolerance({0.5: 0.5}, 0)
+
+
+def _mean_conformal_width(ens, data, level):
+    alpha, sd = _alpha_sd(ens, data.features)
+    return float(np.mean(2 * conformal_quantile(ens.conformal_scores.numpy(), level) * sd))
+
+
+def test_select_ensemble_gates_on_calibration_then_prial_then_sharpness():
+    """Independent references: PRIAL by prial_of, widths by hand. "same_mean" has the
+    intensities of "a" (exactly tied PRIAL) but another variance shape (λ); "broken"
+    also has a's intensities, with scores shrunk 3-fold (under-covers)."""
+    cal, data = tiny_set(400, F, K, seed=60), tiny_set(400, F, K, seed=61)
+    models = {
+        "a": EnsembleModel([_net(0), _net(1)]),
+        "b": EnsembleModel([_net(2), _net(3)]),
+        "same_mean": EnsembleModel([_net(0), _net(1)]),
+        "broken": EnsembleModel([_net(0), _net(1)]),
+    }
+    for name, m in models.items():
+        m.calibrate(cal.features, cal.alpha_star, fit_within_weight=name != "same_mean")
+    models["broken"].set_conformal_scores(models["broken"].conformal_scores / 3)
+    prial = {k: prial_of(m.predict(data.features).intensities, data) for k, m in models.items()}
+    assert prial["a"] == prial["same_mean"] == prial["broken"] != prial["b"]
+    width = {k: _mean_conformal_width(m, data, 0.9) for k, m in models.items()}
+    assert width["a"] != width["same_mean"]
+
+    # tie_se = 0: only exact ties to the best calibrated PRIAL, the narrowest of them
+    chosen, table = select_ensemble(models, data, tie_se=0.0)
+    assert not table.loc["broken", "calibrated"]
+    assert table.loc[["a", "b", "same_mean"], "calibrated"].all()
+    assert prial["a"] > prial["b"]  # so a and same_mean are tied, b is not
+    assert chosen == min(["a", "same_mean"], key=width.get)
+    # float32 network intensities, formed in float32 here and in float64 by the table
+    np.testing.assert_allclose(table["prial"], [prial[k] for k in table.index], rtol=1e-6)
+    assert table.loc[chosen, "chosen"] and table["chosen"].sum() == 1
+    # the tied set is an upper set of PRIAL among the calibrated models
+    ok = table[table["calibrated"]]
+    assert ok["tied"].any()
+    untied = ok.loc[~ok["tied"], "prial"]
+    assert list(untied.index) == ["b"] and ok.loc[ok["tied"], "prial"].min() > untied.max()
+    # every calibrated model tied: the narrowest calibrated interval wins
+    chosen, table = select_ensemble(models, data, tie_se=1e9)
+    assert chosen == min(["a", "b", "same_mean"], key=width.get)
+    assert not table.loc["broken", "tied"]
+    # nothing calibrated: fall back to all models
+    chosen, table = select_ensemble({"broken": models["broken"]}, data)
+    assert chosen == "broken" and not table.loc["broken", "calibrated"]
+    with pytest.raises(ValueError, match="empty"):
+        select_ensemble({}, data)
+    with pytest.raises(ValueError, match="tie_se"):
+        select_ensemble(models, data, tie_se=-1.0)
 
 
 def test_coverage_table_and_curves_agree_with_the_array_functions():
