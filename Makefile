@@ -1,5 +1,5 @@
 # Two entry points (see README): `make repro` and `make test`.
-.PHONY: setup repro test lint bench clean-smoke model-selection
+.PHONY: setup repro test snapshots lint bench clean-smoke model-selection
 VENV := .venv/bin
 # One BLAS/OpenMP thread per process: on a shared 2-core machine two threads
 # oversubscribe and run 10-40x slower (measured, see docs/architecture.md).
@@ -15,10 +15,17 @@ repro: setup
 	$(VENV)/dvc repro
 	$(VENV)/dvc push || echo "dvc push skipped (remote not reachable)"
 
-# Unit tests, notebook smoke tests (nbval) and the end-to-end pipeline test.
+# Unit tests, notebook smoke tests (nbval) and the end-to-end pipeline test. nbval runs
+# the output snapshots tests/notebook_snapshots/*.ipynb (each notebook at its small
+# defaults) and compares the cells marked # NBVAL_CHECK_OUTPUT with their stored output.
 test: setup
 	$(VENV)/ruff check .
-	$(VENV)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider
+
+# Regenerate the snapshots after changing a notebook or a checked result (runs every
+# notebook in order at its small defaults, ~3 min on 2 cores); review the diff, commit.
+snapshots: setup
+	$(VENV)/python -m shrinklab.pipeline snapshots
 
 lint: setup
 	$(VENV)/ruff check . && $(VENV)/ruff format --check .

@@ -73,9 +73,13 @@ summary
 
 # %%
 # NBVAL_CHECK_OUTPUT
+from shrinklab.pipeline import checksum
+
 print("returns:", returns.shape, returns.index[0].date(), "to", returns.index[-1].date())
 print("imputed cells:", int(summary["imputed"].sum()), "| winsorised cells:", int(summary["winsorised"].sum()))
 print("regime days:", {data.REGIME_NAMES[k]: int(v) for k, v in regimes.value_counts().sort_index().items()})
+print("checksum of dates, tickers and returns (8 decimals):",
+      checksum(returns.index, returns.columns, returns.to_numpy(), decimals=8))
 
 # %%
 market = pd.DataFrame({"index_return": index_returns.reindex(returns.index), "regime": regimes})
@@ -112,6 +116,10 @@ splits = data.walk_forward_splits(returns.index)
 split_table = pd.DataFrame([{"fold": s.fold, **{k: v.date() for k, v in s.dates(returns.index).items()}} for s in splits])
 split_table
 
+# %%
+# NBVAL_CHECK_OUTPUT
+print(split_table.to_string(index=False))
+
 # %% [markdown]
 # ## 1.3 Synthetic training samples
 #
@@ -131,7 +139,8 @@ train = sets["train"]
 # %%
 # NBVAL_CHECK_OUTPUT
 for name, ts in sets.items():
-    print(f"{name}: {len(ts)} samples, {ts.features.shape[1]} features")
+    print(f"{name}: {len(ts)} samples, {ts.features.shape[1]} features, mean α* {float(ts.alpha_star.mean()):.3f}, "
+          f"checksum of p, n, family, seed: {checksum(ts.p, ts.n, ts.family, ts.sample_seed)}")
 
 # %%
 frame = train.to_frame()

@@ -127,3 +127,10 @@ save_metrics(reports / "metrics" / "pretrain.json", {
     "valid_prial": prial,
 })
 prial
+
+# %%
+# NBVAL_CHECK_OUTPUT
+n_parameters = sum(t.numel() for t in model.parameters())
+print(f"{n_parameters} parameters; {len(history['epoch'])} epochs run, best epoch {history['best_epoch']}, "
+      f"best validation loss {history['best_valid_loss']:.3f}")
+print("validation PRIAL %:", {k: round(float(v), 1) for k, v in prial.items()})

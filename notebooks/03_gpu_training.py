@@ -104,3 +104,8 @@ save_metrics(reports / "metrics" / "finetune.json", {
     "mean_valid_loss_pretrained": float(folds["valid_loss_pretrained"].mean()),
     "mean_valid_loss_finetuned": float(folds["valid_loss_finetuned"].mean()),
 })
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"final fit: {result.epochs} epochs")
+print(folds.drop(columns=["train_end", "val_start", "val_end"]).round(3).to_string())

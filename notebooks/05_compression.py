@@ -101,3 +101,9 @@ save_metrics(reports / "metrics" / "compress.json", {
     "prial": {k: float(v) for k, v in table["prial"].items()},
     "parameters": {k: int(v) for k, v in table["parameters"].items()},
 })
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# (the deployable choice depends on measured latency, so it is not checked here)
+print(f"ONNX parity below 1e-5: {parity < 1e-5}")
+print(table[["parameters", "nonzero_parameters", "prial"]].round({"prial": 1}).to_string())

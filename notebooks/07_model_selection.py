@@ -253,3 +253,11 @@ save_metrics(reports / "metrics" / "model_selection.json", {
     "keep_tuned": keep_tuned,
     "ablation_delta_prial": dict(zip(ablation["variant"], ablation["delta_prial"].astype(float), strict=True)),
 })
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{len(grid_configs(grid))} grid points; {len(trials)} trials ({search.n_pruned} pruned), "
+      f"best validation loss {search.best_value:.3f}")
+print("leave-one-family-out loss:", lofo["norm_loss_mean"].round(3).to_dict())
+print("regime-fold loss:", regime_cv["loss_mean"].round(3).to_dict(), "| chosen:", best_ft)
+print("ablation variants:", list(ablation["variant"]))

@@ -1,4 +1,8 @@
-"""Each notebooks/NN_x.py has a paired .ipynb with the same cells and no outputs."""
+"""Each notebooks/NN_x.py has a paired .ipynb with the same cells and no outputs.
+
+Expected outputs live outside notebooks/, in the nbval snapshots
+tests/notebook_snapshots/ (see test_notebook_snapshots.py).
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,11 @@ def test_no_outputs_committed(source: Path):
     json_nb = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
     for cell in json_nb.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"{source.with_suffix('.ipynb').name} carries outputs: rewrite it without "
+                f"(`jupytext --to ipynb {source}`); checked outputs belong in "
+                "tests/notebook_snapshots/ (python -m shrinklab.pipeline snapshots)"
+            )
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
