@@ -333,7 +333,7 @@ def write_snapshots(
 ) -> list[Path]:
     """Execute notebooks at their small defaults and write their output snapshots.
 
-    ``names=None`` regenerates every notebook from a clean ``<snapshot_dir>/build``
+    ``names=None`` (or empty) regenerates every notebook from a clean ``<snapshot_dir>/build``
     (what CI starts from) and removes snapshots of notebooks that no longer exist.
     Notebooks run in pipeline order with cwd ``snapshot_dir`` (where nbval runs
     the snapshots), since each reads what the earlier ones wrote under
@@ -350,7 +350,7 @@ def write_snapshots(
     if unknown:
         raise ValueError(f"no notebooks {unknown} (available: {available})")
     snapshot_dir.mkdir(parents=True, exist_ok=True)
-    if names is None:
+    if not names:
         shutil.rmtree(snapshot_dir / "build", ignore_errors=True)
         for stale in set(snapshot_dir.glob("*.ipynb")) - {
             snapshot_dir / f"{n}.ipynb" for n in available
@@ -359,8 +359,11 @@ def write_snapshots(
     written = []
     for name in sorted(names or available):
         start = time.perf_counter()
-        executed = execute_notebook(read_notebook(name, root), snapshot_dir)
-        snapshot = snapshot_notebook(executed)
+        try:
+            snapshot = snapshot_notebook(execute_notebook(read_notebook(name, root), snapshot_dir))
+        except Exception as err:
+            err.add_note(f"while writing the snapshot of notebooks/{name}.py")
+            raise
         path = snapshot_dir / f"{name}.ipynb"
         nbformat.write(snapshot, path)
         checked = sum(is_checked(c) for c in snapshot.cells)

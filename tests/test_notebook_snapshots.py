@@ -116,8 +116,13 @@ def test_nbval_fails_when_a_checked_value_changes(tmp_path: Path):
     _write_text_notebook(tmp_path, "01_good", "print('sum', sum(range(n)))")
     _write_text_notebook(tmp_path, "02_bad", "print('sum', sum(range(n)))")
     snaps = tmp_path / "snapshots"
+    (snaps / "build").mkdir(parents=True)
+    (snaps / "build" / "state").write_text("left by an earlier run")
+    (snaps / "00_removed_notebook.ipynb").write_text("{}")
     written = write_snapshots(root=tmp_path, snapshot_dir=snaps)
     assert [p.name for p in written] == ["01_good.ipynb", "02_bad.ipynb"]
+    assert sorted(p.name for p in snaps.glob("*.ipynb")) == ["01_good.ipynb", "02_bad.ipynb"]
+    assert not (snaps / "build").exists(), "a full regeneration starts from a clean build folder"
 
     good = nbformat.read(written[0], as_version=4)
     assert [c.outputs for c in good.cells if c.cell_type == "code"][:2] == [[], []]
@@ -140,8 +145,15 @@ def test_nbval_fails_when_a_checked_value_changes(tmp_path: Path):
 
 def test_snapshot_refuses_a_checked_cell_without_output(tmp_path: Path):
     _write_text_notebook(tmp_path, "01_silent", "x = n + 1")
-    with pytest.raises(ValueError, match="no output to compare"):
+    with pytest.raises(ValueError, match="no output to compare") as err:
         write_snapshots(root=tmp_path, snapshot_dir=tmp_path / "snapshots")
+    assert "notebooks/01_silent.py" in str(err.value.__notes__)
+
+
+def test_snapshot_of_an_unknown_notebook_is_refused(tmp_path: Path):
+    _write_text_notebook(tmp_path, "01_x", "print(n)")
+    with pytest.raises(ValueError, match=r"no notebooks \['02_y'\]"):
+        write_snapshots(["02_y"], root=tmp_path, snapshot_dir=tmp_path / "snapshots")
 
 
 def test_snapshot_notebook_strips_unchecked_outputs_and_metadata():
