@@ -129,13 +129,15 @@ ensembles = {
 # **Which ensemble is deployed** (`ensemble.select_ensemble`, on the validation
 # worlds that early stopping used — not the calibration half, not the test worlds):
 #
-# 1. *calibration gate* — a kind qualifies if its conformal 50 % and 90 % intervals
-#    cover these worlds within three standard errors of the nominal rates (the
-#    standard error counts the n validation worlds and the m calibration worlds,
-#    √(ℓ(1−ℓ)(1/n + 1/m))); if none qualifies, all stay in;
+# 1. *calibration gate* — a kind qualifies unless its conformal 50 % or 90 % interval
+#    covers these worlds less often than the nominal rate by more than three standard
+#    errors (the standard error counts the n validation worlds and the m calibration
+#    worlds, √(ℓ(1−ℓ)(1/n + 1/m))); if none qualifies, all stay in. The gate is
+#    one-sided because early stopping saw these worlds: the members fit them a little
+#    better than fresh ones, and every kind over-covers them somewhat;
 # 2. *PRIAL* — the best validation PRIAL among them, and every kind whose PRIAL is
 #    below it by at most one paired standard error (delta method, same worlds) counts
-#    as tied with it;
+#    as tied with it, as does any kind ranked above a tied one;
 # 3. *sharpness* — of the tied kinds, the one with the narrowest 90 % interval.
 #
 # PRIAL comes first because the covariance matrix is the product; calibration is a
@@ -143,9 +145,9 @@ ensembles = {
 # calibrated by construction (failing the gate means a broken variance or data that
 # moved between calibration and use); among kinds the data cannot tell apart on
 # PRIAL, the sharper intervals win — "maximise sharpness subject to calibration"
-# (Gneiting, Balabdaoui & Raftery 2007). Caveats: early stopping saw these worlds,
-# so their coverage leans high; and the worlds come in batches sharing (p, n), so
-# both standard errors are optimistic.
+# (Gneiting, Balabdaoui & Raftery 2007). Caveat: the worlds come in batches that share
+# (p, n), so both standard errors are optimistic, and a PRIAL tie on the validation
+# worlds need not be one on the test worlds.
 
 # %%
 classical = dataset.classical_intensities(test_set)

@@ -658,12 +658,15 @@ def coverage_within_tolerance(
     *,
     n_calibration: int | None = None,
     n_se: float = 3.0,
+    one_sided: bool = False,
 ) -> bool:
     """Whether every observed coverage ``c_ℓ`` (``{ℓ: c_ℓ}`` on ``n`` independent
-    samples) lies within ``n_se`` standard errors of ``ℓ``. The standard error is the
-    binomial ``√(ℓ(1−ℓ)/n)``; with ``n_calibration = m`` (conformal intervals) the
-    calibration draw adds ``ℓ(1−ℓ)/m`` to the variance (the coverage given the
-    calibration set is Beta-distributed with about that variance; Vovk 2012)."""
+    samples) lies within ``n_se`` standard errors of ``ℓ`` (``one_sided``: is not
+    *below* ``ℓ`` by more; over-coverage passes). The standard error is the binomial
+    ``√(ℓ(1−ℓ)/n)``; with ``n_calibration = m`` (conformal intervals) the calibration
+    draw adds ``ℓ(1−ℓ)/m`` to the variance (the coverage given the calibration set is
+    Beta-distributed with about that variance; Vovk, "Conditional validity of
+    inductive conformal predictors", ACML 2012)."""
     if n < 1 or (n_calibration is not None and n_calibration < 1):
         raise ValueError("n and n_calibration must be >= 1")
     if not math.isfinite(n_se) or n_se <= 0:
@@ -673,7 +676,8 @@ def coverage_within_tolerance(
     for level, c in coverage.items():
         lv = float(_check_levels([level])[0])
         var = lv * (1 - lv) * (1 / n + (1 / n_calibration if n_calibration else 0.0))
-        if abs(float(c) - lv) > n_se * math.sqrt(var):
+        gap = lv - float(c) if one_sided else abs(float(c) - lv)
+        if gap > n_se * math.sqrt(var):
             return False
     return True
 
@@ -751,13 +755,15 @@ def reliability_curves(
     return curves
 
 
-def _row_calibrated(row: pd.Series, levels: np.ndarray, n_se: float) -> bool:
+def _row_calibrated(row: pd.Series, levels: np.ndarray, n_se: float, one_sided: bool) -> bool:
     """:func:`coverage_within_tolerance` for a :func:`coverage_table` row (conformal
     coverage when the model has scores, else Gaussian)."""
     m = int(row["n_calibration"])
     method = "conformal" if m > 0 else "gaussian"
     cov = {float(v): float(row[f"{method}_{_level_tag(v)}"]) for v in levels}
-    return coverage_within_tolerance(cov, int(row["n"]), n_calibration=m or None, n_se=n_se)
+    return coverage_within_tolerance(
+        cov, int(row["n"]), n_calibration=m or None, n_se=n_se, one_sided=one_sided
+    )
 
 
 def select_ensemble(
@@ -766,6 +772,7 @@ def select_ensemble(
     *,
     levels: Sequence[float] = (0.5, 0.9),
     n_se: float = 3.0,
+    one_sided: bool = True,
     tie_se: float = 1.0,
 ) -> tuple[str, pd.DataFrame]:
     """Choose the deployed model on held-out ``data`` (validation worlds not used for
@@ -774,7 +781,10 @@ def select_ensemble(
     1. *Calibration gate*: a model is ``calibrated`` when its interval coverage on
        ``data`` at every level (conformal when it has scores, else Gaussian) passes
        :func:`coverage_within_tolerance` with ``n_se`` standard errors (the calibration
-       draw counted via its number of scores). If none passes, all are kept.
+       draw counted via its number of scores); with ``one_sided`` (default) only
+       under-coverage fails: when ``data`` is the validation set that early stopping
+       used, the members fit it a little better than fresh worlds and every kind
+       over-covers it somewhat. If none passes, all are kept.
     2. *PRIAL*: among those, the best PRIAL and every model ``tied`` with it: whose
        PRIAL is below the best by at most ``tie_se`` paired standard errors
        (:func:`shrinklab.ablation.prial_with_se`, delta method on the same samples),
@@ -798,7 +808,7 @@ def select_ensemble(
     table = coverage_table(models, data, lv)
     w = {k: predict_numpy(m, _get(data, "features")).intensities for k, m in models.items()}
     table["prial"] = [prial_with_se(w[k], data)[0] for k in table.index]
-    table["calibrated"] = [_row_calibrated(row, lv, n_se) for _, row in table.iterrows()]
+    table["calibrated"] = [_row_calibrated(row, lv, n_se, one_sided) for _, row in table.iterrows()]
     pool = [k for k in table.index if table.loc[k, "calibrated"]] or list(table.index)
     best = max(pool, key=lambda k: float(table.loc[k, "prial"]))
     gaps = {k: prial_with_se(w[k], data, reference_w=w[best])[2:] for k in table.index}

@@ -423,6 +423,9 @@ def test_coverage_gate():
     assert not coverage_within_tolerance({0.5: 0.5, 0.9: 0.85}, 400)
     # the calibration draw widens the tolerance: √(1/400 + 1/400) · 0.5 · 3 = 0.106
     assert coverage_within_tolerance({0.5: 0.6, 0.9: 0.9}, 400, n_calibration=400)
+    # one-sided: over-coverage passes, under-coverage still fails
+    assert coverage_within_tolerance({0.5: 0.7, 0.9: 0.99}, 400, one_sided=True)
+    assert not coverage_within_tolerance({0.5: 0.42, 0.9: 0.9}, 400, one_sided=True)
     with pytest.raises(ValueError, match="n_se"):
         coverage_within_tolerance({0.5: 0.5}, 400, n_se=0.0)
     with pytest.raises(ValueError, match=">= 1"):
@@ -471,6 +474,11 @@ def test_select_ensemble_gates_on_calibration_then_prial_then_sharpness():
     chosen, table = select_ensemble(models, data, tie_se=1e9)
     assert chosen == min(["a", "b", "same_mean"], key=width.get)
     assert not table.loc["broken", "tied"]
+    # over-covering (scores 3x too large) passes the default one-sided gate only
+    wide = copy.deepcopy(models["a"])
+    wide.set_conformal_scores(wide.conformal_scores * 3)
+    assert select_ensemble({"wide": wide}, data)[1].loc["wide", "calibrated"]
+    assert not select_ensemble({"wide": wide}, data, one_sided=False)[1].loc["wide", "calibrated"]
     # nothing calibrated: fall back to all models
     chosen, table = select_ensemble({"broken": models["broken"]}, data)
     assert chosen == "broken" and not table.loc["broken", "calibrated"]
