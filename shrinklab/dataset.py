@@ -52,7 +52,7 @@ import torch
 
 from shrinklab import synthetic
 from shrinklab._validation import center
-from shrinklab.estimators import solve_simplex_qp
+from shrinklab.estimators import shrinkage_intensities, solve_simplex_qp
 from shrinklab.features import (
     FEATURE_NAMES,
     FEATURE_SCHEMA,
@@ -61,7 +61,6 @@ from shrinklab.features import (
     schema_for,
     targets_from_parts,
 )
-from shrinklab.features import classical_intensities as _intensities_of_returns
 from shrinklab.targets import (
     TARGET_NAMES,
     quadratic_form,
@@ -426,13 +425,13 @@ def process_batch(
     clock("cov")
     evals, U = torch.linalg.eigh(S)
     clock("eigh")
-    T = targets_from_parts(Xc, S)
+    T = targets_from_parts(Xc, S, (evals, U))  # QIS reuses this eigh
     clock("targets")
     G, c, d = quadratic_form(S, T, sigma)
     clock("quadratic_form")
     w = solve_simplex_qp(G, c)
     clock("qp")
-    inten = _intensities_of_returns(X)
+    inten = shrinkage_intensities(Xc, S)
     clock("intensities")
     feats = features_from_parts(X, Xc, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten)
     clock("features")

@@ -26,7 +26,7 @@ from shrinklab._validation import as_matrices, as_returns, center, unbatch
 from shrinklab.targets import (
     TARGET_NAMES,
     constant_correlation_target,
-    qis_estimate,
+    qis_from_returns,
     quadratic_form,
     single_factor_target,
     stack_targets,
@@ -39,6 +39,7 @@ __all__ = [
     "lw_constant_correlation",
     "lw_single_factor",
     "qis",
+    "shrinkage_intensities",
     "fsopt",
     "oracle_weights",
     "solve_simplex_qp",
@@ -94,6 +95,174 @@ def sample_covariance(X: Any, *, return_shrinkage: bool = False) -> Result:
     )
 
 
+def _fourth_moments(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, torch.Tensor]:
+    """O(np + p²) moments shared by the LW, constant-correlation and single-factor intensities.
+
+    ``Y2 = Xc∘Xc``, ``Y3 = Xc∘Y2``, ``row2_t = Σ_i x_ti²``,
+    ``sum_pi = Σ_ij (1/n Σ_t x_ti² x_tj²) = 1/n Σ_t row2_t²`` (the ``π̂``-type
+    sum of Ledoit & Wolf without the ``(B, p, p)`` matrix ``Y2ᵀY2``),
+    ``ss = ‖S‖²_F``, ``pihat = sum_pi − ss`` and
+    ``rho_diag = Σ_i (1/n Σ_t x_ti⁴ − s_ii²)``.
+    """
+    B, n, p = Xc.shape
+    Y2 = Xc * Xc
+    row2 = Y2.sum(-1)  # (B, n)
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    flat = Y2.reshape(B, 1, n * p)
+    sum_y4 = (flat @ flat.transpose(-1, -2)).reshape(B)  # Σ_ti x_ti⁴, no temporary
+    sum_pi = (row2 * row2).sum(-1) / n
+    ss = (S * S).sum((-2, -1))
+    return {
+        "Y2": Y2,
+        "Y3": Y2 * Xc,
+        "row2": row2,
+        "var": var,
+        "sum_pi": sum_pi,
+        "ss": ss,
+        "pihat": sum_pi - ss,
+        "rho_diag": sum_y4 / n - (var * var).sum(-1),
+    }
+
+
+def _lw_intensity(Xc: torch.Tensor, S: torch.Tensor, mom: dict | None = None) -> torch.Tensor:
+    """Ledoit–Wolf (2004, JMVA) intensity ``s (B,)`` as in scikit-learn's ``ledoit_wolf_shrinkage``."""
+    n, p = Xc.shape[-2:]
+    if mom is None:
+        row2 = (Xc * Xc).sum(-1)
+        sum_pi = (row2 * row2).sum(-1) / n
+        delta_ = (S * S).sum((-2, -1))
+    else:
+        sum_pi, delta_ = mom["sum_pi"], mom["ss"]
+    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
+    beta = (sum_pi - delta_) / (p * n)  # (Σ_t row2_t² / n − ‖S‖²) / (p n)
+    delta = (delta_ - 2.0 * mu * (mu * p) + p * mu * mu) / p
+    beta = torch.minimum(beta, delta)
+    s = _safe_div(beta, delta, 0.0)
+    s = torch.where(beta == 0, torch.zeros_like(s), s)
+    return torch.zeros_like(s) if p == 1 else s
+
+
+def _oas_intensity(S: torch.Tensor, n: int, ss: torch.Tensor | None = None) -> torch.Tensor:
+    """OAS (Chen et al. 2010) intensity ``s (B,)`` in scikit-learn's form (``ss = ‖S‖²_F``)."""
+    p = S.shape[-1]
+    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
+    alpha = ((S * S).sum((-2, -1)) if ss is None else ss) / (p * p)
+    num = alpha + mu * mu
+    den = (n + 1) * (alpha - mu * mu / p)
+    s = torch.where(den > 0, torch.minimum(_safe_div(num, den, 1.0), torch.ones_like(num)), 1.0)
+    return torch.zeros_like(s) if p == 1 else s
+
+
+def _cc_intensity(
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    F: torch.Tensor,
+    rbar: torch.Tensor,
+    mom: dict | None = None,
+    proj: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Constant-correlation intensity of Ledoit & Wolf (2004, "Honey"; ``covCor``) in O(np + p²).
+
+    ``κ̂ = (π̂ − ρ̂)/γ̂``, ``s = clip(κ̂/n, 0, 1)``.  The off-diagonal ``ρ̂`` term
+    ``r̄ Σ_{i≠j} (s_j/s_i) θ_ij`` with ``θ_ij = 1/n Σ_t x_ti³ x_tj − s_ii s_ij``
+    is summed without forming ``θ``: its full double sum is
+    ``1/n Σ_t (Σ_i x_ti³/s_i)(Σ_j x_tj s_j) − sᵀSs`` and its diagonal is
+    ``rho_diag`` (``s`` = standard deviations; zero-variance assets drop out).
+    ``proj = (Σ_i x_ti³/s_i, Σ_j x_tj s_j)`` if the caller has them.
+    """
+    n = Xc.shape[-2]
+    mom = _fourth_moments(Xc, S) if mom is None else mom
+    sd = mom["var"].clamp_min(0).sqrt()
+    if proj is None:
+        pos = sd > 0
+        inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
+        proj = (_matvec(mom["Y3"], inv_sd), _matvec(Xc, sd))
+    sSs = (_matvec(S, sd) * sd).sum(-1)
+    theta_sum = (proj[0] * proj[1]).sum(-1) / n - sSs - mom["rho_diag"]
+    rho = mom["rho_diag"] + rbar * theta_sum
+    gammahat = ((S - F) ** 2).sum((-2, -1))
+    kappa = _safe_div(mom["pihat"] - rho, gammahat, 0.0)
+    return (kappa / n).clamp(0.0, 1.0)
+
+
+def _matvec(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``A v`` for ``A (B, r, c)``, ``v (B, c)`` -> ``(B, r)``."""
+    return (A @ v.unsqueeze(-1)).squeeze(-1)
+
+
+def _sf_intensity(
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    F: torch.Tensor,
+    parts: dict,
+    mom: dict | None = None,
+    proj: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Single-factor intensity of Ledoit & Wolf (2003, JEF; ``covMarket``) in O(np + p²).
+
+    ``s = clip((π̂ − ρ̂)/γ̂ / n, 0, 1)``.  With the market ``m_t``, ``c = cov(x, m)``,
+    ``v = var(m)`` and ``y_t = Σ_j x_tj c_j``, the off-diagonal sums of the
+    authors' ``v1 = 1/n Y2ᵀZ − c∘S`` and ``v3 = 1/n ZᵀZ − v S`` (``Z = x∘m``)
+    are ``Σ_ij v1_ij c_j = 1/n Σ_t row2_t m_t y_t − cᵀSc`` and
+    ``Σ_ij v3_ij c_i c_j = 1/n Σ_t m_t² y_t² − v cᵀSc``, minus their diagonals
+    ``1/n Σ_t m_t Σ_i x_ti³ c_i − Σ_i c_i² s_ii`` and
+    ``1/n Σ_t m_t² Σ_i x_ti² c_i² − v Σ_i c_i² s_ii``.
+    ``proj = (y, Σ_i x_ti³ c_i)`` if the caller has them.
+    """
+    n = Xc.shape[-2]
+    mom = _fourth_moments(Xc, S) if mom is None else mom
+    m, covmkt, varmkt = parts["m"], parts["covmkt"], parts["varmkt"]
+    var = mom["var"]
+    y, y3 = (_matvec(Xc, covmkt), _matvec(mom["Y3"], covmkt)) if proj is None else proj
+    cSc = (_matvec(S, covmkt) * covmkt).sum(-1)
+    c2 = covmkt * covmkt
+    c2var = (c2 * var).sum(-1)
+    m2 = m * m
+    full1 = (mom["row2"] * m * y).sum(-1) / n - cSc
+    diag1 = (m * y3).sum(-1) / n - c2var
+    full3 = (m2 * y * y).sum(-1) / n - varmkt * cSc
+    diag3 = (m2 * _matvec(mom["Y2"], c2)).sum(-1) / n - varmkt * c2var
+    roff1, roff3 = full1 - diag1, full3 - diag3
+    ok = varmkt > 0
+    safe_var = torch.where(ok, varmkt, torch.ones_like(varmkt))
+    rho_off = torch.where(ok, 2 * roff1 / safe_var - roff3 / safe_var**2, 0.0)
+    gammahat = ((S - F) ** 2).sum((-2, -1))
+    kappa = _safe_div(mom["pihat"] - (mom["rho_diag"] + rho_off), gammahat, 0.0)
+    return (kappa / n).clamp(0.0, 1.0)
+
+
+def shrinkage_intensities(Xc: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """The four classical intensities ``(B, 4)`` (LW, OAS, constant correlation, single factor).
+
+    From already validated demeaned returns ``Xc (B, n, p)`` and ``S = XcᵀXc/n``
+    (:func:`shrinklab._validation.center`), in O(np + p²) per sample with the
+    fourth-moment sums and the projections of ``Xc`` and ``Xc³`` shared: the
+    same values as :func:`ledoit_wolf`, :func:`oas`,
+    :func:`lw_constant_correlation` and :func:`lw_single_factor` with
+    ``return_shrinkage=True`` (Ledoit & Wolf 2004 JMVA; Chen et al. 2010;
+    Ledoit & Wolf 2004 JPM; Ledoit & Wolf 2003 JEF).
+    """
+    n = Xc.shape[-2]
+    mom = _fourth_moments(Xc, S)
+    F_cc, rbar = constant_correlation_target(S)
+    F_sf, parts = single_factor_target(Xc, S)
+    sd = mom["var"].clamp_min(0).sqrt()
+    pos = sd > 0
+    inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
+    # One (n, p) x (p, 2) product each for Xc and Xc³ instead of four matvecs.
+    px = Xc @ torch.stack([sd, parts["covmkt"]], dim=-1)  # (B, n, 2)
+    p3 = mom["Y3"] @ torch.stack([inv_sd, parts["covmkt"]], dim=-1)
+    return torch.stack(
+        [
+            _lw_intensity(Xc, S, mom),
+            _oas_intensity(S, n, mom["ss"]),
+            _cc_intensity(Xc, S, F_cc, rbar, mom, (p3[..., 0], px[..., 0])),
+            _sf_intensity(Xc, S, F_sf, parts, mom, (px[..., 1], p3[..., 1])),
+        ],
+        dim=-1,
+    )
+
+
 def ledoit_wolf(X: Any, *, return_shrinkage: bool = False) -> Result:
     """Linear shrinkage to the scaled identity of Ledoit & Wolf (2004).
 
@@ -104,18 +273,9 @@ def ledoit_wolf(X: Any, *, return_shrinkage: bool = False) -> Result:
     or when ``β̂ = 0``).
     """
     Xc, S, batched = _prepare(X)
-    n, p = Xc.shape[-2:]
+    p = Xc.shape[-1]
     mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
-    row_sq = (Xc * Xc).sum(-1)  # (B, n): Σ_i x_ti²
-    beta_ = (row_sq * row_sq).sum(-1)  # Σ_ij Σ_t x_ti² x_tj²
-    delta_ = (S * S).sum((-2, -1))
-    beta = (beta_ / n - delta_) / (p * n)
-    delta = (delta_ - 2.0 * mu * (mu * p) + p * mu * mu) / p
-    beta = torch.minimum(beta, delta)
-    s = _safe_div(beta, delta, 0.0)
-    s = torch.where(beta == 0, torch.zeros_like(s), s)
-    if p == 1:
-        s = torch.zeros_like(s)
+    s = _lw_intensity(Xc, S)
     return _finish(_blend_identity(S, mu, s), s, batched, return_shrinkage)
 
 
@@ -131,12 +291,7 @@ def oas(X: Any, *, return_shrinkage: bool = False) -> Result:
     Xc, S, batched = _prepare(X)
     n, p = Xc.shape[-2:]
     mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
-    alpha = (S * S).mean((-2, -1))
-    num = alpha + mu * mu
-    den = (n + 1) * (alpha - mu * mu / p)
-    s = torch.where(den > 0, torch.minimum(_safe_div(num, den, 1.0), torch.ones_like(num)), 1.0)
-    if p == 1:
-        s = torch.zeros_like(s)
+    s = _oas_intensity(S, n)
     return _finish(_blend_identity(S, mu, s), s, batched, return_shrinkage)
 
 
@@ -146,27 +301,14 @@ def lw_constant_correlation(X: Any, *, return_shrinkage: bool = False) -> Result
     Ledoit, O. & Wolf, M. (2004) "Honey, I shrunk the sample covariance
     matrix", J. Portfolio Management 30(4), 110-119; computed as in the
     authors' ``covCor`` code (divisor ``n``): ``κ̂ = (π̂ − ρ̂)/γ̂``,
-    ``s = clip(κ̂/n, 0, 1)``.  Zero-variance assets are left out of the average
-    correlation and of ``ρ̂`` (0/0 = 0); ``s = 0`` when ``γ̂ = 0`` (target = S).
+    ``s = clip(κ̂/n, 0, 1)``, with ``π̂`` and ``ρ̂`` summed in O(np + p²)
+    (no ``(p, p)`` fourth-moment matrices).  Zero-variance assets are left out of
+    the average correlation and of ``ρ̂`` (0/0 = 0); ``s = 0`` when ``γ̂ = 0``
+    (target = S).
     """
     Xc, S, batched = _prepare(X)
-    n = Xc.shape[-2]
     F, rbar = constant_correlation_target(S)
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
-    sd = var.clamp_min(0).sqrt()
-    Y2 = Xc * Xc
-    pi_mat = Y2.transpose(-1, -2) @ Y2 / n - S * S
-    pihat = pi_mat.sum((-2, -1))
-    gammahat = ((S - F) ** 2).sum((-2, -1))
-    rho_diag = torch.diagonal(pi_mat, dim1=-2, dim2=-1).sum(-1)
-    theta = (Xc**3).transpose(-1, -2) @ Xc / n - var[:, :, None] * S
-    theta = theta - torch.diag_embed(torch.diagonal(theta, dim1=-2, dim2=-1))
-    pos = sd > 0
-    inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
-    ratio = inv_sd[:, :, None] * sd[:, None, :]  # sd_j / sd_i, 0 where sd_i = 0
-    rho_off = rbar * (ratio * theta).sum((-2, -1))
-    kappa = _safe_div(pihat - (rho_diag + rho_off), gammahat, 0.0)
-    s = (kappa / n).clamp(0.0, 1.0)
+    s = _cc_intensity(Xc, S, F, rbar)
     return _finish(_blend(S, F, s), s, batched, return_shrinkage)
 
 
@@ -176,31 +318,12 @@ def lw_single_factor(X: Any, *, return_shrinkage: bool = False) -> Result:
     Ledoit, O. & Wolf, M. (2003) "Improved estimation of the covariance matrix
     of stock returns with an application to portfolio selection", J. Empirical
     Finance 10(5), 603-621; computed as in the authors' ``covMarket`` code
-    (equal-weighted market, divisor ``n``): ``s = clip((π̂ − ρ̂)/γ̂ / n, 0, 1)``;
-    ``s = 0`` when ``γ̂ = 0``.
+    (equal-weighted market, divisor ``n``): ``s = clip((π̂ − ρ̂)/γ̂ / n, 0, 1)``,
+    with ``π̂`` and ``ρ̂`` summed in O(np + p²); ``s = 0`` when ``γ̂ = 0``.
     """
     Xc, S, batched = _prepare(X)
-    n = Xc.shape[-2]
     F, parts = single_factor_target(Xc, S)
-    m, covmkt, varmkt = parts["m"], parts["covmkt"], parts["varmkt"]
-    Y2 = Xc * Xc
-    pi_mat = Y2.transpose(-1, -2) @ Y2 / n - S * S
-    pihat = pi_mat.sum((-2, -1))
-    gammahat = ((S - F) ** 2).sum((-2, -1))
-    rho_diag = torch.diagonal(pi_mat, dim1=-2, dim2=-1).sum(-1)
-    Z = Xc * m.unsqueeze(-1)  # x_ti m_t
-    v1 = Y2.transpose(-1, -2) @ Z / n - covmkt[:, :, None] * S
-    roff1 = (v1 * covmkt[:, None, :]).sum((-2, -1)) - (
-        torch.diagonal(v1, dim1=-2, dim2=-1) * covmkt
-    ).sum(-1)
-    v3 = Z.transpose(-1, -2) @ Z / n - varmkt[:, None, None] * S
-    cc = covmkt[:, :, None] * covmkt[:, None, :]
-    roff3 = (v3 * cc).sum((-2, -1)) - (torch.diagonal(v3, dim1=-2, dim2=-1) * covmkt**2).sum(-1)
-    ok = varmkt > 0
-    safe_var = torch.where(ok, varmkt, torch.ones_like(varmkt))
-    rho_off = torch.where(ok, 2 * roff1 / safe_var - roff3 / safe_var**2, 0.0)
-    kappa = _safe_div(pihat - (rho_diag + rho_off), gammahat, 0.0)
-    s = (kappa / n).clamp(0.0, 1.0)
+    s = _sf_intensity(Xc, S, F, parts)
     return _finish(_blend(S, F, s), s, batched, return_shrinkage)
 
 
@@ -215,9 +338,7 @@ def qis(X: Any, *, return_shrinkage: bool = False) -> Result:
     assets).  With ``return_shrinkage`` the intensity is ``None``.
     """
     Xt, batched = as_returns(X)
-    N, p = Xt.shape[-2:]
-    Xc, S = center(Xt, cov=p <= N - 1)  # p > n: Gram route, S not needed
-    return _finish(qis_estimate(Xc, S), None, batched, return_shrinkage)
+    return _finish(qis_from_returns(Xt), None, batched, return_shrinkage)
 
 
 # --------------------------------------------------------------------------- oracles

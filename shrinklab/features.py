@@ -156,40 +156,50 @@ def _excess_kurtosis(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def classical_intensities(X: Any) -> torch.Tensor:
     """Shrinkage intensities ``(B, 4)`` of LW, OAS, constant-correlation and single-factor.
 
-    Computed by :mod:`shrinklab.estimators` with ``return_shrinkage=True``
+    The values of :mod:`shrinklab.estimators` with ``return_shrinkage=True``
     (Ledoit & Wolf 2004 JMVA; Chen et al. 2010; Ledoit & Wolf 2004 JPM; Ledoit &
-    Wolf 2003 JEF); ``X`` is ``(B, n, p)``.
+    Wolf 2003 JEF), computed once from one centring by
+    :func:`shrinklab.estimators.shrinkage_intensities`; ``X`` is ``(B, n, p)``.
     """
-    fns = (
-        estimators.ledoit_wolf,
-        estimators.oas,
-        estimators.lw_constant_correlation,
-        estimators.lw_single_factor,
-    )
-    return torch.stack([f(X, return_shrinkage=True)[1] for f in fns], dim=-1)
+    Xt, _ = as_returns(X)
+    Xc, S = center(Xt)
+    return estimators.shrinkage_intensities(Xc, S)
 
 
-# The targets of TARGET_NAMES from (Xc, S), by the public builders of shrinklab.targets.
+def _qis_target(Xc: torch.Tensor, S: torch.Tensor, eig) -> torch.Tensor:
+    if eig is None:
+        return _targets.qis_estimate(Xc, S)
+    return _targets.qis_from_eig(eig[0], eig[1], S, Xc.shape[-2])
+
+
+# The targets of TARGET_NAMES from (Xc, S[, eigh of S]), by the public builders of
+# shrinklab.targets.
 _TARGET_BUILDERS = {
-    "identity": lambda Xc, S: _targets.identity_target(S),
-    "diagonal": lambda Xc, S: _targets.diagonal_target(S),
-    "constant_correlation": lambda Xc, S: _targets.constant_correlation_target(S)[0],
-    "single_factor": lambda Xc, S: _targets.single_factor_target(Xc, S)[0],
-    "qis": lambda Xc, S: _targets.qis_estimate(Xc, S),
+    "identity": lambda Xc, S, eig: _targets.identity_target(S),
+    "diagonal": lambda Xc, S, eig: _targets.diagonal_target(S),
+    "constant_correlation": lambda Xc, S, eig: _targets.constant_correlation_target(S)[0],
+    "single_factor": lambda Xc, S, eig: _targets.single_factor_target(Xc, S)[0],
+    "qis": _qis_target,
 }
 
 
-def targets_from_parts(Xc: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+def targets_from_parts(
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    eig: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``shrinkage_targets`` ``(B, K, p, p)`` from demeaned returns and ``S`` already computed.
 
     Same result as :func:`shrinklab.targets.shrinkage_targets` (tested), without
     validating and centring ``X`` again; ``Xc, S`` as from
-    :func:`shrinklab._validation.center`.
+    :func:`shrinklab._validation.center`.  ``eig = torch.linalg.eigh(S)``, if
+    given, is reused by the QIS target (:func:`shrinklab.targets.qis_from_eig`)
+    instead of a second eigendecomposition.
     """
     missing = [k for k in TARGET_NAMES if k not in _TARGET_BUILDERS]
     if missing:  # pragma: no cover - guards a change of TARGET_NAMES
         raise ValueError(f"no builder for targets {missing}")
-    return torch.stack([_TARGET_BUILDERS[k](Xc, S) for k in TARGET_NAMES], dim=1)
+    return torch.stack([_TARGET_BUILDERS[k](Xc, S, eig) for k in TARGET_NAMES], dim=1)
 
 
 def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -348,8 +358,8 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
         _validate_regime(regime, Xt.shape[0])
     Xt = _rescale_pow2(Xt)
     Xc, S = center(Xt)
-    evals = torch.linalg.eigvalsh(S)
-    T = targets_from_parts(Xc, S)
+    evals, evecs = torch.linalg.eigh(S)  # one eigh: spectrum features and the QIS target
+    T = targets_from_parts(Xc, S, (evals, evecs))
     return features_from_parts(
-        Xt, Xc, S, evals, target_sq_distances(S, T), classical_intensities(Xt)
+        Xt, Xc, S, evals, target_sq_distances(S, T), estimators.shrinkage_intensities(Xc, S)
     )

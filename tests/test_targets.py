@@ -116,3 +116,70 @@ def test_quadratic_form_identity_vs_direct_frobenius():
     # unbatched call gives the same numbers
     G0, c0, d0 = quadratic_form(S[0], T[0], sigma[0])
     assert _rel(G0, G[0]) < 1e-15 and _rel(c0, c[0]) < 1e-15 and _rel(d0, d[0]) < 1e-15
+
+
+# ----------------------------------------------------------------------------- QIS fast paths
+def _centred(X):
+    from shrinklab._validation import as_returns, center
+
+    return center(as_returns(X)[0])
+
+
+@pytest.mark.parametrize("n,p", [(60, 12), (15, 40), (41, 40), (6, 9)])
+def test_qis_from_shared_eigh_equals_qis(n, p):
+    """qis_from_eig (the eigh of S reused) equals qis() to 1e-10, incl. p > n and flat assets."""
+    from shrinklab.targets import qis_from_eig
+
+    X = _factor_returns(n, p, seed=n * p, B=5)
+    X[3, :, 1] = 0.01  # a constant column: that sample takes the removal path
+    Xc, S = _centred(X)
+    evals, evecs = torch.linalg.eigh(S)
+    got = qis_from_eig(evals, evecs, S, n)
+    want = est.qis(X)
+    for b in range(5):
+        assert _rel(got[b], want[b]) < 1e-10
+    assert bool((got[3, 1] == 0).all())
+    assert _rel(got[0], ref_qis(X[0])) < RTOL
+
+
+@pytest.mark.parametrize("n,p", [(600, 300), (150, 300), (300, 300)])
+def test_qis_block_products_for_large_p_match_the_authors_code(n, p):
+    """p >= 256 takes the block-lower-triangular Gram / reconstruction path; still the
+    authors' QIS (1e-10), from returns and from S, and exactly symmetric."""
+    X = _factor_returns(n, p, seed=p + n, B=2)
+    Q = est.qis(X)
+    assert torch.equal(Q, Q.mT)
+    _, S = _centred(X)
+    from shrinklab.targets import qis_estimate
+
+    QS = qis_estimate(S=S, N=n)
+    for b in range(2):
+        ref = ref_qis(X[b])
+        assert _rel(Q[b], ref) < RTOL
+        assert _rel(QS[b], ref) < RTOL
+
+
+def test_block_gram_lower_triangle_equals_matmul():
+    from shrinklab.targets import _gram_lower, _outer_sym
+
+    A = torch.randn(3, 70, 301, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    full = A.mT @ A
+    low = _gram_lower(A)
+    assert torch.allclose(torch.tril(low), torch.tril(full), rtol=1e-12, atol=1e-12)
+    W = A.mT[:, :, :50]  # (3, 301, 50)
+    V = W * torch.linspace(-1, 1, 50, dtype=torch.float64)  # W diag(d) Wᵀ is symmetric
+    out = _outer_sym(V, W)
+    assert torch.equal(out, out.mT)
+    assert torch.allclose(out, V @ W.mT, rtol=1e-12, atol=1e-12)
+
+
+def test_qis_chunked_batch_equals_single_samples(monkeypatch):
+    """Processing in cache-sized chunks gives the same as one sample at a time (1e-12)."""
+    import shrinklab.targets as tg
+
+    monkeypatch.setattr(tg, "_QIS_STEP_ELEMENTS", 3 * 12 * (12 + 30))  # 3 samples per chunk
+    X = _factor_returns(30, 12, seed=4, B=8)
+    X[5, :, 0] = 0.2
+    Q = est.qis(X)
+    for b in range(8):
+        assert _rel(Q[b], est.qis(X[b])) < 1e-12
