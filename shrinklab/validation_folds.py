@@ -53,6 +53,7 @@ __all__ = [
     "family_folds",
     "family_labels",
     "leave_one_family_out",
+    "paired_difference",
     "real_fit_score",
     "real_folds",
     "regime_splits",
@@ -356,6 +357,33 @@ def cross_validate(
     summary = summarise_cv(per_fold)
     summary.attrs["folds"] = per_fold
     return summary
+
+
+def paired_difference(per_fold: pd.DataFrame, a: str, b: str, metric: str) -> dict[str, float]:
+    """Fold-paired difference ``a − b`` of ``metric`` between two configurations.
+
+    Both were scored on the same folds, so the fold-to-fold spread (e.g. some held-out
+    families are simply harder) cancels: the standard error is that of the per-fold
+    differences, ``sd(a_i − b_i)/√k`` (ddof 1), not of either mean. Returns ``mean``,
+    ``se``, ``n`` (folds scored by both, finite) and ``wins`` (folds where ``a < b``).
+    """
+    for name in (a, b):
+        if name not in set(per_fold["config"]):
+            raise ValueError(f"no configuration {name!r} in the per-fold table")
+    if metric not in per_fold:
+        raise ValueError(f"no metric {metric!r} in the per-fold table")
+    wide = per_fold.pivot(index="fold", columns="config", values=metric)[[a, b]].astype(float)
+    diff = (wide[a] - wide[b]).to_numpy()
+    diff = diff[np.isfinite(diff)]
+    k = len(diff)
+    if k == 0:
+        raise ValueError(f"no fold has a finite {metric!r} for both {a!r} and {b!r}")
+    return {
+        "mean": float(diff.mean()),
+        "se": float(diff.std(ddof=1) / math.sqrt(k)) if k > 1 else math.nan,
+        "n": k,
+        "wins": int((diff < 0).sum()),
+    }
 
 
 def select_config(

@@ -18,6 +18,7 @@ from shrinklab.validation_folds import (
     family_folds,
     family_labels,
     leave_one_family_out,
+    paired_difference,
     regime_splits,
     select_config,
     summarise_cv,
@@ -155,6 +156,31 @@ def test_cross_validate_mean_and_standard_error():
     assert len(res.attrs["folds"]) == 10
     assert select_config(res, "score") == "a"
     assert select_config(res, "score", lower_is_better=False) == "b"
+
+
+def test_paired_difference_against_hand_computation():
+    """Fold-paired mean and SE of a − b vs numpy; the fold effect cancels."""
+    rng = np.random.default_rng(0)
+    fold_effect = rng.normal(0, 10, 9)  # large between-fold spread
+    a = fold_effect + rng.normal(-0.3, 0.1, 9)
+    b = fold_effect + rng.normal(0.0, 0.1, 9)
+    rows = [{"config": "a", "fold": f"f{i}", "group": None, "loss": v} for i, v in enumerate(a)]
+    # b's rows in another order: the pairing must go by fold, not by row
+    rows += [
+        {"config": "b", "fold": f"f{i}", "group": None, "loss": b[i]} for i in range(8, -1, -1)
+    ]
+    per_fold = pd.DataFrame(rows)
+    out = paired_difference(per_fold, "a", "b", "loss")
+    d = a - b
+    assert out["mean"] == pytest.approx(d.mean(), rel=1e-12)
+    assert out["se"] == pytest.approx(d.std(ddof=1) / 3.0, rel=1e-12)
+    assert out["n"] == 9 and out["wins"] == int((d < 0).sum())
+    # the unpaired SE (of a's mean) is far larger: pairing is what makes 0.3 detectable
+    assert out["se"] < 0.1 * a.std(ddof=1) / 3.0
+    with pytest.raises(ValueError, match="configuration"):
+        paired_difference(per_fold, "a", "c", "loss")
+    with pytest.raises(ValueError, match="metric"):
+        paired_difference(per_fold, "a", "b", "prial")
 
 
 def test_select_config_rules():
