@@ -28,6 +28,7 @@ from shrinklab.targets import (
     constant_correlation_target,
     qis_from_returns,
     quadratic_form,
+    row_times,
     single_factor_target,
     stack_targets,
 )
@@ -98,7 +99,7 @@ def sample_covariance(X: Any, *, return_shrinkage: bool = False) -> Result:
 def _fourth_moments(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, torch.Tensor]:
     """O(np + p²) moments shared by the LW, constant-correlation and single-factor intensities.
 
-    ``Y2 = Xc∘Xc``, ``Y3 = Xc∘Y2``, ``row2_t = Σ_i x_ti²``,
+    ``Y2 = Xc∘Xc``, ``row2_t = Σ_i x_ti²``,
     ``sum_pi = Σ_ij (1/n Σ_t x_ti² x_tj²) = 1/n Σ_t row2_t²`` (the ``π̂``-type
     sum of Ledoit & Wolf without the ``(B, p, p)`` matrix ``Y2ᵀY2``),
     ``ss = ‖S‖²_F``, ``pihat = sum_pi − ss`` and
@@ -114,7 +115,6 @@ def _fourth_moments(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, torch.Tensor
     ss = (S * S).sum((-2, -1))
     return {
         "Y2": Y2,
-        "Y3": Y2 * Xc,
         "row2": row2,
         "var": var,
         "sum_pi": sum_pi,
@@ -176,18 +176,23 @@ def _cc_intensity(
     if proj is None:
         pos = sd > 0
         inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
-        proj = (_matvec(mom["Y3"], inv_sd), _matvec(Xc, sd))
-    sSs = (_matvec(S, sd) * sd).sum(-1)
+        proj = (_matvec(mom["Y2"] * Xc, inv_sd), _matvec(Xc, sd))
+    sSs = (row_times(sd, S) * sd).sum(-1)
     theta_sum = (proj[0] * proj[1]).sum(-1) / n - sSs - mom["rho_diag"]
     rho = mom["rho_diag"] + rbar * theta_sum
-    gammahat = ((S - F) ** 2).sum((-2, -1))
-    kappa = _safe_div(mom["pihat"] - rho, gammahat, 0.0)
+    kappa = _safe_div(mom["pihat"] - rho, _sq_dist(S, F), 0.0)
     return (kappa / n).clamp(0.0, 1.0)
 
 
+def _sq_dist(S: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    """``γ̂ = ‖S − F‖²_F`` per sample."""
+    D = S - F
+    return D.square_().sum((-2, -1))
+
+
 def _matvec(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``A v`` for ``A (B, r, c)``, ``v (B, c)`` -> ``(B, r)``."""
-    return (A @ v.unsqueeze(-1)).squeeze(-1)
+    """``A v`` for ``A (B, r, c)``, ``v (B, c)`` -> ``(B, r)`` (as ``vᵀAᵀ``: faster on CPU)."""
+    return row_times(v, A.transpose(-1, -2))
 
 
 def _sf_intensity(
@@ -207,27 +212,29 @@ def _sf_intensity(
     ``Σ_ij v3_ij c_i c_j = 1/n Σ_t m_t² y_t² − v cᵀSc``, minus their diagonals
     ``1/n Σ_t m_t Σ_i x_ti³ c_i − Σ_i c_i² s_ii`` and
     ``1/n Σ_t m_t² Σ_i x_ti² c_i² − v Σ_i c_i² s_ii``.
-    ``proj = (y, Σ_i x_ti³ c_i)`` if the caller has them.
+    ``proj = (y, Σ_i x_ti³ c_i, Σ_i x_ti² c_i²)`` if the caller has them.
     """
     n = Xc.shape[-2]
     mom = _fourth_moments(Xc, S) if mom is None else mom
     m, covmkt, varmkt = parts["m"], parts["covmkt"], parts["varmkt"]
     var = mom["var"]
-    y, y3 = (_matvec(Xc, covmkt), _matvec(mom["Y3"], covmkt)) if proj is None else proj
-    cSc = (_matvec(S, covmkt) * covmkt).sum(-1)
     c2 = covmkt * covmkt
+    if proj is None:
+        Y2 = mom["Y2"]
+        proj = (_matvec(Xc, covmkt), _matvec(Y2 * Xc, covmkt), _matvec(Y2, c2))
+    y, y3, y2c2 = proj
+    cSc = (row_times(covmkt, S) * covmkt).sum(-1)
     c2var = (c2 * var).sum(-1)
     m2 = m * m
     full1 = (mom["row2"] * m * y).sum(-1) / n - cSc
     diag1 = (m * y3).sum(-1) / n - c2var
     full3 = (m2 * y * y).sum(-1) / n - varmkt * cSc
-    diag3 = (m2 * _matvec(mom["Y2"], c2)).sum(-1) / n - varmkt * c2var
+    diag3 = (m2 * y2c2).sum(-1) / n - varmkt * c2var
     roff1, roff3 = full1 - diag1, full3 - diag3
     ok = varmkt > 0
     safe_var = torch.where(ok, varmkt, torch.ones_like(varmkt))
     rho_off = torch.where(ok, 2 * roff1 / safe_var - roff3 / safe_var**2, 0.0)
-    gammahat = ((S - F) ** 2).sum((-2, -1))
-    kappa = _safe_div(mom["pihat"] - (mom["rho_diag"] + rho_off), gammahat, 0.0)
+    kappa = _safe_div(mom["pihat"] - (mom["rho_diag"] + rho_off), _sq_dist(S, F), 0.0)
     return (kappa / n).clamp(0.0, 1.0)
 
 
@@ -249,15 +256,19 @@ def shrinkage_intensities(Xc: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     sd = mom["var"].clamp_min(0).sqrt()
     pos = sd > 0
     inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
-    # One (n, p) x (p, 2) product each for Xc and Xc³ instead of four matvecs.
-    px = Xc @ torch.stack([sd, parts["covmkt"]], dim=-1)  # (B, n, 2)
-    p3 = mom["Y3"] @ torch.stack([inv_sd, parts["covmkt"]], dim=-1)
+    covmkt = parts["covmkt"]
+    # Xc³ is formed in place of Xc² once Xc² is no longer needed (one (B, n, p) temporary).
+    x_sd, x_c = _matvec(Xc, sd), _matvec(Xc, covmkt)
+    y2c2 = _matvec(mom["Y2"], covmkt * covmkt)
+    lw = _lw_intensity(Xc, S, mom)
+    Y3 = mom.pop("Y2").mul_(Xc)
+    x3_isd, x3_c = _matvec(Y3, inv_sd), _matvec(Y3, covmkt)
     return torch.stack(
         [
-            _lw_intensity(Xc, S, mom),
+            lw,
             _oas_intensity(S, n, mom["ss"]),
-            _cc_intensity(Xc, S, F_cc, rbar, mom, (p3[..., 0], px[..., 0])),
-            _sf_intensity(Xc, S, F_sf, parts, mom, (px[..., 1], p3[..., 1])),
+            _cc_intensity(Xc, S, F_cc, rbar, mom, (x3_isd, x_sd)),
+            _sf_intensity(Xc, S, F_sf, parts, mom, (x_c, x3_c, y2c2)),
         ],
         dim=-1,
     )

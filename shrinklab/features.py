@@ -270,8 +270,8 @@ def features_from_parts(
     S2 = S * S
     inv2 = inv_sd * inv_sd
     r_diag = var * inv2  # 1 for varying assets, 0 for constant ones
-    r_sum = ((S @ inv_sd.unsqueeze(-1)).squeeze(-1) * inv_sd).sum(-1) - r_diag.sum(-1)
-    r_sq = ((S2 @ inv2.unsqueeze(-1)).squeeze(-1) * inv2).sum(-1) - (r_diag * r_diag).sum(-1)
+    r_sum = (_targets.row_times(inv_sd, S) * inv_sd).sum(-1) - r_diag.sum(-1)
+    r_sq = (_targets.row_times(inv2, S2) * inv2).sum(-1) - (r_diag * r_diag).sum(-1)
     k = pos.sum(-1).to(dt)
     pairs = k * (k - 1)
     r_mean = _safe_div(r_sum, pairs)
@@ -279,13 +279,19 @@ def features_from_parts(
     logv = torch.where(pos, var, torch.ones_like(var)).log()
     cols.append(_masked_mean_std(logv, pos, -1)[1])
 
-    # -- tails
-    kurt, kok = _excess_kurtosis(Xc)
+    # -- tails (one (B, n, p) temporary: x², then x⁴ in place)
+    m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
+    X2 = Xc * Xc
+    m2 = X2.mean(-2)
+    recent = X2[:, n - m :].mean(-2)
+    m4 = X2.square_().mean(-2)
+    kok = m2 > 0
+    kurt = _safe_div(m4, m2 * m2) - 3.0 * kok.to(dt)
     cols.append(_masked_mean_std(kurt, kok, -1)[0])
     med = torch.nanmedian(torch.where(kok, kurt, torch.full_like(kurt, math.nan)), dim=-1).values
     cols.append(torch.nan_to_num(med, nan=0.0))
-    Z = Xc * inv_sd.unsqueeze(-2)  # standardised returns, constant columns stay 0
-    mkt = Z.mean(-1)  # (B, n)
+    # equal-weight portfolio of standardised returns (constant columns weigh 0)
+    mkt = _targets.row_times(inv_sd, Xc.transpose(-1, -2)) / p  # (B, n)
     mkt = mkt - mkt.mean(-1, keepdim=True)
     cols.append(_excess_kurtosis(mkt.unsqueeze(-1))[0].squeeze(-1))
 
@@ -295,9 +301,7 @@ def features_from_parts(
     cols += list(_safe_div(target_sq_dist.to(dt).clamp_min(0).sqrt(), snorm.unsqueeze(-1)).T)
 
     # -- temporal (row order): recent vs whole-window variance, volatility clustering
-    m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
-    X2 = Xc * Xc
-    ratio = _safe_div(X2[:, n - m :].mean(-2), X2.mean(-2))
+    ratio = _safe_div(recent, m2)
     mean_ratio = _masked_mean_std(ratio, pos, -1)[0]
     any_pos = pos.any(-1)
     cols.append(

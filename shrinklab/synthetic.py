@@ -233,8 +233,11 @@ def _randint(g: torch.Generator, lo: int, hi: int) -> int:
 
 
 def _haar(p: int, g: torch.Generator) -> torch.Tensor:
-    """Haar-distributed orthogonal matrix: QR of a Gaussian with R's diagonal made positive (Mezzadri 2007)."""
-    q, r = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=DTYPE))
+    """Haar-distributed orthogonal matrix: QR of a Gaussian with R's diagonal made positive (Mezzadri 2007).
+
+    The Gaussian is drawn in float32 (5× faster) and upcast; QR is in float64.
+    """
+    q, r = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float32).to(DTYPE))
     return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, 1.0)
 
 
@@ -405,7 +408,7 @@ def _sp500(p, g, kw):
     v1 = vec[:, 0] * torch.sign(vec[:, 0].sum())
     v1 = v1[torch.randint(0, q, (p,), generator=g)]
     v1 = v1 * torch.exp(0.1 * torch.randn(p, generator=g, dtype=DTYPE))
-    a = torch.cat([v1[:, None], torch.randn(p, p - 1, generator=g, dtype=DTYPE)], dim=1)
+    a = torch.cat([v1[:, None], torch.randn(p, p - 1, generator=g, dtype=torch.float32)], dim=1)
     u, r = torch.linalg.qr(a)
     u = u * torch.sign(torch.diagonal(r))
     corr_p = _sym((u * spec) @ u.T)
@@ -502,7 +505,7 @@ def _chi2(df: float, size: int, g: torch.Generator) -> torch.Tensor:
 
 
 def _draw_returns(roots: list, n: int, dfs: torch.Tensor, gens: list, normal_dtype) -> torch.Tensor:
-    """``X[i] = diag(scale_i) Z_i L_iᵀ`` per sample.
+    """``X[i] = (diag(scale_i) Z_i) L_iᵀ`` per sample.
 
     A root is a ``p × p`` matrix ``L`` (``Σ = L Lᵀ``) or a factor pair ``(B, d)``
     (``Σ = B Bᵀ + diag(d²)``, ``X = Z_f Bᵀ + Z_e diag(d)``: ``O(npk)`` instead of
@@ -517,17 +520,21 @@ def _draw_returns(roots: list, n: int, dfs: torch.Tensor, gens: list, normal_dty
     x = torch.empty(len(roots), n, p, dtype=DTYPE)
     for i, g in enumerate(gens):
         root = roots[i]
-        if isinstance(root, tuple):
-            k = root[0].shape[1]
-            z = torch.randn(n, k + p, generator=g, dtype=normal_dtype).to(DTYPE)
-            xi = torch.matmul(z[:, :k], root[0].T)
-            xi.addcmul_(z[:, k:], root[1])
-        else:
-            z = torch.randn(n, p, generator=g, dtype=normal_dtype).to(DTYPE)
-            xi = torch.matmul(z, root.T)
+        k = root[0].shape[1] if isinstance(root, tuple) else 0
+        z = torch.randn(n, k + p, generator=g, dtype=normal_dtype)
         nu = float(dfs[i])
-        if math.isfinite(nu):
-            xi.mul_(torch.sqrt((nu - 2.0) / _chi2(nu, n, g))[:, None])
+        # Student-t: the row scale goes into the float64 upcast of z (one pass, exact
+        # same distribution as scaling the product).
+        scale = torch.sqrt((nu - 2.0) / _chi2(nu, n, g))[:, None] if math.isfinite(nu) else None
+        if isinstance(root, tuple):
+            zf, ze = z[:, :k], z[:, k:]
+            zf = zf.to(DTYPE) if scale is None else zf * scale
+            ze = ze.to(DTYPE) if scale is None else ze * scale
+            xi = torch.matmul(zf, root[0].T)
+            xi.addcmul_(ze, root[1])
+        else:
+            z = z.to(DTYPE) if scale is None else z * scale
+            xi = torch.matmul(z, root.T)
         x[i] = xi
     return x
 
@@ -622,11 +629,26 @@ def draw_sizes(g: torch.Generator, cfg: SyntheticConfig) -> tuple[int, int, bool
     return int(p), int(n), bool(short)
 
 
-def generate_batches(
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batch-level draws of one :class:`SyntheticBatch` (everything but Σ and X).
+
+    Cheap to draw and to send to another process; :func:`build_batch` turns it
+    into the batch (:func:`generate_batches` = :func:`plan_batches` + :func:`build_batch`).
+    """
+
+    p: int
+    n: int
+    short: bool
+    families: tuple[str, ...]
+    df: torch.Tensor
+    sample_seed: torch.Tensor
+
+
+def plan_batches(
     n_samples: int, seed: int, config: SyntheticConfig | Mapping[str, Any] | None = None
-) -> Iterator[SyntheticBatch]:
-    """Yield :class:`SyntheticBatch` es (``config.batch_size`` samples each, last one smaller)
-    totalling ``n_samples`` draws from the distribution of worlds in ``config``."""
+) -> Iterator[BatchPlan]:
+    """The :class:`BatchPlan` s of ``generate_batches(n_samples, seed, config)``, in order."""
     cfg = as_config(config)
     if n_samples < 0:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
@@ -651,21 +673,46 @@ def generate_batches(
             torch.tensor(math.inf, dtype=DTYPE),
         )
         seeds = torch.randint(0, _SEED_BOUND, (b,), generator=master, dtype=torch.int64)
-        sigma, x = _build(
-            p, n, families, dfs, seeds, hetero_prob=cfg.hetero_prob, normal_dtype=cfg.normal_dtype
-        )
-        is_edge = torch.tensor([f in EDGE_FAMILIES or short for f in families])
-        yield SyntheticBatch(
-            sigma=sigma,
-            X=x,
-            family=families,
-            df=dfs,
-            sample_seed=seeds,
-            difficulty=difficulty_score(p, n, dfs, is_edge, cfg),
-            p=p,
-            n=n,
-            short=short,
-        )
+        yield BatchPlan(p, n, short, tuple(families), dfs, seeds)
+
+
+def build_batch(
+    plan: BatchPlan, config: SyntheticConfig | Mapping[str, Any] | None = None
+) -> SyntheticBatch:
+    """Draw Σ and X of a :class:`BatchPlan` (each sample from its own seed)."""
+    cfg = as_config(config)
+    families = list(plan.families)
+    sigma, x = _build(
+        plan.p,
+        plan.n,
+        families,
+        plan.df,
+        plan.sample_seed,
+        hetero_prob=cfg.hetero_prob,
+        normal_dtype=cfg.normal_dtype,
+    )
+    is_edge = torch.tensor([f in EDGE_FAMILIES or plan.short for f in families])
+    return SyntheticBatch(
+        sigma=sigma,
+        X=x,
+        family=families,
+        df=plan.df,
+        sample_seed=plan.sample_seed,
+        difficulty=difficulty_score(plan.p, plan.n, plan.df, is_edge, cfg),
+        p=plan.p,
+        n=plan.n,
+        short=plan.short,
+    )
+
+
+def generate_batches(
+    n_samples: int, seed: int, config: SyntheticConfig | Mapping[str, Any] | None = None
+) -> Iterator[SyntheticBatch]:
+    """Yield :class:`SyntheticBatch` es (``config.batch_size`` samples each, last one smaller)
+    totalling ``n_samples`` draws from the distribution of worlds in ``config``."""
+    cfg = as_config(config)
+    for plan in plan_batches(n_samples, seed, cfg):
+        yield build_batch(plan, cfg)
 
 
 def regenerate(

@@ -47,6 +47,7 @@ __all__ = [
     "combine",
     "quadratic_form",
     "sample_cov_from_demeaned",
+    "row_times",
     "identity_target",
     "diagonal_target",
     "constant_correlation_target",
@@ -136,9 +137,19 @@ def _diag_embed_like(S: torch.Tensor) -> torch.Tensor:
 
 
 def _set_diagonal(T: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
-    """Return ``T`` with its diagonal replaced by ``diag`` (no in-place change of the input)."""
-    eye = torch.eye(T.shape[-1], dtype=torch.bool, device=T.device)
-    return torch.where(eye, torch.diag_embed(diag), T)
+    """Replace the diagonal of the freshly built ``T`` by ``diag`` (in place) and return it."""
+    T.diagonal(dim1=-2, dim2=-1).copy_(diag)
+    return T
+
+
+def row_times(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """``vᵀA`` for ``v (B, r)``, ``A (B, r, c)`` -> ``(B, c)``.
+
+    Products with one vector are written as a row vector times a matrix: on CPU
+    a ``(1, r) @ (r, c)`` batched GEMM is ~6× faster than ``(c, r) @ (r, 1)``.
+    For ``A v`` use ``row_times(v, A.mT)``; for symmetric ``A``, ``row_times(v, A)``.
+    """
+    return (v.unsqueeze(-2) @ A).squeeze(-2)
 
 
 # --------------------------------------------------------------------------- targets
@@ -173,7 +184,7 @@ def constant_correlation_target(S: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     off_sum = R.sum((-2, -1)) - torch.diagonal(R, dim1=-2, dim2=-1).sum(-1)
     pairs = k * (k - 1)
     rbar = torch.where(pairs > 0, off_sum / pairs.clamp_min(1), torch.zeros_like(off_sum))
-    F = rbar[:, None, None] * sd[:, :, None] * sd[:, None, :]
+    F = (rbar[:, None] * sd)[:, :, None] * sd[:, None, :]
     return _set_diagonal(F, var), rbar
 
 
@@ -188,7 +199,7 @@ def single_factor_target(Xc: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tenso
     """
     n = Xc.shape[-2]
     m = Xc.mean(-1)
-    covmkt = (Xc.transpose(-1, -2) @ m.unsqueeze(-1)).squeeze(-1) / n
+    covmkt = row_times(m, Xc) / n
     varmkt = (m * m).sum(-1) / n
     ok = varmkt > 0
     inv_var = torch.where(ok, 1.0 / torch.where(ok, varmkt, torch.ones_like(varmkt)), 0.0)

@@ -263,3 +263,52 @@ def test_chunked_processing_equals_one_batch(monkeypatch):
     for k, v in whole.items():
         assert chunked[k].shape == v.shape
         assert _rel(chunked[k], v) < 1e-10, k
+
+
+def test_fsopt_loss_in_the_cancellation_regime():
+    """Sample eigenvectors almost those of Σ (FSOPT ≈ Σ, loss ~1e-12 ‖Σ‖²): the
+    ‖Σ‖² − Σd² shortcut falls back to the explicit off-diagonal sum of UᵀΣU; compared
+    with that sum in extended precision (numpy longdouble) at 1e-6 relative."""
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(3, 7, 7, generator=g, dtype=torch.float64)
+    sigma = A @ A.mT + 5 * torch.eye(7, dtype=torch.float64)
+    E = torch.randn(3, 7, 7, generator=g, dtype=torch.float64)
+    _, U = torch.linalg.eigh(sigma + 1e-6 * (E + E.mT))
+    got = dataset.fsopt_loss_from_eigh(U, sigma)
+    Ul, Sl = U.numpy().astype(np.longdouble), sigma.numpy().astype(np.longdouble)
+    M = np.swapaxes(Ul, -1, -2) @ Sl @ Ul
+    ref = (M**2).sum((-2, -1), where=~np.eye(7, dtype=bool))  # off-diagonal, no cancellation
+    assert bool((torch.from_numpy(ref.astype(np.float64)) < 1e-6 * (sigma**2).sum((-2, -1))).all())
+    assert np.abs(got.numpy() - ref).max() / ref.max() < 1e-6
+
+
+def test_workers_give_identical_training_set():
+    """workers=2 (spawned processes, one thread each) == one process with one thread."""
+    cfg = {**CONFIG, "batch_size": 8}
+    one = build_training_set(24, seed=5, config=cfg, progress=False, threads=1)
+    two = build_training_set(24, seed=5, config=cfg, progress=False, threads=1, workers=2)
+    for k, v in one.tensors().items():
+        assert torch.equal(v, getattr(two, k)), k
+    assert one.config == two.config
+    with pytest.raises(ValueError, match="workers"):
+        build_training_set(4, seed=0, workers=0)
+
+
+def test_shared_eigh_pipeline_matches_independent_recomputation():
+    """process_batch (one eigh of S shared by QIS, FSOPT and features; O(np + p²)
+    intensities) equals the public functions computed independently (1e-9)."""
+    from shrinklab.estimators import lw_constant_correlation, lw_single_factor, oas, qis
+    from shrinklab.targets import shrinkage_targets
+
+    b = next(synthetic.generate_batches(6, 21, {**CONFIG, "batch_size": 6, "p_min": 20}))
+    out = dataset.process_batch(b.X, b.sigma)
+    T = shrinkage_targets(b.X)
+    assert _rel(T[:, 4], qis(b.X)) < 1e-12
+    S = torch.stack([torch.cov(x.T, correction=0) for x in b.X])
+    G, c, d = quadratic_form(S, T, b.sigma)
+    assert _rel(out["G"], G) < 1e-9 and _rel(out["c"], c) < 1e-9 and _rel(out["d"], d) < 1e-9
+    direct = ((fsopt(b.X, b.sigma) - b.sigma) ** 2).sum((-2, -1))
+    assert _rel(out["loss_fsopt"], direct) < 1e-9
+    for k, f in enumerate([oas, lw_constant_correlation, lw_single_factor], start=1):
+        assert _rel(out["intensities"][:, k], f(b.X, return_shrinkage=True)[1]) < 1e-9
+    assert _rel(out["features"], extract_features(b.X)) < 1e-9
