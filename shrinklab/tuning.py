@@ -23,7 +23,9 @@ Two tools, one per kind of parameter:
   the study, so a resumed search does not replay its first random points), every
   trial trains with the same model seed, and training is deterministic on CPU.
   Resumable: the study lives in an SQLite file (``sqlite:///<storage_path>``,
-  ``load_if_exists``); ``n_trials`` more trials are added per call. A trial that was
+  ``load_if_exists``); ``n_trials`` is the size of the study: a call runs only the
+  trials still missing (none when the study is complete, so rerunning the search
+  reproduces it instead of growing it). A trial that was
   killed (left ``RUNNING`` by a dead process) is marked failed and re-queued with the
   same parameters; its checkpoint folder is keyed by the full configuration, so the
   retry resumes training where it stopped (:func:`shrinklab.train.train` with
@@ -232,7 +234,8 @@ def optuna_search(
     Parameters
     ----------
     train_set, valid_set : training-set-like objects (see :func:`shrinklab.train.train`).
-    n_trials : number of trials to add in this call (a resumed study keeps its old ones).
+    n_trials : total number of finished (complete or pruned) trials the study should
+        have; a resumed study keeps its old ones and runs only the missing ones.
     seed : seed of the TPE sampler (offset by the number of trials already stored).
     storage_path : SQLite file of the study (created if missing).
     study_name : name of the study inside the storage.
@@ -340,7 +343,13 @@ def optuna_search(
             raise optuna.TrialPruned("non-finite validation loss")
         return value
 
-    study.optimize(objective, n_trials=int(n_trials), timeout=timeout, catch=())
+    finished = sum(
+        t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in study.get_trials(deepcopy=False)
+    )
+    missing = int(n_trials) - finished
+    if missing > 0:
+        study.optimize(objective, n_trials=missing, timeout=timeout, catch=())
     trials = study.trials_dataframe(
         attrs=("number", "value", "state", "params", "user_attrs", "duration")
     )

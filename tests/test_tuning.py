@@ -82,7 +82,10 @@ def test_resumable_from_storage(sets, tmp_path):
     path = tmp_path / "study.db"
     first = _search(sets, path, 3)
     assert len(first.trials) == 3 and path.is_file()
-    second = _search(sets, path, 3)
+    # the study is complete: rerunning it reproduces it, it does not grow it
+    again = _search(sets, path, 3)
+    assert len(again.trials) == 3 and again.best_value == first.best_value
+    second = _search(sets, path, 6)
     assert len(second.trials) == 6
     assert list(second.trials["number"]) == list(range(6))
     # the first three trials are the stored ones, unchanged
