@@ -24,6 +24,7 @@ otherwise wall time.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -113,7 +114,8 @@ def main() -> None:
     CLOCK = time.process_time if cpu_clock else time.perf_counter
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-        f"{platform.processor() or platform.machine()}; float64; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load avg "
+        f"{os.getloadavg()[0]:.1f}; float64; "
         f"{'CPU' if cpu_clock else 'wall'} time in ms per estimate (min of repeats)"
     )
     cols = [
@@ -146,7 +148,8 @@ def main() -> None:
         f"total bench time {time.perf_counter() - t_start:.0f} s.  sk/lw, sk/oas: scikit-learn "
         "loop time / batched torch time (goal >= 5); qis/eigh: QIS from returns / one batched "
         "torch.linalg.eigh of the sample covariances (goal <= 1.5); qis|S: QIS given S "
-        "(as inside shrinkage_targets).  targets5 = all five targets incl. QIS."
+        "(as inside shrinkage_targets).  targets5 = all five targets incl. QIS.  "
+        f"Load avg at the end {os.getloadavg()[0]:.1f}."
     )
 
 

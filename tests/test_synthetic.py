@@ -373,3 +373,50 @@ def test_make_scenario_rejects_bad_specs():
         syn.make_scenario({"family": "factor", "p": 5, "n": 5, "df": 2}, 1, 0)
     with pytest.raises(ValueError, match="unknown parameters"):
         syn.make_scenario({"family": "toeplitz", "p": 5, "n": 5, "sigma_log": 1}, 1, 0)
+
+
+def test_plans_and_chunked_builds_equal_generate_batches():
+    """plan_batches + build_batch reproduce generate_batches bit-exactly, also when a plan
+    is built in chunks (what shrinklab.dataset does to keep memory cache-sized), for
+    p up to 200 (float32 products, Student-t rows, every family)."""
+    import dataclasses
+
+    cfg = {"batch_size": 12, "p_min": 30, "p_max": 200, "edge_prob": 0.3, "tail_prob": 0.5}
+    batches = _collect(60, 9, cfg)
+    plans = list(syn.plan_batches(60, 9, cfg))
+    assert len(plans) == len(batches)
+    for b, plan in zip(batches, plans, strict=True):
+        assert (plan.p, plan.n, list(plan.families)) == (b.p, b.n, b.family)
+        whole = syn.build_batch(plan, cfg)
+        assert torch.equal(whole.X, b.X) and torch.equal(whole.sigma, b.sigma)
+        assert torch.equal(whole.difficulty, b.difficulty)
+        cut = 5
+        parts = [
+            syn.build_batch(
+                dataclasses.replace(
+                    plan,
+                    families=plan.families[s : s + cut],
+                    df=plan.df[s : s + cut],
+                    sample_seed=plan.sample_seed[s : s + cut],
+                ),
+                cfg,
+            )
+            for s in range(0, len(plan.families), cut)
+        ]
+        assert torch.equal(torch.cat([q.X for q in parts]), b.X)
+        assert torch.equal(torch.cat([q.sigma for q in parts]), b.sigma)
+
+
+@pytest.mark.parametrize("family", ["lognormal", "spectrum_1_3_10", "discrete", "near_singular"])
+def test_haar_families_from_float32_draws_keep_their_spectrum(family):
+    """The Haar basis comes from QR of a float32-drawn Gaussian upcast to float64: Σ is
+    still exactly symmetric, positive definite and has the family's eigenvalues (1e-12)."""
+    g = _gen(5)
+    sigma, root = syn._sigma_and_root(family, 80, g, {}, 0.0)
+    assert torch.equal(sigma, sigma.T)
+    ev = np.linalg.eigvalsh(sigma.numpy())
+    assert ev.min() > 0
+    lam = np.sort((root * root).sum(0).numpy())  # ‖column i of U√λ‖² = λ_i
+    np.testing.assert_allclose(ev, lam, rtol=1e-12, atol=1e-12 * ev.max())
+    if family == "spectrum_1_3_10":
+        np.testing.assert_allclose(ev, np.sort(syn.spectrum_1_3_10(80).numpy()), rtol=1e-12)
