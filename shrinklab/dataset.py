@@ -25,10 +25,15 @@ For each synthetic world ``(Σ, X)`` of :func:`shrinklab.synthetic.generate_batc
 The normalised Frobenius loss of intensities ``w`` is ``(wᵀGw − 2cᵀw + d) / d``
 (:meth:`TrainingSet.normalised_loss`; 1 = no better than ``S``).
 
-Per batch (shared ``(p, n)``, processed in cache-sized chunks) one sample
-covariance, one ``eigh`` (eigenvalues for the features, eigenvectors for FSOPT),
-the K targets, one quadratic form and one batched QP are computed; nothing loops
-over samples in Python.  ``bench/data_throughput.py`` times each part.
+Per batch (shared ``(p, n)``; each chunk of a few to 128 samples is generated
+and processed at once, so no batch-sized ``X`` is ever held) one sample
+covariance, one ``eigh`` of ``S`` shared by the features (eigenvalues), the QIS
+target (:func:`shrinklab.targets.qis_from_eig`) and FSOPT (eigenvectors), the
+classical intensities in O(np + p²) (:func:`shrinklab.estimators.shrinkage_intensities`),
+the K targets, one quadratic form and one batched QP are computed; nothing but the
+synthetic generator loops over samples in Python.  ``build_training_set(...,
+workers=2)`` spreads the chunks over processes with identical results.
+``bench/data_throughput.py`` times each part, one process and two workers.
 
 Files (:meth:`TrainingSet.save` / :meth:`TrainingSet.load`) are a ``torch.save``
 dict of tensors and plain metadata (``schema_version``, ``feature_schema``,

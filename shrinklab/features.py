@@ -5,7 +5,8 @@ features, ``F = len(FEATURE_NAMES)`` whatever ``p`` and ``n`` are, so that one
 network serves any number of assets and observations (``docs/architecture.md``,
 DESIGN "A p-agnostic design").  Everything is batched (no Python loop over
 samples) and reuses one sample covariance ``S`` (divisor ``n`` after demeaning,
-as in :mod:`shrinklab.estimators`) and one eigen-decomposition per batch;
+as in :mod:`shrinklab.estimators`) and one eigen-decomposition per batch (its
+eigenvalues for the spectrum, its eigenvectors for the QIS target);
 :func:`features_from_parts` takes precomputed pieces so that the training-set
 builder (:mod:`shrinklab.dataset`) computes nothing twice.
 
@@ -50,7 +51,8 @@ to per-asset rescaling.
                             equal-weight portfolio (volatility clustering)               D
 ==========================  ===========================================================  ===
 
-The intensities come from :mod:`shrinklab.estimators` (``return_shrinkage=True``)
+The intensities are those of :mod:`shrinklab.estimators` (``return_shrinkage=True``),
+computed in O(np + p²) by :func:`shrinklab.estimators.shrinkage_intensities`,
 and are invariant to ``P`` and ``c`` (the single-factor one through its
 equal-weight market, which a permutation leaves unchanged).  The two temporal
 features depend on the *row order* of ``X`` (the only ones that do): on i.i.d.
