@@ -57,12 +57,13 @@ import torch
 
 from shrinklab import synthetic
 from shrinklab._validation import center
-from shrinklab.estimators import shrinkage_intensities, solve_simplex_qp
+from shrinklab.estimators import solve_simplex_qp
 from shrinklab.features import (
     FEATURE_NAMES,
     FEATURE_SCHEMA,
     INTENSITY_NAMES,
     features_from_parts,
+    intensities_from_targets,
     schema_for,
     targets_from_parts,
 )
@@ -442,13 +443,14 @@ def process_batch(
     clock("cov")
     evals, U = torch.linalg.eigh(S)
     clock("eigh")
-    T = targets_from_parts(Xc, S, (evals, U))  # QIS reuses this eigh
+    extras: dict = {}
+    T = targets_from_parts(Xc, S, (evals, U), extras)  # QIS reuses this eigh
     clock("targets")
     G, c, d = quadratic_form(S, T, sigma)
     clock("quadratic_form")
     w = solve_simplex_qp(G, c)
     clock("qp")
-    inten = shrinkage_intensities(Xc, S)
+    inten = intensities_from_targets(Xc, S, T, extras)  # reuses the CC / SF targets
     clock("intensities")
     feats = features_from_parts(X, Xc, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten)
     clock("features")

@@ -238,7 +238,9 @@ def _sf_intensity(
     return (kappa / n).clamp(0.0, 1.0)
 
 
-def shrinkage_intensities(Xc: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+def shrinkage_intensities(
+    Xc: torch.Tensor, S: torch.Tensor, targets: tuple | None = None
+) -> torch.Tensor:
     """The four classical intensities ``(B, 4)`` (LW, OAS, constant correlation, single factor).
 
     From already validated demeaned returns ``Xc (B, n, p)`` and ``S = XcᵀXc/n``
@@ -247,12 +249,17 @@ def shrinkage_intensities(Xc: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     same values as :func:`ledoit_wolf`, :func:`oas`,
     :func:`lw_constant_correlation` and :func:`lw_single_factor` with
     ``return_shrinkage=True`` (Ledoit & Wolf 2004 JMVA; Chen et al. 2010;
-    Ledoit & Wolf 2004 JPM; Ledoit & Wolf 2003 JEF).
+    Ledoit & Wolf 2004 JPM; Ledoit & Wolf 2003 JEF).  ``targets = (F_cc, r̄,
+    F_sf, parts)`` from :func:`shrinklab.targets.constant_correlation_target` and
+    :func:`shrinklab.targets.single_factor_target`, if the caller has them.
     """
     n = Xc.shape[-2]
     mom = _fourth_moments(Xc, S)
-    F_cc, rbar = constant_correlation_target(S)
-    F_sf, parts = single_factor_target(Xc, S)
+    if targets is None:
+        F_cc, rbar = constant_correlation_target(S)
+        F_sf, parts = single_factor_target(Xc, S)
+    else:
+        F_cc, rbar, F_sf, parts = targets
     sd = mom["var"].clamp_min(0).sqrt()
     pos = sd > 0
     inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)

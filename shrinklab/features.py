@@ -87,6 +87,7 @@ __all__ = [
     "target_sq_distances",
     "schema_for",
     "targets_from_parts",
+    "intensities_from_targets",
 ]
 
 SPECTRUM_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -168,19 +169,33 @@ def classical_intensities(X: Any) -> torch.Tensor:
     return estimators.shrinkage_intensities(Xc, S)
 
 
-def _qis_target(Xc: torch.Tensor, S: torch.Tensor, eig) -> torch.Tensor:
+def _qis_target(Xc: torch.Tensor, S: torch.Tensor, eig, extras) -> torch.Tensor:
     if eig is None:
         return _targets.qis_estimate(Xc, S)
     return _targets.qis_from_eig(eig[0], eig[1], S, Xc.shape[-2])
 
 
+def _cc_target(Xc: torch.Tensor, S: torch.Tensor, eig, extras) -> torch.Tensor:
+    F, rbar = _targets.constant_correlation_target(S)
+    if extras is not None:
+        extras["rbar"] = rbar
+    return F
+
+
+def _sf_target(Xc: torch.Tensor, S: torch.Tensor, eig, extras) -> torch.Tensor:
+    F, parts = _targets.single_factor_target(Xc, S)
+    if extras is not None:
+        extras["sf_parts"] = parts
+    return F
+
+
 # The targets of TARGET_NAMES from (Xc, S[, eigh of S]), by the public builders of
-# shrinklab.targets.
+# shrinklab.targets (extras: a dict receiving the CC r̄ and the SF market parts).
 _TARGET_BUILDERS = {
-    "identity": lambda Xc, S, eig: _targets.identity_target(S),
-    "diagonal": lambda Xc, S, eig: _targets.diagonal_target(S),
-    "constant_correlation": lambda Xc, S, eig: _targets.constant_correlation_target(S)[0],
-    "single_factor": lambda Xc, S, eig: _targets.single_factor_target(Xc, S)[0],
+    "identity": lambda Xc, S, eig, extras: _targets.identity_target(S),
+    "diagonal": lambda Xc, S, eig, extras: _targets.diagonal_target(S),
+    "constant_correlation": _cc_target,
+    "single_factor": _sf_target,
     "qis": _qis_target,
 }
 
@@ -189,6 +204,7 @@ def targets_from_parts(
     Xc: torch.Tensor,
     S: torch.Tensor,
     eig: tuple[torch.Tensor, torch.Tensor] | None = None,
+    extras: dict | None = None,
 ) -> torch.Tensor:
     """``shrinkage_targets`` ``(B, K, p, p)`` from demeaned returns and ``S`` already computed.
 
@@ -196,12 +212,26 @@ def targets_from_parts(
     validating and centring ``X`` again; ``Xc, S`` as from
     :func:`shrinklab._validation.center`.  ``eig = torch.linalg.eigh(S)``, if
     given, is reused by the QIS target (:func:`shrinklab.targets.qis_from_eig`)
-    instead of a second eigendecomposition.
+    instead of a second eigendecomposition.  If ``extras`` is a dict it receives
+    ``"rbar"`` (constant-correlation target) and ``"sf_parts"`` (single-factor
+    market series), for :func:`intensities_from_targets`.
     """
     missing = [k for k in TARGET_NAMES if k not in _TARGET_BUILDERS]
     if missing:  # pragma: no cover - guards a change of TARGET_NAMES
         raise ValueError(f"no builder for targets {missing}")
-    return torch.stack([_TARGET_BUILDERS[k](Xc, S, eig) for k in TARGET_NAMES], dim=1)
+    return torch.stack([_TARGET_BUILDERS[k](Xc, S, eig, extras) for k in TARGET_NAMES], dim=1)
+
+
+def intensities_from_targets(
+    Xc: torch.Tensor, S: torch.Tensor, T: torch.Tensor, extras: dict
+) -> torch.Tensor:
+    """:func:`shrinklab.estimators.shrinkage_intensities` reusing the constant-correlation
+    and single-factor targets of ``T = targets_from_parts(Xc, S, ..., extras)``."""
+    k_cc = TARGET_NAMES.index("constant_correlation")
+    k_sf = TARGET_NAMES.index("single_factor")
+    return estimators.shrinkage_intensities(
+        Xc, S, (T[:, k_cc], extras["rbar"], T[:, k_sf], extras["sf_parts"])
+    )
 
 
 def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -365,7 +395,8 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     Xt = _rescale_pow2(Xt)
     Xc, S = center(Xt)
     evals, evecs = torch.linalg.eigh(S)  # one eigh: spectrum features and the QIS target
-    T = targets_from_parts(Xc, S, (evals, evecs))
+    extras: dict = {}
+    T = targets_from_parts(Xc, S, (evals, evecs), extras)
     return features_from_parts(
-        Xt, Xc, S, evals, target_sq_distances(S, T), estimators.shrinkage_intensities(Xc, S)
+        Xt, Xc, S, evals, target_sq_distances(S, T), intensities_from_targets(Xc, S, T, extras)
     )

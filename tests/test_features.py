@@ -321,3 +321,23 @@ def test_targets_from_parts_equals_shrinkage_targets():
         X[0, :, 1] = 0.25  # a constant column
         Xc, S = center(X)
         assert _rel(targets_from_parts(Xc, S), shrinkage_targets(X)) < 1e-12
+
+
+def test_shared_eigh_targets_and_reused_cc_sf_targets_equal_the_direct_ones():
+    """targets_from_parts with the eigh of S (QIS without its own eigh) equals
+    shrinkage_targets (1e-10); intensities_from_targets (CC / SF targets reused)
+    equals classical_intensities (1e-12), incl. p > n and a constant column."""
+    from shrinklab._validation import center
+    from shrinklab.features import intensities_from_targets, targets_from_parts
+
+    for shape in ((4, 40, 6), (3, 8, 15), (2, 30, 30)):
+        X = torch.as_tensor(_factor_returns(*shape, seed=shape[1], df=5.0))
+        X[0, :, 1] = 0.25  # a constant column
+        Xc, S = center(X)
+        extras: dict = {}
+        T = targets_from_parts(Xc, S, torch.linalg.eigh(S), extras)
+        assert set(extras) == {"rbar", "sf_parts"}
+        assert _rel(T, shrinkage_targets(X)) < 1e-10
+        got = intensities_from_targets(Xc, S, T, extras)
+        assert _rel(got, classical_intensities(X)) < 1e-12
+        assert bool((got[:, 2:] > 0).any())  # CC / SF intensities not all clipped to 0
