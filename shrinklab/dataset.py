@@ -87,7 +87,10 @@ __all__ = [
     "fsopt_loss_from_eigh",
 ]
 
-SCHEMA_VERSION: int = 2
+# 3: same fields as 2, but the synthetic generator changed (float32 Haar draws and
+# Z Lᵀ product, numpy χ²), and rebuild_matrices regenerates Σ and X from the seeds
+# with the current generator: files of version 2 must be rebuilt, not reused.
+SCHEMA_VERSION: int = 3
 
 # Batches are processed in chunks of about this many float64 elements of X and the
 # targets (32 MB); with the shared eigh and O(np + p²) intensities the chunk size
