@@ -59,6 +59,7 @@ from shrinklab.ensemble import (
 )
 from shrinklab.losses import gaussian_nll, intensity_mse, quadratic_frobenius
 from shrinklab.network import MLShrinkageNetwork, ShrinkageOutput, register_model_kind, save_model
+from shrinklab.train import OptimizerStep, TrainConfig, make_optimizer, run_epoch
 
 __all__ = [
     "ExportedModel",
@@ -137,6 +138,10 @@ def fine_tune(
     """Short Adam fine-tuning of ``model`` on ``data`` (fields ``features, oracle_w, G,
     c, d``), in place; returns the mean training loss per epoch.
 
+    The optimisation pass is :func:`shrinklab.train.run_epoch` (the trainer's inner
+    loop) with the pluggable per-batch ``loss_fn``; constant learning rate, no gradient
+    clipping, no early stopping, one seeded order per epoch from a single generator.
+
     ``loss_fn(out, batch)`` defaults to :func:`supervised_loss`; ``extra_targets``
     (tensors with one row per sample) are sliced into each batch under their keys.
     Deterministic for a fixed ``seed`` on CPU. Pruning masks (forward pre-hooks)
@@ -151,8 +156,14 @@ def fine_tune(
         tensors[k] = v.detach().float()
     loss_fn = loss_fn or supervised_loss
     n = tensors["features"].shape[0]
+
+    def batch_loss(_step: int, idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        batch = {k: v[idx] for k, v in tensors.items()}
+        loss = loss_fn(model(batch["features"]), batch)
+        return loss, float(loss.detach()) * idx.numel(), idx.numel()
+
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    step_fn = OptimizerStep(make_optimizer(params, TrainConfig(lr=lr, weight_decay=0.0)), params)
     gen = torch.Generator().manual_seed(int(seed))
     history: list[float] = []
     was_training = model.training
@@ -160,20 +171,8 @@ def fine_tune(
     try:
         for _ in range(int(epochs)):
             order = torch.randperm(n, generator=gen)
-            total, count = 0.0, 0
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                if idx.numel() < 2:  # batch norm needs two samples
-                    continue
-                batch = {k: v[idx] for k, v in tensors.items()}
-                out = model(batch["features"])
-                loss = loss_fn(out, batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * idx.numel()
-                count += idx.numel()
-            history.append(total / max(count, 1))
+            ep = run_epoch(order, batch_loss, step_fn, batch_size=batch_size)
+            history.append(ep.loss_sum / max(ep.seen, 1))
     finally:
         model.train(was_training)
     return history

@@ -13,12 +13,12 @@ covariance):
 Wolf, RFS 30, 2017; ``< 1`` = better than the baseline). The network runs under
 autocast (bf16 on CUDA, none on CPU); the matrix algebra runs in float64.
 
-Machinery: optimiser, cosine-warm-restart scheduler, gradient clipping, early
-stopping on the validation loss with the best weights restored, the L2 penalty,
-atomic per-epoch checkpoints with RNG states and ``resume`` come from
-:mod:`shrinklab.train` (its :class:`~shrinklab.train.TrainConfig` and helpers).
-``train.train`` itself is written for the synthetic O(K²) loss on a flat training
-set, so this module has its own (thin) epoch loop. Windows of every ``p`` and
+Machinery: the optimisation pass (:func:`shrinklab.train.run_epoch`, the same inner
+loop as ``train.train``, here with the realised-variance batch loss), optimiser,
+cosine-warm-restart scheduler, gradient clipping, early stopping on the validation
+loss with the best weights restored, atomic per-epoch checkpoints with RNG states and
+``resume`` come from the public helpers of :mod:`shrinklab.train`; this module adds
+only the loss, the validation metrics and the per-epoch bookkeeping. Windows of every ``p`` and
 window length share one batch: smaller windows are padded with an inert block
 (:func:`shrinklab.realdata.pad_assets`) that the masked GMV solve ignores exactly.
 
@@ -37,7 +37,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,16 +58,22 @@ from shrinklab.realdata import (
 )
 from shrinklab.targets import combine
 from shrinklab.train import (
-    _RESUMABLE_FIELDS,
+    OptimizerStep,
     TrainConfig,
-    _amp_dtype,
-    _atomic_save,
-    _autocast,
-    _make_optimizer,
-    _resolve_device,
-    _rng_state,
-    _set_rng_state,
+    atomic_save,
+    autocast,
     checkpoint_path,
+    config_diff,
+    early_stopping_update,
+    epoch_order,
+    make_optimizer,
+    make_scheduler,
+    resolve_amp_dtype,
+    resolve_device,
+    restore_training_state,
+    run_epoch,
+    set_rng_state,
+    training_state,
 )
 
 __all__ = [
@@ -169,7 +175,7 @@ class _RealSet:
         regime = None
         if self.regime is not None and getattr(model, "n_regimes", 0) > 0:
             regime = self.regime[idx]
-        with _autocast(self.device, amp_dtype):
+        with autocast(self.device, amp_dtype):
             out = model(self.x[idx], regime)
         return out.intensities.float()
 
@@ -232,6 +238,24 @@ def evaluate_real(
 
 
 # --------------------------------------------------------------------------- training
+def _real_batch_loss(
+    model: nn.Module, data: _RealSet, cfg: TrainConfig, amp_dtype: torch.dtype | None, demean: bool
+) -> Callable[[int, torch.Tensor], tuple[torch.Tensor, float, int]]:
+    """:func:`shrinklab.train.run_epoch`'s ``batch_loss``: mean realised-variance ratio of
+    the windows ``idx`` (plus ``cfg.l2``), reporting the summed per-window ratios."""
+
+    def batch_loss(_step: int, idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        w = data.intensities(model, idx, amp_dtype)
+        var, base = data.variances(w, idx, demean)
+        per = var / base.clamp_min(torch.finfo(var.dtype).tiny)
+        loss = per.mean()
+        if cfg.l2:
+            loss = loss + L.l2_penalty(model, cfg.l2).to(loss.dtype)
+        return loss, float(per.detach().sum()), idx.numel()
+
+    return batch_loss
+
+
 _HISTORY = (
     "epoch",
     "train_loss",
@@ -287,8 +311,8 @@ def finetune_on_real(
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = _resolve_device(cfg.device, 0)
-    amp_dtype = _amp_dtype(cfg.amp, device)
+    device = resolve_device(cfg.device, 0)
+    amp_dtype = resolve_amp_dtype(cfg.amp, device)
     model.to(device)
     tr = _RealSet(train_windows, device, baseline, demean)
     va = _RealSet(valid_windows, device, baseline, demean) if valid_windows is not None else None
@@ -304,8 +328,7 @@ def finetune_on_real(
     ckpt = None
     if resume and ckpt_file.is_file():
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-        old, new = ckpt.get("config", {}), cfg.to_dict()
-        diff = sorted(k for k in new if k not in _RESUMABLE_FIELDS and old.get(k) != new[k])
+        diff = config_diff(ckpt.get("config", {}), cfg)
         if diff or ckpt.get("baseline") != baseline:
             raise ValueError(
                 f"checkpoint config differs in {diff or ['baseline']}; use another out_dir "
@@ -317,10 +340,8 @@ def finetune_on_real(
         torch.manual_seed(cfg.seed)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(params, cfg)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.eta_min
-    )
+    optimizer = make_optimizer(params, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
     # fp16 autocast (GPUs without bf16) needs loss scaling; bf16 and CPU do not
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     history: dict[str, Any] = {k: [] for k in _HISTORY}
@@ -329,66 +350,43 @@ def finetune_on_real(
     stopped_early = False
     initial = _evaluate(model, va, amp_dtype, demean) if va else None
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
+        restore_training_state(ckpt, model, optimizer, scheduler, scaler)
+        set_rng_state(ckpt["rng"])
         history, state, best_state = ckpt["history"], ckpt["state"], ckpt["best_state"]
         stopped_early = bool(ckpt["stopped_early"])
         initial = ckpt["initial"]
 
-    bs = cfg.batch_size
+    batch_loss = _real_batch_loss(model, tr, cfg, amp_dtype, demean)
+    step_fn = OptimizerStep(optimizer, params, cfg.clip_norm, scaler)
     while not stopped_early and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(tr.n, generator=gen).to(device)
+        perm = epoch_order(torch.arange(tr.n), cfg.seed, epoch).to(device)
         model.train()
-        loss_sum, seen, gnorms = 0.0, 0, []
-        for s in range(0, tr.n, bs):
-            idx = perm[s : s + bs]
-            if idx.numel() < 2:  # batch normalisation needs two samples
-                break
-            optimizer.zero_grad(set_to_none=True)
-            w = tr.intensities(model, idx, amp_dtype)
-            var, base = tr.variances(w, idx, demean)
-            per = var / base.clamp_min(torch.finfo(var.dtype).tiny)
-            loss = per.mean()
-            if cfg.l2:
-                loss = loss + L.l2_penalty(model, cfg.l2).to(loss.dtype)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            gn = nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf)
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += float(per.detach().sum())
-            seen += idx.numel()
-            gnorms.append(float(gn))
+        ep = run_epoch(perm, batch_loss, step_fn, batch_size=cfg.batch_size)
         scheduler.step()
         train_seconds = time.perf_counter() - t0
         ev = _evaluate(model, va, amp_dtype, demean) if va else None
         record = {
             "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
+            "train_loss": ep.loss_sum / max(ep.seen, 1),
             "valid_loss": ev["loss"] if ev else float("nan"),
             "valid_pooled_ratio": ev["pooled_ratio"] if ev else float("nan"),
             "lr": lr,
-            "grad_norm_mean": float(np.mean(gnorms)) if gnorms else 0.0,
+            "grad_norm_mean": float(np.mean([float(g) for g in ep.grad_norms]))
+            if ep.grad_norms
+            else 0.0,
             "alpha_mean": ev["alpha_mean"] if ev else float("nan"),
-            "samples_per_s": seen / max(train_seconds, 1e-9),
+            "samples_per_s": ep.seen / max(train_seconds, 1e-9),
             "seconds": time.perf_counter() - t0,
         }
         for k in _HISTORY:
             history[k].append(record[k])
         if ev is not None:
-            if ev["loss"] < state["best_loss"] - cfg.min_delta:
-                state.update(best_loss=ev["loss"], best_epoch=epoch, bad_epochs=0)
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                state["bad_epochs"] += 1
-                stopped_early = state["bad_epochs"] >= cfg.patience
+            new_best, stopped_early = early_stopping_update(state, ev["loss"], epoch, cfg, model)
+            if new_best is not None:
+                best_state = new_best
         state["epoch"] = epoch + 1
         log.info(
             "epoch %d: train %.4f valid %.4f (%.0f samples/s on %s)",
@@ -402,24 +400,11 @@ def finetune_on_real(
             for key in ("train_loss", "valid_loss", "valid_pooled_ratio", "lr", "samples_per_s"):
                 logger.log_metric(f"finetune/{key}", float(record[key]))
             logger.next_step()
-        _atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_state(),
-                "history": history,
-                "state": dict(state),
-                "best_state": best_state,
-                "stopped_early": stopped_early,
-                "initial": initial,
-                "config": cfg.to_dict(),
-                "baseline": baseline,
-                "fingerprint": tr.fingerprint,
-            },
-            ckpt_file,
+        saved = training_state(
+            model, optimizer, scheduler, scaler, history, state, best_state, stopped_early, cfg
         )
+        extra = {"initial": initial, "baseline": baseline, "fingerprint": tr.fingerprint}
+        atomic_save({**saved, **extra}, ckpt_file)
 
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -55,7 +55,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,13 +68,36 @@ from shrinklab import losses as L
 from shrinklab.network import SyncableBatchNorm1d, output_priors
 from shrinklab.targets import combine
 
-__all__ = ["TrainConfig", "train", "evaluate_loss", "checkpoint_path", "progress_disabled"]
+__all__ = [
+    "RESUMABLE_FIELDS",
+    "EpochStats",
+    "TrainConfig",
+    "atomic_save",
+    "autocast",
+    "checkpoint_path",
+    "config_diff",
+    "early_stopping_update",
+    "epoch_order",
+    "evaluate_loss",
+    "make_optimizer",
+    "make_scheduler",
+    "OptimizerStep",
+    "progress_disabled",
+    "resolve_amp_dtype",
+    "resolve_device",
+    "restore_training_state",
+    "rng_state",
+    "run_epoch",
+    "set_rng_state",
+    "train",
+    "training_state",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 # Fields that may change between a run and its resumption without changing the result
 # of the epochs already run.
-_RESUMABLE_FIELDS = {"epochs", "device", "patience", "min_delta"}
+RESUMABLE_FIELDS = frozenset({"epochs", "device", "patience", "min_delta"})
 
 
 @dataclass
@@ -189,10 +212,14 @@ def progress_disabled() -> bool:
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:
+    """``out_dir/checkpoint.pt``, the per-epoch checkpoint of :func:`train`."""
     return Path(out_dir) / CHECKPOINT_NAME
 
 
-def _resolve_device(spec: str, local_rank: int) -> torch.device:
+def resolve_device(spec: str, local_rank: int) -> torch.device:
+    """The device of ``TrainConfig.device`` (``"auto"``: CUDA if available); a bare
+    ``"cuda"`` means this process's ``local_rank`` GPU. ValueError if CUDA is asked
+    for but absent."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(spec)
@@ -204,7 +231,9 @@ def _resolve_device(spec: str, local_rank: int) -> torch.device:
     return dev
 
 
-def _amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+def resolve_amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``TrainConfig.amp`` on ``device``: ``None`` on CPU or without
+    amp; ``"auto"`` is bf16 where supported, else fp16."""
     if amp is None or device.type != "cuda":
         return None
     if amp == "auto":
@@ -445,7 +474,9 @@ class _SpectrumCache:
         return (torch.linalg.eigvalsh(est) - lam[r]).square().sum(-1) / denom[r]
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """The global torch, CUDA, numpy and python RNG states, as a ``weights_only``-loadable
+    dict (for checkpoints)."""
     np_state = np.random.get_state()  # noqa: NPY002 (global state is what we save)
     state = {
         "torch": torch.get_rng_state(),
@@ -462,7 +493,8 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the global RNG states saved by :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
     np.random.set_state(  # noqa: NPY002
@@ -480,19 +512,25 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` to ``dtype`` on ``device``, or a no-op context for ``None``."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam [Kingma & Ba, ICLR 2015] or SGD with momentum ``cfg.momentum`` (the baseline),
+    with ``cfg.lr`` and ``cfg.weight_decay``."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     return torch.optim.SGD(
@@ -500,10 +538,219 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.CosineAnnealingWarmRestarts:
+    """Cosine annealing with warm restarts [Loshchilov & Hutter, "SGDR", ICLR 2017]
+    (``cfg.T_0``, ``cfg.T_mult``, ``cfg.eta_min``), stepped once per epoch."""
+    return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.eta_min
+    )
+
+
+def epoch_order(pool: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    """``pool`` in the seeded random order of ``epoch`` (a CPU generator seeded with
+    ``seed · 1000003 + epoch``: the same order on every rank, device and resumption)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return pool[torch.randperm(pool.numel(), generator=gen)]
+
+
+@dataclass
+class OptimizerStep:
+    """One optimisation step: backpropagate a loss (through the fp16 loss ``scaler`` if
+    given), clip the gradient norm of ``params`` to ``clip_norm`` [Pascanu, Mikolov &
+    Bengio, ICML 2013; ``None``: no clipping] and step ``optimizer``. Calling it returns
+    the gradient norm before clipping."""
+
+    optimizer: torch.optim.Optimizer
+    params: Sequence[torch.Tensor]
+    clip_norm: float | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    def __call__(self, loss: torch.Tensor) -> torch.Tensor:
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        gn = nn.utils.clip_grad_norm_(self.params, self.clip_norm or math.inf, foreach=True)
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return gn.detach()
+
+
+@dataclass
+class EpochStats:
+    """What :func:`run_epoch` returns: the sum of the reported per-batch losses (a float,
+    or a tensor if the batch loss reports tensors), the number of samples they cover
+    and the gradient norm of every step."""
+
+    loss_sum: Any
+    seen: int
+    grad_norms: list[torch.Tensor]
+
+
+BatchLoss = Callable[[int, torch.Tensor], tuple[torch.Tensor, Any, int]]
+
+
+def run_epoch(
+    order: torch.Tensor,
+    batch_loss: BatchLoss,
+    step_fn: OptimizerStep,
+    *,
+    batch_size: int,
+    min_batch: int = 2,
+) -> EpochStats:
+    """One optimisation pass: the shared inner loop of :func:`train`,
+    :func:`shrinklab.finetune.finetune_on_real` and :func:`shrinklab.compress.fine_tune`.
+
+    ``order`` (sample indices) is cut into consecutive batches of ``batch_size``; the
+    pass stops at a batch smaller than ``min_batch`` (batch normalisation needs two
+    samples per process). For each batch, ``batch_loss(step, idx)`` runs the forward
+    pass and returns ``(loss to minimise, reported loss summed over the batch, number
+    of samples it covers)``; then ``step_fn(loss)`` (an :class:`OptimizerStep`). The caller sets train mode
+    and steps its scheduler."""
+    total: Any = 0.0
+    seen = 0
+    norms: list[torch.Tensor] = []
+    for step, start in enumerate(range(0, order.numel(), batch_size)):
+        idx = order[start : start + batch_size]
+        if idx.numel() < min_batch:
+            break
+        step_fn.optimizer.zero_grad(set_to_none=True)
+        loss, reported, count = batch_loss(step, idx)
+        norms.append(step_fn(loss))
+        total = total + reported
+        seen += count
+    return EpochStats(total, seen, norms)
+
+
+def early_stopping_update(
+    state: dict[str, Any], monitor: float, epoch: int, cfg: TrainConfig, module: nn.Module
+) -> tuple[dict[str, torch.Tensor] | None, bool]:
+    """Early stopping on ``monitor`` (lower is better) with ``cfg.min_delta`` and
+    ``cfg.patience``. Updates ``state`` (``best_loss``, ``best_epoch``, ``bad_epochs``) in
+    place; returns (a CPU copy of ``module``'s weights if this epoch is the new best,
+    else ``None``; whether to stop)."""
+    if monitor < state["best_loss"] - cfg.min_delta:
+        state.update(best_loss=monitor, best_epoch=epoch, bad_epochs=0)
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}, False
+    state["bad_epochs"] += 1
+    return None, state["bad_epochs"] >= cfg.patience
+
+
+def config_diff(old: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """Fields of ``cfg`` that differ from a checkpoint's config dict ``old``, except the
+    :data:`RESUMABLE_FIELDS` (which may change when a run is resumed)."""
+    new = cfg.to_dict()
+    return sorted(k for k in new if k not in RESUMABLE_FIELDS and old.get(k) != new[k])
+
+
+def training_state(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    history: dict[str, Any],
+    state: dict[str, Any],
+    best_state: dict[str, torch.Tensor] | None,
+    stopped_early: bool,
+    cfg: TrainConfig,
+) -> dict[str, Any]:
+    """The checkpoint dict of a training loop: model, optimiser, scheduler, grad scaler,
+    RNG states, history, early-stopping ``state``, best weights and config; restored by
+    :func:`restore_training_state`."""
+    return {
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "history": history,
+        "state": dict(state),
+        "best_state": best_state,
+        "stopped_early": stopped_early,
+        "config": cfg.to_dict(),
+    }
+
+
+def restore_training_state(
+    ckpt: dict[str, Any],
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    """Load a :func:`training_state` checkpoint's model, optimiser, scheduler and scaler
+    states (the caller restores the RNG states and the loop's bookkeeping)."""
+    module.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+
+
 def _set_bn_sync(module: nn.Module, on: bool) -> None:
     for m in module.modules():
         if isinstance(m, SyncableBatchNorm1d):
             m.sync = on
+
+
+def _synthetic_batch_loss(
+    net: nn.Module,
+    module: nn.Module,
+    data: _DeviceData,
+    spectrum: _SpectrumCache | None,
+    cfg: TrainConfig,
+    where: tuple[torch.device, torch.dtype | None],
+    ranks: tuple[int, int],
+    epoch: int,
+    acc: dict[str, Any],
+) -> BatchLoss:
+    """:func:`run_epoch`'s ``batch_loss`` for :func:`train`: the composite objective of a
+    global batch's shard on this rank (forward through ``net``, DDP or not), plus the
+    regularisers and the spectrum term (whose sum and count go to ``acc``)."""
+    device, amp_dtype = where
+    rank, world = ranks
+
+    def batch_loss(step: int, gidx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        gsize = gidx.numel()
+        idx = gidx[rank::world]
+        x, w, G, c, d = data.batch(idx)
+        if spectrum is not None:
+            sb, srows = spectrum.draw(epoch, step)
+            srows_local = srows[rank::world]
+            x = torch.cat([x, data.x[spectrum.features_index(sb, srows_local)]])
+        with autocast(device, amp_dtype):
+            out_all = net(x)
+        if spectrum is not None:
+            nb = idx.numel()
+            out_b = type(out_all)(*(t[:nb] for t in out_all))
+            w_spec = out_all.intensities[nb:].float()
+            spec = spectrum.loss(w_spec, sb, srows_local)
+            x = x[:nb]
+        else:
+            out_b = out_all
+        obj, _, _ = _per_sample_loss(out_b, w, G, c, d, cfg)
+        # DDP averages gradients over ranks: scale so the result is the global mean
+        loss = obj.sum() * (world / gsize)
+        if spectrum is not None:
+            loss = loss + cfg.spectrum_weight * spec.sum().float() * (world / srows.numel())
+            acc["sum"] += spec.detach().sum()
+            acc["seen"] += spec.numel()
+        if cfg.l2:
+            loss = loss + L.l2_penalty(module, cfg.l2)
+        if cfg.smoothness_weight:
+            loss = loss + cfg.smoothness_weight * L.smoothness_penalty(x, out_b.intensities)
+        if cfg.adversarial_weight:
+            loss = loss + cfg.adversarial_weight * L.adversarial_penalty(
+                module, x, epsilon=cfg.adversarial_epsilon, method="fgsm"
+            )
+        return loss, obj.detach().double().sum(), idx.numel()
+
+    return batch_loss
 
 
 # --------------------------------------------------------------------------- train
@@ -551,7 +798,7 @@ def train(
         raise ValueError("out_dir is required (checkpoints are never written to the cwd)")
     out = Path(out_dir)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _resolve_device(cfg.device, local_rank)
+    device = resolve_device(cfg.device, local_rank)
     rank, world, owns_group = _dist_setup(device.type)
     if world > 1 and cfg.adversarial_weight > 0:
         raise ValueError("adversarial_weight > 0 is not supported under DistributedDataParallel")
@@ -631,12 +878,11 @@ def _train(
                 module.set_output_priors(a, pi)
 
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(params, cfg)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.eta_min
-    )
-    amp_dtype = _amp_dtype(cfg.amp, device)
+    optimizer = make_optimizer(params, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    amp_dtype = resolve_amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    step_fn = OptimizerStep(optimizer, params, cfg.clip_norm, scaler)
 
     history: dict[str, Any] = {k: [] for k in _HISTORY_KEYS}
     state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0}
@@ -644,15 +890,12 @@ def _train(
     finished = False
     stopped_early = False
     if ckpt is not None:
-        module.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        restore_training_state(ckpt, module, optimizer, scheduler, scaler)
         rng_file = out / f"rng_rank{rank}.pt"
         if world > 1 and rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=True))
+            set_rng_state(torch.load(rng_file, weights_only=True))
         else:
-            _set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"])
         history = ckpt["history"]
         if logger is not None and rank == 0:
             # A resumed run hands its logger the restored epochs first, so a fresh
@@ -689,77 +932,27 @@ def _train(
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         pool = _pool(data, cfg, epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        perm = pool[torch.randperm(pool.numel(), generator=gen)].to(device)
+        perm = epoch_order(pool, cfg.seed, epoch).to(device)
         net.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        spec_sum = torch.zeros((), dtype=torch.float64, device=device)
-        spec_seen = 0
-        seen = 0
-        grad_norms = []
-        bs = cfg.batch_size
-        for step, start in enumerate(range(0, perm.numel(), bs)):
-            gidx = perm[start : start + bs]
-            gsize = gidx.numel()
-            if gsize < 2 * world:
-                break  # too small a tail batch for batch norm; dropped
-            idx = gidx[rank::world]
-            x, w, G, c, d = data.batch(idx)
-            optimizer.zero_grad(set_to_none=True)
-            if spectrum is not None:
-                sb, srows = spectrum.draw(epoch, step)
-                srows_local = srows[rank::world]
-                x = torch.cat([x, data.x[spectrum.features_index(sb, srows_local)]])
-            with _autocast(device, amp_dtype):
-                out_all = net(x)
-            if spectrum is not None:
-                nb = idx.numel()
-                out_b = type(out_all)(*(t[:nb] for t in out_all))
-                w_spec = out_all.intensities[nb:].float()
-                spec = spectrum.loss(w_spec, sb, srows_local)
-                x = x[:nb]
-            else:
-                out_b = out_all
-            obj, _, _ = _per_sample_loss(out_b, w, G, c, d, cfg)
-            # DDP averages gradients over ranks: scale so the result is the global mean
-            loss = obj.sum() * (world / gsize)
-            if spectrum is not None:
-                loss = loss + cfg.spectrum_weight * spec.sum().float() * (world / srows.numel())
-                spec_sum += spec.detach().sum()
-                spec_seen += spec.numel()
-            if cfg.l2:
-                loss = loss + L.l2_penalty(module, cfg.l2)
-            if cfg.smoothness_weight:
-                loss = loss + cfg.smoothness_weight * L.smoothness_penalty(x, out_b.intensities)
-            if cfg.adversarial_weight:
-                loss = loss + cfg.adversarial_weight * L.adversarial_penalty(
-                    module, x, epsilon=cfg.adversarial_epsilon, method="fgsm"
-                )
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if cfg.clip_norm:
-                gn = nn.utils.clip_grad_norm_(params, cfg.clip_norm, foreach=True)
-            else:
-                gn = nn.utils.clip_grad_norm_(params, math.inf, foreach=True)
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += obj.detach().double().sum()
-            seen += idx.numel()
-            grad_norms.append(gn.detach())
+        spec_acc = {"sum": torch.zeros((), dtype=torch.float64, device=device), "seen": 0}
+        batch_loss = _synthetic_batch_loss(
+            net, module, data, spectrum, cfg, (device, amp_dtype), (rank, world), epoch, spec_acc
+        )
+        ep = run_epoch(perm, batch_loss, step_fn, batch_size=cfg.batch_size, min_batch=2 * world)
         scheduler.step()
         stats = torch.stack(
             [
-                loss_sum,
-                torch.tensor(float(seen), dtype=torch.float64, device=device),
-                spec_sum,
-                torch.tensor(float(spec_seen), dtype=torch.float64, device=device),
+                torch.as_tensor(ep.loss_sum, dtype=torch.float64, device=device),
+                torch.tensor(float(ep.seen), dtype=torch.float64, device=device),
+                spec_acc["sum"],
+                torch.tensor(float(spec_acc["seen"]), dtype=torch.float64, device=device),
             ]
         )
         if world > 1:
             dist.all_reduce(stats)
         train_loss = float(stats[0] / stats[1].clamp_min(1.0))
         train_spectrum = float(stats[2] / stats[3]) if spectrum is not None else None
-        gns = torch.stack(grad_norms).float() if grad_norms else torch.zeros(1)
+        gns = torch.stack(ep.grad_norms).float() if ep.grad_norms else torch.zeros(1)
         if use_valid:
             vidx = torch.arange(vdata.n, device=device)[rank::world]
             ev = _evaluate(module, vdata, cfg, 16384, vidx)
@@ -788,13 +981,11 @@ def _train(
         }
         for k in _HISTORY_KEYS:
             history.setdefault(k, []).append(record[k])
-        if monitor < state["best_loss"] - cfg.min_delta:
-            state.update(best_loss=monitor, best_epoch=epoch, bad_epochs=0)
-            best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-            if state["bad_epochs"] >= cfg.patience:
-                stopped_early = finished = True
+        new_best, stop = early_stopping_update(state, monitor, epoch, cfg, module)
+        if new_best is not None:
+            best_state = new_best
+        if stop:
+            stopped_early = finished = True
         state["epoch"] = epoch + 1
         epochs_this_call += 1
         if state["epoch"] >= cfg.epochs:
@@ -804,21 +995,10 @@ def _train(
                 _log(logger, record)
             bar.update(1)
             bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{ev['loss']:.4f}")
-        _write_checkpoint(
-            out,
-            module,
-            optimizer,
-            scheduler,
-            scaler,
-            history,
-            state,
-            best_state,
-            stopped_early,
-            cfg,
-            data,
-            rank,
-            world,
+        saved = training_state(
+            module, optimizer, scheduler, scaler, history, state, best_state, stopped_early, cfg
         )
+        _write_checkpoint(out, {**saved, "fingerprint": data.fingerprint}, rank, world)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     bar.close()
@@ -879,9 +1059,7 @@ def _log(logger: Any, record: dict[str, Any]) -> None:
 
 
 def _check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, data: _DeviceData) -> None:
-    old = ckpt.get("config", {})
-    new = cfg.to_dict()
-    diff = sorted(k for k in new if k not in _RESUMABLE_FIELDS and old.get(k) != new[k])
+    diff = config_diff(ckpt.get("config", {}), cfg)
     if diff:
         raise ValueError(
             f"checkpoint config differs in {diff}; use another out_dir or resume=False"
@@ -890,41 +1068,14 @@ def _check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, data: _DeviceData) 
         raise ValueError("checkpoint was written for a different training set")
 
 
-def _write_checkpoint(
-    out,
-    module,
-    optimizer,
-    scheduler,
-    scaler,
-    history,
-    state,
-    best_state,
-    stopped_early,
-    cfg,
-    data,
-    rank,
-    world,
-) -> None:
+def _write_checkpoint(out: Path, ckpt: dict[str, Any], rank: int, world: int) -> None:
+    """Rank 0 writes ``ckpt`` (a :func:`training_state` plus the data fingerprint); under
+    DDP every rank also writes its own RNG states, then all ranks meet at a barrier."""
     import torch.distributed as dist
 
     if world > 1:
-        _atomic_save(_rng_state(), out / f"rng_rank{rank}.pt")
+        atomic_save(rng_state(), out / f"rng_rank{rank}.pt")
     if rank == 0:
-        _atomic_save(
-            {
-                "model": module.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_state(),
-                "history": history,
-                "state": dict(state),
-                "best_state": best_state,
-                "stopped_early": stopped_early,
-                "config": cfg.to_dict(),
-                "fingerprint": data.fingerprint,
-            },
-            checkpoint_path(out),
-        )
+        atomic_save(ckpt, checkpoint_path(out))
     if world > 1:
         dist.barrier()

@@ -20,12 +20,17 @@ from shrinklab.estimators import solve_simplex_qp
 from shrinklab.losses import quadratic_frobenius
 from shrinklab.network import MLShrinkageNetwork
 from shrinklab.train import (
+    OptimizerStep,
     TrainConfig,
-    _amp_dtype,
     _DeviceData,
     _pool,
+    config_diff,
+    early_stopping_update,
+    epoch_order,
     evaluate_loss,
     progress_disabled,
+    resolve_amp_dtype,
+    run_epoch,
     train,
 )
 
@@ -281,9 +286,9 @@ def test_progress_bar_quiet_under_ci(monkeypatch):
 
 
 def test_amp_is_cuda_only_and_config_validation():
-    assert _amp_dtype("bf16", torch.device("cpu")) is None
-    assert _amp_dtype("fp16", torch.device("cuda")) is torch.float16
-    assert _amp_dtype(None, torch.device("cuda")) is None
+    assert resolve_amp_dtype("bf16", torch.device("cpu")) is None
+    assert resolve_amp_dtype("fp16", torch.device("cuda")) is torch.float16
+    assert resolve_amp_dtype(None, torch.device("cuda")) is None
     for bad in ({"optimizer": "rmsprop"}, {"amp": "int8"}, {"batch_size": 1}, {"lr": 0}):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
@@ -492,3 +497,73 @@ def test_priors_set_from_oracle_and_target_count_checked(sets, tmp_path):
     wrong = MLShrinkageNetwork(F, num_targets=K + 1, hidden_dims=(8,))
     with pytest.raises(ValueError, match="targets"):
         train(wrong, tr, None, TrainConfig(epochs=1), out_dir=tmp_path / "b")
+
+
+# ------------------------------------------------ shared loop (train, finetune, compress)
+def _least_squares(n: int = 10, dim: int = 3):
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.1 * torch.randn(
+        n, generator=g, dtype=torch.float64
+    )
+    return X, y
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+def test_run_epoch_matches_hand_written_sgd(clip_norm):
+    """Least squares, plain SGD: each step of run_epoch equals the closed-form gradient
+    step ``β ← β − lr · c · 2Xᵀ(Xβ − y)/b`` (c = min(1, clip/‖g‖)), computed in numpy; the
+    tail batch smaller than ``min_batch`` is dropped; loss sums and norms are reported."""
+    X, y = _least_squares()
+    beta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([beta], lr=0.1)
+    order = torch.tensor([3, 1, 4, 0, 9, 2, 6, 5, 8, 7])
+
+    def batch_loss(step, idx):
+        per = (X[idx] @ beta - y[idx]) ** 2
+        return per.mean(), float(per.detach().sum()), idx.numel()
+
+    step_fn = OptimizerStep(opt, [beta], clip_norm)
+    stats = run_epoch(order, batch_loss, step_fn, batch_size=4, min_batch=3)
+    Xn, yn, b = X.numpy(), y.numpy(), np.zeros(3)
+    ref_sum, ref_norms = 0.0, []
+    for idx in (order[:4].numpy(), order[4:8].numpy()):  # the tail of 2 < min_batch is dropped
+        r = Xn[idx] @ b - yn[idx]
+        ref_sum += float((r**2).sum())
+        grad = 2 * Xn[idx].T @ r / len(idx)
+        norm = np.linalg.norm(grad)
+        ref_norms.append(norm)
+        scale = 1.0 if clip_norm is None else min(1.0, clip_norm / (norm + 1e-6))
+        b = b - 0.1 * scale * grad
+    np.testing.assert_allclose(beta.detach().numpy(), b, rtol=1e-12)
+    assert stats.seen == 8
+    assert stats.loss_sum == pytest.approx(ref_sum, rel=1e-12)
+    np.testing.assert_allclose([float(g) for g in stats.grad_norms], ref_norms, rtol=1e-12)
+
+
+def test_early_stopping_update_against_hand_trace():
+    cfg = TrainConfig(patience=2, min_delta=0.05)
+    module = torch.nn.Linear(2, 1)
+    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0}
+    # 1.0 best; 0.97 not better by min_delta; 0.9 best; 0.88, 0.89 two bad epochs -> stop
+    trace = [(1.0, True, False), (0.97, False, False), (0.9, True, False), (0.88, False, False)]
+    trace.append((0.89, False, True))
+    for epoch, (monitor, is_best, stop_ref) in enumerate(trace):
+        with torch.no_grad():
+            module.weight.fill_(float(epoch))
+        best, stop = early_stopping_update(state, monitor, epoch, cfg, module)
+        assert (best is not None) == is_best and stop == stop_ref, epoch
+        if best is not None:
+            assert torch.equal(best["weight"], torch.full((1, 2), float(epoch)))
+            assert best["weight"].data_ptr() != module.weight.data_ptr()  # a copy
+    assert state["best_epoch"] == 2 and state["best_loss"] == 0.9 and state["bad_epochs"] == 2
+
+
+def test_config_diff_ignores_resumable_fields_and_epoch_order_is_seeded():
+    old = TrainConfig(epochs=5, lr=1e-3).to_dict()
+    assert config_diff(old, TrainConfig(epochs=50, patience=3, min_delta=0.1, lr=1e-3)) == []
+    assert config_diff(old, TrainConfig(epochs=5, lr=2e-3, seed=1)) == ["lr", "seed"]
+    pool = torch.arange(10, 30)
+    a, b = epoch_order(pool, 3, 0), epoch_order(pool, 3, 0)
+    assert torch.equal(a, b) and torch.equal(a.sort().values, pool)
+    assert not torch.equal(a, epoch_order(pool, 3, 1))
