@@ -18,9 +18,10 @@ loop as ``train.train``, here with the realised-variance batch loss), optimiser,
 cosine-warm-restart scheduler, gradient clipping, early stopping on the validation
 loss with the best weights restored, atomic per-epoch checkpoints with RNG states and
 ``resume`` come from the public helpers of :mod:`shrinklab.train`; this module adds
-only the loss, the validation metrics and the per-epoch bookkeeping. Windows of every ``p`` and
-window length share one batch: smaller windows are padded with an inert block
-(:func:`shrinklab.realdata.pad_assets`) that the masked GMV solve ignores exactly.
+only the loss, the validation metrics and the per-epoch bookkeeping. Windows of every
+``p`` and window length share one batch: smaller windows are padded with an inert
+block (:func:`shrinklab.realdata.pad_assets`) that the masked GMV solve ignores
+exactly.
 
 Walk-forward (:func:`walk_forward_finetune`): for each expanding-window fold of
 :func:`shrinklab.data.walk_forward_splits`, fine-tune a copy of the pretrained model
@@ -37,7 +38,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from shrinklab.realdata import (
 )
 from shrinklab.targets import combine
 from shrinklab.train import (
+    BatchLoss,
     OptimizerStep,
     TrainConfig,
     atomic_save,
@@ -240,7 +242,7 @@ def evaluate_real(
 # --------------------------------------------------------------------------- training
 def _real_batch_loss(
     model: nn.Module, data: _RealSet, cfg: TrainConfig, amp_dtype: torch.dtype | None, demean: bool
-) -> Callable[[int, torch.Tensor], tuple[torch.Tensor, float, int]]:
+) -> BatchLoss:
     """:func:`shrinklab.train.run_epoch`'s ``batch_loss``: mean realised-variance ratio of
     the windows ``idx`` (plus ``cfg.l2``), reporting the summed per-window ratios."""
 

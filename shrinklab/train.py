@@ -39,6 +39,12 @@ global-batch mean, and batch norm statistics are synchronised across ranks
 (:class:`shrinklab.network.SyncableBatchNorm1d`), so a run on R processes follows
 the single-process run on the same global batches (up to float reduction order).
 
+Reuse: the optimisation pass :func:`run_epoch` (with :class:`OptimizerStep`) takes a
+pluggable per-batch loss and is the one inner loop of this trainer,
+:func:`shrinklab.finetune.finetune_on_real` (realised-variance loss) and
+:func:`shrinklab.compress.fine_tune` (pruning fine-tuning, distillation); the optimiser,
+scheduler, epoch order, early stopping, checkpoint and RNG helpers are public too.
+
 Logging: a ``dvclive.Live`` passed as ``logger`` receives per-epoch train/valid losses,
 learning rate, gradient-norm statistics and the mean/std of predicted intensities
 (``live.next_step()`` once per epoch); a tqdm bar that is silent when stderr is not a
@@ -70,6 +76,7 @@ from shrinklab.targets import combine
 
 __all__ = [
     "RESUMABLE_FIELDS",
+    "BatchLoss",
     "EpochStats",
     "TrainConfig",
     "atomic_save",
@@ -594,6 +601,7 @@ class EpochStats:
 
 
 BatchLoss = Callable[[int, torch.Tensor], tuple[torch.Tensor, Any, int]]
+"""``batch_loss(step, idx) -> (loss, reported loss summed over the batch, count)``."""
 
 
 def run_epoch(
