@@ -34,6 +34,7 @@ n_train = 3000
 n_valid = 600
 n_test = 600
 p_max = 60
+workers = 1  # processes building the synthetic samples (same result for any number)
 processed_dir = "build/smoke/data"
 reports_dir = "build/smoke/reports"
 
@@ -132,7 +133,7 @@ print(split_table.to_string(index=False))
 config = {"p_max": p_max}
 sets = {}
 for offset, (name, size) in enumerate({"train": n_train, "valid": n_valid, "test": n_test}.items()):
-    sets[name] = dataset.build_training_set(size, seed=seed * 1000 + offset, config=config)
+    sets[name] = dataset.build_training_set(size, seed=seed * 1000 + offset, config=config, workers=workers)
     sets[name].save(processed / f"synthetic_{name}.pt")
 train = sets["train"]
 
