@@ -255,6 +255,7 @@ else:
 # Real data: the network fine-tuned walk-forward on pre-2016 returns (notebook 3) is
 # the learned estimator for portfolios; the synthetic-only final model is in the table above.
 headline = evaluate.headline_table(grid, summary.table, backtest_learned="ML (fine-tuned)")
+headline.attrs["caption"] += " " + evaluate.feasibility_text(feas)  # the README says it too
 headline
 
 # %%
