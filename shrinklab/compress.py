@@ -789,31 +789,51 @@ def choose_deployable(
     min_gain_kept: float = 0.99,
     reference: str | None = None,
     latency_col: str = "latency_b1_s",
+    *,
+    max_latency_ratio: float = 0.5,
+    size_col: str = "nonzero_parameters",
 ) -> tuple[str, str]:
-    """The fastest model (by ``latency_col``) keeping at least ``min_gain_kept`` of the
-    reference's PRIAL gain over Ledoit–Wolf; the reference itself if none does (or it
-    is the fastest). Returns ``(name, reason)``."""
+    """The deployable model: among the models that keep at least ``min_gain_kept`` of
+    the reference's PRIAL gain over Ledoit–Wolf *and* are clearly faster than it
+    (``latency_col`` at most ``max_latency_ratio`` × the reference's), the smallest by
+    ``size_col`` (ties: higher PRIAL, then name); the reference itself if there is none.
+
+    Latency only gates (a factor of two does not flip with timing noise); the choice
+    among the fast models is by size, which is deterministic, so rerunning the
+    pipeline deploys the same model. Without ``size_col`` in the table the fastest
+    eligible model is taken. Returns ``(name, reason)``.
+    """
     reference = reference or table.attrs.get("reference", "ensemble")
     if reference not in table.index:
         raise ValueError(f"reference {reference!r} not in the table")
-    ok = table[table["gain_kept"] >= min_gain_kept]
-    ok = ok.drop(index=reference, errors="ignore")
+    if not 0.0 < max_latency_ratio <= 1.0:
+        raise ValueError(f"max_latency_ratio must be in (0, 1], got {max_latency_ratio}")
     ref_lat = float(table.loc[reference, latency_col])
-    if ok.empty:
+    others = table.drop(index=reference)
+    keeps = others[others["gain_kept"] >= min_gain_kept]
+    if keeps.empty:
         return reference, (
             f"no compressed model keeps >= {100 * min_gain_kept:.0f}% of the {reference}'s "
             f"PRIAL gain over Ledoit-Wolf; deploying the {reference}"
         )
-    best = str(ok[latency_col].idxmin())
-    lat = float(ok.loc[best, latency_col])
-    if lat >= ref_lat:
+    ok = keeps[keeps[latency_col] <= max_latency_ratio * ref_lat]
+    if ok.empty:
         return reference, (
-            f"models keeping >= {100 * min_gain_kept:.0f}% of the gain are not faster than the "
-            f"{reference}; deploying the {reference}"
+            f"models keeping >= {100 * min_gain_kept:.0f}% of the gain are not clearly faster "
+            f"(<= {max_latency_ratio:g}x latency) than the {reference}; deploying the {reference}"
         )
+    if size_col in ok:
+        order = ok.assign(_name=ok.index).sort_values(
+            [size_col, "prial", "_name"], ascending=[True, False, True]
+        )
+        best, how = str(order.index[0]), f"the smallest ({size_col})"
+    else:
+        best, how = str(ok[latency_col].idxmin()), "the fastest"
+    lat = float(ok.loc[best, latency_col])
     return best, (
-        f"{best} keeps {100 * float(ok.loc[best, 'gain_kept']):.1f}% of the {reference}'s "
-        f"PRIAL gain over Ledoit-Wolf (PRIAL {float(ok.loc[best, 'prial']):.2f} vs "
-        f"{float(table.loc[reference, 'prial']):.2f}) at {lat / ref_lat:.3f}x its latency "
+        f"{best}, {how} of the models clearly faster than the {reference}, keeps "
+        f"{100 * float(ok.loc[best, 'gain_kept']):.1f}% of its PRIAL gain over Ledoit-Wolf "
+        f"(PRIAL {float(ok.loc[best, 'prial']):.2f} vs {float(table.loc[reference, 'prial']):.2f}) "
+        f"at {lat / ref_lat:.3f}x its latency "
         f"({lat * 1e6:.1f} vs {ref_lat * 1e6:.1f} us per estimate, batch 1)"
     )

@@ -338,6 +338,30 @@ def test_choose_deployable_rules():
     assert choose_deployable(t, min_gain_kept=0.7)[0] == "tiny"
     slow = t.assign(latency_b1_s=[1e-6, 1e-5, 1e-4, 1e-3])
     assert choose_deployable(slow)[0] == "ensemble"
+    # only 20 % faster than the ensemble is not "clearly faster"
+    barely = t.assign(latency_b1_s=[1e-3, 8e-4, 1e-6, 9e-4])
+    assert choose_deployable(barely)[0] == "ensemble"
+    with pytest.raises(ValueError, match="max_latency_ratio"):
+        choose_deployable(t, max_latency_ratio=0.0)
+
+
+def test_choose_deployable_is_by_size_not_by_timing_noise():
+    """Among clearly faster models the smallest wins, whatever their (noisy) latencies."""
+    t = pd.DataFrame(
+        {
+            "prial": [60.0, 60.1, 60.3, 59.0],
+            "gain_kept": [1.0, 1.002, 1.005, 0.98],
+            "nonzero_parameters": [100_000, 3_000, 1_700, 500],
+            "latency_b1_s": [2e-3, 3.70e-4, 3.80e-4, 3.0e-4],
+        },
+        index=pd.Index(["ensemble", "student", "pruned_50", "pruned_90"], name="model"),
+    )
+    name, reason = choose_deployable(t)
+    assert name == "pruned_50" and "smallest" in reason  # pruned_90 keeps < 99 %
+    noisy = t.assign(latency_b1_s=[2e-3, 3.80e-4, 3.70e-4, 3.0e-4])  # timings swapped
+    assert choose_deployable(noisy)[0] == "pruned_50"
+    tie = t.assign(nonzero_parameters=[100_000, 1_700, 1_700, 500])
+    assert choose_deployable(tie)[0] == "pruned_50"  # equal size: higher PRIAL
 
 
 def test_latency_is_per_estimate(trained, data):
