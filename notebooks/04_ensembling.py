@@ -233,3 +233,9 @@ save_metrics(
         },
     },
 )
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("deployed ensemble:", chosen, f"({len(best.members)} members)")
+print("test PRIAL:", {k: round(float(v), 1) for k, v in prial.items() if "[" not in k})
+print("conformal coverage 50/90:", {k: (round(float(r.conformal_50), 2), round(float(r.conformal_90), 2)) for k, r in coverage.iterrows()})

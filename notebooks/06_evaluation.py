@@ -282,3 +282,7 @@ save_metrics(
         },
     },
 )
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(headline[["setting", "best classical", "learned", "learned − best", "goal met"]].to_string(index=False))
