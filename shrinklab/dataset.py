@@ -59,6 +59,7 @@ from shrinklab import synthetic
 from shrinklab._validation import center
 from shrinklab.estimators import solve_simplex_qp
 from shrinklab.features import (
+    CLASSICAL_POINTS,
     FEATURE_NAMES,
     FEATURE_SCHEMA,
     INTENSITY_NAMES,
@@ -353,16 +354,6 @@ class TrainingSet:
         )
 
 
-# The classical estimators written as points w (N, K) of the family: (intensity column, target).
-_CLASSICAL = {
-    "ledoit_wolf": ("int_lw", "identity"),
-    "oas": ("int_oas", "identity"),
-    "lw_constant_correlation": ("int_cc", "constant_correlation"),
-    "lw_single_factor": ("int_sf", "single_factor"),
-    "qis": (None, "qis"),
-}
-
-
 def classical_intensities(ts: TrainingSet) -> dict[str, torch.Tensor]:
     """The classical estimators as intensities ``w (N, K)`` of the family, by estimator name.
 
@@ -373,7 +364,7 @@ def classical_intensities(ts: TrainingSet) -> dict[str, torch.Tensor]:
     """
     out = {}
     N, K = ts.c.shape
-    for name, (col, target) in _CLASSICAL.items():
+    for name, (col, target) in CLASSICAL_POINTS.items():
         w = torch.zeros(N, K, dtype=torch.float64)
         k = ts.target_names.index(target)
         w[:, k] = 1.0 if col is None else ts.intensities[:, INTENSITY_NAMES.index(col)]

@@ -79,6 +79,7 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_SCHEMA",
     "SPECTRUM_QUANTILES",
+    "CLASSICAL_POINTS",
     "INTENSITY_NAMES",
     "RECENT_FRACTION",
     "extract_features",
@@ -93,6 +94,16 @@ __all__ = [
 SPECTRUM_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
 RECENT_FRACTION: float = 0.2
 INTENSITY_NAMES: tuple[str, ...] = ("int_lw", "int_oas", "int_cc", "int_sf")
+# Each classical estimator as a point of the family: (intensity feature, target it
+# shrinks towards); QIS has no intensity (weight 1 on its own target). Used for the
+# classical baselines of the training set and for the network's anchors.
+CLASSICAL_POINTS: dict[str, tuple[str | None, str]] = {
+    "ledoit_wolf": ("int_lw", "identity"),
+    "oas": ("int_oas", "identity"),
+    "lw_constant_correlation": ("int_cc", "constant_correlation"),
+    "lw_single_factor": ("int_sf", "single_factor"),
+    "qis": (None, "qis"),
+}
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_p_over_n",

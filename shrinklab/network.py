@@ -531,20 +531,14 @@ def classical_anchors(input_dim: int, num_targets: int) -> list[list[int]] | Non
     Ledoit–Wolf and OAS → identity, constant correlation → constant-correlation
     target, single index → single-factor target, and QIS as a fixed corner (``-1``).
     """
-    from shrinklab.features import FEATURE_NAMES
+    from shrinklab.features import CLASSICAL_POINTS, FEATURE_NAMES
     from shrinklab.targets import TARGET_NAMES
 
     if input_dim != len(FEATURE_NAMES) or num_targets != len(TARGET_NAMES):
         return None
-    pairs = [
-        ("int_lw", "identity"),
-        ("int_oas", "identity"),
-        ("int_cc", "constant_correlation"),
-        ("int_sf", "single_factor"),
-        (None, "qis"),
-    ]
     return [
-        [FEATURE_NAMES.index(f) if f is not None else -1, TARGET_NAMES.index(t)] for f, t in pairs
+        [FEATURE_NAMES.index(f) if f is not None else -1, TARGET_NAMES.index(t)]
+        for f, t in CLASSICAL_POINTS.values()
     ]
 
 
