@@ -443,9 +443,9 @@ class EnsembleModel(nn.Module):
         lv = float(_check_levels([level])[0])
         if method == "conformal" and not self.has_conformal:
             raise ValueError("no conformal scores stored: call calibrate() first")
-        if method == "gaussian" or not self.has_conformal:
-            return float(norm.ppf(0.5 + lv / 2))
-        return conformal_quantile(self.conformal_scores.cpu().numpy(), lv)
+        use_scores = method != "gaussian" and self.has_conformal
+        scores = self.conformal_scores.cpu().numpy() if use_scores else None
+        return float(_multipliers(np.array([lv]), scores)[0])
 
     @torch.no_grad()
     def interval(
