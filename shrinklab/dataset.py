@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from shrinklab import synthetic
+from shrinklab import estimators, features, synthetic
 from shrinklab._validation import center
 from shrinklab.estimators import solve_simplex_qp
 from shrinklab.features import (
@@ -63,13 +63,12 @@ from shrinklab.features import (
     FEATURE_NAMES,
     FEATURE_SCHEMA,
     INTENSITY_NAMES,
-    features_from_parts,
-    intensities_from_targets,
     schema_for,
-    targets_from_parts,
 )
 from shrinklab.targets import (
     TARGET_NAMES,
+    gram,
+    market_parts,
     quadratic_form,
     shrinkage_targets,
 )
@@ -98,6 +97,9 @@ SCHEMA_VERSION: int = 3
 # matters little (measured within 10 % from 4 MB to 64 MB at p = 50 and 200).
 _CHUNK_ELEMENTS = 1 << 22
 _CHUNK_MIN, _CHUNK_MAX = 4, 128
+# Inside a chunk the returns are reduced in pieces of about this many elements (2 MB of
+# float64, the L2 cache of one core): see _returns_stats.
+_STATS_ELEMENTS = 1 << 18
 
 # Tensor fields of a TrainingSet, with their stored dtype.
 _FIELDS: dict[str, torch.dtype] = {
@@ -433,20 +435,23 @@ def process_batch(
         ]
         return {k: torch.cat([q[k] for q in parts]) for k in parts[0]}
     clock = _Clock(timings, clock)
-    Xc, S = center(X)
-    clock("cov")
+    S, sf_parts, i_stats, f_stats = _returns_stats(X, clock)
     evals, U = torch.linalg.eigh(S)
     clock("eigh")
     extras: dict = {}
-    T = targets_from_parts(Xc, S, (evals, U), extras)  # QIS reuses this eigh
+    T = features._targets_from_stats(S, n, sf_parts, (evals, U), extras)  # QIS reuses this eigh
     clock("targets")
     G, c, d = quadratic_form(S, T, sigma)
     clock("quadratic_form")
     w = solve_simplex_qp(G, c)
     clock("qp")
-    inten = intensities_from_targets(Xc, S, T, extras)  # reuses the CC / SF targets
+    inten = estimators._intensities_from_stats(  # reuses the CC / SF targets
+        i_stats, S, features._intensity_targets(T, extras)
+    )
     clock("intensities")
-    feats = features_from_parts(X, Xc, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten)
+    feats = features._features_from_stats(
+        f_stats, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten
+    )
     clock("features")
     loss_fsopt = fsopt_loss_from_eigh(U, sigma)
     clock("fsopt")
@@ -463,6 +468,52 @@ def process_batch(
         "loss_lw": loss_lw,
         "intensities": inten,
     }
+
+
+def _returns_stats(X: torch.Tensor, clock: _Clock) -> tuple[torch.Tensor, dict, dict, dict]:
+    """``S`` and every sum over the returns that the rest of :func:`process_batch` needs.
+
+    The returns are demeaned and reduced in pieces of about :data:`_STATS_ELEMENTS`
+    elements (one sample at p = 200), so that each piece of ``Xc`` and its
+    temporaries (``Xc²``, ``Xc³``) stay in cache while they are read several
+    times; only ``S`` and vectors of length ``n`` or ``p`` leave the loop.
+    ``S = XcᵀXc / n`` is one ``syrk`` per sample (:func:`shrinklab.targets.gram`).
+    Returns ``(S, market parts, intensity stats, feature stats)`` (see
+    :func:`shrinklab.targets.market_parts`, :func:`shrinklab.estimators._intensity_stats`,
+    :func:`shrinklab.features._feature_stats`).
+    """
+    B, n, p = X.shape
+    step = max(1, _STATS_ELEMENTS // (n * p))
+    S = torch.empty(B, p, p, dtype=X.dtype, device=X.device)
+    pieces = []
+    for s in range(0, B, step):
+        Xc, _ = center(X[s : s + step], cov=False)
+        Sp = S[s : s + step]
+        torch.div(gram(Xc), n, out=Sp)
+        clock("cov")
+        sf = market_parts(Xc)
+        clock("targets")
+        ist = estimators._intensity_stats(Xc, Sp, sf["covmkt"])
+        clock("intensities")
+        fst = features._feature_stats(Xc, Sp)
+        clock("features")
+        pieces.append((sf, ist, fst))
+    return (S, *(_cat_stats([q[i] for q in pieces]) for i in range(3)))
+
+
+def _cat_stats(pieces: list[dict]) -> dict:
+    """Concatenate per-piece dicts of tensors / tuples of tensors along dim 0 (other values: first)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    out = {}
+    for k, v in pieces[0].items():
+        if isinstance(v, torch.Tensor):
+            out[k] = torch.cat([q[k] for q in pieces])
+        elif isinstance(v, tuple):
+            out[k] = tuple(torch.cat([q[k][i] for q in pieces]) for i in range(len(v)))
+        else:
+            out[k] = v
+    return out
 
 
 def _chunk_size(n: int, p: int) -> int:

@@ -114,6 +114,7 @@ def _fourth_moments(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, torch.Tensor
     sum_pi = (row2 * row2).sum(-1) / n
     ss = (S * S).sum((-2, -1))
     return {
+        "n": n,
         "Y2": Y2,
         "row2": row2,
         "var": var,
@@ -124,9 +125,12 @@ def _fourth_moments(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, torch.Tensor
     }
 
 
-def _lw_intensity(Xc: torch.Tensor, S: torch.Tensor, mom: dict | None = None) -> torch.Tensor:
-    """Ledoit–Wolf (2004, JMVA) intensity ``s (B,)`` as in scikit-learn's ``ledoit_wolf_shrinkage``."""
-    n, p = Xc.shape[-2:]
+def _lw_intensity(Xc: torch.Tensor | None, S: torch.Tensor, mom: dict | None = None) -> torch.Tensor:
+    """Ledoit–Wolf (2004, JMVA) intensity ``s (B,)`` as in scikit-learn's ``ledoit_wolf_shrinkage``.
+
+    ``Xc`` may be ``None`` when the moments ``mom`` (:func:`_fourth_moments`) are given."""
+    p = S.shape[-1]
+    n = Xc.shape[-2] if mom is None else mom["n"]
     if mom is None:
         row2 = (Xc * Xc).sum(-1)
         sum_pi = (row2 * row2).sum(-1) / n
@@ -154,7 +158,7 @@ def _oas_intensity(S: torch.Tensor, n: int, ss: torch.Tensor | None = None) -> t
 
 
 def _cc_intensity(
-    Xc: torch.Tensor,
+    Xc: torch.Tensor | None,
     S: torch.Tensor,
     F: torch.Tensor,
     rbar: torch.Tensor,
@@ -168,10 +172,11 @@ def _cc_intensity(
     is summed without forming ``θ``: its full double sum is
     ``1/n Σ_t (Σ_i x_ti³/s_i)(Σ_j x_tj s_j) − sᵀSs`` and its diagonal is
     ``rho_diag`` (``s`` = standard deviations; zero-variance assets drop out).
-    ``proj = (Σ_i x_ti³/s_i, Σ_j x_tj s_j)`` if the caller has them.
+    ``proj = (Σ_i x_ti³/s_i, Σ_j x_tj s_j)`` if the caller has them (then ``Xc`` may be
+    ``None``).
     """
-    n = Xc.shape[-2]
     mom = _fourth_moments(Xc, S) if mom is None else mom
+    n = mom["n"]
     sd = mom["var"].clamp_min(0).sqrt()
     if proj is None:
         pos = sd > 0
@@ -196,7 +201,7 @@ def _matvec(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def _sf_intensity(
-    Xc: torch.Tensor,
+    Xc: torch.Tensor | None,
     S: torch.Tensor,
     F: torch.Tensor,
     parts: dict,
@@ -212,10 +217,11 @@ def _sf_intensity(
     ``Σ_ij v3_ij c_i c_j = 1/n Σ_t m_t² y_t² − v cᵀSc``, minus their diagonals
     ``1/n Σ_t m_t Σ_i x_ti³ c_i − Σ_i c_i² s_ii`` and
     ``1/n Σ_t m_t² Σ_i x_ti² c_i² − v Σ_i c_i² s_ii``.
-    ``proj = (y, Σ_i x_ti³ c_i, Σ_i x_ti² c_i²)`` if the caller has them.
+    ``proj = (y, Σ_i x_ti³ c_i, Σ_i x_ti² c_i²)`` if the caller has them (then ``Xc``
+    may be ``None``).
     """
-    n = Xc.shape[-2]
     mom = _fourth_moments(Xc, S) if mom is None else mom
+    n = mom["n"]
     m, covmkt, varmkt = parts["m"], parts["covmkt"], parts["varmkt"]
     var = mom["var"]
     c2 = covmkt * covmkt
@@ -253,29 +259,49 @@ def shrinkage_intensities(
     F_sf, parts)`` from :func:`shrinklab.targets.constant_correlation_target` and
     :func:`shrinklab.targets.single_factor_target`, if the caller has them.
     """
-    n = Xc.shape[-2]
-    mom = _fourth_moments(Xc, S)
     if targets is None:
         F_cc, rbar = constant_correlation_target(S)
         F_sf, parts = single_factor_target(Xc, S)
     else:
         F_cc, rbar, F_sf, parts = targets
+    stats = _intensity_stats(Xc, S, parts["covmkt"])
+    return _intensities_from_stats(stats, S, (F_cc, rbar, F_sf, parts))
+
+
+def _intensity_stats(Xc: torch.Tensor, S: torch.Tensor, covmkt: torch.Tensor) -> dict:
+    """Every sum over the returns that :func:`_intensities_from_stats` needs, O(np) per sample.
+
+    ``Xc (B, n, p)`` demeaned returns, ``S = XcᵀXc/n``, ``covmkt (B, p)`` the
+    single-factor market covariances (:func:`shrinklab.targets.market_parts`).
+    Returns the fourth-moment sums of :func:`_fourth_moments` (without the
+    ``(B, n, p)`` array) and the projections ``proj_cc``, ``proj_sf`` of
+    :func:`_cc_intensity` / :func:`_sf_intensity`: vectors of length ``n`` or
+    ``p`` only, so a caller can compute them in cache-sized pieces of the batch
+    and concatenate them (``torch.cat`` along dim 0 of every entry but ``n``).
+    """
+    mom = _fourth_moments(Xc, S)
     sd = mom["var"].clamp_min(0).sqrt()
     pos = sd > 0
     inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
-    covmkt = parts["covmkt"]
     # Xc³ is formed in place of Xc² once Xc² is no longer needed (one (B, n, p) temporary).
     x_sd, x_c = _matvec(Xc, sd), _matvec(Xc, covmkt)
     y2c2 = _matvec(mom["Y2"], covmkt * covmkt)
-    lw = _lw_intensity(Xc, S, mom)
     Y3 = mom.pop("Y2").mul_(Xc)
     x3_isd, x3_c = _matvec(Y3, inv_sd), _matvec(Y3, covmkt)
+    return {**mom, "proj_cc": (x3_isd, x_sd), "proj_sf": (x_c, x3_c, y2c2)}
+
+
+def _intensities_from_stats(stats: dict, S: torch.Tensor, targets: tuple) -> torch.Tensor:
+    """:func:`shrinkage_intensities` ``(B, 4)`` from :func:`_intensity_stats` and the
+    targets ``(F_cc, r̄, F_sf, parts)``, in O(p²) per sample (no returns needed)."""
+    F_cc, rbar, F_sf, parts = targets
+    n = stats["n"]
     return torch.stack(
         [
-            lw,
-            _oas_intensity(S, n, mom["ss"]),
-            _cc_intensity(Xc, S, F_cc, rbar, mom, (x3_isd, x_sd)),
-            _sf_intensity(Xc, S, F_sf, parts, mom, (x_c, x3_c, y2c2)),
+            _lw_intensity(None, S, stats),
+            _oas_intensity(S, n, stats["ss"]),
+            _cc_intensity(None, S, F_cc, rbar, stats, stats["proj_cc"]),
+            _sf_intensity(None, S, F_sf, parts, stats, stats["proj_sf"]),
         ],
         dim=-1,
     )

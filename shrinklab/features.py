@@ -180,31 +180,27 @@ def classical_intensities(X: Any) -> torch.Tensor:
     return estimators.shrinkage_intensities(Xc, S)
 
 
-def _qis_target(Xc: torch.Tensor, S: torch.Tensor, eig, extras) -> torch.Tensor:
-    if eig is None:
-        return _targets.qis_estimate(Xc, S)
-    return _targets.qis_from_eig(eig[0], eig[1], S, Xc.shape[-2])
+def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    if ctx["eig"] is None:
+        return _targets.qis_estimate(ctx["Xc"], S, ctx["N"])
+    return _targets.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
 
 
-def _cc_target(Xc: torch.Tensor, S: torch.Tensor, eig, extras) -> torch.Tensor:
+def _cc_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
     F, rbar = _targets.constant_correlation_target(S)
-    if extras is not None:
-        extras["rbar"] = rbar
+    ctx["rbar"] = rbar
     return F
 
 
-def _sf_target(Xc: torch.Tensor, S: torch.Tensor, eig, extras) -> torch.Tensor:
-    F, parts = _targets.single_factor_target(Xc, S)
-    if extras is not None:
-        extras["sf_parts"] = parts
-    return F
+def _sf_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    return _targets.single_factor_from_parts(S, ctx["sf_parts"])
 
 
-# The targets of TARGET_NAMES from (Xc, S[, eigh of S]), by the public builders of
-# shrinklab.targets (extras: a dict receiving the CC r̄ and the SF market parts).
+# The targets of TARGET_NAMES from S and a context (N, the eigh of S or None, the
+# single-factor market parts, Xc or None), by the public builders of shrinklab.targets.
 _TARGET_BUILDERS = {
-    "identity": lambda Xc, S, eig, extras: _targets.identity_target(S),
-    "diagonal": lambda Xc, S, eig, extras: _targets.diagonal_target(S),
+    "identity": lambda S, ctx: _targets.identity_target(S),
+    "diagonal": lambda S, ctx: _targets.diagonal_target(S),
     "constant_correlation": _cc_target,
     "single_factor": _sf_target,
     "qis": _qis_target,
@@ -227,10 +223,29 @@ def targets_from_parts(
     ``"rbar"`` (constant-correlation target) and ``"sf_parts"`` (single-factor
     market series), for :func:`intensities_from_targets`.
     """
+    return _targets_from_stats(S, Xc.shape[-2], _targets.market_parts(Xc), eig, extras, Xc)
+
+
+def _targets_from_stats(
+    S: torch.Tensor,
+    N: int,
+    sf_parts: dict[str, torch.Tensor],
+    eig: tuple[torch.Tensor, torch.Tensor] | None,
+    extras: dict | None = None,
+    Xc: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`targets_from_parts` from ``S``, the number of rows ``N`` and the market
+    parts (:func:`shrinklab.targets.market_parts`): no returns needed when ``eig`` is
+    given (otherwise QIS uses ``Xc``)."""
     missing = [k for k in TARGET_NAMES if k not in _TARGET_BUILDERS]
     if missing:  # pragma: no cover - guards a change of TARGET_NAMES
         raise ValueError(f"no builder for targets {missing}")
-    return torch.stack([_TARGET_BUILDERS[k](Xc, S, eig, extras) for k in TARGET_NAMES], dim=1)
+    ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc}
+    T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in TARGET_NAMES], dim=1)
+    if extras is not None:
+        extras["rbar"] = ctx["rbar"]
+        extras["sf_parts"] = sf_parts
+    return T
 
 
 def intensities_from_targets(
@@ -238,11 +253,14 @@ def intensities_from_targets(
 ) -> torch.Tensor:
     """:func:`shrinklab.estimators.shrinkage_intensities` reusing the constant-correlation
     and single-factor targets of ``T = targets_from_parts(Xc, S, ..., extras)``."""
+    return estimators.shrinkage_intensities(Xc, S, _intensity_targets(T, extras))
+
+
+def _intensity_targets(T: torch.Tensor, extras: dict) -> tuple:
+    """``(F_cc, r̄, F_sf, parts)`` for the intensities, from ``T`` and ``extras``."""
     k_cc = TARGET_NAMES.index("constant_correlation")
     k_sf = TARGET_NAMES.index("single_factor")
-    return estimators.shrinkage_intensities(
-        Xc, S, (T[:, k_cc], extras["rbar"], T[:, k_sf], extras["sf_parts"])
-    )
+    return T[:, k_cc], extras["rbar"], T[:, k_sf], extras["sf_parts"]
 
 
 def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -273,8 +291,7 @@ def features_from_parts(
         :func:`shrinklab.targets.quadratic_form`).
     intensities : ``(B, 4)`` from :func:`classical_intensities`.
     """
-    B, n, p = X.shape
-    dt = Xc.dtype
+    B = X.shape[0]
     if target_sq_dist.shape != (B, len(TARGET_NAMES)):
         raise ValueError(
             f"target_sq_dist must be (B, {len(TARGET_NAMES)}); got {tuple(target_sq_dist.shape)}"
@@ -283,8 +300,48 @@ def features_from_parts(
         raise ValueError(
             f"intensities must be (B, {len(INTENSITY_NAMES)}); got {tuple(intensities.shape)}"
         )
+    return _features_from_stats(_feature_stats(Xc, S), S, evals, target_sq_dist, intensities)
+
+
+def _inverse_sd(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(var, pos, 1/sd)`` of ``S``'s diagonal (``1/sd = 0`` for zero-variance assets)."""
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    sd = var.clamp_min(0).sqrt()
+    return var, sd > 0, _safe_div(torch.ones_like(sd), sd)
+
+
+def _feature_stats(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, Any]:
+    """The sums over the returns that the features need, O(np) per sample.
+
+    Per asset the second and fourth moments ``m2``, ``m4`` and the second moment
+    of the recent rows ``recent``; per row the equal-weight portfolio of
+    standardised returns ``mkt`` (before demeaning); and ``n``.  Only vectors,
+    so a caller may compute them on cache-sized pieces of a batch and
+    concatenate them along dim 0 (:func:`_features_from_stats` needs no ``Xc``).
+    """
+    n, p = Xc.shape[-2:]
+    m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
+    X2 = Xc * Xc  # one (B, n, p) temporary: x², then x⁴ in place
+    m2 = X2.mean(-2)
+    recent = X2[:, n - m :].mean(-2)
+    m4 = X2.square_().mean(-2)
+    inv_sd = _inverse_sd(S)[2]
+    mkt = _targets.row_times(inv_sd, Xc.transpose(-1, -2)) / p  # (B, n)
+    return {"n": n, "m2": m2, "recent": recent, "m4": m4, "mkt": mkt}
+
+
+def _features_from_stats(
+    stats: dict[str, Any],
+    S: torch.Tensor,
+    evals: torch.Tensor,
+    target_sq_dist: torch.Tensor,
+    intensities: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`features_from_parts` from :func:`_feature_stats` (O(p²) per sample)."""
+    n, p = stats["n"], S.shape[-1]
+    B, dt, dev = S.shape[0], S.dtype, S.device
     cols: list[torch.Tensor] = []
-    full = lambda v: torch.full((B,), float(v), dtype=dt, device=Xc.device)
+    full = lambda v: torch.full((B,), float(v), dtype=dt, device=dev)
     cols += [full(math.log(p / n)), full(math.log(n))]
 
     # -- spectrum
@@ -292,7 +349,7 @@ def features_from_parts(
     tr = lam.sum(-1)
     lbar = tr / p
     lam_n = _safe_div(lam, lbar.unsqueeze(-1).expand_as(lam))
-    q = torch.tensor(SPECTRUM_QUANTILES, dtype=dt, device=Xc.device)
+    q = torch.tensor(SPECTRUM_QUANTILES, dtype=dt, device=dev)
     cols += list(torch.quantile(lam_n, q, dim=-1))
     share = _safe_div(lam, tr.unsqueeze(-1).expand_as(lam))
     cols.append(share[:, -1])
@@ -304,10 +361,7 @@ def features_from_parts(
     cols.append(torch.where(top_ratio > 0, top_ratio, torch.ones_like(top_ratio)).log())
 
     # -- correlations and variances
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
-    sd = var.clamp_min(0).sqrt()
-    pos = sd > 0
-    inv_sd = _safe_div(torch.ones_like(sd), sd)
+    var, pos, inv_sd = _inverse_sd(S)
     # Off-diagonal correlation moments without forming R or a pair mask:
     # Σ_ij R_ij = sdinvᵀ S sdinv, Σ_ij R_ij² = (sdinv²)ᵀ (S∘S) (sdinv²), minus the diagonal.
     S2 = S * S
@@ -322,19 +376,15 @@ def features_from_parts(
     logv = torch.where(pos, var, torch.ones_like(var)).log()
     cols.append(_masked_mean_std(logv, pos, -1)[1])
 
-    # -- tails (one (B, n, p) temporary: x², then x⁴ in place)
-    m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
-    X2 = Xc * Xc
-    m2 = X2.mean(-2)
-    recent = X2[:, n - m :].mean(-2)
-    m4 = X2.square_().mean(-2)
+    # -- tails
+    m2, m4 = stats["m2"], stats["m4"]
     kok = m2 > 0
     kurt = _safe_div(m4, m2 * m2) - 3.0 * kok.to(dt)
     cols.append(_masked_mean_std(kurt, kok, -1)[0])
     med = torch.nanmedian(torch.where(kok, kurt, torch.full_like(kurt, math.nan)), dim=-1).values
     cols.append(torch.nan_to_num(med, nan=0.0))
     # equal-weight portfolio of standardised returns (constant columns weigh 0)
-    mkt = _targets.row_times(inv_sd, Xc.transpose(-1, -2)) / p  # (B, n)
+    mkt = stats["mkt"]
     mkt = mkt - mkt.mean(-1, keepdim=True)
     cols.append(_excess_kurtosis(mkt.unsqueeze(-1))[0].squeeze(-1))
 
@@ -344,7 +394,7 @@ def features_from_parts(
     cols += list(_safe_div(target_sq_dist.to(dt).clamp_min(0).sqrt(), snorm.unsqueeze(-1)).T)
 
     # -- temporal (row order): recent vs whole-window variance, volatility clustering
-    ratio = _safe_div(recent, m2)
+    ratio = _safe_div(stats["recent"], m2)
     mean_ratio = _masked_mean_std(ratio, pos, -1)[0]
     any_pos = pos.any(-1)
     cols.append(
