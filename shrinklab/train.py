@@ -98,9 +98,14 @@ __all__ = [
     "set_rng_state",
     "train",
     "training_state",
+    "LOSS_NORMALISERS",
+    "loss_normaliser",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+# What the per-sample Frobenius loss is divided by (see :func:`loss_normaliser`).
+LOSS_NORMALISERS = ("sample", "fsopt_gap")
 
 # Fields that may change between a run and its resumption without changing the result
 # of the epochs already run.
@@ -127,7 +132,13 @@ class TrainConfig:
     training set's mean oracle intensity and target weights (spec §4,
     :func:`shrinklab.network.output_priors`). ``cpu_threads``: intra-op threads while training on CPU (restored afterwards); the
     matrices are tiny, so one thread is fastest and immune to oversubscription;
-    ``None`` keeps torch's setting.
+    ``None`` keeps torch's setting. ``loss_normaliser``: what the per-sample Frobenius
+    loss is divided by — ``"sample"``: the sample covariance's loss ``d`` (1 = no
+    better than S, 0 = perfect); ``"fsopt_gap"``: the gap ``d − L_FSOPT`` (floored at
+    ``gap_floor · d``) after subtracting ``L_FSOPT``, i.e. ``1 − PRIAL/100`` of each
+    world (PRIAL of Ledoit & Wolf 2022, "Quadratic shrinkage for large covariance
+    matrices", Bernoulli 28(3)), so every world's PRIAL counts equally, also where
+    the attainable improvement over S is a small share of ``d`` (large n/p).
     """
 
     optimizer: str = "adam"
@@ -163,8 +174,16 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     cpu_threads: int | None = 1
+    loss_normaliser: str = "sample"
+    gap_floor: float = 0.01
 
     def __post_init__(self) -> None:
+        if self.loss_normaliser not in LOSS_NORMALISERS:
+            raise ValueError(
+                f"loss_normaliser must be one of {LOSS_NORMALISERS}, got {self.loss_normaliser!r}"
+            )
+        if not 0.0 < self.gap_floor <= 1.0:
+            raise ValueError(f"gap_floor must be in (0, 1], got {self.gap_floor}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.amp not in (None, "auto", "bf16", "fp16"):
@@ -271,10 +290,41 @@ def _field(ds: Any, name: str, required: bool = True) -> torch.Tensor | None:
     return t
 
 
-class _DeviceData:
-    """The fields the trainer needs, as device tensors (G, c pre-divided by d)."""
+def loss_normaliser(
+    d: torch.Tensor, loss_fsopt: torch.Tensor | None, mode: str = "sample", floor: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ν, κ)`` so that the training loss of a sample is ``(wᵀGw − 2cᵀw + κ)/ν``.
 
-    def __init__(self, ds: Any, device: torch.device, need_schedule: bool) -> None:
+    ``"sample"``: ``ν = d``, ``κ = d`` (the loss normalised by the sample covariance's).
+    ``"fsopt_gap"``: ``ν = max(d − L_FSOPT, floor·d)``, ``κ = d − L_FSOPT``, so the loss
+    is ``(L(w) − L_FSOPT)/(d − L_FSOPT) = 1 − PRIAL/100`` of the sample (negative when
+    the multi-target estimate beats FSOPT); float64.
+    """
+    d = d.double()
+    if mode == "sample":
+        return d, d
+    if mode != "fsopt_gap":
+        raise ValueError(f"loss_normaliser must be one of {LOSS_NORMALISERS}, got {mode!r}")
+    if loss_fsopt is None:
+        raise ValueError("loss_normaliser='fsopt_gap' needs the training set field 'loss_fsopt'")
+    gap = d - loss_fsopt.double()
+    if bool((gap < -1e-9 * d).any()):
+        raise ValueError("loss_fsopt exceeds d = ‖S − Σ‖² for some samples (FSOPT beats S)")
+    return torch.maximum(gap, floor * d), gap.clamp_min(0.0)
+
+
+class _DeviceData:
+    """The fields the trainer needs, as device tensors (G, c pre-divided by the
+    normaliser ν of :func:`loss_normaliser`, ``d`` holding κ/ν)."""
+
+    def __init__(
+        self,
+        ds: Any,
+        device: torch.device,
+        need_schedule: bool,
+        normaliser: str = "sample",
+        gap_floor: float = 0.01,
+    ) -> None:
         feats = _field(ds, "features")
         w = _field(ds, "oracle_w")
         G, c, d = _field(ds, "G"), _field(ds, "c"), _field(ds, "d")
@@ -299,16 +349,18 @@ class _DeviceData:
                 f"{int((d64 <= 0).sum())} samples have d = ‖S − Σ‖² <= 0; the normalised "
                 "loss is undefined for them (drop them)"
             )
+        fsopt = _field(ds, "loss_fsopt", required=normaliser == "fsopt_gap")
+        nu, kappa = loss_normaliser(d64, fsopt, normaliser, gap_floor)
         self.n, self.k = n, k
         self.x = feats.to(device=device, dtype=torch.float32)
         self.w = w.to(device=device, dtype=torch.float32)
-        G_n, c_n = G.double() / d64[:, None, None], c.double() / d64[:, None]
+        G_n, c_n = G.double() / nu[:, None, None], c.double() / nu[:, None]
         bad = ~(torch.isfinite(G_n).all((1, 2)) & (G_n.abs().amax((1, 2)) < 1e30))
         if bool(bad.any()):
             raise ValueError(f"{int(bad.sum())} samples have G / d outside the float32 range")
         self.G = G_n.to(device=device, dtype=torch.float32)
         self.c = c_n.to(device=device, dtype=torch.float32)
-        self.d = torch.ones(n, device=device, dtype=torch.float32)
+        self.d = (kappa / nu).to(device=device, dtype=torch.float32)
         self.fingerprint = [int(n), int(k), float(d.double().sum()), float(feats.double().sum())]
         self.difficulty = _field(ds, "difficulty", required=need_schedule)
         self.p = _field(ds, "p", required=need_schedule)
@@ -323,7 +375,7 @@ def _per_sample_loss(
     """(objective, normalised Frobenius loss, intensity MSE) per sample, float32."""
     w = out.intensities.float()
     mse = (w - w_true).square().mean(1)
-    frob = L.quadratic_frobenius(w, G, c, d, normalise=True, reduction="none")
+    frob = L.quadratic_frobenius(w, G, c, d, normalise=False, reduction="none")
     nll = L.gaussian_nll(out.log_var.float(), mse.detach() * w.shape[1], reduction="none")
     obj = cfg.intensity_weight * mse + cfg.matrix_weight * frob + cfg.uncertainty_weight * nll
     return obj, frob, mse
@@ -343,7 +395,13 @@ def evaluate_loss(
     cfg = config or TrainConfig()
     module = model.module if hasattr(model, "module") else model
     if not isinstance(data, _DeviceData):
-        data = _DeviceData(data, next(module.parameters()).device, need_schedule=False)
+        data = _DeviceData(
+            data,
+            next(module.parameters()).device,
+            need_schedule=False,
+            normaliser=cfg.loss_normaliser,
+            gap_floor=cfg.gap_floor,
+        )
     return _evaluate(module, data, cfg, chunk, torch.arange(data.n, device=data.x.device))
 
 
@@ -855,10 +913,11 @@ def _train(
     import torch.distributed as dist
 
     need_schedule = cfg.curriculum or cfg.progressive
-    data = _DeviceData(train_set, device, need_schedule)
+    norm = {"normaliser": cfg.loss_normaliser, "gap_floor": cfg.gap_floor}
+    data = _DeviceData(train_set, device, need_schedule, **norm)
     if cfg.curriculum and data.difficulty is None:
         raise ValueError("curriculum=True needs train_set.difficulty")
-    vdata = _DeviceData(valid_set, device, False) if valid_set is not None else None
+    vdata = _DeviceData(valid_set, device, False, **norm) if valid_set is not None else None
     spectrum = _SpectrumCache(train_set, data, cfg, device) if cfg.spectrum_weight else None
     vspectrum = None
     if spectrum is not None and vdata is not None and hasattr(valid_set, "rebuild_matrices"):

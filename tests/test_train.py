@@ -567,3 +567,67 @@ def test_config_diff_ignores_resumable_fields_and_epoch_order_is_seeded():
     a, b = epoch_order(pool, 3, 0), epoch_order(pool, 3, 0)
     assert torch.equal(a, b) and torch.equal(a.sort().values, pool)
     assert not torch.equal(a, epoch_order(pool, 3, 1))
+
+
+# ------------------------------------------------------------- PRIAL-normalised loss
+@pytest.fixture(scope="module")
+def synthetic_rows():
+    from shrinklab.dataset import build_training_set
+
+    return build_training_set(48, seed=11, config={"p_max": 30, "batch_size": 16}, progress=False)
+
+
+def test_fsopt_gap_loss_is_one_minus_prial_from_the_matrices(synthetic_rows):
+    """Trainer loss with ``loss_normaliser="fsopt_gap"`` = 1 − PRIAL/100 of each world,
+    against a brute force on the rebuilt matrices (S, Σ, targets) at 1e-4 (float32)."""
+    from shrinklab.estimators import frobenius_loss
+    from shrinklab.targets import combine
+
+    ts = synthetic_rows
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(len(ts), 5, generator=g, dtype=torch.float64)
+    w = w / w.sum(1, keepdim=True) * torch.rand(len(ts), 1, generator=g, dtype=torch.float64)
+    data = _DeviceData(ts, torch.device("cpu"), False, normaliser="fsopt_gap", gap_floor=1e-6)
+    got = quadratic_frobenius(w.float(), data.G, data.c, data.d, normalise=False, reduction="none")
+    want = torch.empty(len(ts), dtype=torch.float64)
+    for b in ts.rebuild_matrices():
+        loss = frobenius_loss(combine(b.S, b.T, w[b.indices]), b.sigma)
+        d, f = ts.d[b.indices].double(), ts.loss_fsopt[b.indices].double()
+        want[b.indices] = (loss - f) / (d - f)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    # w = 0 is the sample covariance: PRIAL 0, loss 1
+    zero = quadratic_frobenius(
+        torch.zeros_like(w).float(), data.G, data.c, data.d, normalise=False, reduction="none"
+    )
+    torch.testing.assert_close(zero, torch.ones(len(ts)), rtol=0, atol=1e-6)
+
+
+def test_sample_normaliser_is_the_normalised_frobenius_loss(synthetic_rows):
+    ts = synthetic_rows
+    w = torch.full((len(ts), 5), 0.15, dtype=torch.float64)
+    data = _DeviceData(ts, torch.device("cpu"), False)
+    got = quadratic_frobenius(w.float(), data.G, data.c, data.d, normalise=False, reduction="none")
+    want = quadratic_frobenius(w, ts.G, ts.c, ts.d, normalise=True, reduction="none")
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_fsopt_gap_floor_and_bad_inputs():
+    from shrinklab.train import loss_normaliser
+
+    d = torch.tensor([10.0, 10.0, 10.0], dtype=torch.float64)
+    f = torch.tensor([4.0, 9.99, 10.0], dtype=torch.float64)
+    nu, kappa = loss_normaliser(d, f, "fsopt_gap", floor=0.01)
+    torch.testing.assert_close(nu, torch.tensor([6.0, 0.1, 0.1], dtype=torch.float64))
+    torch.testing.assert_close(kappa, torch.tensor([6.0, 0.01, 0.0], dtype=torch.float64))
+    nu, kappa = loss_normaliser(d, None, "sample")
+    assert torch.equal(nu, d) and torch.equal(kappa, d)
+    with pytest.raises(ValueError, match="loss_fsopt"):
+        loss_normaliser(d, None, "fsopt_gap")
+    with pytest.raises(ValueError, match="FSOPT beats S"):
+        loss_normaliser(d, torch.tensor([11.0, 1.0, 1.0], dtype=torch.float64), "fsopt_gap")
+    with pytest.raises(ValueError, match="loss_normaliser"):
+        TrainConfig(loss_normaliser="prial")
+    with pytest.raises(ValueError, match="gap_floor"):
+        TrainConfig(gap_floor=0.0)
+    with pytest.raises(ValueError, match="loss_fsopt"):
+        _DeviceData(make_set(8), torch.device("cpu"), False, normaliser="fsopt_gap")
