@@ -69,7 +69,7 @@ from shrinklab.targets import (
     TARGET_NAMES,
     gram,
     market_parts,
-    quadratic_form,
+    quadratic_form_from_stack,
     shrinkage_targets,
 )
 
@@ -90,7 +90,9 @@ __all__ = [
 # 3: same fields as 2, but the synthetic generator changed (float32 Haar draws and
 # Z Lᵀ product, numpy χ²), and rebuild_matrices regenerates Σ and X from the seeds
 # with the current generator: files of version 2 must be rebuilt, not reused.
-SCHEMA_VERSION: int = 3
+# 4: same fields as 3; the training draws use a lower-triangular root of Σ (trmm), so
+# X of a seed changed (same distribution), and S comes from one syrk per sample.
+SCHEMA_VERSION: int = 4
 
 # Batches are processed in chunks of about this many float64 elements of X and the
 # targets (32 MB); with the shared eigh and O(np + p²) intensities the chunk size
@@ -439,14 +441,21 @@ def process_batch(
     evals, U = torch.linalg.eigh(S)
     clock("eigh")
     extras: dict = {}
-    T = features._targets_from_stats(S, n, sf_parts, (evals, U), extras)  # QIS reuses this eigh
+    K = len(TARGET_NAMES)
+    stack = torch.empty(B, K + 1, p, p, dtype=S.dtype, device=S.device)  # [T_1..T_K, Σ]
+    features._targets_from_stats(S, n, sf_parts, (evals, U), extras, out=stack)  # QIS: this eigh
     clock("targets")
-    G, c, d = quadratic_form(S, T, sigma)
+    stack[:, K].copy_(sigma)
+    G, c, d = quadratic_form_from_stack(S, stack)  # overwrites the stack with [T_k − S, Σ − S]
     clock("quadratic_form")
     w = solve_simplex_qp(G, c)
     clock("qp")
-    inten = estimators._intensities_from_stats(  # reuses the CC / SF targets
-        i_stats, S, features._intensity_targets(T, extras)
+    k_cc, k_sf = TARGET_NAMES.index("constant_correlation"), TARGET_NAMES.index("single_factor")
+    inten = estimators._intensities_from_stats(  # γ̂ = ‖S − F‖² from G's diagonal
+        i_stats,
+        S,
+        (None, extras["rbar"], None, sf_parts),
+        gamma=(G[:, k_cc, k_cc], G[:, k_sf, k_sf]),
     )
     clock("intensities")
     feats = features._features_from_stats(

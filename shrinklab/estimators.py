@@ -125,7 +125,9 @@ def _fourth_moments(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, torch.Tensor
     }
 
 
-def _lw_intensity(Xc: torch.Tensor | None, S: torch.Tensor, mom: dict | None = None) -> torch.Tensor:
+def _lw_intensity(
+    Xc: torch.Tensor | None, S: torch.Tensor, mom: dict | None = None
+) -> torch.Tensor:
     """Ledoit–Wolf (2004, JMVA) intensity ``s (B,)`` as in scikit-learn's ``ledoit_wolf_shrinkage``.
 
     ``Xc`` may be ``None`` when the moments ``mom`` (:func:`_fourth_moments`) are given."""
@@ -160,10 +162,11 @@ def _oas_intensity(S: torch.Tensor, n: int, ss: torch.Tensor | None = None) -> t
 def _cc_intensity(
     Xc: torch.Tensor | None,
     S: torch.Tensor,
-    F: torch.Tensor,
+    F: torch.Tensor | None,
     rbar: torch.Tensor,
     mom: dict | None = None,
     proj: tuple[torch.Tensor, torch.Tensor] | None = None,
+    gamma: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Constant-correlation intensity of Ledoit & Wolf (2004, "Honey"; ``covCor``) in O(np + p²).
 
@@ -185,7 +188,8 @@ def _cc_intensity(
     sSs = (row_times(sd, S) * sd).sum(-1)
     theta_sum = (proj[0] * proj[1]).sum(-1) / n - sSs - mom["rho_diag"]
     rho = mom["rho_diag"] + rbar * theta_sum
-    kappa = _safe_div(mom["pihat"] - rho, _sq_dist(S, F), 0.0)
+    gamma = _sq_dist(S, F) if gamma is None else gamma
+    kappa = _safe_div(mom["pihat"] - rho, gamma, 0.0)
     return (kappa / n).clamp(0.0, 1.0)
 
 
@@ -203,10 +207,11 @@ def _matvec(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def _sf_intensity(
     Xc: torch.Tensor | None,
     S: torch.Tensor,
-    F: torch.Tensor,
+    F: torch.Tensor | None,
     parts: dict,
     mom: dict | None = None,
     proj: tuple[torch.Tensor, torch.Tensor] | None = None,
+    gamma: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Single-factor intensity of Ledoit & Wolf (2003, JEF; ``covMarket``) in O(np + p²).
 
@@ -240,7 +245,8 @@ def _sf_intensity(
     ok = varmkt > 0
     safe_var = torch.where(ok, varmkt, torch.ones_like(varmkt))
     rho_off = torch.where(ok, 2 * roff1 / safe_var - roff3 / safe_var**2, 0.0)
-    kappa = _safe_div(mom["pihat"] - (mom["rho_diag"] + rho_off), _sq_dist(S, F), 0.0)
+    gamma = _sq_dist(S, F) if gamma is None else gamma
+    kappa = _safe_div(mom["pihat"] - (mom["rho_diag"] + rho_off), gamma, 0.0)
     return (kappa / n).clamp(0.0, 1.0)
 
 
@@ -291,17 +297,24 @@ def _intensity_stats(Xc: torch.Tensor, S: torch.Tensor, covmkt: torch.Tensor) ->
     return {**mom, "proj_cc": (x3_isd, x_sd), "proj_sf": (x_c, x3_c, y2c2)}
 
 
-def _intensities_from_stats(stats: dict, S: torch.Tensor, targets: tuple) -> torch.Tensor:
+def _intensities_from_stats(
+    stats: dict, S: torch.Tensor, targets: tuple, gamma: tuple | None = None
+) -> torch.Tensor:
     """:func:`shrinkage_intensities` ``(B, 4)`` from :func:`_intensity_stats` and the
-    targets ``(F_cc, r̄, F_sf, parts)``, in O(p²) per sample (no returns needed)."""
+    targets ``(F_cc, r̄, F_sf, parts)``, in O(p²) per sample (no returns needed).
+
+    ``gamma = (‖S − F_cc‖², ‖S − F_sf‖²)`` if the caller has them (e.g. the diagonal
+    of :func:`shrinklab.targets.quadratic_form`'s ``G``); then ``F_cc``, ``F_sf``
+    may be ``None``."""
     F_cc, rbar, F_sf, parts = targets
+    g_cc, g_sf = (None, None) if gamma is None else gamma
     n = stats["n"]
     return torch.stack(
         [
             _lw_intensity(None, S, stats),
             _oas_intensity(S, n, stats["ss"]),
-            _cc_intensity(None, S, F_cc, rbar, stats, stats["proj_cc"]),
-            _sf_intensity(None, S, F_sf, parts, stats, stats["proj_sf"]),
+            _cc_intensity(None, S, F_cc, rbar, stats, stats["proj_cc"], g_cc),
+            _sf_intensity(None, S, F_sf, parts, stats, stats["proj_sf"], g_sf),
         ],
         dim=-1,
     )

@@ -56,7 +56,10 @@ Heterogeneous variances: with probability ``hetero_prob`` a sample of a family i
 Returns
 -------
 Gaussian ``x = L z`` with ``Σ = L Lᵀ`` (``L = U Λ^½`` for the Haar families, the
-closed-form AR(1) Cholesky factor for ``toeplitz``, Cholesky otherwise; the
+closed-form AR(1) Cholesky factor for ``toeplitz``, Cholesky otherwise; with the
+default float32 normals every full ``L`` is lower triangular — the Cholesky factor
+of ``Σ`` for the Haar families — and ``Z Lᵀ`` is one BLAS ``trmm``, half the
+flops of a GEMM, the same distribution; the
 factor-form families ``factor``, ``block`` and ``dominant_factor`` draw
 ``x = B f + d ⊙ e`` from ``Σ = BBᵀ + diag(d²)`` in ``O(pk)`` per row), or
 multivariate Student-t with ``ν`` degrees
@@ -443,8 +446,14 @@ def _sigma_and_root(
     kw: Mapping[str, Any] | None,
     hetero_prob: float,
     want_root: bool = True,
+    lower: bool = False,
 ) -> tuple[torch.Tensor, Any]:
-    """``(Σ, root)``: the root is ``L`` (``Σ = LLᵀ``) or ``(B, d)`` (``Σ = BBᵀ + diag(d²)``)."""
+    """``(Σ, root)``: the root is ``L`` (``Σ = LLᵀ``) or ``(B, d)`` (``Σ = BBᵀ + diag(d²)``).
+
+    With ``lower`` a full root is lower triangular: the family's own root if it is
+    (AR(1), Cholesky), else the Cholesky factor of ``Σ`` (for :func:`_times_lower_t`).
+    Neither draws random numbers, so ``Σ`` and the generator's state do not depend on it.
+    """
     if family not in _BUILDERS:
         raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
     if p < 2:
@@ -466,7 +475,7 @@ def _sigma_and_root(
     sigma = _sym(sigma)
     if not want_root:
         return sigma, None
-    if root is None:
+    if root is None or (lower and not isinstance(root, tuple) and bool(root.triu(1).any())):
         root = torch.linalg.cholesky(sigma)
     elif isinstance(root, tuple):
         root = (root[0].contiguous(), root[1].contiguous())
@@ -499,12 +508,36 @@ def _chi2(df: float, size: int, g: torch.Generator) -> torch.Tensor:
     return torch.from_numpy(2.0 * rng.standard_gamma(df / 2.0, size))
 
 
-def _draw_returns(roots: list, n: int, dfs: torch.Tensor, gens: list, normal_dtype) -> torch.Tensor:
+def _times_lower_t(z: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """``z Lᵀ`` for ``z (n, p)`` and a lower-triangular ``L (p, p)``, in place in ``z``.
+
+    One BLAS ``trmm`` (scipy's OpenBLAS) in the dtype of ``z``: half the flops of the
+    GEMM ``z @ L.T`` (measured 0.63 ms against 1.1 ms in float32 at n = 1350, p = 200).
+    ``z`` is C-contiguous, i.e. ``zᵀ`` in Fortran order, so ``Xᵀ = L zᵀ`` is computed
+    on the same memory.
+    """
+    from scipy.linalg import blas
+
+    trmm = blas.strmm if z.dtype == torch.float32 else blas.dtrmm
+    zt = z.numpy().T  # Fortran-ordered (p, n)
+    at = L.to(z.dtype).numpy().T  # Fortran-ordered Lᵀ (upper triangular)
+    out = trmm(1.0, at, zt, side=0, lower=0, trans_a=1, overwrite_b=1)
+    if not np.shares_memory(out, zt):  # pragma: no cover - f2py made a copy
+        z.copy_(torch.from_numpy(out.T))
+    return z
+
+
+def _draw_returns(
+    roots: list, n: int, dfs: torch.Tensor, gens: list, normal_dtype, lower: bool = False
+) -> torch.Tensor:
     """``X[i] = (diag(scale_i) Z_i) L_iᵀ`` per sample, computed in ``normal_dtype``.
 
-    With the default ``float32`` the product is a single-precision GEMM (2× faster)
-    upcast to float64: ``X`` then has covariance ``Σ`` up to the float32 rounding of
-    ``L`` (~1e-7 relative, far below any sampling error); ``float64`` is exact.
+    With the default ``float32`` the product is single precision (2× faster than
+    float64) upcast to float64: ``X`` then has covariance ``Σ`` up to the float32
+    rounding of ``L`` (~1e-7 relative, far below any sampling error); ``float64`` is
+    exact.  With ``lower`` (every full root lower triangular, see
+    :func:`_sigma_and_root`) the product is one ``trmm`` (:func:`_times_lower_t`,
+    half the flops of a GEMM).
 
     A root is a ``p × p`` matrix ``L`` (``Σ = L Lᵀ``) or a factor pair ``(B, d)``
     (``Σ = B Bᵀ + diag(d²)``, ``X = Z_f Bᵀ + Z_e diag(d)``: ``O(npk)`` instead of
@@ -527,6 +560,8 @@ def _draw_returns(roots: list, n: int, dfs: torch.Tensor, gens: list, normal_dty
         if isinstance(root, tuple):
             xi = torch.matmul(z[:, :k], root[0].to(normal_dtype).T)
             xi.addcmul_(z[:, k:], root[1].to(normal_dtype))
+        elif lower:
+            xi = _times_lower_t(z, root)
         else:
             xi = torch.matmul(z, root.to(normal_dtype).T)
         x[i] = xi  # upcast to float64 in the copy
@@ -547,13 +582,14 @@ def _build(
     sigmas = torch.empty(len(families), p, p, dtype=DTYPE)
     roots = []
     gens = []
+    lower = normal_dtype == "float32"  # the training draws: triangular roots, trmm
     for i, fam in enumerate(families):
         g = torch.Generator().manual_seed(int(seeds[i]))
         gens.append(g)
-        s, r = _sigma_and_root(fam, p, g, family_kw, hetero_prob)
+        s, r = _sigma_and_root(fam, p, g, family_kw, hetero_prob, lower=lower)
         sigmas[i] = s
         roots.append(r)
-    x = _draw_returns(roots, n, dfs, gens, getattr(torch, normal_dtype))
+    x = _draw_returns(roots, n, dfs, gens, getattr(torch, normal_dtype), lower)
     return sigmas, x
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "stack_targets",
     "combine",
     "quadratic_form",
+    "quadratic_form_from_stack",
     "sample_cov_from_demeaned",
     "row_times",
     "identity_target",
@@ -137,9 +138,13 @@ def _gram_lower(A: torch.Tensor) -> torch.Tensor:
 def _outer_sym(W: torch.Tensor, V: torch.Tensor | None = None, out=None) -> torch.Tensor:
     """``W Vᵀ`` for ``W, V (B, p, k)`` known to be symmetric (``V = W`` by default).
 
+    ``W Wᵀ`` on CPU is :func:`gram` of ``Wᵀ`` (one ``syrk``, exactly symmetric).
     For ``p >= _BLOCK_GRAM_MIN_P`` on CPU only the lower block triangle is
     multiplied and mirrored (exactly symmetric result, 5/8 of the flops).
     """
+    if V is None and W.device.type == "cpu":  # one syrk per matrix (see gram)
+        res = gram(W.transpose(-1, -2))
+        return res if out is None else out.copy_(res)
     V = W if V is None else V
     p = W.shape[-2]
     if p < _BLOCK_GRAM_MIN_P or W.device.type != "cpu":
@@ -583,10 +588,20 @@ def quadratic_form(
             "quadratic_form expects S (B,p,p), T (B,K,p,p), sigma (B,p,p); got "
             f"{tuple(S.shape)}, {tuple(T.shape)}, {tuple(sigma.shape)}"
         )
-    B, K = T.shape[:2]
-    A = (T - S.unsqueeze(1)).reshape(B, K, -1)
-    b = (sigma.to(S.dtype) - S).reshape(B, -1)
-    G = A @ A.transpose(-1, -2)
-    c = (A @ b.unsqueeze(-1)).squeeze(-1)
-    d = (b * b).sum(-1)
-    return _sym(G), c, d
+    return quadratic_form_from_stack(S, torch.cat([T, sigma.to(S.dtype).unsqueeze(1)], dim=1))
+
+
+def quadratic_form_from_stack(
+    S: torch.Tensor, stack: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`quadratic_form` from ``stack = [T_1, …, T_K, Σ]`` ``(B, K + 1, p, p)``.
+
+    ``stack`` is overwritten with ``stack − S`` (no temporary of its size); then one
+    ``(K + 1) × (K + 1)`` Gram matrix of the flattened differences holds ``G``
+    (its leading block), ``c`` (its last column) and ``d`` (its corner).
+    """
+    B, K1 = stack.shape[:2]
+    M = stack.sub_(S.unsqueeze(1)).reshape(B, K1, -1)
+    full = _sym(M @ M.transpose(-1, -2))
+    K = K1 - 1
+    return full[:, :K, :K].contiguous(), full[:, :K, K].contiguous(), full[:, K, K].contiguous()

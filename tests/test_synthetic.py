@@ -420,3 +420,35 @@ def test_haar_families_from_float32_draws_keep_their_spectrum(family):
     np.testing.assert_allclose(ev, lam, rtol=1e-12, atol=1e-12 * ev.max())
     if family == "spectrum_1_3_10":
         np.testing.assert_allclose(ev, np.sort(syn.spectrum_1_3_10(80).numpy()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("family", syn.FAMILIES)
+def test_training_draws_use_a_lower_triangular_root_of_the_same_sigma(family):
+    """With ``lower=True`` (the float32 training draws) Σ and the generator stream are
+    unchanged and every full root is lower triangular with ``LLᵀ = Σ`` (1e-12)."""
+    for hetero in (None, 0.5):
+        kw = {} if hetero is None else {"hetero": hetero}
+        g0, g1 = _gen(7), _gen(7)
+        s0, _ = syn._sigma_and_root(family, 30, g0, kw, 0.0)
+        s1, root = syn._sigma_and_root(family, 30, g1, kw, 0.0, lower=True)
+        assert torch.equal(s0, s1)
+        assert torch.equal(torch.randn(3, generator=g0), torch.randn(3, generator=g1))
+        if isinstance(root, tuple):
+            continue
+        assert torch.equal(root, root.tril())
+        torch.testing.assert_close(root @ root.T, s1, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_trmm_draw_equals_the_gemm_product(dtype):
+    """``_times_lower_t`` (one BLAS trmm, in place) against ``z @ Lᵀ`` in float64: within
+    float32 rounding (2e-6 of max |x|, 270 terms of ~6e-8 each) or float64 rounding (1e-13)."""
+    g = _gen(3)
+    a = torch.randn(70, 70, generator=g, dtype=torch.float64)
+    L = torch.linalg.cholesky(a @ a.T + 70 * torch.eye(70, dtype=torch.float64))
+    z = torch.randn(270, 70, generator=g, dtype=dtype)
+    ref = z.double() @ L.to(dtype).double().T
+    got = syn._times_lower_t(z.clone(), L)
+    assert got.dtype == dtype and got.shape == (270, 70)
+    tol = 2e-6 if dtype == torch.float32 else 1e-13
+    assert float((got.double() - ref).abs().max()) <= tol * float(ref.abs().max())
