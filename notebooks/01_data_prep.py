@@ -34,7 +34,8 @@ n_train = 3000
 n_valid = 600
 n_test = 600
 p_max = 60
-batch_size = 32  # samples per drawn (p, n) design: smaller = more distinct designs
+# samples per drawn p, n design: smaller = more distinct designs
+batch_size = 32
 workers = 1  # processes building the synthetic samples (same result for any number)
 processed_dir = "build/smoke/data"
 reports_dir = "build/smoke/reports"
