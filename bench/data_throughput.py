@@ -73,7 +73,8 @@ def run_once(
     """Times (s) per part for ``n_samples`` samples at ``p``, and the n of each batch.
 
     The code path of ``build_training_set``: batch plans, then each chunk of a
-    batch generated (``synthetic.build_batch``) and processed (``process_batch``).
+    batch generated (``dataset._chunk_batch``: ``X`` in float32, as drawn) and
+    processed (``process_batch``), as ``dataset._chunk_rows`` does.
     """
     t = dict.fromkeys(PARTS, 0.0)
     sizes: list[int] = []
@@ -85,7 +86,7 @@ def run_once(
         sizes.append(plan.n)
         for sub in dataset._chunk_plans(plan):
             t0 = clock()
-            b = synthetic.build_batch(sub, cfg)
+            b = dataset._chunk_batch(sub, cfg)
             t["generation"] += clock() - t0
             parts: dict[str, float] = {}
             process_batch(b.X, b.sigma, parts, clock)

@@ -26,6 +26,7 @@ from shrinklab._validation import as_matrices, as_returns, center, unbatch
 from shrinklab.targets import (
     TARGET_NAMES,
     constant_correlation_target,
+    matvecs,
     qis_from_returns,
     quadratic_form,
     row_times,
@@ -290,10 +291,10 @@ def _intensity_stats(Xc: torch.Tensor, S: torch.Tensor, covmkt: torch.Tensor) ->
     pos = sd > 0
     inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
     # Xc³ is formed in place of Xc² once Xc² is no longer needed (one (B, n, p) temporary).
-    x_sd, x_c = _matvec(Xc, sd), _matvec(Xc, covmkt)
-    y2c2 = _matvec(mom["Y2"], covmkt * covmkt)
+    x_sd, x_c = matvecs(Xc, sd, covmkt)
+    (y2c2,) = matvecs(mom["Y2"], covmkt * covmkt)
     Y3 = mom.pop("Y2").mul_(Xc)
-    x3_isd, x3_c = _matvec(Y3, inv_sd), _matvec(Y3, covmkt)
+    x3_isd, x3_c = matvecs(Y3, inv_sd, covmkt)
     return {**mom, "proj_cc": (x3_isd, x_sd), "proj_sf": (x_c, x3_c, y2c2)}
 
 

@@ -333,7 +333,7 @@ def _feature_stats(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, Any]:
     recent = X2[:, n - m :].mean(-2)
     m4 = X2.square_().mean(-2)
     inv_sd = _inverse_sd(S)[2]
-    mkt = _targets.row_times(inv_sd, Xc.transpose(-1, -2)) / p  # (B, n)
+    mkt = _targets.matvecs(Xc, inv_sd)[0] / p  # (B, n)
     return {"n": n, "m2": m2, "recent": recent, "m4": m4, "mkt": mkt}
 
 

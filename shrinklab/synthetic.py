@@ -528,7 +528,13 @@ def _times_lower_t(z: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
 
 
 def _draw_returns(
-    roots: list, n: int, dfs: torch.Tensor, gens: list, normal_dtype, lower: bool = False
+    roots: list,
+    n: int,
+    dfs: torch.Tensor,
+    gens: list,
+    normal_dtype,
+    lower: bool = False,
+    x_dtype: torch.dtype = DTYPE,
 ) -> torch.Tensor:
     """``X[i] = (diag(scale_i) Z_i) L_iᵀ`` per sample, computed in ``normal_dtype``.
 
@@ -549,7 +555,7 @@ def _draw_returns(
     whatever batch it came from.
     """
     p = roots[0][1].shape[0] if isinstance(roots[0], tuple) else roots[0].shape[0]
-    x = torch.empty(len(roots), n, p, dtype=DTYPE)
+    x = torch.empty(len(roots), n, p, dtype=x_dtype)
     for i, g in enumerate(gens):
         root = roots[i]
         k = root[0].shape[1] if isinstance(root, tuple) else 0
@@ -564,7 +570,7 @@ def _draw_returns(
             xi = _times_lower_t(z, root)
         else:
             xi = torch.matmul(z, root.to(normal_dtype).T)
-        x[i] = xi  # upcast to float64 in the copy
+        x[i] = xi  # upcast to x_dtype (float64 by default) in the copy
     return x
 
 
@@ -578,6 +584,7 @@ def _build(
     hetero_prob: float,
     normal_dtype: str,
     family_kw: Mapping[str, Any] | None = None,
+    x_dtype: torch.dtype = DTYPE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     sigmas = torch.empty(len(families), p, p, dtype=DTYPE)
     roots = []
@@ -589,7 +596,7 @@ def _build(
         s, r = _sigma_and_root(fam, p, g, family_kw, hetero_prob, lower=lower)
         sigmas[i] = s
         roots.append(r)
-    x = _draw_returns(roots, n, dfs, gens, getattr(torch, normal_dtype), lower)
+    x = _draw_returns(roots, n, dfs, gens, getattr(torch, normal_dtype), lower, x_dtype)
     return sigmas, x
 
 
@@ -710,7 +717,18 @@ def build_batch(
     plan: BatchPlan, config: SyntheticConfig | Mapping[str, Any] | None = None
 ) -> SyntheticBatch:
     """Draw Σ and X of a :class:`BatchPlan` (each sample from its own seed)."""
-    cfg = as_config(config)
+    return _build_batch(plan, as_config(config), DTYPE)
+
+
+def _build_batch(plan: BatchPlan, cfg: SyntheticConfig, x_dtype: torch.dtype) -> SyntheticBatch:
+    """:func:`build_batch` with ``X`` stored in ``x_dtype``.
+
+    ``x_dtype = torch.float32`` with the default float32 normals stores exactly the
+    values of :func:`build_batch`'s float64 ``X`` (they are float32 products) in half
+    the memory; the training-set builder upcasts them piece by piece, in cache.
+    """
+    if x_dtype == torch.float32 and cfg.normal_dtype != "float32":
+        x_dtype = DTYPE  # float64 draws do not fit in float32
     families = list(plan.families)
     sigma, x = _build(
         plan.p,
@@ -720,6 +738,7 @@ def build_batch(
         plan.sample_seed,
         hetero_prob=cfg.hetero_prob,
         normal_dtype=cfg.normal_dtype,
+        x_dtype=x_dtype,
     )
     is_edge = torch.tensor([f in EDGE_FAMILIES or plan.short for f in families])
     return SyntheticBatch(

@@ -50,6 +50,7 @@ __all__ = [
     "quadratic_form_from_stack",
     "sample_cov_from_demeaned",
     "row_times",
+    "matvecs",
     "identity_target",
     "diagonal_target",
     "constant_correlation_target",
@@ -180,6 +181,26 @@ def row_times(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     For ``A v`` use ``row_times(v, A.mT)``; for symmetric ``A``, ``row_times(v, A)``.
     """
     return (v.unsqueeze(-2) @ A).squeeze(-2)
+
+
+def matvecs(A: torch.Tensor, *vs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(A v₁, …, A v_k)`` for ``A (B, r, c)`` and vectors ``vᵢ (B, c)``, each ``(B, r)``.
+
+    On CPU one BLAS GEMM ``A [v₁ … v_k]`` per matrix through numpy (OpenBLAS):
+    ``A`` is read once, and on the project's AMD CPU this skinny product is several
+    times faster than torch's (MKL) ``row_times`` per vector (measured 0.027 ms
+    against 2 × 0.053 ms for two vectors at ``r = 1239``, ``c = 200``).  Elsewhere,
+    or when a gradient is needed, :func:`row_times` per vector.
+    """
+    if (
+        A.device.type != "cpu"
+        or A.dtype not in (torch.float32, torch.float64)
+        or (torch.is_grad_enabled() and (A.requires_grad or any(v.requires_grad for v in vs)))
+    ):
+        return tuple(row_times(v, A.transpose(-1, -2)) for v in vs)
+    V = torch.stack(vs, dim=-1).to(A.dtype).numpy()  # (B, c, k)
+    out = torch.from_numpy(np.matmul(A.detach().numpy(), V))  # (B, r, k)
+    return tuple(out[..., i] for i in range(len(vs)))
 
 
 # --------------------------------------------------------------------------- targets
