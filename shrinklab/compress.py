@@ -792,22 +792,30 @@ def choose_deployable(
     *,
     max_latency_ratio: float = 0.5,
     size_col: str = "nonzero_parameters",
+    max_size_ratio: float = 0.5,
 ) -> tuple[str, str]:
     """The deployable model: among the models that keep at least ``min_gain_kept`` of
     the reference's PRIAL gain over Ledoit–Wolf *and* are clearly faster than it
-    (``latency_col`` at most ``max_latency_ratio`` × the reference's), the smallest by
-    ``size_col`` (ties: higher PRIAL, then name); the reference itself if there is none.
+    (``latency_col`` at most ``max_latency_ratio`` × the reference's) *or* clearly
+    smaller (``size_col`` at most ``max_size_ratio`` × the reference's), the smallest
+    by ``size_col`` (ties: higher PRIAL, then name); the reference itself if there is
+    none.
 
-    Latency only gates (a factor of two does not flip with timing noise); the choice
-    among the fast models is by size, which is deterministic, so rerunning the
-    pipeline deploys the same model. Without ``size_col`` in the table the fastest
-    eligible model is taken. Returns ``(name, reason)``.
+    Latency only gates (a factor of two does not flip with timing noise); size is
+    deterministic, and the choice among the eligible models is by size, so rerunning
+    the pipeline deploys the same model whenever the latency gate is not needed.
+    Without ``size_col`` in the table only latency gates and the fastest eligible
+    model is taken. Returns ``(name, reason)``.
     """
     reference = reference or table.attrs.get("reference", "ensemble")
     if reference not in table.index:
         raise ValueError(f"reference {reference!r} not in the table")
-    if not 0.0 < max_latency_ratio <= 1.0:
-        raise ValueError(f"max_latency_ratio must be in (0, 1], got {max_latency_ratio}")
+    for name, ratio in (
+        ("max_latency_ratio", max_latency_ratio),
+        ("max_size_ratio", max_size_ratio),
+    ):
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"{name} must be in (0, 1], got {ratio}")
     ref_lat = float(table.loc[reference, latency_col])
     others = table.drop(index=reference)
     keeps = others[others["gain_kept"] >= min_gain_kept]
@@ -816,11 +824,18 @@ def choose_deployable(
             f"no compressed model keeps >= {100 * min_gain_kept:.0f}% of the {reference}'s "
             f"PRIAL gain over Ledoit-Wolf; deploying the {reference}"
         )
-    ok = keeps[keeps[latency_col] <= max_latency_ratio * ref_lat]
+    faster = keeps[latency_col] <= max_latency_ratio * ref_lat
+    smaller = (
+        keeps[size_col] <= max_size_ratio * float(table.loc[reference, size_col])
+        if size_col in keeps
+        else pd.Series(False, index=keeps.index)
+    )
+    ok = keeps[faster | smaller]
     if ok.empty:
         return reference, (
-            f"models keeping >= {100 * min_gain_kept:.0f}% of the gain are not clearly faster "
-            f"(<= {max_latency_ratio:g}x latency) than the {reference}; deploying the {reference}"
+            f"models keeping >= {100 * min_gain_kept:.0f}% of the gain are neither clearly faster "
+            f"(<= {max_latency_ratio:g}x latency) nor clearly smaller (<= {max_size_ratio:g}x "
+            f"{size_col}) than the {reference}; deploying the {reference}"
         )
     if size_col in ok:
         order = ok.assign(_name=ok.index).sort_values(
@@ -830,10 +845,15 @@ def choose_deployable(
     else:
         best, how = str(ok[latency_col].idxmin()), "the fastest"
     lat = float(ok.loc[best, latency_col])
+    size = (
+        f", {int(ok.loc[best, size_col])} vs {int(table.loc[reference, size_col])} {size_col}"
+        if size_col in ok
+        else ""
+    )
     return best, (
-        f"{best}, {how} of the models clearly faster than the {reference}, keeps "
+        f"{best}, {how} of the models clearly faster or smaller than the {reference}, keeps "
         f"{100 * float(ok.loc[best, 'gain_kept']):.1f}% of its PRIAL gain over Ledoit-Wolf "
         f"(PRIAL {float(ok.loc[best, 'prial']):.2f} vs {float(table.loc[reference, 'prial']):.2f}) "
         f"at {lat / ref_lat:.3f}x its latency "
-        f"({lat * 1e6:.1f} vs {ref_lat * 1e6:.1f} us per estimate, batch 1)"
+        f"({lat * 1e6:.1f} vs {ref_lat * 1e6:.1f} us per estimate, batch 1){size}"
     )

@@ -364,6 +364,28 @@ def test_choose_deployable_is_by_size_not_by_timing_noise():
     assert choose_deployable(tie)[0] == "pruned_50"  # equal size: higher PRIAL
 
 
+def test_choose_deployable_clearly_smaller_is_eligible_without_being_faster():
+    """A single-network reference (e.g. a checkpoint average) is not 2x slower than a
+    student, but a student with < half its parameters that keeps the gain is deployed."""
+    t = pd.DataFrame(
+        {
+            "prial": [83.1, 86.8, 82.6],
+            "gain_kept": [1.0, 1.22, 0.97],
+            "nonzero_parameters": [28_806, 3_238, 1_726],
+            "latency_b1_s": [5.9e-4, 3.7e-4, 3.7e-4],
+        },
+        index=pd.Index(["ensemble", "student", "pruned_50"], name="model"),
+    )
+    name, reason = choose_deployable(t)
+    assert name == "student" and "3238 vs 28806" in reason  # pruned_50 keeps < 99 %
+    # only 40 % smaller and not 2x faster: the reference stays
+    big = t.assign(nonzero_parameters=[28_806, 17_000, 17_000])
+    assert choose_deployable(big)[0] == "ensemble"
+    assert choose_deployable(t, max_size_ratio=0.1)[0] == "ensemble"
+    with pytest.raises(ValueError, match="max_size_ratio"):
+        choose_deployable(t, max_size_ratio=1.5)
+
+
 def test_latency_is_per_estimate(trained, data):
     _, va = data
     per_1 = latency(trained, va.features, 1, repeats=5)
