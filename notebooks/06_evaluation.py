@@ -51,6 +51,8 @@ scenarios = [
 ]
 # scenarios for spectra and heat maps (empty: the first scenario of each family, at most 3)
 example_scenarios = []
+# worlds per scenario for the scenario-specialist yardstick of 6.5 (0: skip it)
+specialist_draws = 64
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -171,9 +173,21 @@ for by in ("family", "pn_bucket"):
 # what each sample reveals about its own Σ. The table shows both with standard errors,
 # the learned model's paired difference to w̄ (positive: it adapts to the sample
 # beyond any fixed weight), and the spread of α* within a scenario.
+#
+# A second yardstick sits between the two: a *scenario specialist*, the same kind of
+# network trained only on `specialist_draws` fresh worlds of one scenario
+# (`evaluate.specialist_network`) and scored on the same replications. It reads only
+# the sample, like the learned model, but it knows the scenario — its family, p, n,
+# tails and how its Σ are drawn — which a general model cannot. What it reaches is
+# what per-replication information in the sample is worth under that narrow prior.
 
 # %%
-feasibility = evaluate.feasibility_table(scenario_results)
+specialists = (
+    evaluate.specialist_table(scenarios, n_draws=specialist_draws, n_reps=n_reps, seed=seed)
+    if specialist_draws
+    else None
+)
+feasibility = evaluate.feasibility_table(scenario_results, specialist=specialists)
 feas = evaluate.feasibility_summary(feasibility)
 feasibility[
     [
@@ -189,6 +203,7 @@ feasibility[
         "alpha_oracle_mean",
         "alpha_oracle_sd",
         "alpha_constant",
+        *(["prial_specialist", "se_specialist"] if specialists is not None else []),
     ]
 ].round(2)
 
@@ -275,6 +290,14 @@ save_metrics(
                     "prial": float(row["prial_constant_oracle"]),
                     "se": float(row["se_constant_oracle"]),
                     "share_of_oracle": float(row["constant_share"]),
+                    **(
+                        {
+                            "prial_specialist": float(row["prial_specialist"]),
+                            "se_specialist": float(row["se_specialist"]),
+                        }
+                        if specialists is not None
+                        else {}
+                    ),
                 }
                 for s, row in feasibility.iterrows()
             },

@@ -79,6 +79,7 @@ import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,10 @@ __all__ = [
     "prial_se",
     "scenario_name",
     "scenario_seed",
+    "scenario_training_rows",
     "select_examples",
+    "specialist_network",
+    "specialist_table",
 ]
 
 ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = dict(_est.CLASSICAL_ESTIMATORS)
@@ -216,6 +220,15 @@ def _target_names(model: Any) -> tuple[str, ...]:
     return names
 
 
+def _family_statistics(X: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``G, c, d`` of the family's quadratic form, the oracle ``w*`` and FSOPT's loss
+    for a batch of replications ``X (R, n, p)`` with true ``sigma (R, p, p)``."""
+    _, S = center(X)
+    G, c, d = quadratic_form(S, shrinkage_targets(X), sigma)
+    w_star = _est.solve_simplex_qp(G, c)
+    return G, c, d, w_star, _est.frobenius_loss(_est.fsopt(X, sigma), sigma)
+
+
 # --------------------------------------------------------------------------- one scenario
 def evaluate_scenario(
     spec: Mapping[str, Any],
@@ -266,13 +279,10 @@ def evaluate_scenario(
     step = _chunk_size(n, p, K)
     for s in range(0, R, step):
         X, sigma = X_all[s : s + step], sigma_all[s : s + step]
-        _, S = center(X)
-        T = shrinkage_targets(X)
-        G, c, d = quadratic_form(S, T, sigma)
+        G, c, d, w_star, loss_fsopt = _family_statistics(X, sigma)
         for k, fn in ESTIMATORS.items():
             losses[k].append(d if k == "sample" else _est.frobenius_loss(fn(X), sigma))
-        losses[FSOPT].append(_est.frobenius_loss(_est.fsopt(X, sigma), sigma))
-        w_star = _est.solve_simplex_qp(G, c)
+        losses[FSOPT].append(loss_fsopt)
         losses[ORACLE].append(_quad(w_star, G, c, d))
         extra["w_oracle"].append(w_star)
         extra["G"].append(G)
@@ -543,7 +553,11 @@ def constant_oracle(result: Mapping[str, Any]) -> dict[str, Any]:
     return {"weights": w.numpy(), "alpha": float(w.sum()), "losses": loss, "prial": prial, "se": se}
 
 
-def feasibility_table(results: Sequence[Mapping[str, Any]], learned: str = LEARNED) -> pd.DataFrame:
+def feasibility_table(
+    results: Sequence[Mapping[str, Any]],
+    learned: str = LEARNED,
+    specialist: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Per scenario, the per-replication oracle next to the best constant weights in
     hindsight (:func:`constant_oracle`), the learned model and the best classical
     estimator; index ``scenario``.
@@ -554,10 +568,16 @@ def feasibility_table(results: Sequence[Mapping[str, Any]], learned: str = LEARN
     ``best_classical``; with a learned model ``prial_learned``, ``se_learned`` and
     ``learned_minus_constant`` with its paired SE ``learned_minus_constant_se``;
     ``alpha_oracle_mean`` and ``alpha_oracle_sd`` (spread of ``α*`` over the
-    replications), ``alpha_constant`` and the constant weights ``w_<target>``.
+    replications), ``alpha_constant`` and the constant weights ``w_<target>``; with a
+    :func:`specialist_table` also ``prial_specialist``, ``se_specialist`` and
+    ``specialist_share`` (of the oracle's PRIAL).
     """
     if not results:
         raise ValueError("no results")
+    if specialist is not None:
+        missing = sorted({r["scenario"] for r in results} - set(specialist.index))
+        if missing:
+            raise ValueError(f"specialist table has no row for {missing}")
     rows = []
     for r in results:
         co = constant_oracle(r)
@@ -592,6 +612,15 @@ def feasibility_table(results: Sequence[Mapping[str, Any]], learned: str = LEARN
             alpha_constant=co["alpha"],
         )
         row.update({f"w_{k}": float(v) for k, v in zip(TARGET_NAMES, co["weights"])})
+        if specialist is not None:
+            sp = specialist.loc[r["scenario"]]
+            row.update(
+                prial_specialist=float(sp["prial_specialist"]),
+                se_specialist=float(sp["se_specialist"]),
+                specialist_share=float(sp["prial_specialist"]) / r["prial"][ORACLE]
+                if r["prial"][ORACLE]
+                else math.nan,
+            )
         rows.append(row)
     return pd.DataFrame(rows).set_index("scenario")
 
@@ -599,7 +628,9 @@ def feasibility_table(results: Sequence[Mapping[str, Any]], learned: str = LEARN
 def feasibility_summary(table: pd.DataFrame, goal: float = 0.9) -> dict[str, float]:
     """Averages over the scenarios of a :func:`feasibility_table`: mean PRIAL of the
     oracle, the constant oracle, the best classical estimator and (if present) the
-    learned model; ``constant_capture`` and ``learned_capture`` (ratio of average
+    learned model (and the scenario specialists, ``prial_specialist`` and
+    ``specialist_capture``, when the table has them); ``constant_capture`` and
+    ``learned_capture`` (ratio of average
     PRIALs to the oracle's, the convention of :func:`capture_ratio`);
     ``learned_minus_constant`` (mean PRIAL of the learned model minus that of the
     constant oracle);
@@ -619,6 +650,9 @@ def feasibility_summary(table: pd.DataFrame, goal: float = 0.9) -> dict[str, flo
         "goal_prial": goal * oracle,
     }
     out["constant_capture"] = out["prial_constant_oracle"] / oracle if oracle else math.nan
+    if "prial_specialist" in table.columns:
+        out["prial_specialist"] = float(table["prial_specialist"].mean())
+        out["specialist_capture"] = out["prial_specialist"] / oracle if oracle else math.nan
     if "prial_learned" in table.columns:
         out["prial_learned"] = float(table["prial_learned"].mean())
         out["learned_capture"] = out["prial_learned"] / oracle if oracle else math.nan
@@ -652,7 +686,115 @@ def feasibility_text(summary: Mapping[str, float], goal: float = 0.9) -> str:
         )
     else:
         text += "within reach of a well-chosen constant weight vector per scenario."
+    if "prial_specialist" in s:
+        reach = "meets" if s["prial_specialist"] >= s["goal_prial"] else "misses"
+        text += (
+            f" Networks trained on each scenario alone (they know the scenario, which a "
+            f"general model cannot) reach {s['prial_specialist']:.1f} "
+            f"({100 * s['specialist_capture']:.0f} % of the oracle): with knowledge of the "
+            f"scenario a sample-based estimator {reach} the goal."
+        )
     return text
+
+
+def scenario_training_rows(spec: Mapping[str, Any], n_draws: int, seed: int) -> SimpleNamespace:
+    """Training rows drawn from one scenario (``make_scenario(spec, n_draws, seed)``,
+    in chunks): ``features``, oracle weights ``oracle_w``, the quadratic form ``G``,
+    ``c``, ``d`` and ``loss_fsopt`` — the fields :func:`shrinklab.train.train` reads,
+    computed exactly as in :func:`evaluate_scenario`."""
+    if int(n_draws) < 2:
+        raise ValueError(f"n_draws must be >= 2, got {n_draws}")
+    make_spec = {k: v for k, v in dict(spec).items() if k != "name"}
+    p, n = int(make_spec["p"]), int(make_spec["n"])
+    step = _chunk_size(n, p, len(TARGET_NAMES))
+    parts: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("features", "G", "c", "d", "oracle_w", "loss_fsopt")
+    }
+    for i, s in enumerate(range(0, int(n_draws), step)):
+        # each chunk its own seed stream (make_scenario derives the replications from it)
+        chunk_seed = np.random.SeedSequence([int(seed), i]).generate_state(1, dtype=np.uint64)[0]
+        sigma, X = make_scenario(make_spec, min(step, int(n_draws) - s), int(chunk_seed >> 2))
+        G, c, d, w_star, loss_fsopt = _family_statistics(X, sigma)
+        for k, v in zip(parts, (extract_features(X), G, c, d, w_star, loss_fsopt)):
+            parts[k].append(v)
+    return SimpleNamespace(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def specialist_network(
+    spec: Mapping[str, Any],
+    n_draws: int,
+    seed: int,
+    epochs: int = 60,
+    hidden_dims: Sequence[int] = (64, 32),
+) -> Any:
+    """A *scenario specialist*: the network of :mod:`shrinklab.network` trained only on
+    ``n_draws`` worlds of one scenario (plus ``n_draws // 4`` for early stopping),
+    with the normalised Frobenius loss alone.
+
+    It answers "how much of the per-replication oracle can an estimator that reads
+    only the sample reach, if it *knows the scenario* (its family, p, n, tails and the
+    distribution of its Σ)?" — the Bayes rule under that narrow prior, approximated by
+    a network. A general model, trained over all worlds, cannot know which scenario
+    it is in, so the specialist is an optimistic yardstick for it, and a pessimistic
+    one for the oracle (which knows each Σ).
+    """
+    import tempfile
+
+    from shrinklab.network import MLShrinkageNetwork
+    from shrinklab.train import TrainConfig, train
+
+    train_rows = scenario_training_rows(spec, n_draws, seed)
+    valid_rows = scenario_training_rows(spec, max(int(n_draws) // 4, 2), seed + 1)
+    torch.manual_seed(int(seed))
+    model = MLShrinkageNetwork(
+        input_dim=train_rows.features.shape[1],
+        num_targets=len(TARGET_NAMES),
+        hidden_dims=list(hidden_dims),
+        dropout_rate=0.1,
+        input_dropout=0.0,
+    )
+    cfg = TrainConfig(
+        lr=3e-3,
+        epochs=int(epochs),
+        batch_size=min(256, int(n_draws)),
+        patience=30,
+        intensity_weight=0.0,
+        matrix_weight=1.0,
+        uncertainty_weight=0.0,
+        device="cpu",
+        seed=int(seed),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        train(model, train_rows, valid_rows, cfg, out_dir=tmp)
+    return model.eval()
+
+
+def specialist_table(
+    specs: Sequence[Mapping[str, Any]],
+    n_draws: int,
+    n_reps: int,
+    seed: int,
+    epochs: int = 60,
+) -> pd.DataFrame:
+    """PRIAL ± SE of a :func:`specialist_network` per scenario, scored on the same
+    replications as :func:`evaluate_grid` (``scenario_seed(seed, name)``); its
+    training draws come from other seeds. Index ``scenario``; columns
+    ``prial_specialist``, ``se_specialist``, ``n_draws``."""
+    rows = []
+    for spec in specs:
+        name = scenario_name(spec)
+        train_seed = scenario_seed(seed + 1_000, name) % 2**31  # numpy seeds are 32-bit
+        model = specialist_network(spec, n_draws, train_seed, epochs=epochs)
+        r = evaluate_scenario(spec, model, n_reps, scenario_seed(seed, name))
+        rows.append(
+            {
+                "scenario": name,
+                "prial_specialist": r["prial"][LEARNED],
+                "se_specialist": r["se"][LEARNED],
+                "n_draws": int(n_draws),
+            }
+        )
+    return pd.DataFrame(rows).set_index("scenario")
 
 
 def select_examples(

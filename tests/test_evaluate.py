@@ -21,6 +21,7 @@ from sklearn.covariance import OAS, LedoitWolf
 
 from shrinklab import evaluate, plots
 from shrinklab.estimators import prial as prial_reference
+from shrinklab.features import FEATURE_NAMES
 from shrinklab.synthetic import make_scenario
 from shrinklab.targets import TARGET_NAMES, combine, shrinkage_targets
 
@@ -574,3 +575,52 @@ def test_feasibility_text():
     assert "2.0 points above" in easy_text
     no_model = {k: v for k, v in summ.items() if "learned" not in k}
     assert "learned" not in evaluate.feasibility_text(no_model)
+
+
+# --------------------------------------------------------------------- scenario specialists
+def test_scenario_training_rows_match_the_evaluation_and_a_brute_force():
+    """Rows of one chunk equal what evaluate_scenario computes on the same draws, and
+    d = ‖S − Σ‖²_F matches a plain numpy computation at 1e-10."""
+    spec, n_draws, seed = SPEC_T, 9, 3
+    rows = evaluate.scenario_training_rows(spec, n_draws, seed)
+    assert rows.features.shape == (n_draws, len(FEATURE_NAMES))
+    assert rows.G.shape == (n_draws, 5, 5) and rows.oracle_w.shape == (n_draws, 5)
+    # one chunk: its seed is derived from (seed, chunk 0) as documented in the function
+    chunk_seed = int(np.random.SeedSequence([seed, 0]).generate_state(1, dtype=np.uint64)[0] >> 2)
+    res = evaluate.evaluate_scenario(spec, None, n_draws, chunk_seed)
+    np.testing.assert_allclose(rows.d.numpy(), res["losses"]["sample"], rtol=1e-12)
+    np.testing.assert_allclose(rows.loss_fsopt.numpy(), res["losses"]["fsopt"], rtol=1e-12)
+    np.testing.assert_allclose(rows.G.numpy(), res["G"], rtol=1e-12)
+    np.testing.assert_allclose(rows.oracle_w.numpy(), res["oracle_weights"], atol=1e-12)
+    sigma, X = make_scenario({k: v for k, v in spec.items() if k != "name"}, n_draws, chunk_seed)
+    for i in range(n_draws):
+        x = X[i].numpy()
+        S = np.cov(x, rowvar=False, bias=True)
+        assert rows.d[i].item() == pytest.approx(((S - sigma[i].numpy()) ** 2).sum(), rel=1e-10)
+    with pytest.raises(ValueError, match="n_draws"):
+        evaluate.scenario_training_rows(spec, 1, 0)
+
+
+def test_specialist_table_feeds_the_feasibility_summary(grid_results):
+    (df, results), grid = grid_results
+    spec = pd.DataFrame(
+        {"prial_specialist": [50.0, 60.0, 70.0], "se_specialist": [1.0, 2.0, 3.0]},
+        index=pd.Index([r["scenario"] for r in results], name="scenario"),
+    )
+    tab = evaluate.feasibility_table(results, specialist=spec)
+    for r in results:
+        row = tab.loc[r["scenario"]]
+        assert row["specialist_share"] == pytest.approx(
+            row["prial_specialist"] / r["prial"]["oracle"]
+        )
+    summ = evaluate.feasibility_summary(tab)
+    assert summ["prial_specialist"] == pytest.approx(60.0)
+    assert summ["specialist_capture"] == pytest.approx(60.0 / tab.prial_oracle.mean())
+    text = evaluate.feasibility_text(summ)
+    assert "trained on each scenario alone" in text and "60.0" in text
+    with pytest.raises(ValueError, match="no row"):
+        evaluate.feasibility_table(results, specialist=spec.iloc[:2])
+    # a real (tiny) specialist: trained on its own draws, scored on the grid's replications
+    small = evaluate.specialist_table(grid[:1], n_draws=48, n_reps=12, seed=4, epochs=2)
+    assert list(small.index) == [results[0]["scenario"]]
+    assert np.isfinite(small.prial_specialist).all() and (small.se_specialist > 0).all()
