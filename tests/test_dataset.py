@@ -312,3 +312,45 @@ def test_shared_eigh_pipeline_matches_independent_recomputation():
     for k, f in enumerate([oas, lw_constant_correlation, lw_single_factor], start=1):
         assert _rel(out["intensities"][:, k], f(b.X, return_shrinkage=True)[1]) < 1e-9
     assert _rel(out["features"], extract_features(b.X)) < 1e-9
+
+
+def test_float32_handoff_pieces_and_numpy_eigh_match_the_float64_path(monkeypatch):
+    """The builder's fast path: X handed over in float32 (exact: the draws are float32
+    products) gives bit-identical rows; reducing the returns one sample per piece
+    equals one piece for the chunk (1e-12); at p >= 128 (numpy/OpenBLAS eigh) the rows
+    equal the public functions computed independently (1e-9, as at small p)."""
+    from shrinklab.estimators import lw_constant_correlation, lw_single_factor, oas
+    from shrinklab.targets import shrinkage_targets
+
+    cfg = {**CONFIG, "batch_size": 3, "p_min": 130, "p_max": 140, "short_prob": 0.0}
+    cfg.update(ratio_min=0.5, ratio_max=0.9)
+    (plan,) = synthetic.plan_batches(3, 4, cfg)
+    c = synthetic.as_config(cfg)
+    b32 = dataset._chunk_batch(plan, c)
+    b64 = synthetic.build_batch(plan, c)
+    assert b32.X.dtype == torch.float32 and torch.equal(b32.X.double(), b64.X)
+    assert plan.p >= dataset._NUMPY_EIGH_MIN_P
+    one = dataset.process_batch(b32.X, b32.sigma)
+    ref = dataset.process_batch(b64.X, b64.sigma)
+    for k, v in ref.items():
+        assert torch.equal(one[k], v), k
+    monkeypatch.setattr(dataset, "_STATS_ELEMENTS", 1 << 30)  # the whole chunk in one piece
+    whole = dataset.process_batch(b64.X, b64.sigma)
+    for k, v in ref.items():
+        assert _rel(whole[k], v) < 1e-12, k
+    T = shrinkage_targets(b64.X)
+    S = torch.stack([torch.cov(x.T, correction=0) for x in b64.X])
+    G, c_, d = quadratic_form(S, T, b64.sigma)
+    assert _rel(ref["G"], G) < 1e-9 and _rel(ref["c"], c_) < 1e-9 and _rel(ref["d"], d) < 1e-9
+    direct = ((fsopt(b64.X, b64.sigma) - b64.sigma) ** 2).sum((-2, -1))
+    assert _rel(ref["loss_fsopt"], direct) < 1e-9
+    for k, f in enumerate([oas, lw_constant_correlation, lw_single_factor], start=1):
+        assert _rel(ref["intensities"][:, k], f(b64.X, return_shrinkage=True)[1]) < 1e-9
+    assert _rel(ref["features"], extract_features(b64.X)) < 1e-9
+    evals, U = dataset._eigh(S)
+    torch.testing.assert_close(
+        evals, torch.linalg.eigvalsh(S), rtol=0, atol=1e-12 * float(evals.max())
+    )
+    torch.testing.assert_close(
+        U @ torch.diag_embed(evals) @ U.mT, S, rtol=0, atol=1e-12 * float(evals.max())
+    )

@@ -201,3 +201,24 @@ def test_gram_is_exactly_symmetric_and_equals_the_matmul(dtype):
     B = A.double().clone().requires_grad_(True)
     gram(B).sum().backward()  # d/dA Σ_ij (AᵀA)_ij = d/dA ‖A 1‖² = 2 (A 1) 1ᵀ
     torch.testing.assert_close(B.grad, 2 * B.detach().sum(-1, keepdim=True).expand(-1, -1, 40))
+
+
+def test_matvecs_equal_row_times_and_keep_gradients():
+    """targets.matvecs (one OpenBLAS GEMM A[v1 .. vk]) against row_times per vector
+    (1e-13 relative); with a gradient it falls back to row_times (same values)."""
+    from shrinklab.targets import matvecs, row_times
+
+    A = torch.as_tensor(_factor_returns(150, 30, seed=5, B=2))
+    vs = [
+        torch.randn(2, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+        for k in range(3)
+    ]
+    got = matvecs(A, *vs)
+    assert len(got) == 3
+    for g, v in zip(got, vs, strict=True):
+        ref = row_times(v, A.mT)
+        assert g.shape == (2, 150) and _rel(g, ref) < 1e-13
+    v = vs[0].clone().requires_grad_(True)
+    (out,) = matvecs(A, v)
+    out.sum().backward()
+    torch.testing.assert_close(v.grad, A.sum(-2))
