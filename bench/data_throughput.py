@@ -30,6 +30,18 @@ otherwise idle cores would give).
 
 Goal: >= 2000 samples/s at p = 50 and >= 200 samples/s at p = 200 on the 2-core CPU.
 
+Measured on the project's machine (2 vCPU AMD EPYC under KVM, torch 2.13 CPU,
+``OMP_NUM_THREADS=1``, default arguments with ``--repeats 2``, load average 0.1),
+2026-11-24, after the issue-3 speed-ups (syrk ``S``, cache-sized reductions of the
+returns, trmm draws, OpenBLAS eigh / skinny products, one Gram for the quadratic form):
+
+    p = 50:  1 process 1229/s (0.81 ms/sample); 2 workers 2397/s wall, 2470/s cpu   (goal met)
+    p = 200: 1 process   98/s (10.2 ms/sample); 2 workers  186/s wall,  191/s cpu   (goal 200 missed)
+
+Before them (same command): p = 200 1 process 73/s (13.6 ms/sample), 2 workers 143/s;
+p = 50 1 process 1153/s, 2 workers 2119/s.  At p = 200 one sample still costs eigh
+2.5 ms, generation 3.2 ms (normals 0.95, Haar QR ~0.6 on average), S (syrk) 1.3 ms.
+
     python bench/data_throughput.py [--threads 1] [--batch 128] [--samples 2048 1024]
                                     [--repeats 3] [--ratio R] [--workers 2]
 """
