@@ -183,7 +183,7 @@ for by in ("family", "pn_bucket"):
 
 # %%
 specialists = (
-    evaluate.specialist_table(scenarios, n_draws=specialist_draws, n_reps=n_reps, seed=seed)
+    evaluate.specialist_table(scenario_results, n_draws=specialist_draws)
     if specialist_draws
     else None
 )

@@ -76,6 +76,7 @@ its position in the grid or on the other scenarios.
 from __future__ import annotations
 
 import math
+import tempfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -89,8 +90,10 @@ import torch
 from shrinklab import estimators as _est
 from shrinklab._validation import center
 from shrinklab.features import extract_features
+from shrinklab.network import MLShrinkageNetwork
 from shrinklab.synthetic import make_scenario
 from shrinklab.targets import TARGET_NAMES, combine, quadratic_form, shrinkage_targets
+from shrinklab.train import TrainConfig, train
 
 __all__ = [
     "ABLATION_COLUMNS",
@@ -116,6 +119,7 @@ __all__ = [
     "scenario_name",
     "scenario_seed",
     "scenario_training_rows",
+    "score_on_replications",
     "select_examples",
     "specialist_network",
     "specialist_table",
@@ -738,11 +742,6 @@ def specialist_network(
     it is in, so the specialist is an optimistic yardstick for it, and a pessimistic
     one for the oracle (which knows each Σ).
     """
-    import tempfile
-
-    from shrinklab.network import MLShrinkageNetwork
-    from shrinklab.train import TrainConfig, train
-
     train_rows = scenario_training_rows(spec, n_draws, seed)
     valid_rows = scenario_training_rows(spec, max(int(n_draws) // 4, 2), seed + 1)
     torch.manual_seed(int(seed))
@@ -769,28 +768,49 @@ def specialist_network(
     return model.eval()
 
 
+def score_on_replications(model: Any, result: Mapping[str, Any]) -> tuple[float, float]:
+    """PRIAL ± SE of ``model`` on the replications of an :func:`evaluate_scenario`
+    result, without evaluating the classical estimators again: the draws are
+    regenerated from the result's spec and seed for their features, and the losses come
+    from the stored quadratic forms (``G``, ``c``, ``d``) and FSOPT losses."""
+    for key in ("G", "c", "losses", "spec", "seed", "n_reps"):
+        if key not in result:
+            raise ValueError(f"result has no {key!r}: pass an evaluate_scenario dict")
+    _target_names(model)
+    make_spec = {k: v for k, v in dict(result["spec"]).items() if k != "name"}
+    _, X_all = make_scenario(make_spec, int(result["n_reps"]), int(result["seed"]))
+    G = torch.as_tensor(result["G"], dtype=torch.float64)
+    c = torch.as_tensor(result["c"], dtype=torch.float64)
+    d = np.asarray(result["losses"]["sample"], dtype=np.float64)
+    n, p = X_all.shape[1:]
+    step = _chunk_size(n, p, len(TARGET_NAMES))
+    losses = []
+    for s in range(0, X_all.shape[0], step):
+        alpha, weights, _ = _predict(model, extract_features(X_all[s : s + step]))
+        w = alpha[:, None] * weights
+        losses.append(_quad(w, G[s : s + step], c[s : s + step], torch.as_tensor(d[s : s + step])))
+    loss = torch.cat(losses).numpy()
+    return _ratio_se(d - loss, d - np.asarray(result["losses"][FSOPT], dtype=np.float64))
+
+
 def specialist_table(
-    specs: Sequence[Mapping[str, Any]],
-    n_draws: int,
-    n_reps: int,
-    seed: int,
-    epochs: int = 60,
+    results: Sequence[Mapping[str, Any]], n_draws: int, epochs: int = 60
 ) -> pd.DataFrame:
-    """PRIAL ± SE of a :func:`specialist_network` per scenario, scored on the same
-    replications as :func:`evaluate_grid` (``scenario_seed(seed, name)``); its
-    training draws come from other seeds. Index ``scenario``; columns
-    ``prial_specialist``, ``se_specialist``, ``n_draws``."""
+    """PRIAL ± SE of a :func:`specialist_network` per scenario of :func:`evaluate_grid`'s
+    ``results``, scored on the same replications (:func:`score_on_replications`); its
+    training draws come from seeds derived from, and distinct from, the scenario's.
+    Index ``scenario``; columns ``prial_specialist``, ``se_specialist``, ``n_draws``."""
     rows = []
-    for spec in specs:
-        name = scenario_name(spec)
-        train_seed = scenario_seed(seed + 1_000, name) % 2**31  # numpy seeds are 32-bit
-        model = specialist_network(spec, n_draws, train_seed, epochs=epochs)
-        r = evaluate_scenario(spec, model, n_reps, scenario_seed(seed, name))
+    for r in results:
+        # numpy-compatible (32-bit) training seed, independent of the evaluation draws
+        train_seed = int(np.random.SeedSequence([int(r["seed"]), 1]).generate_state(1)[0]) >> 1
+        model = specialist_network(r["spec"], n_draws, train_seed, epochs=epochs)
+        prial, se = score_on_replications(model, r)
         rows.append(
             {
-                "scenario": name,
-                "prial_specialist": r["prial"][LEARNED],
-                "se_specialist": r["se"][LEARNED],
+                "scenario": r["scenario"],
+                "prial_specialist": prial,
+                "se_specialist": se,
                 "n_draws": int(n_draws),
             }
         )

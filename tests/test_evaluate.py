@@ -621,6 +621,20 @@ def test_specialist_table_feeds_the_feasibility_summary(grid_results):
     with pytest.raises(ValueError, match="no row"):
         evaluate.feasibility_table(results, specialist=spec.iloc[:2])
     # a real (tiny) specialist: trained on its own draws, scored on the grid's replications
-    small = evaluate.specialist_table(grid[:1], n_draws=48, n_reps=12, seed=4, epochs=2)
+    small = evaluate.specialist_table(results[:1], n_draws=48, epochs=2)
     assert list(small.index) == [results[0]["scenario"]]
     assert np.isfinite(small.prial_specialist).all() and (small.se_specialist > 0).all()
+
+
+def test_score_on_replications_equals_the_full_evaluation(grid_results):
+    """Scoring a model from a result's stored quadratic forms gives the PRIAL and SE
+    that evaluate_scenario computes for it from scratch (1e-9)."""
+    (_, results), grid = grid_results
+    other = random_network(7)
+    for spec, r in zip(grid, results):
+        full = evaluate.evaluate_scenario(spec, other, r["n_reps"], r["seed"])
+        prial, se = evaluate.score_on_replications(other, r)
+        assert prial == pytest.approx(full["prial"]["learned"], rel=1e-9, abs=1e-9)
+        assert se == pytest.approx(full["se"]["learned"], rel=1e-9, abs=1e-9)
+    with pytest.raises(ValueError, match="evaluate_scenario"):
+        evaluate.score_on_replications(other, {"G": 1})
