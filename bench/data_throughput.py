@@ -101,7 +101,7 @@ def run_once(
             b = dataset._chunk_batch(sub, cfg)
             t["generation"] += clock() - t0
             parts: dict[str, float] = {}
-            process_batch(b.X, b.sigma, parts, clock)
+            process_batch(b.X, b.sigma, parts, clock, b.roots)
             t["cov"] += parts["cov"]
             t["eigh"] += parts["eigh"]
             t["targets"] += parts["targets"]

@@ -70,6 +70,7 @@ from shrinklab.targets import (
     gram,
     market_parts,
     quadratic_form_from_stack,
+    row_times,
     shrinkage_targets,
 )
 
@@ -104,6 +105,9 @@ _CHUNK_MIN, _CHUNK_MAX = 4, 128
 _STATS_ELEMENTS = 1 << 18
 # From this p on the eigendecomposition goes through numpy's LAPACK (see _eigh).
 _NUMPY_EIGH_MIN_P = 128
+# From this p on the FSOPT loss reads uᵀΣu off the generator's roots (one trmm or an
+# O(p²k) product per sample) instead of one batched GEMM ΣU (see fsopt_loss_from_eigh).
+_ROOT_FSOPT_MIN_P = 64
 
 # Tensor fields of a TrainingSet, with their stored dtype.
 _FIELDS: dict[str, torch.dtype] = {
@@ -392,7 +396,9 @@ def _plain_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- building
-def fsopt_loss_from_eigh(U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def fsopt_loss_from_eigh(
+    U: torch.Tensor, sigma: torch.Tensor, roots: list | None = None
+) -> torch.Tensor:
     """``‖U diag(uᵢᵀΣuᵢ) Uᵀ − Σ‖²_F`` ``(B,)`` from the sample eigenvectors ``U (B, p, p)``.
 
     FSOPT of Ledoit & Wolf (2012, Ann. Statist. 40(2)).  With ``M = UᵀΣU`` the
@@ -401,18 +407,45 @@ def fsopt_loss_from_eigh(U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     that difference cancels (below ``1e-6 ‖Σ‖²_F``) the squared off-diagonal
     entries of ``M`` are summed directly, so the result never loses more than
     ~1e-10 relative.
+
+    ``roots`` (optional, one per sample, :attr:`shrinklab.synthetic.SyntheticBatch.roots`):
+    a root of each ``Σ`` that gives ``uᵢᵀΣuᵢ = ‖Rᵀuᵢ‖²`` more cheaply than ``ΣU``
+    (:func:`_quadratic_diagonal`: a ``trmm`` for a lower-triangular ``L``, ``O(p²k)``
+    for factors ``(B, d)``); the same values up to round-off.
     """
-    SU = sigma @ U
-    d = (U * SU).sum(-2)  # uᵢᵀ Σ uᵢ
     total = (sigma * sigma).sum((-2, -1))
+    if roots is None:
+        d = (U * (sigma @ U)).sum(-2)  # uᵢᵀ Σ uᵢ
+    else:
+        d = torch.stack([_quadratic_diagonal(U[i], r) for i, r in enumerate(roots)])
     loss = total - (d * d).sum(-1)
     close = loss < 1e-6 * total
     if bool(close.any()):
         idx = close.nonzero().flatten()
-        M = U[idx].transpose(-1, -2) @ SU[idx]
+        M = U[idx].transpose(-1, -2) @ (sigma[idx] @ U[idx])
         M.diagonal(dim1=-2, dim2=-1).zero_()
         loss[idx] = (M * M).sum((-2, -1))
     return loss.clamp_min(0)
+
+
+def _quadratic_diagonal(U: torch.Tensor, root: Any) -> torch.Tensor:
+    """``diag(UᵀΣU)`` ``(p,)`` for ``U (p, p)`` and a root of ``Σ``.
+
+    ``root`` is a lower-triangular ``L`` (``Σ = LLᵀ``): ``‖(UᵀL)ᵢ‖²``, ``UᵀL`` by one
+    BLAS ``trmm`` (half the flops of the GEMM ``ΣU``); or factors ``(B (p, k), d (p,))``
+    (``Σ = BBᵀ + diag(d²)``): ``‖(UᵀB)ᵢ‖² + Σ_j d_j² U_ji²`` in ``O(p²k)``.
+    """
+    if isinstance(root, tuple):
+        b, dv = root
+        P = U.transpose(-1, -2) @ b.to(U.dtype)
+        return (P * P).sum(-1) + row_times(dv * dv, U * U)
+    from scipy.linalg import blas
+
+    # Uᵀ is U's buffer read in Fortran order when U is C-contiguous; Lᵀ likewise.
+    ut = U.detach().cpu().numpy().T
+    lt = root.to(U.dtype).cpu().numpy().T  # Lᵀ, upper triangular
+    P = blas.dtrmm(1.0, lt, ut, side=1, lower=0, trans_a=1)  # Uᵀ (Lᵀ)ᵀ = UᵀL
+    return torch.from_numpy(np.einsum("ij,ij->i", P, P)).to(U.device)
 
 
 def process_batch(
@@ -420,6 +453,7 @@ def process_batch(
     sigma: torch.Tensor,
     timings: dict[str, float] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    roots: list | None = None,
 ) -> dict[str, torch.Tensor]:
     """Everything stored per sample for one batch sharing ``(p, n)`` (in cache-sized chunks).
 
@@ -431,12 +465,23 @@ def process_batch(
     If ``timings`` is a dict, the seconds spent in each part are added to it
     (keys ``cov, eigh, targets, quadratic_form, qp, intensities, features, fsopt``),
     measured with ``clock`` (e.g. ``time.process_time`` for CPU time).
+    ``roots`` (optional): the root each ``X[i]`` was drawn with
+    (:attr:`shrinklab.synthetic.SyntheticBatch.roots`); from ``p =
+    _ROOT_FSOPT_MIN_P`` on the FSOPT loss uses them (:func:`fsopt_loss_from_eigh`).
     """
     B, n, p = X.shape
     step = _chunk_size(n, p)
+    if roots is not None and len(roots) != B:
+        raise ValueError(f"roots has {len(roots)} entries for a batch of {B}")
     if B > step:  # keep the (B, K, p, p) temporaries cache-sized
         parts = [
-            process_batch(X[s : s + step], sigma[s : s + step], timings, clock)
+            process_batch(
+                X[s : s + step],
+                sigma[s : s + step],
+                timings,
+                clock,
+                None if roots is None else roots[s : s + step],
+            )
             for s in range(0, B, step)
         ]
         return {k: torch.cat([q[k] for q in parts]) for k in parts[0]}
@@ -466,7 +511,7 @@ def process_batch(
         f_stats, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten
     )
     clock("features")
-    loss_fsopt = fsopt_loss_from_eigh(U, sigma)
+    loss_fsopt = fsopt_loss_from_eigh(U, sigma, roots if p >= _ROOT_FSOPT_MIN_P else None)
     clock("fsopt")
     s_lw = inten[:, 0]
     loss_lw = s_lw * s_lw * G[:, 0, 0] - 2 * s_lw * c[:, 0] + d
@@ -637,7 +682,7 @@ def _blas_threads(threads: int | None):
 def _batch_rows(batch: synthetic.SyntheticBatch) -> dict[str, torch.Tensor]:
     """The stored fields of one synthetic batch (see :func:`process_batch`)."""
     codes = {f: i for i, f in enumerate(synthetic.FAMILIES)}
-    out = process_batch(batch.X, batch.sigma)
+    out = process_batch(batch.X, batch.sigma, roots=batch.roots)
     B = len(batch)
     out["p"] = torch.full((B,), batch.p, dtype=torch.int64)
     out["n"] = torch.full((B,), batch.n, dtype=torch.int64)
@@ -670,8 +715,9 @@ def _chunk_batch(
 ) -> synthetic.SyntheticBatch:
     """The synthetic batch of one chunk, ``X`` in float32 when the draws are (exactly
     the float64 values of :func:`shrinklab.synthetic.build_batch`, half the memory
-    traffic; :func:`process_batch` upcasts them piece by piece)."""
-    return synthetic._build_batch(sub, cfg, torch.float32)
+    traffic; :func:`process_batch` upcasts them piece by piece), with the roots of
+    ``Σ`` that ``X`` was drawn with (for the FSOPT loss)."""
+    return synthetic._build_batch(sub, cfg, torch.float32, keep_roots=True)
 
 
 def _chunk_plans(plan: synthetic.BatchPlan) -> list[synthetic.BatchPlan]:

@@ -354,3 +354,28 @@ def test_float32_handoff_pieces_and_numpy_eigh_match_the_float64_path(monkeypatc
     torch.testing.assert_close(
         U @ torch.diag_embed(evals) @ U.mT, S, rtol=0, atol=1e-12 * float(evals.max())
     )
+
+
+def test_fsopt_loss_from_the_generator_roots_for_every_family():
+    """uᵀΣu from the roots the builder keeps (trmm on a lower-triangular L, O(p²k) on
+    factors (B, d)) gives the FSOPT loss of estimators.fsopt computed directly from the
+    matrices (1e-10 relative), for every family, and process_batch with the roots
+    equals process_batch without them (1e-10)."""
+    cfg = {"batch_size": 36, "p_min": 70, "p_max": 80, "short_prob": 0.0, "edge_prob": 0.3}
+    cfg.update(ratio_min=0.5, ratio_max=1.5)  # p > n included
+    c = synthetic.as_config(cfg)
+    (plan,) = synthetic.plan_batches(36, 3, c)
+    b = dataset._chunk_batch(plan, c)
+    assert plan.p >= dataset._ROOT_FSOPT_MIN_P
+    kinds = {type(r).__name__ for r in b.roots}
+    assert kinds == {"Tensor", "tuple"}, kinds
+    X = b.X.double()
+    _, U = torch.linalg.eigh(torch.stack([torch.cov(x.T, correction=0) for x in X]))
+    direct = ((fsopt(X, b.sigma) - b.sigma) ** 2).sum((-2, -1))
+    assert _rel(dataset.fsopt_loss_from_eigh(U, b.sigma, b.roots), direct) < 1e-10
+    with_roots = dataset.process_batch(b.X, b.sigma, roots=b.roots)
+    without = dataset.process_batch(b.X, b.sigma)
+    for k, v in without.items():
+        assert _rel(with_roots[k], v) < 1e-10, k
+    with pytest.raises(ValueError, match="roots"):
+        dataset.process_batch(b.X, b.sigma, roots=b.roots[:3])

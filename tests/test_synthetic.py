@@ -61,6 +61,7 @@ def test_sampling_root_reproduces_sigma(family):
     for hetero in (None, 0.5):
         kw = {} if hetero is None else {"hetero": hetero}
         sigma, root = syn._sigma_and_root(family, 30, _gen(4), kw, 0.0)
+        assert torch.equal(sigma, sigma.T), "exactly symmetric (no symmetrising pass)"
         if isinstance(root, tuple):
             b, d = root
             rebuilt = b @ b.T + torch.diag(d * d)
@@ -452,3 +453,40 @@ def test_trmm_draw_equals_the_gemm_product(dtype):
     assert got.dtype == dtype and got.shape == (270, 70)
     tol = 2e-6 if dtype == torch.float32 else 1e-13
     assert float((got.double() - ref).abs().max()) <= tol * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("p", [3, 64, 200])
+def test_lapack_qr_factor_against_numpy(p):
+    """``_qr_q`` (scipy LAPACK geqrf/orgqr on a float32 draw upcast) against numpy's QR
+    of the same float64 matrix: Q orthogonal and QR = A to 1e-13, the same Q and diag R
+    once both are sign-normalised (1e-10: the Householder QR is unique up to signs)."""
+    a32 = torch.randn(p, p, generator=_gen(p), dtype=torch.float32)
+    q, r_diag = syn._qr_q(a32)
+    a = a32.double().numpy()
+    np.testing.assert_allclose(q.T @ q, np.eye(p), rtol=0, atol=1e-13)
+    r = q.T @ a  # upper triangular with diagonal r_diag
+    np.testing.assert_allclose(np.tril(r, -1), 0.0, rtol=0, atol=1e-12 * np.abs(a).max())
+    np.testing.assert_allclose(np.diagonal(r), r_diag, rtol=1e-12, atol=0)
+    q_ref, r_ref = np.linalg.qr(a)
+    s, s_ref = np.sign(r_diag), np.sign(np.diagonal(r_ref))
+    np.testing.assert_allclose(q * s, q_ref * s_ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.abs(r_diag), np.abs(np.diagonal(r_ref)), rtol=1e-10)
+
+
+def test_builder_batches_keep_the_roots_of_their_draws():
+    """``_build_batch(..., keep_roots=True)`` (the training-set builder's batches) carries
+    each sample's root: Σ = LLᵀ with L lower triangular, or Σ = BBᵀ + diag(d²) (1e-12),
+    and X unchanged; public batches carry none."""
+    cfg = syn.as_config({"batch_size": 24, "p_min": 30, "p_max": 40, "edge_prob": 0.4})
+    plan = next(syn.plan_batches(24, 2, cfg))
+    b = syn._build_batch(plan, cfg, torch.float32, keep_roots=True)
+    ref = syn.build_batch(plan, cfg)
+    assert ref.roots is None and len(b.roots) == len(b)
+    assert torch.equal(b.X.double(), ref.X) and torch.equal(b.sigma, ref.sigma)
+    for sigma, root in zip(b.sigma, b.roots, strict=True):
+        if isinstance(root, tuple):
+            rebuilt = root[0] @ root[0].T + torch.diag(root[1] ** 2)
+        else:
+            assert torch.equal(root, root.tril())
+            rebuilt = root @ root.T
+        torch.testing.assert_close(rebuilt, sigma, rtol=1e-12, atol=1e-12)
