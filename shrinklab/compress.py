@@ -54,6 +54,7 @@ from shrinklab.ensemble import (
     _get,
     member_kind,
     model_class,
+    normalised_prial_of,
     predict_numpy,
     prial_of,
 )
@@ -735,22 +736,31 @@ def tradeoff_table(
     ``file_bytes``, ``latency_b1_s`` and ``latency_b1024_s`` (median seconds per
     estimate, features → intensities, this CPU), ``e2e_b1_s`` (plus
     ``feature_cost_s``, the cost of extracting one sample's features, when given),
-    ``prial`` (%), and ``gain_kept = (PRIAL − PRIAL_LW) / (PRIAL_ref − PRIAL_LW)``
+    ``prial`` (%, pooled losses), ``norm_prial`` (%, per-world normalised losses,
+    :func:`shrinklab.ensemble.normalised_prial_of`) and
+    ``gain_kept = (norm_PRIAL − norm_PRIAL_LW) / (norm_PRIAL_ref − norm_PRIAL_LW)``
     where ``lw_intensities (N, K)`` writes Ledoit–Wolf in the family (its intensity
     on the identity target; default: the stored ``eval_set.loss_lw`` of a
     :class:`shrinklab.dataset.TrainingSet`) and ``reference`` names the ensemble row.
+
+    The gain is measured on normalised losses so that every world of the evaluation
+    set counts the same: pooled over a mixture of worlds, PRIAL follows the few worlds
+    with the largest losses, and a compressed model that is better there but worse
+    in most worlds would look like it keeps (or beats) the reference's gain.
     """
     if reference not in models:
         raise ValueError(f"reference model {reference!r} not in models {list(models)}")
     feats = np.asarray(_get(eval_set, "features"), dtype=np.float32)
     if lw_intensities is not None:
         prial_lw = prial_of(lw_intensities, eval_set)
+        norm_prial_lw = normalised_prial_of(lw_intensities, eval_set)
     elif getattr(eval_set, "loss_lw", None) is not None:
         from shrinklab.estimators import prial
 
-        prial_lw = prial(
-            _get(eval_set, "loss_lw"), _get(eval_set, "d"), _get(eval_set, "loss_fsopt")
-        )
+        d, fsopt = _get(eval_set, "d"), _get(eval_set, "loss_fsopt")
+        prial_lw = prial(_get(eval_set, "loss_lw"), d, fsopt)
+        d, fsopt, lw = (np.asarray(v, dtype=np.float64) for v in (d, fsopt, eval_set.loss_lw))
+        norm_prial_lw = float(100.0 * (1.0 - lw / d).mean() / (1.0 - fsopt / d).mean())
     else:
         raise ValueError("give lw_intensities, or an eval_set with a loss_lw field")
     rows = []
@@ -766,20 +776,22 @@ def tradeoff_table(
             "latency_b1024_s": latency(model, feats, 1024, repeats=max(3, repeats // 5)),
             "e2e_b1_s": lat1 + feature_cost_s if feature_cost_s is not None else float("nan"),
             "prial": prial_of(w, eval_set),
+            "norm_prial": normalised_prial_of(w, eval_set),
         }
         rows.append(row)
     table = pd.DataFrame(rows).set_index("model")
-    denom = table.loc[reference, "prial"] - prial_lw
+    denom = table.loc[reference, "norm_prial"] - norm_prial_lw
     if not denom > 0:
         warnings.warn(
-            f"the reference {reference!r} does not beat Ledoit–Wolf "
-            f"(PRIAL {table.loc[reference, 'prial']:.2f} vs {prial_lw:.2f}); gain_kept is NaN",
+            f"the reference {reference!r} does not beat Ledoit–Wolf (normalised PRIAL "
+            f"{table.loc[reference, 'norm_prial']:.2f} vs {norm_prial_lw:.2f}); gain_kept is NaN",
             stacklevel=2,
         )
         table["gain_kept"] = float("nan")
     else:
-        table["gain_kept"] = (table["prial"] - prial_lw) / denom
+        table["gain_kept"] = (table["norm_prial"] - norm_prial_lw) / denom
     table.attrs["prial_lw"] = prial_lw
+    table.attrs["norm_prial_lw"] = norm_prial_lw
     table.attrs["reference"] = reference
     return table
 
@@ -795,10 +807,11 @@ def choose_deployable(
     max_size_ratio: float = 0.5,
 ) -> tuple[str, str]:
     """The deployable model: among the models that keep at least ``min_gain_kept`` of
-    the reference's PRIAL gain over Ledoit–Wolf *and* are clearly faster than it
+    the reference's gain over Ledoit–Wolf (``gain_kept`` of :func:`tradeoff_table`, on
+    per-world normalised losses) *and* are clearly faster than it
     (``latency_col`` at most ``max_latency_ratio`` × the reference's) *or* clearly
     smaller (``size_col`` at most ``max_size_ratio`` × the reference's), the smallest
-    by ``size_col`` (ties: higher PRIAL, then name); the reference itself if there is
+    by ``size_col`` (ties: higher ``norm_prial``, or ``prial`` without it, then name); the reference itself if there is
     none.
 
     Latency only gates (a factor of two does not flip with timing noise); size is
@@ -837,9 +850,10 @@ def choose_deployable(
             f"(<= {max_latency_ratio:g}x latency) nor clearly smaller (<= {max_size_ratio:g}x "
             f"{size_col}) than the {reference}; deploying the {reference}"
         )
+    score = "norm_prial" if "norm_prial" in ok else "prial"
     if size_col in ok:
         order = ok.assign(_name=ok.index).sort_values(
-            [size_col, "prial", "_name"], ascending=[True, False, True]
+            [size_col, score, "_name"], ascending=[True, False, True]
         )
         best, how = str(order.index[0]), f"the smallest ({size_col})"
     else:
@@ -852,8 +866,9 @@ def choose_deployable(
     )
     return best, (
         f"{best}, {how} of the models clearly faster or smaller than the {reference}, keeps "
-        f"{100 * float(ok.loc[best, 'gain_kept']):.1f}% of its PRIAL gain over Ledoit-Wolf "
-        f"(PRIAL {float(ok.loc[best, 'prial']):.2f} vs {float(table.loc[reference, 'prial']):.2f}) "
+        f"{100 * float(ok.loc[best, 'gain_kept']):.1f}% of its {score.replace('_', ' ')} gain over "
+        f"Ledoit-Wolf ({score} {float(ok.loc[best, score]):.2f} vs "
+        f"{float(table.loc[reference, score]):.2f}) "
         f"at {lat / ref_lat:.3f}x its latency "
         f"({lat * 1e6:.1f} vs {ref_lat * 1e6:.1f} us per estimate, batch 1){size}"
     )

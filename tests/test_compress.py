@@ -31,7 +31,7 @@ from shrinklab.compress import (
     teacher_targets,
     tradeoff_table,
 )
-from shrinklab.ensemble import EnsembleModel, prial_of
+from shrinklab.ensemble import EnsembleModel, normalised_prial_of, prial_of
 from shrinklab.network import MLShrinkageNetwork, load_model, save_model
 
 F, K = 8, 5
@@ -308,10 +308,16 @@ def test_tradeoff_table_and_choice(trained, teacher, teacher_onnx, data):
         repeats=5,
         feature_cost_s=1e-3,
     )
-    p_lw, p_ens = prial_of(lw, va), prial_of(teacher.predict(va.features).intensities, va)
-    assert table.attrs["prial_lw"] == pytest.approx(p_lw)
+    assert table.attrs["prial_lw"] == pytest.approx(prial_of(lw, va))
+    # the gain is measured on per-world normalised losses (every world weighs the same)
+    p_lw = normalised_prial_of(lw, va)
+    p_ens = normalised_prial_of(teacher.predict(va.features).intensities, va)
+    assert table.attrs["norm_prial_lw"] == pytest.approx(p_lw)
     assert table.loc["ensemble", "gain_kept"] == pytest.approx(1.0)
-    p_net = prial_of(trained.predict(va.features).intensities, va)
+    w_net = trained.predict(va.features).intensities
+    assert table.loc["net", "prial"] == pytest.approx(prial_of(w_net, va))
+    p_net = normalised_prial_of(w_net, va)
+    assert table.loc["net", "norm_prial"] == pytest.approx(p_net)
     assert table.loc["net", "gain_kept"] == pytest.approx((p_net - p_lw) / (p_ens - p_lw))
     assert table.loc["onnx_ensemble", "gain_kept"] == pytest.approx(1.0, abs=1e-4)
     assert table.loc["net", "file_bytes"] == model_file_size(trained)

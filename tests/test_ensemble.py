@@ -26,6 +26,7 @@ from shrinklab.ensemble import (
     fit_variance_weights,
     gaussian_nll,
     interval_coverage,
+    normalised_prial_of,
     prial_of,
     prial_table,
     quadratic_loss,
@@ -544,6 +545,36 @@ def test_prial_from_quadratic_form_matches_matrices():
     data = {"G": G, "c": c, "d": d, "loss_fsopt": loss_fs}
     direct = prial(frobenius_loss(combine(S, T, w), sigma), frobenius_loss(S, sigma), loss_fs)
     assert prial_of(w, data) == pytest.approx(direct, rel=1e-8, abs=1e-8)
+
+
+def test_normalised_prial_is_a_per_world_mean_and_scale_invariant():
+    """normalised_prial_of against a numpy brute force of 100·mean(1 − L/d)/mean(1 − L_fs/d),
+    unchanged when one world's losses are rescaled (prial_of is not), and equal to
+    prial_of when every world has the same d."""
+    rng = np.random.default_rng(3)
+    N = 40
+    A = rng.normal(size=(N, K, K))
+    G = A @ A.transpose(0, 2, 1) + 0.1 * np.eye(K)
+    c = rng.normal(size=(N, K))
+    w = rng.uniform(0, 1 / K, size=(N, K))
+    # d large enough that every loss is positive, FSOPT below the sample's
+    d = np.einsum("nk,nkl,nl->n", c, np.linalg.inv(G), c) + rng.uniform(0.5, 2.0, N)
+    fs = d * rng.uniform(0.2, 0.8, N)
+    loss = np.einsum("nk,nkl,nl->n", w, G, w) - 2 * (c * w).sum(1) + d
+    brute = 100 * (1 - loss / d).mean() / (1 - fs / d).mean()
+    data = {"G": G, "c": c, "d": d, "loss_fsopt": fs}
+    assert normalised_prial_of(w, data) == pytest.approx(brute, rel=1e-10)
+    scale = np.ones(N)
+    scale[0] = 1e3  # one world on a 30x larger scale of Σ (losses scale by 1000)
+    big = {"G": G * scale[:, None, None], "c": c * scale[:, None], "d": d * scale,
+           "loss_fsopt": fs * scale}  # fmt: skip
+    assert normalised_prial_of(w, big) == pytest.approx(brute, rel=1e-10)
+    assert abs(prial_of(w, big) - prial_of(w, data)) > 1.0
+    same_d = {**data, "G": G / d[:, None, None], "c": c / d[:, None], "d": np.ones(N),
+              "loss_fsopt": fs / d}  # fmt: skip
+    assert normalised_prial_of(w, same_d) == pytest.approx(prial_of(w, same_d), rel=1e-10)
+    with pytest.raises(ValueError, match="d > 0"):
+        normalised_prial_of(w, {**data, "d": np.zeros(N)})
 
 
 def test_prial_table_lists_members_ensemble_and_oracle():
