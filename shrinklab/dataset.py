@@ -549,6 +549,8 @@ def _returns_stats(X: torch.Tensor, clock: _Clock) -> tuple[torch.Tensor, dict, 
     elements (one sample at p = 200), so that each piece of ``Xc`` and its
     temporaries (``Xc²``, ``Xc³``) stay in cache while they are read several
     times; only ``S`` and vectors of length ``n`` or ``p`` leave the loop.
+    ``Xc²`` is formed once (:func:`_center_squares`) and shared by the check for
+    constant columns, the features and the intensities.
     ``S = XcᵀXc / n`` is one ``syrk`` per sample (:func:`shrinklab.targets.gram`).
     Returns ``(S, market parts, intensity stats, feature stats)`` (see
     :func:`shrinklab.targets.market_parts`, :func:`shrinklab.estimators._intensity_stats`,
@@ -559,18 +561,38 @@ def _returns_stats(X: torch.Tensor, clock: _Clock) -> tuple[torch.Tensor, dict, 
     S = torch.empty(B, p, p, dtype=torch.float64, device=X.device)
     pieces = []
     for s in range(0, B, step):
-        Xc, _ = center(X[s : s + step].to(S.dtype), cov=False)
+        Xc, Y2 = _center_squares(X[s : s + step].to(S.dtype))
         Sp = S[s : s + step]
         torch.div(gram(Xc), n, out=Sp)
         clock("cov")
         sf = market_parts(Xc)
         clock("targets")
-        ist = estimators._intensity_stats(Xc, Sp, sf["covmkt"])
-        clock("intensities")
-        fst = features._feature_stats(Xc, Sp)
+        fst = features._feature_stats(Xc, Sp, Y2)  # reads Y2 = Xc²
         clock("features")
+        y4 = fst["m4"].sum(-1) * n  # Σ_ti x_ti⁴
+        ist = estimators._intensity_stats(Xc, Sp, sf["covmkt"], Y2, y4)  # overwrites Y2
+        clock("intensities")
         pieces.append((sf, ist, fst))
     return (S, *(_cat_stats([q[i] for q in pieces]) for i in range(3)))
+
+
+def _center_squares(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Xc, Xc∘Xc)``: :func:`shrinklab._validation.center` ``(X, cov=False)`` and the squares.
+
+    ``center`` squares ``Xc`` to find the candidates for constant columns; here the
+    squares are kept for the moments.  With no candidate (the same rule as
+    ``center``'s) ``Xc = X − mean`` is ``center``'s result bit for bit; otherwise
+    ``center`` itself handles the sample (tested on constant columns).
+    """
+    n = X.shape[-2]
+    mean = X.mean(dim=-2, keepdim=True)
+    Xc = X - mean
+    Y2 = Xc * Xc
+    bound = (4.0 * n * torch.finfo(X.dtype).eps * mean.squeeze(-2)) ** 2
+    if bool((Y2.sum(-2) / n <= bound).any()):
+        Xc, _ = center(X, cov=False)
+        Y2 = Xc * Xc
+    return Xc, Y2
 
 
 def _cat_stats(pieces: list[dict]) -> dict:

@@ -97,21 +97,28 @@ def sample_covariance(X: Any, *, return_shrinkage: bool = False) -> Result:
     )
 
 
-def _fourth_moments(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, torch.Tensor]:
+def _fourth_moments(
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    Y2: torch.Tensor | None = None,
+    sum_y4: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """O(np + p²) moments shared by the LW, constant-correlation and single-factor intensities.
 
     ``Y2 = Xc∘Xc``, ``row2_t = Σ_i x_ti²``,
     ``sum_pi = Σ_ij (1/n Σ_t x_ti² x_tj²) = 1/n Σ_t row2_t²`` (the ``π̂``-type
     sum of Ledoit & Wolf without the ``(B, p, p)`` matrix ``Y2ᵀY2``),
     ``ss = ‖S‖²_F``, ``pihat = sum_pi − ss`` and
-    ``rho_diag = Σ_i (1/n Σ_t x_ti⁴ − s_ii²)``.
+    ``rho_diag = Σ_i (1/n Σ_t x_ti⁴ − s_ii²)``.  ``Y2`` and ``sum_y4 = Σ_ti x_ti⁴``
+    ``(B,)`` may be given by a caller that has them.
     """
     B, n, p = Xc.shape
-    Y2 = Xc * Xc
+    Y2 = Xc * Xc if Y2 is None else Y2
     row2 = Y2.sum(-1)  # (B, n)
     var = torch.diagonal(S, dim1=-2, dim2=-1)
-    flat = Y2.reshape(B, 1, n * p)
-    sum_y4 = (flat @ flat.transpose(-1, -2)).reshape(B)  # Σ_ti x_ti⁴, no temporary
+    if sum_y4 is None:
+        flat = Y2.reshape(B, 1, n * p)
+        sum_y4 = (flat @ flat.transpose(-1, -2)).reshape(B)  # Σ_ti x_ti⁴, no temporary
     sum_pi = (row2 * row2).sum(-1) / n
     ss = (S * S).sum((-2, -1))
     return {
@@ -275,7 +282,13 @@ def shrinkage_intensities(
     return _intensities_from_stats(stats, S, (F_cc, rbar, F_sf, parts))
 
 
-def _intensity_stats(Xc: torch.Tensor, S: torch.Tensor, covmkt: torch.Tensor) -> dict:
+def _intensity_stats(
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    covmkt: torch.Tensor,
+    Y2: torch.Tensor | None = None,
+    sum_y4: torch.Tensor | None = None,
+) -> dict:
     """Every sum over the returns that :func:`_intensities_from_stats` needs, O(np) per sample.
 
     ``Xc (B, n, p)`` demeaned returns, ``S = XcᵀXc/n``, ``covmkt (B, p)`` the
@@ -285,8 +298,10 @@ def _intensity_stats(Xc: torch.Tensor, S: torch.Tensor, covmkt: torch.Tensor) ->
     :func:`_cc_intensity` / :func:`_sf_intensity`: vectors of length ``n`` or
     ``p`` only, so a caller can compute them in cache-sized pieces of the batch
     and concatenate them (``torch.cat`` along dim 0 of every entry but ``n``).
+    A caller that has ``Y2 = Xc∘Xc`` and ``sum_y4 = Σ_ti x_ti⁴`` may pass them;
+    ``Y2`` is then overwritten (with ``Xc³``).
     """
-    mom = _fourth_moments(Xc, S)
+    mom = _fourth_moments(Xc, S, Y2, sum_y4)
     sd = mom["var"].clamp_min(0).sqrt()
     pos = sd > 0
     inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)

@@ -317,7 +317,9 @@ def _inverse_sd(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return var, sd > 0, _safe_div(torch.ones_like(sd), sd)
 
 
-def _feature_stats(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, Any]:
+def _feature_stats(
+    Xc: torch.Tensor, S: torch.Tensor, X2: torch.Tensor | None = None
+) -> dict[str, Any]:
     """The sums over the returns that the features need, O(np) per sample.
 
     Per asset the second and fourth moments ``m2``, ``m4`` and the second moment
@@ -325,13 +327,14 @@ def _feature_stats(Xc: torch.Tensor, S: torch.Tensor) -> dict[str, Any]:
     standardised returns ``mkt`` (before demeaning); and ``n``.  Only vectors,
     so a caller may compute them on cache-sized pieces of a batch and
     concatenate them along dim 0 (:func:`_features_from_stats` needs no ``Xc``).
+    ``X2 = Xc∘Xc`` may be given by a caller that has it (it is only read).
     """
     n, p = Xc.shape[-2:]
     m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
-    X2 = Xc * Xc  # one (B, n, p) temporary: x², then x⁴ in place
+    X2 = Xc * Xc if X2 is None else X2
     m2 = X2.mean(-2)
     recent = X2[:, n - m :].mean(-2)
-    m4 = X2.square_().mean(-2)
+    m4 = (X2 * X2).mean(-2)
     inv_sd = _inverse_sd(S)[2]
     mkt = _targets.matvecs(Xc, inv_sd)[0] / p  # (B, n)
     return {"n": n, "m2": m2, "recent": recent, "m4": m4, "mkt": mkt}
