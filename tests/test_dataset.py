@@ -379,3 +379,21 @@ def test_fsopt_loss_from_the_generator_roots_for_every_family():
         assert _rel(with_roots[k], v) < 1e-10, k
     with pytest.raises(ValueError, match="roots"):
         dataset.process_batch(b.X, b.sigma, roots=b.roots[:3])
+
+
+def test_center_squares_is_center_and_its_squares():
+    """_center_squares equals _validation.center(X, cov=False) bit for bit, with Xc∘Xc,
+    on ordinary returns and on samples with constant columns (where the squares of the
+    zeroed columns are exactly 0)."""
+    from shrinklab._validation import center
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(4, 30, 7, generator=g, dtype=torch.float64) * 3 + 1
+    X[1, :, 2] = 0.37  # constant columns with a non-representable value
+    X[3, :, 0] = -5.1
+    for data in (X[[0, 2]], X):
+        Xc, Y2 = dataset._center_squares(data)
+        ref, _ = center(data, cov=False)
+        assert torch.equal(Xc, ref)
+        assert torch.equal(Y2, ref * ref)
+    assert bool((dataset._center_squares(X)[1][1, :, 2] == 0).all())
