@@ -23,7 +23,8 @@ Architecture (all sizes configurable, defaults from the specification):
   targets ``(B, K)`` (``K = 1`` gives ``π ≡ 1``), and ``log_var`` ``(B,)``, the log of the
   predicted variance of the intensity error (uncertainty head).
 * optional *anchored* output (``anchors``): the intensities are a gated convex
-  combination ``w = g_0 · απ + Σ_j g_j c_j`` (``g = softmax``) of the free head and of
+  combination ``w = g_0 · απ + Σ_j g_j c_j`` (``g = softmax``, or :func:`sparsemax` with
+  ``gate="sparsemax"``, which can put exactly zero on an expert) of the free head and of
   the classical estimators of the family, read from the raw input features
   (``c = ρ̂_LW e_identity``, ``ρ̂_OAS e_identity``, ``ρ̂_CC e_cc``, ``ρ̂_SF e_sf`` and
   ``e_qis``). Each classical estimator is then one corner the network can reach
@@ -78,9 +79,38 @@ __all__ = [
     "output_priors",
     "register_model_kind",
     "save_model",
+    "sparsemax",
 ]
 
 FORMAT_VERSION = 1
+
+
+def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Euclidean projection of ``z`` onto the probability simplex along ``dim``
+    [Martins & Astudillo, "From softmax to sparsemax: a sparse model of attention and
+    multi-label classification", ICML 2016]: ``max(z − τ, 0)`` with the threshold ``τ``
+    that makes the entries sum to 1. Unlike softmax it returns exact zeros; it is
+    piecewise linear, and autograd through this form gives its Jacobian
+    ``diag(s) − s sᵀ/|s|`` on the support ``s``."""
+    z_sorted, _ = torch.sort(z, dim=dim, descending=True)
+    cumsum = z_sorted.cumsum(dim) - 1.0
+    k = torch.arange(1, z.shape[dim] + 1, device=z.device, dtype=z.dtype)
+    shape = [1] * z.ndim
+    shape[dim] = -1
+    k = k.view(shape)
+    support = (k * z_sorted > cumsum).to(z.dtype)  # 1 + k z_(k) > Σ_{j≤k} z_(j)
+    k_z = support.sum(dim=dim, keepdim=True)
+    tau = cumsum.gather(dim, k_z.long() - 1) / k_z
+    return (z - tau).clamp_min(0.0)
+
+
+_GATES = {"softmax": lambda z: torch.softmax(z, dim=-1), "sparsemax": sparsemax}
+
+
+def _check_gate(gate: str) -> str:
+    if gate not in _GATES:
+        raise ValueError(f"gate must be one of {sorted(_GATES)}, got {gate!r}")
+    return str(gate)
 
 
 class ShrinkageOutput(NamedTuple):
@@ -219,6 +249,10 @@ class MLShrinkageNetwork(nn.Module):
         off; or an explicit list of ``[feature_index, target_index]`` pairs, where
         ``feature_index = -1`` is a fixed weight 1 (e.g. pure QIS). See the module
         docstring.
+    gate : map from the gate's logits to the simplex, ``"softmax"`` (default) or
+        ``"sparsemax"`` (:func:`sparsemax`: exact zeros, so the output can be exactly one
+        classical estimator, e.g. pure QIS, instead of keeping a few per cent on
+        targets that are far off in this world).
     """
 
     model_kind = "mlp"
@@ -238,6 +272,7 @@ class MLShrinkageNetwork(nn.Module):
         n_regimes: int = 0,
         regime_dim: int = 4,
         anchors: str | Sequence[Sequence[int]] | None = "auto",
+        gate: str = "softmax",
     ) -> None:
         super().__init__()
         hidden_dims = tuple(int(h) for h in hidden_dims)
@@ -271,6 +306,7 @@ class MLShrinkageNetwork(nn.Module):
             "n_regimes": int(n_regimes),
             "regime_dim": int(regime_dim),
             "anchors": resolve_anchors(anchors, int(input_dim), int(num_targets)),
+            "gate": _check_gate(gate),
         }
         self.input_dim = int(input_dim)
         self.num_targets = int(num_targets)
@@ -452,7 +488,8 @@ class MLShrinkageNetwork(nn.Module):
         """Gated convex combination of the free head and the anchors → ``(α, π)``."""
         assert self.gate_head is not None
         assert self.gate_log_scale is not None
-        gate = torch.softmax(self.gate_head(h) * self.gate_log_scale.exp(), dim=-1)  # (B, J+1)
+        logits = self.gate_head(h) * self.gate_log_scale.exp()
+        gate = _GATES[self._config["gate"]](logits)  # (B, J+1)
         cand = self.anchor_candidates(x)  # (B, J, K)
         w = gate[:, :1] * alpha[:, None] * weights + (gate[:, 1:, None] * cand).sum(dim=1)
         total = w.sum(dim=-1)
@@ -510,6 +547,7 @@ class MLShrinkageNetwork(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> MLShrinkageNetwork:
         config = dict(config)
         config.setdefault("anchors", None)  # files written before anchors existed
+        config.setdefault("gate", "softmax")  # files written before the sparsemax gate
         return cls(**config)
 
     @classmethod

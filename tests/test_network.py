@@ -18,6 +18,7 @@ from shrinklab.network import (
     output_priors,
     register_model_kind,
     save_model,
+    sparsemax,
 )
 
 F = 12
@@ -328,10 +329,10 @@ def _full_layout():
     return list(FEATURE_NAMES), list(TARGET_NAMES)
 
 
-def _anchored_net(seed: int = 0) -> MLShrinkageNetwork:
+def _anchored_net(seed: int = 0, gate: str = "softmax") -> MLShrinkageNetwork:
     feats, targets = _full_layout()
     torch.manual_seed(seed)
-    return MLShrinkageNetwork(len(feats), len(targets), hidden_dims=(16, 8))
+    return MLShrinkageNetwork(len(feats), len(targets), hidden_dims=(16, 8), gate=gate)
 
 
 def _features(batch: int, seed: int = 1) -> torch.Tensor:
@@ -423,3 +424,79 @@ def test_anchors_persist_and_old_files_load_without(tmp_path):
 def test_bad_anchors_raise(bad):
     with pytest.raises(ValueError, match="anchor"):
         MLShrinkageNetwork(len(_full_layout()[0]), 5, anchors=bad)
+
+
+def _simplex_projection_bisection(z: np.ndarray) -> np.ndarray:
+    """Brute-force Euclidean projection onto the simplex: bisection on τ in
+    Σ max(z − τ, 0) = 1 (an independent reference for sparsemax)."""
+    lo, hi = z.min() - 1.0, z.max()
+    for _ in range(200):
+        tau = 0.5 * (lo + hi)
+        lo, hi = (tau, hi) if np.maximum(z - tau, 0).sum() > 1 else (lo, tau)
+    return np.maximum(z - 0.5 * (lo + hi), 0)
+
+
+def test_sparsemax_is_the_simplex_projection_with_exact_zeros():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(50, 6, generator=g, dtype=torch.float64) * 2
+    p = sparsemax(z)
+    ref = np.stack([_simplex_projection_bisection(row) for row in z.numpy()])
+    np.testing.assert_allclose(p.numpy(), ref, rtol=0, atol=1e-12)
+    assert bool((p == 0).any())  # sparse: exact zeros, which softmax never gives
+    torch.testing.assert_close(p.sum(-1), torch.ones(50, dtype=torch.float64))
+    # shift invariance and a closed form: two entries 1 apart → (1, 0)
+    torch.testing.assert_close(sparsemax(z + 3.0), p)
+    torch.testing.assert_close(
+        sparsemax(torch.tensor([[2.0, 1.0]], dtype=torch.float64)),
+        torch.tensor([[1.0, 0.0]], dtype=torch.float64),
+    )
+    # autograd through the sort/threshold form matches finite differences
+    zz = (torch.randn(4, 5, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
+    assert torch.autograd.gradcheck(sparsemax, (zz,))
+
+
+def test_sparsemax_gate_matches_reference_and_reaches_pure_qis():
+    """gate="sparsemax": w = g0·απ + Σ_j g_j c_j with g the simplex projection of the
+    logits (numpy reference); a gate that prefers QIS by a margin returns exactly QIS."""
+    net = _trained_like(_anchored_net(gate="sparsemax")).eval()
+    x = _features(32)
+    with torch.no_grad():
+        out = net(x)
+        h = net._trunk(x)
+        a = torch.sigmoid(net.alpha_head(h)).squeeze(-1).double().numpy()
+        pi = torch.softmax(net.weights_head(h), -1).double().numpy()
+        logits = (net.gate_head(h) * net.gate_log_scale.exp()).double().numpy()
+    gate = np.stack([_simplex_projection_bisection(row) for row in logits])
+    w = gate[:, :1] * a[:, None] * pi
+    for j, (f, t) in enumerate(net.config["anchors"]):
+        value = np.ones(len(x)) if f < 0 else np.clip(x.double().numpy()[:, f], 0, 1)
+        w[:, t] += gate[:, j + 1] * value
+    np.testing.assert_allclose(out.intensities.double().numpy(), w, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        net.gate_head.weight.zero_()
+        net.gate_head.bias.zero_()
+        net.gate_head.bias[-1] = 1.5  # QIS logit 1.5 above the others: enough for sparsemax
+    w = net(x).intensities
+    expected = torch.zeros_like(w)
+    expected[:, -1] = 1.0
+    torch.testing.assert_close(w, expected, rtol=0, atol=0)
+    # the same logits under softmax leave about 11 % on the other experts
+    soft = _anchored_net(gate="softmax").eval()
+    soft.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert float(soft(x).intensities[:, -1].min()) < 0.9
+
+
+def test_gate_persists_and_old_files_default_to_softmax(tmp_path):
+    feats, targets = _full_layout()
+    net = _trained_like(_anchored_net(gate="sparsemax")).eval()
+    back = load_model(save_model(tmp_path / "m.pt", net, feats, targets))
+    assert back.config["gate"] == "sparsemax"
+    x = _features(8)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).intensities, net(x).intensities, rtol=0, atol=0)
+    cfg = dict(net.config)
+    del cfg["gate"]  # a file written before the option existed
+    assert MLShrinkageNetwork.from_config(cfg).config["gate"] == "softmax"
+    with pytest.raises(ValueError, match="gate"):
+        MLShrinkageNetwork(len(feats), len(targets), gate="argmax")
