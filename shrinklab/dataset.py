@@ -69,9 +69,11 @@ from shrinklab.targets import (
     TARGET_NAMES,
     gram,
     market_parts,
+    qis_eigenvalues,
     quadratic_form_from_stack,
     row_times,
     shrinkage_targets,
+    target_rayleigh_quotients,
 )
 
 if TYPE_CHECKING:
@@ -108,6 +110,9 @@ _NUMPY_EIGH_MIN_P = 128
 # From this p on the FSOPT loss reads uᵀΣu off the generator's roots (one trmm or an
 # O(p²k) product per sample) instead of one batched GEMM ΣU (see fsopt_loss_from_eigh).
 _ROOT_FSOPT_MIN_P = 64
+
+# The targets whose Rayleigh quotients uᵀT_ku targets.target_rayleigh_quotients returns.
+_RAYLEIGH_TARGETS = ("identity", "diagonal", "constant_correlation", "single_factor")
 
 # Tensor fields of a TrainingSet, with their stored dtype.
 _FIELDS: dict[str, torch.dtype] = {
@@ -413,6 +418,13 @@ def fsopt_loss_from_eigh(
     (:func:`_quadratic_diagonal`: a ``trmm`` for a lower-triangular ``L``, ``O(p²k)``
     for factors ``(B, d)``); the same values up to round-off.
     """
+    return _fsopt_parts(U, sigma, roots)[1]
+
+
+def _fsopt_parts(
+    U: torch.Tensor, sigma: torch.Tensor, roots: list | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(uᵢᵀΣuᵢ (B, p), FSOPT loss (B,))``; see :func:`fsopt_loss_from_eigh`."""
     total = (sigma * sigma).sum((-2, -1))
     if roots is None:
         d = (U * (sigma @ U)).sum(-2)  # uᵢᵀ Σ uᵢ
@@ -425,7 +437,7 @@ def fsopt_loss_from_eigh(
         M = U[idx].transpose(-1, -2) @ (sigma[idx] @ U[idx])
         M.diagonal(dim1=-2, dim2=-1).zero_()
         loss[idx] = (M * M).sum((-2, -1))
-    return loss.clamp_min(0)
+    return d, loss.clamp_min(0)
 
 
 def _quadratic_diagonal(U: torch.Tensor, root: Any) -> torch.Tensor:
@@ -490,13 +502,15 @@ def process_batch(
     evals, U = _eigh(S)
     clock("eigh")
     extras: dict = {}
-    K = len(TARGET_NAMES)
-    stack = torch.empty(B, K + 1, p, p, dtype=S.dtype, device=S.device)  # [T_1..T_K, Σ]
-    features._targets_from_stats(S, n, sf_parts, (evals, U), extras, out=stack)  # QIS: this eigh
-    clock("targets")
-    stack[:, K].copy_(sigma)
-    G, c, d = quadratic_form_from_stack(S, stack)  # overwrites the stack with [T_k − S, Σ − S]
-    clock("quadratic_form")
+    fsopt_roots = roots if p >= _ROOT_FSOPT_MIN_P else None
+    if bool((torch.diagonal(S, dim1=-2, dim2=-1) == 0).any()):  # constant columns
+        G, c, d = _quadratic_form_explicit(S, sigma, n, sf_parts, (evals, U), extras, clock)
+        loss_fsopt = fsopt_loss_from_eigh(U, sigma, fsopt_roots)
+        clock("fsopt")
+    else:
+        G, c, d, loss_fsopt = _quadratic_form_spectral(
+            S, sigma, n, sf_parts, (evals, U), extras, clock, fsopt_roots
+        )
     w = solve_simplex_qp(G, c)
     clock("qp")
     k_cc, k_sf = TARGET_NAMES.index("constant_correlation"), TARGET_NAMES.index("single_factor")
@@ -511,8 +525,6 @@ def process_batch(
         f_stats, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten
     )
     clock("features")
-    loss_fsopt = fsopt_loss_from_eigh(U, sigma, roots if p >= _ROOT_FSOPT_MIN_P else None)
-    clock("fsopt")
     s_lw = inten[:, 0]
     loss_lw = s_lw * s_lw * G[:, 0, 0] - 2 * s_lw * c[:, 0] + d
     return {
@@ -526,6 +538,62 @@ def process_batch(
         "loss_lw": loss_lw,
         "intensities": inten,
     }
+
+
+def _quadratic_form_explicit(S, sigma, n, sf_parts, eig, extras, clock):
+    """``G, c, d`` from the K target matrices and ``Σ`` (:func:`quadratic_form_from_stack`)."""
+    B, p = S.shape[0], S.shape[-1]
+    K = len(TARGET_NAMES)
+    stack = torch.empty(B, K + 1, p, p, dtype=S.dtype, device=S.device)  # [T_1..T_K, Σ]
+    features._targets_from_stats(S, n, sf_parts, eig, extras, out=stack)  # QIS: this eigh
+    clock("targets")
+    stack[:, K].copy_(sigma)
+    G, c, d = quadratic_form_from_stack(S, stack)  # overwrites the stack with [T_k − S, Σ − S]
+    clock("quadratic_form")
+    return G, c, d
+
+
+def _quadratic_form_spectral(S, sigma, n, sf_parts, eig, extras, clock, roots):
+    """``G, c, d`` and the FSOPT loss without forming the QIS target (no constant columns).
+
+    QIS is ``U diag(δ) Uᵀ`` in the eigenbasis of ``S`` (``U`` from the shared eigh,
+    :func:`shrinklab.targets.qis_eigenvalues`), so with ``eᵢ = δᵢ − λᵢ`` its entries are
+    ``G_qq = Σ eᵢ²``, ``G_qk = Σ eᵢ uᵢᵀ(T_k − S)uᵢ`` (the other targets' Rayleigh
+    quotients in ``O(p²)``, :func:`shrinklab.targets.target_rayleigh_quotients`) and
+    ``c_q = Σ eᵢ (uᵢᵀΣuᵢ − λᵢ)`` (``uᵢᵀΣuᵢ`` is FSOPT's, :func:`_fsopt_parts`); the
+    other entries are one Gram of ``[T_k − S, Σ − S]`` (:func:`quadratic_form_from_stack`).
+    The same values as :func:`_quadratic_form_explicit` up to round-off (tested), without
+    the ``p³`` product of the QIS target and one of the ``K + 1`` matrices of the Gram.
+    """
+    evals, U = eig
+    B, p = S.shape[0], S.shape[-1]
+    K = len(TARGET_NAMES)
+    q = TARGET_NAMES.index("qis")
+    others = tuple(k for k in TARGET_NAMES if k != "qis")
+    if others != _RAYLEIGH_TARGETS:  # pragma: no cover - guards a change of TARGET_NAMES
+        raise RuntimeError(f"targets {others} are not those of target_rayleigh_quotients")
+    stack = torch.empty(B, K, p, p, dtype=S.dtype, device=S.device)  # [T_k (k ≠ qis), Σ]
+    features._targets_from_stats(S, n, sf_parts, None, extras, out=stack, names=others)
+    clock("targets")
+    stack[:, K - 1].copy_(sigma)
+    G_o, c_o, d = quadratic_form_from_stack(S, stack)
+    clock("quadratic_form")
+    d_sigma, loss_fsopt = _fsopt_parts(U, sigma, roots)
+    clock("fsopt")
+    e = qis_eigenvalues(evals, n) - evals
+    A = target_rayleigh_quotients(S, U, extras["rbar"], sf_parts) - evals.unsqueeze(1)
+    g_q = (A * e.unsqueeze(1)).sum(-1)  # (B, K − 1)
+    idx = torch.tensor([i for i in range(K) if i != q])
+    G = torch.empty(B, K, K, dtype=S.dtype, device=S.device)
+    G[:, idx.unsqueeze(-1), idx] = G_o
+    G[:, q, idx] = g_q
+    G[:, idx, q] = g_q
+    G[:, q, q] = (e * e).sum(-1)
+    c = torch.empty(B, K, dtype=S.dtype, device=S.device)
+    c[:, idx] = c_o
+    c[:, q] = (e * (d_sigma - evals)).sum(-1)
+    clock("targets")
+    return G, c, d, loss_fsopt
 
 
 def _eigh(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -732,6 +800,15 @@ def _chunk_rows(sub: synthetic.BatchPlan, cfg: synthetic.SyntheticConfig) -> dic
     return _batch_rows(_chunk_batch(sub, cfg))
 
 
+def _chunk_rows_numpy(sub: synthetic.BatchPlan, cfg: synthetic.SyntheticConfig) -> dict:
+    """:func:`_chunk_rows` as numpy arrays, for the worker processes: torch tensors sent
+    between processes travel through shared memory, one open file descriptor each in
+    the receiving process while the tensor lives, and a large training set (tens of
+    thousands of samples, hundreds of chunks × 15 fields) then runs out of descriptors
+    ("received 0 items of ancdata"); numpy arrays are pickled by value."""
+    return {k: v.numpy() for k, v in _chunk_rows(sub, cfg).items()}
+
+
 def _chunk_batch(
     sub: synthetic.BatchPlan, cfg: synthetic.SyntheticConfig
 ) -> synthetic.SyntheticBatch:
@@ -838,7 +915,8 @@ def _build_parallel(
             disable=not _progress_enabled(progress),
         ) as bar,
     ):
-        for rows in pool.map(_chunk_rows, tasks, [cfg] * len(tasks)):
+        for arrays in pool.map(_chunk_rows_numpy, tasks, [cfg] * len(tasks)):
+            rows = {k: torch.from_numpy(v) for k, v in arrays.items()}
             parts.append(rows)
             bar.update(int(rows["p"].shape[0]))
     return _assemble(parts, cfg)

@@ -234,21 +234,24 @@ def _targets_from_stats(
     extras: dict | None = None,
     Xc: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    names: tuple[str, ...] = TARGET_NAMES,
 ) -> torch.Tensor:
     """:func:`targets_from_parts` from ``S``, the number of rows ``N`` and the market
     parts (:func:`shrinklab.targets.market_parts`): no returns needed when ``eig`` is
     given (otherwise QIS uses ``Xc``).  With ``out (B, ≥ K, p, p)`` the targets are
-    written into ``out[:, :K]`` (returned)."""
-    missing = [k for k in TARGET_NAMES if k not in _TARGET_BUILDERS]
+    written into ``out[:, :K]`` (returned).  ``names`` (default all, in
+    :data:`TARGET_NAMES` order) picks which targets are built; the constant-correlation
+    one is needed for ``extras``."""
+    missing = [k for k in names if k not in _TARGET_BUILDERS]
     if missing:  # pragma: no cover - guards a change of TARGET_NAMES
         raise ValueError(f"no builder for targets {missing}")
     ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc}
     if out is None:
-        T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in TARGET_NAMES], dim=1)
+        T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
     else:
-        for i, k in enumerate(TARGET_NAMES):
+        for i, k in enumerate(names):
             out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
-        T = out[:, : len(TARGET_NAMES)]
+        T = out[:, : len(names)]
     if extras is not None:
         extras["rbar"] = ctx["rbar"]
         extras["sf_parts"] = sf_parts

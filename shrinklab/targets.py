@@ -60,6 +60,8 @@ __all__ = [
     "gram",
     "qis_estimate",
     "qis_from_eig",
+    "qis_eigenvalues",
+    "target_rayleigh_quotients",
     "qis_from_returns",
     "qis_from_cov",
     "qis_from_demeaned",
@@ -326,15 +328,81 @@ def _qis_from_spectrum(
     """
     p = U.shape[-2]
     m = min(p, n)
+    delta, delta0 = _qis_scaled(lam, p, n)
+    if delta0 is None:
+        # U diag(δ) Uᵀ = W Wᵀ with W = U diag(√δ) (δ > 0): one GEMM, symmetric to round-off.
+        return _outer_sym(U * delta.sqrt().unsqueeze(-2), out=out)
+    return _assemble_scaled(U[:, :, U.shape[-1] - m :], delta, delta0, out)
+
+
+def _qis_scaled(lam: torch.Tensor, p: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """QIS eigenvalues after trace rescaling from ascending ``lam (B, p)`` (divisor ``n``).
+
+    ``(δ (B, m), None)`` for ``p <= n``; ``(δ (B, m), δ0 (B, 1))`` for ``p > n`` (``δ`` for
+    the top ``m = n`` eigenvectors, ``δ0`` for the ``p − n`` null ones).
+    """
+    m = min(p, n)
     lam = lam.clamp_min(0)
     inv = _inverse_nonnull(lam[:, lam.shape[-1] - m :], p)
     delta, delta0 = _qis_delta(inv, p, n)
     total = lam.sum(-1, keepdim=True)  # = tr S (for p > n the null eigenvalues are ~0)
     if delta0 is None:
-        delta = delta * (total / delta.sum(-1, keepdim=True))
-        # U diag(δ) Uᵀ = W Wᵀ with W = U diag(√δ) (δ > 0): one GEMM, symmetric to round-off.
-        return _outer_sym(U * delta.sqrt().unsqueeze(-2), out=out)
-    return _assemble_singular(U[:, :, U.shape[-1] - m :], delta, delta0, total, p, n, out)
+        return delta * (total / delta.sum(-1, keepdim=True)), None
+    return _singular_scale(delta, delta0, total, p, n)
+
+
+def _singular_scale(delta, delta0, total, p, n) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(δ, δ0)`` rescaled so that ``(p − n) δ0 + Σδ = total`` (QIS keeps the trace)."""
+    scale = total / ((p - n) * delta0 + delta.sum(-1, keepdim=True))
+    return delta * scale, delta0 * scale
+
+
+def qis_eigenvalues(evals: torch.Tensor, N: int) -> torch.Tensor:
+    """The eigenvalues ``δ (B, p)`` of the QIS target (Ledoit & Wolf 2022, Bernoulli 28(3)).
+
+    ``evals (B, p)`` ascending eigenvalues of the divisor-``N`` sample covariance ``S``
+    (``torch.linalg.eigh``), no constant columns.  With the eigenvectors ``U`` of that
+    ``eigh``, :func:`qis_from_eig` is ``U diag(δ) Uᵀ`` (``δ[i]`` belongs to column ``i``;
+    for ``p > n = N − 1`` the ``p − n`` smallest share the null value ``δ0``), so
+    inner products with the QIS target cost ``O(p)`` per vector of ``uᵢᵀAuᵢ``.
+    """
+    p, n = evals.shape[-1], N - 1
+    delta, delta0 = _qis_scaled(evals * (N / n), p, n)
+    if delta0 is None:
+        return delta
+    return torch.cat([delta0.expand(-1, p - delta.shape[-1]), delta], dim=-1)
+
+
+def target_rayleigh_quotients(
+    S: torch.Tensor, U: torch.Tensor, rbar: torch.Tensor, parts: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """``uᵢᵀ T_k uᵢ`` ``(B, 4, p)`` for the identity, diagonal, constant-correlation and
+    single-factor targets of ``S (B, p, p)`` and the columns ``uᵢ`` of ``U (B, p, p)``.
+
+    Each of these targets is a diagonal plus at most rank one, so this costs ``O(p²)``
+    (one pass over ``U∘U`` and two vector products) instead of ``diag(UᵀT_kU)`` in
+    ``O(p³)``: identity ``tr S / p``; diagonal ``Σ_j s_jj u_ji²``; constant correlation
+    (Ledoit & Wolf 2004) ``r̄ (σᵀuᵢ)² + Σ_j (s_jj − r̄ σ_j²) u_ji²``; single factor
+    (Ledoit & Wolf 2003) ``(cᵀuᵢ)²/v + Σ_j (s_jj − c_j²/v) u_ji²`` with the market
+    parts ``c = covmkt``, ``v = varmkt`` (:func:`market_parts`; ``1/v = 0`` if ``v = 0``).
+    ``rbar`` is :func:`constant_correlation_target`'s ``r̄``.
+    """
+    p = S.shape[-1]
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    sd = var.clamp_min(0).sqrt()
+    c, v = parts["covmkt"], parts["varmkt"]
+    ok = v > 0
+    inv_v = torch.where(ok, 1.0 / torch.where(ok, v, torch.ones_like(v)), 0.0)
+    U2 = U * U
+    rb, iv = rbar.unsqueeze(-1), inv_v.unsqueeze(-1)
+    diags = torch.stack([var, var - rb * sd * sd, var - iv * c * c], dim=1)  # (B, 3, p)
+    quad = diags @ U2  # (B, 3, p): Σ_j diag_j u_ji²
+    proj = torch.stack([sd, c], dim=1) @ U  # (B, 2, p): σᵀuᵢ, cᵀuᵢ
+    mu = (var.sum(-1, keepdim=True) / p).expand(-1, p)
+    return torch.stack(
+        [mu, quad[:, 0], quad[:, 1] + rb * proj[:, 0] ** 2, quad[:, 2] + iv * proj[:, 1] ** 2],
+        dim=1,
+    )
 
 
 def _qis_from_eigh(
@@ -351,8 +419,12 @@ def _qis_from_eigh(
 
 def _assemble_singular(Um, delta, delta0, total, p, n, out=None) -> torch.Tensor:
     """``U diag(δ) Uᵀ = δ0 I + U_m diag(δ_m − δ0) U_mᵀ`` after trace rescaling (2p²m flops)."""
-    scale = total / ((p - n) * delta0 + delta.sum(-1, keepdim=True))
-    delta0, delta = delta0 * scale, delta * scale
+    delta, delta0 = _singular_scale(delta, delta0, total, p, n)
+    return _assemble_scaled(Um, delta, delta0, out)
+
+
+def _assemble_scaled(Um, delta, delta0, out=None) -> torch.Tensor:
+    """``δ0 I + U_m diag(δ_m − δ0) U_mᵀ`` for already rescaled ``δ``, ``δ0``."""
     res = _outer_sym(Um * (delta - delta0).unsqueeze(-2), Um, out=out)
     res.diagonal(dim1=-2, dim2=-1).add_(delta0)
     return res

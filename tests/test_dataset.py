@@ -397,3 +397,39 @@ def test_center_squares_is_center_and_its_squares():
         assert torch.equal(Xc, ref)
         assert torch.equal(Y2, ref * ref)
     assert bool((dataset._center_squares(X)[1][1, :, 2] == 0).all())
+
+
+def test_spectral_quadratic_form_equals_the_explicit_targets():
+    """Without forming the QIS target (its G row and c entry from the shared eigh) G, c, d
+    and the FSOPT loss equal the Gram of the K explicit target matrices (1e-10 relative to
+    the largest entry), p < n and p > n; a batch with a constant column takes the explicit
+    path and still equals the public functions (1e-9)."""
+    from shrinklab.targets import market_parts, shrinkage_targets
+
+    for ratio in (0.3, 1.6):
+        cfg = {**CONFIG, "batch_size": 6, "p_min": 30, "p_max": 40, "short_prob": 0.0}
+        cfg.update(ratio_min=ratio, ratio_max=ratio)
+        b = next(synthetic.generate_batches(6, 13, cfg))
+        X = b.X
+        Xc = dataset._center_squares(X)[0]
+        S = torch.stack([torch.cov(x.T, correction=0) for x in X])
+        eig = torch.linalg.eigh(S)
+        parts = market_parts(Xc)
+        ex1: dict = {}
+        ex2: dict = {}
+        clock = dataset._Clock(None, lambda: 0.0)
+        G1, c1, d1 = dataset._quadratic_form_explicit(S, b.sigma, b.n, parts, eig, ex1, clock)
+        G2, c2, d2, l2 = dataset._quadratic_form_spectral(
+            S, b.sigma, b.n, parts, eig, ex2, clock, None
+        )
+        assert _rel(G2, G1) < 1e-10 and _rel(c2, c1) < 1e-10 and _rel(d2, d1) < 1e-12
+        assert _rel(l2, dataset.fsopt_loss_from_eigh(eig[1], b.sigma)) < 1e-12
+        assert torch.equal(ex1["rbar"], ex2["rbar"])
+    X = b.X.clone()
+    X[2, :, 5] = 0.25  # a constant column
+    out = dataset.process_batch(X, b.sigma)
+    G, c, d = quadratic_form(
+        torch.stack([torch.cov(x.T, correction=0) for x in X]), shrinkage_targets(X), b.sigma
+    )
+    assert _rel(out["G"], G) < 1e-9 and _rel(out["c"], c) < 1e-9 and _rel(out["d"], d) < 1e-9
+    assert _rel(out["features"], extract_features(X)) < 1e-9

@@ -222,3 +222,54 @@ def test_matvecs_equal_row_times_and_keep_gradients():
     (out,) = matvecs(A, v)
     out.sum().backward()
     torch.testing.assert_close(v.grad, A.sum(-2))
+
+
+@pytest.mark.parametrize("n,p", [(60, 12), (15, 40), (41, 40), (40, 40)])
+def test_qis_eigenvalues_are_the_spectrum_of_the_qis_target(n, p):
+    """qis_eigenvalues(evals, N): the eigenvalues of the authors' QIS (ref_qis, numpy,
+    sorted; 1e-10 relative to the largest), and with the eigenvectors of the same eigh
+    U diag(δ) Uᵀ = qis_from_eig (1e-12), for p < n, p > n and p = n."""
+    from shrinklab.targets import qis_eigenvalues, qis_from_eig
+
+    X = _factor_returns(n, p, seed=7 * n + p, B=3)
+    _, S = _centred(X)
+    evals, U = torch.linalg.eigh(S)
+    delta = qis_eigenvalues(evals, n)
+    assert delta.shape == (3, p)
+    np.testing.assert_allclose(
+        (U @ torch.diag_embed(delta) @ U.mT).numpy(),
+        qis_from_eig(evals, U, S, n).numpy(),
+        rtol=0,
+        atol=1e-12 * float(delta.max()),
+    )
+    for b in range(3):
+        ref = np.sort(np.linalg.eigvalsh(ref_qis(X[b])))
+        got = np.sort(delta[b].numpy())
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10 * ref.max())
+
+
+@pytest.mark.parametrize("n,p", [(60, 12), (15, 40)])
+def test_target_rayleigh_quotients_equal_the_brute_force_products(n, p):
+    """uᵢᵀT_kuᵢ in O(p²) for identity, diagonal, constant correlation and single factor
+    equal diag(UᵀT_kU) computed with numpy from the target matrices (1e-12 relative to the
+    largest), also with a zero-variance market (single factor = diagonal)."""
+    from shrinklab.targets import (
+        constant_correlation_target,
+        market_parts,
+        target_rayleigh_quotients,
+    )
+
+    X = _factor_returns(n, p, seed=n + 3 * p, B=3)
+    Xc, S = _centred(X)
+    _, U = torch.linalg.eigh(S)
+    _, rbar = constant_correlation_target(S)
+    parts = market_parts(Xc)
+    T = shrinkage_targets(X)[:, :4].numpy()
+    Un = U.numpy()
+    ref = np.einsum("bji,bkjl,bli->bki", Un, T, Un)  # (B, 4, p): u_iᵀ T_k u_i
+    got = target_rayleigh_quotients(S, U, rbar, parts).numpy()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    flat = {**parts, "varmkt": torch.zeros_like(parts["varmkt"])}
+    got0 = target_rayleigh_quotients(S, U, rbar, flat)[:, 3].numpy()
+    diag_only = np.einsum("bj,bji->bi", np.diagonal(S.numpy(), axis1=1, axis2=2), Un**2)
+    np.testing.assert_allclose(got0, diag_only, rtol=0, atol=1e-12 * np.abs(diag_only).max())
