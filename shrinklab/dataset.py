@@ -69,6 +69,7 @@ from shrinklab.targets import (
     TARGET_NAMES,
     gram,
     market_parts,
+    matvecs,
     qis_eigenvalues,
     quadratic_form_from_stack,
     row_times,
@@ -629,23 +630,27 @@ def _returns_stats(X: torch.Tensor, clock: _Clock) -> tuple[torch.Tensor, dict, 
     S = torch.empty(B, p, p, dtype=torch.float64, device=X.device)
     pieces = []
     for s in range(0, B, step):
-        Xc, Y2 = _center_squares(X[s : s + step].to(S.dtype))
+        Xc, Y2, ssq = _center_squares(X[s : s + step].to(S.dtype))
         Sp = S[s : s + step]
         torch.div(gram(Xc), n, out=Sp)
         clock("cov")
         sf = market_parts(Xc)
         clock("targets")
-        fst = features._feature_stats(Xc, Sp, Y2)  # reads Y2 = Xc²
+        sd = torch.diagonal(Sp, dim1=-2, dim2=-1).clamp_min(0).sqrt()
+        inv_sd = torch.where(sd > 0, 1.0 / torch.where(sd > 0, sd, 1.0), 0.0)
+        x_sd, x_c, x_isd = matvecs(Xc, sd, sf["covmkt"], inv_sd)  # one pass over Xc
+        fst = features._feature_stats(Xc, Sp, Y2, ssq / n, x_isd)  # reads Y2 = Xc²
         clock("features")
         y4 = fst["m4"].sum(-1) * n  # Σ_ti x_ti⁴
-        ist = estimators._intensity_stats(Xc, Sp, sf["covmkt"], Y2, y4)  # overwrites Y2
-        clock("intensities")
+        ist = estimators._intensity_stats(Xc, Sp, sf["covmkt"], Y2, y4, (x_sd, x_c))
+        clock("intensities")  # Y2 now holds Xc³
         pieces.append((sf, ist, fst))
     return (S, *(_cat_stats([q[i] for q in pieces]) for i in range(3)))
 
 
-def _center_squares(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Xc, Xc∘Xc)``: :func:`shrinklab._validation.center` ``(X, cov=False)`` and the squares.
+def _center_squares(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(Xc, Xc∘Xc, Σ_t xc_ti²)``: :func:`shrinklab._validation.center` ``(X, cov=False)``,
+    the squares and their column sums ``(B, p)``.
 
     ``center`` squares ``Xc`` to find the candidates for constant columns; here the
     squares are kept for the moments.  With no candidate (the same rule as
@@ -656,11 +661,13 @@ def _center_squares(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = X.mean(dim=-2, keepdim=True)
     Xc = X - mean
     Y2 = Xc * Xc
+    ssq = Y2.sum(-2)
     bound = (4.0 * n * torch.finfo(X.dtype).eps * mean.squeeze(-2)) ** 2
-    if bool((Y2.sum(-2) / n <= bound).any()):
+    if bool((ssq / n <= bound).any()):
         Xc, _ = center(X, cov=False)
         Y2 = Xc * Xc
-    return Xc, Y2
+        ssq = Y2.sum(-2)
+    return Xc, Y2, ssq
 
 
 def _cat_stats(pieces: list[dict]) -> dict:

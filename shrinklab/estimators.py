@@ -102,6 +102,7 @@ def _fourth_moments(
     S: torch.Tensor,
     Y2: torch.Tensor | None = None,
     sum_y4: torch.Tensor | None = None,
+    row2: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """O(np + p²) moments shared by the LW, constant-correlation and single-factor intensities.
 
@@ -109,12 +110,12 @@ def _fourth_moments(
     ``sum_pi = Σ_ij (1/n Σ_t x_ti² x_tj²) = 1/n Σ_t row2_t²`` (the ``π̂``-type
     sum of Ledoit & Wolf without the ``(B, p, p)`` matrix ``Y2ᵀY2``),
     ``ss = ‖S‖²_F``, ``pihat = sum_pi − ss`` and
-    ``rho_diag = Σ_i (1/n Σ_t x_ti⁴ − s_ii²)``.  ``Y2`` and ``sum_y4 = Σ_ti x_ti⁴``
-    ``(B,)`` may be given by a caller that has them.
+    ``rho_diag = Σ_i (1/n Σ_t x_ti⁴ − s_ii²)``.  ``Y2``, ``sum_y4 = Σ_ti x_ti⁴`` ``(B,)``
+    and ``row2`` ``(B, n)`` may be given by a caller that has them.
     """
     B, n, p = Xc.shape
     Y2 = Xc * Xc if Y2 is None else Y2
-    row2 = Y2.sum(-1)  # (B, n)
+    row2 = Y2.sum(-1) if row2 is None else row2  # (B, n)
     var = torch.diagonal(S, dim1=-2, dim2=-1)
     if sum_y4 is None:
         flat = Y2.reshape(B, 1, n * p)
@@ -288,6 +289,7 @@ def _intensity_stats(
     covmkt: torch.Tensor,
     Y2: torch.Tensor | None = None,
     sum_y4: torch.Tensor | None = None,
+    x_proj: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
     """Every sum over the returns that :func:`_intensities_from_stats` needs, O(np) per sample.
 
@@ -298,16 +300,20 @@ def _intensity_stats(
     :func:`_cc_intensity` / :func:`_sf_intensity`: vectors of length ``n`` or
     ``p`` only, so a caller can compute them in cache-sized pieces of the batch
     and concatenate them (``torch.cat`` along dim 0 of every entry but ``n``).
-    A caller that has ``Y2 = Xc∘Xc`` and ``sum_y4 = Σ_ti x_ti⁴`` may pass them;
-    ``Y2`` is then overwritten (with ``Xc³``).
+    A caller that has ``Y2 = Xc∘Xc``, ``sum_y4 = Σ_ti x_ti⁴`` and ``x_proj = (Xc σ,
+    Xc covmkt)`` (``σ`` the standard deviations) may pass them; ``Y2`` is then
+    overwritten (with ``Xc³``).  Each product of an ``n × p`` array with vectors is one
+    skinny GEMM (:func:`shrinklab.targets.matvecs`; the row sums of ``Y2`` ride along).
     """
-    mom = _fourth_moments(Xc, S, Y2, sum_y4)
+    Y2 = Xc * Xc if Y2 is None else Y2
+    c2 = covmkt * covmkt
+    y2c2, row2 = matvecs(Y2, c2, torch.ones_like(c2))
+    mom = _fourth_moments(Xc, S, Y2, sum_y4, row2)
     sd = mom["var"].clamp_min(0).sqrt()
     pos = sd > 0
     inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
     # Xc³ is formed in place of Xc² once Xc² is no longer needed (one (B, n, p) temporary).
-    x_sd, x_c = matvecs(Xc, sd, covmkt)
-    (y2c2,) = matvecs(mom["Y2"], covmkt * covmkt)
+    x_sd, x_c = matvecs(Xc, sd, covmkt) if x_proj is None else x_proj
     Y3 = mom.pop("Y2").mul_(Xc)
     x3_isd, x3_c = matvecs(Y3, inv_sd, covmkt)
     return {**mom, "proj_cc": (x3_isd, x_sd), "proj_sf": (x_c, x3_c, y2c2)}

@@ -321,7 +321,11 @@ def _inverse_sd(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def _feature_stats(
-    Xc: torch.Tensor, S: torch.Tensor, X2: torch.Tensor | None = None
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    X2: torch.Tensor | None = None,
+    m2: torch.Tensor | None = None,
+    x_isd: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The sums over the returns that the features need, O(np) per sample.
 
@@ -330,16 +334,19 @@ def _feature_stats(
     standardised returns ``mkt`` (before demeaning); and ``n``.  Only vectors,
     so a caller may compute them on cache-sized pieces of a batch and
     concatenate them along dim 0 (:func:`_features_from_stats` needs no ``Xc``).
-    ``X2 = Xc∘Xc`` may be given by a caller that has it (it is only read).
+    ``X2 = Xc∘Xc`` (only read), ``m2 = X2.mean(-2)`` and ``x_isd = Xc σ⁻¹`` (``σ⁻¹``
+    the inverse standard deviations, 0 for constant columns) may be given by a caller
+    that has them.
     """
     n, p = Xc.shape[-2:]
     m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
     X2 = Xc * Xc if X2 is None else X2
-    m2 = X2.mean(-2)
+    m2 = X2.mean(-2) if m2 is None else m2
     recent = X2[:, n - m :].mean(-2)
     m4 = (X2 * X2).mean(-2)
-    inv_sd = _inverse_sd(S)[2]
-    mkt = _targets.matvecs(Xc, inv_sd)[0] / p  # (B, n)
+    if x_isd is None:
+        x_isd = _targets.matvecs(Xc, _inverse_sd(S)[2])[0]
+    mkt = x_isd / p  # (B, n)
     return {"n": n, "m2": m2, "recent": recent, "m4": m4, "mkt": mkt}
 
 

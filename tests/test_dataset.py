@@ -382,8 +382,8 @@ def test_fsopt_loss_from_the_generator_roots_for_every_family():
 
 
 def test_center_squares_is_center_and_its_squares():
-    """_center_squares equals _validation.center(X, cov=False) bit for bit, with Xc∘Xc,
-    on ordinary returns and on samples with constant columns (where the squares of the
+    """_center_squares equals _validation.center(X, cov=False) bit for bit, with Xc∘Xc
+    and its column sums, on ordinary returns and on samples with constant columns (where the squares of the
     zeroed columns are exactly 0)."""
     from shrinklab._validation import center
 
@@ -392,10 +392,11 @@ def test_center_squares_is_center_and_its_squares():
     X[1, :, 2] = 0.37  # constant columns with a non-representable value
     X[3, :, 0] = -5.1
     for data in (X[[0, 2]], X):
-        Xc, Y2 = dataset._center_squares(data)
+        Xc, Y2, ssq = dataset._center_squares(data)
         ref, _ = center(data, cov=False)
         assert torch.equal(Xc, ref)
         assert torch.equal(Y2, ref * ref)
+        assert torch.equal(ssq, (ref * ref).sum(-2))
     assert bool((dataset._center_squares(X)[1][1, :, 2] == 0).all())
 
 
