@@ -67,6 +67,7 @@ from shrinklab.features import (
 )
 from shrinklab.targets import (
     TARGET_NAMES,
+    _quadratic_form_from_differences,
     gram,
     market_parts,
     matvecs,
@@ -564,7 +565,8 @@ def _quadratic_form_spectral(S, sigma, n, sf_parts, eig, extras, clock, roots):
     ``c_q = Σ eᵢ (uᵢᵀΣuᵢ − λᵢ)`` (``uᵢᵀΣuᵢ`` is FSOPT's, :func:`_fsopt_parts`); the
     other entries are one Gram of ``[T_k − S, Σ − S]`` (:func:`quadratic_form_from_stack`).
     The same values as :func:`_quadratic_form_explicit` up to round-off (tested), without
-    the ``p³`` product of the QIS target and one of the ``K + 1`` matrices of the Gram.
+    the ``p³`` product of the QIS target and one of the ``K + 1`` matrices of the Gram;
+    the differences ``T_k − S`` are written in one pass each.
     """
     evals, U = eig
     B, p = S.shape[0], S.shape[-1]
@@ -573,11 +575,11 @@ def _quadratic_form_spectral(S, sigma, n, sf_parts, eig, extras, clock, roots):
     others = tuple(k for k in TARGET_NAMES if k != "qis")
     if others != _RAYLEIGH_TARGETS:  # pragma: no cover - guards a change of TARGET_NAMES
         raise RuntimeError(f"targets {others} are not those of target_rayleigh_quotients")
-    stack = torch.empty(B, K, p, p, dtype=S.dtype, device=S.device)  # [T_k (k ≠ qis), Σ]
-    features._targets_from_stats(S, n, sf_parts, None, extras, out=stack, names=others)
+    D = torch.empty(B, K, p, p, dtype=S.dtype, device=S.device)  # [T_k − S (k ≠ qis), Σ − S]
+    features._targets_from_stats(S, n, sf_parts, None, extras, out=D, names=others, minus=S)
     clock("targets")
-    stack[:, K - 1].copy_(sigma)
-    G_o, c_o, d = quadratic_form_from_stack(S, stack)
+    torch.sub(sigma, S, out=D[:, K - 1])
+    G_o, c_o, d = _quadratic_form_from_differences(D)
     clock("quadratic_form")
     d_sigma, loss_fsopt = _fsopt_parts(U, sigma, roots)
     clock("fsopt")

@@ -235,11 +235,13 @@ def _targets_from_stats(
     Xc: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     names: tuple[str, ...] = TARGET_NAMES,
+    minus: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`targets_from_parts` from ``S``, the number of rows ``N`` and the market
     parts (:func:`shrinklab.targets.market_parts`): no returns needed when ``eig`` is
     given (otherwise QIS uses ``Xc``).  With ``out (B, ≥ K, p, p)`` the targets are
-    written into ``out[:, :K]`` (returned).  ``names`` (default all, in
+    written into ``out[:, :K]`` (returned), as ``T_k − minus`` if ``minus (B, p, p)`` is
+    given (one pass instead of a copy and a subtraction).  ``names`` (default all, in
     :data:`TARGET_NAMES` order) picks which targets are built; the constant-correlation
     one is needed for ``extras``."""
     missing = [k for k in names if k not in _TARGET_BUILDERS]
@@ -250,7 +252,10 @@ def _targets_from_stats(
         T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
     else:
         for i, k in enumerate(names):
-            out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
+            if minus is None:
+                out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
+            else:
+                torch.sub(_TARGET_BUILDERS[k](S, ctx), minus, out=out[:, i])
         T = out[:, : len(names)]
     if extras is not None:
         extras["rbar"] = ctx["rbar"]

@@ -693,8 +693,15 @@ def quadratic_form_from_stack(
     ``(K + 1) × (K + 1)`` Gram matrix of the flattened differences holds ``G``
     (its leading block), ``c`` (its last column) and ``d`` (its corner).
     """
-    B, K1 = stack.shape[:2]
-    M = stack.sub_(S.unsqueeze(1)).reshape(B, K1, -1)
+    return _quadratic_form_from_differences(stack.sub_(S.unsqueeze(1)))
+
+
+def _quadratic_form_from_differences(
+    D: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``G, c, d`` from ``D = [T_1 − S, …, T_K − S, Σ − S]`` ``(B, K + 1, p, p)`` (one Gram)."""
+    B, K1 = D.shape[:2]
+    M = D.reshape(B, K1, -1)
     full = _sym(M @ M.transpose(-1, -2))
     K = K1 - 1
     return full[:, :K, :K].contiguous(), full[:, :K, K].contiguous(), full[:, K, K].contiguous()
