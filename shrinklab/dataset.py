@@ -28,10 +28,14 @@ The normalised Frobenius loss of intensities ``w`` is ``(wᵀGw − 2cᵀw + d) 
 Per batch (shared ``(p, n)``; each chunk of a few to 128 samples is generated
 and processed at once, so no batch-sized ``X`` is ever held) one sample
 covariance, one ``eigh`` of ``S`` shared by the features (eigenvalues), the QIS
-target (:func:`shrinklab.targets.qis_from_eig`) and FSOPT (eigenvectors), the
-classical intensities in O(np + p²) (:func:`shrinklab.estimators.shrinkage_intensities`),
-the K targets, one quadratic form and one batched QP are computed; nothing but the
-synthetic generator loops over samples in Python.  ``build_training_set(...,
+target and FSOPT (eigenvectors), the classical intensities in O(np + p²)
+(:func:`shrinklab.estimators.shrinkage_intensities`), the K − 1 other targets, one
+quadratic form and one batched QP are computed.  The QIS target is never formed:
+it is ``U diag(δ) Uᵀ`` in the eigenbasis of ``S``, so its row of ``G`` and its
+entry of ``c`` cost O(p²) (:func:`_quadratic_form_spectral`); FSOPT's ``uᵢᵀΣuᵢ``
+come from the root of ``Σ`` the generator drew ``X`` with (one ``trmm``, or
+O(p²k) for factor models; :func:`fsopt_loss_from_eigh`).  Besides the synthetic
+generator only that product loops over samples in Python.  ``build_training_set(...,
 workers=2)`` spreads the chunks over processes with identical results.
 ``bench/data_throughput.py`` times each part, one process and two workers.
 
@@ -69,7 +73,7 @@ from shrinklab.targets import (
     TARGET_NAMES,
     _quadratic_form_from_differences,
     gram,
-    market_parts,
+    market_parts_from_cov,
     matvecs,
     qis_eigenvalues,
     quadratic_form_from_stack,
@@ -636,11 +640,13 @@ def _returns_stats(X: torch.Tensor, clock: _Clock) -> tuple[torch.Tensor, dict, 
         Sp = S[s : s + step]
         torch.div(gram(Xc), n, out=Sp)
         clock("cov")
-        sf = market_parts(Xc)
-        clock("targets")
         sd = torch.diagonal(Sp, dim1=-2, dim2=-1).clamp_min(0).sqrt()
         inv_sd = torch.where(sd > 0, 1.0 / torch.where(sd > 0, sd, 1.0), 0.0)
-        x_sd, x_c, x_isd = matvecs(Xc, sd, sf["covmkt"], inv_sd)  # one pass over Xc
+        covmkt = Sp.mean(-1)  # S 1/p = cov(x, m)
+        # One pass over Xc: the market m = Xc 1/p and Xc σ, Xc covmkt, Xc σ⁻¹.
+        m, x_sd, x_c, x_isd = matvecs(Xc, torch.full_like(sd, 1.0 / p), sd, covmkt, inv_sd)
+        sf = market_parts_from_cov(Sp, m)
+        clock("targets")
         fst = features._feature_stats(Xc, Sp, Y2, ssq / n, x_isd)  # reads Y2 = Xc²
         clock("features")
         y4 = fst["m4"].sum(-1) * n  # Σ_ti x_ti⁴

@@ -56,6 +56,7 @@ __all__ = [
     "constant_correlation_target",
     "single_factor_target",
     "market_parts",
+    "market_parts_from_cov",
     "single_factor_from_parts",
     "gram",
     "qis_estimate",
@@ -266,6 +267,17 @@ def market_parts(Xc: torch.Tensor) -> dict[str, torch.Tensor]:
     covmkt = row_times(m, Xc) / n
     varmkt = (m * m).sum(-1) / n
     return {"m": m, "covmkt": covmkt, "varmkt": varmkt}
+
+
+def market_parts_from_cov(S: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`market_parts` from ``S = XcᵀXc / n`` ``(B, p, p)`` and the market ``m = Xc 1/p``.
+
+    ``covmkt = Xcᵀm / n = S 1/p`` (the row means of ``S``: O(p²) instead of a pass over
+    the returns) and ``varmkt = mᵀm / n``; the same values up to round-off (Ledoit &
+    Wolf 2003, JEF).  For a caller that forms ``m`` with other products of ``Xc``.
+    """
+    n = m.shape[-1]
+    return {"m": m, "covmkt": S.mean(-1), "varmkt": (m * m).sum(-1) / n}
 
 
 def single_factor_from_parts(S: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -273,3 +273,24 @@ def test_target_rayleigh_quotients_equal_the_brute_force_products(n, p):
     got0 = target_rayleigh_quotients(S, U, rbar, flat)[:, 3].numpy()
     diag_only = np.einsum("bj,bji->bi", np.diagonal(S.numpy(), axis1=1, axis2=2), Un**2)
     np.testing.assert_allclose(got0, diag_only, rtol=0, atol=1e-12 * np.abs(diag_only).max())
+
+
+def test_market_parts_from_cov_equal_the_returns_route():
+    """market_parts_from_cov(S, Xc 1/p) (covmkt = S 1/p, O(p²)) equals market_parts(Xc)
+    (sums over the returns) to 1e-12 relative; a flat market (rows summing to 0) keeps a
+    variance at round-off level (< 1e-30) on both routes."""
+    from shrinklab.targets import market_parts, market_parts_from_cov
+
+    X = _factor_returns(50, 12, seed=5, B=3)
+    X[2] -= X[2].mean(-1, keepdims=True)  # every row sums to 0: the market is flat
+    Xc, S = _centred(X)
+    ref = market_parts(Xc)
+    got = market_parts_from_cov(S, Xc @ torch.full((12,), 1 / 12, dtype=torch.float64))
+    for k in ("m", "covmkt", "varmkt"):
+        np.testing.assert_allclose(
+            got[k][:2].numpy(),
+            ref[k][:2].numpy(),
+            rtol=1e-12,
+            atol=1e-12 * float(ref[k].abs().max()),
+        )
+    assert float(got["varmkt"][2]) < 1e-30 and float(ref["varmkt"][2]) < 1e-30
