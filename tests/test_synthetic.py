@@ -50,6 +50,8 @@ def test_toeplitz_matches_scipy_and_its_cholesky_root():
     s = syn.sample_sigma("toeplitz", p, _gen(0), rho=rho)
     ref = scipy.linalg.toeplitz(rho ** np.arange(p))
     np.testing.assert_allclose(s.numpy(), ref, rtol=1e-14, atol=1e-15)
+    brute = np.array([[rho ** abs(i - j) for j in range(p)] for i in range(p)])
+    np.testing.assert_allclose(s.numpy(), brute, rtol=1e-14, atol=1e-15)
     # the closed-form AR(1) root used to draw X is the Cholesky factor
     _, root = syn._toeplitz(p, _gen(0), {"rho": rho})
     np.testing.assert_allclose(root.numpy(), np.linalg.cholesky(ref), atol=1e-12)
