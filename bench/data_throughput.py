@@ -31,16 +31,25 @@ otherwise idle cores would give).
 Goal: >= 2000 samples/s at p = 50 and >= 200 samples/s at p = 200 on the 2-core CPU.
 
 Measured on the project's machine (2 vCPU AMD EPYC under KVM, torch 2.13 CPU,
-``OMP_NUM_THREADS=1``, default arguments with ``--repeats 2``, load average 0.1),
-2026-11-24, after the issue-3 speed-ups (syrk ``S``, cache-sized reductions of the
-returns, trmm draws, OpenBLAS eigh / skinny products, one Gram for the quadratic form):
+``OMP_NUM_THREADS=1``, default arguments), 2026-11-24, with another agent's
+one-thread jobs running (1-min load average 0.7-1.2; the before/after rows were
+run a minute apart under the same load):
 
-    p = 50:  1 process 1229/s (0.81 ms/sample); 2 workers 2397/s wall, 2470/s cpu   (goal met)
-    p = 200: 1 process   98/s (10.2 ms/sample); 2 workers  186/s wall,  191/s cpu   (goal 200 missed)
+    p = 50:  1 process 1321/s (0.76 ms/sample); 2 workers 2525/s wall, 2642/s cpu   (goal met)
+    p = 200: 1 process  108/s (9.28 ms/sample); 2 workers  210/s wall,  218/s cpu   (goal met)
 
-Before them (same command): p = 200 1 process 73/s (13.6 ms/sample), 2 workers 143/s;
-p = 50 1 process 1153/s, 2 workers 2119/s.  At p = 200 one sample still costs eigh
-2.5 ms, generation 3.2 ms (normals 0.95, Haar QR ~0.6 on average), S (syrk) 1.3 ms.
+Before the second round of issue-3 speed-ups (same command and load): p = 50 0.80
+ms/sample, 2377/s wall; p = 200 10.30 ms/sample, 190/s wall, 197/s cpu (on an idle
+machine, load 0.1: 10.2 ms/sample, 186/s wall, 191/s cpu).  That round (per sample at
+p = 200): FSOPT's uᵢᵀΣuᵢ from the generator's roots (trmm / factors; fsopt 0.48 ->
+0.29 ms), the QIS row of G from the shared eigh instead of forming the QIS target
+(targets + qform 1.1 -> 0.9 ms), Haar QR by LAPACK with a blocked workspace and Σ by
+syrk (generation 3.2 -> 2.85 ms), one skinny GEMM per array of returns shared by
+features and intensities, Xc² formed once, market covariances from S (intensities +
+features 1.1 -> 0.8 ms; the skinny GEMM of Xc now counts under targets).  Remaining
+at p = 200: eigh 2.5 ms, S (syrk) 1.3 ms, the normals 0.95 ms.  The first round (syrk ``S``, cache-sized reductions of the returns,
+trmm draws, OpenBLAS eigh / skinny products, one Gram for the quadratic form) took
+p = 200 from 13.6 to 10.2 ms/sample.
 
     python bench/data_throughput.py [--threads 1] [--batch 128] [--samples 2048 1024]
                                     [--repeats 3] [--ratio R] [--workers 2]
