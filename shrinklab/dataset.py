@@ -820,8 +820,17 @@ def _chunk_rows_numpy(sub: synthetic.BatchPlan, cfg: synthetic.SyntheticConfig) 
     between processes travel through shared memory, one open file descriptor each in
     the receiving process while the tensor lives, and a large training set (tens of
     thousands of samples, hundreds of chunks × 15 fields) then runs out of descriptors
-    ("received 0 items of ancdata"); numpy arrays are pickled by value."""
+    ("received 0 items of ancdata"); numpy arrays are pickled by value. The plan's
+    tensors arrive as numpy arrays for the same reason (:func:`_plan_as_numpy`)."""
+    sub = dataclasses.replace(
+        sub, df=torch.from_numpy(sub.df), sample_seed=torch.from_numpy(sub.sample_seed)
+    )
     return {k: v.numpy() for k, v in _chunk_rows(sub, cfg).items()}
+
+
+def _plan_as_numpy(plan: synthetic.BatchPlan) -> synthetic.BatchPlan:
+    """``plan`` with its tensors as numpy arrays, to send to a worker process."""
+    return dataclasses.replace(plan, df=plan.df.numpy(), sample_seed=plan.sample_seed.numpy())
 
 
 def _chunk_batch(
@@ -930,7 +939,8 @@ def _build_parallel(
             disable=not _progress_enabled(progress),
         ) as bar,
     ):
-        for arrays in pool.map(_chunk_rows_numpy, tasks, [cfg] * len(tasks)):
+        tasks_np = [_plan_as_numpy(t) for t in tasks]
+        for arrays in pool.map(_chunk_rows_numpy, tasks_np, [cfg] * len(tasks_np)):
             rows = {k: torch.from_numpy(v) for k, v in arrays.items()}
             parts.append(rows)
             bar.update(int(rows["p"].shape[0]))
