@@ -23,7 +23,10 @@
 # Its output is *anchored*: a learned gate mixes the free head απ with the
 # classical estimators of the family (Ledoit–Wolf, OAS, constant correlation,
 # single index, QIS), read from the features, so each of them is one corner the
-# network can reach exactly.
+# network can reach exactly. With `gate = "sparsemax"` (params.yaml) the gate is a
+# Euclidean projection onto the simplex (Martins & Astudillo 2016) instead of a
+# softmax: it can put exactly zero on an estimator, so the output can be pure QIS
+# where the other targets are far off, instead of keeping a few per cent on them.
 #
 # The loss is the specification's composite loss: α·intensity MSE + β·Frobenius
 # loss of Σ̂ normalised by the sample covariance's loss (a loss of 1 means "no
@@ -45,6 +48,7 @@ hidden_dims = [64, 32, 16]
 dropout = 0.3
 input_dropout = 0.1
 attention = False
+gate = "softmax"
 curriculum = True
 patience = 10
 # loss weights and clipping (TrainConfig defaults; params.yaml holds the tuned ones)
@@ -91,7 +95,7 @@ config = TrainConfig(
 model = MLShrinkageNetwork(
     input_dim=train_set.features.shape[1], num_targets=len(TARGET_NAMES),
     hidden_dims=hidden_dims, dropout_rate=dropout, input_dropout=input_dropout,
-    use_attention=attention,
+    use_attention=attention, gate=gate,
 )
 print(model)
 

@@ -15,6 +15,10 @@ pipeline's test set is used for this choice):
 Run after ``dvc repro`` (needs ``data/processed``); ~1 min per fit on one core::
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_training_variants.py [--seeds 1 11]
+        [--variants NAME ...] [--n-train N] [--out CSV]
+
+``--n-train N`` trains on the first N training worlds only (the data-size comparison
+of params.yaml: ``--n-train 20000`` against the full set).
 
 Variants (``name: overrides`` of TrainConfig / network arguments) are listed in
 :data:`VARIANTS`; the first is the reference.
@@ -54,6 +58,14 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         {"dropout_rate": 0.1, "input_dropout": 0.0},
         {"intensity_weight": 0.0},
     ),
+    "dropout 0.1, no input dropout, softmax gate": (
+        {"dropout_rate": 0.1, "input_dropout": 0.0, "gate": "softmax"},
+        {"intensity_weight": 0.2601},
+    ),
+    "dropout 0.1, no input dropout, sparsemax gate": (
+        {"dropout_rate": 0.1, "input_dropout": 0.0, "gate": "sparsemax"},
+        {"intensity_weight": 0.2601},
+    ),
 }
 
 
@@ -64,6 +76,7 @@ def base_configs(params: dict) -> tuple[dict, dict]:
         "dropout_rate": pt["dropout"],
         "input_dropout": pt["input_dropout"],
         "use_attention": pt["attention"],
+        "gate": pt.get("gate", "softmax"),
     }
     keys = (
         "lr weight_decay epochs batch_size patience curriculum intensity_weight matrix_weight "
@@ -97,16 +110,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 11])
     ap.add_argument("--out", default="reports/model_selection/training_variants.csv")
+    ap.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        help="train on the first N worlds of the training set only (data-size comparison)",
+    )
+    ap.add_argument("--variants", nargs="+", default=None, help="names of VARIANTS to run")
     args = ap.parse_args()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     processed = ROOT / params["pretrain"]["processed_dir"]
     train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
+    if args.n_train is not None:
+        if not 0 < args.n_train <= len(train_set):
+            raise SystemExit(f"--n-train must be in [1, {len(train_set)}], got {args.n_train}")
+        train_set = train_set.subset(range(args.n_train))
+    variants = {k: VARIANTS[k] for k in (args.variants or VARIANTS)}
     valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
     data = params["data_prep"]
     hold = holdout_set(int(data["p_max"]), int(data.get("batch_size", 128)))
     net0, tc0 = base_configs(params)
     rows, norm = [], {}
-    for name, (net_over, tc_over) in VARIANTS.items():
+    for name, (net_over, tc_over) in variants.items():
         for seed in args.seeds:
             model = fit({**net0, **net_over}, {**tc0, **tc_over}, train_set, valid_set, seed)
             with torch.no_grad():
@@ -127,10 +152,10 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    ref = next(iter(VARIANTS))
+    ref = next(iter(variants))
     diffs = {
         name: [float((norm[name, s] - norm[ref, s]).mean()) for s in args.seeds]
-        for name in VARIANTS
+        for name in variants
     }
     summary = df.groupby("variant", sort=False)[["norm_loss", "prial"]].mean()
     summary["delta_norm_loss_vs_first"] = [np.mean(diffs[k]) for k in summary.index]
@@ -141,7 +166,9 @@ def main() -> None:
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
-    print(f"\n{len(args.seeds)} seeds, holdout of {len(hold)} worlds (seed {HOLDOUT_SEED})")
+    print(
+        f"\n{len(args.seeds)} seeds, {len(train_set)} training worlds, holdout of {len(hold)} worlds (seed {HOLDOUT_SEED})"
+    )
     print(summary.round(4).to_string())
 
 

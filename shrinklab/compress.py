@@ -445,6 +445,14 @@ def distillation_loss(
     return loss_fn
 
 
+def _gate_of(teacher: Any) -> str:
+    """The output gate of ``teacher`` (a network, or an ensemble's first member), so a
+    student imitates it with the same output map; ``"softmax"`` when it has none."""
+    net = (getattr(teacher, "members", None) or [teacher])[0]
+    config = getattr(net, "config", None)
+    return str(config.get("gate", "softmax")) if isinstance(config, dict) else "softmax"
+
+
 def distill(
     teacher: Any,
     data: Any,
@@ -460,9 +468,9 @@ def distill(
 ) -> MLShrinkageNetwork:
     """Train a small student network to imitate ``teacher`` (Hinton et al. 2015) with
     :func:`distillation_loss` (the student also learns the teacher's calibrated
-    uncertainty). The student defaults to ``hidden_dims=(32, 16)``, no dropout; its
-    output biases start at the oracle priors and the teacher's mean log-variance.
-    Deterministic for a fixed ``seed`` on CPU.
+    uncertainty). The student defaults to ``hidden_dims=(32, 16)``, no dropout and the
+    teacher's output gate (softmax or sparsemax); its output biases start at the oracle
+    priors and the teacher's mean log-variance. Deterministic for a fixed ``seed`` on CPU.
     """
     loss_fn = distillation_loss(teacher_weight, matrix_weight, log_var_weight)
     feats = torch.as_tensor(np.asarray(_get(data, "features")), dtype=torch.float32)
@@ -473,6 +481,7 @@ def distill(
         "hidden_dims": (32, 16),
         "dropout_rate": 0.0,
         "input_dropout": 0.0,
+        "gate": _gate_of(teacher),
     }
     cfg.update(dict(student_config or {}))
     torch.manual_seed(int(seed))

@@ -264,6 +264,24 @@ def test_distilled_student_matches_teacher_better_than_random_init(teacher, data
     assert count_parameters(student) < count_parameters(teacher) / 2
 
 
+def test_student_takes_the_teachers_gate(data):
+    """A sparsemax teacher (a network, or an ensemble of them) gets a sparsemax student;
+    a softmax teacher a softmax one; an explicit student_config wins."""
+    from shrinklab.compress import _gate_of
+
+    tr, _ = data
+    sparse = MLShrinkageNetwork(F, K, hidden_dims=(8,), gate="sparsemax").eval()
+    assert _gate_of(sparse) == "sparsemax"
+    assert _gate_of(EnsembleModel([sparse, copy.deepcopy(sparse)])) == "sparsemax"
+    assert _gate_of(MLShrinkageNetwork(F, K, hidden_dims=(8,))) == "softmax"
+    assert _gate_of(object()) == "softmax"
+    assert distill(sparse, tr, epochs=1, seed=0).config["gate"] == "sparsemax"
+    assert (
+        distill(sparse, tr, epochs=1, seed=0, student_config={"gate": "softmax"}).config["gate"]
+        == "softmax"
+    )
+
+
 # ---------------------------------------------------------- inference formats
 def test_onnx_parity_attention_network(data, tmp_path):
     _, va = data
