@@ -57,6 +57,7 @@ from shrinklab.ensemble import (
     normalised_prial_of,
     predict_numpy,
     prial_of,
+    quadratic_loss,
 )
 from shrinklab.losses import gaussian_nll, intensity_mse, quadratic_frobenius
 from shrinklab.network import MLShrinkageNetwork, ShrinkageOutput, register_model_kind, save_model
@@ -738,6 +739,8 @@ def tradeoff_table(
     reference: str = "ensemble",
     repeats: int = 50,
     feature_cost_s: float | None = None,
+    min_family_size: int = 50,
+    min_family_gain: float = 1.0,
 ) -> pd.DataFrame:
     """Size / speed / accuracy of each model on ``eval_set``.
 
@@ -750,7 +753,11 @@ def tradeoff_table(
     ``gain_kept = (norm_PRIAL − norm_PRIAL_LW) / (norm_PRIAL_ref − norm_PRIAL_LW)``
     where ``lw_intensities (N, K)`` writes Ledoit–Wolf in the family (its intensity
     on the identity target; default: the stored ``eval_set.loss_lw`` of a
-    :class:`shrinklab.dataset.TrainingSet`) and ``reference`` names the ensemble row.
+    :class:`shrinklab.dataset.TrainingSet`) and ``reference`` names the ensemble row;
+    when ``eval_set`` has a ``family`` label per world, ``gain_kept_worst_family`` is
+    the smallest ``gain_kept`` computed within one family, over the families with at
+    least ``min_family_size`` worlds where the reference beats Ledoit–Wolf by at least
+    ``min_family_gain`` normalised-PRIAL points (NaN if there is none).
 
     The gain is measured on normalised losses so that every world of the evaluation
     set counts the same: pooled over a mixture of worlds, PRIAL follows the few worlds
@@ -760,18 +767,28 @@ def tradeoff_table(
     if reference not in models:
         raise ValueError(f"reference model {reference!r} not in models {list(models)}")
     feats = np.asarray(_get(eval_set, "features"), dtype=np.float32)
+    G, c = _get(eval_set, "G"), _get(eval_set, "c")
+    d = np.asarray(_get(eval_set, "d"), dtype=np.float64)
+    fsopt = np.asarray(_get(eval_set, "loss_fsopt"), dtype=np.float64)
     if lw_intensities is not None:
         prial_lw = prial_of(lw_intensities, eval_set)
         norm_prial_lw = normalised_prial_of(lw_intensities, eval_set)
-    elif getattr(eval_set, "loss_lw", None) is not None:
+        lw_loss = quadratic_loss(lw_intensities, G, c, d).numpy()
+    elif _optional(eval_set, "loss_lw") is not None:
         from shrinklab.estimators import prial
 
-        d, fsopt = _get(eval_set, "d"), _get(eval_set, "loss_fsopt")
-        prial_lw = prial(_get(eval_set, "loss_lw"), d, fsopt)
-        d, fsopt, lw = (np.asarray(v, dtype=np.float64) for v in (d, fsopt, eval_set.loss_lw))
-        norm_prial_lw = float(100.0 * (1.0 - lw / d).mean() / (1.0 - fsopt / d).mean())
+        lw_loss = np.asarray(_optional(eval_set, "loss_lw"), dtype=np.float64)
+        prial_lw = prial(lw_loss, d, fsopt)
+        norm_prial_lw = float(100.0 * (1.0 - lw_loss / d).mean() / (1.0 - fsopt / d).mean())
     else:
         raise ValueError("give lw_intensities, or an eval_set with a loss_lw field")
+    family = _optional(eval_set, "family")
+    by_family = (
+        _family_norm_prial(lw_loss / d, fsopt / d, np.asarray(family), min_family_size)
+        if family is not None
+        else None
+    )
+    norm_losses: dict[str, np.ndarray] = {}
     rows = []
     for name, model in models.items():
         w = predict_numpy(model, feats).intensities
@@ -787,6 +804,7 @@ def tradeoff_table(
             "prial": prial_of(w, eval_set),
             "norm_prial": normalised_prial_of(w, eval_set),
         }
+        norm_losses[name] = quadratic_loss(w, G, c, d).numpy() / d
         rows.append(row)
     table = pd.DataFrame(rows).set_index("model")
     denom = table.loc[reference, "norm_prial"] - norm_prial_lw
@@ -799,10 +817,45 @@ def tradeoff_table(
         table["gain_kept"] = float("nan")
     else:
         table["gain_kept"] = (table["norm_prial"] - norm_prial_lw) / denom
+    if by_family is not None:
+        lw_f = by_family(lw_loss / d)
+        ref_f = by_family(norm_losses[reference])
+        fams = [f for f in ref_f if ref_f[f] - lw_f[f] >= min_family_gain]
+        table["gain_kept_worst_family"] = [
+            min(
+                ((by_family(norm_losses[name])[f] - lw_f[f]) / (ref_f[f] - lw_f[f]) for f in fams),
+                default=float("nan"),
+            )
+            for name in table.index
+        ]
     table.attrs["prial_lw"] = prial_lw
     table.attrs["norm_prial_lw"] = norm_prial_lw
     table.attrs["reference"] = reference
     return table
+
+
+def _optional(data: Any, name: str) -> Any:
+    """Field ``name`` of a mapping or an object, ``None`` when it has none."""
+    return data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
+
+
+def _family_norm_prial(
+    lw_norm: np.ndarray, fsopt_norm: np.ndarray, family: np.ndarray, min_size: int
+) -> Callable[[np.ndarray], dict[Any, float]]:
+    """``f(normalised losses) -> {family: normalised PRIAL within it}`` over the families
+    with at least ``min_size`` worlds (``lw_norm`` only fixes the length checked)."""
+    if family.shape != lw_norm.shape:
+        raise ValueError(f"family labels have shape {family.shape}, expected {lw_norm.shape}")
+    labels = [f for f in np.unique(family) if int((family == f).sum()) >= int(min_size)]
+    masks = {f.item() if hasattr(f, "item") else f: family == f for f in labels}
+
+    def by_family(norm_loss: np.ndarray) -> dict[Any, float]:
+        return {
+            f: float(100.0 * (1.0 - norm_loss[m]).mean() / (1.0 - fsopt_norm[m]).mean())
+            for f, m in masks.items()
+        }
+
+    return by_family
 
 
 def choose_deployable(
@@ -817,7 +870,8 @@ def choose_deployable(
 ) -> tuple[str, str]:
     """The deployable model: among the models that keep at least ``min_gain_kept`` of
     the reference's gain over Ledoit–Wolf (``gain_kept`` of :func:`tradeoff_table`, on
-    per-world normalised losses) *and* are clearly faster than it
+    per-world normalised losses; and ``gain_kept_worst_family`` too, in every world
+    family, when the table has it) *and* are clearly faster than it
     (``latency_col`` at most ``max_latency_ratio`` × the reference's) *or* clearly
     smaller (``size_col`` at most ``max_size_ratio`` × the reference's), the smallest
     by ``size_col`` (ties: higher ``norm_prial``, or ``prial`` without it, then name); the reference itself if there is
@@ -840,11 +894,19 @@ def choose_deployable(
             raise ValueError(f"{name} must be in (0, 1], got {ratio}")
     ref_lat = float(table.loc[reference, latency_col])
     others = table.drop(index=reference)
-    keeps = others[others["gain_kept"] >= min_gain_kept]
+    keeps_ok = others["gain_kept"] >= min_gain_kept
+    where = ""
+    if "gain_kept_worst_family" in others:
+        # in every family as well: a pooled 99 % can hide a loss in most families that
+        # one family where the compressed model is better makes up for
+        worst = others["gain_kept_worst_family"]
+        keeps_ok &= worst.isna() | (worst >= min_gain_kept)
+        where = " overall and in every world family"
+    keeps = others[keeps_ok]
     if keeps.empty:
         return reference, (
             f"no compressed model keeps >= {100 * min_gain_kept:.0f}% of the {reference}'s "
-            f"PRIAL gain over Ledoit-Wolf; deploying the {reference}"
+            f"PRIAL gain over Ledoit-Wolf{where}; deploying the {reference}"
         )
     faster = keeps[latency_col] <= max_latency_ratio * ref_lat
     smaller = (

@@ -32,7 +32,7 @@ from shrinklab.compress import (
     tradeoff_table,
 )
 from shrinklab.ensemble import EnsembleModel, normalised_prial_of, prial_of
-from shrinklab.network import MLShrinkageNetwork, load_model, save_model
+from shrinklab.network import MLShrinkageNetwork, ShrinkageOutput, load_model, save_model
 
 F, K = 8, 5
 FNAMES = [f"f{i}" for i in range(F)]
@@ -345,6 +345,65 @@ def test_tradeoff_table_and_choice(trained, teacher, teacher_onnx, data):
     assert name in table.index and reason
     with pytest.raises(ValueError, match="reference"):
         tradeoff_table({"net": trained}, va, lw_intensities=lw)
+
+
+def test_worst_family_gain_against_a_brute_force_and_the_rule(monkeypatch):
+    """gain_kept_worst_family is the smallest per-family gain kept (numpy brute force on
+    hand-made losses); a model that keeps 99 % overall but not in one family is not
+    deployed, and without family labels the column is absent."""
+    rng = np.random.default_rng(0)
+    N = 300
+    fam = np.repeat([0, 1, 2], N // 3)
+    d = rng.uniform(1.0, 2.0, N)
+    fs = 0.3 * d
+    # Gram G = I, c = 0 per world: L(w) = |w|² + d; models differ only by |w|² ≤ d
+    G, c = np.tile(np.eye(K), (N, 1, 1)), np.zeros((N, K))
+
+    import shrinklab.compress as compress_module
+
+    # size and speed are not under test here (the models are fixed intensity tables)
+    monkeypatch.setattr(compress_module, "model_file_size", lambda model: 1)
+    monkeypatch.setattr(compress_module, "count_parameters", lambda model, nonzero=False: 1)
+    monkeypatch.setattr(compress_module, "latency", lambda *a, **k: 1e-3)
+
+    class Fixed:
+        """A 'model' whose intensities give a chosen normalised loss per world."""
+
+        def __init__(self, norm_loss):
+            w = np.zeros((N, K))
+            w[:, 0] = np.sqrt(np.clip(norm_loss - 1.0, 0, None) * d)  # L/d = 1 + w²/d ≥ 1
+            self.w = w
+
+        def predict(self, features):
+            a = self.w.sum(1)
+            pi = np.where(a[:, None] > 0, self.w / np.maximum(a, 1e-300)[:, None], 1.0 / K)
+            return ShrinkageOutput(torch.as_tensor(a), torch.as_tensor(pi), torch.zeros(N))
+
+    # every model is worse than S here (L/d ≥ 1), so build gains relative to a worse LW
+    lw_nl, ref_nl = np.full(N, 3.0), np.full(N, 1.5)
+    # loses in family 1, makes up for it in family 2: about 100 % kept overall
+    stu_nl = ref_nl + np.select([fam == 1, fam == 2], [0.2, -0.2], 0.0)
+    data = {"G": G, "c": c, "d": d, "loss_fsopt": fs, "family": fam,
+            "features": np.zeros((N, 4)), "loss_lw": lw_nl * d}  # fmt: skip
+    models = {"ensemble": Fixed(ref_nl), "student": Fixed(stu_nl)}
+    table = tradeoff_table(models, data, repeats=1, min_family_size=10)
+
+    def fam_prial(nl, f):
+        m = fam == f
+        return 100 * (1 - nl[m]).mean() / (1 - fs[m] / d[m]).mean()
+
+    kept = [
+        (fam_prial(stu_nl, f) - fam_prial(lw_nl, f)) / (fam_prial(ref_nl, f) - fam_prial(lw_nl, f))
+        for f in range(3)
+    ]
+    assert table.loc["student", "gain_kept_worst_family"] == pytest.approx(min(kept), rel=1e-9)
+    assert min(kept) < 0.99 < table.loc["student", "gain_kept"]
+    table["latency_b1_s"] = [1e-3, 1e-6]
+    name, reason = choose_deployable(table)
+    assert name == "ensemble" and "every world family" in reason
+    assert choose_deployable(table.drop(columns="gain_kept_worst_family"))[0] == "student"
+    no_family = {k: v for k, v in data.items() if k != "family"}
+    assert "gain_kept_worst_family" not in tradeoff_table(models, no_family, repeats=1)
 
 
 def test_choose_deployable_rules():
