@@ -12,7 +12,7 @@ pipeline's test set is used for this choice):
 * the paired difference of the normalised loss against the first variant, averaged
   over seeds, with its standard error over seeds.
 
-Run after ``dvc repro`` (needs ``data/processed``); ~1 min per fit on one core::
+Run after ``dvc repro`` (needs ``data/processed``); ~2.5 min per fit on one core (60,000 worlds)::
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_training_variants.py [--seeds 1 11]
         [--variants NAME ...] [--n-train N] [--out CSV]
