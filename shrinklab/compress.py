@@ -54,7 +54,6 @@ from shrinklab.ensemble import (
     _get,
     member_kind,
     model_class,
-    normalised_prial_of,
     predict_numpy,
     prial_of,
     quadratic_loss,
@@ -767,31 +766,28 @@ def tradeoff_table(
     if reference not in models:
         raise ValueError(f"reference model {reference!r} not in models {list(models)}")
     feats = np.asarray(_get(eval_set, "features"), dtype=np.float32)
+    from shrinklab.estimators import normalised_prial, prial
+
     G, c = _get(eval_set, "G"), _get(eval_set, "c")
     d = np.asarray(_get(eval_set, "d"), dtype=np.float64)
     fsopt = np.asarray(_get(eval_set, "loss_fsopt"), dtype=np.float64)
     if lw_intensities is not None:
-        prial_lw = prial_of(lw_intensities, eval_set)
-        norm_prial_lw = normalised_prial_of(lw_intensities, eval_set)
         lw_loss = quadratic_loss(lw_intensities, G, c, d).numpy()
     elif _optional(eval_set, "loss_lw") is not None:
-        from shrinklab.estimators import prial
-
         lw_loss = np.asarray(_optional(eval_set, "loss_lw"), dtype=np.float64)
-        prial_lw = prial(lw_loss, d, fsopt)
-        norm_prial_lw = float(100.0 * (1.0 - lw_loss / d).mean() / (1.0 - fsopt / d).mean())
     else:
         raise ValueError("give lw_intensities, or an eval_set with a loss_lw field")
     family = _optional(eval_set, "family")
-    by_family = (
-        _family_norm_prial(lw_loss / d, fsopt / d, np.asarray(family), min_family_size)
-        if family is not None
-        else None
-    )
-    norm_losses: dict[str, np.ndarray] = {}
+    masks = _family_masks(np.asarray(family), len(d), min_family_size) if family is not None else {}
+
+    def by_family(loss: np.ndarray) -> dict[Any, float]:
+        return {f: normalised_prial(loss[m], d[m], fsopt[m]) for f, m in masks.items()}
+
+    losses: dict[str, np.ndarray] = {}
     rows = []
     for name, model in models.items():
         w = predict_numpy(model, feats).intensities
+        losses[name] = loss = quadratic_loss(w, G, c, d).numpy()
         lat1 = latency(model, feats, 1, repeats=repeats)
         row = {
             "model": name,
@@ -801,11 +797,11 @@ def tradeoff_table(
             "latency_b1_s": lat1,
             "latency_b1024_s": latency(model, feats, 1024, repeats=max(3, repeats // 5)),
             "e2e_b1_s": lat1 + feature_cost_s if feature_cost_s is not None else float("nan"),
-            "prial": prial_of(w, eval_set),
-            "norm_prial": normalised_prial_of(w, eval_set),
+            "prial": prial(loss, d, fsopt),
+            "norm_prial": normalised_prial(loss, d, fsopt),
         }
-        norm_losses[name] = quadratic_loss(w, G, c, d).numpy() / d
         rows.append(row)
+    prial_lw, norm_prial_lw = prial(lw_loss, d, fsopt), normalised_prial(lw_loss, d, fsopt)
     table = pd.DataFrame(rows).set_index("model")
     denom = table.loc[reference, "norm_prial"] - norm_prial_lw
     if not denom > 0:
@@ -817,13 +813,12 @@ def tradeoff_table(
         table["gain_kept"] = float("nan")
     else:
         table["gain_kept"] = (table["norm_prial"] - norm_prial_lw) / denom
-    if by_family is not None:
-        lw_f = by_family(lw_loss / d)
-        ref_f = by_family(norm_losses[reference])
+    if family is not None:
+        lw_f, ref_f = by_family(lw_loss), by_family(losses[reference])
         fams = [f for f in ref_f if ref_f[f] - lw_f[f] >= min_family_gain]
         table["gain_kept_worst_family"] = [
             min(
-                ((by_family(norm_losses[name])[f] - lw_f[f]) / (ref_f[f] - lw_f[f]) for f in fams),
+                ((by_family(losses[name])[f] - lw_f[f]) / (ref_f[f] - lw_f[f]) for f in fams),
                 default=float("nan"),
             )
             for name in table.index
@@ -839,23 +834,13 @@ def _optional(data: Any, name: str) -> Any:
     return data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
 
 
-def _family_norm_prial(
-    lw_norm: np.ndarray, fsopt_norm: np.ndarray, family: np.ndarray, min_size: int
-) -> Callable[[np.ndarray], dict[Any, float]]:
-    """``f(normalised losses) -> {family: normalised PRIAL within it}`` over the families
-    with at least ``min_size`` worlds (``lw_norm`` only fixes the length checked)."""
-    if family.shape != lw_norm.shape:
-        raise ValueError(f"family labels have shape {family.shape}, expected {lw_norm.shape}")
+def _family_masks(family: np.ndarray, n: int, min_size: int) -> dict[Any, np.ndarray]:
+    """``{family label: boolean mask}`` of the families with at least ``min_size`` of
+    the ``n`` worlds."""
+    if family.shape != (n,):
+        raise ValueError(f"family labels have shape {family.shape}, expected ({n},)")
     labels = [f for f in np.unique(family) if int((family == f).sum()) >= int(min_size)]
-    masks = {f.item() if hasattr(f, "item") else f: family == f for f in labels}
-
-    def by_family(norm_loss: np.ndarray) -> dict[Any, float]:
-        return {
-            f: float(100.0 * (1.0 - norm_loss[m]).mean() / (1.0 - fsopt_norm[m]).mean())
-            for f, m in masks.items()
-        }
-
-    return by_family
+    return {f.item() if hasattr(f, "item") else f: family == f for f in labels}
 
 
 def choose_deployable(

@@ -868,27 +868,15 @@ def prial_of(w: Any, data: Any) -> float:
 
 
 def normalised_prial_of(w: Any, data: Any) -> float:
-    """PRIAL (%) of intensities ``w (N, K)`` computed on per-world *normalised* losses:
-    ``100 · mean(1 − L(w)/d) / mean(1 − loss_fsopt/d)``.
+    """PRIAL (%) of intensities ``w (N, K)`` on per-world normalised losses
+    (:func:`shrinklab.estimators.normalised_prial`: every world weighs the same, scale
+    invariant), for comparing models over a synthetic *distribution* of worlds, where
+    :func:`prial_of` follows the few worlds with the largest ``‖S − Σ‖²``. It ranks
+    models like the mean normalised loss, the training objective."""
+    from shrinklab.estimators import normalised_prial
 
-    :func:`prial_of` pools raw losses (a ratio of means, as Ledoit & Wolf 2022 do over
-    replications of *one* world), so on a mixture of worlds it is dominated by the few
-    worlds with the largest ``‖S − Σ‖²`` — it changes when one world's Σ is rescaled.
-    Dividing each world's losses by its own ``d`` first makes every world weigh the
-    same (scale invariant), which is what a comparison of models over a synthetic
-    *distribution* of worlds needs; it ranks models like the mean normalised loss,
-    the training objective. Equal to :func:`prial_of` when all worlds share one ``d``.
-    """
     G, c, d = _get(data, "G"), _get(data, "c"), _get(data, "d")
-    d64 = _as_f64(d)
-    if d64.ndim != 1 or not bool((d64 > 0).all()):
-        raise ValueError("normalised_prial_of needs d > 0 for every world")
-    loss = quadratic_loss(w, G, c, d64) / d64
-    fsopt = _as_f64(_get(data, "loss_fsopt")) / d64
-    den = float((1.0 - fsopt).mean())
-    if den == 0.0:
-        raise ValueError("normalised PRIAL undefined: mean FSOPT loss equals the sample's")
-    return float(100.0 * (1.0 - loss).mean() / den)
+    return normalised_prial(quadratic_loss(w, G, c, d), _as_f64(d), _get(data, "loss_fsopt"))
 
 
 def prial_table(

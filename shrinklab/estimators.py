@@ -46,6 +46,7 @@ __all__ = [
     "oracle_weights",
     "solve_simplex_qp",
     "prial",
+    "normalised_prial",
     "frobenius_loss",
     "stein_loss",
     "CLASSICAL_ESTIMATORS",
@@ -565,6 +566,27 @@ def prial(loss_est: Any, loss_sample: Any, loss_fsopt: Any) -> float:
     if float(den) == 0.0:
         raise ValueError("PRIAL undefined: mean sample loss equals mean FSOPT loss")
     return float(100.0 * (ls - le) / den)
+
+
+def normalised_prial(loss_est: Any, loss_sample: Any, loss_fsopt: Any) -> float:
+    """PRIAL (%) of per-world *normalised* losses: ``100 · mean(1 − L_est/L_S) /
+    mean(1 − L_fsopt/L_S)``.
+
+    :func:`prial` pools raw losses (a ratio of means, as Ledoit & Wolf 2022 do over
+    replications of *one* world); over a mixture of worlds that is dominated by the
+    few worlds with the largest ``L_S`` and changes when one world's Σ is rescaled.
+    Dividing each world's losses by its own ``L_S`` first makes every world weigh the
+    same (scale invariant); equal to :func:`prial` when all ``L_S`` are equal.
+    """
+    ls = _as_vector(loss_sample, "loss_sample")
+    if not bool((ls > 0).all()):
+        raise ValueError("normalised PRIAL needs a positive sample loss for every world")
+    le = _as_vector(loss_est, "loss_est") / ls
+    lf = _as_vector(loss_fsopt, "loss_fsopt") / ls
+    den = (1.0 - lf).mean()
+    if float(den) == 0.0:
+        raise ValueError("normalised PRIAL undefined: mean FSOPT loss equals the sample's")
+    return float(100.0 * (1.0 - le).mean() / den)
 
 
 def frobenius_loss(A: Any, B: Any) -> torch.Tensor:

@@ -294,24 +294,35 @@ def test_workers_give_identical_training_set():
         build_training_set(4, seed=0, workers=0)
 
 
+def _assert_rows_match_public_functions(out, X, sigma) -> torch.Tensor:
+    """The builder's rows equal the public functions computed independently (1e-9):
+    G, c, d from the explicit target matrices, the FSOPT loss, the OAS / CC / SF
+    intensities and the features. Returns the sample covariances S."""
+    from shrinklab.estimators import lw_constant_correlation, lw_single_factor, oas
+    from shrinklab.targets import shrinkage_targets
+
+    T = shrinkage_targets(X)
+    S = torch.stack([torch.cov(x.T, correction=0) for x in X])
+    G, c, d = quadratic_form(S, T, sigma)
+    assert _rel(out["G"], G) < 1e-9 and _rel(out["c"], c) < 1e-9 and _rel(out["d"], d) < 1e-9
+    direct = ((fsopt(X, sigma) - sigma) ** 2).sum((-2, -1))
+    assert _rel(out["loss_fsopt"], direct) < 1e-9
+    for k, f in enumerate([oas, lw_constant_correlation, lw_single_factor], start=1):
+        assert _rel(out["intensities"][:, k], f(X, return_shrinkage=True)[1]) < 1e-9
+    assert _rel(out["features"], extract_features(X)) < 1e-9
+    return S
+
+
 def test_shared_eigh_pipeline_matches_independent_recomputation():
     """process_batch (one eigh of S shared by QIS, FSOPT and features; O(np + p²)
     intensities) equals the public functions computed independently (1e-9)."""
-    from shrinklab.estimators import lw_constant_correlation, lw_single_factor, oas, qis
+    from shrinklab.estimators import qis
     from shrinklab.targets import shrinkage_targets
 
     b = next(synthetic.generate_batches(6, 21, {**CONFIG, "batch_size": 6, "p_min": 20}))
     out = dataset.process_batch(b.X, b.sigma)
-    T = shrinkage_targets(b.X)
-    assert _rel(T[:, 4], qis(b.X)) < 1e-12
-    S = torch.stack([torch.cov(x.T, correction=0) for x in b.X])
-    G, c, d = quadratic_form(S, T, b.sigma)
-    assert _rel(out["G"], G) < 1e-9 and _rel(out["c"], c) < 1e-9 and _rel(out["d"], d) < 1e-9
-    direct = ((fsopt(b.X, b.sigma) - b.sigma) ** 2).sum((-2, -1))
-    assert _rel(out["loss_fsopt"], direct) < 1e-9
-    for k, f in enumerate([oas, lw_constant_correlation, lw_single_factor], start=1):
-        assert _rel(out["intensities"][:, k], f(b.X, return_shrinkage=True)[1]) < 1e-9
-    assert _rel(out["features"], extract_features(b.X)) < 1e-9
+    assert _rel(shrinkage_targets(b.X)[:, 4], qis(b.X)) < 1e-12
+    _assert_rows_match_public_functions(out, b.X, b.sigma)
 
 
 def test_float32_handoff_pieces_and_numpy_eigh_match_the_float64_path(monkeypatch):
@@ -319,8 +330,6 @@ def test_float32_handoff_pieces_and_numpy_eigh_match_the_float64_path(monkeypatc
     products) gives bit-identical rows; reducing the returns one sample per piece
     equals one piece for the chunk (1e-12); at p >= 128 (numpy/OpenBLAS eigh) the rows
     equal the public functions computed independently (1e-9, as at small p)."""
-    from shrinklab.estimators import lw_constant_correlation, lw_single_factor, oas
-    from shrinklab.targets import shrinkage_targets
 
     cfg = {**CONFIG, "batch_size": 3, "p_min": 130, "p_max": 140, "short_prob": 0.0}
     cfg.update(ratio_min=0.5, ratio_max=0.9)
@@ -338,15 +347,7 @@ def test_float32_handoff_pieces_and_numpy_eigh_match_the_float64_path(monkeypatc
     whole = dataset.process_batch(b64.X, b64.sigma)
     for k, v in ref.items():
         assert _rel(whole[k], v) < 1e-12, k
-    T = shrinkage_targets(b64.X)
-    S = torch.stack([torch.cov(x.T, correction=0) for x in b64.X])
-    G, c_, d = quadratic_form(S, T, b64.sigma)
-    assert _rel(ref["G"], G) < 1e-9 and _rel(ref["c"], c_) < 1e-9 and _rel(ref["d"], d) < 1e-9
-    direct = ((fsopt(b64.X, b64.sigma) - b64.sigma) ** 2).sum((-2, -1))
-    assert _rel(ref["loss_fsopt"], direct) < 1e-9
-    for k, f in enumerate([oas, lw_constant_correlation, lw_single_factor], start=1):
-        assert _rel(ref["intensities"][:, k], f(b64.X, return_shrinkage=True)[1]) < 1e-9
-    assert _rel(ref["features"], extract_features(b64.X)) < 1e-9
+    S = _assert_rows_match_public_functions(ref, b64.X, b64.sigma)
     evals, U = dataset._eigh(S)
     torch.testing.assert_close(
         evals, torch.linalg.eigvalsh(S), rtol=0, atol=1e-12 * float(evals.max())

@@ -342,6 +342,23 @@ def _features(batch: int, seed: int = 1) -> torch.Tensor:
     return x
 
 
+def _anchored_reference(net: MLShrinkageNetwork, x: torch.Tensor, gate_map) -> np.ndarray:
+    """Intensities w = g0·απ + Σ_j g_j c_j recomputed in numpy from the network's heads,
+    with c_j = clip(x_f, 0, 1) e_t (QIS: e_qis) and g = gate_map(logits) per row."""
+    with torch.no_grad():
+        h = net._trunk(x)
+        a = torch.sigmoid(net.alpha_head(h)).squeeze(-1).double().numpy()
+        pi = torch.softmax(net.weights_head(h), -1).double().numpy()
+        logits = (net.gate_head(h) * net.gate_log_scale.exp()).double().numpy()
+    gate = np.stack([gate_map(row) for row in logits])
+    xn = x.double().numpy()
+    w = gate[:, :1] * a[:, None] * pi
+    for j, (f, t) in enumerate(net.config["anchors"]):
+        value = np.ones(len(xn)) if f < 0 else np.clip(xn[:, f], 0, 1)
+        w[:, t] += gate[:, j + 1] * value
+    return w
+
+
 def test_auto_anchors_are_the_classical_estimators():
     feats, targets = _full_layout()
     net = _anchored_net()
@@ -365,17 +382,12 @@ def test_anchored_output_matches_numpy_reference():
     x = _features(32)
     with torch.no_grad():
         out = net(x)
-        h = net._trunk(x)
-        a = torch.sigmoid(net.alpha_head(h)).squeeze(-1).double().numpy()
-        pi = torch.softmax(net.weights_head(h), -1).double().numpy()
-        logits = (net.gate_head(h) * net.gate_log_scale.exp()).double().numpy()
-    gate = np.exp(logits - logits.max(1, keepdims=True))
-    gate /= gate.sum(1, keepdims=True)
-    xn = x.double().numpy()
-    w = gate[:, :1] * a[:, None] * pi
-    for j, (f, t) in enumerate(net.config["anchors"]):
-        value = np.ones(len(xn)) if f < 0 else np.clip(xn[:, f], 0, 1)
-        w[:, t] += gate[:, j + 1] * value
+
+    def softmax(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    w = _anchored_reference(net, x, softmax)
     np.testing.assert_allclose(out.intensities.double().numpy(), w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.alpha.double().numpy(), w.sum(1), rtol=1e-5, atol=1e-6)
     assert torch.allclose(out.weights.sum(-1), torch.ones(32), atol=1e-5)
@@ -462,15 +474,7 @@ def test_sparsemax_gate_matches_reference_and_reaches_pure_qis():
     x = _features(32)
     with torch.no_grad():
         out = net(x)
-        h = net._trunk(x)
-        a = torch.sigmoid(net.alpha_head(h)).squeeze(-1).double().numpy()
-        pi = torch.softmax(net.weights_head(h), -1).double().numpy()
-        logits = (net.gate_head(h) * net.gate_log_scale.exp()).double().numpy()
-    gate = np.stack([_simplex_projection_bisection(row) for row in logits])
-    w = gate[:, :1] * a[:, None] * pi
-    for j, (f, t) in enumerate(net.config["anchors"]):
-        value = np.ones(len(x)) if f < 0 else np.clip(x.double().numpy()[:, f], 0, 1)
-        w[:, t] += gate[:, j + 1] * value
+    w = _anchored_reference(net, x, _simplex_projection_bisection)
     np.testing.assert_allclose(out.intensities.double().numpy(), w, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         net.gate_head.weight.zero_()
