@@ -74,7 +74,7 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "correlation": ("corr_",),
     "dispersion": ("logvar_std",),
     "tails": ("kurt_",),
-    "classical_intensities": ("int_",),
+    "classical_intensities": ("int_", "mt_"),
     "target_distances": ("dist_",),
     "temporal": ("log_vol_ratio_recent", "sq_autocorr_market"),
 }

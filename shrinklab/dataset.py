@@ -527,9 +527,7 @@ def process_batch(
         gamma=(G[:, k_cc, k_cc], G[:, k_sf, k_sf]),
     )
     clock("intensities")
-    feats = features._features_from_stats(
-        f_stats, S, evals, torch.diagonal(G, dim1=-2, dim2=-1), inten
-    )
+    feats = features._features_from_stats(f_stats, S, evals, G, inten)
     clock("features")
     s_lw = inten[:, 0]
     loss_lw = s_lw * s_lw * G[:, 0, 0] - 2 * s_lw * c[:, 0] + d

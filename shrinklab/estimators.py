@@ -44,6 +44,7 @@ __all__ = [
     "shrinkage_intensities",
     "fsopt",
     "oracle_weights",
+    "multi_target_weights",
     "solve_simplex_qp",
     "prial",
     "normalised_prial",
@@ -531,6 +532,47 @@ def oracle_weights(X: Any, sigma: Any) -> torch.Tensor:
     T = stack_targets(Xc, S, TARGET_NAMES)
     G, c, _ = quadratic_form(S, T, Sig)
     return unbatch(solve_simplex_qp(G, c), batched)
+
+
+def multi_target_weights(G: Any, rho: Any, use: Any) -> torch.Tensor:
+    """Intensities ``w (B, K)`` of multi-target shrinkage from single-target estimates.
+
+    Multi-target shrinkage [Lancewicki & Aladjem, "Multi-target shrinkage estimation
+    for covariance matrices", IEEE Trans. Signal Processing 62(24), 2014] minimises
+    the Frobenius loss ``wᵀGw − 2cᵀw + ‖S − Σ‖²`` of the family
+    ``S + Σ_k w_k (T_k − S)`` with ``G_kl = ⟨T_k − S, T_l − S⟩`` (known from the
+    sample) and an *estimate* of the unknown ``c_k = ⟨T_k − S, Σ − S⟩``.  Here the
+    estimate comes from each target's own single-target intensity: the
+    single-target oracle intensity is ``c_k / G_kk``, so ``ĉ_k = ρ̂_k G_kk`` with
+    ``ρ̂_k`` e.g. the Ledoit–Wolf intensity towards ``T_k``, or ``ρ̂ = 1`` for a
+    nonlinear estimator (QIS) used as a target, i.e. trusting it along its own
+    direction.  Then ``w = argmin wᵀGw − 2ĉᵀw`` over ``w ≥ 0, Σ_k w_k ≤ 1``
+    (:func:`solve_simplex_qp`): the exact geometry ``G`` decides how the targets
+    combine, which no single-target rule sees (two targets close to each other
+    share the weight; one far from ``S`` in a direction the others explain gets none).
+
+    ``G (B, K, K)`` symmetric positive semi-definite; ``rho (B, K)`` finite where
+    used; ``use`` ``(K,)`` booleans, the targets that take part (the others get
+    weight 0 and their ``rho`` is ignored).  Scale-invariant: ``G → s²G`` leaves
+    ``w`` unchanged.
+    """
+    Gt = torch.as_tensor(G)
+    Gt = Gt.to(torch.float64) if not Gt.is_floating_point() else Gt
+    r = torch.as_tensor(rho, dtype=Gt.dtype, device=Gt.device)
+    mask = torch.as_tensor(use, dtype=torch.bool, device=Gt.device).reshape(-1)
+    if Gt.ndim != 3 or Gt.shape[-1] != Gt.shape[-2] or r.shape != Gt.shape[:2]:
+        raise ValueError(
+            "multi_target_weights expects G (B,K,K) and rho (B,K); got "
+            f"{tuple(Gt.shape)}, {tuple(r.shape)}"
+        )
+    if mask.shape[0] != Gt.shape[-1] or not bool(mask.any()):
+        raise ValueError(f"use must have {Gt.shape[-1]} booleans, at least one True")
+    idx = mask.nonzero().squeeze(-1)
+    Gu = Gt[:, idx][:, :, idx]
+    cu = r[:, idx] * torch.diagonal(Gu, dim1=-2, dim2=-1)
+    w = torch.zeros_like(r)
+    w[:, idx] = solve_simplex_qp(Gu, cu)
+    return w
 
 
 # --------------------------------------------------------------------------- losses

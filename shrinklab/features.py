@@ -45,6 +45,12 @@ to per-asset rescaling.
 ``int_sf``                  single-factor intensity (Ledoit & Wolf 2003, JEF)
 ``dist_<target>``           ``‖T_k − S‖_F / ‖S‖_F`` for the K targets of
                             :data:`shrinklab.targets.TARGET_NAMES`
+``mt_<target>``             multi-target shrinkage intensities towards identity,
+                            constant correlation, single factor and QIS
+                            (:func:`multi_target_intensities`; Lancewicki & Aladjem
+                            2014): the simplex QP with the exact target Gram
+                            ``G_kl = ⟨T_k − S, T_l − S⟩`` and ``ĉ_k = ρ̂_k G_kk``
+                            (``ρ̂`` = ``int_lw``, ``int_cc``, ``int_sf``, and 1 for QIS)
 ``log_vol_ratio_recent``    ``½ log mean_i(v_i^recent / v_i)``: variance of the last 20 %
                             of the rows (at least 2) over the whole window, per asset    D
 ``sq_autocorr_market``      lag-1 autocorrelation of ``m_t²``, ``m_t`` the standardised
@@ -86,6 +92,10 @@ __all__ = [
     "features_from_parts",
     "classical_intensities",
     "target_sq_distances",
+    "target_gram",
+    "multi_target_intensities",
+    "MULTI_TARGET_SOURCES",
+    "MULTI_TARGET_NAMES",
     "schema_for",
     "targets_from_parts",
     "intensities_from_targets",
@@ -104,6 +114,17 @@ CLASSICAL_POINTS: dict[str, tuple[str | None, str]] = {
     "lw_single_factor": ("int_sf", "single_factor"),
     "qis": (None, "qis"),
 }
+# Multi-target shrinkage (estimators.multi_target_weights): the targets that take part,
+# each with the feature holding its single-target intensity estimate (None: QIS,
+# trusted along its own direction, ρ̂ = 1). The diagonal target has no classical
+# intensity here and is left out.
+MULTI_TARGET_SOURCES: dict[str, str | None] = {
+    "identity": "int_lw",
+    "constant_correlation": "int_cc",
+    "single_factor": "int_sf",
+    "qis": None,
+}
+MULTI_TARGET_NAMES: tuple[str, ...] = tuple(f"mt_{k}" for k in MULTI_TARGET_SOURCES)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_p_over_n",
@@ -121,6 +142,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "kurt_market",
     *INTENSITY_NAMES,
     *(f"dist_{k}" for k in TARGET_NAMES),
+    *MULTI_TARGET_NAMES,
     "log_vol_ratio_recent",
     "sq_autocorr_market",
 )
@@ -284,13 +306,37 @@ def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     return (D * D).sum((-2, -1))
 
 
+def target_gram(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """``G_kl = ⟨T_k − S, T_l − S⟩_F`` ``(B, K, K)`` for ``S (B, p, p)``, ``T (B, K, p, p)``
+    (the ``G`` of :func:`shrinklab.targets.quadratic_form`, which needs no ``Σ``)."""
+    D = (T - S.unsqueeze(1)).flatten(-2)
+    G = D @ D.transpose(-1, -2)
+    return 0.5 * (G + G.transpose(-1, -2))
+
+
+def multi_target_intensities(G: torch.Tensor, intensities: torch.Tensor) -> torch.Tensor:
+    """Multi-target shrinkage intensities ``(B, K)`` (:func:`shrinklab.estimators.
+    multi_target_weights`) over the targets of :data:`MULTI_TARGET_SOURCES`, from the
+    target Gram ``G`` (:func:`target_gram`) and the classical intensities ``(B, 4)``
+    (:func:`classical_intensities`, in the order of :data:`INTENSITY_NAMES`)."""
+    B, K = G.shape[0], len(TARGET_NAMES)
+    rho = torch.ones(B, K, dtype=G.dtype, device=G.device)
+    use = torch.zeros(K, dtype=torch.bool)
+    for target, source in MULTI_TARGET_SOURCES.items():
+        k = TARGET_NAMES.index(target)
+        use[k] = True
+        if source is not None:
+            rho[:, k] = intensities[:, INTENSITY_NAMES.index(source)].to(G.dtype)
+    return estimators.multi_target_weights(G, rho, use)
+
+
 # --------------------------------------------------------------------------- features
 def features_from_parts(
     X: torch.Tensor,
     Xc: torch.Tensor,
     S: torch.Tensor,
     evals: torch.Tensor,
-    target_sq_dist: torch.Tensor,
+    target_gram: torch.Tensor,
     intensities: torch.Tensor,
 ) -> torch.Tensor:
     """Features ``(B, F)`` from precomputed pieces (no recomputation of ``S`` or eigenvalues).
@@ -301,21 +347,18 @@ def features_from_parts(
     Xc : ``(B, n, p)`` demeaned returns (:func:`shrinklab._validation.center`).
     S : ``(B, p, p)`` sample covariance ``XcᵀXc / n``.
     evals : ``(B, p)`` eigenvalues of ``S`` (any order).
-    target_sq_dist : ``(B, K)`` ``‖T_k − S‖²_F`` in the order of ``TARGET_NAMES``
-        (:func:`target_sq_distances`, or the diagonal of ``G`` from
-        :func:`shrinklab.targets.quadratic_form`).
+    target_gram : ``(B, K, K)`` ``⟨T_k − S, T_l − S⟩_F`` in the order of ``TARGET_NAMES``
+        (:func:`target_gram`, or the ``G`` of :func:`shrinklab.targets.quadratic_form`).
     intensities : ``(B, 4)`` from :func:`classical_intensities`.
     """
-    B = X.shape[0]
-    if target_sq_dist.shape != (B, len(TARGET_NAMES)):
-        raise ValueError(
-            f"target_sq_dist must be (B, {len(TARGET_NAMES)}); got {tuple(target_sq_dist.shape)}"
-        )
+    B, K = X.shape[0], len(TARGET_NAMES)
+    if target_gram.shape != (B, K, K):
+        raise ValueError(f"target_gram must be (B, {K}, {K}); got {tuple(target_gram.shape)}")
     if intensities.shape != (B, len(INTENSITY_NAMES)):
         raise ValueError(
             f"intensities must be (B, {len(INTENSITY_NAMES)}); got {tuple(intensities.shape)}"
         )
-    return _features_from_stats(_feature_stats(Xc, S), S, evals, target_sq_dist, intensities)
+    return _features_from_stats(_feature_stats(Xc, S), S, evals, target_gram, intensities)
 
 
 def _inverse_sd(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -359,7 +402,7 @@ def _features_from_stats(
     stats: dict[str, Any],
     S: torch.Tensor,
     evals: torch.Tensor,
-    target_sq_dist: torch.Tensor,
+    target_gram: torch.Tensor,
     intensities: torch.Tensor,
 ) -> torch.Tensor:
     """:func:`features_from_parts` from :func:`_feature_stats` (O(p²) per sample)."""
@@ -416,7 +459,11 @@ def _features_from_stats(
     # -- classical intensities and target distances
     cols += list(intensities.to(dt).T)
     snorm = S2.sum((-2, -1)).sqrt()
-    cols += list(_safe_div(target_sq_dist.to(dt).clamp_min(0).sqrt(), snorm.unsqueeze(-1)).T)
+    gram = target_gram.to(dt)
+    sq_dist = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(0)
+    cols += list(_safe_div(sq_dist.sqrt(), snorm.unsqueeze(-1)).T)
+    mt = multi_target_intensities(gram, intensities)
+    cols += [mt[:, TARGET_NAMES.index(k)] for k in MULTI_TARGET_SOURCES]
 
     # -- temporal (row order): recent vs whole-window variance, volatility clustering
     ratio = _safe_div(stats["recent"], m2)
@@ -484,5 +531,5 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     extras: dict = {}
     T = targets_from_parts(Xc, S, (evals, evecs), extras)
     return features_from_parts(
-        Xt, Xc, S, evals, target_sq_distances(S, T), intensities_from_targets(Xc, S, T, extras)
+        Xt, Xc, S, evals, target_gram(S, T), intensities_from_targets(Xc, S, T, extras)
     )

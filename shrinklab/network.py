@@ -26,13 +26,18 @@ Architecture (all sizes configurable, defaults from the specification):
   combination ``w = g_0 · απ + Σ_j g_j c_j`` (``g = softmax``, or :func:`sparsemax` with
   ``gate="sparsemax"``, which can put exactly zero on an expert) of the free head and of
   the classical estimators of the family, read from the raw input features
-  (``c = ρ̂_LW e_identity``, ``ρ̂_OAS e_identity``, ``ρ̂_CC e_cc``, ``ρ̂_SF e_sf`` and
-  ``e_qis``). Each classical estimator is then one corner the network can reach
+  (``c = ρ̂_LW e_identity``, ``ρ̂_OAS e_identity``, ``ρ̂_CC e_cc``, ``ρ̂_SF e_sf``,
+  ``e_qis``, and the multi-target point ``Σ_k mt_k e_k`` of the ``mt_<target>``
+  features). Each classical estimator is then one corner the network can reach
   exactly, so it can match the best of them where that is optimal and move between
   them elsewhere — a mixture of experts [Jacobs, Jordan, Nowlan & Hinton, Neural
   Computation 3, 1991] whose experts are Ledoit–Wolf (2004), OAS (Chen et al. 2010),
-  constant correlation (Ledoit & Wolf 2004), single index (Ledoit & Wolf 2003) and QIS
-  (Ledoit & Wolf 2022). The outputs are still ``α = Σ_k w_k`` and ``π = w / α``.
+  constant correlation (Ledoit & Wolf 2004), single index (Ledoit & Wolf 2003), QIS
+  (Ledoit & Wolf 2022) and multi-target shrinkage over identity, constant
+  correlation, single factor and QIS (Lancewicki & Aladjem 2014;
+  :func:`shrinklab.estimators.multi_target_weights`). An anchor is a
+  ``[feature, target, candidate]`` triple; a candidate sums its anchors. The outputs
+  are still ``α = Σ_k w_k`` and ``π = w / α``.
 
 Initialisation: He (Kaiming, LeakyReLU slope 0.2) for the hidden layers [He et al.,
 "Delving deep into rectifiers", ICCV 2015], Glorot uniform for the heads [Glorot &
@@ -356,7 +361,15 @@ class MLShrinkageNetwork(nn.Module):
             self.register_buffer(
                 "anchor_targets", torch.tensor([a[1] for a in anchor_pairs], dtype=torch.long)
             )
-            self.gate_head: nn.Linear | None = nn.Linear(d, len(anchor_pairs) + 1)
+            # which candidate (expert) each pair belongs to; derived from the config, so
+            # not in the state_dict (files written before groups existed still load)
+            self.register_buffer(
+                "anchor_groups",
+                torch.tensor([a[2] for a in anchor_pairs], dtype=torch.long),
+                persistent=False,
+            )
+            self.n_anchor_groups = 1 + max(a[2] for a in anchor_pairs)
+            self.gate_head: nn.Linear | None = nn.Linear(d, self.n_anchor_groups + 1)
             # learned inverse temperature of the gate, outside the L2 penalty (1-D), so
             # the gate can saturate on one estimator where that one is best
             self.gate_log_scale: nn.Parameter | None = nn.Parameter(torch.zeros(1))
@@ -468,10 +481,12 @@ class MLShrinkageNetwork(nn.Module):
         return ShrinkageOutput(alpha, weights, log_var)
 
     def anchor_candidates(self, x: torch.Tensor) -> torch.Tensor:
-        """Intensity vectors ``(B, J, K)`` of the anchor estimators, from raw features ``x``.
+        """Intensity vectors ``(B, J, K)`` of the ``J`` anchor estimators, from raw features ``x``.
 
-        Candidate ``j`` puts ``clamp(x[:, f_j], 0, 1)`` (a classical intensity) on
-        target ``t_j``, or weight 1 when ``f_j = -1``.
+        Each anchor ``[f, t, g]`` puts ``clamp(x[:, f], 0, 1)`` (a classical intensity)
+        on target ``t`` of candidate ``g``, or weight 1 when ``f = -1``; a candidate is
+        the sum of its anchors (one for a single-target estimator, several for the
+        multi-target one).
         """
         if self.gate_head is None:
             raise ValueError("the network was built without anchors")
@@ -479,8 +494,10 @@ class MLShrinkageNetwork(nn.Module):
         fixed = f < 0
         value = x[:, f.clamp_min(0)].clamp(0.0, 1.0)
         value = torch.where(fixed, torch.ones_like(value), value)
-        onehot = torch.nn.functional.one_hot(t, self.num_targets).to(x.dtype)  # (J, K)
-        return value[:, :, None] * onehot[None, :, :]
+        onehot = torch.nn.functional.one_hot(t, self.num_targets).to(x.dtype)  # (A, K)
+        per_anchor = value[:, :, None] * onehot[None, :, :]  # (B, A, K)
+        out = per_anchor.new_zeros(x.shape[0], self.n_anchor_groups, self.num_targets)
+        return out.index_add(1, self.anchor_groups, per_anchor)
 
     def _anchored(
         self, x: torch.Tensor, h: torch.Tensor, alpha: torch.Tensor, weights: torch.Tensor
@@ -563,44 +580,68 @@ class MLShrinkageNetwork(nn.Module):
 
 
 def classical_anchors(input_dim: int, num_targets: int) -> list[list[int]] | None:
-    """``[feature_index, target_index]`` pairs of the classical estimators for the full
-    feature vector of :mod:`shrinklab.features` (``None`` for any other input layout).
+    """``[feature_index, target_index, candidate]`` anchors of the classical estimators for
+    the full feature vector of :mod:`shrinklab.features` (``None`` for any other input
+    layout).
 
-    Ledoit–Wolf and OAS → identity, constant correlation → constant-correlation
-    target, single index → single-factor target, and QIS as a fixed corner (``-1``).
+    One candidate each: Ledoit–Wolf and OAS → identity, constant correlation →
+    constant-correlation target, single index → single-factor target, QIS as a fixed
+    corner (``-1``); then one candidate with several anchors, multi-target shrinkage
+    (the ``mt_<target>`` features, :data:`shrinklab.features.MULTI_TARGET_SOURCES`).
     """
-    from shrinklab.features import CLASSICAL_POINTS, FEATURE_NAMES
+    from shrinklab.features import CLASSICAL_POINTS, FEATURE_NAMES, MULTI_TARGET_SOURCES
     from shrinklab.targets import TARGET_NAMES
 
     if input_dim != len(FEATURE_NAMES) or num_targets != len(TARGET_NAMES):
         return None
-    return [
-        [FEATURE_NAMES.index(f) if f is not None else -1, TARGET_NAMES.index(t)]
-        for f, t in CLASSICAL_POINTS.values()
+    out = [
+        [FEATURE_NAMES.index(f) if f is not None else -1, TARGET_NAMES.index(t), g]
+        for g, (f, t) in enumerate(CLASSICAL_POINTS.values())
     ]
+    g = len(out)
+    out += [
+        [FEATURE_NAMES.index(f"mt_{t}"), TARGET_NAMES.index(t), g] for t in MULTI_TARGET_SOURCES
+    ]
+    return out
 
 
 def resolve_anchors(
     anchors: str | Sequence[Sequence[int]] | None, input_dim: int, num_targets: int
 ) -> list[list[int]] | None:
     """Normalise the ``anchors`` argument of :class:`MLShrinkageNetwork` to a list of
-    ``[feature_index, target_index]`` pairs (or ``None``), validating the indices."""
+    ``[feature_index, target_index, candidate]`` triples (or ``None``), validating them.
+
+    Pairs ``[feature_index, target_index]`` (the format before multi-anchor candidates,
+    still read from old files) are one candidate each; triples must number their
+    candidates ``0 … G−1``, each used; a list mixing both is refused.
+    """
     if anchors is None or anchors is False:
         return None
     if isinstance(anchors, str):
         if anchors != "auto":
             raise ValueError(f"anchors must be 'auto', None or a list of pairs, got {anchors!r}")
         return classical_anchors(input_dim, num_targets)
-    pairs = [[int(a) for a in pair] for pair in anchors]
-    if not pairs:
+    entries = [[int(a) for a in entry] for entry in anchors]
+    if not entries:
         return None
-    for f, t in pairs:
+    sizes = {len(e) for e in entries}
+    if sizes == {2}:
+        entries = [[f, t, j] for j, (f, t) in enumerate(entries)]
+    elif sizes != {3}:
+        raise ValueError(
+            "anchors must be all [feature, target] pairs or all [feature, target, candidate] "
+            f"triples; got entries of lengths {sorted(sizes)}"
+        )
+    for f, t, _ in entries:
         if not (-1 <= f < input_dim) or not (0 <= t < num_targets):
             raise ValueError(
                 f"anchor [{f}, {t}] out of range for input_dim={input_dim}, "
                 f"num_targets={num_targets}"
             )
-    return pairs
+    groups = {g for _, _, g in entries}
+    if groups != set(range(len(groups))):
+        raise ValueError(f"anchor candidates must be numbered 0 … G−1; got {sorted(groups)}")
+    return entries
 
 
 def output_priors(oracle_w: Any) -> tuple[float, np.ndarray]:

@@ -415,14 +415,12 @@ def _make_batch(
         from shrinklab.features import (
             classical_intensities,
             features_from_parts,
-            target_sq_distances,
+            target_gram,
         )
 
         Xc = demean(X)
         evals = torch.linalg.eigvalsh(S)
-        feats = features_from_parts(
-            X, Xc, S, evals, target_sq_distances(S, T), classical_intensities(X)
-        )
+        feats = features_from_parts(X, Xc, S, evals, target_gram(S, T), classical_intensities(X))
     return WindowBatch(
         dates=index[pos],
         positions=pos,

@@ -58,7 +58,10 @@ def test_feature_groups_partition_the_features():
     assert flat == list(range(len(FEATURE_NAMES)))  # every feature exactly once
     names = {g: [FEATURE_NAMES[i] for i in idx] for g, idx in groups.items()}
     assert names["tails"] == ["kurt_mean", "kurt_median", "kurt_market"]
-    assert names["classical_intensities"] == ["int_lw", "int_oas", "int_cc", "int_sf"]
+    assert names["classical_intensities"] == [
+        "int_lw", "int_oas", "int_cc", "int_sf",
+        "mt_identity", "mt_constant_correlation", "mt_single_factor", "mt_qis",
+    ]  # fmt: skip
     assert len(names["target_distances"]) == 5
     with pytest.raises(ValueError, match="belong to no group"):
         feature_group_indices(FEATURE_NAMES, {"size": ("log_",)})

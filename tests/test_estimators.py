@@ -508,3 +508,50 @@ def test_vectorised_intensities_match_the_p_by_p_formulas(n, p, df, flat):
     want = [est.ledoit_wolf, est.oas, est.lw_constant_correlation, est.lw_single_factor]
     for k, f in enumerate(want):
         assert torch.allclose(got[:, k], f(X, return_shrinkage=True)[1], rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------- multi-target
+def test_multi_target_weights_single_target_is_the_clipped_intensity():
+    """With one target the QP is min G w² − 2ρG w on [0, 1]: w = clip(ρ, 0, 1) (closed form)."""
+    rng = np.random.default_rng(40)
+    A = rng.standard_normal((6, 30, 5))
+    G = torch.from_numpy(np.einsum("bnk,bnl->bkl", A, A))
+    rho = torch.from_numpy(rng.uniform(-0.5, 1.5, size=(6, 5)))
+    use = [False, False, True, False, False]
+    w = est.multi_target_weights(G, rho, use)
+    expected = torch.zeros(6, 5, dtype=torch.float64)
+    expected[:, 2] = rho[:, 2].clamp(0, 1)
+    torch.testing.assert_close(w, expected, rtol=0, atol=1e-12)
+
+
+def test_multi_target_weights_vs_slsqp_on_the_used_targets():
+    """w = argmin wᵀGw − 2ĉᵀw, ĉ_k = ρ_k G_kk, on the used targets (SLSQP at 1e-6);
+    unused targets get 0; scale invariant in G."""
+    rng = np.random.default_rng(41)
+    use = np.array([True, False, True, True, True])
+    idx = np.flatnonzero(use)
+    for _ in range(10):
+        A = rng.standard_normal((20, 5)) * rng.uniform(0.1, 3, size=5)
+        G = A.T @ A
+        rho = rng.uniform(0, 1.2, size=5)
+        w = est.multi_target_weights(G[None], rho[None], use)[0].numpy()
+        assert np.all(w[~use] == 0)
+        Gu = G[np.ix_(idx, idx)]
+        c = rho[idx] * np.diag(Gu)
+        ref = _slsqp(Gu, c, len(idx), rng)
+        assert _objective(Gu, c, w[idx]) <= ref + 1e-8 * max(1.0, abs(ref))
+        assert _objective(Gu, c, w[idx]) >= ref - 1e-6 * max(1.0, abs(ref))
+        w_scaled = est.multi_target_weights(1e6 * G[None], rho[None], use)[0].numpy()
+        np.testing.assert_allclose(w_scaled, w, atol=1e-10)
+
+
+def test_multi_target_weights_bad_input():
+    G, rho = torch.eye(3).expand(2, 3, 3), torch.ones(2, 3)
+    with pytest.raises(ValueError, match="G \\(B,K,K\\) and rho"):
+        est.multi_target_weights(G, rho[:, :2], [True] * 3)
+    with pytest.raises(ValueError, match="use must have 3"):
+        est.multi_target_weights(G, rho, [True] * 2)
+    with pytest.raises(ValueError, match="at least one True"):
+        est.multi_target_weights(G, rho, [False] * 3)
+    with pytest.raises(ValueError, match="finite"):
+        est.multi_target_weights(G, torch.full((2, 3), float("nan")), [True] * 3)

@@ -25,6 +25,7 @@ from shrinklab.features import (
     extract_features,
     features_from_parts,
     schema_for,
+    target_gram,
     target_sq_distances,
 )
 from shrinklab.targets import TARGET_NAMES, shrinkage_targets
@@ -271,10 +272,62 @@ def test_features_from_parts_reuses_given_pieces():
     G, _, _ = quadratic_form(S, T, torch.eye(7, dtype=torch.float64).expand(3, 7, 7))
     dist = torch.diagonal(G, dim1=-2, dim2=-1)
     assert _rel(dist, target_sq_distances(S, T)) < 1e-12
-    got = features_from_parts(X, Xc, S, evals, dist, classical_intensities(X))
+    assert _rel(G, target_gram(S, T)) < 1e-12
+    got = features_from_parts(X, Xc, S, evals, G, classical_intensities(X))
     assert _rel(got, extract_features(X)) < 1e-10
-    with pytest.raises(ValueError, match="target_sq_dist"):
-        features_from_parts(X, Xc, S, evals, dist[:, :3], classical_intensities(X))
+    with pytest.raises(ValueError, match="target_gram"):
+        features_from_parts(X, Xc, S, evals, G[:, :3, :3], classical_intensities(X))
+
+
+def _simplex_qp_slsqp(G: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Independent reference: min wᵀGw − 2cᵀw over w ≥ 0, Σw ≤ 1 by SciPy's SLSQP."""
+    from scipy.optimize import minimize
+
+    K = len(c)
+    res = minimize(
+        lambda w: w @ G @ w - 2 * c @ w,
+        np.full(K, 0.5 / K),
+        jac=lambda w: 2 * G @ w - 2 * c,
+        bounds=[(0, None)] * K,
+        constraints=[{"type": "ineq", "fun": lambda w: 1 - w.sum(), "jac": lambda w: -np.ones(K)}],
+        method="SLSQP",
+        options={"ftol": 1e-15, "maxiter": 500},
+    )
+    return res.x
+
+
+def test_multi_target_features_solve_the_qp_of_the_targets_geometry():
+    """mt_<target> = argmin wᵀGw − 2ĉᵀw (w ≥ 0, Σw ≤ 1) over identity, constant
+    correlation, single factor and QIS, with G the exact Gram of T_k − S and
+    ĉ_k = ρ̂_k G_kk (ρ̂: LW, CC, SF intensities; 1 for QIS): SLSQP at 1e-6."""
+    from shrinklab._validation import demean
+    from shrinklab.targets import sample_cov_from_demeaned
+
+    rng = np.random.default_rng(21)
+    Xs = [_factor_returns(2, 40, 12, seed=22), rng.standard_normal((2, 30, 50))]
+    Xs.append(rng.standard_t(4, size=(2, 60, 8)) * rng.uniform(0.5, 3, size=8))
+    for X in Xs:
+        X = torch.as_tensor(X)
+        f = extract_features(X).numpy()
+        S = sample_cov_from_demeaned(demean(X))
+        G = target_gram(S, shrinkage_targets(X)).numpy()
+        ints = classical_intensities(X).numpy()
+        rho = {"identity": ints[:, 0], "constant_correlation": ints[:, 2],
+               "single_factor": ints[:, 3], "qis": np.ones(len(X))}  # fmt: skip
+        idx = [TARGET_NAMES.index(k) for k in rho]
+        for b in range(len(X)):
+            Gu = G[b][np.ix_(idx, idx)]
+            c = np.array([rho[k][b] for k in rho]) * np.diag(Gu)
+            ref = _simplex_qp_slsqp(Gu / np.trace(Gu), c / np.trace(Gu))
+            got = [f[b, IDX[f"mt_{k}"]] for k in rho]
+            np.testing.assert_allclose(got, ref, atol=1e-6)
+            assert 0 <= sum(got) <= 1 + 1e-12
+    # scale invariance (the features are c-invariant): same weights for 1e3·X
+    X = torch.as_tensor(Xs[0])
+    cols = [IDX[f"mt_{k}"] for k in rho]
+    np.testing.assert_allclose(
+        extract_features(1e3 * X)[:, cols], extract_features(X)[:, cols], atol=1e-10
+    )
 
 
 # --------------------------------------------------------------------------- semantics

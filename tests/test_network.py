@@ -338,13 +338,20 @@ def _anchored_net(seed: int = 0, gate: str = "softmax") -> MLShrinkageNetwork:
 def _features(batch: int, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, len(_full_layout()[0]), generator=g)
-    x[:, 17:21] = torch.rand(batch, 4, generator=g) * 1.4 - 0.2  # some outside [0, 1]
+    feats = _full_layout()[0]
+    cols = [feats.index(f) for f in feats if f.startswith("int_")]
+    x[:, cols] = torch.rand(batch, len(cols), generator=g) * 1.4 - 0.2  # some outside [0, 1]
+    # the multi-target intensities are a point of the simplex (w ≥ 0, Σw ≤ 1)
+    mt = [feats.index(f) for f in feats if f.startswith("mt_")]
+    w = torch.rand(batch, len(mt), generator=g)
+    x[:, mt] = w / w.sum(1, keepdim=True) * torch.rand(batch, 1, generator=g)
     return x
 
 
 def _anchored_reference(net: MLShrinkageNetwork, x: torch.Tensor, gate_map) -> np.ndarray:
     """Intensities w = g0·απ + Σ_j g_j c_j recomputed in numpy from the network's heads,
-    with c_j = clip(x_f, 0, 1) e_t (QIS: e_qis) and g = gate_map(logits) per row."""
+    with c_j = Σ over candidate j's anchors of clip(x_f, 0, 1) e_t (QIS: e_qis) and
+    g = gate_map(logits) per row."""
     with torch.no_grad():
         h = net._trunk(x)
         a = torch.sigmoid(net.alpha_head(h)).squeeze(-1).double().numpy()
@@ -353,7 +360,7 @@ def _anchored_reference(net: MLShrinkageNetwork, x: torch.Tensor, gate_map) -> n
     gate = np.stack([gate_map(row) for row in logits])
     xn = x.double().numpy()
     w = gate[:, :1] * a[:, None] * pi
-    for j, (f, t) in enumerate(net.config["anchors"]):
+    for f, t, j in net.config["anchors"]:
         value = np.ones(len(xn)) if f < 0 else np.clip(xn[:, f], 0, 1)
         w[:, t] += gate[:, j + 1] * value
     return w
@@ -362,14 +369,24 @@ def _anchored_reference(net: MLShrinkageNetwork, x: torch.Tensor, gate_map) -> n
 def test_auto_anchors_are_the_classical_estimators():
     feats, targets = _full_layout()
     net = _anchored_net()
-    pairs = {(feats[f] if f >= 0 else None, targets[t]) for f, t in net.config["anchors"]}
-    assert pairs == {
-        ("int_lw", "identity"),
-        ("int_oas", "identity"),
-        ("int_cc", "constant_correlation"),
-        ("int_sf", "single_factor"),
-        (None, "qis"),
-    }
+    candidates: dict[int, set] = {}
+    for f, t, g in net.config["anchors"]:
+        candidates.setdefault(g, set()).add((feats[f] if f >= 0 else None, targets[t]))
+    assert sorted(candidates) == list(range(6))
+    assert [candidates[g] for g in range(6)] == [
+        {("int_lw", "identity")},
+        {("int_oas", "identity")},
+        {("int_cc", "constant_correlation")},
+        {("int_sf", "single_factor")},
+        {(None, "qis")},
+        {  # multi-target shrinkage: one candidate over four targets
+            ("mt_identity", "identity"),
+            ("mt_constant_correlation", "constant_correlation"),
+            ("mt_single_factor", "single_factor"),
+            ("mt_qis", "qis"),
+        },
+    ]
+    assert net.gate_head.out_features == 7  # the free head + 6 candidates
     # any other layout: no anchors (the features are not known to hold intensities)
     assert MLShrinkageNetwork(F, 5).config["anchors"] is None
     assert MLShrinkageNetwork(len(feats), 1).config["anchors"] is None
@@ -393,9 +410,9 @@ def test_anchored_output_matches_numpy_reference():
     assert torch.allclose(out.weights.sum(-1), torch.ones(32), atol=1e-5)
 
 
-@pytest.mark.parametrize("j", range(5))
+@pytest.mark.parametrize("j", range(6))
 def test_saturated_gate_reproduces_each_classical_estimator(j):
-    """A gate saturated on anchor j returns exactly that classical estimator's intensities."""
+    """A gate saturated on candidate j returns exactly that classical estimator's intensities."""
     net = _anchored_net().eval()
     with torch.no_grad():
         net.gate_head.weight.zero_()
@@ -403,9 +420,11 @@ def test_saturated_gate_reproduces_each_classical_estimator(j):
         net.gate_head.bias[j + 1] = 30.0
     x = _features(16)
     w = net(x).intensities
-    f, t = net.config["anchors"][j]
     expected = torch.zeros_like(w)
-    expected[:, t] = 1.0 if f < 0 else x[:, f].clamp(0, 1)
+    for f, t, g in net.config["anchors"]:
+        if g == j:
+            expected[:, t] = 1.0 if f < 0 else x[:, f].clamp(0, 1)
+    assert int((expected != 0).any(0).sum()) == (4 if j == 5 else 1)
     torch.testing.assert_close(w, expected, rtol=0, atol=1e-6)
 
 
@@ -432,7 +451,34 @@ def test_anchors_persist_and_old_files_load_without(tmp_path):
     assert MLShrinkageNetwork.from_config(cfg).gate_head is None
 
 
-@pytest.mark.parametrize("bad", ["classical", [[99, 0]], [[0, 7]], [[-2, 0]]])
+def test_anchor_pairs_of_old_files_are_one_candidate_each():
+    """Files written before multi-anchor candidates hold [feature, target] pairs."""
+    F_full = len(_full_layout()[0])
+    pairs = [[17, 0], [-1, 4]]
+    net = MLShrinkageNetwork(F_full, 5, hidden_dims=(8,), anchors=pairs)
+    assert net.config["anchors"] == [[17, 0, 0], [-1, 4, 1]]
+    assert net.gate_head.out_features == 3
+    # a state_dict without the (derived, non-persistent) candidate index still loads
+    again = MLShrinkageNetwork(F_full, 5, hidden_dims=(8,), anchors=pairs)
+    again.load_state_dict(net.state_dict())
+    x = _features(4)
+    cand = net.eval().anchor_candidates(x)
+    assert cand.shape == (4, 2, 5)
+    torch.testing.assert_close(cand[:, 0, 0], x[:, 17].clamp(0, 1))
+    torch.testing.assert_close(cand[:, 1], torch.eye(5)[4].expand(4, 5))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "classical",
+        [[99, 0]],
+        [[0, 7]],
+        [[-2, 0]],
+        [[17, 0], [18, 2, 1]],  # pairs and triples mixed
+        [[17, 0, 0], [18, 2, 2]],  # candidate 1 missing
+    ],
+)
 def test_bad_anchors_raise(bad):
     with pytest.raises(ValueError, match="anchor"):
         MLShrinkageNetwork(len(_full_layout()[0]), 5, anchors=bad)
@@ -479,7 +525,8 @@ def test_sparsemax_gate_matches_reference_and_reaches_pure_qis():
     with torch.no_grad():
         net.gate_head.weight.zero_()
         net.gate_head.bias.zero_()
-        net.gate_head.bias[-1] = 1.5  # QIS logit 1.5 above the others: enough for sparsemax
+        qis = next(g for f, _, g in net.config["anchors"] if f < 0)  # the fixed QIS corner
+        net.gate_head.bias[qis + 1] = 1.5  # QIS logit 1.5 above the others: enough for sparsemax
     w = net(x).intensities
     expected = torch.zeros_like(w)
     expected[:, -1] = 1.0
