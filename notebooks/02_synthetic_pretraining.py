@@ -22,8 +22,9 @@
 # variance head) is trained on synthetic samples whose oracle weights w* are known.
 # Its output is *anchored*: a learned gate mixes the free head απ with the
 # classical estimators of the family (Ledoit–Wolf, OAS, constant correlation,
-# single index, QIS), read from the features, so each of them is one corner the
-# network can reach exactly. With `gate = "sparsemax"` (params.yaml) the gate is a
+# single index, QIS, and multi-target shrinkage over four of the targets —
+# Lancewicki & Aladjem 2014), read from the features, so each of them is one point
+# the network can reach exactly. With `gate = "sparsemax"` (params.yaml) the gate is a
 # Euclidean projection onto the simplex (Martins & Astudillo 2016) instead of a
 # softmax: it can put exactly zero on an estimator, so the output can be pure QIS
 # where the other targets are far off, instead of keeping a few per cent on them.
