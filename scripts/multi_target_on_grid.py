@@ -54,8 +54,7 @@ def main() -> None:
         )
         w = multi_target_from_features(extract_features(X))
         G, c = torch.as_tensor(res["G"]), torch.as_tensor(res["c"])
-        d = torch.as_tensor(res["losses"]["sample"])
-        loss_mt = (torch.einsum("bk,bkl,bl->b", w, G, w) - 2 * (c * w).sum(-1) + d).numpy()
+        loss_mt = evaluate._quad(w, G, c, torch.as_tensor(res["losses"]["sample"])).numpy()
         L, best = res["losses"], res["best_classical"]
         b = L["sample"] - L["fsopt"]
         prial, se = evaluate._ratio_se(L["sample"] - loss_mt, b)

@@ -300,18 +300,16 @@ def _intensity_targets(T: torch.Tensor, extras: dict) -> tuple:
     return T[:, k_cc], extras["rbar"], T[:, k_sf], extras["sf_parts"]
 
 
-def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """``‖T_k − S‖²_F`` ``(B, K)`` for ``S (B, p, p)``, ``T (B, K, p, p)`` (the diagonal of ``G``)."""
-    D = T - S.unsqueeze(1)
-    return (D * D).sum((-2, -1))
-
-
 def target_gram(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """``G_kl = ⟨T_k − S, T_l − S⟩_F`` ``(B, K, K)`` for ``S (B, p, p)``, ``T (B, K, p, p)``
     (the ``G`` of :func:`shrinklab.targets.quadratic_form`, which needs no ``Σ``)."""
     D = (T - S.unsqueeze(1)).flatten(-2)
-    G = D @ D.transpose(-1, -2)
-    return 0.5 * (G + G.transpose(-1, -2))
+    return _targets._sym(D @ D.transpose(-1, -2))
+
+
+def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """``‖T_k − S‖²_F`` ``(B, K)``: the diagonal of :func:`target_gram`."""
+    return torch.diagonal(target_gram(S, T), dim1=-2, dim2=-1)
 
 
 def multi_target_intensities(G: torch.Tensor, intensities: torch.Tensor) -> torch.Tensor:

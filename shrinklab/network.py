@@ -353,22 +353,22 @@ class MLShrinkageNetwork(nn.Module):
         self.alpha_head = nn.Linear(d, 1)
         self.weights_head = nn.Linear(d, self.num_targets)
         self.log_var_head = nn.Linear(d, 1)
-        anchor_pairs = self._config["anchors"] or []
-        if anchor_pairs:
+        anchor_list = self._config["anchors"] or []
+        if anchor_list:
             self.register_buffer(
-                "anchor_features", torch.tensor([a[0] for a in anchor_pairs], dtype=torch.long)
+                "anchor_features", torch.tensor([a[0] for a in anchor_list], dtype=torch.long)
             )
             self.register_buffer(
-                "anchor_targets", torch.tensor([a[1] for a in anchor_pairs], dtype=torch.long)
+                "anchor_targets", torch.tensor([a[1] for a in anchor_list], dtype=torch.long)
             )
-            # which candidate (expert) each pair belongs to; derived from the config, so
+            # which candidate (expert) each anchor belongs to; derived from the config, so
             # not in the state_dict (files written before groups existed still load)
             self.register_buffer(
                 "anchor_groups",
-                torch.tensor([a[2] for a in anchor_pairs], dtype=torch.long),
+                torch.tensor([a[2] for a in anchor_list], dtype=torch.long),
                 persistent=False,
             )
-            self.n_anchor_groups = 1 + max(a[2] for a in anchor_pairs)
+            self.n_anchor_groups = 1 + max(a[2] for a in anchor_list)
             self.gate_head: nn.Linear | None = nn.Linear(d, self.n_anchor_groups + 1)
             # learned inverse temperature of the gate, outside the L2 penalty (1-D), so
             # the gate can saturate on one estimator where that one is best
