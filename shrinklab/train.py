@@ -99,13 +99,14 @@ __all__ = [
     "train",
     "training_state",
     "LOSS_NORMALISERS",
+    "best_classical_loss",
     "loss_normaliser",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 # What the per-sample Frobenius loss is divided by (see :func:`loss_normaliser`).
-LOSS_NORMALISERS = ("sample", "fsopt_gap")
+LOSS_NORMALISERS = ("sample", "fsopt_gap", "sample_and_best_classical")
 
 # Fields that may change between a run and its resumption without changing the result
 # of the epochs already run.
@@ -138,7 +139,12 @@ class TrainConfig:
     ``gap_floor · d``) after subtracting ``L_FSOPT``, i.e. ``1 − PRIAL/100`` of each
     world (PRIAL of Ledoit & Wolf 2022, "Quadratic shrinkage for large covariance
     matrices", Bernoulli 28(3)), so every world's PRIAL counts equally, also where
-    the attainable improvement over S is a small share of ``d`` (large n/p).
+    the attainable improvement over S is a small share of ``d`` (large n/p);
+    ``"sample_and_best_classical"``: ``L/d + best_classical_weight · L/L_best``, with
+    ``L_best`` the loss of the best classical estimator of that world (Ledoit–Wolf,
+    OAS, constant correlation, single factor, QIS; floored at ``gap_floor · d``), so
+    worlds where every estimator is far better than S (p ≫ n, Toeplitz) still reward
+    beating the classical estimators.
     """
 
     optimizer: str = "adam"
@@ -176,6 +182,7 @@ class TrainConfig:
     cpu_threads: int | None = 1
     loss_normaliser: str = "sample"
     gap_floor: float = 0.01
+    best_classical_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss_normaliser not in LOSS_NORMALISERS:
@@ -184,6 +191,10 @@ class TrainConfig:
             )
         if not 0.0 < self.gap_floor <= 1.0:
             raise ValueError(f"gap_floor must be in (0, 1], got {self.gap_floor}")
+        if not (math.isfinite(self.best_classical_weight) and self.best_classical_weight >= 0):
+            raise ValueError(
+                f"best_classical_weight must be finite and >= 0, got {self.best_classical_weight}"
+            )
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.amp not in (None, "auto", "bf16", "fp16"):
@@ -291,7 +302,12 @@ def _field(ds: Any, name: str, required: bool = True) -> torch.Tensor | None:
 
 
 def loss_normaliser(
-    d: torch.Tensor, loss_fsopt: torch.Tensor | None, mode: str = "sample", floor: float = 0.01
+    d: torch.Tensor,
+    loss_fsopt: torch.Tensor | None,
+    mode: str = "sample",
+    floor: float = 0.01,
+    loss_best: torch.Tensor | None = None,
+    best_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ν, κ)`` so that the training loss of a sample is ``(wᵀGw − 2cᵀw + κ)/ν``.
 
@@ -299,10 +315,21 @@ def loss_normaliser(
     ``"fsopt_gap"``: ``ν = max(d − L_FSOPT, floor·d)``, ``κ = d − L_FSOPT``, so the loss
     is ``(L(w) − L_FSOPT)/(d − L_FSOPT) = 1 − PRIAL/100`` of the sample (negative when
     the multi-target estimate beats FSOPT); float64.
+    ``"sample_and_best_classical"``: ``ν = 1/(1/d + λ/max(L_best, floor·d))``, ``κ = d``
+    with ``λ = best_weight``, so the loss is ``L/d + λ·L/L_best`` (``L_best``: the best
+    classical estimator's loss, :func:`best_classical_loss`).
     """
     d = d.double()
     if mode == "sample":
         return d, d
+    if mode == "sample_and_best_classical":
+        if loss_best is None:
+            raise ValueError(
+                "loss_normaliser='sample_and_best_classical' needs the best classical loss "
+                "(a training set with 'intensities', see best_classical_loss)"
+            )
+        best = torch.maximum(loss_best.double(), floor * d)
+        return 1.0 / (1.0 / d + best_weight / best), d
     if mode != "fsopt_gap":
         raise ValueError(f"loss_normaliser must be one of {LOSS_NORMALISERS}, got {mode!r}")
     if loss_fsopt is None:
@@ -311,6 +338,20 @@ def loss_normaliser(
     if bool((gap < -1e-9 * d).any()):
         raise ValueError("loss_fsopt exceeds d = ‖S − Σ‖² for some samples (FSOPT beats S)")
     return torch.maximum(gap, floor * d), gap.clamp_min(0.0)
+
+
+def best_classical_loss(ds: Any) -> torch.Tensor:
+    """Per-world Frobenius loss ``(N,)`` of the best of the classical estimators
+    (Ledoit–Wolf, OAS, constant correlation, single factor, QIS) on a training set
+    (:func:`shrinklab.dataset.classical_intensities`), float64."""
+    from shrinklab.dataset import classical_intensities
+
+    if not hasattr(ds, "intensities") or not hasattr(ds, "quadratic_loss"):
+        raise ValueError(
+            "the best classical loss needs a TrainingSet (fields 'intensities', 'G', 'c', 'd')"
+        )
+    losses = [ds.quadratic_loss(w).double() for w in classical_intensities(ds).values()]
+    return torch.stack(losses, 1).amin(1)
 
 
 class _DeviceData:
@@ -324,6 +365,7 @@ class _DeviceData:
         need_schedule: bool,
         normaliser: str = "sample",
         gap_floor: float = 0.01,
+        best_weight: float = 0.0,
     ) -> None:
         feats = _field(ds, "features")
         w = _field(ds, "oracle_w")
@@ -350,7 +392,8 @@ class _DeviceData:
                 "loss is undefined for them (drop them)"
             )
         fsopt = _field(ds, "loss_fsopt", required=normaliser == "fsopt_gap")
-        nu, kappa = loss_normaliser(d64, fsopt, normaliser, gap_floor)
+        best = best_classical_loss(ds) if normaliser == "sample_and_best_classical" else None
+        nu, kappa = loss_normaliser(d64, fsopt, normaliser, gap_floor, best, best_weight)
         self.n, self.k = n, k
         self.x = feats.to(device=device, dtype=torch.float32)
         self.w = w.to(device=device, dtype=torch.float32)
@@ -401,6 +444,7 @@ def evaluate_loss(
             need_schedule=False,
             normaliser=cfg.loss_normaliser,
             gap_floor=cfg.gap_floor,
+            best_weight=cfg.best_classical_weight,
         )
     return _evaluate(module, data, cfg, chunk, torch.arange(data.n, device=data.x.device))
 
@@ -913,7 +957,11 @@ def _train(
     import torch.distributed as dist
 
     need_schedule = cfg.curriculum or cfg.progressive
-    norm = {"normaliser": cfg.loss_normaliser, "gap_floor": cfg.gap_floor}
+    norm = {
+        "normaliser": cfg.loss_normaliser,
+        "gap_floor": cfg.gap_floor,
+        "best_weight": cfg.best_classical_weight,
+    }
     data = _DeviceData(train_set, device, need_schedule, **norm)
     if cfg.curriculum and data.difficulty is None:
         raise ValueError("curriculum=True needs train_set.difficulty")

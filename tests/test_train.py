@@ -631,3 +631,63 @@ def test_fsopt_gap_floor_and_bad_inputs():
         TrainConfig(gap_floor=0.0)
     with pytest.raises(ValueError, match="loss_fsopt"):
         _DeviceData(make_set(8), torch.device("cpu"), False, normaliser="fsopt_gap")
+
+
+# ------------------------------------------------ loss relative to the best classical
+def test_sample_and_best_classical_loss_from_the_matrices(synthetic_rows):
+    """``loss_normaliser="sample_and_best_classical"`` gives ``L/d + λ·L/L_best`` per world,
+    against a brute force on the rebuilt matrices (each classical estimator's matrix
+    ``combine(S, T, w_k)`` and its loss to Σ; the minimum over the five) at 1e-4."""
+    from shrinklab.dataset import classical_intensities
+    from shrinklab.estimators import frobenius_loss
+    from shrinklab.targets import combine
+    from shrinklab.train import best_classical_loss
+
+    ts, lam, floor = synthetic_rows, 0.3, 1e-6
+    g = torch.Generator().manual_seed(1)
+    w = torch.rand(len(ts), 5, generator=g, dtype=torch.float64)
+    w = w / w.sum(1, keepdim=True) * torch.rand(len(ts), 1, generator=g, dtype=torch.float64)
+    classical = classical_intensities(ts)
+    want_best = torch.empty(len(ts), dtype=torch.float64)
+    want = torch.empty(len(ts), dtype=torch.float64)
+    for b in ts.rebuild_matrices():
+        losses = [
+            frobenius_loss(combine(b.S, b.T, cw[b.indices]), b.sigma) for cw in classical.values()
+        ]
+        best = torch.stack(losses, 1).amin(1)
+        loss = frobenius_loss(combine(b.S, b.T, w[b.indices]), b.sigma)
+        d = ts.d[b.indices].double()
+        want_best[b.indices] = best
+        want[b.indices] = loss / d + lam * loss / best
+    torch.testing.assert_close(best_classical_loss(ts), want_best, rtol=1e-6, atol=0)
+    data = _DeviceData(
+        ts,
+        torch.device("cpu"),
+        False,
+        normaliser="sample_and_best_classical",
+        gap_floor=floor,
+        best_weight=lam,
+    )
+    got = quadratic_frobenius(w.float(), data.G, data.c, data.d, normalise=False, reduction="none")
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    # λ = 0 is the sample-normalised loss
+    data0 = _DeviceData(ts, torch.device("cpu"), False, normaliser="sample_and_best_classical")
+    torch.testing.assert_close(data0.G, _DeviceData(ts, torch.device("cpu"), False).G)
+
+
+def test_best_classical_normaliser_floor_and_bad_inputs():
+    from shrinklab.train import loss_normaliser
+
+    d = torch.tensor([10.0, 10.0], dtype=torch.float64)
+    best = torch.tensor([5.0, 0.0], dtype=torch.float64)
+    nu, kappa = loss_normaliser(d, None, "sample_and_best_classical", 0.01, best, 2.0)
+    # 1/ν = 1/d + λ/max(L_best, floor·d): 0.1 + 2/5 and 0.1 + 2/0.1
+    torch.testing.assert_close(nu, 1 / torch.tensor([0.5, 20.1], dtype=torch.float64))
+    assert torch.equal(kappa, d)
+    with pytest.raises(ValueError, match="best classical loss"):
+        loss_normaliser(d, None, "sample_and_best_classical", 0.01, None, 1.0)
+    with pytest.raises(ValueError, match="best_classical_weight"):
+        TrainConfig(best_classical_weight=-1.0)
+    with pytest.raises(ValueError, match="TrainingSet"):
+        # a bare quadratic-form set has no classical intensities to take the best of
+        _DeviceData(make_set(8), torch.device("cpu"), False, normaliser="sample_and_best_classical")
