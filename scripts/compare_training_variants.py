@@ -16,12 +16,10 @@ pipeline's test set is used for this choice):
   (Ledoit–Wolf, OAS, constant correlation, single factor, QIS; ratio of means, as the
   grid compares scenarios), its geometric mean over the families (``geo_ratio``,
   the criterion studied for ``best_classical_weight``) and its worst family;
-* the same comparison on a *selection grid* of scenarios (:data:`SELECTION_GRID`,
-  100 replications, seed 2026), chosen to differ from the public grid of
-  ``params.yaml`` (other p/n, spectra, factor counts, tails, correlations, and the
-  block and discrete families): ``sel_fails``, the number of scenarios where the
-  network is more than one standard error below the best classical estimator (the
-  evaluation's goal), and ``sel_mean_prial``.
+* the same comparison on the *selection grid* (``scripts/selection_grid.py``: 10
+  scenarios unlike the public grid, 100 replications, seed 2026): ``sel_fails``, the
+  number of scenarios where the network is more than one standard error below the
+  best classical estimator (the evaluation's goal), and ``sel_mean_prial``.
 
 Run after ``dvc repro`` (needs ``data/processed``); ~2.5 min per fit on one core (60,000 worlds)::
 
@@ -43,10 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import selection_grid
 import torch
 import yaml
 
-from shrinklab import dataset, evaluate
+from shrinklab import dataset
 from shrinklab.ablation import prial_with_se
 from shrinklab.features import FEATURE_NAMES, MULTI_TARGET_NAMES
 from shrinklab.network import MLShrinkageNetwork, classical_anchors
@@ -55,22 +54,6 @@ from shrinklab.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT_SEED, HOLDOUT_SIZE = 777, 6000
-
-SELECTION_SEED = 2026
-# Scenarios for model choices that the public grid must not make (other p/n, spectra,
-# factor counts, tails, correlations; two families the public grid lacks).
-SELECTION_GRID: list[dict] = [
-    {"name": "1/3/10 p100 n50", "family": "spectrum_1_3_10", "p": 100, "n": 50},
-    {"name": "lognormal p200 n400", "family": "lognormal", "p": 200, "n": 400},
-    {"name": "lognormal s.7 p60 n120", "family": "lognormal", "p": 60, "n": 120, "sigma_log": 0.7},
-    {"name": "5-factor p100 n200", "family": "factor", "p": 100, "n": 200, "n_factors": 5},
-    {"name": "3-factor t4 p80 n160", "family": "factor", "p": 80, "n": 160, "df": 4},
-    {"name": "Toeplitz .3 p150 n100", "family": "toeplitz", "p": 150, "n": 100, "rho": 0.3},
-    {"name": "Toeplitz .7 p60 n40", "family": "toeplitz", "p": 60, "n": 40, "rho": 0.7},
-    {"name": "S&P p30 n60 t4", "family": "sp500", "p": 30, "n": 60, "df": 4},
-    {"name": "block p100 n80", "family": "block", "p": 100, "n": 80},
-    {"name": "discrete p120 n240", "family": "discrete", "p": 120, "n": 240},
-]
 
 # name -> (network overrides, TrainConfig overrides)
 
@@ -172,15 +155,8 @@ def holdout_set(p_max: int, batch_size: int) -> dataset.TrainingSet:
 
 
 def selection_grid_scores(model: MLShrinkageNetwork) -> dict[str, float]:
-    """``sel_fails``, ``sel_mean_prial`` and each scenario's paired PRIAL difference to
-    its best classical estimator on :data:`SELECTION_GRID`."""
-    df = evaluate.evaluate_grid(SELECTION_GRID, model, n_reps=100, seed=SELECTION_SEED)
-    d = df[df.estimator == "learned"]
-    out = {
-        "sel_fails": int((d.diff_best_classical < -d.diff_se).sum()),
-        "sel_mean_prial": float(d.prial.mean()),
-    }
-    return out | {f"sel_diff_{r.scenario}": float(r.diff_best_classical) for r in d.itertuples()}
+    """The selection grid's ``sel_fails``, ``sel_mean_prial`` and per-scenario differences."""
+    return selection_grid.summary(selection_grid.score(model))
 
 
 def fit(net: dict, tc: dict, train_set, valid_set, seed: int) -> MLShrinkageNetwork:
