@@ -31,10 +31,10 @@
 #
 # The loss is the specification's composite loss: α·intensity MSE + β·Frobenius
 # loss of Σ̂ normalised by the sample covariance's loss (a loss of 1 means "no
-# better than S"; the pipeline adds λ times the loss relative to the best
-# classical estimator of the same world, so that worlds where every estimator is
-# far better than S still reward beating Ledoit–Wolf, OAS and QIS) + γ·spectrum loss, plus a Gaussian NLL that trains the
-# uncertainty head; the weights, learning rate, weight decay and clipping come
+# better than S"; `best_classical_weight` can add λ times the loss relative to
+# the world's best classical estimator, a variant studied and left at λ = 0, see
+# the README) + γ·spectrum loss, plus a Gaussian NLL that trains the uncertainty
+# head; the weights, learning rate, weight decay and clipping come
 # from the model-selection study (notebook 07). The Frobenius term uses the stored
 # K×K quadratic form, so a sample costs O(K²) whatever its p. Adam, cosine
 # annealing with warm restarts (cycles of 10, 20, 40 epochs: the run length ends
