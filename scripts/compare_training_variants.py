@@ -108,6 +108,12 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         )
         for lam in (0.01, 0.03, 0.1, 0.3, 1.0)
     },
+    # capacity: the study chose [128, 64, 32] on 10,000 worlds and 12 epochs; the
+    # pipeline trains on 60,000 worlds for 70 epochs, where a wider net may pay
+    **{
+        f"hidden {dims}": ({"hidden_dims": dims}, {})
+        for dims in ([256, 128, 64], [512, 256, 128], [256, 256, 128, 64])
+    },
 }
 
 
