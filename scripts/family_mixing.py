@@ -1,0 +1,100 @@
+"""What training on every world family costs each family: the "mixing cost" diagnosis.
+
+The pretraining network of ``params.yaml`` is trained (as in
+``compare_training_variants.py``: same configuration, early stopping on the
+pipeline's validation set, seed 1) on subsets of the pipeline's training worlds, and
+each fit is scored on the independent synthetic holdout (seed 777, 6,000 worlds) by
+the per-family ratio of its mean loss to that of the family's best classical
+estimator (``compare_training_variants.family_ratios``; < 1 = better than every
+classical estimator). Subsets:
+
+* ``all``: every family (the pipeline's network);
+* ``only <family>``: one family's worlds (how well a network that knows the family
+  could do there; off its family such a network extrapolates and is meaningless);
+* ``factor + <family>``: the factor worlds with one other family (which family costs
+  the factor worlds most);
+* ``all but <family>``: every family but one.
+
+A family whose own ratio is much better when trained alone than in ``all`` pays for
+sharing the network; ``all but X`` shows whether family ``X`` is the one it pays to.
+Neither the public scenario grid nor the pipeline's test set is used.
+
+Run after ``dvc repro`` (needs ``data/processed``); ~30-90 s per fit on one core::
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/family_mixing.py [--out CSV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import compare_training_variants as ctv
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from shrinklab import dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 1
+
+
+def subsets(families: list[str]) -> dict[str, list[str]]:
+    """Name → the training families of each fit."""
+    out = {"all": families}
+    out |= {f"only {f}": [f] for f in families}
+    out |= {f"factor + {f}": ["factor", f] for f in families if f != "factor"}
+    out |= {f"all but {f}": [g for g in families if g != f] for f in ("dominant_factor",)}
+    return out
+
+
+def restrict(ts: dataset.TrainingSet, keep: list[str]) -> dataset.TrainingSet:
+    fam = np.asarray(ts.families)
+    return ts.subset(np.flatnonzero(np.isin(fam, keep)).tolist())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="reports/model_selection/family_mixing.csv")
+    args = ap.parse_args()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    processed = ROOT / params["pretrain"]["processed_dir"]
+    train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
+    valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
+    data = params["data_prep"]
+    hold = ctv.holdout_set(int(data["p_max"]), int(data.get("batch_size", 128)))
+    net, tc = ctv.base_configs(params)
+    families = sorted(set(train_set.families))
+    rows = []
+    for name, keep in subsets(families).items():
+        t0 = time.time()
+        tr, va = restrict(train_set, keep), restrict(valid_set, keep)
+        model = ctv.fit(net, tc, tr, va, SEED)
+        with torch.no_grad():
+            w = model.predict(hold.features).intensities.double()
+        ratios = ctv.family_ratios(hold.quadratic_loss(w).numpy(), hold)
+        rows.append(
+            {"fit": name, "n_train": len(tr), **{f"ratio_{f}": r for f, r in ratios.items()}}
+        )
+        print(f"{name:28s} {len(tr):6d} worlds, {time.time() - t0:4.0f} s", flush=True)
+    df = pd.DataFrame(rows)
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False, float_format="%.6g")
+    show = df.set_index("fit")
+    print(f"\nper-family ratio to the best classical estimator (holdout, seed {SEED})")
+    print(show.round(3).to_string())
+    own = {f: show.loc[f"only {f}", f"ratio_{f}"] for f in families}
+    print("\nown family: trained alone vs with all families")
+    print(
+        pd.DataFrame(
+            {"alone": own, "all": {f: show.loc["all", f"ratio_{f}"] for f in families}}
+        ).round(3)
+    )
+
+
+if __name__ == "__main__":
+    main()
