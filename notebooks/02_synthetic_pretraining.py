@@ -33,7 +33,9 @@
 # loss of Σ̂ normalised by the sample covariance's loss (a loss of 1 means "no
 # better than S"; `best_classical_weight` can add λ times the loss relative to
 # the world's best classical estimator, a variant studied and left at λ = 0, see
-# the README) + γ·spectrum loss, plus a Gaussian NLL that trains the uncertainty
+# the README; the edge-case worlds, near-singular and dominant-factor, weigh
+# `edge_weight` in it: they are there so that the network stays sane in such worlds,
+# and at full weight their very steep losses dominate the gradients) + γ·spectrum loss, plus a Gaussian NLL that trains the uncertainty
 # head; the weights, learning rate, weight decay and clipping come
 # from the model-selection study (notebook 07). The Frobenius term uses the stored
 # K×K quadratic form, so a sample costs O(K²) whatever its p. Adam, cosine
@@ -64,6 +66,8 @@ clip_norm = 1.0
 loss_normaliser = "sample"
 best_classical_weight = 0.0
 gap_floor = 0.01
+# weight of the edge-case worlds (near-singular, dominant factor) in the Frobenius term
+edge_weight = 1.0
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -99,6 +103,7 @@ config = TrainConfig(
     intensity_weight=intensity_weight, matrix_weight=matrix_weight, spectrum_weight=spectrum_weight,
     uncertainty_weight=uncertainty_weight, clip_norm=clip_norm,
     loss_normaliser=loss_normaliser, best_classical_weight=best_classical_weight, gap_floor=gap_floor,
+    edge_weight=edge_weight,
 )
 model = MLShrinkageNetwork(
     input_dim=train_set.features.shape[1], num_targets=len(TARGET_NAMES),

@@ -100,7 +100,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     ),
     # the loss normaliser (params.yaml pretrain.best_classical_weight): geo_ratio falls
     # monotonically with λ, so λ is chosen by sel_fails (then sel_mean_prial)
-    "loss L/d only (λ = 0)": ({}, {"loss_normaliser": "sample", "best_classical_weight": 0.0}),
+    "loss L/d only (λ = 0)": (
+        {},
+        {"loss_normaliser": "sample", "best_classical_weight": 0.0, "edge_weight": 1.0},
+    ),
     **{
         f"loss L/d + {lam:g}·L/L_best": (
             {},
@@ -119,6 +122,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         f"curvature cap {cap:g}, power {pw:g}": ({}, {CURVATURE_CAP: (cap, pw)})
         for cap, pw in ((30.0, 1.0), (15.0, 1.0), (8.0, 0.5))
     },
+    # the edge-case worlds (near-singular, dominant factor: synthetic.EDGE_FAMILIES) are
+    # in the training set for robustness; here they weigh less in the objective
+    **{f"edge worlds weight {wt:g}": ({}, {"edge_weight": wt}) for wt in (1.0, 0.25, 0.5)},
     # capacity: the study chose [128, 64, 32] on 10,000 worlds and 12 epochs; the
     # pipeline trains on 60,000 worlds for 70 epochs, where a wider net may pay
     **{
@@ -141,7 +147,7 @@ def base_configs(params: dict) -> tuple[dict, dict]:
         "lr weight_decay epochs batch_size patience curriculum intensity_weight matrix_weight "
         "spectrum_weight uncertainty_weight clip_norm"
     ).split()
-    optional = ("loss_normaliser", "best_classical_weight", "gap_floor")
+    optional = ("loss_normaliser", "best_classical_weight", "gap_floor", "edge_weight")
     return net, {k: pt[k] for k in keys} | {k: pt[k] for k in optional if k in pt}
 
 

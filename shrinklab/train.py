@@ -100,6 +100,7 @@ __all__ = [
     "training_state",
     "LOSS_NORMALISERS",
     "best_classical_loss",
+    "edge_family_mask",
     "loss_normaliser",
 ]
 
@@ -144,7 +145,12 @@ class TrainConfig:
     ``L_best`` the loss of the best classical estimator of that world (Ledoit–Wolf,
     OAS, constant correlation, single factor, QIS; floored at ``gap_floor · d``), so
     worlds where every estimator is far better than S (p ≫ n, Toeplitz) still reward
-    beating the classical estimators.
+    beating the classical estimators. ``edge_weight``: the weight of the edge-case
+    worlds (:data:`shrinklab.synthetic.EDGE_FAMILIES`: near-singular, dominant factor)
+    in the Frobenius term, i.e. their ``ν`` is divided by it (:func:`edge_family_mask`).
+    They are in the training set so that the network stays sane there; their loss is
+    far more sensitive to ``w`` than other worlds' (median ``‖G‖₂/d`` about 65 for a
+    dominant factor against 6–13), so at weight 1 their gradients dominate training.
     """
 
     optimizer: str = "adam"
@@ -183,6 +189,7 @@ class TrainConfig:
     loss_normaliser: str = "sample"
     gap_floor: float = 0.01
     best_classical_weight: float = 0.0
+    edge_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.loss_normaliser not in LOSS_NORMALISERS:
@@ -191,6 +198,8 @@ class TrainConfig:
             )
         if not 0.0 < self.gap_floor <= 1.0:
             raise ValueError(f"gap_floor must be in (0, 1], got {self.gap_floor}")
+        if not (math.isfinite(self.edge_weight) and self.edge_weight > 0):
+            raise ValueError(f"edge_weight must be finite and > 0, got {self.edge_weight}")
         if not (math.isfinite(self.best_classical_weight) and self.best_classical_weight >= 0):
             raise ValueError(
                 f"best_classical_weight must be finite and >= 0, got {self.best_classical_weight}"
@@ -340,6 +349,21 @@ def loss_normaliser(
     return torch.maximum(gap, floor * d), gap.clamp_min(0.0)
 
 
+def edge_family_mask(ds: Any) -> torch.Tensor:
+    """``(N,)`` bool: which worlds of a training set belong to an edge-case family
+    (:data:`shrinklab.synthetic.EDGE_FAMILIES`), from its ``family`` codes and
+    ``family_names``."""
+    from shrinklab.synthetic import EDGE_FAMILIES
+
+    if not hasattr(ds, "family") or not hasattr(ds, "family_names"):
+        raise ValueError(
+            "edge_weight != 1 needs a training set with world families "
+            "(fields 'family' and 'family_names')"
+        )
+    edge = [i for i, name in enumerate(ds.family_names) if name in EDGE_FAMILIES]
+    return torch.isin(torch.as_tensor(ds.family), torch.tensor(edge, dtype=torch.int64))
+
+
 def best_classical_loss(ds: Any) -> torch.Tensor:
     """Per-world Frobenius loss ``(N,)`` of the best of the classical estimators
     (Ledoit–Wolf, OAS, constant correlation, single factor, QIS) on a training set
@@ -366,6 +390,7 @@ class _DeviceData:
         normaliser: str = "sample",
         gap_floor: float = 0.01,
         best_weight: float = 0.0,
+        edge_weight: float = 1.0,
     ) -> None:
         feats = _field(ds, "features")
         w = _field(ds, "oracle_w")
@@ -394,6 +419,8 @@ class _DeviceData:
         fsopt = _field(ds, "loss_fsopt", required=normaliser == "fsopt_gap")
         best = best_classical_loss(ds) if normaliser == "sample_and_best_classical" else None
         nu, kappa = loss_normaliser(d64, fsopt, normaliser, gap_floor, best, best_weight)
+        if edge_weight != 1.0:
+            nu = torch.where(edge_family_mask(ds), nu / edge_weight, nu)
         self.n, self.k = n, k
         self.x = feats.to(device=device, dtype=torch.float32)
         self.w = w.to(device=device, dtype=torch.float32)
@@ -445,6 +472,7 @@ def evaluate_loss(
             normaliser=cfg.loss_normaliser,
             gap_floor=cfg.gap_floor,
             best_weight=cfg.best_classical_weight,
+            edge_weight=cfg.edge_weight,
         )
     return _evaluate(module, data, cfg, chunk, torch.arange(data.n, device=data.x.device))
 
@@ -961,6 +989,7 @@ def _train(
         "normaliser": cfg.loss_normaliser,
         "gap_floor": cfg.gap_floor,
         "best_weight": cfg.best_classical_weight,
+        "edge_weight": cfg.edge_weight,
     }
     data = _DeviceData(train_set, device, need_schedule, **norm)
     if cfg.curriculum and data.difficulty is None:

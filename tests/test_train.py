@@ -691,3 +691,43 @@ def test_best_classical_normaliser_floor_and_bad_inputs():
     with pytest.raises(ValueError, match="TrainingSet"):
         # a bare quadratic-form set has no classical intensities to take the best of
         _DeviceData(make_set(8), torch.device("cpu"), False, normaliser="sample_and_best_classical")
+
+
+# ------------------------------------------------ weight of the edge-case worlds
+def test_edge_weight_scales_the_loss_of_edge_worlds_only():
+    """``edge_weight`` multiplies the normalised Frobenius loss ``L/d`` of the near-singular
+    and dominant-factor worlds and leaves the others alone: against a brute force on the
+    rebuilt matrices (``combine(S, T, w)`` and its loss to Σ) at 1e-4 (float32)."""
+    from shrinklab.dataset import build_training_set
+    from shrinklab.estimators import frobenius_loss
+    from shrinklab.targets import combine
+    from shrinklab.train import edge_family_mask
+
+    cfg = {"p_max": 24, "batch_size": 8, "edge_prob": 0.5}
+    ts = build_training_set(48, seed=5, config=cfg, progress=False)
+    edge = np.isin(ts.families, ["near_singular", "dominant_factor"])
+    assert 0 < edge.sum() < len(ts)  # both kinds present, else the test proves nothing
+    assert np.array_equal(edge_family_mask(ts).numpy(), edge)
+    g = torch.Generator().manual_seed(2)
+    w = torch.rand(len(ts), 5, generator=g, dtype=torch.float64)
+    w = w / w.sum(1, keepdim=True) * torch.rand(len(ts), 1, generator=g, dtype=torch.float64)
+    weight = 0.25
+    want = torch.empty(len(ts), dtype=torch.float64)
+    for b in ts.rebuild_matrices():
+        loss = frobenius_loss(combine(b.S, b.T, w[b.indices]), b.sigma)
+        scale = torch.where(torch.as_tensor(edge[b.indices]), weight, 1.0).double()
+        want[b.indices] = scale * loss / ts.d[b.indices].double()
+    data = _DeviceData(ts, torch.device("cpu"), False, edge_weight=weight)
+    got = quadratic_frobenius(w.float(), data.G, data.c, data.d, normalise=False, reduction="none")
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_edge_weight_bad_inputs():
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="edge_weight"):
+            TrainConfig(edge_weight=bad)
+    with pytest.raises(ValueError, match="world families"):
+        # a bare quadratic-form set has no families to weigh
+        _DeviceData(make_set(8), torch.device("cpu"), False, edge_weight=0.5)
+    # weight 1 needs no families
+    _DeviceData(make_set(8), torch.device("cpu"), False, edge_weight=1.0)
