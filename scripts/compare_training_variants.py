@@ -124,7 +124,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     },
     # the edge-case worlds (near-singular, dominant factor: synthetic.EDGE_FAMILIES) are
     # in the training set for robustness; here they weigh less in the objective
-    **{f"edge worlds weight {wt:g}": ({}, {"edge_weight": wt}) for wt in (1.0, 0.25, 0.5)},
+    **{
+        f"edge worlds weight {wt:g}": ({}, {"edge_weight": wt})
+        for wt in (1.0, 0.5, 0.25, 0.1, 0.05)
+    },
     # capacity: the study chose [128, 64, 32] on 10,000 worlds and 12 epochs; the
     # pipeline trains on 60,000 worlds for 70 epochs, where a wider net may pay
     **{
