@@ -20,11 +20,16 @@ sharing the network; ``all but X`` shows whether family ``X`` is the one it pays
 ``--classifier`` only asks whether the features tell the families apart: a
 gradient-boosted classifier (scikit-learn) trained on the training worlds' features
 and family labels, its confusion matrix on the holdout (rows: true family, shares).
+``--gated`` prototypes a mixture of experts on the holdout: the pipeline's pretrained
+network, with the output of a network trained on one family alone (factor, sp500,
+1/3/10) wherever that classifier gives the family a probability above 0.8 ("hard")
+or mixed in with that probability ("soft"). A diagnostic, not a model of the pipeline:
+the classifier learns the generator's family labels, which real data do not have.
 Neither the public scenario grid nor the pipeline's test set is used.
 
 Run after ``dvc repro`` (needs ``data/processed``); ~30-90 s per fit on one core::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/family_mixing.py [--out CSV] [--classifier]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/family_mixing.py [--out CSV] [--classifier | --gated]
 """
 
 from __future__ import annotations
@@ -78,10 +83,60 @@ def family_confusion(train_set: dataset.TrainingSet, hold: dataset.TrainingSet) 
     return pd.DataFrame(cm, index=labels, columns=labels)
 
 
+EXPERT_FAMILIES = ("factor", "sp500", "spectrum_1_3_10")
+
+
+def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
+    """Per-family ratios and mean ``L/d`` on the holdout of the pipeline's pretrained
+    network alone and gated with one-family experts (see the module docstring)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from shrinklab import MLShrinkageCovariance
+
+    pretrained = ROOT / params["pretrain"]["models_dir"] / "pretrained.pt"
+    general = MLShrinkageCovariance.from_pretrained(pretrained).model_
+    with torch.no_grad():
+        w_general = general.predict(hold.features).intensities.double()
+    clf = HistGradientBoostingClassifier(max_iter=200, random_state=0)
+    clf.fit(train_set.features.numpy(), np.asarray(train_set.families))
+    proba = clf.predict_proba(hold.features.numpy())
+    net, tc = ctv.base_configs(params)
+    experts = {}
+    for fam in EXPERT_FAMILIES:
+        model = ctv.fit(net, tc, restrict(train_set, [fam]), restrict(valid_set, [fam]), SEED)
+        with torch.no_grad():
+            experts[fam] = model.predict(hold.features).intensities.double()
+    rows = {"pretrained network": w_general}
+    for name, hard in (("gated, soft", False), ("gated, hard (p > 0.8)", True)):
+        w = w_general.clone()
+        for fam, w_fam in experts.items():
+            p = torch.as_tensor(proba[:, list(clf.classes_).index(fam)])
+            p = (p > 0.8).double() if hard else p
+            w = w + p[:, None] * (w_fam - w_general)
+        rows[name] = w
+    table = []
+    for name, w in rows.items():
+        loss = hold.quadratic_loss(w)
+        ratios = ctv.family_ratios(loss.numpy(), hold)
+        table.append(
+            {
+                "model": name,
+                "norm_loss": float((loss / hold.d).mean()),
+                "geo_ratio": float(np.exp(np.mean(np.log(list(ratios.values()))))),
+                **{f"ratio_{f}": r for f, r in ratios.items()},
+            }
+        )
+    df = pd.DataFrame(table).set_index("model")
+    df.to_csv(ROOT / "reports/model_selection/family_gated.csv", float_format="%.6g")
+    print(df.round(4).T.to_string())
+    return df
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="reports/model_selection/family_mixing.csv")
     ap.add_argument("--classifier", action="store_true", help="only the family classifier")
+    ap.add_argument("--gated", action="store_true", help="only the gated-experts prototype")
     args = ap.parse_args()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     processed = ROOT / params["pretrain"]["processed_dir"]
@@ -89,6 +144,9 @@ def main() -> None:
     valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
     data = params["data_prep"]
     hold = ctv.holdout_set(int(data["p_max"]), int(data.get("batch_size", 128)))
+    if args.gated:
+        gated_experts(train_set, valid_set, hold, params)
+        return
     if args.classifier:
         cm = family_confusion(train_set, hold)
         out = ROOT / "reports/model_selection/family_confusion.csv"
