@@ -41,10 +41,12 @@ from pathlib import Path
 import compare_training_variants as ctv
 import numpy as np
 import pandas as pd
+import selection_grid
 import torch
 import yaml
 
 from shrinklab import dataset
+from shrinklab.network import ShrinkageOutput
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 1
@@ -101,9 +103,10 @@ def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
     clf.fit(train_set.features.numpy(), np.asarray(train_set.families))
     proba = clf.predict_proba(hold.features.numpy())
     net, tc = ctv.base_configs(params)
-    experts = {}
+    experts, expert_models = {}, {}
     for fam in EXPERT_FAMILIES:
         model = ctv.fit(net, tc, restrict(train_set, [fam]), restrict(valid_set, [fam]), SEED)
+        expert_models[fam] = model
         with torch.no_grad():
             experts[fam] = model.predict(hold.features).intensities.double()
     rows = {"pretrained network": w_general}
@@ -129,7 +132,40 @@ def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
     df = pd.DataFrame(table).set_index("model")
     df.to_csv(ROOT / "reports/model_selection/family_gated.csv", float_format="%.6g")
     print(df.round(4).T.to_string())
+    gated = GatedExperts(general, {f: m for f, m in expert_models.items()}, clf)
+    for name, model in (("pretrained network", general), ("gated, hard (p > 0.8)", gated)):
+        sel = selection_grid.score(model)
+        print(f"\nselection grid, {name}:")
+        print(sel[["prial", "best_classical", "diff", "diff_se", "fail"]].round(3).to_string())
+        print(
+            selection_grid.summary(sel)["sel_mean_prial"],
+            "mean PRIAL;",
+            int(sel["fail"].sum()),
+            "fails",
+        )
     return df
+
+
+class GatedExperts:
+    """``predict(features)`` of the hard-gated prototype: a one-family expert's output
+    where the classifier gives its family p > 0.8, the general network's elsewhere."""
+
+    def __init__(self, general, experts: dict, clf) -> None:
+        self.general, self.experts, self.clf = general, experts, clf
+        self.target_names = getattr(general, "target_names", None)
+
+    @torch.no_grad()
+    def predict(self, feats: torch.Tensor) -> ShrinkageOutput:
+        w = self.general.predict(feats).intensities.double()
+        proba = self.clf.predict_proba(feats.double().numpy())
+        for fam, model in self.experts.items():
+            use = torch.as_tensor(proba[:, list(self.clf.classes_).index(fam)] > 0.8)
+            w = torch.where(use[:, None], model.predict(feats).intensities.double(), w)
+        alpha = w.sum(1)
+        weights = torch.where(
+            alpha[:, None] > 0, w / alpha.clamp_min(1e-300)[:, None], 1.0 / w.shape[1]
+        )
+        return ShrinkageOutput(alpha, weights, torch.zeros_like(alpha))
 
 
 def main() -> None:
