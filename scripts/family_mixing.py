@@ -66,16 +66,21 @@ def restrict(ts: dataset.TrainingSet, keep: list[str]) -> dataset.TrainingSet:
     return ts.subset(np.flatnonzero(np.isin(fam, keep)).tolist())
 
 
-def family_confusion(train_set: dataset.TrainingSet, hold: dataset.TrainingSet) -> pd.DataFrame:
-    """Holdout confusion matrix (rows: true family, normalised) of a gradient-boosted
-    classifier of the family from the features, trained on ``train_set``."""
+def family_classifier(train_set: dataset.TrainingSet):
+    """A gradient-boosted classifier (scikit-learn) of the world family from the features."""
     from sklearn.ensemble import HistGradientBoostingClassifier
+
+    clf = HistGradientBoostingClassifier(max_iter=200, random_state=0)
+    return clf.fit(train_set.features.numpy(), np.asarray(train_set.families))
+
+
+def family_confusion(train_set: dataset.TrainingSet, hold: dataset.TrainingSet) -> pd.DataFrame:
+    """Holdout confusion matrix (rows: true family, normalised) of
+    :func:`family_classifier` trained on ``train_set``."""
     from sklearn.metrics import confusion_matrix
 
-    y = np.asarray(train_set.families)
-    clf = HistGradientBoostingClassifier(max_iter=200, random_state=0)
-    clf.fit(train_set.features.numpy(), y)
-    labels = sorted(set(y))
+    clf = family_classifier(train_set)
+    labels = sorted(set(train_set.families))
     cm = confusion_matrix(
         np.asarray(hold.families),
         clf.predict(hold.features.numpy()),
@@ -88,38 +93,55 @@ def family_confusion(train_set: dataset.TrainingSet, hold: dataset.TrainingSet) 
 EXPERT_FAMILIES = ("factor", "sp500", "spectrum_1_3_10")
 
 
+class GatedExperts:
+    """``predict(features)`` of the gated prototype: ``w = w_g + Σ_f p_f (w_f − w_g)``,
+    ``w_g`` the general network's intensities, ``w_f`` those of the expert of family
+    ``f`` and ``p_f`` the classifier's probability of ``f`` ("soft") or ``p_f > 0.8``
+    ("hard": at most one family passes, so the expert's output replaces the general one)."""
+
+    def __init__(self, general, experts: dict, clf, hard: bool) -> None:
+        self.general, self.experts, self.clf, self.hard = general, experts, clf, hard
+        self.target_names = getattr(general, "target_names", None)
+
+    @torch.no_grad()
+    def predict(self, feats: torch.Tensor) -> ShrinkageOutput:
+        w_general = self.general.predict(feats).intensities.double()
+        proba = self.clf.predict_proba(feats.double().numpy())
+        w = w_general.clone()
+        for fam, model in self.experts.items():
+            p = torch.as_tensor(proba[:, list(self.clf.classes_).index(fam)])
+            p = (p > 0.8).double() if self.hard else p
+            w = w + p[:, None] * (model.predict(feats).intensities.double() - w_general)
+        alpha = w.sum(1)
+        weights = torch.where(
+            alpha[:, None] > 0, w / alpha.clamp_min(1e-300)[:, None], 1.0 / w.shape[1]
+        )
+        return ShrinkageOutput(alpha, weights, torch.zeros_like(alpha))
+
+
 def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
     """Per-family ratios and mean ``L/d`` on the holdout of the pipeline's pretrained
-    network alone and gated with one-family experts (see the module docstring)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
+    network alone and gated with one-family experts (see the module docstring), and
+    the selection grid of the network alone and of the hard-gated prototype."""
     from shrinklab import MLShrinkageCovariance
 
     pretrained = ROOT / params["pretrain"]["models_dir"] / "pretrained.pt"
     general = MLShrinkageCovariance.from_pretrained(pretrained).model_
-    with torch.no_grad():
-        w_general = general.predict(hold.features).intensities.double()
-    clf = HistGradientBoostingClassifier(max_iter=200, random_state=0)
-    clf.fit(train_set.features.numpy(), np.asarray(train_set.families))
-    proba = clf.predict_proba(hold.features.numpy())
+    clf = family_classifier(train_set)
     net, tc = ctv.base_configs(params)
-    experts, expert_models = {}, {}
-    for fam in EXPERT_FAMILIES:
-        model = ctv.fit(net, tc, restrict(train_set, [fam]), restrict(valid_set, [fam]), SEED)
-        expert_models[fam] = model
-        with torch.no_grad():
-            experts[fam] = model.predict(hold.features).intensities.double()
-    rows = {"pretrained network": w_general}
-    for name, hard in (("gated, soft", False), ("gated, hard (p > 0.8)", True)):
-        w = w_general.clone()
-        for fam, w_fam in experts.items():
-            p = torch.as_tensor(proba[:, list(clf.classes_).index(fam)])
-            p = (p > 0.8).double() if hard else p
-            w = w + p[:, None] * (w_fam - w_general)
-        rows[name] = w
+    experts = {
+        fam: ctv.fit(net, tc, restrict(train_set, [fam]), restrict(valid_set, [fam]), SEED)
+        for fam in EXPERT_FAMILIES
+    }
+    models = {
+        "pretrained network": general,
+        "gated, soft": GatedExperts(general, experts, clf, hard=False),
+        "gated, hard (p > 0.8)": GatedExperts(general, experts, clf, hard=True),
+    }
     table = []
-    for name, w in rows.items():
-        loss = hold.quadratic_loss(w)
+    for name, model in models.items():
+        with torch.no_grad():
+            loss = hold.quadratic_loss(model.predict(hold.features).intensities.double())
         ratios = ctv.family_ratios(loss.numpy(), hold)
         table.append(
             {
@@ -132,40 +154,13 @@ def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
     df = pd.DataFrame(table).set_index("model")
     df.to_csv(ROOT / "reports/model_selection/family_gated.csv", float_format="%.6g")
     print(df.round(4).T.to_string())
-    gated = GatedExperts(general, {f: m for f, m in expert_models.items()}, clf)
-    for name, model in (("pretrained network", general), ("gated, hard (p > 0.8)", gated)):
-        sel = selection_grid.score(model)
+    for name in ("pretrained network", "gated, hard (p > 0.8)"):
+        sel = selection_grid.score(models[name])
         print(f"\nselection grid, {name}:")
         print(sel[["prial", "best_classical", "diff", "diff_se", "fail"]].round(3).to_string())
-        print(
-            selection_grid.summary(sel)["sel_mean_prial"],
-            "mean PRIAL;",
-            int(sel["fail"].sum()),
-            "fails",
-        )
+        summary = selection_grid.summary(sel)
+        print(f"mean PRIAL {summary['sel_mean_prial']:.2f}; {summary['sel_fails']} fails")
     return df
-
-
-class GatedExperts:
-    """``predict(features)`` of the hard-gated prototype: a one-family expert's output
-    where the classifier gives its family p > 0.8, the general network's elsewhere."""
-
-    def __init__(self, general, experts: dict, clf) -> None:
-        self.general, self.experts, self.clf = general, experts, clf
-        self.target_names = getattr(general, "target_names", None)
-
-    @torch.no_grad()
-    def predict(self, feats: torch.Tensor) -> ShrinkageOutput:
-        w = self.general.predict(feats).intensities.double()
-        proba = self.clf.predict_proba(feats.double().numpy())
-        for fam, model in self.experts.items():
-            use = torch.as_tensor(proba[:, list(self.clf.classes_).index(fam)] > 0.8)
-            w = torch.where(use[:, None], model.predict(feats).intensities.double(), w)
-        alpha = w.sum(1)
-        weights = torch.where(
-            alpha[:, None] > 0, w / alpha.clamp_min(1e-300)[:, None], 1.0 / w.shape[1]
-        )
-        return ShrinkageOutput(alpha, weights, torch.zeros_like(alpha))
 
 
 def main() -> None:
