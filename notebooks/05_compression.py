@@ -56,6 +56,7 @@ import torch
 
 from shrinklab import compress, dataset, plots
 from shrinklab.ensemble import EnsembleModel
+from shrinklab.experts import GatedExpertModel
 from shrinklab.network import MLShrinkageNetwork, load_model, load_model_payload, save_model
 from shrinklab.reporting import save_figure, save_metrics
 
@@ -99,7 +100,8 @@ fig = plots.tradeoff(table)
 save_figure(fig, figures / "tradeoff.png")
 
 # %%
-savable = [n for n, m in candidates.items() if isinstance(m, EnsembleModel | MLShrinkageNetwork)]
+savable = [n for n, m in candidates.items()
+           if isinstance(m, EnsembleModel | GatedExpertModel | MLShrinkageNetwork)]
 chosen, reason = compress.choose_deployable(table.loc[savable], min_gain_kept=0.99, reference="ensemble")
 print(f"deployable model: {chosen} — {reason}")
 save_model(models / "final.pt", candidates[chosen], payload["feature_names"], payload["target_names"],

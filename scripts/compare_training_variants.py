@@ -46,7 +46,7 @@ import selection_grid
 import torch
 import yaml
 
-from shrinklab import dataset
+from shrinklab import dataset, experts
 from shrinklab.ablation import prial_with_se
 from shrinklab.features import FEATURE_NAMES, MULTI_TARGET_NAMES
 from shrinklab.network import MLShrinkageNetwork, classical_anchors
@@ -156,14 +156,7 @@ def base_configs(params: dict) -> tuple[dict, dict]:
 
 def family_ratios(loss: np.ndarray, hold: dataset.TrainingSet) -> dict[str, float]:
     """Per holdout family: mean loss / mean loss of the family's best classical estimator."""
-    fam = np.asarray(hold.families)
-    classical = {
-        k: hold.quadratic_loss(w).numpy() for k, w in dataset.classical_intensities(hold).items()
-    }
-    return {
-        f: float(loss[fam == f].mean() / min(v[fam == f].mean() for v in classical.values()))
-        for f in sorted(set(fam))
-    }
+    return experts.family_ratios(loss, hold)
 
 
 def holdout_set(p_max: int, batch_size: int) -> dataset.TrainingSet:

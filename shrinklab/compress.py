@@ -446,9 +446,11 @@ def distillation_loss(
 
 
 def _gate_of(teacher: Any) -> str:
-    """The output gate of ``teacher`` (a network, or an ensemble's first member), so a
-    student imitates it with the same output map; ``"softmax"`` when it has none."""
-    net = (getattr(teacher, "members", None) or [teacher])[0]
+    """The output gate of ``teacher`` (a network, an ensemble's first member, or the
+    general model of a gated model), so a student imitates it with the same output
+    map; ``"softmax"`` when it has none."""
+    net = getattr(teacher, "general", teacher)
+    net = (getattr(net, "members", None) or [net])[0]
     config = getattr(net, "config", None)
     return str(config.get("gate", "softmax")) if isinstance(config, dict) else "softmax"
 

@@ -152,8 +152,9 @@ def model_class(kind: str) -> type:
     from shrinklab import network as _network
 
     kinds = _network._MODEL_KINDS  # the registry save_model/load_model use
-    if kind not in kinds:  # compressed members (e.g. "int8") register on import
+    if kind not in kinds:  # compressed members (e.g. "int8") and gated models register on import
         import shrinklab.compress  # noqa: F401
+        import shrinklab.experts  # noqa: F401
     if kind not in kinds:
         raise ValueError(f"unknown model kind {kind!r}; known: {sorted(kinds)}")
     return kinds[kind]

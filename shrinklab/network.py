@@ -786,9 +786,10 @@ def load_model(
             )
     kind = payload["kind"]
     if kind not in _MODEL_KINDS:
-        # the ensemble and compressed kinds register themselves on import
+        # the ensemble, gated and compressed kinds register themselves on import
         import shrinklab.compress  # noqa: F401
         import shrinklab.ensemble  # noqa: F401
+        import shrinklab.experts  # noqa: F401
     if kind not in _MODEL_KINDS:
         raise ValueError(
             f"unknown model kind {kind!r} in {path}; known: {sorted(_MODEL_KINDS)} "

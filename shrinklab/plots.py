@@ -22,6 +22,7 @@ __all__ = [
     "cumulative_variance",
     "eigenvalue_spectra",
     "error_decomposition_bars",
+    "family_ratio_bars",
     "feasibility_bars",
     "finetune_folds",
     "matrix_heatmaps",
@@ -349,6 +350,40 @@ FEASIBILITY_BARS: dict[str, str] = {
     "oracle": "oracle w*(Σ) per replication",
 }
 """Bars of :func:`feasibility_bars`: column stem of the table → legend label."""
+
+
+def family_ratio_bars(
+    table: pd.DataFrame,
+    *,
+    title: str | None = "Loss / best classical estimator's loss, by world family",
+    path: str | Path | None = None,
+) -> Figure:
+    """Grouped bars of the ``ratio_<family>`` columns of ``table`` (one row per model,
+    e.g. :func:`shrinklab.experts.family_loss_table`), with the parity line at 1
+    (below 1: better than every classical estimator in that family)."""
+    cols = [c for c in table.columns if c.startswith("ratio_")]
+    if not cols:
+        raise ValueError("table has no ratio_<family> columns")
+    fams = [c.removeprefix("ratio_") for c in cols]
+    x = np.arange(len(fams))
+    width = 0.8 / max(len(table), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(fams) + 2), 3.8))
+    for i, (name, row) in enumerate(table.iterrows()):
+        ax.bar(
+            x + (i - (len(table) - 1) / 2) * width,
+            row[cols].to_numpy(float),
+            width,
+            label=str(name),
+        )
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xticks(x, fams, rotation=30, ha="right")
+    ax.set_ylabel("loss ratio (lower is better)")
+    lo = float(np.nanmin(table[cols].to_numpy(float)))
+    ax.set_ylim(max(0.0, lo - 0.05), None)
+    ax.legend(frameon=False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
 
 
 def feasibility_bars(

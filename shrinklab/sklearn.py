@@ -104,6 +104,7 @@ def _ensure_kind_registered(path: Path) -> None:
     if kind in network._MODEL_KINDS:
         return
     import shrinklab.ensemble  # noqa: F401  (registers "ensemble")
+    import shrinklab.experts  # noqa: F401  (registers "gated_experts")
 
     if kind not in network._MODEL_KINDS:
         import shrinklab.compress  # noqa: F401  (registers the compressed kinds)

@@ -1,0 +1,234 @@
+"""Family experts behind a feature gate (shrinklab.experts): the gate classifier, the
+hard switch against a brute-force rule, persistence through save_model/load_model and
+MLShrinkageCovariance, the family ratios, the expert builder and bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shrinklab.ensemble import EnsembleModel
+from shrinklab.experts import (
+    FamilyGate,
+    GatedExpertModel,
+    family_loss_table,
+    family_ratios,
+    train_family_experts,
+    train_family_gate,
+)
+from shrinklab.features import FEATURE_NAMES
+from shrinklab.network import MLShrinkageNetwork, load_model, save_model
+from shrinklab.targets import TARGET_NAMES
+
+F, K = len(FEATURE_NAMES), len(TARGET_NAMES)
+
+
+def _net(seed: int, input_dim: int = F, num_targets: int = K) -> MLShrinkageNetwork:
+    torch.manual_seed(seed)
+    return MLShrinkageNetwork(
+        input_dim=input_dim, num_targets=num_targets, hidden_dims=(8,), gate="sparsemax"
+    ).eval()
+
+
+def _clusters(n: int, seed: int, dim: int = 6) -> tuple[np.ndarray, list[str]]:
+    """Three well-separated Gaussian clusters with labels a, b, c."""
+    rng = np.random.default_rng(seed)
+    centres = {"a": np.full(dim, 3.0), "b": np.full(dim, -3.0), "c": np.zeros(dim)}
+    labels = [str(x) for x in rng.choice(list(centres), size=n)]
+    x = np.stack([centres[lab] for lab in labels]) + rng.normal(size=(n, dim))
+    return x.astype(np.float32), labels
+
+
+def _gated(threshold: float = 0.8, seed: int = 0) -> GatedExpertModel:
+    gate = FamilyGate(F, ["a", "b", "c"], hidden_dims=(16,))
+    torch.manual_seed(seed)
+    for p in gate.parameters():  # a gate whose probabilities vary over the inputs
+        torch.nn.init.normal_(p, std=2.0)
+    return GatedExpertModel(_net(1), {"a": _net(2), "b": _net(3)}, gate.eval(), threshold)
+
+
+# ----------------------------------------------------------------------------- gate
+def test_gate_learns_separable_families_and_is_deterministic():
+    x, y = _clusters(600, seed=0)
+    gate = train_family_gate(x, y, hidden_dims=(16,), epochs=30, lr=1e-2, seed=3)
+    x_new, y_new = _clusters(300, seed=1)
+    with torch.no_grad():
+        proba = gate(torch.as_tensor(x_new))
+    assert gate.families == ["a", "b", "c"]
+    torch.testing.assert_close(proba.sum(1), torch.ones(300), atol=1e-6, rtol=0)
+    pred = [gate.families[i] for i in proba.argmax(1).tolist()]
+    assert np.mean(np.asarray(pred) == np.asarray(y_new)) > 0.97
+    again = train_family_gate(x, y, hidden_dims=(16,), epochs=30, lr=1e-2, seed=3)
+    for p, q in zip(gate.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_gate_rejects_bad_input():
+    x, y = _clusters(50, seed=0)
+    with pytest.raises(ValueError, match="one family label per row"):
+        train_family_gate(x, y[:-1])
+    x_bad = x.copy()
+    x_bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        train_family_gate(x_bad, y)
+    with pytest.raises(ValueError, match="at least two distinct families"):
+        train_family_gate(x, ["a"] * len(y))
+    with pytest.raises(ValueError, match="positive"):
+        train_family_gate(x, y, epochs=0)
+
+
+# --------------------------------------------------------------------- gated model
+def test_switch_matches_brute_force_rule():
+    """Each row is the expert's output where that family's gate probability exceeds the
+    threshold, the general model's otherwise; the variance is always the general one."""
+    model = _gated(threshold=0.6)
+    x = torch.randn(400, F) * 2
+    with torch.no_grad():
+        out = model(x)
+        proba = model.gate(x)
+        ref = {"general": model.general(x), "a": model.experts[0](x), "b": model.experts[1](x)}
+    used = {"general": 0, "a": 0, "b": 0}
+    for i in range(len(x)):
+        src = "general"
+        for fam in ("a", "b"):
+            if proba[i, model.gate.families.index(fam)] > 0.6:
+                src = fam
+        used[src] += 1
+        torch.testing.assert_close(out.alpha[i], ref[src].alpha[i], atol=0, rtol=0)
+        torch.testing.assert_close(out.weights[i], ref[src].weights[i], atol=0, rtol=0)
+    torch.testing.assert_close(out.log_var, ref["general"].log_var, atol=0, rtol=0)
+    assert min(used.values()) > 0, used  # the test exercises all three branches
+    share = model.expert_share(x.numpy())
+    assert share == pytest.approx({k: v / len(x) for k, v in used.items()})
+
+
+def test_never_firing_gate_is_the_general_model_and_sure_gate_the_expert():
+    gate = FamilyGate(F, ["a", "b"], hidden_dims=(4,))
+    last = gate.mlp[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)  # P = 1/2 everywhere: never above 0.8
+    model = GatedExpertModel(_net(1), {"a": _net(2)}, gate.eval())
+    x = torch.randn(50, F)
+    assert torch.equal(model.predict(x).alpha, model.general.predict(x).alpha)
+    last.bias.data = torch.tensor([20.0, 0.0])  # P(a) ≈ 1 everywhere
+    out, expert = model.predict(x), model.experts[0].predict(x)
+    assert torch.equal(out.alpha, expert.alpha) and torch.equal(out.weights, expert.weights)
+
+
+def test_round_trip_and_sklearn_estimator(tmp_path):
+    """save_model/load_model keep the outputs; MLShrinkageCovariance.from_pretrained
+    loads a gated model file and fits with it (its covariance is that of the served
+    model's intensities, checked against the general-model file where the gate is off)."""
+    from shrinklab import MLShrinkageCovariance
+
+    members = [_net(10), _net(11)]
+    model = GatedExpertModel(EnsembleModel(members), {"a": _net(2)}, _gated().gate)
+    path = save_model(tmp_path / "gated.pt", model, FEATURE_NAMES, TARGET_NAMES)
+    loaded = load_model(path)
+    assert type(loaded) is GatedExpertModel and type(loaded.general) is EnsembleModel
+    x = torch.randn(64, F)
+    a, b = model.predict(x), loaded.predict(x)
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v, atol=0, rtol=0)
+
+    est = MLShrinkageCovariance.from_pretrained(path)
+    X = np.random.default_rng(0).standard_normal((60, 15))
+    est.fit(X)
+    assert est.covariance_.shape == (15, 15)
+    assert np.allclose(est.covariance_, est.covariance_.T)
+    assert set(est.target_weights_) == set(TARGET_NAMES)
+    # the same fit through the general model alone agrees whenever the gate is off
+    with torch.no_grad():
+        loaded.gate.mlp[-1].weight.zero_()
+        loaded.gate.mlp[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0]))  # P = 1/3 < 0.8
+    off = save_model(tmp_path / "off.pt", loaded, FEATURE_NAMES, TARGET_NAMES)
+    general = save_model(tmp_path / "general.pt", loaded.general, FEATURE_NAMES, TARGET_NAMES)
+    c_off = MLShrinkageCovariance.from_pretrained(off).fit(X).covariance_
+    c_gen = MLShrinkageCovariance.from_pretrained(general).fit(X).covariance_
+    np.testing.assert_allclose(c_off, c_gen, rtol=1e-12, atol=1e-12)
+
+
+def test_constructor_rejects_bad_configurations():
+    gate = FamilyGate(F, ["a", "b"])
+    with pytest.raises(ValueError, match="threshold"):
+        GatedExpertModel(_net(1), {"a": _net(2)}, gate, threshold=0.4)
+    with pytest.raises(ValueError, match="threshold"):
+        GatedExpertModel(_net(1), {"a": _net(2)}, gate, threshold=1.0)
+    with pytest.raises(ValueError, match="not among the gate's families"):
+        GatedExpertModel(_net(1), {"z": _net(2)}, gate)
+    with pytest.raises(ValueError, match="at least one expert"):
+        GatedExpertModel(_net(1), {}, gate)
+    with pytest.raises(ValueError, match="disagree"):
+        GatedExpertModel(_net(1), {"a": _net(2, num_targets=K - 1)}, gate)
+    with pytest.raises(ValueError, match="the gate takes"):
+        GatedExpertModel(_net(1), {"a": _net(2)}, FamilyGate(F - 1, ["a", "b"]))
+    with pytest.raises(ValueError, match="at least two distinct"):
+        FamilyGate(F, ["a", "a"])
+    with pytest.raises(ValueError, match=r"shape \(B, "):
+        _gated().predict(torch.randn(3, F + 1))
+
+
+# ------------------------------------------------------- on real synthetic worlds
+@pytest.fixture(scope="module")
+def worlds():
+    from shrinklab.dataset import build_training_set
+
+    cfg = {"p_min": 4, "p_max": 12, "batch_size": 16}
+    return build_training_set(160, seed=0, config=cfg, progress=False), build_training_set(
+        96, seed=1, config=cfg, progress=False
+    )
+
+
+def test_family_ratios_against_classical_losses(worlds):
+    """A model that *is* a classical estimator has ratio ≥ 1 in every family, with
+    equality exactly where that estimator has the family's lowest mean loss."""
+    from shrinklab.dataset import classical_intensities
+
+    tr, _ = worlds
+    losses = {k: tr.quadratic_loss(w).numpy() for k, w in classical_intensities(tr).items()}
+    fam = np.asarray(tr.families)
+    for loss in losses.values():
+        ratios = family_ratios(loss, tr)
+        assert set(ratios) == set(fam)
+        for f, r in ratios.items():
+            best = min(v[fam == f].mean() for v in losses.values())
+            assert r == pytest.approx(loss[fam == f].mean() / best, rel=1e-12)
+            assert r >= 1 - 1e-12
+            assert (abs(r - 1) < 1e-12) == (loss[fam == f].mean() == best)
+    with pytest.raises(ValueError, match="one entry per world"):
+        family_ratios(losses["qis"][:-1], tr)
+
+
+def test_train_family_experts_and_table(worlds, tmp_path):
+    from shrinklab.train import TrainConfig
+
+    tr, va = worlds
+    fam = sorted(set(tr.families) & set(va.families))[0]
+    cfg = TrainConfig(epochs=1, batch_size=32, device="cpu", amp=None)
+    net_cfg = {"input_dim": F, "num_targets": K, "hidden_dims": (8,)}
+    experts = train_family_experts(
+        tr, va, [fam], tmp_path, model_config=net_cfg, config=cfg, seed=0
+    )
+    assert list(experts) == [fam] and isinstance(experts[fam], MLShrinkageNetwork)
+    assert not experts[fam].training
+    with pytest.raises(ValueError, match="no training worlds of family 'nope'"):
+        train_family_experts(tr, va, ["nope"], tmp_path, model_config=net_cfg, config=cfg)
+    pair = train_family_experts(
+        tr, va, [fam], tmp_path / "pair", model_config=net_cfg, config=cfg, seed=0, n_members=2
+    )[fam]
+    assert isinstance(pair, EnsembleModel) and len(pair.members) == 2
+    for u, v in zip(pair.members[0].state_dict().values(), experts[fam].state_dict().values()):
+        assert torch.equal(u, v)  # member 0 has the single expert's seed
+    with pytest.raises(ValueError, match="at least 1"):
+        train_family_experts(tr, va, [fam], tmp_path, model_config=net_cfg, config=cfg, n_members=0)
+    with pytest.raises(ValueError, match="repeat"):
+        train_family_experts(tr, va, [fam, fam], tmp_path, model_config=net_cfg, config=cfg)
+
+    gate = train_family_gate(tr.features, tr.families, hidden_dims=(8,), epochs=2)
+    gated = GatedExpertModel(_net(1), experts, gate)
+    table = family_loss_table({"general": gated.general, "gated": gated}, tr)
+    assert list(table.index) == ["general", "gated"]
+    assert {f"ratio_{f}" for f in set(tr.families)} <= set(table.columns)
+    loss = tr.quadratic_loss(gated.predict(tr.features).intensities.double())
+    assert table.loc["gated", "norm_loss"] == pytest.approx(float((loss / tr.d).mean()), rel=1e-9)
