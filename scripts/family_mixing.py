@@ -20,11 +20,13 @@ sharing the network; ``all but X`` shows whether family ``X`` is the one it pays
 ``--classifier`` only asks whether the features tell the families apart: a
 gradient-boosted classifier (scikit-learn) trained on the training worlds' features
 and family labels, its confusion matrix on the holdout (rows: true family, shares).
-``--gated`` prototypes a mixture of experts on the holdout: the pipeline's pretrained
-network, with the output of a network trained on one family alone (factor, sp500,
-1/3/10) wherever that classifier gives the family a probability above 0.8 ("hard")
-or mixed in with that probability ("soft"). A diagnostic, not a model of the pipeline:
-the classifier learns the generator's family labels, which real data do not have.
+``--gated`` is the study behind the pipeline's family experts (``params.yaml:
+ensemble.family_experts``, :mod:`shrinklab.experts`): the pipeline's ensemble alone
+and with experts trained on one family alone (factor, sp500, 1/3/10) switched in
+where the library's gate gives that family a probability above 0.8, each expert one
+network or a 3-seed ensemble; scored on the holdout and the selection grid
+(``reports/model_selection/family_gated.csv``). The gate learns the generator's family
+labels; on real data it answers with the ensemble wherever it is unsure.
 Neither the public scenario grid nor the pipeline's test set is used.
 
 Run after ``dvc repro`` (needs ``data/processed``); ~30-90 s per fit on one core::
@@ -45,8 +47,8 @@ import selection_grid
 import torch
 import yaml
 
-from shrinklab import dataset
-from shrinklab.network import ShrinkageOutput
+from shrinklab import dataset, experts
+from shrinklab.ensemble import EnsembleModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 1
@@ -91,75 +93,54 @@ def family_confusion(train_set: dataset.TrainingSet, hold: dataset.TrainingSet) 
 
 
 EXPERT_FAMILIES = ("factor", "sp500", "spectrum_1_3_10")
+EXPERT_SEEDS = (1, 2, 3)
 
 
-class GatedExperts:
-    """``predict(features)`` of the gated prototype: ``w = w_g + Σ_f p_f (w_f − w_g)``,
-    ``w_g`` the general network's intensities, ``w_f`` those of the expert of family
-    ``f`` and ``p_f`` the classifier's probability of ``f`` ("soft") or ``p_f > 0.8``
-    ("hard": at most one family passes, so the expert's output replaces the general one)."""
+def general_model():
+    """The pipeline's ensemble without its experts (``models/ensemble.pt`` is a
+    :class:`~shrinklab.experts.GatedExpertModel` once the pipeline has run)."""
+    from shrinklab.network import load_model
 
-    def __init__(self, general, experts: dict, clf, hard: bool) -> None:
-        self.general, self.experts, self.clf, self.hard = general, experts, clf, hard
-        self.target_names = getattr(general, "target_names", None)
-
-    @torch.no_grad()
-    def predict(self, feats: torch.Tensor) -> ShrinkageOutput:
-        w_general = self.general.predict(feats).intensities.double()
-        proba = self.clf.predict_proba(feats.double().numpy())
-        w = w_general.clone()
-        for fam, model in self.experts.items():
-            p = torch.as_tensor(proba[:, list(self.clf.classes_).index(fam)])
-            p = (p > 0.8).double() if self.hard else p
-            w = w + p[:, None] * (model.predict(feats).intensities.double() - w_general)
-        alpha = w.sum(1)
-        weights = torch.where(
-            alpha[:, None] > 0, w / alpha.clamp_min(1e-300)[:, None], 1.0 / w.shape[1]
-        )
-        return ShrinkageOutput(alpha, weights, torch.zeros_like(alpha))
+    model = load_model(ROOT / "models" / "ensemble.pt")
+    return model.general if isinstance(model, experts.GatedExpertModel) else model
 
 
 def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
-    """Per-family ratios and mean ``L/d`` on the holdout of the pipeline's pretrained
-    network alone and gated with one-family experts (see the module docstring), and
-    the selection grid of the network alone and of the hard-gated prototype."""
-    from shrinklab import MLShrinkageCovariance
-
-    pretrained = ROOT / params["pretrain"]["models_dir"] / "pretrained.pt"
-    general = MLShrinkageCovariance.from_pretrained(pretrained).model_
-    clf = family_classifier(train_set)
+    """The study behind ``params.yaml: ensemble.family_experts`` (see the module
+    docstring): the pipeline's ensemble alone and with family experts behind the
+    library's gate (:mod:`shrinklab.experts`, gate seed 0), one network per expert
+    (seed 1) or a 3-seed ensemble (seeds 1-3); holdout per-family ratios and mean
+    ``L/d``, and the selection grid of each."""
+    general = general_model()
+    gate = experts.train_family_gate(train_set.features, train_set.families, seed=0)
     net, tc = ctv.base_configs(params)
-    experts = {
-        fam: ctv.fit(net, tc, restrict(train_set, [fam]), restrict(valid_set, [fam]), SEED)
+    fits = {
+        fam: [
+            ctv.fit(net, tc, restrict(train_set, [fam]), restrict(valid_set, [fam]), s)
+            for s in EXPERT_SEEDS
+        ]
         for fam in EXPERT_FAMILIES
     }
     models = {
-        "pretrained network": general,
-        "gated, soft": GatedExperts(general, experts, clf, hard=False),
-        "gated, hard (p > 0.8)": GatedExperts(general, experts, clf, hard=True),
+        "ensemble": general,
+        "gated, 1-network experts": experts.GatedExpertModel(
+            general, {f: m[0] for f, m in fits.items()}, gate
+        ),
+        "gated, 3-seed experts": experts.GatedExpertModel(
+            general, {f: EnsembleModel(m) for f, m in fits.items()}, gate
+        ),
     }
-    table = []
+    with torch.no_grad():
+        df = experts.family_loss_table(models, hold).drop(columns="prial")
+    share = models["gated, 3-seed experts"].expert_share(hold.features)
     for name, model in models.items():
-        with torch.no_grad():
-            loss = hold.quadratic_loss(model.predict(hold.features).intensities.double())
-        ratios = ctv.family_ratios(loss.numpy(), hold)
-        table.append(
-            {
-                "model": name,
-                "norm_loss": float((loss / hold.d).mean()),
-                "geo_ratio": float(np.exp(np.mean(np.log(list(ratios.values()))))),
-                **{f"ratio_{f}": r for f, r in ratios.items()},
-            }
-        )
-    df = pd.DataFrame(table).set_index("model")
-    df.to_csv(ROOT / "reports/model_selection/family_gated.csv", float_format="%.6g")
-    print(df.round(4).T.to_string())
-    for name in ("pretrained network", "gated, hard (p > 0.8)"):
-        sel = selection_grid.score(models[name])
+        sel = selection_grid.score(model)
         print(f"\nselection grid, {name}:")
         print(sel[["prial", "best_classical", "diff", "diff_se", "fail"]].round(3).to_string())
-        summary = selection_grid.summary(sel)
-        print(f"mean PRIAL {summary['sel_mean_prial']:.2f}; {summary['sel_fails']} fails")
+        df.loc[name, list(selection_grid.summary(sel))] = pd.Series(selection_grid.summary(sel))
+    df.to_csv(ROOT / "reports/model_selection/family_gated.csv", float_format="%.6g")
+    print(df.round(4).T.to_string())
+    print("share of holdout worlds served:", {k: round(v, 3) for k, v in share.items()})
     return df
 
 

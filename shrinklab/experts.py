@@ -366,6 +366,27 @@ class GatedExpertModel(nn.Module):
             self.train(was_training)
 
     @torch.no_grad()
+    def interval(
+        self, features: Any, level: float = 0.9, regime: Any = None, method: str = "auto"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Central level-``ℓ`` interval of the intensity, ``α ± σ · q_ℓ``: ``α`` of the
+        model that serves each sample, ``σ`` and ``q_ℓ`` (conformal by default) of the
+        general model, which must be an :class:`~shrinklab.ensemble.EnsembleModel`
+        (see :meth:`~shrinklab.ensemble.EnsembleModel.interval`). The conformal
+        calibration is the general model's; where an expert serves, its ``α`` is on
+        average closer to the oracle than the general one (that is why it serves)."""
+        multiplier = getattr(self.general, "interval_multiplier", None)
+        if multiplier is None:
+            raise TypeError(
+                f"the general model ({type(self.general).__name__}) has no intervals; "
+                "an EnsembleModel has"
+            )
+        q = multiplier(level, method)
+        out = self.predict(features, regime)
+        half = torch.exp(0.5 * out.log_var.double()) * q
+        return out.alpha.double() - half, out.alpha.double() + half
+
+    @torch.no_grad()
     def expert_share(self, features: Any) -> dict[str, float]:
         """Share of the samples in ``features`` that each expert (and ``general``) serves."""
         choice = self.expert_choice(self._as_input(features))

@@ -132,6 +132,14 @@ def test_round_trip_and_sklearn_estimator(tmp_path):
     for u, v in zip(a, b, strict=True):
         torch.testing.assert_close(u, v, atol=0, rtol=0)
 
+    # intervals: the general ensemble's half-width around the served model's α
+    lo, hi = loaded.interval(x, 0.9, method="gaussian")
+    glo, ghi = loaded.general.interval(x, 0.9, method="gaussian")
+    torch.testing.assert_close(hi - lo, ghi - glo, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close((hi + lo) / 2, b.alpha.double(), atol=1e-7, rtol=0)
+    with pytest.raises(TypeError, match="has no intervals"):
+        _gated().interval(x)
+
     est = MLShrinkageCovariance.from_pretrained(path)
     X = np.random.default_rng(0).standard_normal((60, 15))
     est.fit(X)
