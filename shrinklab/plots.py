@@ -380,7 +380,7 @@ def family_ratio_bars(
     ax.set_ylabel("loss ratio (lower is better)")
     lo = float(np.nanmin(table[cols].to_numpy(float)))
     ax.set_ylim(max(0.0, lo - 0.05), None)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title)
     return _finish(fig, path)

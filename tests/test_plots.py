@@ -116,3 +116,21 @@ def test_eigenvalue_spectra_sorted_descending():
     np.testing.assert_allclose(lines[2].get_ydata(), 0.5 * ref, rtol=1e-10)
     assert [ln.get_label() for ln in lines] == ["true Σ", "sample", "est"]
     plt.close(fig)
+
+
+def test_family_ratio_bars_draw_the_table(tmp_path):
+    tab = pd.DataFrame(
+        {"ratio_a": [0.9, 0.8], "ratio_b": [1.1, 0.95], "norm_loss": [0.5, 0.4]},
+        index=pd.Index(["ensemble", "gated"], name="model"),
+    )
+    fig = plots.family_ratio_bars(tab, path=tmp_path / "r.png")
+    ax = fig.axes[0]
+    heights = np.array([b.get_height() for b in ax.patches])
+    np.testing.assert_allclose(heights, [0.9, 1.1, 0.8, 0.95])  # model by model
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ensemble", "gated"]
+    assert any(np.allclose(line.get_ydata(), 1.0) for line in ax.get_lines())  # parity line
+    assert (tmp_path / "r.png").stat().st_size > 1000
+    plt.close(fig)
+    with pytest.raises(ValueError, match="ratio_"):
+        plots.family_ratio_bars(tab[["norm_loss"]])
