@@ -31,7 +31,8 @@
 #    and the difference to Ledoit–Wolf with a stationary-bootstrap interval.
 #
 # The learned estimator on synthetic worlds is `models/final.pt` (trained on
-# synthetic data only), loaded through the scikit-learn interface
+# synthetic data only: the chosen ensemble with family experts behind a feature
+# gate, notebook 4 §4), loaded through the scikit-learn interface
 # `MLShrinkageCovariance.from_pretrained`, exactly as a user would. On real returns
 # both it and the network fine-tuned on pre-2016 returns (`models/finetuned.pt`,
 # notebook 3) are shown; the headline's portfolio rows use the fine-tuned one.
