@@ -146,6 +146,57 @@ def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
     return df
 
 
+OTHER_FRACTION = 0.2
+
+
+def with_others(ts: dataset.TrainingSet, fam: str, fraction: float, seed: int):
+    """The worlds of ``fam`` and a random ``fraction`` of the other worlds (seeded)."""
+    f = np.asarray(ts.families)
+    rng = np.random.default_rng(seed)
+    keep = (f == fam) | (rng.random(len(f)) < fraction)
+    return ts.subset(np.flatnonzero(keep).tolist())
+
+
+def mixed_experts(train_set, valid_set, hold) -> pd.DataFrame:
+    """Misfire-robust experts: the pipeline's gated model against the same gate and
+    general model with experts trained on their family plus ``OTHER_FRACTION`` of the
+    other worlds (3 seeds each, like the pipeline's), so that a world the gate sends
+    to the wrong expert meets a network that has seen its family
+    (``reports/model_selection/family_experts_mixed.csv``)."""
+    from shrinklab.network import load_model
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    pipeline = load_model(ROOT / "models" / "ensemble.pt")
+    net, tc = ctv.base_configs(params)
+    fits = {
+        fam: EnsembleModel(
+            [
+                ctv.fit(
+                    net,
+                    tc,
+                    with_others(train_set, fam, OTHER_FRACTION, s),
+                    with_others(valid_set, fam, OTHER_FRACTION, s),
+                    s,
+                )
+                for s in EXPERT_SEEDS
+            ]
+        )
+        for fam in pipeline.expert_families
+    }
+    mixed = experts.GatedExpertModel(pipeline.general, fits, pipeline.gate, pipeline.threshold)
+    models = {"pipeline experts": pipeline, f"experts + {OTHER_FRACTION:g} others": mixed}
+    with torch.no_grad():
+        df = experts.family_loss_table(models, hold).drop(columns="prial")
+    for name, model in models.items():
+        sel = selection_grid.score(model)
+        print(f"\nselection grid, {name}:")
+        print(sel[["prial", "best_classical", "diff", "diff_se", "fail"]].round(3).to_string())
+        df.loc[name, list(selection_grid.summary(sel))] = pd.Series(selection_grid.summary(sel))
+    df.to_csv(ROOT / "reports/model_selection/family_experts_mixed.csv", float_format="%.6g")
+    print(df.round(4).T.to_string())
+    return df
+
+
 GATE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -183,6 +234,7 @@ def main() -> None:
     ap.add_argument("--out", default="reports/model_selection/family_mixing.csv")
     ap.add_argument("--classifier", action="store_true", help="only the family classifier")
     ap.add_argument("--gated", action="store_true", help="only the gated-experts study")
+    ap.add_argument("--mixed", action="store_true", help="only the misfire-robust experts study")
     ap.add_argument(
         "--threshold",
         action="store_true",
@@ -200,6 +252,9 @@ def main() -> None:
         return
     if args.threshold:
         gate_thresholds(hold)
+        return
+    if args.mixed:
+        mixed_experts(train_set, valid_set, hold)
         return
     if args.classifier:
         cm = family_confusion(train_set, hold)
