@@ -154,11 +154,6 @@ def base_configs(params: dict) -> tuple[dict, dict]:
     return net, {k: pt[k] for k in keys} | {k: pt[k] for k in optional if k in pt}
 
 
-def family_ratios(loss: np.ndarray, hold: dataset.TrainingSet) -> dict[str, float]:
-    """Per holdout family: mean loss / mean loss of the family's best classical estimator."""
-    return experts.family_ratios(loss, hold)
-
-
 def holdout_set(p_max: int, batch_size: int) -> dataset.TrainingSet:
     path = ROOT / "build" / "variants" / f"holdout_{HOLDOUT_SEED}_{p_max}_{batch_size}.pt"
     if path.exists():
@@ -241,7 +236,7 @@ def main() -> None:
             loss = hold.quadratic_loss(w)
             nl = (loss / hold.d).numpy()
             norm[name, seed] = nl
-            ratios = family_ratios(loss.numpy(), hold)
+            ratios = experts.family_ratios(loss.numpy(), hold)
             geo[name, seed] = float(np.exp(np.mean(np.log(list(ratios.values())))))
             prial, prial_se = prial_with_se(w, hold)
             rows.append(

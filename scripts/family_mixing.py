@@ -5,7 +5,7 @@ The pretraining network of ``params.yaml`` is trained (as in
 pipeline's validation set, seed 1) on subsets of the pipeline's training worlds, and
 each fit is scored on the independent synthetic holdout (seed 777, 6,000 worlds) by
 the per-family ratio of its mean loss to that of the family's best classical
-estimator (``compare_training_variants.family_ratios``; < 1 = better than every
+estimator (``shrinklab.experts.family_ratios``; < 1 = better than every
 classical estimator). Subsets:
 
 * ``all``: every family (the pipeline's network);
@@ -107,6 +107,21 @@ def general_model():
     return model.general if isinstance(model, experts.GatedExpertModel) else model
 
 
+def holdout_and_selection(models: dict, hold, csv_name: str) -> pd.DataFrame:
+    """Holdout per-family ratios and mean ``L/d`` and the selection-grid summary of each
+    model, printed and written to ``reports/model_selection/<csv_name>``."""
+    with torch.no_grad():
+        df = experts.family_loss_table(models, hold).drop(columns="prial")
+    for name, model in models.items():
+        sel = selection_grid.score(model)
+        print(f"\nselection grid, {name}:")
+        print(sel[["prial", "best_classical", "diff", "diff_se", "fail"]].round(3).to_string())
+        df.loc[name, list(selection_grid.summary(sel))] = pd.Series(selection_grid.summary(sel))
+    df.to_csv(ROOT / "reports/model_selection" / csv_name, float_format="%.6g")
+    print(df.round(4).T.to_string())
+    return df
+
+
 def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
     """The study behind ``params.yaml: ensemble.family_experts`` (see the module
     docstring): the pipeline's ensemble alone and with family experts behind the
@@ -132,16 +147,8 @@ def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
             general, {f: EnsembleModel(m) for f, m in fits.items()}, gate
         ),
     }
-    with torch.no_grad():
-        df = experts.family_loss_table(models, hold).drop(columns="prial")
+    df = holdout_and_selection(models, hold, "family_gated.csv")
     share = models["gated, 3-seed experts"].expert_share(hold.features)
-    for name, model in models.items():
-        sel = selection_grid.score(model)
-        print(f"\nselection grid, {name}:")
-        print(sel[["prial", "best_classical", "diff", "diff_se", "fail"]].round(3).to_string())
-        df.loc[name, list(selection_grid.summary(sel))] = pd.Series(selection_grid.summary(sel))
-    df.to_csv(ROOT / "reports/model_selection/family_gated.csv", float_format="%.6g")
-    print(df.round(4).T.to_string())
     print("share of holdout worlds served:", {k: round(v, 3) for k, v in share.items()})
     return df
 
@@ -185,16 +192,7 @@ def mixed_experts(train_set, valid_set, hold) -> pd.DataFrame:
     }
     mixed = experts.GatedExpertModel(pipeline.general, fits, pipeline.gate, pipeline.threshold)
     models = {"pipeline experts": pipeline, f"experts + {OTHER_FRACTION:g} others": mixed}
-    with torch.no_grad():
-        df = experts.family_loss_table(models, hold).drop(columns="prial")
-    for name, model in models.items():
-        sel = selection_grid.score(model)
-        print(f"\nselection grid, {name}:")
-        print(sel[["prial", "best_classical", "diff", "diff_se", "fail"]].round(3).to_string())
-        df.loc[name, list(selection_grid.summary(sel))] = pd.Series(selection_grid.summary(sel))
-    df.to_csv(ROOT / "reports/model_selection/family_experts_mixed.csv", float_format="%.6g")
-    print(df.round(4).T.to_string())
-    return df
+    return holdout_and_selection(models, hold, "family_experts_mixed.csv")
 
 
 GATE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -272,7 +270,7 @@ def main() -> None:
         model = ctv.fit(net, tc, tr, va, SEED)
         with torch.no_grad():
             w = model.predict(hold.features).intensities.double()
-        ratios = ctv.family_ratios(hold.quadratic_loss(w).numpy(), hold)
+        ratios = experts.family_ratios(hold.quadratic_loss(w).numpy(), hold)
         rows.append(
             {"fit": name, "n_train": len(tr), **{f"ratio_{f}": r for f, r in ratios.items()}}
         )

@@ -110,6 +110,7 @@ from torch import nn
 from shrinklab.network import (
     MLShrinkageNetwork,
     ShrinkageOutput,
+    eval_mode,
     register_model_kind,
 )
 
@@ -172,6 +173,17 @@ def member_kind(model: nn.Module) -> str:
     )
 
 
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """``{"kind", "config"}`` of a registered model, from which :func:`build_model`
+    rebuilds it untrained (how composite models store their parts)."""
+    return {"kind": member_kind(model), "config": copy.deepcopy(_config_of(model))}
+
+
+def build_model(spec: Mapping[str, Any]) -> nn.Module:
+    """The untrained model of a :func:`model_spec`."""
+    return model_class(spec["kind"]).from_config(spec["config"])
+
+
 # ----------------------------------------------------------------------- model
 class EnsembleModel(nn.Module):
     """Average of member models with a mixture variance, a fitted temperature and
@@ -210,11 +222,11 @@ class EnsembleModel(nn.Module):
         if len(dims) != 1:
             raise ValueError(f"members disagree on (input_dim, num_targets): {sorted(dims)}")
         self.input_dim, self.num_targets = next(iter(dims))
-        kinds = [member_kind(m) for m in members]  # fail early if a kind is unregistered
+        for m in members:
+            member_kind(m)  # fail early if a kind is unregistered
         self.members = nn.ModuleList(members)
         self.combine = combine
         self.label = str(label)
-        self._kinds = kinds
         if member_weights is None:
             rho = torch.full((len(members),), 1.0 / len(members), dtype=torch.float64)
         else:
@@ -240,15 +252,12 @@ class EnsembleModel(nn.Module):
             "num_targets": self.num_targets,
             "combine": self.combine,
             "label": self.label,
-            "members": [
-                {"kind": k, "config": copy.deepcopy(_config_of(m))}
-                for k, m in zip(self._kinds, self.members)
-            ],
+            "members": [model_spec(m) for m in self.members],
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EnsembleModel:
-        members = [model_class(m["kind"]).from_config(m["config"]) for m in config["members"]]
+        members = [build_model(m) for m in config["members"]]
         return cls(members, combine=config.get("combine", "intensities"), label=config["label"])
 
     def set_temperature(self, temperature: float, within_weight: float | None = None) -> None:
@@ -376,22 +385,14 @@ class EnsembleModel(nn.Module):
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
         """Eval-mode, no-grad ensemble prediction (training mode restored afterwards)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self(self._as_input(features), regime)
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def predict_members(self, features: Any, regime: Any = None) -> list[ShrinkageOutput]:
         """Each member's eval-mode prediction."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self.member_outputs(self._as_input(features), regime)
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def calibrate(
@@ -411,12 +412,8 @@ class EnsembleModel(nn.Module):
         ``|α* − α| / σ`` under the fitted variance are stored for :meth:`interval`
         (split conformal, Lei et al. 2018); else no scores are kept.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             outs = self.member_outputs(self._as_input(features), regime)
-        finally:
-            self.train(was_training)
         truth = _as_1d(alpha_true, "alpha_true")
         if truth.size != outs[0].alpha.shape[0]:
             raise ValueError(

@@ -37,7 +37,6 @@ evaluation (notebook 06) shows what it does there.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,15 +47,18 @@ import pandas as pd
 import torch
 from torch import nn
 
+from shrinklab.ensemble import model_spec
 from shrinklab.network import (
     MLShrinkageNetwork,
     ShrinkageOutput,
+    eval_mode,
     register_model_kind,
 )
 
 __all__ = [
     "FamilyGate",
     "GatedExpertModel",
+    "best_classical_family_loss",
     "family_loss_table",
     "family_ratios",
     "train_family_experts",
@@ -210,25 +212,32 @@ def train_family_experts(
     return experts
 
 
-def family_ratios(loss: Any, data: Any) -> dict[str, float]:
-    """Per world family of ``data`` (a :class:`~shrinklab.dataset.TrainingSet`):
-    the mean of ``loss`` (one Frobenius loss per world) over the family's worlds
-    divided by the mean loss of the family's best classical estimator (the one with
-    the lowest mean there, :func:`shrinklab.dataset.classical_intensities`).
-    Below 1: better than every classical estimator in that family."""
+def best_classical_family_loss(data: Any) -> dict[str, float]:
+    """Per world family of ``data`` (a :class:`~shrinklab.dataset.TrainingSet`): the
+    lowest mean Frobenius loss of a classical estimator over the family's worlds
+    (:func:`shrinklab.dataset.classical_intensities`)."""
     from shrinklab import dataset
 
+    fam = np.asarray(data.families)
+    classical = [
+        data.quadratic_loss(w).numpy() for w in dataset.classical_intensities(data).values()
+    ]
+    return {str(f): float(min(v[fam == f].mean() for v in classical)) for f in sorted(set(fam))}
+
+
+def family_ratios(
+    loss: Any, data: Any, best: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Per world family of ``data``: the mean of ``loss`` (one Frobenius loss per world)
+    over the family's worlds divided by the family's best classical mean loss
+    (``best``, computed by :func:`best_classical_family_loss` when not given).
+    Below 1: better than every classical estimator in that family."""
     loss = np.asarray(loss, dtype=np.float64)
     fam = np.asarray(data.families)
     if loss.shape != fam.shape:
         raise ValueError(f"loss must have one entry per world ({fam.shape}), got {loss.shape}")
-    classical = {
-        k: data.quadratic_loss(w).numpy() for k, w in dataset.classical_intensities(data).items()
-    }
-    return {
-        str(f): float(loss[fam == f].mean() / min(v[fam == f].mean() for v in classical.values()))
-        for f in sorted(set(fam))
-    }
+    best = best_classical_family_loss(data) if best is None else best
+    return {f: float(loss[fam == f].mean() / b) for f, b in best.items()}
 
 
 def family_loss_table(models: Mapping[str, Any], data: Any) -> pd.DataFrame:
@@ -238,11 +247,12 @@ def family_loss_table(models: Mapping[str, Any], data: Any) -> pd.DataFrame:
     mean of the family ratios and ``ratio_<family>`` (:func:`family_ratios`)."""
     from shrinklab.ensemble import prial_of
 
+    best = best_classical_family_loss(data)
     rows = {}
     for name, model in models.items():
         w = model.predict(data.features).intensities.double()
         loss = data.quadratic_loss(w)
-        ratios = family_ratios(loss.numpy(), data)
+        ratios = family_ratios(loss.numpy(), data, best)
         rows[name] = {
             "prial": prial_of(w, data),
             "norm_loss": float((loss / data.d.double()).mean()),
@@ -250,18 +260,6 @@ def family_loss_table(models: Mapping[str, Any], data: Any) -> pd.DataFrame:
             **{f"ratio_{f}": r for f, r in ratios.items()},
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-
-
-def _kind_and_config(model: nn.Module) -> dict[str, Any]:
-    from shrinklab.ensemble import member_kind
-
-    return {"kind": member_kind(model), "config": copy.deepcopy(dict(model.config))}
-
-
-def _build(spec: Mapping[str, Any]) -> nn.Module:
-    from shrinklab.ensemble import model_class
-
-    return model_class(spec["kind"]).from_config(spec["config"])
 
 
 class GatedExpertModel(nn.Module):
@@ -314,16 +312,18 @@ class GatedExpertModel(nn.Module):
             "input_dim": self.input_dim,
             "num_targets": self.num_targets,
             "threshold": self.threshold,
-            "general": _kind_and_config(self.general),
-            "experts": {f: _kind_and_config(m) for f, m in zip(self.expert_families, self.experts)},
+            "general": model_spec(self.general),
+            "experts": {f: model_spec(m) for f, m in zip(self.expert_families, self.experts)},
             "gate": self.gate.config,
         }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> GatedExpertModel:
-        experts = {f: _build(spec) for f, spec in config["experts"].items()}
+        from shrinklab.ensemble import build_model
+
+        experts = {f: build_model(spec) for f, spec in config["experts"].items()}
         return cls(
-            _build(config["general"]),
+            build_model(config["general"]),
             experts,
             FamilyGate.from_config(config["gate"]),
             threshold=config["threshold"],
@@ -358,12 +358,8 @@ class GatedExpertModel(nn.Module):
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
         """Eval-mode, no-grad prediction (training mode restored afterwards)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self(self._as_input(features), regime)
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def interval(

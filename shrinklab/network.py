@@ -61,9 +61,10 @@ is not supported). The trainer switches it on under DistributedDataParallel.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -83,11 +84,24 @@ __all__ = [
     "load_pretrained_weights",
     "output_priors",
     "register_model_kind",
+    "eval_mode",
     "save_model",
     "sparsemax",
 ]
 
 FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the ``with`` block, its training mode restored after
+    (the prediction helpers of every model kind use it)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -520,14 +534,9 @@ class MLShrinkageNetwork(nn.Module):
         """Attention map ``(B, F, F)`` (heads averaged) in eval mode; needs ``use_attention``."""
         if self.attention is None:
             raise ValueError("the network was built with use_attention=False")
-        was_training = self.training
-        self.eval()
-        try:
-            x = self._as_input(features)
-            h = self.input_norm(x)
+        with eval_mode(self):
+            h = self.input_norm(self._as_input(features))
             _, weights = self.attention(h, need_weights=True)
-        finally:
-            self.train(was_training)
         assert weights is not None
         return weights
 
@@ -547,12 +556,8 @@ class MLShrinkageNetwork(nn.Module):
 
         The training/eval mode of the module is restored afterwards.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self(self._as_input(features), regime)
-        finally:
-            self.train(was_training)
 
     # ---------------------------------------------------------------- config
     @property

@@ -12,6 +12,7 @@ from shrinklab.ensemble import EnsembleModel
 from shrinklab.experts import (
     FamilyGate,
     GatedExpertModel,
+    best_classical_family_loss,
     family_loss_table,
     family_ratios,
     train_family_experts,
@@ -204,6 +205,9 @@ def test_family_ratios_against_classical_losses(worlds):
             assert r == pytest.approx(loss[fam == f].mean() / best, rel=1e-12)
             assert r >= 1 - 1e-12
             assert (abs(r - 1) < 1e-12) == (loss[fam == f].mean() == best)
+    best = best_classical_family_loss(tr)
+    assert best == {f: min(v[fam == f].mean() for v in losses.values()) for f in set(fam)}
+    assert family_ratios(losses["qis"], tr, best) == family_ratios(losses["qis"], tr)
     with pytest.raises(ValueError, match="one entry per world"):
         family_ratios(losses["qis"][:-1], tr)
 
