@@ -36,6 +36,7 @@ n_test = 600
 p_max = 60
 # samples per drawn p, n design: smaller = more distinct designs
 batch_size = 32
+ratio_max = 4.0  # largest p/n of the training worlds (scripts/pn_range.py)
 workers = 1  # processes building the synthetic samples (same result for any number)
 processed_dir = "build/smoke/data"
 reports_dir = "build/smoke/reports"
@@ -127,14 +128,14 @@ print(split_table.to_string(index=False))
 # ## 1.3 Synthetic training samples
 #
 # Worlds are drawn from the documented distribution of `shrinklab.synthetic`
-# (p from 5 to `p_max`, p/n from 0.05 to 2, Gaussian or Student-t returns, edge
+# (p from 5 to `p_max`, p/n from 0.05 to `ratio_max`, Gaussian or Student-t returns, edge
 # cases on purpose). The samples of a batch of `batch_size` share one (p, n) design
 # (batched linear algebra), so the training set covers `n_train / batch_size`
 # designs. Each sample's label is the multi-target oracle
 # w* = argmin ‖S + Σ w_k (T_k − S) − Σ‖_F over w ≥ 0, Σ w ≤ 1.
 
 # %%
-config = {"p_max": p_max, "batch_size": batch_size}
+config = {"p_max": p_max, "batch_size": batch_size, "ratio_max": ratio_max}
 sets = {}
 for offset, (name, size) in enumerate({"train": n_train, "valid": n_valid, "test": n_test}.items()):
     sets[name] = dataset.build_training_set(size, seed=seed * 1000 + offset, config=config, workers=workers)
