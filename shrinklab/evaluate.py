@@ -954,6 +954,13 @@ def _pm(v: float, se: float, digits: int = 1) -> str:
     return f"{v:.{digits}f} ± {se:.{digits}f}"
 
 
+def _pm_resolved(v: float, se: float) -> str:
+    """``v ± se`` with enough decimals (1 to 3) for two significant digits of ``se``, so
+    that a near-tie such as ``-0.017 ± 0.027`` is not printed as ``-0.0 ± 0.0``."""
+    digits = 1 if se <= 0 else min(3, max(1, 1 - math.floor(math.log10(se))))
+    return _pm(v, se, digits)
+
+
 def headline_table(
     grid: pd.DataFrame,
     backtest_table: pd.DataFrame | None = None,
@@ -997,7 +1004,7 @@ def headline_table(
                 "metric": "PRIAL %",
                 "best classical": f"{best} {_pm(piv.loc[s, best], piv_se.loc[s, best])}",
                 "learned": _pm(piv.loc[s, learned], piv_se.loc[s, learned]),
-                "learned − best": _pm(diff, dse) if math.isfinite(dse) else f"{diff:+.1f}",
+                "learned − best": _pm_resolved(diff, dse) if math.isfinite(dse) else f"{diff:+.1f}",
                 "oracle": _pm(piv.loc[s, ORACLE], piv_se.loc[s, ORACLE])
                 if ORACLE in piv.columns
                 else "",

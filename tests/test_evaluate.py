@@ -285,6 +285,11 @@ def test_headline_table_logic_and_json():
     # one scenario more than one SE below the best classical one fails the goal
     worse = evaluate.headline_table(_fake_grid([55.0, 48.0], [5.0, -2.0], [0.4, 1.0]))
     assert list(worse["goal met"]) == ["yes", "no", "no"]
+    # a near-tie keeps two significant digits of its SE instead of "-0.0 ± 0.0"
+    tie = evaluate.headline_table(_fake_grid([58.0, 57.983], [5.0, -0.017], [0.4, 0.027]))
+    assert tie.iloc[1]["learned − best"] == "-0.017 ± 0.027"
+    assert tie.iloc[0]["learned − best"] == "5.00 ± 0.40"
+    assert list(tie["goal met"]) == ["yes", "yes", "yes"]
     js = evaluate.headline_json(h)
     assert js["columns"] == list(h.columns) and len(js["rows"]) == len(h)
     assert all(isinstance(v, str) for row in js["rows"] for v in row)
