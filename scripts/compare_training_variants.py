@@ -154,18 +154,28 @@ def base_configs(params: dict) -> tuple[dict, dict]:
     return net, {k: pt[k] for k in keys} | {k: pt[k] for k in optional if k in pt}
 
 
-def holdout_set(p_max: int, batch_size: int) -> dataset.TrainingSet:
-    path = ROOT / "build" / "variants" / f"holdout_{HOLDOUT_SEED}_{p_max}_{batch_size}.pt"
+def cached_worlds(
+    path: Path, n: int, seed: int, config: dict, workers: int = 1
+) -> dataset.TrainingSet:
+    """``n`` synthetic worlds drawn with ``seed`` and ``config``, cached at ``path``
+    (rebuilt when the cached file was written by an older shrinklab)."""
     if path.exists():
         try:
             return dataset.TrainingSet.load(path)
         except ValueError as exc:  # built by an older shrinklab (other features): rebuild
-            print(f"rebuilding the holdout: {exc}", flush=True)
-    cfg = {"p_max": p_max, "batch_size": batch_size}
-    ts = dataset.build_training_set(HOLDOUT_SIZE, seed=HOLDOUT_SEED, config=cfg, progress=False)
+            print(f"rebuilding {path.name}: {exc}", flush=True)
+    ts = dataset.build_training_set(
+        n, seed=seed, config=config, progress=False, threads=1, workers=workers
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     ts.save(path)
     return ts
+
+
+def holdout_set(p_max: int, batch_size: int) -> dataset.TrainingSet:
+    path = ROOT / "build" / "variants" / f"holdout_{HOLDOUT_SEED}_{p_max}_{batch_size}.pt"
+    cfg = {"p_max": p_max, "batch_size": batch_size}
+    return cached_worlds(path, HOLDOUT_SIZE, HOLDOUT_SEED, cfg)
 
 
 def selection_grid_scores(model: MLShrinkageNetwork) -> dict[str, float]:

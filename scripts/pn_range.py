@@ -46,7 +46,7 @@ import selection_grid
 import torch
 import yaml
 
-from shrinklab import dataset, evaluate, experts
+from shrinklab import dataset, experts
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "build" / "variants"
@@ -64,13 +64,8 @@ WIDE_GRID = [
 def worlds(n: int, seed: int, ratio_max: float, p_max: int, batch_size: int) -> dataset.TrainingSet:
     """``n`` worlds with ``p/n ≤ ratio_max`` (cached under ``build/variants``)."""
     path = CACHE / f"worlds_{n}_{seed}_{ratio_max:g}_{p_max}_{batch_size}.pt"
-    if path.exists():
-        return dataset.TrainingSet.load(path)
     cfg = {"p_max": p_max, "batch_size": batch_size, "ratio_max": ratio_max}
-    ts = dataset.build_training_set(n, seed=seed, config=cfg, progress=False, threads=1, workers=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ts.save(path)
-    return ts
+    return ctv.cached_worlds(path, n, seed, cfg, workers=2)
 
 
 def wide_scores(model, wide: dataset.TrainingSet) -> dict[str, float]:
@@ -95,18 +90,8 @@ def wide_scores(model, wide: dataset.TrainingSet) -> dict[str, float]:
 def grid_scores(model) -> tuple[dict[str, float], pd.DataFrame]:
     """Failures and mean PRIAL over the selection grid plus :data:`WIDE_GRID`."""
     sel = selection_grid.score(model)
-    df = evaluate.evaluate_grid(WIDE_GRID, model, n_reps=100, seed=selection_grid.SELECTION_SEED)
-    wide = df[df.estimator == "learned"].set_index("scenario")
-    wide = pd.DataFrame(
-        {
-            "prial": wide.prial,
-            "diff": wide.diff_best_classical,
-            "diff_se": wide.diff_se,
-            "best_classical": wide.best_classical,
-        }
-    )
-    wide["fail"] = wide["diff"] < -wide["diff_se"]
-    both = pd.concat([sel[["prial", "diff", "diff_se", "best_classical", "fail"]], wide])
+    wide = selection_grid.score(model, grid=WIDE_GRID)
+    both = pd.concat([sel, wide])
     out = {
         "grid_fails": int(both["fail"].sum()),
         "grid_mean_prial": float(both["prial"].mean()),

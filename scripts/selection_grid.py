@@ -38,10 +38,12 @@ SELECTION_GRID: list[dict[str, Any]] = [
 ]
 
 
-def score(model: Any, n_reps: int = 100) -> pd.DataFrame:
-    """One row per scenario: ``prial``, ``se``, ``best_classical``, its PRIAL,
-    ``diff`` (learned − best, paired), ``diff_se``, ``fail`` and the oracle's PRIAL."""
-    df = evaluate.evaluate_grid(SELECTION_GRID, model, n_reps=n_reps, seed=SELECTION_SEED)
+def score(model: Any, n_reps: int = 100, grid: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per scenario of ``grid`` (default :data:`SELECTION_GRID`): ``prial``,
+    ``se``, ``best_classical``, its PRIAL, ``diff`` (learned − best, paired),
+    ``diff_se``, ``fail`` and the oracle's PRIAL."""
+    grid = SELECTION_GRID if grid is None else grid
+    df = evaluate.evaluate_grid(grid, model, n_reps=n_reps, seed=SELECTION_SEED)
     learned = df[df.estimator == "learned"].set_index("scenario")
     prial = df.pivot(index="scenario", columns="estimator", values="prial")
     out = pd.DataFrame(
@@ -56,7 +58,7 @@ def score(model: Any, n_reps: int = 100) -> pd.DataFrame:
             "diff_se": learned.diff_se,
             "oracle": prial["oracle"],
         }
-    ).loc[[s["name"] for s in SELECTION_GRID]]
+    ).loc[[s["name"] for s in grid]]
     out["fail"] = out["diff"] < -out["diff_se"]
     return out
 
