@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11), install shrinklab editable with its pinned
-# dependencies, and register the Jupyter kernel "shrinklab" inside the venv.
+# dependencies and every extra (`.[all]`: pipeline, export, skfolio and dev, i.e.
+# what `make repro` and `make test` need), and register the Jupyter kernel
+# "shrinklab" inside the venv.
 # Idempotent: a second run only re-checks the install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +17,7 @@ PY
 fi
 stamp=.venv/.shrinklab-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet -e .
+  .venv/bin/python -m pip install --quiet -e ".[all]"
   touch "$stamp"
 fi
 .venv/bin/python -m ipykernel install --sys-prefix --name shrinklab --display-name "shrinklab (Python 3.11)" >/dev/null
