@@ -1,9 +1,9 @@
-"""Benchmark: throughput of building training samples (issue 3), per part and with 2 workers.
+"""Benchmark: throughput of building training samples, per part and with 2 workers.
 
 For p = 50 and p = 200 it draws synthetic worlds with the default training
 distribution of ``p/n`` (log-uniform in [0.05, 2], so n from p/2 to 20p; no
 short-sample batches) and runs the exact code path of
-:func:`shrinklab.dataset.build_training_set`.
+:func:`shrinklab.data.dataset.build_training_set`.
 
 Table 1, one process, one thread (``--threads``), process CPU time (robust to
 other jobs on a shared machine); samples/s overall and per part (the part alone):
@@ -69,8 +69,8 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from threadpoolctl import threadpool_limits
 
-from shrinklab import dataset, synthetic
-from shrinklab.dataset import process_batch
+from shrinklab.data import dataset, synthetic
+from shrinklab.data.dataset import process_batch
 
 PARTS = ("generation", "cov", "eigh", "targets", "qform", "qp", "intensities", "features", "fsopt")
 GOALS = {50: 2000.0, 200: 200.0}

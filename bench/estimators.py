@@ -1,12 +1,12 @@
 """Benchmark: batched torch estimators vs scikit-learn in a Python loop.
 
 For p in {20, 100, 500} and n in {p/2, 2p} it prints the time per estimate of
-each batched estimator of ``shrinklab.estimators`` on a batch of B samples, of
+each batched estimator of ``shrinklab.core.estimators`` on a batch of B samples, of
 scikit-learn's ``LedoitWolf`` / ``OAS`` fitted one sample at a time, their
 ratios (measured in the same run), and QIS relative to one batched
 ``torch.linalg.eigh`` of the same batch of sample covariances.
 
-Goals (issue 2): batched LW/OAS >= 5x faster than the scikit-learn loop at
+Goals: batched LW/OAS >= 5x faster than the scikit-learn loop at
 B = 256; QIS within 1.5x of one eigh.
 
     python bench/estimators.py [--batch 256] [--batch-large 64] [--threads 1] [--device cpu]
@@ -34,8 +34,8 @@ import torch
 from sklearn.covariance import OAS, LedoitWolf
 from threadpoolctl import threadpool_limits
 
-from shrinklab import estimators as est
-from shrinklab.targets import qis_estimate, shrinkage_targets
+from shrinklab.core import estimators as est
+from shrinklab.core.targets import qis_estimate, shrinkage_targets
 
 TORCH_ESTIMATORS: dict[str, Callable] = {
     "sample": est.sample_covariance,

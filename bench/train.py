@@ -1,7 +1,7 @@
-"""Training throughput of shrinklab.train.train (figures of merit of issue 4).
+"""Training throughput of shrinklab.training.loop.train (its figures of merit).
 
 Prints a table: samples/s and seconds per epoch over ``--n`` (default 100,000)
-training samples for the default :class:`~shrinklab.network.MLShrinkageNetwork`
+training samples for the default :class:`~shrinklab.models.network.MLShrinkageNetwork`
 and batch size, Adam vs SGD, on CPU (``cpu_threads`` 1 and 2) and on CUDA when
 available (fp32 and bf16 autocast). The loss is the O(K²) quadratic-form path, so
 the matrices' size p does not matter: the benchmark uses random quadratic-form
@@ -9,8 +9,8 @@ statistics (``G = AᵀA``) with the shapes of a real training set.
 
 Optionally it reports the wall time to the early-stopping point on a real synthetic
 training set: built here with ``--early-stop N`` (default synthetic config,
-:func:`shrinklab.dataset.build_training_set`; slow) or loaded with ``--train-set
-PATH --valid-set PATH`` (:meth:`shrinklab.dataset.TrainingSet.load`, e.g. the files of
+:func:`shrinklab.data.dataset.build_training_set`; slow) or loaded with ``--train-set
+PATH --valid-set PATH`` (:meth:`shrinklab.data.dataset.TrainingSet.load`, e.g. the files of
 the data stage).
 
 Usage::
@@ -30,8 +30,9 @@ from types import SimpleNamespace
 
 import torch
 
-from shrinklab.network import MLShrinkageNetwork
-from shrinklab.train import TrainConfig, train
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.loop import train
 
 
 def random_set(n: int, n_features: int, k: int, seed: int) -> SimpleNamespace:
@@ -119,7 +120,7 @@ def throughput_table(args: argparse.Namespace) -> None:
 
 def early_stopping(args: argparse.Namespace) -> None:
     try:
-        from shrinklab.dataset import TrainingSet, build_training_set
+        from shrinklab.data.dataset import TrainingSet, build_training_set
 
         t0 = time.perf_counter()
         if args.train_set:

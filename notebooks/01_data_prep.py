@@ -49,9 +49,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from shrinklab import data, dataset
-from shrinklab.reporting import save_figure, save_metrics
-from shrinklab.targets import TARGET_NAMES
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.data import dataset
+from shrinklab.data import returns as data
+from shrinklab.evaluation.reporting import save_figure, save_metrics
 
 sns.set_theme(style="whitegrid", context="notebook")
 processed = Path(processed_dir)
@@ -113,7 +114,7 @@ save_figure(fig, figures / "regimes.png")
 # ## 1.2 Walk-forward splits
 #
 # Expanding training windows, two-year validation blocks after them, and nothing
-# that reaches the test period (spec §2, forward-walk validation).
+# that reaches the test period (the specification's forward-walk validation).
 
 # %%
 splits = data.walk_forward_splits(returns.index)
@@ -127,7 +128,7 @@ print(split_table.to_string(index=False))
 # %% [markdown]
 # ## 1.3 Synthetic training samples
 #
-# Worlds are drawn from the documented distribution of `shrinklab.synthetic`
+# Worlds are drawn from the documented distribution of `shrinklab.data.synthetic`
 # (p from 5 to `p_max`, p/n from 0.05 to `ratio_max`, Gaussian or Student-t returns, edge
 # cases on purpose). The samples of a batch of `batch_size` share one (p, n) design
 # (batched linear algebra), so the training set covers `n_train / batch_size`

@@ -16,9 +16,10 @@
 # %% [markdown]
 # # 2. Pretraining on synthetic worlds
 #
-# The network of the specification (input batch norm and dropout, three
-# LeakyReLU(0.2) blocks 128 → 64 → 32 with batch norm, 30 % dropout and residual
-# connections, a sigmoid intensity head α, a softmax target-weight head π and a
+# The network of the specification (input batch norm and optional input dropout,
+# three LeakyReLU(0.2) blocks 128 → 64 → 32 with batch norm, dropout and residual
+# connections; the dropout rates are those of params.yaml's `pretrain` section,
+# 0.1 after the hidden blocks and none on the input, a sigmoid intensity head α, a softmax target-weight head π and a
 # variance head) is trained on synthetic samples whose oracle weights w* are known.
 # Its output is *anchored*: a learned gate mixes the free head απ with the
 # classical estimators of the family (Ledoit–Wolf, OAS, constant correlation,
@@ -33,15 +34,16 @@
 # loss of Σ̂ normalised by the sample covariance's loss (a loss of 1 means "no
 # better than S"; `best_classical_weight` can add λ times the loss relative to
 # the world's best classical estimator, a variant studied and left at λ = 0, see
-# the README; the edge-case worlds, near-singular and dominant-factor, weigh
+# docs/decisions/0009-loss-l-over-d.md; the edge-case worlds, near-singular and dominant-factor, weigh
 # `edge_weight` in it: they are there so that the network stays sane in such worlds,
 # and at full weight their very steep losses dominate the gradients) + γ·spectrum loss, plus a Gaussian NLL that trains the uncertainty
 # head; the weights, learning rate, weight decay and clipping come
 # from the model-selection study (notebook 07). The Frobenius term uses the stored
 # K×K quadratic form, so a sample costs O(K²) whatever its p. Adam, cosine
 # annealing with warm restarts (cycles of 10, 20, 40 epochs: the run length ends
-# on a cycle), gradient clipping, early stopping that restores the best weights,
-# curriculum (easy worlds first).
+# on a cycle), gradient clipping, early stopping that restores the best weights.
+# A curriculum (easy worlds first) is available but off in params.yaml's `pretrain`
+# section: the model-selection ablation found validation PRIAL higher without it.
 
 # %% tags=["parameters"]
 seed = 1
@@ -62,7 +64,7 @@ matrix_weight = 0.3
 spectrum_weight = 0.0
 uncertainty_weight = 0.05
 clip_norm = 1.0
-# per-world normaliser of the Frobenius loss (shrinklab.train.loss_normaliser)
+# per-world normaliser of the Frobenius loss (shrinklab.training.objective.loss_normaliser)
 loss_normaliser = "sample"
 best_classical_weight = 0.0
 gap_floor = 0.01
@@ -80,13 +82,16 @@ import seaborn as sns
 import torch
 from dvclive import Live
 
-from shrinklab import dataset, plots
-from shrinklab.ensemble import prial_table
-from shrinklab.network import MLShrinkageNetwork, save_model
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.data import dataset
+from shrinklab.evaluation import plots
+from shrinklab.evaluation.reporting import save_figure, save_metrics
+from shrinklab.evaluation.selection import prial_table
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir
-from shrinklab.reporting import save_figure, save_metrics
-from shrinklab.targets import TARGET_NAMES
-from shrinklab.train import TrainConfig, train
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.loop import train
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.manual_seed(seed)

@@ -22,7 +22,7 @@
 # estimation window, relative to the same portfolio built with Ledoit–Wolf
 # (Engle & Colacito 2006; Ledoit & Wolf 2017). A ratio below 1 beats Ledoit–Wolf.
 #
-# The synthetic-pretrained network (transfer learning, spec §5) is fine-tuned
+# The synthetic-pretrained network (the specification's transfer-learning step) is fine-tuned
 # walk-forward: for each expanding-window fold it is trained on windows before the
 # fold's validation block and early-stopped on that block; the final model uses the
 # median best epoch on every window before 2016. The test period 2016–2022 is never
@@ -46,12 +46,15 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from shrinklab import data, plots
-from shrinklab.finetune import walk_forward_finetune
-from shrinklab.network import MLShrinkageNetwork, load_model_payload, save_model
+from shrinklab.data import returns as data
+from shrinklab.evaluation import plots
+from shrinklab.evaluation.reporting import save_figure, save_metrics
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.persistence import load_model_payload
+from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir
-from shrinklab.reporting import save_figure, save_metrics
-from shrinklab.train import TrainConfig
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.finetune import walk_forward_finetune
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.manual_seed(seed)

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 4. Ensembles and calibrated uncertainty
 #
-# Four ways to combine networks (spec §7), each built by `shrinklab.ensemble`:
+# Four ways to combine networks (the specification's model-ensembling step), each built by `shrinklab.models.ensemble`:
 #
 # * **multi-seed** — the pretrained architecture from several random seeds
 #   (deep ensembles, Lakshminarayanan et al. 2017);
@@ -38,7 +38,7 @@
 #
 # Finally the chosen ensemble gets **family experts** (section 4): networks trained
 # on one world family each, switched in where a gate on the features is sure of
-# that family (a hard mixture of experts, `shrinklab.experts`).
+# that family (a hard mixture of experts, `shrinklab.models.experts`).
 
 # %% tags=["parameters"]
 seed = 3
@@ -60,11 +60,17 @@ from pathlib import Path
 import seaborn as sns
 import torch
 
-from shrinklab import dataset, ensemble, experts, plots
-from shrinklab.network import load_model_payload, save_model
+from shrinklab.data import dataset
+from shrinklab.evaluation import plots
+from shrinklab.evaluation import selection as selection_mod
+from shrinklab.evaluation.reporting import save_figure, save_metrics
+from shrinklab.models import experts
+from shrinklab.models.persistence import load_model_payload
+from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir
-from shrinklab.reporting import save_figure, save_metrics
-from shrinklab.train import TrainConfig
+from shrinklab.training import ensembles as ensembles_mod
+from shrinklab.training import experts as expert_training
+from shrinklab.training.config import TrainConfig
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.manual_seed(seed)
@@ -89,7 +95,7 @@ checkpoints = run_dir(
 
 # %%
 ensembles = {
-    "multi_seed": ensemble.train_multi_seed(
+    "multi_seed": ensembles_mod.train_multi_seed(
         train_set,
         valid_set,
         checkpoints / "multi_seed",
@@ -99,7 +105,7 @@ ensembles = {
         config=base,
         calibration_set=calibration_set,
     ),
-    "checkpoint_average": ensemble.train_checkpoint_average(
+    "checkpoint_average": ensembles_mod.train_checkpoint_average(
         train_set,
         valid_set,
         checkpoints / "swa",
@@ -109,7 +115,7 @@ ensembles = {
         method="swa",
         calibration_set=calibration_set,
     ),
-    "architecture": ensemble.train_architecture_ensemble(
+    "architecture": ensembles_mod.train_architecture_ensemble(
         train_set,
         valid_set,
         checkpoints / "architecture",
@@ -118,7 +124,7 @@ ensembles = {
         config=base,
         calibration_set=calibration_set,
     ),
-    "boosting": ensemble.train_boosted(
+    "boosting": ensembles_mod.train_boosted(
         train_set,
         valid_set,
         checkpoints / "boosting",
@@ -161,8 +167,8 @@ ensembles = {
 
 # %%
 classical = dataset.classical_intensities(test_set)
-test_table = ensemble.prial_table(ensembles, test_set, extra_intensities=classical)
-chosen, selection = ensemble.select_ensemble(ensembles, valid_set, levels=(0.5, 0.9))
+test_table = selection_mod.prial_table(ensembles, test_set, extra_intensities=classical)
+chosen, selection = selection_mod.select_ensemble(ensembles, valid_set, levels=(0.5, 0.9))
 print("chosen on validation:", chosen)
 selection[["prial", "prial_vs_best", "prial_vs_best_se", "conformal_50", "conformal_90",
            "width_90_conformal", "calibrated", "tied", "chosen"]]  # fmt: skip
@@ -200,11 +206,11 @@ save_figure(fig, figures / "prial_members.png")
 # Coverage, mean interval width and the Gaussian NLL on the test worlds:
 
 # %%
-coverage = ensemble.coverage_table(ensembles, test_set, levels=(0.5, 0.9))
+coverage = selection_mod.coverage_table(ensembles, test_set, levels=(0.5, 0.9))
 coverage
 
 # %%
-fig = plots.reliability_diagram(ensemble.reliability_curves(ensembles, test_set))
+fig = plots.reliability_diagram(selection_mod.reliability_curves(ensembles, test_set))
 save_figure(fig, figures / "reliability.png")
 
 # %% [markdown]
@@ -223,16 +229,16 @@ save_figure(fig, figures / "reliability.png")
 # ensemble's, so its calibration above holds.
 #
 # The design was chosen on the independent synthetic holdout and the selection grid
-# (README, "Family experts"), not on the test worlds below.
+# (docs/decisions/0014-family-experts-gate-0.7.md and docs/research-log.md), not on the test worlds below.
 
 # %%
 best = ensembles[chosen]
 deployed = best
 if family_experts:
-    gate = experts.train_family_gate(
+    gate = expert_training.train_family_gate(
         train_set.features, train_set.families, epochs=gate_epochs, seed=seed
     )
-    family_models = experts.train_family_experts(
+    family_models = expert_training.train_family_experts(
         train_set,
         valid_set,
         family_experts,
@@ -243,7 +249,7 @@ if family_experts:
         n_members=expert_members,
     )
     deployed = experts.GatedExpertModel(best, family_models, gate, threshold=gate_threshold)
-    gated_table = experts.family_loss_table({"ensemble": best, "gated": deployed}, test_set)
+    gated_table = selection_mod.family_loss_table({"ensemble": best, "gated": deployed}, test_set)
     share = deployed.expert_share(test_set.features)
     print("share of test worlds served:", {k: round(v, 3) for k, v in share.items()})
     display(gated_table.round(3))  # noqa: F821 (IPython)

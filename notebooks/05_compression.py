@@ -16,8 +16,9 @@
 # %% [markdown]
 # # 5. Compression: a small, fast deployable model
 #
-# The ensemble is accurate but costs several forward passes. Spec §7 lists four
-# ways to make it cheap, all in `shrinklab.compress`:
+# The ensemble is accurate but costs several forward passes. The specification's model-compression step
+# lists four ways to make it cheap, in `shrinklab.models.compressed` and
+# `shrinklab.training.compression`:
 #
 # * **knowledge distillation** of the ensemble into a small student network
 #   (Hinton, Vinyals & Dean 2015), trained on the teacher's intensities and the
@@ -54,11 +55,16 @@ from pathlib import Path
 import seaborn as sns
 import torch
 
-from shrinklab import compress, dataset, plots
-from shrinklab.ensemble import EnsembleModel
-from shrinklab.experts import GatedExpertModel
-from shrinklab.network import MLShrinkageNetwork, load_model, load_model_payload, save_model
-from shrinklab.reporting import save_figure, save_metrics
+from shrinklab.data import dataset
+from shrinklab.evaluation import compression, plots
+from shrinklab.evaluation.reporting import save_figure, save_metrics
+from shrinklab.models import compressed
+from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.models.experts import GatedExpertModel
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.persistence import load_model_payload
+from shrinklab.models.registry import load_model, save_model
+from shrinklab.training import compression as compression_training
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.manual_seed(seed)
@@ -70,15 +76,15 @@ teacher = load_model(models / "ensemble.pt")
 payload = load_model_payload(models / "ensemble.pt")
 
 # %%
-student = compress.distill(teacher, train_set, student_config={"hidden_dims": student_hidden},
+student = compression_training.distill(teacher, train_set, student_config={"hidden_dims": student_hidden},
                            epochs=distill_epochs, seed=seed)
-pruning, pruned = compress.pruning_sweep(student, sparsities, test_set, fine_tune_data=train_set, seed=seed)
+pruning, pruned = compression_training.pruning_sweep(student, sparsities, test_set, fine_tune_data=train_set, seed=seed)
 candidates = {"ensemble": teacher, "student": student}
 candidates.update({f"student_pruned_{int(100 * a)}": m for a, m in pruned.items()})
-candidates["student_int8"] = compress.quantize_int8(student)
-onnx_student = compress.export_onnx(student, models / "onnx" / "student.onnx")
-candidates["student_onnx"] = compress.OnnxModel(onnx_student)
-parity = compress.onnx_parity(student, candidates["student_onnx"], test_set.features)
+candidates["student_int8"] = compressed.quantize_int8(student)
+onnx_student = compressed.export_onnx(student, models / "onnx" / "student.onnx")
+candidates["student_onnx"] = compressed.OnnxModel(onnx_student)
+parity = compressed.onnx_parity(student, candidates["student_onnx"], test_set.features)
 print(f"ONNX vs torch, max |Δ intensity| = {parity:.2e}")
 pruning
 
@@ -92,7 +98,7 @@ pruning
 
 # %%
 lw = dataset.classical_intensities(test_set)["ledoit_wolf"]
-table = compress.tradeoff_table(candidates, test_set, lw_intensities=lw, reference="ensemble")
+table = compression.tradeoff_table(candidates, test_set, lw_intensities=lw, reference="ensemble")
 table
 
 # %%
@@ -102,7 +108,7 @@ save_figure(fig, figures / "tradeoff.png")
 # %%
 savable = [n for n, m in candidates.items()
            if isinstance(m, EnsembleModel | GatedExpertModel | MLShrinkageNetwork)]
-chosen, reason = compress.choose_deployable(table.loc[savable], min_gain_kept=0.99, reference="ensemble")
+chosen, reason = compression.choose_deployable(table.loc[savable], min_gain_kept=0.99, reference="ensemble")
 print(f"deployable model: {chosen} — {reason}")
 save_model(models / "final.pt", candidates[chosen], payload["feature_names"], payload["target_names"],
            extra={"chosen": chosen, "reason": reason})

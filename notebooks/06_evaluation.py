@@ -32,14 +32,14 @@
 #
 # The learned estimator on synthetic worlds is `models/final.pt` (trained on
 # synthetic data only: the chosen ensemble with family experts behind a feature
-# gate, notebook 4 §4), loaded through the scikit-learn interface
+# gate, notebook 4's "Family experts behind a gate"), loaded through the scikit-learn interface
 # `MLShrinkageCovariance.from_pretrained`, exactly as a user would. On real returns
 # both it and the network fine-tuned on pre-2016 returns (`models/finetuned.pt`,
 # notebook 3) are shown; the headline's portfolio rows use the fine-tuned one.
 #
 # A third question is about the goal itself: the multi-target oracle knows each
 # replication's Σ; how much of its PRIAL could *any* estimator that cannot tell the
-# replications of a scenario apart reach (§6.5)?
+# replications of a scenario apart reach (section 6.5)?
 
 # %% tags=["parameters"]
 seed = 5
@@ -67,9 +67,13 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from shrinklab import MLShrinkageCovariance, backtest, evaluate, plots
-from shrinklab.network import load_model
-from shrinklab.reporting import save_figure, save_metrics
+from shrinklab import MLShrinkageCovariance
+from shrinklab.evaluation import backtest, examples, plots, tables
+from shrinklab.evaluation import feasibility as feasibility_mod
+from shrinklab.evaluation import scenarios as scenarios_mod
+from shrinklab.evaluation.reporting import save_figure, save_metrics
+from shrinklab.models.registry import load_model
+from shrinklab.studies import specialists as specialists_mod
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.manual_seed(seed)
@@ -86,7 +90,7 @@ print(
 # ## 6.1 PRIAL on the scenario grid
 
 # %%
-grid, scenario_results = evaluate.evaluate_grid(
+grid, scenario_results = scenarios_mod.evaluate_grid(
     scenarios, final.model_, n_reps=n_reps, seed=seed, ensemble=ensemble_model, return_results=True
 )
 prial = grid.pivot(index="scenario", columns="estimator", values="prial")
@@ -111,7 +115,7 @@ save_figure(fig, figures / "prial_by_scenario.png")
 # of the oracle.
 
 # %%
-per_rep = evaluate.per_replication(scenario_results)
+per_rep = scenarios_mod.per_replication(scenario_results)
 fig = plots.predicted_vs_oracle(
     per_rep["alpha"],
     per_rep["alpha_oracle"],
@@ -132,9 +136,9 @@ save_figure(fig, figures / "predicted_vs_oracle_intensity.png")
 # (estimate − Σ): the less structure left in the error, the better.
 
 # %%
-for i, example in enumerate(evaluate.select_examples(scenario_results, example_scenarios)):
+for i, example in enumerate(examples.select_examples(scenario_results, example_scenarios)):
     name = example["scenario"]
-    mats = evaluate.example_matrices(example, final.model_, ["ledoit_wolf", "learned", "oracle"])
+    mats = examples.example_matrices(example, final.model_, ["ledoit_wolf", "learned", "oracle"])
     estimates = {k: v for k, v in mats.items() if k not in ("sigma", "sample")}
     fig = plots.eigenvalue_spectra(
         mats["sigma"], mats["sample"], estimates, title=f"eigenvalues: {name}"
@@ -154,7 +158,7 @@ for i, example in enumerate(evaluate.select_examples(scenario_results, example_s
 
 # %%
 for by in ("family", "pn_bucket"):
-    decomposition = evaluate.error_decomposition(scenario_results, by=by)
+    decomposition = scenarios_mod.error_decomposition(scenario_results, by=by)
     display(decomposition.round(2))
     label = {"family": "scenario family", "pn_bucket": "p/n"}[by]
     fig = plots.error_decomposition_bars(
@@ -184,12 +188,12 @@ for by in ("family", "pn_bucket"):
 
 # %%
 specialists = (
-    evaluate.specialist_table(scenario_results, n_draws=specialist_draws)
+    specialists_mod.specialist_table(scenario_results, n_draws=specialist_draws)
     if specialist_draws
     else None
 )
-feasibility = evaluate.feasibility_table(scenario_results, specialist=specialists)
-feas = evaluate.feasibility_summary(feasibility)
+feasibility = feasibility_mod.feasibility_table(scenario_results, specialist=specialists)
+feas = feasibility_mod.feasibility_summary(feasibility)
 feasibility[
     [
         "prial_oracle",
@@ -209,7 +213,7 @@ feasibility[
 ].round(2)
 
 # %%
-print(evaluate.feasibility_text(feas))
+print(feasibility_mod.feasibility_text(feas))
 
 # %% [markdown]
 # Per scenario, the bars put the best classical estimator and the learned model next
@@ -250,12 +254,12 @@ for window, cum in summary.cumulative_variance.items():
 # %% [markdown]
 # ## 6.7 Ablations (from the model-selection run)
 #
-# What each component of the model is worth (issue 8): each row removes or changes
+# What each component of the model is worth (from the model-selection run): each row removes or changes
 # one thing against the full model. The table is written by notebook 07
 # (`make model-selection`, not part of `dvc repro`) and shown here when it exists.
 
 # %%
-ablation = evaluate.ablation_table(ablation_csv)
+ablation = tables.ablation_table(ablation_csv)
 if ablation is None:
     display(
         Markdown(f"Ablations not yet run: `make model-selection` (expected at `{ablation_csv}`).")
@@ -270,8 +274,8 @@ else:
 # %%
 # Real data: the network fine-tuned walk-forward on pre-2016 returns (notebook 3) is
 # the learned estimator for portfolios; the synthetic-only final model is in the table above.
-headline = evaluate.headline_table(grid, summary.table, backtest_learned="ML (fine-tuned)")
-headline.attrs["caption"] += " " + evaluate.feasibility_text(feas)  # the README says it too
+headline = tables.headline_table(grid, summary.table, backtest_learned="ML (fine-tuned)")
+headline.attrs["caption"] += " " + feasibility_mod.feasibility_text(feas)  # the README says it too
 headline
 
 # %%
@@ -284,7 +288,7 @@ save_metrics(
             for (w, e), row in summary.table.iterrows()
         },
         "n_reps": int(n_reps),
-        "headline": evaluate.headline_json(headline),
+        "headline": tables.headline_json(headline),
         "prial_constant_oracle": {
             "by_scenario": {
                 s: {

@@ -18,9 +18,9 @@
 #
 # The specification tunes hyper-parameters four ways: a **grid** over the
 # architecture, **Bayesian optimisation** of the learning parameters, **K-fold
-# validation across market regimes** and **ablation studies**. This stage is slow and
-# is *frozen* in `dvc.yaml`: the default `dvc repro` does not rerun it (see the README,
-# "Model selection", for the one command that does).
+# validation across market regimes** and **ablation studies**. This notebook is slow and
+# is not a stage of `dvc.yaml`: `make repro` does not run it; `make model-selection`
+# does (see docs/research-log.md, "The model-selection study (notebook 07)").
 #
 # * Bayesian optimisation: Optuna's TPE sampler (Bergstra et al., NeurIPS 2011) over
 #   learning rate, weight decay, the loss weights α (intensity), β (Frobenius),
@@ -70,14 +70,12 @@ import seaborn as sns
 import torch
 import yaml
 
-from shrinklab import dataset
-from shrinklab.ablation import run_ablation
-from shrinklab.network import MLShrinkageNetwork
+from shrinklab.data import dataset
+from shrinklab.evaluation.reporting import save_figure, save_metrics
+from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.pipeline import REPO_ROOT
-from shrinklab.reporting import save_figure, save_metrics
-from shrinklab.train import TrainConfig
-from shrinklab.tuning import dvc_queue_commands, grid_configs, optuna_search, update_params_file
-from shrinklab.validation_folds import (
+from shrinklab.studies.ablation import run_ablation
+from shrinklab.studies.folds import (
     cross_validate,
     family_folds,
     paired_difference,
@@ -87,6 +85,13 @@ from shrinklab.validation_folds import (
     select_config,
     synthetic_fit_score,
 )
+from shrinklab.studies.tuning import (
+    dvc_queue_commands,
+    grid_configs,
+    optuna_search,
+    update_params_file,
+)
+from shrinklab.training.config import TrainConfig
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.manual_seed(seed)
@@ -234,7 +239,7 @@ save_figure(fig, figures / "ablation.png")
 # is not a reason to change). The fine-tuning learning rate is the one with the best
 # pessimistic (mean + SE) loss over the regime folds. The block below is what
 # `params.yaml` gets; applying it is a reviewed commit
-# (`shrinklab.tuning.update_params_file`).
+# (`shrinklab.studies.tuning.update_params_file`).
 
 # %%
 paired = paired_difference(lofo.attrs["folds"], "tuned", "default", "norm_loss")

@@ -46,12 +46,14 @@ import selection_grid
 import torch
 import yaml
 
-from shrinklab import dataset, experts
-from shrinklab.ablation import prial_with_se
-from shrinklab.features import FEATURE_NAMES, MULTI_TARGET_NAMES
-from shrinklab.network import MLShrinkageNetwork, classical_anchors
-from shrinklab.targets import TARGET_NAMES
-from shrinklab.train import TrainConfig, train
+from shrinklab.core.features import FEATURE_NAMES, MULTI_TARGET_NAMES
+from shrinklab.core.metrics import prial_with_se
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.data import dataset
+from shrinklab.evaluation import selection as experts
+from shrinklab.models.network import MLShrinkageNetwork, classical_anchors
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT_SEED, HOLDOUT_SIZE = 777, 6000

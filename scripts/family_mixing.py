@@ -5,7 +5,7 @@ The pretraining network of ``params.yaml`` is trained (as in
 pipeline's validation set, seed 1) on subsets of the pipeline's training worlds, and
 each fit is scored on the independent synthetic holdout (seed 777, 6,000 worlds) by
 the per-family ratio of its mean loss to that of the family's best classical
-estimator (``shrinklab.experts.family_ratios``; < 1 = better than every
+estimator (``shrinklab.evaluation.selection.family_ratios``; < 1 = better than every
 classical estimator). Subsets:
 
 * ``all``: every family (the pipeline's network);
@@ -21,7 +21,7 @@ sharing the network; ``all but X`` shows whether family ``X`` is the one it pays
 gradient-boosted classifier (scikit-learn) trained on the training worlds' features
 and family labels, its confusion matrix on the holdout (rows: true family, shares).
 ``--gated`` is the study behind the pipeline's family experts (``params.yaml:
-ensemble.family_experts``, :mod:`shrinklab.experts`): the pipeline's ensemble alone
+ensemble.family_experts``, :mod:`shrinklab.models.experts`): the pipeline's ensemble alone
 and with experts trained on one family alone (factor, sp500, 1/3/10) switched in
 where the library's gate gives that family a probability above 0.8, each expert one
 network or a 3-seed ensemble; scored on the holdout and the selection grid
@@ -49,8 +49,11 @@ import selection_grid
 import torch
 import yaml
 
-from shrinklab import dataset, experts
-from shrinklab.ensemble import EnsembleModel
+from shrinklab.data import dataset
+from shrinklab.evaluation import selection
+from shrinklab.models import experts
+from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.training import experts as expert_training
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 1
@@ -100,8 +103,8 @@ EXPERT_SEEDS = (1, 2, 3)
 
 def general_model():
     """The pipeline's ensemble without its experts (``models/ensemble.pt`` is a
-    :class:`~shrinklab.experts.GatedExpertModel` once the pipeline has run)."""
-    from shrinklab.network import load_model
+    :class:`~shrinklab.models.experts.GatedExpertModel` once the pipeline has run)."""
+    from shrinklab.models.registry import load_model
 
     model = load_model(ROOT / "models" / "ensemble.pt")
     return model.general if isinstance(model, experts.GatedExpertModel) else model
@@ -111,7 +114,7 @@ def holdout_and_selection(models: dict, hold, csv_name: str) -> pd.DataFrame:
     """Holdout per-family ratios and mean ``L/d`` and the selection-grid summary of each
     model, printed and written to ``reports/model_selection/<csv_name>``."""
     with torch.no_grad():
-        df = experts.family_loss_table(models, hold).drop(columns="prial")
+        df = selection.family_loss_table(models, hold).drop(columns="prial")
     for name, model in models.items():
         sel = selection_grid.score(model)
         print(f"\nselection grid, {name}:")
@@ -125,11 +128,11 @@ def holdout_and_selection(models: dict, hold, csv_name: str) -> pd.DataFrame:
 def gated_experts(train_set, valid_set, hold, params: dict) -> pd.DataFrame:
     """The study behind ``params.yaml: ensemble.family_experts`` (see the module
     docstring): the pipeline's ensemble alone and with family experts behind the
-    library's gate (:mod:`shrinklab.experts`, gate seed 0), one network per expert
+    library's gate (:mod:`shrinklab.models.experts`, gate seed 0), one network per expert
     (seed 1) or a 3-seed ensemble (seeds 1-3); holdout per-family ratios and mean
     ``L/d``, and the selection grid of each."""
     general = general_model()
-    gate = experts.train_family_gate(train_set.features, train_set.families, seed=0)
+    gate = expert_training.train_family_gate(train_set.features, train_set.families, seed=0)
     net, tc = ctv.base_configs(params)
     fits = {
         fam: [
@@ -170,7 +173,7 @@ def mixed_experts(train_set, valid_set, hold) -> pd.DataFrame:
     other worlds (3 seeds each, like the pipeline's), so that a world the gate sends
     to the wrong expert meets a network that has seen its family
     (``reports/model_selection/family_experts_mixed.csv``)."""
-    from shrinklab.network import load_model
+    from shrinklab.models.registry import load_model
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     pipeline = load_model(ROOT / "models" / "ensemble.pt")
@@ -202,7 +205,7 @@ def gate_thresholds(hold) -> pd.DataFrame:
     """The pipeline's gated model (``models/ensemble.pt``) at each threshold of
     ``GATE_THRESHOLDS``: holdout per-family ratios, mean ``L/d`` and share served by the
     experts, and the selection grid (``reports/model_selection/gate_threshold.csv``)."""
-    from shrinklab.network import load_model
+    from shrinklab.models.registry import load_model
 
     model = load_model(ROOT / "models" / "ensemble.pt")
     if not isinstance(model, experts.GatedExpertModel):
@@ -212,7 +215,7 @@ def gate_thresholds(hold) -> pd.DataFrame:
         model.threshold = t
         name = f"threshold {t:g}"
         with torch.no_grad():
-            row = experts.family_loss_table({name: model}, hold).drop(columns="prial").loc[name]
+            row = selection.family_loss_table({name: model}, hold).drop(columns="prial").loc[name]
         row["share_experts"] = 1.0 - model.expert_share(hold.features)["general"]
         row = pd.concat([row, pd.Series(selection_grid.summary(selection_grid.score(model)))])
         rows[name] = row
@@ -270,7 +273,7 @@ def main() -> None:
         model = ctv.fit(net, tc, tr, va, SEED)
         with torch.no_grad():
             w = model.predict(hold.features).intensities.double()
-        ratios = experts.family_ratios(hold.quadratic_loss(w).numpy(), hold)
+        ratios = selection.family_ratios(hold.quadratic_loss(w).numpy(), hold)
         rows.append(
             {"fit": name, "n_train": len(tr), **{f"ratio_{f}": r for f, r in ratios.items()}}
         )

@@ -1,6 +1,6 @@
 """PRIAL of multi-target shrinkage on its own, on the public scenario grid.
 
-Multi-target shrinkage (:func:`shrinklab.estimators.multi_target_weights`, the
+Multi-target shrinkage (:func:`shrinklab.core.estimators.multi_target_weights`, the
 network's sixth expert; features ``mt_<target>``) next to QIS, the best classical
 estimator of each scenario and the multi-target oracle, on the same replications and
 seeds as ``reports/metrics/evaluation.json`` (``params.yaml`` ``evaluate``). PRIAL
@@ -21,9 +21,11 @@ import pandas as pd
 import torch
 import yaml
 
-from shrinklab import evaluate
-from shrinklab.features import FEATURE_NAMES, MULTI_TARGET_SOURCES, extract_features
-from shrinklab.targets import TARGET_NAMES
+from shrinklab.core import metrics
+from shrinklab.core.features import FEATURE_NAMES, MULTI_TARGET_SOURCES, extract_features
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.data import synthetic
+from shrinklab.evaluation import scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,21 +46,21 @@ def main() -> None:
     n_reps = int(args.n_reps or params["n_reps"])
     rows = []
     for spec in params["scenarios"]:
-        res = evaluate.evaluate_scenario(
-            spec, None, n_reps, evaluate.scenario_seed(int(params["seed"]), spec["name"])
+        res = scenarios.evaluate_scenario(
+            spec, None, n_reps, scenarios.scenario_seed(int(params["seed"]), spec["name"])
         )
-        sigma, X = evaluate.make_scenario(
+        sigma, X = synthetic.make_scenario(
             {k: v for k, v in spec.items() if k != "name"},
             n_reps,
-            evaluate.scenario_seed(int(params["seed"]), spec["name"]),
+            scenarios.scenario_seed(int(params["seed"]), spec["name"]),
         )
         w = multi_target_from_features(extract_features(X))
         G, c = torch.as_tensor(res["G"]), torch.as_tensor(res["c"])
-        loss_mt = evaluate._quad(w, G, c, torch.as_tensor(res["losses"]["sample"])).numpy()
+        loss_mt = metrics.quadratic_form_loss(w, G, c, torch.as_tensor(res["losses"]["sample"])).numpy()
         L, best = res["losses"], res["best_classical"]
         b = L["sample"] - L["fsopt"]
-        prial, se = evaluate._ratio_se(L["sample"] - loss_mt, b)
-        diff, diff_se = evaluate._ratio_se(L[best] - loss_mt, b)
+        prial, se = metrics.ratio_se(L["sample"] - loss_mt, b)
+        diff, diff_se = metrics.ratio_se(L[best] - loss_mt, b)
         rows.append(
             {
                 "scenario": res["scenario"],

@@ -1,7 +1,7 @@
 """Does the network need training worlds beyond p/n = 2?  The p/n-range study.
 
 The pipeline's training worlds draw ``p/n`` log-uniform in ``[0.05, ratio_max]``
-(:class:`shrinklab.synthetic.SyntheticConfig`); with ``ratio_max = 2`` a user's
+(:class:`shrinklab.data.synthetic.SyntheticConfig`); with ``ratio_max = 2`` a user's
 ``p/n = 3`` sample sits outside everything the network has seen (the features
 ``log_p_over_n`` and the Marchenko–Pastur statistics extrapolate).  This script
 trains the pretraining configuration of ``params.yaml`` (``compare_training_variants.
@@ -46,7 +46,8 @@ import selection_grid
 import torch
 import yaml
 
-from shrinklab import dataset, experts
+from shrinklab.data import dataset
+from shrinklab.evaluation import selection as experts
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "build" / "variants"

@@ -20,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from shrinklab import MLShrinkageCovariance, evaluate
+from shrinklab import MLShrinkageCovariance
+from shrinklab.evaluation import scenarios as evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECTION_SEED = 2026

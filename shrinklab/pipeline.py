@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from shrinklab.evaluation.reporting import update_readme, write_index
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KERNEL_NAME = "shrinklab"
@@ -127,23 +131,42 @@ def run_stage(
     return executed
 
 
+TRAINING_CODE = ("core", "data", "models", "training")
+"""Subpackages whose code a training run executes; their source is part of a run's key."""
+
+
+def code_digest(packages: tuple[str, ...] = TRAINING_CODE, root: Path | None = None) -> str:
+    """sha256 of the source of ``shrinklab/<package>/**/*.py`` (paths and bytes, sorted):
+    it changes whenever the loss, the trainer, the model or the data code changes."""
+    base = (root or REPO_ROOT) / "shrinklab"
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((base / package).rglob("*.py")):
+            digest.update(path.relative_to(base).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def run_dir(
-    stage: str, config: dict[str, Any], *inputs: str | Path, root: Path | None = None
+    stage: str,
+    config: dict[str, Any],
+    *inputs: str | Path,
+    root: Path | None = None,
+    code: str | None = None,
 ) -> Path:
     """Checkpoint folder of a training run: ``build/runs/<stage>-<hash>``.
 
-    The hash covers the run's configuration and the bytes of its input files, so a
-    killed run resumes from its checkpoint while a run with other parameters or
-    data never picks up a stale one.
+    The hash covers the run's configuration, the bytes of its input files and the
+    training code (:func:`code_digest`, or ``code`` if given), so a killed run resumes
+    from its checkpoint while a run with other parameters, other data or changed code
+    (a new loss, a new trainer) never picks up a stale one.
     """
-    import hashlib
-    import json
-
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for path in inputs:
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
+    digest.update((code if code is not None else code_digest()).encode())
     out = (root or Path.cwd()) / "build" / "runs" / f"{stage}-{digest.hexdigest()[:12]}"
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -395,7 +418,6 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "snapshots":
         write_snapshots(args.notebooks or None)
     else:
-        from shrinklab.reporting import update_readme, write_index
 
         write_index(REPO_ROOT)
         update_readme(REPO_ROOT)

@@ -1,15 +1,15 @@
 """``MLShrinkageCovariance``: the learned shrinkage estimator for scikit-learn and skfolio users.
 
 A trained model (network, ensemble or compressed model written by
-:func:`shrinklab.network.save_model`) maps p-agnostic features of the returns
-(:func:`shrinklab.features.extract_features`) to an intensity ``α ∈ [0, 1]`` and
+:func:`shrinklab.models.registry.save_model`) maps p-agnostic features of the returns
+(:func:`shrinklab.core.features.extract_features`) to an intensity ``α ∈ [0, 1]`` and
 target weights ``π`` on the simplex; the estimate is
 
     Σ̂ = S + Σ_k α π_k (T_k − S)
 
 with ``S`` the sample covariance (divisor ``n``, as scikit-learn's
 ``EmpiricalCovariance``) and ``T_k`` the shrinkage targets of
-:mod:`shrinklab.targets` (scaled identity, Ledoit & Wolf 2004 JMVA; diagonal;
+:mod:`shrinklab.core.targets` (scaled identity, Ledoit & Wolf 2004 JMVA; diagonal;
 constant correlation, Ledoit & Wolf 2004 JPM; single factor, Ledoit & Wolf 2003
 JEF; QIS, Ledoit & Wolf 2022 Bernoulli) in the order the model was trained on.
 
@@ -33,7 +33,7 @@ default model**: fitting with ``model_path=None`` raises a ``ValueError`` tellin
 the user to pass a model file (the pipeline writes ``models/final.pt``), so an
 estimator never silently uses whatever file happens to lie in the working
 directory.  A file written for another feature schema than this version of
-:mod:`shrinklab.features` is refused with a ``ValueError`` naming both schemas.
+:mod:`shrinklab.core.features` is refused with a ``ValueError`` naming both schemas.
 Loaded models are cached per (file, modification time, device).
 
 Data
@@ -68,9 +68,8 @@ from sklearn.covariance import EmpiricalCovariance
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from shrinklab._validation import as_returns, center
-from shrinklab.features import FEATURE_SCHEMA, extract_features
-from shrinklab.targets import (
+from shrinklab.core.features import FEATURE_SCHEMA, extract_features
+from shrinklab.core.targets import (
     TARGET_NAMES,
     combine,
     constant_correlation_target,
@@ -81,6 +80,9 @@ from shrinklab.targets import (
     shrinkage_targets,
     single_factor_target,
 )
+from shrinklab.core.validation import as_returns, center
+from shrinklab.models.persistence import load_model_payload
+from shrinklab.models.registry import load_model
 
 __all__ = [
     "MLShrinkageCovariance",
@@ -94,22 +96,6 @@ _MODEL_CACHE: dict[tuple[str, int, int, str], nn.Module] = {}
 
 
 # --------------------------------------------------------------------------- model files
-def _ensure_kind_registered(path: Path) -> None:
-    """Import the module that registers the model kind stored in ``path`` (lazily:
-    :mod:`shrinklab.compress` is slow to import and only needed for its kinds)."""
-    from shrinklab import network
-
-    payload = network.load_model_payload(path)
-    kind = payload.get("kind")
-    if kind in network._MODEL_KINDS:
-        return
-    import shrinklab.ensemble  # noqa: F401  (registers "ensemble")
-    import shrinklab.experts  # noqa: F401  (registers "gated_experts")
-
-    if kind not in network._MODEL_KINDS:
-        import shrinklab.compress  # noqa: F401  (registers the compressed kinds)
-
-
 def _torch_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
@@ -124,17 +110,16 @@ def load_pretrained(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
     """Load a model file for the estimator: schema-checked, in eval mode, cached.
 
     Raises ``ValueError`` if there is no file, if it is not a shrinklab model file,
-    if its feature schema differs from :data:`shrinklab.features.FEATURE_SCHEMA`
+    if its feature schema differs from :data:`shrinklab.core.features.FEATURE_SCHEMA`
     (the message names both schemas), or if its targets are not among
-    :data:`shrinklab.targets.TARGET_NAMES`.
+    :data:`shrinklab.core.targets.TARGET_NAMES`.
     """
-    from shrinklab.network import load_model, load_model_payload
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(
             f"no model file at {path}; pass the path of a file written by "
-            "shrinklab.network.save_model (the pipeline writes models/final.pt)"
+            "shrinklab.models.registry.save_model (the pipeline writes models/final.pt)"
         )
     dev = _torch_device(device)
     st = path.stat()
@@ -145,10 +130,9 @@ def load_pretrained(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
     if stored != FEATURE_SCHEMA:
         raise ValueError(
             f"model file {path} was trained on feature schema {stored!r}, but this "
-            f"version of shrinklab.features computes schema {FEATURE_SCHEMA!r}; "
+            f"version of shrinklab.core.features computes schema {FEATURE_SCHEMA!r}; "
             "retrain the model or use the shrinklab version it was trained with"
         )
-    _ensure_kind_registered(path)
     model = load_model(path, expected_feature_schema=FEATURE_SCHEMA, map_location=dev)
     names = tuple(getattr(model, "target_names", ()) or TARGET_NAMES)
     unknown = [k for k in names if k not in TARGET_NAMES]
@@ -197,7 +181,7 @@ def ml_shrinkage_estimate(
     """``Σ̂ = S + Σ_k α π_k (T_k − S)`` for returns ``X (n, p)`` with ``(α, π)`` from ``model``.
 
     ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
-    and a ``target_names`` attribute (default :data:`shrinklab.targets.TARGET_NAMES`).
+    and a ``target_names`` attribute (default :data:`shrinklab.core.targets.TARGET_NAMES`).
     """
     Xt, batched = as_returns(X, device=_torch_device(device))
     if batched:
@@ -302,7 +286,7 @@ _ATTRIBUTES_DOC = """
         Predicted standard deviation of ``α`` (``exp(log_var / 2)`` of the model's
         uncertainty head; for an ensemble the calibrated mixture variance).
     features_ : ndarray (F,)
-        The features the model saw (:data:`shrinklab.features.FEATURE_NAMES`).
+        The features the model saw (:data:`shrinklab.core.features.FEATURE_NAMES`).
     model_ : torch.nn.Module
         The loaded model.
     n_features_in_ : int
@@ -323,7 +307,7 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
     Parameters
     ----------
     model_path : str or path, default None
-        Model file (:func:`shrinklab.network.save_model`).  Required at ``fit``: there
+        Model file (:func:`shrinklab.models.registry.save_model`).  Required at ``fit``: there
         is no implicit default model (``ValueError`` otherwise).
     store_precision : bool, default True
         Store ``precision_`` (pseudo-inverse of ``covariance_``).

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
-from shrinklab.features import FEATURE_NAMES
-from shrinklab.network import MLShrinkageNetwork, save_model
-from shrinklab.targets import TARGET_NAMES
+from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.registry import save_model
 
 BIG = 1e4
 

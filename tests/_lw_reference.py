@@ -1,7 +1,7 @@
 """Independent numpy references: line-by-line transcriptions of Ledoit & Wolf's published code.
 
 Used only by the tests, to check the batched torch implementations in
-``shrinklab.targets`` / ``shrinklab.estimators``.  Written from the authors'
+``shrinklab.core.targets`` / ``shrinklab.core.estimators``.  Written from the authors'
 Matlab ``covCor.m`` (2004), ``covMarket.m`` (2003) -- divisor ``t`` after
 demeaning -- and their Python ``QIS`` (2022, divisor ``N − 1``); one sample at a
 time, with no batching, no constant-column handling and no guards.

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from shrinklab.estimators import solve_simplex_qp
+from shrinklab.core.estimators import solve_simplex_qp
 
 
 def tiny_set(n: int = 512, n_features: int = 8, k: int = 5, seed: int = 0) -> SimpleNamespace:

@@ -11,26 +11,26 @@ import torch
 from _tiny_sets import tiny_set
 from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
 
-from shrinklab import data
-from shrinklab.ablation import (
+from shrinklab.core.estimators import solve_simplex_qp
+from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.core.metrics import prial, prial_with_se
+from shrinklab.data import returns as data
+from shrinklab.models.network import ShrinkageOutput
+from shrinklab.studies.ablation import (
     FEATURE_GROUPS,
     LOSS_COMPONENTS,
     drop_features,
     feature_group_indices,
-    prial_with_se,
     real_volatility,
     run_ablation,
     single_target,
 )
-from shrinklab.estimators import prial, solve_simplex_qp
-from shrinklab.features import FEATURE_NAMES
-from shrinklab.network import ShrinkageOutput
-from shrinklab.train import TrainConfig
+from shrinklab.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def sets():
-    from shrinklab.dataset import build_training_set
+    from shrinklab.data.dataset import build_training_set
 
     cfg = {"p_max": 20, "batch_size": 64}
     return (
@@ -41,7 +41,7 @@ def sets():
 
 @pytest.fixture(scope="module")
 def windows():
-    from shrinklab.realdata import build_windows
+    from shrinklab.data.real_windows import build_windows
 
     ret = data.load_returns()
     reg = data.market_regimes(data.load_index_prices())
@@ -226,9 +226,8 @@ def test_ablation_table_has_the_expected_rows(sets, windows, tmp_path):
     )
 
     # the "without tails" row is reproducible outside the runner (same seed, same data)
-    from shrinklab.ensemble import predict_numpy
-    from shrinklab.network import MLShrinkageNetwork
-    from shrinklab.train import train
+    from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
+    from shrinklab.training.loop import train
 
     cols_t = groups["tails"]
     t2, v2 = drop_features(tr, cols_t), drop_features(va, cols_t)

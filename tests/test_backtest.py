@@ -1,4 +1,4 @@
-"""Tests of shrinklab.backtest: GMV walk-forward, metrics, stationary bootstrap."""
+"""Tests of shrinklab.evaluation.backtest: GMV walk-forward, metrics, stationary bootstrap."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 import torch
 from sklearn.covariance import LedoitWolf
 
-from shrinklab import backtest as bt
-from shrinklab import data
-from shrinklab.estimators import ledoit_wolf, sample_covariance
-from shrinklab.features import extract_features
-from shrinklab.network import MLShrinkageNetwork
-from shrinklab.targets import combine, shrinkage_targets
+from shrinklab.core.estimators import ledoit_wolf, sample_covariance
+from shrinklab.core.features import extract_features
+from shrinklab.core.targets import combine, shrinkage_targets
+from shrinklab.data import returns as data
+from shrinklab.evaluation import backtest as bt
+from shrinklab.models.network import MLShrinkageNetwork
 
 
 def _returns(n: int = 500, p: int = 5, seed: int = 0) -> pd.DataFrame:

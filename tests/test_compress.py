@@ -11,28 +11,31 @@ import pytest
 import torch
 from _tiny_sets import tiny_set
 
-from shrinklab.compress import (
+from shrinklab.core.metrics import normalised_prial_of, prial_of
+from shrinklab.evaluation import compression as evaluation_compression
+from shrinklab.evaluation.compression import choose_deployable, latency, tradeoff_table
+from shrinklab.models.compressed import (
     OnnxModel,
     QuantizedNetwork,
-    choose_deployable,
     count_parameters,
-    distill,
-    distillation_loss,
     export_onnx,
     export_program,
-    fine_tune,
-    latency,
-    magnitude_prune,
     model_file_size,
     onnx_parity,
-    pruning_sweep,
     quantize_int8,
+)
+from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.models.network import MLShrinkageNetwork, ShrinkageOutput
+from shrinklab.models.registry import load_model, save_model
+from shrinklab.training.compression import (
+    distill,
+    distillation_loss,
+    fine_tune,
+    magnitude_prune,
+    pruning_sweep,
     sparsity,
     teacher_targets,
-    tradeoff_table,
 )
-from shrinklab.ensemble import EnsembleModel, normalised_prial_of, prial_of
-from shrinklab.network import MLShrinkageNetwork, ShrinkageOutput, load_model, save_model
 
 F, K = 8, 5
 FNAMES = [f"f{i}" for i in range(F)]
@@ -73,13 +76,13 @@ def teacher_onnx(teacher, tmp_path_factory):
 
 # ------------------------------------------------------------------ fine-tuning
 def test_fine_tune_equals_a_plain_adam_loop(data):
-    """fine_tune runs through the trainer's shared pass (shrinklab.train.run_epoch); it
+    """fine_tune runs through the trainer's shared pass (shrinklab.training.loop.run_epoch); it
     must equal the textbook loop: one generator seeded once, a fresh permutation per
     epoch, batches of ``batch_size`` (a 1-sample tail skipped), Adam at a constant lr,
     no clipping. Weights and per-epoch losses agree to 1e-6."""
     from types import SimpleNamespace
 
-    from shrinklab.compress import supervised_loss
+    from shrinklab.training.compression import supervised_loss
 
     full, _ = data
     keys = ("features", "oracle_w", "G", "c", "d")
@@ -158,7 +161,7 @@ def test_pruning_fine_tuned_by_distillation(trained, teacher, data):
 
 
 def test_distillation_loss_matches_its_formula(teacher, data):
-    from shrinklab.network import ShrinkageOutput
+    from shrinklab.models.network import ShrinkageOutput
 
     tr, _ = data
     tgt = teacher_targets(teacher, tr)
@@ -267,7 +270,7 @@ def test_distilled_student_matches_teacher_better_than_random_init(teacher, data
 def test_student_takes_the_teachers_gate(data):
     """A sparsemax teacher (a network, or an ensemble of them) gets a sparsemax student;
     a softmax teacher a softmax one; an explicit student_config wins."""
-    from shrinklab.compress import _gate_of
+    from shrinklab.training.compression import _gate_of
 
     tr, _ = data
     sparse = MLShrinkageNetwork(F, K, hidden_dims=(8,), gate="sparsemax").eval()
@@ -359,12 +362,11 @@ def test_worst_family_gain_against_a_brute_force_and_the_rule(monkeypatch):
     # Gram G = I, c = 0 per world: L(w) = |w|² + d; models differ only by |w|² ≤ d
     G, c = np.tile(np.eye(K), (N, 1, 1)), np.zeros((N, K))
 
-    import shrinklab.compress as compress_module
 
     # size and speed are not under test here (the models are fixed intensity tables)
-    monkeypatch.setattr(compress_module, "model_file_size", lambda model: 1)
-    monkeypatch.setattr(compress_module, "count_parameters", lambda model, nonzero=False: 1)
-    monkeypatch.setattr(compress_module, "latency", lambda *a, **k: 1e-3)
+    monkeypatch.setattr(evaluation_compression, "model_file_size", lambda model: 1)
+    monkeypatch.setattr(evaluation_compression, "count_parameters", lambda model, nonzero=False: 1)
+    monkeypatch.setattr(evaluation_compression, "latency", lambda *a, **k: 1e-3)
 
     class Fixed:
         """A 'model' whose intensities give a chosen normalised loss per world."""
@@ -482,11 +484,11 @@ def test_real_training_set_end_to_end(tmp_path):
     """On a small real TrainingSet (synthetic worlds, p ≤ 12): ensemble → distilled
     student → ONNX, the trade-off table's LW reference comes from the stored
     ``loss_lw``, and the saved ensemble reloads through the dataset's feature schema."""
-    from shrinklab.dataset import build_training_set
-    from shrinklab.ensemble import train_multi_seed
-    from shrinklab.estimators import prial
-    from shrinklab.features import FEATURE_SCHEMA
-    from shrinklab.train import TrainConfig
+    from shrinklab.core.features import FEATURE_SCHEMA
+    from shrinklab.core.metrics import prial
+    from shrinklab.data.dataset import build_training_set
+    from shrinklab.training.config import TrainConfig
+    from shrinklab.training.ensembles import train_multi_seed
 
     cfg = {"p_min": 4, "p_max": 12, "batch_size": 64}
     tr = build_training_set(128, seed=0, config=cfg, progress=False)
@@ -514,7 +516,7 @@ def test_real_training_set_end_to_end(tmp_path):
 
 
 def test_feature_latency_times_one_window():
-    from shrinklab.compress import feature_latency
+    from shrinklab.evaluation.compression import feature_latency
 
     X = np.random.default_rng(0).normal(size=(60, 10))
     t = feature_latency(X, repeats=3, warmup=1)

@@ -1,4 +1,4 @@
-"""Tests of shrinklab.data: offline loading, cleaning, walk-forward splits, regimes."""
+"""Tests of shrinklab.data.returns: offline loading, cleaning, walk-forward splits, regimes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from shrinklab import data
+from shrinklab.data import returns as data
 
 
 @pytest.fixture(scope="module")

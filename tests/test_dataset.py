@@ -1,7 +1,7 @@
-"""Tests of shrinklab.dataset: labels, quadratic forms, stored losses, I/O and rebuilding.
+"""Tests of shrinklab.data.dataset: labels, quadratic forms, stored losses, I/O and rebuilding.
 
 References are independent recomputations from the rebuilt matrices
-(``‖Σ̂ − Σ‖²_F`` directly, :func:`shrinklab.estimators.fsopt`, scikit-learn's
+(``‖Σ̂ − Σ‖²_F`` directly, :func:`shrinklab.core.estimators.fsopt`, scikit-learn's
 Ledoit–Wolf, a brute-force grid over the simplex).  Tolerances: 1e-9 relative
 for float64 identities, 1e-6 relative for float32 features.
 """
@@ -16,11 +16,12 @@ import pytest
 import torch
 from sklearn.covariance import LedoitWolf
 
-from shrinklab import dataset, synthetic
-from shrinklab.dataset import SCHEMA_VERSION, TrainingSet, build_training_set
-from shrinklab.estimators import fsopt
-from shrinklab.features import FEATURE_NAMES, extract_features
-from shrinklab.targets import TARGET_NAMES, combine, quadratic_form
+from shrinklab.core import estimators as estimators_module
+from shrinklab.core.estimators import fsopt
+from shrinklab.core.features import FEATURE_NAMES, extract_features
+from shrinklab.core.targets import TARGET_NAMES, combine, quadratic_form
+from shrinklab.data import dataset, synthetic
+from shrinklab.data.dataset import SCHEMA_VERSION, TrainingSet, build_training_set
 
 K = len(TARGET_NAMES)
 CONFIG = {"p_min": 5, "p_max": 24, "batch_size": 8, "edge_prob": 0.3, "short_prob": 0.3}
@@ -124,7 +125,6 @@ def test_stored_losses_and_features_against_direct_recomputation(ts):
 
 
 def test_classical_estimators_as_points_of_the_family(ts):
-    from shrinklab import estimators
 
     w = dataset.classical_intensities(ts)
     assert set(w) == {"ledoit_wolf", "oas", "lw_constant_correlation", "lw_single_factor", "qis"}
@@ -135,7 +135,7 @@ def test_classical_estimators_as_points_of_the_family(ts):
             int(ts.sample_seed[i]), int(ts.p[i]), int(ts.n[i]), ts.families[i], float(ts.df[i]), cfg
         )
         for name, wk in w.items():
-            direct = ((getattr(estimators, name)(X) - sigma) ** 2).sum()
+            direct = ((getattr(estimators_module, name)(X) - sigma) ** 2).sum()
             got = ts.subset([i]).quadratic_loss(wk[[i]])[0]
             assert math.isclose(float(got), float(direct), rel_tol=1e-8), name
     assert torch.equal(
@@ -244,7 +244,7 @@ def test_fsopt_loss_from_eigh_without_cancellation():
     A = torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
     sigma = A @ A.transpose(-1, -2) + torch.eye(6, dtype=torch.float64)
     X = torch.randn(3, 20, 6, generator=g, dtype=torch.float64)
-    from shrinklab.estimators import sample_covariance
+    from shrinklab.core.estimators import sample_covariance
 
     _, U = torch.linalg.eigh(sample_covariance(X))
     direct = ((fsopt(X, sigma) - sigma) ** 2).sum((-2, -1))
@@ -298,8 +298,8 @@ def _assert_rows_match_public_functions(out, X, sigma) -> torch.Tensor:
     """The builder's rows equal the public functions computed independently (1e-9):
     G, c, d from the explicit target matrices, the FSOPT loss, the OAS / CC / SF
     intensities and the features. Returns the sample covariances S."""
-    from shrinklab.estimators import lw_constant_correlation, lw_single_factor, oas
-    from shrinklab.targets import shrinkage_targets
+    from shrinklab.core.estimators import lw_constant_correlation, lw_single_factor, oas
+    from shrinklab.core.targets import shrinkage_targets
 
     T = shrinkage_targets(X)
     S = torch.stack([torch.cov(x.T, correction=0) for x in X])
@@ -316,8 +316,8 @@ def _assert_rows_match_public_functions(out, X, sigma) -> torch.Tensor:
 def test_shared_eigh_pipeline_matches_independent_recomputation():
     """process_batch (one eigh of S shared by QIS, FSOPT and features; O(np + p²)
     intensities) equals the public functions computed independently (1e-9)."""
-    from shrinklab.estimators import qis
-    from shrinklab.targets import shrinkage_targets
+    from shrinklab.core.estimators import qis
+    from shrinklab.core.targets import shrinkage_targets
 
     b = next(synthetic.generate_batches(6, 21, {**CONFIG, "batch_size": 6, "p_min": 20}))
     out = dataset.process_batch(b.X, b.sigma)
@@ -386,7 +386,7 @@ def test_center_squares_is_center_and_its_squares():
     """_center_squares equals _validation.center(X, cov=False) bit for bit, with Xc∘Xc
     and its column sums, on ordinary returns and on samples with constant columns (where the squares of the
     zeroed columns are exactly 0)."""
-    from shrinklab._validation import center
+    from shrinklab.core.validation import center
 
     g = torch.Generator().manual_seed(3)
     X = torch.randn(4, 30, 7, generator=g, dtype=torch.float64) * 3 + 1
@@ -406,7 +406,7 @@ def test_spectral_quadratic_form_equals_the_explicit_targets():
     and the FSOPT loss equal the Gram of the K explicit target matrices (1e-10 relative to
     the largest entry), p < n and p > n; a batch with a constant column takes the explicit
     path and still equals the public functions (1e-9)."""
-    from shrinklab.targets import market_parts, shrinkage_targets
+    from shrinklab.core.targets import market_parts, shrinkage_targets
 
     for ratio in (0.3, 1.6):
         cfg = {**CONFIG, "batch_size": 6, "p_min": 30, "p_max": 40, "short_prob": 0.0}

@@ -15,7 +15,7 @@ resource = pytest.importorskip("resource")
 SCRIPT = textwrap.dedent(
     """
     import resource, torch
-    from shrinklab.dataset import build_training_set
+    from shrinklab.data.dataset import build_training_set
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
     cfg = {"p_min": 5, "p_max": 8, "batch_size": 2, "short_prob": 0.0}

@@ -63,7 +63,7 @@ def test_closure_follows_imports(tmp_path):
     """The closure of a one-line import reaches modules two imports away."""
     closure = module_closure("from shrinklab.sklearn import MLShrinkageCovariance\n")
     assert "shrinklab/sklearn.py" in closure
-    assert "shrinklab/features.py" in closure  # imported by sklearn
+    assert "shrinklab/core/features.py" in closure  # imported by sklearn
     assert "shrinklab/__init__.py" in closure
 
 

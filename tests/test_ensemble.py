@@ -15,31 +15,34 @@ from _tiny_sets import tiny_set
 from scipy.optimize import minimize_scalar
 from scipy.stats import norm
 
-from shrinklab.ensemble import (
-    EnsembleModel,
-    boosting_probabilities,
+from shrinklab.core.metrics import normalised_prial_of, prial_of, quadratic_loss
+from shrinklab.data.subsets import take
+from shrinklab.evaluation.selection import (
+    coverage_table,
+    prial_table,
+    reliability_curves,
+    select_ensemble,
+)
+from shrinklab.models.calibration import (
     conformal_quantile,
     conformal_scores,
-    coverage_table,
     coverage_within_tolerance,
     fit_temperature,
     fit_variance_weights,
     gaussian_nll,
     interval_coverage,
-    normalised_prial_of,
-    prial_of,
-    prial_table,
-    quadratic_loss,
     reliability_curve,
-    reliability_curves,
-    select_ensemble,
-    take,
+)
+from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.registry import load_model, save_model
+from shrinklab.training.ensembles import (
+    boosting_probabilities,
     train_architecture_ensemble,
     train_boosted,
     train_checkpoint_average,
     train_multi_seed,
 )
-from shrinklab.network import MLShrinkageNetwork, load_model, save_model
 
 F, K = 8, 5
 FNAMES = [f"f{i}" for i in range(F)]
@@ -526,8 +529,9 @@ def test_coverage_table_and_curves_agree_with_the_array_functions():
 # ----------------------------------------------------------------------- PRIAL
 def test_prial_from_quadratic_form_matches_matrices():
     """PRIAL via wᵀGw − 2cᵀw + d equals PRIAL from the shrunk matrices themselves."""
-    from shrinklab.estimators import frobenius_loss, fsopt, prial
-    from shrinklab.targets import combine, quadratic_form, shrinkage_targets
+    from shrinklab.core.estimators import fsopt
+    from shrinklab.core.metrics import frobenius_loss, prial
+    from shrinklab.core.targets import combine, quadratic_form, shrinkage_targets
 
     g = torch.Generator().manual_seed(0)
     B, n, p = 6, 30, 6
@@ -592,7 +596,7 @@ def test_prial_table_lists_members_ensemble_and_oracle():
 
 # -------------------------------------------------------------------- builders
 def _cfg(**kw):
-    from shrinklab.train import TrainConfig
+    from shrinklab.training.config import TrainConfig
 
     base = dict(epochs=3, batch_size=64, lr=3e-3, device="cpu", amp=None, patience=100)
     base.update(kw)
@@ -608,7 +612,7 @@ def sets():
 
 
 def test_multi_seed_members_are_seeded_runs_of_the_trainer(tmp_path, sets):
-    from shrinklab.train import train
+    from shrinklab.training.loop import train
 
     tr, va = sets
     ens = train_multi_seed(tr, va, tmp_path / "ms", seeds=[3, 4], model_config=MC, config=_cfg())
@@ -629,7 +633,7 @@ def test_multi_seed_members_are_seeded_runs_of_the_trainer(tmp_path, sets):
 @pytest.mark.parametrize("method", ["swa", "ema"])
 def test_checkpoint_average_matches_epoch_snapshots(tmp_path, sets, method):
     """SWA = mean of the per-epoch weights, EMA = its recursion; BN stats recomputed."""
-    from shrinklab.train import train
+    from shrinklab.training.loop import train
 
     tr, va = sets
     cfg = _cfg(epochs=4)

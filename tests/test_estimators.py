@@ -11,16 +11,16 @@ from scipy.optimize import minimize
 from scipy.stats import spearmanr
 from sklearn.covariance import OAS, LedoitWolf
 
-from shrinklab import estimators as est
+from shrinklab.core import estimators, metrics
 
 RTOL = 1e-10
 ESTIMATORS = [
-    est.sample_covariance,
-    est.ledoit_wolf,
-    est.oas,
-    est.lw_constant_correlation,
-    est.lw_single_factor,
-    est.qis,
+    estimators.sample_covariance,
+    estimators.ledoit_wolf,
+    estimators.oas,
+    estimators.lw_constant_correlation,
+    estimators.lw_single_factor,
+    estimators.qis,
 ]
 
 
@@ -43,7 +43,7 @@ SHAPES = [(50, 10), (10, 30), (200, 1), (40, 40), (5, 2)]
 
 # ----------------------------------------------------------------------------- sklearn / authors
 @pytest.mark.parametrize("n,p", SHAPES)
-@pytest.mark.parametrize("f,cls", [(est.ledoit_wolf, LedoitWolf), (est.oas, OAS)])
+@pytest.mark.parametrize("f,cls", [(estimators.ledoit_wolf, LedoitWolf), (estimators.oas, OAS)])
 def test_lw_oas_match_sklearn(n, p, f, cls):
     X = _factor_returns(n, p, seed=n * 100 + p, df=5)
     cov, s = f(X, return_shrinkage=True)
@@ -54,7 +54,7 @@ def test_lw_oas_match_sklearn(n, p, f, cls):
 
 def test_sample_covariance_is_mle():
     X = _factor_returns(30, 7, seed=1)
-    cov, s = est.sample_covariance(X, return_shrinkage=True)
+    cov, s = estimators.sample_covariance(X, return_shrinkage=True)
     assert _rel(cov.numpy(), np.cov(X, rowvar=False, bias=True)) < 1e-13
     assert float(s) == 0.0
 
@@ -63,8 +63,8 @@ def test_sample_covariance_is_mle():
 def test_cov_cor_and_cov_market_match_authors_code(n, p):
     X = _factor_returns(n, p, seed=7 * n + p, df=6)
     for f, ref in [
-        (est.lw_constant_correlation, ref_cov_cor),
-        (est.lw_single_factor, ref_cov_market),
+        (estimators.lw_constant_correlation, ref_cov_cor),
+        (estimators.lw_single_factor, ref_cov_market),
     ]:
         cov, s = f(X, return_shrinkage=True)
         ref_cov, _, ref_s = ref(X)
@@ -76,7 +76,7 @@ def test_cov_cor_and_cov_market_match_authors_code(n, p):
 @pytest.mark.parametrize("n,p", [(60, 12), (20, 45), (41, 40), (3, 10)])
 def test_qis_matches_authors_code(n, p):
     X = _factor_returns(n, p, seed=11 * n + p)
-    cov, s = est.qis(X, return_shrinkage=True)
+    cov, s = estimators.qis(X, return_shrinkage=True)
     assert s is None
     assert _rel(cov.numpy(), ref_qis(X)) < RTOL
 
@@ -118,16 +118,16 @@ def test_constant_column_keeps_zero_covariance(n, p):
         C = f(X).numpy()
         assert np.isfinite(C).all(), f.__name__
         assert np.all(C[3, keep] == 0) and np.all(C[keep, 3] == 0), f.__name__  # zero covariance
-        if f not in (est.ledoit_wolf, est.oas):  # these shrink every variance toward tr S / p
+        if f not in (estimators.ledoit_wolf, estimators.oas):  # these shrink every variance toward tr S / p
             assert C[3, 3] == 0, f.__name__
     # LW / OAS: sklearn handles the flat column natively
-    assert _rel(est.ledoit_wolf(X).numpy(), LedoitWolf().fit(X).covariance_) < RTOL
-    assert _rel(est.oas(X).numpy(), OAS().fit(X).covariance_) < RTOL
+    assert _rel(estimators.ledoit_wolf(X).numpy(), LedoitWolf().fit(X).covariance_) < RTOL
+    assert _rel(estimators.oas(X).numpy(), OAS().fit(X).covariance_) < RTOL
     # covCor / covMarket / QIS: the flat asset is as if removed (authors' code on the rest)
     for f, ref in [
-        (est.lw_constant_correlation, lambda x: ref_cov_cor(x)[0]),
-        (est.lw_single_factor, lambda x: ref_cov_market(x)[0]),
-        (est.qis, ref_qis),
+        (estimators.lw_constant_correlation, lambda x: ref_cov_cor(x)[0]),
+        (estimators.lw_single_factor, lambda x: ref_cov_market(x)[0]),
+        (estimators.qis, ref_qis),
     ]:
         C = f(X).numpy()
         assert _rel(C[np.ix_(keep, keep)], ref(X[:, keep])) < 1e-10, f.__name__
@@ -142,7 +142,7 @@ def test_all_constant_and_mixed_batch():
         assert np.isfinite(C).all(), f.__name__
         assert np.all(C[1] == 0), f.__name__
         assert np.all(C[2, 0, 1:] == 0) and np.all(C[2, 1:, 0] == 0), f.__name__
-        if f not in (est.ledoit_wolf, est.oas):
+        if f not in (estimators.ledoit_wolf, estimators.oas):
             assert C[2, 0, 0] == 0, f.__name__
         assert _rel(C[0], f(X[0]).numpy()) < 1e-12, f.__name__
 
@@ -155,7 +155,7 @@ def test_single_asset_closed_forms():
         assert C.shape == (1, 1) and abs(float(C[0, 0]) - var) < 1e-14 * var, f.__name__
         assert float(s) == 0.0, f.__name__
     # QIS preserves the trace of the divisor-(n - 1) sample covariance
-    assert abs(float(est.qis(X)[0, 0]) - var * 30 / 29) < 1e-14 * var
+    assert abs(float(estimators.qis(X)[0, 0]) - var * 30 / 29) < 1e-14 * var
 
 
 def test_collinear_assets_do_not_break_qis():
@@ -164,7 +164,7 @@ def test_collinear_assets_do_not_break_qis():
     for f in ESTIMATORS:
         C = f(X).numpy()
         assert np.isfinite(C).all(), f.__name__
-    Q = est.qis(X).numpy()
+    Q = estimators.qis(X).numpy()
     assert np.linalg.eigvalsh(Q).min() > 0
     assert abs(np.trace(Q) - np.trace(np.cov(X, rowvar=False))) < 1e-12 * np.trace(Q)
 
@@ -190,7 +190,7 @@ def test_qis_properties_trace_eigenvectors_order():
     ev = _one_three_ten(p)
     X = np.random.default_rng(8).standard_normal((n, p)) * np.sqrt(ev)
     Sn1 = np.cov(X, rowvar=False)  # divisor n - 1, as QIS
-    Q = est.qis(X).numpy()
+    Q = estimators.qis(X).numpy()
     lam, U = np.linalg.eigh(Sn1)
     assert abs(np.trace(Q) - np.trace(Sn1)) < 1e-12 * np.trace(Sn1)
     D = U.T @ Q @ U  # diagonal in the sample eigenbasis
@@ -207,8 +207,8 @@ def test_qis_properties_trace_eigenvectors_order():
 @pytest.mark.parametrize("N,p", [(15, 40), (30, 30), (8, 9)])
 def test_qis_gram_route_equals_eigh_route(N, p):
     """For p > n the eigenpairs come from the N x N Gram matrix; same result as eigh of S."""
-    from shrinklab._validation import as_returns, center
-    from shrinklab.targets import qis_estimate
+    from shrinklab.core.targets import qis_estimate
+    from shrinklab.core.validation import as_returns, center
 
     Xc, S = center(as_returns(_factor_returns(N, p, seed=N + p, B=3))[0])
     via_gram = qis_estimate(Xc)
@@ -218,7 +218,7 @@ def test_qis_gram_route_equals_eigh_route(N, p):
 
 def test_qis_p_greater_than_n_invertible():
     X = _factor_returns(15, 40, seed=9)
-    Q = est.qis(X).numpy()
+    Q = estimators.qis(X).numpy()
     ev = np.linalg.eigvalsh(Q)
     assert ev.min() > 0
     assert abs(np.trace(Q) - np.trace(np.cov(X, rowvar=False))) < 1e-12 * np.trace(Q)
@@ -231,7 +231,7 @@ def test_qis_converges_to_sigma():
     errs = []
     for n in (50, 500, 20000):
         X = rng.standard_normal((n, p)) * np.sqrt(ev)
-        Q = est.qis(X).numpy()
+        Q = estimators.qis(X).numpy()
         errs.append(np.linalg.norm(Q - np.diag(ev)) / np.linalg.norm(np.diag(ev)))
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] < 0.05
@@ -253,11 +253,11 @@ def test_qis_prial_on_one_three_ten_design(n):
     ev = _one_three_ten(p)
     sigma = torch.from_numpy(np.diag(ev))
     X = torch.from_numpy(rng.standard_normal((reps, n, p)) * np.sqrt(ev))
-    S = est.sample_covariance(X)
-    loss_s = est.frobenius_loss(S, sigma)
-    loss_f = est.frobenius_loss(est.fsopt(X, sigma), sigma)
-    pr_qis = est.prial(est.frobenius_loss(est.qis(X), sigma), loss_s, loss_f)
-    pr_lw = est.prial(est.frobenius_loss(est.ledoit_wolf(X), sigma), loss_s, loss_f)
+    S = estimators.sample_covariance(X)
+    loss_s = metrics.frobenius_loss(S, sigma)
+    loss_f = metrics.frobenius_loss(estimators.fsopt(X, sigma), sigma)
+    pr_qis = metrics.prial(metrics.frobenius_loss(estimators.qis(X), sigma), loss_s, loss_f)
+    pr_lw = metrics.prial(metrics.frobenius_loss(estimators.ledoit_wolf(X), sigma), loss_s, loss_f)
     assert 90.0 <= pr_qis <= 100.0
     if n > p:
         assert pr_lw < pr_qis - 5.0
@@ -269,19 +269,19 @@ def test_fsopt_closed_form_and_optimality():
     X = _factor_returns(30, 8, seed=13)
     A = rng.standard_normal((8, 8))
     sigma = A @ A.T / 8 + np.eye(8)
-    F = est.fsopt(X, sigma).numpy()
+    F = estimators.fsopt(X, sigma).numpy()
     _, U = np.linalg.eigh(np.cov(X, rowvar=False, bias=True))
     ref = U @ np.diag(np.einsum("ij,ik,kj->j", U, sigma, U)) @ U.T
     assert _rel(F, ref) < 1e-10
     # FSOPT beats every other rotation-equivariant estimator in Frobenius loss
-    lf = float(est.frobenius_loss(F, sigma))
-    for f in (est.sample_covariance, est.ledoit_wolf, est.oas, est.qis):
-        assert lf <= float(est.frobenius_loss(f(X), sigma)) + 1e-12
+    lf = float(metrics.frobenius_loss(F, sigma))
+    for f in (estimators.sample_covariance, estimators.ledoit_wolf, estimators.oas, estimators.qis):
+        assert lf <= float(metrics.frobenius_loss(f(X), sigma)) + 1e-12
     # and any perturbation of its eigenvalues
     d = np.einsum("ij,ik,kj->j", U, sigma, U)
     for _ in range(5):
         Fp = U @ np.diag(d + 0.01 * rng.standard_normal(8)) @ U.T
-        assert lf < float(est.frobenius_loss(Fp, sigma))
+        assert lf < float(metrics.frobenius_loss(Fp, sigma))
 
 
 def _random_qp(rng, K, rank):
@@ -338,7 +338,7 @@ def test_simplex_qp_vs_slsqp_and_kkt():
     probs = [_random_qp(rng, K, rank=rng.integers(1, K + 1)) for _ in range(N)]
     G = torch.from_numpy(np.stack([g for g, _ in probs]))
     c = torch.from_numpy(np.stack([cc for _, cc in probs]))
-    W = est.solve_simplex_qp(G, c).numpy()
+    W = estimators.solve_simplex_qp(G, c).numpy()
     assert W.shape == (N, K)
     for i, (g, cc) in enumerate(probs):
         ours = _objective(g, cc, W[i])
@@ -348,7 +348,7 @@ def test_simplex_qp_vs_slsqp_and_kkt():
         assert ours >= ref - 1e-6 * scale  # and SLSQP gets close to it
         _check_kkt(g, cc, W[i])
         # unbatched call agrees
-        assert np.allclose(est.solve_simplex_qp(g, cc).numpy(), W[i], atol=1e-12)
+        assert np.allclose(estimators.solve_simplex_qp(g, cc).numpy(), W[i], atol=1e-12)
 
 
 def test_simplex_qp_k2_dense_grid():
@@ -357,7 +357,7 @@ def test_simplex_qp_k2_dense_grid():
     grid = grid[grid.sum(1) <= 1 + 1e-15]
     for _ in range(10):
         g, cc = _random_qp(rng, 2, rank=rng.integers(1, 3))
-        w = est.solve_simplex_qp(g, cc).numpy()
+        w = estimators.solve_simplex_qp(g, cc).numpy()
         ours = _objective(g, cc, w)
         vals = np.einsum("ni,ij,nj->n", grid, g, grid) - 2 * grid @ cc
         assert ours <= vals.min() + 1e-8 * max(1.0, abs(vals.min()))
@@ -368,21 +368,21 @@ def test_simplex_qp_k2_dense_grid():
 def test_simplex_qp_degenerate_cases():
     K = 5
     # G = 0, c <= 0: w = 0 ; G = 0, c with positive entries: all mass on the largest c
-    w = est.solve_simplex_qp(np.zeros((K, K)), -np.ones(K)).numpy()
+    w = estimators.solve_simplex_qp(np.zeros((K, K)), -np.ones(K)).numpy()
     assert np.all(w == 0)
-    w = est.solve_simplex_qp(np.zeros((K, K)), np.array([0.1, 0.5, 0.2, -1, 0.0])).numpy()
+    w = estimators.solve_simplex_qp(np.zeros((K, K)), np.array([0.1, 0.5, 0.2, -1, 0.0])).numpy()
     assert np.allclose(w, [0, 1, 0, 0, 0], atol=1e-12)
     # duplicated targets (identical columns of A): objective still optimal
     a = np.random.default_rng(16).standard_normal((7, 3))
     A = np.column_stack([a, a[:, :2]])
     b = np.random.default_rng(17).standard_normal(7)
     G, c = A.T @ A, A.T @ b
-    w = est.solve_simplex_qp(G, c).numpy()
+    w = estimators.solve_simplex_qp(G, c).numpy()
     _check_kkt(G, c, w)
     # unconstrained optimum inside the feasible set is returned exactly
     G = np.diag([1.0, 2, 3, 4, 5])
     wstar = np.array([0.1, 0.05, 0.2, 0.1, 0.15])
-    assert np.allclose(est.solve_simplex_qp(G, G @ wstar).numpy(), wstar, atol=1e-13)
+    assert np.allclose(estimators.solve_simplex_qp(G, G @ wstar).numpy(), wstar, atol=1e-13)
 
 
 def test_oracle_weights_beat_every_single_target_and_classical():
@@ -391,27 +391,27 @@ def test_oracle_weights_beat_every_single_target_and_classical():
     A = rng.standard_normal((p, p))
     sigma = (A @ A.T / p + np.eye(p)) * 1e-4
     X = rng.multivariate_normal(np.zeros(p), sigma, size=(B, n))
-    w = est.oracle_weights(X, sigma)
+    w = estimators.oracle_weights(X, sigma)
     assert w.shape == (B, 5)
     assert torch.all(w >= 0) and torch.all(w.sum(1) <= 1 + 1e-12)
-    from shrinklab.targets import combine, shrinkage_targets
+    from shrinklab.core.targets import combine, shrinkage_targets
 
-    S = est.sample_covariance(X)
+    S = estimators.sample_covariance(X)
     T = shrinkage_targets(X)
-    loss_oracle = est.frobenius_loss(combine(S, T, w), sigma)
-    for f in (est.sample_covariance, est.ledoit_wolf, est.lw_constant_correlation, est.qis):
-        assert torch.all(loss_oracle <= est.frobenius_loss(f(X), sigma) * (1 + 1e-10))
-    assert est.oracle_weights(X[0], sigma).shape == (5,)
+    loss_oracle = metrics.frobenius_loss(combine(S, T, w), sigma)
+    for f in (estimators.sample_covariance, estimators.ledoit_wolf, estimators.lw_constant_correlation, estimators.qis):
+        assert torch.all(loss_oracle <= metrics.frobenius_loss(f(X), sigma) * (1 + 1e-10))
+    assert estimators.oracle_weights(X[0], sigma).shape == (5,)
 
 
 # ----------------------------------------------------------------------------- losses
 def test_prial_closed_form():
-    assert est.prial([2.0], [3.0], [1.0]) == pytest.approx(50.0, abs=1e-12)
+    assert metrics.prial([2.0], [3.0], [1.0]) == pytest.approx(50.0, abs=1e-12)
     # means over the batch
-    assert est.prial([1.0, 3.0], [4.0, 4.0], [0.0, 2.0]) == pytest.approx(100 * 2 / 3, abs=1e-12)
-    assert est.prial(torch.tensor([3.0]), np.array([3.0]), [1.0]) == 0.0
+    assert metrics.prial([1.0, 3.0], [4.0, 4.0], [0.0, 2.0]) == pytest.approx(100 * 2 / 3, abs=1e-12)
+    assert metrics.prial(torch.tensor([3.0]), np.array([3.0]), [1.0]) == 0.0
     with pytest.raises(ValueError, match="undefined"):
-        est.prial([1.0], [2.0], [2.0])
+        metrics.prial([1.0], [2.0], [2.0])
 
 
 def test_frobenius_and_stein_loss():
@@ -420,27 +420,27 @@ def test_frobenius_and_stein_loss():
     E = A @ A.transpose(0, 2, 1) + np.eye(6)
     B = rng.standard_normal((6, 6))
     sigma = B @ B.T + 0.5 * np.eye(6)
-    fl = est.frobenius_loss(E, np.broadcast_to(sigma, E.shape)).numpy()
+    fl = metrics.frobenius_loss(E, np.broadcast_to(sigma, E.shape)).numpy()
     assert _rel(fl, ((E - sigma) ** 2).sum((1, 2))) < 1e-14
-    sl = est.stein_loss(E, sigma).numpy()
+    sl = metrics.stein_loss(E, sigma).numpy()
     for i in range(3):
         M = E[i] @ np.linalg.inv(sigma)
         ref = (np.trace(M) - np.linalg.slogdet(M)[1]) / 6 - 1
         assert abs(sl[i] - ref) < 1e-10 * max(1, abs(ref))
-    assert abs(float(est.stein_loss(sigma, sigma))) < 1e-12
+    assert abs(float(metrics.stein_loss(sigma, sigma))) < 1e-12
     # singular estimate: infinite loss; non-PD sigma: ValueError
     Xs = rng.standard_normal((3, 6))
-    assert float(est.stein_loss(Xs.T @ Xs, sigma)) == np.inf
+    assert float(metrics.stein_loss(Xs.T @ Xs, sigma)) == np.inf
     with pytest.raises(ValueError, match="positive definite"):
-        est.stein_loss(E[0], -np.eye(6))
+        metrics.stein_loss(E[0], -np.eye(6))
 
 
 # ----------------------------------------------------------------------------- O(np + p²) intensities
 def _reference_intensities(X):
     """The straightforward (B, p, p) fourth-moment formulas of covCor / covMarket (the previous
     implementation), batched in torch: π̂ from Y2ᵀY2, ρ̂ from (Xc³)ᵀXc, Y2ᵀZ and ZᵀZ."""
-    from shrinklab._validation import as_returns, center
-    from shrinklab.targets import constant_correlation_target, single_factor_target
+    from shrinklab.core.targets import constant_correlation_target, single_factor_target
+    from shrinklab.core.validation import as_returns, center
 
     Xc, S = center(as_returns(X)[0])
     n = Xc.shape[-2]
@@ -496,16 +496,16 @@ def test_vectorised_intensities_match_the_p_by_p_formulas(n, p, df, flat):
         X[1, :, 2] = 0.3
         X[4] = 1.0  # all flat
     s_cc, s_sf = _reference_intensities(X)
-    _, cc = est.lw_constant_correlation(X, return_shrinkage=True)
-    _, sf = est.lw_single_factor(X, return_shrinkage=True)
+    _, cc = estimators.lw_constant_correlation(X, return_shrinkage=True)
+    _, sf = estimators.lw_single_factor(X, return_shrinkage=True)
     assert torch.allclose(cc, s_cc, rtol=1e-10, atol=1e-12)
     assert torch.allclose(sf, s_sf, rtol=1e-10, atol=1e-12)
     assert not torch.all(s_cc == 0) and not torch.all(s_sf == 0)  # not a degenerate comparison
-    from shrinklab._validation import as_returns, center
+    from shrinklab.core.validation import as_returns, center
 
     Xc, S = center(as_returns(X)[0])
-    got = est.shrinkage_intensities(Xc, S)
-    want = [est.ledoit_wolf, est.oas, est.lw_constant_correlation, est.lw_single_factor]
+    got = estimators.shrinkage_intensities(Xc, S)
+    want = [estimators.ledoit_wolf, estimators.oas, estimators.lw_constant_correlation, estimators.lw_single_factor]
     for k, f in enumerate(want):
         assert torch.allclose(got[:, k], f(X, return_shrinkage=True)[1], rtol=1e-12, atol=0)
 
@@ -518,7 +518,7 @@ def test_multi_target_weights_single_target_is_the_clipped_intensity():
     G = torch.from_numpy(np.einsum("bnk,bnl->bkl", A, A))
     rho = torch.from_numpy(rng.uniform(-0.5, 1.5, size=(6, 5)))
     use = [False, False, True, False, False]
-    w = est.multi_target_weights(G, rho, use)
+    w = estimators.multi_target_weights(G, rho, use)
     expected = torch.zeros(6, 5, dtype=torch.float64)
     expected[:, 2] = rho[:, 2].clamp(0, 1)
     torch.testing.assert_close(w, expected, rtol=0, atol=1e-12)
@@ -534,24 +534,24 @@ def test_multi_target_weights_vs_slsqp_on_the_used_targets():
         A = rng.standard_normal((20, 5)) * rng.uniform(0.1, 3, size=5)
         G = A.T @ A
         rho = rng.uniform(0, 1.2, size=5)
-        w = est.multi_target_weights(G[None], rho[None], use)[0].numpy()
+        w = estimators.multi_target_weights(G[None], rho[None], use)[0].numpy()
         assert np.all(w[~use] == 0)
         Gu = G[np.ix_(idx, idx)]
         c = rho[idx] * np.diag(Gu)
         ref = _slsqp(Gu, c, len(idx), rng)
         assert _objective(Gu, c, w[idx]) <= ref + 1e-8 * max(1.0, abs(ref))
         assert _objective(Gu, c, w[idx]) >= ref - 1e-6 * max(1.0, abs(ref))
-        w_scaled = est.multi_target_weights(1e6 * G[None], rho[None], use)[0].numpy()
+        w_scaled = estimators.multi_target_weights(1e6 * G[None], rho[None], use)[0].numpy()
         np.testing.assert_allclose(w_scaled, w, atol=1e-10)
 
 
 def test_multi_target_weights_bad_input():
     G, rho = torch.eye(3).expand(2, 3, 3), torch.ones(2, 3)
     with pytest.raises(ValueError, match="G \\(B,K,K\\) and rho"):
-        est.multi_target_weights(G, rho[:, :2], [True] * 3)
+        estimators.multi_target_weights(G, rho[:, :2], [True] * 3)
     with pytest.raises(ValueError, match="use must have 3"):
-        est.multi_target_weights(G, rho, [True] * 2)
+        estimators.multi_target_weights(G, rho, [True] * 2)
     with pytest.raises(ValueError, match="at least one True"):
-        est.multi_target_weights(G, rho, [False] * 3)
+        estimators.multi_target_weights(G, rho, [False] * 3)
     with pytest.raises(ValueError, match="finite"):
-        est.multi_target_weights(G, torch.full((2, 3), float("nan")), [True] * 3)
+        estimators.multi_target_weights(G, torch.full((2, 3), float("nan")), [True] * 3)

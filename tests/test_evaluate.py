@@ -1,4 +1,4 @@
-"""Synthetic PRIAL evaluation (shrinklab.evaluate) and the figures (shrinklab.plots).
+"""Synthetic PRIAL evaluation (shrinklab.evaluation.scenarios) and the figures (shrinklab.evaluation.plots).
 
 References: scikit-learn's LedoitWolf / OAS for the classical losses, numpy
 Frobenius norms of explicitly built matrices for the family members, the
@@ -19,11 +19,13 @@ import torch
 from _forced_model import forced_network, random_network
 from sklearn.covariance import OAS, LedoitWolf
 
-from shrinklab import evaluate, plots
-from shrinklab.estimators import prial as prial_reference
-from shrinklab.features import FEATURE_NAMES
-from shrinklab.synthetic import make_scenario
-from shrinklab.targets import TARGET_NAMES, combine, shrinkage_targets
+from shrinklab.core import metrics
+from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.core.metrics import prial as prial_reference
+from shrinklab.core.targets import TARGET_NAMES, combine, shrinkage_targets
+from shrinklab.data.synthetic import make_scenario
+from shrinklab.evaluation import examples, feasibility, plots, scenarios, tables
+from shrinklab.studies import specialists
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,7 +37,7 @@ SPEC_T = {"family": "factor", "p": 10, "n": 25, "df": 6}
 @pytest.fixture(scope="module")
 def res_random():
     """One scenario with a responsive model and an ensemble stand-in."""
-    return evaluate.evaluate_scenario(SPEC, random_network(1), 40, 7, ensemble=random_network(2))
+    return scenarios.evaluate_scenario(SPEC, random_network(1), 40, 7, ensemble=random_network(2))
 
 
 def _onehot(target: str) -> list[float]:
@@ -48,10 +50,10 @@ def test_sample_is_zero_and_fsopt_is_hundred_exactly(res_random):
     assert res_random["prial"]["fsopt"] == 100.0 and res_random["se"]["fsopt"] == 0.0
     L = res_random["losses"]
     # and the raw formula agrees (not only the hard-coded exact values)
-    assert evaluate.prial_se(L["fsopt"], L["sample"], L["fsopt"])[0] == pytest.approx(
+    assert metrics.prial_se(L["fsopt"], L["sample"], L["fsopt"])[0] == pytest.approx(
         100.0, abs=1e-12
     )
-    assert evaluate.prial_se(L["sample"], L["sample"], L["fsopt"]) == (0.0, 0.0)
+    assert metrics.prial_se(L["sample"], L["sample"], L["fsopt"]) == (0.0, 0.0)
 
 
 def test_prial_agrees_with_estimators_prial(res_random):
@@ -65,7 +67,7 @@ def test_prial_agrees_with_estimators_prial(res_random):
 def test_classical_losses_match_sklearn():
     R = 6
     sigma, X = make_scenario({k: v for k, v in SPEC.items() if k != "name"}, R, 7)
-    res = evaluate.evaluate_scenario(SPEC, None, R, 7)
+    res = scenarios.evaluate_scenario(SPEC, None, R, 7)
     for name, cls in (("ledoit_wolf", LedoitWolf), ("oas", OAS)):
         ref = [
             np.sum((cls().fit(X[i].numpy()).covariance_ - sigma[i].numpy()) ** 2) for i in range(R)
@@ -82,10 +84,10 @@ def test_classical_losses_match_sklearn():
 def test_forced_models_match_explicit_matrices():
     R = 8
     sigma, X = make_scenario({k: v for k, v in SPEC_T.items()}, R, 3)
-    zero = evaluate.evaluate_scenario(SPEC_T, forced_network(0.0), R, 3)
+    zero = scenarios.evaluate_scenario(SPEC_T, forced_network(0.0), R, 3)
     np.testing.assert_array_equal(zero["losses"]["learned"], zero["losses"]["sample"])
     assert zero["prial"]["learned"] == 0.0
-    ident = evaluate.evaluate_scenario(SPEC_T, forced_network(1.0, _onehot("identity")), R, 3)
+    ident = scenarios.evaluate_scenario(SPEC_T, forced_network(1.0, _onehot("identity")), R, 3)
     Xn = X.numpy() - X.numpy().mean(1, keepdims=True)
     S = np.einsum("bti,btj->bij", Xn, Xn) / X.shape[1]
     mu = np.trace(S, axis1=1, axis2=2) / S.shape[-1]
@@ -119,7 +121,7 @@ def test_decomposition_adds_up(res_random):
     r = res_random
     assert r["gap"] == pytest.approx(r["prial"]["oracle"] - r["prial"]["learned"], rel=1e-9)
     assert r["gap_intensity"] + r["gap_mix"] == pytest.approx(r["gap"], rel=1e-9)
-    zero = evaluate.evaluate_scenario(SPEC_T, forced_network(0.0), 10, 1)
+    zero = scenarios.evaluate_scenario(SPEC_T, forced_network(0.0), 10, 1)
     assert zero["gap_mix"] == 0.0  # α̂ = 0: the mix cannot matter
     assert zero["gap_intensity"] == pytest.approx(zero["prial"]["oracle"], rel=1e-12)
 
@@ -127,7 +129,7 @@ def test_decomposition_adds_up(res_random):
 def test_paired_difference_to_best_classical(res_random):
     r = res_random
     best = r["best_classical"]
-    assert best == max(evaluate.CLASSICAL, key=r["prial"].get)
+    assert best == max(scenarios.CLASSICAL, key=r["prial"].get)
     for k in ("learned", "ensemble"):
         assert r["diff_best"][k] == pytest.approx(r["prial"][k] - r["prial"][best], rel=1e-9)
         assert r["diff_best_se"][k] > 0
@@ -135,13 +137,13 @@ def test_paired_difference_to_best_classical(res_random):
 
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="n_reps"):
-        evaluate.evaluate_scenario(SPEC, None, 1, 0)
+        scenarios.evaluate_scenario(SPEC, None, 1, 0)
     with pytest.raises(ValueError, match="family"):
-        evaluate.evaluate_scenario({"family": "nope", "p": 5, "n": 10}, None, 5, 0)
+        scenarios.evaluate_scenario({"family": "nope", "p": 5, "n": 10}, None, 5, 0)
     with pytest.raises(ValueError, match="unique"):
-        evaluate.evaluate_grid([SPEC, SPEC], None, n_reps=3)
+        scenarios.evaluate_grid([SPEC, SPEC], None, n_reps=3)
     with pytest.raises(ValueError, match="empty"):
-        evaluate.evaluate_grid([], None)
+        scenarios.evaluate_grid([], None)
 
 
 # --------------------------------------------------------------------- standard errors
@@ -150,14 +152,14 @@ def test_delta_se_closed_form_constant_denominator():
     d = rng.gamma(3.0, size=500) + 10.0
     L = d - rng.normal(2.0, 1.5, size=500)  # a = d − L ~ N(2, 1.5²)
     f = d - 4.0  # b = 4 on every draw: SE is sd(a)/(√N · 4)
-    p, se = evaluate.prial_se(L, d, f)
+    p, se = metrics.prial_se(L, d, f)
     a = d - L
     assert p == pytest.approx(100 * a.mean() / 4.0, rel=1e-12)
     assert se == pytest.approx(100 * a.std(ddof=1) / (math.sqrt(500) * 4.0), rel=1e-12)
 
 
 def test_delta_se_matches_bootstrap_and_shrinks_like_root_n():
-    res = evaluate.evaluate_scenario(SPEC, None, 400, 11)
+    res = scenarios.evaluate_scenario(SPEC, None, 400, 11)
     L = res["losses"]
     rng = np.random.default_rng(1)
     idx = rng.integers(0, 400, size=(3000, 400))
@@ -169,7 +171,7 @@ def test_delta_se_matches_bootstrap_and_shrinks_like_root_n():
     for k in ("ledoit_wolf", "qis", "single_factor"):
         blocks = [slice(i, i + 100) for i in range(0, 400, 100)]
         se100 = np.mean(
-            [evaluate.prial_se(L[k][b], L["sample"][b], L["fsopt"][b])[1] for b in blocks]
+            [metrics.prial_se(L[k][b], L["sample"][b], L["fsopt"][b])[1] for b in blocks]
         )
         assert 1.6 < se100 / res["se"][k] < 2.4, k
 
@@ -178,7 +180,7 @@ def test_delta_se_matches_bootstrap_and_shrinks_like_root_n():
 @pytest.fixture(scope="module")
 def grid_results():
     grid = [SPEC, SPEC_T, {"family": "toeplitz", "p": 16, "n": 10, "rho": 0.5}]
-    return evaluate.evaluate_grid(
+    return scenarios.evaluate_grid(
         grid, random_network(1), n_reps=12, seed=4, ensemble=random_network(2), return_results=True
     ), grid
 
@@ -189,14 +191,14 @@ def test_grid_long_format_and_seeds(grid_results):
     assert len(df) == 3 * 10 and set(df.n_reps) == {12}
     assert list(dict.fromkeys(df.scenario)) == ["toy", "factor p=10 n=25 t6", "toeplitz p=16 n=10"]
     assert list(df[df.scenario == "toy"].estimator) == [
-        *evaluate.ESTIMATORS, "learned", "ensemble", "oracle", "fsopt"
+        *scenarios.ESTIMATORS, "learned", "ensemble", "oracle", "fsopt"
     ]  # fmt: skip
     for r in results:
         sub = df[df.scenario == r["scenario"]].set_index("estimator")
         for k, v in r["prial"].items():
             assert sub.loc[k, "prial"] == v and sub.loc[k, "se"] == r["se"][k]
     # a scenario's draws do not depend on its position in the grid
-    rev = evaluate.evaluate_grid(grid[::-1][:1], random_network(1), n_reps=12, seed=4)
+    rev = scenarios.evaluate_grid(grid[::-1][:1], random_network(1), n_reps=12, seed=4)
     a = rev.set_index("estimator")["prial"]
     b = df[df.scenario == "toeplitz p=16 n=10"].set_index("estimator")["prial"]
     pd.testing.assert_series_equal(a, b.loc[a.index])
@@ -204,36 +206,36 @@ def test_grid_long_format_and_seeds(grid_results):
 
 def test_capture_ratio(grid_results):
     (df, _), _ = grid_results
-    cap = evaluate.capture_ratio(df)
+    cap = scenarios.capture_ratio(df)
     piv = df.pivot(index="scenario", columns="estimator", values="prial")
     for s in piv.index:
         assert cap[s] == pytest.approx(piv.loc[s, "learned"] / piv.loc[s, "oracle"])
     assert cap["average"] == pytest.approx(piv["learned"].mean() / piv["oracle"].mean())
     with pytest.raises(ValueError, match="nope"):
-        evaluate.capture_ratio(df, learned="nope")
+        scenarios.capture_ratio(df, learned="nope")
 
 
 def test_error_decomposition_groups(grid_results):
     (_, results), _ = grid_results
-    fam = evaluate.error_decomposition(results, by="family")
+    fam = scenarios.error_decomposition(results, by="family")
     assert list(fam.index) == ["spectrum_1_3_10", "factor", "toeplitz"]
     np.testing.assert_allclose(fam.gap_intensity + fam.gap_mix, fam.gap, rtol=1e-9)
     np.testing.assert_allclose(fam.prial_oracle - fam.prial_learned, fam.gap, rtol=1e-9)
-    pn = evaluate.error_decomposition(results, by="pn_bucket")
+    pn = scenarios.error_decomposition(results, by="pn_bucket")
     assert list(pn.index) == ["0.25 < p/n ≤ 0.75", "p/n > 1.5"]  # increasing p/n
-    rev = evaluate.error_decomposition(results[::-1], by="pn_bucket")
+    rev = scenarios.error_decomposition(results[::-1], by="pn_bucket")
     assert list(rev.index) == list(pn.index)
     pd.testing.assert_frame_equal(rev, pn)
     assert pn.loc["0.25 < p/n ≤ 0.75", "n_scenarios"] == 2
     both = [r["gap"] for r in results if r["p"] / r["n"] <= 0.75]
     assert pn.loc["0.25 < p/n ≤ 0.75", "gap"] == pytest.approx(np.mean(both))
     with pytest.raises(ValueError, match="by"):
-        evaluate.error_decomposition(results, by="colour")
+        scenarios.error_decomposition(results, by="colour")
 
 
 def test_per_replication_frame(grid_results):
     (_, results), _ = grid_results
-    fr = evaluate.per_replication(results)
+    fr = scenarios.per_replication(results)
     assert len(fr) == sum(r["n_reps"] for r in results)
     first = fr[fr.scenario == results[0]["scenario"]]
     np.testing.assert_array_equal(first.loss_qis, results[0]["losses"]["qis"])
@@ -242,10 +244,10 @@ def test_per_replication_frame(grid_results):
 
 
 def test_pn_bucket_edges():
-    assert evaluate.pn_bucket(25, 100) == "p/n ≤ 0.25"
-    assert evaluate.pn_bucket(26, 100) == "0.25 < p/n ≤ 0.75"
-    assert evaluate.pn_bucket(150, 100) == "0.75 < p/n ≤ 1.5"
-    assert evaluate.pn_bucket(200, 100) == "p/n > 1.5"
+    assert scenarios.pn_bucket(25, 100) == "p/n ≤ 0.25"
+    assert scenarios.pn_bucket(26, 100) == "0.25 < p/n ≤ 0.75"
+    assert scenarios.pn_bucket(150, 100) == "0.75 < p/n ≤ 1.5"
+    assert scenarios.pn_bucket(200, 100) == "p/n > 1.5"
 
 
 def _fake_grid(learned_prial, learned_diff, diff_se):
@@ -274,7 +276,7 @@ def test_headline_table_logic_and_json():
             "significant": [False, False, False, False, True, False],
         }
     ).set_index(["window", "estimator"])
-    h = evaluate.headline_table(grid, bt)
+    h = tables.headline_table(grid, bt)
     assert list(h["goal met"]) == ["yes", "yes", "yes", "yes", "yes (not significant)",
                                    "no (not significant)"]  # fmt: skip
     avg = h.iloc[3]
@@ -283,14 +285,14 @@ def test_headline_table_logic_and_json():
     assert h.iloc[4]["best classical"] == "ledoit_wolf 15.00"
     assert h.iloc[5]["best classical"] == "qis 14.00"
     # one scenario more than one SE below the best classical one fails the goal
-    worse = evaluate.headline_table(_fake_grid([55.0, 48.0], [5.0, -2.0], [0.4, 1.0]))
+    worse = tables.headline_table(_fake_grid([55.0, 48.0], [5.0, -2.0], [0.4, 1.0]))
     assert list(worse["goal met"]) == ["yes", "no", "no"]
     # a near-tie keeps two significant digits of its SE instead of "-0.0 ± 0.0"
-    tie = evaluate.headline_table(_fake_grid([58.0, 57.983], [5.0, -0.017], [0.4, 0.027]))
+    tie = tables.headline_table(_fake_grid([58.0, 57.983], [5.0, -0.017], [0.4, 0.027]))
     assert tie.iloc[1]["learned − best"] == "-0.017 ± 0.027"
     assert tie.iloc[0]["learned − best"] == "5.00 ± 0.40"
     assert list(tie["goal met"]) == ["yes", "yes", "yes"]
-    js = evaluate.headline_json(h)
+    js = tables.headline_json(h)
     assert js["columns"] == list(h.columns) and len(js["rows"]) == len(h)
     assert all(isinstance(v, str) for row in js["rows"] for v in row)
     assert "PRIAL" in js["caption"] and "bootstrap" in js["caption"]
@@ -340,7 +342,7 @@ def test_other_figures(tmp_path, grid_results, res_random):
                 index=pd.date_range("2020-01-01", periods=3),
             )
         ),  # fmt: skip
-        plots.error_decomposition_bars(evaluate.error_decomposition(results)),
+        plots.error_decomposition_bars(scenarios.error_decomposition(results)),
         plots.tradeoff(
             pd.DataFrame({"latency_b1_s": [1e-4, 5e-5], "prial": [60.0, 59.0]}, index=["a", "b"])
         ),
@@ -379,7 +381,7 @@ _MEMBERS = {
 
 @pytest.fixture(scope="module")
 def res_small():
-    return evaluate.evaluate_scenario(SPEC_T, random_network(1), 15, 5)
+    return scenarios.evaluate_scenario(SPEC_T, random_network(1), 15, 5)
 
 
 def _summed(w, G, c, d):
@@ -391,7 +393,7 @@ def _summed(w, G, c, d):
 def test_constant_oracle_is_best_constant_weight(res_small):
     r = res_small
     G, c, d = r["G"], r["c"], r["losses"]["sample"]
-    co = evaluate.constant_oracle(r)
+    co = feasibility.constant_oracle(r)
     best = co["losses"].sum()
     assert best == pytest.approx(_summed(co["weights"], G, c, d), rel=1e-10)
     w = co["weights"]
@@ -400,7 +402,7 @@ def test_constant_oracle_is_best_constant_weight(res_small):
     K = len(TARGET_NAMES)
     candidates = [np.zeros(K), np.eye(K)[TARGET_NAMES.index("qis")]]  # sample, QIS
     for name, target in _MEMBERS.items():
-        _, rho = evaluate.ESTIMATORS[name](X, return_shrinkage=True)
+        _, rho = scenarios.ESTIMATORS[name](X, return_shrinkage=True)
         e = np.eye(K)[TARGET_NAMES.index(target)]
         # the construction is right: ρ_i e_target on replication i is the estimator itself
         own = np.einsum("b,k,bkl,l->b", rho.numpy() ** 2, e, G, e) - 2 * rho.numpy() * (c @ e) + d
@@ -417,7 +419,7 @@ def test_constant_oracle_is_best_constant_weight(res_small):
     # and the per-replication oracle is below the constant one on every replication
     assert np.all(r["losses"]["oracle"] <= co["losses"] * (1 + 1e-12))
     assert co["prial"] <= r["prial"]["oracle"]
-    p, se = evaluate.prial_se(co["losses"], d, r["losses"]["fsopt"])
+    p, se = metrics.prial_se(co["losses"], d, r["losses"]["fsopt"])
     assert (co["prial"], co["se"]) == (p, se) and se > 0
 
 
@@ -434,7 +436,7 @@ def test_constant_oracle_matches_scipy(res_small):
                   options={"ftol": 1e-14, "maxiter": 500}) for x0 in np.eye(K) * 0.5),
         key=lambda o: o.fun,
     )  # fmt: skip
-    w = evaluate.constant_oracle_weights(G, c).numpy()
+    w = feasibility.constant_oracle_weights(G, c).numpy()
     assert f(w) <= ref.fun + 1e-9 * abs(ref.fun)
     assert f(w) == pytest.approx(ref.fun, rel=1e-7)
 
@@ -448,7 +450,7 @@ def test_constant_oracle_equals_oracle_on_identical_replications(res_small):
         "c": tile(r["c"]),
         "losses": {"sample": tile(r["losses"]["sample"]), "fsopt": tile(r["losses"]["fsopt"])},
     }
-    co = evaluate.constant_oracle(fake)
+    co = feasibility.constant_oracle(fake)
     np.testing.assert_allclose(co["losses"], r["losses"]["oracle"][i], rtol=1e-9)
     assert co["losses"].mean() == pytest.approx(r["losses"]["oracle"][i], rel=1e-9)
     np.testing.assert_allclose(co["weights"], r["oracle_weights"][i], atol=1e-6)
@@ -456,22 +458,22 @@ def test_constant_oracle_equals_oracle_on_identical_replications(res_small):
 
 def test_constant_oracle_invalid_input():
     with pytest.raises(ValueError, match="G"):
-        evaluate.constant_oracle_weights(np.zeros((3, 5, 5)), np.zeros((2, 5)))
+        feasibility.constant_oracle_weights(np.zeros((3, 5, 5)), np.zeros((2, 5)))
     with pytest.raises(ValueError, match="R >= 1"):
-        evaluate.constant_oracle_weights(np.zeros((0, 5, 5)), np.zeros((0, 5)))
+        feasibility.constant_oracle_weights(np.zeros((0, 5, 5)), np.zeros((0, 5)))
     with pytest.raises(ValueError, match="evaluate_scenario"):
-        evaluate.constant_oracle({"losses": {}})
+        feasibility.constant_oracle({"losses": {}})
 
 
 def test_feasibility_table_and_summary(grid_results):
     (df, results), _ = grid_results
-    tab = evaluate.feasibility_table(results)
+    tab = feasibility.feasibility_table(results)
     assert list(tab.index) == [r["scenario"] for r in results]
     for r in results:
-        row, co = tab.loc[r["scenario"]], evaluate.constant_oracle(r)
+        row, co = tab.loc[r["scenario"]], feasibility.constant_oracle(r)
         assert row["prial_constant_oracle"] == co["prial"] and row["se_constant_oracle"] == co["se"]
         assert row["prial_oracle"] == r["prial"]["oracle"]
-        assert row["prial_best_classical"] == max(r["prial"][k] for k in evaluate.CLASSICAL)
+        assert row["prial_best_classical"] == max(r["prial"][k] for k in scenarios.CLASSICAL)
         assert row["learned_minus_constant"] == pytest.approx(
             r["prial"]["learned"] - co["prial"], rel=1e-9, abs=1e-9
         )
@@ -480,45 +482,45 @@ def test_feasibility_table_and_summary(grid_results):
         np.testing.assert_allclose(w, co["weights"])
         assert row["alpha_constant"] == pytest.approx(w.sum())
         assert row["alpha_oracle_sd"] == pytest.approx(np.std(r["alpha_oracle"], ddof=1))
-    summ = evaluate.feasibility_summary(tab)
+    summ = feasibility.feasibility_summary(tab)
     assert summ["prial_oracle"] == pytest.approx(tab.prial_oracle.mean())
     assert summ["constant_capture"] == pytest.approx(
         tab.prial_constant_oracle.mean() / tab.prial_oracle.mean()
     )
     # learned capture uses the same convention as the headline's capture ratio
-    assert summ["learned_capture"] == pytest.approx(evaluate.capture_ratio(df)["average"])
+    assert summ["learned_capture"] == pytest.approx(scenarios.capture_ratio(df)["average"])
     assert summ["goal_prial"] == pytest.approx(0.9 * tab.prial_oracle.mean())
     assert summ["learned_minus_constant"] == pytest.approx(tab.learned_minus_constant.mean())
     with pytest.raises(ValueError, match="feasibility_table"):
-        evaluate.feasibility_summary(df)
+        feasibility.feasibility_summary(df)
 
 
 def test_example_matrices_are_the_scored_draws(res_small):
     r, rep = res_small, 4
     net = random_network(1)
     names = ["sample", "ledoit_wolf", "qis", "learned", "oracle", "constant_oracle", "fsopt"]
-    m = evaluate.example_matrices(r, net, names, rep=rep)
+    m = examples.example_matrices(r, net, names, rep=rep)
     sigma = m["sigma"]
-    co = evaluate.constant_oracle(r)
+    co = feasibility.constant_oracle(r)
     for k in names:
         loss = ((m[k] - sigma) ** 2).sum()
         ref = co["losses"][rep] if k == "constant_oracle" else r["losses"][k][rep]
         # learned: float32 network on a batch of one vs the whole batch
         assert loss == pytest.approx(ref, rel=1e-5 if k == "learned" else 1e-9), k
     np.testing.assert_allclose(m["sample"], m["sample"].T)
-    assert set(evaluate.example_matrices(r, net)) == {"sigma", "sample", "ledoit_wolf", "qis",
+    assert set(examples.example_matrices(r, net)) == {"sigma", "sample", "ledoit_wolf", "qis",
                                                       "learned", "oracle"}  # fmt: skip
     with pytest.raises(ValueError, match="rep"):
-        evaluate.example_matrices(r, rep=15)
+        examples.example_matrices(r, rep=15)
     with pytest.raises(ValueError, match="model"):
-        evaluate.example_matrices(r, None, ["learned"])
+        examples.example_matrices(r, None, ["learned"])
     with pytest.raises(ValueError, match="unknown"):
-        evaluate.example_matrices(r, None, ["nope"])
+        examples.example_matrices(r, None, ["nope"])
 
 
 # --------------------------------------------------------------------- ablation table
 def test_ablation_table(tmp_path):
-    assert evaluate.ablation_table(tmp_path / "missing.csv") is None
+    assert tables.ablation_table(tmp_path / "missing.csv") is None
     raw = pd.DataFrame(
         {
             "study": ["full", "features", "loss"],
@@ -535,7 +537,7 @@ def test_ablation_table(tmp_path):
         }
     )
     raw.to_csv(tmp_path / "ablation.csv", index=False)
-    t = evaluate.ablation_table(tmp_path / "ablation.csv")
+    t = tables.ablation_table(tmp_path / "ablation.csv")
     assert list(t["PRIAL %"]) == ["53.2 ± 14.3", "18.3 ± 12.4", "55.0 ± 10.0"]
     assert list(t["Δ PRIAL vs full"]) == ["—", "-34.9 ± 6.0", "+1.5 ± 1.0"]
     assert list(t["beyond 2 SE"]) == ["—", "yes", "no"]  # 34.9 > 12; 1.5 < 2
@@ -546,23 +548,23 @@ def test_ablation_table(tmp_path):
     raw.drop(columns=["real_vol", "real_vol_se", "real_ratio_lw"]).to_csv(
         tmp_path / "synthetic_only.csv", index=False
     )
-    assert "real vol %" not in evaluate.ablation_table(tmp_path / "synthetic_only.csv").columns
+    assert "real vol %" not in tables.ablation_table(tmp_path / "synthetic_only.csv").columns
     raw.drop(columns=["norm_loss"]).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match="norm_loss"):
-        evaluate.ablation_table(tmp_path / "bad.csv")
+        tables.ablation_table(tmp_path / "bad.csv")
 
 
 def test_select_examples(grid_results):
     (_, results), _ = grid_results
     names = [r["scenario"] for r in results]
-    assert evaluate.select_examples(results, [names[2], names[0]]) == [results[2], results[0]]
+    assert examples.select_examples(results, [names[2], names[0]]) == [results[2], results[0]]
     # default: first scenario of each family (here all three families differ)
-    assert evaluate.select_examples(results) == results
-    assert evaluate.select_examples(results, max_n=2) == results[:2]
+    assert examples.select_examples(results) == results
+    assert examples.select_examples(results, max_n=2) == results[:2]
     same = [results[0], {**results[1], "family": results[0]["family"]}, results[2]]
-    assert evaluate.select_examples(same) == [same[0], same[2]]
+    assert examples.select_examples(same) == [same[0], same[2]]
     with pytest.raises(ValueError, match="nope"):
-        evaluate.select_examples(results, ["nope"])
+        examples.select_examples(results, ["nope"])
 
 
 def test_feasibility_text():
@@ -570,16 +572,16 @@ def test_feasibility_text():
             "prial_best_classical": 72.29, "goal_prial": 83.32, "constant_capture": 0.8102,
             "prial_learned": 73.28, "learned_capture": 0.7915,
             "learned_minus_constant": 73.28 - 75.01}  # fmt: skip
-    text = evaluate.feasibility_text(summ)
+    text = feasibility.feasibility_text(summ)
     for part in ("8 scenarios", "92.6", "75.0 (81 % of the oracle)", "72.3", "73.3 (79 %",
                  "1.7 points below", "asks for 83.3", "telling replications apart"):  # fmt: skip
         assert part in text, part
     easy = {**summ, "goal_prial": 70.0, "learned_minus_constant": 2.0}
-    easy_text = evaluate.feasibility_text(easy)
+    easy_text = feasibility.feasibility_text(easy)
     assert "within reach of a well-chosen constant" in easy_text
     assert "2.0 points above" in easy_text
     no_model = {k: v for k, v in summ.items() if "learned" not in k}
-    assert "learned" not in evaluate.feasibility_text(no_model)
+    assert "learned" not in feasibility.feasibility_text(no_model)
 
 
 # --------------------------------------------------------------------- scenario specialists
@@ -587,12 +589,12 @@ def test_scenario_training_rows_match_the_evaluation_and_a_brute_force():
     """Rows of one chunk equal what evaluate_scenario computes on the same draws, and
     d = ‖S − Σ‖²_F matches a plain numpy computation at 1e-10."""
     spec, n_draws, seed = SPEC_T, 9, 3
-    rows = evaluate.scenario_training_rows(spec, n_draws, seed)
+    rows = specialists.scenario_training_rows(spec, n_draws, seed)
     assert rows.features.shape == (n_draws, len(FEATURE_NAMES))
     assert rows.G.shape == (n_draws, 5, 5) and rows.oracle_w.shape == (n_draws, 5)
     # one chunk: its seed is derived from (seed, chunk 0) as documented in the function
     chunk_seed = int(np.random.SeedSequence([seed, 0]).generate_state(1, dtype=np.uint64)[0] >> 2)
-    res = evaluate.evaluate_scenario(spec, None, n_draws, chunk_seed)
+    res = scenarios.evaluate_scenario(spec, None, n_draws, chunk_seed)
     np.testing.assert_allclose(rows.d.numpy(), res["losses"]["sample"], rtol=1e-12)
     np.testing.assert_allclose(rows.loss_fsopt.numpy(), res["losses"]["fsopt"], rtol=1e-12)
     np.testing.assert_allclose(rows.G.numpy(), res["G"], rtol=1e-12)
@@ -603,7 +605,7 @@ def test_scenario_training_rows_match_the_evaluation_and_a_brute_force():
         S = np.cov(x, rowvar=False, bias=True)
         assert rows.d[i].item() == pytest.approx(((S - sigma[i].numpy()) ** 2).sum(), rel=1e-10)
     with pytest.raises(ValueError, match="n_draws"):
-        evaluate.scenario_training_rows(spec, 1, 0)
+        specialists.scenario_training_rows(spec, 1, 0)
 
 
 def test_specialist_table_feeds_the_feasibility_summary(grid_results):
@@ -612,21 +614,21 @@ def test_specialist_table_feeds_the_feasibility_summary(grid_results):
         {"prial_specialist": [50.0, 60.0, 70.0], "se_specialist": [1.0, 2.0, 3.0]},
         index=pd.Index([r["scenario"] for r in results], name="scenario"),
     )
-    tab = evaluate.feasibility_table(results, specialist=spec)
+    tab = feasibility.feasibility_table(results, specialist=spec)
     for r in results:
         row = tab.loc[r["scenario"]]
         assert row["specialist_share"] == pytest.approx(
             row["prial_specialist"] / r["prial"]["oracle"]
         )
-    summ = evaluate.feasibility_summary(tab)
+    summ = feasibility.feasibility_summary(tab)
     assert summ["prial_specialist"] == pytest.approx(60.0)
     assert summ["specialist_capture"] == pytest.approx(60.0 / tab.prial_oracle.mean())
-    text = evaluate.feasibility_text(summ)
+    text = feasibility.feasibility_text(summ)
     assert "trained on each scenario alone" in text and "60.0" in text
     with pytest.raises(ValueError, match="no row"):
-        evaluate.feasibility_table(results, specialist=spec.iloc[:2])
+        feasibility.feasibility_table(results, specialist=spec.iloc[:2])
     # a real (tiny) specialist: trained on its own draws, scored on the grid's replications
-    small = evaluate.specialist_table(results[:1], n_draws=48, epochs=2)
+    small = specialists.specialist_table(results[:1], n_draws=48, epochs=2)
     assert list(small.index) == [results[0]["scenario"]]
     assert np.isfinite(small.prial_specialist).all() and (small.se_specialist > 0).all()
 
@@ -637,9 +639,9 @@ def test_score_on_replications_equals_the_full_evaluation(grid_results):
     (_, results), grid = grid_results
     other = random_network(7)
     for spec, r in zip(grid, results):
-        full = evaluate.evaluate_scenario(spec, other, r["n_reps"], r["seed"])
-        prial, se = evaluate.score_on_replications(other, r)
+        full = scenarios.evaluate_scenario(spec, other, r["n_reps"], r["seed"])
+        prial, se = specialists.score_on_replications(other, r)
         assert prial == pytest.approx(full["prial"]["learned"], rel=1e-9, abs=1e-9)
         assert se == pytest.approx(full["se"]["learned"], rel=1e-9, abs=1e-9)
     with pytest.raises(ValueError, match="evaluate_scenario"):
-        evaluate.score_on_replications(other, {"G": 1})
+        specialists.score_on_replications(other, {"G": 1})

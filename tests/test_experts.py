@@ -1,4 +1,4 @@
-"""Family experts behind a feature gate (shrinklab.experts): the gate classifier, the
+"""Family experts behind a feature gate (shrinklab.models.experts): the gate classifier, the
 hard switch against a brute-force rule, persistence through save_model/load_model and
 MLShrinkageCovariance, the family ratios, the expert builder and bad inputs."""
 
@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from shrinklab.ensemble import EnsembleModel
-from shrinklab.experts import (
-    FamilyGate,
-    GatedExpertModel,
+from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.evaluation.selection import (
     best_classical_family_loss,
     family_loss_table,
     family_ratios,
-    train_family_experts,
-    train_family_gate,
 )
-from shrinklab.features import FEATURE_NAMES
-from shrinklab.network import MLShrinkageNetwork, load_model, save_model
-from shrinklab.targets import TARGET_NAMES
+from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.models.experts import FamilyGate, GatedExpertModel
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.registry import load_model, save_model
+from shrinklab.training.experts import train_family_experts, train_family_gate
 
 F, K = len(FEATURE_NAMES), len(TARGET_NAMES)
 
@@ -181,7 +180,7 @@ def test_constructor_rejects_bad_configurations():
 # ------------------------------------------------------- on real synthetic worlds
 @pytest.fixture(scope="module")
 def worlds():
-    from shrinklab.dataset import build_training_set
+    from shrinklab.data.dataset import build_training_set
 
     cfg = {"p_min": 4, "p_max": 12, "batch_size": 16}
     return build_training_set(160, seed=0, config=cfg, progress=False), build_training_set(
@@ -192,7 +191,7 @@ def worlds():
 def test_family_ratios_against_classical_losses(worlds):
     """A model that *is* a classical estimator has ratio ≥ 1 in every family, with
     equality exactly where that estimator has the family's lowest mean loss."""
-    from shrinklab.dataset import classical_intensities
+    from shrinklab.data.dataset import classical_intensities
 
     tr, _ = worlds
     losses = {k: tr.quadratic_loss(w).numpy() for k, w in classical_intensities(tr).items()}
@@ -213,7 +212,7 @@ def test_family_ratios_against_classical_losses(worlds):
 
 
 def test_train_family_experts_and_table(worlds, tmp_path):
-    from shrinklab.train import TrainConfig
+    from shrinklab.training.config import TrainConfig
 
     tr, va = worlds
     fam = sorted(set(tr.families) & set(va.families))[0]

@@ -1,4 +1,4 @@
-"""Tests of shrinklab.features against direct numpy / scipy / scikit-learn computations.
+"""Tests of shrinklab.core.features against direct numpy / scipy / scikit-learn computations.
 
 Tolerances: entries recomputed independently agree to 1e-10 (relative, float64);
 invariances (asset permutation, scaling) hold to 1e-8 relative (eigen-solver
@@ -15,8 +15,8 @@ import scipy.stats
 import torch
 from sklearn.covariance import OAS, LedoitWolf
 
-from shrinklab import estimators
-from shrinklab.features import (
+from shrinklab.core import estimators
+from shrinklab.core.features import (
     FEATURE_NAMES,
     FEATURE_SCHEMA,
     RECENT_FRACTION,
@@ -28,7 +28,7 @@ from shrinklab.features import (
     target_gram,
     target_sq_distances,
 )
-from shrinklab.targets import TARGET_NAMES, shrinkage_targets
+from shrinklab.core.targets import TARGET_NAMES, shrinkage_targets
 
 F = len(FEATURE_NAMES)
 IDX = {k: i for i, k in enumerate(FEATURE_NAMES)}
@@ -261,8 +261,8 @@ def test_intensities_match_scikit_learn_and_estimators():
 
 
 def test_features_from_parts_reuses_given_pieces():
-    from shrinklab._validation import demean
-    from shrinklab.targets import quadratic_form, sample_cov_from_demeaned
+    from shrinklab.core.targets import quadratic_form, sample_cov_from_demeaned
+    from shrinklab.core.validation import demean
 
     X = torch.as_tensor(_factor_returns(3, 30, 7, seed=14))
     Xc = demean(X)
@@ -300,8 +300,8 @@ def test_multi_target_features_solve_the_qp_of_the_targets_geometry():
     """mt_<target> = argmin wᵀGw − 2ĉᵀw (w ≥ 0, Σw ≤ 1) over identity, constant
     correlation, single factor and QIS, with G the exact Gram of T_k − S and
     ĉ_k = ρ̂_k G_kk (ρ̂: LW, CC, SF intensities; 1 for QIS): SLSQP at 1e-6."""
-    from shrinklab._validation import demean
-    from shrinklab.targets import sample_cov_from_demeaned
+    from shrinklab.core.targets import sample_cov_from_demeaned
+    from shrinklab.core.validation import demean
 
     rng = np.random.default_rng(21)
     Xs = [_factor_returns(2, 40, 12, seed=22), rng.standard_normal((2, 30, 50))]
@@ -366,8 +366,8 @@ def test_spectrum_features_detect_a_strong_factor():
 
 
 def test_targets_from_parts_equals_shrinkage_targets():
-    from shrinklab._validation import center
-    from shrinklab.features import targets_from_parts
+    from shrinklab.core.features import targets_from_parts
+    from shrinklab.core.validation import center
 
     for shape in ((3, 40, 6), (2, 8, 15)):  # p < n and p > n (QIS Gram route)
         X = torch.as_tensor(_factor_returns(*shape, seed=shape[2]))
@@ -380,8 +380,8 @@ def test_shared_eigh_targets_and_reused_cc_sf_targets_equal_the_direct_ones():
     """targets_from_parts with the eigh of S (QIS without its own eigh) equals
     shrinkage_targets (1e-10); intensities_from_targets (CC / SF targets reused)
     equals classical_intensities (1e-12), incl. p > n and a constant column."""
-    from shrinklab._validation import center
-    from shrinklab.features import intensities_from_targets, targets_from_parts
+    from shrinklab.core.features import intensities_from_targets, targets_from_parts
+    from shrinklab.core.validation import center
 
     for shape in ((4, 40, 6), (3, 8, 15), (2, 30, 30)):
         X = torch.as_tensor(_factor_returns(*shape, seed=shape[1], df=5.0))

@@ -1,4 +1,4 @@
-"""Tests of shrinklab.finetune: realised-variance loss, fine-tuning, determinism, leakage."""
+"""Tests of shrinklab.training.finetune: realised-variance loss, fine-tuning, determinism, leakage."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ import pandas as pd
 import pytest
 import torch
 
-from shrinklab import data
-from shrinklab.estimators import ledoit_wolf
-from shrinklab.finetune import (
+from shrinklab.core.estimators import ledoit_wolf
+from shrinklab.core.targets import combine
+from shrinklab.data import returns as data
+from shrinklab.data.real_windows import build_windows
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.finetune import (
     evaluate_real,
     finetune_on_real,
     realised_variance_loss,
     walk_forward_finetune,
 )
-from shrinklab.losses import realised_portfolio_variance
-from shrinklab.network import MLShrinkageNetwork
-from shrinklab.realdata import build_windows
-from shrinklab.targets import combine
-from shrinklab.train import TrainConfig
+from shrinklab.training.losses import realised_portfolio_variance
 
 
 @pytest.fixture(autouse=True)

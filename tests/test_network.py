@@ -1,4 +1,4 @@
-"""Tests for shrinklab.network: architecture, initialisation, priors, persistence."""
+"""Tests for shrinklab.models.network: architecture, initialisation, priors, persistence."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from shrinklab.network import (
-    MLShrinkageNetwork,
-    ShrinkageOutput,
-    load_model,
-    load_model_payload,
-    load_pretrained_weights,
-    output_priors,
-    register_model_kind,
-    save_model,
-    sparsemax,
-)
+from shrinklab.models.network import MLShrinkageNetwork, ShrinkageOutput, output_priors, sparsemax
+from shrinklab.models.persistence import load_model_payload, load_pretrained_weights
+from shrinklab.models.registry import load_model, register_model_kind, save_model
 
 F = 12
 NAMES = [f"f{i}" for i in range(F)]
@@ -323,8 +315,8 @@ def test_pretrained_weights_transfer_trunk(tmp_path):
 
 # ------------------------------------------------------------------ anchored output
 def _full_layout():
-    from shrinklab.features import FEATURE_NAMES
-    from shrinklab.targets import TARGET_NAMES
+    from shrinklab.core.features import FEATURE_NAMES
+    from shrinklab.core.targets import TARGET_NAMES
 
     return list(FEATURE_NAMES), list(TARGET_NAMES)
 

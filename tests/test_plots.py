@@ -1,4 +1,4 @@
-"""Figures of notebook 06 (shrinklab.plots): each test reads back what was drawn and
+"""Figures of notebook 06 (shrinklab.evaluation.plots): each test reads back what was drawn and
 compares it with the data (numpy references), so a figure that silently drops or
 mislabels data fails."""
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection, PathCollection
 
-from shrinklab import plots
+from shrinklab.evaluation import plots
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tests of shrinklab.realdata: windows without look-ahead, fold boundaries, GMV weights."""
+"""Tests of shrinklab.data.real_windows: windows without look-ahead, fold boundaries, GMV weights."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from shrinklab import data
-from shrinklab.features import FEATURE_NAMES, extract_features
-from shrinklab.realdata import (
+from shrinklab.core.features import FEATURE_NAMES, extract_features
+from shrinklab.core.targets import combine, shrinkage_targets
+from shrinklab.data import returns as data
+from shrinklab.data.real_windows import (
     build_windows,
     gmv_weights,
     pad_assets,
@@ -17,7 +18,6 @@ from shrinklab.realdata import (
     rebalance_positions,
     split_windows,
 )
-from shrinklab.targets import combine, shrinkage_targets
 
 
 def _returns(n: int = 400, p: int = 6, seed: int = 0, start: str = "2000-01-03") -> pd.DataFrame:

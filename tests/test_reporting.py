@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shrinklab.reporting import (
+from shrinklab.evaluation.reporting import (
     README_END,
     README_START,
     headline_markdown,
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_readme_headline_matches_metrics():
     assert readme_block(ROOT) in (ROOT / "README.md").read_text(), (
         "README headline is stale: run `python -c 'from pathlib import Path; "
-        'from shrinklab.reporting import update_readme; update_readme(Path("."))\'`'
+        'from shrinklab.evaluation.reporting import update_readme; update_readme(Path("."))\'`'
     )
 
 

@@ -25,12 +25,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
-from shrinklab import estimators
-from shrinklab.ensemble import EnsembleModel
-from shrinklab.features import FEATURE_NAMES, FEATURE_SCHEMA, extract_features
-from shrinklab.network import save_model
+from shrinklab.core import estimators
+from shrinklab.core.features import FEATURE_NAMES, FEATURE_SCHEMA, extract_features
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.models.registry import save_model
 from shrinklab.sklearn import MLShrinkageCovariance, MLShrinkageCovarianceSkfolio
-from shrinklab.targets import TARGET_NAMES
 
 RTOL = 1e-10  # float64 end to end; the references differ only by summation order
 LOG_VAR = math.log(0.01)  # predicted variance 0.01 of the forced models
@@ -354,7 +354,7 @@ def test_pipeline_model_loads_and_fits():
 
 
 def test_agrees_with_the_batched_backtest_estimator(model_dir, sp500_returns):
-    from shrinklab.backtest import learned_estimator
+    from shrinklab.evaluation.backtest import learned_estimator
 
     net = random_network(seed=13)
     path = save(net, model_dir / "random_bt.pt")

@@ -1,4 +1,4 @@
-"""Tests of shrinklab.synthetic against closed forms, scipy references and Monte Carlo."""
+"""Tests of shrinklab.data.synthetic against closed forms, scipy references and Monte Carlo."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from shrinklab import synthetic as syn
+from shrinklab.data import synthetic as syn
 
 SMALL = {"batch_size": 16, "p_max": 40}
 
@@ -100,7 +100,7 @@ def test_block_is_a_block_correlation():
 
 
 def test_sp500_subset_is_a_real_covariance_before_the_test_period():
-    from shrinklab import data
+    from shrinklab.data import returns as data
 
     cal = syn.sp500_calibration()
     r = data.load_returns()
@@ -380,7 +380,7 @@ def test_make_scenario_rejects_bad_specs():
 
 def test_plans_and_chunked_builds_equal_generate_batches():
     """plan_batches + build_batch reproduce generate_batches bit-exactly, also when a plan
-    is built in chunks (what shrinklab.dataset does to keep memory cache-sized), for
+    is built in chunks (what shrinklab.data.dataset does to keep memory cache-sized), for
     p up to 200 (float32 products, Student-t rows, every family)."""
     import dataclasses
 
@@ -476,12 +476,12 @@ def test_lapack_qr_factor_against_numpy(p):
 
 
 def test_builder_batches_keep_the_roots_of_their_draws():
-    """``_build_batch(..., keep_roots=True)`` (the training-set builder's batches) carries
+    """``build_batch(..., keep_roots=True)`` (the training-set builder's batches) carries
     each sample's root: Σ = LLᵀ with L lower triangular, or Σ = BBᵀ + diag(d²) (1e-12),
     and X unchanged; public batches carry none."""
     cfg = syn.as_config({"batch_size": 24, "p_min": 30, "p_max": 40, "edge_prob": 0.4})
     plan = next(syn.plan_batches(24, 2, cfg))
-    b = syn._build_batch(plan, cfg, torch.float32, keep_roots=True)
+    b = syn.build_batch(plan, cfg, torch.float32, keep_roots=True)
     ref = syn.build_batch(plan, cfg)
     assert ref.roots is None and len(b.roots) == len(b)
     assert torch.equal(b.X.double(), ref.X) and torch.equal(b.sigma, ref.sigma)

@@ -7,8 +7,9 @@ import pytest
 import torch
 from _lw_reference import ref_cov_cor, ref_cov_market, ref_qis
 
-from shrinklab import estimators as est
-from shrinklab.targets import TARGET_NAMES, combine, quadratic_form, shrinkage_targets
+from shrinklab.core import estimators, metrics
+from shrinklab.core import targets as targets_module
+from shrinklab.core.targets import TARGET_NAMES, combine, quadratic_form, shrinkage_targets
 
 RTOL = 1e-10
 
@@ -81,7 +82,7 @@ def test_targets_with_constant_column_are_finite_and_zero_there():
 
 def test_combine_vertices_and_linearity():
     X = _factor_returns(30, 7, seed=4, B=3)
-    S = est.sample_covariance(X)
+    S = estimators.sample_covariance(X)
     T = shrinkage_targets(X)
     K = T.shape[1]
     assert torch.equal(combine(S, T, torch.zeros(3, K, dtype=torch.float64)), S)
@@ -101,17 +102,17 @@ def test_quadratic_form_identity_vs_direct_frobenius():
     X = _factor_returns(25, 10, seed=5, B=6)
     A = rng.standard_normal((6, 10, 10))
     sigma = torch.from_numpy(A @ A.transpose(0, 2, 1) / 10 * 1e-4 + 1e-4 * np.eye(10))
-    S = est.sample_covariance(X)
+    S = estimators.sample_covariance(X)
     T = shrinkage_targets(X)
     G, c, d = quadratic_form(S, T, sigma)
     assert G.shape == (6, 5, 5) and c.shape == (6, 5) and d.shape == (6,)
     # d is the loss of S; G is symmetric PSD
-    assert _rel(d, est.frobenius_loss(S, sigma)) < RTOL
+    assert _rel(d, metrics.frobenius_loss(S, sigma)) < RTOL
     assert torch.linalg.eigvalsh(G).min() > -1e-12 * G.abs().max()
     for _ in range(5):
         w = torch.from_numpy(rng.dirichlet(np.ones(5), size=6) * rng.uniform(0, 1, (6, 1)))
         quad = torch.einsum("bk,bkl,bl->b", w, G, w) - 2 * (c * w).sum(1) + d
-        direct = est.frobenius_loss(combine(S, T, w), sigma)
+        direct = metrics.frobenius_loss(combine(S, T, w), sigma)
         assert _rel(quad, direct) < RTOL
     # unbatched call gives the same numbers
     G0, c0, d0 = quadratic_form(S[0], T[0], sigma[0])
@@ -120,7 +121,7 @@ def test_quadratic_form_identity_vs_direct_frobenius():
 
 # ----------------------------------------------------------------------------- QIS fast paths
 def _centred(X):
-    from shrinklab._validation import as_returns, center
+    from shrinklab.core.validation import as_returns, center
 
     return center(as_returns(X)[0])
 
@@ -128,14 +129,14 @@ def _centred(X):
 @pytest.mark.parametrize("n,p", [(60, 12), (15, 40), (41, 40), (6, 9)])
 def test_qis_from_shared_eigh_equals_qis(n, p):
     """qis_from_eig (the eigh of S reused) equals qis() to 1e-10, incl. p > n and flat assets."""
-    from shrinklab.targets import qis_from_eig
+    from shrinklab.core.targets import qis_from_eig
 
     X = _factor_returns(n, p, seed=n * p, B=5)
     X[3, :, 1] = 0.01  # a constant column: that sample takes the removal path
     Xc, S = _centred(X)
     evals, evecs = torch.linalg.eigh(S)
     got = qis_from_eig(evals, evecs, S, n)
-    want = est.qis(X)
+    want = estimators.qis(X)
     for b in range(5):
         assert _rel(got[b], want[b]) < 1e-10
     assert bool((got[3, 1] == 0).all())
@@ -147,10 +148,10 @@ def test_qis_block_products_for_large_p_match_the_authors_code(n, p):
     """p >= 256 takes the block-lower-triangular Gram / reconstruction path; still the
     authors' QIS (1e-10), from returns and from S, and exactly symmetric."""
     X = _factor_returns(n, p, seed=p + n, B=2)
-    Q = est.qis(X)
+    Q = estimators.qis(X)
     assert torch.equal(Q, Q.mT)
     _, S = _centred(X)
-    from shrinklab.targets import qis_estimate
+    from shrinklab.core.targets import qis_estimate
 
     QS = qis_estimate(S=S, N=n)
     for b in range(2):
@@ -160,7 +161,7 @@ def test_qis_block_products_for_large_p_match_the_authors_code(n, p):
 
 
 def test_block_gram_lower_triangle_equals_matmul():
-    from shrinklab.targets import _gram_lower, _outer_sym
+    from shrinklab.core.targets import _gram_lower, _outer_sym
 
     A = torch.randn(3, 70, 301, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     full = A.mT @ A
@@ -175,14 +176,13 @@ def test_block_gram_lower_triangle_equals_matmul():
 
 def test_qis_chunked_batch_equals_single_samples(monkeypatch):
     """Processing in cache-sized chunks gives the same as one sample at a time (1e-12)."""
-    import shrinklab.targets as tg
 
-    monkeypatch.setattr(tg, "_QIS_STEP_ELEMENTS", 3 * 12 * (12 + 30))  # 3 samples per chunk
+    monkeypatch.setattr(targets_module, "_QIS_STEP_ELEMENTS", 3 * 12 * (12 + 30))  # 3 samples per chunk
     X = _factor_returns(30, 12, seed=4, B=8)
     X[5, :, 0] = 0.2
-    Q = est.qis(X)
+    Q = estimators.qis(X)
     for b in range(8):
-        assert _rel(Q[b], est.qis(X[b])) < 1e-12
+        assert _rel(Q[b], estimators.qis(X[b])) < 1e-12
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -190,7 +190,7 @@ def test_gram_is_exactly_symmetric_and_equals_the_matmul(dtype):
     """targets.gram (one BLAS syrk per matrix) against ``AᵀA`` in float64: 1e-13 relative
     for float64 input, 1e-5 for float32 (accumulation of 300 float32 products); exactly
     symmetric; each matrix independent of the batch it is in; autograd falls back to matmul."""
-    from shrinklab.targets import gram
+    from shrinklab.core.targets import gram
 
     A = torch.as_tensor(_factor_returns(300, 40, seed=3, B=3)).to(dtype)
     G = gram(A)
@@ -206,7 +206,7 @@ def test_gram_is_exactly_symmetric_and_equals_the_matmul(dtype):
 def test_matvecs_equal_row_times_and_keep_gradients():
     """targets.matvecs (one OpenBLAS GEMM A[v1 .. vk]) against row_times per vector
     (1e-13 relative); with a gradient it falls back to row_times (same values)."""
-    from shrinklab.targets import matvecs, row_times
+    from shrinklab.core.targets import matvecs, row_times
 
     A = torch.as_tensor(_factor_returns(150, 30, seed=5, B=2))
     vs = [
@@ -229,7 +229,7 @@ def test_qis_eigenvalues_are_the_spectrum_of_the_qis_target(n, p):
     """qis_eigenvalues(evals, N): the eigenvalues of the authors' QIS (ref_qis, numpy,
     sorted; 1e-10 relative to the largest), and with the eigenvectors of the same eigh
     U diag(δ) Uᵀ = qis_from_eig (1e-12), for p < n, p > n and p = n."""
-    from shrinklab.targets import qis_eigenvalues, qis_from_eig
+    from shrinklab.core.targets import qis_eigenvalues, qis_from_eig
 
     X = _factor_returns(n, p, seed=7 * n + p, B=3)
     _, S = _centred(X)
@@ -253,7 +253,7 @@ def test_target_rayleigh_quotients_equal_the_brute_force_products(n, p):
     """uᵢᵀT_kuᵢ in O(p²) for identity, diagonal, constant correlation and single factor
     equal diag(UᵀT_kU) computed with numpy from the target matrices (1e-12 relative to the
     largest), also with a zero-variance market (single factor = diagonal)."""
-    from shrinklab.targets import (
+    from shrinklab.core.targets import (
         constant_correlation_target,
         market_parts,
         target_rayleigh_quotients,
@@ -279,7 +279,7 @@ def test_market_parts_from_cov_equal_the_returns_route():
     """market_parts_from_cov(S, Xc 1/p) (covmkt = S 1/p, O(p²)) equals market_parts(Xc)
     (sums over the returns) to 1e-12 relative; a flat market (rows summing to 0) keeps a
     variance at round-off level (< 1e-30) on both routes."""
-    from shrinklab.targets import market_parts, market_parts_from_cov
+    from shrinklab.core.targets import market_parts, market_parts_from_cov
 
     X = _factor_returns(50, 12, seed=5, B=3)
     X[2] -= X[2].mean(-1, keepdims=True)  # every row sums to 0: the market is flat

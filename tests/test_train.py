@@ -1,4 +1,4 @@
-"""Tests for shrinklab.train: learning, early stopping, checkpoint/resume, schedules,
+"""Tests for shrinklab.training.loop: learning, early stopping, checkpoint/resume, schedules,
 logging, and DistributedDataParallel (two gloo processes) against one process."""
 
 from __future__ import annotations
@@ -16,23 +16,22 @@ import numpy as np
 import pytest
 import torch
 
-from shrinklab.estimators import solve_simplex_qp
-from shrinklab.losses import quadratic_frobenius
-from shrinklab.network import MLShrinkageNetwork
-from shrinklab.train import (
+from shrinklab.core.estimators import solve_simplex_qp
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.training.config import TrainConfig, config_diff
+from shrinklab.training.device import resolve_amp_dtype
+from shrinklab.training.loop import (
     OptimizerStep,
-    TrainConfig,
     _DeviceData,
     _pool,
-    config_diff,
     early_stopping_update,
     epoch_order,
     evaluate_loss,
     progress_disabled,
-    resolve_amp_dtype,
     run_epoch,
     train,
 )
+from shrinklab.training.losses import quadratic_frobenius
 
 F, K = 8, 3
 TESTS_DIR = Path(__file__).resolve().parent
@@ -298,7 +297,8 @@ _WORKER = """
 import os, sys, torch
 sys.path.insert(0, {tests!r})
 from test_train import make_set, small_net
-from shrinklab.train import TrainConfig, train
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.loop import train
 out = sys.argv[1]
 tr, va = make_set(512, seed=0), make_set(128, seed=1)
 model = small_net(dropout=0.0, input_dropout=0.0)
@@ -338,7 +338,8 @@ _KILLED = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_train import make_set, small_net
-from shrinklab.train import TrainConfig, train
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.loop import train
 tr, va = make_set(2048, seed=0), make_set(512, seed=1)
 
 def die(epoch, record):
@@ -390,7 +391,7 @@ class _MatrixSet(SimpleNamespace):
 
 
 def make_matrix_set(n: int, seed: int) -> _MatrixSet:
-    from shrinklab.targets import quadratic_form, shrinkage_targets
+    from shrinklab.core.targets import quadratic_form, shrinkage_targets
 
     g = torch.Generator().manual_seed(seed)
     feats, ws, Gs, cs, ds, ps, mats = [], [], [], [], [], [], []
@@ -426,9 +427,9 @@ def make_matrix_set(n: int, seed: int) -> _MatrixSet:
 
 
 def test_spectrum_term_matches_losses_and_trains(tmp_path):
-    from shrinklab.losses import spectrum_loss
-    from shrinklab.targets import combine
-    from shrinklab.train import _SpectrumCache
+    from shrinklab.core.targets import combine
+    from shrinklab.training.loop import _SpectrumCache
+    from shrinklab.training.losses import spectrum_loss
 
     tr, va = make_matrix_set(128, seed=0), make_matrix_set(32, seed=1)
     cfg = TrainConfig(
@@ -572,7 +573,7 @@ def test_config_diff_ignores_resumable_fields_and_epoch_order_is_seeded():
 # ------------------------------------------------------------- PRIAL-normalised loss
 @pytest.fixture(scope="module")
 def synthetic_rows():
-    from shrinklab.dataset import build_training_set
+    from shrinklab.data.dataset import build_training_set
 
     return build_training_set(48, seed=11, config={"p_max": 30, "batch_size": 16}, progress=False)
 
@@ -580,8 +581,8 @@ def synthetic_rows():
 def test_fsopt_gap_loss_is_one_minus_prial_from_the_matrices(synthetic_rows):
     """Trainer loss with ``loss_normaliser="fsopt_gap"`` = 1 − PRIAL/100 of each world,
     against a brute force on the rebuilt matrices (S, Σ, targets) at 1e-4 (float32)."""
-    from shrinklab.estimators import frobenius_loss
-    from shrinklab.targets import combine
+    from shrinklab.core.metrics import frobenius_loss
+    from shrinklab.core.targets import combine
 
     ts = synthetic_rows
     g = torch.Generator().manual_seed(0)
@@ -612,7 +613,7 @@ def test_sample_normaliser_is_the_normalised_frobenius_loss(synthetic_rows):
 
 
 def test_fsopt_gap_floor_and_bad_inputs():
-    from shrinklab.train import loss_normaliser
+    from shrinklab.training.objective import loss_normaliser
 
     d = torch.tensor([10.0, 10.0, 10.0], dtype=torch.float64)
     f = torch.tensor([4.0, 9.99, 10.0], dtype=torch.float64)
@@ -638,10 +639,10 @@ def test_sample_and_best_classical_loss_from_the_matrices(synthetic_rows):
     """``loss_normaliser="sample_and_best_classical"`` gives ``L/d + λ·L/L_best`` per world,
     against a brute force on the rebuilt matrices (each classical estimator's matrix
     ``combine(S, T, w_k)`` and its loss to Σ; the minimum over the five) at 1e-4."""
-    from shrinklab.dataset import classical_intensities
-    from shrinklab.estimators import frobenius_loss
-    from shrinklab.targets import combine
-    from shrinklab.train import best_classical_loss
+    from shrinklab.core.metrics import frobenius_loss
+    from shrinklab.core.targets import combine
+    from shrinklab.data.dataset import classical_intensities
+    from shrinklab.training.objective import best_classical_loss
 
     ts, lam, floor = synthetic_rows, 0.3, 1e-6
     g = torch.Generator().manual_seed(1)
@@ -676,7 +677,7 @@ def test_sample_and_best_classical_loss_from_the_matrices(synthetic_rows):
 
 
 def test_best_classical_normaliser_floor_and_bad_inputs():
-    from shrinklab.train import loss_normaliser
+    from shrinklab.training.objective import loss_normaliser
 
     d = torch.tensor([10.0, 10.0], dtype=torch.float64)
     best = torch.tensor([5.0, 0.0], dtype=torch.float64)
@@ -698,10 +699,10 @@ def test_edge_weight_scales_the_loss_of_edge_worlds_only():
     """``edge_weight`` multiplies the normalised Frobenius loss ``L/d`` of the near-singular
     and dominant-factor worlds and leaves the others alone: against a brute force on the
     rebuilt matrices (``combine(S, T, w)`` and its loss to Σ) at 1e-4 (float32)."""
-    from shrinklab.dataset import build_training_set
-    from shrinklab.estimators import frobenius_loss
-    from shrinklab.targets import combine
-    from shrinklab.train import edge_family_mask
+    from shrinklab.core.metrics import frobenius_loss
+    from shrinklab.core.targets import combine
+    from shrinklab.data.dataset import build_training_set
+    from shrinklab.training.objective import edge_family_mask
 
     cfg = {"p_max": 24, "batch_size": 8, "edge_prob": 0.5}
     ts = build_training_set(48, seed=5, config=cfg, progress=False)

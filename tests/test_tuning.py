@@ -12,14 +12,14 @@ import pytest
 import yaml
 from _tiny_sets import tiny_set
 
-from shrinklab.train import TrainConfig
-from shrinklab.tuning import (
+from shrinklab.studies.tuning import (
     DEFAULT_SEARCH_SPACE,
     best_config,
     dvc_queue_commands,
     grid_configs,
     optuna_search,
 )
+from shrinklab.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"hidden_dims": (32, 16)}
@@ -62,8 +62,8 @@ def test_same_seed_same_study(sets, tmp_path):
 
     import torch
 
-    from shrinklab.network import MLShrinkageNetwork
-    from shrinklab.train import evaluate_loss, train
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.training.loop import evaluate_loss, train
 
     tr, va = sets
     torch.manual_seed(0)
@@ -145,9 +145,10 @@ def test_killed_trial_is_retried_with_its_params(sets, tmp_path):
 def test_killed_trial_resumes_from_its_checkpoint(sets, tmp_path):
     import torch
 
-    from shrinklab.network import MLShrinkageNetwork
-    from shrinklab.train import checkpoint_path, train
-    from shrinklab.tuning import _config_key
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.studies.tuning import _config_key
+    from shrinklab.training.checkpoints import checkpoint_path
+    from shrinklab.training.loop import train
 
     tr, va = sets
     lr = 3e-3
@@ -254,7 +255,7 @@ def test_dvc_queue_commands_round_trip_to_params_yaml():
 
 
 def test_update_params_file_edits_only_the_given_keys(tmp_path):
-    from shrinklab.tuning import update_params_file
+    from shrinklab.studies.tuning import update_params_file
 
     src = (ROOT / "params.yaml").read_text()
     path = tmp_path / "params.yaml"

@@ -1,4 +1,4 @@
-"""Input validation (shrinklab._validation) and bad-input behaviour of the public estimators."""
+"""Input validation (shrinklab.core.validation) and bad-input behaviour of the public estimators."""
 
 from __future__ import annotations
 
@@ -7,15 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from shrinklab import estimators as est
-from shrinklab._validation import (
-    as_matrices,
-    as_returns,
-    constant_columns,
-    demean,
-    unbatch,
-)
-from shrinklab.targets import shrinkage_targets
+from shrinklab.core import estimators as est
+from shrinklab.core.targets import shrinkage_targets
+from shrinklab.core.validation import as_matrices, as_returns, constant_columns, demean, unbatch
 
 ESTIMATORS = [
     est.sample_covariance,

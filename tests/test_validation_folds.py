@@ -10,9 +10,8 @@ import pytest
 import torch
 from _tiny_sets import tiny_set
 
-from shrinklab import data
-from shrinklab.train import TrainConfig
-from shrinklab.validation_folds import (
+from shrinklab.data import returns as data
+from shrinklab.studies.folds import (
     Fold,
     cross_validate,
     family_folds,
@@ -24,6 +23,7 @@ from shrinklab.validation_folds import (
     summarise_cv,
     synthetic_fit_score,
 )
+from shrinklab.training.config import TrainConfig
 
 FAMS = np.array(["factor", "toeplitz", "block"])
 
@@ -217,11 +217,12 @@ def test_synthetic_fit_score_leave_one_family_out(tmp_path):
     again = fn(cfg, folds[0])
     assert again["prial"] == per["prial"].iloc[0]
     # PRIAL is 100 (mean d − mean L) / (mean d − mean L_fsopt): consistent with norm_loss's L
-    from shrinklab.ensemble import predict_numpy, quadratic_loss
+    from shrinklab.core.metrics import quadratic_loss
+    from shrinklab.models.network import predict_numpy
 
     torch.manual_seed(0)
-    from shrinklab.network import MLShrinkageNetwork
-    from shrinklab.train import train
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.training.loop import train
 
     model = MLShrinkageNetwork(8, 5, hidden_dims=(16, 8))
     train(model, folds[0].train, None, cfg["train"], tmp_path / "ref", resume=False)
@@ -238,7 +239,7 @@ def test_synthetic_fit_score_leave_one_family_out(tmp_path):
 # ------------------------------------------------------------------- real windows
 @pytest.fixture(scope="module")
 def small_real_folds(sp500):
-    from shrinklab.validation_folds import real_folds
+    from shrinklab.studies.folds import real_folds
 
     returns, regimes = sp500
     splits = regime_splits(returns.index, regimes, n_folds=2, val_years=1, test_start="2009-01-01")
@@ -267,7 +268,7 @@ def _regimes_on(regimes, dates):
 
 
 def test_windows_by_regime_partitions_windows(small_real_folds):
-    from shrinklab.validation_folds import windows_by_regime
+    from shrinklab.studies.folds import windows_by_regime
 
     _, folds = small_real_folds
     va = folds[1].valid
@@ -288,8 +289,8 @@ def test_windows_by_regime_partitions_windows(small_real_folds):
 
 
 def test_real_fit_score_reports_per_regime_losses(small_real_folds, tmp_path):
-    from shrinklab.network import MLShrinkageNetwork
-    from shrinklab.validation_folds import real_fit_score, windows_by_regime
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.studies.folds import real_fit_score, windows_by_regime
 
     _, folds = small_real_folds
     torch.manual_seed(0)

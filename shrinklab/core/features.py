@@ -1,0 +1,546 @@
+"""p-agnostic features of a returns sample: a fixed-length vector for any ``(p, n)``.
+
+:func:`extract_features` maps returns ``X (B, n, p)`` to ``(B, F)`` float64
+features, ``F = len(FEATURE_NAMES)`` whatever ``p`` and ``n`` are, so that one
+network serves any number of assets and observations (``docs/architecture.md``,
+DESIGN "A p-agnostic design").  Everything is batched (no Python loop over
+samples) and reuses one sample covariance ``S`` (divisor ``n`` after demeaning,
+as in :mod:`shrinklab.core.estimators`) and one eigen-decomposition per batch (its
+eigenvalues for the spectrum, its eigenvectors for the QIS target);
+:func:`features_from_parts` takes precomputed pieces so that the training-set
+builder (:mod:`shrinklab.data.dataset`) computes nothing twice.
+
+Notation: ``Xc`` demeaned returns, ``S = XcᵀXc / n``, ``λ`` its eigenvalues,
+``λ̄ = tr S / p``, ``s_i² = S_ii``, ``R`` the sample correlation.  Assets with
+zero variance (constant columns) are left out of every cross-sectional average
+(the 0/0 = 0 convention of :mod:`shrinklab._validation`); a statistic with
+nothing to average is 0, so every feature is finite on every valid input.
+
+Features and their invariances (``P`` = permuting assets, ``c`` = multiplying
+all returns by one ``c ≠ 0``, ``D`` = multiplying each asset by its own ``d_i > 0``).
+All features are ``P`` and ``c`` invariant; those marked ``D`` are also invariant
+to per-asset rescaling.
+
+==========================  ===========================================================  ===
+``log_p_over_n``            ``log(p / n)``                                               D
+``log_n``                   ``log n``                                                    D
+``spec_q05`` … ``spec_q95`` quantiles 5/25/50/75/95 % of ``λ / λ̄`` (linear interpolation)
+``top_share``               ``λ_max / Σλ``
+``eff_rank_ratio``          ``exp(H(λ/Σλ)) / p``, Shannon entropy ``H`` (Roy & Vetterli
+                            2007, "The effective rank", EUSIPCO)
+``mp_exceed_frac``          share of ``λ`` above the Marchenko–Pastur edge
+                            ``λ̄ (1 + √(p/n))²`` (Marchenko & Pastur 1967; the noise
+                            variance estimated by ``λ̄``)
+``mp_top_log_ratio``        ``log(λ_max / edge)``
+``corr_mean``               mean off-diagonal sample correlation                         D
+``corr_std``                their standard deviation                                     D
+``logvar_std``              standard deviation of ``log s_i²`` across assets
+``kurt_mean``               mean over assets of the excess kurtosis ``m4/m2² − 3``       D
+``kurt_median``             its median (lower median for an even count)                  D
+``kurt_market``             excess kurtosis of the equal-weight portfolio of
+                            standardised returns ``mean_i x_ti / s_i``                   D
+``int_lw``                  Ledoit–Wolf (2004, JMVA) intensity
+``int_oas``                 OAS intensity (Chen, Wiesel, Eldar & Hero 2010)
+``int_cc``                  constant-correlation intensity (Ledoit & Wolf 2004, JPM)
+``int_sf``                  single-factor intensity (Ledoit & Wolf 2003, JEF)
+``dist_<target>``           ``‖T_k − S‖_F / ‖S‖_F`` for the K targets of
+                            :data:`shrinklab.core.targets.TARGET_NAMES`
+``mt_<target>``             multi-target shrinkage intensities towards identity,
+                            constant correlation, single factor and QIS
+                            (:func:`multi_target_intensities`; Lancewicki & Aladjem
+                            2014): the simplex QP with the exact target Gram
+                            ``G_kl = ⟨T_k − S, T_l − S⟩`` and ``ĉ_k = ρ̂_k G_kk``
+                            (``ρ̂`` = ``int_lw``, ``int_cc``, ``int_sf``, and 1 for QIS)
+``log_vol_ratio_recent``    ``½ log mean_i(v_i^recent / v_i)``: variance of the last 20 %
+                            of the rows (at least 2) over the whole window, per asset    D
+``sq_autocorr_market``      lag-1 autocorrelation of ``m_t²``, ``m_t`` the standardised
+                            equal-weight portfolio (volatility clustering)               D
+==========================  ===========================================================  ===
+
+The intensities are those of :mod:`shrinklab.core.estimators` (``return_shrinkage=True``),
+computed in O(np + p²) by :func:`shrinklab.core.estimators.shrinkage_intensities`,
+and are invariant to ``P`` and ``c`` (the single-factor one through its
+equal-weight market, which a permutation leaves unchanged).  The two temporal
+features depend on the *row order* of ``X`` (the only ones that do): on i.i.d.
+synthetic data they are ≈ 0 (neutral), on real returns they carry volatility
+regimes and clustering (Engle 1982; Bollerslev 1986).  The market-regime label
+is not a feature column: it goes to the network's embedding separately
+(``MLShrinkageNetwork.forward(x, regime)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import torch
+
+from shrinklab.core import estimators
+from shrinklab.core import targets as _targets
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.core.validation import as_returns, center
+
+__all__ = [
+    "FEATURE_NAMES",
+    "FEATURE_SCHEMA",
+    "SPECTRUM_QUANTILES",
+    "CLASSICAL_POINTS",
+    "INTENSITY_NAMES",
+    "RECENT_FRACTION",
+    "extract_features",
+    "features_from_parts",
+    "classical_intensities",
+    "target_sq_distances",
+    "target_gram",
+    "multi_target_intensities",
+    "MULTI_TARGET_SOURCES",
+    "MULTI_TARGET_NAMES",
+    "schema_for",
+    "targets_from_parts",
+    "intensities_from_targets",
+]
+
+
+SPECTRUM_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+RECENT_FRACTION: float = 0.2
+
+
+INTENSITY_NAMES: tuple[str, ...] = ("int_lw", "int_oas", "int_cc", "int_sf")
+
+
+# Each classical estimator as a point of the family: (intensity feature, target it
+# shrinks towards); QIS has no intensity (weight 1 on its own target). Used for the
+# classical baselines of the training set and for the network's anchors.
+CLASSICAL_POINTS: dict[str, tuple[str | None, str]] = {
+    "ledoit_wolf": ("int_lw", "identity"),
+    "oas": ("int_oas", "identity"),
+    "lw_constant_correlation": ("int_cc", "constant_correlation"),
+    "lw_single_factor": ("int_sf", "single_factor"),
+    "qis": (None, "qis"),
+}
+
+
+# Multi-target shrinkage (estimators.multi_target_weights): the targets that take part,
+# each with the feature holding its single-target intensity estimate (None: QIS,
+# trusted along its own direction, ρ̂ = 1). The diagonal target has no classical
+# intensity here and is left out.
+MULTI_TARGET_SOURCES: dict[str, str | None] = {
+    "identity": "int_lw",
+    "constant_correlation": "int_cc",
+    "single_factor": "int_sf",
+    "qis": None,
+}
+
+
+MULTI_TARGET_NAMES: tuple[str, ...] = tuple(f"mt_{k}" for k in MULTI_TARGET_SOURCES)
+
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_p_over_n",
+    "log_n",
+    *(f"spec_q{round(100 * q):02d}" for q in SPECTRUM_QUANTILES),
+    "top_share",
+    "eff_rank_ratio",
+    "mp_exceed_frac",
+    "mp_top_log_ratio",
+    "corr_mean",
+    "corr_std",
+    "logvar_std",
+    "kurt_mean",
+    "kurt_median",
+    "kurt_market",
+    *INTENSITY_NAMES,
+    *(f"dist_{k}" for k in TARGET_NAMES),
+    *MULTI_TARGET_NAMES,
+    "log_vol_ratio_recent",
+    "sq_autocorr_market",
+)
+
+
+def schema_for(names: tuple[str, ...] | list[str], version: int = 1) -> str:
+    """Schema string ``"v<version>-<10 hex of sha1(names)>"`` of a feature list."""
+    return f"v{version}-" + hashlib.sha1(",".join(names).encode()).hexdigest()[:10]
+
+
+FEATURE_SCHEMA: str = schema_for(FEATURE_NAMES)
+
+
+# Floor of the recent/whole variance ratio before its log (a window whose last rows
+# are all exactly at the mean, e.g. stale prices); scale-free, so invariances hold.
+_RATIO_FLOOR = 1e-12
+
+
+# --------------------------------------------------------------------------- helpers
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``den != 0``, else 0."""
+    ok = den != 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def _masked_mean_std(
+    x: torch.Tensor, mask: torch.Tensor, dims
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population standard deviation ``(B,)`` of ``x`` over ``mask`` (0 where empty)."""
+    m = mask.to(x.dtype)
+    cnt = m.sum(dims, keepdim=True)
+    mean = _safe_div(torch.where(mask, x, 0.0).sum(dims, keepdim=True), cnt)
+    dev = torch.where(mask, x - mean, 0.0)
+    var = _safe_div((dev * dev).sum(dims, keepdim=True), cnt)
+    B = x.shape[0]
+    return mean.reshape(B), var.clamp_min(0).sqrt().reshape(B)
+
+
+def _excess_kurtosis(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Excess kurtosis ``m4/m2² − 3`` of demeaned ``y`` along dim -2, and the mask ``m2 > 0``."""
+    y2 = y * y
+    m2 = y2.mean(-2)
+    m4 = (y2 * y2).mean(-2)
+    ok = m2 > 0
+    return _safe_div(m4, m2 * m2) - 3.0 * ok.to(y.dtype), ok
+
+
+def classical_intensities(X: Any) -> torch.Tensor:
+    """Shrinkage intensities ``(B, 4)`` of LW, OAS, constant-correlation and single-factor.
+
+    The values of :mod:`shrinklab.core.estimators` with ``return_shrinkage=True``
+    (Ledoit & Wolf 2004 JMVA; Chen et al. 2010; Ledoit & Wolf 2004 JPM; Ledoit &
+    Wolf 2003 JEF), computed once from one centring by
+    :func:`shrinklab.core.estimators.shrinkage_intensities`; ``X`` is ``(B, n, p)``.
+    """
+    Xt, _ = as_returns(X)
+    Xc, S = center(Xt)
+    return estimators.shrinkage_intensities(Xc, S)
+
+
+def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    if ctx["eig"] is None:
+        return _targets.qis_estimate(ctx["Xc"], S, ctx["N"])
+    return _targets.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
+
+
+def _cc_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    F, rbar = _targets.constant_correlation_target(S)
+    ctx["rbar"] = rbar
+    return F
+
+
+def _sf_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    return _targets.single_factor_from_parts(S, ctx["sf_parts"])
+
+
+# The targets of TARGET_NAMES from S and a context (N, the eigh of S or None, the
+# single-factor market parts, Xc or None), by the public builders of shrinklab.core.targets.
+_TARGET_BUILDERS = {
+    "identity": lambda S, ctx: _targets.identity_target(S),
+    "diagonal": lambda S, ctx: _targets.diagonal_target(S),
+    "constant_correlation": _cc_target,
+    "single_factor": _sf_target,
+    "qis": _qis_target,
+}
+
+
+def targets_from_parts(
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    eig: tuple[torch.Tensor, torch.Tensor] | None = None,
+    extras: dict | None = None,
+) -> torch.Tensor:
+    """``shrinkage_targets`` ``(B, K, p, p)`` from demeaned returns and ``S`` already computed.
+
+    Same result as :func:`shrinklab.core.targets.shrinkage_targets` (tested), without
+    validating and centring ``X`` again; ``Xc, S`` as from
+    :func:`shrinklab._validation.center`.  ``eig = torch.linalg.eigh(S)``, if
+    given, is reused by the QIS target (:func:`shrinklab.core.targets.qis_from_eig`)
+    instead of a second eigendecomposition.  If ``extras`` is a dict it receives
+    ``"rbar"`` (constant-correlation target) and ``"sf_parts"`` (single-factor
+    market series), for :func:`intensities_from_targets`.
+    """
+    return targets_from_stats(S, Xc.shape[-2], _targets.market_parts(Xc), eig, extras, Xc)
+
+
+def targets_from_stats(
+    S: torch.Tensor,
+    N: int,
+    sf_parts: dict[str, torch.Tensor],
+    eig: tuple[torch.Tensor, torch.Tensor] | None,
+    extras: dict | None = None,
+    Xc: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    names: tuple[str, ...] = TARGET_NAMES,
+    minus: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`targets_from_parts` from ``S``, the number of rows ``N`` and the market
+    parts (:func:`shrinklab.core.targets.market_parts`): no returns needed when ``eig`` is
+    given (otherwise QIS uses ``Xc``).  With ``out (B, ≥ K, p, p)`` the targets are
+    written into ``out[:, :K]`` (returned), as ``T_k − minus`` if ``minus (B, p, p)`` is
+    given (one pass instead of a copy and a subtraction).  ``names`` (default all, in
+    :data:`TARGET_NAMES` order) picks which targets are built; the constant-correlation
+    one is needed for ``extras``."""
+    missing = [k for k in names if k not in _TARGET_BUILDERS]
+    if missing:  # pragma: no cover - guards a change of TARGET_NAMES
+        raise ValueError(f"no builder for targets {missing}")
+    ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc}
+    if out is None:
+        T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
+    else:
+        for i, k in enumerate(names):
+            if minus is None:
+                out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
+            else:
+                torch.sub(_TARGET_BUILDERS[k](S, ctx), minus, out=out[:, i])
+        T = out[:, : len(names)]
+    if extras is not None:
+        extras["rbar"] = ctx["rbar"]
+        extras["sf_parts"] = sf_parts
+    return T
+
+
+def intensities_from_targets(
+    Xc: torch.Tensor, S: torch.Tensor, T: torch.Tensor, extras: dict
+) -> torch.Tensor:
+    """:func:`shrinklab.core.estimators.shrinkage_intensities` reusing the constant-correlation
+    and single-factor targets of ``T = targets_from_parts(Xc, S, ..., extras)``."""
+    return estimators.shrinkage_intensities(Xc, S, _intensity_targets(T, extras))
+
+
+def _intensity_targets(T: torch.Tensor, extras: dict) -> tuple:
+    """``(F_cc, r̄, F_sf, parts)`` for the intensities, from ``T`` and ``extras``."""
+    k_cc = TARGET_NAMES.index("constant_correlation")
+    k_sf = TARGET_NAMES.index("single_factor")
+    return T[:, k_cc], extras["rbar"], T[:, k_sf], extras["sf_parts"]
+
+
+def target_gram(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """``G_kl = ⟨T_k − S, T_l − S⟩_F`` ``(B, K, K)`` for ``S (B, p, p)``, ``T (B, K, p, p)``
+    (the ``G`` of :func:`shrinklab.core.targets.quadratic_form`, which needs no ``Σ``)."""
+    D = (T - S.unsqueeze(1)).flatten(-2)
+    return _targets.symmetrize(D @ D.transpose(-1, -2))
+
+
+def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """``‖T_k − S‖²_F`` ``(B, K)``: the diagonal of :func:`target_gram`."""
+    return torch.diagonal(target_gram(S, T), dim1=-2, dim2=-1)
+
+
+def multi_target_intensities(G: torch.Tensor, intensities: torch.Tensor) -> torch.Tensor:
+    """Multi-target shrinkage intensities ``(B, K)`` (:func:`shrinklab.core.estimators.
+    multi_target_weights`) over the targets of :data:`MULTI_TARGET_SOURCES`, from the
+    target Gram ``G`` (:func:`target_gram`) and the classical intensities ``(B, 4)``
+    (:func:`classical_intensities`, in the order of :data:`INTENSITY_NAMES`)."""
+    B, K = G.shape[0], len(TARGET_NAMES)
+    rho = torch.ones(B, K, dtype=G.dtype, device=G.device)
+    use = torch.zeros(K, dtype=torch.bool)
+    for target, source in MULTI_TARGET_SOURCES.items():
+        k = TARGET_NAMES.index(target)
+        use[k] = True
+        if source is not None:
+            rho[:, k] = intensities[:, INTENSITY_NAMES.index(source)].to(G.dtype)
+    return estimators.multi_target_weights(G, rho, use)
+
+
+# --------------------------------------------------------------------------- features
+def features_from_parts(
+    X: torch.Tensor,
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    evals: torch.Tensor,
+    target_gram: torch.Tensor,
+    intensities: torch.Tensor,
+) -> torch.Tensor:
+    """Features ``(B, F)`` from precomputed pieces (no recomputation of ``S`` or eigenvalues).
+
+    Parameters
+    ----------
+    X : ``(B, n, p)`` validated returns (only its shape is used here).
+    Xc : ``(B, n, p)`` demeaned returns (:func:`shrinklab._validation.center`).
+    S : ``(B, p, p)`` sample covariance ``XcᵀXc / n``.
+    evals : ``(B, p)`` eigenvalues of ``S`` (any order).
+    target_gram : ``(B, K, K)`` ``⟨T_k − S, T_l − S⟩_F`` in the order of ``TARGET_NAMES``
+        (:func:`target_gram`, or the ``G`` of :func:`shrinklab.core.targets.quadratic_form`).
+    intensities : ``(B, 4)`` from :func:`classical_intensities`.
+    """
+    B, K = X.shape[0], len(TARGET_NAMES)
+    if target_gram.shape != (B, K, K):
+        raise ValueError(f"target_gram must be (B, {K}, {K}); got {tuple(target_gram.shape)}")
+    if intensities.shape != (B, len(INTENSITY_NAMES)):
+        raise ValueError(
+            f"intensities must be (B, {len(INTENSITY_NAMES)}); got {tuple(intensities.shape)}"
+        )
+    return features_from_stats(feature_stats(Xc, S), S, evals, target_gram, intensities)
+
+
+def _inverse_sd(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(var, pos, 1/sd)`` of ``S``'s diagonal (``1/sd = 0`` for zero-variance assets)."""
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    sd = var.clamp_min(0).sqrt()
+    return var, sd > 0, _safe_div(torch.ones_like(sd), sd)
+
+
+def feature_stats(
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    X2: torch.Tensor | None = None,
+    m2: torch.Tensor | None = None,
+    x_isd: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """The sums over the returns that the features need, O(np) per sample.
+
+    Per asset the second and fourth moments ``m2``, ``m4`` and the second moment
+    of the recent rows ``recent``; per row the equal-weight portfolio of
+    standardised returns ``mkt`` (before demeaning); and ``n``.  Only vectors,
+    so a caller may compute them on cache-sized pieces of a batch and
+    concatenate them along dim 0 (:func:`features_from_stats` needs no ``Xc``).
+    ``X2 = Xc∘Xc`` (only read), ``m2 = X2.mean(-2)`` and ``x_isd = Xc σ⁻¹`` (``σ⁻¹``
+    the inverse standard deviations, 0 for constant columns) may be given by a caller
+    that has them.
+    """
+    n, p = Xc.shape[-2:]
+    m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
+    X2 = Xc * Xc if X2 is None else X2
+    m2 = X2.mean(-2) if m2 is None else m2
+    recent = X2[:, n - m :].mean(-2)
+    m4 = (X2 * X2).mean(-2)
+    if x_isd is None:
+        x_isd = _targets.matvecs(Xc, _inverse_sd(S)[2])[0]
+    mkt = x_isd / p  # (B, n)
+    return {"n": n, "m2": m2, "recent": recent, "m4": m4, "mkt": mkt}
+
+
+def features_from_stats(
+    stats: dict[str, Any],
+    S: torch.Tensor,
+    evals: torch.Tensor,
+    target_gram: torch.Tensor,
+    intensities: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`features_from_parts` from :func:`feature_stats` (O(p²) per sample)."""
+    n, p = stats["n"], S.shape[-1]
+    B, dt, dev = S.shape[0], S.dtype, S.device
+    cols: list[torch.Tensor] = []
+    full = lambda v: torch.full((B,), float(v), dtype=dt, device=dev)
+    cols += [full(math.log(p / n)), full(math.log(n))]
+
+    # -- spectrum
+    lam = evals.to(dt).clamp_min(0).sort(-1).values
+    tr = lam.sum(-1)
+    lbar = tr / p
+    lam_n = _safe_div(lam, lbar.unsqueeze(-1).expand_as(lam))
+    q = torch.tensor(SPECTRUM_QUANTILES, dtype=dt, device=dev)
+    cols += list(torch.quantile(lam_n, q, dim=-1))
+    share = _safe_div(lam, tr.unsqueeze(-1).expand_as(lam))
+    cols.append(share[:, -1])
+    ent = -(torch.where(share > 0, share * share.log(), torch.zeros_like(share))).sum(-1)
+    cols.append(torch.where(tr > 0, ent.exp() / p, torch.zeros_like(ent)))
+    edge = lbar * (1.0 + math.sqrt(p / n)) ** 2
+    cols.append(((lam > edge.unsqueeze(-1)) & (tr > 0).unsqueeze(-1)).to(dt).mean(-1))
+    top_ratio = _safe_div(lam[:, -1], edge)
+    cols.append(torch.where(top_ratio > 0, top_ratio, torch.ones_like(top_ratio)).log())
+
+    # -- correlations and variances
+    var, pos, inv_sd = _inverse_sd(S)
+    # Off-diagonal correlation moments without forming R or a pair mask:
+    # Σ_ij R_ij = sdinvᵀ S sdinv, Σ_ij R_ij² = (sdinv²)ᵀ (S∘S) (sdinv²), minus the diagonal.
+    S2 = S * S
+    inv2 = inv_sd * inv_sd
+    r_diag = var * inv2  # 1 for varying assets, 0 for constant ones
+    r_sum = (_targets.row_times(inv_sd, S) * inv_sd).sum(-1) - r_diag.sum(-1)
+    r_sq = (_targets.row_times(inv2, S2) * inv2).sum(-1) - (r_diag * r_diag).sum(-1)
+    k = pos.sum(-1).to(dt)
+    pairs = k * (k - 1)
+    r_mean = _safe_div(r_sum, pairs)
+    cols += [r_mean, (_safe_div(r_sq, pairs) - r_mean * r_mean).clamp_min(0).sqrt()]
+    logv = torch.where(pos, var, torch.ones_like(var)).log()
+    cols.append(_masked_mean_std(logv, pos, -1)[1])
+
+    # -- tails
+    m2, m4 = stats["m2"], stats["m4"]
+    kok = m2 > 0
+    kurt = _safe_div(m4, m2 * m2) - 3.0 * kok.to(dt)
+    cols.append(_masked_mean_std(kurt, kok, -1)[0])
+    med = torch.nanmedian(torch.where(kok, kurt, torch.full_like(kurt, math.nan)), dim=-1).values
+    cols.append(torch.nan_to_num(med, nan=0.0))
+    # equal-weight portfolio of standardised returns (constant columns weigh 0)
+    mkt = stats["mkt"]
+    mkt = mkt - mkt.mean(-1, keepdim=True)
+    cols.append(_excess_kurtosis(mkt.unsqueeze(-1))[0].squeeze(-1))
+
+    # -- classical intensities and target distances
+    cols += list(intensities.to(dt).T)
+    snorm = S2.sum((-2, -1)).sqrt()
+    gram = target_gram.to(dt)
+    sq_dist = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(0)
+    cols += list(_safe_div(sq_dist.sqrt(), snorm.unsqueeze(-1)).T)
+    mt = multi_target_intensities(gram, intensities)
+    cols += [mt[:, TARGET_NAMES.index(k)] for k in MULTI_TARGET_SOURCES]
+
+    # -- temporal (row order): recent vs whole-window variance, volatility clustering
+    ratio = _safe_div(stats["recent"], m2)
+    mean_ratio = _masked_mean_std(ratio, pos, -1)[0]
+    any_pos = pos.any(-1)
+    cols.append(
+        torch.where(any_pos, 0.5 * mean_ratio.clamp_min(_RATIO_FLOOR).log(), torch.zeros_like(tr))
+    )
+    y = mkt * mkt
+    y = y - y.mean(-1, keepdim=True)
+    cols.append(_safe_div((y[:, 1:] * y[:, :-1]).sum(-1), (y * y).sum(-1)))
+
+    out = torch.stack(cols, dim=-1)
+    if out.shape[-1] != len(FEATURE_NAMES):  # pragma: no cover - internal consistency
+        raise RuntimeError(f"built {out.shape[-1]} features, expected {len(FEATURE_NAMES)}")
+    return out
+
+
+def _rescale_pow2(X: torch.Tensor) -> torch.Tensor:
+    """Scale each sample by a power of two so that ``max |x| ∈ [0.5, 1)``.
+
+    The features are scale-invariant, and a power-of-two factor is exact in
+    floating point, so this changes no feature of ordinary data; it keeps
+    fourth moments and ``S∘S`` away from overflow / underflow for returns of
+    extreme magnitude (e.g. ``1e±150``).
+    """
+    m = X.abs().amax(dim=(-2, -1))
+    _, e = torch.frexp(m)
+    e = torch.where(m > 0, e, torch.zeros_like(e)).to(X.dtype)
+    return torch.ldexp(X, -e[:, None, None])
+
+
+def _validate_regime(regime: Any, B: int) -> None:
+    r = torch.as_tensor(regime)
+    if r.ndim > 1 or (r.ndim == 1 and r.shape[0] != B):
+        raise ValueError(f"regime must be a scalar or have shape ({B},); got {tuple(r.shape)}")
+    if r.is_floating_point() or r.is_complex() or r.dtype == torch.bool:
+        raise ValueError(f"regime must hold integer codes; got dtype {r.dtype}")
+    if bool((r < 0).any()):
+        raise ValueError("regime codes must be >= 0")
+
+
+def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
+    """Fixed-length features of returns ``X``: ``(B, F)`` float64 for ``(B, n, p)``.
+
+    ``X`` is ``(n, p)`` or ``(B, n, p)`` (numpy, torch or pandas; validated by
+    :func:`shrinklab._validation.as_returns`); a 2-D input gives ``(1, F)``.
+    ``F = len(FEATURE_NAMES)`` for every ``p`` and ``n``; the columns are
+    documented in the module docstring.  The output is finite for every valid
+    input (constant columns, ``p > n``, ``n = 2``) and ready for ``float32``.
+
+    Each sample is first scaled by a power of two (exact; the features are
+    scale-invariant) so that extreme magnitudes cannot overflow.
+
+    ``regime`` (optional integer codes, scalar or ``(B,)``) is only validated:
+    the market regime is *not* a feature column, it is passed to the network
+    separately (``model.predict(features, regime)``).
+    """
+    Xt, _ = as_returns(X)
+    if regime is not None:
+        _validate_regime(regime, Xt.shape[0])
+    Xt = _rescale_pow2(Xt)
+    Xc, S = center(Xt)
+    evals, evecs = torch.linalg.eigh(S)  # one eigh: spectrum features and the QIS target
+    extras: dict = {}
+    T = targets_from_parts(Xc, S, (evals, evecs), extras)
+    return features_from_parts(
+        Xt, Xc, S, evals, target_gram(S, T), intensities_from_targets(Xc, S, T, extras)
+    )

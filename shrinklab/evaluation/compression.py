@@ -1,0 +1,264 @@
+"""evaluation.compression."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shrinklab.core.features import extract_features
+from shrinklab.core.metrics import (
+    field_of,
+    normalised_prial,
+    prial,
+    quadratic_loss,
+)
+from shrinklab.models.compressed import count_parameters, model_file_size
+from shrinklab.models.network import predict_numpy
+
+__all__ = [
+    "choose_deployable",
+    "feature_latency",
+    "latency",
+    "tradeoff_table",
+]
+
+
+def latency(model: Any, features: Any, batch: int, repeats: int = 50, warmup: int = 5) -> float:
+    """Median wall time (s) of ``model.predict`` on a batch of ``batch`` rows of
+    ``features`` (rows repeated if needed), **per estimate** (divided by ``batch``)."""
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    if x.shape[0] < batch:
+        x = x.repeat(math.ceil(batch / x.shape[0]), 1)
+    x = x[:batch].contiguous()
+    for _ in range(warmup):
+        model.predict(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.predict(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) / batch
+
+
+def feature_latency(X: Any, repeats: int = 20, warmup: int = 2) -> float:
+    """Median wall time (s) of :func:`shrinklab.core.features.extract_features` on one
+    return window ``X (n, p)`` — the part of an end-to-end estimate that comes before
+    the model (pass it to :func:`tradeoff_table` as ``feature_cost_s``)."""
+
+    x = torch.as_tensor(np.asarray(X))
+    if x.ndim != 2:
+        raise ValueError(f"X must be one (n, p) return window, got shape {tuple(x.shape)}")
+    for _ in range(warmup):
+        extract_features(x)
+    times = []
+    for _ in range(int(repeats)):
+        t0 = time.perf_counter()
+        extract_features(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def tradeoff_table(
+    models: Mapping[str, Any],
+    eval_set: Any,
+    *,
+    lw_intensities: Any = None,
+    reference: str = "ensemble",
+    repeats: int = 50,
+    feature_cost_s: float | None = None,
+    min_family_size: int = 50,
+    min_family_gain: float = 1.0,
+) -> pd.DataFrame:
+    """Size / speed / accuracy of each model on ``eval_set``.
+
+    Columns: ``parameters``, ``nonzero_parameters`` (−1 where unknown),
+    ``file_bytes``, ``latency_b1_s`` and ``latency_b1024_s`` (median seconds per
+    estimate, features → intensities, this CPU), ``e2e_b1_s`` (plus
+    ``feature_cost_s``, the cost of extracting one sample's features, when given),
+    ``prial`` (%, pooled losses), ``norm_prial`` (%, per-world normalised losses,
+    :func:`shrinklab.core.metrics.normalised_prial_of`) and
+    ``gain_kept = (norm_PRIAL − norm_PRIAL_LW) / (norm_PRIAL_ref − norm_PRIAL_LW)``
+    where ``lw_intensities (N, K)`` writes Ledoit–Wolf in the family (its intensity
+    on the identity target; default: the stored ``eval_set.loss_lw`` of a
+    :class:`shrinklab.data.dataset.TrainingSet`) and ``reference`` names the ensemble row;
+    when ``eval_set`` has a ``family`` label per world, ``gain_kept_worst_family`` is
+    the smallest ``gain_kept`` computed within one family, over the families with at
+    least ``min_family_size`` worlds where the reference beats Ledoit–Wolf by at least
+    ``min_family_gain`` normalised-PRIAL points (NaN if there is none).
+
+    The gain is measured on normalised losses so that every world of the evaluation
+    set counts the same: pooled over a mixture of worlds, PRIAL follows the few worlds
+    with the largest losses, and a compressed model that is better there but worse
+    in most worlds would look like it keeps (or beats) the reference's gain.
+    """
+    if reference not in models:
+        raise ValueError(f"reference model {reference!r} not in models {list(models)}")
+    feats = np.asarray(field_of(eval_set, "features"), dtype=np.float32)
+
+    G, c = field_of(eval_set, "G"), field_of(eval_set, "c")
+    d = np.asarray(field_of(eval_set, "d"), dtype=np.float64)
+    fsopt = np.asarray(field_of(eval_set, "loss_fsopt"), dtype=np.float64)
+    if lw_intensities is not None:
+        lw_loss = quadratic_loss(lw_intensities, G, c, d).numpy()
+    elif _optional(eval_set, "loss_lw") is not None:
+        lw_loss = np.asarray(_optional(eval_set, "loss_lw"), dtype=np.float64)
+    else:
+        raise ValueError("give lw_intensities, or an eval_set with a loss_lw field")
+    family = _optional(eval_set, "family")
+    masks = _family_masks(np.asarray(family), len(d), min_family_size) if family is not None else {}
+
+    def by_family(loss: np.ndarray) -> dict[Any, float]:
+        return {f: normalised_prial(loss[m], d[m], fsopt[m]) for f, m in masks.items()}
+
+    losses: dict[str, np.ndarray] = {}
+    rows = []
+    for name, model in models.items():
+        w = predict_numpy(model, feats).intensities
+        losses[name] = loss = quadratic_loss(w, G, c, d).numpy()
+        lat1 = latency(model, feats, 1, repeats=repeats)
+        row = {
+            "model": name,
+            "parameters": count_parameters(model),
+            "nonzero_parameters": count_parameters(model, nonzero=True),
+            "file_bytes": model_file_size(model),
+            "latency_b1_s": lat1,
+            "latency_b1024_s": latency(model, feats, 1024, repeats=max(3, repeats // 5)),
+            "e2e_b1_s": lat1 + feature_cost_s if feature_cost_s is not None else float("nan"),
+            "prial": prial(loss, d, fsopt),
+            "norm_prial": normalised_prial(loss, d, fsopt),
+        }
+        rows.append(row)
+    prial_lw, norm_prial_lw = prial(lw_loss, d, fsopt), normalised_prial(lw_loss, d, fsopt)
+    table = pd.DataFrame(rows).set_index("model")
+    denom = table.loc[reference, "norm_prial"] - norm_prial_lw
+    if not denom > 0:
+        warnings.warn(
+            f"the reference {reference!r} does not beat Ledoit–Wolf (normalised PRIAL "
+            f"{table.loc[reference, 'norm_prial']:.2f} vs {norm_prial_lw:.2f}); gain_kept is NaN",
+            stacklevel=2,
+        )
+        table["gain_kept"] = float("nan")
+    else:
+        table["gain_kept"] = (table["norm_prial"] - norm_prial_lw) / denom
+    if family is not None:
+        lw_f, ref_f = by_family(lw_loss), by_family(losses[reference])
+        fams = [f for f in ref_f if ref_f[f] - lw_f[f] >= min_family_gain]
+        table["gain_kept_worst_family"] = [
+            min(
+                ((by_family(losses[name])[f] - lw_f[f]) / (ref_f[f] - lw_f[f]) for f in fams),
+                default=float("nan"),
+            )
+            for name in table.index
+        ]
+    table.attrs["prial_lw"] = prial_lw
+    table.attrs["norm_prial_lw"] = norm_prial_lw
+    table.attrs["reference"] = reference
+    return table
+
+
+def _optional(data: Any, name: str) -> Any:
+    """Field ``name`` of a mapping or an object, ``None`` when it has none."""
+    return data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
+
+
+def _family_masks(family: np.ndarray, n: int, min_size: int) -> dict[Any, np.ndarray]:
+    """``{family label: boolean mask}`` of the families with at least ``min_size`` of
+    the ``n`` worlds."""
+    if family.shape != (n,):
+        raise ValueError(f"family labels have shape {family.shape}, expected ({n},)")
+    labels = [f for f in np.unique(family) if int((family == f).sum()) >= int(min_size)]
+    return {f.item() if hasattr(f, "item") else f: family == f for f in labels}
+
+
+def choose_deployable(
+    table: pd.DataFrame,
+    min_gain_kept: float = 0.99,
+    reference: str | None = None,
+    latency_col: str = "latency_b1_s",
+    *,
+    max_latency_ratio: float = 0.5,
+    size_col: str = "nonzero_parameters",
+    max_size_ratio: float = 0.5,
+) -> tuple[str, str]:
+    """The deployable model: among the models that keep at least ``min_gain_kept`` of
+    the reference's gain over Ledoit–Wolf (``gain_kept`` of :func:`tradeoff_table`, on
+    per-world normalised losses; and ``gain_kept_worst_family`` too, in every world
+    family, when the table has it) *and* are clearly faster than it
+    (``latency_col`` at most ``max_latency_ratio`` × the reference's) *or* clearly
+    smaller (``size_col`` at most ``max_size_ratio`` × the reference's), the smallest
+    by ``size_col`` (ties: higher ``norm_prial``, or ``prial`` without it, then name); the reference itself if there is
+    none.
+
+    Latency only gates (a factor of two does not flip with timing noise); size is
+    deterministic, and the choice among the eligible models is by size, so rerunning
+    the pipeline deploys the same model whenever the latency gate is not needed.
+    Without ``size_col`` in the table only latency gates and the fastest eligible
+    model is taken. Returns ``(name, reason)``.
+    """
+    reference = reference or table.attrs.get("reference", "ensemble")
+    if reference not in table.index:
+        raise ValueError(f"reference {reference!r} not in the table")
+    for name, ratio in (
+        ("max_latency_ratio", max_latency_ratio),
+        ("max_size_ratio", max_size_ratio),
+    ):
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"{name} must be in (0, 1], got {ratio}")
+    ref_lat = float(table.loc[reference, latency_col])
+    others = table.drop(index=reference)
+    keeps_ok = others["gain_kept"] >= min_gain_kept
+    where = ""
+    if "gain_kept_worst_family" in others:
+        # in every family as well: a pooled 99 % can hide a loss in most families that
+        # one family where the compressed model is better makes up for
+        worst = others["gain_kept_worst_family"]
+        keeps_ok &= worst.isna() | (worst >= min_gain_kept)
+        where = " overall and in every world family"
+    keeps = others[keeps_ok]
+    if keeps.empty:
+        return reference, (
+            f"no compressed model keeps >= {100 * min_gain_kept:.0f}% of the {reference}'s "
+            f"PRIAL gain over Ledoit-Wolf{where}; deploying the {reference}"
+        )
+    faster = keeps[latency_col] <= max_latency_ratio * ref_lat
+    smaller = (
+        keeps[size_col] <= max_size_ratio * float(table.loc[reference, size_col])
+        if size_col in keeps
+        else pd.Series(False, index=keeps.index)
+    )
+    ok = keeps[faster | smaller]
+    if ok.empty:
+        return reference, (
+            f"models keeping >= {100 * min_gain_kept:.0f}% of the gain are neither clearly faster "
+            f"(<= {max_latency_ratio:g}x latency) nor clearly smaller (<= {max_size_ratio:g}x "
+            f"{size_col}) than the {reference}; deploying the {reference}"
+        )
+    score = "norm_prial" if "norm_prial" in ok else "prial"
+    if size_col in ok:
+        order = ok.assign(_name=ok.index).sort_values(
+            [size_col, score, "_name"], ascending=[True, False, True]
+        )
+        best, how = str(order.index[0]), f"the smallest ({size_col})"
+    else:
+        best, how = str(ok[latency_col].idxmin()), "the fastest"
+    lat = float(ok.loc[best, latency_col])
+    size = (
+        f", {int(ok.loc[best, size_col])} vs {int(table.loc[reference, size_col])} {size_col}"
+        if size_col in ok
+        else ""
+    )
+    return best, (
+        f"{best}, {how} of the models clearly faster or smaller than the {reference}, keeps "
+        f"{100 * float(ok.loc[best, 'gain_kept']):.1f}% of its {score.replace('_', ' ')} gain over "
+        f"Ledoit-Wolf ({score} {float(ok.loc[best, score]):.2f} vs "
+        f"{float(table.loc[reference, score]):.2f}) "
+        f"at {lat / ref_lat:.3f}x its latency "
+        f"({lat * 1e6:.1f} vs {ref_lat * 1e6:.1f} us per estimate, batch 1){size}"
+    )

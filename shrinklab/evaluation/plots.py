@@ -1,0 +1,465 @@
+"""Figures for the notebooks and reports (matplotlib; seaborn styling is left to the caller).
+
+Every function returns a :class:`matplotlib.figure.Figure` and saves nothing unless
+``path`` is given (then :func:`shrinklab.reporting.save_figure`, reproducible
+bytes).  Inputs are plain arrays / DataFrames so that the figures can be redrawn
+from the stored metrics without rerunning anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from shrinklab.evaluation.reporting import save_figure
+
+__all__ = [
+    "FEASIBILITY_BARS",
+    "cumulative_variance",
+    "eigenvalue_spectra",
+    "error_decomposition_bars",
+    "family_ratio_bars",
+    "feasibility_bars",
+    "finetune_folds",
+    "matrix_heatmaps",
+    "predicted_vs_oracle",
+    "prial_bars",
+    "reliability_diagram",
+    "training_curves",
+    "tradeoff",
+]
+
+
+def _finish(fig: Figure, path: str | Path | None) -> Figure:
+    fig.tight_layout()
+    if path is not None:
+
+        save_figure(fig, path)
+    return fig
+
+
+def _np(a: Any) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def prial_bars(
+    df: pd.DataFrame,
+    *,
+    estimator_col: str = "estimator",
+    scenario_col: str = "scenario",
+    value_col: str = "prial",
+    se_col: str = "se",
+    estimators: Sequence[str] | None = None,
+    exclude: Sequence[str] = ("sample", "fsopt"),
+    title: str | None = "PRIAL by scenario (error bars: ±1 standard error)",
+    path: str | Path | None = None,
+) -> Figure:
+    """Grouped bars of PRIAL per scenario and estimator with ±1 SE error bars.
+
+    ``df`` is long (e.g. :func:`shrinklab.evaluation.scenarios.evaluate_grid`).  ``estimators``
+    fixes which bars and in which order (default: order of appearance, without
+    ``exclude`` — the sample covariance and FSOPT are 0 and 100 by definition).
+    """
+    for col in (estimator_col, scenario_col, value_col):
+        if col not in df.columns:
+            raise ValueError(f"column {col!r} not in the table ({list(df.columns)})")
+    if estimators is None:
+        estimators = [e for e in dict.fromkeys(df[estimator_col]) if e not in set(exclude)]
+    scenarios = list(dict.fromkeys(df[scenario_col]))
+    val = df.pivot(index=scenario_col, columns=estimator_col, values=value_col)
+    se = (
+        df.pivot(index=scenario_col, columns=estimator_col, values=se_col)
+        if se_col in df.columns
+        else val * 0.0
+    )
+    m = len(estimators)
+    width = 0.8 / max(m, 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(scenarios) * max(1, m) / 3), 4.5))
+    x = np.arange(len(scenarios))
+    cmap = plt.get_cmap("tab10" if m <= 10 else "tab20")
+    for j, e in enumerate(estimators):
+        ax.bar(
+            x + (j - (m - 1) / 2) * width,
+            val.loc[scenarios, e].to_numpy(dtype=float),
+            width,
+            yerr=se.loc[scenarios, e].to_numpy(dtype=float),
+            capsize=2,
+            label=e,
+            color=cmap(j % cmap.N),
+        )
+    ax.set_xticks(x, scenarios, rotation=30, ha="right")
+    ax.set_ylabel("PRIAL (%)")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize="small", ncol=2)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def predicted_vs_oracle(
+    predicted: Any,
+    oracle: Any,
+    *,
+    uncertainty: Any = None,
+    groups: Sequence[Any] | None = None,
+    label: str = "intensity α",
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Scatter of predicted against oracle values with the diagonal; the MAE and the
+    correlation in the legend; optional ±1 predicted-s.d. error bars.
+
+    With ``groups`` (one label per point, e.g. the scenario) each group is drawn in
+    its own colour with its own MAE in the legend, and the pooled MAE and correlation
+    go into the title line.
+    """
+    pred, orc = _np(predicted).reshape(-1), _np(oracle).reshape(-1)
+    if pred.shape != orc.shape:
+        raise ValueError(f"predicted {pred.shape} and oracle {orc.shape} differ in length")
+    if groups is not None and len(groups) != pred.size:
+        raise ValueError(f"groups has {len(groups)} labels for {pred.size} points")
+    fig, ax = plt.subplots(figsize=(5, 5) if groups is None else (8.5, 5))
+    unc = None if uncertainty is None else _np(uncertainty).reshape(-1)
+    mae = float(np.mean(np.abs(pred - orc)))
+    corr = float(np.corrcoef(pred, orc)[0, 1]) if pred.size > 1 and np.std(pred) > 0 else np.nan
+    if groups is None:
+        if unc is not None:
+            ax.errorbar(orc, pred, yerr=unc, fmt="none", alpha=0.2, lw=0.6)
+        ax.scatter(orc, pred, s=8, alpha=0.6, label=f"MAE {mae:.3f}, corr {corr:.2f}")
+    else:
+        labels = np.asarray([str(g) for g in groups])
+        cmap = plt.get_cmap("tab10")
+        for j, g in enumerate(dict.fromkeys(labels)):
+            m, colour = labels == g, cmap(j % cmap.N)
+            if unc is not None:
+                ax.errorbar(
+                    orc[m], pred[m], yerr=unc[m], fmt="none", alpha=0.15, lw=0.6, color=colour
+                )
+            g_mae = float(np.mean(np.abs(pred[m] - orc[m])))
+            ax.scatter(
+                orc[m], pred[m], s=8, alpha=0.7, color=colour, label=f"{g} (MAE {g_mae:.3f})"
+            )
+        title = f"{title + ': ' if title else ''}pooled MAE {mae:.3f}, corr {corr:.2f}"
+    lo = float(min(orc.min(), pred.min(), 0.0))
+    hi = float(max(orc.max(), pred.max(), 1.0))
+    ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+    ax.set_xlabel(f"oracle {label}")
+    ax.set_ylabel(f"predicted {label}")
+    if groups is None:
+        ax.legend(loc="upper left")
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def eigenvalue_spectra(
+    true: Any,
+    sample: Any = None,
+    estimates: Mapping[str, Any] | None = None,
+    *,
+    log: bool = True,
+    title: str | None = "eigenvalues (descending)",
+    path: str | Path | None = None,
+) -> Figure:
+    """Sorted eigenvalues of the true Σ, the sample covariance and estimates ``{name: (p,p)}``."""
+    curves = {"true Σ": true}
+    if sample is not None:
+        curves["sample"] = sample
+    curves.update(dict(estimates or {}))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, M in curves.items():
+        M = _np(M)
+        ev = np.sort(np.linalg.eigvalsh(0.5 * (M + M.T)))[::-1]
+        ax.plot(np.arange(1, ev.size + 1), ev, label=name, lw=2.0 if name == "true Σ" else 1.2)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("eigenvalue")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def matrix_heatmaps(
+    true: Any,
+    estimates: Mapping[str, Any],
+    *,
+    difference: bool = True,
+    cmap: str = "RdBu_r",
+    path: str | Path | None = None,
+) -> Figure:
+    """Heat maps of the true matrix and each estimate on one symmetric colour scale;
+    with ``difference`` a second row shows ``estimate − true`` (own symmetric scale)."""
+    T = _np(true)
+    est = {k: _np(v) for k, v in estimates.items()}
+    for k, v in est.items():
+        if v.shape != T.shape:
+            raise ValueError(f"estimate {k!r} has shape {v.shape}, the true matrix {T.shape}")
+    cols = 1 + len(est)
+    rows = 2 if difference and est else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    vmax = max(np.abs(T).max(), *(np.abs(v).max() for v in est.values()))
+    panels = [("true Σ", T), *est.items()]
+    for j, (name, M) in enumerate(panels):
+        im = axes[0, j].imshow(M, cmap=cmap, vmin=-vmax, vmax=vmax)
+        axes[0, j].set_title(name)
+    fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8)
+    if rows == 2:
+        dmax = max(np.abs(v - T).max() for v in est.values()) or 1.0
+        axes[1, 0].axis("off")
+        for j, (name, M) in enumerate(est.items(), start=1):
+            im = axes[1, j].imshow(M - T, cmap=cmap, vmin=-dmax, vmax=dmax)
+            axes[1, j].set_title(f"{name} − true")
+        fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if path is not None:
+
+        save_figure(fig, path)
+    return fig
+
+
+def training_curves(
+    history: Mapping[str, Any],
+    *,
+    keys: Sequence[str] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Loss curves per epoch from a trainer history dict (``epoch`` and per-epoch lists);
+    the learning rate in a second panel when the history has ``lr``."""
+    if keys is None:
+        keys = [
+            k
+            for k in ("train_loss", "valid_loss", "valid_frobenius", "valid_intensity_mse")
+            if k in history
+        ]
+    keys = [k for k in keys if len(history.get(k) or []) > 0]
+    if not keys:
+        raise ValueError(f"history has none of the curves to plot; keys: {sorted(history)}")
+    n = len(history[keys[0]])
+    epochs = list(history.get("epoch") or range(1, n + 1))
+    has_lr = len(history.get("lr") or []) == n
+    fig, axes = plt.subplots(1, 2 if has_lr else 1, figsize=(10 if has_lr else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    for k in keys:
+        y = np.asarray(history[k], dtype=float)
+        ax.plot(epochs[: len(y)], y, label=k)
+    best = history.get("best_epoch")
+    if isinstance(best, int | np.integer) and best >= 0:
+        ax.axvline(best, color="grey", ls="--", lw=0.8, label=f"best epoch {best}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize="small")
+    if has_lr:
+        axes[0, 1].plot(epochs, history["lr"])
+        axes[0, 1].set_xlabel("epoch")
+        axes[0, 1].set_ylabel("learning rate")
+        axes[0, 1].set_yscale("log")
+    return _finish(fig, path)
+
+
+def reliability_diagram(
+    curves: pd.DataFrame | Mapping[str, pd.DataFrame],
+    *,
+    path: str | Path | None = None,
+) -> Figure:
+    """Observed against nominal coverage of the predicted intervals (the diagonal is
+    perfect calibration); ``curves`` are :func:`shrinklab.models.calibration.reliability_curve`
+    frames (columns ``nominal``, ``observed``), one or ``{name: frame}``."""
+    if isinstance(curves, pd.DataFrame):
+        curves = {"model": curves}
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="black", lw=0.8, label="calibrated")
+    for name, c in curves.items():
+        ax.plot(c["nominal"], c["observed"], marker="o", ms=3, label=name)
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("observed coverage")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="small")
+    return _finish(fig, path)
+
+
+def cumulative_variance(
+    cum: pd.DataFrame,
+    *,
+    title: str | None = None,
+    highlight: Sequence[str] = (),
+    path: str | Path | None = None,
+) -> Figure:
+    """Cumulative out-of-sample variance ``Σ_{s ≤ t} r_s²`` over time, one line per
+    estimator (columns of ``cum``, indexed by date); lower is better."""
+    if cum.empty:
+        raise ValueError("the cumulative-variance table is empty")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for col in cum.columns:
+        ax.plot(cum.index, cum[col].to_numpy(dtype=float), label=str(col),
+                lw=2.2 if col in set(highlight) else 1.2)  # fmt: skip
+    ax.set_ylabel("cumulative squared return")
+    ax.legend(fontsize="small", ncol=2)
+    if title:
+        ax.set_title(title)
+    fig.autofmt_xdate()
+    return _finish(fig, path)
+
+
+def error_decomposition_bars(
+    decomposition: pd.DataFrame,
+    *,
+    title: str | None = "learned model's PRIAL shortfall from the oracle",
+    path: str | Path | None = None,
+) -> Figure:
+    """Stacked bars of ``gap_intensity`` and ``gap_mix`` per group
+    (:func:`shrinklab.evaluation.scenarios.error_decomposition`)."""
+    for col in ("gap_intensity", "gap_mix"):
+        if col not in decomposition.columns:
+            raise ValueError(f"column {col!r} not in the decomposition table")
+    groups = [str(g) for g in decomposition.index]
+    a = decomposition["gap_intensity"].to_numpy(dtype=float)
+    b = decomposition["gap_mix"].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * len(groups)), 4))
+    x = np.arange(len(groups))
+    ax.bar(x, a, label="intensity α")
+    ax.bar(x, b, bottom=np.where(b >= 0, np.maximum(a, 0), np.minimum(a, 0)), label="target mix π")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, groups, rotation=30, ha="right")
+    ax.set_ylabel("PRIAL points below the oracle")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+FEASIBILITY_BARS: dict[str, str] = {
+    "best_classical": "best classical",
+    "learned": "learned",
+    "constant_oracle": "best constant w̄ (hindsight)",
+    "oracle": "oracle w*(Σ) per replication",
+}
+
+
+"""Bars of :func:`feasibility_bars`: column stem of the table → legend label."""
+
+
+def family_ratio_bars(
+    table: pd.DataFrame,
+    *,
+    title: str | None = "Loss / best classical estimator's loss, by world family",
+    path: str | Path | None = None,
+) -> Figure:
+    """Grouped bars of the ``ratio_<family>`` columns of ``table`` (one row per model,
+    e.g. :func:`shrinklab.evaluation.selection.family_loss_table`), with the parity line at 1
+    (below 1: better than every classical estimator in that family)."""
+    cols = [c for c in table.columns if c.startswith("ratio_")]
+    if not cols:
+        raise ValueError("table has no ratio_<family> columns")
+    fams = [c.removeprefix("ratio_") for c in cols]
+    x = np.arange(len(fams))
+    width = 0.8 / max(len(table), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(fams) + 2), 3.8))
+    for i, (name, row) in enumerate(table.iterrows()):
+        ax.bar(
+            x + (i - (len(table) - 1) / 2) * width,
+            row[cols].to_numpy(float),
+            width,
+            label=str(name),
+        )
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xticks(x, fams, rotation=30, ha="right")
+    ax.set_ylabel("loss ratio (lower is better)")
+    lo = float(np.nanmin(table[cols].to_numpy(float)))
+    ax.set_ylim(max(0.0, lo - 0.05), None)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def feasibility_bars(
+    table: pd.DataFrame,
+    *,
+    title: str | None = "per-replication oracle vs the best constant weights (±1 SE)",
+    path: str | Path | None = None,
+) -> Figure:
+    """PRIAL per scenario of the best classical estimator, the learned model, the best
+    constant weights in hindsight and the per-replication oracle, with ±1 SE bars
+    (:func:`shrinklab.evaluation.feasibility.feasibility_table`; bars whose columns are missing are
+    left out)."""
+    stems = [k for k in FEASIBILITY_BARS if f"prial_{k}" in table.columns]
+    if not stems:
+        raise ValueError(f"no prial_<estimator> columns in the table ({list(table.columns)})")
+    long = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "scenario": [str(i) for i in table.index],
+                    "estimator": FEASIBILITY_BARS[k],
+                    "prial": table[f"prial_{k}"].to_numpy(dtype=float),
+                    "se": table[f"se_{k}"].to_numpy(dtype=float)
+                    if f"se_{k}" in table.columns
+                    else 0.0,
+                }
+            )
+            for k in stems
+        ],
+        ignore_index=True,
+    )
+    return prial_bars(long, exclude=(), title=title, path=path)
+
+
+def tradeoff(
+    table: pd.DataFrame,
+    *,
+    x: str = "latency_b1_s",
+    y: str = "prial",
+    path: str | Path | None = None,
+) -> Figure:
+    """Speed against accuracy of model variants (:func:`shrinklab.evaluation.compression.tradeoff_table`),
+    one labelled point per row (index = model name)."""
+    for col in (x, y):
+        if col not in table.columns:
+            raise ValueError(f"column {col!r} not in the table ({list(table.columns)})")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    xs, ys = table[x].to_numpy(dtype=float), table[y].to_numpy(dtype=float)
+    ax.scatter(xs, ys)
+    for name, xi, yi in zip(table.index, xs, ys):
+        ax.annotate(str(name), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if np.all(xs > 0):
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    return _finish(fig, path)
+
+
+def finetune_folds(folds: pd.DataFrame, *, path: str | Path | None = None) -> Figure:
+    """Validation score per walk-forward fold before and after fine-tuning
+    (``pooled_ratio_*`` columns if present, else ``valid_loss_*``)."""
+    stem = "pooled_ratio" if "pooled_ratio_pretrained" in folds.columns else "valid_loss"
+    cols = [f"{stem}_pretrained", f"{stem}_finetuned"]
+    for col in cols:
+        if col not in folds.columns:
+            raise ValueError(f"column {col!r} not in the folds table")
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(folds)), 4))
+    x = np.arange(len(folds))
+    for j, col in enumerate(cols):
+        ax.bar(x + (j - 0.5) * 0.4, folds[col].to_numpy(dtype=float), 0.4, label=col)
+    if stem == "pooled_ratio":
+        ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(x, [str(i) for i in folds.index])
+    ax.set_xlabel("fold")
+    ax.set_ylabel(stem)
+    ax.legend()
+    return _finish(fig, path)

@@ -1,0 +1,120 @@
+"""training.experts."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.models.experts import FamilyGate
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.loop import train
+
+__all__ = [
+    "train_family_experts",
+    "train_family_gate",
+]
+
+
+def _labels(families: Sequence[str], classes: Sequence[str]) -> torch.Tensor:
+    unknown = sorted(set(families) - set(classes))
+    if unknown:
+        raise ValueError(f"family labels {unknown} are not among the gate's families {classes}")
+    index = {f: i for i, f in enumerate(classes)}
+    return torch.tensor([index[f] for f in families], dtype=torch.long)
+
+
+def train_family_gate(
+    features: Any,
+    families: Sequence[str],
+    *,
+    hidden_dims: Sequence[int] = (128, 128),
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> FamilyGate:
+    """Fit a :class:`FamilyGate` by cross-entropy (AdamW, fixed epochs) on
+    ``features (N, F)`` and their family labels (one per row); the classes are the
+    sorted distinct labels. Deterministic on CPU for a given ``seed``."""
+    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    families = [str(f) for f in families]
+    if x.ndim != 2 or x.shape[0] != len(families):
+        raise ValueError(
+            f"features must be (N, F) with one family label per row; got {tuple(x.shape)} "
+            f"and {len(families)} labels"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("features contain NaN or inf")
+    if int(epochs) < 1 or int(batch_size) < 1:
+        raise ValueError("epochs and batch_size must be positive")
+    classes = sorted(set(families))
+    y = _labels(families, classes)
+    torch.manual_seed(int(seed))
+    gate = FamilyGate(x.shape[1], classes, hidden_dims)
+    gate.feature_mean.copy_(x.mean(0))
+    gate.feature_scale.copy_(x.std(0).clamp_min(1e-6))
+    opt = torch.optim.AdamW(gate.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(int(seed))
+    gate.train()
+    for _ in range(int(epochs)):
+        perm = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), int(batch_size)):
+            batch = perm[start : start + int(batch_size)]
+            loss = nn.functional.cross_entropy(gate.logits(x[batch]), y[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return gate.eval()
+
+
+def train_family_experts(
+    train_set: Any,
+    valid_set: Any,
+    families: Sequence[str],
+    out_dir: str | Path,
+    *,
+    model_config: Mapping[str, Any],
+    config: Any,
+    seed: int = 0,
+    n_members: int = 1,
+) -> dict[str, nn.Module]:
+    """One expert per family in ``families``: an
+    :class:`~shrinklab.models.network.MLShrinkageNetwork` (``model_config``) trained by
+    :func:`shrinklab.training.loop.train` (``config``, a ``TrainConfig``) on that family's
+    training worlds and early-stopped on its validation worlds; with ``n_members > 1``
+    a deep ensemble (:class:`~shrinklab.models.ensemble.EnsembleModel`) of that many such
+    networks from seeds ``seed, seed + 1, …``. Member ``i`` of the expert of family
+    ``f`` writes to ``out_dir/<f>/member_<i>``."""
+
+    families = [str(f) for f in families]
+    if len(set(families)) != len(families):
+        raise ValueError(f"expert families repeat: {families}")
+    if int(n_members) < 1:
+        raise ValueError(f"n_members must be at least 1, got {n_members}")
+    experts: dict[str, nn.Module] = {}
+    for fam in families:
+        sets = []
+        for name, data in (("training", train_set), ("validation", valid_set)):
+            idx = np.flatnonzero(np.asarray(data.families) == fam)
+            if idx.size == 0:
+                raise ValueError(f"no {name} worlds of family {fam!r}")
+            sets.append(data.subset(idx.tolist()))
+        members = []
+        for i in range(int(n_members)):
+            s = int(seed) + i
+            torch.manual_seed(s)
+            model = MLShrinkageNetwork(**dict(model_config))
+            cfg = dataclasses.replace(config or TrainConfig(), seed=s)
+            train(model, sets[0], sets[1], cfg, Path(out_dir) / fam / f"member_{i}", resume=False)
+            members.append(model.cpu().eval())
+        experts[fam] = members[0] if len(members) == 1 else EnsembleModel(members, label=fam)
+    return experts
