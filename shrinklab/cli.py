@@ -128,7 +128,8 @@ def _read_table(path: Path) -> pd.DataFrame:
                 return pd.read_parquet(path)
             except ImportError as exc:
                 raise UserError(
-                    f"{path}: reading Parquet needs pyarrow (pip install pyarrow); {exc}"
+                    f"{path}: reading Parquet needs pyarrow: pip install pyarrow "
+                    "(or shrinklab[pipeline]), or save the table as CSV"
                 ) from exc
         sep = "\t" if name.endswith((".tsv", ".tsv.gz", ".tab")) else None
         if sep is None:

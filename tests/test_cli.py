@@ -108,6 +108,17 @@ def test_parquet_input(tmp_path, model, capsys):
     _check_cov(tmp_path / "cov2.csv", df, _expected(model, df).covariance_)
 
 
+def test_parquet_without_pyarrow_is_a_user_error(tmp_path, model, capsys, monkeypatch):
+    (tmp_path / "r.parquet").write_bytes(b"PAR1")
+
+    def no_engine(*args, **kwargs):
+        raise ImportError("Unable to find a usable engine")
+
+    monkeypatch.setattr(pd, "read_parquet", no_engine)
+    msg = _error(["covariance", tmp_path / "r.parquet", "-m", model], capsys)
+    assert "reading Parquet needs pyarrow" in msg
+
+
 def test_csv_without_index_and_stdout(tmp_path, model, capsys):
     df = _returns(seed=4)
     df.to_csv(tmp_path / "r.csv", index=False)
@@ -264,3 +275,24 @@ def test_python_dash_m(tmp_path, model):
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
     assert "missing.csv: no such file" in bad.stderr
+
+
+def test_help_does_not_import_torch():
+    # shrinklab.cli imports the estimator (torch, scikit-learn, pandas) lazily, so --help
+    # costs no more than `import shrinklab` itself
+    code = (
+        "import sys, shrinklab; before = set(sys.modules); "
+        "from shrinklab.cli import main; rc = main(['--help']); assert rc == 0, rc; "
+        "new = {m.partition('.')[0] for m in set(sys.modules) - before}; "
+        "heavy = new & {'torch', 'sklearn', 'pandas', 'numpy', 'scipy'}; "
+        "assert not heavy, heavy; assert 'shrinklab.sklearn' not in set(sys.modules) - before"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "covariance" in run.stdout
