@@ -481,7 +481,7 @@ def test_builder_batches_keep_the_roots_of_their_draws():
     and X unchanged; public batches carry none."""
     cfg = syn.as_config({"batch_size": 24, "p_min": 30, "p_max": 40, "edge_prob": 0.4})
     plan = next(syn.plan_batches(24, 2, cfg))
-    b = syn.build_batch(plan, cfg, torch.float32, keep_roots=True)
+    b = syn.build_planned_batch(plan, cfg, torch.float32, keep_roots=True)
     ref = syn.build_batch(plan, cfg)
     assert ref.roots is None and len(b.roots) == len(b)
     assert torch.equal(b.X.double(), ref.X) and torch.equal(b.sigma, ref.sigma)
