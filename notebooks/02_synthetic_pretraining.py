@@ -75,11 +75,8 @@ models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
 
 # %%
-from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
-import torch
 from dvclive import Live
 
 from shrinklab.core.targets import TARGET_NAMES
@@ -89,14 +86,13 @@ from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.evaluation.selection import prial_table
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.registry import save_model
-from shrinklab.pipeline import run_dir
+from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
 
-sns.set_theme(style="whitegrid", context="notebook")
-torch.manual_seed(seed)
-processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
-figures = reports / "figures" / "02_synthetic_pretraining"
+processed, models, reports, figures = stage_setup(
+    "02_synthetic_pretraining", seed, processed_dir, models_dir, reports_dir
+)
 train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
 valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
 print(f"{len(train_set)} training and {len(valid_set)} validation samples, {train_set.features.shape[1]} features")

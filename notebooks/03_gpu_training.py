@@ -40,10 +40,8 @@ models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
 
 # %%
-from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
 import torch
 
 from shrinklab.data import returns as data
@@ -52,14 +50,13 @@ from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import save_model
-from shrinklab.pipeline import run_dir
+from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.finetune import walk_forward_finetune
 
-sns.set_theme(style="whitegrid", context="notebook")
-torch.manual_seed(seed)
-processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
-figures = reports / "figures" / "03_gpu_training"
+processed, models, reports, figures = stage_setup(
+    "03_gpu_training", seed, processed_dir, models_dir, reports_dir
+)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 print("device:", torch.cuda.get_device_name(0) if device == "cuda" else "CPU", "| amp:", "bf16" if device == "cuda" else "off")
 

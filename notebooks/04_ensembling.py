@@ -55,10 +55,7 @@ models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
 
 # %%
-from pathlib import Path
 
-import seaborn as sns
-import torch
 
 from shrinklab.data import dataset
 from shrinklab.evaluation import plots
@@ -67,15 +64,14 @@ from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models import experts
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import save_model
-from shrinklab.pipeline import run_dir
+from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training import ensembles as ensembles_mod
 from shrinklab.training import experts as expert_training
 from shrinklab.training.config import TrainConfig
 
-sns.set_theme(style="whitegrid", context="notebook")
-torch.manual_seed(seed)
-processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
-figures = reports / "figures" / "04_ensembling"
+processed, models, reports, figures = stage_setup(
+    "04_ensembling", seed, processed_dir, models_dir, reports_dir
+)
 train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
 # Early stopping and calibration use disjoint halves of the validation worlds.
 valid_set, calibration_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt").split(

@@ -50,10 +50,7 @@ models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
 
 # %%
-from pathlib import Path
 
-import seaborn as sns
-import torch
 
 from shrinklab.data import dataset
 from shrinklab.evaluation import compression, plots
@@ -64,12 +61,12 @@ from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
+from shrinklab.pipeline import stage_setup
 from shrinklab.training import compression as compression_training
 
-sns.set_theme(style="whitegrid", context="notebook")
-torch.manual_seed(seed)
-processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
-figures = reports / "figures" / "05_compression"
+processed, models, reports, figures = stage_setup(
+    "05_compression", seed, processed_dir, models_dir, reports_dir
+)
 train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
 test_set = dataset.TrainingSet.load(processed / "synthetic_test.pt")
 teacher = load_model(models / "ensemble.pt")

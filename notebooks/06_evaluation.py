@@ -57,28 +57,30 @@ specialist_draws = 64
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
+# where the deployed model and its model card are bundled (package data)
+weights_dir = "build/smoke/weights"
 ablation_csv = "reports/model_selection/ablation.csv"
 
 # %%
-from pathlib import Path
+import json
 
 import pandas as pd
-import seaborn as sns
-import torch
 from IPython.display import Markdown, display
 
+import shrinklab
 from shrinklab import MLShrinkageCovariance
 from shrinklab.evaluation import backtest, examples, plots, tables
 from shrinklab.evaluation import feasibility as feasibility_mod
 from shrinklab.evaluation import scenarios as scenarios_mod
+from shrinklab.evaluation.model_card import bundle_model
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.registry import load_model
+from shrinklab.pipeline import stage_setup
 from shrinklab.studies import specialists as specialists_mod
 
-sns.set_theme(style="whitegrid", context="notebook")
-torch.manual_seed(seed)
-processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
-figures = reports / "figures" / "06_evaluation"
+processed, models, reports, figures = stage_setup(
+    "06_evaluation", seed, processed_dir, models_dir, reports_dir
+)
 final = MLShrinkageCovariance.from_pretrained(models / "final.pt")
 ensemble_model = load_model(models / "ensemble.pt")
 finetuned_model = load_model(models / "finetuned.pt")
@@ -314,3 +316,20 @@ save_metrics(
 # %%
 # NBVAL_CHECK_OUTPUT
 print(headline[["setting", "best classical", "learned", "learned − best", "goal met"]].to_string(index=False))
+
+# %% [markdown]
+# ## The bundled model
+#
+# The deployed model is copied, byte for byte, into the package
+# (`shrinklab/weights/final.pt`), with its model card `final.md` beside it: training
+# data, feature schema, sha256, the metrics above with their standard errors, intended
+# use and limits. `MLShrinkageCovariance()` with no argument uses it.
+
+# %%
+bundled, card = bundle_model(
+    models / "final.pt",
+    weights_dir,
+    json.loads((reports / "metrics" / "evaluation.json").read_text()),
+    version=shrinklab.__version__,
+)
+print(f"bundled {bundled.name} and {card.name}")

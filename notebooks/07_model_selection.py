@@ -66,14 +66,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-import torch
 import yaml
 
 from shrinklab.data import dataset
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.network import MLShrinkageNetwork
-from shrinklab.pipeline import REPO_ROOT
+from shrinklab.pipeline import REPO_ROOT, stage_setup
 from shrinklab.studies.ablation import run_ablation
 from shrinklab.studies.folds import (
     cross_validate,
@@ -93,12 +91,11 @@ from shrinklab.studies.tuning import (
 )
 from shrinklab.training.config import TrainConfig
 
-sns.set_theme(style="whitegrid", context="notebook")
-torch.manual_seed(seed)
-processed, models, reports = Path(processed_dir), Path(models_dir), Path(reports_dir)
+processed, models, reports, figures = stage_setup(
+    "07_model_selection", seed, processed_dir, models_dir, reports_dir
+)
 selection = reports / "model_selection"  # study, tables, chosen parameters (committed)
 scratch = Path(runs_dir)  # training checkpoints of trials and folds (not committed)
-figures = reports / "figures" / "07_model_selection"
 tables = selection
 for folder in (selection, scratch, figures):
     folder.mkdir(parents=True, exist_ok=True)

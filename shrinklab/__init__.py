@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from shrinklab import sklearn as _sk
-
 __version__ = "0.1.0"
 __all__ = ["MLShrinkageCovariance", "MLShrinkageCovarianceSkfolio", "__version__"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import shrinklab` stays cheap
     if name in ("MLShrinkageCovariance", "MLShrinkageCovarianceSkfolio"):
+        from shrinklab import sklearn as _sk
 
         return getattr(_sk, name)
     raise AttributeError(f"module 'shrinklab' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m shrinklab covariance returns.csv --model final.pt --out cov.csv``.
+"""Command line: ``python -m shrinklab covariance returns.csv --out cov.csv``.
 
 For people who do not write Python.  The input is a table of returns, rows =
 dates (or any observations), columns = assets, as CSV (``.csv``, ``.csv.gz``,
@@ -14,8 +14,9 @@ index and columns (``--out -`` or no ``--out``: standard output).
 target weights per target name, ``alpha · weight`` per target and the predicted
 uncertainty of ``alpha``.
 
-There is no bundled model yet, so ``--model PATH`` is required (``make repro``
-writes ``models/final.pt``).
+Without ``--model`` the model bundled with the package (``shrinklab/weights/final.pt``,
+see its model card ``final.md``) is used; ``--model`` takes a model file or the name of
+a bundled model.
 
 Exit status: 0 on success, 2 on a user error (missing or unreadable file,
 non-numeric column, missing values, too few rows, bad model file, …), reported as
@@ -86,7 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--model",
         "-m",
         metavar="PATH",
-        help="model file (written by shrinklab's save_model; `make repro` writes models/final.pt)",
+        help="model file or bundled model name (default: the bundled model 'final')",
     )
     cov.add_argument(
         "--json-out",
@@ -263,7 +264,7 @@ def _load_estimator(model: str | None, assume_centered: bool, device: str):
     from shrinklab.sklearn import MLShrinkageCovariance  # lazy: see the module imports
 
     if model is None:
-        raise UserError("no model given: pass --model PATH (train one with make repro)")
+        model = "final"  # the bundled default (shrinklab.models.bundled.DEFAULT_MODEL)
     try:
         return MLShrinkageCovariance.from_pretrained(
             model, assume_centered=assume_centered, device=device

@@ -29,15 +29,20 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
+from shrinklab.core.progress import PROGRESS_ENV
 from shrinklab.evaluation.reporting import update_readme, write_index
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -76,13 +81,27 @@ def notebook_parameters(nb) -> dict[str, Any]:
     return out
 
 
-def stage_parameters(section: str, params_file: Path) -> dict[str, Any]:
-    """The ``section`` of ``params_file`` as a flat dict."""
+SHARED_SECTION = "paths"
+"""The params.yaml section of folders every stage shares (defined once)."""
+
+
+def stage_parameters(
+    section: str, params_file: Path, declared: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``section`` of ``params_file`` as a flat dict, plus the keys of the shared
+    :data:`SHARED_SECTION` that the notebook declares (all of them if ``declared`` is
+    None). A key in both is an error: each setting has one home."""
     with open(params_file) as fh:
         params = yaml.safe_load(fh) or {}
     if section not in params:
         raise KeyError(f"{params_file} has no section {section!r} (sections: {sorted(params)})")
-    return dict(params[section])
+    own = dict(params[section])
+    shared = dict(params.get(SHARED_SECTION) or {}) if section != SHARED_SECTION else {}
+    twice = sorted(set(own) & set(shared))
+    if twice:
+        raise ValueError(f"{params_file}: {twice} set in both {section!r} and {SHARED_SECTION!r}")
+    own.update({k: v for k, v in shared.items() if declared is None or k in declared})
+    return own
 
 
 def check_parameters(given: dict[str, Any], defaults: dict[str, Any], name: str) -> None:
@@ -105,30 +124,88 @@ def run_stage(
 
     nb = read_notebook(name, root)
     defaults = notebook_parameters(nb)
-    params = stage_parameters(section, params_file) if section else {}
+    params = stage_parameters(section, params_file, defaults) if section else {}
     check_parameters(params, defaults, name)
 
     out_dir = root / "reports" / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{name}.ipynb"
     os.environ.setdefault("SHRINKLAB_QUIET", "1")  # no tqdm bars in executed notebooks
+    progress = root / "build" / "progress" / f"{name}.log"
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text("")
+    os.environ[PROGRESS_ENV] = str(progress)  # the kernel inherits it (core.progress.report)
+    started = time.perf_counter()
+    print(f"[{name}] running notebooks/{name}.py", file=sys.stderr, flush=True)
     try:
-        papermill.execute_notebook(
-            nb,
-            str(executed),
-            parameters=params,
-            kernel_name=KERNEL_NAME,
-            cwd=str(root),
-            progress_bar=False,
-        )
+        with _echo(progress, name):
+            papermill.execute_notebook(
+                nb,
+                str(executed),
+                parameters=params,
+                kernel_name=KERNEL_NAME,
+                cwd=str(root),
+                progress_bar=False,
+            )
     except papermill.PapermillExecutionError as err:
         sys.stderr.write(
             f"\nstage {name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
             f"{''.join(err.traceback)}\npartial notebook: {executed}\n"
         )
         raise SystemExit(1) from None
+    finally:
+        os.environ.pop(PROGRESS_ENV, None)
     render_html(executed, root / "reports" / "html" / f"{name}.html")
+    print(f"[{name}] done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return executed
+
+
+@contextlib.contextmanager
+def _echo(path: Path, name: str, interval: float = 1.0) -> Iterator[None]:
+    """Print the lines appended to ``path`` to the terminal (stderr) while the block runs."""
+    stop = threading.Event()
+
+    def follow() -> None:
+        with open(path, encoding="utf-8") as fh:
+            while True:
+                line = fh.readline()
+                if line:
+                    print(f"[{name}] {line.rstrip()}", file=sys.stderr, flush=True)
+                elif stop.is_set():
+                    return
+                else:
+                    stop.wait(interval)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+class StagePaths(NamedTuple):
+    """Folders of a stage: its inputs (``processed``, ``models``), its reports and figures."""
+
+    processed: Path
+    models: Path
+    reports: Path
+    figures: Path
+
+
+def stage_setup(
+    name: str, seed: int, processed_dir: str, models_dir: str, reports_dir: str
+) -> StagePaths:
+    """The first cell of every stage notebook: the figure style, torch's global seed,
+    and the stage's folders (figures under ``<reports>/figures/<name>``)."""
+    import seaborn as sns
+    import torch
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    torch.manual_seed(seed)
+    reports = Path(reports_dir)
+    return StagePaths(Path(processed_dir), Path(models_dir), reports, reports / "figures" / name)
 
 
 TRAINING_CODE = ("core", "data", "models", "training")
@@ -398,6 +475,92 @@ def write_snapshots(
     return written
 
 
+def imported_modules(source: str, root: Path = REPO_ROOT, top_level: bool = False) -> set[str]:
+    """``shrinklab.*`` modules named by the import statements of ``source`` (only the
+    module body's with ``top_level``). ``from shrinklab import NAME`` of a name the
+    package provides lazily counts the modules its ``__getattr__`` imports."""
+    found: set[str] = set()
+    tree = ast.parse(source)
+    for node in tree.body if top_level else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "shrinklab"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != "shrinklab":
+                continue
+            found.add(node.module)
+            for alias in node.names:  # `from shrinklab.core import targets` names a module
+                if (root / node.module.replace(".", "/") / f"{alias.name}.py").exists():
+                    found.add(f"{node.module}.{alias.name}")
+                elif node.module == "shrinklab" and alias.name != "__version__":
+                    found |= imported_modules(
+                        (root / "shrinklab" / "__init__.py").read_text(), root
+                    )
+    return found
+
+
+def _module_path(module: str, root: Path) -> Path:
+    rel = Path(*module.split("."))
+    return rel / "__init__.py" if (root / rel).is_dir() else rel.with_suffix(".py")
+
+
+def module_closure(source: str, root: Path = REPO_ROOT) -> set[str]:
+    """Repository paths of the shrinklab modules ``source`` runs, transitively (lazy
+    imports included; a package's ``__init__`` runs whenever one of its modules does)."""
+    todo = imported_modules(source, root) | {"shrinklab"}
+    seen: set[str] = set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        for parent in range(1, mod.count(".") + 1):
+            todo.add(".".join(mod.split(".")[:parent]))
+        path = _module_path(mod, root)
+        # a package's __init__ runs only its body on import (lazy exports count where used)
+        todo |= imported_modules((root / path).read_text(), root, path.name == "__init__.py")
+    return {_module_path(m, root).as_posix() for m in seen}
+
+
+def stage_code_deps(cmd: str, root: Path = REPO_ROOT) -> list[str]:
+    """The shrinklab modules a ``dvc.yaml`` stage command runs: its notebook's closure,
+    the stage runner's, and the index writer's when the command writes the index."""
+    import re
+
+    match = re.search(r"pipeline run (\S+)", cmd)
+    if not match:
+        raise ValueError(f"stage command {cmd!r} runs no notebook")
+    source = (root / "notebooks" / f"{match.group(1)}.py").read_text()
+    needed = module_closure(source, root) | module_closure("import shrinklab.pipeline\n", root)
+    return sorted(needed)
+
+
+def write_stage_deps(root: Path = REPO_ROOT) -> list[str]:
+    """Rewrite the ``shrinklab/...`` deps of every stage in ``dvc.yaml`` to exactly the
+    modules the stage runs (:func:`stage_code_deps`), right after the stage's notebook;
+    returns the names of the stages whose deps changed."""
+    path = root / "dvc.yaml"
+    stages = yaml.safe_load(path.read_text())["stages"]
+    kept, block = [], None
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("    ") and not line.startswith("    -") and line.rstrip().endswith(":"):
+            block = line.strip()[:-1]  # deps / params / outs / metrics / plots
+        elif not line.startswith("    "):
+            block = None
+        if not (block == "deps" and line.startswith("    - shrinklab/")):
+            kept.append(line)
+    text = "".join(kept)
+    changed = []
+    for name, spec in stages.items():
+        deps = stage_code_deps(spec["cmd"], root)
+        if [d for d in spec.get("deps", []) if d.startswith("shrinklab/")] != deps:
+            changed.append(name)
+        start = text.index(f"  {name}:\n")
+        notebook = text.index("\n", text.index("    deps:\n", start) + len("    deps:\n")) + 1
+        text = text[:notebook] + "".join(f"    - {d}\n" for d in deps) + text[notebook:]
+    path.write_text(text)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shrinklab.pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -412,13 +575,16 @@ def main(argv: list[str] | None = None) -> None:
     snap.add_argument(
         "notebooks", nargs="*", help="only these (default: all, from a clean build folder)"
     )
+    sub.add_parser("deps", help="rewrite each dvc.yaml stage's shrinklab/ deps from its imports")
     args = parser.parse_args(argv)
     if args.command == "run":
         run_stage(args.notebook, args.section, Path(args.params))
     elif args.command == "snapshots":
         write_snapshots(args.notebooks or None)
+    elif args.command == "deps":
+        changed = write_stage_deps(REPO_ROOT)
+        print(f"dvc.yaml: deps of {changed or 'no stage'} rewritten")
     else:
-
         write_index(REPO_ROOT)
         update_readme(REPO_ROOT)
 

@@ -27,12 +27,14 @@ Two estimators share this computation:
 
 Which model
 -----------
-``MLShrinkageCovariance.from_pretrained("models/final.pt")`` (or
-``MLShrinkageCovariance(model_path=...)``).  There is deliberately **no implicit
-default model**: fitting with ``model_path=None`` raises a ``ValueError`` telling
-the user to pass a model file (the pipeline writes ``models/final.pt``), so an
-estimator never silently uses whatever file happens to lie in the working
-directory.  A file written for another feature schema than this version of
+``MLShrinkageCovariance()`` uses the trained model bundled with the package
+(``shrinklab/weights/final.pt``, the pipeline's deployed model; its model card
+``final.md`` lies beside it: training data, feature schema, sha256, headline metrics
+with their standard errors, intended use and limits). ``from_pretrained("final")``
+names a bundled model; ``from_pretrained("models/final.pt")`` (or
+``MLShrinkageCovariance(model_path=...)``) loads a file. A name that is neither an
+existing file nor a bundled model is a ``ValueError`` listing the bundled models. A
+file written for another feature schema than this version of
 :mod:`shrinklab.core.features` is refused with a ``ValueError`` naming both schemas.
 Loaded models are cached per (file, modification time, device).
 
@@ -81,6 +83,7 @@ from shrinklab.core.targets import (
     single_factor_target,
 )
 from shrinklab.core.validation import as_returns, center
+from shrinklab.models.bundled import DEFAULT_MODEL, model_source
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model
 
@@ -230,26 +233,21 @@ class _MLShrinkageMixin:
     device: Any
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **params: Any):
-        """Estimator using the model file ``path`` (other estimator params as keywords).
+    def from_pretrained(cls, path: str | os.PathLike = DEFAULT_MODEL, **params: Any):
+        """Estimator using the bundled model named ``path`` (default ``"final"``) or the
+        model file ``path`` (other estimator params as keywords).
 
-        The file is loaded and checked now (``ValueError`` for a missing file or a
-        foreign feature schema); the model is available as ``model_``.
+        The file is loaded and checked now (``ValueError`` for a missing file, an
+        unknown bundled name or a foreign feature schema); the model is ``model_``.
         """
         est = cls(model_path=str(path), **params)
-        est.model_ = load_pretrained(path, params.get("device", "cpu"))
+        est.model_ = load_pretrained(model_source(str(path)), params.get("device", "cpu"))
         return est
 
     def _resolve_model(self) -> nn.Module:
-        if self.model_path is None:
-            raise ValueError(
-                f"{type(self).__name__} has no model: pass model_path=<model file> or use "
-                f"{type(self).__name__}.from_pretrained(path) (the pipeline writes "
-                "models/final.pt); there is no implicit default model"
-            )
-        if not isinstance(self.model_path, str | os.PathLike):
+        if self.model_path is not None and not isinstance(self.model_path, str | os.PathLike):
             raise ValueError(f"model_path must be a str or path, got {type(self.model_path)!r}")
-        return load_pretrained(self.model_path, self.device)
+        return load_pretrained(model_source(self.model_path), self.device)
 
     def _fit_estimate(self, X: np.ndarray) -> MLShrinkageEstimate:
         model = self._resolve_model()
@@ -302,13 +300,14 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
 
     ``Σ̂ = S + Σ_k α π_k (T_k − S)`` with ``(α, π)`` predicted from features of ``X``
     by a trained model (see :mod:`shrinklab.sklearn`).  Use
+    ``MLShrinkageCovariance().fit(X)`` (the bundled model) or
     ``MLShrinkageCovariance.from_pretrained("models/final.pt").fit(X)``.
 
     Parameters
     ----------
     model_path : str or path, default None
-        Model file (:func:`shrinklab.models.registry.save_model`).  Required at ``fit``: there
-        is no implicit default model (``ValueError`` otherwise).
+        Model file (:func:`shrinklab.models.registry.save_model`) or the name of a
+        bundled model; ``None`` uses the bundled default model ``"final"``.
     store_precision : bool, default True
         Store ``precision_`` (pseudo-inverse of ``covariance_``).
     assume_centered : bool, default False
@@ -376,7 +375,7 @@ if _SkfolioBaseCovariance is not None:
     Parameters
     ----------
     model_path : str or path, default None
-        Model file; required at ``fit`` (no implicit default).
+        Model file or bundled model name; ``None`` uses the bundled ``"final"``.
     assume_centered, nearest, higham, higham_max_iteration
         As in ``skfolio.moments.BaseCovariance``.
     device : str, default "cpu"

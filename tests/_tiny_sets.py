@@ -12,8 +12,13 @@ import torch
 
 from shrinklab.core.estimators import solve_simplex_qp
 
+#: The default sizes of a tiny set (features, targets) and names for them.
+F, K = 8, 5
+FNAMES = [f"f{i}" for i in range(F)]
+TNAMES = [f"t{i}" for i in range(K)]
 
-def tiny_set(n: int = 512, n_features: int = 8, k: int = 5, seed: int = 0) -> SimpleNamespace:
+
+def tiny_set(n: int = 512, n_features: int = F, k: int = K, seed: int = 0) -> SimpleNamespace:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, n_features)).astype(np.float32)
     # the ideal intensities: a smooth function of the first features, on the simplex-scaled set

@@ -177,10 +177,22 @@ def test_missing_file(tmp_path, model, capsys):
     assert "nope.csv" in msg and "no such file" in msg
 
 
-def test_no_model_given(tmp_path, capsys):
+def test_without_model_the_bundled_one_is_used(tmp_path, model, capsys, monkeypatch):
+    import shutil
+
+    from shrinklab.models import bundled
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setattr(bundled, "bundled_dir", lambda: weights)
     _returns().to_csv(tmp_path / "r.csv")
-    msg = _error(["covariance", tmp_path / "r.csv"], capsys)
-    assert "no model given: pass --model PATH (train one with make repro)" in msg
+    msg = _error(["covariance", tmp_path / "r.csv"], capsys)  # nothing bundled
+    assert "no bundled model 'final'" in msg
+    shutil.copyfile(model, weights / "final.pt")
+    assert _run(["covariance", tmp_path / "r.csv", "--out", tmp_path / "a.csv"], capsys)[0] == 0
+    args = ["covariance", tmp_path / "r.csv", "--model", model, "--out", tmp_path / "b.csv"]
+    assert _run(args, capsys)[0] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv"))
 
 
 def test_missing_and_bad_model_file(tmp_path, capsys):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny_sets import tiny_set
+from _tiny_sets import FNAMES, TNAMES, F, K, tiny_set
 
 from shrinklab.core.metrics import normalised_prial_of, prial_of
 from shrinklab.evaluation import compression as evaluation_compression
@@ -36,10 +36,6 @@ from shrinklab.training.compression import (
     sparsity,
     teacher_targets,
 )
-
-F, K = 8, 5
-FNAMES = [f"f{i}" for i in range(F)]
-TNAMES = [f"t{i}" for i in range(K)]
 
 
 @pytest.fixture(scope="module")

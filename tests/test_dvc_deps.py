@@ -8,50 +8,16 @@ that produced the committed reports.
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from shrinklab.pipeline import module_closure, stage_code_deps
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
-def _imported_modules(source: str) -> set[str]:
-    """``shrinklab.*`` modules named by the import statements of ``source``."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "shrinklab"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] != "shrinklab":
-                continue
-            found.add(node.module)
-            for alias in node.names:  # `from shrinklab import dataset` names a module
-                if (ROOT / node.module.replace(".", "/") / f"{alias.name}.py").exists():
-                    found.add(f"{node.module}.{alias.name}")
-    return found
-
-
-def _path(module: str) -> Path:
-    rel = Path(*module.split("."))
-    return rel / "__init__.py" if (ROOT / rel).is_dir() else rel.with_suffix(".py")
-
-
-def module_closure(source: str) -> set[str]:
-    """Repository paths of the shrinklab modules ``source`` runs, transitively
-    (a package's ``__init__`` runs whenever one of its modules is imported)."""
-    todo = _imported_modules(source) | {"shrinklab"}
-    seen: set[str] = set()
-    while todo:
-        mod = todo.pop()
-        if mod in seen:
-            continue
-        seen.add(mod)
-        todo |= _imported_modules((ROOT / _path(mod)).read_text())
-    return {_path(m).as_posix() for m in seen}
 
 
 def _notebook_of(cmd: str) -> str | None:
@@ -80,3 +46,42 @@ def test_stage_depends_on_every_module_it_runs(stage):
     # a directory dependency covers every file below it
     missing = sorted(n for n in needed if not any(Path(n).is_relative_to(d) for d in deps))
     assert not missing, f"dvc.yaml stage {stage!r} lacks deps {missing}"
+
+
+def test_lazy_exports_count_only_where_used():
+    """`import shrinklab` does not run shrinklab.sklearn; `from shrinklab import
+    MLShrinkageCovariance` does."""
+    assert "shrinklab/sklearn.py" not in module_closure("from shrinklab.core import targets\n")
+    assert "shrinklab/sklearn.py" in module_closure("from shrinklab import MLShrinkageCovariance\n")
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_lists_exactly_the_modules_it_runs(stage):
+    """No stage reruns for a module it never imports (`python -m shrinklab.pipeline deps`
+    rewrites the lists)."""
+    listed = [d for d in STAGES[stage]["deps"] if d.startswith("shrinklab/")]
+    assert listed == stage_code_deps(STAGES[stage]["cmd"])
+
+
+def test_data_stage_does_not_depend_on_training_or_the_estimator():
+    listed = STAGES["data_prep"]["deps"]
+    assert not [
+        d for d in listed if d.startswith(("shrinklab/training", "shrinklab/models/network"))
+    ]
+    assert "shrinklab/sklearn.py" not in listed
+
+
+def test_rewriting_the_deps_touches_nothing_else(tmp_path):
+    """`pipeline deps` on a dvc.yaml whose stage outs live under shrinklab/ keeps them."""
+    import shutil
+
+    from shrinklab.pipeline import write_stage_deps
+
+    for sub in ("shrinklab", "notebooks"):
+        shutil.copytree(ROOT / sub, tmp_path / sub)
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    write_stage_deps(tmp_path)
+    assert (tmp_path / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
+    assert "shrinklab/weights/final.pt" in [
+        next(iter(o)) if isinstance(o, dict) else o for o in STAGES["evaluate"]["outs"]
+    ]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny_sets import tiny_set
+from _tiny_sets import FNAMES, TNAMES, F, K, tiny_set
 from scipy.optimize import minimize_scalar
 from scipy.stats import norm
 
@@ -43,10 +43,6 @@ from shrinklab.training.ensembles import (
     train_checkpoint_average,
     train_multi_seed,
 )
-
-F, K = 8, 5
-FNAMES = [f"f{i}" for i in range(F)]
-TNAMES = [f"t{i}" for i in range(K)]
 
 
 def _net(seed: int, **kw) -> MLShrinkageNetwork:

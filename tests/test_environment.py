@@ -211,6 +211,16 @@ def test_every_third_party_import_in_the_package_is_declared():
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
 
 
+def _non_core_modules() -> list[str]:
+    """Installed top-level modules that no core-install distribution provides."""
+    allowed = _closure(_core()) | {PROJECT}
+    return sorted(
+        mod
+        for mod, dists in _module_distributions().items()
+        if mod not in sys.stdlib_module_names and not dists & allowed
+    )
+
+
 _ESTIMATOR_PATH = r"""
 import importlib.abc, json, sys
 
@@ -255,12 +265,7 @@ def estimator_path_modules(tmp_path_factory) -> dict:
     dates = pd.bdate_range("2024-01-01", periods=30, name="date")
     X = np.random.default_rng(1).standard_normal((30, 4))
     pd.DataFrame(X, index=dates, columns=list("abcd")).to_csv(tmp / "r.csv")
-    allowed = _closure(_core()) | {PROJECT}
-    blocked = sorted(
-        mod
-        for mod, dists in _module_distributions().items()
-        if mod not in sys.stdlib_module_names and not dists & allowed
-    )
+    blocked = _non_core_modules()
     run = subprocess.run(
         [sys.executable, "-c", _ESTIMATOR_PATH, json.dumps(blocked), model, tmp / "r.csv"]
         + [tmp / "cov.csv"],
@@ -312,3 +317,46 @@ def test_estimator_path_imports_are_direct_core_dependencies(estimator_path_modu
         if not _module_distributions().get(name, set()) & core
     }
     assert not not_direct, f"imported by the estimator path but not core dependencies: {not_direct}"
+
+
+_README_SNIPPET = r"""
+import importlib.abc, json, sys
+
+blocked = set(json.loads(sys.argv[1]))
+
+
+class NotCore(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"{name} is not in the core install", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotCore())
+exec(compile(sys.argv[2], "README.md", "exec"))
+"""
+
+
+def _readme_usage_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Use the estimator") :]
+    return section[
+        section.index("```python\n") + 10 : section.index("\n```", section.index("```python"))
+    ]
+
+
+def test_readme_usage_snippet_runs_with_only_the_core_install():
+    """The README's usage snippet, verbatim, with the bundled model and every non-core
+    package unimportable (what `pip install .` followed by the snippet does)."""
+    if not (PACKAGE / "weights" / "final.pt").exists():
+        pytest.skip("no bundled model in this checkout yet (written by `make repro`)")
+    blocked = _non_core_modules()
+    run = subprocess.run(
+        [sys.executable, "-c", _README_SNIPPET, json.dumps(blocked), _readme_usage_snippet()],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("(50, 50)")

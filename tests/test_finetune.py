@@ -24,14 +24,7 @@ from shrinklab.training.finetune import (
 )
 from shrinklab.training.losses import realised_portfolio_variance
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and avoids oversubscribed CI cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _returns(n: int = 700, p: int = 8, seed: int = 0, start: str = "2001-01-01") -> pd.DataFrame:

@@ -16,15 +16,7 @@ from shrinklab.models.registry import load_model, register_model_kind, save_mode
 F = 12
 NAMES = [f"f{i}" for i in range(F)]
 TARGETS = ["identity", "diagonal", "constant_correlation", "single_factor", "qis"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscription on the 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:

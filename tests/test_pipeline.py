@@ -132,3 +132,51 @@ def test_dvc_repro_end_to_end(tmp_path: Path):
         [BIN / "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True
     )
     assert "up to date" in status.stdout.lower(), status.stdout
+
+
+def test_shared_paths_reach_the_stages_that_declare_them(tmp_path: Path):
+    params = tmp_path / "params.yaml"
+    params.write_text("paths:\n  models_dir: m\n  runs_dir: r\ns:\n  value: 3\n")
+    from shrinklab.pipeline import stage_parameters
+
+    assert stage_parameters("s", params, {"value": 1, "models_dir": "x"}) == {
+        "value": 3,
+        "models_dir": "m",
+    }
+    assert stage_parameters("s", params) == {"value": 3, "models_dir": "m", "runs_dir": "r"}
+    params.write_text("paths:\n  models_dir: m\ns:\n  models_dir: other\n")
+    with pytest.raises(ValueError, match="set in both"):
+        stage_parameters("s", params)
+
+
+def test_params_yaml_defines_each_path_once():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in params.items():
+        if section != "paths":
+            assert not [k for k in values if _is_path_key(k)], section
+
+
+def test_stage_progress_reaches_the_terminal_not_the_report(tmp_path: Path, capsys):
+    _write_notebook(
+        tmp_path,
+        "01_progress",
+        "from shrinklab.core.progress import report\nreport(f'step {value} of 9')",
+    )
+    (tmp_path / "params.yaml").write_text("s:\n  value: 4\n")
+    executed = run_stage("01_progress", "s", tmp_path / "params.yaml", tmp_path)
+    err = capsys.readouterr().err
+    assert "[01_progress] running notebooks/01_progress.py" in err
+    assert "step 4 of 9" in err and "[01_progress] done in" in err
+    assert "step 4 of 9" not in executed.read_text()  # the report stays clean
+
+
+def test_progress_is_silent_without_a_progress_file(tmp_path, monkeypatch):
+    from shrinklab.core import progress
+
+    monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
+    progress.report("nothing")  # no file, no output, no error
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(tmp_path / "p.log"))
+    progress.report("a line")
+    assert (tmp_path / "p.log").read_text().endswith(" a line\n")
+    assert [d for d in range(1, 71) if progress.every(d, 70)] == [10, 20, 30, 40, 50, 60, 70]
+    assert [d for d in range(1, 4) if progress.every(d, 3)] == [1, 2, 3]

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from shrinklab.core import estimators
 from shrinklab.core.features import FEATURE_NAMES, FEATURE_SCHEMA, extract_features
 from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.models import bundled
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.registry import save_model
 from shrinklab.sklearn import MLShrinkageCovariance, MLShrinkageCovarianceSkfolio
@@ -213,7 +214,7 @@ def test_constant_column_and_p_greater_than_n(model_dir):
 
 
 # --------------------------------------------------------------------- errors, params
-def test_bad_input_gives_clear_errors(model_dir):
+def test_bad_input_gives_clear_errors(model_dir, monkeypatch):
     est = MLShrinkageCovariance(_model(model_dir, "a0e", 0.0))
     X = _returns()
     X_nan = X.copy()
@@ -224,7 +225,8 @@ def test_bad_input_gives_clear_errors(model_dir):
         est.fit(X[:, 0])
     with pytest.raises(ValueError, match="minimum of 2"):
         est.fit(X[:1])
-    with pytest.raises(ValueError, match="no model"):
+    monkeypatch.setattr(bundled, "bundled_dir", lambda: model_dir / "no-weights")
+    with pytest.raises(ValueError, match="no bundled model 'final'"):
         MLShrinkageCovariance().fit(X)
     with pytest.raises(ValueError, match="no model file"):
         MLShrinkageCovariance(str(model_dir / "missing.pt")).fit(X)

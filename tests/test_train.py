@@ -35,15 +35,7 @@ from shrinklab.training.losses import quadratic_frobenius
 
 F, K = 8, 3
 TESTS_DIR = Path(__file__).resolve().parent
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscription on the 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_set(n: int, seed: int = 0, informative: bool = True) -> SimpleNamespace:
@@ -146,7 +138,9 @@ def test_resume_after_interruption_is_bit_identical(sets, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again.parameters(), resumed.parameters()))
 
 
-def test_early_stopping_restores_best_weights(tmp_path):
+def train_with_snapshots(cfg: TrainConfig, out_dir: Path):
+    """``small_net()`` trained on uninformative sets (so it overfits early) with the
+    weights after every epoch: ``(tr, va, model, history, {epoch: state_dict})``."""
     tr, va = make_set(512, seed=3, informative=False), make_set(256, seed=4, informative=False)
     snapshots = {}
     model = small_net()
@@ -154,8 +148,13 @@ def test_early_stopping_restores_best_weights(tmp_path):
     def snap(epoch, record):
         snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
 
+    hist = train(model, tr, va, cfg, out_dir=out_dir, on_epoch_end=snap)
+    return tr, va, model, hist, snapshots
+
+
+def test_early_stopping_restores_best_weights(tmp_path):
     cfg = TrainConfig(lr=1e-2, epochs=60, batch_size=64, patience=3, T_0=60)
-    hist = train(model, tr, va, cfg, out_dir=tmp_path, on_epoch_end=snap)
+    tr, va, model, hist, snapshots = train_with_snapshots(cfg, tmp_path)
     assert hist["stopped_early"]
     best = int(np.argmin(hist["valid_loss"]))
     assert hist["best_epoch"] == best
@@ -171,15 +170,8 @@ def test_early_stopping_restores_best_weights(tmp_path):
 
 
 def test_run_finished_by_epoch_budget_resumes_to_best_weights(tmp_path):
-    tr, va = make_set(512, seed=3, informative=False), make_set(256, seed=4, informative=False)
-    snapshots = {}
-    model = small_net()
-
-    def snap(epoch, record):
-        snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
-
     cfg = TrainConfig(lr=1e-2, epochs=8, batch_size=64, patience=100, T_0=8)
-    hist = train(model, tr, va, cfg, out_dir=tmp_path, on_epoch_end=snap)
+    tr, va, _, hist, snapshots = train_with_snapshots(cfg, tmp_path)
     best = hist["best_epoch"]
     assert not hist["stopped_early"] and best < 7  # the last epoch is not the best
     again = small_net(seed=5)

@@ -72,6 +72,7 @@ from shrinklab.core.features import (
     INTENSITY_NAMES,
     schema_for,
 )
+from shrinklab.core.progress import report
 from shrinklab.core.targets import (
     TARGET_NAMES,
     gram,
@@ -907,6 +908,12 @@ def _assemble(parts: list[dict[str, torch.Tensor]], cfg: synthetic.SyntheticConf
     )
 
 
+def _report_samples(done: int, total: int, step: int, workers: int = 1) -> None:
+    """A progress line each time another tenth of the samples is built."""
+    if done * 10 // total != (done - step) * 10 // total or done == total:
+        report(f"training set: {done:,}/{total:,} samples ({workers} worker(s))")
+
+
 def _build(
     n_samples: int, seed: int, cfg: synthetic.SyntheticConfig, progress: bool
 ) -> TrainingSet:
@@ -922,6 +929,7 @@ def _build(
         for plan in synthetic.plan_batches(int(n_samples), int(seed), cfg):
             parts.append(_plan_rows(plan, cfg))
             bar.update(len(plan.families))
+            _report_samples(bar.n, int(n_samples), len(plan.families))
     return _assemble(parts, cfg)
 
 
@@ -960,4 +968,5 @@ def _build_parallel(
             rows = {k: torch.from_numpy(v) for k, v in arrays.items()}
             parts.append(rows)
             bar.update(int(rows["p"].shape[0]))
+            _report_samples(bar.n, n_samples, int(rows["p"].shape[0]), workers)
     return _assemble(parts, cfg)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,12 +10,16 @@ import numpy as np
 import torch
 
 __all__ = [
+    "ARRAY_FIELDS",
+    "array_fields",
     "take",
 ]
 
 
 # --------------------------------------------------------------------- builders
-_SUBSET_FIELDS = (
+#: The per-world array fields of a training-set-like object (one row per world) that
+#: subsets and the ablation studies' variants carry over.
+ARRAY_FIELDS: tuple[str, ...] = (
     "features",
     "oracle_w",
     "alpha_star",
@@ -27,8 +31,24 @@ _SUBSET_FIELDS = (
     "n",
     "df",
     "difficulty",
+    "family",
     "sample_seed",
 )
+
+
+# :func:`take` carries every array field but the family codes.
+_SUBSET_FIELDS = tuple(name for name in ARRAY_FIELDS if name != "family")
+
+
+def array_fields(data: Any, names: Sequence[str] = ARRAY_FIELDS) -> dict[str, Any]:
+    """The fields ``names`` (default :data:`ARRAY_FIELDS`) that ``data`` (a mapping or an
+    object with attributes) has and that are not ``None``, by name, in that order."""
+    out = {}
+    for name in names:
+        v = data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
+        if v is not None:
+            out[name] = v
+    return out
 
 
 def take(data: Any, idx: Any) -> SimpleNamespace:
@@ -37,10 +57,7 @@ def take(data: Any, idx: Any) -> SimpleNamespace:
     when present, ``alpha_star, p, n, df, difficulty, sample_seed``)."""
     idx = np.asarray(idx.cpu() if torch.is_tensor(idx) else idx, dtype=np.int64)
     out = {}
-    for name in _SUBSET_FIELDS:
-        v = data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
-        if v is None:
-            continue
+    for name, v in array_fields(data, _SUBSET_FIELDS).items():
         if torch.is_tensor(v):
             out[name] = v[torch.as_tensor(idx)]
         elif np.ndim(v) >= 1:

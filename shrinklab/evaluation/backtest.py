@@ -53,6 +53,7 @@ import torch
 
 from shrinklab.core import estimators as _est
 from shrinklab.core.features import extract_features
+from shrinklab.core.progress import report
 from shrinklab.core.targets import combine, shrinkage_targets
 from shrinklab.data.real_windows import gmv_weights, regime_codes
 
@@ -236,6 +237,7 @@ def gmv_backtest(
         Xb = np.stack([R[t - window : t] for t in pos])  # (B, window, p), all before t
         W: dict[str, np.ndarray] = {}
         for name in names:
+            report(f"backtest: window {window}, {name} ({len(pos)} rebalances)")
             cov = _estimate(name, estimators[name], Xb, dates)
             W[name] = gmv_weights(torch.as_tensor(cov)).numpy()
         W[EQUAL_WEIGHT] = np.full((len(pos), p), 1.0 / p)

@@ -88,6 +88,7 @@ from shrinklab.core import estimators as classical_estimators
 from shrinklab.core import metrics
 from shrinklab.core.features import extract_features
 from shrinklab.core.metrics import quadratic_form_loss, ratio_se
+from shrinklab.core.progress import report
 from shrinklab.core.targets import TARGET_NAMES, quadratic_form, shrinkage_targets
 from shrinklab.core.validation import center
 from shrinklab.data.synthetic import make_scenario
@@ -386,10 +387,10 @@ def evaluate_grid(
     dup = sorted({x for x in names if names.count(x) > 1})
     if dup:
         raise ValueError(f"scenario names must be unique; repeated: {dup}")
-    results = [
-        evaluate_scenario(s, model, n_reps, scenario_seed(seed, name), ensemble)
-        for s, name in zip(grid, names)
-    ]
+    results = []
+    for i, (s, name) in enumerate(zip(grid, names), start=1):
+        results.append(evaluate_scenario(s, model, n_reps, scenario_seed(seed, name), ensemble))
+        report(f"scenario grid: {i}/{len(grid)} {name} ({n_reps} replications)")
     df = pd.DataFrame([row for res in results for row in _rows(res)])
     df["estimator"] = pd.Categorical(df["estimator"], [e for e in _ORDER if e in set(df.estimator)])
     df["scenario"] = pd.Categorical(df["scenario"], names)

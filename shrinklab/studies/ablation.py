@@ -61,9 +61,10 @@ from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.core.metrics import prial_with_se, quadratic_loss
 from shrinklab.core.targets import TARGET_NAMES, combine
 from shrinklab.data.real_windows import RealWindows, realised_gmv_variance
+from shrinklab.data.subsets import array_fields
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.training.checkpoints import checkpoint_path
-from shrinklab.training.config import TrainConfig
+from shrinklab.training.config import LOSS_WEIGHTS, TrainConfig
 from shrinklab.training.finetune import finetune_on_real
 from shrinklab.training.loop import train
 
@@ -92,36 +93,12 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-#: TrainConfig weights switched off one at a time by the ``loss`` study.
-LOSS_COMPONENTS: tuple[str, ...] = (
-    "intensity_weight",
-    "matrix_weight",
-    "uncertainty_weight",
-    "spectrum_weight",
-    "l2",
-    "smoothness_weight",
-    "adversarial_weight",
-)
+#: TrainConfig weights switched off one at a time by the ``loss`` study (all of
+#: :data:`shrinklab.training.config.LOSS_WEIGHTS`).
+LOSS_COMPONENTS: tuple[str, ...] = LOSS_WEIGHTS
 
 
 ALL_STUDIES: tuple[str, ...] = ("features", "loss", "targets", "curriculum", "pretraining")
-
-
-_ARRAY_FIELDS = (
-    "features",
-    "oracle_w",
-    "alpha_star",
-    "G",
-    "c",
-    "d",
-    "loss_fsopt",
-    "p",
-    "n",
-    "df",
-    "difficulty",
-    "family",
-    "sample_seed",
-)
 
 
 # ------------------------------------------------------------------ data variants
@@ -155,19 +132,10 @@ def feature_group_indices(
     return out
 
 
-def _fields(data: Any) -> dict[str, Any]:
-    out = {}
-    for name in _ARRAY_FIELDS:
-        v = data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
-        if v is not None:
-            out[name] = v
-    return out
-
-
 def drop_features(data: Any, columns: Sequence[int]) -> SimpleNamespace:
     """A copy of a training-set-like object without the feature ``columns`` (other
     fields shared; ``feature_names`` updated when present)."""
-    out = _fields(data)
+    out = array_fields(data)
     feats = out["features"]
     F = int(np.shape(feats)[1])
     cols = sorted({int(c) for c in columns})
@@ -195,7 +163,7 @@ def single_target(data: Any, target: int = 0) -> SimpleNamespace:
     ``[0, 1]``). ``d`` and ``loss_fsopt`` are unchanged, so PRIALs stay comparable.
     (No ``rebuild_matrices``: the runner trains the K = 1 model without the spectrum
     term.)"""
-    out = _fields(data)
+    out = array_fields(data)
     G = torch.as_tensor(np.asarray(out["G"])).double()
     c = torch.as_tensor(np.asarray(out["c"])).double()
     K = G.shape[-1]

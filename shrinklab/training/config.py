@@ -12,11 +12,24 @@ __all__ = [
     "TrainConfig",
     "config_diff",
     "LOSS_NORMALISERS",
+    "LOSS_WEIGHTS",
 ]
 
 
 # What the per-sample Frobenius loss is divided by (see :func:`loss_normaliser`).
 LOSS_NORMALISERS = ("sample", "fsopt_gap", "sample_and_best_classical")
+
+
+#: The weights of the composite loss's terms and regularisers (0 switches a term off).
+LOSS_WEIGHTS: tuple[str, ...] = (
+    "intensity_weight",
+    "matrix_weight",
+    "uncertainty_weight",
+    "spectrum_weight",
+    "l2",
+    "smoothness_weight",
+    "adversarial_weight",
+)
 
 
 # Fields that may change between a run and its resumption without changing the result
@@ -136,16 +149,7 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 2 (batch normalisation)")
         if not 0.0 < self.curriculum_start <= 1.0:
             raise ValueError(f"curriculum_start must be in (0, 1], got {self.curriculum_start}")
-        for name in (
-            "weight_decay",
-            "intensity_weight",
-            "matrix_weight",
-            "uncertainty_weight",
-            "spectrum_weight",
-            "l2",
-            "smoothness_weight",
-            "adversarial_weight",
-        ):
+        for name in ("weight_decay", *LOSS_WEIGHTS):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -64,7 +64,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrinklab.core.progress import every, report
 from shrinklab.core.targets import combine
 from shrinklab.models.network import output_priors
 from shrinklab.training import losses as L
@@ -577,30 +579,213 @@ def train(
     if out_dir is None:
         raise ValueError("out_dir is required (checkpoints are never written to the cwd)")
     out = Path(out_dir)
+    with _placement(model, cfg) as (device, rank, world):
+        import torch.distributed as dist
+
+        out.mkdir(parents=True, exist_ok=True)
+        need_schedule = cfg.curriculum or cfg.progressive
+        norm = {
+            "normaliser": cfg.loss_normaliser,
+            "gap_floor": cfg.gap_floor,
+            "best_weight": cfg.best_classical_weight,
+            "edge_weight": cfg.edge_weight,
+        }
+        data = _DeviceData(train_set, device, need_schedule, **norm)
+        if cfg.curriculum and data.difficulty is None:
+            raise ValueError("curriculum=True needs train_set.difficulty")
+        vdata = _DeviceData(valid_set, device, False, **norm) if valid_set is not None else None
+        spectrum = _SpectrumCache(train_set, data, cfg, device) if cfg.spectrum_weight else None
+        vspectrum = None
+        if spectrum is not None and vdata is not None and hasattr(valid_set, "rebuild_matrices"):
+            vspectrum = _SpectrumCache(valid_set, vdata, cfg, device)
+        elif spectrum is not None and vdata is None:
+            vspectrum = spectrum  # monitoring the training set: use its pool
+        if getattr(model, "num_targets", data.k) != data.k:
+            raise ValueError(
+                f"model predicts {model.num_targets} targets but the training set has {data.k}"
+            )
+        model.to(device)
+        module = model
+        ckpt_file = checkpoint_path(out)
+        ckpt = None
+        if resume and ckpt_file.is_file():
+            ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+            _check_resumable(ckpt, cfg, data)
+        if ckpt is None:
+            torch.manual_seed(cfg.seed)
+            np.random.seed(cfg.seed)  # noqa: NPY002
+            random.seed(cfg.seed)
+            if cfg.set_priors and hasattr(module, "set_output_priors"):
+                a, pi = output_priors(data.w.cpu())
+                if getattr(module, "num_targets", data.k) == data.k:
+                    module.set_output_priors(a, pi)
+
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = make_optimizer(params, cfg)
+        scheduler = make_scheduler(optimizer, cfg)
+        amp_dtype = resolve_amp_dtype(cfg.amp, device)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        step_fn = OptimizerStep(optimizer, params, cfg.clip_norm, scaler)
+
+        history: dict[str, Any] = {k: [] for k in _HISTORY_KEYS}
+        state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0}
+        best_state = None
+        finished = False
+        stopped_early = False
+        if ckpt is not None:
+            restore_training_state(ckpt, module, optimizer, scheduler, scaler)
+            rng_file = out / f"rng_rank{rank}.pt"
+            if world > 1 and rng_file.is_file():
+                set_rng_state(torch.load(rng_file, weights_only=True))
+            else:
+                set_rng_state(ckpt["rng"])
+            history = ckpt["history"]
+            if logger is not None and rank == 0:
+                # A resumed run hands its logger the restored epochs first, so a fresh
+                # DVCLive folder (e.g. after `dvc repro` removed the stage's outs) is complete.
+                for i in range(len(history["epoch"])):
+                    _log(logger, {k: history[k][i] for k in _HISTORY_KEYS})
+            state = ckpt["state"]
+            best_state = ckpt["best_state"]
+            stopped_early = bool(ckpt.get("stopped_early", False))
+            finished = stopped_early or state["epoch"] >= cfg.epochs
+
+        if world > 1:
+            set_bn_sync(module, True)
+            ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+            net: nn.Module = nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
+        else:
+            net = module
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=cfg.epochs,
+            initial=state["epoch"],
+            desc="train",
+            disable=progress_disabled() or rank != 0,
+            leave=False,
+        )
+        epochs_this_call = 0
+        use_valid = vdata is not None
+        while not finished and state["epoch"] < cfg.epochs:
+            if max_epochs_per_call is not None and epochs_this_call >= max_epochs_per_call:
+                break
+            epoch = state["epoch"]
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            pool = _pool(data, cfg, epoch)
+            perm = epoch_order(pool, cfg.seed, epoch).to(device)
+            net.train()
+            spec_acc = {"sum": torch.zeros((), dtype=torch.float64, device=device), "seen": 0}
+            batch_loss = _synthetic_batch_loss(
+                net, module, data, spectrum, cfg, (device, amp_dtype), (rank, world), epoch, spec_acc
+            )
+            ep = run_epoch(perm, batch_loss, step_fn, batch_size=cfg.batch_size, min_batch=2 * world)
+            scheduler.step()
+            stats = torch.stack(
+                [
+                    torch.as_tensor(ep.loss_sum, dtype=torch.float64, device=device),
+                    torch.tensor(float(ep.seen), dtype=torch.float64, device=device),
+                    spec_acc["sum"],
+                    torch.tensor(float(spec_acc["seen"]), dtype=torch.float64, device=device),
+                ]
+            )
+            if world > 1:
+                dist.all_reduce(stats)
+            train_loss = float(stats[0] / stats[1].clamp_min(1.0))
+            train_spectrum = float(stats[2] / stats[3]) if spectrum is not None else None
+            gns = torch.stack(ep.grad_norms).float() if ep.grad_norms else torch.zeros(1)
+            if use_valid:
+                vidx = torch.arange(vdata.n, device=device)[rank::world]
+                ev = _evaluate(module, vdata, cfg, 16384, vidx)
+            else:
+                ev = _evaluate(module, data, cfg, 16384, perm[rank::world])
+            valid_spectrum = None
+            if vspectrum is not None:
+                valid_spectrum = vspectrum.mean_loss(module, vdata if use_valid else data)
+                ev["loss"] += cfg.spectrum_weight * valid_spectrum
+            monitor = ev["loss"]
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_spectrum": train_spectrum,
+                "valid_loss": ev["loss"],
+                "valid_spectrum": valid_spectrum,
+                "valid_frobenius": ev["frobenius"],
+                "valid_intensity_mse": ev["intensity_mse"],
+                "lr": lr,
+                "grad_norm_mean": float(gns.mean()),
+                "grad_norm_max": float(gns.max()),
+                "alpha_mean": ev["alpha_mean"],
+                "alpha_std": ev["alpha_std"],
+                "pool_size": int(pool.numel()),
+                "seconds": time.perf_counter() - t0,
+            }
+            for k in _HISTORY_KEYS:
+                history.setdefault(k, []).append(record[k])
+            new_best, stop = early_stopping_update(state, monitor, epoch, cfg, module)
+            if new_best is not None:
+                best_state = new_best
+            if stop:
+                stopped_early = finished = True
+            state["epoch"] = epoch + 1
+            epochs_this_call += 1
+            if state["epoch"] >= cfg.epochs:
+                finished = True
+            if rank == 0:
+                if logger is not None:
+                    _log(logger, record)
+                bar.update(1)
+                bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{ev['loss']:.4f}")
+                if every(state["epoch"], cfg.epochs) or finished:
+                    report(
+                        f"{out.name}: epoch {state['epoch']}/{cfg.epochs}, train {train_loss:.4f}, "
+                        f"valid {ev['loss']:.4f} (best {state['best_loss']:.4f} at "
+                        f"{state['best_epoch'] + 1}){', stopped early' if stopped_early else ''}"
+                    )
+            saved = training_state(
+                module, optimizer, scheduler, scaler, history, state, best_state, stopped_early, cfg
+            )
+            write_checkpoint(out, {**saved, "fingerprint": data.fingerprint}, rank, world)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+        bar.close()
+
+        if finished and best_state is not None:
+            module.load_state_dict(best_state)
+            module.eval()
+        result = dict(history)
+        result.update(
+            best_epoch=state["best_epoch"],
+            best_valid_loss=state["best_loss"],
+            stopped_early=stopped_early,
+            finished=finished,
+            world_size=world,
+            monitored="valid" if use_valid else "train",
+        )
+        if rank == 0:
+            with open(out / "history.json", "w") as fh:
+                json.dump(result, fh, indent=1, default=float)
+        return result
+
+
+@contextmanager
+def _placement(model: nn.Module, cfg: TrainConfig) -> Iterator[tuple[torch.device, int, int]]:
+    """The device, rank and world size of a training run (a process group is set up
+    when launched under ``torchrun``) with ``cfg.cpu_threads`` intra-op threads on CPU;
+    on exit the thread count is restored, batch-norm sync switched off and a process
+    group this call created destroyed."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(cfg.device, local_rank)
     rank, world, owns_group = dist_setup(device.type)
     if world > 1 and cfg.adversarial_weight > 0:
         raise ValueError("adversarial_weight > 0 is not supported under DistributedDataParallel")
-    out.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
     if device.type == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(int(cfg.cpu_threads))
     try:
-        return _train(
-            model,
-            train_set,
-            valid_set,
-            cfg,
-            out,
-            resume,
-            logger,
-            max_epochs_per_call,
-            on_epoch_end,
-            device,
-            rank,
-            world,
-        )
+        yield device, rank, world
     finally:
         torch.set_num_threads(old_threads)
         set_bn_sync(model, False)
@@ -608,203 +793,6 @@ def train(
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-def _train(
-    model,
-    train_set,
-    valid_set,
-    cfg,
-    out,
-    resume,
-    logger,
-    max_epochs_per_call,
-    on_epoch_end,
-    device,
-    rank,
-    world,
-) -> dict[str, Any]:
-    import torch.distributed as dist
-
-    need_schedule = cfg.curriculum or cfg.progressive
-    norm = {
-        "normaliser": cfg.loss_normaliser,
-        "gap_floor": cfg.gap_floor,
-        "best_weight": cfg.best_classical_weight,
-        "edge_weight": cfg.edge_weight,
-    }
-    data = _DeviceData(train_set, device, need_schedule, **norm)
-    if cfg.curriculum and data.difficulty is None:
-        raise ValueError("curriculum=True needs train_set.difficulty")
-    vdata = _DeviceData(valid_set, device, False, **norm) if valid_set is not None else None
-    spectrum = _SpectrumCache(train_set, data, cfg, device) if cfg.spectrum_weight else None
-    vspectrum = None
-    if spectrum is not None and vdata is not None and hasattr(valid_set, "rebuild_matrices"):
-        vspectrum = _SpectrumCache(valid_set, vdata, cfg, device)
-    elif spectrum is not None and vdata is None:
-        vspectrum = spectrum  # monitoring the training set: use its pool
-    if getattr(model, "num_targets", data.k) != data.k:
-        raise ValueError(
-            f"model predicts {model.num_targets} targets but the training set has {data.k}"
-        )
-    model.to(device)
-    module = model
-    ckpt_file = checkpoint_path(out)
-    ckpt = None
-    if resume and ckpt_file.is_file():
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt, cfg, data)
-    if ckpt is None:
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)  # noqa: NPY002
-        random.seed(cfg.seed)
-        if cfg.set_priors and hasattr(module, "set_output_priors"):
-            a, pi = output_priors(data.w.cpu())
-            if getattr(module, "num_targets", data.k) == data.k:
-                module.set_output_priors(a, pi)
-
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    amp_dtype = resolve_amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    step_fn = OptimizerStep(optimizer, params, cfg.clip_norm, scaler)
-
-    history: dict[str, Any] = {k: [] for k in _HISTORY_KEYS}
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0}
-    best_state = None
-    finished = False
-    stopped_early = False
-    if ckpt is not None:
-        restore_training_state(ckpt, module, optimizer, scheduler, scaler)
-        rng_file = out / f"rng_rank{rank}.pt"
-        if world > 1 and rng_file.is_file():
-            set_rng_state(torch.load(rng_file, weights_only=True))
-        else:
-            set_rng_state(ckpt["rng"])
-        history = ckpt["history"]
-        if logger is not None and rank == 0:
-            # A resumed run hands its logger the restored epochs first, so a fresh
-            # DVCLive folder (e.g. after `dvc repro` removed the stage's outs) is complete.
-            for i in range(len(history["epoch"])):
-                _log(logger, {k: history[k][i] for k in _HISTORY_KEYS})
-        state = ckpt["state"]
-        best_state = ckpt["best_state"]
-        stopped_early = bool(ckpt.get("stopped_early", False))
-        finished = stopped_early or state["epoch"] >= cfg.epochs
-
-    if world > 1:
-        set_bn_sync(module, True)
-        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
-        net: nn.Module = nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
-    else:
-        net = module
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=cfg.epochs,
-        initial=state["epoch"],
-        desc="train",
-        disable=progress_disabled() or rank != 0,
-        leave=False,
-    )
-    epochs_this_call = 0
-    use_valid = vdata is not None
-    while not finished and state["epoch"] < cfg.epochs:
-        if max_epochs_per_call is not None and epochs_this_call >= max_epochs_per_call:
-            break
-        epoch = state["epoch"]
-        t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        pool = _pool(data, cfg, epoch)
-        perm = epoch_order(pool, cfg.seed, epoch).to(device)
-        net.train()
-        spec_acc = {"sum": torch.zeros((), dtype=torch.float64, device=device), "seen": 0}
-        batch_loss = _synthetic_batch_loss(
-            net, module, data, spectrum, cfg, (device, amp_dtype), (rank, world), epoch, spec_acc
-        )
-        ep = run_epoch(perm, batch_loss, step_fn, batch_size=cfg.batch_size, min_batch=2 * world)
-        scheduler.step()
-        stats = torch.stack(
-            [
-                torch.as_tensor(ep.loss_sum, dtype=torch.float64, device=device),
-                torch.tensor(float(ep.seen), dtype=torch.float64, device=device),
-                spec_acc["sum"],
-                torch.tensor(float(spec_acc["seen"]), dtype=torch.float64, device=device),
-            ]
-        )
-        if world > 1:
-            dist.all_reduce(stats)
-        train_loss = float(stats[0] / stats[1].clamp_min(1.0))
-        train_spectrum = float(stats[2] / stats[3]) if spectrum is not None else None
-        gns = torch.stack(ep.grad_norms).float() if ep.grad_norms else torch.zeros(1)
-        if use_valid:
-            vidx = torch.arange(vdata.n, device=device)[rank::world]
-            ev = _evaluate(module, vdata, cfg, 16384, vidx)
-        else:
-            ev = _evaluate(module, data, cfg, 16384, perm[rank::world])
-        valid_spectrum = None
-        if vspectrum is not None:
-            valid_spectrum = vspectrum.mean_loss(module, vdata if use_valid else data)
-            ev["loss"] += cfg.spectrum_weight * valid_spectrum
-        monitor = ev["loss"]
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_spectrum": train_spectrum,
-            "valid_loss": ev["loss"],
-            "valid_spectrum": valid_spectrum,
-            "valid_frobenius": ev["frobenius"],
-            "valid_intensity_mse": ev["intensity_mse"],
-            "lr": lr,
-            "grad_norm_mean": float(gns.mean()),
-            "grad_norm_max": float(gns.max()),
-            "alpha_mean": ev["alpha_mean"],
-            "alpha_std": ev["alpha_std"],
-            "pool_size": int(pool.numel()),
-            "seconds": time.perf_counter() - t0,
-        }
-        for k in _HISTORY_KEYS:
-            history.setdefault(k, []).append(record[k])
-        new_best, stop = early_stopping_update(state, monitor, epoch, cfg, module)
-        if new_best is not None:
-            best_state = new_best
-        if stop:
-            stopped_early = finished = True
-        state["epoch"] = epoch + 1
-        epochs_this_call += 1
-        if state["epoch"] >= cfg.epochs:
-            finished = True
-        if rank == 0:
-            if logger is not None:
-                _log(logger, record)
-            bar.update(1)
-            bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{ev['loss']:.4f}")
-        saved = training_state(
-            module, optimizer, scheduler, scaler, history, state, best_state, stopped_early, cfg
-        )
-        write_checkpoint(out, {**saved, "fingerprint": data.fingerprint}, rank, world)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
-    bar.close()
-
-    if finished and best_state is not None:
-        module.load_state_dict(best_state)
-        module.eval()
-    result = dict(history)
-    result.update(
-        best_epoch=state["best_epoch"],
-        best_valid_loss=state["best_loss"],
-        stopped_early=stopped_early,
-        finished=finished,
-        world_size=world,
-        monitored="valid" if use_valid else "train",
-    )
-    if rank == 0:
-        with open(out / "history.json", "w") as fh:
-            json.dump(result, fh, indent=1, default=float)
-    return result
 
 
 _HISTORY_KEYS = (

@@ -1,0 +1,110 @@
+"""The model bundled with the package: the default of the estimator, named by
+``from_pretrained``, identical to the pipeline's deployed model, with its model card."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from _forced_model import random_network, save
+
+from shrinklab.evaluation.model_card import bundle_model, model_card, sha256_of
+from shrinklab.models import bundled
+from shrinklab.sklearn import MLShrinkageCovariance
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "shrinklab" / "weights"
+
+
+@pytest.fixture()
+def bundle(tmp_path, monkeypatch):
+    """A bundled-weights folder holding one small model, as the package would."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(bundled, "bundled_dir", lambda: folder)
+    return folder
+
+
+def _X(n=60, p=8, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, p)) * 0.01
+
+
+def test_default_estimator_uses_the_bundled_model(bundle, tmp_path):
+    path = save(random_network(seed=3), tmp_path / "m.pt")
+    shutil.copyfile(path, bundle / "final.pt")
+    X = _X()
+    default = MLShrinkageCovariance().fit(X).covariance_
+    named = MLShrinkageCovariance.from_pretrained("final").fit(X).covariance_
+    by_file = MLShrinkageCovariance.from_pretrained(path).fit(X).covariance_
+    np.testing.assert_array_equal(default, by_file)
+    np.testing.assert_array_equal(named, by_file)
+
+
+def test_unknown_or_missing_bundled_model_is_a_clear_error(bundle):
+    with pytest.raises(ValueError, match=r"no bundled model 'final'.*bundled: none"):
+        MLShrinkageCovariance().fit(_X())
+    (bundle / "other.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"no bundled model 'nope'.*\['other'\]"):
+        MLShrinkageCovariance.from_pretrained("nope")
+    with pytest.raises(ValueError, match="no model file"):
+        MLShrinkageCovariance.from_pretrained("missing/dir/model.pt")
+
+
+METRICS = {
+    "n_reps": 100,
+    "headline": {
+        "columns": ["setting", "metric", "best classical", "learned", "learned − best"],
+        "rows": [
+            ["1/3/10 p=200 n=100", "PRIAL %", "oas 98.9 ± 0.0", "99.2 ± 0.0", "0.353 ± 0.011"],
+            ["GMV S&P 500, window 60: ML (fine-tuned)", "ann. vol %", "lw 16.1", "15.4", "x"],
+        ],
+    },
+    "backtest": {
+        "60/ML (final)": {
+            "ann_vol": 0.158,
+            "diff_vs_benchmark": -0.0012,
+            "ci_low": -0.0036,
+            "ci_high": 0.0009,
+            "p_value": 0.263,
+        },
+        "60/ledoit_wolf": {"ann_vol": 0.1614},
+    },
+}
+
+
+def test_bundle_copies_bytes_and_writes_a_card(tmp_path):
+    src = save(random_network(seed=4), tmp_path / "final.pt")
+    pt, card = bundle_model(src, tmp_path / "w", METRICS, version="9.9")
+    assert pt.read_bytes() == Path(src).read_bytes()
+    text = card.read_text()
+    assert hashlib.sha256(pt.read_bytes()).hexdigest() in text
+    assert "| 1/3/10 p=200 n=100 | 99.2 ± 0.0 | oas 98.9 ± 0.0 | 0.353 ± 0.011 |" in text
+    assert "| 60 | 15.80 | 16.14 | -0.12 [-0.36, +0.09] | 0.263 |" in text
+    assert "fine-tuned" not in text  # the card reports the bundled model only
+    for heading in ("## Training data", "## Intended use", "## Limits", "Feature schema"):
+        assert heading in text
+    assert model_card(pt, METRICS, "9.9") == text
+
+
+def _locked_md5(path: str) -> str | None:
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            if out["path"] == path:
+                return out["md5"]
+    return None
+
+
+def test_bundled_file_is_the_deployed_model_of_dvc_lock():
+    """The committed shrinklab/weights/final.pt has the bytes of models/final.pt as
+    recorded in the committed dvc.lock, and its card names its sha256."""
+    locked = _locked_md5("models/final.pt")
+    if locked is None or not (WEIGHTS / "final.pt").exists():
+        pytest.skip("no bundled model in this checkout yet (written by `make repro`)")
+    assert hashlib.md5((WEIGHTS / "final.pt").read_bytes()).hexdigest() == locked
+    assert _locked_md5("shrinklab/weights/final.pt") == locked
+    assert sha256_of(WEIGHTS / "final.pt") in (WEIGHTS / "final.md").read_text()
