@@ -435,3 +435,18 @@ def test_spectral_quadratic_form_equals_the_explicit_targets():
     )
     assert _rel(out["G"], G) < 1e-9 and _rel(out["c"], c) < 1e-9 and _rel(out["d"], d) < 1e-9
     assert _rel(out["features"], extract_features(X)) < 1e-9
+
+
+def test_build_reports_progress_in_tenths(tmp_path, monkeypatch):
+    """About one progress line per tenth of the samples, the last at the total."""
+    from shrinklab.core import progress
+
+    log = tmp_path / "progress.log"
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(log))
+    cfg = {"p_min": 5, "p_max": 8, "batch_size": 4, "short_prob": 0.0}
+    build_training_set(200, seed=3, config=cfg, progress=False)
+    lines = log.read_text().splitlines()
+    assert 5 <= len(lines) <= 11, lines
+    assert lines[-1].endswith("training set: 200/200 samples (1 worker(s))")
+    counts = [int(x.split("training set: ")[1].split("/")[0].replace(",", "")) for x in lines]
+    assert counts == sorted(counts) and counts[0] > 0

@@ -920,6 +920,7 @@ def _build(
     from tqdm import tqdm
 
     parts: list[dict[str, torch.Tensor]] = []
+    done = 0
     with tqdm(
         total=int(n_samples),
         desc="training samples",
@@ -929,7 +930,8 @@ def _build(
         for plan in synthetic.plan_batches(int(n_samples), int(seed), cfg):
             parts.append(_plan_rows(plan, cfg))
             bar.update(len(plan.families))
-            _report_samples(bar.n, int(n_samples), len(plan.families))
+            done += len(plan.families)
+            _report_samples(done, int(n_samples), len(plan.families))
     return _assemble(parts, cfg)
 
 
@@ -949,6 +951,7 @@ def _build_parallel(
     # Tasks are chunks (not whole batches) so that batches of very different n balance.
     tasks = [s for plan in synthetic.plan_batches(n_samples, seed, cfg) for s in _chunk_plans(plan)]
     parts: list[dict[str, torch.Tensor]] = []
+    done = 0
     with (
         ProcessPoolExecutor(
             max_workers=min(workers, len(tasks)),
@@ -968,5 +971,6 @@ def _build_parallel(
             rows = {k: torch.from_numpy(v) for k, v in arrays.items()}
             parts.append(rows)
             bar.update(int(rows["p"].shape[0]))
-            _report_samples(bar.n, n_samples, int(rows["p"].shape[0]), workers)
+            done += int(rows["p"].shape[0])
+            _report_samples(done, n_samples, int(rows["p"].shape[0]), workers)
     return _assemble(parts, cfg)
