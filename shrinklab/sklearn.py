@@ -66,7 +66,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import linalg
 from sklearn.covariance import EmpiricalCovariance
+from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
@@ -399,7 +401,9 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         Model file (:func:`shrinklab.models.registry.save_model`) or the name of a
         bundled model; ``None`` uses the bundled default model ``"final"``.
     store_precision : bool, default True
-        Store ``precision_`` (pseudo-inverse of ``covariance_``).
+        Provide ``precision_`` (pseudo-inverse of ``covariance_``, ``scipy.linalg.pinvh``
+        as scikit-learn). It is computed on first access, not in ``fit``: the
+        pseudo-inverse costs an eigendecomposition of ``p × p``, more than the fit.
     assume_centered : bool, default False
         Treat the data as mean zero (``S = XᵀX/n``, ``location_ = 0``).
     device : str, default "cpu"
@@ -439,6 +443,23 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         as ``sklearn.covariance.EmpiricalCovariance.score``."""
         check_is_fitted(self)
         return float(super().score(X_test, y))
+
+    def _set_covariance(self, covariance: np.ndarray) -> None:
+        """As scikit-learn's, except that ``precision_`` waits until it is read."""
+        self.covariance_ = check_array(covariance)
+        self.__dict__.pop("_precision", None)
+
+    @property
+    def precision_(self) -> np.ndarray | None:
+        """``pinvh(covariance_)`` (``None`` with ``store_precision=False``), computed
+        on first access and kept until the next ``fit``."""
+        if "covariance_" not in self.__dict__:
+            raise AttributeError("precision_ (the estimator is not fitted)")
+        if not self.store_precision:
+            return None
+        if self.__dict__.get("_precision") is None:
+            self.__dict__["_precision"] = linalg.pinvh(self.covariance_, check_finite=False)
+        return self.__dict__["_precision"]
 
 
 class MLShrinkageCovarianceSkfolio(_MLShrinkageMixin):

@@ -92,3 +92,26 @@ def test_fit_rolling_bad_input(model_file):
         est.fit_rolling(bad, 20)
     with pytest.raises(ValueError, match="assume_centered"):
         MLShrinkageCovariance.from_pretrained(model_file, assume_centered=True).fit_rolling(R, 20)
+
+
+def test_precision_is_computed_on_first_read(model_file, monkeypatch):
+    from scipy import linalg
+
+    from shrinklab import sklearn as sk
+
+    calls = []
+    monkeypatch.setattr(
+        sk.linalg, "pinvh", lambda a, **kw: calls.append(1) or linalg.pinvh(a, **kw)
+    )
+    est = MLShrinkageCovariance.from_pretrained(model_file).fit(_returns(n=80, p=6))
+    assert calls == []  # fit does not pay for the pseudo-inverse
+    np.testing.assert_allclose(est.precision_, linalg.pinvh(est.covariance_), rtol=1e-10)
+    est.precision_
+    assert calls == [1]  # computed once, then kept
+    est.fit(_returns(n=80, p=6, seed=9))
+    np.testing.assert_allclose(est.precision_, linalg.pinvh(est.covariance_), rtol=1e-10)
+    assert (
+        MLShrinkageCovariance(model_file, store_precision=False).fit(_returns()).precision_ is None
+    )
+    with pytest.raises(AttributeError):
+        MLShrinkageCovariance(model_file).precision_
