@@ -105,8 +105,8 @@ def test_precision_is_computed_on_first_read(model_file, monkeypatch):
     )
     est = MLShrinkageCovariance.from_pretrained(model_file).fit(_returns(n=80, p=6))
     assert calls == []  # fit does not pay for the pseudo-inverse
-    np.testing.assert_allclose(est.precision_, linalg.pinvh(est.covariance_), rtol=1e-10)
-    est.precision_
+    np.testing.assert_allclose(est.precision_, pinvh(est.covariance_), rtol=1e-10)
+    assert est.precision_ is est.precision_
     assert calls == [1]  # computed once, then kept
     est.fit(_returns(n=80, p=6, seed=9))
     np.testing.assert_allclose(est.precision_, linalg.pinvh(est.covariance_), rtol=1e-10)
@@ -114,4 +114,4 @@ def test_precision_is_computed_on_first_read(model_file, monkeypatch):
         MLShrinkageCovariance(model_file, store_precision=False).fit(_returns()).precision_ is None
     )
     with pytest.raises(AttributeError):
-        MLShrinkageCovariance(model_file).precision_
+        _ = MLShrinkageCovariance(model_file).precision_
