@@ -99,10 +99,8 @@ def test_precision_is_computed_on_first_read(model_file, monkeypatch):
 
     from shrinklab import sklearn as sk
 
-    calls = []
-    monkeypatch.setattr(
-        sk.linalg, "pinvh", lambda a, **kw: calls.append(1) or linalg.pinvh(a, **kw)
-    )
+    calls, pinvh = [], linalg.pinvh
+    monkeypatch.setattr(sk.linalg, "pinvh", lambda a, **kw: calls.append(1) or pinvh(a, **kw))
     est = MLShrinkageCovariance.from_pretrained(model_file).fit(_returns(n=80, p=6))
     assert calls == []  # fit does not pay for the pseudo-inverse
     np.testing.assert_allclose(est.precision_, pinvh(est.covariance_), rtol=1e-10)
