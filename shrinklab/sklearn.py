@@ -72,7 +72,8 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from shrinklab.core.features import FEATURE_SCHEMA, features_of, sample_stats
+from shrinklab.core.features import FEATURE_SCHEMA
+from shrinklab.core.sample_stats import features_of, sample_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
     combine,

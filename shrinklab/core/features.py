@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -494,13 +493,6 @@ def features_from_stats(
     return out
 
 
-def _pow2_exponent(X: torch.Tensor) -> torch.Tensor:
-    """Per sample the exponent ``e`` with ``max |x| · 2^−e ∈ [0.5, 1)`` (0 for all-zero)."""
-    m = X.abs().amax(dim=(-2, -1))
-    _, e = torch.frexp(m)
-    return torch.where(m > 0, e, torch.zeros_like(e)).to(X.dtype)
-
-
 def _rescale_pow2(X: torch.Tensor) -> torch.Tensor:
     """Scale each sample by a power of two so that ``max |x| ∈ [0.5, 1)``.
 
@@ -509,62 +501,10 @@ def _rescale_pow2(X: torch.Tensor) -> torch.Tensor:
     fourth moments and ``S∘S`` away from overflow / underflow for returns of
     extreme magnitude (e.g. ``1e±150``).
     """
-    return torch.ldexp(X, -_pow2_exponent(X)[:, None, None])
-
-
-@dataclass(frozen=True)
-class SampleStats:
-    """The statistics of a batch of return samples, built once by :func:`sample_stats`
-    and shared by the features, the shrinkage targets and the estimator.
-
-    Each sample is scaled by ``2^−e`` (exact in floating point; :func:`_rescale_pow2`)
-    so that extreme magnitudes cannot overflow; :meth:`unscale` turns a covariance of
-    the scaled returns back into the units of the returns (``× 4^e``, exact).
-    ``X (B, n, p)`` scaled returns, ``exponent (B,)``, ``Xc`` centred, ``S`` the sample
-    covariance (divisor ``n``), ``evals, evecs`` its one eigendecomposition, ``T
-    (B, K, p, p)`` the targets of :data:`TARGET_NAMES` (QIS from that eigendecomposition)
-    and ``extras`` what the classical intensities reuse.
-    """
-
-    X: torch.Tensor
-    exponent: torch.Tensor
-    Xc: torch.Tensor
-    S: torch.Tensor
-    evals: torch.Tensor
-    evecs: torch.Tensor
-    T: torch.Tensor
-    extras: dict
-
-    def unscale(self, M: torch.Tensor) -> torch.Tensor:
-        """``M (B, …, p, p)`` of the scaled returns in the units of the returns."""
-        e = 2 * self.exponent
-        return torch.ldexp(M, e.reshape(-1, *([1] * (M.ndim - 1))))
-
-
-def sample_stats(X: Any) -> SampleStats:
-    """:class:`SampleStats` of returns ``X`` (``(n, p)`` or ``(B, n, p)``, validated by
-    :func:`shrinklab.core.validation.as_returns`): one validation, one centring, one
-    eigendecomposition and the targets, for any number of uses."""
-    Xt, _ = as_returns(X)
-    e = _pow2_exponent(Xt)
-    Xs = torch.ldexp(Xt, -e[:, None, None])
-    Xc, S = center(Xs)
-    evals, evecs = torch.linalg.eigh(S)  # one eigh: spectrum features and the QIS target
-    extras: dict = {}
-    T = targets_from_parts(Xc, S, (evals, evecs), extras)
-    return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
-
-
-def features_of(stats: SampleStats) -> torch.Tensor:
-    """The features ``(B, F)`` of a :class:`SampleStats` (:func:`extract_features`)."""
-    return features_from_parts(
-        stats.X,
-        stats.Xc,
-        stats.S,
-        stats.evals,
-        target_gram(stats.S, stats.T),
-        intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras),
-    )
+    m = X.abs().amax(dim=(-2, -1))
+    _, e = torch.frexp(m)
+    e = torch.where(m > 0, e, torch.zeros_like(e)).to(X.dtype)
+    return torch.ldexp(X, -e[:, None, None])
 
 
 def _validate_regime(regime: Any, B: int) -> None:
@@ -593,7 +533,14 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     the market regime is *not* a feature column, it is passed to the network
     separately (``model.predict(features, regime)``).
     """
-    stats = sample_stats(X)
+    Xt, _ = as_returns(X)
     if regime is not None:
-        _validate_regime(regime, stats.X.shape[0])
-    return features_of(stats)
+        _validate_regime(regime, Xt.shape[0])
+    Xt = _rescale_pow2(Xt)
+    Xc, S = center(Xt)
+    evals, evecs = torch.linalg.eigh(S)  # one eigh: spectrum features and the QIS target
+    extras: dict = {}
+    T = targets_from_parts(Xc, S, (evals, evecs), extras)
+    return features_from_parts(
+        Xt, Xc, S, evals, target_gram(S, T), intensities_from_targets(Xc, S, T, extras)
+    )
