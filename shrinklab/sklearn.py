@@ -66,11 +66,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import linalg
 from sklearn.covariance import EmpiricalCovariance
+from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from shrinklab.core.features import FEATURE_SCHEMA, extract_features
+from shrinklab.core.features import FEATURE_SCHEMA
+from shrinklab.core.sample_stats import features_of, sample_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
     combine,
@@ -79,10 +82,9 @@ from shrinklab.core.targets import (
     identity_target,
     qis_estimate,
     sample_cov_from_demeaned,
-    shrinkage_targets,
     single_factor_target,
 )
-from shrinklab.core.validation import as_returns, center
+from shrinklab.core.validation import as_returns
 from shrinklab.models.bundled import DEFAULT_MODEL, model_source
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model
@@ -178,6 +180,36 @@ def _uncentered_targets(Xt: torch.Tensor, names: tuple[str, ...]) -> tuple[torch
     return S, torch.stack([builders[k]() for k in names], dim=1)
 
 
+def _target_indices(names: tuple[str, ...]) -> list[int]:
+    unknown = [k for k in names if k not in TARGET_NAMES]
+    if unknown:
+        raise ValueError(f"model targets {unknown} are not among {TARGET_NAMES}")
+    return [TARGET_NAMES.index(k) for k in names]
+
+
+def _predict(model: nn.Module, feats: torch.Tensor, names: tuple[str, ...], device) -> tuple:
+    out = model.predict(feats)
+    alpha = out.alpha.detach().to(device, torch.float64).reshape(-1)
+    weights = out.weights.detach().to(device, torch.float64)
+    if weights.shape != (feats.shape[0], len(names)):
+        raise ValueError(
+            f"model predicts {tuple(weights.shape[1:])} target weights but has targets {names}"
+        )
+    return alpha, weights, out.log_var.detach().reshape(-1)
+
+
+def _combine(S: torch.Tensor, T: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``S + Σ_k w_k (T_k − S)``, symmetrised, with zero-variance assets kept at zero
+    variance and covariance (the package's contract; the scaled-identity target alone
+    would give them the average variance)."""
+    cov = combine(S, T, w)
+    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    flat = torch.diagonal(S, dim1=-2, dim2=-1) == 0
+    if bool(flat.any()):
+        cov = cov.masked_fill(flat[:, :, None] | flat[:, None, :], 0.0)
+    return cov
+
+
 def ml_shrinkage_estimate(
     model: nn.Module, X: Any, *, assume_centered: bool = False, device: Any = "cpu"
 ) -> MLShrinkageEstimate:
@@ -185,43 +217,88 @@ def ml_shrinkage_estimate(
 
     ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
     and a ``target_names`` attribute (default :data:`shrinklab.core.targets.TARGET_NAMES`).
+    One validation, one centring and one eigendecomposition serve the features and the
+    targets (:class:`shrinklab.core.features.SampleStats`).
     """
     Xt, batched = as_returns(X, device=_torch_device(device))
     if batched:
         raise ValueError(f"X must be 2-D (n_samples, n_assets); got shape {tuple(Xt.shape)}")
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    feats = extract_features(Xt)
-    out = model.predict(feats)
-    alpha = out.alpha.detach().to(Xt.device, torch.float64)
-    weights = out.weights.detach().to(Xt.device, torch.float64)
-    if weights.shape != (1, len(names)):
-        raise ValueError(
-            f"model predicts {tuple(weights.shape)} target weights but has targets {names}"
-        )
+    stats = sample_stats(Xt)
+    feats = features_of(stats)
+    alpha, weights, log_var = _predict(model, feats, names, Xt.device)
+    w = alpha[:, None] * weights
     if assume_centered:
         S, T = _uncentered_targets(Xt, names)
         location = torch.zeros(Xt.shape[-1], dtype=Xt.dtype)
+        cov = _combine(S, T, w)[0]
     else:
-        _, S = center(Xt)
-        T = shrinkage_targets(Xt, names)
+        T = stats.T[:, _target_indices(names)]
+        cov = stats.unscale(_combine(stats.S, T, w))[0]
         location = Xt[0].mean(0)
-    cov = combine(S, T, alpha[:, None] * weights)[0]
-    cov = 0.5 * (cov + cov.T)
-    # Zero-variance assets keep zero variance and covariance (the package's contract;
-    # the scaled-identity target alone would give them the average variance).
-    flat = torch.diagonal(S[0]) == 0
-    if bool(flat.any()):
-        cov = cov.clone()
-        cov[flat, :] = 0.0
-        cov[:, flat] = 0.0
     return MLShrinkageEstimate(
         covariance=cov.cpu().numpy(),
         location=location.cpu().numpy(),
         alpha=float(alpha[0]),
         weights=weights[0].cpu().numpy(),
-        log_var=float(out.log_var.detach().reshape(-1)[0]),
+        log_var=float(log_var[0]),
         target_names=names,
         features=feats[0].cpu().numpy(),
+    )
+
+
+@dataclass
+class RollingEstimate:
+    """Estimates of :meth:`MLShrinkageCovariance.fit_rolling`, one per window end:
+    ``index`` (the row label of the last observation each window holds),
+    ``covariances (D, p, p)``, ``alpha (D,)``, ``weights (D, K)`` with ``target_names``."""
+
+    index: Any
+    covariances: np.ndarray
+    alpha: np.ndarray
+    weights: np.ndarray
+    target_names: tuple[str, ...]
+
+
+def rolling_estimate(
+    model: nn.Module,
+    returns: Any,
+    window: int,
+    step: int = 1,
+    device: Any = "cpu",
+    max_bytes: int = 1 << 28,
+) -> RollingEstimate:
+    """:func:`ml_shrinkage_estimate` of every window ``returns[t − window : t]`` for
+    ``t = window, window + step, …`` in batched passes (one model call per chunk of
+    windows, each chunk's targets within ``max_bytes``)."""
+    index = getattr(returns, "index", None)
+    values = np.asarray(returns, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"returns must be 2-D (n_samples, n_assets); got shape {values.shape}")
+    n, p = values.shape
+    window, step = int(window), int(step)
+    if window < 2 or step < 1:
+        raise ValueError(f"need window >= 2 and step >= 1; got window={window}, step={step}")
+    if window > n:
+        raise ValueError(f"window {window} is longer than the {n} rows of returns")
+    ends = np.arange(window, n + 1, step)
+    names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
+    idx = _target_indices(names)
+    dev = _torch_device(device)
+    chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
+    covs, alphas, weights = [], [], []
+    for start in range(0, len(ends), chunk):
+        stop_ends = ends[start : start + chunk]
+        Xb = np.stack([values[t - window : t] for t in stop_ends])
+        stats = sample_stats(torch.as_tensor(Xb, device=dev))
+        alpha, wts, _ = _predict(model, features_of(stats), names, dev)
+        cov = stats.unscale(_combine(stats.S, stats.T[:, idx], alpha[:, None] * wts))
+        covs.append(cov.cpu().numpy())
+        alphas.append(alpha.cpu().numpy())
+        weights.append(wts.cpu().numpy())
+    labels = ends - 1 if index is None else index[ends - 1]
+    return RollingEstimate(
+        labels, np.concatenate(covs), np.concatenate(alphas), np.concatenate(weights), names
     )
 
 
@@ -262,6 +339,22 @@ class _MLShrinkageMixin:
         self.uncertainty_ = float(np.sqrt(np.exp(est.log_var)))
         self.features_ = est.features
         return est
+
+    def fit_rolling(self, returns: Any, window: int, step: int = 1) -> RollingEstimate:
+        """The estimate of every rolling window ``returns[t − window : t]``, ``t = window,
+        window + step, …``, computed in batched passes: the same covariances as calling
+        ``fit`` on each window (to rounding), many times faster for a backtest.
+
+        ``returns`` is ``(n_samples, n_assets)`` (ndarray or DataFrame; a DataFrame's
+        index labels the windows by their last row). Returns a :class:`RollingEstimate`
+        (``index``, ``covariances (D, p, p)``, ``alpha (D,)``, ``weights (D, K)``).
+        The estimator's fitted attributes are not changed (``model_`` is set).
+        """
+        if self.assume_centered:
+            raise ValueError("fit_rolling estimates centred windows; use assume_centered=False")
+        model = self._resolve_model()
+        self.model_ = model
+        return rolling_estimate(model, returns, window, step, device=self.device)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "covariance_")
@@ -309,7 +402,9 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         Model file (:func:`shrinklab.models.registry.save_model`) or the name of a
         bundled model; ``None`` uses the bundled default model ``"final"``.
     store_precision : bool, default True
-        Store ``precision_`` (pseudo-inverse of ``covariance_``).
+        Provide ``precision_`` (pseudo-inverse of ``covariance_``, ``scipy.linalg.pinvh``
+        as scikit-learn). It is computed on first access, not in ``fit``: the
+        pseudo-inverse costs an eigendecomposition of ``p × p``, more than the fit.
     assume_centered : bool, default False
         Treat the data as mean zero (``S = XᵀX/n``, ``location_ = 0``).
     device : str, default "cpu"
@@ -349,6 +444,23 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         as ``sklearn.covariance.EmpiricalCovariance.score``."""
         check_is_fitted(self)
         return float(super().score(X_test, y))
+
+    def _set_covariance(self, covariance: np.ndarray) -> None:
+        """As scikit-learn's, except that ``precision_`` waits until it is read."""
+        self.covariance_ = check_array(covariance)
+        self.__dict__.pop("_precision", None)
+
+    @property
+    def precision_(self) -> np.ndarray | None:
+        """``pinvh(covariance_)`` (``None`` with ``store_precision=False``), computed
+        on first access and kept until the next ``fit``."""
+        if "covariance_" not in self.__dict__:
+            raise AttributeError("precision_ (the estimator is not fitted)")
+        if not self.store_precision:
+            return None
+        if self.__dict__.get("_precision") is None:
+            self.__dict__["_precision"] = linalg.pinvh(self.covariance_, check_finite=False)
+        return self.__dict__["_precision"]
 
 
 class MLShrinkageCovarianceSkfolio(_MLShrinkageMixin):

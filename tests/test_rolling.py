@@ -1,0 +1,116 @@
+"""One fit builds its statistics once; fit_rolling batches many windows.
+
+References: the estimate from the separate public pieces (``extract_features``,
+``shrinkage_targets`` on the unscaled returns, ``combine``), and ``fit`` in a loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _forced_model import random_network, save
+
+from shrinklab.core.features import extract_features
+from shrinklab.core.sample_stats import features_of, sample_stats
+from shrinklab.core.targets import TARGET_NAMES, combine, shrinkage_targets
+from shrinklab.core.validation import center
+from shrinklab.sklearn import MLShrinkageCovariance
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> str:
+    return save(random_network(seed=5), tmp_path_factory.mktemp("roll") / "m.pt")
+
+
+def _returns(n=300, p=10, seed=0, scale=0.01):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, p)) @ rng.standard_normal((p, p)) * scale
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 1e-40, 1e40])
+def test_fit_equals_the_estimate_from_separate_pieces(model_file, scale):
+    """Σ̂ from the shared statistics equals S + Σ απ_k (T_k − S) with the targets built
+    from the raw returns (a second eigendecomposition), to 1e-12 relative."""
+    X = _returns(scale=scale)
+    est = MLShrinkageCovariance.from_pretrained(model_file).fit(X)
+    out = est.model_.predict(extract_features(X))
+    w = out.alpha.double()[:, None] * out.weights.double()
+    Xt = torch.from_numpy(X)[None]
+    S = center(Xt)[1]
+    ref = combine(S, shrinkage_targets(Xt, TARGET_NAMES), w)[0].numpy()
+    np.testing.assert_allclose(est.covariance_, 0.5 * (ref + ref.T), rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(est.features_, extract_features(X)[0].numpy())
+
+
+def test_sample_stats_are_shared_and_scale_exactly():
+    X = torch.from_numpy(_returns(n=80, p=6))[None]
+    stats = sample_stats(X)
+    assert torch.equal(features_of(stats), extract_features(X))
+    S = center(X)[1]
+    torch.testing.assert_close(stats.unscale(stats.S), S, rtol=1e-15, atol=0)
+    assert stats.T.shape == (1, len(TARGET_NAMES), 6, 6)
+
+
+def test_fit_rolling_matches_a_loop_of_fit(model_file):
+    dates = pd.bdate_range("2020-01-01", periods=260)
+    R = pd.DataFrame(_returns(n=260, p=8, seed=2), index=dates)
+    est = MLShrinkageCovariance.from_pretrained(model_file)
+    roll = est.fit_rolling(R, window=60, step=20)
+    ends = list(range(60, 261, 20))
+    loop = np.stack([est.fit(R.values[e - 60 : e]).covariance_ for e in ends])
+    assert roll.covariances.shape == (len(ends), 8, 8)
+    # the network runs in float32: a batch and a single row round differently (≤ 1e-6 rel.)
+    np.testing.assert_allclose(roll.covariances, loop, rtol=1e-6, atol=1e-10)
+    assert list(roll.index) == [dates[e - 1] for e in ends]
+    assert roll.weights.shape == (len(ends), len(TARGET_NAMES))
+    np.testing.assert_allclose(roll.weights.sum(1), 1.0, atol=1e-6)
+
+
+def test_fit_rolling_chunks_give_the_same_answer(model_file):
+    from shrinklab.sklearn import rolling_estimate
+
+    R = _returns(n=150, p=5, seed=3)
+    model = MLShrinkageCovariance.from_pretrained(model_file).model_
+    whole = rolling_estimate(model, R, 40, 7)
+    chunked = rolling_estimate(model, R, 40, 7, max_bytes=1)  # one window per chunk
+    np.testing.assert_allclose(whole.covariances, chunked.covariances, rtol=1e-6, atol=1e-10)
+    assert list(whole.index) == list(range(39, 150, 7))
+
+
+def test_fit_rolling_bad_input(model_file):
+    est = MLShrinkageCovariance.from_pretrained(model_file)
+    R = _returns(n=50, p=4)
+    with pytest.raises(ValueError, match="longer than the 50 rows"):
+        est.fit_rolling(R, 60)
+    with pytest.raises(ValueError, match="window >= 2 and step >= 1"):
+        est.fit_rolling(R, 20, step=0)
+    with pytest.raises(ValueError, match="2-D"):
+        est.fit_rolling(R[:, 0], 20)
+    bad = R.copy()
+    bad[10, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit_rolling(bad, 20)
+    with pytest.raises(ValueError, match="assume_centered"):
+        MLShrinkageCovariance.from_pretrained(model_file, assume_centered=True).fit_rolling(R, 20)
+
+
+def test_precision_is_computed_on_first_read(model_file, monkeypatch):
+    from scipy import linalg
+
+    from shrinklab import sklearn as sk
+
+    calls, pinvh = [], linalg.pinvh
+    monkeypatch.setattr(sk.linalg, "pinvh", lambda a, **kw: calls.append(1) or pinvh(a, **kw))
+    est = MLShrinkageCovariance.from_pretrained(model_file).fit(_returns(n=80, p=6))
+    assert calls == []  # fit does not pay for the pseudo-inverse
+    np.testing.assert_allclose(est.precision_, pinvh(est.covariance_), rtol=1e-10)
+    assert est.precision_ is est.precision_
+    assert calls == [1]  # computed once, then kept
+    est.fit(_returns(n=80, p=6, seed=9))
+    np.testing.assert_allclose(est.precision_, linalg.pinvh(est.covariance_), rtol=1e-10)
+    assert (
+        MLShrinkageCovariance(model_file, store_precision=False).fit(_returns()).precision_ is None
+    )
+    with pytest.raises(AttributeError):
+        _ = MLShrinkageCovariance(model_file).precision_
