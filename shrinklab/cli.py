@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from shrinklab.models.bundled import DEFAULT_MODEL
+
 # shrinklab.sklearn (torch, scikit-learn) and pandas are imported inside the functions
 # that need them, not here: `python -m shrinklab --help` then answers at once instead
 # of after the ~5 s import of torch.
@@ -87,7 +89,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--model",
         "-m",
         metavar="PATH",
-        help="model file or bundled model name (default: the bundled model 'final')",
+        default=DEFAULT_MODEL,
+        help=f"model file or bundled model name (default: the bundled model {DEFAULT_MODEL!r})",
     )
     cov.add_argument(
         "--json-out",
@@ -260,11 +263,9 @@ def _explain_values(df: pd.DataFrame, path: Path, exc: ValueError) -> UserError:
     return UserError(f"{path}: {msg}")
 
 
-def _load_estimator(model: str | None, assume_centered: bool, device: str):
+def _load_estimator(model: str, assume_centered: bool, device: str):
     from shrinklab.sklearn import MLShrinkageCovariance  # lazy: see the module imports
 
-    if model is None:
-        model = "final"  # the bundled default (shrinklab.models.bundled.DEFAULT_MODEL)
     try:
         return MLShrinkageCovariance.from_pretrained(
             model, assume_centered=assume_centered, device=device
