@@ -36,6 +36,9 @@
 # `MLShrinkageCovariance.from_pretrained`, exactly as a user would. On real returns
 # both it and the network fine-tuned on pre-2016 returns (`models/finetuned.pt`,
 # notebook 3) are shown; the headline's portfolio rows use the fine-tuned one.
+# The learned peer (`models/rie_network.pt`, notebook 5b: RIEnet, Bongiorno, Manolakis
+# & Mantegna 2025, trained end to end on pre-2016 realised GMV variance) is one more
+# row of the scenario grid and of the backtest.
 #
 # A third question is about the goal itself: the multi-target oracle knows each
 # replication's Σ; how much of its PRIAL could *any* estimator that cannot tell the
@@ -84,6 +87,7 @@ processed, models, reports, figures = stage_setup(
 final = MLShrinkageCovariance.from_pretrained(models / "final.pt")
 ensemble_model = load_model(models / "ensemble.pt")
 finetuned_model = load_model(models / "finetuned.pt")
+peer_model = load_model(models / "rie_network.pt")  # the learned peer (RIEnet)
 print(
     "final model:", final.model_.extra.get("chosen", "?") if hasattr(final, "model_") else "loaded"
 )
@@ -93,7 +97,8 @@ print(
 
 # %%
 grid, scenario_results = scenarios_mod.evaluate_grid(
-    scenarios, final.model_, n_reps=n_reps, seed=seed, ensemble=ensemble_model, return_results=True
+    scenarios, final.model_, n_reps=n_reps, seed=seed, ensemble=ensemble_model, return_results=True,
+    extra_estimators={"rienet_peer": peer_model.estimate},
 )
 prial = grid.pivot(index="scenario", columns="estimator", values="prial")
 prial.round(1)
@@ -235,6 +240,7 @@ estimators = {
     **backtest.classical_estimators(),
     "ML (final)": backtest.learned_estimator(final.model_),
     "ML (fine-tuned)": backtest.learned_estimator(finetuned_model),
+    "RIEnet peer": backtest.batched(peer_model.estimate),
 }
 backtest_results = backtest.gmv_backtest(returns, estimators, windows=tuple(windows))
 summary = backtest.summarise(backtest_results, benchmark="ledoit_wolf", seed=seed)

@@ -119,7 +119,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path):
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
     dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
-    assert len(dvc["stages"]) == 6
+    assert len(dvc["stages"]) == 7
     for name, stage in dvc["stages"].items():
         assert f"Running stage '{name}'" in run.stdout
         for out in stage.get("outs", []):

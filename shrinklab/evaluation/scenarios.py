@@ -36,6 +36,8 @@ any object with ``predict(features, regime=None) -> ShrinkageOutput``, applied
 as ``Σ̂ = S + Σ_k α π_k (T_k − S)`` — the multi-target oracle ``w*``
 (``"oracle"``, the best member of the family for each draw, the limit of what a
 network over these targets can reach) and FSOPT (``"fsopt"``, = 100).
+Further batched estimators (``extra_estimators``, e.g. the learned peer of
+:mod:`shrinklab.models.rie_network`) are scored from their matrices, kind ``"peer"``.
 Family members' losses come from the exact quadratic form
 :func:`shrinklab.core.targets.quadratic_form` (``wᵀGw − 2cᵀw + d``), the classical
 estimators' and FSOPT's from their matrices.
@@ -213,6 +215,7 @@ def evaluate_scenario(
     n_reps: int,
     seed: int,
     ensemble: Any = None,
+    extra_estimators: Mapping[str, Callable[..., torch.Tensor]] | None = None,
 ) -> dict[str, Any]:
     """PRIAL of every estimator on ``n_reps`` replications of one scenario.
 
@@ -220,6 +223,10 @@ def evaluate_scenario(
     ``name``; ``seed`` is passed to ``make_scenario`` as is (``evaluate_grid``
     derives it per scenario).  ``model`` (may be ``None``: classical estimators
     only) and ``ensemble`` have ``predict(features) -> ShrinkageOutput``.
+    ``extra_estimators`` adds batched estimators ``f(X (B, n, p)) -> (B, p, p)`` by name
+    (e.g. the learned peer, :meth:`shrinklab.models.rie_network.RIENetwork.estimate`),
+    scored from their matrices like the classical ones; kind ``"peer"``, with a paired
+    difference to the best classical estimator as for the learned model.
 
     Returns a dict: ``scenario``, ``spec``, ``family``, ``p``, ``n``, ``df``,
     ``n_reps``, ``seed``; ``losses`` ``{estimator: (R,) ndarray}``; ``prial`` and
@@ -242,7 +249,9 @@ def evaluate_scenario(
     sigma_all, X_all = make_scenario(make_spec, int(n_reps), int(seed))
     R, n, p = X_all.shape
     K = len(TARGET_NAMES)
-    names = [*ESTIMATORS, FSOPT, ORACLE]
+    peers = _extra_estimators(extra_estimators)
+    direct = {**ESTIMATORS, **peers}
+    names = [*direct, FSOPT, ORACLE]
     learned = {LEARNED: model, ENSEMBLE: ensemble}
     learned = {k: m for k, m in learned.items() if m is not None}
     names += list(learned)
@@ -257,7 +266,7 @@ def evaluate_scenario(
     for s in range(0, R, step):
         X, sigma = X_all[s : s + step], sigma_all[s : s + step]
         G, c, d, w_star, loss_fsopt = family_statistics(X, sigma)
-        for k, fn in ESTIMATORS.items():
+        for k, fn in direct.items():
             losses[k].append(d if k == "sample" else metrics.frobenius_loss(fn(X), sigma))
         losses[FSOPT].append(loss_fsopt)
         losses[ORACLE].append(quadratic_form_loss(w_star, G, c, d))
@@ -294,7 +303,7 @@ def evaluate_scenario(
     prial[FSOPT], se[FSOPT] = 100.0, 0.0  # exact: a_i = b_i
     best = max(CLASSICAL, key=lambda k: prial[k])
     diff, diff_se = {}, {}
-    for k in learned:
+    for k in [*learned, *peers]:
         diff[k], diff_se[k] = ratio_se(L[best] - L[k], b)
     df = make_spec.get("df")
     out: dict[str, Any] = {
@@ -345,7 +354,7 @@ def _rows(res: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "prial": res["prial"][k],
                 "se": res["se"][k],
                 "n_reps": res["n_reps"],
-                "kind": _KIND[k],
+                "kind": _KIND.get(k, PEER_KIND),
                 "family": res["family"],
                 "p": res["p"],
                 "n": res["n"],
@@ -362,6 +371,25 @@ def _rows(res: Mapping[str, Any]) -> list[dict[str, Any]]:
 _ORDER = [*ESTIMATORS, LEARNED, ENSEMBLE, ORACLE, FSOPT]
 
 
+PEER_KIND = "peer"
+
+
+"""The ``kind`` of the rows of ``extra_estimators``."""
+
+
+def _extra_estimators(
+    extra: Mapping[str, Callable[..., torch.Tensor]] | None,
+) -> dict[str, Callable[..., torch.Tensor]]:
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(_KIND))
+    if clash:
+        raise ValueError(f"extra estimator names {clash} are taken by built-in estimators")
+    for k, fn in extra.items():
+        if not callable(fn):
+            raise ValueError(f"extra estimator {k!r} must be callable f(X (B, n, p)) -> (B, p, p)")
+    return extra
+
+
 def evaluate_grid(
     grid: Sequence[Mapping[str, Any]],
     model: Any,
@@ -369,6 +397,7 @@ def evaluate_grid(
     seed: int = 0,
     ensemble: Any = None,
     return_results: bool = False,
+    extra_estimators: Mapping[str, Callable[..., torch.Tensor]] | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Evaluate every scenario of ``grid``; a long table, one row per (scenario, estimator).
 
@@ -376,7 +405,8 @@ def evaluate_grid(
     (classical / learned / oracle / reference), ``family``, ``p``, ``n``, ``df``,
     ``mean_loss``, ``diff_best_classical`` and ``diff_se`` (paired PRIAL difference
     of a learned estimator to the scenario's best classical one, NaN otherwise),
-    ``best_classical``.  Scenario names must be unique.  With ``return_results``
+    ``best_classical``.  ``extra_estimators``: see :func:`evaluate_scenario` (their rows
+    follow the classical ones).  Scenario names must be unique.  With ``return_results``
     also the list of :func:`evaluate_scenario` dicts (for plots and
     :func:`error_decomposition`).
     """
@@ -387,12 +417,15 @@ def evaluate_grid(
     dup = sorted({x for x in names if names.count(x) > 1})
     if dup:
         raise ValueError(f"scenario names must be unique; repeated: {dup}")
+    extra = _extra_estimators(extra_estimators)
     results = []
     for i, (s, name) in enumerate(zip(grid, names), start=1):
-        results.append(evaluate_scenario(s, model, n_reps, scenario_seed(seed, name), ensemble))
+        seed_s = scenario_seed(seed, name)
+        results.append(evaluate_scenario(s, model, n_reps, seed_s, ensemble, extra))
         report(f"scenario grid: {i}/{len(grid)} {name} ({n_reps} replications)")
     df = pd.DataFrame([row for res in results for row in _rows(res)])
-    df["estimator"] = pd.Categorical(df["estimator"], [e for e in _ORDER if e in set(df.estimator)])
+    order = [*ESTIMATORS, *extra, *_ORDER[len(ESTIMATORS) :]]
+    df["estimator"] = pd.Categorical(df["estimator"], [e for e in order if e in set(df.estimator)])
     df["scenario"] = pd.Categorical(df["scenario"], names)
     df = df.sort_values(["scenario", "estimator"]).reset_index(drop=True)
     df["estimator"] = df["estimator"].astype(str)

@@ -43,6 +43,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "ensemble": "shrinklab.models.ensemble:EnsembleModel",
     "gated_experts": "shrinklab.models.experts:GatedExpertModel",
     "int8": "shrinklab.models.compressed:QuantizedNetwork",
+    "rie_network": "shrinklab.models.rie_network:RIENetwork",
 }
 """Model kind → ``module:Class``; imported on first use."""
 
