@@ -29,6 +29,12 @@
 # every date), the block from `val_start` to the end of 2015 is the validation set for
 # early stopping. The 2016–2022 test period is left to notebook 6, where the peer is
 # a row of the backtest and of the scenario grid.
+#
+# What to expect there: the peer's covariance is made for GMV portfolios. The GMV
+# loss hardly depends on the largest eigenvalues (the portfolio avoids those
+# directions), so nothing teaches the network to keep them; it compresses the
+# market eigenvalue, which costs little in portfolio variance and a great deal in
+# the Frobenius loss behind PRIAL — in factor worlds its PRIAL can be far below zero.
 
 # %% tags=["parameters"]
 seed = 8

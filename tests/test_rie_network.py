@@ -47,6 +47,11 @@ def test_outputs_are_symmetric_positive_definite_and_consistent(n, p):
     # GMV weights against the repository's independent solve of Σ̂⁻¹1 / 1ᵀΣ̂⁻¹1
     torch.testing.assert_close(out.weights, gmv_weights(cov), rtol=0, atol=1e-10)
     torch.testing.assert_close(out.eigenvalues.mean(-1), torch.ones(3, dtype=cov.dtype))
+    # the level of Σ̂ is the (lag-weighted) sample's: geometric mean of the volatilities kept
+    X = _returns(3, n, p)
+    Xc = X - X.mean(-2, keepdim=True)
+    sd = ((_net().lag_weights(n)[:, None] * Xc**2).sum(-2) / n).sqrt()
+    torch.testing.assert_close(out.volatility.log().mean(-1), sd.log().mean(-1))
 
 
 def test_equal_lag_weights_give_the_sample_correlation_eigenbasis():

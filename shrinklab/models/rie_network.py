@@ -25,8 +25,13 @@ either):
    ``p ≥ n``) share one cleaned value (their mean), so that the estimate does not
    depend on the arbitrary basis the eigensolver picks inside that space.
 4. **Marginal-volatility head.** A per-asset network (8 hidden units) maps
-   ``(log σ_i − mean_j log σ_j, p/n)`` to a log-correction ``h_i``; the cleaned
-   volatilities are ``σ̃_i = σ_i · exp(h_i)``. It is initialised to ``h = 0``.
+   ``(log σ_i − mean_j log σ_j, p/n)`` to a log-correction ``h_i``, centred over the
+   assets; the cleaned volatilities are ``σ̃_i = σ_i · exp(h_i − mean_j h_j)``. It is
+   initialised to ``h = 0``. The centring pins the level of ``Σ̂``: the GMV loss is
+   invariant to a common factor of all volatilities, so that factor would otherwise be
+   left to chance (the paper normalises the implied variance for the same reason); with
+   it, the geometric mean of the volatilities and the trace of the correlation part
+   are those of the sample.
 5. **Output.** ``Σ̂ = D̃ V diag(ξ) Vᵀ D̃``, the precision ``Σ̂⁻¹ = D̃⁻¹ V diag(1/ξ) Vᵀ
    D̃⁻¹`` (no matrix inversion) and the GMV weights ``Σ̂⁻¹1 / 1ᵀΣ̂⁻¹1``.
 
@@ -162,7 +167,9 @@ class RIENetwork(nn.Module):
             -1, keepdim=True
         ).clamp_min(1)
         vol_in = torch.stack([centred * live, torch.full_like(centred, p / n)], dim=-1)
-        vol = sigma * torch.exp(self.vol_head(vol_in).squeeze(-1))
+        h = self.vol_head(vol_in).squeeze(-1) * live
+        h = h - h.sum(-1, keepdim=True) / live.sum(-1, keepdim=True).clamp_min(1)
+        vol = sigma * torch.exp(h)
         vol = torch.where(live, vol, torch.zeros_like(vol))
         inv_vol = torch.where(live, 1.0 / torch.where(live, vol, torch.ones_like(vol)), 0.0)
         VD = V * vol[:, :, None]
