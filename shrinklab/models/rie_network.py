@@ -112,7 +112,7 @@ class RIENetwork(nn.Module):
         )
         nn.init.zeros_(self.vol_head[2].weight)
         nn.init.zeros_(self.vol_head[2].bias)
-        with torch.no_grad():  # start near ξ = λ for large λ (softplus ≈ identity)
+        with torch.no_grad():  # start from a nearly flat cleaned spectrum (ξ ≈ softplus(0.5))
             self.readout.bias.fill_(0.5)
         self.double()
 
