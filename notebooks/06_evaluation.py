@@ -48,7 +48,7 @@ windows = [60, 120]
 scenarios = [
     {"name": "1/3/10 p=40 n=40", "family": "spectrum_1_3_10", "p": 40, "n": 40},
     {"name": "factor t6 p=20 n=40", "family": "factor", "p": 20, "n": 40, "df": 6},
-    {"name": "S&P p=20 n=40 t5", "family": "sp500", "p": 20, "n": 40, "df": 5},
+    {"name": "S&P p=20 n=40 t5", "family": "sp500", "p": 20, "n": 40, "df": 5, "period": "report"},
 ]
 # scenarios for spectra and heat maps (empty: the first scenario of each family, at most 3)
 example_scenarios = []
@@ -315,7 +315,11 @@ save_metrics(
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(headline[["setting", "best classical", "learned", "learned − best", "goal met"]].to_string(index=False))
+print(
+    headline[["setting", "best classical", "learned", "learned − best", "goal met"]].to_string(
+        index=False
+    )
+)
 
 # %% [markdown]
 # ## The bundled model
