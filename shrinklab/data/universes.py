@@ -139,27 +139,34 @@ def cross_universe_folds(
     seed: int = 2021,
     n_splits: int = 4,
     draws: int = 2,
+    start=STOCK_START,
 ) -> list[Universe]:
     """Every fold of the module docstring, built from the dates before 2016 only.
 
     ``returns``: the 20 stocks' cleaned returns (later dates are dropped here);
     ``factor_returns`` and ``index_returns``: the ETF fold (skipped when either is
-    ``None``). ``draws`` universes per portfolio and mixture size. Same ``seed``,
+    ``None``). ``draws`` universes per portfolio and mixture size; ``start``: first
+    backtest date of the stock-based folds (later for a quick run). Same ``seed``,
     same folds.
     """
     stocks = _pre_test(returns)
     if stocks.isna().any().any() or len(stocks) < 1000:
         raise ValueError("need complete stock returns with at least 1000 pre-2016 dates")
     rng = np.random.default_rng(seed)
-    folds = stock_halves(stocks, n_splits, rng)
+    start = pd.Timestamp(start)
+    if not STOCK_START <= start < data.TEST_START - pd.DateOffset(years=1):
+        raise ValueError(f"start must be in [{STOCK_START.date()}, 2015-01-01), got {start.date()}")
+    folds = [
+        Universe(u.family, u.name, u.returns, start) for u in stock_halves(stocks, n_splits, rng)
+    ]
     for p in PORTFOLIO_SIZES:
         for d in range(draws):
             r = derived_portfolios(stocks, p, rng)
-            folds.append(Universe("portfolios", f"portfolios {d} p={p}", r, STOCK_START))
+            folds.append(Universe("portfolios", f"portfolios {d} p={p}", r, start))
     for m in MIXTURE_SIZES:
         for d in range(draws):
             r = pd.concat([stocks, derived_portfolios(stocks, m, rng)], axis=1)
-            folds.append(Universe("mixtures", f"mixtures {d} p={r.shape[1]}", r, STOCK_START))
+            folds.append(Universe("mixtures", f"mixtures {d} p={r.shape[1]}", r, start))
     if factor_returns is not None and index_returns is not None:
         folds.append(etf_universe(factor_returns, index_returns))
     for u in folds:
