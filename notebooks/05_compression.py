@@ -89,9 +89,16 @@ finetuned = load_model(models / "finetuned.pt")
 payload = load_model_payload(models / "ensemble.pt")
 
 # %%
-student = compression_training.distill(teacher, train_set, student_config={"hidden_dims": student_hidden},
-                           epochs=distill_epochs, seed=seed)
-pruning, pruned = compression_training.pruning_sweep(student, sparsities, valid_set, fine_tune_data=train_set, seed=seed)
+student = compression_training.distill(
+    teacher,
+    train_set,
+    student_config={"hidden_dims": student_hidden},
+    epochs=distill_epochs,
+    seed=seed,
+)
+pruning, pruned = compression_training.pruning_sweep(
+    student, sparsities, valid_set, fine_tune_data=train_set, seed=seed
+)
 candidates = {"ensemble": teacher, "student": student}
 candidates.update({f"student_pruned_{int(100 * a)}": m for a, m in pruned.items()})
 candidates["student_int8"] = compressed.quantize_int8(student)
@@ -121,9 +128,14 @@ fig = plots.tradeoff(table)
 save_figure(fig, figures / "tradeoff.png")
 
 # %%
-savable = [n for n, m in candidates.items()
-           if isinstance(m, EnsembleModel | GatedExpertModel | MLShrinkageNetwork)]
-incumbent, reason = compression.choose_deployable(table.loc[savable], min_gain_kept=0.99, reference="ensemble")
+savable = [
+    n
+    for n, m in candidates.items()
+    if isinstance(m, EnsembleModel | GatedExpertModel | MLShrinkageNetwork)
+]
+incumbent, reason = compression.choose_deployable(
+    table.loc[savable], min_gain_kept=0.99, reference="ensemble"
+)
 print(f"deployable synthetic model: {incumbent} — {reason}")
 
 # %% [markdown]
@@ -142,8 +154,13 @@ print(f"deployable synthetic model: {incumbent} — {reason}")
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(
-    returns, returns_data.load_factor_returns(), market["index_return"],
-    seed=fold_seed, n_splits=fold_splits, draws=fold_draws, start=fold_start,
+    returns,
+    returns_data.load_factor_returns(),
+    market["index_return"],
+    seed=fold_seed,
+    n_splits=fold_splits,
+    draws=fold_draws,
+    start=fold_start,
 )
 fold_estimators = {
     **backtest.classical_estimators(),
@@ -159,7 +176,11 @@ fold_vol["se"].round(2)
 
 # %%
 chosen, final_reason, final_scores = compression.choose_final(
-    fold_rows, incumbent, ["finetuned"], table["gain_kept"].to_dict(), min_gain_kept=min_gain_kept_final
+    fold_rows,
+    incumbent,
+    ["finetuned"],
+    table["gain_kept"].to_dict(),
+    min_gain_kept=min_gain_kept_final,
 )
 print(f"final model: {chosen} — {final_reason}")
 final_scores.round(3)
@@ -172,24 +193,34 @@ fold_vs_classical.round(2)
 
 # %%
 all_models = {**candidates, "finetuned": finetuned}
-save_model(models / "final.pt", all_models[chosen], payload["feature_names"], payload["target_names"],
-           extra={"chosen": chosen, "reason": final_reason, "synthetic_choice": incumbent})
-save_metrics(reports / "metrics" / "compress.json", {
-    "chosen": chosen,
-    "synthetic_choice": incumbent,
-    "final_rule": {k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}
-                   for k, row in final_scores.iterrows()},
-    "cross_universe_folds": {
-        f"{f}/{w}": {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
-        for (f, w), row in fold_vs_classical.iterrows()
+save_model(
+    models / "final.pt",
+    all_models[chosen],
+    payload["feature_names"],
+    payload["target_names"],
+    extra={"chosen": chosen, "reason": final_reason, "synthetic_choice": incumbent},
+)
+save_metrics(
+    reports / "metrics" / "compress.json",
+    {
+        "chosen": chosen,
+        "synthetic_choice": incumbent,
+        "final_rule": {
+            k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}
+            for k, row in final_scores.iterrows()
+        },
+        "cross_universe_folds": {
+            f"{f}/{w}": {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
+            for (f, w), row in fold_vs_classical.iterrows()
+        },
+        "onnx_max_abs_diff": float(parity),
+        "prial": {k: float(v) for k, v in table["prial"].items()},
+        "norm_prial": {k: float(v) for k, v in table["norm_prial"].items()},
+        "gain_kept": {k: float(v) for k, v in table["gain_kept"].items()},
+        "gain_kept_worst_family": {k: float(v) for k, v in table["gain_kept_worst_family"].items()},
+        "parameters": {k: int(v) for k, v in table["parameters"].items()},
     },
-    "onnx_max_abs_diff": float(parity),
-    "prial": {k: float(v) for k, v in table["prial"].items()},
-    "norm_prial": {k: float(v) for k, v in table["norm_prial"].items()},
-    "gain_kept": {k: float(v) for k, v in table["gain_kept"].items()},
-    "gain_kept_worst_family": {k: float(v) for k, v in table["gain_kept_worst_family"].items()},
-    "parameters": {k: int(v) for k, v in table["parameters"].items()},
-})
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT

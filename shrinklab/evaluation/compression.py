@@ -316,13 +316,21 @@ def choose_final(
             f"{n}: {r.delta:+.2f} +- {r.delta_se:.2f} % vol vs {incumbent}, gain kept {r.gain_kept:.2f}"
             for n, r in scores.drop(index=incumbent).iterrows()
         )
-        return incumbent, (
-            f"{incumbent}: no challenger is lower by more than one SE over {k} folds "
-            f"with >= {min_gain_kept:.0%} of the gain on the validation worlds ({why})"
-        ), scores
+        return (
+            incumbent,
+            (
+                f"{incumbent}: no challenger is lower by more than one SE over {k} folds "
+                f"with >= {min_gain_kept:.0%} of the gain on the validation worlds ({why})"
+            ),
+            scores,
+        )
     best = str(ok["mean_rel_vol"].idxmin())
     r = scores.loc[best]
-    return best, (
-        f"{best}: {r.delta:+.2f} +- {r.delta_se:.2f} % GMV volatility vs {incumbent} over {k} "
-        f"pre-2016 cross-universe folds, keeps {r.gain_kept:.2f} of the gain on the validation worlds"
-    ), scores
+    return (
+        best,
+        (
+            f"{best}: {r.delta:+.2f} +- {r.delta_se:.2f} % GMV volatility vs {incumbent} over {k} "
+            f"pre-2016 cross-universe folds, keeps {r.gain_kept:.2f} of the gain on the validation worlds"
+        ),
+        scores,
+    )
