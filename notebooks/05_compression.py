@@ -29,7 +29,7 @@
 #   check on the intensities.
 #
 # The deployable model keeps ≥ 99 % of the ensemble's PRIAL gain over Ledoit–Wolf
-# on the synthetic test worlds — measured on per-world normalised losses
+# on the synthetic validation worlds (the test worlds are a report, never a selection tool) — measured on per-world normalised losses
 # (`norm_prial`, every world weighs the same; pooled over a mixture of worlds, PRIAL
 # follows the few worlds with the largest losses), overall *and within every world
 # family* of the test set (a pooled 99 % can hide losses in most families that one
@@ -38,22 +38,37 @@
 # checkpoint-average ensemble is one network, which a small student does not beat
 # by 2× in latency; among those, the one with the fewest non-zero parameters is
 # chosen — a rule that does not depend on timing noise, so a rerun deploys the same
-# model. It becomes `models/final.pt`, the model the evaluation reports on.
+# model.
+#
+# That model then meets the network fine-tuned on pre-2016 returns (notebook 3) on
+# the pre-2016 **cross-universe folds** (section 5.2) by the rule of
+# docs/decisions/0021-deploy-rule-cross-universe-folds.md, declared before it was
+# run; the winner becomes `models/final.pt`, the model users load and every headline
+# row of the evaluation reports.
 
 # %% tags=["parameters"]
 seed = 4
 sparsities = [0.5, 0.9]
 student_hidden = [32, 16]
 distill_epochs = 2
+# cross-universe folds (data/universes.py) for the choice of final.pt (decision 0021)
+fold_seed = 2021
+fold_windows = [60]
+fold_splits = 1
+fold_draws = 1
+fold_start = "2013-01-02"  # first backtest date of the stock-based folds
+min_gain_kept_final = 0.9
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
 
 # %%
 
+import pandas as pd
 
-from shrinklab.data import dataset
-from shrinklab.evaluation import compression, plots
+from shrinklab.data import dataset, universes
+from shrinklab.data import returns as returns_data
+from shrinklab.evaluation import backtest, compression, plots, universe_backtest
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models import compressed
 from shrinklab.models.ensemble import EnsembleModel
@@ -68,20 +83,28 @@ processed, models, reports, figures = stage_setup(
     "05_compression", seed, processed_dir, models_dir, reports_dir
 )
 train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
-test_set = dataset.TrainingSet.load(processed / "synthetic_test.pt")
+valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
 teacher = load_model(models / "ensemble.pt")
+finetuned = load_model(models / "finetuned.pt")
 payload = load_model_payload(models / "ensemble.pt")
 
 # %%
-student = compression_training.distill(teacher, train_set, student_config={"hidden_dims": student_hidden},
-                           epochs=distill_epochs, seed=seed)
-pruning, pruned = compression_training.pruning_sweep(student, sparsities, test_set, fine_tune_data=train_set, seed=seed)
+student = compression_training.distill(
+    teacher,
+    train_set,
+    student_config={"hidden_dims": student_hidden},
+    epochs=distill_epochs,
+    seed=seed,
+)
+pruning, pruned = compression_training.pruning_sweep(
+    student, sparsities, valid_set, fine_tune_data=train_set, seed=seed
+)
 candidates = {"ensemble": teacher, "student": student}
 candidates.update({f"student_pruned_{int(100 * a)}": m for a, m in pruned.items()})
 candidates["student_int8"] = compressed.quantize_int8(student)
 onnx_student = compressed.export_onnx(student, models / "onnx" / "student.onnx")
 candidates["student_onnx"] = compressed.OnnxModel(onnx_student)
-parity = compressed.onnx_parity(student, candidates["student_onnx"], test_set.features)
+parity = compressed.onnx_parity(student, candidates["student_onnx"], valid_set.features)
 print(f"ONNX vs torch, max |Δ intensity| = {parity:.2e}")
 pruning
 
@@ -89,13 +112,15 @@ pruning
 # ## Trade-off
 #
 # Parameters, file size, latency per estimate on this CPU (median over repeats;
-# features → intensities), PRIAL on the synthetic test worlds (pooled losses,
+# features → intensities), PRIAL on the synthetic validation worlds (pooled losses,
 # `prial`) and on per-world normalised losses (`norm_prial`, which `gain_kept` uses). Latencies are
 # machine-dependent and shown here, not stored in the metrics.
 
 # %%
-lw = dataset.classical_intensities(test_set)["ledoit_wolf"]
-table = compression.tradeoff_table(candidates, test_set, lw_intensities=lw, reference="ensemble")
+lw = dataset.classical_intensities(valid_set)["ledoit_wolf"]
+table = compression.tradeoff_table(
+    {**candidates, "finetuned": finetuned}, valid_set, lw_intensities=lw, reference="ensemble"
+)
 table
 
 # %%
@@ -103,21 +128,99 @@ fig = plots.tradeoff(table)
 save_figure(fig, figures / "tradeoff.png")
 
 # %%
-savable = [n for n, m in candidates.items()
-           if isinstance(m, EnsembleModel | GatedExpertModel | MLShrinkageNetwork)]
-chosen, reason = compression.choose_deployable(table.loc[savable], min_gain_kept=0.99, reference="ensemble")
-print(f"deployable model: {chosen} — {reason}")
-save_model(models / "final.pt", candidates[chosen], payload["feature_names"], payload["target_names"],
-           extra={"chosen": chosen, "reason": reason})
-save_metrics(reports / "metrics" / "compress.json", {
-    "chosen": chosen,
-    "onnx_max_abs_diff": float(parity),
-    "prial": {k: float(v) for k, v in table["prial"].items()},
-    "norm_prial": {k: float(v) for k, v in table["norm_prial"].items()},
-    "gain_kept": {k: float(v) for k, v in table["gain_kept"].items()},
-    "gain_kept_worst_family": {k: float(v) for k, v in table["gain_kept_worst_family"].items()},
-    "parameters": {k: int(v) for k, v in table["parameters"].items()},
-})
+savable = [
+    n
+    for n, m in candidates.items()
+    if isinstance(m, EnsembleModel | GatedExpertModel | MLShrinkageNetwork)
+]
+incumbent, reason = compression.choose_deployable(
+    table.loc[savable], min_gain_kept=0.99, reference="ensemble"
+)
+print(f"deployable synthetic model: {incumbent} — {reason}")
+
+# %% [markdown]
+# ## 5.2 Which model becomes final.pt: the cross-universe folds
+#
+# Universes built from pre-2016 returns only (`shrinklab.data.universes`): disjoint
+# halves of the 20 stocks, universes of random long-only sector- and index-like
+# portfolios (p from 5 to 100), mixtures of stocks and portfolios, and the factor
+# ETFs with the index (2014–15). Out-of-sample GMV volatility (annualised, %) up to
+# 2015-12-31, mean over the folds of each family with its standard error; the
+# decision uses the volatility relative to Ledoit–Wolf, fold by fold (decision 0021).
+# The fine-tuned network was trained on the pre-2016 windows of the 20 stocks, so
+# the stock-based folds are partly in-sample for it.
+
+# %%
+returns = pd.read_parquet(processed / "sp500_returns.parquet")
+market = pd.read_parquet(processed / "sp500_market.parquet")
+folds = universes.cross_universe_folds(
+    returns,
+    returns_data.load_factor_returns(),
+    market["index_return"],
+    seed=fold_seed,
+    n_splits=fold_splits,
+    draws=fold_draws,
+    start=fold_start,
+)
+fold_estimators = {
+    **backtest.classical_estimators(),
+    incumbent: backtest.learned_estimator(candidates[incumbent]),
+    "finetuned": backtest.learned_estimator(finetuned),
+}
+fold_rows = universe_backtest.fold_backtest(folds, fold_estimators, fold_windows)
+fold_vol = universe_backtest.fold_table(fold_rows)
+fold_vol["mean"].round(2)
+
+# %%
+fold_vol["se"].round(2)
+
+# %%
+chosen, final_reason, final_scores = compression.choose_final(
+    fold_rows,
+    incumbent,
+    ["finetuned"],
+    table["gain_kept"].to_dict(),
+    min_gain_kept=min_gain_kept_final,
+)
+print(f"final model: {chosen} — {final_reason}")
+final_scores.round(3)
+
+# %%
+fold_vs_classical = universe_backtest.best_classical_table(
+    fold_rows, chosen, list(backtest.classical_estimators())
+)
+fold_vs_classical.round(2)
+
+# %%
+all_models = {**candidates, "finetuned": finetuned}
+save_model(
+    models / "final.pt",
+    all_models[chosen],
+    payload["feature_names"],
+    payload["target_names"],
+    extra={"chosen": chosen, "reason": final_reason, "synthetic_choice": incumbent},
+)
+save_metrics(
+    reports / "metrics" / "compress.json",
+    {
+        "chosen": chosen,
+        "synthetic_choice": incumbent,
+        "final_rule": {
+            k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}
+            for k, row in final_scores.iterrows()
+        },
+        "cross_universe_folds": {
+            f"{f}/{w}": {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
+            for (f, w), row in fold_vs_classical.iterrows()
+        },
+        "onnx_max_abs_diff": float(parity),
+        "prial": {k: float(v) for k, v in table["prial"].items()},
+        "norm_prial": {k: float(v) for k, v in table["norm_prial"].items()},
+        "gain_kept": {k: float(v) for k, v in table["gain_kept"].items()},
+        "gain_kept_worst_family": {k: float(v) for k, v in table["gain_kept_worst_family"].items()},
+        "parameters": {k: int(v) for k, v in table["parameters"].items()},
+    },
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -53,9 +53,31 @@ def test_load_returns_clean_and_consistent(prices):
     assert ri.shape == (8312,) and np.isfinite(ri).all()
     fr = data.load_factor_returns()
     assert fr.shape == (2263, 5) and np.isfinite(fr.to_numpy()).all()
-    assert int(c.outliers.to_numpy().sum()) == 31  # documented in the module docstring
+    assert int(c.outliers.to_numpy().sum()) == 28  # documented in the module docstring
     simple = data.load_returns(kind="simple", mad_k=None)
     np.testing.assert_allclose(np.log1p(simple), c_nw.returns, atol=1e-12)
+
+
+def test_cleaning_of_the_training_period_ignores_the_test_period(prices):
+    """Scale every test-period log return by 10 *before* cleaning (prices rebuilt from
+    the raw returns): the cleaned pre-2016 returns must not move. With the statistics
+    taken over every date (the old rule, ``stats_end=None``) they do move."""
+    logp = np.log(prices)
+    r = logp.diff()
+    test = r.index >= data.TEST_START
+    r.loc[test] *= 10.0
+    perturbed = np.exp(logp.iloc[0] + r.fillna(0.0).cumsum())
+    perturbed.iloc[0] = prices.iloc[0]
+    perturbed = perturbed.where(prices.notna())  # keep the missing prices missing
+    pre = lambda c: c.returns[c.returns.index < data.TEST_START]  # noqa: E731
+    a, b = data.clean_returns(prices), data.clean_returns(perturbed)
+    pd.testing.assert_frame_equal(pre(a), pre(b), rtol=0, atol=1e-12)
+    assert not np.allclose(a.returns[test[1:]], b.returns[test[1:]])  # the perturbation is real
+    a0, b0 = (
+        data.clean_returns(prices, stats_end=None),
+        data.clean_returns(perturbed, stats_end=None),
+    )
+    assert not np.allclose(pre(a0), pre(b0), rtol=0, atol=1e-9)
 
 
 def test_rrc_stale_stretch_is_flagged(prices):
@@ -95,7 +117,7 @@ def test_imputation_is_log_linear_and_keeps_cumulative_return():
 
 def test_winsorisation_against_scipy_mad():
     p = _toy_prices()
-    c = data.clean_returns(p, mad_k=8.0)
+    c = data.clean_returns(p, mad_k=8.0, stats_end=None)  # statistics over every date
     raw = data.clean_returns(p, mad_k=None).returns
     x = raw["C"].to_numpy()
     med = np.median(x)

@@ -124,6 +124,32 @@ def test_sp500_subset_is_a_real_covariance_before_the_test_period():
     assert evb.min() > 0 and evb[-1] / evb.sum() > 0.15  # a market spike, as in the data
 
 
+def test_public_sp500_scenario_draws_sigma_from_2016_2022_only():
+    """The public scenario (``period="report"``) takes its Σ from a 2016–2022 window,
+    never from a pre-2016 (training) window; the training family is unchanged."""
+    from shrinklab.data import returns as data
+
+    train, report = syn.sp500_calibration(), syn.sp500_calibration(period="report")
+    r = data.load_returns()
+    r = r[(r.index >= data.TEST_START) & (r.index <= data.TEST_END)].to_numpy()
+    assert (report["start"] + 504 <= r.shape[0]).all() and len(report["cov"]) >= 8
+    np.testing.assert_allclose(
+        report["cov"][2], np.cov(r[report["start"][2] :][:504], rowvar=False)
+    )
+
+    def eig(c):
+        d = np.sqrt(np.diag(c))
+        return np.linalg.eigvalsh(c / np.outer(d, d))  # permutation-invariant
+
+    sigma, _ = syn.make_scenario({"family": "sp500", "p": 20, "n": 40, "period": "report"}, 4, 0)
+    for s in sigma.numpy():
+        e = eig(s)
+        assert min(np.abs(e - eig(c)).max() for c in report["cov"]) < 1e-8
+        assert min(np.abs(e - eig(c)).max() for c in train["cov"]) > 1e-3
+    with pytest.raises(ValueError, match="period"):
+        syn.sp500_calibration(period="test")
+
+
 def _corr_stats(s: np.ndarray) -> tuple[float, float]:
     d = np.sqrt(np.diag(s))
     c = s / np.outer(d, d)

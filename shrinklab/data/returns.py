@@ -23,11 +23,13 @@ Cleaning (:func:`clean_prices`, :func:`winsorize_returns`, :func:`clean_returns`
 4. **Returns** are log returns ``log(P_t / P_{t−1})`` (``kind="simple"`` for
    ``P_t/P_{t−1} − 1``).
 5. **Outliers**: per asset, a return farther than ``mad_k`` (default 15) robust
-   standard deviations (``1.4826·MAD``, Hampel 1974) from the median over the
-   whole sample is winsorised to that bound and flagged. With daily stock returns
-   (robust s.d. 1–3 %) the bound is ±15–40 %: on the 20 stocks it clips 31 of
-   166,240 returns (12 of them BAC in 2008–09; 10 at ``mad_k = 20``, 139 at
-   ``mad_k = 10``), single-stock shocks such as AAPL on 2000-09-29 (−52 %) that
+   standard deviations (``1.4826·MAD``, Hampel 1974) from the median is winsorised
+   to that bound and flagged. The median and MAD are computed on the dates before
+   :data:`TEST_START` only (``stats_end``), so the test period never shapes the
+   cleaning of the training period; the same bounds are applied to every date. With daily stock returns
+   (robust s.d. 1–3 %) the bound is ±15–40 %: on the 20 stocks it clips 28 of
+   166,240 returns (26 of them before 2016, 12 BAC in 2008–09; 9 at ``mad_k = 20``,
+   130 at ``mad_k = 10``), single-stock shocks such as AAPL on 2000-09-29 (−52 %) that
    would otherwise dominate a window's sample covariance, while ordinary crisis
    days are kept. The index returns are not winsorised (crashes are the signal
    the regimes need).
@@ -159,17 +161,23 @@ def prices_to_returns(prices: pd.DataFrame, kind: str = "log") -> pd.DataFrame:
 
 
 def winsorize_returns(
-    returns: pd.DataFrame, mad_k: float = 15.0
+    returns: pd.DataFrame, mad_k: float = 15.0, stats_end=None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clip each column to ``median ± mad_k · 1.4826 · MAD``; return ``(clipped, outlier mask)``.
 
-    Robust z-score screening (Hampel 1974; Rousseeuw & Croux 1993). A column with
-    zero MAD (constant) is left unchanged.
+    Robust z-score screening (Hampel 1974; Rousseeuw & Croux 1993). The median and
+    MAD come from the dates before ``stats_end`` (``None``: every date); the bounds
+    are applied to every date. A column with zero MAD (constant) is left unchanged.
     """
     if not mad_k > 0:
         raise ValueError(f"mad_k must be > 0, got {mad_k}")
-    med = returns.median()
-    mad = (returns - med).abs().median() * MAD_SCALE
+    ref = returns
+    if stats_end is not None:
+        ref = returns[returns.index < pd.Timestamp(stats_end)]
+        if len(ref) < 2:
+            raise ValueError(f"fewer than two returns before stats_end={stats_end}")
+    med = ref.median()
+    mad = (ref - med).abs().median() * MAD_SCALE
     lo, hi = med - mad_k * mad, med + mad_k * mad
     active = mad > 0
     flags = ((returns.lt(lo, axis=1)) | (returns.gt(hi, axis=1))) & active
@@ -196,10 +204,13 @@ def clean_returns(
     kind: str = "log",
     stale_run: int = 5,
     mad_k: float | None = 15.0,
+    stats_end=TEST_START,
 ) -> CleanReturns:
     """Clean prices, take returns, winsorise (``mad_k=None`` skips it). See the module docstring.
 
-    A return is flagged imputed when either of its two prices was imputed.
+    The winsorising bounds come from the returns before ``stats_end`` (default
+    :data:`TEST_START`; ``None``: every date). A return is flagged imputed when
+    either of its two prices was imputed.
     """
     clean, imputed_p = clean_prices(prices, stale_run)
     r = prices_to_returns(clean, kind)
@@ -207,7 +218,7 @@ def clean_returns(
     if mad_k is None:
         flags = pd.DataFrame(False, index=r.index, columns=r.columns)
     else:
-        r, flags = winsorize_returns(r, mad_k)
+        r, flags = winsorize_returns(r, mad_k, stats_end=stats_end)
     return CleanReturns(returns=r, imputed=imputed, outliers=flags)
 
 

@@ -37,7 +37,8 @@ Covariance families (:data:`FAMILIES`)
     for equicorrelation), the bulk eigenvalues resampled
     with log-normal jitter, a market eigenvector with resampled real loadings,
     Haar eigenvectors elsewhere, and resampled real volatilities. Scaled to
-    ``tr Σ / p = 1``.
+    ``tr Σ / p = 1``. ``period="report"`` (evaluation only) draws the window from
+    2016–2022 instead, data no training world uses (:func:`sp500_calibration`).
 
 Edge-case families (:data:`EDGE_FAMILIES`, drawn with probability ``edge_prob``)
 -------------------------------------------------------------------------------
@@ -408,27 +409,41 @@ def _dominant_factor(p, g, kw):
     return sigma, (math.sqrt(f) * beta[:, None], psi.sqrt())
 
 
-@lru_cache(maxsize=1)
-def sp500_calibration(window: int = 504) -> dict[str, np.ndarray]:
-    """Covariances of the 20 S&P 500 stocks over non-overlapping windows before 2016.
+SP500_PERIODS = ("train", "report")
 
-    Daily log returns from :func:`shrinklab.data.returns.load_returns`, restricted to dates
-    before :data:`shrinklab.data.returns.TEST_START` so the test period never shapes the
-    training worlds. Returns ``{"cov": (W, 20, 20), "start": (W,) datetime64}``.
+
+@lru_cache(maxsize=2)
+def sp500_calibration(window: int = 504, period: str = "train") -> dict[str, np.ndarray]:
+    """Covariances of the 20 S&P 500 stocks over ``window``-day windows of one period.
+
+    Daily log returns from :func:`shrinklab.data.returns.load_returns`.
+    ``period="train"`` (the training family): the non-overlapping windows before
+    :data:`shrinklab.data.returns.TEST_START`, so the test period never shapes the
+    training worlds. ``period="report"`` (the public S&P scenario,
+    docs/decisions/0022-public-sp500-scenario-from-2016-2022.md): windows of
+    2016-01-01 .. 2022-12-28, which no training world uses, every ``window // 4``
+    days (the period holds only three disjoint two-year windows). Returns
+    ``{"cov": (W, 20, 20), "start": (W,) positions in the period}``.
     """
-
+    if period not in SP500_PERIODS:
+        raise ValueError(f"period must be one of {SP500_PERIODS}, got {period!r}")
     r = data.load_returns()
-    r = r[r.index < data.TEST_START].to_numpy()
+    if period == "train":
+        r, stride = r[r.index < data.TEST_START].to_numpy(), window
+    else:
+        r = r[(r.index >= data.TEST_START) & (r.index <= data.TEST_END)].to_numpy()
+        stride = max(1, window // 4)
     covs = []
     starts = []
-    for s in range(0, r.shape[0] - window + 1, window):
+    for s in range(0, r.shape[0] - window + 1, stride):
         covs.append(np.cov(r[s : s + window], rowvar=False))
         starts.append(s)
     return {"cov": np.stack(covs), "start": np.asarray(starts)}
 
 
 def _sp500(p, g, kw):
-    covs = torch.as_tensor(sp500_calibration()["cov"], dtype=DTYPE)
+    period = str(_take(kw, "period", lambda: "train"))
+    covs = torch.as_tensor(sp500_calibration(period=period)["cov"], dtype=DTYPE)
     w = int(_take(kw, "window", lambda: _randint(g, 0, covs.shape[0] - 1)))
     c = covs[w]
     q = c.shape[0]

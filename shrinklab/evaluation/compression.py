@@ -24,6 +24,7 @@ from shrinklab.models.network import predict_numpy
 
 __all__ = [
     "choose_deployable",
+    "choose_final",
     "feature_latency",
     "latency",
     "tradeoff_table",
@@ -261,4 +262,75 @@ def choose_deployable(
         f"{float(table.loc[reference, score]):.2f}) "
         f"at {lat / ref_lat:.3f}x its latency "
         f"({lat * 1e6:.1f} vs {ref_lat * 1e6:.1f} us per estimate, batch 1){size}"
+    )
+
+
+def choose_final(
+    fold_rows: pd.DataFrame,
+    incumbent: str,
+    challengers: list[str],
+    gain_kept: Mapping[str, float],
+    *,
+    min_gain_kept: float = 0.9,
+) -> tuple[str, str, pd.DataFrame]:
+    """The model written to ``final.pt`` (docs/decisions/0021-deploy-rule-cross-universe-folds.md).
+
+    ``fold_rows``: :func:`shrinklab.evaluation.universe_backtest.fold_backtest` rows
+    (``fold``, ``window``, ``estimator``, ``rel_vol`` = percent vs Ledoit–Wolf) on the
+    pre-2016 cross-universe folds; ``gain_kept``: each challenger's share of the
+    ensemble's normalised-PRIAL gain over Ledoit–Wolf on the synthetic validation
+    worlds. Per fold, the mean ``rel_vol`` over windows; ``Δ`` = challenger −
+    incumbent paired over folds. A challenger qualifies when ``mean Δ < −SE(Δ)``
+    (SE = sd/√folds) and ``gain_kept >= min_gain_kept``; the qualifying one with the
+    lowest mean wins, else the incumbent. Returns ``(name, reason, scores)``,
+    ``scores`` one row per candidate: ``mean_rel_vol``, ``delta``, ``delta_se``,
+    ``gain_kept``, ``qualifies``.
+    """
+    per_fold = fold_rows.groupby(["fold", "estimator"])["rel_vol"].mean().unstack("estimator")
+    missing = [m for m in [incumbent, *challengers] if m not in per_fold]
+    if missing:
+        raise ValueError(f"candidates {missing} are not in the fold rows")
+    if per_fold.isna().any().any() or len(per_fold) < 2:
+        raise ValueError("need every candidate on every fold, and at least two folds")
+    rows = []
+    for name in [incumbent, *challengers]:
+        d = per_fold[name] - per_fold[incumbent]
+        se = float(d.std(ddof=1) / math.sqrt(len(d)))
+        kept = float(gain_kept.get(name, float("nan"))) if name != incumbent else 1.0
+        ok = name != incumbent and float(d.mean()) < -se and kept >= min_gain_kept
+        rows.append(
+            {
+                "model": name,
+                "mean_rel_vol": float(per_fold[name].mean()),
+                "delta": float(d.mean()),
+                "delta_se": se,
+                "gain_kept": kept,
+                "qualifies": bool(ok),
+            }
+        )
+    scores = pd.DataFrame(rows).set_index("model")
+    ok = scores[scores["qualifies"]]
+    k = len(per_fold)
+    if ok.empty:
+        why = "; ".join(
+            f"{n}: {r.delta:+.2f} +- {r.delta_se:.2f} % vol vs {incumbent}, gain kept {r.gain_kept:.2f}"
+            for n, r in scores.drop(index=incumbent).iterrows()
+        )
+        return (
+            incumbent,
+            (
+                f"{incumbent}: no challenger is lower by more than one SE over {k} folds "
+                f"with >= {min_gain_kept:.0%} of the gain on the validation worlds ({why})"
+            ),
+            scores,
+        )
+    best = str(ok["mean_rel_vol"].idxmin())
+    r = scores.loc[best]
+    return (
+        best,
+        (
+            f"{best}: {r.delta:+.2f} +- {r.delta_se:.2f} % GMV volatility vs {incumbent} over {k} "
+            f"pre-2016 cross-universe folds, keeps {r.gain_kept:.2f} of the gain on the validation worlds"
+        ),
+        scores,
     )

@@ -1,0 +1,110 @@
+"""Cross-universe validation folds (data/universes.py), their backtest
+(evaluation/universe_backtest.py) and the final.pt rule (evaluation/compression.choose_final)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shrinklab.data import returns as data
+from shrinklab.data import universes
+from shrinklab.evaluation import backtest, compression, universe_backtest
+
+
+@pytest.fixture(scope="module")
+def folds():
+    r = data.load_returns()
+    return universes.cross_universe_folds(
+        r, data.load_factor_returns(), data.load_index_returns(), seed=2021
+    )
+
+
+def test_folds_are_pre_2016_seeded_and_cover_the_families(folds):
+    assert [u.family for u in folds].count("halves") == 8 and len(folds) == 25
+    assert {u.family for u in folds} == set(universes.FOLD_FAMILIES)
+    assert all(u.returns.index.max() < data.TEST_START for u in folds)
+    assert all(np.isfinite(u.returns.to_numpy()).all() for u in folds)
+    assert {u.p for u in folds if u.family == "portfolios"} == set(universes.PORTFOLIO_SIZES)
+    assert {u.p for u in folds if u.family == "mixtures"} == {30, 50, 100}
+    # each split gives two disjoint halves covering the 20 stocks
+    a, b = folds[0].returns.columns, folds[1].returns.columns
+    assert not set(a) & set(b) and len(set(a) | set(b)) == 20
+    etf = folds[-1]
+    assert etf.family == "etf" and etf.p == 6 and etf.returns.index[0] == pd.Timestamp("2014-01-03")
+    again = universes.cross_universe_folds(data.load_returns(), seed=2021)
+    pd.testing.assert_frame_equal(again[12].returns, folds[12].returns)
+    other = universes.cross_universe_folds(data.load_returns(), seed=1)
+    assert not np.allclose(other[12].returns.to_numpy(), folds[12].returns.to_numpy())
+
+
+def test_derived_assets_have_full_rank_and_a_common_factor(folds):
+    u = next(f for f in folds if f.family == "portfolios" and f.p == 100)
+    X = u.returns.to_numpy()
+    ev = np.linalg.eigvalsh(np.corrcoef(X, rowvar=False))
+    assert ev[0] > 1e-3  # the idiosyncratic parts lift the rank above 20
+    assert ev[-1] / ev.sum() > 0.3  # a dominant common factor (sector/index-like assets)
+
+
+def test_start_must_leave_a_year_before_2016(folds):
+    with pytest.raises(ValueError, match="start"):
+        universes.cross_universe_folds(data.load_returns(), start="2015-06-01")
+
+
+def test_fold_backtest_matches_gmv_backtest_by_hand(folds):
+    u = universes.Universe("halves", "x", folds[0].returns, pd.Timestamp("2014-01-02"))
+    est = {
+        "ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"],
+        "sample": backtest.classical_estimators()["sample"],
+    }
+    rows = universe_backtest.fold_backtest([u], est, (60,))
+    ref = backtest.gmv_backtest(u.returns, est, (60,), 21, start=u.start, end="2015-12-31")
+    vol = ref.returns[60].std(ddof=1) * np.sqrt(252) * 100
+    got = rows.set_index("estimator")
+    np.testing.assert_allclose(got.loc["sample", "ann_vol"], vol["sample"], rtol=1e-12)
+    np.testing.assert_allclose(
+        got.loc["sample", "rel_vol"], 100 * (vol["sample"] / vol["ledoit_wolf"] - 1), rtol=1e-12
+    )
+    assert got.loc["ledoit_wolf", "rel_vol"] == 0.0
+    assert ref.returns[60].index.max() < data.TEST_START
+
+
+def _rows(delta: float, noise: float, k: int = 10) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    out = []
+    for f in range(k):
+        for w in (60, 120):
+            base = rng.normal()
+            out += [
+                {"fold": f"f{f}", "window": w, "estimator": "ensemble", "rel_vol": base},
+                {
+                    "fold": f"f{f}",
+                    "window": w,
+                    "estimator": "ft",
+                    "rel_vol": base + delta + noise * rng.normal(),
+                },
+            ]
+    return pd.DataFrame(out)
+
+
+def test_choose_final_follows_the_declared_rule():
+    clear = _rows(-1.0, 0.1)
+    name, _, scores = compression.choose_final(clear, "ensemble", ["ft"], {"ft": 0.95})
+    assert name == "ft" and scores.loc["ft", "qualifies"]
+    # same folds, but the challenger loses too much on the synthetic validation worlds
+    assert compression.choose_final(clear, "ensemble", ["ft"], {"ft": 0.5})[0] == "ensemble"
+    # lower, but within one SE: the tie goes to the incumbent
+    tie = _rows(-0.05, 2.0)
+    name, _, scores = compression.choose_final(tie, "ensemble", ["ft"], {"ft": 1.0})
+    assert name == "ensemble" and scores.loc["ft", "delta"] > -scores.loc["ft", "delta_se"]
+    d = (
+        clear[clear.estimator == "ft"].groupby("fold")["rel_vol"].mean()
+        - clear[clear.estimator == "ensemble"].groupby("fold")["rel_vol"].mean()
+    )
+    np.testing.assert_allclose(
+        scores_se := d.std(ddof=1) / np.sqrt(len(d)),
+        compression.choose_final(clear, "ensemble", ["ft"], {"ft": 1.0})[2].loc["ft", "delta_se"],
+    )
+    assert scores_se > 0
+    with pytest.raises(ValueError, match="not in the fold rows"):
+        compression.choose_final(clear, "ensemble", ["nope"], {})
