@@ -300,7 +300,8 @@ def finetune_on_real(
     baseline : normaliser of the loss, ``"ledoit_wolf"`` or ``"sample"``.
     demean : realised variance with (default) or without demeaning.
     resume : continue from ``out_dir/checkpoint.pt`` if it exists.
-    logger : optional ``dvclive.Live``-like object (``log_metric``, ``next_step``).
+    logger : optional :class:`~shrinklab.training.monitor.RunLogger` or ``dvclive.Live``
+        (``log_metric``, ``next_step``).
 
     Returns
     -------
@@ -401,7 +402,15 @@ def finetune_on_real(
             device,
         )
         if logger is not None:
-            for key in ("train_loss", "valid_loss", "valid_pooled_ratio", "lr", "samples_per_s"):
+            for key in (
+                "train_loss",
+                "valid_loss",
+                "valid_pooled_ratio",
+                "lr",
+                "grad_norm_mean",
+                "alpha_mean",
+                "samples_per_s",
+            ):
                 logger.log_metric(f"finetune/{key}", float(record[key]))
             logger.next_step()
         saved = training_state(
