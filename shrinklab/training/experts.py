@@ -16,7 +16,7 @@ from shrinklab.models.experts import FamilyGate
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
-from shrinklab.training.monitor import RunLogger
+from shrinklab.training.monitor import run_logger
 
 __all__ = [
     "train_family_experts",
@@ -127,11 +127,8 @@ def train_family_experts(
             model = MLShrinkageNetwork(**dict(model_config))
             cfg = dataclasses.replace(config or TrainConfig(), seed=s)
             out = Path(out_dir) / fam / f"member_{i}"
-            if monitor is None:
-                train(model, sets[0], sets[1], cfg, out, resume=False)
-            else:
-                with RunLogger(f"experts/{fam}/member_{i}", monitor) as log:
-                    train(model, sets[0], sets[1], cfg, out, resume=False, logger=log)
+            with run_logger(f"experts/{fam}/member_{i}", monitor) as log:
+                train(model, sets[0], sets[1], cfg, out, resume=False, logger=log)
             members.append(model.cpu().eval())
         experts[fam] = members[0] if len(members) == 1 else EnsembleModel(members, label=fam)
     return experts

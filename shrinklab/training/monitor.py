@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunLogger"]
+__all__ = ["RunLogger", "run_logger"]
 
 _MISSING_NOTE: set[str] = set()
 
@@ -93,8 +93,11 @@ class RunLogger:
 
     # ------------------------------------------------------------------- logging
     def log_metric(self, name: str, value: float) -> None:
-        """Scalar ``name`` at the current step."""
+        """Scalar ``name`` at the current step (NaN / inf are skipped: a run without
+        validation data has no validation curve)."""
         value = float(value)
+        if not np.isfinite(value):
+            return
         if self._tb is not None:
             self._tb.add_scalar(name, value, self.step)
         if self._live is not None:
@@ -137,6 +140,14 @@ class RunLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_logger(run: str, root: str | Path | None) -> Any:
+    """Context manager: a :class:`RunLogger` of ``run`` under ``root``, or ``None``
+    (nothing logged) when ``root`` is ``None``."""
+    from contextlib import nullcontext
+
+    return nullcontext(None) if root is None else RunLogger(run, root)
 
 
 def _clear(folder: Path) -> None:
