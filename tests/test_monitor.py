@@ -53,6 +53,8 @@ def test_logging_leaves_training_bit_identical_and_writes_both_backends(tmp_path
     )
     rows = curve.read_text().strip().splitlines()
     assert rows[0].split("\t")[:2] == ["step", "loss"] and len(rows) == 1 + CFG.epochs
+    # only curves in the run's DVCLive folder (dvc.yaml declares whole folders as plots)
+    assert not list((tmp_path / "reports" / "dvclive").rglob("*.json"))
     # the event file holds the scalars and the intensity histograms of every epoch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

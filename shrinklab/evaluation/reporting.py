@@ -83,23 +83,27 @@ def headline_metrics(evaluation: dict) -> dict[str, float]:
     """The dozen numbers a reviewer reads first, from ``evaluation.json``: the public-grid
     average PRIAL of the deployed model, of the best classical estimator and of the
     multi-target oracle, and the deployed model's out-of-sample GMV volatility (%,
-    annualised, 2016–2022) against Ledoit–Wolf at each estimation window."""
-    avg = evaluation["prial_constant_oracle"]["average"]
-    out = {
-        "grid_scenarios": int(avg["n_scenarios"]),
-        "grid_prial_deployed": round(float(avg["prial_learned"]), 2),
-        "grid_prial_best_classical": round(float(avg["prial_best_classical"]), 2),
-        "grid_prial_deployed_minus_best": round(
-            float(avg["prial_learned"]) - float(avg["prial_best_classical"]), 2
-        ),
-        "grid_prial_oracle": round(float(avg["prial_oracle"]), 2),
-        "grid_share_of_oracle": round(float(avg["learned_capture"]), 3),
-    }
-    backtest = evaluation["backtest"]
+    annualised, 2016–2022) against Ledoit–Wolf at each estimation window. Sections
+    missing from ``evaluation`` (a partial run) are left out."""
+    out: dict[str, float] = {}
+    avg = evaluation.get("prial_constant_oracle", {}).get("average")
+    if avg:
+        out.update(
+            grid_scenarios=int(avg["n_scenarios"]),
+            grid_prial_deployed=round(float(avg["prial_learned"]), 2),
+            grid_prial_best_classical=round(float(avg["prial_best_classical"]), 2),
+            grid_prial_deployed_minus_best=round(
+                float(avg["prial_learned"]) - float(avg["prial_best_classical"]), 2
+            ),
+            grid_prial_oracle=round(float(avg["prial_oracle"]), 2),
+            grid_share_of_oracle=round(float(avg["learned_capture"]), 3),
+        )
+    backtest = evaluation.get("backtest", {})
     for w in WINDOWS:
-        ml, lw = backtest[f"{w}/{DEPLOYED}"], backtest[f"{w}/{BENCHMARK}"]
-        out[f"gmv_vol_{w}_deployed"] = round(100 * float(ml["ann_vol"]), 2)
-        out[f"gmv_vol_{w}_lw"] = round(100 * float(lw["ann_vol"]), 2)
+        ml, lw = backtest.get(f"{w}/{DEPLOYED}"), backtest.get(f"{w}/{BENCHMARK}")
+        if ml and lw:
+            out[f"gmv_vol_{w}_deployed"] = round(100 * float(ml["ann_vol"]), 2)
+            out[f"gmv_vol_{w}_lw"] = round(100 * float(lw["ann_vol"]), 2)
     return out
 
 
@@ -109,14 +113,15 @@ def write_headline_metrics(root: Path) -> Path | None:
     path = root / EVALUATION_METRICS
     if not path.exists():
         return None
-    return save_metrics(root / HEADLINE_METRICS, headline_metrics(json.loads(path.read_text())))
+    save_metrics(root / HEADLINE_METRICS, headline_metrics(json.loads(path.read_text())))
+    return root / HEADLINE_METRICS
 
 
 def takeaway(h: dict | None) -> str:
     """One sentence from :func:`headline_metrics`."""
-    if not h:
+    if not h or "grid_prial_deployed" not in h:
         return "No evaluation yet: run <code>dvc repro</code>."
-    vols = lambda who: "/".join(f"{h[f'gmv_vol_{w}_{who}']:.2f}" for w in WINDOWS)  # noqa: E731
+    vols = lambda who: "/".join(f"{h.get(f'gmv_vol_{w}_{who}', float('nan')):.2f}" for w in WINDOWS)  # noqa: E731
     return (
         f"On the public grid ({h['grid_scenarios']} scenarios) the deployed model averages a "
         f"PRIAL of {h['grid_prial_deployed']:.1f} against {h['grid_prial_best_classical']:.1f} "
@@ -228,17 +233,17 @@ def _round_floats(obj, digits: int):
     return obj
 
 
-def save_metrics(path: str | Path, metrics: dict, digits: int = 6) -> Path:
-    """Write a metrics JSON (sorted keys, floats rounded) for ``dvc metrics show``."""
+def save_metrics(path: str | Path, metrics: dict, digits: int = 6) -> None:
+    """Write a metrics JSON (sorted keys, floats rounded). Returns None, so a notebook
+    cell that ends with it shows no ``PosixPath(...)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_round_floats(metrics, digits), indent=2, sort_keys=True) + "\n")
-    return path
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG without timestamps (reruns give the same bytes)."""
+def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG without timestamps (reruns give the same bytes).
+    Returns None (no ``PosixPath(...)`` under a notebook cell that ends with it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    return path

@@ -105,7 +105,7 @@ def train_family_experts(
     networks from seeds ``seed, seed + 1, …``. Member ``i`` of the expert of family
     ``f`` writes to ``out_dir/<f>/member_<i>``; with ``monitor`` (a reports folder) it
     logs to the :class:`~shrinklab.training.monitor.RunLogger` run
-    ``experts/<f>/member_<i>`` there."""
+    ``ensemble/experts/<f>/member_<i>`` there."""
 
     families = [str(f) for f in families]
     if len(set(families)) != len(families):
@@ -127,7 +127,7 @@ def train_family_experts(
             model = MLShrinkageNetwork(**dict(model_config))
             cfg = dataclasses.replace(config or TrainConfig(), seed=s)
             out = Path(out_dir) / fam / f"member_{i}"
-            with run_logger(f"experts/{fam}/member_{i}", monitor) as log:
+            with run_logger(f"ensemble/experts/{fam}/member_{i}", monitor) as log:
                 train(model, sets[0], sets[1], cfg, out, resume=False, logger=log)
             members.append(model.cpu().eval())
         experts[fam] = members[0] if len(members) == 1 else EnsembleModel(members, label=fam)

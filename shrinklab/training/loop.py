@@ -668,7 +668,7 @@ def train(
         else:
             net = module
 
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # not tqdm.auto: its IProgress warning lands in reports
 
         bar = tqdm(
             total=cfg.epochs,

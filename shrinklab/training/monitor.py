@@ -134,6 +134,10 @@ class RunLogger:
         if self._live is not None:
             self._live.end()
             self._live = None
+            # DVCLive's summary (the last step's values again) is not a curve: removed so
+            # that dvc.yaml can declare a whole folder of runs as plots (``dvc plots show``
+            # fails on a JSON object inside a plots folder)
+            (self.live_dir / "metrics.json").unlink(missing_ok=True)
 
     def __enter__(self) -> RunLogger:
         return self
