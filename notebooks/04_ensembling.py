@@ -174,7 +174,7 @@ selection[["prial", "prial_vs_best", "prial_vs_best_se", "conformal_50", "confor
 test_table.sort_values("prial", ascending=False).reset_index(drop=True)
 
 # %%
-fig = plots.prial_bars(test_table.assign(scenario="synthetic test", se=0.0), estimator_col="model")
+fig = plots.prial_bars(test_table.assign(scenario="synthetic test", se=0.0), estimator_col="model", highlight=[chosen])
 save_figure(fig, figures / "prial_members.png")
 
 # %% [markdown]
