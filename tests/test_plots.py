@@ -155,6 +155,10 @@ def test_single_scenario_bars_are_ranked_and_the_deployed_model_stands_out():
     assert sum(c == plots.DEPLOYED_COLOUR for c in colours.values()) == 1
     assert fig._suptitle.get_text() == "PRIAL on test worlds (bars: ±1 standard error)"
     plt.close(fig)
+    assert plots.PRIAL_ABOVE_100 not in [t.get_text() for t in fig.texts]  # all ≤ 100
+    fig = plots.prial_bars(df.assign(prial=vals + 20), estimator_col="model")
+    assert plots.PRIAL_ABOVE_100 in [t.get_text() for t in fig.texts]
+    plt.close(fig)
 
 
 def test_reliability_small_multiples_one_panel_per_model():
