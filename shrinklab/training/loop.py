@@ -717,12 +717,12 @@ def train(
             train_loss = float(stats[0] / stats[1].clamp_min(1.0))
             train_spectrum = float(stats[2] / stats[3]) if spectrum is not None else None
             gns = torch.stack(ep.grad_norms).float() if ep.grad_norms else torch.zeros(1)
-            keep = [] if logger is not None and hasattr(logger, "log_histogram") else None
+            predicted = [] if logger is not None and hasattr(logger, "log_histogram") else None
             if use_valid:
                 vidx = torch.arange(vdata.n, device=device)[rank::world]
-                ev = _evaluate(module, vdata, cfg, 16384, vidx, keep)
+                ev = _evaluate(module, vdata, cfg, 16384, vidx, predicted)
             else:
-                ev = _evaluate(module, data, cfg, 16384, perm[rank::world], keep)
+                ev = _evaluate(module, data, cfg, 16384, perm[rank::world], predicted)
             valid_spectrum = None
             if vspectrum is not None:
                 valid_spectrum = vspectrum.mean_loss(module, vdata if use_valid else data)
@@ -757,7 +757,7 @@ def train(
                 finished = True
             if rank == 0:
                 if logger is not None:
-                    _log(logger, record, torch.cat(keep) if keep else None)
+                    _log(logger, record, torch.cat(predicted) if predicted else None)
                 bar.update(1)
                 bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{ev['loss']:.4f}")
                 if every(state["epoch"], cfg.epochs) or finished:
