@@ -9,8 +9,9 @@ take as ``logger`` (``log_metric``, ``next_step``, and optionally ``log_histogra
 ``log_figure``).
 
 Logging never changes training: the logger only reads values the trainer has already
-computed (no extra forward passes, no random numbers). With neither ``tensorboard`` nor
-``dvclive`` installed (the core install) a logger prints one line and does nothing.
+computed (no extra forward passes, no random numbers). A missing ``tensorboard`` or
+``dvclive`` is reported in one line (once per process) and that backend skipped; with
+neither (the core install) the logger does nothing.
 
 Parallel workers (one process per ensemble member): pass the run *name* (a string,
 picklable), not a logger, and open the logger inside the worker, e.g.
