@@ -80,6 +80,10 @@ def test_headline_metrics_are_a_dozen_rounded_numbers():
     text = takeaway(h)
     assert "85.6" in text and "80.5" in text and "15.82/15.76/15.81" in text
     assert headline_metrics({}) == {} and "No evaluation" in takeaway({})
+    partial = _evaluation()
+    partial["backtest"] = {k: v for k, v in partial["backtest"].items() if k.startswith("60/")}
+    short = takeaway(headline_metrics(partial))
+    assert "15.82 % against" in short and "with 60-day windows" in short
 
 
 def test_index_has_takeaway_commit_and_stage_thumbnails(tmp_path: Path):

@@ -121,14 +121,20 @@ def takeaway(h: dict | None) -> str:
     """One sentence from :func:`headline_metrics`."""
     if not h or "grid_prial_deployed" not in h:
         return "No evaluation yet: run <code>dvc repro</code>."
-    vols = lambda who: "/".join(f"{h.get(f'gmv_vol_{w}_{who}', float('nan')):.2f}" for w in WINDOWS)  # noqa: E731
-    return (
+    windows = [w for w in WINDOWS if f"gmv_vol_{w}_deployed" in h]
+    vols = lambda who: "/".join(f"{h[f'gmv_vol_{w}_{who}']:.2f}" for w in windows)  # noqa: E731
+    text = (
         f"On the public grid ({h['grid_scenarios']} scenarios) the deployed model averages a "
         f"PRIAL of {h['grid_prial_deployed']:.1f} against {h['grid_prial_best_classical']:.1f} "
         f"for the best classical estimator ({h['grid_prial_deployed_minus_best']:+.1f}) and "
-        f"{h['grid_prial_oracle']:.1f} for the oracle; on S&amp;P 500 minimum-variance "
-        f"portfolios (2016–2022) its volatility is {vols('deployed')} % against Ledoit–Wolf's "
-        f"{vols('lw')} % with {'/'.join(map(str, WINDOWS))}-day windows."
+        f"{h['grid_prial_oracle']:.1f} for the oracle"
+    )
+    if not windows:
+        return text + "."
+    return text + (
+        f"; on S&amp;P 500 minimum-variance portfolios (2016–2022) its volatility is "
+        f"{vols('deployed')} % against Ledoit–Wolf's {vols('lw')} % with "
+        f"{'/'.join(map(str, windows))}-day windows."
     )
 
 
