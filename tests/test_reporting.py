@@ -65,20 +65,21 @@ def _evaluation() -> dict:
         "backtest": {
             f"{w}/{e}": {"ann_vol": v + (0.002 if e == "ledoit_wolf" else 0.0)}
             for w, v in ((60, 0.158204), (120, 0.157635), (250, 0.158111))
-            for e in ("ML (final)", "ledoit_wolf", "qis")
+            for e in ("ML (final)", "ML (fine-tuned)", "ledoit_wolf", "qis")
         },
     }
 
 
 def test_headline_metrics_are_a_dozen_rounded_numbers():
     h = headline_metrics(_evaluation())
-    assert len(h) == 12
+    assert len(h) == 15  # 6 grid numbers, 3 volatilities at each of 3 windows
     assert h["grid_prial_deployed"] == 85.63 and h["grid_prial_best_classical"] == 80.54
     assert h["grid_prial_deployed_minus_best"] == pytest.approx(85.629239 - 80.542119, abs=0.005)
     assert h["gmv_vol_60_deployed"] == 15.82 and h["gmv_vol_60_lw"] == 16.02
     assert h["grid_scenarios"] == 8 and isinstance(h["grid_scenarios"], int)
     text = takeaway(h)
-    assert "85.6" in text and "80.5" in text and "15.82/15.76/15.81" in text
+    assert "85.6" in text and "80.5" in text and "15.82/15.76/15.81 % against" in text
+    assert "pre-2016 returns: 15.82/15.76/15.81 %" in text
     assert headline_metrics({}) == {} and "No evaluation" in takeaway({})
     partial = _evaluation()
     partial["backtest"] = {k: v for k, v in partial["backtest"].items() if k.startswith("60/")}
