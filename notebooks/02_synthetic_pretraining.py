@@ -76,10 +76,10 @@ reports_dir = "build/smoke/reports"
 
 # %%
 
+import matplotlib.pyplot as plt
 import pandas as pd
-from dvclive import Live
 
-from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.core.targets import TARGET_NAMES, combine
 from shrinklab.data import dataset
 from shrinklab.evaluation import plots
 from shrinklab.evaluation.reporting import save_figure, save_metrics
@@ -89,6 +89,7 @@ from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
+from shrinklab.training.monitor import RunLogger
 
 processed, models, reports, figures = stage_setup(
     "02_synthetic_pretraining", seed, processed_dir, models_dir, reports_dir
@@ -119,8 +120,8 @@ print(model)
 
 # %%
 checkpoints = run_dir("pretrain", config.to_dict(), processed / "synthetic_train.pt")
-with Live(dir=str(reports / "dvclive" / "pretrain"), save_dvc_exp=False, dvcyaml=None) as live:
-    history = train(model, train_set, valid_set, config, out_dir=checkpoints, logger=live)
+log = RunLogger("pretrain", reports)  # reports/tensorboard/pretrain and reports/dvclive/pretrain
+history = train(model, train_set, valid_set, config, out_dir=checkpoints, logger=log)
 print(f"best epoch {history['best_epoch']}, best validation loss {history['best_valid_loss']:.4f}")
 
 # %%
@@ -146,6 +147,18 @@ table
 out = model.predict(valid_set.features)
 fig = plots.predicted_vs_oracle(out.alpha.numpy(), valid_set.alpha_star.numpy())
 save_figure(fig, figures / "predicted_vs_oracle.png")
+
+# %%
+# TensorBoard images: true vs sample vs predicted matrices and their spectra, for the
+# first validation world of the smallest and of the largest dimension
+for bucket in valid_set.rebuild_matrices([0, len(valid_set) - 1]):
+    i, S, sigma = int(bucket.indices[0]), bucket.S[0].double(), bucket.sigma[0].double()
+    sigma_hat = combine(S, bucket.T[0].double(), out.intensities[i].double())
+    for tag, fig in ((f"matrices/world_{i}", plots.matrix_heatmaps(sigma, {"sample S": S, "network": sigma_hat})),
+                     (f"spectra/world_{i}", plots.eigenvalue_spectra(sigma, S, {"network": sigma_hat}))):
+        log.log_figure(tag, fig)
+        plt.close(fig)
+log.close()
 
 # %%
 models.mkdir(parents=True, exist_ok=True)

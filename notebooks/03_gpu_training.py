@@ -75,6 +75,7 @@ checkpoints = run_dir("finetune", {**config.to_dict(), "windows": windows, "subs
 result = walk_forward_finetune(
     pretrained, returns, splits, windows=windows, config=config, out_dir=checkpoints,
     asset_subsets=asset_subsets, seed=seed, regimes=market["regime"],
+    monitor=reports,  # TensorBoard + DVCLive runs finetune/fold_<k>, finetune/final
 )
 folds = result.table()
 folds

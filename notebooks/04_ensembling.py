@@ -68,6 +68,7 @@ from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training import ensembles as ensembles_mod
 from shrinklab.training import experts as expert_training
 from shrinklab.training.config import TrainConfig
+from shrinklab.training.monitor import run_logger
 
 processed, models, reports, figures = stage_setup(
     "04_ensembling", seed, processed_dir, models_dir, reports_dir
@@ -173,7 +174,7 @@ selection[["prial", "prial_vs_best", "prial_vs_best_se", "conformal_50", "confor
 test_table.sort_values("prial", ascending=False).reset_index(drop=True)
 
 # %%
-fig = plots.prial_bars(test_table.assign(scenario="synthetic test", se=0.0), estimator_col="model")
+fig = plots.prial_bars(test_table.assign(scenario="synthetic test", se=0.0), estimator_col="model", highlight=[chosen])
 save_figure(fig, figures / "prial_members.png")
 
 # %% [markdown]
@@ -231,9 +232,10 @@ save_figure(fig, figures / "reliability.png")
 best = ensembles[chosen]
 deployed = best
 if family_experts:
-    gate = expert_training.train_family_gate(
-        train_set.features, train_set.families, epochs=gate_epochs, seed=seed
-    )
+    with run_logger("ensemble/gate", reports) as log:  # TensorBoard + DVCLive
+        gate = expert_training.train_family_gate(
+            train_set.features, train_set.families, epochs=gate_epochs, seed=seed, logger=log
+        )
     family_models = expert_training.train_family_experts(
         train_set,
         valid_set,
@@ -243,6 +245,7 @@ if family_experts:
         config=base,
         seed=seed,
         n_members=expert_members,
+        monitor=reports,
     )
     deployed = experts.GatedExpertModel(best, family_models, gate, threshold=gate_threshold)
     gated_table = selection_mod.family_loss_table({"ensemble": best, "gated": deployed}, test_set)

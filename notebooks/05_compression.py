@@ -78,6 +78,7 @@ from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
 from shrinklab.pipeline import stage_setup
 from shrinklab.training import compression as compression_training
+from shrinklab.training.monitor import RunLogger
 
 processed, models, reports, figures = stage_setup(
     "05_compression", seed, processed_dir, models_dir, reports_dir
@@ -89,13 +90,15 @@ finetuned = load_model(models / "finetuned.pt")
 payload = load_model_payload(models / "ensemble.pt")
 
 # %%
-student = compression_training.distill(
-    teacher,
-    train_set,
-    student_config={"hidden_dims": student_hidden},
-    epochs=distill_epochs,
-    seed=seed,
-)
+with RunLogger("compress/distill", reports) as log:  # TensorBoard + DVCLive
+    student = compression_training.distill(
+        teacher,
+        train_set,
+        student_config={"hidden_dims": student_hidden},
+        epochs=distill_epochs,
+        seed=seed,
+        logger=log,
+    )
 pruning, pruned = compression_training.pruning_sweep(
     student, sparsities, valid_set, fine_tune_data=train_set, seed=seed
 )

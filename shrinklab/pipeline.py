@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -197,12 +198,14 @@ class StagePaths(NamedTuple):
 def stage_setup(
     name: str, seed: int, processed_dir: str, models_dir: str, reports_dir: str
 ) -> StagePaths:
-    """The first cell of every stage notebook: the figure style, torch's global seed,
-    and the stage's folders (figures under ``<reports>/figures/<name>``)."""
+    """The first cell of every stage notebook: the figure style, 3-decimal tables,
+    torch's global seed and the stage's folders (figures under ``<reports>/figures/<name>``)."""
+    import pandas as pd
     import seaborn as sns
     import torch
 
     sns.set_theme(style="whitegrid", context="notebook")
+    pd.set_option("display.precision", 3)  # tables in the reports: 3 decimals
     torch.manual_seed(seed)
     reports = Path(reports_dir)
     return StagePaths(Path(processed_dir), Path(models_dir), reports, reports / "figures" / name)
@@ -250,7 +253,8 @@ def run_dir(
 
 
 def render_html(executed: Path, html_path: Path) -> None:
-    """Self-contained HTML of an executed notebook, code cells hidden."""
+    """Self-contained HTML of an executed notebook, code cells hidden, with a link
+    back to the index (:func:`with_index_link`)."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -260,7 +264,24 @@ def render_html(executed: Path, html_path: Path) -> None:
     )
     exporter.embed_images = True
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    html_path.write_text(body, encoding="utf-8")
+    html_path.write_text(with_index_link(body), encoding="utf-8")
+
+
+INDEX_LINK = (
+    '<nav style="font-family:sans-serif;padding:.5em 1em"><a href="../index.html">'
+    "&larr; all reports (index)</a></nav>"
+)
+
+
+def with_index_link(body: str) -> str:
+    """``body`` (a rendered report under ``reports/html/``) with a link back to
+    ``reports/index.html`` right after ``<body>``; unchanged if it has one already."""
+    if INDEX_LINK in body:
+        return body
+    match = re.search(r"<body[^>]*>", body)
+    if match is None:
+        raise ValueError("rendered report has no <body> tag")
+    return body[: match.end()] + INDEX_LINK + body[match.end() :]
 
 
 # --------------------------------------------------------------- output snapshots

@@ -30,6 +30,7 @@ PROJECT = "shrinklab"
 NOT_CORE = {
     "dvc",
     "dvclive",
+    "tensorboard",
     "papermill",
     "jupytext",
     "ipykernel",

@@ -300,18 +300,21 @@ def test_headline_table_logic_and_json():
 
 # --------------------------------------------------------------------- figures
 def test_prial_bars_draw_the_table(grid_results):
+    """Every (scenario, estimator) PRIAL is one bar with a ±1 SE error bar, whichever
+    layout (grouped bars or one panel per scenario) the size of the table picks."""
     (df, _), _ = grid_results
     fig = plots.prial_bars(df)
-    ax = fig.axes[0]
     shown = [e for e in dict.fromkeys(df.estimator) if e not in ("sample", "fsopt")]
-    heights = np.array([b.get_height() for b in ax.patches])
-    expected = np.concatenate([df[df.estimator == e].prial.to_numpy() for e in shown])
-    np.testing.assert_allclose(heights, expected)
-    # error bars: one vertical segment per bar, of length 2 SE
-    segs = np.concatenate([c.get_segments() for c in ax.collections])
-    lengths = np.array([s[1, 1] - s[0, 1] for s in segs])
-    ses = np.concatenate([df[df.estimator == e].se.to_numpy() for e in shown])
-    np.testing.assert_allclose(np.sort(lengths), np.sort(2 * ses), atol=1e-9)
+    panels = [ax for ax in fig.axes if ax.patches]
+    horizontal = len(shown) > 6 or df.scenario.nunique() == 1
+    size = (lambda b: b.get_width()) if horizontal else (lambda b: b.get_height())
+    drawn = np.sort([size(b) for ax in panels for b in ax.patches])
+    kept = df[df.estimator.isin(shown)]
+    np.testing.assert_allclose(drawn, np.sort(kept.prial.to_numpy()))
+    axis = 0 if horizontal else 1  # error bars along the bars
+    segs = np.concatenate([c.get_segments() for ax in panels for c in ax.collections])
+    lengths = np.array([s[1, axis] - s[0, axis] for s in segs])
+    np.testing.assert_allclose(np.sort(lengths), np.sort(2 * kept.se.to_numpy()), atol=1e-9)
     plt.close(fig)
 
 

@@ -134,3 +134,68 @@ def test_family_ratio_bars_draw_the_table(tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="ratio_"):
         plots.family_ratio_bars(tab[["norm_loss"]])
+
+
+def test_single_scenario_bars_are_ranked_and_the_deployed_model_stands_out():
+    from matplotlib.colors import to_hex
+
+    names = [f"m{i}" for i in range(12)] + ["oracle"]
+    vals = np.linspace(10, 90, len(names))[::-1].copy()
+    np.random.default_rng(1).shuffle(vals)
+    df = pd.DataFrame({"model": names, "prial": vals, "se": 1.0, "scenario": "test worlds"})
+    fig = plots.prial_bars(df, estimator_col="model", highlight=["m3"])
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    widths = [b.get_width() for b in ax.patches]
+    # one bar per model, best at the top, each labelled with its own value
+    assert sorted(labels) == sorted(names) and widths == sorted(vals, reverse=True)
+    assert dict(zip(labels, widths)) == dict(zip(names, vals))
+    colours = {lab: to_hex(b.get_facecolor()) for lab, b in zip(labels, ax.patches)}
+    assert colours["m3"] == plots.DEPLOYED_COLOUR
+    assert sum(c == plots.DEPLOYED_COLOUR for c in colours.values()) == 1
+    assert fig._suptitle.get_text() == "PRIAL on test worlds (bars: ±1 standard error)"
+    plt.close(fig)
+    assert plots.PRIAL_ABOVE_100 not in [t.get_text() for t in fig.texts]  # all ≤ 100
+    fig = plots.prial_bars(df.assign(prial=vals + 20), estimator_col="model")
+    assert plots.PRIAL_ABOVE_100 in [t.get_text() for t in fig.texts]
+    plt.close(fig)
+
+
+def test_reliability_small_multiples_one_panel_per_model():
+    levels = np.array([0.1, 0.5, 0.9])
+    curves = {
+        f"{m} ({k})": pd.DataFrame({"nominal": levels, "observed": levels * (1 + 0.1 * i)})
+        for i, m in enumerate(["a", "b", "c"])
+        for k in ("conformal", "gaussian")
+    }
+    fig = plots.reliability_diagram(curves)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["a", "b", "c"]
+    for i, ax in enumerate(panels):
+        lines = [ln for ln in ax.get_lines() if ln.get_label() in ("conformal", "gaussian")]
+        assert len(lines) == 2
+        np.testing.assert_allclose(lines[0].get_ydata(), levels * (1 + 0.1 * i))
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["conformal", "gaussian", "calibrated"]
+    plt.close(fig)
+
+
+def test_tradeoff_and_folds_axes_in_words():
+    tab = pd.DataFrame({"latency_b1_s": [1e-3, 1e-4], "prial": [90.0, 85.0]}, index=["a", "b"])
+    fig = plots.tradeoff(tab, highlight=["b"])
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == plots.AXIS_LABELS["latency_b1_s"] and "PRIAL" in ax.get_ylabel()
+    assert ax.get_title()
+    plt.close(fig)
+    folds = pd.DataFrame(
+        {"pooled_ratio_pretrained": [1.0, 1.1], "pooled_ratio_finetuned": [0.9, 1.0]}
+    )
+    fig = plots.finetune_folds(folds)
+    ax = fig.axes[0]
+    assert "_" not in ax.get_ylabel() and ax.get_xlabel() == "walk-forward fold"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "pretrained on synthetic data",
+        "fine-tuned on real returns",
+    ]
+    np.testing.assert_allclose([b.get_height() for b in ax.patches], [1.0, 1.1, 0.9, 1.0])
+    plt.close(fig)

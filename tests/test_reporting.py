@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from shrinklab.evaluation.reporting import (
     README_END,
     README_START,
     headline_markdown,
+    headline_metrics,
     readme_block,
+    takeaway,
     update_readme,
     write_index,
 )
+from shrinklab.pipeline import with_index_link
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +49,65 @@ def test_update_readme_and_index_on_a_copy(tmp_path: Path):
     assert update_readme(tmp_path) is False  # idempotent
     index = write_index(tmp_path).read_text()
     assert 'href="html/01_x.html"' in index and "<td>1</td>" in index
+
+
+def _evaluation() -> dict:
+    return {
+        "prial_constant_oracle": {
+            "average": {
+                "n_scenarios": 8.0,
+                "prial_learned": 85.629239,
+                "prial_best_classical": 80.542119,
+                "prial_oracle": 93.793537,
+                "learned_capture": 0.912955,
+            }
+        },
+        "backtest": {
+            f"{w}/{e}": {"ann_vol": v + (0.002 if e == "ledoit_wolf" else 0.0)}
+            for w, v in ((60, 0.158204), (120, 0.157635), (250, 0.158111))
+            for e in ("ML (final)", "ML (fine-tuned)", "ledoit_wolf", "qis")
+        },
+    }
+
+
+def test_headline_metrics_are_a_dozen_rounded_numbers():
+    h = headline_metrics(_evaluation())
+    assert len(h) == 15  # 6 grid numbers, 3 volatilities at each of 3 windows
+    assert h["grid_prial_deployed"] == 85.63 and h["grid_prial_best_classical"] == 80.54
+    assert h["grid_prial_deployed_minus_best"] == pytest.approx(85.629239 - 80.542119, abs=0.005)
+    assert h["gmv_vol_60_deployed"] == 15.82 and h["gmv_vol_60_lw"] == 16.02
+    assert h["grid_scenarios"] == 8 and isinstance(h["grid_scenarios"], int)
+    text = takeaway(h)
+    assert "85.6" in text and "80.5" in text and "15.82/15.76/15.81 % against" in text
+    assert "pre-2016 returns: 15.82/15.76/15.81 %" in text
+    assert headline_metrics({}) == {} and "No evaluation" in takeaway({})
+    partial = _evaluation()
+    partial["backtest"] = {k: v for k, v in partial["backtest"].items() if k.startswith("60/")}
+    short = takeaway(headline_metrics(partial))
+    assert "15.82 % against" in short and "with 60-day windows" in short
+
+
+def test_index_has_takeaway_commit_and_stage_thumbnails(tmp_path: Path):
+    reports = tmp_path / "reports"
+    (reports / "metrics").mkdir(parents=True)
+    (reports / "html").mkdir()
+    (reports / "figures" / "02_x").mkdir(parents=True)
+    (reports / "html" / "02_x.html").write_text("<html></html>")
+    (reports / "figures" / "02_x" / "a.png").write_bytes(b"png")
+    (reports / "metrics" / "evaluation.json").write_text(json.dumps(_evaluation()))
+    index = write_index(tmp_path).read_text()
+    assert index.index("takeaway") < index.index("<h2>Headline")
+    assert "Built from commit" in index and "85.6" in index
+    assert '<a class="card" href="html/02_x.html"><img src="figures/02_x/a.png"' in index
+    assert "FSOPT" in index  # what a PRIAL above 100 means
+    h = json.loads((reports / "metrics" / "headline.json").read_text())
+    assert h == headline_metrics(_evaluation())
+
+
+def test_rendered_reports_link_back_to_the_index():
+    body = '<html><body class="jp-Notebook" data-x="1"><p>x</p></body></html>'
+    linked = with_index_link(body)
+    assert linked.startswith('<html><body class="jp-Notebook" data-x="1"><nav')
+    assert 'href="../index.html"' in linked and with_index_link(linked) == linked
+    with pytest.raises(ValueError, match="body"):
+        with_index_link("<html></html>")

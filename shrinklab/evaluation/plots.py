@@ -20,6 +20,9 @@ from matplotlib.figure import Figure
 from shrinklab.evaluation.reporting import save_figure
 
 __all__ = [
+    "AXIS_LABELS",
+    "DEPLOYED_COLOUR",
+    "DEPLOYED_NAMES",
     "FEASIBILITY_BARS",
     "cumulative_variance",
     "eigenvalue_spectra",
@@ -39,7 +42,6 @@ __all__ = [
 def _finish(fig: Figure, path: str | Path | None) -> Figure:
     fig.tight_layout()
     if path is not None:
-
         save_figure(fig, path)
     return fig
 
@@ -48,6 +50,32 @@ def _np(a: Any) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     return np.asarray(a, dtype=np.float64)
+
+
+DEPLOYED_NAMES = ("learned", "deployed", "ML (final)")
+"""Names under which the deployed model appears in tables; its bars are drawn in
+:data:`DEPLOYED_COLOUR`."""
+DEPLOYED_COLOUR = "#d62728"
+REFERENCE_NAMES = ("oracle", "fsopt")
+REFERENCE_COLOUR = "#4d4d4d"
+OTHER_COLOUR = "#9db4cc"
+
+
+def _bar_colour(name: str, highlight: Sequence[str]) -> str:
+    if name in highlight:
+        return DEPLOYED_COLOUR
+    return REFERENCE_COLOUR if name in REFERENCE_NAMES else OTHER_COLOUR
+
+
+PRIAL_TITLE = "PRIAL by scenario (error bars: ±1 standard error)"
+PRIAL_ABOVE_100 = (
+    "PRIAL above 100: a lower average Frobenius loss than FSOPT, the best estimator that keeps "
+    "the sample eigenvectors; shrinking towards structured targets changes the eigenvectors."
+)
+
+
+def _legend_outside(ax: Any, **kw: Any) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, **kw)
 
 
 def prial_bars(
@@ -59,14 +87,19 @@ def prial_bars(
     se_col: str = "se",
     estimators: Sequence[str] | None = None,
     exclude: Sequence[str] = ("sample", "fsopt"),
-    title: str | None = "PRIAL by scenario (error bars: ±1 standard error)",
+    highlight: Sequence[str] = DEPLOYED_NAMES,
+    title: str | None = PRIAL_TITLE,
     path: str | Path | None = None,
 ) -> Figure:
-    """Grouped bars of PRIAL per scenario and estimator with ±1 SE error bars.
+    """PRIAL per scenario and estimator with ±1 SE error bars.
 
     ``df`` is long (e.g. :func:`shrinklab.evaluation.scenarios.evaluate_grid`).  ``estimators``
     fixes which bars and in which order (default: order of appearance, without
     ``exclude`` — the sample covariance and FSOPT are 0 and 100 by definition).
+    Layout by size: one scenario → one horizontal bar per estimator, best first;
+    up to 6 estimators → bars grouped by scenario, legend outside the axes; more →
+    small multiples, one panel of horizontal bars per scenario. Estimators named in
+    ``highlight`` (the deployed model) are red, the oracles dark grey, the rest pale.
     """
     for col in (estimator_col, scenario_col, value_col):
         if col not in df.columns:
@@ -80,11 +113,28 @@ def prial_bars(
         if se_col in df.columns
         else val * 0.0
     )
+    if len(scenarios) == 1 or len(estimators) > 6:
+        fig = _prial_panels(val, se, scenarios, list(estimators), highlight)
+    else:
+        fig = _prial_grouped(val, se, scenarios, list(estimators))
+    shown = val.loc[scenarios, list(estimators)].to_numpy(dtype=float)
+    if np.nanmax(shown, initial=-np.inf) > 100:
+        fig.text(0.01, 0.0, PRIAL_ABOVE_100, fontsize="small", va="top", wrap=True)
+    if title and len(scenarios) == 1 and title == PRIAL_TITLE:
+        title = f"PRIAL on {scenarios[0]} (bars: ±1 standard error)"
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def _prial_grouped(val, se, scenarios, estimators) -> Figure:
+    import seaborn as sns
+
     m = len(estimators)
     width = 0.8 / max(m, 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(scenarios) * max(1, m) / 3), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(scenarios) + 3), 4.2))
     x = np.arange(len(scenarios))
-    cmap = plt.get_cmap("tab10" if m <= 10 else "tab20")
+    palette = sns.color_palette("colorblind", m)
     for j, e in enumerate(estimators):
         ax.bar(
             x + (j - (m - 1) / 2) * width,
@@ -93,16 +143,54 @@ def prial_bars(
             yerr=se.loc[scenarios, e].to_numpy(dtype=float),
             capsize=2,
             label=e,
-            color=cmap(j % cmap.N),
+            color=palette[j],
         )
     ax.set_xticks(x, scenarios, rotation=30, ha="right")
-    ax.set_ylabel("PRIAL (%)")
+    ax.set_ylabel("PRIAL (%; 0 = sample, 100 = FSOPT)")
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(100, color="grey", lw=0.8, ls="--")
-    ax.legend(fontsize="small", ncol=2)
-    if title:
-        ax.set_title(title)
-    return _finish(fig, path)
+    _legend_outside(ax, fontsize="small")
+    return fig
+
+
+def _prial_panels(val, se, scenarios, estimators, highlight) -> Figure:
+    """One panel per scenario, one horizontal bar per estimator (sorted by PRIAL when
+    there is a single scenario, else in the order of ``estimators``)."""
+    n = len(scenarios)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    height = 0.28 * len(estimators) + 1.2
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.4 * cols + 1.6, height * rows), squeeze=False, sharey=True
+    )
+    order = list(estimators)
+    if n == 1:
+        order = sorted(order, key=lambda e: -float(val.loc[scenarios[0], e]))
+        fig.set_size_inches(7.5, height)
+    y = np.arange(len(order))
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        s = scenarios[k]
+        ax.barh(
+            y,
+            val.loc[s, order].to_numpy(dtype=float),
+            xerr=se.loc[s, order].to_numpy(dtype=float),
+            color=[_bar_colour(e, highlight) for e in order],
+            capsize=2,
+            height=0.75,
+        )
+        ax.axvline(0, color="black", lw=0.8)
+        ax.axvline(100, color="grey", lw=0.8, ls="--")
+        ax.set_title(s if n > 1 else "", fontsize="medium")
+        if k // cols == rows - 1 or k + cols >= n:
+            ax.set_xlabel("PRIAL (%; 100 = FSOPT)")
+    axes[0, 0].set_yticks(y, order)
+    axes[0, 0].invert_yaxis()
+    for r in range(rows):
+        axes[r, 0].tick_params(axis="y", labelsize="small")
+    return fig
 
 
 def predicted_vs_oracle(
@@ -227,7 +315,6 @@ def matrix_heatmaps(
         ax.set_xticks([])
         ax.set_yticks([])
     if path is not None:
-
         save_figure(fig, path)
     return fig
 
@@ -274,22 +361,51 @@ def training_curves(
 def reliability_diagram(
     curves: pd.DataFrame | Mapping[str, pd.DataFrame],
     *,
+    title: str | None = "Do the predicted intervals cover as often as they claim?",
     path: str | Path | None = None,
 ) -> Figure:
     """Observed against nominal coverage of the predicted intervals (the diagonal is
     perfect calibration); ``curves`` are :func:`shrinklab.models.calibration.reliability_curve`
-    frames (columns ``nominal``, ``observed``), one or ``{name: frame}``."""
+    frames (columns ``nominal``, ``observed``), one or ``{name: frame}``. Names
+    ``"model (method)"`` (:func:`shrinklab.evaluation.selection.reliability_curves`) give
+    one small panel per model with a line per interval method."""
     if isinstance(curves, pd.DataFrame):
         curves = {"model": curves}
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="black", lw=0.8, label="calibrated")
+    panels: dict[str, dict[str, pd.DataFrame]] = {}
     for name, c in curves.items():
-        ax.plot(c["nominal"], c["observed"], marker="o", ms=3, label=name)
-    ax.set_xlabel("nominal coverage")
-    ax.set_ylabel("observed coverage")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize="small")
+        model, _, method = str(name).partition(" (")
+        panels.setdefault(model, {})[method.rstrip(")") or "interval"] = c
+    n = len(panels)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.8 * cols + 1.6, 2.8 * rows + 0.6), squeeze=False,
+        sharex=True, sharey=True,
+    )  # fmt: skip
+    methods = list(dict.fromkeys(m for p in panels.values() for m in p))
+    colours = dict(zip(methods, ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"), strict=False))
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        model, lines = list(panels.items())[k]
+        ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls="--")
+        for method, c in lines.items():
+            ax.plot(
+                c["nominal"], c["observed"], marker="o", ms=3, color=colours[method], label=method
+            )
+        ax.set_title(model, fontsize="medium")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("nominal coverage")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("observed coverage")
+    handles = [plt.Line2D([], [], color=colours[m], marker="o", ms=3, label=m) for m in methods]
+    handles.append(plt.Line2D([], [], color="black", lw=0.8, ls="--", label="calibrated"))
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    if title:
+        fig.suptitle(title)
     return _finish(fig, path)
 
 
@@ -420,31 +536,59 @@ def feasibility_bars(
     return prial_bars(long, exclude=(), title=title, path=path)
 
 
+AXIS_LABELS = {
+    "latency_b1_s": "latency, one matrix (s, log scale)",
+    "latency_b1024_s": "latency, 1024 matrices (s, log scale)",
+    "prial": "PRIAL on the synthetic test worlds (%)",
+    "norm_prial": "PRIAL of normalised losses (%)",
+    "parameters": "parameters",
+    "nonzero_parameters": "non-zero parameters",
+    "file_bytes": "file size (bytes)",
+}
+"""Axis labels in words for the columns the figures plot."""
+
+
 def tradeoff(
     table: pd.DataFrame,
     *,
     x: str = "latency_b1_s",
     y: str = "prial",
+    highlight: Sequence[str] = (),
+    title: str | None = "Smaller, faster models: how much accuracy do they keep?",
     path: str | Path | None = None,
 ) -> Figure:
     """Speed against accuracy of model variants (:func:`shrinklab.evaluation.compression.tradeoff_table`),
-    one labelled point per row (index = model name)."""
+    one labelled point per row (index = model name); ``highlight`` rows in red."""
     for col in (x, y):
         if col not in table.columns:
             raise ValueError(f"column {col!r} not in the table ({list(table.columns)})")
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     xs, ys = table[x].to_numpy(dtype=float), table[y].to_numpy(dtype=float)
-    ax.scatter(xs, ys)
+    colours = [DEPLOYED_COLOUR if str(n) in highlight else "#1f77b4" for n in table.index]
+    ax.scatter(xs, ys, c=colours)
     for name, xi, yi in zip(table.index, xs, ys):
         ax.annotate(str(name), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if np.all(xs > 0):
         ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(AXIS_LABELS.get(y, y))
+    if title:
+        ax.set_title(title)
     return _finish(fig, path)
 
 
-def finetune_folds(folds: pd.DataFrame, *, path: str | Path | None = None) -> Figure:
+FOLD_SCORES = {
+    "pooled_ratio": "realised GMV variance / Ledoit–Wolf's",
+    "valid_loss": "validation loss (realised GMV variance, relative)",
+}
+
+
+def finetune_folds(
+    folds: pd.DataFrame,
+    *,
+    title: str | None = "Does fine-tuning on real returns help out of sample?",
+    path: str | Path | None = None,
+) -> Figure:
     """Validation score per walk-forward fold before and after fine-tuning
     (``pooled_ratio_*`` columns if present, else ``valid_loss_*``)."""
     stem = "pooled_ratio" if "pooled_ratio_pretrained" in folds.columns else "valid_loss"
@@ -452,14 +596,21 @@ def finetune_folds(folds: pd.DataFrame, *, path: str | Path | None = None) -> Fi
     for col in cols:
         if col not in folds.columns:
             raise ValueError(f"column {col!r} not in the folds table")
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(folds)), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(folds) + 3), 4))
     x = np.arange(len(folds))
-    for j, col in enumerate(cols):
-        ax.bar(x + (j - 0.5) * 0.4, folds[col].to_numpy(dtype=float), 0.4, label=col)
+    labels = ("pretrained on synthetic data", "fine-tuned on real returns")
+    for j, (col, label, colour) in enumerate(
+        zip(cols, labels, (OTHER_COLOUR, "#1f77b4"), strict=True)
+    ):
+        ax.bar(
+            x + (j - 0.5) * 0.4, folds[col].to_numpy(dtype=float), 0.4, label=label, color=colour
+        )
     if stem == "pooled_ratio":
         ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(x, [str(i) for i in folds.index])
-    ax.set_xlabel("fold")
-    ax.set_ylabel(stem)
-    ax.legend()
+    ax.set_xlabel("walk-forward fold")
+    ax.set_ylabel(FOLD_SCORES[stem] + " (lower is better)")
+    _legend_outside(ax)
+    if title:
+        ax.set_title(title)
     return _finish(fig, path)

@@ -82,6 +82,7 @@ def fine_tune(
     seed: int = 0,
     loss_fn: Callable[[ShrinkageOutput, Mapping[str, torch.Tensor]], torch.Tensor] | None = None,
     extra_targets: Mapping[str, torch.Tensor] | None = None,
+    logger: Any = None,
 ) -> list[float]:
     """Short Adam fine-tuning of ``model`` on ``data`` (fields ``features, oracle_w, G,
     c, d``), in place; returns the mean training loss per epoch.
@@ -93,7 +94,9 @@ def fine_tune(
     ``loss_fn(out, batch)`` defaults to :func:`supervised_loss`; ``extra_targets``
     (tensors with one row per sample) are sliced into each batch under their keys.
     Deterministic for a fixed ``seed`` on CPU. Pruning masks (forward pre-hooks)
-    stay in force during training.
+    stay in force during training. ``logger`` (a
+    :class:`~shrinklab.training.monitor.RunLogger`) receives ``train/loss``, ``lr`` and
+    the mean gradient norm per epoch.
     """
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise ValueError("need epochs >= 0, batch_size >= 1, lr > 0")
@@ -121,6 +124,14 @@ def fine_tune(
             order = torch.randperm(n, generator=gen)
             ep = run_epoch(order, batch_loss, step_fn, batch_size=batch_size)
             history.append(ep.loss_sum / max(ep.seen, 1))
+            if logger is not None:
+                logger.log_metric("train/loss", history[-1])
+                logger.log_metric("lr", lr)
+                if ep.grad_norms:
+                    logger.log_metric(
+                        "grad_norm/mean", float(torch.stack(ep.grad_norms).float().mean())
+                    )
+                logger.next_step()
     finally:
         model.train(was_training)
     return history
@@ -272,12 +283,14 @@ def distill(
     teacher_weight: float = 0.7,
     matrix_weight: float = 0.3,
     log_var_weight: float = 0.1,
+    logger: Any = None,
 ) -> MLShrinkageNetwork:
     """Train a small student network to imitate ``teacher`` (Hinton et al. 2015) with
     :func:`distillation_loss` (the student also learns the teacher's calibrated
     uncertainty). The student defaults to ``hidden_dims=(32, 16)``, no dropout and the
     teacher's output gate (softmax or sparsemax); its output biases start at the oracle
     priors and the teacher's mean log-variance. Deterministic for a fixed ``seed`` on CPU.
+    ``logger``: see :func:`fine_tune` (e.g. ``RunLogger("compress/distill")``).
     """
     loss_fn = distillation_loss(teacher_weight, matrix_weight, log_var_weight)
     feats = torch.as_tensor(np.asarray(field_of(data, "features")), dtype=torch.float32)
@@ -305,5 +318,6 @@ def distill(
         seed=seed,
         loss_fn=loss_fn,
         extra_targets=targets,
+        logger=logger,
     )
     return student.eval()

@@ -16,6 +16,7 @@ from shrinklab.models.experts import FamilyGate
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
+from shrinklab.training.monitor import run_logger
 
 __all__ = [
     "train_family_experts",
@@ -41,10 +42,13 @@ def train_family_gate(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    logger: Any = None,
 ) -> FamilyGate:
     """Fit a :class:`FamilyGate` by cross-entropy (AdamW, fixed epochs) on
     ``features (N, F)`` and their family labels (one per row); the classes are the
-    sorted distinct labels. Deterministic on CPU for a given ``seed``."""
+    sorted distinct labels. Deterministic on CPU for a given ``seed``. ``logger`` (a
+    :class:`~shrinklab.training.monitor.RunLogger`) receives the mean training
+    cross-entropy ``train/cross_entropy`` per epoch."""
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))
     families = [str(f) for f in families]
     if x.ndim != 2 or x.shape[0] != len(families):
@@ -67,12 +71,17 @@ def train_family_gate(
     gate.train()
     for _ in range(int(epochs)):
         perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
         for start in range(0, len(x), int(batch_size)):
             batch = perm[start : start + int(batch_size)]
             loss = nn.functional.cross_entropy(gate.logits(x[batch]), y[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            total += float(loss.detach()) * batch.numel()
+        if logger is not None:
+            logger.log_metric("train/cross_entropy", total / len(x))
+            logger.next_step()
     return gate.eval()
 
 
@@ -86,6 +95,7 @@ def train_family_experts(
     config: Any,
     seed: int = 0,
     n_members: int = 1,
+    monitor: str | Path | None = None,
 ) -> dict[str, nn.Module]:
     """One expert per family in ``families``: an
     :class:`~shrinklab.models.network.MLShrinkageNetwork` (``model_config``) trained by
@@ -93,7 +103,9 @@ def train_family_experts(
     training worlds and early-stopped on its validation worlds; with ``n_members > 1``
     a deep ensemble (:class:`~shrinklab.models.ensemble.EnsembleModel`) of that many such
     networks from seeds ``seed, seed + 1, …``. Member ``i`` of the expert of family
-    ``f`` writes to ``out_dir/<f>/member_<i>``."""
+    ``f`` writes to ``out_dir/<f>/member_<i>``; with ``monitor`` (a reports folder) it
+    logs to the :class:`~shrinklab.training.monitor.RunLogger` run
+    ``ensemble/experts/<f>/member_<i>`` there."""
 
     families = [str(f) for f in families]
     if len(set(families)) != len(families):
@@ -114,7 +126,9 @@ def train_family_experts(
             torch.manual_seed(s)
             model = MLShrinkageNetwork(**dict(model_config))
             cfg = dataclasses.replace(config or TrainConfig(), seed=s)
-            train(model, sets[0], sets[1], cfg, Path(out_dir) / fam / f"member_{i}", resume=False)
+            out = Path(out_dir) / fam / f"member_{i}"
+            with run_logger(f"ensemble/experts/{fam}/member_{i}", monitor) as log:
+                train(model, sets[0], sets[1], cfg, out, resume=False, logger=log)
             members.append(model.cpu().eval())
         experts[fam] = members[0] if len(members) == 1 else EnsembleModel(members, label=fam)
     return experts

@@ -76,6 +76,7 @@ from shrinklab.training.loop import (
     make_scheduler,
     run_epoch,
 )
+from shrinklab.training.monitor import run_logger
 
 __all__ = [
     "BASELINES",
@@ -300,7 +301,8 @@ def finetune_on_real(
     baseline : normaliser of the loss, ``"ledoit_wolf"`` or ``"sample"``.
     demean : realised variance with (default) or without demeaning.
     resume : continue from ``out_dir/checkpoint.pt`` if it exists.
-    logger : optional ``dvclive.Live``-like object (``log_metric``, ``next_step``).
+    logger : optional :class:`~shrinklab.training.monitor.RunLogger` or ``dvclive.Live``
+        (``log_metric``, ``next_step``).
 
     Returns
     -------
@@ -401,7 +403,15 @@ def finetune_on_real(
             device,
         )
         if logger is not None:
-            for key in ("train_loss", "valid_loss", "valid_pooled_ratio", "lr", "samples_per_s"):
+            for key in (
+                "train_loss",
+                "valid_loss",
+                "valid_pooled_ratio",
+                "lr",
+                "grad_norm_mean",
+                "alpha_mean",
+                "samples_per_s",
+            ):
                 logger.log_metric(f"finetune/{key}", float(record[key]))
             logger.next_step()
         saved = training_state(
@@ -478,6 +488,7 @@ def walk_forward_finetune(
     regimes: pd.Series | None = None,
     baseline: str = "ledoit_wolf",
     resume: bool = True,
+    monitor: str | Path | None = None,
 ) -> WalkForwardResult:
     """Walk-forward fine-tuning over expanding-window folds (module docstring).
 
@@ -488,7 +499,9 @@ def walk_forward_finetune(
     last validation day and restricted per fold to those whose realised period ends by
     the fold's last training day; validation windows (full universe, every
     ``val_step`` days) lie inside the fold's validation block. Checkpoints go to
-    ``out_dir/fold_<k>`` and ``out_dir/final``.
+    ``out_dir/fold_<k>`` and ``out_dir/final``; with ``monitor`` (a reports folder) each
+    logs to the :class:`~shrinklab.training.monitor.RunLogger` run ``finetune/fold_<k>``
+    or ``finetune/final`` there.
     """
     if out_dir is None:
         raise ValueError("out_dir is required")
@@ -529,9 +542,17 @@ def walk_forward_finetune(
             for wl in windows
         ]
         m = copy.deepcopy(model)
-        hist = finetune_on_real(
-            m, tr, va, cfg, out / f"fold_{split.fold}", baseline=baseline, resume=resume
-        )
+        with run_logger(f"finetune/fold_{split.fold}", monitor) as log:
+            hist = finetune_on_real(
+                m,
+                tr,
+                va,
+                cfg,
+                out / f"fold_{split.fold}",
+                baseline=baseline,
+                resume=resume,
+                logger=log,
+            )
         dates = split.dates(index)
         folds.append(
             {
@@ -546,7 +567,15 @@ def walk_forward_finetune(
     final_tr = master
     final_cfg = TrainConfig(**{**cfg.to_dict(), "epochs": epochs})
     final = copy.deepcopy(model)
-    final_hist = finetune_on_real(
-        final, final_tr, None, final_cfg, out / "final", baseline=baseline, resume=resume
-    )
+    with run_logger("finetune/final", monitor) as log:
+        final_hist = finetune_on_real(
+            final,
+            final_tr,
+            None,
+            final_cfg,
+            out / "final",
+            baseline=baseline,
+            resume=resume,
+            logger=log,
+        )
     return WalkForwardResult(folds=folds, epochs=epochs, model=final, final_history=final_hist)

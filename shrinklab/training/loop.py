@@ -46,9 +46,11 @@ pluggable per-batch loss and is the one inner loop of this trainer,
 :func:`shrinklab.training.compression.fine_tune` (pruning fine-tuning, distillation); the optimiser,
 scheduler, epoch order, early stopping, checkpoint and RNG helpers are public too.
 
-Logging: a ``dvclive.Live`` passed as ``logger`` receives per-epoch train/valid losses,
-learning rate, gradient-norm statistics and the mean/std of predicted intensities
-(``live.next_step()`` once per epoch); a tqdm bar that is silent when stderr is not a
+Logging: a :class:`shrinklab.training.monitor.RunLogger` (TensorBoard + DVCLive) or a
+``dvclive.Live`` passed as ``logger`` receives per-epoch train/valid losses (each
+term), learning rate, gradient-norm statistics, the mean/std of predicted intensities
+and, when it has ``log_histogram``, histograms of the validation predictions
+(``next_step()`` once per epoch); a tqdm bar that is silent when stderr is not a
 TTY or ``CI``/``PAPERMILL`` is set.
 
 Over 600 lines on purpose: the training loop is one resumable state machine (epochs,
@@ -231,8 +233,15 @@ def evaluate_loss(
 
 @torch.no_grad()
 def _evaluate(
-    module: nn.Module, data: _DeviceData, cfg: TrainConfig, chunk: int, idx: torch.Tensor
+    module: nn.Module,
+    data: _DeviceData,
+    cfg: TrainConfig,
+    chunk: int,
+    idx: torch.Tensor,
+    keep: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
+    """Eval-mode metrics over rows ``idx``; ``keep`` (a list) receives the predicted
+    intensities per chunk (CPU) for the logger's histograms."""
     was_training = module.training
     module.eval()
     sums = torch.zeros(6, dtype=torch.float64, device=data.x.device)
@@ -242,6 +251,8 @@ def _evaluate(
             out = module(x)
             obj, frob, mse = _per_sample_loss(out, w, G, c, d, cfg)
             a = out.alpha.double()
+            if keep is not None:
+                keep.append(out.intensities.detach().float().cpu())
             sums += torch.stack(
                 [
                     obj.double().sum(),
@@ -559,8 +570,8 @@ def train(
     out_dir : folder for ``checkpoint.pt`` and ``history.json`` (required; never the cwd).
     resume : continue from ``out_dir/checkpoint.pt`` if it exists (its config must
         agree except ``epochs``/``device``/``patience``/``min_delta``).
-    logger : a ``dvclive.Live`` (or anything with ``log_metric`` and ``next_step``); a
-        resumed run first replays the restored epochs to it (pass a fresh logger).
+    logger : a :class:`~shrinklab.training.monitor.RunLogger` or ``dvclive.Live`` (anything
+        with ``log_metric`` and ``next_step``; ``log_histogram`` optional); a resumed run first replays the restored epochs to it (pass a fresh logger).
     max_epochs_per_call : stop after this many epochs in this call (time-sliced or
         preemptible jobs); a later call with ``resume=True`` continues.
     on_epoch_end : ``f(epoch, record)`` called after each epoch's checkpoint is written.
@@ -657,7 +668,7 @@ def train(
         else:
             net = module
 
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # not tqdm.auto: its IProgress warning lands in reports
 
         bar = tqdm(
             total=cfg.epochs,
@@ -679,9 +690,19 @@ def train(
             net.train()
             spec_acc = {"sum": torch.zeros((), dtype=torch.float64, device=device), "seen": 0}
             batch_loss = _synthetic_batch_loss(
-                net, module, data, spectrum, cfg, (device, amp_dtype), (rank, world), epoch, spec_acc
+                net,
+                module,
+                data,
+                spectrum,
+                cfg,
+                (device, amp_dtype),
+                (rank, world),
+                epoch,
+                spec_acc,
             )
-            ep = run_epoch(perm, batch_loss, step_fn, batch_size=cfg.batch_size, min_batch=2 * world)
+            ep = run_epoch(
+                perm, batch_loss, step_fn, batch_size=cfg.batch_size, min_batch=2 * world
+            )
             scheduler.step()
             stats = torch.stack(
                 [
@@ -696,11 +717,12 @@ def train(
             train_loss = float(stats[0] / stats[1].clamp_min(1.0))
             train_spectrum = float(stats[2] / stats[3]) if spectrum is not None else None
             gns = torch.stack(ep.grad_norms).float() if ep.grad_norms else torch.zeros(1)
+            predicted = [] if logger is not None and hasattr(logger, "log_histogram") else None
             if use_valid:
                 vidx = torch.arange(vdata.n, device=device)[rank::world]
-                ev = _evaluate(module, vdata, cfg, 16384, vidx)
+                ev = _evaluate(module, vdata, cfg, 16384, vidx, predicted)
             else:
-                ev = _evaluate(module, data, cfg, 16384, perm[rank::world])
+                ev = _evaluate(module, data, cfg, 16384, perm[rank::world], predicted)
             valid_spectrum = None
             if vspectrum is not None:
                 valid_spectrum = vspectrum.mean_loss(module, vdata if use_valid else data)
@@ -735,7 +757,7 @@ def train(
                 finished = True
             if rank == 0:
                 if logger is not None:
-                    _log(logger, record)
+                    _log(logger, record, torch.cat(predicted) if predicted else None)
                 bar.update(1)
                 bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{ev['loss']:.4f}")
                 if every(state["epoch"], cfg.epochs) or finished:
@@ -813,7 +835,14 @@ _HISTORY_KEYS = (
 )
 
 
-def _log(logger: Any, record: dict[str, Any]) -> None:
+def _log(logger: Any, record: dict[str, Any], intensities: torch.Tensor | None = None) -> None:
+    """One epoch to ``logger``: the loss terms, learning rate, gradient norms and
+    intensity statistics of ``record``, and histograms of the predicted total
+    intensity α and of each target's intensity (``intensities (N, K)``, if given)."""
+    if intensities is not None:
+        logger.log_histogram("alpha", intensities.sum(1))
+        for k in range(intensities.shape[1]):
+            logger.log_histogram(f"intensity/{k}", intensities[:, k])
     for key, name in (
         ("train_loss", "train/loss"),
         ("train_spectrum", "train/spectrum"),
