@@ -149,7 +149,9 @@ REGULAR_FAMILIES: tuple[str, ...] = BASE_FAMILIES + worlds_market.MARKET_FAMILIE
 EDGE_FAMILIES: tuple[str, ...] = ("near_singular", "dominant_factor")
 
 
-FAMILIES: tuple[str, ...] = REGULAR_FAMILIES + EDGE_FAMILIES
+# The market-like families come last so that the integer family codes of stored
+# training sets (indices into FAMILIES) keep their meaning.
+FAMILIES: tuple[str, ...] = BASE_FAMILIES + EDGE_FAMILIES + worlds_market.MARKET_FAMILIES
 
 
 HETERO_FAMILIES: tuple[str, ...] = (
