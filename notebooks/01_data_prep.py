@@ -38,6 +38,7 @@ p_max = 60
 batch_size = 32
 ratio_max = 4.0  # largest p/n of the training worlds (scripts/pn_range.py)
 workers = 1  # processes building the synthetic samples (same result for any number)
+family_weights = {}  # relative weight per world family; {}: the library's default mix
 processed_dir = "build/smoke/data"
 reports_dir = "build/smoke/reports"
 
@@ -132,11 +133,17 @@ print(split_table.to_string(index=False))
 # (p from 5 to `p_max`, p/n from 0.05 to `ratio_max`, Gaussian or Student-t returns, edge
 # cases on purpose). The samples of a batch of `batch_size` share one (p, n) design
 # (batched linear algebra), so the training set covers `n_train / batch_size`
-# designs. Each sample's label is the multi-target oracle
+# designs. Since decision 0023 the mix (`family_weights`) adds three market-like
+# families (`shrinklab.data.worlds_market`): a market factor over sector blocks, worlds
+# whose Σ moves between the estimation window and the holding period (the label and the
+# loss then target the holding-period Σ) and block-bootstrapped real returns from before
+# 2010. Each sample's label is the multi-target oracle
 # w* = argmin ‖S + Σ w_k (T_k − S) − Σ‖_F over w ≥ 0, Σ w ≤ 1.
 
 # %%
 config = {"p_max": p_max, "batch_size": batch_size, "ratio_max": ratio_max}
+if family_weights:
+    config["family_weights"] = dict(family_weights)
 sets = {}
 for offset, (name, size) in enumerate({"train": n_train, "valid": n_valid, "test": n_test}.items()):
     sets[name] = dataset.build_training_set(size, seed=seed * 1000 + offset, config=config, workers=workers)

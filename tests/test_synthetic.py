@@ -11,6 +11,7 @@ import scipy.stats
 import torch
 
 from shrinklab.data import synthetic as syn
+from shrinklab.data import worlds_market as wm
 
 SMALL = {"batch_size": 16, "p_max": 40}
 
@@ -63,6 +64,7 @@ def test_sampling_root_reproduces_sigma(family):
     for hetero in (None, 0.5):
         kw = {} if hetero is None else {"hetero": hetero}
         sigma, root = syn._sigma_and_root(family, 30, _gen(4), kw, 0.0)
+        root = wm.target_root(root)  # a moving world's X is drawn from another Σ
         assert torch.equal(sigma, sigma.T), "exactly symmetric (no symmetrising pass)"
         if isinstance(root, tuple):
             b, d = root
@@ -276,9 +278,10 @@ def test_same_seed_same_batches_other_seed_differs():
 
 
 def test_regenerate_is_bit_exact_for_every_sample():
-    cfg = {**SMALL, "edge_prob": 0.3, "short_prob": 0.3}
+    every = dict.fromkeys(syn.REGULAR_FAMILIES, 1.0)
+    cfg = {**SMALL, "edge_prob": 0.3, "short_prob": 0.3, "family_weights": every}
     seen = set()
-    for b in _collect(96, 3, cfg):
+    for b in _collect(128, 3, cfg):
         for i in range(len(b)):
             sigma, x = syn.regenerate(int(b.sample_seed[i]), b.p, b.n, b.family[i], b.df[i], cfg)
             assert torch.equal(sigma, b.sigma[i]) and torch.equal(x, b.X[i])
@@ -462,7 +465,7 @@ def test_training_draws_use_a_lower_triangular_root_of_the_same_sigma(family):
         s1, root = syn._sigma_and_root(family, 30, g1, kw, 0.0, lower=True)
         assert torch.equal(s0, s1)
         assert torch.equal(torch.randn(3, generator=g0), torch.randn(3, generator=g1))
-        if isinstance(root, tuple):
+        if isinstance(root, (tuple, wm.Shifted)):  # factor roots (a moving world's too)
             continue
         assert torch.equal(root, root.tril())
         torch.testing.assert_close(root @ root.T, s1, rtol=1e-12, atol=1e-12)

@@ -40,6 +40,12 @@ Covariance families (:data:`FAMILIES`)
     ``tr Σ / p = 1``. ``period="report"`` (evaluation only) draws the window from
     2016–2022 instead, data no training world uses (:func:`sp500_calibration`).
 
+Market-like families (:mod:`shrinklab.data.worlds_market`, weight 0 by default)
+-------------------------------------------------------------------------------
+``market_sectors`` (market factor + sector blocks), ``regime_shift`` (``X`` from the
+estimation-window Σ, the returned Σ is the holding period's) and ``resampled`` (block
+bootstrap of real pre-2010 returns): documented in that module.
+
 Edge-case families (:data:`EDGE_FAMILIES`, drawn with probability ``edge_prob``)
 -------------------------------------------------------------------------------
 ``near_singular``
@@ -122,11 +128,12 @@ import scipy.linalg
 import torch
 
 from shrinklab.data import returns as data
+from shrinklab.data import worlds_market
 
 DTYPE = torch.float64
 
 
-REGULAR_FAMILIES: tuple[str, ...] = (
+BASE_FAMILIES: tuple[str, ...] = (
     "factor",
     "lognormal",
     "spectrum_1_3_10",
@@ -136,11 +143,16 @@ REGULAR_FAMILIES: tuple[str, ...] = (
     "sp500",
 )
 
+# The market-like families of :mod:`shrinklab.data.worlds_market` (weight 0 by default).
+REGULAR_FAMILIES: tuple[str, ...] = BASE_FAMILIES + worlds_market.MARKET_FAMILIES
+
 
 EDGE_FAMILIES: tuple[str, ...] = ("near_singular", "dominant_factor")
 
 
-FAMILIES: tuple[str, ...] = REGULAR_FAMILIES + EDGE_FAMILIES
+# The market-like families come last so that the integer family codes of stored
+# training sets (indices into FAMILIES) keep their meaning.
+FAMILIES: tuple[str, ...] = BASE_FAMILIES + EDGE_FAMILIES + worlds_market.MARKET_FAMILIES
 
 
 HETERO_FAMILIES: tuple[str, ...] = (
@@ -178,7 +190,8 @@ class SyntheticConfig:
     """The distribution of training worlds (defaults documented in the module docstring).
 
     ``family_weights`` maps each regular family to a relative weight (missing
-    families get weight 0); edge families are drawn with probability
+    families get weight 0; the default weighs :data:`BASE_FAMILIES` equally and the
+    market-like families of :mod:`shrinklab.data.worlds_market` not at all); edge families are drawn with probability
     ``edge_prob`` instead, uniformly among :data:`EDGE_FAMILIES`.
     """
 
@@ -188,7 +201,7 @@ class SyntheticConfig:
     ratio_max: float = 2.0
     n_min: int = 10
     family_weights: Mapping[str, float] = field(
-        default_factory=lambda: dict.fromkeys(REGULAR_FAMILIES, 1.0)
+        default_factory=lambda: dict.fromkeys(BASE_FAMILIES, 1.0)
     )
     tail_prob: float = 0.5
     df_min: float = 3.0
@@ -489,6 +502,7 @@ _BUILDERS = {
     "sp500": _sp500,
     "near_singular": _near_singular,
     "dominant_factor": _dominant_factor,
+    **worlds_market.BUILDERS,
 }
 
 
@@ -521,13 +535,17 @@ def _sigma_and_root(
     if hetero:
         s = torch.exp(float(hetero) * torch.randn(p, generator=g, dtype=DTYPE))
         sigma = sigma * torch.outer(s, s)  # s_i s_j = s_j s_i: stays exactly symmetric
-        if isinstance(root, tuple):
+        if isinstance(root, worlds_market.Shifted):
+            root = worlds_market.scale_shifted(root, s)
+        elif isinstance(root, tuple):
             root = (s[:, None] * root[0], s * root[1])
         elif root is not None:
             root = s[:, None] * root
     # Every builder returns an exactly symmetric Σ (tested), so no symmetrising pass.
     if not want_root:
         return sigma, None
+    if isinstance(root, worlds_market.Shifted):
+        return sigma, root
     if root is None or (lower and not isinstance(root, tuple) and not _is_lower(root)):
         root = torch.linalg.cholesky(sigma)
     elif isinstance(root, tuple):
@@ -613,10 +631,14 @@ def _draw_returns(
     different BLAS path, and :func:`regenerate` must reproduce a sample bit-exactly
     whatever batch it came from.
     """
-    p = roots[0][1].shape[0] if isinstance(roots[0], tuple) else roots[0].shape[0]
+    roots = [worlds_market.draw_root(r) for r in roots]
+    p = _root_dim(roots[0])
     x = torch.empty(len(roots), n, p, dtype=x_dtype)
     for i, g in enumerate(gens):
         root = roots[i]
+        if isinstance(root, worlds_market.Bootstrap):  # resampled real returns: no df
+            x[i] = worlds_market.bootstrap_returns(root, n, g, normal_dtype)
+            continue
         k = root[0].shape[1] if isinstance(root, tuple) else 0
         z = torch.randn(n, k + p, generator=g, dtype=normal_dtype)
         nu = float(dfs[i])
@@ -631,6 +653,12 @@ def _draw_returns(
             xi = torch.matmul(z, root.to(normal_dtype).T)
         x[i] = xi  # upcast to x_dtype (float64 by default) in the copy
     return x
+
+
+def _root_dim(root: Any) -> int:
+    if isinstance(root, worlds_market.Bootstrap):
+        return root.weights.shape[0]
+    return root[1].shape[0] if isinstance(root, tuple) else root.shape[0]
 
 
 def _build(
@@ -821,7 +849,9 @@ def build_planned_batch(
         p=plan.p,
         n=plan.n,
         short=plan.short,
-        roots=roots if keep_roots and cfg.normal_dtype == "float32" else None,
+        roots=[worlds_market.target_root(r) for r in roots]
+        if keep_roots and cfg.normal_dtype == "float32"
+        else None,
     )
 
 

@@ -1,0 +1,233 @@
+"""Training worlds closer to real equity markets (registered in :mod:`shrinklab.data.synthetic`).
+
+Three families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other families of
+:data:`shrinklab.data.synthetic.FAMILIES`; every Σ is scaled to ``tr Σ / p = 1``.
+
+``market_sectors``
+    A dominant market factor plus sector blocks (Sharpe 1963; King 1966; Fama & French
+    1993): ``Σ = f ββᵀ + Γ Γᵀ + diag(ψ)`` with betas ``βᵢ = max(0.1, 1 + 0.3 zᵢ)``,
+    ``2..min(12, max(2, p // 4))`` sectors with Dirichlet(1) sizes (every sector at
+    least one asset), sector loadings ``U(0.5, 1.5)`` times a per-sector scale and
+    idiosyncratic variances log-normal ``exp(2 s zᵢ)``, ``s ~ U(0.2, 0.5)`` (daily
+    idiosyncratic volatilities of large caps spread by a factor of about 2–3). The
+    *shares* of the total variance ``tr Σ`` are exact per draw: market
+    ``h ~ U(0.2, 0.5)`` (the first principal component of daily S&P 500 stock returns
+    explains 25–50 % of their variance), sectors ``s ~ U(0.05, 0.2)``, the rest
+    idiosyncratic. Averages over draws: market 0.35, sectors 0.125.
+``regime_shift``
+    A non-stationary world: the returns ``X`` are drawn from a ``market_sectors``
+    world ``Σ_est`` (the estimation window) and the target is the covariance of the
+    *holding period* ``Σ_hold``, what an out-of-sample portfolio pays for. ``Σ_hold``
+    moves from ``Σ_est`` by (i) a common volatility scale ``c = exp(0.3 z)`` (the
+    mean reversion of a GARCH variance between windows, Bollerslev 1986), (ii) a
+    correlation regime shift: the market loading scaled by ``exp(0.4 z)`` (correlations
+    rise in crises: Longin & Solnik 2001), (iii) sector loadings and idiosyncratic
+    volatilities each drifting by ``exp(0.2 zᵢ)``. Volatility clustering *inside*
+    the estimation window is not modelled (heavy tails come from the Student-t draws).
+``resampled``
+    Semi-synthetic worlds from the real daily returns of the 20 stocks
+    (:func:`shrinklab.data.returns.load_returns`) *before* :data:`RESAMPLE_END`
+    (2010-01-01, so that pre-2016 validation windows from 2010 on never meet their own
+    returns in training; the test period starts 2016). A population is a random
+    window of ``T ~ U{250..750}`` days, centred. The universe is a random subset of
+    ``p`` stocks (probability 1/2 when ``p <= 20``) or ``p`` random long-only
+    portfolios ``W`` (rows Dirichlet(0.5)) with portfolio-specific noise of variance
+    ``u ~ U(0.02, 0.2)`` times the mean portfolio variance (so that ``p > 20`` stays
+    positive definite). ``X`` is a circular block bootstrap (Politis & Romano 1992)
+    of the population rows, blocks of ``U{5..20}`` days, times ``Wᵀ`` plus Gaussian
+    noise; every bootstrap row is uniform over the population, so
+    ``Cov(x) = Σ = W C Wᵀ + diag(d²)`` exactly, ``C`` the population covariance
+    (ddof 0): the truth is the covariance of the resampling population. The return
+    draw ignores the sample's Student-t ``df`` (real returns bring their own tails).
+
+Roots: ``market_sectors`` returns factors ``(B, d)`` (``Σ = BBᵀ + diag(d²)``);
+``regime_shift`` and ``resampled`` return a :class:`Shifted` root: ``draw`` is what
+``X`` is drawn with (factors, or a :class:`Bootstrap`), ``target`` the factors of the
+returned Σ (used by the training-set builder for ``uᵀΣu``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+import torch
+
+from shrinklab.data import returns as data
+
+DTYPE = torch.float64
+
+MARKET_FAMILIES: tuple[str, ...] = ("market_sectors", "regime_shift", "resampled")
+
+#: The resampled family's population ends here (see the module docstring).
+RESAMPLE_END = pd.Timestamp("2010-01-01")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """A block-bootstrap draw: ``x = rows[idx] Wᵀ + d ⊙ z`` (see :func:`bootstrap_returns`)."""
+
+    rows: torch.Tensor  # (T, q) centred population returns
+    weights: torch.Tensor  # (p, q)
+    noise: torch.Tensor  # (p,) noise standard deviations
+    block: int
+
+
+@dataclass(frozen=True)
+class Shifted:
+    """A root whose draw differs from the target: ``X`` from ``draw``, Σ from ``target``."""
+
+    draw: Any
+    target: tuple[torch.Tensor, torch.Tensor]
+
+
+def _u(g: torch.Generator, lo: float = 0.0, hi: float = 1.0, size: int | None = None):
+    if size is None:
+        return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=DTYPE))
+    return lo + (hi - lo) * torch.rand(size, generator=g, dtype=DTYPE)
+
+
+def _randint(g: torch.Generator, lo: int, hi: int) -> int:
+    return int(torch.randint(lo, hi + 1, (), generator=g))
+
+
+def _pop(kw: dict[str, Any], name: str, default):
+    v = kw.pop(name, None)
+    return default() if v is None else v
+
+
+def _factor_sigma(b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    s = b @ b.T
+    s = 0.5 * (s + s.T)
+    return s + torch.diag(d * d)
+
+
+def _normalised(b: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """``(Σ, (B, d))`` rescaled to ``tr Σ / p = 1``."""
+    scale = math.sqrt(b.shape[0] / float((b * b).sum() + (d * d).sum()))
+    b, d = b * scale, d * scale
+    return _factor_sigma(b, d), (b, d)
+
+
+def market_sectors_factors(p: int, g: torch.Generator, kw: dict[str, Any]):
+    """Factors ``(B (p, 1 + k), d (p,))`` of a ``market_sectors`` world (module docstring)."""
+    h = float(_pop(kw, "market_share", lambda: _u(g, 0.2, 0.5)))
+    s = float(_pop(kw, "sector_share", lambda: _u(g, 0.05, 0.2)))
+    if not (0 < h and 0 <= s and h + s < 1):
+        raise ValueError(f"need 0 < market_share, 0 <= sector_share, sum < 1; got {h}, {s}")
+    k = int(_pop(kw, "n_sectors", lambda: _randint(g, 2, min(12, max(2, p // 4)))))
+    if not 1 <= k <= p:
+        raise ValueError(f"n_sectors must be in [1, p], got {k}")
+    beta = (1.0 + 0.3 * torch.randn(p, generator=g, dtype=DTYPE)).clamp_min(0.1)
+    # sector sizes: Dirichlet(1) shares of the p - k assets left after one per sector
+    e = -torch.log(torch.rand(k, generator=g, dtype=DTYPE))
+    extra = torch.multinomial(e / e.sum(), p - k, replacement=True, generator=g) if p > k else None
+    sector = torch.cat([torch.arange(k), extra]) if extra is not None else torch.arange(k)
+    sector = sector[torch.randperm(p, generator=g)]
+    gam = _u(g, 0.5, 1.5, p) * _u(g, 0.5, 1.5, k)[sector]
+    disp = _u(g, 0.2, 0.5)
+    psi = torch.exp(2.0 * disp * torch.randn(p, generator=g, dtype=DTYPE))
+    # exact shares of tr Σ = p: market h, sectors s, idiosyncratic 1 - h - s
+    b = torch.zeros(p, 1 + k, dtype=DTYPE)
+    b[:, 0] = beta * math.sqrt(h * p / float(beta @ beta))
+    b[torch.arange(p), 1 + sector] = gam * math.sqrt(s * p / float(gam @ gam))
+    d = (psi * ((1.0 - h - s) * p / float(psi.sum()))).sqrt()
+    return b, d
+
+
+def market_sectors(p: int, g: torch.Generator, kw: dict[str, Any]):
+    """``(Σ, (B, d))`` of a ``market_sectors`` world."""
+    b, d = market_sectors_factors(p, g, kw)
+    return _factor_sigma(b, d), (b, d)
+
+
+def regime_shift(p: int, g: torch.Generator, kw: dict[str, Any]):
+    """``(Σ_hold, Shifted(draw=(B, d) of Σ_est, target=(B', d') of Σ_hold))``."""
+    vol_shift = float(_pop(kw, "vol_shift", lambda: 0.3))
+    corr_shift = float(_pop(kw, "corr_shift", lambda: 0.4))
+    drift = float(_pop(kw, "drift", lambda: 0.2))
+    b, d = market_sectors_factors(p, g, kw)
+    _, (b, d) = _normalised(b, d)
+    c = math.exp(vol_shift * float(torch.randn((), generator=g, dtype=DTYPE)))
+    b2 = b.clone()
+    b2[:, 0] *= math.exp(corr_shift * float(torch.randn((), generator=g, dtype=DTYPE)))
+    b2[:, 1:] *= torch.exp(drift * torch.randn(p, 1, generator=g, dtype=DTYPE))
+    d2 = d * torch.exp(drift * torch.randn(p, generator=g, dtype=DTYPE))
+    b2, d2 = math.sqrt(c) * b2, math.sqrt(c) * d2
+    return _factor_sigma(b2, d2), Shifted(draw=(b, d), target=(b2, d2))
+
+
+@lru_cache(maxsize=1)
+def resampling_returns() -> torch.Tensor:
+    """Daily log returns ``(days, 20)`` of the 20 stocks before :data:`RESAMPLE_END`."""
+    r = data.load_returns()
+    return torch.as_tensor(r[r.index < RESAMPLE_END].to_numpy(), dtype=DTYPE)
+
+
+def resampled(p: int, g: torch.Generator, kw: dict[str, Any]):
+    """``(Σ, Shifted(draw=Bootstrap, target=(W L_C, d)))`` of a ``resampled`` world."""
+    r = resampling_returns()
+    days, q = r.shape
+    t = int(_pop(kw, "length", lambda: _randint(g, 250, 750)))
+    start = _randint(g, 0, days - t)
+    rows = r[start : start + t]
+    rows = rows - rows.mean(0)
+    if p <= q and _u(g) < 0.5:
+        w = torch.zeros(p, q, dtype=DTYPE)
+        w[torch.arange(p), torch.randperm(q, generator=g)[:p]] = 1.0
+        noise_share = 0.0
+    else:
+        # Dirichlet(0.5) rows: Gamma(1/2) variables are z²/2 for a standard normal z
+        gam = torch.randn(p, q, generator=g, dtype=DTYPE) ** 2
+        w = gam / gam.sum(1, keepdim=True)
+        noise_share = _u(g, 0.02, 0.2)
+    cov = rows.T @ rows / t
+    cov = 0.5 * (cov + cov.T)
+    lc = torch.linalg.cholesky(cov)
+    b = w @ lc
+    port_var = (b * b).sum(1)
+    d = torch.full((p,), math.sqrt(noise_share * float(port_var.mean())), dtype=DTYPE)
+    scale = math.sqrt(p / float(port_var.sum() + (d * d).sum()))
+    b, d, w = b * scale, d * scale, w * scale
+    block = _randint(g, 5, 20)
+    return _factor_sigma(b, d), Shifted(draw=Bootstrap(rows, w, d, block), target=(b, d))
+
+
+def bootstrap_returns(
+    boot: Bootstrap, n: int, g: torch.Generator, dtype: torch.dtype
+) -> torch.Tensor:
+    """``(n, p)`` returns: circular blocks of the population rows times ``Wᵀ`` plus noise."""
+    t = boot.rows.shape[0]
+    n_blocks = -(-n // boot.block)
+    starts = torch.randint(0, t, (n_blocks, 1), generator=g)
+    idx = ((starts + torch.arange(boot.block)) % t).reshape(-1)[:n]
+    x = boot.rows[idx] @ boot.weights.T
+    z = torch.randn(n, boot.weights.shape[0], generator=g, dtype=dtype)
+    return (x.to(dtype) + z * boot.noise.to(dtype)).contiguous()
+
+
+def scale_shifted(root: Shifted, s: torch.Tensor) -> Shifted:
+    """The root of ``diag(s) Σ diag(s)`` (draw and target) for per-asset scales ``s``."""
+    dr = root.draw
+    if isinstance(dr, Bootstrap):
+        dr = Bootstrap(dr.rows, s[:, None] * dr.weights, s * dr.noise, dr.block)
+    else:
+        dr = (s[:, None] * dr[0], s * dr[1])
+    b, d = root.target
+    return Shifted(draw=dr, target=(s[:, None] * b, s * d))
+
+
+def draw_root(root: Any) -> Any:
+    """The root ``X`` is drawn with (``root.draw`` for a :class:`Shifted` root)."""
+    return root.draw if isinstance(root, Shifted) else root
+
+
+def target_root(root: Any) -> Any:
+    """The root of the returned Σ (``root.target`` for a :class:`Shifted` root)."""
+    return root.target if isinstance(root, Shifted) else root
+
+
+BUILDERS = {"market_sectors": market_sectors, "regime_shift": regime_shift, "resampled": resampled}

@@ -1,0 +1,187 @@
+"""Study: pretraining on the current world mix (A) versus the mix plus the market-like
+families of :mod:`shrinklab.data.worlds_market` (B), on validation data only.
+
+Protocol and decision rule: docs/decisions/0023-market-like-training-worlds.md. Per
+repetition, each mix gets its own reduced training set and network (same seeds for
+both mixes), then both networks are scored on (i) the synthetic validation worlds of
+both mixes — PRIAL vs the oracle (Ledoit & Wolf 2022, "The power of (non-)linear
+shrinking") with the paired difference B − A — and (ii) real GMV backtests on
+pre-2016 windows (2010–2015) of the 20 stocks and of random long-only portfolios of
+them: the realised out-of-sample GMV variance per window, B − A paired over windows.
+
+Run: ``nice python -m shrinklab.studies.worlds --out build/studies/worlds`` (about
+10 minutes on one core at the defaults); ``--smoke`` for a seconds-long check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from shrinklab.core.metrics import prial_with_se
+from shrinklab.core.targets import TARGET_NAMES, combine
+from shrinklab.data import dataset, returns
+from shrinklab.data.real_windows import build_windows, realised_gmv_variance
+from shrinklab.data.synthetic import BASE_FAMILIES
+from shrinklab.data.worlds_market import MARKET_FAMILIES
+from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.loop import train
+
+MIXES: dict[str, dict[str, float]] = {
+    "A": dict.fromkeys(BASE_FAMILIES, 1.0),
+    "B": {**dict.fromkeys(BASE_FAMILIES, 1.0), **dict.fromkeys(MARKET_FAMILIES, 1.0)},
+}
+
+_TRAIN_KEYS = (
+    "lr weight_decay intensity_weight matrix_weight spectrum_weight uncertainty_weight "
+    "clip_norm loss_normaliser best_classical_weight edge_weight"
+).split()
+
+
+def portfolio_returns_frame(ret: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """Daily returns of ``k`` random long-only portfolios (Dirichlet(0.5) weights)."""
+    w = np.random.default_rng(seed).dirichlet(np.full(ret.shape[1], 0.5), size=k)
+    return pd.DataFrame(ret.to_numpy() @ w.T, index=ret.index, columns=[f"P{i}" for i in range(k)])
+
+
+def real_universes(windows: tuple[int, ...], n_portfolio_draws: int, start: str, end: str):
+    """``{name: [RealWindows per window length]}``: the 20 stocks and random portfolios."""
+    ret = returns.load_returns()
+    ret = ret[ret.index < returns.TEST_START]
+    frames = {"stocks": ret}
+    for j in range(n_portfolio_draws):
+        frames[f"portfolios{j}"] = portfolio_returns_frame(ret, 15, seed=100 + j)
+    return {
+        name: [build_windows(f, w, 21, 21, start=start, end=end) for w in windows]
+        for name, f in frames.items()
+    }
+
+
+def gmv_variances(model: Any, universes: dict) -> pd.DataFrame:
+    """Realised GMV variance per window of the model's estimate and of Ledoit–Wolf's."""
+    rows = []
+    for name, items in universes.items():
+        for rw in items:
+            for g in rw:
+                w = torch.as_tensor(predict_numpy(model, g.features.float()).intensities)
+                S, T, R = g.S.double(), g.targets.double(), g.realised.double()
+                v = realised_gmv_variance(combine(S, T, w.double()), R).numpy()
+                rows += [
+                    {"universe": name, "window": int(g.X.shape[1]), "i": i, "var": x}
+                    for i, x in enumerate(v)
+                ]
+    return pd.DataFrame(rows)
+
+
+def paired(diff: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of paired differences."""
+    return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
+
+
+def run(
+    out: Path,
+    n_train: int = 10_000,
+    n_valid: int = 1_500,
+    epochs: int = 15,
+    reps: int = 2,
+    p_max: int = 200,
+    windows: tuple[int, ...] = (60, 120, 250),
+    n_portfolio_draws: int = 3,
+    params_file: str = "params.yaml",
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    pre = yaml.safe_load(Path(params_file).read_text())["pretrain"]
+    base = {"p_max": p_max, "batch_size": 32, "ratio_max": 4.0}
+    valid = {
+        m: dataset.build_training_set(n_valid, 777, {**base, "family_weights": f}, False, 1)
+        for m, f in MIXES.items()
+    }
+    universes = real_universes(windows, n_portfolio_draws, "2010-01-01", "2015-12-31")
+    results: list[dict[str, Any]] = []
+    real: dict[tuple[int, str], pd.DataFrame] = {}
+    for rep in range(reps):
+        models = {}
+        for m, fam in MIXES.items():
+            ts = dataset.build_training_set(
+                n_train, 10 + rep, {**base, "family_weights": fam}, False, 1
+            )
+            cfg = TrainConfig(
+                **{k: pre[k] for k in _TRAIN_KEYS}, epochs=epochs, batch_size=256,
+                patience=epochs, seed=20 + rep, device="cpu",
+            )  # fmt: skip
+            torch.manual_seed(20 + rep)
+            model = MLShrinkageNetwork(
+                input_dim=ts.features.shape[1], num_targets=len(TARGET_NAMES),
+                hidden_dims=pre["hidden_dims"], dropout_rate=pre["dropout"], gate=pre["gate"],
+            )  # fmt: skip
+            train(model, ts, valid[m], cfg, out_dir=out / f"ck_{m}{rep}")
+            models[m] = model.cpu().eval()
+            real[(rep, m)] = gmv_variances(models[m], universes)
+        for vm, vs in valid.items():
+            wa = predict_numpy(models["A"], vs.features).intensities
+            wb = predict_numpy(models["B"], vs.features).intensities
+            pb, seb, delta, dse = prial_with_se(wb, vs, reference_w=wa)
+            results.append(
+                {"rep": rep, "valid": vm, "prial_B": pb, "se_B": seb, "prial_A": pb - delta,
+                 "delta_B_minus_A": delta, "delta_se": dse}
+            )  # fmt: skip
+    synth = pd.DataFrame(results)
+    diffs = []
+    for rep in range(reps):
+        a, b = real[(rep, "A")], real[(rep, "B")]
+        diffs.append(b.assign(A=a["var"].to_numpy(), B=b["var"].to_numpy(), rep=rep))
+    d = pd.concat(diffs)
+    d["diff"] = d["B"] - d["A"]
+    by = d.groupby(["universe", "window"]).apply(
+        lambda x: pd.Series({"vol_A": math.sqrt(252 * x.A.mean()), "vol_B": math.sqrt(252 * x.B.mean()),
+                             "diff_mean": x["diff"].mean(), "diff_se": x["diff"].std(ddof=1) / math.sqrt(len(x)),
+                             "n": len(x)}), include_groups=False,
+    )  # fmt: skip
+    pooled_mean, pooled_se = paired(d["diff"].to_numpy())
+    prial_a_drop = float(-synth[synth.valid == "A"].delta_B_minus_A.mean())
+    rule1 = pooled_mean < 0 and pooled_mean + pooled_se < 0
+    rule2 = prial_a_drop <= 3.0
+    summary = {
+        "pooled_real_var_diff_B_minus_A": pooled_mean,
+        "pooled_real_var_diff_se": pooled_se,
+        "pooled_real_windows": int(len(d)),
+        "prial_drop_on_A_valid": prial_a_drop,
+        "rule1_real": bool(rule1),
+        "rule2_synthetic": bool(rule2),
+        "adopt_B": bool(rule1 and rule2),
+    }
+    synth.to_csv(out / "synthetic.csv", index=False)
+    by.to_csv(out / "real_by_universe.csv")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return {"synthetic": synth, "real": by, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="build/studies/worlds")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    kw = (
+        {"n_train": 200, "n_valid": 100, "epochs": 1, "reps": 2, "p_max": 30,
+         "windows": (60,), "n_portfolio_draws": 1}
+        if a.smoke else {}
+    )  # fmt: skip
+    res = run(Path(a.out), **kw)
+    pd.set_option("display.width", 200)
+    print(res["synthetic"].round(3).to_string())
+    print(res["real"].to_string())
+    print(json.dumps(res["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
