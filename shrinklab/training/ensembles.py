@@ -17,6 +17,7 @@ from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
+from shrinklab.training.parallel import MemberJob, train_members
 
 __all__ = [
     "DEFAULT_ARCHITECTURES",
@@ -78,6 +79,7 @@ def train_multi_seed(
     model_config: Mapping[str, Any] | None = None,
     config: Any = None,
     calibration_set: Any = None,
+    workers: int = 1,
 ) -> EnsembleModel:
     """Deep ensemble: ``n_members`` networks of one architecture (``model_config``,
     keyword arguments of :class:`~shrinklab.models.network.MLShrinkageNetwork`; ``input_dim``
@@ -86,15 +88,18 @@ def train_multi_seed(
     seeds (``seeds``, default ``0, 1, …``: initialisation and batch order)
     [Lakshminarayanan et al. 2017]. Member ``i`` writes to ``out_dir/member_i``.
     With ``calibration_set`` the temperature is fitted on it (validation data only).
+    The members are trained in ``workers`` processes
+    (:func:`shrinklab.training.parallel.train_members`: identical members for any number).
     """
     seeds = list(range(n_members)) if seeds is None else [int(s) for s in seeds]
     if len(seeds) < 1:
         raise ValueError("need at least one member")
     mcfg = _network_config(train_set, model_config)
-    members = [
-        _train_member(mcfg, s, train_set, valid_set, config, Path(out_dir) / f"member_{i}")[0]
+    jobs = [
+        MemberJob(mcfg, s, train_set, valid_set, config, Path(out_dir) / f"member_{i}")
         for i, s in enumerate(seeds)
     ]
+    members = train_members(jobs, workers)
     return _finish(members, "multi_seed", calibration_set)
 
 
@@ -166,7 +171,6 @@ def train_checkpoint_average(
     the training history (``history["averaged_epochs"]`` lists the epochs averaged).
     """
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
-
 
     if method not in ("swa", "ema"):
         raise ValueError(f"method must be 'swa' or 'ema', got {method!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ from torch import nn
 
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.experts import FamilyGate
-from shrinklab.models.network import MLShrinkageNetwork
-from shrinklab.training.config import TrainConfig
-from shrinklab.training.loop import train
+from shrinklab.training.parallel import MemberJob, train_members
 
 __all__ = [
     "train_family_experts",
@@ -86,6 +83,7 @@ def train_family_experts(
     config: Any,
     seed: int = 0,
     n_members: int = 1,
+    workers: int = 1,
 ) -> dict[str, nn.Module]:
     """One expert per family in ``families``: an
     :class:`~shrinklab.models.network.MLShrinkageNetwork` (``model_config``) trained by
@@ -93,14 +91,16 @@ def train_family_experts(
     training worlds and early-stopped on its validation worlds; with ``n_members > 1``
     a deep ensemble (:class:`~shrinklab.models.ensemble.EnsembleModel`) of that many such
     networks from seeds ``seed, seed + 1, …``. Member ``i`` of the expert of family
-    ``f`` writes to ``out_dir/<f>/member_<i>``."""
+    ``f`` writes to ``out_dir/<f>/member_<i>``. All members of all experts are trained in
+    ``workers`` processes (:func:`shrinklab.training.parallel.train_members`: identical
+    members for any number)."""
 
     families = [str(f) for f in families]
     if len(set(families)) != len(families):
         raise ValueError(f"expert families repeat: {families}")
     if int(n_members) < 1:
         raise ValueError(f"n_members must be at least 1, got {n_members}")
-    experts: dict[str, nn.Module] = {}
+    jobs = []
     for fam in families:
         sets = []
         for name, data in (("training", train_set), ("validation", valid_set)):
@@ -108,13 +108,15 @@ def train_family_experts(
             if idx.size == 0:
                 raise ValueError(f"no {name} worlds of family {fam!r}")
             sets.append(data.subset(idx.tolist()))
-        members = []
-        for i in range(int(n_members)):
-            s = int(seed) + i
-            torch.manual_seed(s)
-            model = MLShrinkageNetwork(**dict(model_config))
-            cfg = dataclasses.replace(config or TrainConfig(), seed=s)
-            train(model, sets[0], sets[1], cfg, Path(out_dir) / fam / f"member_{i}", resume=False)
-            members.append(model.cpu().eval())
+        jobs += [
+            MemberJob(
+                model_config, int(seed) + i, *sets, config, Path(out_dir) / fam / f"member_{i}"
+            )
+            for i in range(int(n_members))
+        ]
+    trained = train_members(jobs, workers)
+    experts: dict[str, nn.Module] = {}
+    for j, fam in enumerate(families):
+        members = trained[j * int(n_members) : (j + 1) * int(n_members)]
         experts[fam] = members[0] if len(members) == 1 else EnsembleModel(members, label=fam)
     return experts

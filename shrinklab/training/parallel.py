@@ -1,0 +1,71 @@
+"""Independent ensemble members trained side by side in worker processes.
+
+The members of a deep ensemble (and of each family expert) do not depend on one another,
+so :func:`train_members` can run them in ``workers`` processes. Each job seeds its own
+network and trainer (``torch.manual_seed(seed)`` before the network is built, then
+:func:`shrinklab.training.loop.train` with ``config.seed = seed``), and each worker runs
+with one torch thread, so a member is bit-identical whichever process trains it
+(tested in ``tests/test_parallel_members.py``). Workers start by ``spawn`` (no forked
+copy of the parent's threads or open files); they inherit the environment, so the
+progress lines of :func:`shrinklab.core.progress.report` still reach the terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.loop import train
+
+__all__ = ["MemberJob", "train_member", "train_members"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberJob:
+    """One network to train: its architecture (keyword arguments of
+    :class:`~shrinklab.models.network.MLShrinkageNetwork`), seed, data, trainer settings
+    (``config.seed`` is replaced by ``seed``) and checkpoint folder."""
+
+    model_config: Mapping[str, Any]
+    seed: int
+    train_set: Any
+    valid_set: Any
+    config: Any
+    out_dir: Path
+
+
+def train_member(job: MemberJob) -> nn.Module:
+    """Train one member from scratch (``resume=False``, as the stages always did) and
+    return it on the CPU in eval mode."""
+    cfg = dataclasses.replace(job.config or TrainConfig(), seed=int(job.seed))
+    torch.manual_seed(int(job.seed))
+    model = MLShrinkageNetwork(**dict(job.model_config))
+    train(model, job.train_set, job.valid_set, cfg, Path(job.out_dir), resume=False)
+    return model.cpu().eval()
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def train_members(jobs: Sequence[MemberJob], workers: int = 1) -> list[nn.Module]:
+    """Train every job, in order, in ``workers`` processes (``1``: in this process);
+    returns the members in the order of ``jobs``."""
+    jobs = list(jobs)
+    if int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    n = min(int(workers), len(jobs))
+    if n <= 1:
+        return [train_member(job) for job in jobs]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init) as pool:
+        return list(pool.map(train_member, jobs))
