@@ -8,11 +8,10 @@ import torch
 from shrinklab.studies.ensemble_kinds import (
     KINDS,
     compare_ensemble_kinds,
-    multi_seed_seeds,
     train_ensemble_kinds,
 )
 from shrinklab.training.config import TrainConfig
-from shrinklab.training.ensembles import train_multi_seed
+from shrinklab.training.ensembles import multi_seed_seeds, train_multi_seed
 from tests._tiny_sets import F, K, tiny_set
 
 ARCH = {"input_dim": F, "num_targets": K, "hidden_dims": (16, 8)}

@@ -19,15 +19,10 @@ from shrinklab.evaluation import selection
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.training import ensembles
 
-__all__ = ["KINDS", "compare_ensemble_kinds", "multi_seed_seeds", "train_ensemble_kinds"]
+__all__ = ["KINDS", "compare_ensemble_kinds", "train_ensemble_kinds"]
 
 #: The kinds compared, in the order of the tables.
 KINDS = ("multi_seed", "checkpoint_average", "architecture", "boosting")
-
-
-def multi_seed_seeds(seed: int, n_members: int) -> list[int]:
-    """The member seeds of the multi-seed ensemble (pipeline stage and study alike)."""
-    return [int(seed) * 100 + i for i in range(int(n_members))]
 
 
 def train_ensemble_kinds(
@@ -65,7 +60,7 @@ def train_ensemble_kinds(
             train_set,
             valid_set,
             out / "multi_seed",
-            seeds=multi_seed_seeds(seed, n_members),
+            seeds=ensembles.multi_seed_seeds(seed, n_members),
             model_config=architecture,
             workers=workers,
             **common,

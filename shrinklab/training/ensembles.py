@@ -22,6 +22,7 @@ from shrinklab.training.parallel import MemberJob, train_members
 __all__ = [
     "DEFAULT_ARCHITECTURES",
     "boosting_probabilities",
+    "multi_seed_seeds",
     "train_architecture_ensemble",
     "train_boosted",
     "train_checkpoint_average",
@@ -67,6 +68,12 @@ def _finish(members: list[nn.Module], label: str, calibration_set: Any, **kw: An
 def alpha_star(data: Any) -> np.ndarray:
     """Oracle intensity ``α* = Σ_k w*_k`` per sample."""
     return as_float64(field_of(data, "oracle_w")).sum(1).numpy()
+
+
+def multi_seed_seeds(seed: int, n_members: int) -> list[int]:
+    """The member seeds ``100 seed, 100 seed + 1, …`` of the deployed multi-seed ensemble
+    (notebook 04 and the ensemble-kinds study alike)."""
+    return [int(seed) * 100 + i for i in range(int(n_members))]
 
 
 def train_multi_seed(

@@ -679,9 +679,19 @@ def train(
             net.train()
             spec_acc = {"sum": torch.zeros((), dtype=torch.float64, device=device), "seen": 0}
             batch_loss = _synthetic_batch_loss(
-                net, module, data, spectrum, cfg, (device, amp_dtype), (rank, world), epoch, spec_acc
+                net,
+                module,
+                data,
+                spectrum,
+                cfg,
+                (device, amp_dtype),
+                (rank, world),
+                epoch,
+                spec_acc,
             )
-            ep = run_epoch(perm, batch_loss, step_fn, batch_size=cfg.batch_size, min_batch=2 * world)
+            ep = run_epoch(
+                perm, batch_loss, step_fn, batch_size=cfg.batch_size, min_batch=2 * world
+            )
             scheduler.step()
             stats = torch.stack(
                 [
