@@ -64,3 +64,26 @@ def test_multi_seed_workers_argument(tmp_path, sets):
             assert torch.equal(u, v)
     with pytest.raises(ValueError, match="workers must be at least 1"):
         train_members([], workers=0)
+
+
+def test_a_killed_member_resumes_to_the_uninterrupted_result(tmp_path, sets):
+    """A member whose run stopped after one epoch (a killed stage) is finished from its
+    checkpoint, and a finished member is loaded, not retrained: same weights either way."""
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.training.loop import train
+
+    tr, va = sets
+    full = train_members([MemberJob(MC, 7, tr, va, _cfg(), tmp_path / "full")])[0]
+    torch.manual_seed(7)
+    partial = MLShrinkageNetwork(**MC)
+    cfg = TrainConfig(**{**_cfg().to_dict(), "seed": 7})
+    history = train(partial, tr, va, cfg, tmp_path / "killed", max_epochs_per_call=1)
+    assert len(history["epoch"]) == 1 and not history["finished"]
+    resumed = train_members([MemberJob(MC, 7, tr, va, _cfg(), tmp_path / "killed")])[0]
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    again = train_members([MemberJob(MC, 7, tr, va, _cfg(), tmp_path / "killed")])[0]
+    assert checkpoint.stat().st_mtime_ns == stamp  # nothing retrained
+    for other in (resumed, again):
+        for u, v in zip(full.state_dict().values(), other.state_dict().values()):
+            assert torch.equal(u, v)

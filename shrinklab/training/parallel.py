@@ -44,12 +44,14 @@ class MemberJob:
 
 
 def train_member(job: MemberJob) -> nn.Module:
-    """Train one member from scratch (``resume=False``, as the stages always did) and
-    return it on the CPU in eval mode."""
+    """Train one member and return it on the CPU in eval mode. A checkpoint in
+    ``job.out_dir`` (a killed or finished earlier run with the same settings and data) is
+    resumed; on CPU the result is bit-identical to an uninterrupted run
+    (:func:`shrinklab.training.loop.train`)."""
     cfg = dataclasses.replace(job.config or TrainConfig(), seed=int(job.seed))
     torch.manual_seed(int(job.seed))
     model = MLShrinkageNetwork(**dict(job.model_config))
-    train(model, job.train_set, job.valid_set, cfg, Path(job.out_dir), resume=False)
+    train(model, job.train_set, job.valid_set, cfg, Path(job.out_dir), resume=True)
     return model.cpu().eval()
 
 
