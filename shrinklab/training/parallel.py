@@ -61,7 +61,8 @@ def _worker_init() -> None:
 
 def train_members(jobs: Sequence[MemberJob], workers: int = 1) -> list[nn.Module]:
     """Train every job, in order, in ``workers`` processes (``1``: in this process);
-    returns the members in the order of ``jobs``."""
+    returns the members in the order of ``jobs``. With ``workers > 1`` a calling script
+    needs the ``if __name__ == "__main__":`` guard (spawned workers import it)."""
     jobs = list(jobs)
     if int(workers) < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
