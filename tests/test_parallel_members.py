@@ -87,3 +87,28 @@ def test_a_killed_member_resumes_to_the_uninterrupted_result(tmp_path, sets):
     for other in (resumed, again):
         for u, v in zip(full.state_dict().values(), other.state_dict().values()):
             assert torch.equal(u, v)
+
+
+def test_specialist_table_is_the_same_for_two_workers():
+    """The scenario specialists of notebook 06 shared by two processes: the same table."""
+    from _forced_model import random_network
+
+    from shrinklab.evaluation import scenarios
+    from shrinklab.studies.specialists import specialist_table
+
+    grid = [
+        {"name": "toy", "family": "spectrum_1_3_10", "p": 12, "n": 30},
+        {"family": "factor", "p": 10, "n": 25, "df": 6},
+    ]
+    _, results = scenarios.evaluate_grid(
+        grid, random_network(1), n_reps=8, seed=4, return_results=True
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = specialist_table(results, n_draws=16, epochs=2)
+        two = specialist_table(results, n_draws=16, epochs=2, workers=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(one.index) == ["toy", "factor p=10 n=25 t6"]
+    assert one.equals(two), (one, two)

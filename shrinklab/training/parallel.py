@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
 
-__all__ = ["MemberJob", "train_member", "train_members"]
+__all__ = ["MemberJob", "map_in_processes", "train_member", "train_members"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,16 +59,23 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def train_members(jobs: Sequence[MemberJob], workers: int = 1) -> list[nn.Module]:
-    """Train every job, in order, in ``workers`` processes (``1``: in this process);
-    returns the members in the order of ``jobs``. With ``workers > 1`` a calling script
-    needs the ``if __name__ == "__main__":`` guard (spawned workers import it)."""
-    jobs = list(jobs)
+def map_in_processes(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 1) -> list:
+    """``[fn(x) for x in items]``, in ``workers`` spawned processes with one torch thread
+    each (``1``: in this process). ``fn`` must be a module-level function and the items
+    picklable; a script that calls it with ``workers > 1`` needs the
+    ``if __name__ == "__main__":`` guard (spawned workers import it)."""
+    items = list(items)
     if int(workers) < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    n = min(int(workers), len(jobs))
+    n = min(int(workers), len(items))
     if n <= 1:
-        return [train_member(job) for job in jobs]
+        return [fn(x) for x in items]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init) as pool:
-        return list(pool.map(train_member, jobs))
+        return list(pool.map(fn, items))
+
+
+def train_members(jobs: Sequence[MemberJob], workers: int = 1) -> list[nn.Module]:
+    """Train every job (:func:`train_member`) in ``workers`` processes
+    (:func:`map_in_processes`); returns the members in the order of ``jobs``."""
+    return map_in_processes(train_member, jobs, workers)
