@@ -24,8 +24,8 @@
 # (docs/decisions/0012-ensemble-kind-multi-seed.md) is a study outside this pipeline:
 # `notebooks/08_ensemble_kinds.py`, run by `make studies`
 # (docs/decisions/0018-pipeline-trains-only-the-deployed-ensemble.md). The members are
-# independent, so they are trained in `workers` processes; the members are identical
-# for any number of workers.
+# independent, as are the members of the family experts (section 4), so all of them are
+# trained in `workers` processes; the members are identical for any number of workers.
 #
 # Members are averaged in the intensities w = απ; since the Frobenius loss is convex
 # in w, an ensemble is never worse than its members' mean on any sample. Its
@@ -70,6 +70,7 @@ from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training import ensembles as ensembles_mod
 from shrinklab.training import experts as expert_training
 from shrinklab.training.config import TrainConfig
+from shrinklab.training.parallel import train_members
 
 processed, models, reports, figures = stage_setup(
     "04_ensembling", seed, processed_dir, models_dir, reports_dir
@@ -92,17 +93,29 @@ checkpoints = run_dir(
 )
 
 # %%
-ensemble = ensembles_mod.train_multi_seed(
+# One queue of independent members for the worker processes: the ensemble's, then the
+# family experts' (section 4), so that no worker idles between the two.
+member_jobs = ensembles_mod.multi_seed_jobs(
     train_set,
     valid_set,
     checkpoints / "multi_seed",
     seeds=ensembles_mod.multi_seed_seeds(seed, n_members),
     model_config=architecture,
     config=base,
-    calibration_set=calibration_set,
-    workers=workers,
 )
+expert_jobs = expert_training.family_expert_jobs(
+    train_set,
+    valid_set,
+    family_experts,
+    checkpoints / "experts",
+    model_config=pretrained["config"],
+    config=base,
+    seed=seed,
+    n_members=expert_members,
+)
+trained = train_members(member_jobs + expert_jobs, workers)
 kind = "multi_seed"
+ensemble = ensembles_mod.calibrated_ensemble(trained[:n_members], kind, calibration_set)
 ensembles = {kind: ensemble}
 
 # %% [markdown]
@@ -176,7 +189,8 @@ save_figure(fig, figures / "reliability.png")
 # loss is steep in w: trained on the factor worlds alone, the same network is about
 # 10 % closer to the oracle there (`scripts/family_mixing.py`). So the ensemble
 # (the *general* model) gets one expert network per family in `family_experts`,
-# trained on that family's worlds only with the members' settings, and a gate: a
+# trained on that family's worlds only with the members' settings (in the queue of the
+# first cell, beside the ensemble's members), and a gate: a
 # small classifier of the world family from the features, trained on the generator's
 # family labels of the training worlds. Where the gate gives an expert family a
 # probability above `gate_threshold`, that expert's intensity and target weights
@@ -194,16 +208,8 @@ if family_experts:
     gate = expert_training.train_family_gate(
         train_set.features, train_set.families, epochs=gate_epochs, seed=seed
     )
-    family_models = expert_training.train_family_experts(
-        train_set,
-        valid_set,
-        family_experts,
-        checkpoints / "experts",
-        model_config=pretrained["config"],
-        config=base,
-        seed=seed,
-        n_members=expert_members,
-        workers=workers,
+    family_models = expert_training.group_experts(
+        family_experts, trained[n_members:], expert_members
     )
     deployed = experts.GatedExpertModel(best, family_models, gate, threshold=gate_threshold)
     gated_table = selection_mod.family_loss_table({"ensemble": best, "gated": deployed}, test_set)

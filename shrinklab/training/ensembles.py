@@ -22,6 +22,8 @@ from shrinklab.training.parallel import MemberJob, train_members
 __all__ = [
     "DEFAULT_ARCHITECTURES",
     "boosting_probabilities",
+    "calibrated_ensemble",
+    "multi_seed_jobs",
     "multi_seed_seeds",
     "train_architecture_ensemble",
     "train_boosted",
@@ -58,8 +60,12 @@ def _train_member(
     return model.cpu().eval(), history
 
 
-def _finish(members: list[nn.Module], label: str, calibration_set: Any, **kw: Any) -> EnsembleModel:
-    ens = EnsembleModel(members, label=label, **kw)
+def calibrated_ensemble(
+    members: Sequence[nn.Module], label: str, calibration_set: Any = None, **kw: Any
+) -> EnsembleModel:
+    """An :class:`EnsembleModel` of ``members`` (``label``; ``kw`` for its constructor),
+    its temperature and conformal scores fitted on ``calibration_set`` if given."""
+    ens = EnsembleModel(list(members), label=label, **kw)
     if calibration_set is not None:
         ens.calibrate(field_of(calibration_set, "features"), alpha_star(calibration_set))
     return ens
@@ -99,15 +105,32 @@ def train_multi_seed(
     (:func:`shrinklab.training.parallel.train_members`: identical members for any number).
     """
     seeds = list(range(n_members)) if seeds is None else [int(s) for s in seeds]
+    jobs = multi_seed_jobs(
+        train_set, valid_set, out_dir, seeds=seeds, model_config=model_config, config=config
+    )
+    return calibrated_ensemble(train_members(jobs, workers), "multi_seed", calibration_set)
+
+
+def multi_seed_jobs(
+    train_set: Any,
+    valid_set: Any,
+    out_dir: str | Path,
+    *,
+    seeds: Sequence[int],
+    model_config: Mapping[str, Any] | None = None,
+    config: Any = None,
+) -> list[MemberJob]:
+    """The member jobs of :func:`train_multi_seed` (member ``i``: seed ``seeds[i]``,
+    folder ``out_dir/member_i``), for :func:`shrinklab.training.parallel.train_members`
+    together with other jobs; :func:`calibrated_ensemble` assembles the members."""
+    seeds = [int(s) for s in seeds]
     if len(seeds) < 1:
         raise ValueError("need at least one member")
     mcfg = _network_config(train_set, model_config)
-    jobs = [
+    return [
         MemberJob(mcfg, s, train_set, valid_set, config, Path(out_dir) / f"member_{i}")
         for i, s in enumerate(seeds)
     ]
-    members = train_members(jobs, workers)
-    return _finish(members, "multi_seed", calibration_set)
 
 
 def train_architecture_ensemble(
@@ -138,7 +161,7 @@ def train_architecture_ensemble(
         )[0]
         for i, a in enumerate(archs)
     ]
-    return _finish(members, "architecture", calibration_set)
+    return calibrated_ensemble(members, "architecture", calibration_set)
 
 
 DEFAULT_ARCHITECTURES: tuple[dict[str, Any], ...] = (
@@ -210,7 +233,7 @@ def train_checkpoint_average(
     update_bn([feats[i : i + bn_batch_size] for i in range(0, feats.shape[0], bn_batch_size)], net)
     history = dict(history)
     history["averaged_epochs"] = epochs
-    ens = _finish([net.eval()], "checkpoint_average", calibration_set)
+    ens = calibrated_ensemble([net.eval()], "checkpoint_average", calibration_set)
     ens.history = history
     return ens
 
@@ -278,4 +301,4 @@ def train_boosted(
             mcfg, seed + m, data, valid_set, config, Path(out_dir) / f"boost_{m}"
         )
         members.append(net)
-    return _finish(members, "boosted", calibration_set)
+    return calibrated_ensemble(members, "boosted", calibration_set)

@@ -15,6 +15,8 @@ from shrinklab.models.experts import FamilyGate
 from shrinklab.training.parallel import MemberJob, train_members
 
 __all__ = [
+    "family_expert_jobs",
+    "group_experts",
     "train_family_experts",
     "train_family_gate",
 ]
@@ -95,6 +97,33 @@ def train_family_experts(
     ``workers`` processes (:func:`shrinklab.training.parallel.train_members`: identical
     members for any number)."""
 
+    jobs = family_expert_jobs(
+        train_set,
+        valid_set,
+        families,
+        out_dir,
+        model_config=model_config,
+        config=config,
+        seed=seed,
+        n_members=n_members,
+    )
+    return group_experts(families, train_members(jobs, workers), n_members)
+
+
+def family_expert_jobs(
+    train_set: Any,
+    valid_set: Any,
+    families: Sequence[str],
+    out_dir: str | Path,
+    *,
+    model_config: Mapping[str, Any],
+    config: Any,
+    seed: int = 0,
+    n_members: int = 1,
+) -> list[MemberJob]:
+    """The member jobs of :func:`train_family_experts`, family by family, for
+    :func:`shrinklab.training.parallel.train_members` together with other jobs;
+    :func:`group_experts` assembles the experts from the trained members."""
     families = [str(f) for f in families]
     if len(set(families)) != len(families):
         raise ValueError(f"expert families repeat: {families}")
@@ -114,9 +143,20 @@ def train_family_experts(
             )
             for i in range(int(n_members))
         ]
-    trained = train_members(jobs, workers)
+    return jobs
+
+
+def group_experts(
+    families: Sequence[str], members: Sequence[nn.Module], n_members: int
+) -> dict[str, nn.Module]:
+    """``{family: expert}`` from the members trained for :func:`family_expert_jobs` (in
+    its order): the network itself for one member per family, else their
+    :class:`~shrinklab.models.ensemble.EnsembleModel`."""
+    families, k = [str(f) for f in families], int(n_members)
+    if len(members) != k * len(families):
+        raise ValueError(f"expected {k * len(families)} members, got {len(members)}")
     experts: dict[str, nn.Module] = {}
     for j, fam in enumerate(families):
-        members = trained[j * int(n_members) : (j + 1) * int(n_members)]
-        experts[fam] = members[0] if len(members) == 1 else EnsembleModel(members, label=fam)
+        group = list(members[j * k : (j + 1) * k])
+        experts[fam] = group[0] if k == 1 else EnsembleModel(group, label=fam)
     return experts
