@@ -112,3 +112,16 @@ def test_specialist_table_is_the_same_for_two_workers():
         torch.set_num_threads(threads)
     assert list(one.index) == ["toy", "factor p=10 n=25 t6"]
     assert one.equals(two), (one, two)
+
+
+def test_group_experts_checks_the_member_count():
+    from shrinklab.models.ensemble import EnsembleModel
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.training.experts import group_experts
+
+    nets = [MLShrinkageNetwork(**MC) for _ in range(4)]
+    grouped = group_experts(["a", "b"], nets, 2)
+    assert isinstance(grouped["b"], EnsembleModel) and grouped["b"].members[1] is nets[3]
+    assert group_experts(["a", "b", "c", "d"], nets, 1)["c"] is nets[2]
+    with pytest.raises(ValueError, match="expected 6 members, got 4"):
+        group_experts(["a", "b", "c"], nets, 2)
