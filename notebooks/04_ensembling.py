@@ -16,16 +16,16 @@
 # %% [markdown]
 # # 4. Ensembles and calibrated uncertainty
 #
-# Four ways to combine networks (the specification's model-ensembling step), each built by `shrinklab.models.ensemble`:
-#
-# * **multi-seed** — the pretrained architecture from several random seeds
-#   (deep ensembles, Lakshminarayanan et al. 2017);
-# * **checkpoint averaging** — stochastic weight averaging over the last epochs of
-#   one run (Izmailov et al. 2018);
-# * **architecture ensemble** — the specification's MLP with and without feature
-#   self-attention;
-# * **boosting** — sequential members trained on resamples that emphasise the
-#   previous members' worst cases (Drucker 1997).
+# The deployed ensemble is a **multi-seed** deep ensemble: the pretrained architecture
+# from several random seeds (Lakshminarayanan et al. 2017), built by
+# `shrinklab.training.ensembles.train_multi_seed`. The specification's model-ensembling
+# step lists three more kinds (checkpoint averaging, an architecture ensemble,
+# boosting); the comparison that chose multi-seed
+# (docs/decisions/0012-ensemble-kind-multi-seed.md) is a study outside this pipeline:
+# `notebooks/08_ensemble_kinds.py`, run by `make studies`
+# (docs/decisions/0018-pipeline-trains-only-the-deployed-ensemble.md). The members are
+# independent, as are the members of the family experts (section 4), so all of them are
+# trained in `workers` processes; the members are identical for any number of workers.
 #
 # Members are averaged in the intensities w = απ; since the Frobenius loss is convex
 # in w, an ensemble is never worse than its members' mean on any sample. Its
@@ -36,7 +36,7 @@
 # that they hit every nominal level, not just one. Coverage is checked on the
 # held-out synthetic **test** set.
 #
-# Finally the chosen ensemble gets **family experts** (section 4): networks trained
+# Finally the ensemble gets **family experts** (section 4): networks trained
 # on one world family each, switched in where a gate on the features is sure of
 # that family (a hard mixture of experts, `shrinklab.models.experts`).
 
@@ -50,6 +50,8 @@ gate_threshold = 0.8
 gate_epochs = 2
 # networks per expert (a deep ensemble of seeds seed, seed + 1, ...)
 expert_members = 1
+# processes that train the independent members (1: in the kernel)
+workers = 1
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -69,6 +71,7 @@ from shrinklab.training import ensembles as ensembles_mod
 from shrinklab.training import experts as expert_training
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.monitor import run_logger
+from shrinklab.training.parallel import train_members
 
 processed, models, reports, figures = stage_setup(
     "04_ensembling", seed, processed_dir, models_dir, reports_dir
@@ -91,90 +94,62 @@ checkpoints = run_dir(
 )
 
 # %%
-ensembles = {
-    "multi_seed": ensembles_mod.train_multi_seed(
-        train_set,
-        valid_set,
-        checkpoints / "multi_seed",
-        n_members=n_members,
-        seeds=[seed * 100 + i for i in range(n_members)],
-        model_config=architecture,
-        config=base,
-        calibration_set=calibration_set,
-    ),
-    "checkpoint_average": ensembles_mod.train_checkpoint_average(
-        train_set,
-        valid_set,
-        checkpoints / "swa",
-        model_config=architecture,
-        config=base,
-        seed=seed,
-        method="swa",
-        calibration_set=calibration_set,
-    ),
-    "architecture": ensembles_mod.train_architecture_ensemble(
-        train_set,
-        valid_set,
-        checkpoints / "architecture",
-        architectures=[architecture, {**architecture, "use_attention": True}],
-        seed=seed,
-        config=base,
-        calibration_set=calibration_set,
-    ),
-    "boosting": ensembles_mod.train_boosted(
-        train_set,
-        valid_set,
-        checkpoints / "boosting",
-        n_members=max(2, n_members),
-        model_config=architecture,
-        config=base,
-        seed=seed,
-        calibration_set=calibration_set,
-    ),
-}
+# One queue of independent members for the worker processes: the ensemble's, then the
+# family experts' (section 4), so that no worker idles between the two.
+member_jobs = ensembles_mod.multi_seed_jobs(
+    train_set,
+    valid_set,
+    checkpoints / "multi_seed",
+    seeds=ensembles_mod.multi_seed_seeds(seed, n_members),
+    model_config=architecture,
+    config=base,
+    monitor=reports,  # TensorBoard + DVCLive, one run per member
+)
+expert_jobs = expert_training.family_expert_jobs(
+    train_set,
+    valid_set,
+    family_experts,
+    checkpoints / "experts",
+    model_config=pretrained["config"],
+    config=base,
+    seed=seed,
+    n_members=expert_members,
+    monitor=reports,
+)
+trained = train_members(member_jobs + expert_jobs, workers)
+kind = "multi_seed"
+ensemble = ensembles_mod.calibrated_ensemble(trained[:n_members], kind, calibration_set)
+ensembles = {kind: ensemble}
 
 # %% [markdown]
-# ## PRIAL of members, ensembles and the oracle
+# ## PRIAL of the members, the ensemble and the oracle
 #
-# On the validation worlds (used to pick the ensemble kind) and on the test worlds
-# (reported). The classical estimators are points of the same family.
+# On the validation worlds that early stopping used (not the calibration half, not the
+# test worlds) and on the test worlds (reported). The classical estimators are points
+# of the same family.
 #
-# **Which ensemble is deployed** (`ensemble.select_ensemble`, on the validation
-# worlds that early stopping used — not the calibration half, not the test worlds):
-#
-# 1. *calibration gate* — a kind qualifies unless its conformal 50 % or 90 % interval
-#    covers these worlds less often than the nominal rate by more than three standard
-#    errors (the standard error counts the n validation worlds and the m calibration
-#    worlds, √(ℓ(1−ℓ)(1/n + 1/m))); if none qualifies, all stay in. The gate is
-#    one-sided because early stopping saw these worlds: the members fit them a little
-#    better than fresh ones, and every kind over-covers them somewhat;
-# 2. *PRIAL* — the best validation PRIAL among them, and every kind whose PRIAL is
-#    below it by at most one paired standard error (delta method, same worlds) counts
-#    as tied with it, as does any kind ranked above a tied one;
-# 3. *sharpness* — of the tied kinds, the one with the narrowest 90 % interval.
-#
-# PRIAL comes first because the covariance matrix is the product; calibration is a
-# gate rather than a score, because conformal recalibration makes every kind
-# calibrated by construction (failing the gate means a broken variance or data that
-# moved between calibration and use); among kinds the data cannot tell apart on
-# PRIAL, the sharper intervals win — "maximise sharpness subject to calibration"
-# (Gneiting, Balabdaoui & Raftery 2007). Caveat: the worlds come in batches that share
-# (p, n), so both standard errors are optimistic, and a PRIAL tie on the validation
-# worlds need not be one on the test worlds.
+# The validation row also applies the *calibration gate* of the selection rule
+# (`selection.select_ensemble`, docs/decisions/0012-ensemble-kind-multi-seed.md): the
+# ensemble is `calibrated` unless its conformal 50 % or 90 % interval covers these
+# worlds less often than the nominal rate by more than three standard errors (the
+# standard error counts the n validation worlds and the m calibration worlds,
+# √(ℓ(1−ℓ)(1/n + 1/m))). The gate is one-sided because early stopping saw these worlds:
+# the members fit them a little better than fresh ones, so the ensemble over-covers
+# them somewhat. A failed gate means a broken variance or data that moved between
+# calibration and use. Caveat: the worlds come in batches that share (p, n), so the
+# standard error is optimistic.
 
 # %%
 classical = dataset.classical_intensities(test_set)
 test_table = selection_mod.prial_table(ensembles, test_set, extra_intensities=classical)
-chosen, selection = selection_mod.select_ensemble(ensembles, valid_set, levels=(0.5, 0.9))
-print("chosen on validation:", chosen)
-selection[["prial", "prial_vs_best", "prial_vs_best_se", "conformal_50", "conformal_90",
-           "width_90_conformal", "calibrated", "tied", "chosen"]]  # fmt: skip
+_, selection = selection_mod.select_ensemble(ensembles, valid_set, levels=(0.5, 0.9))
+selection[["prial", "conformal_50", "conformal_90", "width_90_conformal", "calibrated"]]
 
 # %%
 test_table.sort_values("prial", ascending=False).reset_index(drop=True)
 
 # %%
-fig = plots.prial_bars(test_table.assign(scenario="synthetic test", se=0.0), estimator_col="model", highlight=[chosen])
+fig = plots.prial_bars(test_table.assign(scenario="synthetic test", se=0.0), estimator_col="model", highlight=[kind])
 save_figure(fig, figures / "prial_members.png")
 
 # %% [markdown]
@@ -215,9 +190,10 @@ save_figure(fig, figures / "reliability.png")
 #
 # A network trained on every world family pays for the sharing in the families whose
 # loss is steep in w: trained on the factor worlds alone, the same network is about
-# 10 % closer to the oracle there (`scripts/family_mixing.py`). So the chosen ensemble
+# 10 % closer to the oracle there (`scripts/family_mixing.py`). So the ensemble
 # (the *general* model) gets one expert network per family in `family_experts`,
-# trained on that family's worlds only with the members' settings, and a gate: a
+# trained on that family's worlds only with the members' settings (in the queue of the
+# first cell, beside the ensemble's members), and a gate: a
 # small classifier of the world family from the features, trained on the generator's
 # family labels of the training worlds. Where the gate gives an expert family a
 # probability above `gate_threshold`, that expert's intensity and target weights
@@ -229,23 +205,15 @@ save_figure(fig, figures / "reliability.png")
 # (docs/decisions/0014-family-experts-gate-0.7.md and docs/research-log.md), not on the test worlds below.
 
 # %%
-best = ensembles[chosen]
+best = ensemble
 deployed = best
 if family_experts:
     with run_logger("ensemble/gate", reports) as log:  # TensorBoard + DVCLive
         gate = expert_training.train_family_gate(
             train_set.features, train_set.families, epochs=gate_epochs, seed=seed, logger=log
         )
-    family_models = expert_training.train_family_experts(
-        train_set,
-        valid_set,
-        family_experts,
-        checkpoints / "experts",
-        model_config=pretrained["config"],
-        config=base,
-        seed=seed,
-        n_members=expert_members,
-        monitor=reports,
+    family_models = expert_training.group_experts(
+        family_experts, trained[n_members:], expert_members
     )
     deployed = experts.GatedExpertModel(best, family_models, gate, threshold=gate_threshold)
     gated_table = selection_mod.family_loss_table({"ensemble": best, "gated": deployed}, test_set)
@@ -264,13 +232,13 @@ save_model(
     deployed,
     pretrained["feature_names"],
     pretrained["target_names"],
-    extra={"ensemble_kind": chosen, "family_experts": list(family_experts)},
+    extra={"ensemble_kind": kind, "family_experts": list(family_experts)},
 )
 prial = test_table.set_index("model")["prial"]
 save_metrics(
     reports / "metrics" / "ensemble.json",
     {
-        "chosen": chosen,
+        "chosen": kind,
         "test_prial": {k: float(v) for k, v in prial.items()},
         "family_experts": list(family_experts),
         "gated_test": (
@@ -301,7 +269,6 @@ save_metrics(
                 "valid_coverage_90": float(r.conformal_90),
                 "valid_width_90": float(r.width_90_conformal),
                 "calibrated": bool(r.calibrated),
-                "tied": bool(r.tied),
             }
             for name, r in selection.iterrows()
         },
@@ -310,6 +277,6 @@ save_metrics(
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("deployed ensemble:", chosen, f"({len(best.members)} members)")
+print("deployed ensemble:", kind, f"({len(best.members)} members)")
 print("test PRIAL:", {k: round(float(v), 1) for k, v in prial.items() if "[" not in k})
 print("conformal coverage 50/90:", {k: (round(float(r.conformal_50), 2), round(float(r.conformal_90), 2)) for k, r in coverage.iterrows()})

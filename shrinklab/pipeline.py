@@ -157,8 +157,28 @@ def run_stage(
     finally:
         os.environ.pop(PROGRESS_ENV, None)
     render_html(executed, root / "reports" / "html" / f"{name}.html")
-    print(f"[{name}] done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - started
+    record_timing(root / TIMINGS_FILE, name, section, seconds)
+    print(f"[{name}] done in {seconds:.0f} s", file=sys.stderr, flush=True)
     return executed
+
+
+TIMINGS_FILE = Path("build") / "timings.jsonl"
+"""Where :func:`run_stage` appends one line per finished stage (read by bench/stages.py)."""
+
+
+def record_timing(path: Path, name: str, section: str | None, seconds: float) -> None:
+    """Append ``{"notebook", "section", "seconds", "finished", "cpus"}`` as a JSON line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = {
+        "notebook": name,
+        "section": section,
+        "seconds": round(float(seconds), 2),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(),
+    }
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
 
 
 @contextlib.contextmanager
@@ -555,11 +575,16 @@ def stage_code_deps(cmd: str, root: Path = REPO_ROOT) -> list[str]:
     return sorted(needed)
 
 
-def write_stage_deps(root: Path = REPO_ROOT) -> list[str]:
-    """Rewrite the ``shrinklab/...`` deps of every stage in ``dvc.yaml`` to exactly the
-    modules the stage runs (:func:`stage_code_deps`), right after the stage's notebook;
-    returns the names of the stages whose deps changed."""
-    path = root / "dvc.yaml"
+DVC_FILES = ("dvc.yaml", "studies/dvc.yaml")
+"""The pipeline (``make repro``) and the studies kept out of it (``make studies``)."""
+
+
+def write_stage_deps(root: Path = REPO_ROOT, dvc_file: str = "dvc.yaml") -> list[str]:
+    """Rewrite the ``shrinklab/...`` deps of every stage in ``dvc_file`` (its stages run
+    in the repository root) to exactly the modules the stage runs
+    (:func:`stage_code_deps`), right after the stage's notebook; returns the names of
+    the stages whose deps changed."""
+    path = root / dvc_file
     stages = yaml.safe_load(path.read_text())["stages"]
     kept, block = [], None
     for line in path.read_text().splitlines(keepends=True):
@@ -596,15 +621,19 @@ def main(argv: list[str] | None = None) -> None:
     snap.add_argument(
         "notebooks", nargs="*", help="only these (default: all, from a clean build folder)"
     )
-    sub.add_parser("deps", help="rewrite each dvc.yaml stage's shrinklab/ deps from its imports")
+    sub.add_parser(
+        "deps", help="rewrite the shrinklab/ deps of each stage of dvc.yaml and studies/dvc.yaml"
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         run_stage(args.notebook, args.section, Path(args.params))
     elif args.command == "snapshots":
         write_snapshots(args.notebooks or None)
     elif args.command == "deps":
-        changed = write_stage_deps(REPO_ROOT)
-        print(f"dvc.yaml: deps of {changed or 'no stage'} rewritten")
+        for dvc_file in DVC_FILES:
+            if (REPO_ROOT / dvc_file).is_file():
+                changed = write_stage_deps(REPO_ROOT, dvc_file)
+                print(f"{dvc_file}: deps of {changed or 'no stage'} rewritten")
     else:
         write_index(REPO_ROOT)
         update_readme(REPO_ROOT)

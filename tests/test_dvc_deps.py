@@ -17,7 +17,10 @@ import yaml
 from shrinklab.pipeline import module_closure, stage_code_deps
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# the studies kept out of `make repro` (`make studies`) follow the same rule
+STUDIES = yaml.safe_load((ROOT / "studies" / "dvc.yaml").read_text())["stages"]
+STAGES = {**PIPELINE, **STUDIES}
 
 
 def _notebook_of(cmd: str) -> str | None:
@@ -46,6 +49,12 @@ def test_stage_depends_on_every_module_it_runs(stage):
     # a directory dependency covers every file below it
     missing = sorted(n for n in needed if not any(Path(n).is_relative_to(d) for d in deps))
     assert not missing, f"dvc.yaml stage {stage!r} lacks deps {missing}"
+
+
+def test_studies_are_separate_and_run_in_the_repository_root():
+    """`dvc repro dvc.yaml` (make repro) never runs a study; a study's paths are the root's."""
+    assert not set(PIPELINE) & set(STUDIES)
+    assert all(spec.get("wdir") == ".." for spec in STUDIES.values())
 
 
 def test_lazy_exports_count_only_where_used():

@@ -25,6 +25,7 @@ from shrinklab.evaluation.scenarios import (
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
+from shrinklab.training.parallel import map_in_processes
 
 __all__ = [
     "scenario_training_rows",
@@ -121,30 +122,39 @@ def score_on_replications(model: Any, result: Mapping[str, Any]) -> tuple[float,
     for s in range(0, X_all.shape[0], step):
         alpha, weights, _ = predict_outputs(model, extract_features(X_all[s : s + step]))
         w = alpha[:, None] * weights
-        losses.append(quadratic_form_loss(w, G[s : s + step], c[s : s + step], torch.as_tensor(d[s : s + step])))
+        losses.append(
+            quadratic_form_loss(
+                w, G[s : s + step], c[s : s + step], torch.as_tensor(d[s : s + step])
+            )
+        )
     loss = torch.cat(losses).numpy()
     return ratio_se(d - loss, d - np.asarray(result["losses"][FSOPT], dtype=np.float64))
 
 
+def _specialist_row(job: tuple[Mapping[str, Any], int, int]) -> dict[str, Any]:
+    r, n_draws, epochs = job
+    # numpy-compatible (32-bit) training seed, independent of the evaluation draws
+    train_seed = int(np.random.SeedSequence([int(r["seed"]), 1]).generate_state(1)[0]) >> 1
+    model = specialist_network(r["spec"], n_draws, train_seed, epochs=epochs)
+    prial, se = score_on_replications(model, r)
+    return {
+        "scenario": r["scenario"],
+        "prial_specialist": prial,
+        "se_specialist": se,
+        "n_draws": int(n_draws),
+    }
+
+
 def specialist_table(
-    results: Sequence[Mapping[str, Any]], n_draws: int, epochs: int = 60
+    results: Sequence[Mapping[str, Any]], n_draws: int, epochs: int = 60, workers: int = 1
 ) -> pd.DataFrame:
     """PRIAL ± SE of a :func:`specialist_network` per scenario of :func:`evaluate_grid`'s
     ``results``, scored on the same replications (:func:`score_on_replications`); its
     training draws come from seeds derived from, and distinct from, the scenario's.
+    The scenarios are independent: ``workers`` processes share them
+    (:func:`shrinklab.training.parallel.map_in_processes`; the same table for any number).
     Index ``scenario``; columns ``prial_specialist``, ``se_specialist``, ``n_draws``."""
-    rows = []
-    for r in results:
-        # numpy-compatible (32-bit) training seed, independent of the evaluation draws
-        train_seed = int(np.random.SeedSequence([int(r["seed"]), 1]).generate_state(1)[0]) >> 1
-        model = specialist_network(r["spec"], n_draws, train_seed, epochs=epochs)
-        prial, se = score_on_replications(model, r)
-        rows.append(
-            {
-                "scenario": r["scenario"],
-                "prial_specialist": prial,
-                "se_specialist": se,
-                "n_draws": int(n_draws),
-            }
-        )
+    keep = ("scenario", "spec", "seed", "n_reps", "G", "c", "losses")
+    jobs = [({k: r[k] for k in keep if k in r}, int(n_draws), int(epochs)) for r in results]
+    rows = map_in_processes(_specialist_row, jobs, workers)
     return pd.DataFrame(rows).set_index("scenario")

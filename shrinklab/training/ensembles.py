@@ -17,10 +17,14 @@ from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
+from shrinklab.training.parallel import MemberJob, train_members
 
 __all__ = [
     "DEFAULT_ARCHITECTURES",
     "boosting_probabilities",
+    "calibrated_ensemble",
+    "multi_seed_jobs",
+    "multi_seed_seeds",
     "train_architecture_ensemble",
     "train_boosted",
     "train_checkpoint_average",
@@ -56,8 +60,12 @@ def _train_member(
     return model.cpu().eval(), history
 
 
-def _finish(members: list[nn.Module], label: str, calibration_set: Any, **kw: Any) -> EnsembleModel:
-    ens = EnsembleModel(members, label=label, **kw)
+def calibrated_ensemble(
+    members: Sequence[nn.Module], label: str, calibration_set: Any = None, **kw: Any
+) -> EnsembleModel:
+    """An :class:`EnsembleModel` of ``members`` (``label``; ``kw`` for its constructor),
+    its temperature and conformal scores fitted on ``calibration_set`` if given."""
+    ens = EnsembleModel(list(members), label=label, **kw)
     if calibration_set is not None:
         ens.calibrate(field_of(calibration_set, "features"), alpha_star(calibration_set))
     return ens
@@ -66,6 +74,12 @@ def _finish(members: list[nn.Module], label: str, calibration_set: Any, **kw: An
 def alpha_star(data: Any) -> np.ndarray:
     """Oracle intensity ``α* = Σ_k w*_k`` per sample."""
     return as_float64(field_of(data, "oracle_w")).sum(1).numpy()
+
+
+def multi_seed_seeds(seed: int, n_members: int) -> list[int]:
+    """The member seeds ``100 seed, 100 seed + 1, …`` of the deployed multi-seed ensemble
+    (notebook 04 and the ensemble-kinds study alike)."""
+    return [int(seed) * 100 + i for i in range(int(n_members))]
 
 
 def train_multi_seed(
@@ -78,6 +92,7 @@ def train_multi_seed(
     model_config: Mapping[str, Any] | None = None,
     config: Any = None,
     calibration_set: Any = None,
+    workers: int = 1,
 ) -> EnsembleModel:
     """Deep ensemble: ``n_members`` networks of one architecture (``model_config``,
     keyword arguments of :class:`~shrinklab.models.network.MLShrinkageNetwork`; ``input_dim``
@@ -86,16 +101,48 @@ def train_multi_seed(
     seeds (``seeds``, default ``0, 1, …``: initialisation and batch order)
     [Lakshminarayanan et al. 2017]. Member ``i`` writes to ``out_dir/member_i``.
     With ``calibration_set`` the temperature is fitted on it (validation data only).
+    The members are trained in ``workers`` processes
+    (:func:`shrinklab.training.parallel.train_members`: identical members for any number).
     """
     seeds = list(range(n_members)) if seeds is None else [int(s) for s in seeds]
+    jobs = multi_seed_jobs(
+        train_set, valid_set, out_dir, seeds=seeds, model_config=model_config, config=config
+    )
+    return calibrated_ensemble(train_members(jobs, workers), "multi_seed", calibration_set)
+
+
+def multi_seed_jobs(
+    train_set: Any,
+    valid_set: Any,
+    out_dir: str | Path,
+    *,
+    seeds: Sequence[int],
+    model_config: Mapping[str, Any] | None = None,
+    config: Any = None,
+    monitor: str | Path | None = None,
+    run: str = "ensemble",
+) -> list[MemberJob]:
+    """The member jobs of :func:`train_multi_seed` (member ``i``: seed ``seeds[i]``,
+    folder ``out_dir/member_i``), for :func:`shrinklab.training.parallel.train_members`
+    together with other jobs; :func:`calibrated_ensemble` assembles the members. With
+    ``monitor`` (a reports folder) member ``i`` logs the run ``<run>/member_i`` there."""
+    seeds = [int(s) for s in seeds]
     if len(seeds) < 1:
         raise ValueError("need at least one member")
     mcfg = _network_config(train_set, model_config)
-    members = [
-        _train_member(mcfg, s, train_set, valid_set, config, Path(out_dir) / f"member_{i}")[0]
+    return [
+        MemberJob(
+            mcfg,
+            s,
+            train_set,
+            valid_set,
+            config,
+            Path(out_dir) / f"member_{i}",
+            run=f"{run}/member_{i}",
+            monitor=None if monitor is None else Path(monitor),
+        )
         for i, s in enumerate(seeds)
     ]
-    return _finish(members, "multi_seed", calibration_set)
 
 
 def train_architecture_ensemble(
@@ -126,7 +173,7 @@ def train_architecture_ensemble(
         )[0]
         for i, a in enumerate(archs)
     ]
-    return _finish(members, "architecture", calibration_set)
+    return calibrated_ensemble(members, "architecture", calibration_set)
 
 
 DEFAULT_ARCHITECTURES: tuple[dict[str, Any], ...] = (
@@ -167,7 +214,6 @@ def train_checkpoint_average(
     """
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-
     if method not in ("swa", "ema"):
         raise ValueError(f"method must be 'swa' or 'ema', got {method!r}")
     if method == "ema" and not 0.0 < ema_decay < 1.0:
@@ -199,7 +245,7 @@ def train_checkpoint_average(
     update_bn([feats[i : i + bn_batch_size] for i in range(0, feats.shape[0], bn_batch_size)], net)
     history = dict(history)
     history["averaged_epochs"] = epochs
-    ens = _finish([net.eval()], "checkpoint_average", calibration_set)
+    ens = calibrated_ensemble([net.eval()], "checkpoint_average", calibration_set)
     ens.history = history
     return ens
 
@@ -267,4 +313,4 @@ def train_boosted(
             mcfg, seed + m, data, valid_set, config, Path(out_dir) / f"boost_{m}"
         )
         members.append(net)
-    return _finish(members, "boosted", calibration_set)
+    return calibrated_ensemble(members, "boosted", calibration_set)

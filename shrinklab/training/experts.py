@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,11 @@ from torch import nn
 
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.experts import FamilyGate
-from shrinklab.models.network import MLShrinkageNetwork
-from shrinklab.training.config import TrainConfig
-from shrinklab.training.loop import train
-from shrinklab.training.monitor import run_logger
+from shrinklab.training.parallel import MemberJob, train_members
 
 __all__ = [
+    "family_expert_jobs",
+    "group_experts",
     "train_family_experts",
     "train_family_gate",
 ]
@@ -95,6 +93,7 @@ def train_family_experts(
     config: Any,
     seed: int = 0,
     n_members: int = 1,
+    workers: int = 1,
     monitor: str | Path | None = None,
 ) -> dict[str, nn.Module]:
     """One expert per family in ``families``: an
@@ -103,16 +102,46 @@ def train_family_experts(
     training worlds and early-stopped on its validation worlds; with ``n_members > 1``
     a deep ensemble (:class:`~shrinklab.models.ensemble.EnsembleModel`) of that many such
     networks from seeds ``seed, seed + 1, …``. Member ``i`` of the expert of family
-    ``f`` writes to ``out_dir/<f>/member_<i>``; with ``monitor`` (a reports folder) it
-    logs to the :class:`~shrinklab.training.monitor.RunLogger` run
-    ``ensemble/experts/<f>/member_<i>`` there."""
+    ``f`` writes to ``out_dir/<f>/member_<i>``. All members of all experts are trained in
+    ``workers`` processes (:func:`shrinklab.training.parallel.train_members`: identical
+    members for any number); with ``monitor`` (a reports folder) member ``i`` of
+    family ``f`` logs the run ``ensemble/experts/<f>/member_<i>`` there."""
 
+    jobs = family_expert_jobs(
+        train_set,
+        valid_set,
+        families,
+        out_dir,
+        model_config=model_config,
+        config=config,
+        seed=seed,
+        n_members=n_members,
+        monitor=monitor,
+    )
+    return group_experts(families, train_members(jobs, workers), n_members)
+
+
+def family_expert_jobs(
+    train_set: Any,
+    valid_set: Any,
+    families: Sequence[str],
+    out_dir: str | Path,
+    *,
+    model_config: Mapping[str, Any],
+    config: Any,
+    seed: int = 0,
+    n_members: int = 1,
+    monitor: str | Path | None = None,
+) -> list[MemberJob]:
+    """The member jobs of :func:`train_family_experts`, family by family, for
+    :func:`shrinklab.training.parallel.train_members` together with other jobs;
+    :func:`group_experts` assembles the experts from the trained members."""
     families = [str(f) for f in families]
     if len(set(families)) != len(families):
         raise ValueError(f"expert families repeat: {families}")
     if int(n_members) < 1:
         raise ValueError(f"n_members must be at least 1, got {n_members}")
-    experts: dict[str, nn.Module] = {}
+    jobs = []
     for fam in families:
         sets = []
         for name, data in (("training", train_set), ("validation", valid_set)):
@@ -120,15 +149,32 @@ def train_family_experts(
             if idx.size == 0:
                 raise ValueError(f"no {name} worlds of family {fam!r}")
             sets.append(data.subset(idx.tolist()))
-        members = []
-        for i in range(int(n_members)):
-            s = int(seed) + i
-            torch.manual_seed(s)
-            model = MLShrinkageNetwork(**dict(model_config))
-            cfg = dataclasses.replace(config or TrainConfig(), seed=s)
-            out = Path(out_dir) / fam / f"member_{i}"
-            with run_logger(f"ensemble/experts/{fam}/member_{i}", monitor) as log:
-                train(model, sets[0], sets[1], cfg, out, resume=False, logger=log)
-            members.append(model.cpu().eval())
-        experts[fam] = members[0] if len(members) == 1 else EnsembleModel(members, label=fam)
+        jobs += [
+            MemberJob(
+                model_config,
+                int(seed) + i,
+                *sets,
+                config,
+                Path(out_dir) / fam / f"member_{i}",
+                run=f"ensemble/experts/{fam}/member_{i}",
+                monitor=None if monitor is None else Path(monitor),
+            )
+            for i in range(int(n_members))
+        ]
+    return jobs
+
+
+def group_experts(
+    families: Sequence[str], members: Sequence[nn.Module], n_members: int
+) -> dict[str, nn.Module]:
+    """``{family: expert}`` from the members trained for :func:`family_expert_jobs` (in
+    its order): the network itself for one member per family, else their
+    :class:`~shrinklab.models.ensemble.EnsembleModel`."""
+    families, k = [str(f) for f in families], int(n_members)
+    if len(members) != k * len(families):
+        raise ValueError(f"expected {k * len(families)} members, got {len(members)}")
+    experts: dict[str, nn.Module] = {}
+    for j, fam in enumerate(families):
+        group = list(members[j * k : (j + 1) * k])
+        experts[fam] = group[0] if k == 1 else EnsembleModel(group, label=fam)
     return experts
