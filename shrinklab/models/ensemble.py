@@ -111,13 +111,13 @@ from shrinklab.models.calibration import (
     interval_multipliers,
 )
 from shrinklab.models.network import ShrinkageOutput, eval_mode
-from shrinklab.models.stacked import stacked_member_outputs
 from shrinklab.models.registry import (
     build_model,
     config_of,
     member_kind,
     model_spec,
 )
+from shrinklab.models.stacked import stacked_member_outputs
 
 __all__ = [
     "EnsembleModel",
