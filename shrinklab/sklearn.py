@@ -72,8 +72,8 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from shrinklab.core.features import FEATURE_SCHEMA
-from shrinklab.core.sample_stats import features_of, sample_stats
+from shrinklab.core.features import FEATURE_SCHEMA, features_of
+from shrinklab.core.sample_stats import sample_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
     combine,
@@ -218,7 +218,7 @@ def ml_shrinkage_estimate(
     ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
     and a ``target_names`` attribute (default :data:`shrinklab.core.targets.TARGET_NAMES`).
     One validation, one centring and one eigendecomposition serve the features and the
-    targets (:class:`shrinklab.core.features.SampleStats`).
+    targets (:class:`shrinklab.core.sample_stats.SampleStats`).
     """
     Xt, batched = as_returns(X, device=_torch_device(device))
     if batched:
