@@ -102,7 +102,9 @@ def test_stacked_ensemble_follows_weight_changes():
 
 def test_extract_features_equals_the_pipeline_written_out():
     """extract_features (through SampleStats) equals the steps of the feature pipeline
-    written out: power-of-two scaling, centring, one eigh, targets, features (1e-12)."""
+    written out: power-of-two scaling, centring, one eigh of S, targets, features (1e-12,
+    relative and absolute: for p ≥ n SampleStats takes the spectrum from the n × n Gram
+    matrix, where a zero eigenvalue is exactly 0 instead of round-off of order 1e-17)."""
     rng = np.random.default_rng(5)
     for n, p in [(60, 20), (30, 50), (12, 3)]:
         X = rng.standard_normal((3, n, p)) * 0.01

@@ -34,7 +34,8 @@ class SampleStats:
     :meth:`unscale` turns a covariance of the scaled returns back into the units of the
     returns (``× 4^e``, exact). ``X (B, n, p)`` scaled returns, ``exponent (B,)``,
     ``Xc`` centred, ``S`` the sample covariance (divisor ``n``), ``evals, evecs`` its
-    eigendecomposition, ``T (B, K, p, p)`` the targets of
+    eigendecomposition (for ``p ≥ n`` only the eigenvalues, from the ``n × n`` Gram
+    matrix, and ``evecs = None``), ``T (B, K, p, p)`` the targets of
     :data:`shrinklab.core.targets.TARGET_NAMES` and ``extras`` what the classical
     intensities reuse.
     """
@@ -44,7 +45,7 @@ class SampleStats:
     Xc: torch.Tensor
     S: torch.Tensor
     evals: torch.Tensor
-    evecs: torch.Tensor
+    evecs: torch.Tensor | None
     T: torch.Tensor
     extras: dict
 
@@ -62,9 +63,20 @@ def sample_stats(X: Any) -> SampleStats:
     e = torch.where(m > 0, torch.frexp(m)[1], 0).to(Xt.dtype)
     Xs = torch.ldexp(Xt, -e[:, None, None])
     Xc, S = center(Xs)
-    evals, evecs = torch.linalg.eigh(S)
+    N, p = Xc.shape[-2:]
+    if p >= N:
+        # p > n = N − 1: S has rank at most N − 1; its spectrum is that of the N × N Gram
+        # matrix XcXcᵀ/N padded with zeros, and the QIS target takes its Gram route
+        # (Ledoit & Wolf 2022; as the QIS estimator does): O(N³ + N²p) instead of an
+        # O(p³) eigendecomposition of S.
+        mu = torch.linalg.eigvalsh(Xc @ Xc.transpose(-1, -2)) / N
+        evals = torch.cat([mu.new_zeros(*mu.shape[:-1], p - N), mu], dim=-1)
+        evecs, eig = None, None
+    else:
+        evals, evecs = torch.linalg.eigh(S)
+        eig = (evals, evecs)
     extras: dict = {}
-    T = targets_from_parts(Xc, S, (evals, evecs), extras)
+    T = targets_from_parts(Xc, S, eig, extras)
     return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
 
 
