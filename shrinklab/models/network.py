@@ -96,7 +96,9 @@ __all__ = [
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode for the ``with`` block, its training mode restored after
-    (the prediction helpers of every model kind use it)."""
+    (the prediction helpers of every model kind use it). A model already entirely in
+    eval mode (as every loaded model is) is left alone: no walk setting the mode of each
+    submodule twice per call."""
     if not any(m.training for m in model.modules()):  # already in eval mode: nothing to toggle
         yield model
         return
