@@ -72,28 +72,28 @@ def _anchors_without_multi_target() -> list[list[int]]:
 
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "study (dropout 0.3, input dropout 0.1, intensity MSE 0.2601)": (
-        {"dropout_rate": 0.3, "input_dropout": 0.1},
+        {"dropout": 0.3, "input_dropout": 0.1},
         {"intensity_weight": 0.2601},
     ),
     "dropout 0.1, no input dropout, intensity MSE 0.2601": (
-        {"dropout_rate": 0.1, "input_dropout": 0.0},
+        {"dropout": 0.1, "input_dropout": 0.0},
         {"intensity_weight": 0.2601},
     ),
     "dropout 0.1, no input dropout, no intensity MSE": (
-        {"dropout_rate": 0.1, "input_dropout": 0.0},
+        {"dropout": 0.1, "input_dropout": 0.0},
         {"intensity_weight": 0.0},
     ),
     "dropout 0.1, no input dropout, softmax gate": (
-        {"dropout_rate": 0.1, "input_dropout": 0.0, "gate": "softmax"},
+        {"dropout": 0.1, "input_dropout": 0.0, "gate": "softmax"},
         {"intensity_weight": 0.2601},
     ),
     "dropout 0.1, no input dropout, sparsemax gate": (
-        {"dropout_rate": 0.1, "input_dropout": 0.0, "gate": "sparsemax"},
+        {"dropout": 0.1, "input_dropout": 0.0, "gate": "sparsemax"},
         {"intensity_weight": 0.2601},
     ),
     "dropout 0.1, no input dropout, sparsemax gate, no multi-target expert": (
         {
-            "dropout_rate": 0.1,
+            "dropout": 0.1,
             "input_dropout": 0.0,
             "gate": "sparsemax",
             "anchors": _anchors_without_multi_target(),
@@ -143,7 +143,7 @@ def base_configs(params: dict) -> tuple[dict, dict]:
     pt = params["pretrain"]
     net = {
         "hidden_dims": pt["hidden_dims"],
-        "dropout_rate": pt["dropout"],
+        "dropout": pt["dropout"],
         "input_dropout": pt["input_dropout"],
         "use_attention": pt["attention"],
         "gate": pt.get("gate", "softmax"),

@@ -68,15 +68,13 @@ import numpy as np
 import torch
 from scipy import linalg
 from sklearn.covariance import EmpiricalCovariance
-from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from shrinklab.core.features import FEATURE_SCHEMA
-from shrinklab.core.sample_stats import features_of, sample_stats
+from shrinklab.core.features import FEATURE_SCHEMA, features_of
+from shrinklab.core.sample_stats import sample_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
-    combine,
     constant_correlation_target,
     diagonal_target,
     identity_target,
@@ -180,10 +178,14 @@ def _uncentered_targets(Xt: torch.Tensor, names: tuple[str, ...]) -> tuple[torch
     return S, torch.stack([builders[k]() for k in names], dim=1)
 
 
-def _target_indices(names: tuple[str, ...]) -> list[int]:
+def _target_indices(names: tuple[str, ...]) -> list[int] | slice:
+    """Where the model's targets are in :data:`TARGET_NAMES` (a slice, so no copy of the
+    targets, when they are all of them in that order)."""
     unknown = [k for k in names if k not in TARGET_NAMES]
     if unknown:
         raise ValueError(f"model targets {unknown} are not among {TARGET_NAMES}")
+    if tuple(names) == tuple(TARGET_NAMES):
+        return slice(None)
     return [TARGET_NAMES.index(k) for k in names]
 
 
@@ -202,7 +204,9 @@ def _combine(S: torch.Tensor, T: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``S + Σ_k w_k (T_k − S)``, symmetrised, with zero-variance assets kept at zero
     variance and covariance (the package's contract; the scaled-identity target alone
     would give them the average variance)."""
-    cov = combine(S, T, w)
+    # (1 − Σ_k w_k) S + Σ_k w_k T_k: one pass over the targets, no (B, K, p, p) T − S
+    w = w.to(S.dtype)
+    cov = torch.einsum("bk,bkij->bij", w, T) + (1.0 - w.sum(-1))[:, None, None] * S
     cov = 0.5 * (cov + cov.transpose(-1, -2))
     flat = torch.diagonal(S, dim1=-2, dim2=-1) == 0
     if bool(flat.any()):
@@ -218,7 +222,7 @@ def ml_shrinkage_estimate(
     ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
     and a ``target_names`` attribute (default :data:`shrinklab.core.targets.TARGET_NAMES`).
     One validation, one centring and one eigendecomposition serve the features and the
-    targets (:class:`shrinklab.core.features.SampleStats`).
+    targets (:class:`shrinklab.core.sample_stats.SampleStats`).
     """
     Xt, batched = as_returns(X, device=_torch_device(device))
     if batched:
@@ -447,7 +451,7 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
 
     def _set_covariance(self, covariance: np.ndarray) -> None:
         """As scikit-learn's, except that ``precision_`` waits until it is read."""
-        self.covariance_ = check_array(covariance)
+        self.covariance_ = covariance  # built here: finite float64 (p, p), nothing to check
         self.__dict__.pop("_precision", None)
 
     @property

@@ -48,7 +48,7 @@ def trained(data):
     """A network fitted for a few epochs (non-trivial weights and BN statistics)."""
     tr, _ = data
     torch.manual_seed(0)
-    net = MLShrinkageNetwork(F, K, hidden_dims=(64, 32), dropout_rate=0.0, input_dropout=0.0)
+    net = MLShrinkageNetwork(F, K, hidden_dims=(64, 32), dropout=0.0, input_dropout=0.0)
     fine_tune(net, tr, epochs=5, lr=3e-3, batch_size=64, seed=0)
     return net.eval()
 
@@ -59,7 +59,7 @@ def teacher(data):
     members = []
     for s in range(3):
         torch.manual_seed(s)
-        m = MLShrinkageNetwork(F, K, hidden_dims=(32, 16), dropout_rate=0.0)
+        m = MLShrinkageNetwork(F, K, hidden_dims=(32, 16), dropout=0.0)
         fine_tune(m, tr, epochs=4, lr=3e-3, batch_size=64, seed=s)
         members.append(m.eval())
     return EnsembleModel(members)
@@ -85,7 +85,7 @@ def test_fine_tune_equals_a_plain_adam_loop(data):
     t = {k: torch.as_tensor(np.asarray(getattr(full, k)))[:383].float() for k in keys}
     tr = SimpleNamespace(**t)  # 383 = 2 · 191 + 1: the last batch has one sample
     torch.manual_seed(3)
-    net = MLShrinkageNetwork(F, K, hidden_dims=(16,), dropout_rate=0.0, input_dropout=0.0)
+    net = MLShrinkageNetwork(F, K, hidden_dims=(16,), dropout=0.0, input_dropout=0.0)
     ref = copy.deepcopy(net)
     hist = fine_tune(net, tr, epochs=2, lr=1e-2, batch_size=191, seed=4)
     opt = torch.optim.Adam(ref.parameters(), lr=1e-2)

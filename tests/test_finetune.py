@@ -41,7 +41,7 @@ def _returns(n: int = 700, p: int = 8, seed: int = 0, start: str = "2001-01-01")
 
 def _model(F: int, seed: int = 0) -> MLShrinkageNetwork:
     torch.manual_seed(seed)
-    return MLShrinkageNetwork(F, hidden_dims=(16, 8), dropout_rate=0.1, input_dropout=0.0)
+    return MLShrinkageNetwork(F, hidden_dims=(16, 8), dropout=0.1, input_dropout=0.0)
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -213,7 +213,7 @@ def test_bad_inputs():
         model.predict(np.zeros((3, F + 1)))
     with pytest.raises(ValueError, match="NaN"):
         model.predict(np.full((3, F), np.nan))
-    for kwargs in ({"num_targets": 0}, {"hidden_dims": ()}, {"dropout_rate": 1.0}):
+    for kwargs in ({"num_targets": 0}, {"hidden_dims": ()}, {"dropout": 1.0}):
         with pytest.raises(ValueError):
             MLShrinkageNetwork(F, **kwargs)
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from _forced_model import random_network, save
 
-from shrinklab.core.features import extract_features
-from shrinklab.core.sample_stats import features_of, sample_stats
+from shrinklab.core.features import extract_features, features_of
+from shrinklab.core.sample_stats import sample_stats
 from shrinklab.core.targets import TARGET_NAMES, combine, shrinkage_targets
 from shrinklab.core.validation import center
 from shrinklab.sklearn import MLShrinkageCovariance

@@ -70,7 +70,7 @@ def make_set(n: int, seed: int = 0, informative: bool = True) -> SimpleNamespace
 def small_net(seed: int = 0, dropout: float = 0.3, input_dropout: float = 0.1):
     torch.manual_seed(seed)
     return MLShrinkageNetwork(
-        F, num_targets=K, hidden_dims=(32, 16), dropout_rate=dropout, input_dropout=input_dropout
+        F, num_targets=K, hidden_dims=(32, 16), dropout=dropout, input_dropout=input_dropout
     )
 
 
@@ -442,7 +442,7 @@ def test_spectrum_term_matches_losses_and_trains(tmp_path):
     def net():
         torch.manual_seed(0)
         return MLShrinkageNetwork(
-            F, num_targets=5, hidden_dims=(16, 8), dropout_rate=0.0, input_dropout=0.0
+            F, num_targets=5, hidden_dims=(16, 8), dropout=0.0, input_dropout=0.0
         )
 
     def pool_loss(model):  # mean normalised spectrum loss over the cached pool

@@ -78,6 +78,12 @@ import torch
 
 from shrinklab.core import estimators
 from shrinklab.core import targets as _targets
+from shrinklab.core.sample_stats import (
+    SampleStats,
+    sample_stats,
+    targets_from_parts,
+    targets_from_stats,
+)
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.core.validation import as_returns, center
 
@@ -89,6 +95,8 @@ __all__ = [
     "INTENSITY_NAMES",
     "RECENT_FRACTION",
     "extract_features",
+    "features_of",
+    "targets_from_stats",
     "features_from_parts",
     "classical_intensities",
     "target_sq_distances",
@@ -213,89 +221,6 @@ def classical_intensities(X: Any) -> torch.Tensor:
     Xt, _ = as_returns(X)
     Xc, S = center(Xt)
     return estimators.shrinkage_intensities(Xc, S)
-
-
-def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
-    if ctx["eig"] is None:
-        return _targets.qis_estimate(ctx["Xc"], S, ctx["N"])
-    return _targets.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
-
-
-def _cc_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
-    F, rbar = _targets.constant_correlation_target(S)
-    ctx["rbar"] = rbar
-    return F
-
-
-def _sf_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
-    return _targets.single_factor_from_parts(S, ctx["sf_parts"])
-
-
-# The targets of TARGET_NAMES from S and a context (N, the eigh of S or None, the
-# single-factor market parts, Xc or None), by the public builders of shrinklab.core.targets.
-_TARGET_BUILDERS = {
-    "identity": lambda S, ctx: _targets.identity_target(S),
-    "diagonal": lambda S, ctx: _targets.diagonal_target(S),
-    "constant_correlation": _cc_target,
-    "single_factor": _sf_target,
-    "qis": _qis_target,
-}
-
-
-def targets_from_parts(
-    Xc: torch.Tensor,
-    S: torch.Tensor,
-    eig: tuple[torch.Tensor, torch.Tensor] | None = None,
-    extras: dict | None = None,
-) -> torch.Tensor:
-    """``shrinkage_targets`` ``(B, K, p, p)`` from demeaned returns and ``S`` already computed.
-
-    Same result as :func:`shrinklab.core.targets.shrinkage_targets` (tested), without
-    validating and centring ``X`` again; ``Xc, S`` as from
-    :func:`shrinklab._validation.center`.  ``eig = torch.linalg.eigh(S)``, if
-    given, is reused by the QIS target (:func:`shrinklab.core.targets.qis_from_eig`)
-    instead of a second eigendecomposition.  If ``extras`` is a dict it receives
-    ``"rbar"`` (constant-correlation target) and ``"sf_parts"`` (single-factor
-    market series), for :func:`intensities_from_targets`.
-    """
-    return targets_from_stats(S, Xc.shape[-2], _targets.market_parts(Xc), eig, extras, Xc)
-
-
-def targets_from_stats(
-    S: torch.Tensor,
-    N: int,
-    sf_parts: dict[str, torch.Tensor],
-    eig: tuple[torch.Tensor, torch.Tensor] | None,
-    extras: dict | None = None,
-    Xc: torch.Tensor | None = None,
-    out: torch.Tensor | None = None,
-    names: tuple[str, ...] = TARGET_NAMES,
-    minus: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """:func:`targets_from_parts` from ``S``, the number of rows ``N`` and the market
-    parts (:func:`shrinklab.core.targets.market_parts`): no returns needed when ``eig`` is
-    given (otherwise QIS uses ``Xc``).  With ``out (B, ≥ K, p, p)`` the targets are
-    written into ``out[:, :K]`` (returned), as ``T_k − minus`` if ``minus (B, p, p)`` is
-    given (one pass instead of a copy and a subtraction).  ``names`` (default all, in
-    :data:`TARGET_NAMES` order) picks which targets are built; the constant-correlation
-    one is needed for ``extras``."""
-    missing = [k for k in names if k not in _TARGET_BUILDERS]
-    if missing:  # pragma: no cover - guards a change of TARGET_NAMES
-        raise ValueError(f"no builder for targets {missing}")
-    ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc}
-    if out is None:
-        T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
-    else:
-        for i, k in enumerate(names):
-            if minus is None:
-                out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
-            else:
-                torch.sub(_TARGET_BUILDERS[k](S, ctx), minus, out=out[:, i])
-        T = out[:, : len(names)]
-    if extras is not None:
-        extras["rbar"] = ctx["rbar"]
-        extras["sf_parts"] = sf_parts
-    return T
 
 
 def intensities_from_targets(
@@ -493,20 +418,6 @@ def features_from_stats(
     return out
 
 
-def _rescale_pow2(X: torch.Tensor) -> torch.Tensor:
-    """Scale each sample by a power of two so that ``max |x| ∈ [0.5, 1)``.
-
-    The features are scale-invariant, and a power-of-two factor is exact in
-    floating point, so this changes no feature of ordinary data; it keeps
-    fourth moments and ``S∘S`` away from overflow / underflow for returns of
-    extreme magnitude (e.g. ``1e±150``).
-    """
-    m = X.abs().amax(dim=(-2, -1))
-    _, e = torch.frexp(m)
-    e = torch.where(m > 0, e, torch.zeros_like(e)).to(X.dtype)
-    return torch.ldexp(X, -e[:, None, None])
-
-
 def _validate_regime(regime: Any, B: int) -> None:
     r = torch.as_tensor(regime)
     if r.ndim > 1 or (r.ndim == 1 and r.shape[0] != B):
@@ -533,14 +444,20 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     the market regime is *not* a feature column, it is passed to the network
     separately (``model.predict(features, regime)``).
     """
-    Xt, _ = as_returns(X)
+    stats = sample_stats(X)
     if regime is not None:
-        _validate_regime(regime, Xt.shape[0])
-    Xt = _rescale_pow2(Xt)
-    Xc, S = center(Xt)
-    evals, evecs = torch.linalg.eigh(S)  # one eigh: spectrum features and the QIS target
-    extras: dict = {}
-    T = targets_from_parts(Xc, S, (evals, evecs), extras)
+        _validate_regime(regime, stats.X.shape[0])
+    return features_of(stats)
+
+
+def features_of(stats: SampleStats) -> torch.Tensor:
+    """The features ``(B, F)`` of :func:`extract_features` from the :class:`SampleStats`
+    of the returns (what the estimator shares with its targets)."""
     return features_from_parts(
-        Xt, Xc, S, evals, target_gram(S, T), intensities_from_targets(Xc, S, T, extras)
+        stats.X,
+        stats.Xc,
+        stats.S,
+        stats.evals,
+        target_gram(stats.S, stats.T),
+        intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras),
     )

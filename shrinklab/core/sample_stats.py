@@ -3,10 +3,12 @@ the estimator (:class:`SampleStats`).
 
 A fit needs the validated returns, their centring, the sample covariance ``S``, one
 eigendecomposition of ``S`` (spectrum features and the QIS target), the five targets
-and the features. :func:`sample_stats` computes each once, with the same operations as
-:func:`shrinklab.core.features.extract_features` (whose features
-:func:`features_of` reproduces exactly), so the estimator builds its targets from the
-same eigendecomposition instead of a second one.
+and the features. :func:`sample_stats` computes each of the statistics once; it is the
+one home of these steps: :func:`shrinklab.core.features.extract_features` is
+:func:`shrinklab.core.features.features_of` of it, and the estimator builds its targets
+from the same eigendecomposition instead of a second one. The targets are built by
+:func:`targets_from_parts` / :func:`targets_from_stats` (also used by the training-set
+builder, which computes its statistics in cache-sized pieces).
 """
 
 from __future__ import annotations
@@ -16,15 +18,11 @@ from typing import Any
 
 import torch
 
-from shrinklab.core.features import (
-    features_from_parts,
-    intensities_from_targets,
-    target_gram,
-    targets_from_parts,
-)
+from shrinklab.core import targets as _targets
+from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.core.validation import as_returns, center
 
-__all__ = ["SampleStats", "features_of", "sample_stats"]
+__all__ = ["SampleStats", "sample_stats", "targets_from_parts", "targets_from_stats"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,8 @@ class SampleStats:
     :meth:`unscale` turns a covariance of the scaled returns back into the units of the
     returns (``× 4^e``, exact). ``X (B, n, p)`` scaled returns, ``exponent (B,)``,
     ``Xc`` centred, ``S`` the sample covariance (divisor ``n``), ``evals, evecs`` its
-    eigendecomposition, ``T (B, K, p, p)`` the targets of
+    eigendecomposition (for ``p ≥ n`` only the eigenvalues, from the ``n × n`` Gram
+    matrix, and ``evecs = None``), ``T (B, K, p, p)`` the targets of
     :data:`shrinklab.core.targets.TARGET_NAMES` and ``extras`` what the classical
     intensities reuse.
     """
@@ -46,7 +45,7 @@ class SampleStats:
     Xc: torch.Tensor
     S: torch.Tensor
     evals: torch.Tensor
-    evecs: torch.Tensor
+    evecs: torch.Tensor | None
     T: torch.Tensor
     extras: dict
 
@@ -64,20 +63,101 @@ def sample_stats(X: Any) -> SampleStats:
     e = torch.where(m > 0, torch.frexp(m)[1], 0).to(Xt.dtype)
     Xs = torch.ldexp(Xt, -e[:, None, None])
     Xc, S = center(Xs)
-    evals, evecs = torch.linalg.eigh(S)
+    N, p = Xc.shape[-2:]
+    if p >= N:
+        # p > n = N − 1: S has rank at most N − 1; its spectrum is that of the N × N Gram
+        # matrix XcXcᵀ/N padded with zeros, and the QIS target takes its Gram route
+        # (Ledoit & Wolf 2022; as the QIS estimator does): O(N³ + N²p) instead of an
+        # O(p³) eigendecomposition of S.
+        mu = torch.linalg.eigvalsh(Xc @ Xc.transpose(-1, -2)) / N
+        evals = torch.cat([mu.new_zeros(*mu.shape[:-1], p - N), mu], dim=-1)
+        evecs, eig = None, None
+    else:
+        evals, evecs = torch.linalg.eigh(S)
+        eig = (evals, evecs)
     extras: dict = {}
-    T = targets_from_parts(Xc, S, (evals, evecs), extras)
+    T = targets_from_parts(Xc, S, eig, extras)
     return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
 
 
-def features_of(stats: SampleStats) -> torch.Tensor:
-    """The features ``(B, F)`` of :func:`shrinklab.core.features.extract_features`,
-    from a :class:`SampleStats`."""
-    return features_from_parts(
-        stats.X,
-        stats.Xc,
-        stats.S,
-        stats.evals,
-        target_gram(stats.S, stats.T),
-        intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras),
-    )
+def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    if ctx["eig"] is None:
+        return _targets.qis_estimate(ctx["Xc"], S, ctx["N"])
+    return _targets.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
+
+
+def _cc_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    F, rbar = _targets.constant_correlation_target(S)
+    ctx["rbar"] = rbar
+    return F
+
+
+def _sf_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    return _targets.single_factor_from_parts(S, ctx["sf_parts"])
+
+
+# The targets of TARGET_NAMES from S and a context (N, the eigh of S or None, the
+# single-factor market parts, Xc or None), by the public builders of shrinklab.core.targets.
+_TARGET_BUILDERS = {
+    "identity": lambda S, ctx: _targets.identity_target(S),
+    "diagonal": lambda S, ctx: _targets.diagonal_target(S),
+    "constant_correlation": _cc_target,
+    "single_factor": _sf_target,
+    "qis": _qis_target,
+}
+
+
+def targets_from_parts(
+    Xc: torch.Tensor,
+    S: torch.Tensor,
+    eig: tuple[torch.Tensor, torch.Tensor] | None = None,
+    extras: dict | None = None,
+) -> torch.Tensor:
+    """``shrinkage_targets`` ``(B, K, p, p)`` from demeaned returns and ``S`` already computed.
+
+    Same result as :func:`shrinklab.core.targets.shrinkage_targets` (tested), without
+    validating and centring ``X`` again; ``Xc, S`` as from
+    :func:`shrinklab._validation.center`.  ``eig = torch.linalg.eigh(S)``, if
+    given, is reused by the QIS target (:func:`shrinklab.core.targets.qis_from_eig`)
+    instead of a second eigendecomposition.  If ``extras`` is a dict it receives
+    ``"rbar"`` (constant-correlation target) and ``"sf_parts"`` (single-factor
+    market series), for :func:`intensities_from_targets`.
+    """
+    return targets_from_stats(S, Xc.shape[-2], _targets.market_parts(Xc), eig, extras, Xc)
+
+
+def targets_from_stats(
+    S: torch.Tensor,
+    N: int,
+    sf_parts: dict[str, torch.Tensor],
+    eig: tuple[torch.Tensor, torch.Tensor] | None,
+    extras: dict | None = None,
+    Xc: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    names: tuple[str, ...] = TARGET_NAMES,
+    minus: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`targets_from_parts` from ``S``, the number of rows ``N`` and the market
+    parts (:func:`shrinklab.core.targets.market_parts`): no returns needed when ``eig`` is
+    given (otherwise QIS uses ``Xc``).  With ``out (B, ≥ K, p, p)`` the targets are
+    written into ``out[:, :K]`` (returned), as ``T_k − minus`` if ``minus (B, p, p)`` is
+    given (one pass instead of a copy and a subtraction).  ``names`` (default all, in
+    :data:`TARGET_NAMES` order) picks which targets are built; the constant-correlation
+    one is needed for ``extras``."""
+    missing = [k for k in names if k not in _TARGET_BUILDERS]
+    if missing:  # pragma: no cover - guards a change of TARGET_NAMES
+        raise ValueError(f"no builder for targets {missing}")
+    ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc}
+    if out is None:
+        T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
+    else:
+        for i, k in enumerate(names):
+            if minus is None:
+                out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
+            else:
+                torch.sub(_TARGET_BUILDERS[k](S, ctx), minus, out=out[:, i])
+        T = out[:, : len(names)]
+    if extras is not None:
+        extras["rbar"] = ctx["rbar"]
+        extras["sf_parts"] = sf_parts
+    return T

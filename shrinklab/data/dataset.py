@@ -73,6 +73,7 @@ from shrinklab.core.features import (
     schema_for,
 )
 from shrinklab.core.progress import report
+from shrinklab.core.sample_stats import sample_stats, targets_from_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
     gram,
@@ -82,7 +83,6 @@ from shrinklab.core.targets import (
     quadratic_form_from_differences,
     quadratic_form_from_stack,
     row_times,
-    shrinkage_targets,
     target_rayleigh_quotients,
 )
 from shrinklab.core.validation import center
@@ -326,9 +326,9 @@ class TrainingSet:
                     )
                     sig.append(s)
                     xs.append(x)
-                X = torch.stack(xs)
-                S_parts.append(center(X)[1])
-                T_parts.append(shrinkage_targets(X))
+                stats = sample_stats(torch.stack(xs))  # one centring and eigh for S and T
+                S_parts.append(stats.unscale(stats.S))
+                T_parts.append(stats.unscale(stats.T))
                 sig_parts.append(torch.stack(sig))
                 order.append(sub)
             buckets.append(
@@ -568,7 +568,7 @@ def _quadratic_form_explicit(S, sigma, n, sf_parts, eig, extras, clock):
     B, p = S.shape[0], S.shape[-1]
     K = len(TARGET_NAMES)
     stack = torch.empty(B, K + 1, p, p, dtype=S.dtype, device=S.device)  # [T_1..T_K, Σ]
-    features.targets_from_stats(S, n, sf_parts, eig, extras, out=stack)  # QIS: this eigh
+    targets_from_stats(S, n, sf_parts, eig, extras, out=stack)  # QIS: this eigh
     clock("targets")
     stack[:, K].copy_(sigma)
     G, c, d = quadratic_form_from_stack(S, stack)  # overwrites the stack with [T_k − S, Σ − S]
@@ -597,7 +597,7 @@ def _quadratic_form_spectral(S, sigma, n, sf_parts, eig, extras, clock, roots):
     if others != _RAYLEIGH_TARGETS:  # pragma: no cover - guards a change of TARGET_NAMES
         raise RuntimeError(f"targets {others} are not those of target_rayleigh_quotients")
     D = torch.empty(B, K, p, p, dtype=S.dtype, device=S.device)  # [T_k − S (k ≠ qis), Σ − S]
-    features.targets_from_stats(S, n, sf_parts, None, extras, out=D, names=others, minus=S)
+    targets_from_stats(S, n, sf_parts, None, extras, out=D, names=others, minus=S)
     clock("targets")
     torch.sub(sigma, S, out=D[:, K - 1])
     G_o, c_o, d = quadratic_form_from_differences(D)

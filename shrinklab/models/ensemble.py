@@ -117,6 +117,7 @@ from shrinklab.models.registry import (
     member_kind,
     model_spec,
 )
+from shrinklab.models.stacked import stacked_member_outputs
 
 __all__ = [
     "EnsembleModel",
@@ -327,17 +328,25 @@ class EnsembleModel(nn.Module):
             raise ValueError("features contain NaN or inf")
         return x
 
+    def _eval_member_outputs(self, x: torch.Tensor, regime: Any = None) -> list[ShrinkageOutput]:
+        """The members' eval-mode outputs: one batched pass over all members when they
+        share one network architecture (:mod:`shrinklab.models.stacked`; the same values
+        as the per-member loop to float32 rounding), else the loop."""
+        stacked = stacked_member_outputs(self, list(self.members), x, regime)
+        if stacked is None:
+            with eval_mode(self):
+                return self.member_outputs(x, regime)
+        return [ShrinkageOutput(*parts) for parts in zip(*stacked)]
+
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
-        """Eval-mode, no-grad ensemble prediction (training mode restored afterwards)."""
-        with eval_mode(self):
-            return self(self._as_input(features), regime)
+        """Eval-mode, no-grad ensemble prediction (training mode unchanged)."""
+        return self.combine_outputs(self._eval_member_outputs(self._as_input(features), regime))
 
     @torch.no_grad()
     def predict_members(self, features: Any, regime: Any = None) -> list[ShrinkageOutput]:
         """Each member's eval-mode prediction."""
-        with eval_mode(self):
-            return self.member_outputs(self._as_input(features), regime)
+        return self._eval_member_outputs(self._as_input(features), regime)
 
     @torch.no_grad()
     def calibrate(
@@ -357,8 +366,7 @@ class EnsembleModel(nn.Module):
         ``|α* − α| / σ`` under the fitted variance are stored for :meth:`interval`
         (split conformal, Lei et al. 2018); else no scores are kept.
         """
-        with eval_mode(self):
-            outs = self.member_outputs(self._as_input(features), regime)
+        outs = self._eval_member_outputs(self._as_input(features), regime)
         truth = as_1d(alpha_true, "alpha_true")
         if truth.size != outs[0].alpha.shape[0]:
             raise ValueError(

@@ -189,13 +189,34 @@ class GatedExpertModel(nn.Module):
         return ShrinkageOutput(alpha, weights, out.log_var)
 
     def _as_input(self, features: Any) -> torch.Tensor:
-        return self.general._as_input(features)
+        x = self.general._as_input(features)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"features must have shape (B, {self.input_dim}), got {tuple(x.shape)}"
+            )
+        return x
 
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
-        """Eval-mode, no-grad prediction (training mode restored afterwards)."""
-        with eval_mode(self):
-            return self(self._as_input(features), regime)
+        """Eval-mode, no-grad prediction (training mode unchanged): the gate first, then
+        the general model and each expert only on the rows it serves (the same values
+        as :meth:`forward` in eval mode, to float32 rounding)."""
+        x = self._as_input(features)
+        with eval_mode(self.gate):
+            choice = self.expert_choice(x)
+        out = self.general.predict(x, regime)
+        alpha, weights = out.alpha, out.weights
+        for i, expert in enumerate(self.experts):
+            rows = (choice == i).nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                continue
+            r = regime
+            if r is not None and torch.as_tensor(r).ndim > 0:
+                r = torch.as_tensor(r)[rows]
+            e = expert.predict(x[rows], r)
+            alpha = alpha.index_put((rows,), e.alpha.to(alpha.dtype))
+            weights = weights.index_put((rows,), e.weights.to(weights.dtype))
+        return ShrinkageOutput(alpha, weights, out.log_var)
 
     @torch.no_grad()
     def interval(

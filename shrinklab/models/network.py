@@ -87,6 +87,7 @@ __all__ = [
     "SyncableBatchNorm1d",
     "output_priors",
     "eval_mode",
+    "gate_map",
     "sparsemax",
     "predict_numpy",
 ]
@@ -95,7 +96,12 @@ __all__ = [
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode for the ``with`` block, its training mode restored after
-    (the prediction helpers of every model kind use it)."""
+    (the prediction helpers of every model kind use it). A model already entirely in
+    eval mode (as every loaded model is) is left alone: no walk setting the mode of each
+    submodule twice per call."""
+    if not any(m.training for m in model.modules()):  # already in eval mode: nothing to toggle
+        yield model
+        return
     was_training = model.training
     model.eval()
     try:
@@ -124,6 +130,11 @@ def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 _GATES = {"softmax": lambda z: torch.softmax(z, dim=-1), "sparsemax": sparsemax}
+
+
+def gate_map(gate: str):
+    """The map from gate logits to the simplex named ``gate`` (``"softmax"`` or ``"sparsemax"``)."""
+    return _GATES[_check_gate(gate)]
 
 
 def _check_gate(gate: str) -> str:
@@ -256,7 +267,7 @@ class MLShrinkageNetwork(nn.Module):
     input_dim : number of features F.
     num_targets : number of shrinkage targets K (``1`` is allowed: ``π ≡ 1``).
     hidden_dims : widths of the hidden blocks (specification: 128-256, 64-128, 32-64).
-    dropout_rate : dropout after each hidden block except the last (specification: 30 %).
+    dropout : dropout after each hidden block except the last (specification: 30 %).
     input_dropout : dropout on the normalised input (specification: 10-20 %).
     negative_slope : LeakyReLU slope (specification: 0.2).
     residual : residual skip connections around every hidden block.
@@ -281,7 +292,7 @@ class MLShrinkageNetwork(nn.Module):
         input_dim: int,
         num_targets: int = 5,
         hidden_dims: Sequence[int] = (128, 64, 32),
-        dropout_rate: float = 0.3,
+        dropout: float = 0.3,
         input_dropout: float = 0.1,
         negative_slope: float = 0.2,
         residual: bool = True,
@@ -301,7 +312,7 @@ class MLShrinkageNetwork(nn.Module):
             raise ValueError(f"num_targets must be >= 1, got {num_targets}")
         if len(hidden_dims) < 1 or min(hidden_dims) < 1:
             raise ValueError(f"hidden_dims must be non-empty positive widths, got {hidden_dims}")
-        for name, rate in (("dropout_rate", dropout_rate), ("input_dropout", input_dropout)):
+        for name, rate in (("dropout", dropout), ("input_dropout", input_dropout)):
             if not 0.0 <= float(rate) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
         if int(n_regimes) < 0:
@@ -315,7 +326,7 @@ class MLShrinkageNetwork(nn.Module):
             "input_dim": int(input_dim),
             "num_targets": int(num_targets),
             "hidden_dims": list(hidden_dims),
-            "dropout_rate": float(dropout_rate),
+            "dropout": float(dropout),
             "input_dropout": float(input_dropout),
             "negative_slope": float(negative_slope),
             "residual": bool(residual),
@@ -358,7 +369,7 @@ class MLShrinkageNetwork(nn.Module):
                     d_in,
                     width,
                     float(negative_slope),
-                    0.0 if last else float(dropout_rate),
+                    0.0 if last else float(dropout),
                     bool(residual),
                 )
             )

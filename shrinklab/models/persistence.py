@@ -32,14 +32,34 @@ def feature_schema_of(feature_names: Sequence[str]) -> str:
     return f"custom-{digest}"
 
 
+# Config keys renamed since files were first written: old name -> current name. Files
+# saved before the network's dropout knob was called ``dropout`` (e.g. the bundled
+# final.pt) store ``dropout_rate``; they are read with the current name here, the one
+# place every model file is read through.
+_RENAMED_CONFIG_KEYS = {"dropout_rate": "dropout"}
+
+
+def _current_config(config: Any) -> Any:
+    """``config`` (nested dicts and lists) with the keys of :data:`_RENAMED_CONFIG_KEYS`
+    renamed."""
+    if isinstance(config, dict):
+        return {_RENAMED_CONFIG_KEYS.get(k, k): _current_config(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_current_config(v) for v in config]
+    return config
+
+
 def load_model_payload(path: str | Path) -> dict[str, Any]:
-    """The raw dictionary written by :func:`save_model` (tensors on CPU)."""
+    """The raw dictionary written by :func:`save_model` (tensors on CPU), its ``config``
+    with renamed keys in their current name (:data:`_RENAMED_CONFIG_KEYS`)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no model file at {path}")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or "kind" not in payload or "state_dict" not in payload:
         raise ValueError(f"{path} is not a shrinklab model file")
+    if "config" in payload:
+        payload["config"] = _current_config(payload["config"])
     return payload
 
 

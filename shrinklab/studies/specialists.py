@@ -83,7 +83,7 @@ def specialist_network(
         input_dim=train_rows.features.shape[1],
         num_targets=len(TARGET_NAMES),
         hidden_dims=list(hidden_dims),
-        dropout_rate=0.1,
+        dropout=0.1,
         input_dropout=0.0,
     )
     cfg = TrainConfig(

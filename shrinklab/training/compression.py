@@ -299,7 +299,7 @@ def distill(
         "input_dim": feats.shape[1],
         "num_targets": targets["teacher_w"].shape[1],
         "hidden_dims": (32, 16),
-        "dropout_rate": 0.0,
+        "dropout": 0.0,
         "input_dropout": 0.0,
         "gate": _gate_of(teacher),
     }
