@@ -109,7 +109,7 @@ config = TrainConfig(
 )
 model = MLShrinkageNetwork(
     input_dim=train_set.features.shape[1], num_targets=len(TARGET_NAMES),
-    hidden_dims=hidden_dims, dropout_rate=dropout, input_dropout=input_dropout,
+    hidden_dims=hidden_dims, dropout=dropout, input_dropout=input_dropout,
     use_attention=attention, gate=gate,
 )
 print(model)

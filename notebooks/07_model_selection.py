@@ -102,7 +102,7 @@ for folder in (selection, scratch, figures):
 train_full = dataset.TrainingSet.load(processed / "synthetic_train.pt")
 valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
 train_set = train_full.subset(np.arange(min(n_search, len(train_full))))
-model_config = {"hidden_dims": hidden_dims, "dropout_rate": dropout, "input_dropout": input_dropout,
+model_config = {"hidden_dims": hidden_dims, "dropout": dropout, "input_dropout": input_dropout,
                 "use_attention": attention}
 base = TrainConfig(epochs=trial_epochs, batch_size=batch_size, curriculum=curriculum, seed=seed, device="cpu")
 print(f"search on {len(train_set)} of {len(train_full)} training samples, {len(valid_set)} validation samples")

@@ -121,7 +121,7 @@ def run(
             torch.manual_seed(20 + rep)
             model = MLShrinkageNetwork(
                 input_dim=ts.features.shape[1], num_targets=len(TARGET_NAMES),
-                hidden_dims=pre["hidden_dims"], dropout_rate=pre["dropout"], gate=pre["gate"],
+                hidden_dims=pre["hidden_dims"], dropout=pre["dropout"], gate=pre["gate"],
             )  # fmt: skip
             train(model, ts, valid[m], cfg, out_dir=out / f"ck_{m}{rep}")
             models[m] = model.cpu().eval()
