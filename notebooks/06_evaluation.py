@@ -62,6 +62,8 @@ scenarios = [
 example_scenarios = []
 # worlds per scenario for the scenario-specialist yardstick of 6.5 (0: skip it)
 specialist_draws = 64
+# processes that train the scenario specialists (the same table for any number)
+workers = 1
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -200,7 +202,7 @@ for by in ("family", "pn_bucket"):
 
 # %%
 specialists = (
-    specialists_mod.specialist_table(scenario_results, n_draws=specialist_draws)
+    specialists_mod.specialist_table(scenario_results, n_draws=specialist_draws, workers=workers)
     if specialist_draws
     else None
 )
