@@ -239,7 +239,19 @@ def test_gate_threshold_table(worlds, hold):
     tr, va = worlds
     gate = train_family_gate(tr.features, tr.families, hidden_dims=(16,), epochs=5, seed=0).eval()
     general = tv.fit(NET, TRAIN, tr, va, 1)
-    model = GatedExpertModel(general, {"factor": tv.fit(NET, TRAIN, tr, va, 2)}, gate, 0.8)
+    fits = family_mixing.expert_fits(NET, TRAIN, tr, va, ["factor"], seeds=(2, 3))
+    assert len(fits["factor"].members) == 2
+    # the first member is the seed-2 network trained on the factor worlds alone
+    ref = tv.fit(
+        NET,
+        TRAIN,
+        family_mixing.restrict(tr, ["factor"]),
+        family_mixing.restrict(va, ["factor"]),
+        2,
+    )
+    for u, v in zip(ref.state_dict().values(), fits["factor"].members[0].state_dict().values()):
+        assert torch.equal(u, v)
+    model = GatedExpertModel(general, fits, gate, 0.8)
     t = family_mixing.gate_threshold_table(model, hold, [0.5, 0.7, 0.95], grid_reps=0)
     assert list(t.index) == ["threshold 0.5", "threshold 0.7", "threshold 0.95"]
     share = t["share_experts"].astype(float).to_numpy()

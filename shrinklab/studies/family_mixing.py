@@ -14,8 +14,11 @@ the family experts behind the gate (docs/decisions/0014-family-experts-gate-0.7.
 * :func:`gate_threshold_table` — the pipeline's gated model at each gate threshold:
   holdout per-family ratios, mean ``L/d``, share served by the experts and the
   selection grid.
-* :func:`with_others` — a family's worlds plus a share of the others (misfire-robust
-  experts).
+* :func:`expert_fits` — one expert per family, trained on its family's worlds (plus a
+  share of the others with ``others > 0``: misfire-robust experts,
+  :func:`with_others`), a multi-seed ensemble each (Lakshminarayanan et al. 2017); put
+  behind the library's gate (:class:`shrinklab.models.experts.GatedExpertModel`) they
+  are the gated-experts study of decision 0014.
 
 Neither the public scenario grid nor the pipeline's test set is used.
 """
@@ -33,10 +36,12 @@ from sklearn.metrics import confusion_matrix
 
 from shrinklab.evaluation import selection
 from shrinklab.models import experts
+from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.studies import selection_grid
 from shrinklab.studies.training_variants import fit
 
 __all__ = [
+    "expert_fits",
     "family_confusion",
     "gate_threshold_table",
     "mixing_table",
@@ -73,6 +78,34 @@ def with_others(ts: Any, family: str, fraction: float, seed: int) -> Any:
     f = np.asarray(ts.families)
     keep = (f == family) | (np.random.default_rng(seed).random(len(f)) < fraction)
     return ts.subset(np.flatnonzero(keep).tolist())
+
+
+def expert_fits(
+    net: Mapping[str, Any],
+    train_kw: Mapping[str, Any],
+    train_set: Any,
+    valid_set: Any,
+    families: Sequence[str],
+    seeds: Sequence[int] = (1, 2, 3),
+    others: float = 0.0,
+) -> dict[str, EnsembleModel]:
+    """Family → an ensemble of one network per seed trained on that family's worlds
+    (and, with ``others > 0``, that share of the other worlds, drawn with the seed)."""
+    if not seeds:
+        raise ValueError("no seed")
+
+    def worlds(ts: Any, fam: str, s: int) -> Any:
+        return with_others(ts, fam, others, s) if others > 0 else restrict(ts, [fam])
+
+    return {
+        fam: EnsembleModel(
+            [
+                fit(net, train_kw, worlds(train_set, fam, s), worlds(valid_set, fam, s), s)
+                for s in seeds
+            ]
+        )
+        for fam in families
+    }
 
 
 def mixing_table(
