@@ -275,8 +275,9 @@ def regime_model(model: MLShrinkageNetwork, n_regimes: int) -> MLShrinkageNetwor
     trained. The embedding itself is freshly initialised."""
     if int(n_regimes) < 1:
         raise ValueError(f"n_regimes must be >= 1, got {n_regimes}")
-    torch.manual_seed(0)
-    out = MLShrinkageNetwork(**{**model.config, "n_regimes": int(n_regimes)})
+    with torch.random.fork_rng():  # the caller's random stream is left as it was
+        torch.manual_seed(0)
+        out = MLShrinkageNetwork(**{**model.config, "n_regimes": int(n_regimes)})
     src, dst = model.state_dict(), out.state_dict()
     for name, t in dst.items():
         if name not in src:
@@ -496,7 +497,7 @@ def run_ablation(
             if name == "curriculum" and "curriculum" in studies:
                 continue  # the curriculum study already has this row
             if any(getattr(base, k) for k in cfg_over) or any(mcfg.get(k) for k in net_over):
-                continue  # on in the base configuration: the other studies remove it
+                continue  # on in the base configuration: nothing to switch on
             if name == "curriculum" and getattr(train_set, "difficulty", None) is None:
                 raise ValueError("the curriculum row needs train_set.difficulty")
             m, h, s = fit(
