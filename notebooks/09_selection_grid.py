@@ -41,7 +41,7 @@ gate_thresholds = [0.5, 0.7, 0.9]
 multi_target_reps = 3
 p_max = 20
 batch_size = 64
-cache_dir = "build/smoke/studies"
+studies_cache_dir = "build/smoke/studies"
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -63,7 +63,7 @@ processed, models, reports, figures = stage_setup(
 out = reports / "studies" / "selection_grid"
 out.mkdir(parents=True, exist_ok=True)
 final = load_model(models / "final.pt")
-hold = holdout.holdout_set(cache_dir, p_max, batch_size, n=holdout_size)
+hold = holdout.holdout_set(studies_cache_dir, p_max, batch_size, n=holdout_size)
 print(f"holdout: {len(hold)} worlds (seed {holdout.HOLDOUT_SEED})")
 
 # %% [markdown]

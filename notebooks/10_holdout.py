@@ -39,7 +39,7 @@ ratio_valid = 150
 wide_size = 300
 p_max = 20
 batch_size = 64
-cache_dir = "build/smoke/studies"
+studies_cache_dir = "build/smoke/studies"
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -64,7 +64,7 @@ tc0["epochs"] = int(epochs)
 train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
 train_set = train_set.subset(range(min(int(n_train), len(train_set))))
 valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
-hold = holdout.holdout_set(cache_dir, p_max, batch_size, n=holdout_size)
+hold = holdout.holdout_set(studies_cache_dir, p_max, batch_size, n=holdout_size)
 print(f"{len(train_set)} training worlds, {len(valid_set)} validation, holdout {len(hold)}")
 
 # %% [markdown]
@@ -96,15 +96,21 @@ summary
 # this table.
 
 # %%
-wide = holdout.wide_holdout_set(cache_dir, p_max, batch_size, n=wide_size)
+wide = holdout.wide_holdout_set(studies_cache_dir, p_max, batch_size, n=wide_size)
 pn_rows = []
 for r in ratio_max:
     cfg = {"p_max": int(p_max), "batch_size": int(batch_size), "ratio_max": float(r)}
     tr = holdout.cached_worlds(
-        f"{cache_dir}/worlds_{ratio_train}_0_{r:g}_{p_max}.pt", ratio_train, 0, cfg
+        f"{studies_cache_dir}/worlds_{ratio_train}_0_{r:g}_{p_max}_{batch_size}.pt",
+        ratio_train,
+        0,
+        cfg,
     )
     va = holdout.cached_worlds(
-        f"{cache_dir}/worlds_{ratio_valid}_1_{r:g}_{p_max}.pt", ratio_valid, 1, cfg
+        f"{studies_cache_dir}/worlds_{ratio_valid}_1_{r:g}_{p_max}_{batch_size}.pt",
+        ratio_valid,
+        1,
+        cfg,
     )
     for s in ratio_seeds:
         row, _ = tv.ratio_max_row(tv.fit(net0, tc0, tr, va, s), hold, wide, grid_reps)
