@@ -31,8 +31,10 @@ snapshots: setup
 lint: setup
 	$(VENV)/ruff check . && $(VENV)/ruff format --check .
 
-# Studies kept out of `make repro` (studies/dvc.yaml): notebook 08 compares the four
-# ensemble kinds with the rule of docs/decisions/0012 (slow: about 4x the ensemble stage).
+# Studies kept out of `make repro` (studies/dvc.yaml, slow; times in docs/pipeline.md):
+# model_selection (notebook 07: search, folds, ablation), ensemble_kinds (08, decision
+# 0012), selection_grid (09: deployed model on the selection grid, gate threshold) and
+# holdout (10: training variants, p/n range).
 studies: setup
 	$(VENV)/dvc repro studies/dvc.yaml
 
@@ -46,6 +48,7 @@ bench: setup
 clean-smoke:
 	rm -rf build/smoke
 
-# Hyperparameter search, robustness folds and ablations (slow; not part of `make repro`).
+# Hyperparameter search, robustness folds and ablations alone (the `model_selection`
+# stage of studies/dvc.yaml without DVC; slow, not part of `make repro`).
 model-selection: setup
 	$(VENV)/python -m shrinklab.pipeline run 07_model_selection model_selection

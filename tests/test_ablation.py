@@ -17,11 +17,14 @@ from shrinklab.core.metrics import prial, prial_with_se
 from shrinklab.data import returns as data
 from shrinklab.models.network import ShrinkageOutput
 from shrinklab.studies.ablation import (
+    ALL_STUDIES,
+    COMPONENTS,
     FEATURE_GROUPS,
     LOSS_COMPONENTS,
     drop_features,
     feature_group_indices,
     real_volatility,
+    regime_model,
     run_ablation,
     single_target,
 )
@@ -185,7 +188,7 @@ def test_ablation_table_has_the_expected_rows(sets, windows, tmp_path):
     model_config = {"hidden_dims": (16, 8)}
     table = run_ablation(
         tr, va, tmp_path, model_config=model_config, train_config=cfg, real=windows,
-        finetune_config=fcfg,
+        finetune_config=fcfg, studies=[s for s in ALL_STUDIES if s != "components"],
     )  # fmt: skip
     expected = (
         [("full", "full model")]
@@ -258,3 +261,65 @@ def test_ablation_subset_and_errors(sets, tmp_path):
     )
     with pytest.raises(ValueError, match="difficulty"):
         run_ablation(no_diff, va, tmp_path, train_config=cfg, studies=["curriculum"])
+
+
+# ------------------------------------------------------------- components switched on
+def test_regime_model_predicts_as_its_source_until_trained():
+    from shrinklab.models.network import MLShrinkageNetwork
+
+    torch.manual_seed(0)
+    src = MLShrinkageNetwork(len(FEATURE_NAMES), 5, hidden_dims=(8, 4)).eval()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    out = regime_model(src, 3).eval()
+    assert out.n_regimes == 3 and src.n_regimes == 0
+    x = torch.randn(20, len(FEATURE_NAMES))
+    ref = src.predict(x)
+    for regime in (None, torch.full((20,), 2, dtype=torch.long)):
+        got = out.predict(x, regime)
+        torch.testing.assert_close(got.intensities, ref.intensities, rtol=1e-6, atol=1e-7)
+    # the regime columns are live: once the first block reads them, the regime matters
+    with torch.no_grad():
+        out.blocks[0].linear.weight.add_(1.0)
+    a = out.predict(x, torch.zeros(20, dtype=torch.long)).intensities
+    b = out.predict(x, torch.ones(20, dtype=torch.long)).intensities
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="n_regimes"):
+        regime_model(src, 0)
+
+
+def test_components_study_switches_on_what_the_base_leaves_off(sets, windows, tmp_path):
+    tr, va = sets
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, device="cpu", seed=0)
+    fcfg = TrainConfig(epochs=1, batch_size=8, lr=3e-4, device="cpu", seed=0, patience=2)
+    t = run_ablation(
+        tr, va, tmp_path, model_config={"hidden_dims": (8,)}, train_config=cfg,
+        studies=["components"], real=windows, finetune_config=fcfg,
+    )  # fmt: skip
+    expected = ["full model"] + [f"with {c}" for c in COMPONENTS]
+    assert list(t["variant"]) == expected + ["with regime inputs (fine-tuned)"]
+    assert ALL_STUDIES[-1] == "components"  # run by default (notebook 07's list names it)
+    assert set(t["study"].iloc[1:]) == {"components"}
+    assert np.isfinite(t[["prial", "delta_prial", "norm_loss", "real_vol"]].to_numpy()).all()
+    # a component switched on changes the fit (same seed and data as the full model)
+    assert (t["prial"].iloc[1:] != t["prial"].iloc[0]).all()
+    # the "with attention" row is the full configuration with attention, trained alike
+    from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
+    from shrinklab.training.loop import train
+
+    torch.manual_seed(0)
+    m = MLShrinkageNetwork(len(FEATURE_NAMES), 5, hidden_dims=(8,), use_attention=True)
+    train(m, tr, va, cfg, tmp_path / "ref", resume=False)
+    p_ref = prial_with_se(predict_numpy(m, va.features).intensities, va)[0]
+    assert t.set_index("variant").loc["with attention", "prial"] == pytest.approx(p_ref, abs=1e-9)
+    # components on in the base configuration get no row; with the curriculum study
+    # the curriculum row is that study's
+    on = TrainConfig(epochs=1, batch_size=64, device="cpu", seed=0, smoothness_weight=0.1)
+    t2 = run_ablation(
+        tr, va, tmp_path / "on", model_config={"hidden_dims": (8,), "use_attention": True},
+        train_config=on, studies=["components", "curriculum"],
+    )  # fmt: skip
+    assert list(t2["variant"]) == [
+        "full model", "with curriculum", "with adversarial", "with progressive sizes",
+    ]  # fmt: skip

@@ -14,6 +14,18 @@ like it (same seed, same data, same :class:`~shrinklab.training.config.TrainConf
   Ledoit–Wolf family [Ledoit & Wolf, JMVA 88, 2004], with its own oracle label
   ``clip(c₀/G₀₀, 0, 1)``) versus the multi-target model;
 * ``curriculum`` — the curriculum schedule flipped [Bengio et al., ICML 2009];
+* ``components`` — each component of the specification that the base configuration
+  does not use, switched *on* (:data:`COMPONENTS`): the smoothness and adversarial
+  regularisers (:func:`shrinklab.training.losses.smoothness_penalty`,
+  :func:`~shrinklab.training.losses.adversarial_penalty`, FGSM of Goodfellow et al.,
+  ICLR 2015), curriculum [Bengio et al. 2009], progressive sizes, feature
+  self-attention [Vaswani et al., NeurIPS 2017] and, with real windows, market-regime
+  inputs (the full model with a regime embedding, fine-tuned on real returns; compare
+  it with the ``pretraining`` study's "pretrained + fine-tuned" row). The
+  portfolio-variance loss is the fine-tuning objective of the ``pretraining`` study
+  (realised GMV variance). The log-determinant (Stein) loss has no row: the trainer has
+  no term for it (it needs each world's Σ, which the synthetic sets keep only as the
+  quadratic form of the Frobenius loss);
 * ``pretraining`` (needs real windows) — fine-tuning on real returns
   (:func:`shrinklab.training.finetune.finetune_on_real`) from the synthetic-pretrained full
   model versus from a randomly initialised one, plus the pretrained model without
@@ -70,11 +82,13 @@ from shrinklab.training.loop import train
 
 __all__ = [
     "ALL_STUDIES",
+    "COMPONENTS",
     "FEATURE_GROUPS",
     "LOSS_COMPONENTS",
     "drop_features",
     "feature_group_indices",
     "real_volatility",
+    "regime_model",
     "run_ablation",
     "single_target",
 ]
@@ -98,7 +112,27 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
 LOSS_COMPONENTS: tuple[str, ...] = LOSS_WEIGHTS
 
 
-ALL_STUDIES: tuple[str, ...] = ("features", "loss", "targets", "curriculum", "pretraining")
+ALL_STUDIES: tuple[str, ...] = (
+    "features",
+    "loss",
+    "targets",
+    "curriculum",
+    "pretraining",
+    "components",
+)
+
+
+#: Components switched on one at a time by the ``components`` study (each only when the
+#: base configuration has it off): name → (network overrides, TrainConfig overrides).
+#: The weights are the order of the base loss terms' weights (the composite loss is
+#: O(1)); a study of the component's weight would come after a row that pays.
+COMPONENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "smoothness": ({}, {"smoothness_weight": 0.1}),
+    "adversarial": ({}, {"adversarial_weight": 0.1}),
+    "curriculum": ({}, {"curriculum": True}),
+    "progressive sizes": ({}, {"progressive": True}),
+    "attention": ({"use_attention": True}, {}),
+}
 
 
 # ------------------------------------------------------------------ data variants
@@ -233,6 +267,42 @@ def real_volatility(
     }
 
 
+def regime_model(model: MLShrinkageNetwork, n_regimes: int) -> MLShrinkageNetwork:
+    """A copy of ``model`` with a market-regime embedding of ``n_regimes`` codes: every
+    tensor whose shape is unchanged is copied; the first block (whose input grows by
+    the embedding) keeps ``model``'s weights on the feature columns and starts at zero
+    on the embedding's, so that the copy predicts exactly as ``model`` until it is
+    trained. The embedding itself is freshly initialised."""
+    if int(n_regimes) < 1:
+        raise ValueError(f"n_regimes must be >= 1, got {n_regimes}")
+    with torch.random.fork_rng():  # the caller's random stream is left as it was
+        torch.manual_seed(0)
+        out = MLShrinkageNetwork(**{**model.config, "n_regimes": int(n_regimes)})
+    src, dst = model.state_dict(), out.state_dict()
+    for name, t in dst.items():
+        if name not in src:
+            continue
+        s = src[name]
+        if s.shape == t.shape:
+            dst[name] = s.clone()
+        elif s.dim() == 2 and s.shape[0] == t.shape[0] and s.shape[1] < t.shape[1]:
+            grown = torch.zeros_like(t)
+            grown[:, : s.shape[1]] = s
+            dst[name] = grown
+        else:
+            raise ValueError(f"cannot carry {name} from shape {tuple(s.shape)} to {tuple(t.shape)}")
+    out.load_state_dict(dst)
+    return out
+
+
+def _n_regimes(windows: Any) -> int:
+    items = [windows] if isinstance(windows, RealWindows) else list(windows)
+    codes = [int(g.regime.max()) for rw in items for g in rw if g.regime is not None]
+    if not codes:
+        raise ValueError("the regime-inputs row needs windows built with regimes")
+    return max(codes) + 1
+
+
 # -------------------------------------------------------------------------- runner
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -354,10 +424,22 @@ def run_ablation(
             row.update(real_volatility(model, real[1], columns=columns, target=target))
         rows.append(row)
 
-    def fit(data, valid, cfg, tag):
+    def fit(data, valid, cfg, tag, model_config=None):
         t0 = time.perf_counter()
-        model, hist = _fit(mcfg, data, valid, cfg, root / tag)
+        model, hist = _fit(model_config or mcfg, data, valid, cfg, root / tag)
         return model, hist, time.perf_counter() - t0
+
+    fcfg = finetune_config or TrainConfig(
+        lr=3e-4, epochs=10, batch_size=64, patience=3, seed=base.seed, device="cpu"
+    )
+
+    def finetune(study: str, variant: str, start: Any) -> None:
+        t0 = time.perf_counter()
+        h = finetune_on_real(
+            start, real[0], real[1], fcfg, root / study / _key([variant, dataclasses.asdict(fcfg)]),
+            resume=False,
+        )  # fmt: skip
+        record(study, variant, start.cpu().eval(), h, time.perf_counter() - t0)
 
     full, hist, sec = fit(train_set, valid_set, base, "full")
     record("full", "full model", full, hist, sec)
@@ -400,10 +482,6 @@ def run_ablation(
         record("curriculum", "with curriculum" if cfg.curriculum else "without curriculum", m, h, s)
 
     if "pretraining" in studies:
-
-        fcfg = finetune_config or TrainConfig(
-            lr=3e-4, epochs=10, batch_size=64, patience=3, seed=base.seed, device="cpu"
-        )
         record("pretraining", "pretrained, not fine-tuned", full, None, 0.0)
         for variant, start in (
             ("pretrained + fine-tuned", copy.deepcopy(full)),
@@ -412,12 +490,27 @@ def run_ablation(
             if start is None:
                 torch.manual_seed(int(fcfg.seed))
                 start = MLShrinkageNetwork(**full.config)
-            t0 = time.perf_counter()
-            h = finetune_on_real(
-                start, real[0], real[1], fcfg, root / "pretraining" / _key([variant, dataclasses.asdict(fcfg)]),
-                resume=False,
-            )  # fmt: skip
-            record("pretraining", variant, start.cpu().eval(), h, time.perf_counter() - t0)
+            finetune("pretraining", variant, start)
+
+    if "components" in studies:
+        for name, (net_over, cfg_over) in COMPONENTS.items():
+            if name == "curriculum" and "curriculum" in studies:
+                continue  # the curriculum study already has this row
+            if any(getattr(base, k) for k in cfg_over) or any(mcfg.get(k) for k in net_over):
+                continue  # on in the base configuration: nothing to switch on
+            if name == "curriculum" and getattr(train_set, "difficulty", None) is None:
+                raise ValueError("the curriculum row needs train_set.difficulty")
+            m, h, s = fit(
+                train_set,
+                valid_set,
+                dataclasses.replace(base, **cfg_over),
+                "components",
+                {**mcfg, **net_over},
+            )
+            record("components", f"with {name}", m, h, s)
+        if real is not None and not full.config.get("n_regimes"):
+            start = regime_model(full, _n_regimes(real[0]))
+            finetune("components", "with regime inputs (fine-tuned)", start)
 
     return pd.DataFrame(rows)
 
