@@ -190,7 +190,7 @@ save_figure(fig, figures / "reliability.png")
 #
 # A network trained on every world family pays for the sharing in the families whose
 # loss is steep in w: trained on the factor worlds alone, the same network is about
-# 10 % closer to the oracle there (`scripts/family_mixing.py`). So the ensemble
+# 10 % closer to the oracle there (`shrinklab.studies.family_mixing`). So the ensemble
 # (the *general* model) gets one expert network per family in `family_experts`,
 # trained on that family's worlds only with the members' settings (in the queue of the
 # first cell, beside the ensemble's members), and a gate: a

@@ -6,7 +6,7 @@ One network trained on every synthetic world family pays for the sharing: on the
 independent synthetic holdout (6,000 worlds, seed 777) a network trained on the
 factor worlds alone reaches a loss ratio to the best classical estimator of 0.842 in
 those worlds, against 0.940 for the network trained on all families; sp500 0.852 vs
-0.906, 1/3/10 0.857 vs 0.874 (``scripts/family_mixing.py``,
+0.906, 1/3/10 0.857 vs 0.874 (``shrinklab.studies.family_mixing``,
 ``reports/model_selection/family_mixing.csv``). The features identify these families
 well (a classifier recalls 85 %, 88 % and 87 % of them on the holdout).
 
