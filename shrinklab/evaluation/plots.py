@@ -1,4 +1,4 @@
-"""Figures for the notebooks and reports (matplotlib; seaborn styling is left to the caller).
+"""Figures for the notebooks and reports (matplotlib and seaborn).
 
 Every function returns a :class:`matplotlib.figure.Figure` and saves nothing unless
 ``path`` is given (then :func:`shrinklab.reporting.save_figure`, reproducible
@@ -15,6 +15,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
 from shrinklab.evaluation.reporting import save_figure
@@ -24,12 +25,17 @@ __all__ = [
     "DEPLOYED_COLOUR",
     "DEPLOYED_NAMES",
     "FEASIBILITY_BARS",
+    "MAX_FIGSIZE",
+    "PEER_COLOUR",
+    "backtest_volatility",
     "cumulative_variance",
     "eigenvalue_spectra",
     "error_decomposition_bars",
     "family_ratio_bars",
     "feasibility_bars",
+    "estimator_colours",
     "finetune_folds",
+    "fold_small_multiples",
     "matrix_heatmaps",
     "predicted_vs_oracle",
     "prial_bars",
@@ -56,15 +62,40 @@ DEPLOYED_NAMES = ("learned", "deployed", "ML (final)")
 """Names under which the deployed model appears in tables; its bars are drawn in
 :data:`DEPLOYED_COLOUR`."""
 DEPLOYED_COLOUR = "#d62728"
-REFERENCE_NAMES = ("oracle", "fsopt")
+REFERENCE_NAMES = ("oracle", "fsopt", "oracle w*(Σ) per replication")
 REFERENCE_COLOUR = "#4d4d4d"
+PEER_NAMES = ("rienet_peer", "RIEnet peer")
+"""The learned peer (RIEnet) in the scenario grid and the backtest: drawn in :data:`PEER_COLOUR`."""
+PEER_COLOUR = "#7b3294"
 OTHER_COLOUR = "#9db4cc"
+SEABORN_STYLE = {"axes.spines.top": False, "axes.spines.right": False}
+MAX_FIGSIZE = (16.0, 16.0)
+"""No figure is wider or taller than this (inches): a report page shows it whole."""
 
 
-def _bar_colour(name: str, highlight: Sequence[str]) -> str:
-    if name in highlight:
-        return DEPLOYED_COLOUR
-    return REFERENCE_COLOUR if name in REFERENCE_NAMES else OTHER_COLOUR
+def _yardstick(name: str) -> bool:
+    return "oracle" in name.lower() or "hindsight" in name.lower()
+
+
+def estimator_colours(names: Sequence[str], highlight: Sequence[str] = DEPLOYED_NAMES) -> dict:
+    """Colour per estimator name: the deployed model (``highlight``) red, the learned
+    peer purple, the oracles dark grey and every other (classical) estimator a shade
+    of blue (seaborn's ``crest`` palette), so that the one red bar stands out."""
+    names = [str(n) for n in dict.fromkeys(names)]
+    rest = [n for n in names if n not in highlight and n not in PEER_NAMES]
+    rest = [n for n in rest if n not in REFERENCE_NAMES and not _yardstick(n)]
+    blues = dict(zip(rest, sns.color_palette("crest", max(len(rest), 1)).as_hex(), strict=False))
+    out = {}
+    for n in names:
+        if n in highlight:
+            out[n] = DEPLOYED_COLOUR
+        elif n in PEER_NAMES:
+            out[n] = PEER_COLOUR
+        elif n in blues:
+            out[n] = blues[n]
+        else:  # oracles and yardsticks
+            out[n] = REFERENCE_COLOUR if n in REFERENCE_NAMES else "#969696"
+    return out
 
 
 PRIAL_TITLE = "PRIAL by scenario (error bars: ±1 standard error)"
@@ -91,7 +122,7 @@ def prial_bars(
     title: str | None = PRIAL_TITLE,
     path: str | Path | None = None,
 ) -> Figure:
-    """PRIAL per scenario and estimator with ±1 SE error bars.
+    """PRIAL per scenario and estimator with ±1 SE error bars (seaborn bars).
 
     ``df`` is long (e.g. :func:`shrinklab.evaluation.scenarios.evaluate_grid`).  ``estimators``
     fixes which bars and in which order (default: order of appearance, without
@@ -99,7 +130,8 @@ def prial_bars(
     Layout by size: one scenario → one horizontal bar per estimator, best first;
     up to 6 estimators → bars grouped by scenario, legend outside the axes; more →
     small multiples, one panel of horizontal bars per scenario. Estimators named in
-    ``highlight`` (the deployed model) are red, the oracles dark grey, the rest pale.
+    ``highlight`` (the deployed model) are red, the learned peer purple, the oracles
+    grey, the classical estimators blue (:func:`estimator_colours`).
     """
     for col in (estimator_col, scenario_col, value_col):
         if col not in df.columns:
@@ -113,10 +145,11 @@ def prial_bars(
         if se_col in df.columns
         else val * 0.0
     )
+    colours = estimator_colours(list(estimators), highlight)
     if len(scenarios) == 1 or len(estimators) > 6:
-        fig = _prial_panels(val, se, scenarios, list(estimators), highlight)
+        fig = _prial_panels(val, se, scenarios, list(estimators), colours)
     else:
-        fig = _prial_grouped(val, se, scenarios, list(estimators))
+        fig = _prial_grouped(val, se, scenarios, list(estimators), colours)
     shown = val.loc[scenarios, list(estimators)].to_numpy(dtype=float)
     if np.nanmax(shown, initial=-np.inf) > 100:
         fig.text(0.01, 0.0, PRIAL_ABOVE_100, fontsize="small", va="top", wrap=True)
@@ -127,33 +160,51 @@ def prial_bars(
     return _finish(fig, path)
 
 
-def _prial_grouped(val, se, scenarios, estimators) -> Figure:
-    import seaborn as sns
-
-    m = len(estimators)
-    width = 0.8 / max(m, 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(scenarios) + 3), 4.2))
-    x = np.arange(len(scenarios))
-    palette = sns.color_palette("colorblind", m)
-    for j, e in enumerate(estimators):
-        ax.bar(
-            x + (j - (m - 1) / 2) * width,
-            val.loc[scenarios, e].to_numpy(dtype=float),
-            width,
+def _prial_grouped(val, se, scenarios, estimators, colours) -> Figure:
+    long = (
+        val.loc[scenarios, estimators]
+        .rename_axis(index="scenario", columns="estimator")
+        .stack()
+        .rename("prial")
+        .reset_index()
+    )
+    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.9 * len(scenarios) + 3), 14.0), 4.2))
+    with sns.axes_style("ticks", SEABORN_STYLE):
+        sns.barplot(
+            long, x="scenario", y="prial", hue="estimator", order=scenarios,
+            hue_order=estimators, palette=colours, errorbar=None, saturation=1, ax=ax,
+        )  # fmt: skip
+    for e, bars in zip(estimators, list(ax.containers), strict=True):
+        x = [b.get_x() + b.get_width() / 2 for b in bars]
+        ax.errorbar(
+            x, val.loc[scenarios, e].to_numpy(dtype=float),
             yerr=se.loc[scenarios, e].to_numpy(dtype=float),
-            capsize=2,
-            label=e,
-            color=palette[j],
-        )
-    ax.set_xticks(x, scenarios, rotation=30, ha="right")
+            fmt="none", ecolor="black", elinewidth=0.8, capsize=2,
+        )  # fmt: skip
+    ax.set_xticks(ax.get_xticks(), scenarios, rotation=30, ha="right")
+    ax.set_xlabel("scenario")
     ax.set_ylabel("PRIAL (%; 0 = sample, 100 = FSOPT)")
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(100, color="grey", lw=0.8, ls="--")
-    _legend_outside(ax, fontsize="small")
+    _legend_outside(ax, fontsize="small", title="estimator")
     return fig
 
 
-def _prial_panels(val, se, scenarios, estimators, highlight) -> Figure:
+def _hbars(ax, names, values, colours, err=None) -> None:
+    """Horizontal seaborn bars, one per name (top to bottom), with error bars ``err``
+    (±SE, or a (2, n) array of lower/upper lengths)."""
+    sns.barplot(
+        x=np.asarray(values, dtype=float), y=list(names), hue=list(names), order=list(names),
+        palette=colours, errorbar=None, legend=False, orient="h", saturation=1, ax=ax,
+    )  # fmt: skip
+    if err is not None:
+        ax.errorbar(
+            np.asarray(values, dtype=float), np.arange(len(names)), xerr=err,
+            fmt="none", ecolor="black", elinewidth=0.8, capsize=2,
+        )  # fmt: skip
+
+
+def _prial_panels(val, se, scenarios, estimators, colours) -> Figure:
     """One panel per scenario, one horizontal bar per estimator (sorted by PRIAL when
     there is a single scenario, else in the order of ``estimators``)."""
     n = len(scenarios)
@@ -161,33 +212,25 @@ def _prial_panels(val, se, scenarios, estimators, highlight) -> Figure:
     rows = -(-n // cols)
     height = 0.28 * len(estimators) + 1.2
     fig, axes = plt.subplots(
-        rows, cols, figsize=(3.4 * cols + 1.6, height * rows), squeeze=False, sharey=True
-    )
+        rows, cols, figsize=(3.4 * cols + 1.6, min(height * rows, MAX_FIGSIZE[1])),
+        squeeze=False, sharey=True,
+    )  # fmt: skip
     order = list(estimators)
     if n == 1:
         order = sorted(order, key=lambda e: -float(val.loc[scenarios[0], e]))
         fig.set_size_inches(7.5, height)
-    y = np.arange(len(order))
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.axis("off")
             continue
         s = scenarios[k]
-        ax.barh(
-            y,
-            val.loc[s, order].to_numpy(dtype=float),
-            xerr=se.loc[s, order].to_numpy(dtype=float),
-            color=[_bar_colour(e, highlight) for e in order],
-            capsize=2,
-            height=0.75,
-        )
+        _hbars(ax, order, val.loc[s, order], colours, se.loc[s, order].to_numpy(dtype=float))
         ax.axvline(0, color="black", lw=0.8)
         ax.axvline(100, color="grey", lw=0.8, ls="--")
         ax.set_title(s if n > 1 else "", fontsize="medium")
+        ax.set_ylabel("")
         if k // cols == rows - 1 or k + cols >= n:
             ax.set_xlabel("PRIAL (%; 100 = FSOPT)")
-    axes[0, 0].set_yticks(y, order)
-    axes[0, 0].invert_yaxis()
     for r in range(rows):
         axes[r, 0].tick_params(axis="y", labelsize="small")
     return fig
@@ -473,34 +516,132 @@ FEASIBILITY_BARS: dict[str, str] = {
 def family_ratio_bars(
     table: pd.DataFrame,
     *,
-    title: str | None = "Loss / best classical estimator's loss, by world family",
+    highlight: Sequence[str] = ("gated", *DEPLOYED_NAMES),
+    title: str | None = "Loss relative to the best classical estimator, by world family",
     path: str | Path | None = None,
 ) -> Figure:
-    """Grouped bars of the ``ratio_<family>`` columns of ``table`` (one row per model,
-    e.g. :func:`shrinklab.evaluation.selection.family_loss_table`), with the parity line at 1
-    (below 1: better than every classical estimator in that family)."""
+    """Grouped seaborn bars of the ``ratio_<family>`` columns of ``table`` (one row per
+    model, e.g. :func:`shrinklab.evaluation.selection.family_loss_table`), with the parity
+    line at 1 (below 1: better than every classical estimator in that family); models in
+    ``highlight`` in the deployed model's colour."""
     cols = [c for c in table.columns if c.startswith("ratio_")]
     if not cols:
         raise ValueError("table has no ratio_<family> columns")
     fams = [c.removeprefix("ratio_") for c in cols]
-    x = np.arange(len(fams))
-    width = 0.8 / max(len(table), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(fams) + 2), 3.8))
-    for i, (name, row) in enumerate(table.iterrows()):
-        ax.bar(
-            x + (i - (len(table) - 1) / 2) * width,
-            row[cols].to_numpy(float),
-            width,
-            label=str(name),
-        )
+    names = [str(n) for n in table.index]
+    long = pd.DataFrame(
+        {
+            "family": np.tile(fams, len(names)),
+            "model": np.repeat(names, len(fams)),
+            "ratio": table[cols].to_numpy(float).reshape(-1),
+        }
+    )
+    colours = estimator_colours(names, highlight)
+    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.9 * len(fams) + 2), 14.0), 3.8))
+    with sns.axes_style("ticks", SEABORN_STYLE):
+        sns.barplot(
+            long, x="family", y="ratio", hue="model", order=fams, hue_order=names,
+            palette=colours, errorbar=None, saturation=1, ax=ax,
+        )  # fmt: skip
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
-    ax.set_xticks(x, fams, rotation=30, ha="right")
-    ax.set_ylabel("loss ratio (lower is better)")
-    lo = float(np.nanmin(table[cols].to_numpy(float)))
+    ax.set_xticks(ax.get_xticks(), fams, rotation=30, ha="right")
+    ax.set_xlabel("world family")
+    ax.set_ylabel("loss / best classical loss (lower is better)")
+    lo = float(np.nanmin(long["ratio"]))
     ax.set_ylim(max(0.0, lo - 0.05), None)
-    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend_outside(ax, title="model")
     if title:
         ax.set_title(title)
+    return _finish(fig, path)
+
+
+def backtest_volatility(
+    table: pd.DataFrame,
+    *,
+    benchmark: str = "ledoit_wolf",
+    highlight: Sequence[str] = DEPLOYED_NAMES,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Out-of-sample GMV volatility of each estimator minus the benchmark's, in
+    percentage points, with the stationary-bootstrap interval (Politis & Romano 1994)
+    of the difference: one panel per estimation window, estimators ranked by the first
+    window (best at the top). ``table`` is :attr:`shrinklab.evaluation.backtest.BacktestSummary.table`
+    (index ``(window, estimator)``; columns ``diff_vs_benchmark``, ``ci_low``, ``ci_high``
+    as fractions, and ``ann_vol``)."""
+    need = ("diff_vs_benchmark", "ci_low", "ci_high")
+    missing = [c for c in need if c not in table.columns]
+    if missing or table.index.nlevels != 2:
+        raise ValueError(f"need a (window, estimator) table with {need}; missing {missing}")
+    t = table.drop(index=benchmark, level=1, errors="ignore")
+    windows = list(dict.fromkeys(t.index.get_level_values(0)))
+    if not windows:
+        raise ValueError(f"no estimator other than the benchmark {benchmark!r}")
+    first = t.loc[windows[0], "diff_vs_benchmark"].astype(float)
+    order = [str(e) for e in first.sort_values().index]
+    colours = estimator_colours(order, highlight)
+    height = min(0.3 * len(order) + 1.6, MAX_FIGSIZE[1])
+    fig, axes = plt.subplots(
+        1, len(windows), figsize=(min(3.6 * len(windows) + 2.0, MAX_FIGSIZE[0]), height),
+        sharey=True, squeeze=False,
+    )  # fmt: skip
+    for ax, w in zip(axes[0], windows, strict=True):
+        sub = t.loc[w].reindex(order).astype(float)
+        d = 100 * sub["diff_vs_benchmark"].to_numpy()
+        err = np.vstack([d - 100 * sub["ci_low"].to_numpy(), 100 * sub["ci_high"].to_numpy() - d])
+        _hbars(ax, order, d, colours, np.clip(np.nan_to_num(err), 0, None))
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"{w}-day window", fontsize="medium")
+        ax.set_xlabel("volatility − benchmark (percentage points)")
+        ax.set_ylabel("")
+    axes[0, 0].tick_params(axis="y", labelsize="small")
+    fig.suptitle(
+        title
+        or f"Annualised GMV volatility minus {benchmark}'s (< 0 is better; bars: 95 % bootstrap interval)"
+    )
+    return _finish(fig, path)
+
+
+def fold_small_multiples(
+    rows: pd.DataFrame,
+    *,
+    value: str = "rel_vol",
+    highlight: Sequence[str] = DEPLOYED_NAMES,
+    title: str | None = "Cross-universe folds (pre-2016): volatility relative to Ledoit–Wolf",
+    path: str | Path | None = None,
+) -> Figure:
+    """Small multiples of the cross-universe fold backtest
+    (:func:`shrinklab.evaluation.universe_backtest.fold_backtest` rows): one panel per fold
+    family (rows) and estimation window (columns), one horizontal bar per estimator with
+    the mean of ``value`` over the family's folds and ±1 SE over folds (seaborn
+    ``catplot``; no bar when a family has one fold)."""
+    need = ("family", "window", "estimator", value)
+    missing = [c for c in need if c not in rows.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the fold rows ({list(rows.columns)})")
+    names = [str(e) for e in dict.fromkeys(rows["estimator"])]
+    mean = rows.groupby("estimator", sort=False)[value].mean()
+    order = [str(e) for e in mean.sort_values().index]
+    families = list(dict.fromkeys(rows["family"]))
+    windows = sorted(set(rows["window"]))
+    height = min(0.22 * len(order) + 0.9, MAX_FIGSIZE[1] / max(len(families), 1))
+    width = min(4.2, MAX_FIGSIZE[0] / max(len(windows), 1))
+    with sns.axes_style("ticks", SEABORN_STYLE):
+        grid = sns.catplot(
+            rows.assign(estimator=rows["estimator"].astype(str)), kind="bar", x=value,
+            y="estimator", hue="estimator", order=order, hue_order=names, row="family",
+            col="window", row_order=families, col_order=windows, palette=estimator_colours(names, highlight),
+            errorbar="se", saturation=1, capsize=0.2, err_kws={"linewidth": 0.8}, legend=False,
+            height=height, aspect=width / height, sharex=True, margin_titles=True,
+        )  # fmt: skip
+    for ax in grid.axes.flat:
+        ax.axvline(0, color="black", lw=0.8)
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}-day window")
+    label = "volatility vs Ledoit–Wolf (%; < 0 is better)" if value == "rel_vol" else value
+    grid.set_axis_labels(label, "")
+    fig = grid.figure
+    if title:
+        fig.suptitle(title + " (bars: ±1 SE over folds)")
     return _finish(fig, path)
 
 
