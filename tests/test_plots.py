@@ -163,6 +163,14 @@ def test_single_scenario_bars_are_ranked_and_the_deployed_model_stands_out():
     fig = plots.prial_bars(df.assign(prial=vals + 20), estimator_col="model")
     assert plots.PRIAL_ABOVE_100 in [t.get_text() for t in fig.texts]
     plt.close(fig)
+    # one far-negative bar does not set the scale: the axis starts at the floor, value written
+    fig = plots.prial_bars(
+        df.assign(prial=np.where(df.model == "m5", -700.0, vals)), estimator_col="model"
+    )
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] == plots.PRIAL_FLOOR
+    assert [t.get_text() for t in ax.texts] == [" -700 ◂"]
+    plt.close(fig)
 
 
 def test_reliability_small_multiples_one_panel_per_model():
@@ -275,11 +283,11 @@ def test_backtest_volatility_panels_with_bootstrap_intervals(tmp_path):
         np.testing.assert_allclose(
             [s[:, 0] for s in segs], 100 * tab.loc[w].loc[order, ["ci_low", "ci_high"]].to_numpy()
         )
-        assert "percentage points" in ax.get_xlabel()
         assert to_hex(_bars(ax)[0].get_facecolor()) == plots.DEPLOYED_COLOUR
         assert to_hex(_bars(ax)[1].get_facecolor()) == plots.PEER_COLOUR
     assert [t.get_text() for t in panels[0].get_yticklabels()] == order
-    assert "ledoit_wolf" in fig._suptitle.get_text()
+    assert "Ledoit–Wolf" in fig._suptitle.get_text()
+    assert "percentage points" in fig._supxlabel.get_text()
     assert (tmp_path / "v.png").stat().st_size > 1000
     plt.close(fig)
     with pytest.raises(ValueError, match="ci_low"):
@@ -302,7 +310,9 @@ def test_fold_small_multiples_family_by_window():
     assert len(panels) == 4  # 2 families x 2 windows
     mean = rows.groupby(["family", "window", "estimator"])["rel_vol"].mean()
     order = [t.get_text() for t in panels[0].get_yticklabels()]
-    for ax, (f, w) in zip(panels, [(f, w) for f in ("halves", "sectors") for w in (60, 120)]):
+    assert "ledoit_wolf" not in order  # the benchmark is 0 by definition: left out
+    assert [ax.get_title() for ax in panels[:2]] == ["halves", "sectors"]  # families across
+    for ax, (w, f) in zip(panels, [(w, f) for w in (60, 120) for f in ("halves", "sectors")]):
         bars = sorted(_bars(ax), key=lambda b: b.get_y())  # top to bottom
         np.testing.assert_allclose([b.get_width() for b in bars], [mean[f, w, e] for e in order])
         colours = dict(zip(order, (to_hex(b.get_facecolor()) for b in bars)))

@@ -68,6 +68,8 @@ PEER_NAMES = ("rienet_peer", "RIEnet peer")
 """The learned peer (RIEnet) in the scenario grid and the backtest: drawn in :data:`PEER_COLOUR`."""
 PEER_COLOUR = "#7b3294"
 OTHER_COLOUR = "#9db4cc"
+ESTIMATOR_WORDS = {"ledoit_wolf": "Ledoit–Wolf", "oas": "OAS", "qis": "QIS"}
+"""Estimator names in titles and axis labels."""
 SEABORN_STYLE = {"axes.spines.top": False, "axes.spines.right": False}
 MAX_FIGSIZE = (16.0, 16.0)
 """No figure is wider or taller than this (inches): a report page shows it whole."""
@@ -204,6 +206,23 @@ def _hbars(ax, names, values, colours, err=None) -> None:
         )  # fmt: skip
 
 
+PRIAL_FLOOR = -100.0
+"""PRIAL axes start here at the lowest; a bar below it is cut and labelled with its value."""
+
+
+def _clip_left(ax, values: np.ndarray, floor: float) -> None:
+    """Start the x axis at ``floor`` when a bar goes below it, writing the cut bars'
+    values at the left edge (one very bad estimator would otherwise squash the rest)."""
+    if not np.nanmin(values, initial=0.0) < floor:
+        return
+    ax.set_xlim(floor, max(ax.get_xlim()[1], 0.0))
+    for y, v in enumerate(values):
+        if v < floor:
+            ax.text(
+                floor, y, f" {v:.0f} ◂", va="center", ha="left", fontsize="x-small", color="white"
+            )
+
+
 def _prial_panels(val, se, scenarios, estimators, colours) -> Figure:
     """One panel per scenario, one horizontal bar per estimator (sorted by PRIAL when
     there is a single scenario, else in the order of ``estimators``)."""
@@ -227,6 +246,7 @@ def _prial_panels(val, se, scenarios, estimators, colours) -> Figure:
         _hbars(ax, order, val.loc[s, order], colours, se.loc[s, order].to_numpy(dtype=float))
         ax.axvline(0, color="black", lw=0.8)
         ax.axvline(100, color="grey", lw=0.8, ls="--")
+        _clip_left(ax, val.loc[s, order].to_numpy(dtype=float), PRIAL_FLOOR)
         ax.set_title(s if n > 1 else "", fontsize="medium")
         ax.set_ylabel("")
         if k // cols == rows - 1 or k + cols >= n:
@@ -592,12 +612,13 @@ def backtest_volatility(
         _hbars(ax, order, d, colours, np.clip(np.nan_to_num(err), 0, None))
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(f"{w}-day window", fontsize="medium")
-        ax.set_xlabel("volatility − benchmark (percentage points)")
+        ax.set_xlabel("")
         ax.set_ylabel("")
     axes[0, 0].tick_params(axis="y", labelsize="small")
+    bench = ESTIMATOR_WORDS.get(benchmark, benchmark)
+    fig.supxlabel(f"annualised volatility − {bench}'s (percentage points; < 0 is better)")
     fig.suptitle(
-        title
-        or f"Annualised GMV volatility minus {benchmark}'s (< 0 is better; bars: 95 % bootstrap interval)"
+        title or f"Out-of-sample GMV volatility against {bench} (bars: 95 % bootstrap interval)"
     )
     return _finish(fig, path)
 
@@ -606,37 +627,42 @@ def fold_small_multiples(
     rows: pd.DataFrame,
     *,
     value: str = "rel_vol",
+    exclude: Sequence[str] = ("ledoit_wolf", "sample", "equal_weight"),
     highlight: Sequence[str] = DEPLOYED_NAMES,
-    title: str | None = "Cross-universe folds (pre-2016): volatility relative to Ledoit–Wolf",
+    title: str | None = "Cross-universe folds (pre-2016): volatility relative to Ledoit–Wolf's",
     path: str | Path | None = None,
 ) -> Figure:
     """Small multiples of the cross-universe fold backtest
     (:func:`shrinklab.evaluation.universe_backtest.fold_backtest` rows): one panel per fold
-    family (rows) and estimation window (columns), one horizontal bar per estimator with
+    family (columns) and estimation window (rows), one horizontal bar per estimator with
     the mean of ``value`` over the family's folds and ±1 SE over folds (seaborn
-    ``catplot``; no bar when a family has one fold)."""
+    ``catplot``; no bar when a family has one fold). ``exclude``: the benchmark (0 by
+    definition), the sample covariance and equal weights, which would set the scale."""
     need = ("family", "window", "estimator", value)
     missing = [c for c in need if c not in rows.columns]
     if missing:
         raise ValueError(f"columns {missing} not in the fold rows ({list(rows.columns)})")
+    rows = rows[~rows["estimator"].isin(exclude)]
+    if rows.empty:
+        raise ValueError(f"no estimator left after excluding {list(exclude)}")
     names = [str(e) for e in dict.fromkeys(rows["estimator"])]
     mean = rows.groupby("estimator", sort=False)[value].mean()
     order = [str(e) for e in mean.sort_values().index]
     families = list(dict.fromkeys(rows["family"]))
     windows = sorted(set(rows["window"]))
-    height = min(0.22 * len(order) + 0.9, MAX_FIGSIZE[1] / max(len(families), 1))
-    width = min(4.2, MAX_FIGSIZE[0] / max(len(windows), 1))
+    height = min(0.22 * len(order) + 0.9, MAX_FIGSIZE[1] / max(len(windows), 1))
+    width = min(3.6, (MAX_FIGSIZE[0] - 1.5) / max(len(families), 1))
     with sns.axes_style("ticks", SEABORN_STYLE):
         grid = sns.catplot(
             rows.assign(estimator=rows["estimator"].astype(str)), kind="bar", x=value,
-            y="estimator", hue="estimator", order=order, hue_order=names, row="family",
-            col="window", row_order=families, col_order=windows, palette=estimator_colours(names, highlight),
+            y="estimator", hue="estimator", order=order, hue_order=names, col="family",
+            row="window", col_order=families, row_order=windows, palette=estimator_colours(names, highlight),
             errorbar="se", saturation=1, capsize=0.2, err_kws={"linewidth": 0.8}, legend=False,
             height=height, aspect=width / height, sharex=True, margin_titles=True,
         )  # fmt: skip
     for ax in grid.axes.flat:
         ax.axvline(0, color="black", lw=0.8)
-    grid.set_titles(row_template="{row_name}", col_template="{col_name}-day window")
+    grid.set_titles(col_template="{col_name}", row_template="{row_name}-day window")
     label = "volatility vs Ledoit–Wolf (%; < 0 is better)" if value == "rel_vol" else value
     grid.set_axis_labels(label, "")
     fig = grid.figure
