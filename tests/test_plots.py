@@ -319,7 +319,9 @@ def test_fold_small_multiples_family_by_window():
         assert colours["ML (final)"] == plots.DEPLOYED_COLOUR
     w, h = fig.get_size_inches()
     assert w <= plots.MAX_FIGSIZE[0] and h <= plots.MAX_FIGSIZE[1]
-    assert "Ledoit–Wolf" in fig._suptitle.get_text()
+    assert (
+        "Ledoit–Wolf" in fig._suptitle.get_text() and "< 0 is better" in fig._supxlabel.get_text()
+    )
     plt.close(fig)
     with pytest.raises(ValueError, match="family"):
         plots.fold_small_multiples(rows.drop(columns="family"))

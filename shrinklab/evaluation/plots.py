@@ -650,7 +650,7 @@ def fold_small_multiples(
     order = [str(e) for e in mean.sort_values().index]
     families = list(dict.fromkeys(rows["family"]))
     windows = sorted(set(rows["window"]))
-    height = min(0.22 * len(order) + 0.9, MAX_FIGSIZE[1] / max(len(windows), 1))
+    height = min(0.32 * len(order) + 1.0, (MAX_FIGSIZE[1] - 1.0) / max(len(windows), 1))
     width = min(3.6, (MAX_FIGSIZE[0] - 1.5) / max(len(families), 1))
     with sns.axes_style("ticks", SEABORN_STYLE):
         grid = sns.catplot(
@@ -664,8 +664,9 @@ def fold_small_multiples(
         ax.axvline(0, color="black", lw=0.8)
     grid.set_titles(col_template="{col_name}", row_template="{row_name}-day window")
     label = "volatility vs Ledoit–Wolf (%; < 0 is better)" if value == "rel_vol" else value
-    grid.set_axis_labels(label, "")
+    grid.set_axis_labels("", "")
     fig = grid.figure
+    fig.supxlabel(label)
     if title:
         fig.suptitle(title + " (bars: ±1 SE over folds)")
     return _finish(fig, path)
