@@ -249,7 +249,9 @@ estimators = {
 }
 backtest_results = backtest.gmv_backtest(returns, estimators, windows=tuple(windows))
 summary = backtest.summarise(backtest_results, benchmark="ledoit_wolf", seed=seed)
-summary.table.round(4)
+pct = ["ann_vol", "diff_vs_benchmark", "ci_low", "ci_high"]  # fractions shown in %
+(summary.table.assign(**{c: 100 * summary.table[c] for c in pct})
+ .rename(columns={c: f"{c} (%)" for c in pct}).round(3))  # fmt: skip
 
 # %% [markdown]
 # Each estimator's volatility minus Ledoit–Wolf's, one panel per estimation window, with

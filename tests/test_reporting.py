@@ -20,7 +20,7 @@ from shrinklab.evaluation.reporting import (
     update_readme,
     write_index,
 )
-from shrinklab.pipeline import with_index_link
+from shrinklab.pipeline import REPORT_CSS, with_index_link, with_report_css
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,3 +162,12 @@ def test_headline_puts_final_next_to_the_peer_with_standard_errors(tmp_path: Pat
     assert "final.pt" in row and "<td>75.0 ± 2.5</td>" in row
     assert "<td>15.82 (-0.20 [-0.40, -0.10])</td>" in row
     assert "<td>67.0 ± 1.4</td>" in index and "overflow-x:auto" in index
+
+
+def test_rendered_reports_scroll_wide_tables():
+    body = "<html><head><title>t</title></head><body></body></html>"
+    styled = with_report_css(body)
+    assert styled.index(REPORT_CSS) < styled.index("</head>") and "overflow-x:auto" in REPORT_CSS
+    assert with_report_css(styled) == styled
+    with pytest.raises(ValueError, match="head"):
+        with_report_css("<html><body></body></html>")
