@@ -146,9 +146,14 @@ def test_headline_puts_final_next_to_the_peer_with_standard_errors(tmp_path: Pat
     assert h["grid_prial_deployed_se"] == 2.5 and h["grid_prial_peer"] == 67.0
     assert h["gmv_vol_60_peer"] == 17.0 and h["gmv_diff_60_deployed_ci_low"] == -0.4
     text = takeaway(h)
-    assert "85.6 ± 2.5, 5.1 points above the best classical estimator (80.5)" in text
+    assert (
+        "85.6 ± 2.5, 5.1 points above the best classical estimator of each scenario (80.5)" in text
+    )
     assert "18.6 above the learned peer RIEnet (67.0 ± 1.4)" in text
-    assert "(lower at 3 of 3, with a 95 % bootstrap interval below zero at 1)" in text
+    assert (
+        "(lower at 3 of 3; 95 % bootstrap interval below zero at 1). RIEnet: 17.00/17.00/17.00 %;"
+        in text
+    )
     reports = tmp_path / "reports"
     (reports / "metrics").mkdir(parents=True)
     (reports / "metrics" / "evaluation.json").write_text(json.dumps(ev))

@@ -197,7 +197,7 @@ def takeaway(h: dict | None) -> str:
         f"(<code>shrinklab/weights/final.pt</code>) averages a PRIAL of "
         f"{_pm(h['grid_prial_deployed'], h.get('grid_prial_deployed_se'))}, "
         f"{abs(diff):.1f} points {'above' if diff >= 0 else 'below'} the best classical "
-        f"estimator ({h['grid_prial_best_classical']:.1f})"
+        f"estimator of each scenario ({h['grid_prial_best_classical']:.1f})"
     )
     if "grid_prial_peer" in h:
         gap = h["grid_prial_deployed"] - h["grid_prial_peer"]
@@ -215,8 +215,8 @@ def takeaway(h: dict | None) -> str:
         f". On S&amp;P 500 minimum-variance portfolios (2016–2022) its volatility is "
         f"{vols('deployed')} % against Ledoit–Wolf's {vols('lw')} % with "
         f"{'/'.join(map(str, windows))}-day windows (lower at {lower} of {len(windows)}"
-        + (f", with a 95 % bootstrap interval below zero at {sig}" if has_ci else "")
-        + ")"
+        + (f"; 95 % bootstrap interval below zero at {sig}" if has_ci else "")
+        + ")."
     )
     extras = [
         f"{label}: {vols(key)} %"
@@ -226,7 +226,7 @@ def takeaway(h: dict | None) -> str:
         )
         if all(f"gmv_vol_{w}_{key}" in h for w in windows)
     ]
-    return text + (f" ({'; '.join(extras)})." if extras else ".")
+    return text + (f" {'; '.join(extras)}." if extras else "")
 
 
 def _comparison_html(evaluation: dict) -> str:
@@ -348,7 +348,7 @@ def write_index(root: Path) -> Path:
     link = lambda p: f'<li><a href="{p.relative_to(reports)}">{p.relative_to(reports)}</a></li>'  # noqa: E731
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>shrinklab reports</title>
 <style>body{{font-family:sans-serif;max-width:64em;margin:2em auto;line-height:1.4}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td{{white-space:nowrap}}
 .scroll{{overflow-x:auto;max-width:100%}}tr.deployed th,tr.deployed td{{background:#fbe3e3;font-weight:bold}}
 table.comparison th{{text-align:left}}
 caption{{caption-side:bottom;text-align:left;font-size:small;color:#444}}
