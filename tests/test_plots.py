@@ -279,7 +279,9 @@ def test_backtest_volatility_panels_with_bootstrap_intervals(tmp_path):
     for ax, w in zip(panels, (60, 120)):
         widths = [b.get_width() for b in _bars(ax)]
         np.testing.assert_allclose(widths, 100 * tab.loc[w].loc[order, "diff_vs_benchmark"])
-        segs = np.concatenate([c.get_segments() for c in ax.collections])
+        segs = np.concatenate(
+            [c.get_segments() for c in ax.collections if isinstance(c, LineCollection)]
+        )
         np.testing.assert_allclose(
             [s[:, 0] for s in segs], 100 * tab.loc[w].loc[order, ["ci_low", "ci_high"]].to_numpy()
         )

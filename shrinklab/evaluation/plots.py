@@ -610,13 +610,17 @@ def backtest_volatility(
         d = 100 * sub["diff_vs_benchmark"].to_numpy()
         err = np.vstack([d - 100 * sub["ci_low"].to_numpy(), 100 * sub["ci_high"].to_numpy() - d])
         _hbars(ax, order, d, colours, np.clip(np.nan_to_num(err), 0, None))
+        # a dot at each difference: a bar near zero stays visible
+        ax.scatter(d, np.arange(len(order)), c=[colours[e] for e in order], s=14, zorder=3)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(f"{w}-day window", fontsize="medium")
         ax.set_xlabel("")
         ax.set_ylabel("")
     axes[0, 0].tick_params(axis="y", labelsize="small")
     bench = ESTIMATOR_WORDS.get(benchmark, benchmark)
-    fig.supxlabel(f"annualised volatility − {bench}'s (percentage points; < 0 is better)")
+    fig.supxlabel(
+        f"annualised volatility − {bench}'s (percentage points; < 0 is better)", fontsize="medium"
+    )
     fig.suptitle(
         title or f"Out-of-sample GMV volatility against {bench} (bars: 95 % bootstrap interval)"
     )
@@ -666,7 +670,7 @@ def fold_small_multiples(
     label = "volatility vs Ledoit–Wolf (%; < 0 is better)" if value == "rel_vol" else value
     grid.set_axis_labels("", "")
     fig = grid.figure
-    fig.supxlabel(label)
+    fig.supxlabel(label, fontsize="medium")
     if title:
         fig.suptitle(title + " (bars: ±1 SE over folds)")
     return _finish(fig, path)
