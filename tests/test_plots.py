@@ -159,6 +159,20 @@ def test_single_scenario_bars_are_ranked_and_the_deployed_model_stands_out():
     assert sum(c == plots.DEPLOYED_COLOUR for c in colours.values()) == 1
     assert fig._suptitle.get_text() == "PRIAL on test worlds (bars: ±1 standard error)"
     plt.close(fig)
+    # members of the highlighted ensemble in its light shade; no SEs: no bars, no claim
+    fig = plots.prial_bars(
+        df.assign(se=0.0, model=names[:-2] + ["m3[0]", "oracle"]),
+        estimator_col="model",
+        highlight=["m3"],
+    )
+    ax = fig.axes[0]
+    colours = {
+        t.get_text(): to_hex(b.get_facecolor()) for t, b in zip(ax.get_yticklabels(), _bars(ax))
+    }
+    assert colours["m3[0]"] == plots.MEMBER_COLOUR and colours["m3"] == plots.DEPLOYED_COLOUR
+    assert not [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert fig._suptitle.get_text() == "PRIAL on test worlds"
+    plt.close(fig)
     assert plots.PRIAL_ABOVE_100 not in [t.get_text() for t in fig.texts]  # all ≤ 100
     fig = plots.prial_bars(df.assign(prial=vals + 20), estimator_col="model")
     assert plots.PRIAL_ABOVE_100 in [t.get_text() for t in fig.texts]

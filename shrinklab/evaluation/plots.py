@@ -26,6 +26,7 @@ __all__ = [
     "DEPLOYED_NAMES",
     "FEASIBILITY_BARS",
     "MAX_FIGSIZE",
+    "MEMBER_COLOUR",
     "PEER_COLOUR",
     "backtest_volatility",
     "cumulative_variance",
@@ -67,6 +68,8 @@ REFERENCE_COLOUR = "#4d4d4d"
 PEER_NAMES = ("rienet_peer", "RIEnet peer")
 """The learned peer (RIEnet) in the scenario grid and the backtest: drawn in :data:`PEER_COLOUR`."""
 PEER_COLOUR = "#7b3294"
+MEMBER_COLOUR = "#f2a0a0"
+"""Members ``name[i]`` of a highlighted ensemble ``name``: a light shade of its red."""
 OTHER_COLOUR = "#9db4cc"
 ESTIMATOR_WORDS = {"ledoit_wolf": "Ledoit–Wolf", "oas": "OAS", "qis": "QIS"}
 """Estimator names in titles and axis labels."""
@@ -80,17 +83,20 @@ def _yardstick(name: str) -> bool:
 
 
 def estimator_colours(names: Sequence[str], highlight: Sequence[str] = DEPLOYED_NAMES) -> dict:
-    """Colour per estimator name: the deployed model (``highlight``) red, the learned
-    peer purple, the oracles dark grey and every other (classical) estimator a shade
+    """Colour per estimator name: the deployed model (``highlight``) red, its members
+    (``name[i]``) light red, the learned peer purple, the oracles dark grey and every other (classical) estimator a shade
     of blue (seaborn's ``crest`` palette), so that the one red bar stands out."""
     names = [str(n) for n in dict.fromkeys(names)]
     rest = [n for n in names if n not in highlight and n not in PEER_NAMES]
+    rest = [n for n in rest if not any(n.startswith(f"{h}[") for h in highlight)]
     rest = [n for n in rest if n not in REFERENCE_NAMES and not _yardstick(n)]
     blues = dict(zip(rest, sns.color_palette("crest", max(len(rest), 1)).as_hex(), strict=False))
     out = {}
     for n in names:
         if n in highlight:
             out[n] = DEPLOYED_COLOUR
+        elif any(n.startswith(f"{h}[") for h in highlight):  # a member of the deployed ensemble
+            out[n] = MEMBER_COLOUR
         elif n in PEER_NAMES:
             out[n] = PEER_COLOUR
         elif n in blues:
@@ -155,8 +161,9 @@ def prial_bars(
     shown = val.loc[scenarios, list(estimators)].to_numpy(dtype=float)
     if np.nanmax(shown, initial=-np.inf) > 100:
         fig.text(0.01, 0.0, PRIAL_ABOVE_100, fontsize="small", va="top", wrap=True)
+    has_se = bool(np.nansum(np.abs(se.loc[scenarios, list(estimators)].to_numpy(dtype=float))))
     if title and len(scenarios) == 1 and title == PRIAL_TITLE:
-        title = f"PRIAL on {scenarios[0]} (bars: ±1 standard error)"
+        title = f"PRIAL on {scenarios[0]}" + (" (bars: ±1 standard error)" if has_se else "")
     if title:
         fig.suptitle(title)
     return _finish(fig, path)
@@ -243,7 +250,8 @@ def _prial_panels(val, se, scenarios, estimators, colours) -> Figure:
             ax.axis("off")
             continue
         s = scenarios[k]
-        _hbars(ax, order, val.loc[s, order], colours, se.loc[s, order].to_numpy(dtype=float))
+        err = se.loc[s, order].to_numpy(dtype=float)
+        _hbars(ax, order, val.loc[s, order], colours, err if np.nansum(np.abs(err)) else None)
         ax.axvline(0, color="black", lw=0.8)
         ax.axvline(100, color="grey", lw=0.8, ls="--")
         _clip_left(ax, val.loc[s, order].to_numpy(dtype=float), PRIAL_FLOOR)
