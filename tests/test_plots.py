@@ -341,3 +341,23 @@ def test_fold_small_multiples_family_by_window():
     plt.close(fig)
     with pytest.raises(ValueError, match="family"):
         plots.fold_small_multiples(rows.drop(columns="family"))
+
+
+def test_training_curves_and_cumulative_variance_in_words():
+    history = {"epoch": [1, 2, 3], "train_loss": [3.0, 2.0, 1.5], "valid_loss": [3.5, 2.5, 2.6]}
+    fig = plots.training_curves({**history, "best_epoch": 2})
+    ax = fig.axes[0]
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert labels == ["training loss", "validation loss", "best epoch 2"]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), history["valid_loss"])
+    plt.close(fig)
+    dates = pd.date_range("2016-01-04", periods=5, freq="B")
+    cum = pd.DataFrame(
+        {"ledoit_wolf": np.arange(5.0), "ML (final)": np.arange(5.0) * 0.9}, index=dates
+    )
+    fig = plots.cumulative_variance(cum, title="t")
+    ax = fig.axes[0]
+    assert to_hex(ax.get_lines()[1].get_color()) == plots.DEPLOYED_COLOUR
+    assert ax.get_lines()[1].get_linewidth() > ax.get_lines()[0].get_linewidth()
+    assert _legend_outside_axes(fig, ax.get_legend()) and ax.get_xlabel() == "date"
+    plt.close(fig)

@@ -390,6 +390,15 @@ def matrix_heatmaps(
     return fig
 
 
+CURVE_LABELS = {
+    "train_loss": "training loss",
+    "valid_loss": "validation loss",
+    "valid_frobenius": "validation Frobenius loss",
+    "valid_intensity_mse": "validation intensity MSE",
+}
+"""History keys → legend labels of :func:`training_curves`."""
+
+
 def training_curves(
     history: Mapping[str, Any],
     *,
@@ -414,13 +423,14 @@ def training_curves(
     ax = axes[0, 0]
     for k in keys:
         y = np.asarray(history[k], dtype=float)
-        ax.plot(epochs[: len(y)], y, label=k)
+        ax.plot(epochs[: len(y)], y, label=CURVE_LABELS.get(k, k))
     best = history.get("best_epoch")
     if isinstance(best, int | np.integer) and best >= 0:
         ax.axvline(best, color="grey", ls="--", lw=0.8, label=f"best epoch {best}")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize="small")
+    ax.set_ylabel("loss (lower is better)")
+    ax.set_title("Training and validation loss by epoch", fontsize="medium")
+    ax.legend(fontsize="small", frameon=False)
     if has_lr:
         axes[0, 1].plot(epochs, history["lr"])
         axes[0, 1].set_xlabel("epoch")
@@ -491,12 +501,16 @@ def cumulative_variance(
     estimator (columns of ``cum``, indexed by date); lower is better."""
     if cum.empty:
         raise ValueError("the cumulative-variance table is empty")
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for col in cum.columns:
-        ax.plot(cum.index, cum[col].to_numpy(dtype=float), label=str(col),
-                lw=2.2 if col in set(highlight) else 1.2)  # fmt: skip
-    ax.set_ylabel("cumulative squared return")
-    ax.legend(fontsize="small", ncol=2)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    names = [str(c) for c in cum.columns]
+    bold = set(highlight) | set(DEPLOYED_NAMES)
+    colours = estimator_colours(names, tuple(bold))
+    for col, name in zip(cum.columns, names, strict=True):
+        ax.plot(cum.index, cum[col].to_numpy(dtype=float), label=name, color=colours[name],
+                lw=2.2 if name in bold else 1.2)  # fmt: skip
+    ax.set_xlabel("date")
+    ax.set_ylabel("cumulative squared daily return (lower is better)")
+    _legend_outside(ax, fontsize="small", title="estimator")
     if title:
         ax.set_title(title)
     fig.autofmt_xdate()
