@@ -18,6 +18,25 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from shrinklab.evaluation.plot_style import (
+    DEPLOYED_COLOUR,
+    DEPLOYED_NAMES,
+    MAX_FIGSIZE,
+    MEMBER_COLOUR,
+    PEER_COLOUR,
+    SEABORN_STYLE,
+    as_array,
+    estimator_colours,
+    finish,
+    hbars,
+    legend_outside,
+)
+from shrinklab.evaluation.portfolio_plots import (
+    backtest_volatility,
+    cumulative_variance,
+    finetune_folds,
+    fold_small_multiples,
+)
 from shrinklab.evaluation.reporting import save_figure
 
 __all__ = [
@@ -46,75 +65,11 @@ __all__ = [
 ]
 
 
-def _finish(fig: Figure, path: str | Path | None) -> Figure:
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
-
-
-def _np(a: Any) -> np.ndarray:
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a, dtype=np.float64)
-
-
-DEPLOYED_NAMES = ("learned", "deployed", "ML (final)")
-"""Names under which the deployed model appears in tables; its bars are drawn in
-:data:`DEPLOYED_COLOUR`."""
-DEPLOYED_COLOUR = "#d62728"
-REFERENCE_NAMES = ("oracle", "fsopt", "oracle w*(Σ) per replication")
-REFERENCE_COLOUR = "#4d4d4d"
-PEER_NAMES = ("rienet_peer", "RIEnet peer")
-"""The learned peer (RIEnet) in the scenario grid and the backtest: drawn in :data:`PEER_COLOUR`."""
-PEER_COLOUR = "#7b3294"
-MEMBER_COLOUR = "#f2a0a0"
-"""Members ``name[i]`` of a highlighted ensemble ``name``: a light shade of its red."""
-OTHER_COLOUR = "#9db4cc"
-ESTIMATOR_WORDS = {"ledoit_wolf": "Ledoit–Wolf", "oas": "OAS", "qis": "QIS"}
-"""Estimator names in titles and axis labels."""
-SEABORN_STYLE = {"axes.spines.top": False, "axes.spines.right": False}
-MAX_FIGSIZE = (16.0, 16.0)
-"""No figure is wider or taller than this (inches): a report page shows it whole."""
-
-
-def _yardstick(name: str) -> bool:
-    return "oracle" in name.lower() or "hindsight" in name.lower()
-
-
-def estimator_colours(names: Sequence[str], highlight: Sequence[str] = DEPLOYED_NAMES) -> dict:
-    """Colour per estimator name: the deployed model (``highlight``) red, its members
-    (``name[i]``) light red, the learned peer purple, the oracles dark grey and every other (classical) estimator a shade
-    of blue (seaborn's ``crest`` palette), so that the one red bar stands out."""
-    names = [str(n) for n in dict.fromkeys(names)]
-    rest = [n for n in names if n not in highlight and n not in PEER_NAMES]
-    rest = [n for n in rest if not any(n.startswith(f"{h}[") for h in highlight)]
-    rest = [n for n in rest if n not in REFERENCE_NAMES and not _yardstick(n)]
-    blues = dict(zip(rest, sns.color_palette("crest", max(len(rest), 1)).as_hex(), strict=False))
-    out = {}
-    for n in names:
-        if n in highlight:
-            out[n] = DEPLOYED_COLOUR
-        elif any(n.startswith(f"{h}[") for h in highlight):  # a member of the deployed ensemble
-            out[n] = MEMBER_COLOUR
-        elif n in PEER_NAMES:
-            out[n] = PEER_COLOUR
-        elif n in blues:
-            out[n] = blues[n]
-        else:  # oracles and yardsticks
-            out[n] = REFERENCE_COLOUR if n in REFERENCE_NAMES else "#969696"
-    return out
-
-
 PRIAL_TITLE = "PRIAL by scenario (error bars: ±1 standard error)"
 PRIAL_ABOVE_100 = (
     "PRIAL above 100: a lower average Frobenius loss than FSOPT, the best estimator that keeps "
     "the sample eigenvectors; shrinking towards structured targets changes the eigenvectors."
 )
-
-
-def _legend_outside(ax: Any, **kw: Any) -> None:
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, **kw)
 
 
 def prial_bars(
@@ -166,7 +121,7 @@ def prial_bars(
         title = f"PRIAL on {scenarios[0]}" + (" (bars: ±1 standard error)" if has_se else "")
     if title:
         fig.suptitle(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def _prial_grouped(val, se, scenarios, estimators, colours) -> Figure:
@@ -195,22 +150,8 @@ def _prial_grouped(val, se, scenarios, estimators, colours) -> Figure:
     ax.set_ylabel("PRIAL (%; 0 = sample, 100 = FSOPT)")
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(100, color="grey", lw=0.8, ls="--")
-    _legend_outside(ax, fontsize="small", title="estimator")
+    legend_outside(ax, fontsize="small", title="estimator")
     return fig
-
-
-def _hbars(ax, names, values, colours, err=None) -> None:
-    """Horizontal seaborn bars, one per name (top to bottom), with error bars ``err``
-    (±SE, or a (2, n) array of lower/upper lengths)."""
-    sns.barplot(
-        x=np.asarray(values, dtype=float), y=list(names), hue=list(names), order=list(names),
-        palette=colours, errorbar=None, legend=False, orient="h", saturation=1, ax=ax,
-    )  # fmt: skip
-    if err is not None:
-        ax.errorbar(
-            np.asarray(values, dtype=float), np.arange(len(names)), xerr=err,
-            fmt="none", ecolor="black", elinewidth=0.8, capsize=2,
-        )  # fmt: skip
 
 
 PRIAL_FLOOR = -100.0
@@ -251,7 +192,7 @@ def _prial_panels(val, se, scenarios, estimators, colours) -> Figure:
             continue
         s = scenarios[k]
         err = se.loc[s, order].to_numpy(dtype=float)
-        _hbars(ax, order, val.loc[s, order], colours, err if np.nansum(np.abs(err)) else None)
+        hbars(ax, order, val.loc[s, order], colours, err if np.nansum(np.abs(err)) else None)
         ax.axvline(0, color="black", lw=0.8)
         ax.axvline(100, color="grey", lw=0.8, ls="--")
         _clip_left(ax, val.loc[s, order].to_numpy(dtype=float), PRIAL_FLOOR)
@@ -281,13 +222,13 @@ def predicted_vs_oracle(
     its own colour with its own MAE in the legend, and the pooled MAE and correlation
     go into the title line.
     """
-    pred, orc = _np(predicted).reshape(-1), _np(oracle).reshape(-1)
+    pred, orc = as_array(predicted).reshape(-1), as_array(oracle).reshape(-1)
     if pred.shape != orc.shape:
         raise ValueError(f"predicted {pred.shape} and oracle {orc.shape} differ in length")
     if groups is not None and len(groups) != pred.size:
         raise ValueError(f"groups has {len(groups)} labels for {pred.size} points")
     fig, ax = plt.subplots(figsize=(5, 5) if groups is None else (8.5, 5))
-    unc = None if uncertainty is None else _np(uncertainty).reshape(-1)
+    unc = None if uncertainty is None else as_array(uncertainty).reshape(-1)
     mae = float(np.mean(np.abs(pred - orc)))
     corr = float(np.corrcoef(pred, orc)[0, 1]) if pred.size > 1 and np.std(pred) > 0 else np.nan
     if groups is None:
@@ -319,7 +260,7 @@ def predicted_vs_oracle(
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def eigenvalue_spectra(
@@ -338,7 +279,7 @@ def eigenvalue_spectra(
     curves.update(dict(estimates or {}))
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, M in curves.items():
-        M = _np(M)
+        M = as_array(M)
         ev = np.sort(np.linalg.eigvalsh(0.5 * (M + M.T)))[::-1]
         ax.plot(np.arange(1, ev.size + 1), ev, label=name, lw=2.0 if name == "true Σ" else 1.2)
     if log:
@@ -348,7 +289,7 @@ def eigenvalue_spectra(
     ax.legend()
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def matrix_heatmaps(
@@ -361,8 +302,8 @@ def matrix_heatmaps(
 ) -> Figure:
     """Heat maps of the true matrix and each estimate on one symmetric colour scale;
     with ``difference`` a second row shows ``estimate − true`` (own symmetric scale)."""
-    T = _np(true)
-    est = {k: _np(v) for k, v in estimates.items()}
+    T = as_array(true)
+    est = {k: as_array(v) for k, v in estimates.items()}
     for k, v in est.items():
         if v.shape != T.shape:
             raise ValueError(f"estimate {k!r} has shape {v.shape}, the true matrix {T.shape}")
@@ -436,7 +377,7 @@ def training_curves(
         axes[0, 1].set_xlabel("epoch")
         axes[0, 1].set_ylabel("learning rate")
         axes[0, 1].set_yscale("log")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def reliability_diagram(
@@ -487,34 +428,7 @@ def reliability_diagram(
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
     if title:
         fig.suptitle(title)
-    return _finish(fig, path)
-
-
-def cumulative_variance(
-    cum: pd.DataFrame,
-    *,
-    title: str | None = None,
-    highlight: Sequence[str] = (),
-    path: str | Path | None = None,
-) -> Figure:
-    """Cumulative out-of-sample variance ``Σ_{s ≤ t} r_s²`` over time, one line per
-    estimator (columns of ``cum``, indexed by date); lower is better."""
-    if cum.empty:
-        raise ValueError("the cumulative-variance table is empty")
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    names = [str(c) for c in cum.columns]
-    bold = set(highlight) | set(DEPLOYED_NAMES)
-    colours = estimator_colours(names, tuple(bold))
-    for col, name in zip(cum.columns, names, strict=True):
-        ax.plot(cum.index, cum[col].to_numpy(dtype=float), label=name, color=colours[name],
-                lw=2.2 if name in bold else 1.2)  # fmt: skip
-    ax.set_xlabel("date")
-    ax.set_ylabel("cumulative squared daily return (lower is better)")
-    _legend_outside(ax, fontsize="small", title="estimator")
-    if title:
-        ax.set_title(title)
-    fig.autofmt_xdate()
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def error_decomposition_bars(
@@ -541,7 +455,7 @@ def error_decomposition_bars(
     ax.legend()
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 FEASIBILITY_BARS: dict[str, str] = {
@@ -591,111 +505,10 @@ def family_ratio_bars(
     ax.set_ylabel("loss / best classical loss (lower is better)")
     lo = float(np.nanmin(long["ratio"]))
     ax.set_ylim(max(0.0, lo - 0.05), None)
-    _legend_outside(ax, title="model")
+    legend_outside(ax, title="model")
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
-
-
-def backtest_volatility(
-    table: pd.DataFrame,
-    *,
-    benchmark: str = "ledoit_wolf",
-    highlight: Sequence[str] = DEPLOYED_NAMES,
-    title: str | None = None,
-    path: str | Path | None = None,
-) -> Figure:
-    """Out-of-sample GMV volatility of each estimator minus the benchmark's, in
-    percentage points, with the stationary-bootstrap interval (Politis & Romano 1994)
-    of the difference: one panel per estimation window, estimators ranked by the first
-    window (best at the top). ``table`` is :attr:`shrinklab.evaluation.backtest.BacktestSummary.table`
-    (index ``(window, estimator)``; columns ``diff_vs_benchmark``, ``ci_low``, ``ci_high``
-    as fractions, and ``ann_vol``)."""
-    need = ("diff_vs_benchmark", "ci_low", "ci_high")
-    missing = [c for c in need if c not in table.columns]
-    if missing or table.index.nlevels != 2:
-        raise ValueError(f"need a (window, estimator) table with {need}; missing {missing}")
-    t = table.drop(index=benchmark, level=1, errors="ignore")
-    windows = list(dict.fromkeys(t.index.get_level_values(0)))
-    if not windows:
-        raise ValueError(f"no estimator other than the benchmark {benchmark!r}")
-    first = t.loc[windows[0], "diff_vs_benchmark"].astype(float)
-    order = [str(e) for e in first.sort_values().index]
-    colours = estimator_colours(order, highlight)
-    height = min(0.3 * len(order) + 1.6, MAX_FIGSIZE[1])
-    fig, axes = plt.subplots(
-        1, len(windows), figsize=(min(3.6 * len(windows) + 2.0, MAX_FIGSIZE[0]), height),
-        sharey=True, squeeze=False,
-    )  # fmt: skip
-    for ax, w in zip(axes[0], windows, strict=True):
-        sub = t.loc[w].reindex(order).astype(float)
-        d = 100 * sub["diff_vs_benchmark"].to_numpy()
-        err = np.vstack([d - 100 * sub["ci_low"].to_numpy(), 100 * sub["ci_high"].to_numpy() - d])
-        _hbars(ax, order, d, colours, np.clip(np.nan_to_num(err), 0, None))
-        # a dot at each difference: a bar near zero stays visible
-        ax.scatter(d, np.arange(len(order)), c=[colours[e] for e in order], s=14, zorder=3)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_title(f"{w}-day window", fontsize="medium")
-        ax.set_xlabel("")
-        ax.set_ylabel("")
-    axes[0, 0].tick_params(axis="y", labelsize="small")
-    bench = ESTIMATOR_WORDS.get(benchmark, benchmark)
-    fig.supxlabel(
-        f"annualised volatility − {bench}'s (percentage points; < 0 is better)", fontsize="medium"
-    )
-    fig.suptitle(
-        title or f"Out-of-sample GMV volatility against {bench} (bars: 95 % bootstrap interval)"
-    )
-    return _finish(fig, path)
-
-
-def fold_small_multiples(
-    rows: pd.DataFrame,
-    *,
-    value: str = "rel_vol",
-    exclude: Sequence[str] = ("ledoit_wolf", "sample", "equal_weight"),
-    highlight: Sequence[str] = DEPLOYED_NAMES,
-    title: str | None = "Cross-universe folds (pre-2016): volatility relative to Ledoit–Wolf's",
-    path: str | Path | None = None,
-) -> Figure:
-    """Small multiples of the cross-universe fold backtest
-    (:func:`shrinklab.evaluation.universe_backtest.fold_backtest` rows): one panel per fold
-    family (columns) and estimation window (rows), one horizontal bar per estimator with
-    the mean of ``value`` over the family's folds and ±1 SE over folds (seaborn
-    ``catplot``; no bar when a family has one fold). ``exclude``: the benchmark (0 by
-    definition), the sample covariance and equal weights, which would set the scale."""
-    need = ("family", "window", "estimator", value)
-    missing = [c for c in need if c not in rows.columns]
-    if missing:
-        raise ValueError(f"columns {missing} not in the fold rows ({list(rows.columns)})")
-    rows = rows[~rows["estimator"].isin(exclude)]
-    if rows.empty:
-        raise ValueError(f"no estimator left after excluding {list(exclude)}")
-    names = [str(e) for e in dict.fromkeys(rows["estimator"])]
-    mean = rows.groupby("estimator", sort=False)[value].mean()
-    order = [str(e) for e in mean.sort_values().index]
-    families = list(dict.fromkeys(rows["family"]))
-    windows = sorted(set(rows["window"]))
-    height = min(0.32 * len(order) + 1.0, (MAX_FIGSIZE[1] - 1.0) / max(len(windows), 1))
-    width = min(3.6, (MAX_FIGSIZE[0] - 1.5) / max(len(families), 1))
-    with sns.axes_style("ticks", SEABORN_STYLE):
-        grid = sns.catplot(
-            rows.assign(estimator=rows["estimator"].astype(str)), kind="bar", x=value,
-            y="estimator", hue="estimator", order=order, hue_order=names, col="family",
-            row="window", col_order=families, row_order=windows, palette=estimator_colours(names, highlight),
-            errorbar="se", saturation=1, capsize=0.2, err_kws={"linewidth": 0.8}, legend=False,
-            height=height, aspect=width / height, sharex=True, margin_titles=True,
-        )  # fmt: skip
-    for ax in grid.axes.flat:
-        ax.axvline(0, color="black", lw=0.8)
-    grid.set_titles(col_template="{col_name}", row_template="{row_name}-day window")
-    label = "volatility vs Ledoit–Wolf (%; < 0 is better)" if value == "rel_vol" else value
-    grid.set_axis_labels("", "")
-    fig = grid.figure
-    fig.supxlabel(label, fontsize="medium")
-    if title:
-        fig.suptitle(title + " (bars: ±1 SE over folds)")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def feasibility_bars(
@@ -768,43 +581,4 @@ def tradeoff(
     ax.set_ylabel(AXIS_LABELS.get(y, y))
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
-
-
-FOLD_SCORES = {
-    "pooled_ratio": "realised GMV variance / Ledoit–Wolf's",
-    "valid_loss": "validation loss (realised GMV variance, relative)",
-}
-
-
-def finetune_folds(
-    folds: pd.DataFrame,
-    *,
-    title: str | None = "Does fine-tuning on real returns help out of sample?",
-    path: str | Path | None = None,
-) -> Figure:
-    """Validation score per walk-forward fold before and after fine-tuning
-    (``pooled_ratio_*`` columns if present, else ``valid_loss_*``)."""
-    stem = "pooled_ratio" if "pooled_ratio_pretrained" in folds.columns else "valid_loss"
-    cols = [f"{stem}_pretrained", f"{stem}_finetuned"]
-    for col in cols:
-        if col not in folds.columns:
-            raise ValueError(f"column {col!r} not in the folds table")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(folds) + 3), 4))
-    x = np.arange(len(folds))
-    labels = ("pretrained on synthetic data", "fine-tuned on real returns")
-    for j, (col, label, colour) in enumerate(
-        zip(cols, labels, (OTHER_COLOUR, "#1f77b4"), strict=True)
-    ):
-        ax.bar(
-            x + (j - 0.5) * 0.4, folds[col].to_numpy(dtype=float), 0.4, label=label, color=colour
-        )
-    if stem == "pooled_ratio":
-        ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks(x, [str(i) for i in folds.index])
-    ax.set_xlabel("walk-forward fold")
-    ax.set_ylabel(FOLD_SCORES[stem] + " (lower is better)")
-    _legend_outside(ax)
-    if title:
-        ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
