@@ -452,7 +452,7 @@ def error_decomposition_bars(
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, groups, rotation=30, ha="right")
     ax.set_ylabel("PRIAL points below the oracle")
-    ax.legend()
+    legend_outside(ax, title="shortfall due to")
     if title:
         ax.set_title(title)
     return finish(fig, path)
