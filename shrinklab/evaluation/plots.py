@@ -132,7 +132,8 @@ def _prial_grouped(val, se, scenarios, estimators, colours) -> Figure:
         .rename("prial")
         .reset_index()
     )
-    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.9 * len(scenarios) + 3), 14.0), 4.2))
+    # room for the legend outside the axes on the right
+    fig, ax = plt.subplots(figsize=(min(max(5.0, 1.1 * len(scenarios) + 2) + 3.0, 15.0), 4.5))
     with sns.axes_style("ticks", SEABORN_STYLE):
         sns.barplot(
             long, x="scenario", y="prial", hue="estimator", order=scenarios,
@@ -147,7 +148,7 @@ def _prial_grouped(val, se, scenarios, estimators, colours) -> Figure:
         )  # fmt: skip
     ax.set_xticks(ax.get_xticks(), scenarios, rotation=30, ha="right")
     ax.set_xlabel("scenario")
-    ax.set_ylabel("PRIAL (%; 0 = sample, 100 = FSOPT)")
+    ax.set_ylabel("PRIAL (%; 100 = FSOPT)")
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(100, color="grey", lw=0.8, ls="--")
     legend_outside(ax, fontsize="small", title="estimator")
@@ -514,7 +515,7 @@ def family_ratio_bars(
 def feasibility_bars(
     table: pd.DataFrame,
     *,
-    title: str | None = "per-replication oracle vs the best constant weights (±1 SE)",
+    title: str | None = "How much of the oracle do the best constant weights reach? (±1 SE)",
     path: str | Path | None = None,
 ) -> Figure:
     """PRIAL per scenario of the best classical estimator, the learned model, the best
