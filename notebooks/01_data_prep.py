@@ -189,4 +189,4 @@ metrics["synthetic"] = {
 }
 metrics["synthetic"]["train"]["mean_oracle_normalised_loss"] = float(oracle_loss.mean())
 save_metrics(Path(reports_dir) / "metrics" / "data_prep.json", metrics)
-metrics
+pd.json_normalize(metrics, sep=" / ").T[0].map(lambda v: f"{v:.3f}" if isinstance(v, float) else v).to_frame("value")

@@ -171,7 +171,6 @@ save_metrics(reports / "metrics" / "pretrain.json", {
     "epochs_run": len(history["epoch"]),
     "valid_prial": prial,
 })
-prial
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -194,6 +194,16 @@ fold_vs_classical = universe_backtest.best_classical_table(
 )
 fold_vs_classical.round(2)
 
+# %% [markdown]
+# The same folds as small multiples, one panel per fold family and window: each
+# estimator's volatility relative to Ledoit–Wolf's (%), mean over the family's folds.
+
+# %%
+fig = plots.fold_small_multiples(
+    fold_rows.replace({"estimator": {chosen: f"{chosen} (final)"}}), highlight=[f"{chosen} (final)"]
+)
+save_figure(fig, figures / "cross_universe_folds.png")
+
 # %%
 all_models = {**candidates, "finetuned": finetuned}
 save_model(

@@ -61,12 +61,16 @@ runs_dir = "build/smoke/runs/model_selection"
 
 # %%
 import dataclasses
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
+
+# optuna's progress bar (tqdm) asks for ipywidgets, which the report does not need
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 from shrinklab.data import dataset
 from shrinklab.evaluation.reporting import save_figure, save_metrics

@@ -284,13 +284,34 @@ def render_html(executed: Path, html_path: Path) -> None:
     )
     exporter.embed_images = True
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    html_path.write_text(with_index_link(body), encoding="utf-8")
+    html_path.write_text(with_report_css(with_index_link(body)), encoding="utf-8")
 
 
 INDEX_LINK = (
     '<nav style="font-family:sans-serif;padding:.5em 1em"><a href="../index.html">'
     "&larr; all reports (index)</a></nav>"
 )
+
+
+REPORT_CSS = (
+    '<style id="shrinklab-report-css">'
+    ".jp-RenderedHTMLCommon table{display:block;max-width:100%;overflow-x:auto}"
+    ".jp-RenderedText pre{max-width:100%;overflow-x:auto}"
+    ".jp-OutputArea-output img{max-width:100%;height:auto}"
+    "</style>"
+)
+"""Wide tables and long text outputs scroll sideways inside the page instead of
+running past it; figures shrink to the page width."""
+
+
+def with_report_css(body: str) -> str:
+    """``body`` with :data:`REPORT_CSS` at the end of ``<head>``; unchanged if present."""
+    if REPORT_CSS in body:
+        return body
+    at = body.find("</head>")
+    if at < 0:
+        raise ValueError("rendered report has no </head> tag")
+    return body[:at] + REPORT_CSS + body[at:]
 
 
 def with_index_link(body: str) -> str:

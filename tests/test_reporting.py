@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shrinklab.evaluation.reporting import (
     README_END,
     README_START,
+    grid_average,
     headline_markdown,
     headline_metrics,
     readme_block,
@@ -17,7 +20,7 @@ from shrinklab.evaluation.reporting import (
     update_readme,
     write_index,
 )
-from shrinklab.pipeline import with_index_link
+from shrinklab.pipeline import REPORT_CSS, with_index_link, with_report_css
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,3 +114,65 @@ def test_rendered_reports_link_back_to_the_index():
     assert 'href="../index.html"' in linked and with_index_link(linked) == linked
     with pytest.raises(ValueError, match="body"):
         with_index_link("<html></html>")
+
+
+def _evaluation_with_peer() -> dict:
+    ev = _evaluation()
+    ev["prial"] = {
+        "s1": {"learned": 90.0, "rienet_peer": 70.0, "qis": 80.0, "oracle": 95.0},
+        "s2": {"learned": 60.0, "rienet_peer": 64.0, "qis": 50.0, "oracle": 75.0},
+    }
+    ev["prial_se"] = {
+        "s1": {"learned": 3.0, "rienet_peer": 2.0, "qis": 1.0, "oracle": 1.0},
+        "s2": {"learned": 4.0, "rienet_peer": 2.0, "qis": 1.0, "oracle": 1.0},
+    }
+    for w in (60, 120, 250):
+        ev["backtest"][f"{w}/RIEnet peer"] = {"ann_vol": 0.17}
+        ev["backtest"][f"{w}/ML (final)"].update(
+            diff_vs_benchmark=-0.002,
+            ci_low=-0.004 if w == 60 else -0.003,
+            ci_high=-0.001 if w == 60 else 0.001,
+        )
+    return ev
+
+
+def test_headline_puts_final_next_to_the_peer_with_standard_errors(tmp_path: Path):
+    ev = _evaluation_with_peer()
+    assert grid_average(ev, "learned") == pytest.approx((75.0, 5.0 / 2))  # sqrt(9 + 16) / 2
+    assert grid_average(ev, "rienet_peer") == pytest.approx((67.0, np.sqrt(8) / 2))
+    assert grid_average(ev, "ledoit_wolf") is None
+    h = headline_metrics(ev)
+    assert h["grid_prial_deployed"] == 85.63  # the feasibility average stays the headline number
+    assert h["grid_prial_deployed_se"] == 2.5 and h["grid_prial_peer"] == 67.0
+    assert h["gmv_vol_60_peer"] == 17.0 and h["gmv_diff_60_deployed_ci_low"] == -0.4
+    text = takeaway(h)
+    assert (
+        "85.6 ± 2.5, 5.1 points above the best classical estimator of each scenario (80.5)" in text
+    )
+    assert "18.6 above the learned peer RIEnet (67.0 ± 1.4)" in text
+    assert (
+        "(lower at 3 of 3; 95 % bootstrap interval below zero at 1). RIEnet: 17.00/17.00/17.00 %;"
+        in text
+    )
+    reports = tmp_path / "reports"
+    (reports / "metrics").mkdir(parents=True)
+    (reports / "metrics" / "evaluation.json").write_text(json.dumps(ev))
+    index = write_index(tmp_path).read_text()
+    assert (
+        index.index("takeaway")
+        < index.index('table class="comparison"')
+        < index.index("<h2>Headline")
+    )
+    row = re.search(r'<tr class="deployed">(.*?)</tr>', index).group(1)
+    assert "final.pt" in row and "<td>75.0 ± 2.5</td>" in row
+    assert "<td>15.82 (-0.20 [-0.40, -0.10])</td>" in row
+    assert "<td>67.0 ± 1.4</td>" in index and "overflow-x:auto" in index
+
+
+def test_rendered_reports_scroll_wide_tables():
+    body = "<html><head><title>t</title></head><body></body></html>"
+    styled = with_report_css(body)
+    assert styled.index(REPORT_CSS) < styled.index("</head>") and "overflow-x:auto" in REPORT_CSS
+    assert with_report_css(styled) == styled
+    with pytest.raises(ValueError, match="head"):
+        with_report_css("<html><body></body></html>")

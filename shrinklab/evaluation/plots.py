@@ -1,4 +1,4 @@
-"""Figures for the notebooks and reports (matplotlib; seaborn styling is left to the caller).
+"""Figures for the notebooks and reports (matplotlib and seaborn).
 
 Every function returns a :class:`matplotlib.figure.Figure` and saves nothing unless
 ``path`` is given (then :func:`shrinklab.reporting.save_figure`, reproducible
@@ -15,8 +15,28 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
+from shrinklab.evaluation.plot_style import (
+    DEPLOYED_COLOUR,
+    DEPLOYED_NAMES,
+    MAX_FIGSIZE,
+    MEMBER_COLOUR,
+    PEER_COLOUR,
+    SEABORN_STYLE,
+    as_array,
+    estimator_colours,
+    finish,
+    hbars,
+    legend_outside,
+)
+from shrinklab.evaluation.portfolio_plots import (
+    backtest_volatility,
+    cumulative_variance,
+    finetune_folds,
+    fold_small_multiples,
+)
 from shrinklab.evaluation.reporting import save_figure
 
 __all__ = [
@@ -24,12 +44,18 @@ __all__ = [
     "DEPLOYED_COLOUR",
     "DEPLOYED_NAMES",
     "FEASIBILITY_BARS",
+    "MAX_FIGSIZE",
+    "MEMBER_COLOUR",
+    "PEER_COLOUR",
+    "backtest_volatility",
     "cumulative_variance",
     "eigenvalue_spectra",
     "error_decomposition_bars",
     "family_ratio_bars",
     "feasibility_bars",
+    "estimator_colours",
     "finetune_folds",
+    "fold_small_multiples",
     "matrix_heatmaps",
     "predicted_vs_oracle",
     "prial_bars",
@@ -39,43 +65,11 @@ __all__ = [
 ]
 
 
-def _finish(fig: Figure, path: str | Path | None) -> Figure:
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
-
-
-def _np(a: Any) -> np.ndarray:
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a, dtype=np.float64)
-
-
-DEPLOYED_NAMES = ("learned", "deployed", "ML (final)")
-"""Names under which the deployed model appears in tables; its bars are drawn in
-:data:`DEPLOYED_COLOUR`."""
-DEPLOYED_COLOUR = "#d62728"
-REFERENCE_NAMES = ("oracle", "fsopt")
-REFERENCE_COLOUR = "#4d4d4d"
-OTHER_COLOUR = "#9db4cc"
-
-
-def _bar_colour(name: str, highlight: Sequence[str]) -> str:
-    if name in highlight:
-        return DEPLOYED_COLOUR
-    return REFERENCE_COLOUR if name in REFERENCE_NAMES else OTHER_COLOUR
-
-
 PRIAL_TITLE = "PRIAL by scenario (error bars: ±1 standard error)"
 PRIAL_ABOVE_100 = (
     "PRIAL above 100: a lower average Frobenius loss than FSOPT, the best estimator that keeps "
     "the sample eigenvectors; shrinking towards structured targets changes the eigenvectors."
 )
-
-
-def _legend_outside(ax: Any, **kw: Any) -> None:
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, **kw)
 
 
 def prial_bars(
@@ -91,7 +85,7 @@ def prial_bars(
     title: str | None = PRIAL_TITLE,
     path: str | Path | None = None,
 ) -> Figure:
-    """PRIAL per scenario and estimator with ±1 SE error bars.
+    """PRIAL per scenario and estimator with ±1 SE error bars (seaborn bars).
 
     ``df`` is long (e.g. :func:`shrinklab.evaluation.scenarios.evaluate_grid`).  ``estimators``
     fixes which bars and in which order (default: order of appearance, without
@@ -99,7 +93,8 @@ def prial_bars(
     Layout by size: one scenario → one horizontal bar per estimator, best first;
     up to 6 estimators → bars grouped by scenario, legend outside the axes; more →
     small multiples, one panel of horizontal bars per scenario. Estimators named in
-    ``highlight`` (the deployed model) are red, the oracles dark grey, the rest pale.
+    ``highlight`` (the deployed model) are red, the learned peer purple, the oracles
+    grey, the classical estimators blue (:func:`estimator_colours`).
     """
     for col in (estimator_col, scenario_col, value_col):
         if col not in df.columns:
@@ -113,47 +108,71 @@ def prial_bars(
         if se_col in df.columns
         else val * 0.0
     )
+    colours = estimator_colours(list(estimators), highlight)
     if len(scenarios) == 1 or len(estimators) > 6:
-        fig = _prial_panels(val, se, scenarios, list(estimators), highlight)
+        fig = _prial_panels(val, se, scenarios, list(estimators), colours)
     else:
-        fig = _prial_grouped(val, se, scenarios, list(estimators))
+        fig = _prial_grouped(val, se, scenarios, list(estimators), colours)
     shown = val.loc[scenarios, list(estimators)].to_numpy(dtype=float)
     if np.nanmax(shown, initial=-np.inf) > 100:
         fig.text(0.01, 0.0, PRIAL_ABOVE_100, fontsize="small", va="top", wrap=True)
+    has_se = bool(np.nansum(np.abs(se.loc[scenarios, list(estimators)].to_numpy(dtype=float))))
     if title and len(scenarios) == 1 and title == PRIAL_TITLE:
-        title = f"PRIAL on {scenarios[0]} (bars: ±1 standard error)"
+        title = f"PRIAL on {scenarios[0]}" + (" (bars: ±1 standard error)" if has_se else "")
     if title:
         fig.suptitle(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
-def _prial_grouped(val, se, scenarios, estimators) -> Figure:
-    import seaborn as sns
-
-    m = len(estimators)
-    width = 0.8 / max(m, 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(scenarios) + 3), 4.2))
-    x = np.arange(len(scenarios))
-    palette = sns.color_palette("colorblind", m)
-    for j, e in enumerate(estimators):
-        ax.bar(
-            x + (j - (m - 1) / 2) * width,
-            val.loc[scenarios, e].to_numpy(dtype=float),
-            width,
+def _prial_grouped(val, se, scenarios, estimators, colours) -> Figure:
+    long = (
+        val.loc[scenarios, estimators]
+        .rename_axis(index="scenario", columns="estimator")
+        .stack()
+        .rename("prial")
+        .reset_index()
+    )
+    # room for the legend outside the axes on the right
+    fig, ax = plt.subplots(figsize=(min(max(5.0, 1.1 * len(scenarios) + 2) + 3.0, 15.0), 4.5))
+    with sns.axes_style("ticks", SEABORN_STYLE):
+        sns.barplot(
+            long, x="scenario", y="prial", hue="estimator", order=scenarios,
+            hue_order=estimators, palette=colours, errorbar=None, saturation=1, ax=ax,
+        )  # fmt: skip
+    for e, bars in zip(estimators, list(ax.containers), strict=True):
+        x = [b.get_x() + b.get_width() / 2 for b in bars]
+        ax.errorbar(
+            x, val.loc[scenarios, e].to_numpy(dtype=float),
             yerr=se.loc[scenarios, e].to_numpy(dtype=float),
-            capsize=2,
-            label=e,
-            color=palette[j],
-        )
-    ax.set_xticks(x, scenarios, rotation=30, ha="right")
-    ax.set_ylabel("PRIAL (%; 0 = sample, 100 = FSOPT)")
+            fmt="none", ecolor="black", elinewidth=0.8, capsize=2,
+        )  # fmt: skip
+    ax.set_xticks(ax.get_xticks(), scenarios, rotation=30, ha="right")
+    ax.set_xlabel("scenario")
+    ax.set_ylabel("PRIAL (%; 100 = FSOPT)")
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(100, color="grey", lw=0.8, ls="--")
-    _legend_outside(ax, fontsize="small")
+    legend_outside(ax, fontsize="small", title="estimator")
     return fig
 
 
-def _prial_panels(val, se, scenarios, estimators, highlight) -> Figure:
+PRIAL_FLOOR = -100.0
+"""PRIAL axes start here at the lowest; a bar below it is cut and labelled with its value."""
+
+
+def _clip_left(ax, values: np.ndarray, floor: float) -> None:
+    """Start the x axis at ``floor`` when a bar goes below it, writing the cut bars'
+    values at the left edge (one very bad estimator would otherwise squash the rest)."""
+    if not np.nanmin(values, initial=0.0) < floor:
+        return
+    ax.set_xlim(floor, max(ax.get_xlim()[1], 0.0))
+    for y, v in enumerate(values):
+        if v < floor:
+            ax.text(
+                floor, y, f" {v:.0f} ◂", va="center", ha="left", fontsize="x-small", color="white"
+            )
+
+
+def _prial_panels(val, se, scenarios, estimators, colours) -> Figure:
     """One panel per scenario, one horizontal bar per estimator (sorted by PRIAL when
     there is a single scenario, else in the order of ``estimators``)."""
     n = len(scenarios)
@@ -161,33 +180,27 @@ def _prial_panels(val, se, scenarios, estimators, highlight) -> Figure:
     rows = -(-n // cols)
     height = 0.28 * len(estimators) + 1.2
     fig, axes = plt.subplots(
-        rows, cols, figsize=(3.4 * cols + 1.6, height * rows), squeeze=False, sharey=True
-    )
+        rows, cols, figsize=(3.4 * cols + 1.6, min(height * rows, MAX_FIGSIZE[1])),
+        squeeze=False, sharey=True,
+    )  # fmt: skip
     order = list(estimators)
     if n == 1:
         order = sorted(order, key=lambda e: -float(val.loc[scenarios[0], e]))
         fig.set_size_inches(7.5, height)
-    y = np.arange(len(order))
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.axis("off")
             continue
         s = scenarios[k]
-        ax.barh(
-            y,
-            val.loc[s, order].to_numpy(dtype=float),
-            xerr=se.loc[s, order].to_numpy(dtype=float),
-            color=[_bar_colour(e, highlight) for e in order],
-            capsize=2,
-            height=0.75,
-        )
+        err = se.loc[s, order].to_numpy(dtype=float)
+        hbars(ax, order, val.loc[s, order], colours, err if np.nansum(np.abs(err)) else None)
         ax.axvline(0, color="black", lw=0.8)
         ax.axvline(100, color="grey", lw=0.8, ls="--")
+        _clip_left(ax, val.loc[s, order].to_numpy(dtype=float), PRIAL_FLOOR)
         ax.set_title(s if n > 1 else "", fontsize="medium")
+        ax.set_ylabel("")
         if k // cols == rows - 1 or k + cols >= n:
             ax.set_xlabel("PRIAL (%; 100 = FSOPT)")
-    axes[0, 0].set_yticks(y, order)
-    axes[0, 0].invert_yaxis()
     for r in range(rows):
         axes[r, 0].tick_params(axis="y", labelsize="small")
     return fig
@@ -210,13 +223,13 @@ def predicted_vs_oracle(
     its own colour with its own MAE in the legend, and the pooled MAE and correlation
     go into the title line.
     """
-    pred, orc = _np(predicted).reshape(-1), _np(oracle).reshape(-1)
+    pred, orc = as_array(predicted).reshape(-1), as_array(oracle).reshape(-1)
     if pred.shape != orc.shape:
         raise ValueError(f"predicted {pred.shape} and oracle {orc.shape} differ in length")
     if groups is not None and len(groups) != pred.size:
         raise ValueError(f"groups has {len(groups)} labels for {pred.size} points")
     fig, ax = plt.subplots(figsize=(5, 5) if groups is None else (8.5, 5))
-    unc = None if uncertainty is None else _np(uncertainty).reshape(-1)
+    unc = None if uncertainty is None else as_array(uncertainty).reshape(-1)
     mae = float(np.mean(np.abs(pred - orc)))
     corr = float(np.corrcoef(pred, orc)[0, 1]) if pred.size > 1 and np.std(pred) > 0 else np.nan
     if groups is None:
@@ -248,7 +261,7 @@ def predicted_vs_oracle(
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def eigenvalue_spectra(
@@ -267,7 +280,7 @@ def eigenvalue_spectra(
     curves.update(dict(estimates or {}))
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, M in curves.items():
-        M = _np(M)
+        M = as_array(M)
         ev = np.sort(np.linalg.eigvalsh(0.5 * (M + M.T)))[::-1]
         ax.plot(np.arange(1, ev.size + 1), ev, label=name, lw=2.0 if name == "true Σ" else 1.2)
     if log:
@@ -277,7 +290,7 @@ def eigenvalue_spectra(
     ax.legend()
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def matrix_heatmaps(
@@ -290,8 +303,8 @@ def matrix_heatmaps(
 ) -> Figure:
     """Heat maps of the true matrix and each estimate on one symmetric colour scale;
     with ``difference`` a second row shows ``estimate − true`` (own symmetric scale)."""
-    T = _np(true)
-    est = {k: _np(v) for k, v in estimates.items()}
+    T = as_array(true)
+    est = {k: as_array(v) for k, v in estimates.items()}
     for k, v in est.items():
         if v.shape != T.shape:
             raise ValueError(f"estimate {k!r} has shape {v.shape}, the true matrix {T.shape}")
@@ -319,6 +332,15 @@ def matrix_heatmaps(
     return fig
 
 
+CURVE_LABELS = {
+    "train_loss": "training loss",
+    "valid_loss": "validation loss",
+    "valid_frobenius": "validation Frobenius loss",
+    "valid_intensity_mse": "validation intensity MSE",
+}
+"""History keys → legend labels of :func:`training_curves`."""
+
+
 def training_curves(
     history: Mapping[str, Any],
     *,
@@ -343,19 +365,20 @@ def training_curves(
     ax = axes[0, 0]
     for k in keys:
         y = np.asarray(history[k], dtype=float)
-        ax.plot(epochs[: len(y)], y, label=k)
+        ax.plot(epochs[: len(y)], y, label=CURVE_LABELS.get(k, k))
     best = history.get("best_epoch")
     if isinstance(best, int | np.integer) and best >= 0:
         ax.axvline(best, color="grey", ls="--", lw=0.8, label=f"best epoch {best}")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize="small")
+    ax.set_ylabel("loss (lower is better)")
+    ax.set_title("Training and validation loss by epoch", fontsize="medium")
+    ax.legend(fontsize="small", frameon=False)
     if has_lr:
         axes[0, 1].plot(epochs, history["lr"])
         axes[0, 1].set_xlabel("epoch")
         axes[0, 1].set_ylabel("learning rate")
         axes[0, 1].set_yscale("log")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def reliability_diagram(
@@ -406,30 +429,7 @@ def reliability_diagram(
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
     if title:
         fig.suptitle(title)
-    return _finish(fig, path)
-
-
-def cumulative_variance(
-    cum: pd.DataFrame,
-    *,
-    title: str | None = None,
-    highlight: Sequence[str] = (),
-    path: str | Path | None = None,
-) -> Figure:
-    """Cumulative out-of-sample variance ``Σ_{s ≤ t} r_s²`` over time, one line per
-    estimator (columns of ``cum``, indexed by date); lower is better."""
-    if cum.empty:
-        raise ValueError("the cumulative-variance table is empty")
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for col in cum.columns:
-        ax.plot(cum.index, cum[col].to_numpy(dtype=float), label=str(col),
-                lw=2.2 if col in set(highlight) else 1.2)  # fmt: skip
-    ax.set_ylabel("cumulative squared return")
-    ax.legend(fontsize="small", ncol=2)
-    if title:
-        ax.set_title(title)
-    fig.autofmt_xdate()
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def error_decomposition_bars(
@@ -453,10 +453,10 @@ def error_decomposition_bars(
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, groups, rotation=30, ha="right")
     ax.set_ylabel("PRIAL points below the oracle")
-    ax.legend()
+    legend_outside(ax, title="shortfall due to")
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 FEASIBILITY_BARS: dict[str, str] = {
@@ -473,41 +473,49 @@ FEASIBILITY_BARS: dict[str, str] = {
 def family_ratio_bars(
     table: pd.DataFrame,
     *,
-    title: str | None = "Loss / best classical estimator's loss, by world family",
+    highlight: Sequence[str] = ("gated", *DEPLOYED_NAMES),
+    title: str | None = "Loss relative to the best classical estimator, by world family",
     path: str | Path | None = None,
 ) -> Figure:
-    """Grouped bars of the ``ratio_<family>`` columns of ``table`` (one row per model,
-    e.g. :func:`shrinklab.evaluation.selection.family_loss_table`), with the parity line at 1
-    (below 1: better than every classical estimator in that family)."""
+    """Grouped seaborn bars of the ``ratio_<family>`` columns of ``table`` (one row per
+    model, e.g. :func:`shrinklab.evaluation.selection.family_loss_table`), with the parity
+    line at 1 (below 1: better than every classical estimator in that family); models in
+    ``highlight`` in the deployed model's colour."""
     cols = [c for c in table.columns if c.startswith("ratio_")]
     if not cols:
         raise ValueError("table has no ratio_<family> columns")
     fams = [c.removeprefix("ratio_") for c in cols]
-    x = np.arange(len(fams))
-    width = 0.8 / max(len(table), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(fams) + 2), 3.8))
-    for i, (name, row) in enumerate(table.iterrows()):
-        ax.bar(
-            x + (i - (len(table) - 1) / 2) * width,
-            row[cols].to_numpy(float),
-            width,
-            label=str(name),
-        )
+    names = [str(n) for n in table.index]
+    long = pd.DataFrame(
+        {
+            "family": np.tile(fams, len(names)),
+            "model": np.repeat(names, len(fams)),
+            "ratio": table[cols].to_numpy(float).reshape(-1),
+        }
+    )
+    colours = estimator_colours(names, highlight)
+    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.9 * len(fams) + 2), 14.0), 3.8))
+    with sns.axes_style("ticks", SEABORN_STYLE):
+        sns.barplot(
+            long, x="family", y="ratio", hue="model", order=fams, hue_order=names,
+            palette=colours, errorbar=None, saturation=1, ax=ax,
+        )  # fmt: skip
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
-    ax.set_xticks(x, fams, rotation=30, ha="right")
-    ax.set_ylabel("loss ratio (lower is better)")
-    lo = float(np.nanmin(table[cols].to_numpy(float)))
+    ax.set_xticks(ax.get_xticks(), fams, rotation=30, ha="right")
+    ax.set_xlabel("world family")
+    ax.set_ylabel("loss / best classical loss (lower is better)")
+    lo = float(np.nanmin(long["ratio"]))
     ax.set_ylim(max(0.0, lo - 0.05), None)
-    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    legend_outside(ax, title="model")
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def feasibility_bars(
     table: pd.DataFrame,
     *,
-    title: str | None = "per-replication oracle vs the best constant weights (±1 SE)",
+    title: str | None = "How much of the oracle do the best constant weights reach? (±1 SE)",
     path: str | Path | None = None,
 ) -> Figure:
     """PRIAL per scenario of the best classical estimator, the learned model, the best
@@ -574,43 +582,4 @@ def tradeoff(
     ax.set_ylabel(AXIS_LABELS.get(y, y))
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
-
-
-FOLD_SCORES = {
-    "pooled_ratio": "realised GMV variance / Ledoit–Wolf's",
-    "valid_loss": "validation loss (realised GMV variance, relative)",
-}
-
-
-def finetune_folds(
-    folds: pd.DataFrame,
-    *,
-    title: str | None = "Does fine-tuning on real returns help out of sample?",
-    path: str | Path | None = None,
-) -> Figure:
-    """Validation score per walk-forward fold before and after fine-tuning
-    (``pooled_ratio_*`` columns if present, else ``valid_loss_*``)."""
-    stem = "pooled_ratio" if "pooled_ratio_pretrained" in folds.columns else "valid_loss"
-    cols = [f"{stem}_pretrained", f"{stem}_finetuned"]
-    for col in cols:
-        if col not in folds.columns:
-            raise ValueError(f"column {col!r} not in the folds table")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(folds) + 3), 4))
-    x = np.arange(len(folds))
-    labels = ("pretrained on synthetic data", "fine-tuned on real returns")
-    for j, (col, label, colour) in enumerate(
-        zip(cols, labels, (OTHER_COLOUR, "#1f77b4"), strict=True)
-    ):
-        ax.bar(
-            x + (j - 0.5) * 0.4, folds[col].to_numpy(dtype=float), 0.4, label=label, color=colour
-        )
-    if stem == "pooled_ratio":
-        ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks(x, [str(i) for i in folds.index])
-    ax.set_xlabel("walk-forward fold")
-    ax.set_ylabel(FOLD_SCORES[stem] + " (lower is better)")
-    _legend_outside(ax)
-    if title:
-        ax.set_title(title)
-    return _finish(fig, path)
+    return finish(fig, path)
