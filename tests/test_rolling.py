@@ -52,6 +52,26 @@ def test_sample_stats_are_shared_and_scale_exactly():
     assert stats.T.shape == (1, len(TARGET_NAMES), 6, 6)
 
 
+@pytest.mark.parametrize("const", [False, True])
+def test_sample_stats_share_the_gram_eigh_with_qis_for_p_ge_n(const):
+    """For p >= n the one eigh of the Gram matrix serves the spectrum and QIS: the QIS
+    target equals qis_estimate's own Gram route (its second eigh) to 1e-13 relative, with
+    or without a constant column, and the spectrum equals eigvalsh(S) at the same scale."""
+    from shrinklab.core.targets import qis_estimate
+
+    X = _returns(n=30, p=45, seed=4)
+    if const:
+        X[:, 3] = 0.5
+    stats = sample_stats(torch.from_numpy(X)[None])
+    ref = qis_estimate(stats.Xc, stats.S, 30)[0]
+    got = stats.T[0, TARGET_NAMES.index("qis")]
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-13 * float(ref.abs().max()))
+    lam = torch.linalg.eigvalsh(stats.S)[0].clamp_min(0)
+    torch.testing.assert_close(
+        stats.evals[0].clamp_min(0), lam, rtol=0, atol=1e-12 * float(lam[-1])
+    )
+
+
 def test_fit_rolling_matches_a_loop_of_fit(model_file):
     dates = pd.bdate_range("2020-01-01", periods=260)
     R = pd.DataFrame(_returns(n=260, p=8, seed=2), index=dates)

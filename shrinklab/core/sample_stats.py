@@ -69,18 +69,23 @@ def sample_stats(X: Any) -> SampleStats:
         # matrix XcXcᵀ/N padded with zeros, and the QIS target takes its Gram route
         # (Ledoit & Wolf 2022; as the QIS estimator does): O(N³ + N²p) instead of an
         # O(p³) eigendecomposition of S.
-        mu = torch.linalg.eigvalsh(Xc @ Xc.transpose(-1, -2)) / N
-        evals = torch.cat([mu.new_zeros(*mu.shape[:-1], p - N), mu], dim=-1)
+        # One eigh of the Gram matrix serves the spectrum and (no constant column) QIS.
+        mu, V = torch.linalg.eigh(Xc @ Xc.transpose(-1, -2))
+        evals = torch.cat([mu.new_zeros(*mu.shape[:-1], p - N), mu / N], dim=-1)
         evecs, eig = None, None
+        flat = bool((torch.diagonal(S, dim1=-2, dim2=-1) == 0).any())
+        gram_eig = None if flat else (mu, V)
     else:
         evals, evecs = torch.linalg.eigh(S)
-        eig = (evals, evecs)
+        eig, gram_eig = (evals, evecs), None
     extras: dict = {}
-    T = targets_from_parts(Xc, S, eig, extras)
+    T = targets_from_stats(S, N, _targets.market_parts(Xc), eig, extras, Xc, gram_eig=gram_eig)
     return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
 
 
 def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    if ctx.get("gram_eig") is not None:
+        return _targets.qis_from_gram_eigh(ctx["Xc"], *ctx["gram_eig"])
     if ctx["eig"] is None:
         return _targets.qis_estimate(ctx["Xc"], S, ctx["N"])
     return _targets.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
@@ -136,6 +141,7 @@ def targets_from_stats(
     out: torch.Tensor | None = None,
     names: tuple[str, ...] = TARGET_NAMES,
     minus: torch.Tensor | None = None,
+    gram_eig: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """:func:`targets_from_parts` from ``S``, the number of rows ``N`` and the market
     parts (:func:`shrinklab.core.targets.market_parts`): no returns needed when ``eig`` is
@@ -143,11 +149,12 @@ def targets_from_stats(
     written into ``out[:, :K]`` (returned), as ``T_k − minus`` if ``minus (B, p, p)`` is
     given (one pass instead of a copy and a subtraction).  ``names`` (default all, in
     :data:`TARGET_NAMES` order) picks which targets are built; the constant-correlation
-    one is needed for ``extras``."""
+    one is needed for ``extras``. ``gram_eig = torch.linalg.eigh(Xc Xcᵀ)`` (``p ≥ N``, no
+    constant column), if given, is reused by QIS (:func:`shrinklab.core.targets.qis_from_gram_eigh`)."""
     missing = [k for k in names if k not in _TARGET_BUILDERS]
     if missing:  # pragma: no cover - guards a change of TARGET_NAMES
         raise ValueError(f"no builder for targets {missing}")
-    ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc}
+    ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc, "gram_eig": gram_eig}
     if out is None:
         T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
     else:
