@@ -72,7 +72,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from shrinklab.core.features import FEATURE_SCHEMA, features_of
-from shrinklab.core.sample_stats import sample_stats
+from shrinklab.core.sample_stats import SampleStats, sample_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
     constant_correlation_target,
@@ -189,6 +189,19 @@ def _target_indices(names: tuple[str, ...]) -> list[int] | slice:
     return [TARGET_NAMES.index(k) for k in names]
 
 
+def _differences(stats: SampleStats) -> torch.Tensor:
+    """``T_k − S`` ``(B, K, p, p)`` of all targets, formed once for the features' target Gram
+    and the combination."""
+    return stats.T - stats.S.unsqueeze(1)
+
+
+def _pick(D: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """The model's targets (``names``) out of ``D`` in :data:`TARGET_NAMES` order (no copy
+    when they are all of them in that order)."""
+    idx = _target_indices(names)
+    return D if isinstance(idx, slice) else D[:, idx]
+
+
 def _predict(model: nn.Module, feats: torch.Tensor, names: tuple[str, ...], device) -> tuple:
     out = model.predict(feats)
     alpha = out.alpha.detach().to(device, torch.float64).reshape(-1)
@@ -200,13 +213,14 @@ def _predict(model: nn.Module, feats: torch.Tensor, names: tuple[str, ...], devi
     return alpha, weights, out.log_var.detach().reshape(-1)
 
 
-def _combine(S: torch.Tensor, T: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``S + Σ_k w_k (T_k − S)``, symmetrised, with zero-variance assets kept at zero
+def _combine(S: torch.Tensor, D: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``S + Σ_k w_k D_k`` for the differences ``D_k = T_k − S`` ``(B, K, p, p)`` (one
+    matrix-vector product per sample), symmetrised, with zero-variance assets kept at zero
     variance and covariance (the package's contract; the scaled-identity target alone
     would give them the average variance)."""
-    # (1 − Σ_k w_k) S + Σ_k w_k T_k: one pass over the targets, no (B, K, p, p) T − S
-    w = w.to(S.dtype)
-    cov = torch.einsum("bk,bkij->bij", w, T) + (1.0 - w.sum(-1))[:, None, None] * S
+    B, K = w.shape
+    mix = w.to(S.dtype).unsqueeze(1) @ D.reshape(B, K, -1)  # (B, 1, p²)
+    cov = S + mix.reshape(S.shape)
     cov = 0.5 * (cov + cov.transpose(-1, -2))
     flat = torch.diagonal(S, dim1=-2, dim2=-1) == 0
     if bool(flat.any()):
@@ -229,16 +243,16 @@ def ml_shrinkage_estimate(
         raise ValueError(f"X must be 2-D (n_samples, n_assets); got shape {tuple(Xt.shape)}")
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
     stats = sample_stats(Xt)
-    feats = features_of(stats)
+    D = _differences(stats)
+    feats = features_of(stats, D)
     alpha, weights, log_var = _predict(model, feats, names, Xt.device)
     w = alpha[:, None] * weights
     if assume_centered:
         S, T = _uncentered_targets(Xt, names)
         location = torch.zeros(Xt.shape[-1], dtype=Xt.dtype)
-        cov = _combine(S, T, w)[0]
+        cov = _combine(S, T - S.unsqueeze(1), w)[0]
     else:
-        T = stats.T[:, _target_indices(names)]
-        cov = stats.unscale(_combine(stats.S, T, w))[0]
+        cov = stats.unscale(_combine(stats.S, _pick(D, names), w))[0]
         location = Xt[0].mean(0)
     return MLShrinkageEstimate(
         covariance=cov.cpu().numpy(),
@@ -287,16 +301,16 @@ def rolling_estimate(
         raise ValueError(f"window {window} is longer than the {n} rows of returns")
     ends = np.arange(window, n + 1, step)
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    idx = _target_indices(names)
     dev = _torch_device(device)
-    chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
+    chunk = max(1, int(max_bytes // (8 * (2 * len(TARGET_NAMES) + 3) * p * p)))  # T and T − S
     covs, alphas, weights = [], [], []
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]
         Xb = np.stack([values[t - window : t] for t in stop_ends])
         stats = sample_stats(torch.as_tensor(Xb, device=dev))
-        alpha, wts, _ = _predict(model, features_of(stats), names, dev)
-        cov = stats.unscale(_combine(stats.S, stats.T[:, idx], alpha[:, None] * wts))
+        D = _differences(stats)
+        alpha, wts, _ = _predict(model, features_of(stats, D), names, dev)
+        cov = stats.unscale(_combine(stats.S, _pick(D, names), alpha[:, None] * wts))
         covs.append(cov.cpu().numpy())
         alphas.append(alpha.cpu().numpy())
         weights.append(wts.cpu().numpy())

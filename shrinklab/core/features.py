@@ -101,6 +101,7 @@ __all__ = [
     "classical_intensities",
     "target_sq_distances",
     "target_gram",
+    "difference_gram",
     "multi_target_intensities",
     "MULTI_TARGET_SOURCES",
     "MULTI_TARGET_NAMES",
@@ -241,8 +242,14 @@ def _intensity_targets(T: torch.Tensor, extras: dict) -> tuple:
 def target_gram(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """``G_kl = ⟨T_k − S, T_l − S⟩_F`` ``(B, K, K)`` for ``S (B, p, p)``, ``T (B, K, p, p)``
     (the ``G`` of :func:`shrinklab.core.targets.quadratic_form`, which needs no ``Σ``)."""
-    D = (T - S.unsqueeze(1)).flatten(-2)
-    return _targets.symmetrize(D @ D.transpose(-1, -2))
+    return difference_gram(T - S.unsqueeze(1))
+
+
+def difference_gram(D: torch.Tensor) -> torch.Tensor:
+    """:func:`target_gram` from the differences ``D = T − S`` ``(B, K, p, p)`` (for a
+    caller that keeps them, e.g. to combine the estimate from them)."""
+    M = D.flatten(-2)
+    return _targets.symmetrize(M @ M.transpose(-1, -2))
 
 
 def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -450,14 +457,16 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     return features_of(stats)
 
 
-def features_of(stats: SampleStats) -> torch.Tensor:
+def features_of(stats: SampleStats, differences: torch.Tensor | None = None) -> torch.Tensor:
     """The features ``(B, F)`` of :func:`extract_features` from the :class:`SampleStats`
-    of the returns (what the estimator shares with its targets)."""
+    of the returns (what the estimator shares with its targets). ``differences`` (optional):
+    ``stats.T − stats.S`` ``(B, K, p, p)`` if the caller has formed it, for the target Gram."""
+    D = stats.T - stats.S.unsqueeze(1) if differences is None else differences
     return features_from_parts(
         stats.X,
         stats.Xc,
         stats.S,
         stats.evals,
-        target_gram(stats.S, stats.T),
+        difference_gram(D),
         intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras),
     )
