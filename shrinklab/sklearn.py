@@ -72,7 +72,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from shrinklab.core.features import FEATURE_SCHEMA, features_of
-from shrinklab.core.sample_stats import SampleStats, sample_stats
+from shrinklab.core.sample_stats import sample_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
     constant_correlation_target,
@@ -189,12 +189,6 @@ def _target_indices(names: tuple[str, ...]) -> list[int] | slice:
     return [TARGET_NAMES.index(k) for k in names]
 
 
-def _differences(stats: SampleStats) -> torch.Tensor:
-    """``T_k − S`` ``(B, K, p, p)`` of all targets, formed once for the features' target Gram
-    and the combination."""
-    return stats.T - stats.S.unsqueeze(1)
-
-
 def _pick(D: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
     """The model's targets (``names``) out of ``D`` in :data:`TARGET_NAMES` order (no copy
     when they are all of them in that order)."""
@@ -242,9 +236,8 @@ def ml_shrinkage_estimate(
     if batched:
         raise ValueError(f"X must be 2-D (n_samples, n_assets); got shape {tuple(Xt.shape)}")
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    stats = sample_stats(Xt)
-    D = _differences(stats)
-    feats = features_of(stats, D)
+    stats = sample_stats(Xt, differences=True)
+    feats = features_of(stats)
     alpha, weights, log_var = _predict(model, feats, names, Xt.device)
     w = alpha[:, None] * weights
     if assume_centered:
@@ -252,7 +245,7 @@ def ml_shrinkage_estimate(
         location = torch.zeros(Xt.shape[-1], dtype=Xt.dtype)
         cov = _combine(S, T - S.unsqueeze(1), w)[0]
     else:
-        cov = stats.unscale(_combine(stats.S, _pick(D, names), w))[0]
+        cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), w))[0]
         location = Xt[0].mean(0)
     return MLShrinkageEstimate(
         covariance=cov.cpu().numpy(),
@@ -302,15 +295,14 @@ def rolling_estimate(
     ends = np.arange(window, n + 1, step)
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
     dev = _torch_device(device)
-    chunk = max(1, int(max_bytes // (8 * (2 * len(TARGET_NAMES) + 3) * p * p)))  # T and T − S
+    chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
     covs, alphas, weights = [], [], []
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]
         Xb = np.stack([values[t - window : t] for t in stop_ends])
-        stats = sample_stats(torch.as_tensor(Xb, device=dev))
-        D = _differences(stats)
-        alpha, wts, _ = _predict(model, features_of(stats, D), names, dev)
-        cov = stats.unscale(_combine(stats.S, _pick(D, names), alpha[:, None] * wts))
+        stats = sample_stats(torch.as_tensor(Xb, device=dev), differences=True)
+        alpha, wts, _ = _predict(model, features_of(stats), names, dev)
+        cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * wts))
         covs.append(cov.cpu().numpy())
         alphas.append(alpha.cpu().numpy())
         weights.append(wts.cpu().numpy())

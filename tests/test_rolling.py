@@ -40,7 +40,8 @@ def test_fit_equals_the_estimate_from_separate_pieces(model_file, scale):
     S = center(Xt)[1]
     ref = combine(S, shrinkage_targets(Xt, TARGET_NAMES), w)[0].numpy()
     np.testing.assert_allclose(est.covariance_, 0.5 * (ref + ref.T), rtol=1e-12, atol=0)
-    np.testing.assert_array_equal(est.features_, extract_features(X)[0].numpy())
+    # the estimator keeps T − S (intensities with ‖S − F‖² from the Gram): equal to round-off
+    np.testing.assert_allclose(est.features_, extract_features(X)[0].numpy(), rtol=0, atol=1e-12)
 
 
 def test_sample_stats_are_shared_and_scale_exactly():
@@ -70,6 +71,21 @@ def test_sample_stats_share_the_gram_eigh_with_qis_for_p_ge_n(const):
     torch.testing.assert_close(
         stats.evals[0].clamp_min(0), lam, rtol=0, atol=1e-12 * float(lam[-1])
     )
+
+
+@pytest.mark.parametrize("n, p, const", [(80, 6, False), (30, 45, False), (40, 12, True)])
+def test_sample_stats_with_differences_give_the_same_features(n, p, const):
+    """sample_stats(X, differences=True) keeps T − S in one buffer (the estimator's route:
+    Gram of the differences, intensities with ‖S − F‖² from its diagonal): D equals T − S
+    of the default stats exactly and the features agree to 1e-12."""
+    X = _returns(n=n, p=p, seed=6)
+    if const:
+        X[:, 2] = -0.25
+    ref = sample_stats(torch.from_numpy(X)[None])
+    got = sample_stats(torch.from_numpy(X)[None], differences=True)
+    assert got.T is None and ref.D is None
+    assert torch.equal(got.D, ref.T - ref.S.unsqueeze(1))
+    torch.testing.assert_close(features_of(got), features_of(ref), rtol=0, atol=1e-12)
 
 
 def test_fit_rolling_matches_a_loop_of_fit(model_file):

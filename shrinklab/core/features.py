@@ -457,16 +457,24 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
     return features_of(stats)
 
 
-def features_of(stats: SampleStats, differences: torch.Tensor | None = None) -> torch.Tensor:
+def features_of(stats: SampleStats) -> torch.Tensor:
     """The features ``(B, F)`` of :func:`extract_features` from the :class:`SampleStats`
-    of the returns (what the estimator shares with its targets). ``differences`` (optional):
-    ``stats.T − stats.S`` ``(B, K, p, p)`` if the caller has formed it, for the target Gram."""
-    D = stats.T - stats.S.unsqueeze(1) if differences is None else differences
-    return features_from_parts(
-        stats.X,
-        stats.Xc,
-        stats.S,
-        stats.evals,
-        difference_gram(D),
-        intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras),
-    )
+    of the returns (what the estimator shares with its targets). From stats holding the
+    differences ``D = T − S`` (``sample_stats(X, differences=True)``) the target Gram is
+    ``D``'s and the classical intensities take ``‖S − F‖²`` from its diagonal (as the
+    training-set builder does; equal to round-off, tested)."""
+    if stats.D is None:
+        G = target_gram(stats.S, stats.T)
+        inten = intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras)
+    else:
+        G = difference_gram(stats.D)
+        k_cc = TARGET_NAMES.index("constant_correlation")
+        k_sf = TARGET_NAMES.index("single_factor")
+        sf = stats.extras["sf_parts"]
+        inten = estimators.intensities_from_stats(
+            estimators.intensity_stats(stats.Xc, stats.S, sf["covmkt"]),
+            stats.S,
+            (None, stats.extras["rbar"], None, sf),
+            gamma=(G[:, k_cc, k_cc], G[:, k_sf, k_sf]),
+        )
+    return features_from_parts(stats.X, stats.Xc, stats.S, stats.evals, G, inten)

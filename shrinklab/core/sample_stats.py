@@ -37,7 +37,9 @@ class SampleStats:
     eigendecomposition (for ``p ≥ n`` only the eigenvalues, from the ``n × n`` Gram
     matrix, and ``evecs = None``), ``T (B, K, p, p)`` the targets of
     :data:`shrinklab.core.targets.TARGET_NAMES` and ``extras`` what the classical
-    intensities reuse.
+    intensities reuse. Built with ``differences=True`` (the estimator) it holds
+    ``D (B, K, p, p) = T − S`` instead of ``T`` (``T = None``), written in one pass per
+    target: the target Gram and the combination need only the differences.
     """
 
     X: torch.Tensor
@@ -46,8 +48,9 @@ class SampleStats:
     S: torch.Tensor
     evals: torch.Tensor
     evecs: torch.Tensor | None
-    T: torch.Tensor
+    T: torch.Tensor | None
     extras: dict
+    D: torch.Tensor | None = None
 
     def unscale(self, M: torch.Tensor) -> torch.Tensor:
         """``M (B, …, p, p)`` of the scaled returns in the units of the returns."""
@@ -55,9 +58,10 @@ class SampleStats:
         return torch.ldexp(M, e.reshape(-1, *([1] * (M.ndim - 1))))
 
 
-def sample_stats(X: Any) -> SampleStats:
+def sample_stats(X: Any, differences: bool = False) -> SampleStats:
     """:class:`SampleStats` of returns ``X`` (``(n, p)`` or ``(B, n, p)``, validated by
-    :func:`shrinklab.core.validation.as_returns`)."""
+    :func:`shrinklab.core.validation.as_returns`); with ``differences`` the targets are
+    kept as ``D = T − S`` (``SampleStats.D``, ``T = None``)."""
     Xt, _ = as_returns(X)
     m = Xt.abs().amax(dim=(-2, -1))
     e = torch.where(m > 0, torch.frexp(m)[1], 0).to(Xt.dtype)
@@ -79,8 +83,13 @@ def sample_stats(X: Any) -> SampleStats:
         evals, evecs = torch.linalg.eigh(S)
         eig, gram_eig = (evals, evecs), None
     extras: dict = {}
-    T = targets_from_stats(S, N, _targets.market_parts(Xc), eig, extras, Xc, gram_eig=gram_eig)
-    return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
+    parts = _targets.market_parts(Xc)
+    if not differences:
+        T = targets_from_stats(S, N, parts, eig, extras, Xc, gram_eig=gram_eig)
+        return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
+    D = S.new_empty(S.shape[0], len(TARGET_NAMES), p, p)
+    targets_from_stats(S, N, parts, eig, extras, Xc, out=D, minus=S, gram_eig=gram_eig)
+    return SampleStats(Xs, e, Xc, S, evals, evecs, None, extras, D)
 
 
 def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
