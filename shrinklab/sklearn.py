@@ -222,6 +222,7 @@ def _combine(S: torch.Tensor, D: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return cov
 
 
+@torch.inference_mode()
 def ml_shrinkage_estimate(
     model: nn.Module, X: Any, *, assume_centered: bool = False, device: Any = "cpu"
 ) -> MLShrinkageEstimate:
@@ -230,7 +231,8 @@ def ml_shrinkage_estimate(
     ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
     and a ``target_names`` attribute (default :data:`shrinklab.core.targets.TARGET_NAMES`).
     One validation, one centring and one eigendecomposition serve the features and the
-    targets (:class:`shrinklab.core.sample_stats.SampleStats`).
+    targets (:class:`shrinklab.core.sample_stats.SampleStats`, holding ``T − S``). Runs
+    under ``torch.inference_mode`` (no autograd bookkeeping per operation).
     """
     Xt, batched = as_returns(X, device=_torch_device(device))
     if batched:
@@ -271,6 +273,7 @@ class RollingEstimate:
     target_names: tuple[str, ...]
 
 
+@torch.inference_mode()
 def rolling_estimate(
     model: nn.Module,
     returns: Any,

@@ -88,6 +88,24 @@ def test_sample_stats_with_differences_give_the_same_features(n, p, const):
     torch.testing.assert_close(features_of(got), features_of(ref), rtol=0, atol=1e-12)
 
 
+def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches():
+    """The estimator runs under torch.inference_mode; the caches it may fill first (the
+    bundled ensemble's stacked members, the QP's active sets) hold normal tensors, so later
+    training-time use with autograd is not refused."""
+    from shrinklab.core import estimators
+    from shrinklab.models.stacked import _STACKS
+
+    est = MLShrinkageCovariance().fit(_returns(n=60, p=5))
+    assert not torch.is_tensor(est.covariance_)
+    sets = list(estimators._ACTIVE_SETS.values())
+    stacks = [s for s in _STACKS.values()]
+    assert sets and stacks
+    assert not any(t.is_inference() for t in sets)
+    assert not any(s.head_w[0].is_inference() or s.blocks[0][0].is_inference() for s in stacks)
+    G = torch.eye(3, dtype=torch.float64, requires_grad=True)
+    estimators.solve_simplex_qp(G, torch.ones(3, dtype=torch.float64)).sum().backward()
+
+
 def test_fit_rolling_matches_a_loop_of_fit(model_file):
     dates = pd.bdate_range("2020-01-01", periods=260)
     R = pd.DataFrame(_returns(n=260, p=8, seed=2), index=dates)
