@@ -74,7 +74,7 @@ def sample_stats(X: Any, differences: bool = False) -> SampleStats:
         # (Ledoit & Wolf 2022; as the QIS estimator does): O(N³ + N²p) instead of an
         # O(p³) eigendecomposition of S.
         # One eigh of the Gram matrix serves the spectrum and (no constant column) QIS.
-        mu, V = torch.linalg.eigh(Xc @ Xc.transpose(-1, -2))
+        mu, V = torch.linalg.eigh(_targets.gram(Xc.transpose(-1, -2)))
         evals = torch.cat([mu.new_zeros(*mu.shape[:-1], p - N), mu / N], dim=-1)
         evecs, eig = None, None
         flat = bool((torch.diagonal(S, dim1=-2, dim2=-1) == 0).any())
