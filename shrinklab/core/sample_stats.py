@@ -121,6 +121,26 @@ _TARGET_BUILDERS = {
 }
 
 
+def _identity_minus_s(S: torch.Tensor, out: torch.Tensor) -> None:
+    """``(tr S / p) I − S`` into ``out`` (the same floating-point operations as
+    ``identity_target(S) − S``, without the ``p × p`` target)."""
+    torch.neg(S, out=out)
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    mu = var.sum(-1, keepdim=True) / S.shape[-1]
+    torch.sub(mu, var, out=out.diagonal(dim1=-2, dim2=-1))
+
+
+def _diagonal_minus_s(S: torch.Tensor, out: torch.Tensor) -> None:
+    """``diag(S) − S`` into ``out`` (off-diagonal ``−S``, zero diagonal)."""
+    torch.neg(S, out=out)
+    out.diagonal(dim1=-2, dim2=-1).zero_()
+
+
+# T_k − S written directly for the targets that are S's diagonal (bit for bit the
+# difference of the built target and S; tested).
+_DIFFERENCE_BUILDERS = {"identity": _identity_minus_s, "diagonal": _diagonal_minus_s}
+
+
 def targets_from_parts(
     Xc: torch.Tensor,
     S: torch.Tensor,
@@ -170,6 +190,8 @@ def targets_from_stats(
         for i, k in enumerate(names):
             if minus is None:
                 out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
+            elif minus is S and k in _DIFFERENCE_BUILDERS:
+                _DIFFERENCE_BUILDERS[k](S, out[:, i])
             else:
                 torch.sub(_TARGET_BUILDERS[k](S, ctx), minus, out=out[:, i])
         T = out[:, : len(names)]
