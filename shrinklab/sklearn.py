@@ -60,6 +60,7 @@ demeaned data as always (they describe the shape of the sample, not its mean).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,12 @@ __all__ = [
 ]
 
 _MODEL_CACHE: dict[tuple[str, int, int, str], nn.Module] = {}
+
+# One buffer per thread for the target differences T − S of a single fit (reused across
+# fits: a fresh K p² allocation costs its page faults each time, about as much as the
+# arithmetic done in it at p = 400); at most _WORKSPACE_MAX_BYTES are kept.
+_WORKSPACE = threading.local()
+_WORKSPACE_MAX_BYTES = 1 << 26
 
 
 # --------------------------------------------------------------------------- model files
@@ -189,6 +196,21 @@ def _target_indices(names: tuple[str, ...]) -> list[int] | slice:
     return [TARGET_NAMES.index(k) for k in names]
 
 
+def _workspace(Xt: torch.Tensor) -> torch.Tensor | None:
+    """This thread's buffer for ``T − S`` of one sample ``Xt (1, n, p)`` (``None`` if it
+    would exceed ``_WORKSPACE_MAX_BYTES``)."""
+    p = Xt.shape[-1]
+    shape = (1, len(TARGET_NAMES), p, p)
+    if 8 * len(TARGET_NAMES) * p * p > _WORKSPACE_MAX_BYTES:
+        return None
+    buf = getattr(_WORKSPACE, "buf", None)
+    if buf is None or buf.shape != shape or buf.device != Xt.device or buf.dtype != Xt.dtype:
+        with torch.inference_mode(False):  # a normal tensor (it outlives this call)
+            buf = torch.empty(shape, dtype=Xt.dtype, device=Xt.device)
+        _WORKSPACE.buf = buf
+    return buf
+
+
 def _pick(D: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
     """The model's targets (``names``) out of ``D`` in :data:`TARGET_NAMES` order (no copy
     when they are all of them in that order)."""
@@ -238,7 +260,7 @@ def ml_shrinkage_estimate(
     if batched:
         raise ValueError(f"X must be 2-D (n_samples, n_assets); got shape {tuple(Xt.shape)}")
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    stats = sample_stats(Xt, differences=True)
+    stats = sample_stats(Xt, differences=True, workspace=_workspace(Xt))
     feats = features_of(stats)
     alpha, weights, log_var = _predict(model, feats, names, Xt.device)
     w = alpha[:, None] * weights

@@ -106,6 +106,28 @@ def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches():
     estimators.solve_simplex_qp(G, torch.ones(3, dtype=torch.float64)).sum().backward()
 
 
+def test_reused_workspace_gives_the_same_fits_in_any_order_and_thread(model_file):
+    """The per-thread buffer for T − S is reused across fits: fits of different samples
+    and sizes, in any order and from several threads, equal fresh fits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shrinklab import sklearn as sk
+
+    samples = [_returns(n=50, p=p, seed=s) for p, s in [(6, 0), (9, 1), (6, 2), (9, 3)]]
+    est = MLShrinkageCovariance.from_pretrained(model_file)
+    first = [est.fit(X).covariance_.copy() for X in samples]
+    assert getattr(sk._WORKSPACE, "buf", None) is not None
+    again = [est.fit(X).covariance_ for X in reversed(samples)][::-1]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(
+            pool.map(lambda X: sk.ml_shrinkage_estimate(est.model_, X).covariance, samples * 3)
+        )
+    for i, a in enumerate(first):
+        np.testing.assert_array_equal(a, again[i])
+    for i, c in enumerate(threaded):
+        np.testing.assert_array_equal(c, first[i % len(first)])
+
+
 def test_fit_rolling_matches_a_loop_of_fit(model_file):
     dates = pd.bdate_range("2020-01-01", periods=260)
     R = pd.DataFrame(_returns(n=260, p=8, seed=2), index=dates)

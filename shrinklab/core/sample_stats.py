@@ -58,10 +58,14 @@ class SampleStats:
         return torch.ldexp(M, e.reshape(-1, *([1] * (M.ndim - 1))))
 
 
-def sample_stats(X: Any, differences: bool = False) -> SampleStats:
+def sample_stats(
+    X: Any, differences: bool = False, workspace: torch.Tensor | None = None
+) -> SampleStats:
     """:class:`SampleStats` of returns ``X`` (``(n, p)`` or ``(B, n, p)``, validated by
     :func:`shrinklab.core.validation.as_returns`); with ``differences`` the targets are
-    kept as ``D = T − S`` (``SampleStats.D``, ``T = None``)."""
+    kept as ``D = T − S`` (``SampleStats.D``, ``T = None``), written into ``workspace``
+    when it is a tensor of ``D``'s shape, dtype and device (a caller reusing one buffer
+    across calls saves the page faults of a fresh ``K p²`` allocation)."""
     Xt, _ = as_returns(X)
     m = Xt.abs().amax(dim=(-2, -1))
     e = torch.where(m > 0, torch.frexp(m)[1], 0).to(Xt.dtype)
@@ -87,7 +91,12 @@ def sample_stats(X: Any, differences: bool = False) -> SampleStats:
     if not differences:
         T = targets_from_stats(S, N, parts, eig, extras, Xc, gram_eig=gram_eig)
         return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
-    D = S.new_empty(S.shape[0], len(TARGET_NAMES), p, p)
+    shape = (S.shape[0], len(TARGET_NAMES), p, p)
+    fits = workspace is not None and workspace.shape == shape
+    if fits and workspace.dtype == S.dtype and workspace.device == S.device:
+        D = workspace
+    else:
+        D = S.new_empty(shape)
     targets_from_stats(S, N, parts, eig, extras, Xc, out=D, minus=S, gram_eig=gram_eig)
     return SampleStats(Xs, e, Xc, S, evals, evecs, None, extras, D)
 
