@@ -235,9 +235,10 @@ def _combine(S: torch.Tensor, D: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     variance and covariance (the package's contract; the scaled-identity target alone
     would give them the average variance)."""
     B, K = w.shape
-    mix = w.to(S.dtype).unsqueeze(1) @ D.reshape(B, K, -1)  # (B, 1, p²)
-    cov = S + mix.reshape(S.shape)
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    cov = (w.to(S.dtype).unsqueeze(1) @ D.reshape(B, K, -1)).reshape(S.shape)  # Σ_k w_k D_k
+    cov += S  # in place: no further p × p temporaries
+    cov = cov + cov.transpose(-1, -2)
+    cov *= 0.5
     flat = torch.diagonal(S, dim1=-2, dim2=-1) == 0
     if bool(flat.any()):
         cov = cov.masked_fill(flat[:, :, None] | flat[:, None, :], 0.0)
