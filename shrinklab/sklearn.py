@@ -60,6 +60,7 @@ demeaned data as always (they describe the shape of the sample, not its mean).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,12 @@ __all__ = [
 ]
 
 _MODEL_CACHE: dict[tuple[str, int, int, str], nn.Module] = {}
+
+# One buffer per thread for the target differences T − S of a single fit (reused across
+# fits: a fresh K p² allocation costs its page faults each time, about as much as the
+# arithmetic done in it at p = 400); at most _WORKSPACE_MAX_BYTES are kept.
+_WORKSPACE = threading.local()
+_WORKSPACE_MAX_BYTES = 1 << 26
 
 
 # --------------------------------------------------------------------------- model files
@@ -189,6 +196,28 @@ def _target_indices(names: tuple[str, ...]) -> list[int] | slice:
     return [TARGET_NAMES.index(k) for k in names]
 
 
+def _workspace(Xt: torch.Tensor) -> torch.Tensor | None:
+    """This thread's buffer for ``T − S`` of one sample ``Xt (1, n, p)`` (``None`` if it
+    would exceed ``_WORKSPACE_MAX_BYTES``)."""
+    p = Xt.shape[-1]
+    shape = (1, len(TARGET_NAMES), p, p)
+    if 8 * len(TARGET_NAMES) * p * p > _WORKSPACE_MAX_BYTES:
+        return None
+    buf = getattr(_WORKSPACE, "buf", None)
+    if buf is None or buf.shape != shape or buf.device != Xt.device or buf.dtype != Xt.dtype:
+        with torch.inference_mode(False):  # a normal tensor (it outlives this call)
+            buf = torch.empty(shape, dtype=Xt.dtype, device=Xt.device)
+        _WORKSPACE.buf = buf
+    return buf
+
+
+def _pick(D: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """The model's targets (``names``) out of ``D`` in :data:`TARGET_NAMES` order (no copy
+    when they are all of them in that order)."""
+    idx = _target_indices(names)
+    return D if isinstance(idx, slice) else D[:, idx]
+
+
 def _predict(model: nn.Module, feats: torch.Tensor, names: tuple[str, ...], device) -> tuple:
     out = model.predict(feats)
     alpha = out.alpha.detach().to(device, torch.float64).reshape(-1)
@@ -200,20 +229,23 @@ def _predict(model: nn.Module, feats: torch.Tensor, names: tuple[str, ...], devi
     return alpha, weights, out.log_var.detach().reshape(-1)
 
 
-def _combine(S: torch.Tensor, T: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``S + Σ_k w_k (T_k − S)``, symmetrised, with zero-variance assets kept at zero
+def _combine(S: torch.Tensor, D: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``S + Σ_k w_k D_k`` for the differences ``D_k = T_k − S`` ``(B, K, p, p)`` (one
+    matrix-vector product per sample), symmetrised, with zero-variance assets kept at zero
     variance and covariance (the package's contract; the scaled-identity target alone
     would give them the average variance)."""
-    # (1 − Σ_k w_k) S + Σ_k w_k T_k: one pass over the targets, no (B, K, p, p) T − S
-    w = w.to(S.dtype)
-    cov = torch.einsum("bk,bkij->bij", w, T) + (1.0 - w.sum(-1))[:, None, None] * S
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    B, K = w.shape
+    cov = (w.to(S.dtype).unsqueeze(1) @ D.reshape(B, K, -1)).reshape(S.shape)  # Σ_k w_k D_k
+    cov += S  # in place: no further p × p temporaries
+    cov = cov + cov.transpose(-1, -2)
+    cov *= 0.5
     flat = torch.diagonal(S, dim1=-2, dim2=-1) == 0
     if bool(flat.any()):
         cov = cov.masked_fill(flat[:, :, None] | flat[:, None, :], 0.0)
     return cov
 
 
+@torch.inference_mode()
 def ml_shrinkage_estimate(
     model: nn.Module, X: Any, *, assume_centered: bool = False, device: Any = "cpu"
 ) -> MLShrinkageEstimate:
@@ -222,23 +254,23 @@ def ml_shrinkage_estimate(
     ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
     and a ``target_names`` attribute (default :data:`shrinklab.core.targets.TARGET_NAMES`).
     One validation, one centring and one eigendecomposition serve the features and the
-    targets (:class:`shrinklab.core.sample_stats.SampleStats`).
+    targets (:class:`shrinklab.core.sample_stats.SampleStats`, holding ``T − S``). Runs
+    under ``torch.inference_mode`` (no autograd bookkeeping per operation).
     """
     Xt, batched = as_returns(X, device=_torch_device(device))
     if batched:
         raise ValueError(f"X must be 2-D (n_samples, n_assets); got shape {tuple(Xt.shape)}")
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    stats = sample_stats(Xt)
+    stats = sample_stats(Xt, differences=True, workspace=_workspace(Xt))
     feats = features_of(stats)
     alpha, weights, log_var = _predict(model, feats, names, Xt.device)
     w = alpha[:, None] * weights
     if assume_centered:
         S, T = _uncentered_targets(Xt, names)
         location = torch.zeros(Xt.shape[-1], dtype=Xt.dtype)
-        cov = _combine(S, T, w)[0]
+        cov = _combine(S, T - S.unsqueeze(1), w)[0]
     else:
-        T = stats.T[:, _target_indices(names)]
-        cov = stats.unscale(_combine(stats.S, T, w))[0]
+        cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), w))[0]
         location = Xt[0].mean(0)
     return MLShrinkageEstimate(
         covariance=cov.cpu().numpy(),
@@ -264,6 +296,7 @@ class RollingEstimate:
     target_names: tuple[str, ...]
 
 
+@torch.inference_mode()
 def rolling_estimate(
     model: nn.Module,
     returns: Any,
@@ -287,16 +320,15 @@ def rolling_estimate(
         raise ValueError(f"window {window} is longer than the {n} rows of returns")
     ends = np.arange(window, n + 1, step)
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    idx = _target_indices(names)
     dev = _torch_device(device)
     chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
     covs, alphas, weights = [], [], []
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]
         Xb = np.stack([values[t - window : t] for t in stop_ends])
-        stats = sample_stats(torch.as_tensor(Xb, device=dev))
+        stats = sample_stats(torch.as_tensor(Xb, device=dev), differences=True)
         alpha, wts, _ = _predict(model, features_of(stats), names, dev)
-        cov = stats.unscale(_combine(stats.S, stats.T[:, idx], alpha[:, None] * wts))
+        cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * wts))
         covs.append(cov.cpu().numpy())
         alphas.append(alpha.cpu().numpy())
         weights.append(wts.cpu().numpy())

@@ -40,7 +40,8 @@ def test_fit_equals_the_estimate_from_separate_pieces(model_file, scale):
     S = center(Xt)[1]
     ref = combine(S, shrinkage_targets(Xt, TARGET_NAMES), w)[0].numpy()
     np.testing.assert_allclose(est.covariance_, 0.5 * (ref + ref.T), rtol=1e-12, atol=0)
-    np.testing.assert_array_equal(est.features_, extract_features(X)[0].numpy())
+    # the estimator keeps T − S (intensities with ‖S − F‖² from the Gram): equal to round-off
+    np.testing.assert_allclose(est.features_, extract_features(X)[0].numpy(), rtol=0, atol=1e-12)
 
 
 def test_sample_stats_are_shared_and_scale_exactly():
@@ -50,6 +51,81 @@ def test_sample_stats_are_shared_and_scale_exactly():
     S = center(X)[1]
     torch.testing.assert_close(stats.unscale(stats.S), S, rtol=1e-15, atol=0)
     assert stats.T.shape == (1, len(TARGET_NAMES), 6, 6)
+
+
+@pytest.mark.parametrize("const", [False, True])
+def test_sample_stats_share_the_gram_eigh_with_qis_for_p_ge_n(const):
+    """For p >= n the one eigh of the Gram matrix serves the spectrum and QIS: the QIS
+    target equals qis_estimate's own Gram route (its second eigh) to 1e-13 relative, with
+    or without a constant column, and the spectrum equals eigvalsh(S) at the same scale."""
+    from shrinklab.core.targets import qis_estimate
+
+    X = _returns(n=30, p=45, seed=4)
+    if const:
+        X[:, 3] = 0.5
+    stats = sample_stats(torch.from_numpy(X)[None])
+    ref = qis_estimate(stats.Xc, stats.S, 30)[0]
+    got = stats.T[0, TARGET_NAMES.index("qis")]
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-13 * float(ref.abs().max()))
+    lam = torch.linalg.eigvalsh(stats.S)[0].clamp_min(0)
+    torch.testing.assert_close(
+        stats.evals[0].clamp_min(0), lam, rtol=0, atol=1e-12 * float(lam[-1])
+    )
+
+
+@pytest.mark.parametrize("n, p, const", [(80, 6, False), (30, 45, False), (40, 12, True)])
+def test_sample_stats_with_differences_give_the_same_features(n, p, const):
+    """sample_stats(X, differences=True) keeps T − S in one buffer (the estimator's route:
+    Gram of the differences, intensities with ‖S − F‖² from its diagonal): D equals T − S
+    of the default stats exactly and the features agree to 1e-12."""
+    X = _returns(n=n, p=p, seed=6)
+    if const:
+        X[:, 2] = -0.25
+    ref = sample_stats(torch.from_numpy(X)[None])
+    got = sample_stats(torch.from_numpy(X)[None], differences=True)
+    assert got.T is None and ref.D is None
+    assert torch.equal(got.D, ref.T - ref.S.unsqueeze(1))
+    torch.testing.assert_close(features_of(got), features_of(ref), rtol=0, atol=1e-12)
+
+
+def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches():
+    """The estimator runs under torch.inference_mode; the caches it may fill first (the
+    bundled ensemble's stacked members, the QP's active sets) hold normal tensors, so later
+    training-time use with autograd is not refused."""
+    from shrinklab.core import estimators
+    from shrinklab.models.stacked import _STACKS
+
+    est = MLShrinkageCovariance().fit(_returns(n=60, p=5))
+    assert not torch.is_tensor(est.covariance_)
+    sets = list(estimators._ACTIVE_SETS.values())
+    stacks = [s for s in _STACKS.values()]
+    assert sets and stacks
+    assert not any(t.is_inference() for t in sets)
+    assert not any(s.head_w[0].is_inference() or s.blocks[0][0].is_inference() for s in stacks)
+    G = torch.eye(3, dtype=torch.float64, requires_grad=True)
+    estimators.solve_simplex_qp(G, torch.ones(3, dtype=torch.float64)).sum().backward()
+
+
+def test_reused_workspace_gives_the_same_fits_in_any_order_and_thread(model_file):
+    """The per-thread buffer for T − S is reused across fits: fits of different samples
+    and sizes, in any order and from several threads, equal fresh fits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shrinklab import sklearn as sk
+
+    samples = [_returns(n=50, p=p, seed=s) for p, s in [(6, 0), (9, 1), (6, 2), (9, 3)]]
+    est = MLShrinkageCovariance.from_pretrained(model_file)
+    first = [est.fit(X).covariance_.copy() for X in samples]
+    assert getattr(sk._WORKSPACE, "buf", None) is not None
+    again = [est.fit(X).covariance_ for X in reversed(samples)][::-1]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(
+            pool.map(lambda X: sk.ml_shrinkage_estimate(est.model_, X).covariance, samples * 3)
+        )
+    for i, a in enumerate(first):
+        np.testing.assert_array_equal(a, again[i])
+    for i, c in enumerate(threaded):
+        np.testing.assert_array_equal(c, first[i % len(first)])
 
 
 def test_fit_rolling_matches_a_loop_of_fit(model_file):

@@ -449,7 +449,8 @@ def _active_sets(K: int, device: torch.device, dtype: torch.dtype) -> torch.Tens
             for act in (0, 1)
             if not (act == 1 and sum(bits) == 0)
         ]
-        _ACTIVE_SETS[key] = torch.tensor(rows, dtype=dtype, device=device)
+        with torch.inference_mode(False):  # a normal tensor even if first built in inference mode
+            _ACTIVE_SETS[key] = torch.tensor(rows, dtype=dtype, device=device)
     return _ACTIVE_SETS[key]
 
 

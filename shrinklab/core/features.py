@@ -101,6 +101,7 @@ __all__ = [
     "classical_intensities",
     "target_sq_distances",
     "target_gram",
+    "difference_gram",
     "multi_target_intensities",
     "MULTI_TARGET_SOURCES",
     "MULTI_TARGET_NAMES",
@@ -241,8 +242,14 @@ def _intensity_targets(T: torch.Tensor, extras: dict) -> tuple:
 def target_gram(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """``G_kl = ⟨T_k − S, T_l − S⟩_F`` ``(B, K, K)`` for ``S (B, p, p)``, ``T (B, K, p, p)``
     (the ``G`` of :func:`shrinklab.core.targets.quadratic_form`, which needs no ``Σ``)."""
-    D = (T - S.unsqueeze(1)).flatten(-2)
-    return _targets.symmetrize(D @ D.transpose(-1, -2))
+    return difference_gram(T - S.unsqueeze(1))
+
+
+def difference_gram(D: torch.Tensor) -> torch.Tensor:
+    """:func:`target_gram` from the differences ``D = T − S`` ``(B, K, p, p)`` (for a
+    caller that keeps them, e.g. to combine the estimate from them)."""
+    M = D.flatten(-2)
+    return _targets.symmetrize(M @ M.transpose(-1, -2))
 
 
 def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -452,12 +459,22 @@ def extract_features(X: Any, regime: Any = None) -> torch.Tensor:
 
 def features_of(stats: SampleStats) -> torch.Tensor:
     """The features ``(B, F)`` of :func:`extract_features` from the :class:`SampleStats`
-    of the returns (what the estimator shares with its targets)."""
-    return features_from_parts(
-        stats.X,
-        stats.Xc,
-        stats.S,
-        stats.evals,
-        target_gram(stats.S, stats.T),
-        intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras),
-    )
+    of the returns (what the estimator shares with its targets). From stats holding the
+    differences ``D = T − S`` (``sample_stats(X, differences=True)``) the target Gram is
+    ``D``'s and the classical intensities take ``‖S − F‖²`` from its diagonal (as the
+    training-set builder does; equal to round-off, tested)."""
+    if stats.D is None:
+        G = target_gram(stats.S, stats.T)
+        inten = intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras)
+    else:
+        G = difference_gram(stats.D)
+        k_cc = TARGET_NAMES.index("constant_correlation")
+        k_sf = TARGET_NAMES.index("single_factor")
+        sf = stats.extras["sf_parts"]
+        inten = estimators.intensities_from_stats(
+            estimators.intensity_stats(stats.Xc, stats.S, sf["covmkt"]),
+            stats.S,
+            (None, stats.extras["rbar"], None, sf),
+            gamma=(G[:, k_cc, k_cc], G[:, k_sf, k_sf]),
+        )
+    return features_from_parts(stats.X, stats.Xc, stats.S, stats.evals, G, inten)

@@ -37,7 +37,9 @@ class SampleStats:
     eigendecomposition (for ``p ≥ n`` only the eigenvalues, from the ``n × n`` Gram
     matrix, and ``evecs = None``), ``T (B, K, p, p)`` the targets of
     :data:`shrinklab.core.targets.TARGET_NAMES` and ``extras`` what the classical
-    intensities reuse.
+    intensities reuse. Built with ``differences=True`` (the estimator) it holds
+    ``D (B, K, p, p) = T − S`` instead of ``T`` (``T = None``), written in one pass per
+    target: the target Gram and the combination need only the differences.
     """
 
     X: torch.Tensor
@@ -46,8 +48,9 @@ class SampleStats:
     S: torch.Tensor
     evals: torch.Tensor
     evecs: torch.Tensor | None
-    T: torch.Tensor
+    T: torch.Tensor | None
     extras: dict
+    D: torch.Tensor | None = None
 
     def unscale(self, M: torch.Tensor) -> torch.Tensor:
         """``M (B, …, p, p)`` of the scaled returns in the units of the returns."""
@@ -55,9 +58,14 @@ class SampleStats:
         return torch.ldexp(M, e.reshape(-1, *([1] * (M.ndim - 1))))
 
 
-def sample_stats(X: Any) -> SampleStats:
+def sample_stats(
+    X: Any, differences: bool = False, workspace: torch.Tensor | None = None
+) -> SampleStats:
     """:class:`SampleStats` of returns ``X`` (``(n, p)`` or ``(B, n, p)``, validated by
-    :func:`shrinklab.core.validation.as_returns`)."""
+    :func:`shrinklab.core.validation.as_returns`); with ``differences`` the targets are
+    kept as ``D = T − S`` (``SampleStats.D``, ``T = None``), written into ``workspace``
+    when it is a tensor of ``D``'s shape, dtype and device (a caller reusing one buffer
+    across calls saves the page faults of a fresh ``K p²`` allocation)."""
     Xt, _ = as_returns(X)
     m = Xt.abs().amax(dim=(-2, -1))
     e = torch.where(m > 0, torch.frexp(m)[1], 0).to(Xt.dtype)
@@ -69,18 +77,33 @@ def sample_stats(X: Any) -> SampleStats:
         # matrix XcXcᵀ/N padded with zeros, and the QIS target takes its Gram route
         # (Ledoit & Wolf 2022; as the QIS estimator does): O(N³ + N²p) instead of an
         # O(p³) eigendecomposition of S.
-        mu = torch.linalg.eigvalsh(Xc @ Xc.transpose(-1, -2)) / N
-        evals = torch.cat([mu.new_zeros(*mu.shape[:-1], p - N), mu], dim=-1)
+        # One eigh of the Gram matrix serves the spectrum and (no constant column) QIS.
+        mu, V = torch.linalg.eigh(_targets.gram(Xc.transpose(-1, -2)))
+        evals = torch.cat([mu.new_zeros(*mu.shape[:-1], p - N), mu / N], dim=-1)
         evecs, eig = None, None
+        flat = bool((torch.diagonal(S, dim1=-2, dim2=-1) == 0).any())
+        gram_eig = None if flat else (mu, V)
     else:
         evals, evecs = torch.linalg.eigh(S)
-        eig = (evals, evecs)
+        eig, gram_eig = (evals, evecs), None
     extras: dict = {}
-    T = targets_from_parts(Xc, S, eig, extras)
-    return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
+    parts = _targets.market_parts(Xc)
+    if not differences:
+        T = targets_from_stats(S, N, parts, eig, extras, Xc, gram_eig=gram_eig)
+        return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
+    shape = (S.shape[0], len(TARGET_NAMES), p, p)
+    fits = workspace is not None and workspace.shape == shape
+    if fits and workspace.dtype == S.dtype and workspace.device == S.device:
+        D = workspace
+    else:
+        D = S.new_empty(shape)
+    targets_from_stats(S, N, parts, eig, extras, Xc, out=D, minus=S, gram_eig=gram_eig)
+    return SampleStats(Xs, e, Xc, S, evals, evecs, None, extras, D)
 
 
 def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
+    if ctx.get("gram_eig") is not None:
+        return _targets.qis_from_gram_eigh(ctx["Xc"], *ctx["gram_eig"])
     if ctx["eig"] is None:
         return _targets.qis_estimate(ctx["Xc"], S, ctx["N"])
     return _targets.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
@@ -105,6 +128,26 @@ _TARGET_BUILDERS = {
     "single_factor": _sf_target,
     "qis": _qis_target,
 }
+
+
+def _identity_minus_s(S: torch.Tensor, out: torch.Tensor) -> None:
+    """``(tr S / p) I − S`` into ``out`` (the same floating-point operations as
+    ``identity_target(S) − S``, without the ``p × p`` target)."""
+    torch.neg(S, out=out)
+    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    mu = var.sum(-1, keepdim=True) / S.shape[-1]
+    torch.sub(mu, var, out=out.diagonal(dim1=-2, dim2=-1))
+
+
+def _diagonal_minus_s(S: torch.Tensor, out: torch.Tensor) -> None:
+    """``diag(S) − S`` into ``out`` (off-diagonal ``−S``, zero diagonal)."""
+    torch.neg(S, out=out)
+    out.diagonal(dim1=-2, dim2=-1).zero_()
+
+
+# T_k − S written directly for the targets that are S's diagonal (bit for bit the
+# difference of the built target and S; tested).
+_DIFFERENCE_BUILDERS = {"identity": _identity_minus_s, "diagonal": _diagonal_minus_s}
 
 
 def targets_from_parts(
@@ -136,6 +179,7 @@ def targets_from_stats(
     out: torch.Tensor | None = None,
     names: tuple[str, ...] = TARGET_NAMES,
     minus: torch.Tensor | None = None,
+    gram_eig: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """:func:`targets_from_parts` from ``S``, the number of rows ``N`` and the market
     parts (:func:`shrinklab.core.targets.market_parts`): no returns needed when ``eig`` is
@@ -143,17 +187,20 @@ def targets_from_stats(
     written into ``out[:, :K]`` (returned), as ``T_k − minus`` if ``minus (B, p, p)`` is
     given (one pass instead of a copy and a subtraction).  ``names`` (default all, in
     :data:`TARGET_NAMES` order) picks which targets are built; the constant-correlation
-    one is needed for ``extras``."""
+    one is needed for ``extras``. ``gram_eig = torch.linalg.eigh(Xc Xcᵀ)`` (``p ≥ N``, no
+    constant column), if given, is reused by QIS (:func:`shrinklab.core.targets.qis_from_gram_eigh`)."""
     missing = [k for k in names if k not in _TARGET_BUILDERS]
     if missing:  # pragma: no cover - guards a change of TARGET_NAMES
         raise ValueError(f"no builder for targets {missing}")
-    ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc}
+    ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc, "gram_eig": gram_eig}
     if out is None:
         T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
     else:
         for i, k in enumerate(names):
             if minus is None:
                 out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
+            elif minus is S and k in _DIFFERENCE_BUILDERS:
+                _DIFFERENCE_BUILDERS[k](S, out[:, i])
             else:
                 torch.sub(_TARGET_BUILDERS[k](S, ctx), minus, out=out[:, i])
         T = out[:, : len(names)]

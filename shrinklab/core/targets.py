@@ -65,6 +65,7 @@ __all__ = [
     "gram",
     "qis_estimate",
     "qis_from_eig",
+    "qis_from_gram_eigh",
     "qis_eigenvalues",
     "target_rayleigh_quotients",
     "qis_from_returns",
@@ -460,9 +461,18 @@ def _qis_from_gram(Xc: torch.Tensor, out: torch.Tensor | None = None) -> torch.T
     all null eigenvalues are shrunk to the same value.  Costs O(N²p + Np²)
     instead of an O(p³) eigendecomposition.
     """
+    mu, V = torch.linalg.eigh(Xc @ Xc.transpose(-1, -2))  # eigenvalues of n·K
+    return qis_from_gram_eigh(Xc, mu, V, out)
+
+
+def qis_from_gram_eigh(
+    Xc: torch.Tensor, mu: torch.Tensor, V: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """QIS (Ledoit & Wolf 2022) for ``p > n = N − 1`` from ``(mu, V) = torch.linalg.eigh(Xc Xcᵀ)``
+    that the caller already has (the Gram route of :func:`qis_estimate`, the same result
+    without a second ``eigh``); ``Xc (B, N, p)`` demeaned, no constant columns."""
     B, N, p = Xc.shape
     n = N - 1
-    mu, V = torch.linalg.eigh(Xc @ Xc.transpose(-1, -2))  # eigenvalues of n·K
     lam = (mu[:, N - n :] / n).clamp_min(0)  # the n = N − 1 non-null eigenvalues, ascending
     inv = _inverse_nonnull(lam, p)
     Um = (Xc.transpose(-1, -2) @ V[:, :, N - n :]) * (inv / n).sqrt().unsqueeze(-2)

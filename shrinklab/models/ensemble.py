@@ -277,25 +277,35 @@ class EnsembleModel(nn.Module):
         """``(alpha, weights, between, within)`` of the ensemble from member outputs:
         the combined intensity and target weights, the between-member variance
         ``Σ ρ_m (α_m − ᾱ)²`` and the mean predicted variance ``Σ ρ_m v_m``."""
-        dtype = outs[0].alpha.dtype
-        rho = self.member_weights.to(dtype)
-        A = torch.stack([o.alpha for o in outs])  # (M, B)
-        P = torch.stack([o.weights for o in outs])  # (M, B, K)
+        stacked = [torch.stack([getattr(o, f) for o in outs]) for f in ShrinkageOutput._fields]
+        return self._stacked_components(*stacked)
+
+    def _stacked_components(
+        self, A: torch.Tensor, P: torch.Tensor, log_var: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`variance_components` from the members' outputs stacked along dim 0:
+        ``A (M, B)``, ``P (M, B, K)``, ``log_var (M, B)``."""
+        M, B, K = P.shape
+        rho = self.member_weights.to(A.dtype)
         # clamp: an untrained variance head can emit log-variances that overflow exp()
-        V = torch.stack([torch.exp(o.log_var.clamp(-30.0, 30.0)) for o in outs])  # (M, B)
-        alpha = torch.einsum("m,mb->b", rho, A)
+        V = torch.exp(log_var.clamp(-30.0, 30.0))  # (M, B)
+        alpha = rho @ A
+
+        def mean_over_members(Z: torch.Tensor) -> torch.Tensor:  # Σ_m ρ_m Z_m, (B, K)
+            return (rho @ Z.reshape(M, B * K)).reshape(B, K)
+
         if self.combine == "intensities":
-            w = torch.einsum("m,mbk->bk", rho, A[..., None] * P)
+            w = mean_over_members(A[..., None] * P)
             # π = w̄ / α; where α = 0 every member has α_m = 0 and π is the mean π_m
-            mean_pi = torch.einsum("m,mbk->bk", rho, P)
+            mean_pi = mean_over_members(P)
             safe = alpha > 0
             weights = torch.where(
                 safe[:, None], w / torch.where(safe, alpha, 1.0)[:, None], mean_pi
             )
         else:
-            weights = torch.einsum("m,mbk->bk", rho, P)
-        between = torch.einsum("m,mb->b", rho, (A - alpha) ** 2)
-        within = torch.einsum("m,mb->b", rho, V)
+            weights = mean_over_members(P)
+        between = rho @ (A - alpha) ** 2
+        within = rho @ V
         return alpha, weights, between, within
 
     def combine_outputs(
@@ -303,7 +313,18 @@ class EnsembleModel(nn.Module):
     ) -> ShrinkageOutput:
         """Ensemble output from member outputs: ``log_var = log τ (between + λ within)``
         (see the module docstring); ``temperature`` overrides ``τ``."""
-        alpha, weights, between, within = self.variance_components(outs)
+        stacked = [torch.stack([getattr(o, f) for o in outs]) for f in ShrinkageOutput._fields]
+        return self._combine_stacked(*stacked, temperature=temperature)
+
+    def _combine_stacked(
+        self,
+        A: torch.Tensor,
+        P: torch.Tensor,
+        log_var: torch.Tensor,
+        temperature: torch.Tensor | float | None = None,
+    ) -> ShrinkageOutput:
+        """:meth:`combine_outputs` from the members' outputs stacked along dim 0."""
+        alpha, weights, between, within = self._stacked_components(A, P, log_var)
         t = self.temperature if temperature is None else temperature
         t = torch.as_tensor(t, dtype=alpha.dtype, device=alpha.device)
         lam = self.within_weight.to(alpha.dtype)
@@ -341,7 +362,11 @@ class EnsembleModel(nn.Module):
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
         """Eval-mode, no-grad ensemble prediction (training mode unchanged)."""
-        return self.combine_outputs(self._eval_member_outputs(self._as_input(features), regime))
+        x = self._as_input(features)
+        stacked = stacked_member_outputs(self, list(self.members), x, regime)
+        if stacked is not None:  # one batched pass, combined without unstacking
+            return self._combine_stacked(*stacked)
+        return self.combine_outputs(self._eval_member_outputs(x, regime))
 
     @torch.no_grad()
     def predict_members(self, features: Any, regime: Any = None) -> list[ShrinkageOutput]:

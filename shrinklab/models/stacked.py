@@ -69,7 +69,8 @@ class StackedNetworks:
         net = members[0]
         self.gate = net.config["gate"]
         self.slope = net.config["negative_slope"]
-        with torch.no_grad():
+        # normal tensors even when first built inside torch.inference_mode (the estimator)
+        with torch.inference_mode(False), torch.no_grad():
             self.input_norm = _bn_affine([m.input_norm for m in members])
             self.blocks = []
             for i in range(len(net.blocks)):
