@@ -51,4 +51,4 @@ clean-smoke:
 # Hyperparameter search, robustness folds and ablations alone (the `model_selection`
 # stage of studies/dvc.yaml without DVC; slow, not part of `make repro`).
 model-selection: setup
-	$(VENV)/python -m shrinklab.pipeline run 07_model_selection model_selection
+	$(VENV)/dvc repro studies/dvc.yaml:model_selection
