@@ -48,7 +48,7 @@ bench: setup
 clean-smoke:
 	rm -rf build/smoke
 
-# Hyperparameter search, robustness folds and ablations alone (the `model_selection`
-# stage of studies/dvc.yaml without DVC; slow, not part of `make repro`).
+# Hyperparameter search, robustness folds and ablations alone: the `model_selection`
+# stage of studies/dvc.yaml (slow, not part of `make repro`).
 model-selection: setup
 	$(VENV)/dvc repro studies/dvc.yaml:model_selection
