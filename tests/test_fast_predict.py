@@ -22,8 +22,10 @@ from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model
 from shrinklab.sklearn import load_pretrained, ml_shrinkage_estimate, rolling_estimate
 
-# float32 networks: the batched pass and the loop may round differently
-RTOL = 1e-6
+# float32 networks: the batched pass and the loop sum in another order, so they may
+# differ by a few units in the last place per layer (1.4e-6 relative was seen on one
+# intensity of the bundled model); 1e-5 is still 100x below any modelling effect
+RTOL = 1e-5
 
 
 class _LoopModel:
@@ -139,9 +141,28 @@ def test_files_with_the_old_dropout_key_load(tmp_path):
     torch.testing.assert_close(loaded.predict(x).alpha, net.eval().predict(x).alpha)
 
 
-def test_bundled_file_uses_the_old_key_in_nested_configs():
-    raw = torch.load(model_source("final"), weights_only=True)["config"]
+def _rename_key(obj, old: str, new: str):
+    """``obj`` with every dict key ``old`` renamed ``new``, at any depth."""
+    if isinstance(obj, dict):
+        return {(new if k == old else k): _rename_key(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rename_key(v, old, new) for v in obj]
+    return obj
+
+
+def test_nested_configs_with_the_old_dropout_key_load(tmp_path):
+    """An ensemble file written before the rename (``dropout_rate`` in every member's
+    nested config, as the bundled model of earlier releases) loads under ``dropout``
+    and predicts as the file with the current key."""
+    payload = torch.load(model_source("final"), weights_only=True)
+    old = dict(payload, config=_rename_key(payload["config"], "dropout", "dropout_rate"))
+    path = tmp_path / "old.pt"
+    torch.save(old, path)
+    raw = torch.load(path, weights_only=True)["config"]
     assert "dropout_rate" in raw["general"]["config"]["members"][0]["config"]
-    cfg = load_model_payload(model_source("final"))["config"]
+    cfg = load_model_payload(path)["config"]
     member = cfg["general"]["config"]["members"][0]["config"]
     assert "dropout" in member and "dropout_rate" not in member
+    x = extract_features(np.stack([_returns(60, 20, s) for s in range(4)]))
+    a, b = load_model(path).predict(x), load_model(model_source("final")).predict(x)
+    torch.testing.assert_close(a.alpha, b.alpha, rtol=0, atol=0)
