@@ -272,6 +272,8 @@ _HISTORY = (
     "samples_per_s",
     "seconds",
 )
+# the per-epoch values a RunLogger receives: the history less its epoch and time columns
+_LOGGED = tuple(k for k in _HISTORY if k not in ("epoch", "seconds"))
 
 
 def finetune_on_real(
@@ -403,15 +405,7 @@ def finetune_on_real(
             device,
         )
         if logger is not None:
-            for key in (
-                "train_loss",
-                "valid_loss",
-                "valid_pooled_ratio",
-                "lr",
-                "grad_norm_mean",
-                "alpha_mean",
-                "samples_per_s",
-            ):
+            for key in _LOGGED:
                 logger.log_metric(f"finetune/{key}", float(record[key]))
             logger.next_step()
         saved = training_state(
