@@ -50,11 +50,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from shrinklab.core.params import notebook_section
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.data import dataset
 from shrinklab.data import returns as data
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 
+params = notebook_section("data_prep", globals())  # typed and checked: core.params
 sns.set_theme(style="whitegrid", context="notebook")
 processed = Path(processed_dir)
 processed.mkdir(parents=True, exist_ok=True)

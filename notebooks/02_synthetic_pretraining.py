@@ -67,7 +67,6 @@ clip_norm = 1.0
 # per-world normaliser of the Frobenius loss (shrinklab.training.objective.loss_normaliser)
 loss_normaliser = "sample"
 best_classical_weight = 0.0
-gap_floor = 0.01
 # weight of the edge-case worlds (near-singular, dominant factor) in the Frobenius term
 edge_weight = 1.0
 processed_dir = "build/smoke/data"
@@ -79,6 +78,7 @@ reports_dir = "build/smoke/reports"
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from shrinklab.core.params import notebook_section
 from shrinklab.core.targets import TARGET_NAMES, combine
 from shrinklab.data import dataset
 from shrinklab.evaluation import plots
@@ -91,6 +91,7 @@ from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
 from shrinklab.training.monitor import RunLogger
 
+params = notebook_section("pretrain", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "02_synthetic_pretraining", seed, processed_dir, models_dir, reports_dir
 )
@@ -104,7 +105,7 @@ config = TrainConfig(
     patience=patience, curriculum=curriculum, seed=seed, device="cpu",
     intensity_weight=intensity_weight, matrix_weight=matrix_weight, spectrum_weight=spectrum_weight,
     uncertainty_weight=uncertainty_weight, clip_norm=clip_norm,
-    loss_normaliser=loss_normaliser, best_classical_weight=best_classical_weight, gap_floor=gap_floor,
+    loss_normaliser=loss_normaliser, best_classical_weight=best_classical_weight,
     edge_weight=edge_weight,
 )
 model = MLShrinkageNetwork(

@@ -44,6 +44,7 @@ reports_dir = "build/smoke/reports"
 import pandas as pd
 import torch
 
+from shrinklab.core.params import notebook_section
 from shrinklab.data import returns as data
 from shrinklab.evaluation import plots
 from shrinklab.evaluation.reporting import save_figure, save_metrics
@@ -54,6 +55,7 @@ from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.finetune import walk_forward_finetune
 
+params = notebook_section("finetune", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "03_gpu_training", seed, processed_dir, models_dir, reports_dir
 )

@@ -59,6 +59,7 @@ reports_dir = "build/smoke/reports"
 # %%
 
 
+from shrinklab.core.params import notebook_section
 from shrinklab.data import dataset
 from shrinklab.evaluation import plots
 from shrinklab.evaluation import selection as selection_mod
@@ -73,6 +74,7 @@ from shrinklab.training.config import TrainConfig
 from shrinklab.training.monitor import run_logger
 from shrinklab.training.parallel import train_members
 
+params = notebook_section("ensemble", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "04_ensembling", seed, processed_dir, models_dir, reports_dir
 )

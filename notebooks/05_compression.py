@@ -66,6 +66,7 @@ reports_dir = "build/smoke/reports"
 
 import pandas as pd
 
+from shrinklab.core.params import notebook_section
 from shrinklab.data import dataset, universes
 from shrinklab.data import returns as returns_data
 from shrinklab.evaluation import backtest, compression, plots, universe_backtest
@@ -80,6 +81,7 @@ from shrinklab.pipeline import stage_setup
 from shrinklab.training import compression as compression_training
 from shrinklab.training.monitor import RunLogger
 
+params = notebook_section("compress", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "05_compression", seed, processed_dir, models_dir, reports_dir
 )

@@ -53,12 +53,14 @@ reports_dir = "build/smoke/reports"
 # %%
 import pandas as pd
 
+from shrinklab.core.params import notebook_section
 from shrinklab.evaluation import plots
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.registry import save_model
 from shrinklab.pipeline import stage_setup
 from shrinklab.training.rie_network import PeerConfig, train_rie_network
 
+params = notebook_section("peer", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "05_learned_peer", seed, processed_dir, models_dir, reports_dir
 )

@@ -79,6 +79,7 @@ from IPython.display import Markdown, display
 
 import shrinklab
 from shrinklab import MLShrinkageCovariance
+from shrinklab.core.params import notebook_section
 from shrinklab.evaluation import backtest, examples, plots, tables
 from shrinklab.evaluation import feasibility as feasibility_mod
 from shrinklab.evaluation import scenarios as scenarios_mod
@@ -88,6 +89,7 @@ from shrinklab.models.registry import load_model
 from shrinklab.pipeline import stage_setup
 from shrinklab.studies import specialists as specialists_mod
 
+params = notebook_section("evaluate", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "06_evaluation", seed, processed_dir, models_dir, reports_dir
 )

@@ -72,6 +72,7 @@ import yaml
 # optuna's progress bar (tqdm) asks for ipywidgets, which the report does not need
 warnings.filterwarnings("ignore", message="IProgress not found")
 
+from shrinklab.core.params import notebook_section
 from shrinklab.data import dataset
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.network import MLShrinkageNetwork
@@ -95,6 +96,7 @@ from shrinklab.studies.tuning import (
 )
 from shrinklab.training.config import TrainConfig
 
+params = notebook_section("model_selection", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "07_model_selection", seed, processed_dir, models_dir, reports_dir
 )

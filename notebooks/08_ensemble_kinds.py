@@ -47,6 +47,7 @@ models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
 
 # %%
+from shrinklab.core.params import notebook_section
 from shrinklab.data import dataset
 from shrinklab.evaluation import plots
 from shrinklab.evaluation import selection as selection_mod
@@ -56,6 +57,7 @@ from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.studies import ensemble_kinds
 from shrinklab.training.config import TrainConfig
 
+params = notebook_section("ensemble_kinds", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "08_ensemble_kinds", seed, processed_dir, models_dir, reports_dir
 )

@@ -50,6 +50,7 @@ reports_dir = "build/smoke/reports"
 import pandas as pd
 import yaml
 
+from shrinklab.core.params import notebook_section
 from shrinklab.data import dataset
 from shrinklab.evaluation.reporting import save_metrics
 from shrinklab.models import experts
@@ -57,6 +58,7 @@ from shrinklab.models.registry import load_model
 from shrinklab.pipeline import REPO_ROOT, stage_setup
 from shrinklab.studies import family_mixing, holdout, selection_grid
 
+params = notebook_section("selection_grid", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "09_selection_grid", seed, processed_dir, models_dir, reports_dir
 )

@@ -48,12 +48,14 @@ reports_dir = "build/smoke/reports"
 import pandas as pd
 import yaml
 
+from shrinklab.core.params import notebook_section
 from shrinklab.data import dataset
 from shrinklab.evaluation.reporting import save_metrics
 from shrinklab.pipeline import REPO_ROOT, stage_setup
 from shrinklab.studies import holdout
 from shrinklab.studies import training_variants as tv
 
+params = notebook_section("holdout", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "10_holdout", seed, processed_dir, models_dir, reports_dir
 )

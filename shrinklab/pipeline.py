@@ -2,9 +2,10 @@
 
 The text notebook ``notebooks/NN_name.py`` is the source of truth. A stage:
 
-1. reads its section of ``params.yaml`` and checks every key against the
-   notebook's cell tagged ``parameters`` (an unknown key is a typo: it fails
-   here instead of being silently ignored by papermill);
+1. reads its section of ``params.yaml``, checks it against the section's typed
+   dataclass (:func:`shrinklab.core.params.load_section`: unknown key, missing
+   key, wrong type) and every key against the notebook's cell tagged
+   ``parameters`` (a typo fails here instead of deep inside the notebook);
 2. executes the notebook with papermill (kernel ``shrinklab``, cwd = repo root),
    writing the executed copy to ``reports/notebooks/NN_name.ipynb``;
 3. renders self-contained HTML without code cells to ``reports/html/NN_name.html``.
@@ -43,6 +44,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from shrinklab.core.params import SHARED_SECTION, load_section
 from shrinklab.core.progress import PROGRESS_ENV
 from shrinklab.evaluation.reporting import update_readme, write_index
 
@@ -80,10 +82,6 @@ def notebook_parameters(nb) -> dict[str, Any]:
             if isinstance(target, ast.Name):
                 out[target.id] = ast.literal_eval(node.value)
     return out
-
-
-SHARED_SECTION = "paths"
-"""The params.yaml section of folders every stage shares (defined once)."""
 
 
 def stage_parameters(
@@ -125,6 +123,8 @@ def run_stage(
 
     nb = read_notebook(name, root)
     defaults = notebook_parameters(nb)
+    if section:
+        load_section(section, params_file)  # unknown / missing key, wrong type: ValueError
     params = stage_parameters(section, params_file, defaults) if section else {}
     check_parameters(params, defaults, name)
 

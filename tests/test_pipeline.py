@@ -8,6 +8,7 @@ metrics. It is the slowest test (a few minutes on 2 cores).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shrinklab.core import params as params_mod
 from shrinklab.pipeline import check_parameters, notebook_parameters, read_notebook, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,14 +51,43 @@ def _write_notebook(root: Path, name: str, body: str) -> None:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Toy(params_mod.Section):
+    """The section ``s`` of the toy notebooks below."""
+
+    value: int = 1
+
+
+@pytest.fixture
+def toy_section(monkeypatch):
+    """Registers ``s`` as a section (:data:`shrinklab.core.params.SECTIONS`)."""
+    monkeypatch.setitem(params_mod.SECTIONS, "s", _Toy)
+
+
+def _write_params(root: Path, value) -> Path:
+    """params.yaml with the shared paths and ``s: {value: <value>}``."""
+    paths = {f.name: f"out/{f.name}" for f in dataclasses.fields(params_mod.Paths)}
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump({"paths": paths, "s": {"value": value}}))
+    return path
+
+
+def test_a_bad_params_section_stops_before_the_notebook_runs(tmp_path: Path, toy_section):
+    _write_notebook(tmp_path, "01_never", "raise RuntimeError('the notebook ran')")
+    for value, message in [("7", r"'s': value = '7' is not int"), (None, "is not int")]:
+        with pytest.raises(ValueError, match=message):
+            run_stage("01_never", "s", _write_params(tmp_path, value), tmp_path)
+    assert not (tmp_path / "reports" / "notebooks" / "01_never.ipynb").exists()
+
+
 def test_unknown_parameter_is_refused():
     with pytest.raises(ValueError, match="not in the notebook's 'parameters' cell"):
         check_parameters({"epochs": 3, "epoch": 3}, {"epochs": 1}, "02_x")
 
 
-def test_failing_cell_stops_with_the_real_error(tmp_path: Path, capsys):
+def test_failing_cell_stops_with_the_real_error(tmp_path: Path, capsys, toy_section):
     _write_notebook(tmp_path, "01_fail", "raise RuntimeError(f'boom {value}')")
-    (tmp_path / "params.yaml").write_text("s:\n  value: 7\n")
+    _write_params(tmp_path, 7)
     with pytest.raises(SystemExit) as exc:
         run_stage("01_fail", "s", tmp_path / "params.yaml", tmp_path)
     assert exc.value.code == 1
@@ -65,9 +96,9 @@ def test_failing_cell_stops_with_the_real_error(tmp_path: Path, capsys):
     assert (tmp_path / "reports" / "notebooks" / "01_fail.ipynb").exists()
 
 
-def test_stage_writes_executed_notebook_and_html(tmp_path: Path):
+def test_stage_writes_executed_notebook_and_html(tmp_path: Path, toy_section):
     _write_notebook(tmp_path, "01_ok", "print('value is', value)")
-    (tmp_path / "params.yaml").write_text("s:\n  value: 5\n")
+    _write_params(tmp_path, 5)
     executed = run_stage("01_ok", "s", tmp_path / "params.yaml", tmp_path)
     assert "value is 5" in executed.read_text()
     assert (tmp_path / "reports" / "html" / "01_ok.html").exists()
@@ -160,13 +191,13 @@ def test_params_yaml_defines_each_path_once():
             assert not [k for k in values if _is_path_key(k)], section
 
 
-def test_stage_progress_reaches_the_terminal_not_the_report(tmp_path: Path, capsys):
+def test_stage_progress_reaches_the_terminal_not_the_report(tmp_path: Path, capsys, toy_section):
     _write_notebook(
         tmp_path,
         "01_progress",
         "from shrinklab.core.progress import report\nreport(f'step {value} of 9')",
     )
-    (tmp_path / "params.yaml").write_text("s:\n  value: 4\n")
+    _write_params(tmp_path, 4)
     executed = run_stage("01_progress", "s", tmp_path / "params.yaml", tmp_path)
     err = capsys.readouterr().err
     assert "[01_progress] running notebooks/01_progress.py" in err
