@@ -4,6 +4,7 @@ notebooks' ``parameters`` cells and the stage commands, and the loader's errors.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from pathlib import Path
 
@@ -11,7 +12,11 @@ import pytest
 import yaml
 
 from shrinklab.core import params as P
+from shrinklab.data.synthetic import SyntheticConfig
+from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.pipeline import DVC_FILES, notebook_parameters, read_notebook
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.rie_network import PeerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -178,3 +183,21 @@ def test_sections_are_frozen():
 )
 def test_check_value(value, hint, ok):
     assert P.check_value(value, hint) is ok
+
+
+# A knob keeps its name from params.yaml to the code that uses it. The one exception:
+# the sections' `attention` is the network's `use_attention` (renaming the network's
+# argument would change the configuration stored in every saved model).
+SECTION_TO_NETWORK = {"attention": "use_attention"}
+
+
+def test_one_name_per_knob():
+    train = {f.name for f in dataclasses.fields(TrainConfig)}
+    network = set(inspect.signature(MLShrinkageNetwork).parameters)
+    for key in P.Pretrain.keys():
+        assert key in train or SECTION_TO_NETWORK.get(key, key) in network, key
+    assert set(P.Peer.keys()) <= {f.name for f in dataclasses.fields(PeerConfig)}
+    synthetic = {f.name for f in dataclasses.fields(SyntheticConfig)}
+    for section in (P.DataPrep, P.SelectionGrid, P.Holdout):  # the world generator's knobs
+        assert {"p_max", "batch_size"} <= synthetic & set(section.keys())
+    assert {"ratio_max", "family_weights"} <= synthetic & set(P.DataPrep.keys())
