@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from shrinklab.core.params import SHARED_SECTION, load_section
+from shrinklab.core.params import SHARED_SECTION, load_section, read_params
 from shrinklab.core.progress import PROGRESS_ENV
 from shrinklab.evaluation.reporting import update_readme, write_index
 
@@ -90,8 +90,7 @@ def stage_parameters(
     """The ``section`` of ``params_file`` as a flat dict, plus the keys of the shared
     :data:`SHARED_SECTION` that the notebook declares (all of them if ``declared`` is
     None). A key in both is an error: each setting has one home."""
-    with open(params_file) as fh:
-        params = yaml.safe_load(fh) or {}
+    params = read_params(params_file)
     if section not in params:
         raise KeyError(f"{params_file} has no section {section!r} (sections: {sorted(params)})")
     own = dict(params[section])

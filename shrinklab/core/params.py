@@ -113,7 +113,7 @@ class _Checked:
 
     @classmethod
     def section_name(cls) -> str:
-        return next(k for k, v in SECTIONS.items() if v is cls)
+        return next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
 
 
 def _type_name(hint: Any) -> str:
