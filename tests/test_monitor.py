@@ -12,7 +12,7 @@ from _tiny_sets import F, K, tiny_set
 
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.training import monitor as monitor_mod
-from shrinklab.training.compression import distill
+from shrinklab.training.compression import distill, pruning_sweep
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.experts import train_family_gate
 from shrinklab.training.loop import train
@@ -81,6 +81,27 @@ def test_gate_and_distillation_identical_with_logger(tmp_path):
     assert (
         tmp_path / "dvclive" / "gate" / "plots" / "metrics" / "train" / "cross_entropy.tsv"
     ).is_file()
+
+
+def test_pruning_fine_tunes_identical_with_a_run_each(tmp_path):
+    ds, va = tiny_set(200, seed=2), tiny_set(64, seed=3)
+    torch.manual_seed(0)
+    student = MLShrinkageNetwork(input_dim=F, num_targets=K, hidden_dims=(8,)).eval()
+    kw = {"fine_tune_data": ds, "fine_tune_epochs": 2, "seed": 4}
+    torch.manual_seed(1)  # dropout draws from the global generator: the same state for both
+    t0, m0 = pruning_sweep(student, [0.5, 0.29], va, **kw)
+    torch.manual_seed(1)
+    t1, m1 = pruning_sweep(student, [0.5, 0.29], va, monitor=tmp_path, **kw)
+    for a in m0:
+        _same_weights(m0[a], m1[a])
+    assert t0.equals(t1)
+    runs = sorted(p.name for p in (tmp_path / "dvclive" / "compress").iterdir())
+    assert runs == ["prune_29", "prune_50"]  # rounded percent, not int(28.99…)
+    curve = tmp_path / "dvclive" / "compress" / "prune_50" / "plots" / "metrics" / "train"
+    assert len((curve / "loss.tsv").read_text().strip().splitlines()) == 1 + 2
+    assert list((tmp_path / "tensorboard" / "compress" / "prune_29").glob("events.out.*"))
+    pruning_sweep(student, [0.5], va, monitor=tmp_path / "none")  # nothing trained: no run
+    assert not (tmp_path / "none").exists()
 
 
 def test_without_logger_packages_a_noop_with_one_line(tmp_path, monkeypatch, capsys):
