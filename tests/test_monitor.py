@@ -4,10 +4,13 @@ weights with and without it, a one-line no-op without the logger packages."""
 from __future__ import annotations
 
 import builtins
+import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from _tiny_sets import F, K, tiny_set
 
 from shrinklab.models.network import MLShrinkageNetwork
@@ -21,6 +24,7 @@ from shrinklab.training.monitor import RunLogger
 pytest.importorskip("tensorboard")
 pytest.importorskip("dvclive")
 
+ROOT = Path(__file__).resolve().parents[1]
 CFG = TrainConfig(epochs=3, batch_size=64, lr=3e-3, patience=10, seed=3, device="cpu")
 
 
@@ -133,3 +137,24 @@ def test_without_logger_packages_a_noop_with_one_line(tmp_path, monkeypatch, cap
 def test_run_name_must_be_relative(bad, tmp_path):
     with pytest.raises(ValueError, match="relative"):
         RunLogger(bad, tmp_path)
+
+
+def test_every_logging_stage_caches_its_event_files_and_plots_its_curves():
+    """A stage whose notebook logs training runs (named ``<stage>`` or ``<stage>/...``)
+    declares ``reports/tensorboard/<stage>`` as a DVC-cached out, its DVCLive folder as
+    a git-tracked out and as a top-level ``plots:`` entry (``dvc plots show``)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    plots = {next(iter(p)) if isinstance(p, dict) else p for p in dvc["plots"]}
+    logging = []
+    for name, stage in dvc["stages"].items():
+        text = (ROOT / "notebooks" / f"{stage['cmd'].split()[4]}.py").read_text()
+        if not re.search(r"RunLogger\(|run_logger\(|monitor=reports", text):
+            continue
+        logging.append(name)
+        for run in re.findall(r'(?:RunLogger|run_logger)\("([^"]+)"', text):
+            assert run.split("/")[0] == name, (name, run)
+        outs = {next(iter(o)) if isinstance(o, dict) else o: o for o in stage["outs"]}
+        assert outs.get(f"reports/tensorboard/{name}") == f"reports/tensorboard/{name}", name
+        live = f"reports/dvclive/{name}"
+        assert outs[live] == {live: {"cache": False}} and live in plots, name
+    assert sorted(logging) == ["compress", "ensemble", "finetune", "peer", "pretrain"]
