@@ -101,8 +101,8 @@ with RunLogger("compress/distill", reports) as log:  # TensorBoard + DVCLive
         seed=seed,
         logger=log,
     )
-pruning, pruned = compression_training.pruning_sweep(
-    student, sparsities, valid_set, fine_tune_data=train_set, seed=seed
+pruning, pruned = compression_training.pruning_sweep(  # runs compress/prune_<percent>
+    student, sparsities, valid_set, fine_tune_data=train_set, seed=seed, monitor=reports
 )
 candidates = {"ensemble": teacher, "student": student}
 candidates.update({f"student_pruned_{int(100 * a)}": m for a, m in pruned.items()})

@@ -58,6 +58,7 @@ from shrinklab.evaluation import plots
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.registry import save_model
 from shrinklab.pipeline import stage_setup
+from shrinklab.training.monitor import RunLogger
 from shrinklab.training.rie_network import PeerConfig, train_rie_network
 
 params = notebook_section("peer", globals())  # typed and checked: core.params
@@ -71,7 +72,8 @@ config = PeerConfig(
     seed=seed, windows=tuple(windows), horizon=horizon, step=step, asset_subsets=asset_subsets,
     val_start=val_start, epochs=epochs, patience=patience, lr=lr,
 )
-result = train_rie_network(returns, config)
+with RunLogger("peer", reports) as log:  # TensorBoard + DVCLive: reports/{tensorboard,dvclive}/peer
+    result = train_rie_network(returns, config, logger=log)
 print(f"{result.n_train} training and {result.n_valid} validation windows; "
       f"best epoch {result.best_epoch}; {result.seconds:.0f} s")
 

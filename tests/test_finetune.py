@@ -110,6 +110,35 @@ def test_early_stopping_restores_the_best_validation_weights(tmp_path):
     assert saved["best_epoch"] == best
 
 
+def test_logger_gets_intensity_histograms_and_changes_nothing(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("dvclive")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from shrinklab.training.monitor import RunLogger
+
+    r = _returns(500)
+    tr, va = _windows(r, end=r.index[349]), _windows(r, start=r.index[350], step=21)
+    base = _model(tr.full.features.shape[1], seed=1)
+    plain, logged = copy.deepcopy(base), copy.deepcopy(base)
+    h0 = finetune_on_real(plain, tr, va, _cfg(epochs=3), tmp_path / "a")
+    with RunLogger("finetune/x", tmp_path / "reports") as log:
+        h1 = finetune_on_real(logged, tr, va, _cfg(epochs=3), tmp_path / "b", logger=log)
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, logged.state_dict()[k]), k
+    assert h0["valid_loss"] == h1["valid_loss"]
+    acc = EventAccumulator(
+        str(tmp_path / "reports" / "tensorboard" / "finetune" / "x"),
+        size_guidance={"histograms": 0},
+    ).Reload()
+    assert {"alpha", "intensity/0", "intensity/4"} <= set(acc.Tags()["histograms"])
+    alpha = acc.Histograms("alpha")
+    assert [e.step for e in alpha] == [0, 1, 2] and alpha[0].histogram_value.num == len(va)
+    # the histogram's mean is the logged mean total intensity
+    hv = alpha[-1].histogram_value
+    assert hv.sum / hv.num == pytest.approx(h1["alpha_mean"][-1], rel=1e-5)
+
+
 def test_cpu_runs_are_deterministic_and_resume_is_exact(tmp_path):
     r = _returns(500)
     tr = _windows(r, end=r.index[349], asset_subsets=1, min_assets=4)

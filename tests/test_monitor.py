@@ -4,15 +4,18 @@ weights with and without it, a one-line no-op without the logger packages."""
 from __future__ import annotations
 
 import builtins
+import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from _tiny_sets import F, K, tiny_set
 
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.training import monitor as monitor_mod
-from shrinklab.training.compression import distill
+from shrinklab.training.compression import distill, pruning_sweep
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.experts import train_family_gate
 from shrinklab.training.loop import train
@@ -21,6 +24,7 @@ from shrinklab.training.monitor import RunLogger
 pytest.importorskip("tensorboard")
 pytest.importorskip("dvclive")
 
+ROOT = Path(__file__).resolve().parents[1]
 CFG = TrainConfig(epochs=3, batch_size=64, lr=3e-3, patience=10, seed=3, device="cpu")
 
 
@@ -83,6 +87,27 @@ def test_gate_and_distillation_identical_with_logger(tmp_path):
     ).is_file()
 
 
+def test_pruning_fine_tunes_identical_with_a_run_each(tmp_path):
+    ds, va = tiny_set(200, seed=2), tiny_set(64, seed=3)
+    torch.manual_seed(0)
+    student = MLShrinkageNetwork(input_dim=F, num_targets=K, hidden_dims=(8,)).eval()
+    kw = {"fine_tune_data": ds, "fine_tune_epochs": 2, "seed": 4}
+    torch.manual_seed(1)  # dropout draws from the global generator: the same state for both
+    t0, m0 = pruning_sweep(student, [0.5, 0.29], va, **kw)
+    torch.manual_seed(1)
+    t1, m1 = pruning_sweep(student, [0.5, 0.29], va, monitor=tmp_path, **kw)
+    for a in m0:
+        _same_weights(m0[a], m1[a])
+    assert t0.equals(t1)
+    runs = sorted(p.name for p in (tmp_path / "dvclive" / "compress").iterdir())
+    assert runs == ["prune_29", "prune_50"]  # rounded percent, not int(28.99…)
+    curve = tmp_path / "dvclive" / "compress" / "prune_50" / "plots" / "metrics" / "train"
+    assert len((curve / "loss.tsv").read_text().strip().splitlines()) == 1 + 2
+    assert list((tmp_path / "tensorboard" / "compress" / "prune_29").glob("events.out.*"))
+    pruning_sweep(student, [0.5], va, monitor=tmp_path / "none")  # nothing trained: no run
+    assert not (tmp_path / "none").exists()
+
+
 def test_without_logger_packages_a_noop_with_one_line(tmp_path, monkeypatch, capsys):
     real_import = builtins.__import__
 
@@ -112,3 +137,24 @@ def test_without_logger_packages_a_noop_with_one_line(tmp_path, monkeypatch, cap
 def test_run_name_must_be_relative(bad, tmp_path):
     with pytest.raises(ValueError, match="relative"):
         RunLogger(bad, tmp_path)
+
+
+def test_every_logging_stage_caches_its_event_files_and_plots_its_curves():
+    """A stage whose notebook logs training runs (named ``<stage>`` or ``<stage>/...``)
+    declares ``reports/tensorboard/<stage>`` as a DVC-cached out, its DVCLive folder as
+    a git-tracked out and as a top-level ``plots:`` entry (``dvc plots show``)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    plots = {next(iter(p)) if isinstance(p, dict) else p for p in dvc["plots"]}
+    logging = []
+    for name, stage in dvc["stages"].items():
+        text = (ROOT / "notebooks" / f"{stage['cmd'].split()[4]}.py").read_text()
+        if not re.search(r"RunLogger\(|run_logger\(|monitor=reports", text):
+            continue
+        logging.append(name)
+        for run in re.findall(r'(?:RunLogger|run_logger)\("([^"]+)"', text):
+            assert run.split("/")[0] == name, (name, run)
+        outs = {next(iter(o)) if isinstance(o, dict) else o: o for o in stage["outs"]}
+        assert outs.get(f"reports/tensorboard/{name}") == f"reports/tensorboard/{name}", name
+        live = f"reports/dvclive/{name}"
+        assert outs[live] == {live: {"cache": False}} and live in plots, name
+    assert sorted(logging) == ["compress", "ensemble", "finetune", "peer", "pretrain"]

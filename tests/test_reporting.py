@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from shrinklab.evaluation.reporting import (
+    HEADLINE_KEYS,
     README_END,
     README_START,
     grid_average,
     headline_markdown,
     headline_metrics,
+    headline_subset,
     readme_block,
     takeaway,
     update_readme,
@@ -103,8 +105,54 @@ def test_index_has_takeaway_commit_and_stage_thumbnails(tmp_path: Path):
     assert "Built from commit" in index and "85.6" in index
     assert '<a class="card" href="html/02_x.html"><img src="figures/02_x/a.png"' in index
     assert "FSOPT" in index  # what a PRIAL above 100 means
+    summary = json.loads((reports / "metrics" / "summary.json").read_text())
+    assert summary == headline_metrics(_evaluation())
     h = json.loads((reports / "metrics" / "headline.json").read_text())
-    assert h == headline_metrics(_evaluation())
+    assert h == headline_subset(summary) and set(h) == set(HEADLINE_KEYS) - {"prial_se"}
+    assert h["prial"] == summary["grid_prial_deployed"] == 85.63  # no per-scenario SEs here
+    assert h["ml060"] == 15.82 and h["lw250"] == summary["gmv_vol_250_lw"] == 16.01
+
+
+def test_the_compression_card_shows_the_cross_universe_folds(tmp_path: Path):
+    reports = tmp_path / "reports"
+    (reports / "html").mkdir(parents=True)
+    (reports / "html" / "05_compression.html").write_text("<html></html>")
+    figures = reports / "figures" / "05_compression"
+    figures.mkdir(parents=True)
+    for name in ("a_first.png", "tradeoff.png", "cross_universe_folds.png"):
+        (figures / name).write_bytes(b"png")
+    index = write_index(tmp_path).read_text()
+    assert '<img src="figures/05_compression/cross_universe_folds.png"' in index
+    (figures / "cross_universe_folds.png").unlink()  # a missing key figure: the first one
+    assert '<img src="figures/05_compression/a_first.png"' in write_index(tmp_path).read_text()
+
+
+def test_dvc_metrics_show_fits_one_screen(tmp_path: Path):
+    """``dvc metrics show`` on a headline.json with every key: one row under 120
+    characters (dvc sorts the columns: the zero-padded windows stay in order)."""
+    pytest.importorskip("dvc")
+    import subprocess
+    import sys
+
+    from shrinklab.evaluation.reporting import save_metrics
+
+    ev = _evaluation_with_peer()
+    h = headline_subset(headline_metrics(ev))
+    assert set(h) == set(HEADLINE_KEYS)
+    metrics = tmp_path / "reports" / "metrics" / "headline.json"
+    save_metrics(metrics, h)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: 'true'\n    metrics:\n"
+        "    - reports/metrics/headline.json:\n        cache: false\n"
+    )
+    run = lambda *a: subprocess.run(a, cwd=tmp_path, capture_output=True, text=True, check=True)  # noqa: E731
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    lines = run(sys.executable, "-m", "dvc", "metrics", "show").stdout.splitlines()
+    assert len(lines) == 2 and max(map(len, lines)) <= 120, lines
+    cols = lines[0].split()
+    assert cols[1:] == sorted(HEADLINE_KEYS) and cols.index("ml060") < cols.index("ml250")
+    assert lines[1].split()[cols.index("prial")] == "85.63"
 
 
 def test_rendered_reports_link_back_to_the_index():

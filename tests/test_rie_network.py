@@ -204,6 +204,43 @@ def test_training_is_deterministic_and_never_sees_2016():
     assert a.history["valid_loss"].iloc[a.best_epoch] == a.history["valid_loss"].min()
 
 
+def test_logging_leaves_the_peer_bit_identical_and_writes_its_curves(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("dvclive")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from shrinklab.training.monitor import RunLogger
+
+    r, cfg = _fake_market(), _tiny_config(patience=1, lr=0.05)
+    plain = train_rie_network(r, cfg)
+    with RunLogger("peer", tmp_path) as log:
+        logged = train_rie_network(r, cfg, logger=log)
+    for k, v in plain.model.state_dict().items():
+        torch.testing.assert_close(v, logged.model.state_dict()[k], rtol=0, atol=0)
+    pd.testing.assert_frame_equal(plain.history, logged.history)
+    acc = EventAccumulator(str(tmp_path / "tensorboard" / "peer")).Reload()
+    steps = list(logged.history["epoch"])  # step 0: the untrained model's validation loss
+    assert [e.step for e in acc.Scalars("valid/loss")] == steps
+    assert [e.value for e in acc.Scalars("valid/loss")] == pytest.approx(
+        list(logged.history["valid_loss"]), rel=1e-6
+    )
+    assert [e.step for e in acc.Scalars("train/loss")] == steps[1:]
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(
+        list(logged.history["train_loss"].iloc[1:]), rel=1e-6
+    )
+    assert [e.value for e in acc.Scalars("lr")] == pytest.approx([cfg.lr] * len(steps))
+    mean, top = acc.Scalars("grad_norm/mean"), acc.Scalars("grad_norm/max")
+    assert len(mean) == len(steps) - 1 and all(0 < m.value <= t.value for m, t in zip(mean, top))
+    curves = tmp_path / "dvclive" / "peer" / "plots" / "metrics"
+    assert {p.relative_to(curves).as_posix() for p in curves.rglob("*.tsv")} == {
+        "train/loss.tsv",
+        "valid/loss.tsv",
+        "lr.tsv",
+        "grad_norm/mean.tsv",
+        "grad_norm/max.tsv",
+    }
+
+
 def test_training_refuses_a_validation_start_without_training_days():
     with pytest.raises(ValueError, match="no training day"):
         train_rie_network(_fake_market(), _tiny_config(val_start="2000-01-01"))

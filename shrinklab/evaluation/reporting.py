@@ -1,9 +1,11 @@
 """Reports a reviewer reads without running anything.
 
 * ``write_index(root)`` — ``reports/index.html``: takeaway and headline first, the
-  commit it was built from, one card (key-figure thumbnail) per stage report; and
-  ``reports/metrics/headline.json`` (``headline_metrics``), the file ``dvc metrics show``
-  lists.
+  commit it was built from, one card (key-figure thumbnail) per stage report; and the
+  headline numbers (``headline_metrics``): all of them in ``reports/metrics/summary.json``
+  (a plain file, what the index reads), a handful under short names in
+  ``reports/metrics/headline.json``, the one file ``dvc metrics show`` lists (one row that
+  fits a screen, :data:`HEADLINE_KEYS`).
 * ``headline_markdown(metrics)`` / ``update_readme(root)`` — the README's
   headline table, generated from ``reports/metrics/evaluation.json`` (never typed
   by hand; ``tests/test_reporting.py`` checks the README matches the metrics).
@@ -74,6 +76,7 @@ def _headline_html(headline: dict | None) -> str:
 
 
 HEADLINE_METRICS = Path("reports/metrics/headline.json")
+SUMMARY_METRICS = Path("reports/metrics/summary.json")
 DEPLOYED = "ML (final)"
 """The deployed model's name in the backtest (``models/final.pt`` = ``shrinklab/weights/final.pt``)."""
 FINETUNED = ("ML (fine-tuned, secondary)", "ML (fine-tuned)")
@@ -168,13 +171,37 @@ def headline_metrics(evaluation: dict) -> dict[str, float]:
     return out
 
 
+HEADLINE_KEYS = {
+    "prial": "grid_prial_deployed",
+    "prial_se": "grid_prial_deployed_se",
+    "of_oracle": "grid_share_of_oracle",
+    **{f"ml{w:03d}": f"gmv_vol_{w}_deployed" for w in WINDOWS},
+    **{f"lw{w:03d}": f"gmv_vol_{w}_lw" for w in WINDOWS},
+}
+"""The numbers of ``headline.json`` (short name: key of :func:`headline_metrics`): the
+deployed model's public-grid average PRIAL, its SE and its share of the oracle's, and
+its GMV volatility (%) with Ledoit–Wolf's at each window, zero-padded (``ml060``) so
+that ``dvc metrics show``, which sorts the columns, keeps the windows in order. Nine
+short names keep that one row under 120 characters."""
+
+
+def headline_subset(summary: dict[str, float]) -> dict[str, float]:
+    """The :data:`HEADLINE_KEYS` of ``summary`` (a :func:`headline_metrics` dict) under
+    their short names; the values are the same objects (no rounding again)."""
+    return {short: summary[key] for short, key in HEADLINE_KEYS.items() if key in summary}
+
+
 def write_headline_metrics(root: Path) -> Path | None:
-    """``reports/metrics/headline.json`` from ``evaluation.json`` (the one file that
-    ``dvc metrics show`` lists); None when the evaluation has not run."""
+    """From ``evaluation.json``: every :func:`headline_metrics` number to
+    ``reports/metrics/summary.json`` and the :data:`HEADLINE_KEYS` to
+    ``reports/metrics/headline.json`` (the one file that ``dvc metrics show`` lists);
+    returns the latter, or None when the evaluation has not run."""
     path = root / EVALUATION_METRICS
     if not path.exists():
         return None
-    save_metrics(root / HEADLINE_METRICS, headline_metrics(json.loads(path.read_text())))
+    summary = headline_metrics(json.loads(path.read_text()))
+    save_metrics(root / SUMMARY_METRICS, summary)
+    save_metrics(root / HEADLINE_METRICS, headline_subset(summary))
     return root / HEADLINE_METRICS
 
 
@@ -291,7 +318,7 @@ KEY_FIGURES = {
     "02_synthetic_pretraining": "training_curves.png",
     "03_gpu_training": "folds.png",
     "04_ensembling": "prial_members.png",
-    "05_compression": "tradeoff.png",
+    "05_compression": "cross_universe_folds.png",
     "06_evaluation": "prial_by_scenario.png",
     "07_model_selection": "ablation.png",
 }
@@ -334,11 +361,11 @@ def _stage_card(reports: Path, page: Path) -> str:
 
 def write_index(root: Path) -> Path:
     """Write ``reports/index.html`` (headline and takeaway first, the commit it was built
-    from, a card with a thumbnail per stage report, then metrics and figures) and
-    ``reports/metrics/headline.json``."""
+    from, a card with a thumbnail per stage report, then metrics and figures),
+    ``reports/metrics/summary.json`` and ``reports/metrics/headline.json``."""
     reports = root / "reports"
     write_headline_metrics(root)
-    h_path = root / HEADLINE_METRICS
+    h_path = root / SUMMARY_METRICS
     h = json.loads(h_path.read_text()) if h_path.exists() else None
     e_path = root / EVALUATION_METRICS
     evaluation = json.loads(e_path.read_text()) if e_path.exists() else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from shrinklab.models.network import (
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import OptimizerStep, make_optimizer, run_epoch
 from shrinklab.training.losses import gaussian_nll, intensity_mse, quadratic_frobenius
+from shrinklab.training.monitor import run_logger
 
 __all__ = [
     "distill",
@@ -190,11 +192,15 @@ def pruning_sweep(
     fine_tune_epochs: int = 3,
     seed: int = 0,
     teacher: Any = None,
+    monitor: str | Path | None = None,
+    run: str = "compress/prune",
 ) -> tuple[pd.DataFrame, dict[float, nn.Module]]:
     """Prune at each sparsity in ``amounts`` (each from the original ``model``), fine-tune
     on ``fine_tune_data`` (by distillation from ``teacher`` when given), evaluate on
     ``eval_data``. Returns a table (``amount``, ``sparsity``, ``nonzero_parameters``,
-    ``prial``) and the pruned models."""
+    ``prial``) and the pruned models. With ``monitor`` (a reports folder) each
+    fine-tuning logs the run ``<run>_<percent>`` there (e.g. ``compress/prune_50``;
+    see :func:`fine_tune`)."""
     rows, models = [], {}
     targets = (
         teacher_targets(teacher, fine_tune_data)
@@ -205,14 +211,17 @@ def pruning_sweep(
         kw: dict[str, Any] = {}
         if targets is not None:
             kw = {"loss_fn": distillation_loss(), "extra_targets": targets}
-        pm = magnitude_prune(
-            model,
-            a,
-            fine_tune_data=fine_tune_data,
-            fine_tune_epochs=fine_tune_epochs,
-            seed=seed,
-            **kw,
-        )
+        trains = fine_tune_data is not None and fine_tune_epochs > 0
+        with run_logger(f"{run}_{round(100 * a)}", monitor if trains else None) as log:
+            pm = magnitude_prune(
+                model,
+                a,
+                fine_tune_data=fine_tune_data,
+                fine_tune_epochs=fine_tune_epochs,
+                seed=seed,
+                logger=log,
+                **kw,
+            )
         w = predict_numpy(pm, field_of(eval_data, "features")).intensities
         rows.append(
             {

@@ -196,8 +196,15 @@ class _RealSet:
 
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, data: _RealSet, amp_dtype, demean: bool, chunk: int = 4096
+    model: nn.Module,
+    data: _RealSet,
+    amp_dtype,
+    demean: bool,
+    chunk: int = 4096,
+    predicted: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
+    """Eval-mode metrics of ``model`` on ``data`` (:func:`evaluate_real`); the predicted
+    intensities ``(N, K)`` are appended to ``predicted`` (for the logger's histograms)."""
     was = model.training
     model.eval()
     ws, vs, bs = [], [], []
@@ -212,6 +219,8 @@ def _evaluate(
     finally:
         model.train(was)
     w, var, base = torch.cat(ws), torch.cat(vs), torch.cat(bs)
+    if predicted is not None:
+        predicted.append(w.detach().cpu())
     sample_var = data.sample_var
     ratio = var / base.clamp_min(torch.finfo(var.dtype).tiny)
     return {
@@ -304,7 +313,8 @@ def finetune_on_real(
     demean : realised variance with (default) or without demeaning.
     resume : continue from ``out_dir/checkpoint.pt`` if it exists.
     logger : optional :class:`~shrinklab.training.monitor.RunLogger` or ``dvclive.Live``
-        (``log_metric``, ``next_step``).
+        (``log_metric``, ``next_step``; with ``log_histogram``, also histograms of the
+        validation windows' predicted intensities each epoch).
 
     Returns
     -------
@@ -375,7 +385,8 @@ def finetune_on_real(
         ep = run_epoch(perm, batch_loss, step_fn, batch_size=cfg.batch_size)
         scheduler.step()
         train_seconds = time.perf_counter() - t0
-        ev = _evaluate(model, va, amp_dtype, demean) if va else None
+        predicted = [] if logger is not None and hasattr(logger, "log_histogram") else None
+        ev = _evaluate(model, va, amp_dtype, demean, predicted=predicted) if va else None
         record = {
             "epoch": epoch,
             "train_loss": ep.loss_sum / max(ep.seen, 1),
@@ -405,6 +416,11 @@ def finetune_on_real(
             device,
         )
         if logger is not None:
+            if predicted:  # histograms of the predicted total and per-target intensities
+                w = torch.cat(predicted)
+                logger.log_histogram("alpha", w.sum(-1))
+                for k in range(w.shape[1]):
+                    logger.log_histogram(f"intensity/{k}", w[:, k])
             for key in _LOGGED:
                 logger.log_metric(f"finetune/{key}", float(record[key]))
             logger.next_step()

@@ -19,12 +19,18 @@ that share ``(window, p)``, in a random order, one Adam step (with gradient
 clipping) per group; the state with the lowest validation loss is kept (patience
 ``patience`` epochs).
 Deterministic on CPU for a given ``seed``.
+
+Logging: a ``logger`` (:class:`shrinklab.training.monitor.RunLogger`) receives per
+epoch the training and validation loss, the learning rate and the mean and largest
+gradient norm before clipping (values the loop computes anyway: the trained model is
+the same with or without it).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -124,8 +130,23 @@ def _lw_loss(g: WindowBatch) -> torch.Tensor:
     return realised_loss(w, g.realised)
 
 
-def train_rie_network(returns: pd.DataFrame, config: PeerConfig | None = None) -> PeerResult:
-    """Train a :class:`RIENetwork` on pre-2016 windows of ``returns`` (module docstring)."""
+def _log_epoch(logger: Any, row: dict, lr: float, grad_norms: list[float]) -> None:
+    """One epoch (``row`` of the history) to ``logger``; NaN values are skipped there."""
+    logger.log_metric("train/loss", row["train_loss"])
+    logger.log_metric("valid/loss", row["valid_loss"])
+    logger.log_metric("lr", lr)
+    if grad_norms:
+        logger.log_metric("grad_norm/mean", float(np.mean(grad_norms)))
+        logger.log_metric("grad_norm/max", float(np.max(grad_norms)))
+    logger.next_step()
+
+
+def train_rie_network(
+    returns: pd.DataFrame, config: PeerConfig | None = None, logger: Any = None
+) -> PeerResult:
+    """Train a :class:`RIENetwork` on pre-2016 windows of ``returns`` (module docstring);
+    ``logger`` (e.g. ``RunLogger("peer", reports)``) receives one step per epoch, the
+    untrained model's validation loss at step 0."""
     config = config or PeerConfig()
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -137,21 +158,26 @@ def train_rie_network(returns: pd.DataFrame, config: PeerConfig | None = None) -
         best = float(_mean_loss(model, valid))
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     best_epoch, rows = 0, [{"epoch": 0, "train_loss": np.nan, "valid_loss": best}]
+    if logger is not None:
+        _log_epoch(logger, rows[0], config.lr, [])
     rng = np.random.default_rng(config.seed)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        total = 0.0
+        total, grad_norms = 0.0, []
         for i in rng.permutation(len(train)):
             opt.zero_grad()
             loss = realised_loss(model(train[i].X).weights, train[i].realised).mean()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             opt.step()
             total += loss.item() * len(train[i])
+            grad_norms.append(float(norm))
         model.eval()
         with torch.no_grad():
             val = float(_mean_loss(model, valid))
         rows.append({"epoch": epoch, "train_loss": total / n_train, "valid_loss": val})
+        if logger is not None:
+            _log_epoch(logger, rows[-1], opt.param_groups[0]["lr"], grad_norms)
         if val < best:
             best, best_epoch = val, epoch
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
