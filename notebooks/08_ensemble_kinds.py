@@ -60,16 +60,15 @@ processed, models, reports, figures = stage_setup(
 )
 # Early stopping and calibration use disjoint halves of the validation worlds.
 inputs = ensembles_mod.ensemble_inputs(processed, models, seed=seed, member_epochs=member_epochs)
-train_set, valid_set, test_set = inputs.train_set, inputs.valid_set, inputs.test_set
-calibration_set, architecture, base = inputs.calibration_set, inputs.architecture, inputs.config
+valid_set, test_set = inputs.valid_set, inputs.test_set
 checkpoints = run_dir("ensemble_kinds", inputs.run_key(n_members), inputs.train_path)
 kinds = ensemble_kinds.train_ensemble_kinds(
-    train_set,
+    inputs.train_set,
     valid_set,
-    calibration_set,
+    inputs.calibration_set,
     checkpoints,
-    architecture=architecture,
-    config=base,
+    architecture=inputs.architecture,
+    config=inputs.config,
     seed=seed,
     n_members=n_members,
     workers=workers,
