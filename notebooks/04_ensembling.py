@@ -65,12 +65,10 @@ from shrinklab.evaluation import plots
 from shrinklab.evaluation import selection as selection_mod
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models import experts
-from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training import ensembles as ensembles_mod
 from shrinklab.training import experts as expert_training
-from shrinklab.training.config import TrainConfig
 from shrinklab.training.monitor import run_logger
 from shrinklab.training.parallel import train_members
 
@@ -78,22 +76,11 @@ params = notebook_section("ensemble", globals())  # typed and checked: core.para
 processed, models, reports, figures = stage_setup(
     "04_ensembling", seed, processed_dir, models_dir, reports_dir
 )
-train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
 # Early stopping and calibration use disjoint halves of the validation worlds.
-valid_set, calibration_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt").split(
-    0.5, seed
-)
-test_set = dataset.TrainingSet.load(processed / "synthetic_test.pt")
-pretrained = load_model_payload(models / "pretrained.pt")
-architecture = {
-    k: v for k, v in pretrained["config"].items() if k not in ("input_dim", "num_targets")
-}
-base = TrainConfig(**{**pretrained["extra"]["train_config"], "epochs": member_epochs, "seed": seed})
-checkpoints = run_dir(
-    "ensemble",
-    {"base": base.to_dict(), "arch": architecture, "n": n_members},
-    processed / "synthetic_train.pt",
-)
+inputs = ensembles_mod.ensemble_inputs(processed, models, seed=seed, member_epochs=member_epochs)
+train_set, valid_set, test_set = inputs.train_set, inputs.valid_set, inputs.test_set
+calibration_set, architecture, base = inputs.calibration_set, inputs.architecture, inputs.config
+checkpoints = run_dir("ensemble", inputs.run_key(n_members), inputs.train_path)
 
 # %%
 # One queue of independent members for the worker processes: the ensemble's, then the
@@ -112,7 +99,7 @@ expert_jobs = expert_training.family_expert_jobs(
     valid_set,
     family_experts,
     checkpoints / "experts",
-    model_config=pretrained["config"],
+    model_config=inputs.pretrained["config"],
     config=base,
     seed=seed,
     n_members=expert_members,
@@ -151,7 +138,9 @@ selection[["prial", "conformal_50", "conformal_90", "width_90_conformal", "calib
 test_table.sort_values("prial", ascending=False).reset_index(drop=True)
 
 # %%
-fig = plots.prial_bars(test_table.assign(scenario="synthetic test", se=0.0), estimator_col="model", highlight=[kind])
+fig = plots.prial_bars(
+    test_table.assign(scenario="synthetic test", se=0.0), estimator_col="model", highlight=[kind]
+)
 save_figure(fig, figures / "prial_members.png")
 
 # %% [markdown]
@@ -232,8 +221,8 @@ if family_experts:
 save_model(
     models / "ensemble.pt",
     deployed,
-    pretrained["feature_names"],
-    pretrained["target_names"],
+    inputs.pretrained["feature_names"],
+    inputs.pretrained["target_names"],
     extra={"ensemble_kind": kind, "family_experts": list(family_experts)},
 )
 prial = test_table.set_index("model")["prial"]
@@ -281,4 +270,10 @@ save_metrics(
 # NBVAL_CHECK_OUTPUT
 print("deployed ensemble:", kind, f"({len(best.members)} members)")
 print("test PRIAL:", {k: round(float(v), 1) for k, v in prial.items() if "[" not in k})
-print("conformal coverage 50/90:", {k: (round(float(r.conformal_50), 2), round(float(r.conformal_90), 2)) for k, r in coverage.iterrows()})
+print(
+    "conformal coverage 50/90:",
+    {
+        k: (round(float(r.conformal_50), 2), round(float(r.conformal_90), 2))
+        for k, r in coverage.iterrows()
+    },
+)

@@ -52,38 +52,25 @@ from shrinklab.data import dataset
 from shrinklab.evaluation import plots
 from shrinklab.evaluation import selection as selection_mod
 from shrinklab.evaluation.reporting import save_figure, save_metrics
-from shrinklab.models.persistence import load_model_payload
 from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.studies import ensemble_kinds
-from shrinklab.training.config import TrainConfig
+from shrinklab.training import ensembles as ensembles_mod
 
 params = notebook_section("ensemble_kinds", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
     "08_ensemble_kinds", seed, processed_dir, models_dir, reports_dir
 )
-train_set = dataset.TrainingSet.load(processed / "synthetic_train.pt")
 # Early stopping and calibration use disjoint halves of the validation worlds.
-valid_set, calibration_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt").split(
-    0.5, seed
-)
-test_set = dataset.TrainingSet.load(processed / "synthetic_test.pt")
-pretrained = load_model_payload(models / "pretrained.pt")
-architecture = {
-    k: v for k, v in pretrained["config"].items() if k not in ("input_dim", "num_targets")
-}
-base = TrainConfig(**{**pretrained["extra"]["train_config"], "epochs": member_epochs, "seed": seed})
-checkpoints = run_dir(
-    "ensemble_kinds",
-    {"base": base.to_dict(), "arch": architecture, "n": n_members},
-    processed / "synthetic_train.pt",
-)
+inputs = ensembles_mod.ensemble_inputs(processed, models, seed=seed, member_epochs=member_epochs)
+valid_set, test_set = inputs.valid_set, inputs.test_set
+checkpoints = run_dir("ensemble_kinds", inputs.run_key(n_members), inputs.train_path)
 kinds = ensemble_kinds.train_ensemble_kinds(
-    train_set,
+    inputs.train_set,
     valid_set,
-    calibration_set,
+    inputs.calibration_set,
     checkpoints,
-    architecture=architecture,
-    config=base,
+    architecture=inputs.architecture,
+    config=inputs.config,
     seed=seed,
     n_members=n_members,
     workers=workers,
@@ -173,4 +160,10 @@ save_metrics(
 # NBVAL_CHECK_OUTPUT
 print("chosen kind:", result.chosen, {k: len(e.members) for k, e in kinds.items()})
 print("test PRIAL:", {k: round(float(v), 1) for k, v in prial.items() if "[" not in k})
-print("conformal coverage 50/90:", {k: (round(float(r.conformal_50), 2), round(float(r.conformal_90), 2)) for k, r in result.coverage.iterrows()})
+print(
+    "conformal coverage 50/90:",
+    {
+        k: (round(float(r.conformal_50), 2), round(float(r.conformal_90), 2))
+        for k, r in result.coverage.iterrows()
+    },
+)

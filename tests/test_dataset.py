@@ -20,7 +20,7 @@ from shrinklab.core import estimators as estimators_module
 from shrinklab.core.estimators import fsopt
 from shrinklab.core.features import FEATURE_NAMES, extract_features
 from shrinklab.core.targets import TARGET_NAMES, combine, quadratic_form
-from shrinklab.data import dataset, synthetic
+from shrinklab.data import dataset, labels, synthetic, training_set
 from shrinklab.data.dataset import SCHEMA_VERSION, TrainingSet, build_training_set
 
 K = len(TARGET_NAMES)
@@ -234,7 +234,7 @@ def test_validation_and_progress_switch(monkeypatch):
                 k: torch.zeros((2, 3) if k == "features" else (2, K, K) if k == "G" else (2, K))
                 if k in ("features", "G", "oracle_w", "c")
                 else torch.zeros(2)
-                for k in dataset._FIELDS
+                for k in training_set.FIELDS
             }
         )
 
@@ -254,9 +254,9 @@ def test_fsopt_loss_from_eigh_without_cancellation():
 def test_chunked_processing_equals_one_batch(monkeypatch):
     b = next(synthetic.generate_batches(5, 11, {**CONFIG, "batch_size": 5}))
     whole = dataset.process_batch(b.X, b.sigma)
-    monkeypatch.setattr(dataset, "_CHUNK_MIN", 2)
-    monkeypatch.setattr(dataset, "_CHUNK_MAX", 2)
-    assert dataset._chunk_size(b.n, b.p) == 2
+    monkeypatch.setattr(labels, "_CHUNK_MIN", 2)
+    monkeypatch.setattr(labels, "_CHUNK_MAX", 2)
+    assert labels.chunk_size(b.n, b.p) == 2
     timings: dict[str, float] = {}
     chunked = dataset.process_batch(b.X, b.sigma, timings)
     assert set(timings) >= {"cov", "eigh", "targets", "qp", "features", "fsopt"}
@@ -338,17 +338,17 @@ def test_float32_handoff_pieces_and_numpy_eigh_match_the_float64_path(monkeypatc
     b32 = dataset._chunk_batch(plan, c)
     b64 = synthetic.build_batch(plan, c)
     assert b32.X.dtype == torch.float32 and torch.equal(b32.X.double(), b64.X)
-    assert plan.p >= dataset._NUMPY_EIGH_MIN_P
+    assert plan.p >= labels._NUMPY_EIGH_MIN_P
     one = dataset.process_batch(b32.X, b32.sigma)
     ref = dataset.process_batch(b64.X, b64.sigma)
     for k, v in ref.items():
         assert torch.equal(one[k], v), k
-    monkeypatch.setattr(dataset, "_STATS_ELEMENTS", 1 << 30)  # the whole chunk in one piece
+    monkeypatch.setattr(labels, "_STATS_ELEMENTS", 1 << 30)  # the whole chunk in one piece
     whole = dataset.process_batch(b64.X, b64.sigma)
     for k, v in ref.items():
         assert _rel(whole[k], v) < 1e-12, k
     S = _assert_rows_match_public_functions(ref, b64.X, b64.sigma)
-    evals, U = dataset._eigh(S)
+    evals, U = labels._eigh(S)
     torch.testing.assert_close(
         evals, torch.linalg.eigvalsh(S), rtol=0, atol=1e-12 * float(evals.max())
     )
@@ -367,7 +367,7 @@ def test_fsopt_loss_from_the_generator_roots_for_every_family():
     c = synthetic.as_config(cfg)
     (plan,) = synthetic.plan_batches(36, 3, c)
     b = dataset._chunk_batch(plan, c)
-    assert plan.p >= dataset._ROOT_FSOPT_MIN_P
+    assert plan.p >= labels._ROOT_FSOPT_MIN_P
     kinds = {type(r).__name__ for r in b.roots}
     assert kinds == {"Tensor", "tuple"}, kinds
     X = b.X.double()
@@ -393,12 +393,12 @@ def test_center_squares_is_center_and_its_squares():
     X[1, :, 2] = 0.37  # constant columns with a non-representable value
     X[3, :, 0] = -5.1
     for data in (X[[0, 2]], X):
-        Xc, Y2, ssq = dataset._center_squares(data)
+        Xc, Y2, ssq = labels._center_squares(data)
         ref, _ = center(data, cov=False)
         assert torch.equal(Xc, ref)
         assert torch.equal(Y2, ref * ref)
         assert torch.equal(ssq, (ref * ref).sum(-2))
-    assert bool((dataset._center_squares(X)[1][1, :, 2] == 0).all())
+    assert bool((labels._center_squares(X)[1][1, :, 2] == 0).all())
 
 
 def test_spectral_quadratic_form_equals_the_explicit_targets():
@@ -413,15 +413,15 @@ def test_spectral_quadratic_form_equals_the_explicit_targets():
         cfg.update(ratio_min=ratio, ratio_max=ratio)
         b = next(synthetic.generate_batches(6, 13, cfg))
         X = b.X
-        Xc = dataset._center_squares(X)[0]
+        Xc = labels._center_squares(X)[0]
         S = torch.stack([torch.cov(x.T, correction=0) for x in X])
         eig = torch.linalg.eigh(S)
         parts = market_parts(Xc)
         ex1: dict = {}
         ex2: dict = {}
-        clock = dataset._Clock(None, lambda: 0.0)
-        G1, c1, d1 = dataset._quadratic_form_explicit(S, b.sigma, b.n, parts, eig, ex1, clock)
-        G2, c2, d2, l2 = dataset._quadratic_form_spectral(
+        clock = labels._Clock(None, lambda: 0.0)
+        G1, c1, d1 = labels._quadratic_form_explicit(S, b.sigma, b.n, parts, eig, ex1, clock)
+        G2, c2, d2, l2 = labels._quadratic_form_spectral(
             S, b.sigma, b.n, parts, eig, ex2, clock, None
         )
         assert _rel(G2, G1) < 1e-10 and _rel(c2, c1) < 1e-10 and _rel(d2, d1) < 1e-12

@@ -10,6 +10,7 @@ import scipy.linalg
 import scipy.stats
 import torch
 
+from shrinklab.data import draws, families, sampling
 from shrinklab.data import synthetic as syn
 from shrinklab.data import worlds_market as wm
 
@@ -54,7 +55,7 @@ def test_toeplitz_matches_scipy_and_its_cholesky_root():
     brute = np.array([[rho ** abs(i - j) for j in range(p)] for i in range(p)])
     np.testing.assert_allclose(s.numpy(), brute, rtol=1e-14, atol=1e-15)
     # the closed-form AR(1) root used to draw X is the Cholesky factor
-    _, root = syn._toeplitz(p, _gen(0), {"rho": rho})
+    _, root = families._toeplitz(p, _gen(0), {"rho": rho})
     np.testing.assert_allclose(root.numpy(), np.linalg.cholesky(ref), atol=1e-12)
 
 
@@ -63,7 +64,7 @@ def test_sampling_root_reproduces_sigma(family):
     # X is drawn from a root of Σ: a full L (Σ = LLᵀ) or factors (B, d) (Σ = BBᵀ + diag d²)
     for hetero in (None, 0.5):
         kw = {} if hetero is None else {"hetero": hetero}
-        sigma, root = syn._sigma_and_root(family, 30, _gen(4), kw, 0.0)
+        sigma, root = families.sigma_and_root(family, 30, _gen(4), kw, 0.0)
         root = wm.target_root(root)  # a moving world's X is drawn from another Σ
         assert torch.equal(sigma, sigma.T), "exactly symmetric (no symmetrising pass)"
         if isinstance(root, tuple):
@@ -188,7 +189,7 @@ def test_bad_family_parameters_raise():
 # --------------------------------------------------------------------------- returns
 def test_chi2_sampler_matches_scipy():
     for df in (3.0, 4.5, 30.0):
-        w = syn._chi2(df, 20000, _gen(int(df * 10))).numpy()
+        w = sampling._chi2(df, 20000, _gen(int(df * 10))).numpy()
         assert scipy.stats.kstest(w, scipy.stats.chi2(df).cdf).pvalue > 1e-3
 
 
@@ -444,7 +445,7 @@ def test_haar_families_from_float32_draws_keep_their_spectrum(family):
     """The Haar basis comes from QR of a float32-drawn Gaussian upcast to float64: Σ is
     still exactly symmetric, positive definite and has the family's eigenvalues (1e-12)."""
     g = _gen(5)
-    sigma, root = syn._sigma_and_root(family, 80, g, {}, 0.0)
+    sigma, root = families.sigma_and_root(family, 80, g, {}, 0.0)
     assert torch.equal(sigma, sigma.T)
     ev = np.linalg.eigvalsh(sigma.numpy())
     assert ev.min() > 0
@@ -461,8 +462,8 @@ def test_training_draws_use_a_lower_triangular_root_of_the_same_sigma(family):
     for hetero in (None, 0.5):
         kw = {} if hetero is None else {"hetero": hetero}
         g0, g1 = _gen(7), _gen(7)
-        s0, _ = syn._sigma_and_root(family, 30, g0, kw, 0.0)
-        s1, root = syn._sigma_and_root(family, 30, g1, kw, 0.0, lower=True)
+        s0, _ = families.sigma_and_root(family, 30, g0, kw, 0.0)
+        s1, root = families.sigma_and_root(family, 30, g1, kw, 0.0, lower=True)
         assert torch.equal(s0, s1)
         assert torch.equal(torch.randn(3, generator=g0), torch.randn(3, generator=g1))
         if isinstance(root, (tuple, wm.Shifted)):  # factor roots (a moving world's too)
@@ -480,7 +481,7 @@ def test_trmm_draw_equals_the_gemm_product(dtype):
     L = torch.linalg.cholesky(a @ a.T + 70 * torch.eye(70, dtype=torch.float64))
     z = torch.randn(270, 70, generator=g, dtype=dtype)
     ref = z.double() @ L.to(dtype).double().T
-    got = syn._times_lower_t(z.clone(), L)
+    got = sampling._times_lower_t(z.clone(), L)
     assert got.dtype == dtype and got.shape == (270, 70)
     tol = 2e-6 if dtype == torch.float32 else 1e-13
     assert float((got.double() - ref).abs().max()) <= tol * float(ref.abs().max())
@@ -492,7 +493,7 @@ def test_lapack_qr_factor_against_numpy(p):
     of the same float64 matrix: Q orthogonal and QR = A to 1e-13, the same Q and diag R
     once both are sign-normalised (1e-10: the Householder QR is unique up to signs)."""
     a32 = torch.randn(p, p, generator=_gen(p), dtype=torch.float32)
-    q, r_diag = syn._qr_q(a32)
+    q, r_diag = draws.qr_q(a32)
     a = a32.double().numpy()
     np.testing.assert_allclose(q.T @ q, np.eye(p), rtol=0, atol=1e-13)
     r = q.T @ a  # upper triangular with diagonal r_diag

@@ -20,10 +20,9 @@ from shrinklab.core.estimators import solve_simplex_qp
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.training.config import TrainConfig, config_diff
 from shrinklab.training.device import resolve_amp_dtype
+from shrinklab.training.device_data import DeviceData, epoch_pool
 from shrinklab.training.loop import (
     OptimizerStep,
-    _DeviceData,
-    _pool,
     early_stopping_update,
     epoch_order,
     evaluate_loss,
@@ -211,18 +210,18 @@ def test_checkpoint_contents_and_nothing_in_cwd(sets, tmp_path, monkeypatch):
 
 def test_curriculum_and_progressive_pools(sets):
     tr, _ = sets
-    data = _DeviceData(tr, torch.device("cpu"), need_schedule=True)
+    data = DeviceData(tr, torch.device("cpu"), need_schedule=True)
     cfg = TrainConfig(curriculum=True, curriculum_start=0.25, curriculum_epochs=3)
-    sizes = [_pool(data, cfg, e).numel() for e in range(5)]
+    sizes = [epoch_pool(data, cfg, e).numel() for e in range(5)]
     assert sizes == [512, 1024, 1536, 2048, 2048]  # ceil((0.25 + 0.75 e / 3) * 2048)
-    first = _pool(data, cfg, 0).numpy()
+    first = epoch_pool(data, cfg, 0).numpy()
     cutoff = np.sort(tr.difficulty)[511]
     assert np.all(tr.difficulty[first] <= cutoff)  # the easiest quarter
     prog = TrainConfig(progressive=True, progressive_epochs=4)
-    p0 = _pool(data, prog, 0).numpy()
+    p0 = epoch_pool(data, prog, 0).numpy()
     assert set(tr.p[p0]) == {tr.p.min()}
-    assert _pool(data, prog, 4).numel() == 2048
-    counts = [_pool(data, prog, e).numel() for e in range(5)]
+    assert epoch_pool(data, prog, 4).numel() == 2048
+    counts = [epoch_pool(data, prog, e).numel() for e in range(5)]
     assert counts == sorted(counts)
 
 
@@ -420,7 +419,7 @@ def make_matrix_set(n: int, seed: int) -> _MatrixSet:
 
 def test_spectrum_term_matches_losses_and_trains(tmp_path):
     from shrinklab.core.targets import combine
-    from shrinklab.training.loop import _SpectrumCache
+    from shrinklab.training.device_data import SpectrumCache
     from shrinklab.training.losses import spectrum_loss
 
     tr, va = make_matrix_set(128, seed=0), make_matrix_set(32, seed=1)
@@ -428,8 +427,8 @@ def test_spectrum_term_matches_losses_and_trains(tmp_path):
         epochs=3, batch_size=32, spectrum_weight=1.0, spectrum_pool=48, spectrum_batch=8,
         intensity_weight=0.1, matrix_weight=0.1, T_0=4, patience=50,
     )  # fmt: skip
-    data = _DeviceData(tr, torch.device("cpu"), need_schedule=False)
-    cache = _SpectrumCache(tr, data, cfg, torch.device("cpu"))
+    data = DeviceData(tr, torch.device("cpu"), need_schedule=False)
+    cache = SpectrumCache(tr, data, cfg, torch.device("cpu"))
     assert sum(int(s) for s in cache.sizes) == 48
     b, rows = cache.draw(0, 0)
     assert (b, rows.tolist()) == (lambda r: (r[0], r[1].tolist()))(cache.draw(0, 0))
@@ -580,7 +579,7 @@ def test_fsopt_gap_loss_is_one_minus_prial_from_the_matrices(synthetic_rows):
     g = torch.Generator().manual_seed(0)
     w = torch.rand(len(ts), 5, generator=g, dtype=torch.float64)
     w = w / w.sum(1, keepdim=True) * torch.rand(len(ts), 1, generator=g, dtype=torch.float64)
-    data = _DeviceData(ts, torch.device("cpu"), False, normaliser="fsopt_gap", gap_floor=1e-6)
+    data = DeviceData(ts, torch.device("cpu"), False, normaliser="fsopt_gap", gap_floor=1e-6)
     got = quadratic_frobenius(w.float(), data.G, data.c, data.d, normalise=False, reduction="none")
     want = torch.empty(len(ts), dtype=torch.float64)
     for b in ts.rebuild_matrices():
@@ -598,7 +597,7 @@ def test_fsopt_gap_loss_is_one_minus_prial_from_the_matrices(synthetic_rows):
 def test_sample_normaliser_is_the_normalised_frobenius_loss(synthetic_rows):
     ts = synthetic_rows
     w = torch.full((len(ts), 5), 0.15, dtype=torch.float64)
-    data = _DeviceData(ts, torch.device("cpu"), False)
+    data = DeviceData(ts, torch.device("cpu"), False)
     got = quadratic_frobenius(w.float(), data.G, data.c, data.d, normalise=False, reduction="none")
     want = quadratic_frobenius(w, ts.G, ts.c, ts.d, normalise=True, reduction="none")
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
@@ -623,7 +622,7 @@ def test_fsopt_gap_floor_and_bad_inputs():
     with pytest.raises(ValueError, match="gap_floor"):
         TrainConfig(gap_floor=0.0)
     with pytest.raises(ValueError, match="loss_fsopt"):
-        _DeviceData(make_set(8), torch.device("cpu"), False, normaliser="fsopt_gap")
+        DeviceData(make_set(8), torch.device("cpu"), False, normaliser="fsopt_gap")
 
 
 # ------------------------------------------------ loss relative to the best classical
@@ -653,7 +652,7 @@ def test_sample_and_best_classical_loss_from_the_matrices(synthetic_rows):
         want_best[b.indices] = best
         want[b.indices] = loss / d + lam * loss / best
     torch.testing.assert_close(best_classical_loss(ts), want_best, rtol=1e-6, atol=0)
-    data = _DeviceData(
+    data = DeviceData(
         ts,
         torch.device("cpu"),
         False,
@@ -664,8 +663,8 @@ def test_sample_and_best_classical_loss_from_the_matrices(synthetic_rows):
     got = quadratic_frobenius(w.float(), data.G, data.c, data.d, normalise=False, reduction="none")
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
     # λ = 0 is the sample-normalised loss
-    data0 = _DeviceData(ts, torch.device("cpu"), False, normaliser="sample_and_best_classical")
-    torch.testing.assert_close(data0.G, _DeviceData(ts, torch.device("cpu"), False).G)
+    data0 = DeviceData(ts, torch.device("cpu"), False, normaliser="sample_and_best_classical")
+    torch.testing.assert_close(data0.G, DeviceData(ts, torch.device("cpu"), False).G)
 
 
 def test_best_classical_normaliser_floor_and_bad_inputs():
@@ -683,7 +682,7 @@ def test_best_classical_normaliser_floor_and_bad_inputs():
         TrainConfig(best_classical_weight=-1.0)
     with pytest.raises(ValueError, match="TrainingSet"):
         # a bare quadratic-form set has no classical intensities to take the best of
-        _DeviceData(make_set(8), torch.device("cpu"), False, normaliser="sample_and_best_classical")
+        DeviceData(make_set(8), torch.device("cpu"), False, normaliser="sample_and_best_classical")
 
 
 # ------------------------------------------------ weight of the edge-case worlds
@@ -710,7 +709,7 @@ def test_edge_weight_scales_the_loss_of_edge_worlds_only():
         loss = frobenius_loss(combine(b.S, b.T, w[b.indices]), b.sigma)
         scale = torch.where(torch.as_tensor(edge[b.indices]), weight, 1.0).double()
         want[b.indices] = scale * loss / ts.d[b.indices].double()
-    data = _DeviceData(ts, torch.device("cpu"), False, edge_weight=weight)
+    data = DeviceData(ts, torch.device("cpu"), False, edge_weight=weight)
     got = quadratic_frobenius(w.float(), data.G, data.c, data.d, normalise=False, reduction="none")
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
 
@@ -721,6 +720,6 @@ def test_edge_weight_bad_inputs():
             TrainConfig(edge_weight=bad)
     with pytest.raises(ValueError, match="world families"):
         # a bare quadratic-form set has no families to weigh
-        _DeviceData(make_set(8), torch.device("cpu"), False, edge_weight=0.5)
+        DeviceData(make_set(8), torch.device("cpu"), False, edge_weight=0.5)
     # weight 1 needs no families
-    _DeviceData(make_set(8), torch.device("cpu"), False, edge_weight=1.0)
+    DeviceData(make_set(8), torch.device("cpu"), False, edge_weight=1.0)

@@ -57,8 +57,7 @@ import pandas as pd
 import torch
 
 from shrinklab.data import returns as data
-
-DTYPE = torch.float64
+from shrinklab.data.draws import DTYPE, pop_param, randint, uniform
 
 MARKET_FAMILIES: tuple[str, ...] = ("market_sectors", "regime_shift", "resampled")
 
@@ -84,21 +83,6 @@ class Shifted:
     target: tuple[torch.Tensor, torch.Tensor]
 
 
-def _u(g: torch.Generator, lo: float = 0.0, hi: float = 1.0, size: int | None = None):
-    if size is None:
-        return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=DTYPE))
-    return lo + (hi - lo) * torch.rand(size, generator=g, dtype=DTYPE)
-
-
-def _randint(g: torch.Generator, lo: int, hi: int) -> int:
-    return int(torch.randint(lo, hi + 1, (), generator=g))
-
-
-def _pop(kw: dict[str, Any], name: str, default):
-    v = kw.pop(name, None)
-    return default() if v is None else v
-
-
 def _factor_sigma(b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     s = b @ b.T
     s = 0.5 * (s + s.T)
@@ -114,11 +98,11 @@ def _normalised(b: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, tuple]:
 
 def market_sectors_factors(p: int, g: torch.Generator, kw: dict[str, Any]):
     """Factors ``(B (p, 1 + k), d (p,))`` of a ``market_sectors`` world (module docstring)."""
-    h = float(_pop(kw, "market_share", lambda: _u(g, 0.2, 0.5)))
-    s = float(_pop(kw, "sector_share", lambda: _u(g, 0.05, 0.2)))
+    h = float(pop_param(kw, "market_share", lambda: uniform(g, 0.2, 0.5)))
+    s = float(pop_param(kw, "sector_share", lambda: uniform(g, 0.05, 0.2)))
     if not (0 < h and 0 <= s and h + s < 1):
         raise ValueError(f"need 0 < market_share, 0 <= sector_share, sum < 1; got {h}, {s}")
-    k = int(_pop(kw, "n_sectors", lambda: _randint(g, 2, min(12, max(2, p // 4)))))
+    k = int(pop_param(kw, "n_sectors", lambda: randint(g, 2, min(12, max(2, p // 4)))))
     if not 1 <= k <= p:
         raise ValueError(f"n_sectors must be in [1, p], got {k}")
     beta = (1.0 + 0.3 * torch.randn(p, generator=g, dtype=DTYPE)).clamp_min(0.1)
@@ -127,8 +111,8 @@ def market_sectors_factors(p: int, g: torch.Generator, kw: dict[str, Any]):
     extra = torch.multinomial(e / e.sum(), p - k, replacement=True, generator=g) if p > k else None
     sector = torch.cat([torch.arange(k), extra]) if extra is not None else torch.arange(k)
     sector = sector[torch.randperm(p, generator=g)]
-    gam = _u(g, 0.5, 1.5, p) * _u(g, 0.5, 1.5, k)[sector]
-    disp = _u(g, 0.2, 0.5)
+    gam = uniform(g, 0.5, 1.5, p) * uniform(g, 0.5, 1.5, k)[sector]
+    disp = uniform(g, 0.2, 0.5)
     psi = torch.exp(2.0 * disp * torch.randn(p, generator=g, dtype=DTYPE))
     # exact shares of tr Σ = p: market h, sectors s, idiosyncratic 1 - h - s
     b = torch.zeros(p, 1 + k, dtype=DTYPE)
@@ -146,9 +130,9 @@ def market_sectors(p: int, g: torch.Generator, kw: dict[str, Any]):
 
 def regime_shift(p: int, g: torch.Generator, kw: dict[str, Any]):
     """``(Σ_hold, Shifted(draw=(B, d) of Σ_est, target=(B', d') of Σ_hold))``."""
-    vol_shift = float(_pop(kw, "vol_shift", lambda: 0.3))
-    corr_shift = float(_pop(kw, "corr_shift", lambda: 0.4))
-    drift = float(_pop(kw, "drift", lambda: 0.2))
+    vol_shift = float(pop_param(kw, "vol_shift", lambda: 0.3))
+    corr_shift = float(pop_param(kw, "corr_shift", lambda: 0.4))
+    drift = float(pop_param(kw, "drift", lambda: 0.2))
     b, d = market_sectors_factors(p, g, kw)
     _, (b, d) = _normalised(b, d)
     c = math.exp(vol_shift * float(torch.randn((), generator=g, dtype=DTYPE)))
@@ -171,11 +155,11 @@ def resampled(p: int, g: torch.Generator, kw: dict[str, Any]):
     """``(Σ, Shifted(draw=Bootstrap, target=(W L_C, d)))`` of a ``resampled`` world."""
     r = resampling_returns()
     days, q = r.shape
-    t = int(_pop(kw, "length", lambda: _randint(g, 250, 750)))
-    start = _randint(g, 0, days - t)
+    t = int(pop_param(kw, "length", lambda: randint(g, 250, 750)))
+    start = randint(g, 0, days - t)
     rows = r[start : start + t]
     rows = rows - rows.mean(0)
-    if p <= q and _u(g) < 0.5:
+    if p <= q and uniform(g) < 0.5:
         w = torch.zeros(p, q, dtype=DTYPE)
         w[torch.arange(p), torch.randperm(q, generator=g)[:p]] = 1.0
         noise_share = 0.0
@@ -183,7 +167,7 @@ def resampled(p: int, g: torch.Generator, kw: dict[str, Any]):
         # Dirichlet(0.5) rows: Gamma(1/2) variables are z²/2 for a standard normal z
         gam = torch.randn(p, q, generator=g, dtype=DTYPE) ** 2
         w = gam / gam.sum(1, keepdim=True)
-        noise_share = _u(g, 0.02, 0.2)
+        noise_share = uniform(g, 0.02, 0.2)
     cov = rows.T @ rows / t
     cov = 0.5 * (cov + cov.T)
     lc = torch.linalg.cholesky(cov)
@@ -192,7 +176,7 @@ def resampled(p: int, g: torch.Generator, kw: dict[str, Any]):
     d = torch.full((p,), math.sqrt(noise_share * float(port_var.mean())), dtype=DTYPE)
     scale = math.sqrt(p / float(port_var.sum() + (d * d).sum()))
     b, d, w = b * scale, d * scale, w * scale
-    block = _randint(g, 5, 20)
+    block = randint(g, 5, 20)
     return _factor_sigma(b, d), Shifted(draw=Bootstrap(rows, w, d, block), target=(b, d))
 
 

@@ -22,7 +22,7 @@ from shrinklab.models.network import (
     predict_numpy,
 )
 from shrinklab.training.config import TrainConfig
-from shrinklab.training.loop import OptimizerStep, make_optimizer, run_epoch
+from shrinklab.training.epochs import OptimizerStep, make_optimizer, run_epoch
 from shrinklab.training.losses import gaussian_nll, intensity_mse, quadratic_frobenius
 from shrinklab.training.monitor import run_logger
 
@@ -89,7 +89,7 @@ def fine_tune(
     """Short Adam fine-tuning of ``model`` on ``data`` (fields ``features, oracle_w, G,
     c, d``), in place; returns the mean training loss per epoch.
 
-    The optimisation pass is :func:`shrinklab.training.loop.run_epoch` (the trainer's inner
+    The optimisation pass is :func:`shrinklab.training.epochs.run_epoch` (the trainer's inner
     loop) with the pluggable per-batch ``loss_fn``; constant learning rate, no gradient
     clipping, no early stopping, one seeded order per epoch from a single generator.
 

@@ -13,16 +13,20 @@ from torch import nn
 
 from shrinklab.core.metrics import as_float64, field_of, quadratic_loss
 from shrinklab.data.subsets import take
+from shrinklab.data.training_set import TrainingSet
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
+from shrinklab.models.persistence import load_model_payload
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
 from shrinklab.training.parallel import MemberJob, train_members
 
 __all__ = [
     "DEFAULT_ARCHITECTURES",
+    "EnsembleInputs",
     "boosting_probabilities",
     "calibrated_ensemble",
+    "ensemble_inputs",
     "multi_seed_jobs",
     "multi_seed_seeds",
     "train_architecture_ensemble",
@@ -30,6 +34,60 @@ __all__ = [
     "train_checkpoint_average",
     "train_multi_seed",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleInputs:
+    """What an ensemble is trained from (:func:`ensemble_inputs`): the synthetic
+    training set, the validation worlds split into an early-stopping half
+    (``valid_set``) and a calibration half, the test worlds, the pretrained model's
+    payload, its architecture (its config without the input and output sizes) and the
+    members' ``TrainConfig`` (the pretraining's with the members' epochs and seed)."""
+
+    train_set: TrainingSet
+    valid_set: TrainingSet
+    calibration_set: TrainingSet
+    test_set: TrainingSet
+    pretrained: dict[str, Any]
+    architecture: dict[str, Any]
+    config: TrainConfig
+    train_path: Path
+
+    def run_key(self, n_members: int) -> dict[str, Any]:
+        """The settings that name the members' checkpoint folder (``pipeline.run_dir``)."""
+        return {"base": self.config.to_dict(), "arch": self.architecture, "n": n_members}
+
+
+def ensemble_inputs(
+    processed: str | Path, models: str | Path, *, seed: int, member_epochs: int
+) -> EnsembleInputs:
+    """The inputs of the ensemble stage (notebook 04) and of the ensemble-kinds study
+    (notebook 08), read from ``processed/synthetic_{train,valid,test}.pt`` and
+    ``models/pretrained.pt``. Early stopping and calibration use disjoint halves of the
+    validation worlds (``split(0.5, seed)``)."""
+    train_path = Path(processed) / "synthetic_train.pt"
+    train_set = TrainingSet.load(train_path)
+    valid_set, calibration_set = TrainingSet.load(Path(processed) / "synthetic_valid.pt").split(
+        0.5, seed
+    )
+    test_set = TrainingSet.load(Path(processed) / "synthetic_test.pt")
+    pretrained = load_model_payload(Path(models) / "pretrained.pt")
+    architecture = {
+        k: v for k, v in pretrained["config"].items() if k not in ("input_dim", "num_targets")
+    }
+    config = TrainConfig(
+        **{**pretrained["extra"]["train_config"], "epochs": member_epochs, "seed": seed}
+    )
+    return EnsembleInputs(
+        train_set,
+        valid_set,
+        calibration_set,
+        test_set,
+        pretrained,
+        architecture,
+        config,
+        train_path,
+    )
 
 
 def _network_config(train_set: Any, model_config: Mapping[str, Any] | None) -> dict[str, Any]:

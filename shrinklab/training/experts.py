@@ -89,12 +89,8 @@ def train_family_experts(
     families: Sequence[str],
     out_dir: str | Path,
     *,
-    model_config: Mapping[str, Any],
-    config: Any,
-    seed: int = 0,
-    n_members: int = 1,
     workers: int = 1,
-    monitor: str | Path | None = None,
+    **job_options: Any,
 ) -> dict[str, nn.Module]:
     """One expert per family in ``families``: an
     :class:`~shrinklab.models.network.MLShrinkageNetwork` (``model_config``) trained by
@@ -105,19 +101,13 @@ def train_family_experts(
     ``f`` writes to ``out_dir/<f>/member_<i>``. All members of all experts are trained in
     ``workers`` processes (:func:`shrinklab.training.parallel.train_members`: identical
     members for any number); with ``monitor`` (a reports folder) member ``i`` of
-    family ``f`` logs the run ``ensemble/experts/<f>/member_<i>`` there."""
+    family ``f`` logs the run ``ensemble/experts/<f>/member_<i>`` there.
 
-    jobs = family_expert_jobs(
-        train_set,
-        valid_set,
-        families,
-        out_dir,
-        model_config=model_config,
-        config=config,
-        seed=seed,
-        n_members=n_members,
-        monitor=monitor,
-    )
+    ``job_options`` are the keyword arguments of :func:`family_expert_jobs`
+    (``model_config``, ``config``, ``seed``, ``n_members``, ``monitor``)."""
+
+    jobs = family_expert_jobs(train_set, valid_set, families, out_dir, **job_options)
+    n_members = job_options.get("n_members", 1)
     return group_experts(families, train_members(jobs, workers), n_members)
 
 

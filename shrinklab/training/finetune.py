@@ -13,7 +13,7 @@ covariance):
 Wolf, RFS 30, 2017; ``< 1`` = better than the baseline). The network runs under
 autocast (bf16 on CUDA, none on CPU); the matrix algebra runs in float64.
 
-Machinery: the optimisation pass (:func:`shrinklab.training.loop.run_epoch`, the same inner
+Machinery: the optimisation pass (:func:`shrinklab.training.epochs.run_epoch`, the same inner
 loop as ``train.train``, here with the realised-variance batch loss), optimiser,
 cosine-warm-restart scheduler, gradient clipping, early stopping on the validation
 loss with the best weights restored, atomic per-epoch checkpoints with RNG states and
@@ -67,7 +67,7 @@ from shrinklab.training.checkpoints import (
 )
 from shrinklab.training.config import TrainConfig, config_diff
 from shrinklab.training.device import autocast, resolve_amp_dtype, resolve_device
-from shrinklab.training.loop import (
+from shrinklab.training.epochs import (
     BatchLoss,
     OptimizerStep,
     early_stopping_update,
@@ -255,7 +255,7 @@ def evaluate_real(
 def _real_batch_loss(
     model: nn.Module, data: _RealSet, cfg: TrainConfig, amp_dtype: torch.dtype | None, demean: bool
 ) -> BatchLoss:
-    """:func:`shrinklab.training.loop.run_epoch`'s ``batch_loss``: mean realised-variance ratio of
+    """:func:`shrinklab.training.epochs.run_epoch`'s ``batch_loss``: mean realised-variance ratio of
     the windows ``idx`` (plus ``cfg.l2``), reporting the summed per-window ratios."""
 
     def batch_loss(_step: int, idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:

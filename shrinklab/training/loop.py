@@ -40,7 +40,7 @@ global-batch mean, and batch norm statistics are synchronised across ranks
 (:class:`shrinklab.models.network.SyncableBatchNorm1d`), so a run on R processes follows
 the single-process run on the same global batches (up to float reduction order).
 
-Reuse: the optimisation pass :func:`run_epoch` (with :class:`OptimizerStep`) takes a
+Reuse: the optimisation pass :func:`shrinklab.training.epochs.run_epoch` (with ``OptimizerStep``) takes a
 pluggable per-batch loss and is the one inner loop of this trainer,
 :func:`shrinklab.training.finetune.finetune_on_real` (realised-variance loss) and
 :func:`shrinklab.training.compression.fine_tune` (pruning fine-tuning, distillation); the optimiser,
@@ -53,9 +53,12 @@ and, when it has ``log_histogram``, histograms of the validation predictions
 (``next_step()`` once per epoch); a tqdm bar that is silent when stderr is not a
 TTY or ``CI``/``PAPERMILL`` is set.
 
-Over 600 lines on purpose: the training loop is one resumable state machine (epochs,
-validation, early stopping, checkpoints, DDP); its configuration, objective, device
-and checkpoint helpers live beside it in :mod:`shrinklab.training`.
+Modules: this one is the resumable training state machine (epochs, validation, early
+stopping, checkpoints, DDP); the optimisation pass and its parts are in
+:mod:`shrinklab.training.epochs`, the device-side training set, the per-sample
+objective, eval-mode metrics and the spectrum cache in
+:mod:`shrinklab.training.device_data` (the public names of both stay importable
+from here).
 """
 
 from __future__ import annotations
@@ -66,9 +69,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,6 @@ import torch
 from torch import nn
 
 from shrinklab.core.progress import every, report
-from shrinklab.core.targets import combine
 from shrinklab.models.network import output_priors
 from shrinklab.training import losses as L
 from shrinklab.training.checkpoints import (
@@ -95,11 +96,23 @@ from shrinklab.training.device import (
     resolve_device,
     set_bn_sync,
 )
-from shrinklab.training.objective import (
-    best_classical_loss,
-    edge_family_mask,
-    loss_normaliser,
-    tensor_field,
+from shrinklab.training.device_data import (
+    DeviceData,
+    SpectrumCache,
+    epoch_pool,
+    evaluate_loss,
+    evaluate_rows,
+    per_sample_loss,
+)
+from shrinklab.training.epochs import (
+    BatchLoss,
+    EpochStats,
+    OptimizerStep,
+    early_stopping_update,
+    epoch_order,
+    make_optimizer,
+    make_scheduler,
+    run_epoch,
 )
 
 __all__ = [
@@ -132,370 +145,11 @@ def progress_disabled() -> bool:
         return True
 
 
-class _DeviceData:
-    """The fields the trainer needs, as device tensors (G, c pre-divided by the
-    normaliser ν of :func:`loss_normaliser`, ``d`` holding κ/ν)."""
-
-    def __init__(
-        self,
-        ds: Any,
-        device: torch.device,
-        need_schedule: bool,
-        normaliser: str = "sample",
-        gap_floor: float = 0.01,
-        best_weight: float = 0.0,
-        edge_weight: float = 1.0,
-    ) -> None:
-        feats = tensor_field(ds, "features")
-        w = tensor_field(ds, "oracle_w")
-        G, c, d = tensor_field(ds, "G"), tensor_field(ds, "c"), tensor_field(ds, "d")
-        n = feats.shape[0]
-        if feats.ndim != 2 or w.ndim != 2 or w.shape[0] != n:
-            raise ValueError(
-                f"features (N,F) and oracle_w (N,K) expected, got {tuple(feats.shape)}, "
-                f"{tuple(w.shape)}"
-            )
-        k = w.shape[1]
-        if G.shape != (n, k, k) or c.shape != (n, k) or d.shape != (n,):
-            raise ValueError(
-                f"G (N,K,K), c (N,K), d (N,) expected for N={n}, K={k}; got "
-                f"{tuple(G.shape)}, {tuple(c.shape)}, {tuple(d.shape)}"
-            )
-        for name, t in (("features", feats), ("oracle_w", w), ("G", G), ("c", c), ("d", d)):
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"training set field {name!r} contains NaN or inf")
-        d64 = d.double()
-        if bool((d64 <= 0).any()):
-            raise ValueError(
-                f"{int((d64 <= 0).sum())} samples have d = ‖S − Σ‖² <= 0; the normalised "
-                "loss is undefined for them (drop them)"
-            )
-        fsopt = tensor_field(ds, "loss_fsopt", required=normaliser == "fsopt_gap")
-        best = best_classical_loss(ds) if normaliser == "sample_and_best_classical" else None
-        nu, kappa = loss_normaliser(d64, fsopt, normaliser, gap_floor, best, best_weight)
-        if edge_weight != 1.0:
-            nu = torch.where(edge_family_mask(ds), nu / edge_weight, nu)
-        self.n, self.k = n, k
-        self.x = feats.to(device=device, dtype=torch.float32)
-        self.w = w.to(device=device, dtype=torch.float32)
-        G_n, c_n = G.double() / nu[:, None, None], c.double() / nu[:, None]
-        bad = ~(torch.isfinite(G_n).all((1, 2)) & (G_n.abs().amax((1, 2)) < 1e30))
-        if bool(bad.any()):
-            raise ValueError(f"{int(bad.sum())} samples have G / d outside the float32 range")
-        self.G = G_n.to(device=device, dtype=torch.float32)
-        self.c = c_n.to(device=device, dtype=torch.float32)
-        self.d = (kappa / nu).to(device=device, dtype=torch.float32)
-        self.fingerprint = [int(n), int(k), float(d.double().sum()), float(feats.double().sum())]
-        self.difficulty = tensor_field(ds, "difficulty", required=need_schedule)
-        self.p = tensor_field(ds, "p", required=need_schedule)
-
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.x[idx], self.w[idx], self.G[idx], self.c[idx], self.d[idx]
-
-
-def _per_sample_loss(
-    out: Any, w_true: torch.Tensor, G: torch.Tensor, c: torch.Tensor, d: torch.Tensor, cfg
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(objective, normalised Frobenius loss, intensity MSE) per sample, float32."""
-    w = out.intensities.float()
-    mse = (w - w_true).square().mean(1)
-    frob = L.quadratic_frobenius(w, G, c, d, normalise=False, reduction="none")
-    nll = L.gaussian_nll(out.log_var.float(), mse.detach() * w.shape[1], reduction="none")
-    obj = cfg.intensity_weight * mse + cfg.matrix_weight * frob + cfg.uncertainty_weight * nll
-    return obj, frob, mse
-
-
-@torch.no_grad()
-def evaluate_loss(
-    model: nn.Module,
-    data: Any,
-    config: TrainConfig | None = None,
-    chunk: int = 16384,
-) -> dict[str, float]:
-    """Eval-mode objective (without regularisers) on a whole set: ``loss``, mean
-    normalised Frobenius loss ``frobenius``, ``intensity_mse``, ``alpha_mean`` and
-    ``alpha_std`` of the predicted intensity. ``data`` is a training-set-like object
-    or the trainer's device data."""
-    cfg = config or TrainConfig()
-    module = model.module if hasattr(model, "module") else model
-    if not isinstance(data, _DeviceData):
-        data = _DeviceData(
-            data,
-            next(module.parameters()).device,
-            need_schedule=False,
-            normaliser=cfg.loss_normaliser,
-            gap_floor=cfg.gap_floor,
-            best_weight=cfg.best_classical_weight,
-            edge_weight=cfg.edge_weight,
-        )
-    return _evaluate(module, data, cfg, chunk, torch.arange(data.n, device=data.x.device))
-
-
-@torch.no_grad()
-def _evaluate(
-    module: nn.Module,
-    data: _DeviceData,
-    cfg: TrainConfig,
-    chunk: int,
-    idx: torch.Tensor,
-    keep: list[torch.Tensor] | None = None,
-) -> dict[str, float]:
-    """Eval-mode metrics over rows ``idx``; ``keep`` (a list) receives the predicted
-    intensities per chunk (CPU) for the logger's histograms."""
-    was_training = module.training
-    module.eval()
-    sums = torch.zeros(6, dtype=torch.float64, device=data.x.device)
-    try:
-        for s in range(0, idx.numel(), chunk):
-            x, w, G, c, d = data.batch(idx[s : s + chunk])
-            out = module(x)
-            obj, frob, mse = _per_sample_loss(out, w, G, c, d, cfg)
-            a = out.alpha.double()
-            if keep is not None:
-                keep.append(out.intensities.detach().float().cpu())
-            sums += torch.stack(
-                [
-                    obj.double().sum(),
-                    frob.double().sum(),
-                    mse.double().sum(),
-                    a.sum(),
-                    a.square().sum(),
-                    torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),
-                ]
-            )
-    finally:
-        module.train(was_training)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
-    n = max(float(sums[5]), 1.0)
-    mean_a = float(sums[3]) / n
-    return {
-        "loss": float(sums[0]) / n,
-        "frobenius": float(sums[1]) / n,
-        "intensity_mse": float(sums[2]) / n,
-        "alpha_mean": mean_a,
-        "alpha_std": math.sqrt(max(float(sums[4]) / n - mean_a * mean_a, 0.0)),
-    }
-
-
-def _pool(data: _DeviceData, cfg: TrainConfig, epoch: int) -> torch.Tensor:
-    """Indices (CPU, long) available in ``epoch`` under curriculum / progressive sizing."""
-    n = data.n
-    keep = torch.ones(n, dtype=torch.bool)
-    if cfg.curriculum:
-        diff = data.difficulty.double().cpu()
-        frac = min(
-            1.0, cfg.curriculum_start + (1 - cfg.curriculum_start) * epoch / cfg.curriculum_epochs
-        )
-        m = max(1, math.ceil(frac * n))
-        order = torch.argsort(diff, stable=True)
-        cur = torch.zeros(n, dtype=torch.bool)
-        cur[order[:m]] = True
-        keep &= cur
-    if cfg.progressive:
-        p = data.p.long().cpu()
-        sizes = torch.unique(p)  # sorted
-        stage = min(len(sizes) - 1, (epoch * len(sizes)) // cfg.progressive_epochs)
-        prog = p <= sizes[stage]
-        keep = keep & prog if bool((keep & prog).any()) else prog
-    return torch.nonzero(keep).squeeze(1)
-
-
-class _SpectrumCache:
-    """Matrices of a fixed random subset of the training set, for the spectrum term.
-
-    Buckets of equal ``p`` (from ``train_set.rebuild_matrices``) kept on the device in
-    float64 with the true eigenvalues and the sample covariance's spectrum loss
-    (the normaliser) precomputed."""
-
-    def __init__(self, ds: Any, data: _DeviceData, cfg: TrainConfig, device: torch.device):
-        if not hasattr(ds, "rebuild_matrices"):
-            raise ValueError("spectrum_weight > 0 needs train_set.rebuild_matrices(indices)")
-        p = torch.as_tensor(np.asarray(ds.p) if not torch.is_tensor(ds.p) else ds.p).long()
-        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + 13)
-        order = torch.randperm(data.n, generator=gen).tolist()
-        budget = cfg.spectrum_max_mb * 2**20
-        chosen, used = [], 0.0
-        for i in order:
-            if len(chosen) >= cfg.spectrum_pool:
-                break
-            size = (data.k + 3) * float(p[i]) ** 2 * 8
-            if used + size <= budget:
-                chosen.append(i)
-                used += size
-        if not chosen:
-            raise ValueError("spectrum_max_mb is too small for a single sample's matrices")
-        self.seed = cfg.seed
-        self.batch = cfg.spectrum_batch
-        self.buckets = []
-        for b in ds.rebuild_matrices(torch.tensor(sorted(chosen))):
-            S = b.S.to(device=device, dtype=torch.float64)
-            sigma = b.sigma.to(device=device, dtype=torch.float64)
-            lam = torch.linalg.eigvalsh(sigma)
-            denom = (torch.linalg.eigvalsh(S) - lam).square().sum(-1).clamp_min(1e-300)
-            T = b.T.to(device=device, dtype=torch.float64)
-            idx = torch.as_tensor(b.indices).long().to(device)
-            self.buckets.append((idx, S, T, lam, denom))
-        self.sizes = torch.tensor([float(b[0].numel()) for b in self.buckets], dtype=torch.float64)
-
-    def draw(self, epoch: int, step: int) -> tuple[int, torch.Tensor]:
-        """(bucket, rows) for one step: deterministic in (seed, epoch, step)."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 100_003 + step + 17)
-        b = int(torch.multinomial(self.sizes, 1, generator=g))
-        n = int(self.sizes[b])
-        return b, torch.randperm(n, generator=g)[: min(self.batch, n)]
-
-    @torch.no_grad()
-    def mean_loss(self, module: nn.Module, data: _DeviceData) -> float:
-        """Mean normalised spectrum loss of ``module``'s eval-mode predictions over the
-        whole cache."""
-        was_training = module.training
-        module.eval()
-        try:
-            total, count = 0.0, 0
-            for b, (idx, *_rest) in enumerate(self.buckets):
-                w = module(data.x[idx]).intensities.float()
-                total += float(self.loss(w, b, torch.arange(idx.numel())).sum())
-                count += idx.numel()
-        finally:
-            module.train(was_training)
-        return total / max(count, 1)
-
-    def features_index(self, b: int, rows: torch.Tensor) -> torch.Tensor:
-        return self.buckets[b][0][rows.to(self.buckets[b][0].device)]
-
-    def loss(self, w: torch.Tensor, b: int, rows: torch.Tensor) -> torch.Tensor:
-        """Per-sample normalised spectrum loss ``‖λ(Σ̂(w)) − λ(Σ)‖² / ‖λ(S) − λ(Σ)‖²``."""
-        _, S, T, lam, denom = self.buckets[b]
-        r = rows.to(S.device)
-        est = combine(S[r], T[r], w.double())
-        return (torch.linalg.eigvalsh(est) - lam[r]).square().sum(-1) / denom[r]
-
-
-def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam [Kingma & Ba, ICLR 2015] or SGD with momentum ``cfg.momentum`` (the baseline),
-    with ``cfg.lr`` and ``cfg.weight_decay``."""
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
-    )
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig
-) -> torch.optim.lr_scheduler.CosineAnnealingWarmRestarts:
-    """Cosine annealing with warm restarts [Loshchilov & Hutter, "SGDR", ICLR 2017]
-    (``cfg.T_0``, ``cfg.T_mult``, ``cfg.eta_min``), stepped once per epoch."""
-    return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.eta_min
-    )
-
-
-def epoch_order(pool: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
-    """``pool`` in the seeded random order of ``epoch`` (a CPU generator seeded with
-    ``seed · 1000003 + epoch``: the same order on every rank, device and resumption)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return pool[torch.randperm(pool.numel(), generator=gen)]
-
-
-@dataclass
-class OptimizerStep:
-    """One optimisation step: backpropagate a loss (through the fp16 loss ``scaler`` if
-    given), clip the gradient norm of ``params`` to ``clip_norm`` [Pascanu, Mikolov &
-    Bengio, ICML 2013; ``None``: no clipping] and step ``optimizer``. Calling it returns
-    the gradient norm before clipping."""
-
-    optimizer: torch.optim.Optimizer
-    params: Sequence[torch.Tensor]
-    clip_norm: float | None = None
-    scaler: torch.amp.GradScaler | None = None
-
-    def __call__(self, loss: torch.Tensor) -> torch.Tensor:
-        if self.scaler is None:
-            loss.backward()
-        else:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        gn = nn.utils.clip_grad_norm_(self.params, self.clip_norm or math.inf, foreach=True)
-        if self.scaler is None:
-            self.optimizer.step()
-        else:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        return gn.detach()
-
-
-@dataclass
-class EpochStats:
-    """What :func:`run_epoch` returns: the sum of the reported per-batch losses (a float,
-    or a tensor if the batch loss reports tensors), the number of samples they cover
-    and the gradient norm of every step."""
-
-    loss_sum: Any
-    seen: int
-    grad_norms: list[torch.Tensor]
-
-
-BatchLoss = Callable[[int, torch.Tensor], tuple[torch.Tensor, Any, int]]
-
-
-"""``batch_loss(step, idx) -> (loss, reported loss summed over the batch, count)``."""
-
-
-def run_epoch(
-    order: torch.Tensor,
-    batch_loss: BatchLoss,
-    step_fn: OptimizerStep,
-    *,
-    batch_size: int,
-    min_batch: int = 2,
-) -> EpochStats:
-    """One optimisation pass: the shared inner loop of :func:`train`,
-    :func:`shrinklab.training.finetune.finetune_on_real` and :func:`shrinklab.training.compression.fine_tune`.
-
-    ``order`` (sample indices) is cut into consecutive batches of ``batch_size``; the
-    pass stops at a batch smaller than ``min_batch`` (batch normalisation needs two
-    samples per process). For each batch, ``batch_loss(step, idx)`` runs the forward
-    pass and returns ``(loss to minimise, reported loss summed over the batch, number
-    of samples it covers)``; then ``step_fn(loss)`` (an :class:`OptimizerStep`). The caller sets train mode
-    and steps its scheduler."""
-    total: Any = 0.0
-    seen = 0
-    norms: list[torch.Tensor] = []
-    for step, start in enumerate(range(0, order.numel(), batch_size)):
-        idx = order[start : start + batch_size]
-        if idx.numel() < min_batch:
-            break
-        step_fn.optimizer.zero_grad(set_to_none=True)
-        loss, reported, count = batch_loss(step, idx)
-        norms.append(step_fn(loss))
-        total = total + reported
-        seen += count
-    return EpochStats(total, seen, norms)
-
-
-def early_stopping_update(
-    state: dict[str, Any], monitor: float, epoch: int, cfg: TrainConfig, module: nn.Module
-) -> tuple[dict[str, torch.Tensor] | None, bool]:
-    """Early stopping on ``monitor`` (lower is better) with ``cfg.min_delta`` and
-    ``cfg.patience``. Updates ``state`` (``best_loss``, ``best_epoch``, ``bad_epochs``) in
-    place; returns (a CPU copy of ``module``'s weights if this epoch is the new best,
-    else ``None``; whether to stop)."""
-    if monitor < state["best_loss"] - cfg.min_delta:
-        state.update(best_loss=monitor, best_epoch=epoch, bad_epochs=0)
-        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}, False
-    state["bad_epochs"] += 1
-    return None, state["bad_epochs"] >= cfg.patience
-
-
 def _synthetic_batch_loss(
     net: nn.Module,
     module: nn.Module,
-    data: _DeviceData,
-    spectrum: _SpectrumCache | None,
+    data: DeviceData,
+    spectrum: SpectrumCache | None,
     cfg: TrainConfig,
     where: tuple[torch.device, torch.dtype | None],
     ranks: tuple[int, int],
@@ -526,7 +180,7 @@ def _synthetic_batch_loss(
             x = x[:nb]
         else:
             out_b = out_all
-        obj, _, _ = _per_sample_loss(out_b, w, G, c, d, cfg)
+        obj, _, _ = per_sample_loss(out_b, w, G, c, d, cfg)
         # DDP averages gradients over ranks: scale so the result is the global mean
         loss = obj.sum() * (world / gsize)
         if spectrum is not None:
@@ -601,14 +255,14 @@ def train(
             "best_weight": cfg.best_classical_weight,
             "edge_weight": cfg.edge_weight,
         }
-        data = _DeviceData(train_set, device, need_schedule, **norm)
+        data = DeviceData(train_set, device, need_schedule, **norm)
         if cfg.curriculum and data.difficulty is None:
             raise ValueError("curriculum=True needs train_set.difficulty")
-        vdata = _DeviceData(valid_set, device, False, **norm) if valid_set is not None else None
-        spectrum = _SpectrumCache(train_set, data, cfg, device) if cfg.spectrum_weight else None
+        vdata = DeviceData(valid_set, device, False, **norm) if valid_set is not None else None
+        spectrum = SpectrumCache(train_set, data, cfg, device) if cfg.spectrum_weight else None
         vspectrum = None
         if spectrum is not None and vdata is not None and hasattr(valid_set, "rebuild_matrices"):
-            vspectrum = _SpectrumCache(valid_set, vdata, cfg, device)
+            vspectrum = SpectrumCache(valid_set, vdata, cfg, device)
         elif spectrum is not None and vdata is None:
             vspectrum = spectrum  # monitoring the training set: use its pool
         if getattr(model, "num_targets", data.k) != data.k:
@@ -685,7 +339,7 @@ def train(
             epoch = state["epoch"]
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            pool = _pool(data, cfg, epoch)
+            pool = epoch_pool(data, cfg, epoch)
             perm = epoch_order(pool, cfg.seed, epoch).to(device)
             net.train()
             spec_acc = {"sum": torch.zeros((), dtype=torch.float64, device=device), "seen": 0}
@@ -720,9 +374,9 @@ def train(
             predicted = [] if logger is not None and hasattr(logger, "log_histogram") else None
             if use_valid:
                 vidx = torch.arange(vdata.n, device=device)[rank::world]
-                ev = _evaluate(module, vdata, cfg, 16384, vidx, predicted)
+                ev = evaluate_rows(module, vdata, cfg, 16384, vidx, predicted)
             else:
-                ev = _evaluate(module, data, cfg, 16384, perm[rank::world], predicted)
+                ev = evaluate_rows(module, data, cfg, 16384, perm[rank::world], predicted)
             valid_spectrum = None
             if vspectrum is not None:
                 valid_spectrum = vspectrum.mean_loss(module, vdata if use_valid else data)
@@ -861,7 +515,7 @@ def _log(logger: Any, record: dict[str, Any], intensities: torch.Tensor | None =
     logger.next_step()
 
 
-def _check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, data: _DeviceData) -> None:
+def _check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, data: DeviceData) -> None:
     diff = config_diff(ckpt.get("config", {}), cfg)
     if diff:
         raise ValueError(
