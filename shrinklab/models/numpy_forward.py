@@ -261,6 +261,7 @@ class NumpyForward:
 
 # One evaluator per model (weak keys: the cache does not keep a model alive).
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_HOOKED: weakref.WeakSet = weakref.WeakSet()
 
 
 def _forget(module: nn.Module, *_: Any) -> None:
@@ -284,7 +285,9 @@ def numpy_forward(model: nn.Module) -> NumpyForward | None:
     if fwd is None:
         fwd = NumpyForward(model)
         _FORWARDS[model] = fwd
-        model.register_load_state_dict_post_hook(_forget)
+        if model not in _HOOKED:
+            model.register_load_state_dict_post_hook(_forget)
+            _HOOKED.add(model)
     return fwd if fwd.supported else None
 
 
