@@ -83,22 +83,26 @@ class _MemberStack:
         stack = StackedNetworks([copy.deepcopy(m).double() for m in members])
         self.slope = float(stack.slope)
         self.gate = stack.gate
-        self.input_norm = tuple(_np(t) for t in stack.input_norm)
-        self.blocks = [
-            (
-                _np(w),
-                _np(b),
-                tuple(_np(t) for t in aff),
-                s if s is None or isinstance(s, str) else _np(s),
-            )
-            for w, b, aff, s in stack.blocks
-        ]
-        self.head_w = [_np(w) for w in stack.head_w]
-        self.head_b = [_np(b) for b in stack.head_b]
+        self.input_norm = self._affine(stack.input_norm)
+        # per block: [linear | skip projection] in one matrix, its bias, the norm, and
+        # the skip (None, "identity", or "linear": the columns after d_out)
+        self.blocks = []
+        for w, b, aff, skip in stack.blocks:
+            kind = skip if skip is None or isinstance(skip, str) else "linear"
+            W = _np(w) if kind != "linear" else np.concatenate([_np(w), _np(skip)], axis=-1)
+            self.blocks.append((W, _np(b), w.shape[-1], self._affine(aff), kind))
+        # the heads (alpha, weights, log_var[, gate]) as one matrix; the gate's inverse
+        # temperature folded into its columns
+        head_w, head_b = [_np(w) for w in stack.head_w], [_np(b) for b in stack.head_b]
+        if stack.anchored:
+            head_w[3] = head_w[3] * _np(stack.gate_scale)
+            head_b[3] = head_b[3] * _np(stack.gate_scale)
+        self.head_w = np.concatenate(head_w, axis=-1)
+        self.head_b = np.concatenate(head_b, axis=-1)
+        self.head_edges = np.cumsum([w.shape[-1] for w in head_w])[:-1]
         self.anchored = stack.anchored
         if self.anchored:
             net = members[0]
-            self.gate_scale = _np(stack.gate_scale)
             feats = net.anchor_features.cpu().numpy()
             # candidate value = Σ_anchors clamp(x_f, 0, 1) (or 1 for f = −1) on its target:
             # x_anchor (B, A) @ place (A, J·K) (anchor_candidates' one-hot index_add)
@@ -115,9 +119,15 @@ class _MemberStack:
             self.J, self.K = J, K
 
     @staticmethod
-    def _norm(h: np.ndarray, affine: tuple[np.ndarray, ...]) -> np.ndarray:
-        mean, scale, bias = affine
-        return (h - mean) * scale + bias
+    def _affine(affine: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode batch norm ``(h − mean)·scale + bias`` as ``h·scale + shift``."""
+        mean, scale, bias = (_np(t) for t in affine)
+        return scale, bias - mean * scale
+
+    def _leaky(self, z: np.ndarray) -> np.ndarray:
+        if 0.0 <= self.slope <= 1.0:
+            return np.maximum(z, self.slope * z)
+        return np.where(z >= 0, z, self.slope * z)
 
     def candidates(self, x: np.ndarray) -> np.ndarray:
         """:meth:`MLShrinkageNetwork.anchor_candidates` ``(B, J, K)``."""
@@ -126,19 +136,22 @@ class _MemberStack:
         return (v @ self.anchor_place).reshape(x.shape[0], self.J, self.K)
 
     def __call__(self, x: np.ndarray) -> Outputs:
-        h = self._norm(x[None], self.input_norm)  # (M, B, F)
-        for w, b, affine, skip_w in self.blocks:
-            z = h @ w + b
-            z = self._norm(np.where(z >= 0, z, self.slope * z), affine)
-            if skip_w is not None:
-                z = z + (h if isinstance(skip_w, str) else h @ skip_w)
+        scale, shift = self.input_norm
+        h = x[None] * scale + shift  # (M, B, F)
+        for W, b, d_out, (scale, shift), skip in self.blocks:
+            zs = h @ W
+            z = self._leaky(zs[..., :d_out] + b) * scale + shift
+            if skip == "linear":
+                z += zs[..., d_out:]
+            elif skip is not None:
+                z += h
             h = z
-        out = [h @ w + b for w, b in zip(self.head_w, self.head_b)]
+        out = np.split(h @ self.head_w + self.head_b, self.head_edges, axis=-1)
         alpha = _sigmoid(out[0][..., 0])
         weights = _np_softmax(out[1])
         log_var = out[2][..., 0]
         if self.anchored:
-            logits = out[3] * self.gate_scale
+            logits = out[3]
             gate = np_sparsemax(logits) if self.gate == "sparsemax" else _np_softmax(logits)
             w = gate[..., :1] * alpha[..., None] * weights
             w = w + (gate[..., 1:, None] * self.candidates(x)).sum(-2)
