@@ -251,12 +251,16 @@ def read_specialist_table(path: str | Path, results: Sequence[Mapping[str, Any]]
     specialists study, notebook 11), checked against the evaluation grid's
     :func:`shrinklab.evaluation.scenarios.evaluate_scenario` ``results``: exactly one row
     per scenario, scored on the same seed and number of replications. Returned in the
-    grid's order; floats are parsed exactly (``float_precision="round_trip"``)."""
+    grid's order, with the float64 values that were written (tested)."""
     path = Path(path)
     rerun = "rerun the specialists study (`dvc repro studies/dvc.yaml:specialists`)"
     if not path.is_file():
         raise FileNotFoundError(f"no scenario-specialist table {path}: {rerun}")
-    table = pd.read_csv(path, index_col="scenario", float_precision="round_trip")
+    # the floats as text, parsed by Python's float(): exact for any pandas version
+    exact = ("prial_specialist", "se_specialist")
+    table = pd.read_csv(path, index_col="scenario", dtype=dict.fromkeys(exact, str))
+    for col in set(exact) & set(table.columns):
+        table[col] = table[col].map(float).astype(np.float64)
     absent = [c for c in SPECIALIST_COLUMNS if c not in table.columns]
     if absent:
         raise ValueError(f"the scenario-specialist table {path} lacks the columns {absent}")
