@@ -59,6 +59,8 @@ fold_windows = [60]
 fold_splits = 1
 fold_draws = 1
 fold_start = "2013-01-02"  # first backtest date of the stock-based folds
+# processes that backtest the folds (the same table for any number)
+workers = 1
 min_gain_kept_final = 0.9
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
@@ -174,7 +176,7 @@ fold_estimators = {
     incumbent: backtest.learned_estimator(candidates[incumbent]),
     "finetuned": backtest.learned_estimator(finetuned),
 }
-fold_rows = universe_backtest.fold_backtest(folds, fold_estimators, fold_windows)
+fold_rows = universe_backtest.fold_backtest(folds, fold_estimators, fold_windows, workers=workers)
 fold_vol = universe_backtest.fold_table(fold_rows)
 fold_vol["mean"].round(2)
 

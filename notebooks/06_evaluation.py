@@ -60,10 +60,9 @@ scenarios = [
 ]
 # scenarios for spectra and heat maps (empty: the first scenario of each family, at most 3)
 example_scenarios = []
-# worlds per scenario for the scenario-specialist yardstick of 6.5 (0: skip it)
-specialist_draws = 64
-# processes that train the scenario specialists (the same table for any number)
-workers = 1
+# the scenario-specialist table of 6.5, written by the specialists study (notebook 11)
+# for this grid ("": no specialist yardstick)
+specialists_csv = ""
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -87,7 +86,6 @@ from shrinklab.evaluation.model_card import bundle_model
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.registry import load_model
 from shrinklab.pipeline import stage_setup
-from shrinklab.studies import specialists as specialists_mod
 
 params = notebook_section("evaluate", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
@@ -106,7 +104,12 @@ print(
 
 # %%
 grid, scenario_results = scenarios_mod.evaluate_grid(
-    scenarios, final.model_, n_reps=n_reps, seed=seed, ensemble=ensemble_model, return_results=True,
+    scenarios,
+    final.model_,
+    n_reps=n_reps,
+    seed=seed,
+    ensemble=ensemble_model,
+    return_results=True,
     extra_estimators={"rienet_peer": peer_model.estimate},
 )
 prial = grid.pivot(index="scenario", columns="estimator", values="prial")
@@ -197,16 +200,20 @@ for by in ("family", "pn_bucket"):
 # beyond any fixed weight), and the spread of α* within a scenario.
 #
 # A second yardstick sits between the two: a *scenario specialist*, the same kind of
-# network trained only on `specialist_draws` fresh worlds of one scenario
-# (`evaluate.specialist_network`) and scored on the same replications. It reads only
-# the sample, like the learned model, but it knows the scenario — its family, p, n,
-# tails and how its Σ are drawn — which a general model cannot. What it reaches is
-# what per-replication information in the sample is worth under that narrow prior.
+# network trained only on fresh worlds of one scenario
+# (`shrinklab.studies.specialists.specialist_network`) and scored on the same
+# replications. It reads only the sample, like the learned model, but it knows the
+# scenario — its family, p, n, tails and how its Σ are drawn — which a general model
+# cannot. What it reaches is what per-replication information in the sample is worth
+# under that narrow prior. The specialists need no pipeline model, so they are trained
+# by a study, notebook 11 (`dvc repro studies/dvc.yaml:specialists`, part of `make
+# studies`), which commits their table (`evaluate.specialists_csv`); it is read here and
+# refused unless it covers exactly this grid's scenarios, seeds and replications.
 
 # %%
 specialists = (
-    specialists_mod.specialist_table(scenario_results, n_draws=specialist_draws, workers=workers)
-    if specialist_draws
+    feasibility_mod.read_specialist_table(specialists_csv, scenario_results)
+    if specialists_csv
     else None
 )
 feasibility = feasibility_mod.feasibility_table(scenario_results, specialist=specialists)

@@ -636,6 +636,59 @@ def test_specialist_table_feeds_the_feasibility_summary(grid_results):
     assert np.isfinite(small.prial_specialist).all() and (small.se_specialist > 0).all()
 
 
+def test_specialist_table_round_trips_exactly_and_must_cover_the_grid(grid_results, tmp_path):
+    """The specialists study's CSV reads back bit for bit, and notebook 06 refuses a
+    table whose scenarios, seeds or replications are not those of its grid."""
+    (_, results), grid = grid_results
+    rng = np.random.default_rng(0)
+    names = [r["scenario"] for r in results]
+    table = pd.DataFrame(
+        {
+            "prial_specialist": rng.normal(50, 30, 3) / 7,  # full 53-bit mantissas
+            "se_specialist": [1 / 3, 2.0**-40, 1e300],
+            "n_draws": 2000,
+            "seed": [r["seed"] for r in results],
+            "n_reps": [r["n_reps"] for r in results],
+        },
+        index=pd.Index(names, name="scenario"),
+    )
+    path = feasibility.write_specialist_table(table, tmp_path / "s" / "specialists.csv")
+    back = feasibility.read_specialist_table(path, results)
+    assert list(back.index) == names
+    for col in ("prial_specialist", "se_specialist"):
+        assert back[col].to_numpy().tobytes() == table[col].to_numpy().tobytes()
+    # rows in another order come back in the grid's order
+    table.iloc[::-1].to_csv(tmp_path / "rev.csv", float_format="%.17g")
+    assert list(feasibility.read_specialist_table(tmp_path / "rev.csv", results).index) == names
+    feasibility.write_specialist_table(table.iloc[1:], tmp_path / "few.csv")
+    with pytest.raises(ValueError, match=r"not cover exactly.*missing \['toy'\]"):
+        feasibility.read_specialist_table(tmp_path / "few.csv", results)
+    extra = pd.concat([table, table.iloc[:1].rename(index={"toy": "other"})])
+    feasibility.write_specialist_table(extra, tmp_path / "extra.csv")
+    with pytest.raises(ValueError, match=r"not in the grid \['other'\]"):
+        feasibility.read_specialist_table(tmp_path / "extra.csv", results)
+    feasibility.write_specialist_table(table.assign(n_reps=99), tmp_path / "stale.csv")
+    with pytest.raises(ValueError, match="other replications"):
+        feasibility.read_specialist_table(tmp_path / "stale.csv", results)
+    with pytest.raises(FileNotFoundError, match="specialists study"):
+        feasibility.read_specialist_table(tmp_path / "absent.csv", results)
+    with pytest.raises(ValueError, match="indexed by 'scenario'"):
+        feasibility.write_specialist_table(table.reset_index(), tmp_path / "bad.csv")
+
+
+def test_specialists_need_no_model(grid_results):
+    """The specialists study scores on a grid evaluated without a model: the replications'
+    quadratic forms and losses it uses are bit-identical to those of the model's grid."""
+    (_, results), grid = grid_results
+    _, bare = scenarios.evaluate_grid(grid, None, n_reps=12, seed=4, return_results=True)
+    for r, b in zip(results, bare):
+        assert (r["scenario"], r["seed"], r["n_reps"]) == (b["scenario"], b["seed"], b["n_reps"])
+        for key in ("G", "c"):
+            assert np.array_equal(r[key], b[key])
+        for key in ("sample", "fsopt"):
+            assert np.array_equal(r["losses"][key], b["losses"][key])
+
+
 def test_score_on_replications_equals_the_full_evaluation(grid_results):
     """Scoring a model from a result's stored quadratic forms gives the PRIAL and SE
     that evaluate_scenario computes for it from scratch (1e-9)."""

@@ -69,6 +69,39 @@ def test_fold_backtest_matches_gmv_backtest_by_hand(folds):
     assert ref.returns[60].index.max() < data.TEST_START
 
 
+def test_fold_backtest_is_the_same_for_two_workers(folds):
+    """The folds shared by two worker processes (a learned estimator pickled to them):
+    the same frame, row for row and bit for bit, as in one process."""
+    import pickle
+
+    import torch
+    from _forced_model import random_network
+
+    small = [
+        universes.Universe(u.family, u.name, u.returns, pd.Timestamp("2015-01-02"))
+        for u in (folds[0], folds[9], folds[-1])
+    ]
+    est = {
+        "ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"],
+        "learned": backtest.learned_estimator(random_network(3)),
+    }
+    again = pickle.loads(pickle.dumps(est["learned"]))
+    X = torch.as_tensor(small[0].returns.to_numpy()[None, :60])
+    assert torch.equal(again(X), est["learned"](X))  # the estimator pickles whole
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = universe_backtest.fold_backtest(small, est, (60,))
+        two = universe_backtest.fold_backtest(small, est, (60,), workers=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(one["fold"].unique()) == [u.name for u in small]
+    assert len(one) == 3 * 3 and one["ann_vol"].gt(0).all()
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    with pytest.raises(ValueError, match="workers"):
+        universe_backtest.fold_backtest(small, est, (60,), workers=0)
+
+
 def _rows(delta: float, noise: float, k: int = 10) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     out = []

@@ -53,6 +53,7 @@ __all__ = [
     "Pretrain",
     "Section",
     "SelectionGrid",
+    "Specialists",
     "check_value",
     "load_section",
     "notebook_section",
@@ -226,6 +227,7 @@ class Compress(Section):
     fold_draws: int = 1
     fold_start: str = "2013-01-02"
     min_gain_kept_final: float = 0.9
+    workers: int = 1  # processes for the fold backtest
 
 
 @dataclass(frozen=True)
@@ -251,8 +253,7 @@ class Evaluate(Section):
     n_reps: int = 20
     windows: list[int] = _default([60, 120])
     example_scenarios: list[str] = _default([])
-    specialist_draws: int = 64  # 0: no specialist yardstick
-    workers: int = 1
+    specialists_csv: str = ""  # the specialists study's table ("": no yardstick)
     scenarios: list[dict[str, Any]] = _default(
         [
             {"name": "1/3/10 p=40 n=40", "family": "spectrum_1_3_10", "p": 40, "n": 40},
@@ -346,6 +347,18 @@ class Holdout(Section):
     batch_size: int = 64
 
 
+@dataclass(frozen=True)
+class Specialists(Section):
+    """``specialists`` (notebooks/11_specialists.py, a study): the scenario-specialist
+    yardstick of the public grid, whose scenarios, seed and replications it reads from
+    the ``evaluate`` section of ``evaluate_params``."""
+
+    evaluate_params: str = ""  # "": the notebook's own smoke-size grid
+    specialist_draws: int = 64
+    epochs: int = 60
+    workers: int = 1
+
+
 SECTIONS: dict[str, type[_Checked]] = {
     "paths": Paths,
     "data_prep": DataPrep,
@@ -359,11 +372,14 @@ SECTIONS: dict[str, type[_Checked]] = {
     "ensemble_kinds": EnsembleKinds,
     "selection_grid": SelectionGrid,
     "holdout": Holdout,
+    "specialists": Specialists,
 }
 """Every section of ``params.yaml`` and its dataclass."""
 
 NOTEBOOK_ONLY: dict[str, tuple[str, ...]] = {
     "evaluate": ("ablation_csv",),  # the model-selection study's table that 06 shows
+    # the grid, read from the evaluate section of `evaluate_params` in a full run
+    "specialists": ("scenarios", "seed", "n_reps"),
 }
 """Parameters a notebook declares that are not settings of its section (never in
 ``params.yaml``)."""

@@ -85,21 +85,55 @@ def classical_estimators() -> dict[str, Callable[..., Any]]:
     return dict(_est.CLASSICAL_ESTIMATORS)
 
 
+class _Batched:
+    """A batched estimator (see :func:`batched`): a picklable callable, so that backtests
+    can run in worker processes (:func:`shrinklab.evaluation.universe_backtest.fold_backtest`)."""
+
+    batched = True
+
+    def __init__(self, fn: Callable[..., Any], wants_dates: bool) -> None:
+        self.fn = fn
+        self.wants_dates = bool(wants_dates)
+        self.__name__ = getattr(fn, "__name__", "batched")
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def __call__(self, X: torch.Tensor, **kw: Any) -> Any:
+        return self.fn(X, **kw)
+
+
 def batched(fn: Callable[..., Any], *, wants_dates: bool = False) -> Callable[..., Any]:
     """Mark ``fn`` as batched: ``fn(X (B, n, p) tensor) -> (B, p, p)``.
 
     With ``wants_dates`` it is called ``fn(X, dates=...)`` with the rebalance dates
-    (e.g. to look up the market regime known at each date).
+    (e.g. to look up the market regime known at each date). The result pickles when
+    ``fn`` does.
     """
+    return _Batched(fn, wants_dates)
 
-    def wrapper(X: torch.Tensor, **kw: Any) -> Any:
-        return fn(X, **kw)
 
-    wrapper.batched = True  # type: ignore[attr-defined]
-    wrapper.wants_dates = wants_dates  # type: ignore[attr-defined]
-    wrapper.__name__ = getattr(fn, "__name__", "batched")
-    wrapper.__doc__ = getattr(fn, "__doc__", None)
-    return wrapper
+class _LearnedEstimate:
+    """``Σ̂ = S + Σ_k α π_k (T_k − S)`` from ``model`` (:func:`learned_estimator`)."""
+
+    def __init__(
+        self, model: Any, regimes: pd.Series | None, returns_index: pd.DatetimeIndex | None
+    ) -> None:
+        self.model, self.regimes, self.returns_index = model, regimes, returns_index
+        self.__name__ = "estimate"
+
+    def __call__(self, X: torch.Tensor, dates: pd.DatetimeIndex | None = None) -> torch.Tensor:
+        X = torch.as_tensor(X, dtype=torch.float64)
+        regime = None
+        if self.regimes is not None:
+            if dates is None:
+                raise ValueError("this learned estimator needs the rebalance dates")
+            idx = pd.DatetimeIndex(self.returns_index)
+            regime = torch.as_tensor(regime_codes(self.regimes, idx, idx.get_indexer(dates)))
+        feats = extract_features(X)
+        out = self.model.predict(feats, regime)
+        w = out.intensities.detach().to("cpu", torch.float64)
+        S = _est.sample_covariance(X)
+        T = shrinkage_targets(X)
+        return combine(S, T, w)
 
 
 def learned_estimator(
@@ -113,28 +147,12 @@ def learned_estimator(
     (:func:`shrinklab.core.targets.shrinkage_targets`) of every window are computed in one
     batch. With ``regimes`` (codes by date, :func:`shrinklab.data.returns.market_regimes`)
     and the returns' index, each window gets the code of the day before its
-    rebalance date.
+    rebalance date. The estimator pickles when the model does.
     """
 
     if (regimes is None) != (returns_index is None):
         raise ValueError("regimes and returns_index must be given together")
-
-    def estimate(X: torch.Tensor, dates: pd.DatetimeIndex | None = None) -> torch.Tensor:
-        X = torch.as_tensor(X, dtype=torch.float64)
-        regime = None
-        if regimes is not None:
-            if dates is None:
-                raise ValueError("this learned estimator needs the rebalance dates")
-            idx = pd.DatetimeIndex(returns_index)
-            regime = torch.as_tensor(regime_codes(regimes, idx, idx.get_indexer(dates)))
-        feats = extract_features(X)
-        out = model.predict(feats, regime)
-        w = out.intensities.detach().to("cpu", torch.float64)
-        S = _est.sample_covariance(X)
-        T = shrinkage_targets(X)
-        return combine(S, T, w)
-
-    return batched(estimate, wants_dates=regimes is not None)
+    return batched(_LearnedEstimate(model, regimes, returns_index), wants_dates=regimes is not None)
 
 
 # --------------------------------------------------------------------------- backtest

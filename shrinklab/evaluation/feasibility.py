@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,14 @@ from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.evaluation.scenarios import FSOPT, LEARNED, ORACLE
 
 __all__ = [
+    "SPECIALIST_COLUMNS",
     "constant_oracle",
     "constant_oracle_weights",
     "feasibility_summary",
     "feasibility_table",
     "feasibility_text",
+    "read_specialist_table",
+    "write_specialist_table",
 ]
 
 
@@ -218,3 +222,67 @@ def feasibility_text(summary: Mapping[str, float], goal: float = 0.9) -> str:
             f"scenario a sample-based estimator {reach} the goal."
         )
     return text
+
+
+# --------------------------------------------------------------------------- specialists
+SPECIALIST_COLUMNS = ("prial_specialist", "se_specialist", "n_draws", "seed", "n_reps")
+"""Columns of a scenario-specialist table (index ``scenario``), as
+:func:`shrinklab.studies.specialists.specialist_table` returns it: PRIAL ± SE, the
+training draws, and the seed and replications of the scenario it was scored on."""
+
+
+def write_specialist_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a scenario-specialist table as CSV with 17 significant digits, so that
+    :func:`read_specialist_table` reads back the same float64 values bit for bit."""
+    missing = [c for c in SPECIALIST_COLUMNS if c not in table.columns]
+    if table.index.name != "scenario" or missing:
+        raise ValueError(
+            f"need a table indexed by 'scenario' with columns {list(SPECIALIST_COLUMNS)}; "
+            f"index {table.index.name!r}, missing {missing}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table[list(SPECIALIST_COLUMNS)].to_csv(path, float_format="%.17g")
+    return path
+
+
+def read_specialist_table(path: str | Path, results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The scenario-specialist table written by :func:`write_specialist_table` (the
+    specialists study, notebook 11), checked against the evaluation grid's
+    :func:`shrinklab.evaluation.scenarios.evaluate_scenario` ``results``: exactly one row
+    per scenario, scored on the same seed and number of replications. Returned in the
+    grid's order, with the float64 values that were written (tested)."""
+    path = Path(path)
+    rerun = "rerun the specialists study (`dvc repro studies/dvc.yaml:specialists`)"
+    if not path.is_file():
+        raise FileNotFoundError(f"no scenario-specialist table {path}: {rerun}")
+    # the floats as text, parsed by Python's float(): exact for any pandas version
+    exact = ("prial_specialist", "se_specialist")
+    table = pd.read_csv(path, index_col="scenario", dtype=dict.fromkeys(exact, str))
+    for col in set(exact) & set(table.columns):
+        table[col] = table[col].map(float).astype(np.float64)
+    absent = [c for c in SPECIALIST_COLUMNS if c not in table.columns]
+    if absent:
+        raise ValueError(f"the scenario-specialist table {path} lacks the columns {absent}")
+    names = [str(r["scenario"]) for r in results]
+    rows = [str(s) for s in table.index]
+    missing, extra = sorted(set(names) - set(rows)), sorted(set(rows) - set(names))
+    if missing or extra or len(rows) != len(set(rows)):
+        raise ValueError(
+            f"the scenario-specialist table {path} does not cover exactly the evaluation's "
+            f"scenarios (missing {missing}, not in the grid {extra}, {len(rows)} rows): "
+            f"{rerun} after changing evaluate.scenarios"
+        )
+    table = table.loc[names, list(SPECIALIST_COLUMNS)]
+    stale = [
+        r["scenario"]
+        for r in results
+        if (int(table.at[r["scenario"], "seed"]), int(table.at[r["scenario"], "n_reps"]))
+        != (int(r["seed"]), int(r["n_reps"]))
+    ]
+    if stale:
+        raise ValueError(
+            f"the scenario-specialist table {path} was scored on other replications "
+            f"(seed or n_reps) for {stale}: {rerun} after changing evaluate.seed or n_reps"
+        )
+    return table

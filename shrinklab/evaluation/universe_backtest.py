@@ -22,6 +22,7 @@ import pandas as pd
 from shrinklab.core.progress import report
 from shrinklab.data.universes import VALIDATION_END, Universe
 from shrinklab.evaluation.backtest import EQUAL_WEIGHT, PERIODS_PER_YEAR, gmv_backtest
+from shrinklab.training.parallel import map_in_processes
 
 __all__ = ["best_classical_table", "fold_backtest", "fold_table"]
 
@@ -33,35 +34,48 @@ def fold_backtest(
     *,
     rebalance: int = 21,
     benchmark: str = "ledoit_wolf",
+    workers: int = 1,
 ) -> pd.DataFrame:
     """One row per (fold, window, estimator): ``family``, ``fold``, ``p``, ``window``,
     ``estimator``, ``ann_vol`` and ``rel_vol`` (percent vs ``benchmark``, which must be
-    one of ``estimators``). Equal weights are included as ``equal_weight``."""
+    one of ``estimators``). Equal weights are included as ``equal_weight``.
+
+    The folds are independent: ``workers`` processes share them
+    (:func:`shrinklab.training.parallel.map_in_processes`; the estimators must then pickle,
+    as those of :mod:`shrinklab.evaluation.backtest` do), and the rows, in fold order,
+    are the same for any number of workers."""
     if benchmark not in estimators:
         raise ValueError(f"benchmark {benchmark!r} is not one of the estimators {list(estimators)}")
     if not folds:
         raise ValueError("no folds")
+    jobs = [
+        (k, len(folds), u, dict(estimators), tuple(windows), rebalance, benchmark)
+        for k, u in enumerate(folds)
+    ]
+    parts = map_in_processes(_fold_rows, jobs, workers)
+    return pd.DataFrame([row for part in parts for row in part])
+
+
+def _fold_rows(job: tuple) -> list[dict[str, Any]]:
+    k, n_folds, u, estimators, windows, rebalance, benchmark = job
+    report(f"cross-universe backtest: fold {k + 1}/{n_folds} ({u.name})")
+    res = gmv_backtest(u.returns, estimators, windows, rebalance, start=u.start, end=VALIDATION_END)
     rows = []
-    for k, u in enumerate(folds):
-        report(f"cross-universe backtest: fold {k + 1}/{len(folds)} ({u.name})")
-        res = gmv_backtest(
-            u.returns, estimators, windows, rebalance, start=u.start, end=VALIDATION_END
-        )
-        for window, daily in res.returns.items():
-            vol = daily.std(ddof=1) * np.sqrt(PERIODS_PER_YEAR)
-            for name in [*estimators, EQUAL_WEIGHT]:
-                rows.append(
-                    {
-                        "family": u.family,
-                        "fold": u.name,
-                        "p": u.p,
-                        "window": int(window),
-                        "estimator": name,
-                        "ann_vol": 100 * float(vol[name]),
-                        "rel_vol": 100 * float(vol[name] / vol[benchmark] - 1.0),
-                    }
-                )
-    return pd.DataFrame(rows)
+    for window, daily in res.returns.items():
+        vol = daily.std(ddof=1) * np.sqrt(PERIODS_PER_YEAR)
+        for name in [*estimators, EQUAL_WEIGHT]:
+            rows.append(
+                {
+                    "family": u.family,
+                    "fold": u.name,
+                    "p": u.p,
+                    "window": int(window),
+                    "estimator": name,
+                    "ann_vol": 100 * float(vol[name]),
+                    "rel_vol": 100 * float(vol[name] / vol[benchmark] - 1.0),
+                }
+            )
+    return rows
 
 
 def fold_table(rows: pd.DataFrame, value: str = "ann_vol") -> pd.DataFrame:

@@ -142,6 +142,8 @@ def _specialist_row(job: tuple[Mapping[str, Any], int, int]) -> dict[str, Any]:
         "prial_specialist": prial,
         "se_specialist": se,
         "n_draws": int(n_draws),
+        "seed": int(r["seed"]),
+        "n_reps": int(r["n_reps"]),
     }
 
 
@@ -153,7 +155,9 @@ def specialist_table(
     training draws come from seeds derived from, and distinct from, the scenario's.
     The scenarios are independent: ``workers`` processes share them
     (:func:`shrinklab.training.parallel.map_in_processes`; the same table for any number).
-    Index ``scenario``; columns ``prial_specialist``, ``se_specialist``, ``n_draws``."""
+    Index ``scenario``; columns ``prial_specialist``, ``se_specialist``, ``n_draws`` and the
+    scenario's ``seed`` and ``n_reps`` (checked by
+    :func:`shrinklab.evaluation.feasibility.read_specialist_table`)."""
     keep = ("scenario", "spec", "seed", "n_reps", "G", "c", "losses")
     jobs = [({k: r[k] for k in keep if k in r}, int(n_draws), int(epochs)) for r in results]
     rows = map_in_processes(_specialist_row, jobs, workers)
