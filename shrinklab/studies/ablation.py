@@ -15,17 +15,20 @@ like it (same seed, same data, same :class:`~shrinklab.training.config.TrainConf
   ``clip(c₀/G₀₀, 0, 1)``) versus the multi-target model;
 * ``curriculum`` — the curriculum schedule flipped [Bengio et al., ICML 2009];
 * ``components`` — each component of the specification that the base configuration
-  does not use, switched *on* (:data:`COMPONENTS`): the smoothness and adversarial
+  does not use, switched *on* (:data:`COMPONENTS`, weights from ``component_weights``):
+  the log-determinant (Stein) and GMV portfolio-variance loss terms
+  (``TrainConfig.log_det_weight``/``portfolio_weight``,
+  :func:`shrinklab.training.losses.log_det_loss` [James & Stein 1961],
+  :func:`~shrinklab.training.losses.portfolio_variance_loss` [Engle & Colacito, JBES 24,
+  2006], on the matrix pool of the spectrum term), the smoothness and adversarial
   regularisers (:func:`shrinklab.training.losses.smoothness_penalty`,
   :func:`~shrinklab.training.losses.adversarial_penalty`, FGSM of Goodfellow et al.,
   ICLR 2015), curriculum [Bengio et al. 2009], progressive sizes, feature
   self-attention [Vaswani et al., NeurIPS 2017] and, with real windows, market-regime
   inputs (the full model with a regime embedding, fine-tuned on real returns; compare
-  it with the ``pretraining`` study's "pretrained + fine-tuned" row). The
-  portfolio-variance loss is the fine-tuning objective of the ``pretraining`` study
-  (realised GMV variance). The log-determinant (Stein) loss has no row: the trainer has
-  no term for it (it needs each world's Σ, which the synthetic sets keep only as the
-  quadratic form of the Frobenius loss);
+  it with the ``pretraining`` study's "pretrained + fine-tuned" row). The realised GMV
+  variance on real returns is also the fine-tuning objective of the ``pretraining``
+  study;
 * ``pretraining`` (needs real windows) — fine-tuning on real returns
   (:func:`shrinklab.training.finetune.finetune_on_real`) from the synthetic-pretrained full
   model versus from a randomly initialised one, plus the pretrained model without
@@ -124,9 +127,13 @@ ALL_STUDIES: tuple[str, ...] = (
 
 #: Components switched on one at a time by the ``components`` study (each only when the
 #: base configuration has it off): name → (network overrides, TrainConfig overrides).
-#: The weights are the order of the base loss terms' weights (the composite loss is
-#: O(1)); a study of the component's weight would come after a row that pays.
+#: The weights are defaults: :func:`run_ablation`'s ``component_weights`` (the
+#: ``model_selection`` params section) replaces them. 0.1 is the order of the base loss
+#: terms' weights (the composite loss is O(1)); a study of a component's weight would
+#: come after a row that pays.
 COMPONENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "log-det loss": ({}, {"log_det_weight": 0.1}),
+    "portfolio-variance loss": ({}, {"portfolio_weight": 0.1}),
     "smoothness": ({}, {"smoothness_weight": 0.1}),
     "adversarial": ({}, {"adversarial_weight": 0.1}),
     "curriculum": ({}, {"curriculum": True}),
@@ -343,6 +350,7 @@ def run_ablation(
     real: tuple[Any, Any] | None = None,
     finetune_config: Any = None,
     single_target_index: int = 0,
+    component_weights: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Train the full model and every ablation variant; return one row per variant.
 
@@ -361,6 +369,9 @@ def run_ablation(
         the ``pretraining`` study, the fine-tuning rows.
     finetune_config : TrainConfig of the fine-tuning runs (default: a short one).
     single_target_index : target of the single-target variant (0 = scaled identity).
+    component_weights : TrainConfig weight → value for the ``components`` rows that
+        switch a loss term or regulariser on (replacing :data:`COMPONENTS`' defaults);
+        every key must be a weight of one of those rows.
 
     Returns
     -------
@@ -375,6 +386,7 @@ def run_ablation(
         raise ValueError(f"unknown studies {unknown}; choose from {ALL_STUDIES}")
     if "pretraining" in studies and real is None:
         raise ValueError("the 'pretraining' study needs real=(train_windows, valid_windows)")
+    components = _component_overrides(component_weights)
     root = Path(out_dir)
     mcfg = dict(model_config or {})
     base = train_config or TrainConfig()
@@ -468,8 +480,12 @@ def run_ablation(
 
     if "targets" in studies:
         k = int(single_target_index)
-        # the spectrum term needs all K targets' matrices: off for the K = 1 model
-        cfg = dataclasses.replace(base, spectrum_weight=0.0) if _has_spectrum(base) else base
+        # the matrix-pool terms need all K targets' matrices: off for the K = 1 model
+        cfg = base
+        if base.uses_matrix_pool:
+            cfg = dataclasses.replace(
+                base, spectrum_weight=0.0, log_det_weight=0.0, portfolio_weight=0.0
+            )
         m, h, s = fit(single_target(train_set, k), single_target(valid_set, k), cfg, "targets")
         label = _target_names(K)[k]
         record("targets", f"single target ({label})", m, h, s, target=k)
@@ -493,7 +509,7 @@ def run_ablation(
             finetune("pretraining", variant, start)
 
     if "components" in studies:
-        for name, (net_over, cfg_over) in COMPONENTS.items():
+        for name, (net_over, cfg_over) in components.items():
             if name == "curriculum" and "curriculum" in studies:
                 continue  # the curriculum study already has this row
             if any(getattr(base, k) for k in cfg_over) or any(mcfg.get(k) for k in net_over):
@@ -515,8 +531,22 @@ def run_ablation(
     return pd.DataFrame(rows)
 
 
-def _has_spectrum(cfg: Any) -> bool:
-    return bool(getattr(cfg, "spectrum_weight", 0.0))
+def _component_overrides(
+    weights: Mapping[str, float] | None,
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """:data:`COMPONENTS` with the TrainConfig weights of ``weights`` put in."""
+    weights = dict(weights or {})
+    known = {k for _net, over in COMPONENTS.values() for k in over if k.endswith("_weight")}
+    unknown = sorted(set(weights) - known)
+    if unknown:
+        raise ValueError(f"component_weights {unknown} are not weights of {sorted(known)}")
+    bad = {k: v for k, v in weights.items() if not (math.isfinite(float(v)) and float(v) > 0)}
+    if bad:
+        raise ValueError(f"component_weights must be finite and > 0, got {bad}")
+    return {
+        name: (net, {k: float(weights.get(k, v)) for k, v in over.items()})
+        for name, (net, over) in COMPONENTS.items()
+    }
 
 
 def _target_names(K: int) -> tuple[str, ...]:
