@@ -190,6 +190,7 @@ def test_ablation_table_has_the_expected_rows(sets, windows, tmp_path):
     table = run_ablation(
         tr, va, tmp_path, model_config=model_config, train_config=cfg, real=windows,
         finetune_config=fcfg, studies=[s for s in ALL_STUDIES if s != "components"],
+        base_label="test base",
     )  # fmt: skip
     expected = (
         [("full", "full model")]
@@ -222,6 +223,13 @@ def test_ablation_table_has_the_expected_rows(sets, windows, tmp_path):
     feat = table[table["study"] == "features"]
     assert list(feat["n_features"]) == [len(FEATURE_NAMES) - len(i) for i in groups.values()]
     assert table.loc[table["study"] == "targets", "num_targets"].item() == 1
+    # every row says what it was trained from and for how long
+    assert set(table["base"]) == {"test base"} and set(table["n_train"]) == {len(tr.features)}
+    fine = table["variant"].str.contains("fine-tuned") & ~table["variant"].str.startswith(
+        "pretrained,"
+    )
+    assert set(table.loc[fine, "epochs"]) == {fcfg.epochs}
+    assert set(table.loc[~fine, "epochs"]) == {cfg.epochs}
     full = table.iloc[0]
     assert full["delta_prial"] == 0.0
     # the pretrained, not fine-tuned row is the full model itself

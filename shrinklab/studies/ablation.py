@@ -351,6 +351,7 @@ def run_ablation(
     finetune_config: Any = None,
     single_target_index: int = 0,
     component_weights: Mapping[str, float] | None = None,
+    base_label: str = "",
 ) -> pd.DataFrame:
     """Train the full model and every ablation variant; return one row per variant.
 
@@ -372,12 +373,15 @@ def run_ablation(
     component_weights : TrainConfig weight → value for the ``components`` rows that
         switch a loss term or regulariser on (replacing :data:`COMPONENTS`' defaults);
         every key must be a weight of one of those rows.
+    base_label : what the base configuration is (e.g. "the deployed member
+        configuration"), written in the ``base`` column of every row.
 
     Returns
     -------
     DataFrame with columns ``study, variant, n_features, num_targets, prial, prial_se,
     delta_prial, delta_prial_se`` (vs the full model, paired), ``norm_loss, norm_loss_se``,
-    ``best_epoch``, ``seconds`` and, with ``real``, ``real_vol, real_vol_se,
+    ``best_epoch``, ``seconds``, ``base`` (``base_label``), ``epochs`` (of the row's
+    training or fine-tuning run), ``n_train`` and, with ``real``, ``real_vol, real_vol_se,
     real_vol_lw, real_ratio_lw, real_windows``.
     """
 
@@ -404,6 +408,7 @@ def run_ablation(
         seconds: float,
         columns: Sequence[int] | None = None,
         target: int | None = None,
+        epochs: int | None = None,
     ) -> None:
         feats = valid_set.features
         if columns is not None:
@@ -431,6 +436,9 @@ def run_ablation(
             "norm_loss_se": float(nl.std(ddof=1) / math.sqrt(len(nl))),
             "best_epoch": int(history["best_epoch"]) if history else -1,
             "seconds": seconds,
+            "base": base_label,
+            "epochs": int(base.epochs if epochs is None else epochs),
+            "n_train": int(np.shape(train_set.features)[0]),
         }
         if real is not None:
             row.update(real_volatility(model, real[1], columns=columns, target=target))
@@ -451,7 +459,7 @@ def run_ablation(
             start, real[0], real[1], fcfg, root / study / _key([variant, dataclasses.asdict(fcfg)]),
             resume=False,
         )  # fmt: skip
-        record(study, variant, start.cpu().eval(), h, time.perf_counter() - t0)
+        record(study, variant, start.cpu().eval(), h, time.perf_counter() - t0, epochs=fcfg.epochs)
 
     full, hist, sec = fit(train_set, valid_set, base, "full")
     record("full", "full model", full, hist, sec)
