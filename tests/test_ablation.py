@@ -26,6 +26,7 @@ from shrinklab.studies.ablation import (
     feature_group_indices,
     real_volatility,
     regime_model,
+    remap_anchors,
     run_ablation,
     single_target,
 )
@@ -270,6 +271,37 @@ def test_ablation_subset_and_errors(sets, tmp_path):
     )
     with pytest.raises(ValueError, match="difficulty"):
         run_ablation(no_diff, va, tmp_path, train_config=cfg, studies=["curriculum"])
+
+
+def test_remap_anchors_follows_the_kept_columns_and_target():
+    from shrinklab.core.targets import TARGET_NAMES
+    from shrinklab.models.network import classical_anchors
+
+    full = classical_anchors(len(FEATURE_NAMES), len(TARGET_NAMES))
+    groups = feature_group_indices(FEATURE_NAMES)
+    for name, cols in groups.items():
+        keep = [i for i in range(len(FEATURE_NAMES)) if i not in set(cols)]
+        got = remap_anchors(full, keep=keep)
+        # independent reference: the anchors whose feature survives, looked up by name
+        ref = [a for a in full if a[0] == -1 or a[0] in keep]
+        assert len(got or []) == len(ref), name
+        for (f, t, _), (f0, t0, _) in zip(got or [], ref, strict=True):
+            assert t == t0 and (f == f0 == -1 or FEATURE_NAMES[keep[f]] == FEATURE_NAMES[f0])
+        if got:
+            assert sorted({g for *_, g in got}) == list(range(len({g for *_, g in got})))
+    # without the classical intensities only the fixed corner (QIS) and the
+    # multi-target anchors are left
+    no_int = remap_anchors(
+        full,
+        keep=[
+            i for i in range(len(FEATURE_NAMES)) if i not in set(groups["classical_intensities"])
+        ],
+    )
+    assert no_int is None or all(f == -1 for f, *_ in no_int)
+    one = remap_anchors(full, target=0)
+    assert one and all(t == 0 for _, t, _ in one)
+    assert len(one) == sum(t == 0 for _, t, _ in full)
+    assert remap_anchors("auto", keep=[0]) == "auto" and remap_anchors(None, target=0) is None
 
 
 # ------------------------------------------------------------- components switched on

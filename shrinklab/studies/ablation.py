@@ -6,7 +6,9 @@ Each variant changes one thing relative to the full model and is trained exactly
 like it (same seed, same data, same :class:`~shrinklab.training.config.TrainConfig` otherwise):
 
 * ``features`` — each feature group of :data:`FEATURE_GROUPS` removed (its columns of
-  :data:`shrinklab.core.features.FEATURE_NAMES` dropped, the network built on the rest);
+  :data:`shrinklab.core.features.FEATURE_NAMES` dropped, the network built on the rest,
+  its explicit anchors re-indexed by :func:`remap_anchors`, those on a dropped feature
+  removed);
 * ``loss`` — each loss component switched off through its TrainConfig weight
   (intensity MSE α, normalised Frobenius β, spectrum γ, uncertainty NLL, and the
   regularisers — each only if it is on in the base configuration);
@@ -92,6 +94,7 @@ __all__ = [
     "feature_group_indices",
     "real_volatility",
     "regime_model",
+    "remap_anchors",
     "run_ablation",
     "single_target",
 ]
@@ -218,6 +221,33 @@ def single_target(data: Any, target: int = 0) -> SimpleNamespace:
     out["oracle_w"] = w[:, None]
     out["alpha_star"] = w
     return SimpleNamespace(**out)
+
+
+def remap_anchors(
+    anchors: Any, keep: Sequence[int] | None = None, target: int | None = None
+) -> Any:
+    """An explicit anchor list (``[feature, target, candidate]`` triples of
+    :func:`shrinklab.models.network.resolve_anchors`) for a variant that keeps the feature
+    columns ``keep`` (in that order) and/or only the shrinkage ``target``: each anchor's
+    feature re-indexed (``-1``, a fixed corner, stays), anchors on a dropped feature or
+    another target removed, candidates renumbered ``0 … G'−1`` in order; ``None`` when no
+    anchor is left. ``"auto"``/``None`` are returned unchanged (the network resolves
+    them for the variant's layout)."""
+    if anchors is None or isinstance(anchors, str):
+        return anchors
+    pos = None if keep is None else {int(c): i for i, c in enumerate(keep)}
+    out, groups = [], {}
+    for f, t, g in ([int(a) for a in e] for e in anchors):
+        if pos is not None and f != -1:
+            if f not in pos:
+                continue
+            f = pos[f]
+        if target is not None:
+            if t != int(target):
+                continue
+            t = 0
+        out.append([f, t, groups.setdefault(g, len(groups))])
+    return out or None
 
 
 def _pad(w: torch.Tensor, target: int | None, K: int) -> torch.Tensor:
@@ -472,8 +502,9 @@ def run_ablation(
         for group, cols in feature_group_indices(names, feature_groups).items():
             keep = [i for i in range(F) if i not in set(cols)]
             m, h, s = fit(
-                drop_features(train_set, cols), drop_features(valid_set, cols), base, "features"
-            )
+                drop_features(train_set, cols), drop_features(valid_set, cols), base, "features",
+                {**mcfg, "anchors": remap_anchors(mcfg.get("anchors", "auto"), keep=keep)},
+            )  # fmt: skip
             record("features", f"without {group}", m, h, s, columns=keep)
 
     if "loss" in studies:
@@ -494,7 +525,10 @@ def run_ablation(
             cfg = dataclasses.replace(
                 base, spectrum_weight=0.0, log_det_weight=0.0, portfolio_weight=0.0
             )
-        m, h, s = fit(single_target(train_set, k), single_target(valid_set, k), cfg, "targets")
+        m, h, s = fit(
+            single_target(train_set, k), single_target(valid_set, k), cfg, "targets",
+            {**mcfg, "anchors": remap_anchors(mcfg.get("anchors", "auto"), target=k)},
+        )  # fmt: skip
         label = _target_names(K)[k]
         record("targets", f"single target ({label})", m, h, s, target=k)
 
