@@ -38,7 +38,7 @@ run a minute apart under the same load):
     p = 50:  1 process 1321/s (0.76 ms/sample); 2 workers 2525/s wall, 2642/s cpu   (goal met)
     p = 200: 1 process  108/s (9.28 ms/sample); 2 workers  210/s wall,  218/s cpu   (goal met)
 
-Before the second round of issue-3 speed-ups (same command and load): p = 50 0.80
+Before the second round of data-throughput speed-ups (same command and load): p = 50 0.80
 ms/sample, 2377/s wall; p = 200 10.30 ms/sample, 190/s wall, 197/s cpu (on an idle
 machine, load 0.1: 10.2 ms/sample, 186/s wall, 191/s cpu).  That round (per sample at
 p = 200): FSOPT's uᵢᵀΣuᵢ from the generator's roots (trmm / factors; fsopt 0.48 ->

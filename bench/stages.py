@@ -14,7 +14,7 @@ Stages in the order of ``dvc.yaml`` (``--dvc studies/dvc.yaml`` for the studies)
 Usage::
 
     .venv/bin/python bench/stages.py              # or: make bench
-    .venv/bin/python bench/stages.py --markdown   # the README table
+    .venv/bin/python bench/stages.py --markdown   # the table of docs/pipeline.md, "Time per stage"
 """
 
 from __future__ import annotations

@@ -66,10 +66,11 @@ metrics = {}
 # %% [markdown]
 # ## 1.1 Real returns
 #
-# Cleaning is documented in `shrinklab.data`: stale runs of ≥ 5 identical prices
-# and missing prices are imputed by log-linear interpolation (flagged), returns are
-# log returns, and returns beyond 15 robust standard deviations are winsorised
-# (flagged). The table counts what was changed per asset.
+# Cleaning is documented in `shrinklab.data.returns`: stale runs of at least
+# `stale_run` identical prices and missing prices are imputed by log-linear
+# interpolation (flagged), returns are log returns, and returns beyond `mad_k` robust
+# standard deviations are winsorised (flagged); both thresholds are that module's
+# defaults. The table counts what was changed per asset.
 
 # %%
 cleaned = data.clean_returns(data.load_prices())
@@ -132,14 +133,14 @@ print(split_table.to_string(index=False))
 # ## 1.3 Synthetic training samples
 #
 # Worlds are drawn from the documented distribution of `shrinklab.data.synthetic`
-# (p from 5 to `p_max`, p/n from 0.05 to `ratio_max`, Gaussian or Student-t returns, edge
+# (p up to `p_max`, p/n up to `ratio_max`, Gaussian or Student-t returns, edge
 # cases on purpose). The samples of a batch of `batch_size` share one (p, n) design
 # (batched linear algebra), so the training set covers `n_train / batch_size`
 # designs. Since decision 0023 the mix (`family_weights`) adds three market-like
 # families (`shrinklab.data.worlds_market`): a market factor over sector blocks, worlds
 # whose Σ moves between the estimation window and the holding period (the label and the
 # loss then target the holding-period Σ) and block-bootstrapped real returns from before
-# 2010. Each sample's label is the multi-target oracle
+# `worlds_market.RESAMPLE_END`. Each sample's label is the multi-target oracle
 # w* = argmin ‖S + Σ w_k (T_k − S) − Σ‖_F over w ≥ 0, Σ w ≤ 1.
 
 # %%

@@ -16,11 +16,12 @@
 # %% [markdown]
 # # 2. Pretraining on synthetic worlds
 #
-# The network of the specification (input batch norm and optional input dropout,
-# three LeakyReLU(0.2) blocks 128 → 64 → 32 with batch norm, dropout and residual
-# connections; the dropout rates are those of params.yaml's `pretrain` section,
-# 0.1 after the hidden blocks and none on the input, a sigmoid intensity head α, a softmax target-weight head π and a
-# variance head) is trained on synthetic samples whose oracle weights w* are known.
+# The network of the specification (input batch norm and input dropout
+# `input_dropout`, LeakyReLU blocks of widths `hidden_dims` with batch norm, dropout
+# `dropout` and residual connections — both rates from params.yaml's `pretrain`
+# section, which departs from the specification's rates as
+# docs/decisions/0004-dropout-0.1.md records — a sigmoid intensity head α, a softmax
+# target-weight head π and a variance head) is trained on synthetic samples whose oracle weights w* are known.
 # Its output is *anchored*: a learned gate mixes the free head απ with the
 # classical estimators of the family (Ledoit–Wolf, OAS, constant correlation,
 # single index, QIS, and multi-target shrinkage over four of the targets —
@@ -40,8 +41,8 @@
 # head; the weights, learning rate, weight decay and clipping come
 # from the model-selection study (notebook 07). The Frobenius term uses the stored
 # K×K quadratic form, so a sample costs O(K²) whatever its p. Adam, cosine
-# annealing with warm restarts (cycles of 10, 20, 40 epochs: the run length ends
-# on a cycle), gradient clipping, early stopping that restores the best weights.
+# annealing with warm restarts (each cycle twice as long as the one before,
+# `shrinklab.training.config`; params.yaml's `epochs` ends on a cycle), gradient clipping, early stopping that restores the best weights.
 # A curriculum (easy worlds first) is available but off in params.yaml's `pretrain`
 # section: the model-selection ablation found validation PRIAL higher without it.
 

@@ -18,8 +18,8 @@
 #
 # Real returns have no known Σ, so the synthetic oracle labels are gone. What is
 # left is the quantity a portfolio manager cares about: the **realised variance of
-# the global minimum-variance portfolio** built from Σ̂ over the 21 days after each
-# estimation window, relative to the same portfolio built with Ledoit–Wolf
+# the global minimum-variance portfolio** built from Σ̂ over the holding period after
+# each estimation window, relative to the same portfolio built with Ledoit–Wolf
 # (Engle & Colacito 2006; Ledoit & Wolf 2017). A ratio below 1 beats Ledoit–Wolf.
 #
 # The synthetic-pretrained network (the specification's transfer-learning step) is fine-tuned

@@ -162,9 +162,10 @@ save_figure(fig, figures / "prial_members.png")
 #   scores are stored in the model file.
 #
 # The guarantee is marginal: averaged over worlds, not per world type. The synthetic
-# worlds come in batches of 128 that share one draw of (p, n), and coverage differs
-# between such designs, so the test coverage below varies by more than its binomial
-# standard error would suggest (the full test set holds about 30 designs).
+# worlds come in batches of data_prep's `batch_size` that share one draw of (p, n), and
+# coverage differs between such designs, so the test coverage below varies by more
+# than its binomial standard error would suggest (the test set holds `n_test /
+# batch_size` designs, not `n_test` independent worlds).
 #
 # Coverage, mean interval width and the Gaussian NLL on the test worlds:
 
@@ -180,8 +181,9 @@ save_figure(fig, figures / "reliability.png")
 # ## Family experts behind a gate
 #
 # A network trained on every world family pays for the sharing in the families whose
-# loss is steep in w: trained on the factor worlds alone, the same network is about
-# 10 % closer to the oracle there (`shrinklab.studies.family_mixing`). So the ensemble
+# loss is steep in w: trained on the factor worlds alone, the same network comes
+# closer to the oracle there (`shrinklab.studies.family_mixing`;
+# `reports/model_selection/family_mixing.csv` and docs/research-log.md). So the ensemble
 # (the *general* model) gets one expert network per family in `family_experts`,
 # trained on that family's worlds only with the members' settings (in the queue of the
 # first cell, beside the ensemble's members), and a gate: a

@@ -28,13 +28,15 @@
 # * **export** to ONNX (run through onnxruntime) and `torch.export`, with a parity
 #   check on the intensities.
 #
-# The deployable model keeps ≥ 99 % of the ensemble's PRIAL gain over Ledoit–Wolf
+# The deployable model keeps at least `min_gain_kept` of the ensemble's PRIAL gain over Ledoit–Wolf
 # on the synthetic validation worlds (the test worlds are a report, never a selection tool) — measured on per-world normalised losses
 # (`norm_prial`, every world weighs the same; pooled over a mixture of worlds, PRIAL
 # follows the few worlds with the largest losses), overall *and within every world
-# family* of the test set (a pooled 99 % can hide losses in most families that one
-# family makes up for) — and is clearly faster (at most half its latency) or
-# clearly smaller (at most half its non-zero parameters) than the ensemble — a
+# family* of the validation worlds (a pooled share can hide losses in most families
+# that one family makes up for) — and is clearly faster (at most `max_latency_ratio`
+# of its latency) or clearly smaller (at most `max_size_ratio` of its non-zero
+# parameters) than the ensemble; the three are the defaults of
+# `compression.choose_deployable`, the rule of docs/decisions/0015-deploy-the-teacher.md — a
 # checkpoint-average ensemble is one network, which a small student does not beat
 # by 2× in latency; among those, the one with the fewest non-zero parameters is
 # chosen — a rule that does not depend on timing noise, so a rerun deploys the same

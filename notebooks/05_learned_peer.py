@@ -21,8 +21,9 @@
 # It keeps the eigenvectors of the (lag-weighted) sample correlation matrix, cleans its
 # spectrum with a small bidirectional GRU, corrects the marginal volatilities with a
 # per-asset head, and is trained end to end on the realised variance of its
-# global minimum-variance portfolio over the 21 days after each window — no known Σ,
-# no synthetic pretraining. About 2,200 parameters, the same for every p and n.
+# global minimum-variance portfolio over the `horizon` days after each window — no
+# known Σ, no synthetic pretraining. Its parameter count (`parameters` in
+# `reports/metrics/peer.json`) is the same for every p and n.
 #
 # Only returns before 2016 are used: windows whose holding period ends before
 # `val_start` are the training set (the full universe plus random asset subsets on

@@ -26,8 +26,8 @@
 #    covariance. Standard errors over the repetitions.
 # 2. **Real returns, unknown Σ.** Global minimum-variance portfolios on the 20
 #    S&P 500 stocks over the test period 2016-01-01 … 2022-12-28, which no training
-#    or model-selection step has seen, rebalanced every 21 days with estimation
-#    windows of 60, 120 and 250 days: annualised out-of-sample volatility, turnover,
+#    or model-selection step has seen, rebalanced every `rebalance` days
+#    (`backtest.gmv_backtest`) with the estimation windows of `windows`: annualised out-of-sample volatility, turnover,
 #    and the difference to Ledoit–Wolf with a stationary-bootstrap interval.
 #
 # Every headline row, synthetic and real, reports `models/final.pt`, the model users
@@ -287,7 +287,8 @@ for window, cum in summary.cumulative_variance.items():
 # one thing against the full model — the deployed member configuration trained for fewer
 # epochs (decision 0024); the caption names the base configuration and the epochs the
 # table was trained with. The table is written by notebook 07
-# (`make model-selection`, not part of `dvc repro`) and shown here when it exists.
+# (`make model-selection`, a stage of `studies/dvc.yaml`, not part of `make repro`) and
+# shown here when it exists.
 
 # %%
 ablation = tables.ablation_table(ablation_csv)

@@ -18,9 +18,10 @@
 #
 # The specification tunes hyper-parameters four ways: a **grid** over the
 # architecture, **Bayesian optimisation** of the learning parameters, **K-fold
-# validation across market regimes** and **ablation studies**. This notebook is slow and
-# is not a stage of `dvc.yaml`: `make repro` does not run it; `make model-selection`
-# does (see docs/research-log.md, "The model-selection study (notebook 07)").
+# validation across market regimes** and **ablation studies**. This notebook is slow:
+# it is the `model_selection` stage of `studies/dvc.yaml`, not of `make repro`;
+# `make model-selection` (or `make studies`) runs it (see docs/research-log.md, "The
+# model-selection study (notebook 07)").
 #
 # * Bayesian optimisation: Optuna's TPE sampler (Bergstra et al., NeurIPS 2011) over
 #   learning rate, weight decay, the loss weights α (intensity), β (Frobenius),

@@ -20,13 +20,13 @@
 # It scores the deployed model where the pipeline's choices were made, never on the
 # public scenario grid or the test period:
 #
-# * the **selection grid** (`shrinklab.studies.selection_grid`): ten scenarios unlike
-#   the public grid, plus four with p/n > 2 — PRIAL (Ledoit & Wolf 2022), the paired
+# * the **selection grid** (`shrinklab.studies.selection_grid`): the scenarios of
+#   `SELECTION_GRID`, unlike the public grid, plus those of `WIDE_GRID` (p/n > 2) — PRIAL (Ledoit & Wolf 2022), the paired
 #   difference to each scenario's best classical estimator and the failures (more
 #   than one standard error below it), the yardstick of docs/decisions/0009, 0010,
 #   0011 and 0014;
 # * the **gate threshold** of the family experts (docs/decisions/0014) swept on the
-#   independent holdout (`shrinklab.studies.holdout`, seed 777) and the selection grid;
+#   independent holdout (`shrinklab.studies.holdout`, seed `HOLDOUT_SEED`) and the selection grid;
 # * whether the features tell the world **families** apart (a gradient-boosted
 #   classifier's holdout confusion matrix), the premise of the gate;
 # * a report on the public grid, never a selection tool: **multi-target shrinkage on
@@ -80,7 +80,7 @@ grid[["prial", "se", "best_classical", "prial_best_classical", "diff", "diff_se"
 # ## The gate threshold of the family experts
 #
 # The pipeline's gated model (`models/ensemble.pt`) at each threshold; docs/decisions/0014
-# chose 0.7 by the rule declared there.
+# chose params.yaml's `ensemble.gate_threshold` by the rule declared there.
 
 # %%
 ensemble = load_model(models / "ensemble.pt")

@@ -19,7 +19,8 @@
 # A study, not a stage of `make repro` (`make studies` reproduces `studies/dvc.yaml`).
 # The pretraining configuration of `params.yaml` and variants of it
 # (`shrinklab.studies.training_variants.VARIANTS`) are trained as notebook 02 trains the
-# network, one run per seed, and scored on the independent holdout (seed 777) and the
+# network, one run per seed, and scored on the independent holdout (seed
+# `shrinklab.studies.holdout.HOLDOUT_SEED`) and the
 # selection grid — the evidence behind the loss normaliser λ (docs/decisions/0009), the
 # edge-world weight (0010) and, with worlds drawn at several `ratio_max`, the training
 # p/n range (0011). Neither the public scenario grid nor the test set is used.
@@ -93,8 +94,8 @@ summary
 # ## The training p/n range
 #
 # Worlds drawn with each `ratio_max` (training seed 0, validation seed 1); each fit
-# scored on the holdout, on the holdout's wide twin (p/n up to 5, its worlds with
-# p/n > 2) and on the selection and wide grids. The rule of docs/decisions/0011 reads
+# scored on the holdout, on the holdout's wide twin (p/n up to `WIDE_RATIO_MAX`, its
+# worlds with p/n > 2) and on the selection and wide grids. The rule of docs/decisions/0011 reads
 # this table.
 
 # %%

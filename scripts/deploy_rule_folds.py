@@ -7,7 +7,7 @@ Reads ``<root>/processed/{sp500_returns,sp500_market}.parquet``,
 cross-universe fold backtest (25 folds, windows 60/120/250) and ``choose_final``
 with the ensemble as the incumbent, and prints the tables. Never reads 2016–2022.
 
-    OMP_NUM_THREADS=1 nice python scripts/deploy_rule_folds.py /work/artifacts
+    OMP_NUM_THREADS=1 nice python scripts/deploy_rule_folds.py <root>
 """
 
 from __future__ import annotations

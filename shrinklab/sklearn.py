@@ -85,6 +85,7 @@ from shrinklab.core.targets import (
 )
 from shrinklab.core.validation import as_returns
 from shrinklab.models.bundled import DEFAULT_MODEL, model_source
+from shrinklab.models.numpy_forward import numpy_predict
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model
 
@@ -219,14 +220,18 @@ def _pick(D: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
 
 
 def _predict(model: nn.Module, feats: torch.Tensor, names: tuple[str, ...], device) -> tuple:
-    out = model.predict(feats)
-    alpha = out.alpha.detach().to(device, torch.float64).reshape(-1)
-    weights = out.weights.detach().to(device, torch.float64)
+    """``(alpha (B,), weights (B, K), log_var (B,))`` float64 of ``model`` on ``feats``: the
+    float64 NumPy forward (:mod:`shrinklab.models.numpy_forward`) where it covers the
+    model, else ``model.predict``. ``fit`` and ``fit_rolling`` both come here."""
+    fast = numpy_predict(model, feats.cpu().numpy()) if feats.device.type == "cpu" else None
+    out = model.predict(feats) if fast is None else tuple(map(torch.from_numpy, fast))
+    alpha = out[0].detach().to(device, torch.float64).reshape(-1)
+    weights = out[1].detach().to(device, torch.float64)
     if weights.shape != (feats.shape[0], len(names)):
         raise ValueError(
             f"model predicts {tuple(weights.shape[1:])} target weights but has targets {names}"
         )
-    return alpha, weights, out.log_var.detach().reshape(-1)
+    return alpha, weights, out[2].detach().reshape(-1)
 
 
 def _combine(S: torch.Tensor, D: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

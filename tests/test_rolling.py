@@ -15,6 +15,7 @@ from shrinklab.core.features import extract_features, features_of
 from shrinklab.core.sample_stats import sample_stats
 from shrinklab.core.targets import TARGET_NAMES, combine, shrinkage_targets
 from shrinklab.core.validation import center
+from shrinklab.models.numpy_forward import numpy_predict
 from shrinklab.sklearn import MLShrinkageCovariance
 
 
@@ -34,8 +35,10 @@ def test_fit_equals_the_estimate_from_separate_pieces(model_file, scale):
     from the raw returns (a second eigendecomposition), to 1e-12 relative."""
     X = _returns(scale=scale)
     est = MLShrinkageCovariance.from_pretrained(model_file).fit(X)
-    out = est.model_.predict(extract_features(X))
-    w = out.alpha.double()[:, None] * out.weights.double()
+    # α, π of the estimator's network path (float64 NumPy forward, tested against torch
+    # in test_numpy_forward.py): this test is about the shared statistics
+    alpha, weights, _ = numpy_predict(est.model_, extract_features(X).numpy())
+    w = torch.from_numpy(alpha[:, None] * weights)
     Xt = torch.from_numpy(X)[None]
     S = center(Xt)[1]
     ref = combine(S, shrinkage_targets(Xt, TARGET_NAMES), w)[0].numpy()
@@ -97,6 +100,8 @@ def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches():
 
     est = MLShrinkageCovariance().fit(_returns(n=60, p=5))
     assert not torch.is_tensor(est.covariance_)
+    with torch.inference_mode():  # the estimator's model by its torch path (the fit uses NumPy)
+        est.model_.general.predict(est.features_[None])
     sets = list(estimators._ACTIVE_SETS.values())
     stacks = [s for s in _STACKS.values()]
     assert sets and stacks

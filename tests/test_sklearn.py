@@ -140,8 +140,11 @@ def test_general_mix_matches_numpy_formula(model_dir):
     X = _returns(n=50, p=10, seed=4)
     path = _model(model_dir, "mix", alpha, pi, log_var=math.log(0.0025))
     est = MLShrinkageCovariance.from_pretrained(path).fit(X)
-    a32 = float(torch.sigmoid(torch.tensor(math.log(alpha / (1 - alpha)), dtype=torch.float32)))
-    pi32 = torch.softmax(torch.tensor(np.log(pi), dtype=torch.float32), 0).double().numpy()
+    # the forced heads output their float32 biases; the estimator's forward is float64
+    a32 = float(
+        torch.sigmoid(torch.tensor(math.log(alpha / (1 - alpha)), dtype=torch.float32).double())
+    )
+    pi32 = torch.softmax(torch.tensor(np.log(pi), dtype=torch.float32).double(), 0).numpy()
     T = _np_targets(X)
     S = T["sample"]
     ref = S + sum(a32 * w * (T[k] - S) for k, w in zip(TARGET_NAMES, pi32))
@@ -160,16 +163,18 @@ def test_responsive_model_uses_its_own_prediction(model_dir):
     X = _returns(n=80, p=15, seed=5)
     est = MLShrinkageCovariance.from_pretrained(path).fit(X)
     out = net.predict(extract_features(X))
-    assert est.shrinkage_ == pytest.approx(float(out.alpha[0]), abs=1e-7)
+    # the estimator's forward is float64 NumPy, the torch network float32 (a few float32
+    # roundings per layer: 1e-6)
+    assert est.shrinkage_ == pytest.approx(float(out.alpha[0]), abs=1e-6)
     np.testing.assert_allclose(
-        list(est.target_weights_.values()), out.weights[0].numpy(), atol=1e-7
+        list(est.target_weights_.values()), out.weights[0].numpy(), atol=1e-6
     )
     assert est.uncertainty_ == pytest.approx(math.exp(0.5 * float(out.log_var[0])), rel=1e-6)
     T = _np_targets(X)
     S = T["sample"]
     w = (out.alpha[:, None] * out.weights)[0].double().numpy()
     ref = S + sum(wk * (T[k] - S) for k, wk in zip(TARGET_NAMES, w))
-    np.testing.assert_allclose(est.covariance_, ref, rtol=1e-6)
+    np.testing.assert_allclose(est.covariance_, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
 
 
 def test_dataframe_input_sets_feature_names(model_dir):

@@ -2,8 +2,8 @@
 
 :func:`extract_features` maps returns ``X (B, n, p)`` to ``(B, F)`` float64
 features, ``F = len(FEATURE_NAMES)`` whatever ``p`` and ``n`` are, so that one
-network serves any number of assets and observations (``docs/architecture.md``,
-DESIGN "A p-agnostic design").  Everything is batched (no Python loop over
+network serves any number of assets and observations (``docs/architecture.md``;
+``docs/decisions/0001-one-p-agnostic-network.md``).  Everything is batched (no Python loop over
 samples) and reuses one sample covariance ``S`` (divisor ``n`` after demeaning,
 as in :mod:`shrinklab.core.estimators`) and one eigen-decomposition per batch (its
 eigenvalues for the spectrum, its eigenvectors for the QIS target);

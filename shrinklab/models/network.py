@@ -12,7 +12,9 @@ Architecture (all sizes configurable, defaults from the specification):
   regime is concatenated after normalisation (index ``n_regimes`` means "unknown").
 * hidden blocks ``Linear → LeakyReLU(0.2) → BatchNorm (post-activation) → Dropout``
   with decreasing widths ``(128, 64, 32)``; dropout 30 % on every block but the last
-  (the "decision" layer), as in the specification's reference implementation; a
+  (the "decision" layer), as the specification sets it (the pipeline departs from
+  both dropout rates: ``pretrain.dropout`` and ``input_dropout`` in params.yaml,
+  ``docs/decisions/0004-dropout-0.1.md``); a
   residual skip connection around every block (identity when the widths agree, a
   bias-free linear projection otherwise).
 * optional self-attention over feature tokens (each scalar feature is embedded as a
