@@ -291,7 +291,9 @@ for window, cum in summary.cumulative_variance.items():
 # ## 6.7 Ablations (from the model-selection run)
 #
 # What each component of the model is worth (from the model-selection run): each row removes or changes
-# one thing against the full model. The table is written by notebook 07
+# one thing against the full model — the deployed member configuration trained for fewer
+# epochs (decision 0024); the caption names the base configuration and the epochs the
+# table was trained with. The table is written by notebook 07
 # (`make model-selection`, a stage of `studies/dvc.yaml`, not part of `make repro`) and
 # shown here when it exists.
 

@@ -3,6 +3,7 @@ real-data volatility, and the shape of the ablation table."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,6 +26,7 @@ from shrinklab.studies.ablation import (
     feature_group_indices,
     real_volatility,
     regime_model,
+    remap_anchors,
     run_ablation,
     single_target,
 )
@@ -189,6 +191,7 @@ def test_ablation_table_has_the_expected_rows(sets, windows, tmp_path):
     table = run_ablation(
         tr, va, tmp_path, model_config=model_config, train_config=cfg, real=windows,
         finetune_config=fcfg, studies=[s for s in ALL_STUDIES if s != "components"],
+        base_label="test base",
     )  # fmt: skip
     expected = (
         [("full", "full model")]
@@ -221,6 +224,13 @@ def test_ablation_table_has_the_expected_rows(sets, windows, tmp_path):
     feat = table[table["study"] == "features"]
     assert list(feat["n_features"]) == [len(FEATURE_NAMES) - len(i) for i in groups.values()]
     assert table.loc[table["study"] == "targets", "num_targets"].item() == 1
+    # every row says what it was trained from and for how long
+    assert set(table["base"]) == {"test base"} and set(table["n_train"]) == {len(tr.features)}
+    fine = table["variant"].str.contains("fine-tuned") & ~table["variant"].str.startswith(
+        "pretrained,"
+    )
+    assert set(table.loc[fine, "epochs"]) == {fcfg.epochs}
+    assert set(table.loc[~fine, "epochs"]) == {cfg.epochs}
     full = table.iloc[0]
     assert full["delta_prial"] == 0.0
     # the pretrained, not fine-tuned row is the full model itself
@@ -261,6 +271,37 @@ def test_ablation_subset_and_errors(sets, tmp_path):
     )
     with pytest.raises(ValueError, match="difficulty"):
         run_ablation(no_diff, va, tmp_path, train_config=cfg, studies=["curriculum"])
+
+
+def test_remap_anchors_follows_the_kept_columns_and_target():
+    from shrinklab.core.targets import TARGET_NAMES
+    from shrinklab.models.network import classical_anchors
+
+    full = classical_anchors(len(FEATURE_NAMES), len(TARGET_NAMES))
+    groups = feature_group_indices(FEATURE_NAMES)
+    for name, cols in groups.items():
+        keep = [i for i in range(len(FEATURE_NAMES)) if i not in set(cols)]
+        got = remap_anchors(full, keep=keep)
+        # independent reference: the anchors whose feature survives, looked up by name
+        ref = [a for a in full if a[0] == -1 or a[0] in keep]
+        assert len(got or []) == len(ref), name
+        for (f, t, _), (f0, t0, _) in zip(got or [], ref, strict=True):
+            assert t == t0 and (f == f0 == -1 or FEATURE_NAMES[keep[f]] == FEATURE_NAMES[f0])
+        if got:
+            assert sorted({g for *_, g in got}) == list(range(len({g for *_, g in got})))
+    # without the classical intensities only the fixed corner (QIS) and the
+    # multi-target anchors are left
+    no_int = remap_anchors(
+        full,
+        keep=[
+            i for i in range(len(FEATURE_NAMES)) if i not in set(groups["classical_intensities"])
+        ],
+    )
+    assert no_int is None or all(f == -1 for f, *_ in no_int)
+    one = remap_anchors(full, target=0)
+    assert one and all(t == 0 for _, t, _ in one)
+    assert len(one) == sum(t == 0 for _, t, _ in full)
+    assert remap_anchors("auto", keep=[0]) == "auto" and remap_anchors(None, target=0) is None
 
 
 # ------------------------------------------------------------- components switched on
@@ -321,5 +362,38 @@ def test_components_study_switches_on_what_the_base_leaves_off(sets, windows, tm
         train_config=on, studies=["components", "curriculum"],
     )  # fmt: skip
     assert list(t2["variant"]) == [
-        "full model", "with curriculum", "with adversarial", "with progressive sizes",
+        "full model", "with curriculum", "with log-det loss", "with portfolio-variance loss",
+        "with adversarial", "with progressive sizes",
     ]  # fmt: skip
+
+
+def test_loss_term_rows_use_the_declared_weights(sets, tmp_path):
+    """The log-det and portfolio-variance rows are the base configuration with that
+    weight switched on (``component_weights``), trained alike: reproduced outside the
+    runner at the same seed."""
+    from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
+    from shrinklab.training.loop import train
+
+    tr, va = sets
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, device="cpu", seed=0, spectrum_weight=0.01)
+    weights = {"log_det_weight": 0.3, "portfolio_weight": 0.2}
+    t = run_ablation(
+        tr, va, tmp_path, model_config={"hidden_dims": (8,)}, train_config=cfg,
+        studies=["components"], component_weights=weights,
+    )  # fmt: skip
+    rows = t.set_index("variant")
+    for variant, (name, value) in zip(
+        ("with log-det loss", "with portfolio-variance loss"), weights.items(), strict=True
+    ):
+        torch.manual_seed(0)
+        m = MLShrinkageNetwork(len(FEATURE_NAMES), 5, hidden_dims=(8,))
+        train(m, tr, va, dataclasses.replace(cfg, **{name: value}), tmp_path / name, resume=False)
+        p_ref = prial_with_se(predict_numpy(m, va.features).intensities, va)[0]
+        assert rows.loc[variant, "prial"] == pytest.approx(p_ref, abs=1e-9)
+        assert rows.loc[variant, "prial"] != rows.loc["full model", "prial"]
+    with pytest.raises(ValueError, match="not weights"):
+        run_ablation(tr, va, tmp_path, studies=["components"], component_weights={"lr": 0.1})
+    with pytest.raises(ValueError, match="> 0"):
+        run_ablation(
+            tr, va, tmp_path, studies=["components"], component_weights={"log_det_weight": 0.0}
+        )

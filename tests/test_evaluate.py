@@ -548,6 +548,12 @@ def test_ablation_table(tmp_path):
     assert list(t["real vol %"]) == ["15.09 ± 1.18", "14.57 ± 1.01", "—"]
     assert list(t["vol / LW"]) == ["1.169", "1.129", "—"]
     assert "Ablations" in t.attrs["caption"]
+    assert "does not record its base configuration" in t.attrs["caption"]
+    described = raw.assign(base="the deployed configuration", epochs=[12, 12, 10], n_train=500)
+    described.to_csv(tmp_path / "described.csv", index=False)
+    caption = tables.ablation_table(tmp_path / "described.csv").attrs["caption"]
+    assert "Full model: the deployed configuration, trained 12 epochs on 500 synthetic" in caption
+    assert "(fine-tuning rows: 10 epochs)" in caption
     raw.drop(columns=["real_vol", "real_vol_se", "real_ratio_lw"]).to_csv(
         tmp_path / "synthetic_only.csv", index=False
     )

@@ -476,6 +476,96 @@ def test_spectrum_term_matches_losses_and_trains(tmp_path):
         train(net(), make_set(64), None, cfg, out_dir=tmp_path / "c")
 
 
+def _stein_numpy(est: np.ndarray, sigma: np.ndarray) -> float:
+    """Stein's loss [tr(Σ̂Σ⁻¹) − log det(Σ̂Σ⁻¹)]/p − 1 (James & Stein 1961), in numpy."""
+    M = np.linalg.solve(sigma, est)
+    return (np.trace(M) - np.linalg.slogdet(M)[1]) / len(M) - 1.0
+
+
+def _gmv_excess_numpy(est: np.ndarray, sigma: np.ndarray) -> float:
+    """xᵀΣx / (1ᵀΣ⁻¹1)⁻¹ − 1 for the GMV weights x = Σ̂⁻¹1 / 1ᵀΣ̂⁻¹1 of Σ̂."""
+    one = np.ones(len(est))
+    x = np.linalg.solve(est, one)
+    x /= x.sum()
+    return float(x @ sigma @ x * (one @ np.linalg.solve(sigma, one)) - 1.0)
+
+
+def test_log_det_and_portfolio_terms_match_numpy_and_train(tmp_path):
+    from shrinklab.core.targets import combine
+    from shrinklab.training.device_data import SpectrumCache
+
+    tr = make_matrix_set(128, seed=0)
+    cfg = TrainConfig(
+        epochs=12, T_0=12, lr=3e-3, batch_size=32, spectrum_pool=48, spectrum_batch=8,
+        intensity_weight=0.0, matrix_weight=0.0, uncertainty_weight=0.0, l2=0.0,
+        log_det_weight=1.0, patience=50,
+    )  # fmt: skip
+    assert cfg.uses_matrix_pool and not TrainConfig().uses_matrix_pool
+    data = DeviceData(tr, torch.device("cpu"), need_schedule=False)
+    cache = SpectrumCache(tr, data, cfg, torch.device("cpu"))
+    b, rows = cache.draw(0, 0)
+    idx = cache.features_index(b, rows)
+    w = (
+        torch.rand(rows.numel(), 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        / 5
+    )
+    S, T, sigma = (torch.stack([tr.mats[int(i)][j] for i in idx]) for j in range(3))
+    est = combine(S, T, w).numpy()
+    stein = [_stein_numpy(e, s) for e, s in zip(est, sigma.numpy(), strict=True)]
+    gmv = [_gmv_excess_numpy(e, s) for e, s in zip(est, sigma.numpy(), strict=True)]
+    got = cache.stein_and_portfolio(w, b, rows, 2.0, 0.0).numpy()
+    np.testing.assert_allclose(got, 2.0 * np.array(stein), rtol=1e-9, atol=1e-12)
+    got = cache.stein_and_portfolio(w, b, rows, 0.0, 3.0).numpy()
+    np.testing.assert_allclose(got, 3.0 * np.array(gmv), rtol=1e-8, atol=1e-12)
+    assert min(stein) > 0 and min(gmv) >= 0
+    # Σ̂ = Σ: both terms vanish (here with S replaced by Σ and w = 0)
+    i, S_, *rest = cache.buckets[b]
+    cache.buckets[b] = (i, rest[-1].clone(), *rest)
+    zero = cache.stein_and_portfolio(torch.zeros_like(w), b, rows, 1.0, 1.0)
+    torch.testing.assert_close(zero, torch.zeros_like(zero), atol=1e-12, rtol=0)
+    # a Σ̂ that is not positive definite adds nothing (rather than inf or nan)
+    cache.buckets[b] = (i, -S_, *rest)
+    torch.testing.assert_close(
+        cache.stein_and_portfolio(torch.zeros_like(w), b, rows, 1.0, 1.0), torch.zeros_like(zero)
+    )
+    cache.buckets[b] = (i, S_, *rest)
+
+    def pool_mean(model, log_det, port):  # mean term over the whole cached pool
+        vals = []
+        for k, (ix, *_rest) in enumerate(cache.buckets):
+            w_hat = model.predict(data.x[ix]).intensities
+            vals.append(
+                cache.stein_and_portfolio(w_hat, k, torch.arange(ix.numel()), log_det, port)
+            )
+        return torch.cat(vals).mean().item()
+
+    # each term alone trains the network to lower it
+    for name, weights in (("log_det", (1.0, 0.0)), ("portfolio", (0.0, 1.0))):
+        torch.manual_seed(0)
+        model = MLShrinkageNetwork(
+            F, num_targets=5, hidden_dims=(16, 8), dropout=0.0, input_dropout=0.0
+        )
+        before = pool_mean(model, *weights)
+        run = dataclasses.replace(cfg, log_det_weight=weights[0], portfolio_weight=weights[1])
+        hist = train(model, tr, None, run, out_dir=tmp_path / name)
+        assert all(np.isfinite(hist["train_loss"]))
+        after = pool_mean(model, *weights)
+        assert after < 0.97 * before, name
+
+
+def test_new_loss_weights_keep_old_serialisations():
+    base = TrainConfig()
+    assert "log_det_weight" not in base.to_dict() and "portfolio_weight" not in base.to_dict()
+    on = TrainConfig(log_det_weight=0.1, portfolio_weight=0.2)
+    assert on.to_dict()["log_det_weight"] == 0.1 and on.to_dict()["portfolio_weight"] == 0.2
+    assert TrainConfig(**on.to_dict()) == on and TrainConfig(**base.to_dict()) == base
+    assert config_diff(base.to_dict(), base) == []
+    assert config_diff(base.to_dict(), on) == ["log_det_weight", "portfolio_weight"]
+    assert config_diff(on.to_dict(), base) == ["log_det_weight", "portfolio_weight"]
+    with pytest.raises(ValueError, match="log_det_weight"):
+        TrainConfig(log_det_weight=-1.0)
+
+
 def test_priors_set_from_oracle_and_target_count_checked(sets, tmp_path):
     tr, _ = sets
     model = small_net()

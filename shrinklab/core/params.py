@@ -297,6 +297,14 @@ class ModelSelection(Section):
     ablation_studies: list[str] = _default(
         ["features", "loss", "targets", "curriculum", "pretraining", "components"]
     )
+    component_weights: dict[str, float] = _default(
+        {
+            "log_det_weight": 0.1,
+            "portfolio_weight": 0.1,
+            "smoothness_weight": 0.1,
+            "adversarial_weight": 0.1,
+        }
+    )
     hidden_dims: list[int] = _default([64, 32, 16])
     dropout: float = 0.3
     input_dropout: float = 0.1

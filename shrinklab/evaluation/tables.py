@@ -69,12 +69,31 @@ def ablation_table(path: str | Path) -> pd.DataFrame | None:
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["caption"] = (
-        "Ablations: each row changes one thing against the full model. PRIAL on the synthetic "
-        "validation set ± SE; Δ with a paired SE; L/L(S) the mean normalised Frobenius loss "
-        "(every world weighted equally); real volatility of GMV portfolios on the last "
-        "walk-forward fold's validation windows (overlapping windows: SE optimistic)."
+        "Ablations: each row changes one thing against the full model. "
+        + _ablation_base(raw)
+        + " PRIAL on the synthetic validation set ± SE; Δ with a paired SE; L/L(S) the mean "
+        "normalised Frobenius loss (every world weighted equally); real volatility of GMV "
+        "portfolios on the last walk-forward fold's validation windows (overlapping windows: "
+        "SE optimistic)."
     )
     return table
+
+
+def _ablation_base(raw: pd.DataFrame) -> str:
+    """The caption's sentence on the base configuration, epochs and training samples of
+    an ablation table (from its ``base``, ``epochs``, ``n_train`` columns)."""
+    if not {"base", "epochs", "n_train"} <= set(raw.columns):
+        return "(The table does not record its base configuration and epochs.)"
+    full = raw.iloc[0]
+    label = str(full["base"]) if pd.notna(full["base"]) and str(full["base"]) else "not named"
+    text = (
+        f"Full model: {label}, trained {int(full['epochs'])} epochs on "
+        f"{int(full['n_train'])} synthetic samples, as is every trained row"
+    )
+    ft = raw.loc[raw["epochs"] != full["epochs"], "epochs"].unique()
+    if len(ft):
+        text += " (fine-tuning rows: " + ", ".join(str(int(e)) for e in sorted(ft)) + " epochs)"
+    return text + "."
 
 
 # --------------------------------------------------------------------------- headline

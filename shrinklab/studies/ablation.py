@@ -6,7 +6,9 @@ Each variant changes one thing relative to the full model and is trained exactly
 like it (same seed, same data, same :class:`~shrinklab.training.config.TrainConfig` otherwise):
 
 * ``features`` — each feature group of :data:`FEATURE_GROUPS` removed (its columns of
-  :data:`shrinklab.core.features.FEATURE_NAMES` dropped, the network built on the rest);
+  :data:`shrinklab.core.features.FEATURE_NAMES` dropped, the network built on the rest,
+  its explicit anchors re-indexed by :func:`remap_anchors`, those on a dropped feature
+  removed);
 * ``loss`` — each loss component switched off through its TrainConfig weight
   (intensity MSE α, normalised Frobenius β, spectrum γ, uncertainty NLL, and the
   regularisers — each only if it is on in the base configuration);
@@ -15,17 +17,20 @@ like it (same seed, same data, same :class:`~shrinklab.training.config.TrainConf
   ``clip(c₀/G₀₀, 0, 1)``) versus the multi-target model;
 * ``curriculum`` — the curriculum schedule flipped [Bengio et al., ICML 2009];
 * ``components`` — each component of the specification that the base configuration
-  does not use, switched *on* (:data:`COMPONENTS`): the smoothness and adversarial
+  does not use, switched *on* (:data:`COMPONENTS`, weights from ``component_weights``):
+  the log-determinant (Stein) and GMV portfolio-variance loss terms
+  (``TrainConfig.log_det_weight``/``portfolio_weight``,
+  :func:`shrinklab.training.losses.log_det_loss` [James & Stein 1961],
+  :func:`~shrinklab.training.losses.portfolio_variance_loss` [Engle & Colacito, JBES 24,
+  2006], on the matrix pool of the spectrum term), the smoothness and adversarial
   regularisers (:func:`shrinklab.training.losses.smoothness_penalty`,
   :func:`~shrinklab.training.losses.adversarial_penalty`, FGSM of Goodfellow et al.,
   ICLR 2015), curriculum [Bengio et al. 2009], progressive sizes, feature
   self-attention [Vaswani et al., NeurIPS 2017] and, with real windows, market-regime
   inputs (the full model with a regime embedding, fine-tuned on real returns; compare
-  it with the ``pretraining`` study's "pretrained + fine-tuned" row). The
-  portfolio-variance loss is the fine-tuning objective of the ``pretraining`` study
-  (realised GMV variance). The log-determinant (Stein) loss has no row: the trainer has
-  no term for it (it needs each world's Σ, which the synthetic sets keep only as the
-  quadratic form of the Frobenius loss);
+  it with the ``pretraining`` study's "pretrained + fine-tuned" row). The realised GMV
+  variance on real returns is also the fine-tuning objective of the ``pretraining``
+  study;
 * ``pretraining`` (needs real windows) — fine-tuning on real returns
   (:func:`shrinklab.training.finetune.finetune_on_real`) from the synthetic-pretrained full
   model versus from a randomly initialised one, plus the pretrained model without
@@ -89,6 +94,7 @@ __all__ = [
     "feature_group_indices",
     "real_volatility",
     "regime_model",
+    "remap_anchors",
     "run_ablation",
     "single_target",
 ]
@@ -124,9 +130,13 @@ ALL_STUDIES: tuple[str, ...] = (
 
 #: Components switched on one at a time by the ``components`` study (each only when the
 #: base configuration has it off): name → (network overrides, TrainConfig overrides).
-#: The weights are the order of the base loss terms' weights (the composite loss is
-#: O(1)); a study of the component's weight would come after a row that pays.
+#: The weights are defaults: :func:`run_ablation`'s ``component_weights`` (the
+#: ``model_selection`` params section) replaces them. 0.1 is the order of the base loss
+#: terms' weights (the composite loss is O(1)); a study of a component's weight would
+#: come after a row that pays.
 COMPONENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "log-det loss": ({}, {"log_det_weight": 0.1}),
+    "portfolio-variance loss": ({}, {"portfolio_weight": 0.1}),
     "smoothness": ({}, {"smoothness_weight": 0.1}),
     "adversarial": ({}, {"adversarial_weight": 0.1}),
     "curriculum": ({}, {"curriculum": True}),
@@ -211,6 +221,33 @@ def single_target(data: Any, target: int = 0) -> SimpleNamespace:
     out["oracle_w"] = w[:, None]
     out["alpha_star"] = w
     return SimpleNamespace(**out)
+
+
+def remap_anchors(
+    anchors: Any, keep: Sequence[int] | None = None, target: int | None = None
+) -> Any:
+    """An explicit anchor list (``[feature, target, candidate]`` triples of
+    :func:`shrinklab.models.network.resolve_anchors`) for a variant that keeps the feature
+    columns ``keep`` (in that order) and/or only the shrinkage ``target``: each anchor's
+    feature re-indexed (``-1``, a fixed corner, stays), anchors on a dropped feature or
+    another target removed, candidates renumbered ``0 … G'−1`` in order; ``None`` when no
+    anchor is left. ``"auto"``/``None`` are returned unchanged (the network resolves
+    them for the variant's layout)."""
+    if anchors is None or isinstance(anchors, str):
+        return anchors
+    pos = None if keep is None else {int(c): i for i, c in enumerate(keep)}
+    out, groups = [], {}
+    for f, t, g in ([int(a) for a in e] for e in anchors):
+        if pos is not None and f != -1:
+            if f not in pos:
+                continue
+            f = pos[f]
+        if target is not None:
+            if t != int(target):
+                continue
+            t = 0
+        out.append([f, t, groups.setdefault(g, len(groups))])
+    return out or None
 
 
 def _pad(w: torch.Tensor, target: int | None, K: int) -> torch.Tensor:
@@ -343,6 +380,8 @@ def run_ablation(
     real: tuple[Any, Any] | None = None,
     finetune_config: Any = None,
     single_target_index: int = 0,
+    component_weights: Mapping[str, float] | None = None,
+    base_label: str = "",
 ) -> pd.DataFrame:
     """Train the full model and every ablation variant; return one row per variant.
 
@@ -361,12 +400,18 @@ def run_ablation(
         the ``pretraining`` study, the fine-tuning rows.
     finetune_config : TrainConfig of the fine-tuning runs (default: a short one).
     single_target_index : target of the single-target variant (0 = scaled identity).
+    component_weights : TrainConfig weight → value for the ``components`` rows that
+        switch a loss term or regulariser on (replacing :data:`COMPONENTS`' defaults);
+        every key must be a weight of one of those rows.
+    base_label : what the base configuration is (e.g. "the deployed member
+        configuration"), written in the ``base`` column of every row.
 
     Returns
     -------
     DataFrame with columns ``study, variant, n_features, num_targets, prial, prial_se,
     delta_prial, delta_prial_se`` (vs the full model, paired), ``norm_loss, norm_loss_se``,
-    ``best_epoch``, ``seconds`` and, with ``real``, ``real_vol, real_vol_se,
+    ``best_epoch``, ``seconds``, ``base`` (``base_label``), ``epochs`` (of the row's
+    training or fine-tuning run), ``n_train`` and, with ``real``, ``real_vol, real_vol_se,
     real_vol_lw, real_ratio_lw, real_windows``.
     """
 
@@ -375,6 +420,7 @@ def run_ablation(
         raise ValueError(f"unknown studies {unknown}; choose from {ALL_STUDIES}")
     if "pretraining" in studies and real is None:
         raise ValueError("the 'pretraining' study needs real=(train_windows, valid_windows)")
+    components = _component_overrides(component_weights)
     root = Path(out_dir)
     mcfg = dict(model_config or {})
     base = train_config or TrainConfig()
@@ -392,6 +438,7 @@ def run_ablation(
         seconds: float,
         columns: Sequence[int] | None = None,
         target: int | None = None,
+        epochs: int | None = None,
     ) -> None:
         feats = valid_set.features
         if columns is not None:
@@ -419,6 +466,9 @@ def run_ablation(
             "norm_loss_se": float(nl.std(ddof=1) / math.sqrt(len(nl))),
             "best_epoch": int(history["best_epoch"]) if history else -1,
             "seconds": seconds,
+            "base": base_label,
+            "epochs": int(base.epochs if epochs is None else epochs),
+            "n_train": int(np.shape(train_set.features)[0]),
         }
         if real is not None:
             row.update(real_volatility(model, real[1], columns=columns, target=target))
@@ -439,7 +489,7 @@ def run_ablation(
             start, real[0], real[1], fcfg, root / study / _key([variant, dataclasses.asdict(fcfg)]),
             resume=False,
         )  # fmt: skip
-        record(study, variant, start.cpu().eval(), h, time.perf_counter() - t0)
+        record(study, variant, start.cpu().eval(), h, time.perf_counter() - t0, epochs=fcfg.epochs)
 
     full, hist, sec = fit(train_set, valid_set, base, "full")
     record("full", "full model", full, hist, sec)
@@ -452,8 +502,9 @@ def run_ablation(
         for group, cols in feature_group_indices(names, feature_groups).items():
             keep = [i for i in range(F) if i not in set(cols)]
             m, h, s = fit(
-                drop_features(train_set, cols), drop_features(valid_set, cols), base, "features"
-            )
+                drop_features(train_set, cols), drop_features(valid_set, cols), base, "features",
+                {**mcfg, "anchors": remap_anchors(mcfg.get("anchors", "auto"), keep=keep)},
+            )  # fmt: skip
             record("features", f"without {group}", m, h, s, columns=keep)
 
     if "loss" in studies:
@@ -468,9 +519,16 @@ def run_ablation(
 
     if "targets" in studies:
         k = int(single_target_index)
-        # the spectrum term needs all K targets' matrices: off for the K = 1 model
-        cfg = dataclasses.replace(base, spectrum_weight=0.0) if _has_spectrum(base) else base
-        m, h, s = fit(single_target(train_set, k), single_target(valid_set, k), cfg, "targets")
+        # the matrix-pool terms need all K targets' matrices: off for the K = 1 model
+        cfg = base
+        if base.uses_matrix_pool:
+            cfg = dataclasses.replace(
+                base, spectrum_weight=0.0, log_det_weight=0.0, portfolio_weight=0.0
+            )
+        m, h, s = fit(
+            single_target(train_set, k), single_target(valid_set, k), cfg, "targets",
+            {**mcfg, "anchors": remap_anchors(mcfg.get("anchors", "auto"), target=k)},
+        )  # fmt: skip
         label = _target_names(K)[k]
         record("targets", f"single target ({label})", m, h, s, target=k)
 
@@ -493,7 +551,7 @@ def run_ablation(
             finetune("pretraining", variant, start)
 
     if "components" in studies:
-        for name, (net_over, cfg_over) in COMPONENTS.items():
+        for name, (net_over, cfg_over) in components.items():
             if name == "curriculum" and "curriculum" in studies:
                 continue  # the curriculum study already has this row
             if any(getattr(base, k) for k in cfg_over) or any(mcfg.get(k) for k in net_over):
@@ -515,8 +573,22 @@ def run_ablation(
     return pd.DataFrame(rows)
 
 
-def _has_spectrum(cfg: Any) -> bool:
-    return bool(getattr(cfg, "spectrum_weight", 0.0))
+def _component_overrides(
+    weights: Mapping[str, float] | None,
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """:data:`COMPONENTS` with the TrainConfig weights of ``weights`` put in."""
+    weights = dict(weights or {})
+    known = {k for _net, over in COMPONENTS.values() for k in over if k.endswith("_weight")}
+    unknown = sorted(set(weights) - known)
+    if unknown:
+        raise ValueError(f"component_weights {unknown} are not weights of {sorted(known)}")
+    bad = {k: v for k, v in weights.items() if not (math.isfinite(float(v)) and float(v) > 0)}
+    if bad:
+        raise ValueError(f"component_weights must be finite and > 0, got {bad}")
+    return {
+        name: (net, {k: float(weights.get(k, v)) for k, v in over.items()})
+        for name, (net, over) in COMPONENTS.items()
+    }
 
 
 def _target_names(K: int) -> tuple[str, ...]:

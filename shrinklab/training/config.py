@@ -26,6 +26,8 @@ LOSS_WEIGHTS: tuple[str, ...] = (
     "matrix_weight",
     "uncertainty_weight",
     "spectrum_weight",
+    "log_det_weight",
+    "portfolio_weight",
     "l2",
     "smoothness_weight",
     "adversarial_weight",
@@ -35,6 +37,12 @@ LOSS_WEIGHTS: tuple[str, ...] = (
 # Fields that may change between a run and its resumption without changing the result
 # of the epochs already run.
 RESUMABLE_FIELDS = frozenset({"epochs", "device", "patience", "min_delta"})
+
+
+# Fields added after models were saved: :meth:`TrainConfig.to_dict` writes them only when
+# they differ from their default, so a configuration that leaves them off serialises
+# (and hashes, and is saved in a model file) exactly as before they existed.
+_SPARSE_FIELDS = {"log_det_weight": 0.0, "portfolio_weight": 0.0}
 
 
 @dataclass
@@ -75,6 +83,14 @@ class TrainConfig:
     They are in the training set so that the network stays sane there; their loss is
     far more sensitive to ``w`` than other worlds' (median ``‖G‖₂/d`` about 65 for a
     dominant factor against 6–13), so at weight 1 their gradients dominate training.
+    ``log_det_weight`` and ``portfolio_weight``: the specification's log-determinant
+    (Stein) and portfolio-variance loss terms, on the same pool of rebuilt matrices as
+    the spectrum term (one bucket of ``spectrum_batch`` samples per step): Stein's loss
+    of Σ̂(w) (:func:`shrinklab.training.losses.log_det_loss`, scale-free) and the
+    relative excess variance of its GMV portfolio under Σ
+    (:func:`~shrinklab.training.losses.portfolio_variance_loss`); samples whose Σ̂ is
+    not positive definite add nothing to either. Off (0) in the deployed model; the
+    ablation study switches them on.
     """
 
     optimizer: str = "adam"
@@ -97,6 +113,8 @@ class TrainConfig:
     spectrum_pool: int = 1024
     spectrum_batch: int = 32
     spectrum_max_mb: float = 256.0
+    log_det_weight: float = 0.0
+    portfolio_weight: float = 0.0
     smoothness_weight: float = 0.0
     adversarial_weight: float = 0.0
     adversarial_epsilon: float = 0.01
@@ -154,11 +172,27 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict, without the :data:`_SPARSE_FIELDS` left at their default."""
+        out = dataclasses.asdict(self)
+        for name, default in _SPARSE_FIELDS.items():
+            if out[name] == default:
+                del out[name]
+        return out
+
+    @property
+    def uses_matrix_pool(self) -> bool:
+        """Whether a term needs the pool of rebuilt matrices (spectrum, log-det, portfolio)."""
+        return bool(self.spectrum_weight or self.log_det_weight or self.portfolio_weight)
 
 
 def config_diff(old: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Fields of ``cfg`` that differ from a checkpoint's config dict ``old``, except the
     :data:`RESUMABLE_FIELDS` (which may change when a run is resumed)."""
     new = cfg.to_dict()
-    return sorted(k for k in new if k not in RESUMABLE_FIELDS and old.get(k) != new[k])
+    keys = set(new) | (set(old) & set(_SPARSE_FIELDS))
+    return sorted(
+        k
+        for k in keys
+        if k not in RESUMABLE_FIELDS
+        and old.get(k, _SPARSE_FIELDS.get(k)) != new.get(k, _SPARSE_FIELDS.get(k))
+    )

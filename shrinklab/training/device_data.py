@@ -215,7 +215,9 @@ class SpectrumCache:
 
     def __init__(self, ds: Any, data: DeviceData, cfg: TrainConfig, device: torch.device):
         if not hasattr(ds, "rebuild_matrices"):
-            raise ValueError("spectrum_weight > 0 needs train_set.rebuild_matrices(indices)")
+            raise ValueError(
+                "the spectrum, log-det and portfolio terms need train_set.rebuild_matrices(indices)"
+            )
         p = torch.as_tensor(np.asarray(ds.p) if not torch.is_tensor(ds.p) else ds.p).long()
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + 13)
         order = torch.randperm(data.n, generator=gen).tolist()
@@ -240,7 +242,7 @@ class SpectrumCache:
             denom = (torch.linalg.eigvalsh(S) - lam).square().sum(-1).clamp_min(1e-300)
             T = b.T.to(device=device, dtype=torch.float64)
             idx = torch.as_tensor(b.indices).long().to(device)
-            self.buckets.append((idx, S, T, lam, denom))
+            self.buckets.append((idx, S, T, lam, denom, sigma))
         self.sizes = torch.tensor([float(b[0].numel()) for b in self.buckets], dtype=torch.float64)
 
     def draw(self, epoch: int, step: int) -> tuple[int, torch.Tensor]:
@@ -271,7 +273,37 @@ class SpectrumCache:
 
     def loss(self, w: torch.Tensor, b: int, rows: torch.Tensor) -> torch.Tensor:
         """Per-sample normalised spectrum loss ``‖λ(Σ̂(w)) − λ(Σ)‖² / ‖λ(S) − λ(Σ)‖²``."""
-        _, S, T, lam, denom = self.buckets[b]
+        _, S, T, lam, denom, _sigma = self.buckets[b]
         r = rows.to(S.device)
         est = combine(S[r], T[r], w.double())
         return (torch.linalg.eigvalsh(est) - lam[r]).square().sum(-1) / denom[r]
+
+    def stein_and_portfolio(
+        self,
+        w: torch.Tensor,
+        b: int,
+        rows: torch.Tensor,
+        log_det_weight: float,
+        portfolio_weight: float,
+    ) -> torch.Tensor:
+        """Per-sample ``log_det_weight · Stein(Σ̂(w), Σ) + portfolio_weight · (wᵀΣw of the
+        GMV portfolio of Σ̂ / the true GMV variance − 1)``
+        (:func:`shrinklab.training.losses.log_det_loss`,
+        :func:`~shrinklab.training.losses.portfolio_variance_loss`); 0 for the samples
+        whose Σ̂ (or Σ) is not positive definite, where neither is defined."""
+        _, S, T, _lam, _denom, sigma = self.buckets[b]
+        r = rows.to(S.device)
+        est, sig = combine(S[r], T[r], w.double()), sigma[r]
+        ok = (torch.linalg.cholesky_ex(est.detach()).info == 0) & (
+            torch.linalg.cholesky_ex(sig).info == 0
+        )
+        out = torch.zeros(est.shape[0], dtype=est.dtype, device=est.device)
+        if not bool(ok.any()):
+            return out
+        est, sig = est[ok], sig[ok]
+        term = torch.zeros(est.shape[0], dtype=est.dtype, device=est.device)
+        if log_det_weight:
+            term = term + log_det_weight * L.log_det_loss(est, sig, reduction="none")
+        if portfolio_weight:
+            term = term + portfolio_weight * L.portfolio_variance_loss(est, sig, reduction="none")
+        return out.index_put((torch.nonzero(ok).squeeze(1),), term)

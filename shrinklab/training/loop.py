@@ -14,7 +14,10 @@ taken on the O(K²) quadratic-form path, so any p, mixed in one batch, costs the
 plus ``l2 · Σ‖W‖²``, the optional smoothness and adversarial penalties of
 :mod:`shrinklab.training.losses`, and optionally the specification's spectrum term ``γ · ‖λ(Σ̂) − λ(Σ)‖² /
 ‖λ(S) − λ(Σ)‖²`` on a cached pool of rebuilt matrices (``TrainConfig.spectrum_weight``;
-off by default because it is the only term that needs the p × p matrices).
+off by default because it is the only term that needs the p × p matrices), and on the
+same pool the log-determinant (Stein) and GMV portfolio-variance terms
+(``TrainConfig.log_det_weight``, ``portfolio_weight``; off in the deployed model, training
+terms only: the monitored validation loss does not include them).
 
 Optimisation: Adam (or SGD with momentum 0.9, the baseline) with cosine annealing
 with warm restarts [Loshchilov & Hutter, "SGDR", ICLR 2017] stepped once per epoch,
@@ -187,6 +190,11 @@ def _synthetic_batch_loss(
             loss = loss + cfg.spectrum_weight * spec.sum().float() * (world / srows.numel())
             acc["sum"] += spec.detach().sum()
             acc["seen"] += spec.numel()
+            if cfg.log_det_weight or cfg.portfolio_weight:
+                extra = spectrum.stein_and_portfolio(
+                    w_spec, sb, srows_local, cfg.log_det_weight, cfg.portfolio_weight
+                )
+                loss = loss + extra.sum().float() * (world / srows.numel())
         if cfg.l2:
             loss = loss + L.l2_penalty(module, cfg.l2)
         if cfg.smoothness_weight:
@@ -259,7 +267,7 @@ def train(
         if cfg.curriculum and data.difficulty is None:
             raise ValueError("curriculum=True needs train_set.difficulty")
         vdata = DeviceData(valid_set, device, False, **norm) if valid_set is not None else None
-        spectrum = SpectrumCache(train_set, data, cfg, device) if cfg.spectrum_weight else None
+        spectrum = SpectrumCache(train_set, data, cfg, device) if cfg.uses_matrix_pool else None
         vspectrum = None
         if spectrum is not None and vdata is not None and hasattr(valid_set, "rebuild_matrices"):
             vspectrum = SpectrumCache(valid_set, vdata, cfg, device)
