@@ -397,3 +397,19 @@ def test_loss_term_rows_use_the_declared_weights(sets, tmp_path):
         run_ablation(
             tr, va, tmp_path, studies=["components"], component_weights={"log_det_weight": 0.0}
         )
+
+
+def test_derived_sets_keep_world_families_for_edge_weight():
+    """A feature-drop or single-target set keeps ``family`` and ``family_names``, so the
+    deployed configuration (``edge_weight != 1``) trains on it (it raised before)."""
+    from shrinklab.training.objective import edge_family_mask
+
+    s = tiny_set(40, n_features=8)
+    s.family = np.arange(40) % 2
+    s.family_names = ("diagonal", "near_singular")  # the second is an edge family
+    for derived in (drop_features(s, [0]), single_target(s, 0)):
+        assert derived.family_names == s.family_names
+        mask = edge_family_mask(derived).numpy()
+        np.testing.assert_array_equal(mask, np.arange(40) % 2 == 1)
+    bare = tiny_set(10, n_features=8)
+    assert not hasattr(drop_features(bare, [0]), "family_names")

@@ -176,6 +176,14 @@ def feature_group_indices(
     return out
 
 
+def _family_names(data: Any) -> dict[str, Any]:
+    """``{"family_names": ...}`` when ``data`` has them (the rows keep their ``family``
+    codes, so a configuration that weights world families, e.g. ``edge_weight``, still
+    trains on the derived set), else ``{}``."""
+    names = getattr(data, "family_names", None)
+    return {} if names is None else {"family_names": names}
+
+
 def drop_features(data: Any, columns: Sequence[int]) -> SimpleNamespace:
     """A copy of a training-set-like object without the feature ``columns`` (other
     fields shared; ``feature_names`` updated when present)."""
@@ -197,7 +205,7 @@ def drop_features(data: Any, columns: Sequence[int]) -> SimpleNamespace:
         out["feature_names"] = tuple(names[i] for i in keep)
     if hasattr(data, "rebuild_matrices"):  # same rows: the spectrum term still works
         out["rebuild_matrices"] = data.rebuild_matrices
-    return SimpleNamespace(**out)
+    return SimpleNamespace(**out, **_family_names(data))
 
 
 def single_target(data: Any, target: int = 0) -> SimpleNamespace:
@@ -220,7 +228,7 @@ def single_target(data: Any, target: int = 0) -> SimpleNamespace:
     out["c"] = c[:, k : k + 1]
     out["oracle_w"] = w[:, None]
     out["alpha_star"] = w
-    return SimpleNamespace(**out)
+    return SimpleNamespace(**out, **_family_names(data))
 
 
 def remap_anchors(
