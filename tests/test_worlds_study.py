@@ -12,7 +12,7 @@ def test_portfolio_returns_are_long_only_mixes():
     ret = pd.DataFrame(np.eye(4), index=pd.date_range("2001-01-01", periods=4))
     p = worlds.portfolio_returns_frame(ret, 3, seed=0)
     assert p.shape == (4, 3)
-    np.testing.assert_allclose(p.sum(0), 1.0, rtol=1e-12)  # weights sum to one
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, rtol=1e-12)  # weights sum to one
     assert (p.to_numpy() >= 0).all()
 
 
