@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from _forced_model import random_network, save
+from _one_factor import load_bundled, one_factor_returns
 
 from shrinklab.core.features import extract_features, features_from_parts, target_gram
 from shrinklab.core.features import intensities_from_targets as _intensities
@@ -20,7 +21,7 @@ from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.network import MLShrinkageNetwork, eval_mode
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model
-from shrinklab.sklearn import load_pretrained, ml_shrinkage_estimate, rolling_estimate
+from shrinklab.sklearn import ml_shrinkage_estimate, rolling_estimate
 
 # float32 networks: the batched pass and the loop sum in another order, so they may
 # differ by a few units in the last place per layer (1.4e-6 relative was seen on one
@@ -39,15 +40,8 @@ class _LoopModel:
             return self.model(self.model._as_input(features))
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    return load_pretrained(model_source("final"))
-
-
-def _returns(n, p, seed):
-    rng = np.random.default_rng(seed)
-    f = rng.standard_normal((n, 1))
-    return (f * rng.uniform(0.5, 1.5, p) + rng.standard_normal((n, p))) * 0.01
+bundled = pytest.fixture(scope="module")(load_bundled)
+_returns = one_factor_returns
 
 
 @pytest.mark.parametrize("p, n", [(3, 12), (20, 60), (100, 250), (60, 30)])

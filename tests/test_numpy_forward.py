@@ -16,29 +16,22 @@ import numpy as np
 import pytest
 import torch
 from _forced_model import random_network
+from _one_factor import load_bundled, one_factor_returns
 
 from shrinklab.core.features import FEATURE_NAMES, extract_features
 from shrinklab.core.targets import TARGET_NAMES
-from shrinklab.models.bundled import model_source
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.network import MLShrinkageNetwork, sparsemax
 from shrinklab.models.numpy_forward import np_sparsemax, numpy_forward, numpy_predict
-from shrinklab.sklearn import MLShrinkageCovariance, load_pretrained
+from shrinklab.sklearn import MLShrinkageCovariance
 
 F, K = len(FEATURE_NAMES), len(TARGET_NAMES)
 F64_TOL = 1e-10
 F32_TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    return load_pretrained(model_source("final"))
-
-
-def _returns(n, p, seed):
-    rng = np.random.default_rng(seed)
-    f = rng.standard_normal((n, 1))
-    return (f * rng.uniform(0.5, 1.5, p) + rng.standard_normal((n, p))) * 0.01
+bundled = pytest.fixture(scope="module")(load_bundled)
+_returns = one_factor_returns
 
 
 def _features(count=40, n=60, p=20):
