@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from shrinklab.pipeline import record_timing
+from shrinklab.pipeline.runner import record_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_stages", ROOT / "bench" / "stages.py")

@@ -28,12 +28,12 @@ import pandas as pd
 import pytest
 import torch
 
-from shrinklab.pipeline import (
+from shrinklab.pipeline.notebooks import notebook_names
+from shrinklab.pipeline.snapshots import (
     SNAPSHOT_COMMAND,
     SNAPSHOT_DIR,
     checksum,
     is_checked,
-    notebook_names,
     snapshot_notebook,
     write_snapshots,
 )

@@ -12,7 +12,7 @@ import jupytext
 import nbformat
 import pytest
 
-from shrinklab.pipeline import notebook_parameters
+from shrinklab.pipeline.notebooks import notebook_parameters
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))

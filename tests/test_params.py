@@ -14,7 +14,8 @@ import yaml
 from shrinklab.core import params as P
 from shrinklab.data.synthetic import SyntheticConfig
 from shrinklab.models.network import MLShrinkageNetwork
-from shrinklab.pipeline import DVC_FILES, notebook_parameters, read_notebook
+from shrinklab.pipeline.deps import DVC_FILES
+from shrinklab.pipeline.notebooks import notebook_parameters, read_notebook
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.rie_network import PeerConfig
 

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from shrinklab.core import params as params_mod
-from shrinklab.pipeline import check_parameters, notebook_parameters, read_notebook, run_stage
+from shrinklab.pipeline.notebooks import check_parameters, notebook_parameters, read_notebook
+from shrinklab.pipeline.runner import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -172,7 +173,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path):
 def test_shared_paths_reach_the_stages_that_declare_them(tmp_path: Path):
     params = tmp_path / "params.yaml"
     params.write_text("paths:\n  models_dir: m\n  runs_dir: r\ns:\n  value: 3\n")
-    from shrinklab.pipeline import stage_parameters
+    from shrinklab.pipeline.notebooks import stage_parameters
 
     assert stage_parameters("s", params, {"value": 1, "models_dir": "x"}) == {
         "value": 3,

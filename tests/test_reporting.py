@@ -22,7 +22,7 @@ from shrinklab.evaluation.reporting import (
     update_readme,
     write_index,
 )
-from shrinklab.pipeline import REPORT_CSS, with_index_link, with_report_css
+from shrinklab.pipeline.render import REPORT_CSS, with_index_link, with_report_css
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shrinklab.pipeline import TRAINING_CODE, code_digest, run_dir
+from shrinklab.pipeline.runs import TRAINING_CODE, code_digest, run_dir
 
 
 def _package(root: Path, loss_factor: str) -> Path:
