@@ -311,3 +311,19 @@ def test_real_fit_score_reports_per_regime_losses(small_real_folds, tmp_path):
     ref = MLShrinkageNetwork(F, 5, hidden_dims=(8,))
     for a, b in zip(ref.state_dict().values(), pretrained.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_window_sampling_is_one_set_of_keywords(sp500, small_real_folds):
+    """real_folds and walk_forward_finetune take the fields of WindowSampling (one set of
+    defaults); a misspelt one is refused before any window is built."""
+    from shrinklab.data.real_windows import WindowSampling
+    from shrinklab.studies.folds import real_folds
+    from shrinklab.training.finetune import walk_forward_finetune
+
+    returns, regimes = sp500
+    splits, _ = small_real_folds
+    assert WindowSampling().step == 5 and WindowSampling(step=42).val_step == 21
+    with pytest.raises(TypeError, match="horizn"):
+        real_folds(returns, regimes, splits, windows=(60,), horizn=10)
+    with pytest.raises(TypeError, match="horizn"):
+        walk_forward_finetune(None, returns, splits, out_dir="unused", horizn=10)

@@ -64,6 +64,7 @@ from shrinklab.core.validation import demean
 __all__ = [
     "RealWindows",
     "WindowBatch",
+    "WindowSampling",
     "build_windows",
     "gmv_weights",
     "pad_assets",
@@ -511,6 +512,25 @@ def build_windows(
             )
         )
     return RealWindows(groups, int(window), int(horizon), [str(c) for c in returns.columns])
+
+
+@dataclass(frozen=True)
+class WindowSampling:
+    """How the real windows of walk-forward folds are drawn: each estimation window is
+    followed by ``horizon`` realised days; a training window every ``step`` days, each
+    date with ``asset_subsets`` random asset subsets of at least ``min_assets`` assets
+    (drawn with ``seed``; 0: the full universe only); a validation window (full
+    universe) every ``val_step`` days.
+
+    The keyword arguments of :func:`shrinklab.training.finetune.walk_forward_finetune`
+    and :func:`shrinklab.studies.folds.real_folds`, with one set of defaults."""
+
+    horizon: int = 21
+    step: int = 5
+    val_step: int = 21
+    asset_subsets: int = 0
+    min_assets: int = 5
+    seed: int = 0
 
 
 def split_windows(

@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from shrinklab.core.metrics import prial_of, quadratic_loss
-from shrinklab.data.real_windows import RealWindows, split_windows
+from shrinklab.data.real_windows import RealWindows, WindowSampling, split_windows
 from shrinklab.data.returns import REGIME_NAMES, walk_forward_splits
 from shrinklab.data.subsets import take
 from shrinklab.data.synthetic import FAMILIES
@@ -228,22 +228,19 @@ def real_folds(
     splits: Sequence[RegimeSplit] | None = None,
     *,
     windows: Sequence[int] = (60, 120),
-    horizon: int = 21,
-    step: int = 5,
-    val_step: int = 21,
-    asset_subsets: int = 0,
-    min_assets: int = 5,
-    seed: int = 0,
-    **split_kw: Any,
+    split_kw: Mapping[str, Any] | None = None,
+    **sampling: Any,
 ) -> list[Fold]:
     """Folds of real estimation windows (:func:`shrinklab.data.real_windows.split_windows`, one
     :class:`~shrinklab.data.real_windows.RealWindows` per window length) over ``splits``
-    (default :func:`regime_splits` of the returns' index with ``split_kw``). Windows
-    carry the regime known at their rebalance date; no realised return of a training
-    window reaches its fold's validation block."""
-
+    (default :func:`regime_splits` of the returns' index with ``split_kw``), drawn as
+    ``sampling`` says (the fields of :class:`~shrinklab.data.real_windows.WindowSampling`;
+    fold ``k`` draws its asset subsets with ``seed + 1000 k``). Windows carry the regime
+    known at their rebalance date; no realised return of a training window reaches its
+    fold's validation block."""
+    ws = WindowSampling(**sampling)
     if splits is None:
-        splits = regime_splits(returns.index, regimes, **split_kw)
+        splits = regime_splits(returns.index, regimes, **(split_kw or {}))
     out = []
     for s in splits:
         tr, va = [], []
@@ -252,12 +249,12 @@ def real_folds(
                 returns,
                 s,
                 int(wl),
-                horizon,
-                step,
-                val_step=val_step,
-                asset_subsets=asset_subsets,
-                min_assets=min_assets,
-                seed=seed + 1000 * s.fold,
+                ws.horizon,
+                ws.step,
+                val_step=ws.val_step,
+                asset_subsets=ws.asset_subsets,
+                min_assets=ws.min_assets,
+                seed=ws.seed + 1000 * s.fold,
                 regimes=regimes,
             )
             tr.append(a)

@@ -53,6 +53,7 @@ from shrinklab.core.targets import combine
 from shrinklab.data.real_windows import (
     RealWindows,
     WindowBatch,
+    WindowSampling,
     build_windows,
     pad_assets,
     realised_gmv_variance,
@@ -489,22 +490,18 @@ def walk_forward_finetune(
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     *,
-    horizon: int = 21,
-    step: int = 5,
-    val_step: int = 21,
-    asset_subsets: int = 0,
-    min_assets: int = 5,
-    seed: int = 0,
     regimes: pd.Series | None = None,
     baseline: str = "ledoit_wolf",
     resume: bool = True,
     monitor: str | Path | None = None,
+    **sampling: Any,
 ) -> WalkForwardResult:
     """Walk-forward fine-tuning over expanding-window folds (module docstring).
 
     ``model`` is left unchanged; each fold and the final fit start from a copy of it.
     ``splits`` come from :func:`shrinklab.data.returns.walk_forward_splits` (expanding from the
-    first date, ending before the test period). Training windows (every ``step`` days,
+    first date, ending before the test period). ``sampling``: the fields of
+    :class:`~shrinklab.data.real_windows.WindowSampling`. Training windows (every ``step`` days,
     with ``asset_subsets`` random subsets drawn with ``seed``) are built once up to the
     last validation day and restricted per fold to those whose realised period ends by
     the fold's last training day; validation windows (full universe, every
@@ -518,6 +515,7 @@ def walk_forward_finetune(
     if not splits:
         raise ValueError("need at least one split")
     cfg = config or TrainConfig(lr=3e-4, epochs=30, batch_size=64, patience=5)
+    ws = WindowSampling(**sampling)
     out = Path(out_dir)
     index = returns.index
     # Every training window before the test period, built once (features, targets);
@@ -528,13 +526,13 @@ def walk_forward_finetune(
         build_windows(
             returns,
             wl,
-            horizon,
-            step,
+            ws.horizon,
+            ws.step,
             start=None,
             end=end,
-            asset_subsets=asset_subsets,
-            min_assets=min_assets,
-            seed=seed,
+            asset_subsets=ws.asset_subsets,
+            min_assets=ws.min_assets,
+            seed=ws.seed,
             regimes=regimes,
         )
         for wl in windows
@@ -547,7 +545,7 @@ def walk_forward_finetune(
         tr = [m.restrict(end=index[train[-1]]) for m in master]
         va = [
             build_windows(
-                returns, wl, horizon, val_step, index[val[0]], index[val[-1]], regimes=regimes
+                returns, wl, ws.horizon, ws.val_step, index[val[0]], index[val[-1]], regimes=regimes
             )
             for wl in windows
         ]
