@@ -230,7 +230,7 @@ regime_cv[[c for c in regime_cv.columns if c.endswith("_mean") or c.endswith("_s
 # %%
 deployed = load_model_payload(models / "pretrained.pt")
 deployed_model = {k: v for k, v in deployed["config"].items() if k not in ("input_dim", "num_targets")}
-ablation_cfg = TrainConfig(**{**deployed["extra"]["train_config"], "epochs": ablation_epochs})
+ablation_cfg = TrainConfig.from_dict({**deployed["extra"]["train_config"], "epochs": ablation_epochs})
 last = wf_folds[-1]
 ablation = run_ablation(
     train_set, valid_set, scratch / "ablation", model_config=deployed_model, train_config=ablation_cfg,

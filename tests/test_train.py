@@ -18,7 +18,7 @@ import torch
 
 from shrinklab.core.estimators import solve_simplex_qp
 from shrinklab.models.network import MLShrinkageNetwork
-from shrinklab.training.config import TrainConfig, config_diff
+from shrinklab.training.config import REMOVED_FIELDS, TrainConfig, config_diff
 from shrinklab.training.device import resolve_amp_dtype
 from shrinklab.training.device_data import DeviceData, epoch_pool
 from shrinklab.training.loop import (
@@ -211,17 +211,18 @@ def test_checkpoint_contents_and_nothing_in_cwd(sets, tmp_path, monkeypatch):
 def test_curriculum_and_progressive_pools(sets):
     tr, _ = sets
     data = DeviceData(tr, torch.device("cpu"), need_schedule=True)
-    cfg = TrainConfig(curriculum=True, curriculum_start=0.25, curriculum_epochs=3)
-    sizes = [epoch_pool(data, cfg, e).numel() for e in range(5)]
+    cfg = TrainConfig(curriculum=True)
+    kw = dict(curriculum_start=0.25, curriculum_epochs=3)
+    sizes = [epoch_pool(data, cfg, e, **kw).numel() for e in range(5)]
     assert sizes == [512, 1024, 1536, 2048, 2048]  # ceil((0.25 + 0.75 e / 3) * 2048)
-    first = epoch_pool(data, cfg, 0).numpy()
+    first = epoch_pool(data, cfg, 0, **kw).numpy()
     cutoff = np.sort(tr.difficulty)[511]
     assert np.all(tr.difficulty[first] <= cutoff)  # the easiest quarter
-    prog = TrainConfig(progressive=True, progressive_epochs=4)
-    p0 = epoch_pool(data, prog, 0).numpy()
+    prog = TrainConfig(progressive=True)
+    p0 = epoch_pool(data, prog, 0, progressive_epochs=4).numpy()
     assert set(tr.p[p0]) == {tr.p.min()}
-    assert epoch_pool(data, prog, 4).numel() == 2048
-    counts = [epoch_pool(data, prog, e).numel() for e in range(5)]
+    assert epoch_pool(data, prog, 4, progressive_epochs=4).numel() == 2048
+    counts = [epoch_pool(data, prog, e, progressive_epochs=4).numel() for e in range(5)]
     assert counts == sorted(counts)
 
 
@@ -417,14 +418,23 @@ def make_matrix_set(n: int, seed: int) -> _MatrixSet:
     )
 
 
-def test_spectrum_term_matches_losses_and_trains(tmp_path):
+@pytest.fixture
+def small_matrix_pool(monkeypatch):
+    """A pool of 48 rebuilt matrices, 8 per step (the constants are 1024 and 32)."""
+    from shrinklab.training import device_data
+
+    monkeypatch.setattr(device_data, "SPECTRUM_POOL", 48)
+    monkeypatch.setattr(device_data, "SPECTRUM_BATCH", 8)
+
+
+def test_spectrum_term_matches_losses_and_trains(tmp_path, small_matrix_pool):
     from shrinklab.core.targets import combine
     from shrinklab.training.device_data import SpectrumCache
     from shrinklab.training.losses import spectrum_loss
 
     tr, va = make_matrix_set(128, seed=0), make_matrix_set(32, seed=1)
     cfg = TrainConfig(
-        epochs=3, batch_size=32, spectrum_weight=1.0, spectrum_pool=48, spectrum_batch=8,
+        epochs=3, batch_size=32, spectrum_weight=1.0,
         intensity_weight=0.1, matrix_weight=0.1, T_0=4, patience=50,
     )  # fmt: skip
     data = DeviceData(tr, torch.device("cpu"), need_schedule=False)
@@ -490,13 +500,13 @@ def _gmv_excess_numpy(est: np.ndarray, sigma: np.ndarray) -> float:
     return float(x @ sigma @ x * (one @ np.linalg.solve(sigma, one)) - 1.0)
 
 
-def test_log_det_and_portfolio_terms_match_numpy_and_train(tmp_path):
+def test_log_det_and_portfolio_terms_match_numpy_and_train(tmp_path, small_matrix_pool):
     from shrinklab.core.targets import combine
     from shrinklab.training.device_data import SpectrumCache
 
     tr = make_matrix_set(128, seed=0)
     cfg = TrainConfig(
-        epochs=12, T_0=12, lr=3e-3, batch_size=32, spectrum_pool=48, spectrum_batch=8,
+        epochs=12, T_0=12, lr=3e-3, batch_size=32,
         intensity_weight=0.0, matrix_weight=0.0, uncertainty_weight=0.0, l2=0.0,
         log_det_weight=1.0, patience=50,
     )  # fmt: skip
@@ -624,7 +634,7 @@ def test_run_epoch_matches_hand_written_sgd(clip_norm):
 
 
 def test_early_stopping_update_against_hand_trace():
-    cfg = TrainConfig(patience=2, min_delta=0.05)
+    cfg = TrainConfig(patience=2)
     module = torch.nn.Linear(2, 1)
     state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0}
     # 1.0 best; 0.97 not better by min_delta; 0.9 best; 0.88, 0.89 two bad epochs -> stop
@@ -633,7 +643,7 @@ def test_early_stopping_update_against_hand_trace():
     for epoch, (monitor, is_best, stop_ref) in enumerate(trace):
         with torch.no_grad():
             module.weight.fill_(float(epoch))
-        best, stop = early_stopping_update(state, monitor, epoch, cfg, module)
+        best, stop = early_stopping_update(state, monitor, epoch, cfg, module, min_delta=0.05)
         assert (best is not None) == is_best and stop == stop_ref, epoch
         if best is not None:
             assert torch.equal(best["weight"], torch.full((1, 2), float(epoch)))
@@ -641,9 +651,38 @@ def test_early_stopping_update_against_hand_trace():
     assert state["best_epoch"] == 2 and state["best_loss"] == 0.9 and state["bad_epochs"] == 2
 
 
+def test_a_stored_config_with_removed_fields_loads():
+    """Model files and checkpoints written while some constants were still fields carry
+    them (REMOVED_FIELDS; these are the values in models/pretrained.pt of that time):
+    from_dict drops each at its constant and refuses another value or an unknown key."""
+    cfg = TrainConfig(lr=2e-3, epochs=4, curriculum=True, spectrum_weight=0.01)
+    old = {
+        **cfg.to_dict(),
+        "momentum": 0.9,
+        "eta_min": 1e-05,
+        "min_delta": 0.0,
+        "spectrum_pool": 1024,
+        "spectrum_batch": 32,
+        "spectrum_max_mb": 256.0,
+        "adversarial_epsilon": 0.01,
+        "curriculum_start": 0.3,
+        "curriculum_epochs": 10,
+        "progressive_epochs": 10,
+    }
+    assert set(old) - set(cfg.to_dict()) == set(REMOVED_FIELDS)
+    assert TrainConfig.from_dict(old) == cfg
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="momentum=0.5"):
+        TrainConfig.from_dict({**old, "momentum": 0.5})
+    with pytest.raises(ValueError, match=r"unknown keys \['lr_decay'\]"):
+        TrainConfig.from_dict({**old, "lr_decay": 1.0})
+    with pytest.raises(TypeError):
+        TrainConfig(**old)
+
+
 def test_config_diff_ignores_resumable_fields_and_epoch_order_is_seeded():
     old = TrainConfig(epochs=5, lr=1e-3).to_dict()
-    assert config_diff(old, TrainConfig(epochs=50, patience=3, min_delta=0.1, lr=1e-3)) == []
+    assert config_diff(old, TrainConfig(epochs=50, patience=3, lr=1e-3)) == []
     assert config_diff(old, TrainConfig(epochs=5, lr=2e-3, seed=1)) == ["lr", "seed"]
     pool = torch.arange(10, 30)
     a, b = epoch_order(pool, 3, 0), epoch_order(pool, 3, 0)

@@ -1,19 +1,74 @@
-"""training.config."""
+"""The training configuration: :class:`TrainConfig`, whose every field is a knob that a
+``params.yaml`` section, a notebook, a study or a benchmark sets, and the constants of
+training that nothing sets (they were fields once; :data:`REMOVED_FIELDS` says how a
+stored configuration that still carries them is read)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ADVERSARIAL_EPSILON",
+    "CURRICULUM_EPOCHS",
+    "CURRICULUM_START",
+    "ETA_MIN",
+    "MIN_DELTA",
+    "PROGRESSIVE_EPOCHS",
+    "REMOVED_FIELDS",
     "RESUMABLE_FIELDS",
+    "SGD_MOMENTUM",
+    "SPECTRUM_BATCH",
+    "SPECTRUM_MAX_MB",
+    "SPECTRUM_POOL",
     "TrainConfig",
     "config_diff",
     "LOSS_NORMALISERS",
     "LOSS_WEIGHTS",
 ]
+
+# ------------------------------------------------------------- constants of training
+#: Momentum of the SGD baseline (``optimizer="sgd"``).
+SGD_MOMENTUM = 0.9
+#: Floor of the learning rate under cosine annealing with warm restarts (SGDR's η_min).
+ETA_MIN = 1e-5
+#: How much the monitored loss must improve to count as a new best (early stopping).
+MIN_DELTA = 0.0
+#: The pool of rebuilt matrices behind the spectrum, log-det and portfolio terms:
+#: at most this many random training samples, at most this many MiB, and this many of
+#: them (one ``p`` bucket) per step.
+SPECTRUM_POOL = 1024
+SPECTRUM_MAX_MB = 256.0
+SPECTRUM_BATCH = 32
+#: Step size of the FGSM perturbation of the adversarial penalty (features are standardised).
+ADVERSARIAL_EPSILON = 0.01
+#: Curriculum: the easiest ``CURRICULUM_START`` of the samples first, all of them after
+#: ``CURRICULUM_EPOCHS`` epochs (linear in between).
+CURRICULUM_START = 0.3
+CURRICULUM_EPOCHS = 10
+#: Progressive sizing: every asset count ``p`` is in the epoch pool after this many epochs.
+PROGRESSIVE_EPOCHS = 10
+
+#: Former :class:`TrainConfig` fields → the constant the code now uses instead. A stored
+#: configuration (a checkpoint, ``extra["train_config"]`` of a model file) may carry them;
+#: :meth:`TrainConfig.from_dict` drops such a key when its value is that constant and
+#: refuses one with another value (the file was trained with a setting this code no
+#: longer offers).
+REMOVED_FIELDS: dict[str, Any] = {
+    "momentum": SGD_MOMENTUM,
+    "eta_min": ETA_MIN,
+    "min_delta": MIN_DELTA,
+    "spectrum_pool": SPECTRUM_POOL,
+    "spectrum_batch": SPECTRUM_BATCH,
+    "spectrum_max_mb": SPECTRUM_MAX_MB,
+    "adversarial_epsilon": ADVERSARIAL_EPSILON,
+    "curriculum_start": CURRICULUM_START,
+    "curriculum_epochs": CURRICULUM_EPOCHS,
+    "progressive_epochs": PROGRESSIVE_EPOCHS,
+}
 
 
 # What the per-sample Frobenius loss is divided by (see :func:`loss_normaliser`).
@@ -36,7 +91,7 @@ LOSS_WEIGHTS: tuple[str, ...] = (
 
 # Fields that may change between a run and its resumption without changing the result
 # of the epochs already run.
-RESUMABLE_FIELDS = frozenset({"epochs", "device", "patience", "min_delta"})
+RESUMABLE_FIELDS = frozenset({"epochs", "device", "patience"})
 
 
 # Fields added after models were saved: :meth:`TrainConfig.to_dict` writes them only when
@@ -52,10 +107,10 @@ class TrainConfig:
     ``intensity_weight``/``matrix_weight`` are the composite-loss α/β of the
     specification's loss-function section (0.5/0.3); ``l2`` is its λ = 0.001.
     ``spectrum_weight`` is its γ (0.2 there; default 0 here
-    because it needs the matrices): when > 0, the matrices of ``spectrum_pool``
-    random training samples (at most ``spectrum_max_mb`` MiB) are rebuilt once with
+    because it needs the matrices): when > 0, the matrices of :data:`SPECTRUM_POOL`
+    random training samples (at most :data:`SPECTRUM_MAX_MB` MiB) are rebuilt once with
     ``train_set.rebuild_matrices`` and every step adds γ times the normalised
-    eigenvalue-spectrum loss of ``spectrum_batch`` of them (one ``p`` bucket per
+    eigenvalue-spectrum loss of :data:`SPECTRUM_BATCH` of them (one ``p`` bucket per
     step), predicted in the same forward pass as the batch; if ``valid_set`` can
     rebuild its matrices too, the monitored validation loss includes γ times the
     spectrum loss of a validation pool (without a validation set: of the training
@@ -85,44 +140,38 @@ class TrainConfig:
     dominant factor against 6–13), so at weight 1 their gradients dominate training.
     ``log_det_weight`` and ``portfolio_weight``: the specification's log-determinant
     (Stein) and portfolio-variance loss terms, on the same pool of rebuilt matrices as
-    the spectrum term (one bucket of ``spectrum_batch`` samples per step): Stein's loss
+    the spectrum term (one bucket of :data:`SPECTRUM_BATCH` samples per step): Stein's loss
     of Σ̂(w) (:func:`shrinklab.training.losses.log_det_loss`, scale-free) and the
     relative excess variance of its GMV portfolio under Σ
     (:func:`~shrinklab.training.losses.portfolio_variance_loss`); samples whose Σ̂ is
     not positive definite add nothing to either. Off (0) in the deployed model; the
-    ablation study switches them on.
+    ablation study switches them on. ``curriculum`` / ``progressive``: the epoch pool
+    grows from the easiest samples / the smallest ``p`` (:data:`CURRICULUM_START`,
+    :data:`CURRICULUM_EPOCHS`, :data:`PROGRESSIVE_EPOCHS`). ``optimizer``: ``"adam"`` or
+    ``"sgd"`` (momentum :data:`SGD_MOMENTUM`, the specification's baseline); ``T_0`` and
+    ``T_mult``: the restarts of the cosine schedule (floor :data:`ETA_MIN`).
     """
 
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    momentum: float = 0.9
     epochs: int = 100
     batch_size: int = 512
     T_0: int = 10
     T_mult: int = 2
-    eta_min: float = 1e-5
     clip_norm: float | None = 1.0
     patience: int = 10
-    min_delta: float = 0.0
     intensity_weight: float = 0.5
     matrix_weight: float = 0.3
     uncertainty_weight: float = 0.05
     l2: float = 1e-3
     spectrum_weight: float = 0.0
-    spectrum_pool: int = 1024
-    spectrum_batch: int = 32
-    spectrum_max_mb: float = 256.0
     log_det_weight: float = 0.0
     portfolio_weight: float = 0.0
     smoothness_weight: float = 0.0
     adversarial_weight: float = 0.0
-    adversarial_epsilon: float = 0.01
     curriculum: bool = False
-    curriculum_start: float = 0.3
-    curriculum_epochs: int = 10
     progressive: bool = False
-    progressive_epochs: int = 10
     set_priors: bool = True  # set False when fine-tuning pretrained heads
     amp: str | None = "auto"
     seed: int = 0
@@ -157,19 +206,33 @@ class TrainConfig:
             "T_0",
             "T_mult",
             "patience",
-            "spectrum_pool",
-            "spectrum_batch",
-            "spectrum_max_mb",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (batch normalisation)")
-        if not 0.0 < self.curriculum_start <= 1.0:
-            raise ValueError(f"curriculum_start must be in (0, 1], got {self.curriculum_start}")
         for name in ("weight_decay", *LOSS_WEIGHTS):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> TrainConfig:
+        """The configuration a checkpoint or model file stored (:meth:`to_dict`).
+
+        Keys of :data:`REMOVED_FIELDS` are dropped when they hold the constant that
+        replaced them; another value is a ``ValueError``, and so is any other key that
+        is not a field (``TypeError`` from the constructor would not say why)."""
+        values = dict(stored)
+        for name, constant in REMOVED_FIELDS.items():
+            if name in values and values.pop(name) != constant:
+                raise ValueError(
+                    f"stored training configuration has {name}={stored[name]!r}; it is no "
+                    f"longer a setting (the code uses {constant!r})"
+                )
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"stored training configuration has unknown keys {unknown}")
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict, without the :data:`_SPARSE_FIELDS` left at their default."""

@@ -17,7 +17,15 @@ from torch import nn
 
 from shrinklab.core.targets import combine
 from shrinklab.training import losses as L
-from shrinklab.training.config import TrainConfig
+from shrinklab.training.config import (
+    CURRICULUM_EPOCHS,
+    CURRICULUM_START,
+    PROGRESSIVE_EPOCHS,
+    SPECTRUM_BATCH,
+    SPECTRUM_MAX_MB,
+    SPECTRUM_POOL,
+    TrainConfig,
+)
 from shrinklab.training.objective import (
     best_classical_loss,
     edge_family_mask,
@@ -183,15 +191,24 @@ def evaluate_rows(
     }
 
 
-def epoch_pool(data: DeviceData, cfg: TrainConfig, epoch: int) -> torch.Tensor:
-    """Indices (CPU, long) available in ``epoch`` under curriculum / progressive sizing."""
+def epoch_pool(
+    data: DeviceData,
+    cfg: TrainConfig,
+    epoch: int,
+    *,
+    curriculum_start: float = CURRICULUM_START,
+    curriculum_epochs: int = CURRICULUM_EPOCHS,
+    progressive_epochs: int = PROGRESSIVE_EPOCHS,
+) -> torch.Tensor:
+    """Indices (CPU, long) available in ``epoch`` under curriculum / progressive sizing
+    (``cfg.curriculum``, ``cfg.progressive``): the easiest ``curriculum_start`` of the
+    samples, growing linearly to all of them at ``curriculum_epochs``; every ``p`` in
+    the pool at ``progressive_epochs``."""
     n = data.n
     keep = torch.ones(n, dtype=torch.bool)
     if cfg.curriculum:
         diff = data.difficulty.double().cpu()
-        frac = min(
-            1.0, cfg.curriculum_start + (1 - cfg.curriculum_start) * epoch / cfg.curriculum_epochs
-        )
+        frac = min(1.0, curriculum_start + (1 - curriculum_start) * epoch / curriculum_epochs)
         m = max(1, math.ceil(frac * n))
         order = torch.argsort(diff, stable=True)
         cur = torch.zeros(n, dtype=torch.bool)
@@ -200,7 +217,7 @@ def epoch_pool(data: DeviceData, cfg: TrainConfig, epoch: int) -> torch.Tensor:
     if cfg.progressive:
         p = data.p.long().cpu()
         sizes = torch.unique(p)  # sorted
-        stage = min(len(sizes) - 1, (epoch * len(sizes)) // cfg.progressive_epochs)
+        stage = min(len(sizes) - 1, (epoch * len(sizes)) // progressive_epochs)
         prog = p <= sizes[stage]
         keep = keep & prog if bool((keep & prog).any()) else prog
     return torch.nonzero(keep).squeeze(1)
@@ -211,7 +228,9 @@ class SpectrumCache:
 
     Buckets of equal ``p`` (from ``train_set.rebuild_matrices``) kept on the device in
     float64 with the true eigenvalues and the sample covariance's spectrum loss
-    (the normaliser) precomputed."""
+    (the normaliser) precomputed: at most :data:`SPECTRUM_POOL` samples and
+    :data:`SPECTRUM_MAX_MB` MiB, :data:`SPECTRUM_BATCH` of them per step (module
+    constants, read when the cache is built)."""
 
     def __init__(self, ds: Any, data: DeviceData, cfg: TrainConfig, device: torch.device):
         if not hasattr(ds, "rebuild_matrices"):
@@ -221,19 +240,19 @@ class SpectrumCache:
         p = torch.as_tensor(np.asarray(ds.p) if not torch.is_tensor(ds.p) else ds.p).long()
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + 13)
         order = torch.randperm(data.n, generator=gen).tolist()
-        budget = cfg.spectrum_max_mb * 2**20
+        budget = SPECTRUM_MAX_MB * 2**20
         chosen, used = [], 0.0
         for i in order:
-            if len(chosen) >= cfg.spectrum_pool:
+            if len(chosen) >= SPECTRUM_POOL:
                 break
             size = (data.k + 3) * float(p[i]) ** 2 * 8
             if used + size <= budget:
                 chosen.append(i)
                 used += size
         if not chosen:
-            raise ValueError("spectrum_max_mb is too small for a single sample's matrices")
+            raise ValueError("SPECTRUM_MAX_MB is too small for a single sample's matrices")
         self.seed = cfg.seed
-        self.batch = cfg.spectrum_batch
+        self.batch = SPECTRUM_BATCH
         self.buckets = []
         for b in ds.rebuild_matrices(torch.tensor(sorted(chosen))):
             S = b.S.to(device=device, dtype=torch.float64)

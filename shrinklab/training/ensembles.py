@@ -75,8 +75,8 @@ def ensemble_inputs(
     architecture = {
         k: v for k, v in pretrained["config"].items() if k not in ("input_dim", "num_targets")
     }
-    config = TrainConfig(
-        **{**pretrained["extra"]["train_config"], "epochs": member_epochs, "seed": seed}
+    config = TrainConfig.from_dict(
+        {**pretrained["extra"]["train_config"], "epochs": member_epochs, "seed": seed}
     )
     return EnsembleInputs(
         train_set,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrinklab.training.config import TrainConfig
+from shrinklab.training.config import ETA_MIN, MIN_DELTA, SGD_MOMENTUM, TrainConfig
 
 __all__ = [
     "BatchLoss",
@@ -30,12 +30,12 @@ __all__ = [
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam [Kingma & Ba, ICLR 2015] or SGD with momentum ``cfg.momentum`` (the baseline),
+    """Adam [Kingma & Ba, ICLR 2015] or SGD with momentum :data:`SGD_MOMENTUM` (the baseline),
     with ``cfg.lr`` and ``cfg.weight_decay``."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+        params, lr=cfg.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.weight_decay, foreach=True
     )
 
 
@@ -43,9 +43,9 @@ def make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig
 ) -> torch.optim.lr_scheduler.CosineAnnealingWarmRestarts:
     """Cosine annealing with warm restarts [Loshchilov & Hutter, "SGDR", ICLR 2017]
-    (``cfg.T_0``, ``cfg.T_mult``, ``cfg.eta_min``), stepped once per epoch."""
+    (``cfg.T_0``, ``cfg.T_mult``, floor :data:`ETA_MIN`), stepped once per epoch."""
     return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.eta_min
+        optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=ETA_MIN
     )
 
 
@@ -133,13 +133,18 @@ def run_epoch(
 
 
 def early_stopping_update(
-    state: dict[str, Any], monitor: float, epoch: int, cfg: TrainConfig, module: nn.Module
+    state: dict[str, Any],
+    monitor: float,
+    epoch: int,
+    cfg: TrainConfig,
+    module: nn.Module,
+    min_delta: float = MIN_DELTA,
 ) -> tuple[dict[str, torch.Tensor] | None, bool]:
-    """Early stopping on ``monitor`` (lower is better) with ``cfg.min_delta`` and
-    ``cfg.patience``. Updates ``state`` (``best_loss``, ``best_epoch``, ``bad_epochs``) in
+    """Early stopping on ``monitor`` (lower is better): a new best must beat the best by
+    more than ``min_delta``; stop after ``cfg.patience`` epochs without one. Updates ``state`` (``best_loss``, ``best_epoch``, ``bad_epochs``) in
     place; returns (a CPU copy of ``module``'s weights if this epoch is the new best,
     else ``None``; whether to stop)."""
-    if monitor < state["best_loss"] - cfg.min_delta:
+    if monitor < state["best_loss"] - min_delta:
         state.update(best_loss=monitor, best_epoch=epoch, bad_epochs=0)
         return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}, False
     state["bad_epochs"] += 1

@@ -307,8 +307,8 @@ def finetune_on_real(
         them, e.g. one per estimation-window length). ``valid_windows=None``: run
         ``config.epochs`` epochs and keep the last weights (no early stopping).
     config : :class:`shrinklab.training.config.TrainConfig`; used fields: ``optimizer, lr,
-        weight_decay, momentum, epochs, batch_size, T_0, T_mult, eta_min, clip_norm,
-        patience, min_delta, l2, amp, seed, device``.
+        weight_decay, epochs, batch_size, T_0, T_mult, clip_norm, patience, l2, amp, seed,
+        device``.
     out_dir : folder for ``checkpoint.pt`` and ``history.json`` (required).
     baseline : normaliser of the loss, ``"ledoit_wolf"`` or ``"sample"``.
     demean : realised variance with (default) or without demeaning.

@@ -91,7 +91,7 @@ from shrinklab.training.checkpoints import (
     training_state,
     write_checkpoint,
 )
-from shrinklab.training.config import TrainConfig, config_diff
+from shrinklab.training.config import ADVERSARIAL_EPSILON, TrainConfig, config_diff
 from shrinklab.training.device import (
     autocast,
     dist_setup,
@@ -201,7 +201,7 @@ def _synthetic_batch_loss(
             loss = loss + cfg.smoothness_weight * L.smoothness_penalty(x, out_b.intensities)
         if cfg.adversarial_weight:
             loss = loss + cfg.adversarial_weight * L.adversarial_penalty(
-                module, x, epsilon=cfg.adversarial_epsilon, method="fgsm"
+                module, x, epsilon=ADVERSARIAL_EPSILON, method="fgsm"
             )
         return loss, obj.detach().double().sum(), idx.numel()
 
@@ -231,7 +231,7 @@ def train(
     config : :class:`TrainConfig`.
     out_dir : folder for ``checkpoint.pt`` and ``history.json`` (required; never the cwd).
     resume : continue from ``out_dir/checkpoint.pt`` if it exists (its config must
-        agree except ``epochs``/``device``/``patience``/``min_delta``).
+        agree except ``epochs``/``device``/``patience``: :data:`~shrinklab.training.config.RESUMABLE_FIELDS`).
     logger : a :class:`~shrinklab.training.monitor.RunLogger` or ``dvclive.Live`` (anything
         with ``log_metric`` and ``next_step``; ``log_histogram`` optional); a resumed run first replays the restored epochs to it (pass a fresh logger).
     max_epochs_per_call : stop after this many epochs in this call (time-sliced or
