@@ -77,7 +77,7 @@ from shrinklab.training.epochs import (
     run_epoch,
 )
 from shrinklab.training.monitor import run_logger
-from shrinklab.training.replay import ReplaySpec, SyntheticReplay
+from shrinklab.training.replay import ReplaySpec, SyntheticReplay, resume_replay
 
 __all__ = [
     "BASELINES",
@@ -325,10 +325,8 @@ def finetune_on_real(
     logger : optional :class:`~shrinklab.training.monitor.RunLogger` or ``dvclive.Live``
         (``log_metric``, ``next_step``; with ``log_histogram``, also histograms of the
         validation windows' predicted intensities each epoch).
-    replay : synthetic replay (:class:`~shrinklab.training.replay.ReplaySpec`, decision
-        0025): adds ``λ · L/d`` on synthetic worlds to every step's loss; ``None`` or
-        ``λ = 0`` is plain fine-tuning (nothing drawn). Early stopping stays on the real
-        validation windows.
+    replay : :class:`~shrinklab.training.replay.ReplaySpec` (decision 0025): ``+ λ · L/d`` on
+        synthetic worlds at every step; ``None`` or ``λ = 0``: plain fine-tuning.
 
     Returns
     -------
@@ -369,8 +367,7 @@ def finetune_on_real(
             )
         if not np.allclose(ckpt.get("fingerprint"), tr.fingerprint, rtol=1e-9):
             raise ValueError("checkpoint was written for different training windows")
-        if (ckpt.get("replay") is None) != (rep is None):
-            raise ValueError("checkpoint and run differ in synthetic replay; use another out_dir")
+        resume_replay(ckpt.get("replay"), rep)
     if ckpt is None:
         torch.manual_seed(cfg.seed)
 
@@ -390,8 +387,6 @@ def finetune_on_real(
         history, state, best_state = ckpt["history"], ckpt["state"], ckpt["best_state"]
         stopped_early = bool(ckpt["stopped_early"])
         initial = ckpt["initial"]
-        if rep is not None:
-            rep.load_state(ckpt["replay"])
 
     batch_loss = _real_batch_loss(model, tr, cfg, amp_dtype, demean, rep)
     step_fn = OptimizerStep(optimizer, params, cfg.clip_norm, scaler)

@@ -32,7 +32,13 @@ from shrinklab.training import losses as L
 from shrinklab.training.device import autocast
 from shrinklab.training.objective import tensor_field
 
-__all__ = ["ReplaySpec", "SyntheticReplay", "check_replay", "synthetic_l_over_d"]
+__all__ = [
+    "ReplaySpec",
+    "SyntheticReplay",
+    "check_replay",
+    "resume_replay",
+    "synthetic_l_over_d",
+]
 
 
 def check_replay(weight: float, batch_size: int) -> None:
@@ -109,6 +115,15 @@ class SyntheticReplay:
                 f"{self.spec.settings()}; use another out_dir or resume=False"
             )
         self.generator.set_state(state["rng"])
+
+
+def resume_replay(saved: dict[str, Any] | None, replay: SyntheticReplay | None) -> None:
+    """Restore the replay generator from a checkpoint's ``saved`` state (``None``: the
+    checkpoint had no replay); a run and a checkpoint that differ in replay are refused."""
+    if (saved is None) != (replay is None):
+        raise ValueError("checkpoint and run differ in synthetic replay; use another out_dir")
+    if replay is not None:
+        replay.load_state(saved)
 
 
 @torch.no_grad()
