@@ -106,7 +106,8 @@ print(f"final fit: {result.epochs} epochs on {history['device']}, {throughput:,.
 # %%
 models.mkdir(parents=True, exist_ok=True)
 save_model(models / "finetuned.pt", result.model, pretrained_payload["feature_names"],
-           pretrained_payload["target_names"], extra={"epochs": int(result.epochs), "windows": list(windows)})
+           pretrained_payload["target_names"], extra={"epochs": int(result.epochs), "windows": list(windows),
+                                                        **({"replay_weight": replay_weight} if replay else {})})
 save_metrics(reports / "metrics" / "finetune.json", {
     "epochs": int(result.epochs),
     "device": device,
