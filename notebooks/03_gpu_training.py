@@ -35,6 +35,8 @@ epochs = 2
 lr = 0.0003
 asset_subsets = 0
 n_folds = 2
+replay_weight = 0.0  # synthetic replay λ (docs/decisions/0025-fine-tuning-with-synthetic-replay.md)
+replay_batch = 256
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -46,6 +48,7 @@ import torch
 
 from shrinklab.core.params import notebook_section
 from shrinklab.data import returns as data
+from shrinklab.data.dataset import TrainingSet
 from shrinklab.evaluation import plots
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.network import MLShrinkageNetwork
@@ -54,6 +57,7 @@ from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.finetune import walk_forward_finetune
+from shrinklab.training.replay import ReplaySpec
 
 params = notebook_section("finetune", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
@@ -72,12 +76,18 @@ pd.DataFrame([{"fold": s.fold, **{k: v.date() for k, v in s.dates(returns.index)
 
 # %%
 config = TrainConfig(lr=lr, epochs=epochs, batch_size=64, patience=5, seed=seed, device=device, set_priors=False)
-checkpoints = run_dir("finetune", {**config.to_dict(), "windows": windows, "subsets": asset_subsets, "folds": n_folds},
-                      processed / "sp500_returns.parquet", models / "pretrained.pt")
+# λ · L/d on synthetic training worlds at every step (λ = 0: plain fine-tuning, nothing read or drawn)
+replay = (ReplaySpec(TrainingSet.load(processed / "synthetic_train.pt"), replay_weight, replay_batch, seed)
+          if replay_weight > 0 else None)
+checkpoints = run_dir("finetune", {**config.to_dict(), "windows": windows, "subsets": asset_subsets, "folds": n_folds,
+                                   **({"replay": [replay_weight, replay_batch]} if replay else {})},
+                      processed / "sp500_returns.parquet", models / "pretrained.pt",
+                      *([processed / "synthetic_train.pt"] if replay else []))
 result = walk_forward_finetune(
     pretrained, returns, splits, windows=windows, config=config, out_dir=checkpoints,
     asset_subsets=asset_subsets, seed=seed, regimes=market["regime"],
     monitor=reports,  # TensorBoard + DVCLive runs finetune/fold_<k>, finetune/final
+    replay=replay,
 )
 folds = result.table()
 folds
@@ -96,7 +106,8 @@ print(f"final fit: {result.epochs} epochs on {history['device']}, {throughput:,.
 # %%
 models.mkdir(parents=True, exist_ok=True)
 save_model(models / "finetuned.pt", result.model, pretrained_payload["feature_names"],
-           pretrained_payload["target_names"], extra={"epochs": int(result.epochs), "windows": list(windows)})
+           pretrained_payload["target_names"], extra={"epochs": int(result.epochs), "windows": list(windows),
+                                                        **({"replay_weight": replay_weight} if replay else {})})
 save_metrics(reports / "metrics" / "finetune.json", {
     "epochs": int(result.epochs),
     "device": device,

@@ -106,6 +106,13 @@ def _write(tmp_path: Path, params: dict) -> Path:
         ("finetune", lambda p: p["finetune"].update(epochs=True), r"epochs = True is not int"),
         ("finetune", lambda p: p["finetune"].update(lr=None), r"lr = None is not float"),
         ("finetune", lambda p: p["finetune"].update(windows=[60, "x"]), r"windows = \[60, 'x'\]"),
+        ("finetune", lambda p: p["finetune"].update(replay_weight=-0.1), r"replay_weight = -0.1"),
+        (
+            "finetune",
+            lambda p: p["finetune"].update(replay_weight=float("nan")),
+            "replay_weight = nan",
+        ),
+        ("finetune", lambda p: p["finetune"].update(replay_batch=0), r"replay_batch = 0 must be"),
         ("compress", lambda p: p["compress"].update(fold_start=1991), r"fold_start = 1991"),
         (
             "data_prep",

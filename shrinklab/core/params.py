@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -197,6 +198,21 @@ class Finetune(Section):
     lr: float = 0.0003
     asset_subsets: int = 0
     n_folds: int = 2
+    # synthetic replay: docs/decisions/0025-fine-tuning-with-synthetic-replay.md (0 = off)
+    replay_weight: float = 0.0
+    replay_batch: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not math.isfinite(self.replay_weight) or self.replay_weight < 0:
+            raise ValueError(
+                f"params section 'finetune': replay_weight = {self.replay_weight!r} "
+                "must be finite and >= 0"
+            )
+        if self.replay_batch < 1:
+            raise ValueError(
+                f"params section 'finetune': replay_batch = {self.replay_batch!r} must be >= 1"
+            )
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ from shrinklab.training.epochs import (
     run_epoch,
 )
 from shrinklab.training.monitor import run_logger
+from shrinklab.training.replay import ReplaySpec, SyntheticReplay, resume_replay
 
 __all__ = [
     "BASELINES",
@@ -254,10 +255,16 @@ def evaluate_real(
 
 # --------------------------------------------------------------------------- training
 def _real_batch_loss(
-    model: nn.Module, data: _RealSet, cfg: TrainConfig, amp_dtype: torch.dtype | None, demean: bool
+    model: nn.Module,
+    data: _RealSet,
+    cfg: TrainConfig,
+    amp_dtype: torch.dtype | None,
+    demean: bool,
+    replay: SyntheticReplay | None = None,
 ) -> BatchLoss:
     """:func:`shrinklab.training.epochs.run_epoch`'s ``batch_loss``: mean realised-variance ratio of
-    the windows ``idx`` (plus ``cfg.l2``), reporting the summed per-window ratios."""
+    the windows ``idx`` (plus ``cfg.l2`` and the synthetic replay term), reporting the
+    summed per-window ratios."""
 
     def batch_loss(_step: int, idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:
         w = data.intensities(model, idx, amp_dtype)
@@ -266,6 +273,8 @@ def _real_batch_loss(
         loss = per.mean()
         if cfg.l2:
             loss = loss + L.l2_penalty(model, cfg.l2).to(loss.dtype)
+        if replay is not None:
+            loss = loss + replay.loss(model, amp_dtype).to(loss.dtype)
         return loss, float(per.detach().sum()), idx.numel()
 
     return batch_loss
@@ -297,6 +306,7 @@ def finetune_on_real(
     demean: bool = True,
     resume: bool = True,
     logger: Any = None,
+    replay: ReplaySpec | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place with the realised GMV-variance loss (module docstring).
 
@@ -316,6 +326,8 @@ def finetune_on_real(
     logger : optional :class:`~shrinklab.training.monitor.RunLogger` or ``dvclive.Live``
         (``log_metric``, ``next_step``; with ``log_histogram``, also histograms of the
         validation windows' predicted intensities each epoch).
+    replay : :class:`~shrinklab.training.replay.ReplaySpec` (decision 0025): ``+ λ · L/d`` on
+        synthetic worlds at every step; ``None`` or ``λ = 0``: plain fine-tuning.
 
     Returns
     -------
@@ -335,6 +347,7 @@ def finetune_on_real(
     model.to(device)
     tr = _RealSet(train_windows, device, baseline, demean)
     va = _RealSet(valid_windows, device, baseline, demean) if valid_windows is not None else None
+    rep = SyntheticReplay(replay, device) if replay is not None and replay.weight > 0 else None
     log.info(
         "fine-tuning on %s (autocast %s): %d training windows, %d validation windows",
         device,
@@ -355,6 +368,7 @@ def finetune_on_real(
             )
         if not np.allclose(ckpt.get("fingerprint"), tr.fingerprint, rtol=1e-9):
             raise ValueError("checkpoint was written for different training windows")
+        resume_replay(ckpt.get("replay"), rep)
     if ckpt is None:
         torch.manual_seed(cfg.seed)
 
@@ -375,7 +389,7 @@ def finetune_on_real(
         stopped_early = bool(ckpt["stopped_early"])
         initial = ckpt["initial"]
 
-    batch_loss = _real_batch_loss(model, tr, cfg, amp_dtype, demean)
+    batch_loss = _real_batch_loss(model, tr, cfg, amp_dtype, demean, rep)
     step_fn = OptimizerStep(optimizer, params, cfg.clip_norm, scaler)
     while not stopped_early and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
@@ -429,6 +443,8 @@ def finetune_on_real(
             model, optimizer, scheduler, scaler, history, state, best_state, stopped_early, cfg
         )
         extra = {"initial": initial, "baseline": baseline, "fingerprint": tr.fingerprint}
+        if rep is not None:
+            extra["replay"] = rep.state()
         atomic_save({**saved, **extra}, ckpt_file)
 
     if best_state is not None:
@@ -494,6 +510,7 @@ def walk_forward_finetune(
     baseline: str = "ledoit_wolf",
     resume: bool = True,
     monitor: str | Path | None = None,
+    replay: ReplaySpec | None = None,
     **sampling: Any,
 ) -> WalkForwardResult:
     """Walk-forward fine-tuning over expanding-window folds (module docstring).
@@ -508,7 +525,8 @@ def walk_forward_finetune(
     ``val_step`` days) lie inside the fold's validation block. Checkpoints go to
     ``out_dir/fold_<k>`` and ``out_dir/final``; with ``monitor`` (a reports folder) each
     logs to the :class:`~shrinklab.training.monitor.RunLogger` run ``finetune/fold_<k>``
-    or ``finetune/final`` there.
+    or ``finetune/final`` there. ``replay``: synthetic replay in every fit
+    (:func:`finetune_on_real`; each fit starts its replay generator from the seed).
     """
     if out_dir is None:
         raise ValueError("out_dir is required")
@@ -560,6 +578,7 @@ def walk_forward_finetune(
                 baseline=baseline,
                 resume=resume,
                 logger=log,
+                replay=replay,
             )
         dates = split.dates(index)
         folds.append(
@@ -585,5 +604,6 @@ def walk_forward_finetune(
             baseline=baseline,
             resume=resume,
             logger=log,
+            replay=replay,
         )
     return WalkForwardResult(folds=folds, epochs=epochs, model=final, final_history=final_hist)
