@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import numpy as np
 import torch
 
 from shrinklab.core.targets import (
@@ -32,6 +33,7 @@ from shrinklab.core.targets import (
     stack_targets,
 )
 from shrinklab.core.validation import as_matrices, as_returns, center, unbatch
+from shrinklab.core.xp import ops
 
 __all__ = [
     "sample_covariance",
@@ -45,6 +47,8 @@ __all__ = [
     "oracle_weights",
     "multi_target_weights",
     "solve_simplex_qp",
+    "solve_simplex_qp_array",
+    "multi_target_weights_array",
     "CLASSICAL_ESTIMATORS",
 ]
 
@@ -66,8 +70,9 @@ def _finish(cov: torch.Tensor, shrink: torch.Tensor | None, batched: bool, flag:
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor, fill: float) -> torch.Tensor:
+    xp = ops(num)
     ok = den != 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), fill)
+    return xp.where(ok, num / xp.where(ok, den, xp.ones_like(den)), fill)
 
 
 def _blend(S: torch.Tensor, F: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -111,13 +116,14 @@ def _fourth_moments(
     ``rho_diag = Σ_i (1/n Σ_t x_ti⁴ − s_ii²)``.  ``Y2``, ``sum_y4 = Σ_ti x_ti⁴`` ``(B,)``
     and ``row2`` ``(B, n)`` may be given by a caller that has them.
     """
+    xp = ops(S)
     B, n, p = Xc.shape
     Y2 = Xc * Xc if Y2 is None else Y2
     row2 = Y2.sum(-1) if row2 is None else row2  # (B, n)
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    var = xp.diagonal(S)
     if sum_y4 is None:
         flat = Y2.reshape(B, 1, n * p)
-        sum_y4 = (flat @ flat.transpose(-1, -2)).reshape(B)  # Σ_ti x_ti⁴, no temporary
+        sum_y4 = (flat @ xp.mT(flat)).reshape(B)  # Σ_ti x_ti⁴, no temporary
     sum_pi = (row2 * row2).sum(-1) / n
     ss = (S * S).sum((-2, -1))
     return {
@@ -138,6 +144,7 @@ def _lw_intensity(
     """Ledoit–Wolf (2004, JMVA) intensity ``s (B,)`` as in scikit-learn's ``ledoit_wolf_shrinkage``.
 
     ``Xc`` may be ``None`` when the moments ``mom`` (:func:`_fourth_moments`) are given."""
+    xp = ops(S)
     p = S.shape[-1]
     n = Xc.shape[-2] if mom is None else mom["n"]
     if mom is None:
@@ -146,24 +153,25 @@ def _lw_intensity(
         delta_ = (S * S).sum((-2, -1))
     else:
         sum_pi, delta_ = mom["sum_pi"], mom["ss"]
-    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
+    mu = xp.diagonal(S).sum(-1) / p
     beta = (sum_pi - delta_) / (p * n)  # (Σ_t row2_t² / n − ‖S‖²) / (p n)
     delta = (delta_ - 2.0 * mu * (mu * p) + p * mu * mu) / p
-    beta = torch.minimum(beta, delta)
+    beta = xp.minimum(beta, delta)
     s = _safe_div(beta, delta, 0.0)
-    s = torch.where(beta == 0, torch.zeros_like(s), s)
-    return torch.zeros_like(s) if p == 1 else s
+    s = xp.where(beta == 0, xp.zeros_like(s), s)
+    return xp.zeros_like(s) if p == 1 else s
 
 
 def _oas_intensity(S: torch.Tensor, n: int, ss: torch.Tensor | None = None) -> torch.Tensor:
     """OAS (Chen et al. 2010) intensity ``s (B,)`` in scikit-learn's form (``ss = ‖S‖²_F``)."""
+    xp = ops(S)
     p = S.shape[-1]
-    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
+    mu = xp.diagonal(S).sum(-1) / p
     alpha = ((S * S).sum((-2, -1)) if ss is None else ss) / (p * p)
     num = alpha + mu * mu
     den = (n + 1) * (alpha - mu * mu / p)
-    s = torch.where(den > 0, torch.minimum(_safe_div(num, den, 1.0), torch.ones_like(num)), 1.0)
-    return torch.zeros_like(s) if p == 1 else s
+    s = xp.where(den > 0, xp.minimum(_safe_div(num, den, 1.0), xp.ones_like(num)), 1.0)
+    return xp.zeros_like(s) if p == 1 else s
 
 
 def _cc_intensity(
@@ -185,19 +193,20 @@ def _cc_intensity(
     ``proj = (Σ_i x_ti³/s_i, Σ_j x_tj s_j)`` if the caller has them (then ``Xc`` may be
     ``None``).
     """
+    xp = ops(S)
     mom = _fourth_moments(Xc, S) if mom is None else mom
     n = mom["n"]
-    sd = mom["var"].clamp_min(0).sqrt()
+    sd = xp.sqrt(xp.clamp_min(mom["var"], 0))
     if proj is None:
         pos = sd > 0
-        inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
+        inv_sd = xp.where(pos, 1.0 / xp.where(pos, sd, xp.ones_like(sd)), 0.0)
         proj = (_matvec(mom["Y2"] * Xc, inv_sd), _matvec(Xc, sd))
     sSs = (row_times(sd, S) * sd).sum(-1)
     theta_sum = (proj[0] * proj[1]).sum(-1) / n - sSs - mom["rho_diag"]
     rho = mom["rho_diag"] + rbar * theta_sum
     gamma = _sq_dist(S, F) if gamma is None else gamma
     kappa = _safe_div(mom["pihat"] - rho, gamma, 0.0)
-    return (kappa / n).clamp(0.0, 1.0)
+    return xp.clip(kappa / n, 0.0, 1.0)
 
 
 def _sq_dist(S: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
@@ -232,6 +241,7 @@ def _sf_intensity(
     ``proj = (y, Σ_i x_ti³ c_i, Σ_i x_ti² c_i²)`` if the caller has them (then ``Xc``
     may be ``None``).
     """
+    xp = ops(S)
     mom = _fourth_moments(Xc, S) if mom is None else mom
     n = mom["n"]
     m, covmkt, varmkt = parts["m"], parts["covmkt"], parts["varmkt"]
@@ -250,11 +260,11 @@ def _sf_intensity(
     diag3 = (m2 * y2c2).sum(-1) / n - varmkt * c2var
     roff1, roff3 = full1 - diag1, full3 - diag3
     ok = varmkt > 0
-    safe_var = torch.where(ok, varmkt, torch.ones_like(varmkt))
-    rho_off = torch.where(ok, 2 * roff1 / safe_var - roff3 / safe_var**2, 0.0)
+    safe_var = xp.where(ok, varmkt, xp.ones_like(varmkt))
+    rho_off = xp.where(ok, 2 * roff1 / safe_var - roff3 / safe_var**2, 0.0)
     gamma = _sq_dist(S, F) if gamma is None else gamma
     kappa = _safe_div(mom["pihat"] - (mom["rho_diag"] + rho_off), gamma, 0.0)
-    return (kappa / n).clamp(0.0, 1.0)
+    return xp.clip(kappa / n, 0.0, 1.0)
 
 
 def shrinkage_intensities(
@@ -303,16 +313,17 @@ def intensity_stats(
     overwritten (with ``Xc³``).  Each product of an ``n × p`` array with vectors is one
     skinny GEMM (:func:`shrinklab.core.targets.matvecs`; the row sums of ``Y2`` ride along).
     """
+    xp = ops(S)
     Y2 = Xc * Xc if Y2 is None else Y2
     c2 = covmkt * covmkt
-    y2c2, row2 = matvecs(Y2, c2, torch.ones_like(c2))
+    y2c2, row2 = matvecs(Y2, c2, xp.ones_like(c2))
     mom = _fourth_moments(Xc, S, Y2, sum_y4, row2)
-    sd = mom["var"].clamp_min(0).sqrt()
+    sd = xp.sqrt(xp.clamp_min(mom["var"], 0))
     pos = sd > 0
-    inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
+    inv_sd = xp.where(pos, 1.0 / xp.where(pos, sd, xp.ones_like(sd)), 0.0)
     # Xc³ is formed in place of Xc² once Xc² is no longer needed (one (B, n, p) temporary).
     x_sd, x_c = matvecs(Xc, sd, covmkt) if x_proj is None else x_proj
-    Y3 = mom.pop("Y2").mul_(Xc)
+    Y3 = xp.mul_(mom.pop("Y2"), Xc)
     x3_isd, x3_c = matvecs(Y3, inv_sd, covmkt)
     return {**mom, "proj_cc": (x3_isd, x_sd), "proj_sf": (x_c, x3_c, y2c2)}
 
@@ -329,7 +340,7 @@ def intensities_from_stats(
     F_cc, rbar, F_sf, parts = targets
     g_cc, g_sf = (None, None) if gamma is None else gamma
     n = stats["n"]
-    return torch.stack(
+    return ops(S).stack(
         [
             _lw_intensity(None, S, stats),
             _oas_intensity(S, n, stats["ss"]),
@@ -436,11 +447,12 @@ def fsopt(X: Any, sigma: Any) -> torch.Tensor:
     return unbatch(0.5 * (out + out.transpose(-1, -2)), batched)
 
 
-_ACTIVE_SETS: dict[tuple[int, str, str], torch.Tensor] = {}
+_ACTIVE_SETS: dict[tuple[int, str, str], Any] = {}
 
 
-def _active_sets(K: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """All (free set, sum-constraint active) patterns as a ``(2^K·2 − 1, K+1)`` 0/1 mask."""
+def _active_sets(K: int, device: Any, dtype: Any) -> Any:
+    """All (free set, sum-constraint active) patterns as a ``(2^K·2 − 1, K+1)`` 0/1 mask
+    (a float64 NumPy array for ``device="numpy"``, else a tensor)."""
     key = (K, str(device), str(dtype))
     if key not in _ACTIVE_SETS:
         rows = [
@@ -449,9 +461,23 @@ def _active_sets(K: int, device: torch.device, dtype: torch.dtype) -> torch.Tens
             for act in (0, 1)
             if not (act == 1 and sum(bits) == 0)
         ]
-        with torch.inference_mode(False):  # a normal tensor even if first built in inference mode
-            _ACTIVE_SETS[key] = torch.tensor(rows, dtype=dtype, device=device)
+        if device == "numpy":
+            _ACTIVE_SETS[key] = np.array(rows, dtype=dtype)
+        else:
+            with torch.inference_mode(False):  # a normal tensor even if first built in inference mode
+                _ACTIVE_SETS[key] = torch.tensor(rows, dtype=dtype, device=device)
     return _ACTIVE_SETS[key]
+
+
+def _as_float(G: Any, c: Any, keep_numpy: bool) -> tuple[Any, Any]:
+    """``G`` as a floating array (float64 unless already floating) and ``c`` in its dtype:
+    NumPy arrays stay NumPy with ``keep_numpy``, anything else becomes a tensor."""
+    if keep_numpy and isinstance(G, np.ndarray):
+        Gt = G if np.issubdtype(G.dtype, np.floating) else G.astype(np.float64)
+        return Gt, np.asarray(c, dtype=Gt.dtype)
+    Gt = torch.as_tensor(G)
+    Gt = Gt.to(torch.float64) if not Gt.is_floating_point() else Gt
+    return Gt, torch.as_tensor(c, dtype=Gt.dtype, device=Gt.device)
 
 
 def solve_simplex_qp(G: Any, c: Any) -> torch.Tensor:
@@ -466,54 +492,59 @@ def solve_simplex_qp(G: Any, c: Any) -> torch.Tensor:
     non-singular, so the result is the exact global minimiser (up to round-off;
     ties among equal-objective minimisers of a singular ``G`` are broken by
     the enumeration order).  Intended for small K (cost ``O(2^K K³)`` per problem).
+    Returns a tensor (:func:`solve_simplex_qp_array` keeps NumPy input NumPy).
     """
-    Gt = torch.as_tensor(G)
-    Gt = Gt.to(torch.float64) if not Gt.is_floating_point() else Gt
-    ct = torch.as_tensor(c, dtype=Gt.dtype, device=Gt.device)
+    return solve_simplex_qp_array(*_as_float(G, c, keep_numpy=False))
+
+
+def solve_simplex_qp_array(G: Any, c: Any) -> Any:
+    """:func:`solve_simplex_qp` in the input's kind of array: float64 NumPy arrays in,
+    NumPy out (:mod:`shrinklab.core.xp`; the estimator's single fit), else tensors."""
+    Gt, ct = _as_float(G, c, keep_numpy=True)
+    xp = ops(Gt)
     if Gt.ndim == 2:
-        return solve_simplex_qp(Gt.unsqueeze(0), ct.unsqueeze(0))[0]
+        return solve_simplex_qp_array(Gt[None], ct[None])[0]
     if Gt.ndim != 3 or Gt.shape[-1] != Gt.shape[-2] or ct.shape != Gt.shape[:2]:
         raise ValueError(
             f"solve_simplex_qp expects G (B,K,K) and c (B,K); got {tuple(Gt.shape)}, {tuple(ct.shape)}"
         )
-    if not (bool(torch.isfinite(Gt).all()) and bool(torch.isfinite(ct).all())):
+    if not (bool(xp.isfinite(Gt).all()) and bool(xp.isfinite(ct).all())):
         raise ValueError("solve_simplex_qp: G and c must be finite")
     B, K = ct.shape
-    dtype, dev = Gt.dtype, Gt.device
     # Scale to unit trace for conditioning (does not change the minimiser).
-    scale = torch.diagonal(Gt, dim1=-2, dim2=-1).sum(-1).abs() / K
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    Gs = 0.5 * (Gt + Gt.transpose(-1, -2)) / scale[:, None, None]
+    scale = abs(xp.diagonal(Gt).sum(-1)) / K
+    scale = xp.where(scale > 0, scale, xp.ones_like(scale))
+    Gs = 0.5 * (Gt + xp.mT(Gt)) / scale[:, None, None]
     cs = ct / scale[:, None]
-    pat = _active_sets(K, dev, dtype)  # (P, K+1)
+    pat = _active_sets(K, "numpy" if xp.name == "numpy" else Gt.device, Gt.dtype)  # (P, K+1)
     P = pat.shape[0]
     free, act = pat[:, :K], pat[:, K]
-    eye = torch.eye(K + 1, dtype=dtype, device=dev)
+    eye = xp.eye(K + 1, Gt)
     # KKT rows: i free -> (G w)_i + μ = c_i ; i fixed -> w_i = 0 ;
     # sum active -> Σ_{free} w = 1 ; inactive -> μ = 0.
-    M = torch.zeros(B, P, K + 1, K + 1, dtype=dtype, device=dev)
+    M = xp.zeros((B, P, K + 1, K + 1), Gt)
     fr = free[None, :, :, None]  # (1, P, K, 1)
     M[:, :, :K, :K] = fr * (Gs[:, None] * free[None, :, None, :]) + (1 - fr) * eye[:K, :K]
     M[:, :, :K, K] = free[None] * act[None, :, None]
-    M[:, :, K, :K] = (free * act[:, None])[None].expand(B, P, K)
-    M[:, :, K, K] = (1 - act)[None].expand(B, P)
-    rhs = torch.zeros(B, P, K + 1, dtype=dtype, device=dev)
+    M[:, :, K, :K] = xp.expand_to((free * act[:, None])[None], (B, P, K))
+    M[:, :, K, K] = xp.expand_to((1 - act)[None], (B, P))
+    rhs = xp.zeros((B, P, K + 1), Gt)
     rhs[:, :, :K] = free[None] * cs[:, None, :]
-    rhs[:, :, K] = act[None].expand(B, P)
-    sol, info = torch.linalg.solve_ex(M, rhs.unsqueeze(-1))
-    sol = sol.squeeze(-1)
-    bad = (info != 0) | ~torch.isfinite(sol).all(-1)
+    rhs[:, :, K] = xp.expand_to(act[None], (B, P))
+    sol, bad = xp.solve_ex(M, rhs[..., None])
+    sol = sol[..., 0]
+    bad = bad | ~xp.isfinite(sol).all(-1)
     if bool(bad.any()):
-        sol[bad] = (torch.linalg.pinv(M[bad]) @ rhs[bad].unsqueeze(-1)).squeeze(-1)
+        sol[bad] = (xp.pinv(M[bad]) @ rhs[bad][..., None])[..., 0]
     w = sol[..., :K] * free[None]  # (B, P, K)
     tol = 1e-9
     feasible = (w >= -tol).all(-1) & (w.sum(-1) <= 1 + tol)
-    obj = torch.einsum("bpk,bkl,bpl->bp", w, Gs, w) - 2 * (w * cs[:, None, :]).sum(-1)
-    obj = torch.where(feasible, obj, torch.full_like(obj, float("inf")))
+    obj = xp.einsum("bpk,bkl,bpl->bp", w, Gs, w) - 2 * (w * cs[:, None, :]).sum(-1)
+    obj = xp.where(feasible, obj, xp.full_like(obj, float("inf")))
     best = obj.argmin(-1)
-    wb = w[torch.arange(B, device=dev), best].clamp_min(0)
-    total = wb.sum(-1, keepdim=True)
-    return torch.where(total > 1, wb / total, wb)
+    wb = xp.clamp_min(w[xp.arange(B, Gt), best], 0)
+    total = xp.sum(wb, -1, keepdim=True)
+    return xp.where(total > 1, wb / total, wb)
 
 
 def oracle_weights(X: Any, sigma: Any) -> torch.Tensor:
@@ -551,12 +582,20 @@ def multi_target_weights(G: Any, rho: Any, use: Any) -> torch.Tensor:
     ``G (B, K, K)`` symmetric positive semi-definite; ``rho (B, K)`` finite where
     used; ``use`` ``(K,)`` booleans, the targets that take part (the others get
     weight 0 and their ``rho`` is ignored).  Scale-invariant: ``G → s²G`` leaves
-    ``w`` unchanged.
+    ``w`` unchanged. Returns a tensor (:func:`multi_target_weights_array` keeps NumPy
+    input NumPy).
     """
-    Gt = torch.as_tensor(G)
-    Gt = Gt.to(torch.float64) if not Gt.is_floating_point() else Gt
-    r = torch.as_tensor(rho, dtype=Gt.dtype, device=Gt.device)
-    mask = torch.as_tensor(use, dtype=torch.bool, device=Gt.device).reshape(-1)
+    return multi_target_weights_array(*_as_float(G, rho, keep_numpy=False), use)
+
+
+def multi_target_weights_array(G: Any, rho: Any, use: Any) -> Any:
+    """:func:`multi_target_weights` in the input's kind of array (NumPy in, NumPy out)."""
+    Gt, r = _as_float(G, rho, keep_numpy=True)
+    xp = ops(Gt)
+    if xp.name == "numpy":
+        mask = np.asarray(use, dtype=bool).reshape(-1)
+    else:
+        mask = torch.as_tensor(use, dtype=torch.bool, device=Gt.device).reshape(-1)
     if Gt.ndim != 3 or Gt.shape[-1] != Gt.shape[-2] or r.shape != Gt.shape[:2]:
         raise ValueError(
             "multi_target_weights expects G (B,K,K) and rho (B,K); got "
@@ -564,11 +603,11 @@ def multi_target_weights(G: Any, rho: Any, use: Any) -> torch.Tensor:
         )
     if mask.shape[0] != Gt.shape[-1] or not bool(mask.any()):
         raise ValueError(f"use must have {Gt.shape[-1]} booleans, at least one True")
-    idx = mask.nonzero().squeeze(-1)
+    idx = np.flatnonzero(mask) if xp.name == "numpy" else mask.nonzero().squeeze(-1)
     Gu = Gt[:, idx][:, :, idx]
-    cu = r[:, idx] * torch.diagonal(Gu, dim1=-2, dim2=-1)
-    w = torch.zeros_like(r)
-    w[:, idx] = solve_simplex_qp(Gu, cu)
+    cu = r[:, idx] * xp.diagonal(Gu)
+    w = xp.zeros_like(r)
+    w[:, idx] = solve_simplex_qp_array(Gu, cu)
     return w
 
 

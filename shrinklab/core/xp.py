@@ -1,0 +1,260 @@
+"""The few array operations the feature and intensity code needs, for torch and NumPy.
+
+One function body computes each feature, intensity and target (one home each); it runs
+on torch tensors in the training pipeline (batched, any device) and on NumPy float64
+arrays in a single fit of the estimator, where torch's fixed cost per operation (a few
+microseconds) would dominate at small ``p``. :func:`ops` picks the namespace from the
+input: :data:`TORCH` calls exactly the torch operation the code called before it became
+backend-generic (same kernels, same order: the pipeline's numbers are unchanged);
+:data:`NUMPY` the NumPy equivalent (the same values to round-off, tested).
+
+Conventions: reductions take ``dim`` (an int or a tuple) and ``keepdim``; ``diagonal``
+is over the last two axes; ``mT`` swaps the last two axes; ``to(x, like)`` casts ``x``
+to ``like``'s dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["TORCH", "NUMPY", "ops"]
+
+
+class _Torch:
+    """Torch operations (the calls the code made before it was backend-generic)."""
+
+    name = "torch"
+    where = staticmethod(torch.where)
+    sqrt = staticmethod(torch.sqrt)
+    log = staticmethod(torch.log)
+    exp = staticmethod(torch.exp)
+    minimum = staticmethod(torch.minimum)
+    maximum = staticmethod(torch.maximum)
+    zeros_like = staticmethod(torch.zeros_like)
+    ones_like = staticmethod(torch.ones_like)
+    nan_to_num = staticmethod(torch.nan_to_num)
+    einsum = staticmethod(torch.einsum)
+    isfinite = staticmethod(torch.isfinite)
+
+    @staticmethod
+    def clamp_min(x, v):
+        return x.clamp_min(v)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def sum(x, dim, keepdim=False):
+        return x.sum(dim, keepdim=keepdim)
+
+    @staticmethod
+    def mean(x, dim, keepdim=False):
+        return x.mean(dim, keepdim=keepdim)
+
+    @staticmethod
+    def diagonal(x):
+        return torch.diagonal(x, dim1=-2, dim2=-1)
+
+    @staticmethod
+    def mT(x):
+        return x.transpose(-1, -2)
+
+    @staticmethod
+    def to(x, like):
+        return x.to(like.dtype)
+
+    @staticmethod
+    def full(n, v, like):
+        return torch.full((n,), float(v), dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def full_like(x, v):
+        return torch.full_like(x, v)
+
+    @staticmethod
+    def expand_as(x, like):
+        return x.expand_as(like)
+
+    @staticmethod
+    def mul_(x, y):
+        return x.mul_(y)
+
+    @staticmethod
+    def expand_to(x, shape):
+        return x.expand(*shape)
+
+    @staticmethod
+    def stack(xs, dim):
+        return torch.stack(xs, dim=dim)
+
+    @staticmethod
+    def sort(x):
+        return x.sort(-1).values
+
+    @staticmethod
+    def quantile(x, qs, like):
+        q = torch.tensor(qs, dtype=like.dtype, device=like.device)
+        return torch.quantile(x, q, dim=-1)
+
+    @staticmethod
+    def nanmedian_lower(x):
+        return torch.nanmedian(x, dim=-1).values
+
+    @staticmethod
+    def eye(k, like):
+        return torch.eye(k, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def zeros(shape, like):
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def arange(n, like):
+        return torch.arange(n, device=like.device)
+
+    @staticmethod
+    def solve_ex(M, rhs):
+        sol, info = torch.linalg.solve_ex(M, rhs)
+        return sol, info != 0
+
+    @staticmethod
+    def pinv(M):
+        return torch.linalg.pinv(M)
+
+
+class _Numpy:
+    """NumPy equivalents (float64 arrays)."""
+
+    name = "numpy"
+    where = staticmethod(np.where)
+    sqrt = staticmethod(np.sqrt)
+    log = staticmethod(np.log)
+    exp = staticmethod(np.exp)
+    minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
+    zeros_like = staticmethod(np.zeros_like)
+    ones_like = staticmethod(np.ones_like)
+    nan_to_num = staticmethod(np.nan_to_num)
+    isfinite = staticmethod(np.isfinite)
+
+    @staticmethod
+    def einsum(eq, *xs):
+        return np.einsum(eq, *xs, optimize=False)
+
+    @staticmethod
+    def clamp_min(x, v):
+        return np.maximum(x, v)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return np.minimum(np.maximum(x, lo), hi)
+
+    @staticmethod
+    def sum(x, dim, keepdim=False):
+        return x.sum(dim, keepdims=keepdim)
+
+    @staticmethod
+    def mean(x, dim, keepdim=False):
+        return x.mean(dim, keepdims=keepdim)
+
+    @staticmethod
+    def diagonal(x):
+        return np.diagonal(x, axis1=-2, axis2=-1)
+
+    @staticmethod
+    def mT(x):
+        return np.swapaxes(x, -1, -2)
+
+    @staticmethod
+    def to(x, like):
+        return x.astype(like.dtype, copy=False)
+
+    @staticmethod
+    def full(n, v, like):
+        return np.full(n, float(v), dtype=like.dtype)
+
+    @staticmethod
+    def full_like(x, v):
+        return np.full_like(x, v)
+
+    @staticmethod
+    def expand_as(x, like):
+        return np.broadcast_to(x, like.shape)
+
+    @staticmethod
+    def mul_(x, y):
+        return np.multiply(x, y, out=x)
+
+    @staticmethod
+    def expand_to(x, shape):
+        return np.broadcast_to(x, shape)
+
+    @staticmethod
+    def stack(xs, dim):
+        return np.stack(xs, axis=dim)
+
+    @staticmethod
+    def sort(x):
+        return np.sort(x, axis=-1)
+
+    @staticmethod
+    def quantile(x, qs, like):
+        return np.quantile(x, qs, axis=-1)  # linear interpolation, as torch.quantile
+
+    @staticmethod
+    def nanmedian_lower(x):
+        """Lower median of the non-NaN entries along the last axis (NaN if none), as
+        ``torch.nanmedian``."""
+        s = np.sort(x, axis=-1)  # NaN last
+        k = (~np.isnan(x)).sum(-1)
+        idx = np.maximum(k - 1, 0) // 2
+        med = np.take_along_axis(s, idx[..., None], axis=-1)[..., 0]
+        return np.where(k > 0, med, np.nan)
+
+    @staticmethod
+    def eye(k, like):
+        return np.eye(k, dtype=like.dtype)
+
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, dtype=like.dtype)
+
+    @staticmethod
+    def arange(n, like):
+        return np.arange(n)
+
+    @staticmethod
+    def solve_ex(M, rhs):
+        """Batched solve; ``bad`` marks the exactly singular systems (their solution is
+        left as NaN for the caller's fallback), as ``torch.linalg.solve_ex``'s ``info``."""
+        try:
+            return np.linalg.solve(M, rhs), np.zeros(M.shape[:-2], dtype=bool)
+        except np.linalg.LinAlgError:
+            pass
+        flat_m = M.reshape(-1, *M.shape[-2:])
+        flat_r = rhs.reshape(-1, *rhs.shape[-2:])
+        sol = np.full(flat_r.shape, np.nan)
+        bad = np.zeros(len(flat_m), dtype=bool)
+        for i in range(len(flat_m)):
+            try:
+                sol[i] = np.linalg.solve(flat_m[i], flat_r[i])
+            except np.linalg.LinAlgError:
+                bad[i] = True
+        return sol.reshape(rhs.shape), bad.reshape(M.shape[:-2])
+
+    @staticmethod
+    def pinv(M):
+        return np.linalg.pinv(M)
+
+
+TORCH = _Torch()
+NUMPY = _Numpy()
+
+
+def ops(x: Any) -> _Torch | _Numpy:
+    """:data:`NUMPY` for a NumPy array, else :data:`TORCH`."""
+    return NUMPY if isinstance(x, np.ndarray) else TORCH
