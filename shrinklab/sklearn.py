@@ -84,6 +84,7 @@ from shrinklab.core.targets import (
     single_factor_target,
 )
 from shrinklab.core.validation import as_returns
+from shrinklab.core.xp import ops
 from shrinklab.models.bundled import DEFAULT_MODEL, model_source
 from shrinklab.models.numpy_forward import numpy_predict
 from shrinklab.models.persistence import load_model_payload
@@ -197,13 +198,18 @@ def _target_indices(names: tuple[str, ...]) -> list[int] | slice:
     return [TARGET_NAMES.index(k) for k in names]
 
 
-def _workspace(Xt: torch.Tensor) -> torch.Tensor | None:
-    """This thread's buffer for ``T − S`` of one sample ``Xt (1, n, p)`` (``None`` if it
-    would exceed ``_WORKSPACE_MAX_BYTES``)."""
+def _workspace(Xt: Any) -> Any:
+    """This thread's buffer for ``T − S`` of one sample ``Xt (1, n, p)`` or ``(n, p)`` (a
+    NumPy array for a NumPy ``Xt``; ``None`` if it would exceed ``_WORKSPACE_MAX_BYTES``)."""
     p = Xt.shape[-1]
     shape = (1, len(TARGET_NAMES), p, p)
     if 8 * len(TARGET_NAMES) * p * p > _WORKSPACE_MAX_BYTES:
         return None
+    if isinstance(Xt, np.ndarray):
+        buf = getattr(_WORKSPACE, "np_buf", None)
+        if buf is None or buf.shape != shape:
+            buf = _WORKSPACE.np_buf = np.empty(shape)
+        return buf
     buf = getattr(_WORKSPACE, "buf", None)
     if buf is None or buf.shape != shape or buf.device != Xt.device or buf.dtype != Xt.dtype:
         with torch.inference_mode(False):  # a normal tensor (it outlives this call)
@@ -219,19 +225,33 @@ def _pick(D: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
     return D if isinstance(idx, slice) else D[:, idx]
 
 
-def _predict(model: nn.Module, feats: torch.Tensor, names: tuple[str, ...], device) -> tuple:
+def _predict(model: nn.Module, feats: Any, names: tuple[str, ...], device) -> tuple:
     """``(alpha (B,), weights (B, K), log_var (B,))`` float64 of ``model`` on ``feats``: the
     float64 NumPy forward (:mod:`shrinklab.models.numpy_forward`) where it covers the
-    model, else ``model.predict``. ``fit`` and ``fit_rolling`` both come here."""
+    model, else ``model.predict``. ``fit`` and ``fit_rolling`` both come here. NumPy
+    ``feats`` (a single fit) give NumPy arrays, tensors give tensors on ``device``."""
+    if isinstance(feats, np.ndarray):
+        fast = numpy_predict(model, feats)
+        if fast is None:
+            with torch.inference_mode():
+                out = model.predict(torch.from_numpy(feats))
+            fast = tuple(t.detach().cpu().to(torch.float64).numpy() for t in out[:3])
+        alpha, weights, log_var = (np.asarray(a, dtype=np.float64) for a in fast)
+        _check_weights(weights, feats.shape[0], names)
+        return alpha.reshape(-1), weights, log_var.reshape(-1)
     fast = numpy_predict(model, feats.cpu().numpy()) if feats.device.type == "cpu" else None
     out = model.predict(feats) if fast is None else tuple(map(torch.from_numpy, fast))
     alpha = out[0].detach().to(device, torch.float64).reshape(-1)
     weights = out[1].detach().to(device, torch.float64)
-    if weights.shape != (feats.shape[0], len(names)):
+    _check_weights(weights, feats.shape[0], names)
+    return alpha, weights, out[2].detach().reshape(-1)
+
+
+def _check_weights(weights: Any, B: int, names: tuple[str, ...]) -> None:
+    if tuple(weights.shape) != (B, len(names)):
         raise ValueError(
             f"model predicts {tuple(weights.shape[1:])} target weights but has targets {names}"
         )
-    return alpha, weights, out[2].detach().reshape(-1)
 
 
 def _combine(S: torch.Tensor, D: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -239,15 +259,36 @@ def _combine(S: torch.Tensor, D: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     matrix-vector product per sample), symmetrised, with zero-variance assets kept at zero
     variance and covariance (the package's contract; the scaled-identity target alone
     would give them the average variance)."""
+    xp = ops(S)
     B, K = w.shape
-    cov = (w.to(S.dtype).unsqueeze(1) @ D.reshape(B, K, -1)).reshape(S.shape)  # Σ_k w_k D_k
+    cov = (xp.to(w, S)[:, None] @ D.reshape(B, K, -1)).reshape(S.shape)  # Σ_k w_k D_k
     cov += S  # in place: no further p × p temporaries
-    cov = cov + cov.transpose(-1, -2)
+    cov = cov + xp.mT(cov)
     cov *= 0.5
-    flat = torch.diagonal(S, dim1=-2, dim2=-1) == 0
+    flat = xp.diagonal(S) == 0
     if bool(flat.any()):
-        cov = cov.masked_fill(flat[:, :, None] | flat[:, None, :], 0.0)
+        cov = xp.masked_fill(cov, flat[:, :, None] | flat[:, None, :], 0.0)
     return cov
+
+
+def _numpy_estimate(model: nn.Module, X: np.ndarray) -> MLShrinkageEstimate:
+    """:func:`ml_shrinkage_estimate` (centred) in NumPy float64 end to end for returns
+    ``X (n, p)`` already validated (finite float64, ``n ≥ 2``): the same code as the torch
+    path (:mod:`shrinklab.core.xp`), without torch's cost per operation."""
+    names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
+    stats = sample_stats(X, differences=True, workspace=_workspace(X), numpy=True)
+    feats = features_of(stats)
+    alpha, weights, log_var = _predict(model, feats, names, None)
+    cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * weights))[0]
+    return MLShrinkageEstimate(
+        covariance=cov,
+        location=X.mean(0),
+        alpha=float(alpha[0]),
+        weights=weights[0],
+        log_var=float(log_var[0]),
+        target_names=names,
+        features=feats[0],
+    )
 
 
 @torch.inference_mode()
@@ -369,9 +410,12 @@ class _MLShrinkageMixin:
 
     def _fit_estimate(self, X: np.ndarray) -> MLShrinkageEstimate:
         model = self._resolve_model()
-        est = ml_shrinkage_estimate(
-            model, X, assume_centered=bool(self.assume_centered), device=self.device
-        )
+        if not self.assume_centered and _torch_device(self.device).type == "cpu":
+            est = _numpy_estimate(model, X)  # X validated by fit (validate_data)
+        else:
+            est = ml_shrinkage_estimate(
+                model, X, assume_centered=bool(self.assume_centered), device=self.device
+            )
         self.model_ = model
         self.location_ = est.location
         self.shrinkage_ = est.alpha

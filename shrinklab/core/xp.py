@@ -88,6 +88,94 @@ class _Torch:
         return x.expand(*shape)
 
     @staticmethod
+    def empty(shape, like):
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def square(x):
+        return x.square()
+
+    @staticmethod
+    def addcmul(x, a, b):
+        return torch.addcmul(x, a, b)
+
+    @staticmethod
+    def reciprocal_(x):
+        return x.reciprocal_()
+
+    @staticmethod
+    def matmul_out(a, b, out):
+        return torch.matmul(a, b, out=out)
+
+    @staticmethod
+    def amax(x, dim, keepdim=False):
+        return x.amax(dim, keepdim=keepdim)
+
+    @staticmethod
+    def finfo(x):
+        fi = torch.finfo(x.dtype)
+        return fi.eps, fi.tiny
+
+    @staticmethod
+    def add_diagonal_(x, v):
+        x.diagonal(dim1=-2, dim2=-1).add_(v)
+
+    @staticmethod
+    def set_diagonal_(x, v):
+        x.diagonal(dim1=-2, dim2=-1).copy_(v)
+
+    @staticmethod
+    def sub_into_diagonal(a, b, out):
+        torch.sub(a, b, out=out.diagonal(dim1=-2, dim2=-1))
+
+    @staticmethod
+    def zero_diagonal_(x):
+        x.diagonal(dim1=-2, dim2=-1).zero_()
+
+    @staticmethod
+    def neg_out(x, out):
+        torch.neg(x, out=out)
+
+    @staticmethod
+    def sub_out(a, b, out):
+        torch.sub(a, b, out=out)
+
+    @staticmethod
+    def copy_into(dst, src):
+        dst.copy_(src)
+
+    @staticmethod
+    def nonzero(x):
+        return x.nonzero(as_tuple=True)
+
+    @staticmethod
+    def copy(x):
+        return x.clone()
+
+    @staticmethod
+    def eigh(x):
+        return torch.linalg.eigh(x)
+
+    @staticmethod
+    def cat(xs, dim):
+        return torch.cat(xs, dim=dim)
+
+    @staticmethod
+    def scale_to_unit(X):
+        """``(X 2^−e, e)`` per sample with ``max |X 2^−e| ∈ [0.5, 1)`` (``e = 0`` for zeros)."""
+        m = X.abs().amax(dim=(-2, -1))
+        e = torch.where(m > 0, torch.frexp(m)[1], 0).to(X.dtype)
+        return torch.ldexp(X, -e[:, None, None]), e
+
+    @staticmethod
+    def ldexp(x, e):
+        return torch.ldexp(x, e)
+
+    @staticmethod
+    def masked_fill(x, mask, v):
+        return x.masked_fill(mask, v)
+
+    @staticmethod
     def stack(xs, dim):
         return torch.stack(xs, dim=dim)
 
@@ -192,6 +280,97 @@ class _Numpy:
     @staticmethod
     def expand_to(x, shape):
         return np.broadcast_to(x, shape)
+
+    @staticmethod
+    def empty(shape, like):
+        return np.empty(shape, dtype=like.dtype)
+
+    @staticmethod
+    def square(x):
+        return x * x
+
+    @staticmethod
+    def addcmul(x, a, b):
+        return x + a * b
+
+    @staticmethod
+    def reciprocal_(x):
+        return np.reciprocal(x, out=x)
+
+    @staticmethod
+    def matmul_out(a, b, out):
+        return np.matmul(a, b, out=out)
+
+    @staticmethod
+    def amax(x, dim, keepdim=False):
+        return x.max(dim, keepdims=keepdim)
+
+    @staticmethod
+    def finfo(x):
+        fi = np.finfo(x.dtype)
+        return float(fi.eps), float(fi.tiny)
+
+    @staticmethod
+    def add_diagonal_(x, v):
+        idx = np.arange(x.shape[-1])
+        x[..., idx, idx] += v
+
+    @staticmethod
+    def set_diagonal_(x, v):
+        idx = np.arange(x.shape[-1])
+        x[..., idx, idx] = v
+
+    @staticmethod
+    def sub_into_diagonal(a, b, out):
+        idx = np.arange(out.shape[-1])
+        out[..., idx, idx] = a - b
+
+    @staticmethod
+    def zero_diagonal_(x):
+        idx = np.arange(x.shape[-1])
+        x[..., idx, idx] = 0.0
+
+    @staticmethod
+    def neg_out(x, out):
+        np.negative(x, out=out)
+
+    @staticmethod
+    def sub_out(a, b, out):
+        np.subtract(a, b, out=out)
+
+    @staticmethod
+    def copy_into(dst, src):
+        dst[...] = src
+
+    @staticmethod
+    def nonzero(x):
+        return np.nonzero(x)
+
+    @staticmethod
+    def copy(x):
+        return x.copy()
+
+    @staticmethod
+    def eigh(x):
+        return np.linalg.eigh(x)
+
+    @staticmethod
+    def cat(xs, dim):
+        return np.concatenate(xs, axis=dim)
+
+    @staticmethod
+    def scale_to_unit(X):
+        m = np.abs(X).max((-2, -1))
+        e = np.where(m > 0, np.frexp(m)[1], 0)
+        return np.ldexp(X, -e[:, None, None]), e.astype(X.dtype)
+
+    @staticmethod
+    def ldexp(x, e):
+        return np.ldexp(x, e.astype(np.int64))
+
+    @staticmethod
+    def masked_fill(x, mask, v):
+        return np.where(mask, v, x)
 
     @staticmethod
     def stack(xs, dim):
