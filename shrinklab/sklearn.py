@@ -276,8 +276,9 @@ def _numpy_estimate(model: nn.Module, X: np.ndarray) -> MLShrinkageEstimate:
     ``X (n, p)`` already validated (finite float64, ``n ≥ 2``): the same code as the torch
     path (:mod:`shrinklab.core.xp`), without torch's cost per operation."""
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    stats = sample_stats(X, differences=True, workspace=_workspace(X), numpy=True)
-    feats = features_of(stats)
+    with np.errstate(divide="ignore", invalid="ignore"):  # masked 0/0, log 0 (as torch)
+        stats = sample_stats(X, differences=True, workspace=_workspace(X), numpy=True)
+        feats = features_of(stats)
     alpha, weights, log_var = _predict(model, feats, names, None)
     cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * weights))[0]
     return MLShrinkageEstimate(

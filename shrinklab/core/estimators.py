@@ -464,7 +464,9 @@ def _active_sets(K: int, device: Any, dtype: Any) -> Any:
         if device == "numpy":
             _ACTIVE_SETS[key] = np.array(rows, dtype=dtype)
         else:
-            with torch.inference_mode(False):  # a normal tensor even if first built in inference mode
+            with torch.inference_mode(
+                False
+            ):  # a normal tensor even if first built in inference mode
                 _ACTIVE_SETS[key] = torch.tensor(rows, dtype=dtype, device=device)
     return _ACTIVE_SETS[key]
 

@@ -185,7 +185,8 @@ def _outer_sym(W: torch.Tensor, V: torch.Tensor | None = None, out=None) -> torc
 
 
 def _diag_embed_like(S: torch.Tensor) -> torch.Tensor:
-    return torch.diag_embed(torch.diagonal(S, dim1=-2, dim2=-1))
+    xp = ops(S)
+    return xp.diag_embed(xp.diagonal(S))
 
 
 def _set_diagonal(T: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
@@ -230,9 +231,10 @@ def matvecs(A: torch.Tensor, *vs: torch.Tensor) -> tuple[torch.Tensor, ...]:
 # --------------------------------------------------------------------------- targets
 def identity_target(S: torch.Tensor) -> torch.Tensor:
     """Scaled identity ``(tr S / p) I`` for ``S (B, p, p)`` (Ledoit & Wolf 2004, JMVA)."""
+    xp = ops(S)
     p = S.shape[-1]
-    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
-    eye = torch.eye(p, dtype=S.dtype, device=S.device)
+    mu = xp.diagonal(S).sum(-1) / p
+    eye = xp.eye(p, S)
     return mu[:, None, None] * eye
 
 

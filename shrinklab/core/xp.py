@@ -176,6 +176,10 @@ class _Torch:
         return x.masked_fill(mask, v)
 
     @staticmethod
+    def diag_embed(v):
+        return torch.diag_embed(v)
+
+    @staticmethod
     def stack(xs, dim):
         return torch.stack(xs, dim=dim)
 
@@ -371,6 +375,13 @@ class _Numpy:
     @staticmethod
     def masked_fill(x, mask, v):
         return np.where(mask, v, x)
+
+    @staticmethod
+    def diag_embed(v):
+        out = np.zeros((*v.shape, v.shape[-1]), dtype=v.dtype)
+        idx = np.arange(v.shape[-1])
+        out[..., idx, idx] = v
+        return out
 
     @staticmethod
     def stack(xs, dim):
