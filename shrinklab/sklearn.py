@@ -99,6 +99,9 @@ __all__ = [
 ]
 
 _MODEL_CACHE: dict[tuple[str, int, int, str], nn.Module] = {}
+# (model_path, device) -> (resolved file, (mtime, size), model): a fit resolves its model
+# source (bundled name or file) once, then only checks that the file is unchanged.
+_RESOLVED: dict[tuple[Any, str], tuple[Path, tuple[int, int], nn.Module]] = {}
 
 # One buffer per thread for the target differences T − S of a single fit (reused across
 # fits: a fresh K p² allocation costs its page faults each time, about as much as the
@@ -407,7 +410,20 @@ class _MLShrinkageMixin:
     def _resolve_model(self) -> nn.Module:
         if self.model_path is not None and not isinstance(self.model_path, str | os.PathLike):
             raise ValueError(f"model_path must be a str or path, got {type(self.model_path)!r}")
-        return load_pretrained(model_source(self.model_path), self.device)
+        key = (self.model_path, str(self.device))
+        hit = _RESOLVED.get(key)
+        if hit is not None:  # same source, file unchanged: skip resolving and loading again
+            try:
+                st = os.stat(hit[0])
+            except OSError:
+                st = None
+            if st is not None and (st.st_mtime_ns, st.st_size) == hit[1]:
+                return hit[2]
+        path = model_source(self.model_path)
+        model = load_pretrained(path, self.device)
+        st = os.stat(path)
+        _RESOLVED[key] = (path, (st.st_mtime_ns, st.st_size), model)
+        return model
 
     def _fit_estimate(self, X: np.ndarray) -> MLShrinkageEstimate:
         model = self._resolve_model()

@@ -366,7 +366,7 @@ def features_from_stats(
     tr = lam.sum(-1)
     lbar = tr / p
     lam_n = _safe_div(lam, xp.expand_as(lbar[..., None], lam))
-    cols += list(xp.quantile(lam_n, SPECTRUM_QUANTILES, S))
+    cols += list(xp.quantile_sorted(lam_n, SPECTRUM_QUANTILES, S))  # lam_n ascending
     share = _safe_div(lam, xp.expand_as(tr[..., None], lam))
     cols.append(share[:, -1])
     ent = -(xp.where(share > 0, share * xp.log(share), xp.zeros_like(share))).sum(-1)

@@ -188,7 +188,7 @@ class _Torch:
         return x.sort(-1).values
 
     @staticmethod
-    def quantile(x, qs, like):
+    def quantile_sorted(x, qs, like):
         q = torch.tensor(qs, dtype=like.dtype, device=like.device)
         return torch.quantile(x, q, dim=-1)
 
@@ -392,8 +392,14 @@ class _Numpy:
         return np.sort(x, axis=-1)
 
     @staticmethod
-    def quantile(x, qs, like):
-        return np.quantile(x, qs, axis=-1)  # linear interpolation, as torch.quantile
+    def quantile_sorted(x, qs, like):
+        """``torch.quantile`` (linear interpolation) of ``x`` sorted along the last axis."""
+        pos = np.asarray(qs) * (x.shape[-1] - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, x.shape[-1] - 1)
+        frac = pos - lo
+        a, b = x[..., lo], x[..., hi]
+        return (a + frac * (b - a)).T
 
     @staticmethod
     def nanmedian_lower(x):
