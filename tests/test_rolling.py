@@ -103,7 +103,7 @@ def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches():
     assert not torch.is_tensor(est.covariance_)
     with torch.inference_mode():  # the estimator's model by its torch path (the fit uses NumPy)
         est.model_.general.predict(est.features_[None])
-    sets = [t for t in estimators._ACTIVE_SETS.values() if torch.is_tensor(t)]
+    sets = [t for v in estimators._ACTIVE_SETS.values() for t in v if torch.is_tensor(t)]
     stacks = [s for s in _STACKS.values()]
     assert sets and stacks
     assert not any(t.is_inference() for t in sets)

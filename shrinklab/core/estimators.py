@@ -447,13 +447,17 @@ def fsopt(X: Any, sigma: Any) -> torch.Tensor:
     return unbatch(0.5 * (out + out.transpose(-1, -2)), batched)
 
 
-_ACTIVE_SETS: dict[tuple[int, str, str], Any] = {}
+_ACTIVE_SETS: dict[tuple[int, str, str], tuple] = {}
 
 
-def _active_sets(K: int, device: Any, dtype: Any) -> Any:
-    """All (free set, sum-constraint active) patterns as a ``(2^K·2 − 1, K+1)`` 0/1 mask
-    (a float64 NumPy array for ``device="numpy"``, else a tensor)."""
-    key = (K, str(device), str(dtype))
+def _active_sets(K: int, like: Any) -> tuple:
+    """The constant parts of the KKT systems of :func:`solve_simplex_qp_array`, built once
+    per ``(K, device, dtype)`` in ``like``'s kind of array: ``(free (P, K), both (P, K, K),
+    M0 (P, K+1, K+1), r0 (P, K+1))`` for all ``P = 2^K·2 − 1`` (free set, sum constraint
+    active) patterns; ``both`` marks the entries whose row and column are free, ``M0`` and
+    ``r0`` are the systems and right-hand sides without ``G`` and ``c``."""
+    xp = ops(like)
+    key = (K, "numpy" if xp.name == "numpy" else str(like.device), str(like.dtype))
     if key not in _ACTIVE_SETS:
         rows = [
             list(bits) + [act]
@@ -461,13 +465,18 @@ def _active_sets(K: int, device: Any, dtype: Any) -> Any:
             for act in (0, 1)
             if not (act == 1 and sum(bits) == 0)
         ]
-        if device == "numpy":
-            _ACTIVE_SETS[key] = np.array(rows, dtype=dtype)
-        else:
-            with torch.inference_mode(
-                False
-            ):  # a normal tensor even if first built in inference mode
-                _ACTIVE_SETS[key] = torch.tensor(rows, dtype=dtype, device=device)
+        with torch.inference_mode(False):  # normal tensors even if built in inference mode
+            pat = xp.tensor(rows, like)
+            free, act = pat[:, :K], pat[:, K]
+            fr = free[:, :, None]
+            M0 = xp.zeros((len(rows), K + 1, K + 1), like)
+            M0[:, :K, :K] = (1 - fr) * xp.eye(K, like)
+            M0[:, :K, K] = free * act[:, None]
+            M0[:, K, :K] = free * act[:, None]
+            M0[:, K, K] = 1 - act
+            r0 = xp.zeros((len(rows), K + 1), like)
+            r0[:, K] = act
+            _ACTIVE_SETS[key] = (free, fr * free[:, None, :], M0, r0)
     return _ACTIVE_SETS[key]
 
 
@@ -518,21 +527,18 @@ def solve_simplex_qp_array(G: Any, c: Any) -> Any:
     scale = xp.where(scale > 0, scale, xp.ones_like(scale))
     Gs = 0.5 * (Gt + xp.mT(Gt)) / scale[:, None, None]
     cs = ct / scale[:, None]
-    pat = _active_sets(K, "numpy" if xp.name == "numpy" else Gt.device, Gt.dtype)  # (P, K+1)
-    P = pat.shape[0]
-    free, act = pat[:, :K], pat[:, K]
-    eye = xp.eye(K + 1, Gt)
+    free, both, M0, r0 = _active_sets(K, Gt)
+    P = free.shape[0]
     # KKT rows: i free -> (G w)_i + μ = c_i ; i fixed -> w_i = 0 ;
-    # sum active -> Σ_{free} w = 1 ; inactive -> μ = 0.
+    # sum active -> Σ_{free} w = 1 ; inactive -> μ = 0. The constant entries come from
+    # M0, r0; adding G where row and column are free gives the same floating-point values
+    # as writing every entry out (the other entries get an exact ±0 added).
     M = xp.zeros((B, P, K + 1, K + 1), Gt)
-    fr = free[None, :, :, None]  # (1, P, K, 1)
-    M[:, :, :K, :K] = fr * (Gs[:, None] * free[None, :, None, :]) + (1 - fr) * eye[:K, :K]
-    M[:, :, :K, K] = free[None] * act[None, :, None]
-    M[:, :, K, :K] = xp.expand_to((free * act[:, None])[None], (B, P, K))
-    M[:, :, K, K] = xp.expand_to((1 - act)[None], (B, P))
+    M[:] = M0
+    M[:, :, :K, :K] += both * Gs[:, None]
     rhs = xp.zeros((B, P, K + 1), Gt)
+    rhs[:] = r0
     rhs[:, :, :K] = free[None] * cs[:, None, :]
-    rhs[:, :, K] = xp.expand_to(act[None], (B, P))
     sol, bad = xp.solve_ex(M, rhs[..., None])
     sol = sol[..., 0]
     bad = bad | ~xp.isfinite(sol).all(-1)

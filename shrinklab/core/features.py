@@ -189,9 +189,7 @@ _RATIO_FLOOR = 1e-12
 # --------------------------------------------------------------------------- helpers
 def _safe_div(num: Any, den: Any) -> Any:
     """``num / den`` where ``den != 0``, else 0 (torch or NumPy)."""
-    xp = ops(num)
-    ok = den != 0
-    return xp.where(ok, num / xp.where(ok, den, xp.ones_like(den)), xp.zeros_like(num))
+    return ops(num).safe_div(num, den)
 
 
 def _masked_mean_std(

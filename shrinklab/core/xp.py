@@ -180,6 +180,17 @@ class _Torch:
         return torch.diag_embed(v)
 
     @staticmethod
+    def tensor(rows, like):
+        return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def safe_div(num, den):
+        """``num / den`` where ``den != 0``, else 0."""
+        ok = den != 0
+        one, zero = torch.ones_like(den), torch.zeros_like(num)
+        return torch.where(ok, num / torch.where(ok, den, one), zero)
+
+    @staticmethod
     def stack(xs, dim):
         return torch.stack(xs, dim=dim)
 
@@ -275,7 +286,7 @@ class _Numpy:
 
     @staticmethod
     def expand_as(x, like):
-        return np.broadcast_to(x, like.shape)
+        return x  # NumPy broadcasts
 
     @staticmethod
     def mul_(x, y):
@@ -375,6 +386,15 @@ class _Numpy:
     @staticmethod
     def masked_fill(x, mask, v):
         return np.where(mask, v, x)
+
+    @staticmethod
+    def tensor(rows, like):
+        return np.array(rows, dtype=like.dtype)
+
+    @staticmethod
+    def safe_div(num, den):
+        out = np.zeros(np.broadcast_shapes(np.shape(num), np.shape(den)))
+        return np.divide(num, den, out=out, where=den != 0)
 
     @staticmethod
     def diag_embed(v):
