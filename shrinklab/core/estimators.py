@@ -547,7 +547,7 @@ def solve_simplex_qp_array(G: Any, c: Any) -> Any:
     w = sol[..., :K] * free[None]  # (B, P, K)
     tol = 1e-9
     feasible = (w >= -tol).all(-1) & (w.sum(-1) <= 1 + tol)
-    obj = xp.einsum("bpk,bkl,bpl->bp", w, Gs, w) - 2 * (w * cs[:, None, :]).sum(-1)
+    obj = xp.quad(w, Gs) - 2 * (w * cs[:, None, :]).sum(-1)
     obj = xp.where(feasible, obj, xp.full_like(obj, float("inf")))
     best = obj.argmin(-1)
     wb = xp.clamp_min(w[xp.arange(B, Gt), best], 0)

@@ -36,7 +36,6 @@ class _Torch:
     zeros_like = staticmethod(torch.zeros_like)
     ones_like = staticmethod(torch.ones_like)
     nan_to_num = staticmethod(torch.nan_to_num)
-    einsum = staticmethod(torch.einsum)
     isfinite = staticmethod(torch.isfinite)
 
     @staticmethod
@@ -184,6 +183,11 @@ class _Torch:
         return torch.tensor(rows, dtype=like.dtype, device=like.device)
 
     @staticmethod
+    def quad(w, G):
+        """``w_bp G_b w_bp`` ``(B, P)`` for ``w (B, P, K)``, ``G (B, K, K)``."""
+        return torch.einsum("bpk,bkl,bpl->bp", w, G, w)
+
+    @staticmethod
     def safe_div(num, den):
         """``num / den`` where ``den != 0``, else 0."""
         ok = den != 0
@@ -243,10 +247,6 @@ class _Numpy:
     ones_like = staticmethod(np.ones_like)
     nan_to_num = staticmethod(np.nan_to_num)
     isfinite = staticmethod(np.isfinite)
-
-    @staticmethod
-    def einsum(eq, *xs):
-        return np.einsum(eq, *xs, optimize=False)
 
     @staticmethod
     def clamp_min(x, v):
@@ -399,9 +399,13 @@ class _Numpy:
         return np.array(rows, dtype=like.dtype)
 
     @staticmethod
+    def quad(w, G):
+        return ((w @ G) * w).sum(-1)
+
+    @staticmethod
     def safe_div(num, den):
-        out = np.zeros(np.broadcast_shapes(np.shape(num), np.shape(den)))
-        return np.divide(num, den, out=out, where=den != 0)
+        ok = den != 0
+        return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
 
     @staticmethod
     def diag_embed(v):
