@@ -73,3 +73,43 @@ def test_numpy_workspace_is_the_fits_buffer():
     buf = sk._WORKSPACE.np_buf
     assert isinstance(buf, np.ndarray) and buf.shape == (1, len(TARGET_NAMES), 6, 6)
     assert est.covariance_.shape == (6, 6)
+
+
+def test_numpy_shim_ops_equal_torch_ops():
+    """The NumPy operations of shrinklab.core.xp that are not plain NumPy calls against
+    the torch calls they stand for."""
+    from shrinklab.core.xp import NUMPY, TORCH
+
+    rng = np.random.default_rng(3)
+    x = np.sort(rng.standard_normal((3, 7)), axis=-1)
+    xt = torch.from_numpy(x)
+    q = (0.05, 0.25, 0.5, 0.75, 0.95)
+    np.testing.assert_allclose(
+        NUMPY.quantile_sorted(x, q, x), TORCH.quantile_sorted(xt, q, xt).numpy(), rtol=0, atol=1e-15
+    )
+    y = rng.standard_normal((4, 6))
+    y[0, [1, 3]] = np.nan
+    y[1, :] = np.nan
+    y[2, :5] = np.nan
+    np.testing.assert_array_equal(
+        NUMPY.nanmedian_lower(y), TORCH.nanmedian_lower(torch.from_numpy(y)).numpy()
+    )
+    z = np.array([np.nan, np.inf, -np.inf, 1.5])
+    np.testing.assert_array_equal(
+        NUMPY.nan_to_num(z, nan=0.0), TORCH.nan_to_num(torch.from_numpy(z), nan=0.0).numpy()
+    )
+    num, den = rng.standard_normal((2, 5)), np.array([[0.0, 1.0, -2.0, 0.0, 3.0]] * 2)
+    np.testing.assert_array_equal(
+        NUMPY.safe_div(num, den),
+        TORCH.safe_div(torch.from_numpy(num), torch.from_numpy(den)).numpy(),
+    )
+    np.testing.assert_array_equal(
+        NUMPY.mean(y[3:], -1, keepdim=True), y[3:].mean(-1, keepdims=True)
+    )
+    cols = [rng.standard_normal(3) for _ in range(4)]
+    np.testing.assert_array_equal(NUMPY.stack(cols, -1), np.stack(cols, axis=-1))
+    e = np.array([3.0, -1100.0])
+    v = np.array([[[0.75]], [[0.75]]])
+    np.testing.assert_array_equal(
+        NUMPY.ldexp(v, e[:, None, None]), np.ldexp(v, e.astype(int)[:, None, None])
+    )

@@ -15,6 +15,7 @@ to ``like``'s dtype.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -245,7 +246,6 @@ class _Numpy:
     maximum = staticmethod(np.maximum)
     zeros_like = staticmethod(np.zeros_like)
     ones_like = staticmethod(np.ones_like)
-    nan_to_num = staticmethod(np.nan_to_num)
     isfinite = staticmethod(np.isfinite)
 
     @staticmethod
@@ -262,11 +262,16 @@ class _Numpy:
 
     @staticmethod
     def mean(x, dim, keepdim=False):
-        return x.mean(dim, keepdims=keepdim)
+        """``np.mean`` (the sum divided by the count) without its Python wrapper."""
+        dims = (dim,) if isinstance(dim, int) else dim
+        count = 1
+        for d in dims:
+            count *= x.shape[d]
+        return np.add.reduce(x, dim, keepdims=keepdim) / count
 
     @staticmethod
     def diagonal(x):
-        return np.diagonal(x, axis1=-2, axis2=-1)
+        return x.diagonal(0, -2, -1)
 
     @staticmethod
     def mT(x):
@@ -416,6 +421,8 @@ class _Numpy:
 
     @staticmethod
     def stack(xs, dim):
+        if dim == -1 and all(x.ndim == 1 for x in xs):  # columns (B,) -> (B, len(xs))
+            return np.concatenate(xs).reshape(len(xs), -1).T
         return np.stack(xs, axis=dim)
 
     @staticmethod
@@ -424,23 +431,25 @@ class _Numpy:
 
     @staticmethod
     def quantile_sorted(x, qs, like):
-        """``torch.quantile`` (linear interpolation) of ``x`` sorted along the last axis."""
-        pos = np.asarray(qs) * (x.shape[-1] - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, x.shape[-1] - 1)
-        frac = pos - lo
-        a, b = x[..., lo], x[..., hi]
-        return (a + frac * (b - a)).T
+        """``torch.quantile`` (linear interpolation) of ``x (B, p)`` sorted along the last
+        axis: ``(len(qs), B)``."""
+        lo, hi, frac = _quantile_positions(tuple(qs), x.shape[-1])
+        a = x[:, lo]
+        return (a + frac * (x[:, hi] - a)).T
 
     @staticmethod
     def nanmedian_lower(x):
-        """Lower median of the non-NaN entries along the last axis (NaN if none), as
-        ``torch.nanmedian``."""
+        """Lower median of the non-NaN entries along the last axis of ``x (B, p)`` (NaN if
+        none), as ``torch.nanmedian``."""
         s = np.sort(x, axis=-1)  # NaN last
-        k = (~np.isnan(x)).sum(-1)
-        idx = np.maximum(k - 1, 0) // 2
-        med = np.take_along_axis(s, idx[..., None], axis=-1)[..., 0]
+        k = x.shape[-1] - np.isnan(x).sum(-1)
+        med = s[np.arange(len(s)), np.maximum(k - 1, 0) // 2]
         return np.where(k > 0, med, np.nan)
+
+    @staticmethod
+    def nan_to_num(x, nan=0.0):
+        big = np.finfo(x.dtype).max
+        return np.where(np.isnan(x), nan, np.clip(x, -big, big))
 
     @staticmethod
     def eye(k, like):
@@ -480,6 +489,15 @@ class _Numpy:
 
 TORCH = _Torch()
 NUMPY = _Numpy()
+
+
+@functools.lru_cache(maxsize=64)
+def _quantile_positions(qs: tuple[float, ...], p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices below and above and the interpolation weights of the quantiles ``qs`` of
+    ``p`` sorted values (``torch.quantile``'s linear interpolation)."""
+    pos = np.asarray(qs, dtype=np.float64) * (p - 1)
+    lo = np.floor(pos).astype(np.int64)
+    return lo, np.minimum(lo + 1, p - 1), pos - lo
 
 
 def ops(x: Any) -> _Torch | _Numpy:
