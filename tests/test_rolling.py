@@ -96,14 +96,14 @@ def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches():
     """The estimator runs under torch.inference_mode; the caches it may fill first (the
     bundled ensemble's stacked members, the QP's active sets) hold normal tensors, so later
     training-time use with autograd is not refused."""
-    from shrinklab.core import estimators
+    from shrinklab.core import estimators, simplex_qp
     from shrinklab.models.stacked import _STACKS
 
     est = MLShrinkageCovariance().fit(_returns(n=60, p=5))
     assert not torch.is_tensor(est.covariance_)
     with torch.inference_mode():  # the estimator's model by its torch path (the fit uses NumPy)
         est.model_.general.predict(est.features_[None])
-    sets = [t for v in estimators._ACTIVE_SETS.values() for t in v if torch.is_tensor(t)]
+    sets = [t for v in simplex_qp._ACTIVE_SETS.values() for t in v if torch.is_tensor(t)]
     stacks = [s for s in _STACKS.values()]
     assert sets and stacks
     assert not any(t.is_inference() for t in sets)
