@@ -85,6 +85,7 @@ from shrinklab.core.targets import (
 )
 from shrinklab.core.validation import as_returns
 from shrinklab.core.xp import ops
+from shrinklab.models import bundled
 from shrinklab.models.bundled import DEFAULT_MODEL, model_source
 from shrinklab.models.numpy_forward import numpy_predict
 from shrinklab.models.persistence import load_model_payload
@@ -99,7 +100,7 @@ __all__ = [
 ]
 
 _MODEL_CACHE: dict[tuple[str, int, int, str], nn.Module] = {}
-# (model_path, device) -> (resolved file, (mtime, size), model): a fit resolves its model
+# (model_path, device, bundled folder) -> (resolved file, (mtime, size), model): a fit resolves its model
 # source (bundled name or file) once, then only checks that the file is unchanged.
 _RESOLVED: dict[tuple[Any, str], tuple[Path, tuple[int, int], nn.Module]] = {}
 
@@ -250,6 +251,10 @@ def _predict(model: nn.Module, feats: Any, names: tuple[str, ...], device) -> tu
     return alpha, weights, out[2].detach().reshape(-1)
 
 
+def _numpy(a: Any) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.cpu().numpy()
+
+
 def _check_weights(weights: Any, B: int, names: tuple[str, ...]) -> None:
     if tuple(weights.shape) != (B, len(names)):
         raise ValueError(
@@ -368,6 +373,8 @@ def rolling_estimate(
         raise ValueError(f"need window >= 2 and step >= 1; got window={window}, step={step}")
     if window > n:
         raise ValueError(f"window {window} is longer than the {n} rows of returns")
+    if not np.isfinite(values).all():
+        raise ValueError("returns contain NaN or inf")
     ends = np.arange(window, n + 1, step)
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
     dev = _torch_device(device)
@@ -376,12 +383,17 @@ def rolling_estimate(
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]
         Xb = np.stack([values[t - window : t] for t in stop_ends])
-        stats = sample_stats(torch.as_tensor(Xb, device=dev), differences=True)
-        alpha, wts, _ = _predict(model, features_of(stats), names, dev)
+        with np.errstate(divide="ignore", invalid="ignore"):  # NumPy on CPU, as fit
+            if dev.type == "cpu":
+                stats = sample_stats(Xb, differences=True, numpy=True)
+            else:
+                stats = sample_stats(torch.as_tensor(Xb, device=dev), differences=True)
+            feats = features_of(stats)
+        alpha, wts, _ = _predict(model, feats, names, dev)
         cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * wts))
-        covs.append(cov.cpu().numpy())
-        alphas.append(alpha.cpu().numpy())
-        weights.append(wts.cpu().numpy())
+        covs.append(_numpy(cov))
+        alphas.append(_numpy(alpha))
+        weights.append(_numpy(wts))
     labels = ends - 1 if index is None else index[ends - 1]
     return RollingEstimate(
         labels, np.concatenate(covs), np.concatenate(alphas), np.concatenate(weights), names
@@ -410,7 +422,7 @@ class _MLShrinkageMixin:
     def _resolve_model(self) -> nn.Module:
         if self.model_path is not None and not isinstance(self.model_path, str | os.PathLike):
             raise ValueError(f"model_path must be a str or path, got {type(self.model_path)!r}")
-        key = (self.model_path, str(self.device))
+        key = (self.model_path, str(self.device), bundled.bundled_dir())
         hit = _RESOLVED.get(key)
         if hit is not None:  # same source, file unchanged: skip resolving and loading again
             try:
