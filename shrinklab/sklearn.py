@@ -401,6 +401,38 @@ def rolling_estimate(
 
 
 # --------------------------------------------------------------------------- shared estimator code
+def _validate_returns(est: Any, X: Any) -> np.ndarray:
+    """``validate_data(est, X, dtype=float64, ensure_min_samples=2)``, with a shortcut for
+    what it would accept unchanged: a finite 2-D float64 ndarray with ``n >= 2`` and
+    ``p >= 1`` is returned as is (``n_features_in_`` set, ``feature_names_in_`` dropped,
+    as scikit-learn does). Anything else (a DataFrame, another dtype, NaN, a bad shape)
+    goes through scikit-learn, which raises its usual errors."""
+    if (
+        type(X) is np.ndarray
+        and X.dtype == np.float64
+        and X.ndim == 2
+        and X.shape[0] >= 2
+        and X.shape[1] >= 1
+        and np.isfinite(np.add.reduce(X, axis=None))  # NaN or inf in X make the sum non-finite
+    ):
+        est.n_features_in_ = X.shape[1]
+        est.__dict__.pop("feature_names_in_", None)
+        return X
+    return validate_data(est, X, dtype=np.float64, ensure_min_samples=2)
+
+
+def _plain_params(est: Any) -> bool:
+    """Whether the parameters have the plain types ``_parameter_constraints`` accept
+    (``bool`` flags, ``None``/``str`` model path, ``str`` device): then scikit-learn's
+    ``_validate_params`` (about 40 us) cannot fail and is skipped."""
+    return (
+        type(est.store_precision) is bool
+        and type(est.assume_centered) is bool
+        and (est.model_path is None or type(est.model_path) is str)
+        and type(est.device) is str
+    )
+
+
 class _MLShrinkageMixin:
     """Model resolution, ``from_pretrained`` and the fitted attributes shared by both estimators."""
 
@@ -547,8 +579,9 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
 
     def fit(self, X: Any, y: None = None) -> MLShrinkageCovariance:
         """Estimate the covariance of ``X (n_samples, n_assets)``; ``y`` is ignored."""
-        self._validate_params()
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        if not _plain_params(self):  # the common types pass; others get sklearn's check
+            self._validate_params()
+        X = _validate_returns(self, X)
         est = self._fit_estimate(X)
         self._set_covariance(est.covariance)
         return self
@@ -630,7 +663,7 @@ if _SkfolioBaseCovariance is not None:
 
         def fit(self, X: Any, y: Any = None, **fit_params: Any) -> MLShrinkageCovarianceSkfolio:
             """Estimate the covariance of returns ``X (n_observations, n_assets)``."""
-            X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+            X = _validate_returns(self, X)
             est = self._fit_estimate(X)
             self._set_covariance(est.covariance)
             return self
