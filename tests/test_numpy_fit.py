@@ -12,6 +12,7 @@ from shrinklab import sklearn as sk
 from shrinklab.core.features import features_of
 from shrinklab.core.sample_stats import sample_stats
 from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.models import estimate
 
 CASES = [
     (20, 60, None, False),
@@ -70,7 +71,7 @@ def test_numpy_fit_equals_the_torch_estimate(p, n, df, const):
 def test_numpy_workspace_is_the_fits_buffer():
     X = _returns(6, 30, None, False)
     est = sk.MLShrinkageCovariance.from_pretrained("final").fit(X)
-    buf = sk._WORKSPACE.np_buf
+    buf = estimate._WORKSPACE.np_buf
     assert isinstance(buf, np.ndarray) and buf.shape == (1, len(TARGET_NAMES), 6, 6)
     assert est.covariance_.shape == (6, 6)
 

@@ -117,12 +117,12 @@ def test_reused_workspace_gives_the_same_fits_in_any_order_and_thread(model_file
     and sizes, in any order and from several threads, equal fresh fits."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from shrinklab import sklearn as sk
+    from shrinklab.models import estimate
 
     samples = [_returns(n=50, p=p, seed=s) for p, s in [(6, 0), (9, 1), (6, 2), (9, 3)]]
     est = MLShrinkageCovariance.from_pretrained(model_file)
     first = [est.fit(X).covariance_.copy() for X in samples]
-    assert getattr(sk._WORKSPACE, "np_buf", None) is not None  # the fit's NumPy buffer
+    assert getattr(estimate._WORKSPACE, "np_buf", None) is not None  # the fit's NumPy buffer
     again = [est.fit(X).covariance_ for X in reversed(samples)][::-1]
     with ThreadPoolExecutor(4) as pool:
         threaded = list(pool.map(lambda X: clone(est).fit(X).covariance_, samples * 3))
