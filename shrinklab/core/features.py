@@ -192,14 +192,19 @@ def _safe_div(num: Any, den: Any) -> Any:
     return ops(num).safe_div(num, den)
 
 
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor, dims) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``x`` over ``mask`` (0 where empty) and the count, both kept dims."""
+    xp = ops(x)
+    cnt = xp.sum(xp.to(mask, x), dims, keepdim=True)
+    return _safe_div(xp.sum(xp.where(mask, x, 0.0), dims, keepdim=True), cnt), cnt
+
+
 def _masked_mean_std(
     x: torch.Tensor, mask: torch.Tensor, dims
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and population standard deviation ``(B,)`` of ``x`` over ``mask`` (0 where empty)."""
     xp = ops(x)
-    m = xp.to(mask, x)
-    cnt = xp.sum(m, dims, keepdim=True)
-    mean = _safe_div(xp.sum(xp.where(mask, x, 0.0), dims, keepdim=True), cnt)
+    mean, cnt = _masked_mean(x, mask, dims)
     dev = xp.where(mask, x - mean, 0.0)
     var = _safe_div(xp.sum(dev * dev, dims, keepdim=True), cnt)
     B = x.shape[0]
@@ -394,7 +399,7 @@ def features_from_stats(
     m2, m4 = stats["m2"], stats["m4"]
     kok = m2 > 0
     kurt = _safe_div(m4, m2 * m2) - 3.0 * xp.to(kok, S)
-    cols.append(_masked_mean_std(kurt, kok, -1)[0])
+    cols.append(_masked_mean(kurt, kok, -1)[0][..., 0])
     med = xp.nanmedian_lower(xp.where(kok, kurt, xp.full_like(kurt, math.nan)))
     cols.append(xp.nan_to_num(med, nan=0.0))
     # equal-weight portfolio of standardised returns (constant columns weigh 0)
@@ -413,7 +418,7 @@ def features_from_stats(
 
     # -- temporal (row order): recent vs whole-window variance, volatility clustering
     ratio = _safe_div(stats["recent"], m2)
-    mean_ratio = _masked_mean_std(ratio, pos, -1)[0]
+    mean_ratio = _masked_mean(ratio, pos, -1)[0][..., 0]
     any_pos = pos.any(-1)
     cols.append(
         xp.where(any_pos, 0.5 * xp.log(xp.clamp_min(mean_ratio, _RATIO_FLOOR)), xp.zeros_like(tr))
