@@ -214,8 +214,9 @@ def _masked_mean_std(
 def _excess_kurtosis(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Excess kurtosis ``m4/m2² − 3`` of demeaned ``y`` along dim -2, and the mask ``m2 > 0``."""
     y2 = y * y
-    m2 = y2.mean(-2)
-    m4 = (y2 * y2).mean(-2)
+    xp = ops(y)
+    m2 = xp.mean(y2, -2)
+    m4 = xp.mean(y2 * y2, -2)
     ok = m2 > 0
     return _safe_div(m4, m2 * m2) - 3.0 * ops(y).to(ok, y), ok
 
@@ -341,9 +342,10 @@ def feature_stats(
     n, p = Xc.shape[-2:]
     m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
     X2 = Xc * Xc if X2 is None else X2
-    m2 = X2.mean(-2) if m2 is None else m2
-    recent = X2[:, n - m :].mean(-2)
-    m4 = (X2 * X2).mean(-2)
+    xp = ops(Xc)
+    m2 = xp.mean(X2, -2) if m2 is None else m2
+    recent = xp.mean(X2[:, n - m :], -2)
+    m4 = xp.mean(X2 * X2, -2)
     if x_isd is None:
         x_isd = _targets.matvecs(Xc, _inverse_sd(S)[2])[0]
     mkt = x_isd / p  # (B, n)
@@ -375,7 +377,7 @@ def features_from_stats(
     ent = -(xp.where(share > 0, share * xp.log(share), xp.zeros_like(share))).sum(-1)
     cols.append(xp.where(tr > 0, xp.exp(ent) / p, xp.zeros_like(ent)))
     edge = lbar * (1.0 + math.sqrt(p / n)) ** 2
-    cols.append(xp.to((lam > edge[..., None]) & (tr > 0)[..., None], S).mean(-1))
+    cols.append(xp.mean(xp.to((lam > edge[..., None]) & (tr > 0)[..., None], S), -1))
     top_ratio = _safe_div(lam[:, -1], edge)
     cols.append(xp.log(xp.where(top_ratio > 0, top_ratio, xp.ones_like(top_ratio))))
 

@@ -287,7 +287,7 @@ def market_parts(Xc: torch.Tensor) -> dict[str, torch.Tensor]:
     (O(np)); the target itself then costs O(p²) (:func:`single_factor_from_parts`).
     """
     n = Xc.shape[-2]
-    m = Xc.mean(-1)
+    m = ops(Xc).mean(Xc, -1)
     covmkt = row_times(m, Xc) / n
     varmkt = (m * m).sum(-1) / n
     return {"m": m, "covmkt": covmkt, "varmkt": varmkt}
@@ -301,7 +301,7 @@ def market_parts_from_cov(S: torch.Tensor, m: torch.Tensor) -> dict[str, torch.T
     Wolf 2003, JEF).  For a caller that forms ``m`` with other products of ``Xc``.
     """
     n = m.shape[-1]
-    return {"m": m, "covmkt": S.mean(-1), "varmkt": (m * m).sum(-1) / n}
+    return {"m": m, "covmkt": ops(S).mean(S, -1), "varmkt": (m * m).sum(-1) / n}
 
 
 def single_factor_from_parts(S: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
