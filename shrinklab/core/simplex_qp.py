@@ -107,11 +107,9 @@ def solve_simplex_qp_array(G: Any, c: Any) -> Any:
     # sum active -> Σ_{free} w = 1 ; inactive -> μ = 0. The constant entries come from
     # M0, r0; adding G where row and column are free gives the same floating-point values
     # as writing every entry out (the other entries get an exact ±0 added).
-    M = xp.zeros((B, P, K + 1, K + 1), Gt)
-    M[:] = M0
+    M = xp.filled((B, P, K + 1, K + 1), M0, Gt)
     M[:, :, :K, :K] += both * Gs[:, None]
-    rhs = xp.zeros((B, P, K + 1), Gt)
-    rhs[:] = r0
+    rhs = xp.filled((B, P, K + 1), r0, Gt)
     rhs[:, :, :K] = free[None] * cs[:, None, :]
     sol, bad = xp.solve_ex(M, rhs[..., None])
     sol = sol[..., 0]

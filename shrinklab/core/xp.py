@@ -221,6 +221,13 @@ class _Torch:
         return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
     @staticmethod
+    def filled(shape, value, like):
+        """``value`` broadcast into a new array of ``shape`` (zeros, then the assignment)."""
+        out = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        out[:] = value
+        return out
+
+    @staticmethod
     def arange(n, like):
         return torch.arange(n, device=like.device)
 
@@ -470,6 +477,11 @@ class _Numpy:
     @staticmethod
     def zeros(shape, like):
         return np.zeros(shape, dtype=like.dtype)
+
+    @staticmethod
+    def filled(shape, value, like):
+        """``value`` broadcast into a new array of ``shape`` (one pass)."""
+        return np.broadcast_to(np.asarray(value, dtype=like.dtype), shape).copy()
 
     @staticmethod
     def arange(n, like):

@@ -272,13 +272,14 @@ def rolling_estimate(
     if not np.isfinite(values).all():
         raise ValueError("returns contain NaN or inf")
     ends = np.arange(window, n + 1, step)
+    windows = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)  # (., p, window)
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
     dev = torch_device(device)
     chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
     covs, alphas, weights = [], [], []
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]
-        Xb = np.stack([values[t - window : t] for t in stop_ends])
+        Xb = np.ascontiguousarray(np.swapaxes(windows[stop_ends - window], -1, -2))
         with np.errstate(divide="ignore", invalid="ignore"):  # NumPy on CPU, as fit
             if dev.type == "cpu":
                 stats = sample_stats(Xb, differences=True, numpy=True)
