@@ -8,6 +8,11 @@ about one eigendecomposition plus a small network): fit <= 2 ms at p = 20 and
 fit / QIS <= 2 at p >= 100. Then, for a backtest-like series, ``fit_rolling`` against
 ``fit`` in a loop: the speed-up (goal >= 10x) and the largest difference.
 
+On CPU ``fit`` and ``fit_rolling`` run in NumPy float64 (the same feature, target and
+intensity code as the torch pipeline, through :mod:`shrinklab.core.xp`); QIS here is
+the torch estimator. Run with ``OMP_NUM_THREADS=1`` and note the load average printed
+in the header: on a shared machine the times move by 20 % or more between runs.
+
     python bench/fit.py [--model final] [--threads 1]
 """
 

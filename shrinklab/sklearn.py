@@ -60,8 +60,6 @@ demeaned data as always (they describe the shape of the sample, not its mean).
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +70,18 @@ from sklearn.covariance import EmpiricalCovariance
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from shrinklab.core.features import FEATURE_SCHEMA, features_of
-from shrinklab.core.sample_stats import sample_stats
-from shrinklab.core.targets import (
-    TARGET_NAMES,
-    constant_correlation_target,
-    diagonal_target,
-    identity_target,
-    qis_estimate,
-    sample_cov_from_demeaned,
-    single_factor_target,
-)
-from shrinklab.core.validation import as_returns
+from shrinklab.core.features import FEATURE_SCHEMA
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.models import bundled
 from shrinklab.models.bundled import DEFAULT_MODEL, model_source
-from shrinklab.models.numpy_forward import numpy_predict
+from shrinklab.models.estimate import (
+    MLShrinkageEstimate,
+    RollingEstimate,
+    ml_shrinkage_estimate,
+    numpy_estimate,
+    rolling_estimate,
+    torch_device,
+)
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model
 
@@ -94,29 +90,18 @@ __all__ = [
     "MLShrinkageCovarianceSkfolio",
     "MLShrinkageEstimate",
     "load_pretrained",
+    "RollingEstimate",
     "ml_shrinkage_estimate",
+    "rolling_estimate",
 ]
 
 _MODEL_CACHE: dict[tuple[str, int, int, str], nn.Module] = {}
-
-# One buffer per thread for the target differences T − S of a single fit (reused across
-# fits: a fresh K p² allocation costs its page faults each time, about as much as the
-# arithmetic done in it at p = 400); at most _WORKSPACE_MAX_BYTES are kept.
-_WORKSPACE = threading.local()
-_WORKSPACE_MAX_BYTES = 1 << 26
+# (model_path, device, bundled folder) -> (resolved file, (mtime, size), model): a fit resolves its model
+# source (bundled name or file) once, then only checks that the file is unchanged.
+_RESOLVED: dict[tuple[Any, str], tuple[Path, tuple[int, int], nn.Module]] = {}
 
 
 # --------------------------------------------------------------------------- model files
-def _torch_device(device: Any) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a valid torch device: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
 def load_pretrained(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
     """Load a model file for the estimator: schema-checked, in eval mode, cached.
 
@@ -132,7 +117,7 @@ def load_pretrained(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
             f"no model file at {path}; pass the path of a file written by "
             "shrinklab.models.registry.save_model (the pipeline writes models/final.pt)"
         )
-    dev = _torch_device(device)
+    dev = torch_device(device)
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size, str(dev))
     if key in _MODEL_CACHE:
@@ -154,196 +139,39 @@ def load_pretrained(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
     return model
 
 
-# --------------------------------------------------------------------------- the estimate
-@dataclass
-class MLShrinkageEstimate:
-    """One fitted estimate: ``covariance (p, p)``, ``location (p,)``, ``alpha``,
-    ``weights`` (``π``, ``(K,)``), ``log_var`` (log predicted variance of ``α``),
-    ``target_names``, ``features (F,)`` (all numpy / float)."""
-
-    covariance: np.ndarray
-    location: np.ndarray
-    alpha: float
-    weights: np.ndarray
-    log_var: float
-    target_names: tuple[str, ...]
-    features: np.ndarray
-
-
-def _uncentered_targets(Xt: torch.Tensor, names: tuple[str, ...]) -> tuple[torch.Tensor, Any]:
-    """``S = XᵀX/n`` and the targets built from it (for ``assume_centered=True``)."""
-    S = sample_cov_from_demeaned(Xt)
-    N = Xt.shape[-2]
-    builders = {
-        "identity": lambda: identity_target(S),
-        "diagonal": lambda: diagonal_target(S),
-        "constant_correlation": lambda: constant_correlation_target(S)[0],
-        "single_factor": lambda: single_factor_target(Xt, S)[0],
-        # qis_estimate(S=S', N=N') works with n = N' − 1 and S'·N'/n; with N' = N + 1
-        # and S' = S·N/(N+1) that is QIS of S itself with effective sample size N.
-        "qis": lambda: qis_estimate(S=S * (N / (N + 1)), N=N + 1),
-    }
-    return S, torch.stack([builders[k]() for k in names], dim=1)
-
-
-def _target_indices(names: tuple[str, ...]) -> list[int] | slice:
-    """Where the model's targets are in :data:`TARGET_NAMES` (a slice, so no copy of the
-    targets, when they are all of them in that order)."""
-    unknown = [k for k in names if k not in TARGET_NAMES]
-    if unknown:
-        raise ValueError(f"model targets {unknown} are not among {TARGET_NAMES}")
-    if tuple(names) == tuple(TARGET_NAMES):
-        return slice(None)
-    return [TARGET_NAMES.index(k) for k in names]
-
-
-def _workspace(Xt: torch.Tensor) -> torch.Tensor | None:
-    """This thread's buffer for ``T − S`` of one sample ``Xt (1, n, p)`` (``None`` if it
-    would exceed ``_WORKSPACE_MAX_BYTES``)."""
-    p = Xt.shape[-1]
-    shape = (1, len(TARGET_NAMES), p, p)
-    if 8 * len(TARGET_NAMES) * p * p > _WORKSPACE_MAX_BYTES:
-        return None
-    buf = getattr(_WORKSPACE, "buf", None)
-    if buf is None or buf.shape != shape or buf.device != Xt.device or buf.dtype != Xt.dtype:
-        with torch.inference_mode(False):  # a normal tensor (it outlives this call)
-            buf = torch.empty(shape, dtype=Xt.dtype, device=Xt.device)
-        _WORKSPACE.buf = buf
-    return buf
-
-
-def _pick(D: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
-    """The model's targets (``names``) out of ``D`` in :data:`TARGET_NAMES` order (no copy
-    when they are all of them in that order)."""
-    idx = _target_indices(names)
-    return D if isinstance(idx, slice) else D[:, idx]
-
-
-def _predict(model: nn.Module, feats: torch.Tensor, names: tuple[str, ...], device) -> tuple:
-    """``(alpha (B,), weights (B, K), log_var (B,))`` float64 of ``model`` on ``feats``: the
-    float64 NumPy forward (:mod:`shrinklab.models.numpy_forward`) where it covers the
-    model, else ``model.predict``. ``fit`` and ``fit_rolling`` both come here."""
-    fast = numpy_predict(model, feats.cpu().numpy()) if feats.device.type == "cpu" else None
-    out = model.predict(feats) if fast is None else tuple(map(torch.from_numpy, fast))
-    alpha = out[0].detach().to(device, torch.float64).reshape(-1)
-    weights = out[1].detach().to(device, torch.float64)
-    if weights.shape != (feats.shape[0], len(names)):
-        raise ValueError(
-            f"model predicts {tuple(weights.shape[1:])} target weights but has targets {names}"
-        )
-    return alpha, weights, out[2].detach().reshape(-1)
-
-
-def _combine(S: torch.Tensor, D: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``S + Σ_k w_k D_k`` for the differences ``D_k = T_k − S`` ``(B, K, p, p)`` (one
-    matrix-vector product per sample), symmetrised, with zero-variance assets kept at zero
-    variance and covariance (the package's contract; the scaled-identity target alone
-    would give them the average variance)."""
-    B, K = w.shape
-    cov = (w.to(S.dtype).unsqueeze(1) @ D.reshape(B, K, -1)).reshape(S.shape)  # Σ_k w_k D_k
-    cov += S  # in place: no further p × p temporaries
-    cov = cov + cov.transpose(-1, -2)
-    cov *= 0.5
-    flat = torch.diagonal(S, dim1=-2, dim2=-1) == 0
-    if bool(flat.any()):
-        cov = cov.masked_fill(flat[:, :, None] | flat[:, None, :], 0.0)
-    return cov
-
-
-@torch.inference_mode()
-def ml_shrinkage_estimate(
-    model: nn.Module, X: Any, *, assume_centered: bool = False, device: Any = "cpu"
-) -> MLShrinkageEstimate:
-    """``Σ̂ = S + Σ_k α π_k (T_k − S)`` for returns ``X (n, p)`` with ``(α, π)`` from ``model``.
-
-    ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
-    and a ``target_names`` attribute (default :data:`shrinklab.core.targets.TARGET_NAMES`).
-    One validation, one centring and one eigendecomposition serve the features and the
-    targets (:class:`shrinklab.core.sample_stats.SampleStats`, holding ``T − S``). Runs
-    under ``torch.inference_mode`` (no autograd bookkeeping per operation).
-    """
-    Xt, batched = as_returns(X, device=_torch_device(device))
-    if batched:
-        raise ValueError(f"X must be 2-D (n_samples, n_assets); got shape {tuple(Xt.shape)}")
-    names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    stats = sample_stats(Xt, differences=True, workspace=_workspace(Xt))
-    feats = features_of(stats)
-    alpha, weights, log_var = _predict(model, feats, names, Xt.device)
-    w = alpha[:, None] * weights
-    if assume_centered:
-        S, T = _uncentered_targets(Xt, names)
-        location = torch.zeros(Xt.shape[-1], dtype=Xt.dtype)
-        cov = _combine(S, T - S.unsqueeze(1), w)[0]
-    else:
-        cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), w))[0]
-        location = Xt[0].mean(0)
-    return MLShrinkageEstimate(
-        covariance=cov.cpu().numpy(),
-        location=location.cpu().numpy(),
-        alpha=float(alpha[0]),
-        weights=weights[0].cpu().numpy(),
-        log_var=float(log_var[0]),
-        target_names=names,
-        features=feats[0].cpu().numpy(),
-    )
-
-
-@dataclass
-class RollingEstimate:
-    """Estimates of :meth:`MLShrinkageCovariance.fit_rolling`, one per window end:
-    ``index`` (the row label of the last observation each window holds),
-    ``covariances (D, p, p)``, ``alpha (D,)``, ``weights (D, K)`` with ``target_names``."""
-
-    index: Any
-    covariances: np.ndarray
-    alpha: np.ndarray
-    weights: np.ndarray
-    target_names: tuple[str, ...]
-
-
-@torch.inference_mode()
-def rolling_estimate(
-    model: nn.Module,
-    returns: Any,
-    window: int,
-    step: int = 1,
-    device: Any = "cpu",
-    max_bytes: int = 1 << 28,
-) -> RollingEstimate:
-    """:func:`ml_shrinkage_estimate` of every window ``returns[t − window : t]`` for
-    ``t = window, window + step, …`` in batched passes (one model call per chunk of
-    windows, each chunk's targets within ``max_bytes``)."""
-    index = getattr(returns, "index", None)
-    values = np.asarray(returns, dtype=np.float64)
-    if values.ndim != 2:
-        raise ValueError(f"returns must be 2-D (n_samples, n_assets); got shape {values.shape}")
-    n, p = values.shape
-    window, step = int(window), int(step)
-    if window < 2 or step < 1:
-        raise ValueError(f"need window >= 2 and step >= 1; got window={window}, step={step}")
-    if window > n:
-        raise ValueError(f"window {window} is longer than the {n} rows of returns")
-    ends = np.arange(window, n + 1, step)
-    names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
-    dev = _torch_device(device)
-    chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
-    covs, alphas, weights = [], [], []
-    for start in range(0, len(ends), chunk):
-        stop_ends = ends[start : start + chunk]
-        Xb = np.stack([values[t - window : t] for t in stop_ends])
-        stats = sample_stats(torch.as_tensor(Xb, device=dev), differences=True)
-        alpha, wts, _ = _predict(model, features_of(stats), names, dev)
-        cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * wts))
-        covs.append(cov.cpu().numpy())
-        alphas.append(alpha.cpu().numpy())
-        weights.append(wts.cpu().numpy())
-    labels = ends - 1 if index is None else index[ends - 1]
-    return RollingEstimate(
-        labels, np.concatenate(covs), np.concatenate(alphas), np.concatenate(weights), names
-    )
-
-
 # --------------------------------------------------------------------------- shared estimator code
+def _validate_returns(est: Any, X: Any) -> np.ndarray:
+    """``validate_data(est, X, dtype=float64, ensure_min_samples=2)``, with a shortcut for
+    what it would accept unchanged: a finite 2-D float64 ndarray with ``n >= 2`` and
+    ``p >= 1`` is returned as is (``n_features_in_`` set, ``feature_names_in_`` dropped,
+    as scikit-learn does). Anything else (a DataFrame, another dtype, NaN, a bad shape)
+    goes through scikit-learn, which raises its usual errors."""
+    if (
+        type(X) is np.ndarray
+        and X.dtype == np.float64
+        and X.ndim == 2
+        and X.shape[0] >= 2
+        and X.shape[1] >= 1
+        and np.isfinite(np.add.reduce(X, axis=None))  # NaN or inf in X make the sum non-finite
+    ):
+        est.n_features_in_ = X.shape[1]
+        est.__dict__.pop("feature_names_in_", None)
+        return X
+    return validate_data(est, X, dtype=np.float64, ensure_min_samples=2)
+
+
+def _plain_params(est: Any) -> bool:
+    """Whether the parameters have the plain types ``_parameter_constraints`` accept
+    (``bool`` flags, ``None``/``str`` model path, ``str`` device): then scikit-learn's
+    ``_validate_params`` (about 40 us) cannot fail and is skipped."""
+    return (
+        type(est.store_precision) is bool
+        and type(est.assume_centered) is bool
+        and (est.model_path is None or type(est.model_path) is str)
+        and type(est.device) is str
+    )
+
+
 class _MLShrinkageMixin:
     """Model resolution, ``from_pretrained`` and the fitted attributes shared by both estimators."""
 
@@ -365,13 +193,29 @@ class _MLShrinkageMixin:
     def _resolve_model(self) -> nn.Module:
         if self.model_path is not None and not isinstance(self.model_path, str | os.PathLike):
             raise ValueError(f"model_path must be a str or path, got {type(self.model_path)!r}")
-        return load_pretrained(model_source(self.model_path), self.device)
+        key = (self.model_path, str(self.device), bundled.bundled_dir())
+        hit = _RESOLVED.get(key)
+        if hit is not None:  # same source, file unchanged: skip resolving and loading again
+            try:
+                st = os.stat(hit[0])
+            except OSError:
+                st = None
+            if st is not None and (st.st_mtime_ns, st.st_size) == hit[1]:
+                return hit[2]
+        path = model_source(self.model_path)
+        model = load_pretrained(path, self.device)
+        st = os.stat(path)
+        _RESOLVED[key] = (path, (st.st_mtime_ns, st.st_size), model)
+        return model
 
     def _fit_estimate(self, X: np.ndarray) -> MLShrinkageEstimate:
         model = self._resolve_model()
-        est = ml_shrinkage_estimate(
-            model, X, assume_centered=bool(self.assume_centered), device=self.device
-        )
+        if not self.assume_centered and torch_device(self.device).type == "cpu":
+            est = numpy_estimate(model, X)  # X validated by fit (validate_data)
+        else:
+            est = ml_shrinkage_estimate(
+                model, X, assume_centered=bool(self.assume_centered), device=self.device
+            )
         self.model_ = model
         self.location_ = est.location
         self.shrinkage_ = est.alpha
@@ -474,8 +318,9 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
 
     def fit(self, X: Any, y: None = None) -> MLShrinkageCovariance:
         """Estimate the covariance of ``X (n_samples, n_assets)``; ``y`` is ignored."""
-        self._validate_params()
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        if not _plain_params(self):  # the common types pass; others get sklearn's check
+            self._validate_params()
+        X = _validate_returns(self, X)
         est = self._fit_estimate(X)
         self._set_covariance(est.covariance)
         return self
@@ -557,7 +402,7 @@ if _SkfolioBaseCovariance is not None:
 
         def fit(self, X: Any, y: Any = None, **fit_params: Any) -> MLShrinkageCovarianceSkfolio:
             """Estimate the covariance of returns ``X (n_observations, n_assets)``."""
-            X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+            X = _validate_returns(self, X)
             est = self._fit_estimate(X)
             self._set_covariance(est.covariance)
             return self

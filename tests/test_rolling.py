@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from _forced_model import random_network, save
+from sklearn.base import clone
 
 from shrinklab.core.features import extract_features, features_of
 from shrinklab.core.sample_stats import sample_stats
@@ -95,14 +96,14 @@ def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches():
     """The estimator runs under torch.inference_mode; the caches it may fill first (the
     bundled ensemble's stacked members, the QP's active sets) hold normal tensors, so later
     training-time use with autograd is not refused."""
-    from shrinklab.core import estimators
+    from shrinklab.core import estimators, simplex_qp
     from shrinklab.models.stacked import _STACKS
 
     est = MLShrinkageCovariance().fit(_returns(n=60, p=5))
     assert not torch.is_tensor(est.covariance_)
     with torch.inference_mode():  # the estimator's model by its torch path (the fit uses NumPy)
         est.model_.general.predict(est.features_[None])
-    sets = list(estimators._ACTIVE_SETS.values())
+    sets = [t for v in simplex_qp._ACTIVE_SETS.values() for t in v if torch.is_tensor(t)]
     stacks = [s for s in _STACKS.values()]
     assert sets and stacks
     assert not any(t.is_inference() for t in sets)
@@ -116,17 +117,15 @@ def test_reused_workspace_gives_the_same_fits_in_any_order_and_thread(model_file
     and sizes, in any order and from several threads, equal fresh fits."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from shrinklab import sklearn as sk
+    from shrinklab.models import estimate
 
     samples = [_returns(n=50, p=p, seed=s) for p, s in [(6, 0), (9, 1), (6, 2), (9, 3)]]
     est = MLShrinkageCovariance.from_pretrained(model_file)
     first = [est.fit(X).covariance_.copy() for X in samples]
-    assert getattr(sk._WORKSPACE, "buf", None) is not None
+    assert getattr(estimate._WORKSPACE, "np_buf", None) is not None  # the fit's NumPy buffer
     again = [est.fit(X).covariance_ for X in reversed(samples)][::-1]
     with ThreadPoolExecutor(4) as pool:
-        threaded = list(
-            pool.map(lambda X: sk.ml_shrinkage_estimate(est.model_, X).covariance, samples * 3)
-        )
+        threaded = list(pool.map(lambda X: clone(est).fit(X).covariance_, samples * 3))
     for i, a in enumerate(first):
         np.testing.assert_array_equal(a, again[i])
     for i, c in enumerate(threaded):

@@ -16,11 +16,16 @@ shrinkage to the scaled identity (LW, OAS; as scikit-learn) -- see
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import torch
 
+from shrinklab.core.simplex_qp import (
+    multi_target_weights,
+    multi_target_weights_array,
+    solve_simplex_qp,
+    solve_simplex_qp_array,
+)
 from shrinklab.core.targets import (
     TARGET_NAMES,
     constant_correlation_target,
@@ -32,6 +37,7 @@ from shrinklab.core.targets import (
     stack_targets,
 )
 from shrinklab.core.validation import as_matrices, as_returns, center, unbatch
+from shrinklab.core.xp import ops
 
 __all__ = [
     "sample_covariance",
@@ -45,6 +51,8 @@ __all__ = [
     "oracle_weights",
     "multi_target_weights",
     "solve_simplex_qp",
+    "solve_simplex_qp_array",
+    "multi_target_weights_array",
     "CLASSICAL_ESTIMATORS",
 ]
 
@@ -66,8 +74,9 @@ def _finish(cov: torch.Tensor, shrink: torch.Tensor | None, batched: bool, flag:
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor, fill: float) -> torch.Tensor:
+    xp = ops(num)
     ok = den != 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), fill)
+    return xp.where(ok, num / xp.where(ok, den, xp.ones_like(den)), fill)
 
 
 def _blend(S: torch.Tensor, F: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -111,13 +120,14 @@ def _fourth_moments(
     ``rho_diag = Σ_i (1/n Σ_t x_ti⁴ − s_ii²)``.  ``Y2``, ``sum_y4 = Σ_ti x_ti⁴`` ``(B,)``
     and ``row2`` ``(B, n)`` may be given by a caller that has them.
     """
+    xp = ops(S)
     B, n, p = Xc.shape
     Y2 = Xc * Xc if Y2 is None else Y2
     row2 = Y2.sum(-1) if row2 is None else row2  # (B, n)
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    var = xp.diagonal(S)
     if sum_y4 is None:
         flat = Y2.reshape(B, 1, n * p)
-        sum_y4 = (flat @ flat.transpose(-1, -2)).reshape(B)  # Σ_ti x_ti⁴, no temporary
+        sum_y4 = (flat @ xp.mT(flat)).reshape(B)  # Σ_ti x_ti⁴, no temporary
     sum_pi = (row2 * row2).sum(-1) / n
     ss = (S * S).sum((-2, -1))
     return {
@@ -138,6 +148,7 @@ def _lw_intensity(
     """Ledoit–Wolf (2004, JMVA) intensity ``s (B,)`` as in scikit-learn's ``ledoit_wolf_shrinkage``.
 
     ``Xc`` may be ``None`` when the moments ``mom`` (:func:`_fourth_moments`) are given."""
+    xp = ops(S)
     p = S.shape[-1]
     n = Xc.shape[-2] if mom is None else mom["n"]
     if mom is None:
@@ -146,24 +157,25 @@ def _lw_intensity(
         delta_ = (S * S).sum((-2, -1))
     else:
         sum_pi, delta_ = mom["sum_pi"], mom["ss"]
-    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
+    mu = xp.diagonal(S).sum(-1) / p
     beta = (sum_pi - delta_) / (p * n)  # (Σ_t row2_t² / n − ‖S‖²) / (p n)
     delta = (delta_ - 2.0 * mu * (mu * p) + p * mu * mu) / p
-    beta = torch.minimum(beta, delta)
+    beta = xp.minimum(beta, delta)
     s = _safe_div(beta, delta, 0.0)
-    s = torch.where(beta == 0, torch.zeros_like(s), s)
-    return torch.zeros_like(s) if p == 1 else s
+    s = xp.where(beta == 0, xp.zeros_like(s), s)
+    return xp.zeros_like(s) if p == 1 else s
 
 
 def _oas_intensity(S: torch.Tensor, n: int, ss: torch.Tensor | None = None) -> torch.Tensor:
     """OAS (Chen et al. 2010) intensity ``s (B,)`` in scikit-learn's form (``ss = ‖S‖²_F``)."""
+    xp = ops(S)
     p = S.shape[-1]
-    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
+    mu = xp.diagonal(S).sum(-1) / p
     alpha = ((S * S).sum((-2, -1)) if ss is None else ss) / (p * p)
     num = alpha + mu * mu
     den = (n + 1) * (alpha - mu * mu / p)
-    s = torch.where(den > 0, torch.minimum(_safe_div(num, den, 1.0), torch.ones_like(num)), 1.0)
-    return torch.zeros_like(s) if p == 1 else s
+    s = xp.where(den > 0, xp.minimum(_safe_div(num, den, 1.0), xp.ones_like(num)), 1.0)
+    return xp.zeros_like(s) if p == 1 else s
 
 
 def _cc_intensity(
@@ -185,19 +197,20 @@ def _cc_intensity(
     ``proj = (Σ_i x_ti³/s_i, Σ_j x_tj s_j)`` if the caller has them (then ``Xc`` may be
     ``None``).
     """
+    xp = ops(S)
     mom = _fourth_moments(Xc, S) if mom is None else mom
     n = mom["n"]
-    sd = mom["var"].clamp_min(0).sqrt()
+    sd = xp.sqrt(xp.clamp_min(mom["var"], 0))
     if proj is None:
         pos = sd > 0
-        inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
+        inv_sd = xp.where(pos, 1.0 / xp.where(pos, sd, xp.ones_like(sd)), 0.0)
         proj = (_matvec(mom["Y2"] * Xc, inv_sd), _matvec(Xc, sd))
     sSs = (row_times(sd, S) * sd).sum(-1)
     theta_sum = (proj[0] * proj[1]).sum(-1) / n - sSs - mom["rho_diag"]
     rho = mom["rho_diag"] + rbar * theta_sum
     gamma = _sq_dist(S, F) if gamma is None else gamma
     kappa = _safe_div(mom["pihat"] - rho, gamma, 0.0)
-    return (kappa / n).clamp(0.0, 1.0)
+    return xp.clip(kappa / n, 0.0, 1.0)
 
 
 def _sq_dist(S: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
@@ -232,6 +245,7 @@ def _sf_intensity(
     ``proj = (y, Σ_i x_ti³ c_i, Σ_i x_ti² c_i²)`` if the caller has them (then ``Xc``
     may be ``None``).
     """
+    xp = ops(S)
     mom = _fourth_moments(Xc, S) if mom is None else mom
     n = mom["n"]
     m, covmkt, varmkt = parts["m"], parts["covmkt"], parts["varmkt"]
@@ -250,11 +264,11 @@ def _sf_intensity(
     diag3 = (m2 * y2c2).sum(-1) / n - varmkt * c2var
     roff1, roff3 = full1 - diag1, full3 - diag3
     ok = varmkt > 0
-    safe_var = torch.where(ok, varmkt, torch.ones_like(varmkt))
-    rho_off = torch.where(ok, 2 * roff1 / safe_var - roff3 / safe_var**2, 0.0)
+    safe_var = xp.where(ok, varmkt, xp.ones_like(varmkt))
+    rho_off = xp.where(ok, 2 * roff1 / safe_var - roff3 / safe_var**2, 0.0)
     gamma = _sq_dist(S, F) if gamma is None else gamma
     kappa = _safe_div(mom["pihat"] - (mom["rho_diag"] + rho_off), gamma, 0.0)
-    return (kappa / n).clamp(0.0, 1.0)
+    return xp.clip(kappa / n, 0.0, 1.0)
 
 
 def shrinkage_intensities(
@@ -303,16 +317,17 @@ def intensity_stats(
     overwritten (with ``Xc³``).  Each product of an ``n × p`` array with vectors is one
     skinny GEMM (:func:`shrinklab.core.targets.matvecs`; the row sums of ``Y2`` ride along).
     """
+    xp = ops(S)
     Y2 = Xc * Xc if Y2 is None else Y2
     c2 = covmkt * covmkt
-    y2c2, row2 = matvecs(Y2, c2, torch.ones_like(c2))
+    y2c2, row2 = matvecs(Y2, c2, xp.ones_like(c2))
     mom = _fourth_moments(Xc, S, Y2, sum_y4, row2)
-    sd = mom["var"].clamp_min(0).sqrt()
+    sd = xp.sqrt(xp.clamp_min(mom["var"], 0))
     pos = sd > 0
-    inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), 0.0)
+    inv_sd = xp.where(pos, 1.0 / xp.where(pos, sd, xp.ones_like(sd)), 0.0)
     # Xc³ is formed in place of Xc² once Xc² is no longer needed (one (B, n, p) temporary).
     x_sd, x_c = matvecs(Xc, sd, covmkt) if x_proj is None else x_proj
-    Y3 = mom.pop("Y2").mul_(Xc)
+    Y3 = xp.mul_(mom.pop("Y2"), Xc)
     x3_isd, x3_c = matvecs(Y3, inv_sd, covmkt)
     return {**mom, "proj_cc": (x3_isd, x_sd), "proj_sf": (x_c, x3_c, y2c2)}
 
@@ -329,7 +344,7 @@ def intensities_from_stats(
     F_cc, rbar, F_sf, parts = targets
     g_cc, g_sf = (None, None) if gamma is None else gamma
     n = stats["n"]
-    return torch.stack(
+    return ops(S).stack(
         [
             _lw_intensity(None, S, stats),
             _oas_intensity(S, n, stats["ss"]),
@@ -436,86 +451,6 @@ def fsopt(X: Any, sigma: Any) -> torch.Tensor:
     return unbatch(0.5 * (out + out.transpose(-1, -2)), batched)
 
 
-_ACTIVE_SETS: dict[tuple[int, str, str], torch.Tensor] = {}
-
-
-def _active_sets(K: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """All (free set, sum-constraint active) patterns as a ``(2^K·2 − 1, K+1)`` 0/1 mask."""
-    key = (K, str(device), str(dtype))
-    if key not in _ACTIVE_SETS:
-        rows = [
-            list(bits) + [act]
-            for bits in itertools.product((0, 1), repeat=K)
-            for act in (0, 1)
-            if not (act == 1 and sum(bits) == 0)
-        ]
-        with torch.inference_mode(False):  # a normal tensor even if first built in inference mode
-            _ACTIVE_SETS[key] = torch.tensor(rows, dtype=dtype, device=device)
-    return _ACTIVE_SETS[key]
-
-
-def solve_simplex_qp(G: Any, c: Any) -> torch.Tensor:
-    """Exact batched solution of ``min_w wᵀGw − 2cᵀw`` s.t. ``w ≥ 0``, ``Σw ≤ 1``.
-
-    ``G (B, K, K)`` symmetric positive semi-definite, ``c (B, K)`` (or unbatched
-    ``(K, K)``, ``(K,)``).  Active-set enumeration: for each of the
-    ``2^K · 2 − 1`` patterns (free variables × sum constraint active or not) the
-    KKT system is solved in one batched solve (pseudo-inverse for singular
-    systems); among feasible candidates the one with least objective is
-    returned.  The optimum always has a support on which its KKT system is
-    non-singular, so the result is the exact global minimiser (up to round-off;
-    ties among equal-objective minimisers of a singular ``G`` are broken by
-    the enumeration order).  Intended for small K (cost ``O(2^K K³)`` per problem).
-    """
-    Gt = torch.as_tensor(G)
-    Gt = Gt.to(torch.float64) if not Gt.is_floating_point() else Gt
-    ct = torch.as_tensor(c, dtype=Gt.dtype, device=Gt.device)
-    if Gt.ndim == 2:
-        return solve_simplex_qp(Gt.unsqueeze(0), ct.unsqueeze(0))[0]
-    if Gt.ndim != 3 or Gt.shape[-1] != Gt.shape[-2] or ct.shape != Gt.shape[:2]:
-        raise ValueError(
-            f"solve_simplex_qp expects G (B,K,K) and c (B,K); got {tuple(Gt.shape)}, {tuple(ct.shape)}"
-        )
-    if not (bool(torch.isfinite(Gt).all()) and bool(torch.isfinite(ct).all())):
-        raise ValueError("solve_simplex_qp: G and c must be finite")
-    B, K = ct.shape
-    dtype, dev = Gt.dtype, Gt.device
-    # Scale to unit trace for conditioning (does not change the minimiser).
-    scale = torch.diagonal(Gt, dim1=-2, dim2=-1).sum(-1).abs() / K
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    Gs = 0.5 * (Gt + Gt.transpose(-1, -2)) / scale[:, None, None]
-    cs = ct / scale[:, None]
-    pat = _active_sets(K, dev, dtype)  # (P, K+1)
-    P = pat.shape[0]
-    free, act = pat[:, :K], pat[:, K]
-    eye = torch.eye(K + 1, dtype=dtype, device=dev)
-    # KKT rows: i free -> (G w)_i + μ = c_i ; i fixed -> w_i = 0 ;
-    # sum active -> Σ_{free} w = 1 ; inactive -> μ = 0.
-    M = torch.zeros(B, P, K + 1, K + 1, dtype=dtype, device=dev)
-    fr = free[None, :, :, None]  # (1, P, K, 1)
-    M[:, :, :K, :K] = fr * (Gs[:, None] * free[None, :, None, :]) + (1 - fr) * eye[:K, :K]
-    M[:, :, :K, K] = free[None] * act[None, :, None]
-    M[:, :, K, :K] = (free * act[:, None])[None].expand(B, P, K)
-    M[:, :, K, K] = (1 - act)[None].expand(B, P)
-    rhs = torch.zeros(B, P, K + 1, dtype=dtype, device=dev)
-    rhs[:, :, :K] = free[None] * cs[:, None, :]
-    rhs[:, :, K] = act[None].expand(B, P)
-    sol, info = torch.linalg.solve_ex(M, rhs.unsqueeze(-1))
-    sol = sol.squeeze(-1)
-    bad = (info != 0) | ~torch.isfinite(sol).all(-1)
-    if bool(bad.any()):
-        sol[bad] = (torch.linalg.pinv(M[bad]) @ rhs[bad].unsqueeze(-1)).squeeze(-1)
-    w = sol[..., :K] * free[None]  # (B, P, K)
-    tol = 1e-9
-    feasible = (w >= -tol).all(-1) & (w.sum(-1) <= 1 + tol)
-    obj = torch.einsum("bpk,bkl,bpl->bp", w, Gs, w) - 2 * (w * cs[:, None, :]).sum(-1)
-    obj = torch.where(feasible, obj, torch.full_like(obj, float("inf")))
-    best = obj.argmin(-1)
-    wb = w[torch.arange(B, device=dev), best].clamp_min(0)
-    total = wb.sum(-1, keepdim=True)
-    return torch.where(total > 1, wb / total, wb)
-
-
 def oracle_weights(X: Any, sigma: Any) -> torch.Tensor:
     """Multi-target oracle weights ``w* (B, K)`` (or ``(K,)``).
 
@@ -529,47 +464,6 @@ def oracle_weights(X: Any, sigma: Any) -> torch.Tensor:
     T = stack_targets(Xc, S, TARGET_NAMES)
     G, c, _ = quadratic_form(S, T, Sig)
     return unbatch(solve_simplex_qp(G, c), batched)
-
-
-def multi_target_weights(G: Any, rho: Any, use: Any) -> torch.Tensor:
-    """Intensities ``w (B, K)`` of multi-target shrinkage from single-target estimates.
-
-    Multi-target shrinkage [Lancewicki & Aladjem, "Multi-target shrinkage estimation
-    for covariance matrices", IEEE Trans. Signal Processing 62(24), 2014] minimises
-    the Frobenius loss ``wᵀGw − 2cᵀw + ‖S − Σ‖²`` of the family
-    ``S + Σ_k w_k (T_k − S)`` with ``G_kl = ⟨T_k − S, T_l − S⟩`` (known from the
-    sample) and an *estimate* of the unknown ``c_k = ⟨T_k − S, Σ − S⟩``.  Here the
-    estimate comes from each target's own single-target intensity: the
-    single-target oracle intensity is ``c_k / G_kk``, so ``ĉ_k = ρ̂_k G_kk`` with
-    ``ρ̂_k`` e.g. the Ledoit–Wolf intensity towards ``T_k``, or ``ρ̂ = 1`` for a
-    nonlinear estimator (QIS) used as a target, i.e. trusting it along its own
-    direction.  Then ``w = argmin wᵀGw − 2ĉᵀw`` over ``w ≥ 0, Σ_k w_k ≤ 1``
-    (:func:`solve_simplex_qp`): the exact geometry ``G`` decides how the targets
-    combine, which no single-target rule sees (two targets close to each other
-    share the weight; one far from ``S`` in a direction the others explain gets none).
-
-    ``G (B, K, K)`` symmetric positive semi-definite; ``rho (B, K)`` finite where
-    used; ``use`` ``(K,)`` booleans, the targets that take part (the others get
-    weight 0 and their ``rho`` is ignored).  Scale-invariant: ``G → s²G`` leaves
-    ``w`` unchanged.
-    """
-    Gt = torch.as_tensor(G)
-    Gt = Gt.to(torch.float64) if not Gt.is_floating_point() else Gt
-    r = torch.as_tensor(rho, dtype=Gt.dtype, device=Gt.device)
-    mask = torch.as_tensor(use, dtype=torch.bool, device=Gt.device).reshape(-1)
-    if Gt.ndim != 3 or Gt.shape[-1] != Gt.shape[-2] or r.shape != Gt.shape[:2]:
-        raise ValueError(
-            "multi_target_weights expects G (B,K,K) and rho (B,K); got "
-            f"{tuple(Gt.shape)}, {tuple(r.shape)}"
-        )
-    if mask.shape[0] != Gt.shape[-1] or not bool(mask.any()):
-        raise ValueError(f"use must have {Gt.shape[-1]} booleans, at least one True")
-    idx = mask.nonzero().squeeze(-1)
-    Gu = Gt[:, idx][:, :, idx]
-    cu = r[:, idx] * torch.diagonal(Gu, dim1=-2, dim2=-1)
-    w = torch.zeros_like(r)
-    w[:, idx] = solve_simplex_qp(Gu, cu)
-    return w
 
 
 CLASSICAL_ESTIMATORS: dict[str, Any] = {

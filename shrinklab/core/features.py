@@ -86,6 +86,7 @@ from shrinklab.core.sample_stats import (
 )
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.core.validation import as_returns, center
+from shrinklab.core.xp import ops
 
 __all__ = [
     "FEATURE_NAMES",
@@ -146,6 +147,9 @@ MULTI_TARGET_SOURCES: dict[str, str | None] = {
 
 MULTI_TARGET_NAMES: tuple[str, ...] = tuple(f"mt_{k}" for k in MULTI_TARGET_SOURCES)
 
+# Which of TARGET_NAMES take part in the multi-target intensities (K booleans).
+_MULTI_TARGET_USE: tuple[bool, ...] = tuple(k in MULTI_TARGET_SOURCES for k in TARGET_NAMES)
+
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_p_over_n",
@@ -183,32 +187,38 @@ _RATIO_FLOOR = 1e-12
 
 
 # --------------------------------------------------------------------------- helpers
-def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """``num / den`` where ``den != 0``, else 0."""
-    ok = den != 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+def _safe_div(num: Any, den: Any) -> Any:
+    """``num / den`` where ``den != 0``, else 0 (torch or NumPy)."""
+    return ops(num).safe_div(num, den)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor, dims) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``x`` over ``mask`` (0 where empty) and the count, both kept dims."""
+    xp = ops(x)
+    cnt = xp.sum(xp.to(mask, x), dims, keepdim=True)
+    return _safe_div(xp.sum(xp.where(mask, x, 0.0), dims, keepdim=True), cnt), cnt
 
 
 def _masked_mean_std(
     x: torch.Tensor, mask: torch.Tensor, dims
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and population standard deviation ``(B,)`` of ``x`` over ``mask`` (0 where empty)."""
-    m = mask.to(x.dtype)
-    cnt = m.sum(dims, keepdim=True)
-    mean = _safe_div(torch.where(mask, x, 0.0).sum(dims, keepdim=True), cnt)
-    dev = torch.where(mask, x - mean, 0.0)
-    var = _safe_div((dev * dev).sum(dims, keepdim=True), cnt)
+    xp = ops(x)
+    mean, cnt = _masked_mean(x, mask, dims)
+    dev = xp.where(mask, x - mean, 0.0)
+    var = _safe_div(xp.sum(dev * dev, dims, keepdim=True), cnt)
     B = x.shape[0]
-    return mean.reshape(B), var.clamp_min(0).sqrt().reshape(B)
+    return mean.reshape(B), xp.sqrt(xp.clamp_min(var, 0)).reshape(B)
 
 
 def _excess_kurtosis(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Excess kurtosis ``m4/m2² − 3`` of demeaned ``y`` along dim -2, and the mask ``m2 > 0``."""
     y2 = y * y
-    m2 = y2.mean(-2)
-    m4 = (y2 * y2).mean(-2)
+    xp = ops(y)
+    m2 = xp.mean(y2, -2)
+    m4 = xp.mean(y2 * y2, -2)
     ok = m2 > 0
-    return _safe_div(m4, m2 * m2) - 3.0 * ok.to(y.dtype), ok
+    return _safe_div(m4, m2 * m2) - 3.0 * ops(y).to(ok, y), ok
 
 
 def classical_intensities(X: Any) -> torch.Tensor:
@@ -248,8 +258,8 @@ def target_gram(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 def difference_gram(D: torch.Tensor) -> torch.Tensor:
     """:func:`target_gram` from the differences ``D = T − S`` ``(B, K, p, p)`` (for a
     caller that keeps them, e.g. to combine the estimate from them)."""
-    M = D.flatten(-2)
-    return _targets.symmetrize(M @ M.transpose(-1, -2))
+    M = D.reshape(*D.shape[:-2], -1)
+    return _targets.symmetrize(M @ ops(M).mT(M))
 
 
 def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -262,15 +272,14 @@ def multi_target_intensities(G: torch.Tensor, intensities: torch.Tensor) -> torc
     multi_target_weights`) over the targets of :data:`MULTI_TARGET_SOURCES`, from the
     target Gram ``G`` (:func:`target_gram`) and the classical intensities ``(B, 4)``
     (:func:`classical_intensities`, in the order of :data:`INTENSITY_NAMES`)."""
-    B, K = G.shape[0], len(TARGET_NAMES)
-    rho = torch.ones(B, K, dtype=G.dtype, device=G.device)
-    use = torch.zeros(K, dtype=torch.bool)
+    xp = ops(G)
+    rho = xp.ones_like(G[:, 0])
     for target, source in MULTI_TARGET_SOURCES.items():
-        k = TARGET_NAMES.index(target)
-        use[k] = True
         if source is not None:
-            rho[:, k] = intensities[:, INTENSITY_NAMES.index(source)].to(G.dtype)
-    return estimators.multi_target_weights(G, rho, use)
+            rho[:, TARGET_NAMES.index(target)] = xp.to(
+                intensities[:, INTENSITY_NAMES.index(source)], G
+            )
+    return estimators.multi_target_weights_array(G, rho, _MULTI_TARGET_USE)
 
 
 # --------------------------------------------------------------------------- features
@@ -306,9 +315,10 @@ def features_from_parts(
 
 def _inverse_sd(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(var, pos, 1/sd)`` of ``S``'s diagonal (``1/sd = 0`` for zero-variance assets)."""
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
-    sd = var.clamp_min(0).sqrt()
-    return var, sd > 0, _safe_div(torch.ones_like(sd), sd)
+    xp = ops(S)
+    var = xp.diagonal(S)
+    sd = xp.sqrt(xp.clamp_min(var, 0))
+    return var, sd > 0, _safe_div(xp.ones_like(sd), sd)
 
 
 def feature_stats(
@@ -332,9 +342,10 @@ def feature_stats(
     n, p = Xc.shape[-2:]
     m = min(n, max(2, math.ceil(RECENT_FRACTION * n)))
     X2 = Xc * Xc if X2 is None else X2
-    m2 = X2.mean(-2) if m2 is None else m2
-    recent = X2[:, n - m :].mean(-2)
-    m4 = (X2 * X2).mean(-2)
+    xp = ops(Xc)
+    m2 = xp.mean(X2, -2) if m2 is None else m2
+    recent = xp.mean(X2[:, n - m :], -2)
+    m4 = xp.mean(X2 * X2, -2)
     if x_isd is None:
         x_isd = _targets.matvecs(Xc, _inverse_sd(S)[2])[0]
     mkt = x_isd / p  # (B, n)
@@ -343,33 +354,32 @@ def feature_stats(
 
 def features_from_stats(
     stats: dict[str, Any],
-    S: torch.Tensor,
-    evals: torch.Tensor,
-    target_gram: torch.Tensor,
-    intensities: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`features_from_parts` from :func:`feature_stats` (O(p²) per sample)."""
+    S: Any,
+    evals: Any,
+    target_gram: Any,
+    intensities: Any,
+) -> Any:
+    """:func:`features_from_parts` from :func:`feature_stats` (O(p²) per sample); torch
+    tensors or NumPy arrays (:mod:`shrinklab.core.xp`)."""
+    xp = ops(S)
     n, p = stats["n"], S.shape[-1]
-    B, dt, dev = S.shape[0], S.dtype, S.device
-    cols: list[torch.Tensor] = []
-    full = lambda v: torch.full((B,), float(v), dtype=dt, device=dev)
-    cols += [full(math.log(p / n)), full(math.log(n))]
+    B = S.shape[0]
+    cols: list[Any] = [xp.full(B, math.log(p / n), S), xp.full(B, math.log(n), S)]
 
     # -- spectrum
-    lam = evals.to(dt).clamp_min(0).sort(-1).values
+    lam = xp.sort(xp.clamp_min(xp.to(evals, S), 0))
     tr = lam.sum(-1)
     lbar = tr / p
-    lam_n = _safe_div(lam, lbar.unsqueeze(-1).expand_as(lam))
-    q = torch.tensor(SPECTRUM_QUANTILES, dtype=dt, device=dev)
-    cols += list(torch.quantile(lam_n, q, dim=-1))
-    share = _safe_div(lam, tr.unsqueeze(-1).expand_as(lam))
+    lam_n = _safe_div(lam, xp.expand_as(lbar[..., None], lam))
+    cols += list(xp.quantile_sorted(lam_n, SPECTRUM_QUANTILES, S))  # lam_n ascending
+    share = _safe_div(lam, xp.expand_as(tr[..., None], lam))
     cols.append(share[:, -1])
-    ent = -(torch.where(share > 0, share * share.log(), torch.zeros_like(share))).sum(-1)
-    cols.append(torch.where(tr > 0, ent.exp() / p, torch.zeros_like(ent)))
+    ent = -(xp.where(share > 0, share * xp.log(share), xp.zeros_like(share))).sum(-1)
+    cols.append(xp.where(tr > 0, xp.exp(ent) / p, xp.zeros_like(ent)))
     edge = lbar * (1.0 + math.sqrt(p / n)) ** 2
-    cols.append(((lam > edge.unsqueeze(-1)) & (tr > 0).unsqueeze(-1)).to(dt).mean(-1))
+    cols.append(xp.mean(xp.to((lam > edge[..., None]) & (tr > 0)[..., None], S), -1))
     top_ratio = _safe_div(lam[:, -1], edge)
-    cols.append(torch.where(top_ratio > 0, top_ratio, torch.ones_like(top_ratio)).log())
+    cols.append(xp.log(xp.where(top_ratio > 0, top_ratio, xp.ones_like(top_ratio))))
 
     # -- correlations and variances
     var, pos, inv_sd = _inverse_sd(S)
@@ -380,46 +390,46 @@ def features_from_stats(
     r_diag = var * inv2  # 1 for varying assets, 0 for constant ones
     r_sum = (_targets.row_times(inv_sd, S) * inv_sd).sum(-1) - r_diag.sum(-1)
     r_sq = (_targets.row_times(inv2, S2) * inv2).sum(-1) - (r_diag * r_diag).sum(-1)
-    k = pos.sum(-1).to(dt)
+    k = xp.to(pos.sum(-1), S)
     pairs = k * (k - 1)
     r_mean = _safe_div(r_sum, pairs)
-    cols += [r_mean, (_safe_div(r_sq, pairs) - r_mean * r_mean).clamp_min(0).sqrt()]
-    logv = torch.where(pos, var, torch.ones_like(var)).log()
+    cols += [r_mean, xp.sqrt(xp.clamp_min(_safe_div(r_sq, pairs) - r_mean * r_mean, 0))]
+    logv = xp.log(xp.where(pos, var, xp.ones_like(var)))
     cols.append(_masked_mean_std(logv, pos, -1)[1])
 
     # -- tails
     m2, m4 = stats["m2"], stats["m4"]
     kok = m2 > 0
-    kurt = _safe_div(m4, m2 * m2) - 3.0 * kok.to(dt)
-    cols.append(_masked_mean_std(kurt, kok, -1)[0])
-    med = torch.nanmedian(torch.where(kok, kurt, torch.full_like(kurt, math.nan)), dim=-1).values
-    cols.append(torch.nan_to_num(med, nan=0.0))
+    kurt = _safe_div(m4, m2 * m2) - 3.0 * xp.to(kok, S)
+    cols.append(_masked_mean(kurt, kok, -1)[0][..., 0])
+    med = xp.nanmedian_lower(xp.where(kok, kurt, xp.full_like(kurt, math.nan)))
+    cols.append(xp.nan_to_num(med, nan=0.0))
     # equal-weight portfolio of standardised returns (constant columns weigh 0)
     mkt = stats["mkt"]
-    mkt = mkt - mkt.mean(-1, keepdim=True)
-    cols.append(_excess_kurtosis(mkt.unsqueeze(-1))[0].squeeze(-1))
+    mkt = mkt - xp.mean(mkt, -1, keepdim=True)
+    cols.append(_excess_kurtosis(mkt[..., None])[0][..., 0])
 
     # -- classical intensities and target distances
-    cols += list(intensities.to(dt).T)
-    snorm = S2.sum((-2, -1)).sqrt()
-    gram = target_gram.to(dt)
-    sq_dist = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(0)
-    cols += list(_safe_div(sq_dist.sqrt(), snorm.unsqueeze(-1)).T)
+    cols += list(xp.to(intensities, S).T)
+    snorm = xp.sqrt(S2.sum((-2, -1)))
+    gram = xp.to(target_gram, S)
+    sq_dist = xp.clamp_min(xp.diagonal(gram), 0)
+    cols += list(_safe_div(xp.sqrt(sq_dist), snorm[..., None]).T)
     mt = multi_target_intensities(gram, intensities)
     cols += [mt[:, TARGET_NAMES.index(k)] for k in MULTI_TARGET_SOURCES]
 
     # -- temporal (row order): recent vs whole-window variance, volatility clustering
     ratio = _safe_div(stats["recent"], m2)
-    mean_ratio = _masked_mean_std(ratio, pos, -1)[0]
+    mean_ratio = _masked_mean(ratio, pos, -1)[0][..., 0]
     any_pos = pos.any(-1)
     cols.append(
-        torch.where(any_pos, 0.5 * mean_ratio.clamp_min(_RATIO_FLOOR).log(), torch.zeros_like(tr))
+        xp.where(any_pos, 0.5 * xp.log(xp.clamp_min(mean_ratio, _RATIO_FLOOR)), xp.zeros_like(tr))
     )
     y = mkt * mkt
-    y = y - y.mean(-1, keepdim=True)
+    y = y - xp.mean(y, -1, keepdim=True)
     cols.append(_safe_div((y[:, 1:] * y[:, :-1]).sum(-1), (y * y).sum(-1)))
 
-    out = torch.stack(cols, dim=-1)
+    out = xp.stack(cols, dim=-1)
     if out.shape[-1] != len(FEATURE_NAMES):  # pragma: no cover - internal consistency
         raise RuntimeError(f"built {out.shape[-1]} features, expected {len(FEATURE_NAMES)}")
     return out

@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from shrinklab.core import targets as _targets
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.core.validation import as_returns, center
+from shrinklab.core.xp import ops
 
 __all__ = ["SampleStats", "sample_stats", "targets_from_parts", "targets_from_stats"]
 
@@ -55,21 +57,28 @@ class SampleStats:
     def unscale(self, M: torch.Tensor) -> torch.Tensor:
         """``M (B, …, p, p)`` of the scaled returns in the units of the returns."""
         e = 2 * self.exponent
-        return torch.ldexp(M, e.reshape(-1, *([1] * (M.ndim - 1))))
+        return ops(M).ldexp(M, e.reshape(-1, *([1] * (M.ndim - 1))))
 
 
 def sample_stats(
-    X: Any, differences: bool = False, workspace: torch.Tensor | None = None
+    X: Any, differences: bool = False, workspace: Any = None, numpy: bool = False
 ) -> SampleStats:
     """:class:`SampleStats` of returns ``X`` (``(n, p)`` or ``(B, n, p)``, validated by
     :func:`shrinklab.core.validation.as_returns`); with ``differences`` the targets are
     kept as ``D = T − S`` (``SampleStats.D``, ``T = None``), written into ``workspace``
-    when it is a tensor of ``D``'s shape, dtype and device (a caller reusing one buffer
-    across calls saves the page faults of a fresh ``K p²`` allocation)."""
-    Xt, _ = as_returns(X)
-    m = Xt.abs().amax(dim=(-2, -1))
-    e = torch.where(m > 0, torch.frexp(m)[1], 0).to(Xt.dtype)
-    Xs = torch.ldexp(Xt, -e[:, None, None])
+    when it is an array of ``D``'s shape, dtype and device (a caller reusing one buffer
+    across calls saves the page faults of a fresh ``K p²`` allocation).
+
+    With ``numpy`` every statistic is a NumPy float64 array, computed by the same code
+    (:mod:`shrinklab.core.xp`): ``X`` must then be a finite float64 array already
+    validated by the caller (the estimator's single fit: no torch overhead per op)."""
+    if numpy:
+        Xt = np.asarray(X, dtype=np.float64)
+        Xt = Xt[None] if Xt.ndim == 2 else Xt
+    else:
+        Xt, _ = as_returns(X)
+    xp = ops(Xt)
+    Xs, e = xp.scale_to_unit(Xt)
     Xc, S = center(Xs)
     N, p = Xc.shape[-2:]
     if p >= N:
@@ -78,13 +87,13 @@ def sample_stats(
         # (Ledoit & Wolf 2022; as the QIS estimator does): O(N³ + N²p) instead of an
         # O(p³) eigendecomposition of S.
         # One eigh of the Gram matrix serves the spectrum and (no constant column) QIS.
-        mu, V = torch.linalg.eigh(_targets.gram(Xc.transpose(-1, -2)))
-        evals = torch.cat([mu.new_zeros(*mu.shape[:-1], p - N), mu / N], dim=-1)
+        mu, V = xp.eigh(_targets.gram(xp.mT(Xc)))
+        evals = xp.cat([xp.zeros((*mu.shape[:-1], p - N), mu), mu / N], dim=-1)
         evecs, eig = None, None
-        flat = bool((torch.diagonal(S, dim1=-2, dim2=-1) == 0).any())
+        flat = bool((xp.diagonal(S) == 0).any())
         gram_eig = None if flat else (mu, V)
     else:
-        evals, evecs = torch.linalg.eigh(S)
+        evals, evecs = xp.eigh(S)
         eig, gram_eig = (evals, evecs), None
     extras: dict = {}
     parts = _targets.market_parts(Xc)
@@ -92,11 +101,12 @@ def sample_stats(
         T = targets_from_stats(S, N, parts, eig, extras, Xc, gram_eig=gram_eig)
         return SampleStats(Xs, e, Xc, S, evals, evecs, T, extras)
     shape = (S.shape[0], len(TARGET_NAMES), p, p)
-    fits = workspace is not None and workspace.shape == shape
-    if fits and workspace.dtype == S.dtype and workspace.device == S.device:
+    fits = workspace is not None and tuple(workspace.shape) == shape
+    same_kind = fits and type(workspace) is type(S) and workspace.dtype == S.dtype
+    if same_kind and (xp.name == "numpy" or workspace.device == S.device):
         D = workspace
     else:
-        D = S.new_empty(shape)
+        D = xp.empty(shape, S)
     targets_from_stats(S, N, parts, eig, extras, Xc, out=D, minus=S, gram_eig=gram_eig)
     return SampleStats(Xs, e, Xc, S, evals, evecs, None, extras, D)
 
@@ -105,6 +115,9 @@ def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
     if ctx.get("gram_eig") is not None:
         return _targets.qis_from_gram_eigh(ctx["Xc"], *ctx["gram_eig"])
     if ctx["eig"] is None:
+        if isinstance(S, np.ndarray):  # the torch route (p ≥ N with a constant column)
+            Xc, St = torch.from_numpy(ctx["Xc"]), torch.from_numpy(S)
+            return _targets.qis_estimate(Xc, St, ctx["N"]).numpy()
         return _targets.qis_estimate(ctx["Xc"], S, ctx["N"])
     return _targets.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
 
@@ -133,16 +146,18 @@ _TARGET_BUILDERS = {
 def _identity_minus_s(S: torch.Tensor, out: torch.Tensor) -> None:
     """``(tr S / p) I − S`` into ``out`` (the same floating-point operations as
     ``identity_target(S) − S``, without the ``p × p`` target)."""
-    torch.neg(S, out=out)
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
-    mu = var.sum(-1, keepdim=True) / S.shape[-1]
-    torch.sub(mu, var, out=out.diagonal(dim1=-2, dim2=-1))
+    xp = ops(S)
+    xp.neg_out(S, out)
+    var = xp.diagonal(S)
+    mu = xp.sum(var, -1, keepdim=True) / S.shape[-1]
+    xp.sub_into_diagonal(mu, var, out)
 
 
 def _diagonal_minus_s(S: torch.Tensor, out: torch.Tensor) -> None:
     """``diag(S) − S`` into ``out`` (off-diagonal ``−S``, zero diagonal)."""
-    torch.neg(S, out=out)
-    out.diagonal(dim1=-2, dim2=-1).zero_()
+    xp = ops(S)
+    xp.neg_out(S, out)
+    xp.zero_diagonal_(out)
 
 
 # T_k − S written directly for the targets that are S's diagonal (bit for bit the
@@ -192,17 +207,18 @@ def targets_from_stats(
     missing = [k for k in names if k not in _TARGET_BUILDERS]
     if missing:  # pragma: no cover - guards a change of TARGET_NAMES
         raise ValueError(f"no builder for targets {missing}")
+    xp = ops(S)
     ctx = {"N": N, "eig": eig, "sf_parts": sf_parts, "Xc": Xc, "gram_eig": gram_eig}
     if out is None:
-        T = torch.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
+        T = xp.stack([_TARGET_BUILDERS[k](S, ctx) for k in names], dim=1)
     else:
         for i, k in enumerate(names):
             if minus is None:
-                out[:, i].copy_(_TARGET_BUILDERS[k](S, ctx))
+                xp.copy_into(out[:, i], _TARGET_BUILDERS[k](S, ctx))
             elif minus is S and k in _DIFFERENCE_BUILDERS:
                 _DIFFERENCE_BUILDERS[k](S, out[:, i])
             else:
-                torch.sub(_TARGET_BUILDERS[k](S, ctx), minus, out=out[:, i])
+                xp.sub_out(_TARGET_BUILDERS[k](S, ctx), minus, out[:, i])
         T = out[:, : len(names)]
     if extras is not None:
         extras["rbar"] = ctx["rbar"]

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from shrinklab.core.validation import as_returns, center, unbatch
+from shrinklab.core.xp import ops
 
 __all__ = [
     "TARGET_NAMES",
@@ -98,7 +99,8 @@ _BLOCK_GRAM_MIN_P = 256
 
 # --------------------------------------------------------------------------- helpers
 def symmetrize(S: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (S + S.transpose(-1, -2))
+    """``(S + Sᵀ) / 2`` over the last two axes (torch or NumPy)."""
+    return 0.5 * (S + ops(S).mT(S))
 
 
 def sample_cov_from_demeaned(Xc: torch.Tensor, divisor: int | None = None) -> torch.Tensor:
@@ -118,6 +120,8 @@ def gram(A: torch.Tensor) -> torch.Tensor:
     batch it is in.  Elsewhere (other devices, dtypes, or when a gradient is
     needed) it is ``A.mT @ A``.
     """
+    if isinstance(A, np.ndarray):
+        return np.matmul(A.swapaxes(-1, -2), A)
     if (
         A.device.type != "cpu"
         or A.dtype not in (torch.float32, torch.float64)
@@ -157,6 +161,9 @@ def _outer_sym(W: torch.Tensor, V: torch.Tensor | None = None, out=None) -> torc
     For ``p >= _BLOCK_GRAM_MIN_P`` on CPU only the lower block triangle is
     multiplied and mirrored (exactly symmetric result, 5/8 of the flops).
     """
+    if isinstance(W, np.ndarray):
+        V = W if V is None else V
+        return np.matmul(W, np.swapaxes(V, -1, -2), out=out)
     if V is None and W.device.type == "cpu":  # one syrk per matrix (see gram)
         res = gram(W.transpose(-1, -2))
         return res if out is None else out.copy_(res)
@@ -178,12 +185,13 @@ def _outer_sym(W: torch.Tensor, V: torch.Tensor | None = None, out=None) -> torc
 
 
 def _diag_embed_like(S: torch.Tensor) -> torch.Tensor:
-    return torch.diag_embed(torch.diagonal(S, dim1=-2, dim2=-1))
+    xp = ops(S)
+    return xp.diag_embed(xp.diagonal(S))
 
 
 def _set_diagonal(T: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
     """Replace the diagonal of the freshly built ``T`` by ``diag`` (in place) and return it."""
-    T.diagonal(dim1=-2, dim2=-1).copy_(diag)
+    ops(T).set_diagonal_(T, diag)
     return T
 
 
@@ -194,7 +202,7 @@ def row_times(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     a ``(1, r) @ (r, c)`` batched GEMM is ~6× faster than ``(c, r) @ (r, 1)``.
     For ``A v`` use ``row_times(v, A.mT)``; for symmetric ``A``, ``row_times(v, A)``.
     """
-    return (v.unsqueeze(-2) @ A).squeeze(-2)
+    return (v[..., None, :] @ A)[..., 0, :]
 
 
 def matvecs(A: torch.Tensor, *vs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -206,6 +214,9 @@ def matvecs(A: torch.Tensor, *vs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     against 2 × 0.053 ms for two vectors at ``r = 1239``, ``c = 200``).  Elsewhere,
     or when a gradient is needed, :func:`row_times` per vector.
     """
+    if isinstance(A, np.ndarray):
+        out = A @ np.stack(vs, axis=-1)
+        return tuple(out[..., i] for i in range(len(vs)))
     if (
         A.device.type != "cpu"
         or A.dtype not in (torch.float32, torch.float64)
@@ -220,9 +231,10 @@ def matvecs(A: torch.Tensor, *vs: torch.Tensor) -> tuple[torch.Tensor, ...]:
 # --------------------------------------------------------------------------- targets
 def identity_target(S: torch.Tensor) -> torch.Tensor:
     """Scaled identity ``(tr S / p) I`` for ``S (B, p, p)`` (Ledoit & Wolf 2004, JMVA)."""
+    xp = ops(S)
     p = S.shape[-1]
-    mu = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1) / p
-    eye = torch.eye(p, dtype=S.dtype, device=S.device)
+    mu = xp.diagonal(S).sum(-1) / p
+    eye = xp.eye(p, S)
     return mu[:, None, None] * eye
 
 
@@ -240,15 +252,16 @@ def constant_correlation_target(S: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     0/0) and get zero rows/columns.  Returns ``(F, r̄)`` with ``r̄ (B,)``;
     ``r̄ = 0`` when fewer than two assets vary.
     """
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
-    sd = var.clamp_min(0).sqrt()
+    xp = ops(S)
+    var = xp.diagonal(S)
+    sd = xp.sqrt(xp.clamp_min(var, 0))
     pos = sd > 0
-    inv_sd = torch.where(pos, 1.0 / torch.where(pos, sd, torch.ones_like(sd)), torch.zeros_like(sd))
+    inv_sd = xp.where(pos, 1.0 / xp.where(pos, sd, xp.ones_like(sd)), xp.zeros_like(sd))
     R = S * inv_sd[:, :, None] * inv_sd[:, None, :]
-    k = pos.sum(-1).to(S.dtype)
-    off_sum = R.sum((-2, -1)) - torch.diagonal(R, dim1=-2, dim2=-1).sum(-1)
+    k = xp.to(pos.sum(-1), S)
+    off_sum = R.sum((-2, -1)) - xp.diagonal(R).sum(-1)
     pairs = k * (k - 1)
-    rbar = torch.where(pairs > 0, off_sum / pairs.clamp_min(1), torch.zeros_like(off_sum))
+    rbar = xp.where(pairs > 0, off_sum / xp.clamp_min(pairs, 1), xp.zeros_like(off_sum))
     F = (rbar[:, None] * sd)[:, :, None] * sd[:, None, :]
     return _set_diagonal(F, var), rbar
 
@@ -274,7 +287,7 @@ def market_parts(Xc: torch.Tensor) -> dict[str, torch.Tensor]:
     (O(np)); the target itself then costs O(p²) (:func:`single_factor_from_parts`).
     """
     n = Xc.shape[-2]
-    m = Xc.mean(-1)
+    m = ops(Xc).mean(Xc, -1)
     covmkt = row_times(m, Xc) / n
     varmkt = (m * m).sum(-1) / n
     return {"m": m, "covmkt": covmkt, "varmkt": varmkt}
@@ -288,16 +301,17 @@ def market_parts_from_cov(S: torch.Tensor, m: torch.Tensor) -> dict[str, torch.T
     Wolf 2003, JEF).  For a caller that forms ``m`` with other products of ``Xc``.
     """
     n = m.shape[-1]
-    return {"m": m, "covmkt": S.mean(-1), "varmkt": (m * m).sum(-1) / n}
+    return {"m": m, "covmkt": ops(S).mean(S, -1), "varmkt": (m * m).sum(-1) / n}
 
 
 def single_factor_from_parts(S: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     """Single-index target (Ledoit & Wolf 2003, JEF) from ``S`` and :func:`market_parts`."""
+    xp = ops(S)
     covmkt, varmkt = parts["covmkt"], parts["varmkt"]
     ok = varmkt > 0
-    inv_var = torch.where(ok, 1.0 / torch.where(ok, varmkt, torch.ones_like(varmkt)), 0.0)
+    inv_var = xp.where(ok, 1.0 / xp.where(ok, varmkt, xp.ones_like(varmkt)), 0.0)
     F = covmkt[:, :, None] * covmkt[:, None, :] * inv_var[:, None, None]
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    var = xp.diagonal(S)
     return _set_diagonal(F, var)
 
 
@@ -308,19 +322,20 @@ def _qis_delta(inv: torch.Tensor, p: int, n: int) -> tuple[torch.Tensor, torch.T
     ``(delta (B, m), delta0 (B, 1) or None)``; ``delta0`` is the common value
     of the ``p − n`` null eigenvalues when ``p > n``.
     """
+    xp = ops(inv)
     B, m = inv.shape
     c = p / n
     h = (min(c**2, 1.0 / c**2) ** 0.35) / p**0.35
     # theta_j = mean_i t_i (t_i - t_j) r_ij,  Htheta_j = h mean_i t_i^2 r_ij,
     # r_ij = 1 / ((t_i - t_j)^2 + h^2 t_i^2); both sums as one batched matmul.
-    sums = torch.empty(B, 2, m, dtype=inv.dtype, device=inv.device)
+    sums = xp.empty((B, 2, m), inv)
     step = max(1, _QIS_CHUNK_ELEMENTS // (m * m))
     for s in range(0, B, step):
         a = inv[s : s + step]
-        ai = a.unsqueeze(-1)
-        d = ai - a.unsqueeze(-2)
-        r = torch.addcmul((h * h) * ai.square(), d, d).reciprocal_()
-        torch.matmul(torch.stack([a * a, a], dim=-2), r, out=sums[s : s + step])  # (b, 2, m)
+        ai = a[..., None]
+        d = ai - a[..., None, :]
+        r = xp.reciprocal_(xp.addcmul((h * h) * xp.square(ai), d, d))
+        xp.matmul_out(xp.stack([a * a, a], dim=-2), r, sums[s : s + step])  # (b, 2, m)
     theta = (sums[:, 0] - inv * sums[:, 1]) / m
     htheta = h * sums[:, 0] / m
     atheta2 = theta**2 + htheta**2
@@ -328,16 +343,18 @@ def _qis_delta(inv: torch.Tensor, p: int, n: int) -> tuple[torch.Tensor, torch.T
         return 1.0 / (
             (1 - c) ** 2 * inv + 2 * c * (1 - c) * inv * theta + c**2 * inv * atheta2
         ), None
-    return 1.0 / (inv * atheta2), 1.0 / ((c - 1) * inv.mean(-1, keepdim=True))
+    return 1.0 / (inv * atheta2), 1.0 / ((c - 1) * xp.mean(inv, -1, keepdim=True))
 
 
 def _inverse_nonnull(nonnull: torch.Tensor, p: int) -> torch.Tensor:
     # Guard against exactly zero "non-null" eigenvalues (collinear assets): the authors'
     # code would divide by zero; a floor at the numerical rank tolerance keeps it finite
     # and never binds for full-rank data.
-    floor = nonnull.amax(-1, keepdim=True) * (p * torch.finfo(nonnull.dtype).eps)
-    floor = floor.clamp_min(torch.finfo(nonnull.dtype).tiny)
-    return 1.0 / torch.maximum(nonnull, floor)
+    xp = ops(nonnull)
+    eps, tiny = xp.finfo(nonnull)
+    floor = xp.amax(nonnull, -1, keepdim=True) * (p * eps)
+    floor = xp.clamp_min(floor, tiny)
+    return 1.0 / xp.maximum(nonnull, floor)
 
 
 def _qis_from_spectrum(
@@ -354,7 +371,7 @@ def _qis_from_spectrum(
     delta, delta0 = _qis_scaled(lam, p, n)
     if delta0 is None:
         # U diag(δ) Uᵀ = W Wᵀ with W = U diag(√δ) (δ > 0): one GEMM, symmetric to round-off.
-        return _outer_sym(U * delta.sqrt().unsqueeze(-2), out=out)
+        return _outer_sym(U * ops(U).sqrt(delta)[..., None, :], out=out)
     return _assemble_scaled(U[:, :, U.shape[-1] - m :], delta, delta0, out)
 
 
@@ -364,19 +381,20 @@ def _qis_scaled(lam: torch.Tensor, p: int, n: int) -> tuple[torch.Tensor, torch.
     ``(δ (B, m), None)`` for ``p <= n``; ``(δ (B, m), δ0 (B, 1))`` for ``p > n`` (``δ`` for
     the top ``m = n`` eigenvectors, ``δ0`` for the ``p − n`` null ones).
     """
+    xp = ops(lam)
     m = min(p, n)
-    lam = lam.clamp_min(0)
+    lam = xp.clamp_min(lam, 0)
     inv = _inverse_nonnull(lam[:, lam.shape[-1] - m :], p)
     delta, delta0 = _qis_delta(inv, p, n)
-    total = lam.sum(-1, keepdim=True)  # = tr S (for p > n the null eigenvalues are ~0)
+    total = xp.sum(lam, -1, keepdim=True)  # = tr S (for p > n the null eigenvalues are ~0)
     if delta0 is None:
-        return delta * (total / delta.sum(-1, keepdim=True)), None
+        return delta * (total / xp.sum(delta, -1, keepdim=True)), None
     return _singular_scale(delta, delta0, total, p, n)
 
 
 def _singular_scale(delta, delta0, total, p, n) -> tuple[torch.Tensor, torch.Tensor]:
     """``(δ, δ0)`` rescaled so that ``(p − n) δ0 + Σδ = total`` (QIS keeps the trace)."""
-    scale = total / ((p - n) * delta0 + delta.sum(-1, keepdim=True))
+    scale = total / ((p - n) * delta0 + ops(delta).sum(delta, -1, keepdim=True))
     return delta * scale, delta0 * scale
 
 
@@ -448,8 +466,9 @@ def _assemble_singular(Um, delta, delta0, total, p, n, out=None) -> torch.Tensor
 
 def _assemble_scaled(Um, delta, delta0, out=None) -> torch.Tensor:
     """``δ0 I + U_m diag(δ_m − δ0) U_mᵀ`` for already rescaled ``δ``, ``δ0``."""
-    res = _outer_sym(Um * (delta - delta0).unsqueeze(-2), Um, out=out)
-    res.diagonal(dim1=-2, dim2=-1).add_(delta0)
+    xp = ops(Um)
+    res = _outer_sym(Um * (delta - delta0)[..., None, :], Um, out=out)
+    xp.add_diagonal_(res, delta0)
     return res
 
 
@@ -471,13 +490,14 @@ def qis_from_gram_eigh(
     """QIS (Ledoit & Wolf 2022) for ``p > n = N − 1`` from ``(mu, V) = torch.linalg.eigh(Xc Xcᵀ)``
     that the caller already has (the Gram route of :func:`qis_estimate`, the same result
     without a second ``eigh``); ``Xc (B, N, p)`` demeaned, no constant columns."""
+    xp = ops(Xc)
     B, N, p = Xc.shape
     n = N - 1
-    lam = (mu[:, N - n :] / n).clamp_min(0)  # the n = N − 1 non-null eigenvalues, ascending
+    lam = xp.clamp_min(mu[:, N - n :] / n, 0)  # the n = N − 1 non-null eigenvalues, ascending
     inv = _inverse_nonnull(lam, p)
-    Um = (Xc.transpose(-1, -2) @ V[:, :, N - n :]) * (inv / n).sqrt().unsqueeze(-2)
+    Um = (xp.mT(Xc) @ V[:, :, N - n :]) * xp.sqrt(inv / n)[..., None, :]
     delta, delta0 = _qis_delta(inv, p, n)
-    total = Xc.square().sum((-2, -1)).unsqueeze(-1) / n  # = tr S
+    total = xp.square(Xc).sum((-2, -1))[..., None] / n  # = tr S
     return _assemble_singular(Um, delta, delta0, total, p, n, out)
 
 
@@ -613,10 +633,12 @@ def qis_from_eig(evals: torch.Tensor, evecs: torch.Tensor, S: torch.Tensor, N: i
     Samples with a constant column go through :func:`qis_estimate`.
     """
     n = N - 1
-    var = torch.diagonal(S, dim1=-2, dim2=-1)
+    var = ops(S).diagonal(S)
     has_const = (var == 0).any(-1)
     if not bool(has_const.any()):
         return _qis_from_spectrum(evals * (N / n), evecs, n)
+    if isinstance(S, np.ndarray):  # the torch route for constant columns
+        return qis_from_eig(*map(torch.from_numpy, (evals, evecs, S)), N).numpy()
     out = torch.empty_like(S)
     regular = (~has_const).nonzero().flatten()
     if regular.numel():

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shrinklab.core.xp import ops
+
 __all__ = [
     "as_returns",
     "as_matrices",
@@ -197,29 +199,30 @@ def center(X: torch.Tensor, cov: bool = True) -> tuple[torch.Tensor, torch.Tenso
     among the candidates whose variance is at round-off level, so the common
     case costs nothing extra.
     """
+    xp = ops(X)
     n = X.shape[-2]
-    mean = X.mean(dim=-2, keepdim=True)
+    mean = xp.mean(X, -2, keepdim=True)
     Xc = X - mean
     if cov:
-        S = Xc.transpose(-1, -2) @ Xc / n
-        S = 0.5 * (S + S.transpose(-1, -2))
-        var = torch.diagonal(S, dim1=-2, dim2=-1)
+        S = xp.mT(Xc) @ Xc / n
+        S = 0.5 * (S + xp.mT(S))
+        var = xp.diagonal(S)
     else:
         S = None
         var = (Xc * Xc).sum(-2) / n
     # A constant column c has |c - mean| <= ~n eps |c|, hence var <= (n eps |c|)^2.
-    bound = (4.0 * n * torch.finfo(X.dtype).eps * mean.squeeze(-2)) ** 2
+    bound = (4.0 * n * xp.finfo(X)[0] * mean[..., 0, :]) ** 2
     cand = var <= bound
     if bool(cand.any()):
-        b_idx, i_idx = cand.nonzero(as_tuple=True)
+        b_idx, i_idx = xp.nonzero(cand)
         cols = X[b_idx, :, i_idx]  # (k, n)
         const = (cols == cols[:, :1]).all(-1)
         if bool(const.any()):
             b_idx, i_idx = b_idx[const], i_idx[const]
-            Xc = Xc.clone()
+            Xc = xp.copy(Xc)
             Xc[b_idx, :, i_idx] = 0.0
             if S is not None:
-                S = S.clone()
+                S = xp.copy(S)
                 S[b_idx, i_idx, :] = 0.0
                 S[b_idx, :, i_idx] = 0.0
     return Xc, S

@@ -8,6 +8,7 @@ no argument uses :data:`DEFAULT_MODEL`, and ``from_pretrained("final")`` names i
 
 from __future__ import annotations
 
+import functools
 import os
 from importlib import resources
 from pathlib import Path
@@ -18,9 +19,14 @@ DEFAULT_MODEL = "final"
 """Name of the bundled model the estimator uses by default."""
 
 
+@functools.lru_cache(maxsize=1)
+def _package_root() -> Path:
+    return Path(str(resources.files("shrinklab")))  # the installed package (fixed)
+
+
 def bundled_dir() -> Path:
     """The folder of the bundled weights inside the installed package."""
-    return Path(str(resources.files("shrinklab"))) / "weights"
+    return _package_root() / "weights"
 
 
 def bundled_names() -> list[str]:

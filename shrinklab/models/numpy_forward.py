@@ -59,7 +59,7 @@ def np_sparsemax(z: np.ndarray) -> np.ndarray:
     cumsum = np.cumsum(zs, axis=-1) - 1.0
     k = np.arange(1, z.shape[-1] + 1, dtype=z.dtype)
     k_z = (k * zs > cumsum).sum(-1, keepdims=True)
-    tau = np.take_along_axis(cumsum, k_z - 1, axis=-1) / k_z
+    tau = np.where(k == k_z, cumsum, 0.0).sum(-1, keepdims=True) / k_z  # cumsum at k_z, exact
     return np.maximum(z - tau, 0.0)
 
 
@@ -99,7 +99,8 @@ class _MemberStack:
             head_b[3] = head_b[3] * _np(stack.gate_scale)
         self.head_w = np.concatenate(head_w, axis=-1)
         self.head_b = np.concatenate(head_b, axis=-1)
-        self.head_edges = np.cumsum([w.shape[-1] for w in head_w])[:-1]
+        ends = np.cumsum([w.shape[-1] for w in head_w]).tolist()
+        self.head_slices = [slice(a, b) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
         self.anchored = stack.anchored
         if self.anchored:
             net = members[0]
@@ -146,7 +147,8 @@ class _MemberStack:
             elif skip is not None:
                 z += h
             h = z
-        out = np.split(h @ self.head_w + self.head_b, self.head_edges, axis=-1)
+        y = h @ self.head_w + self.head_b
+        out = [y[..., sl] for sl in self.head_slices]  # the heads (np.split, fewer calls)
         alpha = _sigmoid(out[0][..., 0])
         weights = _np_softmax(out[1])
         log_var = out[2][..., 0]

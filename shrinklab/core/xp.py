@@ -1,0 +1,529 @@
+"""The few array operations the feature and intensity code needs, for torch and NumPy.
+
+One function body computes each feature, intensity and target (one home each); it runs
+on torch tensors in the training pipeline (batched, any device) and on NumPy float64
+arrays in a single fit of the estimator, where torch's fixed cost per operation (a few
+microseconds) would dominate at small ``p``. :func:`ops` picks the namespace from the
+input: :data:`TORCH` calls exactly the torch operation the code called before it became
+backend-generic (same kernels, same order: the pipeline's numbers are unchanged);
+:data:`NUMPY` the NumPy equivalent (the same values to round-off, tested).
+
+Conventions: reductions take ``dim`` (an int or a tuple) and ``keepdim``; ``diagonal``
+is over the last two axes; ``mT`` swaps the last two axes; ``to(x, like)`` casts ``x``
+to ``like``'s dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["TORCH", "NUMPY", "ops"]
+
+
+class _Torch:
+    """Torch operations (the calls the code made before it was backend-generic)."""
+
+    name = "torch"
+    where = staticmethod(torch.where)
+    sqrt = staticmethod(torch.sqrt)
+    log = staticmethod(torch.log)
+    exp = staticmethod(torch.exp)
+    minimum = staticmethod(torch.minimum)
+    maximum = staticmethod(torch.maximum)
+    zeros_like = staticmethod(torch.zeros_like)
+    ones_like = staticmethod(torch.ones_like)
+    nan_to_num = staticmethod(torch.nan_to_num)
+    isfinite = staticmethod(torch.isfinite)
+
+    @staticmethod
+    def clamp_min(x, v):
+        return x.clamp_min(v)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def sum(x, dim, keepdim=False):
+        return x.sum(dim, keepdim=keepdim)
+
+    @staticmethod
+    def mean(x, dim, keepdim=False):
+        return x.mean(dim, keepdim=keepdim)
+
+    @staticmethod
+    def diagonal(x):
+        return torch.diagonal(x, dim1=-2, dim2=-1)
+
+    @staticmethod
+    def mT(x):
+        return x.transpose(-1, -2)
+
+    @staticmethod
+    def to(x, like):
+        return x.to(like.dtype)
+
+    @staticmethod
+    def full(n, v, like):
+        return torch.full((n,), float(v), dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def full_like(x, v):
+        return torch.full_like(x, v)
+
+    @staticmethod
+    def expand_as(x, like):
+        return x.expand_as(like)
+
+    @staticmethod
+    def mul_(x, y):
+        return x.mul_(y)
+
+    @staticmethod
+    def expand_to(x, shape):
+        return x.expand(*shape)
+
+    @staticmethod
+    def empty(shape, like):
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def square(x):
+        return x.square()
+
+    @staticmethod
+    def addcmul(x, a, b):
+        return torch.addcmul(x, a, b)
+
+    @staticmethod
+    def reciprocal_(x):
+        return x.reciprocal_()
+
+    @staticmethod
+    def matmul_out(a, b, out):
+        return torch.matmul(a, b, out=out)
+
+    @staticmethod
+    def amax(x, dim, keepdim=False):
+        return x.amax(dim, keepdim=keepdim)
+
+    @staticmethod
+    def finfo(x):
+        fi = torch.finfo(x.dtype)
+        return fi.eps, fi.tiny
+
+    @staticmethod
+    def add_diagonal_(x, v):
+        x.diagonal(dim1=-2, dim2=-1).add_(v)
+
+    @staticmethod
+    def set_diagonal_(x, v):
+        x.diagonal(dim1=-2, dim2=-1).copy_(v)
+
+    @staticmethod
+    def sub_into_diagonal(a, b, out):
+        torch.sub(a, b, out=out.diagonal(dim1=-2, dim2=-1))
+
+    @staticmethod
+    def zero_diagonal_(x):
+        x.diagonal(dim1=-2, dim2=-1).zero_()
+
+    @staticmethod
+    def neg_out(x, out):
+        torch.neg(x, out=out)
+
+    @staticmethod
+    def sub_out(a, b, out):
+        torch.sub(a, b, out=out)
+
+    @staticmethod
+    def copy_into(dst, src):
+        dst.copy_(src)
+
+    @staticmethod
+    def nonzero(x):
+        return x.nonzero(as_tuple=True)
+
+    @staticmethod
+    def copy(x):
+        return x.clone()
+
+    @staticmethod
+    def eigh(x):
+        return torch.linalg.eigh(x)
+
+    @staticmethod
+    def cat(xs, dim):
+        return torch.cat(xs, dim=dim)
+
+    @staticmethod
+    def scale_to_unit(X):
+        """``(X 2^−e, e)`` per sample with ``max |X 2^−e| ∈ [0.5, 1)`` (``e = 0`` for zeros)."""
+        m = X.abs().amax(dim=(-2, -1))
+        e = torch.where(m > 0, torch.frexp(m)[1], 0).to(X.dtype)
+        return torch.ldexp(X, -e[:, None, None]), e
+
+    @staticmethod
+    def ldexp(x, e):
+        return torch.ldexp(x, e)
+
+    @staticmethod
+    def masked_fill(x, mask, v):
+        return x.masked_fill(mask, v)
+
+    @staticmethod
+    def diag_embed(v):
+        return torch.diag_embed(v)
+
+    @staticmethod
+    def tensor(rows, like):
+        return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def quad(w, G):
+        """``w_bp G_b w_bp`` ``(B, P)`` for ``w (B, P, K)``, ``G (B, K, K)``."""
+        return torch.einsum("bpk,bkl,bpl->bp", w, G, w)
+
+    @staticmethod
+    def safe_div(num, den):
+        """``num / den`` where ``den != 0``, else 0."""
+        ok = den != 0
+        one, zero = torch.ones_like(den), torch.zeros_like(num)
+        return torch.where(ok, num / torch.where(ok, den, one), zero)
+
+    @staticmethod
+    def stack(xs, dim):
+        return torch.stack(xs, dim=dim)
+
+    @staticmethod
+    def sort(x):
+        return x.sort(-1).values
+
+    @staticmethod
+    def quantile_sorted(x, qs, like):
+        q = torch.tensor(qs, dtype=like.dtype, device=like.device)
+        return torch.quantile(x, q, dim=-1)
+
+    @staticmethod
+    def nanmedian_lower(x):
+        return torch.nanmedian(x, dim=-1).values
+
+    @staticmethod
+    def eye(k, like):
+        return torch.eye(k, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def zeros(shape, like):
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def filled(shape, value, like):
+        """``value`` broadcast into a new array of ``shape`` (zeros, then the assignment)."""
+        out = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        out[:] = value
+        return out
+
+    @staticmethod
+    def arange(n, like):
+        return torch.arange(n, device=like.device)
+
+    @staticmethod
+    def solve_ex(M, rhs):
+        sol, info = torch.linalg.solve_ex(M, rhs)
+        return sol, info != 0
+
+    @staticmethod
+    def pinv(M):
+        return torch.linalg.pinv(M)
+
+
+class _Numpy:
+    """NumPy equivalents (float64 arrays)."""
+
+    name = "numpy"
+    where = staticmethod(np.where)
+    sqrt = staticmethod(np.sqrt)
+    log = staticmethod(np.log)
+    exp = staticmethod(np.exp)
+    minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
+    isfinite = staticmethod(np.isfinite)
+
+    @staticmethod
+    def zeros_like(x):
+        """``np.zeros_like`` in two C calls (no Python wrapper; called often per fit)."""
+        out = np.empty_like(x)
+        out.fill(0)
+        return out
+
+    @staticmethod
+    def ones_like(x):
+        """``np.ones_like`` in two C calls."""
+        out = np.empty_like(x)
+        out.fill(1)
+        return out
+
+    @staticmethod
+    def clamp_min(x, v):
+        return np.maximum(x, v)
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return np.minimum(np.maximum(x, lo), hi)
+
+    @staticmethod
+    def sum(x, dim, keepdim=False):
+        return x.sum(dim, keepdims=keepdim)
+
+    @staticmethod
+    def mean(x, dim, keepdim=False):
+        """``np.mean`` (the sum divided by the count) without its Python wrapper."""
+        dims = (dim,) if isinstance(dim, int) else dim
+        count = 1
+        for d in dims:
+            count *= x.shape[d]
+        return np.add.reduce(x, dim, keepdims=keepdim) / count
+
+    @staticmethod
+    def diagonal(x):
+        return x.diagonal(0, -2, -1)
+
+    @staticmethod
+    def mT(x):
+        return np.swapaxes(x, -1, -2)
+
+    @staticmethod
+    def to(x, like):
+        return x.astype(like.dtype, copy=False)
+
+    @staticmethod
+    def full(n, v, like):
+        return np.full(n, float(v), dtype=like.dtype)
+
+    @staticmethod
+    def full_like(x, v):
+        return np.full_like(x, v)
+
+    @staticmethod
+    def expand_as(x, like):
+        return x  # NumPy broadcasts
+
+    @staticmethod
+    def mul_(x, y):
+        return np.multiply(x, y, out=x)
+
+    @staticmethod
+    def expand_to(x, shape):
+        return np.broadcast_to(x, shape)
+
+    @staticmethod
+    def empty(shape, like):
+        return np.empty(shape, dtype=like.dtype)
+
+    @staticmethod
+    def square(x):
+        return x * x
+
+    @staticmethod
+    def addcmul(x, a, b):
+        return x + a * b
+
+    @staticmethod
+    def reciprocal_(x):
+        return np.reciprocal(x, out=x)
+
+    @staticmethod
+    def matmul_out(a, b, out):
+        return np.matmul(a, b, out=out)
+
+    @staticmethod
+    def amax(x, dim, keepdim=False):
+        return x.max(dim, keepdims=keepdim)
+
+    @staticmethod
+    def finfo(x):
+        fi = np.finfo(x.dtype)
+        return float(fi.eps), float(fi.tiny)
+
+    @staticmethod
+    def add_diagonal_(x, v):
+        idx = np.arange(x.shape[-1])
+        x[..., idx, idx] += v
+
+    @staticmethod
+    def set_diagonal_(x, v):
+        idx = np.arange(x.shape[-1])
+        x[..., idx, idx] = v
+
+    @staticmethod
+    def sub_into_diagonal(a, b, out):
+        idx = np.arange(out.shape[-1])
+        out[..., idx, idx] = a - b
+
+    @staticmethod
+    def zero_diagonal_(x):
+        idx = np.arange(x.shape[-1])
+        x[..., idx, idx] = 0.0
+
+    @staticmethod
+    def neg_out(x, out):
+        np.negative(x, out=out)
+
+    @staticmethod
+    def sub_out(a, b, out):
+        np.subtract(a, b, out=out)
+
+    @staticmethod
+    def copy_into(dst, src):
+        dst[...] = src
+
+    @staticmethod
+    def nonzero(x):
+        return np.nonzero(x)
+
+    @staticmethod
+    def copy(x):
+        return x.copy()
+
+    @staticmethod
+    def eigh(x):
+        """torch's ``eigh`` on the array's memory (no copy): the LAPACK build torch links
+        (MKL here) is faster than NumPy's from p ≈ 100, and it is the torch path's."""
+        return tuple(t.numpy() for t in torch.linalg.eigh(torch.from_numpy(x)))
+
+    @staticmethod
+    def cat(xs, dim):
+        return np.concatenate(xs, axis=dim)
+
+    @staticmethod
+    def scale_to_unit(X):
+        m = np.maximum(X.max((-2, -1)), -X.min((-2, -1)))
+        e = np.where(m > 0, np.frexp(m)[1], 0)
+        return _Numpy.ldexp(X, -e[:, None, None]), e.astype(X.dtype)
+
+    @staticmethod
+    def ldexp(x, e):
+        """``x · 2^e``: a product with the power of two (exact, as ``ldexp``, and faster)
+        while ``2^e`` is a normal number, else ``np.ldexp``."""
+        e = np.asarray(e).astype(np.int64)
+        if np.all(np.abs(e) <= 1000):
+            return x * np.exp2(e.astype(x.dtype))
+        return np.ldexp(x, e)
+
+    @staticmethod
+    def masked_fill(x, mask, v):
+        return np.where(mask, v, x)
+
+    @staticmethod
+    def tensor(rows, like):
+        return np.array(rows, dtype=like.dtype)
+
+    @staticmethod
+    def quad(w, G):
+        return ((w @ G) * w).sum(-1)
+
+    @staticmethod
+    def safe_div(num, den):
+        ok = den != 0
+        return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+
+    @staticmethod
+    def diag_embed(v):
+        out = np.zeros((*v.shape, v.shape[-1]), dtype=v.dtype)
+        idx = np.arange(v.shape[-1])
+        out[..., idx, idx] = v
+        return out
+
+    @staticmethod
+    def stack(xs, dim):
+        if dim == -1 and all(x.ndim == 1 for x in xs):  # columns (B,) -> (B, len(xs))
+            return np.concatenate(xs).reshape(len(xs), -1).T
+        return np.stack(xs, axis=dim)
+
+    @staticmethod
+    def sort(x):
+        return np.sort(x, axis=-1)
+
+    @staticmethod
+    def quantile_sorted(x, qs, like):
+        """``torch.quantile`` (linear interpolation) of ``x (B, p)`` sorted along the last
+        axis: ``(len(qs), B)``."""
+        lo, hi, frac = _quantile_positions(tuple(qs), x.shape[-1])
+        a = x[:, lo]
+        return (a + frac * (x[:, hi] - a)).T
+
+    @staticmethod
+    def nanmedian_lower(x):
+        """Lower median of the non-NaN entries along the last axis of ``x (B, p)`` (NaN if
+        none), as ``torch.nanmedian``."""
+        s = np.sort(x, axis=-1)  # NaN last
+        k = x.shape[-1] - np.isnan(x).sum(-1)
+        med = s[np.arange(len(s)), np.maximum(k - 1, 0) // 2]
+        return np.where(k > 0, med, np.nan)
+
+    @staticmethod
+    def nan_to_num(x, nan=0.0):
+        big = np.finfo(x.dtype).max
+        return np.where(np.isnan(x), nan, np.clip(x, -big, big))
+
+    @staticmethod
+    def eye(k, like):
+        return np.eye(k, dtype=like.dtype)
+
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, dtype=like.dtype)
+
+    @staticmethod
+    def filled(shape, value, like):
+        """``value`` broadcast into a new array of ``shape`` (one pass)."""
+        return np.broadcast_to(np.asarray(value, dtype=like.dtype), shape).copy()
+
+    @staticmethod
+    def arange(n, like):
+        return np.arange(n)
+
+    @staticmethod
+    def solve_ex(M, rhs):
+        """Batched solve; ``bad`` marks the exactly singular systems (their solution is
+        left as NaN for the caller's fallback), as ``torch.linalg.solve_ex``'s ``info``."""
+        try:
+            return np.linalg.solve(M, rhs), np.zeros(M.shape[:-2], dtype=bool)
+        except np.linalg.LinAlgError:
+            pass
+        flat_m = M.reshape(-1, *M.shape[-2:])
+        flat_r = rhs.reshape(-1, *rhs.shape[-2:])
+        sol = np.full(flat_r.shape, np.nan)
+        bad = np.zeros(len(flat_m), dtype=bool)
+        for i in range(len(flat_m)):
+            try:
+                sol[i] = np.linalg.solve(flat_m[i], flat_r[i])
+            except np.linalg.LinAlgError:
+                bad[i] = True
+        return sol.reshape(rhs.shape), bad.reshape(M.shape[:-2])
+
+    @staticmethod
+    def pinv(M):
+        return np.linalg.pinv(M)
+
+
+TORCH = _Torch()
+NUMPY = _Numpy()
+
+
+@functools.lru_cache(maxsize=64)
+def _quantile_positions(qs: tuple[float, ...], p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices below and above and the interpolation weights of the quantiles ``qs`` of
+    ``p`` sorted values (``torch.quantile``'s linear interpolation)."""
+    pos = np.asarray(qs, dtype=np.float64) * (p - 1)
+    lo = np.floor(pos).astype(np.int64)
+    return lo, np.minimum(lo + 1, p - 1), pos - lo
+
+
+def ops(x: Any) -> _Torch | _Numpy:
+    """:data:`NUMPY` for a NumPy array, else :data:`TORCH`."""
+    return NUMPY if isinstance(x, np.ndarray) else TORCH
