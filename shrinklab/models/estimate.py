@@ -44,6 +44,12 @@ __all__ = [
 _WORKSPACE = threading.local()
 _WORKSPACE_MAX_BYTES = 1 << 26
 
+# On CPU ``rolling_estimate`` works through at most this many windows per batched pass: the
+# per-window arrays of a chunk then stay in cache between the passes over them (at p = 20,
+# window 60: about 6 % faster than one pass over 1,941 windows; the fixed cost per pass,
+# about 1.5 ms, is then small against the chunk's work).
+_CHUNK_WINDOWS = 256
+
 
 def torch_device(device: Any) -> torch.device:
     try:
@@ -258,7 +264,7 @@ def rolling_estimate(
 ) -> RollingEstimate:
     """:func:`ml_shrinkage_estimate` of every window ``returns[t − window : t]`` for
     ``t = window, window + step, …`` in batched passes (one model call per chunk of
-    windows, each chunk's targets within ``max_bytes``)."""
+    windows: their targets within ``max_bytes``, on CPU at most ``_CHUNK_WINDOWS``)."""
     index = getattr(returns, "index", None)
     values = np.asarray(returns, dtype=np.float64)
     if values.ndim != 2:
@@ -276,6 +282,8 @@ def rolling_estimate(
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
     dev = torch_device(device)
     chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
+    if dev.type == "cpu":  # cache-sized chunks (an accelerator wants large batches)
+        chunk = min(chunk, _CHUNK_WINDOWS)
     covs, alphas, weights = [], [], []
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]
