@@ -158,6 +158,25 @@ def test_fit_rolling_chunks_give_the_same_answer(model_file):
     assert list(whole.index) == list(range(39, 150, 7))
 
 
+def test_fit_rolling_cpu_chunk_cap_changes_no_bit(model_file, monkeypatch):
+    """The CPU cap on windows per pass (cache-sized chunks) splits the windows, nothing
+    else: the same bits as one pass, windows in order, and the loop of fit to 1e-10."""
+    from shrinklab.models import estimate
+    from shrinklab.sklearn import rolling_estimate
+
+    R = _returns(n=120, p=6, seed=4)
+    est = MLShrinkageCovariance.from_pretrained(model_file)
+    model = est.model_
+    monkeypatch.setattr(estimate, "_CHUNK_WINDOWS", 10**9)
+    whole = rolling_estimate(model, R, 30, 4)
+    monkeypatch.setattr(estimate, "_CHUNK_WINDOWS", 4)  # 23 windows: 6 passes, last of 3
+    capped = rolling_estimate(model, R, 30, 4)
+    for k in ("covariances", "alpha", "weights", "index"):
+        np.testing.assert_array_equal(getattr(capped, k), getattr(whole, k))
+    loop = np.stack([est.fit(R[e - 30 : e]).covariance_ for e in range(30, 121, 4)])
+    np.testing.assert_allclose(capped.covariances, loop, rtol=0, atol=1e-10)
+
+
 def test_fit_rolling_bad_input(model_file):
     est = MLShrinkageCovariance.from_pretrained(model_file)
     R = _returns(n=50, p=4)
