@@ -278,7 +278,8 @@ def rolling_estimate(
     if not np.isfinite(values).all():
         raise ValueError("returns contain NaN or inf")
     ends = np.arange(window, n + 1, step)
-    windows = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)  # (., p, window)
+    values = np.ascontiguousarray(values)
+    rows = values.strides[0]
     names = tuple(getattr(model, "target_names", None) or TARGET_NAMES)
     dev = torch_device(device)
     chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
@@ -287,12 +288,20 @@ def rolling_estimate(
     covs, alphas, weights = [], [], []
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]
-        Xb = np.ascontiguousarray(np.swapaxes(windows[stop_ends - window], -1, -2))
+        # the chunk's windows (D, window, p) as a read-only view of ``values`` (no copy:
+        # the first step, scale_to_unit, writes a scaled copy anyway)
+        Xb = np.lib.stride_tricks.as_strided(
+            values[stop_ends[0] - window :],
+            shape=(len(stop_ends), window, p),
+            strides=(step * rows, rows, values.strides[1]),
+            writeable=False,
+        )
         with np.errstate(divide="ignore", invalid="ignore"):  # NumPy on CPU, as fit
             if dev.type == "cpu":
                 stats = sample_stats(Xb, differences=True, numpy=True)
             else:
-                stats = sample_stats(torch.as_tensor(Xb, device=dev), differences=True)
+                Xb = torch.as_tensor(np.ascontiguousarray(Xb), device=dev)
+                stats = sample_stats(Xb, differences=True)
             feats = features_of(stats)
         alpha, wts, _ = _predict(model, feats, names, dev)
         cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * wts))
