@@ -8,10 +8,12 @@ about one eigendecomposition plus a small network): fit <= 2 ms at p = 20 and
 fit / QIS <= 2 at p >= 100. Then, for a backtest-like series, ``fit_rolling`` against
 ``fit`` in a loop: the speed-up (goal >= 10x) and the largest difference.
 
-Measurement method (not a change of goal): the loop and ``fit_rolling`` are each timed as
-the median CPU process time of several runs (``ROLL_CASES``) after one warm-up, interleaved
-in the same run, so that a background load moves both alike instead of skewing one single
-timing (until then: one timing each, which under load moved the speed-up by 30 %).
+Measurement method (not a change of goal): the loop and ``fit_rolling`` are timed in CPU
+process time in interleaved rounds (loop, then rolling; ``ROLL_CASES`` rounds after one
+warm-up round); the table gives each one's median time and, as the speed-up, the median
+over rounds of loop / rolling, so that a background load moves both timings of a round
+alike instead of skewing one single timing (until then: one timing each, which under load
+moved the speed-up by a third).
 
 On CPU ``fit`` and ``fit_rolling`` run in NumPy float64 (the same feature, target and
 intensity code as the torch pipeline, through :mod:`shrinklab.core.xp`); QIS here is
@@ -54,16 +56,16 @@ def median_time(fn: Callable[[], object], repeats: int = 31) -> float:
     return float(np.median([_process_time(fn)[0] for _ in range(repeats)]))
 
 
-def median_times(fns: list[Callable[[], object]], repeats: int) -> tuple[list[float], list]:
-    """Median process times of several ``fns`` timed in turn (interleaved) over ``repeats``
-    rounds after one warm-up round, and each one's last result."""
+def interleaved_times(fns: list[Callable[[], object]], repeats: int) -> tuple[np.ndarray, list]:
+    """Process times ``(repeats, len(fns))`` of several ``fns`` timed in turn (one round
+    runs each once) over ``repeats`` rounds after one warm-up round, and each one's last
+    result. Times in one round share the machine's load of that moment."""
     outs = [fn() for fn in fns]
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
+    times = np.empty((repeats, len(fns)))
+    for r in range(repeats):
         for i, fn in enumerate(fns):
-            t, outs[i] = _process_time(fn)
-            times[i].append(t)
-    return [float(np.median(t)) for t in times], outs
+            times[r, i], outs[i] = _process_time(fn)
+    return times, outs
 
 
 def returns(n: int, p: int, seed: int = 0) -> np.ndarray:
@@ -103,8 +105,8 @@ def main() -> None:
             f"{t_fit / t_qis:>8.1f}  {goal}: {'met' if ok else 'NOT met'}"
         )
     print(
-        f"\nfit_rolling vs a loop of fit (20 assets, 2,000 days; CPU s, median of "
-        f"{'/'.join(str(r) for *_, r in ROLL_CASES)} interleaved runs; "
+        f"\nfit_rolling vs a loop of fit (20 assets, 2,000 days; CPU s, medians over "
+        f"{'/'.join(str(r) for *_, r in ROLL_CASES)} interleaved rounds; "
         f"load avg {os.getloadavg()[0]:.1f})"
     )
     print(
@@ -113,7 +115,7 @@ def main() -> None:
     R = returns(2000, 20, seed=1)
     for window, step, repeats in ROLL_CASES:
         ends = range(window, len(R) + 1, step)
-        (t_loop, t_roll), (loop, roll) = median_times(
+        times, (loop, roll) = interleaved_times(
             [
                 lambda w=window, e=ends: np.stack([model.fit(R[t - w : t]).covariance_ for t in e]),
                 lambda w=window, s=step: model.fit_rolling(R, w, s),
@@ -121,9 +123,11 @@ def main() -> None:
             repeats,
         )
         diff = float(np.abs(roll.covariances - loop).max())
+        t_loop, t_roll = np.median(times, axis=0)
+        speedup = float(np.median(times[:, 0] / times[:, 1]))  # per round: the same load
         print(
             f"{window:>6} {step:>5} {len(loop):>8} {t_loop:>8.2f} {t_roll:>10.3f} "
-            f"{t_loop / t_roll:>8.1f}x {diff:>11.1e}"
+            f"{speedup:>8.1f}x {diff:>11.1e}"
         )
 
 
