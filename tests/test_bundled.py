@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _forced_model import random_network, save
+from _forced_model import FEATURE_NAMES, TARGET_NAMES, random_network, save
 
 from shrinklab.evaluation.model_card import bundle_model, model_card, sha256_of
 from shrinklab.models import bundled
+from shrinklab.models.registry import save_model
 from shrinklab.sklearn import MLShrinkageCovariance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,3 +109,26 @@ def test_bundled_file_is_the_deployed_model_of_dvc_lock():
     assert hashlib.md5((WEIGHTS / "final.pt").read_bytes()).hexdigest() == locked
     assert _locked_md5("shrinklab/weights/final.pt") == locked
     assert sha256_of(WEIGHTS / "final.pt") in (WEIGHTS / "final.md").read_text()
+
+
+def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
+    """The card's training data follow the deployed candidate: a fine-tuned network names
+    the pre-2016 real returns it was trained on; the synthetic model says it saw none."""
+    tuned = save_model(
+        tmp_path / "tuned.pt",
+        random_network(seed=5),
+        FEATURE_NAMES,
+        TARGET_NAMES,
+        extra={"chosen": "finetuned"},
+    )
+    text = model_card(tuned, METRICS, "9.9")
+    assert "fine-tuned on the realised out-of-sample GMV variance" in text
+    assert "before 2016" in text and "no real returns" not in text
+    synthetic = save_model(
+        tmp_path / "ens.pt",
+        random_network(seed=5),
+        FEATURE_NAMES,
+        TARGET_NAMES,
+        extra={"chosen": "ensemble"},
+    )
+    assert "no real returns" in model_card(synthetic, METRICS, "9.9")

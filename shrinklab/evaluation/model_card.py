@@ -53,6 +53,26 @@ def _backtest_rows(metrics: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _training_data(extra: Mapping[str, Any]) -> list[str]:
+    """What the deployed model was trained on: the synthetic worlds only, or (when the
+    deploy rule chose the fine-tuned network) those and the pre-2016 real returns."""
+    if extra.get("chosen") == "finetuned":
+        return [
+            "- Pretrained on synthetic worlds with a known covariance (the `data_prep` stage "
+            "of `params.yaml`: world families, p, n and p/n ranges), then fine-tuned on the "
+            "realised out-of-sample GMV variance of the 20 bundled S&P 500 stocks, every "
+            "window ending before 2016, with replay of the pretraining loss on the "
+            "synthetic worlds (the `finetune` stage; docs/decisions/0016, 0025).",
+            "- Real data before 2016 also serves for validation (cross-universe folds, partly "
+            "in-sample for this model: docs/decisions/0021); 2016–2022 only as a report.",
+        ]
+    return [
+        "- Synthetic worlds with a known covariance only (the `data_prep` stage of "
+        "`params.yaml`: world families, p, n and p/n ranges), no real returns: real data "
+        "before 2016 is used for validation, 2016–2022 only as a report."
+    ]
+
+
 def model_card(
     model_file: str | Path, metrics: Mapping[str, Any], version: str, name: str = "final"
 ) -> str:
@@ -77,9 +97,7 @@ def model_card(
         "Σ̂ = S + Σ_k α π_k (T_k − S), from which `MLShrinkageCovariance` builds Σ̂.",
         "",
         "## Training data",
-        "- Synthetic worlds with a known covariance only (the `data_prep` stage of "
-        "`params.yaml`: world families, p, n and p/n ranges), no real returns: real data "
-        "before 2016 is used for validation, 2016–2022 only as a report.",
+        *_training_data(extra),
         "",
         f"## Headline metrics (public scenario grid, {n_reps} replications per scenario)",
         "PRIAL in % with its standard error over replications; the learned − best column is "
