@@ -21,6 +21,7 @@ from _one_factor import load_bundled, one_factor_returns
 from shrinklab.core.features import FEATURE_NAMES, extract_features
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.models.experts import FamilyGate, GatedExpertModel
 from shrinklab.models.network import MLShrinkageNetwork, sparsemax
 from shrinklab.models.numpy_forward import np_sparsemax, numpy_forward, numpy_predict
 from shrinklab.sklearn import MLShrinkageCovariance
@@ -92,13 +93,39 @@ def test_ensemble_equals_the_float64_torch_ensemble(combine):
     _assert_outputs(numpy_predict(ens, x), _torch64(ens, x), F64_TOL)
 
 
-def test_bundled_model_equals_torch_and_uses_general_and_expert_rows(bundled):
+def _gated_model(x):
+    """A gated family-expert model (an ensemble as the general model, one expert, a
+    random gate standardised on ``x``, threshold 0.5): the kind the pipeline trains,
+    whatever model is bundled."""
+    torch.manual_seed(5)
+    members = [_randomise_norms(random_network(seed=s), s) for s in (11, 12)]
+    general = EnsembleModel(members, combine="intensities").eval()
+    expert = _randomise_norms(random_network(seed=13), 13).eval()
+    gate = FamilyGate(F, ["factor", "sp500"], hidden_dims=(16,))
+    xt = torch.from_numpy(x)
+    gate.feature_mean.copy_(xt.mean(0))
+    gate.feature_scale.copy_(xt.std(0).clamp_min(1e-6))
+    return GatedExpertModel(general, {"factor": expert}, gate, threshold=0.5).eval()
+
+
+def test_gated_expert_model_equals_torch_and_uses_general_and_expert_rows():
     x = _features()
-    fwd = numpy_forward(bundled)
+    model = _gated_model(x)
+    fwd = numpy_forward(model)
     choice = fwd._eval.choice(x)  # noqa: SLF001 - the switch under test
     assert (choice == -1).any() and (choice >= 0).any()
-    torch_choice = bundled.expert_choice(torch.from_numpy(x).float()).numpy()
+    torch_choice = model.expert_choice(torch.from_numpy(x).float()).numpy()
     np.testing.assert_array_equal(choice, torch_choice)
+    _assert_outputs(numpy_predict(model, x), _torch64(model, x), F64_TOL)
+    ref32 = [t.double().numpy() for t in model.predict(x)]
+    got = numpy_predict(model, x)
+    np.testing.assert_allclose(got[0], ref32[0], rtol=0, atol=F32_TOL)
+    np.testing.assert_allclose(got[1], ref32[1], rtol=0, atol=F32_TOL)
+    np.testing.assert_allclose(got[2], ref32[2], rtol=F32_TOL, atol=F32_TOL)
+
+
+def test_bundled_model_equals_torch(bundled):
+    x = _features()
     _assert_outputs(numpy_predict(bundled, x), _torch64(bundled, x), F64_TOL)
     ref32 = [t.double().numpy() for t in bundled.predict(x)]
     got = numpy_predict(bundled, x)
