@@ -11,10 +11,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.models.ensemble import EnsembleModel
+from shrinklab.models.experts import FamilyGate, GatedExpertModel
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.registry import save_model
 
@@ -63,3 +66,31 @@ def save(
 ) -> str:
     save_model(path, net, feature_names, TARGET_NAMES)
     return str(path)
+
+
+def randomise_norms(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial batch-norm running statistics (a fresh network has mean 0, var 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+def gated_model(features: np.ndarray | torch.Tensor) -> GatedExpertModel:
+    """A gated family-expert model of the kind the pipeline trains (a two-member ensemble
+    as the general model, one expert, a random gate standardised on ``features`` at
+    threshold 0.5, so that a varied batch sends some rows to each), whatever model is
+    bundled."""
+    members = [randomise_norms(random_network(seed=s), s) for s in (11, 12)]
+    general = EnsembleModel(members, combine="intensities").eval()
+    expert = randomise_norms(random_network(seed=13), 13).eval()
+    torch.manual_seed(5)
+    gate = FamilyGate(len(FEATURE_NAMES), ["factor", "sp500"], hidden_dims=(16,))
+    x = torch.as_tensor(features, dtype=torch.float64)
+    with torch.no_grad():
+        gate.feature_mean.copy_(x.mean(0))
+        gate.feature_scale.copy_(x.std(0).clamp_min(1e-6))
+    return GatedExpertModel(general, {"factor": expert}, gate, threshold=0.5).eval()

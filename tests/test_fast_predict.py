@@ -9,18 +9,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _forced_model import random_network, save
-from _one_factor import load_bundled, one_factor_returns
+from _forced_model import gated_model, random_network, save
+from _one_factor import one_factor_returns
 
-from shrinklab.core.features import extract_features, features_from_parts, target_gram
+from shrinklab.core.features import (
+    FEATURE_NAMES,
+    extract_features,
+    features_from_parts,
+    target_gram,
+)
 from shrinklab.core.features import intensities_from_targets as _intensities
 from shrinklab.core.sample_stats import targets_from_parts
+from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.core.validation import as_returns, center
-from shrinklab.models.bundled import model_source
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.network import MLShrinkageNetwork, eval_mode
 from shrinklab.models.persistence import load_model_payload
-from shrinklab.models.registry import load_model
+from shrinklab.models.registry import load_model, save_model
 from shrinklab.sklearn import ml_shrinkage_estimate, rolling_estimate
 
 # float32 networks: the batched pass and the loop sum in another order, so they may
@@ -40,8 +45,26 @@ class _LoopModel:
             return self.model(self.model._as_input(features))
 
 
-bundled = pytest.fixture(scope="module")(load_bundled)
 _returns = one_factor_returns
+
+
+def _mixed_features():
+    """Features of one-factor samples and of i.i.d. Gaussian ones."""
+    rng = np.random.default_rng(3)
+    X = [_returns(60, 20, s) for s in range(20)] + [
+        rng.standard_normal((60, 20)) for _ in range(20)
+    ]
+    return extract_features(np.stack(X))
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    """A gated expert model with an ensemble inside, saved and loaded as a model file
+    (the kind whose batched pass these tests check; the bundled file may be a single
+    network)."""
+    path = tmp_path_factory.mktemp("gated") / "gated.pt"
+    save_model(path, gated_model(_mixed_features()), FEATURE_NAMES, TARGET_NAMES)
+    return load_model(path)
 
 
 @pytest.mark.parametrize("p, n", [(3, 12), (20, 60), (100, 250), (60, 30)])
@@ -69,11 +92,7 @@ def test_fast_rolling_equals_the_member_loop(bundled):
 def test_gated_batch_with_general_and_expert_rows_equals_the_loop(bundled):
     """A batch where the gate sends some rows to experts and some to the general model:
     the experts evaluated on their rows only equal the plain forward on all rows."""
-    rng = np.random.default_rng(3)
-    X = [_returns(60, 20, s) for s in range(20)] + [
-        rng.standard_normal((60, 20)) for _ in range(20)
-    ]
-    feats = extract_features(np.stack(X))
+    feats = _mixed_features()
     share = bundled.expert_share(feats)
     assert 0 < share["general"] < 1
     fast, ref = bundled.predict(feats), _LoopModel(bundled).predict(feats)
@@ -144,11 +163,12 @@ def _rename_key(obj, old: str, new: str):
     return obj
 
 
-def test_nested_configs_with_the_old_dropout_key_load(tmp_path):
+def test_nested_configs_with_the_old_dropout_key_load(bundled, tmp_path):
     """An ensemble file written before the rename (``dropout_rate`` in every member's
     nested config, as the bundled model of earlier releases) loads under ``dropout``
     and predicts as the file with the current key."""
-    payload = torch.load(model_source("final"), weights_only=True)
+    src = save_model(tmp_path / "new.pt", bundled, FEATURE_NAMES, TARGET_NAMES)
+    payload = torch.load(src, weights_only=True)
     old = dict(payload, config=_rename_key(payload["config"], "dropout", "dropout_rate"))
     path = tmp_path / "old.pt"
     torch.save(old, path)
@@ -158,5 +178,5 @@ def test_nested_configs_with_the_old_dropout_key_load(tmp_path):
     member = cfg["general"]["config"]["members"][0]["config"]
     assert "dropout" in member and "dropout_rate" not in member
     x = extract_features(np.stack([_returns(60, 20, s) for s in range(4)]))
-    a, b = load_model(path).predict(x), load_model(model_source("final")).predict(x)
+    a, b = load_model(path).predict(x), load_model(src).predict(x)
     torch.testing.assert_close(a.alpha, b.alpha, rtol=0, atol=0)

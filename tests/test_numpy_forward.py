@@ -15,13 +15,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from _forced_model import random_network
+from _forced_model import gated_model, random_network, randomise_norms
 from _one_factor import load_bundled, one_factor_returns
 
 from shrinklab.core.features import FEATURE_NAMES, extract_features
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.ensemble import EnsembleModel
-from shrinklab.models.experts import FamilyGate, GatedExpertModel
 from shrinklab.models.network import MLShrinkageNetwork, sparsemax
 from shrinklab.models.numpy_forward import np_sparsemax, numpy_forward, numpy_predict
 from shrinklab.sklearn import MLShrinkageCovariance
@@ -50,17 +49,6 @@ def _torch64(model, x):
     return [t.numpy() for t in out]
 
 
-def _randomise_norms(model, seed):
-    """Non-trivial batch-norm running statistics (a fresh network has mean 0, var 1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
-
-
 def _assert_outputs(got, ref, tol):
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
@@ -79,38 +67,23 @@ def test_network_equals_the_float64_torch_network(gate):
     torch.manual_seed(1)
     anchors = "auto" if gate else None
     net = MLShrinkageNetwork(F, K, hidden_dims=(16, 16, 8), anchors=anchors, gate=gate or "softmax")
-    net = _randomise_norms(net.eval(), 2)
+    net = randomise_norms(net.eval(), 2)
     x = _features()
     _assert_outputs(numpy_predict(net, x), _torch64(net, x), F64_TOL)
 
 
 @pytest.mark.parametrize("combine", ["intensities", "mean"])
 def test_ensemble_equals_the_float64_torch_ensemble(combine):
-    members = [_randomise_norms(random_network(seed=s), s) for s in range(3)]
+    members = [randomise_norms(random_network(seed=s), s) for s in range(3)]
     ens = EnsembleModel(members, combine=combine, member_weights=[0.2, 0.5, 0.3]).eval()
     ens.set_temperature(1.7, within_weight=0.4)
     x = _features()
     _assert_outputs(numpy_predict(ens, x), _torch64(ens, x), F64_TOL)
 
 
-def _gated_model(x):
-    """A gated family-expert model (an ensemble as the general model, one expert, a
-    random gate standardised on ``x``, threshold 0.5): the kind the pipeline trains,
-    whatever model is bundled."""
-    torch.manual_seed(5)
-    members = [_randomise_norms(random_network(seed=s), s) for s in (11, 12)]
-    general = EnsembleModel(members, combine="intensities").eval()
-    expert = _randomise_norms(random_network(seed=13), 13).eval()
-    gate = FamilyGate(F, ["factor", "sp500"], hidden_dims=(16,))
-    xt = torch.from_numpy(x)
-    gate.feature_mean.copy_(xt.mean(0))
-    gate.feature_scale.copy_(xt.std(0).clamp_min(1e-6))
-    return GatedExpertModel(general, {"factor": expert}, gate, threshold=0.5).eval()
-
-
 def test_gated_expert_model_equals_torch_and_uses_general_and_expert_rows():
     x = _features()
-    model = _gated_model(x)
+    model = gated_model(x)
     fwd = numpy_forward(model)
     choice = fwd._eval.choice(x)  # noqa: SLF001 - the switch under test
     assert (choice == -1).any() and (choice >= 0).any()
