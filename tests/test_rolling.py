@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _forced_model import random_network, save
+from _forced_model import gated_model, random_network, save
 from sklearn.base import clone
 
 from shrinklab.core.features import extract_features, features_of
@@ -92,14 +92,16 @@ def test_sample_stats_with_differences_give_the_same_features(n, p, const):
     torch.testing.assert_close(features_of(got), features_of(ref), rtol=0, atol=1e-12)
 
 
-def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches():
-    """The estimator runs under torch.inference_mode; the caches it may fill first (the
-    bundled ensemble's stacked members, the QP's active sets) hold normal tensors, so later
-    training-time use with autograd is not refused."""
+def test_fit_runs_in_inference_mode_but_leaves_normal_tensors_in_caches(tmp_path):
+    """The estimator runs under torch.inference_mode; the caches it may fill first (a
+    gated model's stacked ensemble members, the QP's active sets) hold normal tensors, so
+    later training-time use with autograd is not refused."""
     from shrinklab.core import estimators, simplex_qp
     from shrinklab.models.stacked import _STACKS
 
-    est = MLShrinkageCovariance().fit(_returns(n=60, p=5))
+    feats = extract_features(np.stack([_returns(n=60, p=5, seed=s) for s in range(8)]))
+    path = save(gated_model(feats), tmp_path / "gated.pt")
+    est = MLShrinkageCovariance.from_pretrained(path).fit(_returns(n=60, p=5))
     assert not torch.is_tensor(est.covariance_)
     with torch.inference_mode():  # the estimator's model by its torch path (the fit uses NumPy)
         est.model_.general.predict(est.features_[None])
