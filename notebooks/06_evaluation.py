@@ -311,9 +311,12 @@ else:
 # ## Headline
 
 # %%
-# Every row reports final.pt (decision 0021); the fine-tuned network's portfolio rows
-# follow in a separate, secondary table (not the headline).
-headline = tables.headline_table(grid, summary.table, backtest_learned="ML (final)")
+# Every learned row reports final.pt (decision 0021), next to the learned peer's
+# portfolio rows (a competitor); the fine-tuned network's portfolio rows follow in a
+# separate, secondary table (not the headline).
+headline = tables.headline_table(
+    grid, summary.table, backtest_learned="ML (final)", peers=["RIEnet peer"]
+)
 headline.attrs["caption"] += " " + feasibility_mod.feasibility_text(feas)  # the README says it too
 headline
 

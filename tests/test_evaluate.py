@@ -292,6 +292,32 @@ def test_headline_table_logic_and_json():
     assert tie.iloc[1]["learned − best"] == "-0.017 ± 0.027"
     assert tie.iloc[0]["learned − best"] == "5.00 ± 0.40"
     assert list(tie["goal met"]) == ["yes", "yes", "yes"]
+    # a learned peer: its own row per window; the learned model's goal counts it
+    bt_peer = pd.concat(
+        [
+            bt,
+            pd.DataFrame(
+                {
+                    "window": [60, 120],
+                    "estimator": ["peer"] * 2,
+                    "ann_vol": [0.135, 0.146],
+                    "diff_vs_benchmark": [-0.015, -0.004],
+                    "ci_low": [-0.03, -0.01],
+                    "ci_high": [0.0, 0.002],
+                    "significant": [True, False],
+                }
+            ).set_index(["window", "estimator"]),
+        ]
+    ).sort_index()
+    hp = tables.headline_table(grid, bt_peer, peers=["peer"])
+    assert len(hp) == len(h) + 2
+    assert hp.iloc[4]["goal met"] == "no (not significant)"  # the peer is lower at 60
+    assert hp.iloc[5]["setting"] == "GMV S&P 500, window 60: peer (learned peer)"
+    assert hp.iloc[5]["learned"] == "13.50" and "[-3.00, +0.00]" in hp.iloc[5]["learned − best"]
+    assert hp.iloc[7]["learned"] == "14.60"
+    assert hp.iloc[6]["setting"] == "GMV S&P 500, window 120: ML (final)"
+    with pytest.raises(ValueError, match="peer 'RIEnet'"):
+        tables.headline_table(grid, bt, peers=["RIEnet"])
     js = tables.headline_json(h)
     assert js["columns"] == list(h.columns) and len(js["rows"]) == len(h)
     assert all(isinstance(v, str) for row in js["rows"] for v in row)
