@@ -35,7 +35,8 @@ from sklearn.covariance import OAS, LedoitWolf
 from threadpoolctl import threadpool_limits
 
 from shrinklab.core import estimators as est
-from shrinklab.core.targets import qis_estimate, shrinkage_targets
+from shrinklab.core.qis import qis_estimate
+from shrinklab.core.targets import shrinkage_targets
 
 TORCH_ESTIMATORS: dict[str, Callable] = {
     "sample": est.sample_covariance,

@@ -207,7 +207,7 @@ def test_qis_properties_trace_eigenvectors_order():
 @pytest.mark.parametrize("N,p", [(15, 40), (30, 30), (8, 9)])
 def test_qis_gram_route_equals_eigh_route(N, p):
     """For p > n the eigenpairs come from the N x N Gram matrix; same result as eigh of S."""
-    from shrinklab.core.targets import qis_estimate
+    from shrinklab.core.qis import qis_estimate
     from shrinklab.core.validation import as_returns, center
 
     Xc, S = center(as_returns(_factor_returns(N, p, seed=N + p, B=3))[0])

@@ -261,7 +261,8 @@ def test_intensities_match_scikit_learn_and_estimators():
 
 
 def test_features_from_parts_reuses_given_pieces():
-    from shrinklab.core.targets import quadratic_form, sample_cov_from_demeaned
+    from shrinklab.core.linalg import sample_cov_from_demeaned
+    from shrinklab.core.targets import quadratic_form
     from shrinklab.core.validation import demean
 
     X = torch.as_tensor(_factor_returns(3, 30, 7, seed=14))
@@ -300,7 +301,7 @@ def test_multi_target_features_solve_the_qp_of_the_targets_geometry():
     """mt_<target> = argmin wᵀGw − 2ĉᵀw (w ≥ 0, Σw ≤ 1) over identity, constant
     correlation, single factor and QIS, with G the exact Gram of T_k − S and
     ĉ_k = ρ̂_k G_kk (ρ̂: LW, CC, SF intensities; 1 for QIS): SLSQP at 1e-6."""
-    from shrinklab.core.targets import sample_cov_from_demeaned
+    from shrinklab.core.linalg import sample_cov_from_demeaned
     from shrinklab.core.validation import demean
 
     rng = np.random.default_rng(21)

@@ -62,7 +62,7 @@ def test_sample_stats_share_the_gram_eigh_with_qis_for_p_ge_n(const):
     """For p >= n the one eigh of the Gram matrix serves the spectrum and QIS: the QIS
     target equals qis_estimate's own Gram route (its second eigh) to 1e-13 relative, with
     or without a constant column, and the spectrum equals eigvalsh(S) at the same scale."""
-    from shrinklab.core.targets import qis_estimate
+    from shrinklab.core.qis import qis_estimate
 
     X = _returns(n=30, p=45, seed=4)
     if const:

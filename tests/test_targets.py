@@ -8,7 +8,7 @@ import torch
 from _lw_reference import ref_cov_cor, ref_cov_market, ref_qis
 
 from shrinklab.core import estimators, metrics
-from shrinklab.core import targets as targets_module
+from shrinklab.core import qis as qis_module
 from shrinklab.core.targets import TARGET_NAMES, combine, quadratic_form, shrinkage_targets
 
 RTOL = 1e-10
@@ -129,7 +129,7 @@ def _centred(X):
 @pytest.mark.parametrize("n,p", [(60, 12), (15, 40), (41, 40), (6, 9)])
 def test_qis_from_shared_eigh_equals_qis(n, p):
     """qis_from_eig (the eigh of S reused) equals qis() to 1e-10, incl. p > n and flat assets."""
-    from shrinklab.core.targets import qis_from_eig
+    from shrinklab.core.qis import qis_from_eig
 
     X = _factor_returns(n, p, seed=n * p, B=5)
     X[3, :, 1] = 0.01  # a constant column: that sample takes the removal path
@@ -151,7 +151,7 @@ def test_qis_block_products_for_large_p_match_the_authors_code(n, p):
     Q = estimators.qis(X)
     assert torch.equal(Q, Q.mT)
     _, S = _centred(X)
-    from shrinklab.core.targets import qis_estimate
+    from shrinklab.core.qis import qis_estimate
 
     QS = qis_estimate(S=S, N=n)
     for b in range(2):
@@ -161,15 +161,15 @@ def test_qis_block_products_for_large_p_match_the_authors_code(n, p):
 
 
 def test_block_gram_lower_triangle_equals_matmul():
-    from shrinklab.core.targets import _gram_lower, _outer_sym
+    from shrinklab.core.linalg import gram_lower, outer_sym
 
     A = torch.randn(3, 70, 301, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     full = A.mT @ A
-    low = _gram_lower(A)
+    low = gram_lower(A)
     assert torch.allclose(torch.tril(low), torch.tril(full), rtol=1e-12, atol=1e-12)
     W = A.mT[:, :, :50]  # (3, 301, 50)
     V = W * torch.linspace(-1, 1, 50, dtype=torch.float64)  # W diag(d) Wᵀ is symmetric
-    out = _outer_sym(V, W)
+    out = outer_sym(V, W)
     assert torch.equal(out, out.mT)
     assert torch.allclose(out, V @ W.mT, rtol=1e-12, atol=1e-12)
 
@@ -177,7 +177,7 @@ def test_block_gram_lower_triangle_equals_matmul():
 def test_qis_chunked_batch_equals_single_samples(monkeypatch):
     """Processing in cache-sized chunks gives the same as one sample at a time (1e-12)."""
 
-    monkeypatch.setattr(targets_module, "_QIS_STEP_ELEMENTS", 3 * 12 * (12 + 30))  # 3 samples per chunk
+    monkeypatch.setattr(qis_module, "_QIS_STEP_ELEMENTS", 3 * 12 * (12 + 30))  # 3 samples per chunk
     X = _factor_returns(30, 12, seed=4, B=8)
     X[5, :, 0] = 0.2
     Q = estimators.qis(X)
@@ -187,10 +187,10 @@ def test_qis_chunked_batch_equals_single_samples(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_gram_is_exactly_symmetric_and_equals_the_matmul(dtype):
-    """targets.gram (one BLAS syrk per matrix) against ``AᵀA`` in float64: 1e-13 relative
+    """linalg.gram (one BLAS syrk per matrix) against ``AᵀA`` in float64: 1e-13 relative
     for float64 input, 1e-5 for float32 (accumulation of 300 float32 products); exactly
     symmetric; each matrix independent of the batch it is in; autograd falls back to matmul."""
-    from shrinklab.core.targets import gram
+    from shrinklab.core.linalg import gram
 
     A = torch.as_tensor(_factor_returns(300, 40, seed=3, B=3)).to(dtype)
     G = gram(A)
@@ -204,9 +204,9 @@ def test_gram_is_exactly_symmetric_and_equals_the_matmul(dtype):
 
 
 def test_matvecs_equal_row_times_and_keep_gradients():
-    """targets.matvecs (one OpenBLAS GEMM A[v1 .. vk]) against row_times per vector
+    """linalg.matvecs (one OpenBLAS GEMM A[v1 .. vk]) against row_times per vector
     (1e-13 relative); with a gradient it falls back to row_times (same values)."""
-    from shrinklab.core.targets import matvecs, row_times
+    from shrinklab.core.linalg import matvecs, row_times
 
     A = torch.as_tensor(_factor_returns(150, 30, seed=5, B=2))
     vs = [
@@ -229,7 +229,7 @@ def test_qis_eigenvalues_are_the_spectrum_of_the_qis_target(n, p):
     """qis_eigenvalues(evals, N): the eigenvalues of the authors' QIS (ref_qis, numpy,
     sorted; 1e-10 relative to the largest), and with the eigenvectors of the same eigh
     U diag(δ) Uᵀ = qis_from_eig (1e-12), for p < n, p > n and p = n."""
-    from shrinklab.core.targets import qis_eigenvalues, qis_from_eig
+    from shrinklab.core.qis import qis_eigenvalues, qis_from_eig
 
     X = _factor_returns(n, p, seed=7 * n + p, B=3)
     _, S = _centred(X)

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from shrinklab.core.linalg import matvecs, row_times
+from shrinklab.core.qis import qis_from_returns
 from shrinklab.core.simplex_qp import (
     multi_target_weights,
     multi_target_weights_array,
@@ -29,10 +31,7 @@ from shrinklab.core.simplex_qp import (
 from shrinklab.core.targets import (
     TARGET_NAMES,
     constant_correlation_target,
-    matvecs,
-    qis_from_returns,
     quadratic_form,
-    row_times,
     single_factor_target,
     stack_targets,
 )

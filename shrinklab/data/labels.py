@@ -17,16 +17,14 @@ import torch
 
 from shrinklab.core import estimators, features
 from shrinklab.core.estimators import solve_simplex_qp
+from shrinklab.core.linalg import gram, matvecs, row_times
+from shrinklab.core.qis import qis_eigenvalues
 from shrinklab.core.sample_stats import targets_from_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
-    gram,
     market_parts_from_cov,
-    matvecs,
-    qis_eigenvalues,
     quadratic_form_from_differences,
     quadratic_form_from_stack,
-    row_times,
     target_rayleigh_quotients,
 )
 from shrinklab.core.validation import center

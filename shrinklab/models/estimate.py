@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from shrinklab.core.features import features_of
+from shrinklab.core.linalg import sample_cov_from_demeaned
+from shrinklab.core.qis import qis_estimate
 from shrinklab.core.sample_stats import sample_stats
 from shrinklab.core.targets import (
     TARGET_NAMES,
     constant_correlation_target,
     diagonal_target,
     identity_target,
-    qis_estimate,
-    sample_cov_from_demeaned,
     single_factor_target,
 )
 from shrinklab.core.validation import as_returns
