@@ -16,8 +16,8 @@
 # %% [markdown]
 # # 4. Ensembles and calibrated uncertainty
 #
-# The deployed ensemble is a **multi-seed** deep ensemble: the pretrained architecture
-# from several random seeds (Lakshminarayanan et al. 2017), built by
+# The pipeline's ensemble (`models/ensemble.pt`) is a **multi-seed** deep ensemble: the
+# pretrained architecture from several random seeds (Lakshminarayanan et al. 2017), built by
 # `shrinklab.training.ensembles.train_multi_seed`. The specification's model-ensembling
 # step lists three more kinds (checkpoint averaging, an architecture ensemble,
 # boosting); the comparison that chose multi-seed
@@ -39,6 +39,14 @@
 # Finally the ensemble gets **family experts** (section 4): networks trained
 # on one world family each, switched in where a gate on the features is sure of
 # that family (a hard mixture of experts, `shrinklab.models.experts`).
+#
+# The ensemble is not necessarily the deployed model: the compression stage (notebook 05)
+# chooses `models/final.pt` between it and the fine-tuned network by the rule of
+# docs/decisions/0021-deploy-rule-cross-universe-folds.md, and with the current settings
+# that rule deploys the fine-tuned network (`chosen` in `reports/metrics/compress.json`).
+# The ensemble stays the compression stage's teacher and incumbent, and the model whose
+# intervals are calibrated below. The label "deployed ensemble" printed at the end of this
+# notebook names the ensemble kind this stage trains, not `final.pt`.
 
 # %% tags=["parameters"]
 seed = 3
@@ -154,7 +162,7 @@ save_figure(fig, figures / "prial_members.png")
 #   temperature τ (and weight λ of the members' own variance). One temperature
 #   matches the variance, not the shape: with standardised errors heavier-tailed
 #   than Gaussian, the 50 % interval over-covers and no τ fixes 50 % and 90 % at once.
-# * **Conformal** (deployed: `EnsembleModel.interval`) — α ± σ · s₍ₖ₎, where s₍ₖ₎ is
+# * **Conformal** (what `EnsembleModel.interval` returns by default) — α ± σ · s₍ₖ₎, where s₍ₖ₎ is
 #   the k-th smallest normalised calibration error |α* − α| / σ, k = ⌈(m + 1) ℓ⌉
 #   (split conformal with normalised scores, Lei et al. 2018). For worlds exchangeable
 #   with the calibration worlds its coverage is at least ℓ and at most ℓ + 1/(m + 1),

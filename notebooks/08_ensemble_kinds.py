@@ -17,8 +17,10 @@
 # # 8. Study: which kind of ensemble
 #
 # A study, not a stage of `make repro` (run it with `make studies`, which reproduces
-# `studies/dvc.yaml`). The pipeline trains only the deployed kind, the multi-seed
-# ensemble (notebook 04; docs/decisions/0018-pipeline-trains-only-the-deployed-ensemble.md);
+# `studies/dvc.yaml`). The pipeline trains only the chosen kind, the multi-seed
+# ensemble (notebook 04; docs/decisions/0018-pipeline-trains-only-the-deployed-ensemble.md;
+# since docs/decisions/0021-deploy-rule-cross-universe-folds.md the ensemble is a candidate
+# for `final.pt`, not necessarily the deployed model);
 # this notebook checks that the choice of docs/decisions/0012-ensemble-kind-multi-seed.md
 # still holds. It trains the four ways to combine networks of the specification's
 # model-ensembling step (`shrinklab.studies.ensemble_kinds`), with the members' settings
