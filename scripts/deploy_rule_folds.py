@@ -17,37 +17,18 @@ import time
 
 import pandas as pd
 
-from shrinklab.data import dataset, universes
-from shrinklab.data import returns as data
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.registry import load_model
+from shrinklab.studies.deploy_rule import load_rule_data, rule_inputs
 
 
 def main(root: str) -> None:
     t0 = time.time()
-    r = pd.read_parquet(f"{root}/processed/sp500_returns.parquet")
-    mk = pd.read_parquet(f"{root}/processed/sp500_market.parquet")
     ens, ft = load_model(f"{root}/models/ensemble.pt"), load_model(f"{root}/models/finetuned.pt")
-    valid = dataset.TrainingSet.load(f"{root}/processed/synthetic_valid.pt")
-    lw = dataset.classical_intensities(valid)["ledoit_wolf"]
-    table = compression.tradeoff_table(
-        {"ensemble": ens, "finetuned": ft},
-        valid,
-        lw_intensities=lw,
-        reference="ensemble",
-        repeats=5,
-    )
+    models = {"ensemble": ens, "finetuned": ft}
+    table, rows = rule_inputs(load_rule_data(root), models, models, repeats=5)
     print(table[["norm_prial", "gain_kept", "gain_kept_worst_family"]].round(3).to_string())
-    folds = universes.cross_universe_folds(
-        r, data.load_factor_returns(), mk["index_return"], seed=2021, n_splits=4, draws=2
-    )
-    est = {
-        **backtest.classical_estimators(),
-        "ensemble": backtest.learned_estimator(ens),
-        "finetuned": backtest.learned_estimator(ft),
-    }
-    rows = ub.fold_backtest(folds, est, (60, 120, 250))
     pd.set_option("display.width", 250)
     for value in ("ann_vol", "rel_vol"):
         t = ub.fold_table(rows, value)

@@ -4,9 +4,9 @@
 For each λ, fine-tunes the pretrained network walk-forward exactly as notebook 03 does
 (``params.yaml: finetune`` plus ``replay_weight = λ``), writes it to
 ``<out>/finetuned_l<λ>.pt`` (kept: a rerun skips the fits already written), then scores
-every candidate with decision 0021's machinery, as ``scripts/deploy_rule_folds.py``
-does: ``tradeoff_table`` ``gain_kept`` on ``synthetic_valid.pt`` against the ensemble,
-and one fold backtest (25 cross-universe folds of ``params.yaml: compress``, windows
+every candidate with decision 0021's machinery (``shrinklab.studies.deploy_rule``, as
+``scripts/deploy_rule_folds.py`` does): ``tradeoff_table`` ``gain_kept`` on
+``synthetic_valid.pt`` against the ensemble, and one fold backtest (25 cross-universe folds of ``params.yaml: compress``, windows
 60/120/250) of the classical estimators, the ensemble and every candidate. Applies the
 rule of 0025 and writes ``reports/model_selection/replay_study.csv``.
 
@@ -28,23 +28,20 @@ import pandas as pd
 import torch
 
 from shrinklab.core.params import load_section
-from shrinklab.data import dataset, universes
+from shrinklab.data import dataset
 from shrinklab.data import returns as data
-from shrinklab.evaluation import backtest, compression
+from shrinklab.evaluation import backtest
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
+from shrinklab.studies.deploy_rule import FoldSpec, load_rule_data, rule_inputs
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.finetune import walk_forward_finetune
 from shrinklab.training.replay import ReplaySpec, synthetic_l_over_d
 
 LAMBDAS = (0.0, 0.1, 0.3, 1.0, 3.0)
 CSV = Path("reports/model_selection/replay_study.csv")
-
-
-def _before_test(frame):
-    return frame[frame.index < data.TEST_START]
 
 
 def fine_tune_all(root: Path, out: Path, returns, market, train_set) -> dict[float, Path]:
@@ -99,10 +96,9 @@ def main(root: str = ".", out: str = "build/replay") -> None:
     root_p, out_p = Path(root), Path(out)
     out_p.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    r = _before_test(pd.read_parquet(root_p / "processed" / "sp500_returns.parquet"))
-    mk = _before_test(pd.read_parquet(root_p / "processed" / "sp500_market.parquet"))
+    rule_data = load_rule_data(root_p, cut_test=True)
     train_set = dataset.TrainingSet.load(root_p / "processed" / "synthetic_train.pt")
-    paths = fine_tune_all(root_p, out_p, r, mk, train_set)
+    paths = fine_tune_all(root_p, out_p, rule_data.returns, rule_data.market, train_set)
     print(f"fine-tunes done at {time.time() - t0:.0f} s", flush=True)
 
     names = {lam: f"finetuned_l{lam:g}" for lam in LAMBDAS}
@@ -117,33 +113,15 @@ def main(root: str = ".", out: str = "build/replay") -> None:
     print("λ=0 weights equal to models/finetuned.pt:", same, flush=True)
     ens = load_model(root_p / "models" / "ensemble.pt")
     pre = load_model(root_p / "models" / "pretrained.pt")
-    valid = dataset.TrainingSet.load(root_p / "processed" / "synthetic_valid.pt")
-    lw = dataset.classical_intensities(valid)["ledoit_wolf"]
-    table = compression.tradeoff_table(
-        {"ensemble": ens, "pretrained": pre, **cands}, valid, lw_intensities=lw,
-        reference="ensemble", repeats=3,
+    table, rows = rule_inputs(
+        rule_data, {"ensemble": ens, "pretrained": pre, **cands}, {"ensemble": ens, **cands},
+        folds=FoldSpec.from_section(load_section("compress")), repeats=3,
+        rows_file=out_p / "fold_rows.csv",
     )  # fmt: skip
     print(table[["norm_prial", "gain_kept", "gain_kept_worst_family"]].round(3).to_string())
+    print(f"fold backtest done at {time.time() - t0:.0f} s", flush=True)
     train_ld = {n: synthetic_l_over_d(m, train_set) for n, m in cands.items()}
     train_ld["pretrained"] = synthetic_l_over_d(pre, train_set)
-
-    c = load_section("compress")
-    rows_file = out_p / "fold_rows.csv"
-    if rows_file.exists():
-        rows = pd.read_csv(rows_file)
-    else:
-        folds = universes.cross_universe_folds(
-            r, _before_test(data.load_factor_returns()), mk["index_return"],
-            seed=c.fold_seed, n_splits=c.fold_splits, draws=c.fold_draws, start=c.fold_start,
-        )  # fmt: skip
-        est = {
-            **backtest.classical_estimators(),
-            "ensemble": backtest.learned_estimator(ens),
-            **{n: backtest.learned_estimator(m) for n, m in cands.items()},
-        }
-        rows = ub.fold_backtest(folds, est, c.fold_windows)
-        rows.to_csv(rows_file, index=False)
-    print(f"fold backtest done at {time.time() - t0:.0f} s", flush=True)
 
     per_fold = rows.groupby(["fold", "estimator"])["rel_vol"].mean().unstack("estimator")
     k = len(per_fold)
