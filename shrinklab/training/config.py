@@ -1,7 +1,8 @@
 """The training configuration: :class:`TrainConfig`, whose every field is a knob that a
-``params.yaml`` section, a notebook, a study or a benchmark sets, and the constants of
-training that nothing sets (they were fields once; :data:`REMOVED_FIELDS` says how a
-stored configuration that still carries them is read)."""
+``params.yaml`` section, a notebook, a study or a benchmark sets (except ``T_0`` and
+``T_mult``, kept as fields for the reasons in :class:`TrainConfig`'s docstring), and the
+constants of training that nothing sets (they were fields once; :data:`REMOVED_FIELDS`
+says how a stored configuration that still carries them is read)."""
 
 from __future__ import annotations
 
@@ -149,7 +150,22 @@ class TrainConfig:
     grows from the easiest samples / the smallest ``p`` (:data:`CURRICULUM_START`,
     :data:`CURRICULUM_EPOCHS`, :data:`PROGRESSIVE_EPOCHS`). ``optimizer``: ``"adam"`` or
     ``"sgd"`` (momentum :data:`SGD_MOMENTUM`, the specification's baseline); ``T_0`` and
-    ``T_mult``: the restarts of the cosine schedule (floor :data:`ETA_MIN`).
+    ``T_mult``: the restarts of the cosine schedule (floor :data:`ETA_MIN`; Loshchilov &
+    Hutter 2017, "SGDR: stochastic gradient descent with warm restarts", ICLR).
+
+    ``T_0`` and ``T_mult`` stay fields although no ``params.yaml`` section, notebook or
+    study sets them (unlike the constants above). The specification's optimisation
+    strategy asks for cosine annealing with warm restarts but gives no period, so the
+    defaults (10, 2: cycles of 10, 20 and 40 epochs) are this project's choice, tied to
+    the run lengths of ``params.yaml`` (pretraining's and the ensemble members' 70 epochs
+    end with the third cycle, fine-tuning's 10 with the first); a run of another length
+    wants another period, which the tests set (``T_0 = epochs`` for one cosine without
+    restart, ``T_mult = 1`` for equal cycles).
+    Both are also written by :meth:`to_dict` into every checkpoint's run key and every
+    model file's ``extra["train_config"]``: as constants, dropping them from
+    :meth:`to_dict` would change the run keys and the bytes of ``models/pretrained.pt``
+    and the models trained from it, and keeping them there would write two constants as
+    if they were settings.
     """
 
     optimizer: str = "adam"
