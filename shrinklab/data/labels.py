@@ -214,7 +214,7 @@ def _quadratic_form_spectral(S, sigma, n, sf_parts, eig, extras, clock, roots):
     """``G, c, d`` and the FSOPT loss without forming the QIS target (no constant columns).
 
     QIS is ``U diag(δ) Uᵀ`` in the eigenbasis of ``S`` (``U`` from the shared eigh,
-    :func:`shrinklab.core.targets.qis_eigenvalues`), so with ``eᵢ = δᵢ − λᵢ`` its entries are
+    :func:`shrinklab.core.qis.qis_eigenvalues`), so with ``eᵢ = δᵢ − λᵢ`` its entries are
     ``G_qq = Σ eᵢ²``, ``G_qk = Σ eᵢ uᵢᵀ(T_k − S)uᵢ`` (the other targets' Rayleigh
     quotients in ``O(p²)``, :func:`shrinklab.core.targets.target_rayleigh_quotients`) and
     ``c_q = Σ eᵢ (uᵢᵀΣuᵢ − λᵢ)`` (``uᵢᵀΣuᵢ`` is FSOPT's, :func:`_fsopt_parts`); the
@@ -277,7 +277,7 @@ def _returns_stats(X: torch.Tensor, clock: _Clock) -> tuple[torch.Tensor, dict, 
     times; only ``S`` and vectors of length ``n`` or ``p`` leave the loop.
     ``Xc²`` is formed once (:func:`_center_squares`) and shared by the check for
     constant columns, the features and the intensities.
-    ``S = XcᵀXc / n`` is one ``syrk`` per sample (:func:`shrinklab.core.targets.gram`).
+    ``S = XcᵀXc / n`` is one ``syrk`` per sample (:func:`shrinklab.core.linalg.gram`).
     Returns ``(S, market parts, intensity stats, feature stats)`` (see
     :func:`shrinklab.core.targets.market_parts`, :func:`shrinklab.core.estimators.intensity_stats`,
     :func:`shrinklab.core.features.feature_stats`).
