@@ -45,8 +45,7 @@
 # docs/decisions/0021-deploy-rule-cross-universe-folds.md, and with the current settings
 # that rule deploys the fine-tuned network (`chosen` in `reports/metrics/compress.json`).
 # The ensemble stays the compression stage's teacher and incumbent, and the model whose
-# intervals are calibrated below. The label "deployed ensemble" printed at the end of this
-# notebook names the ensemble kind this stage trains, not `final.pt`.
+# intervals are calibrated below.
 
 # %% tags=["parameters"]
 seed = 3
@@ -278,7 +277,7 @@ save_metrics(
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("deployed ensemble:", kind, f"({len(best.members)} members)")
+print("ensemble kind:", kind, f"({len(best.members)} members)")
 print("test PRIAL:", {k: round(float(v), 1) for k, v in prial.items() if "[" not in k})
 print(
     "conformal coverage 50/90:",
