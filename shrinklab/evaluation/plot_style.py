@@ -65,7 +65,7 @@ def estimator_colours(names: Sequence[str], highlight: Sequence[str] = DEPLOYED_
     for n in names:
         if n in highlight:
             out[n] = DEPLOYED_COLOUR
-        elif any(n.startswith(f"{h}[") for h in highlight):  # a member of the deployed ensemble
+        elif any(n.startswith(f"{h}[") for h in highlight):  # a member of a highlighted ensemble
             out[n] = MEMBER_COLOUR
         elif n in PEER_NAMES:
             out[n] = PEER_COLOUR
