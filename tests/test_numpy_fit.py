@@ -157,3 +157,23 @@ def test_numpy_shim_reductions_and_diagonal_writes():
         NUMPY.zero_diagonal_(view(got))
         view(ref)[..., idx, idx] = 0.0
         np.testing.assert_array_equal(got, ref)
+
+
+def test_numpy_simplex_qp_equals_the_torch_one_also_for_singular_gram():
+    """The QP on NumPy arrays (torch's batched solve, the pseudo-inverse for its singular
+    KKT systems) gives the torch path's weights to 1e-12: a random positive definite G, a
+    rank-deficient one (two equal targets) and a zero one."""
+    from shrinklab.core.simplex_qp import solve_simplex_qp, solve_simplex_qp_array
+
+    rng = np.random.default_rng(11)
+    A = rng.standard_normal((3, 4, 6))
+    A[1, 3] = A[1, 2]  # targets 2 and 3 equal: G singular
+    A[2] = 0.0
+    G = A @ A.transpose(0, 2, 1)
+    c = np.einsum("bkp,bp->bk", A, rng.standard_normal((3, 6)))
+    with np.errstate(invalid="ignore"):  # 0/0 in the unused branch of a where (G = 0)
+        got = solve_simplex_qp_array(G, c)
+    ref = solve_simplex_qp(torch.from_numpy(G), torch.from_numpy(c)).numpy()
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    assert np.all(got >= 0) and np.all(got.sum(-1) <= 1 + 1e-12)
