@@ -397,7 +397,8 @@ class _Numpy:
     def eigh(x):
         """torch's ``eigh`` on the array's memory (no copy): the LAPACK build torch links
         (MKL here) is faster than NumPy's from p ≈ 100, and it is the torch path's."""
-        return tuple(t.numpy() for t in torch.linalg.eigh(torch.from_numpy(x)))
+        w, v = torch.linalg.eigh(torch.from_numpy(x))
+        return w.numpy(), v.numpy()
 
     @staticmethod
     def cat(xs, dim):
