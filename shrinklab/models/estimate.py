@@ -48,12 +48,15 @@ _WORKSPACE_MAX_BYTES = 1 << 26
 # per-window arrays of a chunk then stay in cache between the passes over them (at p = 20,
 # window 60: about 6 % faster than one pass over 1,941 windows; the fixed cost per pass,
 # about 1.5 ms, is then small against the chunk's work). A chunk's returns ``(windows, n, p)``
-# also stay within _CHUNK_BYTES: each pass makes a few arrays of that size, and larger ones
-# come back from the allocator as fresh pages, page-faulted on every pass (at window 250,
-# p = 20: 84 windows in one pass of 3.4 MB arrays, about 3,400 page faults; two passes of
-# 42, none, and about a third less time), and the chunks are made equal (no small last one).
+# also stay within _CHUNK_BYTES (the few arrays of that size a pass makes stay near cache
+# size at large window × p), and the chunks are made equal (no small last one). Smaller
+# chunks are not faster in general: at window 250, p = 20 (84 windows, 3.4 MB arrays) a
+# fresh process page-faults on those arrays in every pass (about 3,400 faults) and two
+# passes of 42 are about a third faster, but after other work (bench/fit.py, which runs
+# the loop of fit in between) there are no faults and the second pass's fixed cost makes
+# two passes about 15 % slower than one.
 _CHUNK_WINDOWS = 256
-_CHUNK_BYTES = 2 << 20
+_CHUNK_BYTES = 4 << 20
 
 
 def torch_device(device: Any) -> torch.device:
