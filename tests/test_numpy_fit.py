@@ -114,3 +114,66 @@ def test_numpy_shim_ops_equal_torch_ops():
     np.testing.assert_array_equal(
         NUMPY.ldexp(v, e[:, None, None]), np.ldexp(v, e.astype(int)[:, None, None])
     )
+
+
+def test_numpy_shim_reductions_and_diagonal_writes():
+    """The NumPy shim's sums over an axis of a 3-D array (products with ones) equal
+    NumPy's reduction to round-off (1e-15 of the sum of |x|), its broadcast safe_div
+    equals the torch one, and its in-place diagonal writes (a strided view) equal
+    fancy-index writes exactly, for contiguous and strided matrices."""
+    from shrinklab.core.xp import NUMPY, TORCH
+
+    rng = np.random.default_rng(5)
+    for shape in [(7, 250, 20), (1, 60, 3), (2, 5, 1), (3, 1, 4)]:
+        x = rng.standard_normal(shape)
+        for dim in (0, 1, 2, -2, -1, (-2, -1)):
+            for keep in (False, True):
+                ref = x.sum(dim, keepdims=keep)
+                got = NUMPY.sum(x, dim, keep)
+                assert got.shape == ref.shape
+                tol = 1e-15 * np.abs(x).sum(dim, keepdims=keep).max()
+                np.testing.assert_allclose(got, ref, rtol=0, atol=tol)
+                np.testing.assert_allclose(
+                    NUMPY.mean(x, dim, keep), x.mean(dim, keepdims=keep), rtol=0, atol=tol
+                )
+    num, den = rng.standard_normal((3, 4)), np.array([[0.0], [2.0], [-1.0]])
+    np.testing.assert_array_equal(
+        NUMPY.safe_div(num, den),
+        TORCH.safe_div(torch.from_numpy(num), torch.from_numpy(den)).numpy(),
+    )
+    D = rng.standard_normal((2, 5, 6, 6))
+    idx = np.arange(6)
+    views = [lambda A: A[:, 2], lambda A: A[0], lambda A: A.transpose(0, 1, 3, 2)[:, 1]]
+    for view in views:
+        got, ref = D.copy(), D.copy()
+        v = rng.standard_normal(view(got).shape[:-1])
+        NUMPY.set_diagonal_(view(got), v)
+        view(ref)[..., idx, idx] = v
+        NUMPY.add_diagonal_(view(got), 1.5)
+        view(ref)[..., idx, idx] += 1.5
+        NUMPY.sub_into_diagonal(v, 2 * v, view(got))
+        view(ref)[..., idx, idx] = v - 2 * v
+        np.testing.assert_array_equal(got, ref)
+        NUMPY.zero_diagonal_(view(got))
+        view(ref)[..., idx, idx] = 0.0
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_numpy_simplex_qp_equals_the_torch_one_also_for_singular_gram():
+    """The QP on NumPy arrays (torch's batched solve, the pseudo-inverse for its singular
+    KKT systems) gives the torch path's weights to 1e-12: a random positive definite G, a
+    rank-deficient one (two equal targets) and a zero one."""
+    from shrinklab.core.simplex_qp import solve_simplex_qp, solve_simplex_qp_array
+
+    rng = np.random.default_rng(11)
+    A = rng.standard_normal((3, 4, 6))
+    A[1, 3] = A[1, 2]  # targets 2 and 3 equal: G singular
+    A[2] = 0.0
+    G = A @ A.transpose(0, 2, 1)
+    c = np.einsum("bkp,bp->bk", A, rng.standard_normal((3, 6)))
+    with np.errstate(invalid="ignore"):  # 0/0 in the unused branch of a where (G = 0)
+        got = solve_simplex_qp_array(G, c)
+    ref = solve_simplex_qp(torch.from_numpy(G), torch.from_numpy(c)).numpy()
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    assert np.all(got >= 0) and np.all(got.sum(-1) <= 1 + 1e-12)

@@ -170,11 +170,16 @@ def test_fit_rolling_cpu_chunk_cap_changes_no_bit(model_file, monkeypatch):
     est = MLShrinkageCovariance.from_pretrained(model_file)
     model = est.model_
     monkeypatch.setattr(estimate, "_CHUNK_WINDOWS", 10**9)
+    monkeypatch.setattr(estimate, "_CHUNK_BYTES", 10**12)
     whole = rolling_estimate(model, R, 30, 4)
     monkeypatch.setattr(estimate, "_CHUNK_WINDOWS", 4)  # 23 windows: 6 passes, last of 3
     capped = rolling_estimate(model, R, 30, 4)
+    monkeypatch.setattr(estimate, "_CHUNK_WINDOWS", 10**9)
+    monkeypatch.setattr(estimate, "_CHUNK_BYTES", 8 * 30 * 6 * 4)  # 4 windows: as capped
+    by_bytes = rolling_estimate(model, R, 30, 4)
     for k in ("covariances", "alpha", "weights", "index"):
         np.testing.assert_array_equal(getattr(capped, k), getattr(whole, k))
+        np.testing.assert_array_equal(getattr(by_bytes, k), getattr(whole, k))
     loop = np.stack([est.fit(R[e - 30 : e]).covariance_ for e in range(30, 121, 4)])
     np.testing.assert_allclose(capped.covariances, loop, rtol=0, atol=1e-10)
 

@@ -476,15 +476,18 @@ def features_of(stats: SampleStats) -> torch.Tensor:
     if stats.D is None:
         G = target_gram(stats.S, stats.T)
         inten = intensities_from_targets(stats.Xc, stats.S, stats.T, stats.extras)
-    else:
-        G = difference_gram(stats.D)
-        k_cc = TARGET_NAMES.index("constant_correlation")
-        k_sf = TARGET_NAMES.index("single_factor")
-        sf = stats.extras["sf_parts"]
-        inten = estimators.intensities_from_stats(
-            estimators.intensity_stats(stats.Xc, stats.S, sf["covmkt"]),
-            stats.S,
-            (None, stats.extras["rbar"], None, sf),
-            gamma=(G[:, k_cc, k_cc], G[:, k_sf, k_sf]),
-        )
-    return features_from_parts(stats.X, stats.Xc, stats.S, stats.evals, G, inten)
+        return features_from_parts(stats.X, stats.Xc, stats.S, stats.evals, G, inten)
+    G = difference_gram(stats.D)
+    k_cc = TARGET_NAMES.index("constant_correlation")
+    k_sf = TARGET_NAMES.index("single_factor")
+    sf = stats.extras["sf_parts"]
+    Xc = stats.Xc
+    X2 = Xc * Xc  # one Xc∘Xc for both: feature_stats reads it, intensity_stats then overwrites it
+    f_stats = feature_stats(Xc, stats.S, X2)
+    inten = estimators.intensities_from_stats(
+        estimators.intensity_stats(Xc, stats.S, sf["covmkt"], X2),
+        stats.S,
+        (None, stats.extras["rbar"], None, sf),
+        gamma=(G[:, k_cc, k_cc], G[:, k_sf, k_sf]),
+    )
+    return features_from_stats(f_stats, stats.S, stats.evals, G, inten)

@@ -47,8 +47,16 @@ _WORKSPACE_MAX_BYTES = 1 << 26
 # On CPU ``rolling_estimate`` works through at most this many windows per batched pass: the
 # per-window arrays of a chunk then stay in cache between the passes over them (at p = 20,
 # window 60: about 6 % faster than one pass over 1,941 windows; the fixed cost per pass,
-# about 1.5 ms, is then small against the chunk's work).
+# about 1.5 ms, is then small against the chunk's work). A chunk's returns ``(windows, n, p)``
+# also stay within _CHUNK_BYTES (the few arrays of that size a pass makes stay near cache
+# size at large window × p), and the chunks are made equal (no small last one). Smaller
+# chunks are not faster in general: at window 250, p = 20 (84 windows, 3.4 MB arrays) a
+# fresh process page-faults on those arrays in every pass (about 3,400 faults) and two
+# passes of 42 are about a third faster, but after other work (bench/fit.py, which runs
+# the loop of fit in between) there are no faults and the second pass's fixed cost makes
+# two passes about 15 % slower than one.
 _CHUNK_WINDOWS = 256
+_CHUNK_BYTES = 4 << 20
 
 
 def torch_device(device: Any) -> torch.device:
@@ -264,7 +272,8 @@ def rolling_estimate(
 ) -> RollingEstimate:
     """:func:`ml_shrinkage_estimate` of every window ``returns[t − window : t]`` for
     ``t = window, window + step, …`` in batched passes (one model call per chunk of
-    windows: their targets within ``max_bytes``, on CPU at most ``_CHUNK_WINDOWS``)."""
+    windows: their targets within ``max_bytes``, on CPU at most ``_CHUNK_WINDOWS`` and their
+    returns within ``_CHUNK_BYTES``)."""
     index = getattr(returns, "index", None)
     values = np.asarray(returns, dtype=np.float64)
     if values.ndim != 2:
@@ -284,7 +293,8 @@ def rolling_estimate(
     dev = torch_device(device)
     chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
     if dev.type == "cpu":  # cache-sized chunks (an accelerator wants large batches)
-        chunk = min(chunk, _CHUNK_WINDOWS)
+        chunk = min(chunk, _CHUNK_WINDOWS, max(1, _CHUNK_BYTES // (8 * window * p)))
+        chunk = -(-len(ends) // -(-len(ends) // chunk))  # equal chunks, as many as needed
     covs, alphas, weights = [], [], []
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]

@@ -56,16 +56,16 @@ def np_sparsemax(z: np.ndarray) -> np.ndarray:
     """Sparsemax along the last axis (:func:`shrinklab.models.network.sparsemax`, the
     Euclidean projection onto the simplex; Martins & Astudillo, ICML 2016)."""
     zs = -np.sort(-z, axis=-1)
-    cumsum = np.cumsum(zs, axis=-1) - 1.0
+    cumsum = np.add.accumulate(zs, axis=-1) - 1.0  # np.cumsum without its wrapper
     k = np.arange(1, z.shape[-1] + 1, dtype=z.dtype)
-    k_z = (k * zs > cumsum).sum(-1, keepdims=True)
-    tau = np.where(k == k_z, cumsum, 0.0).sum(-1, keepdims=True) / k_z  # cumsum at k_z, exact
+    k_z = np.add.reduce(k * zs > cumsum, -1, keepdims=True)
+    tau = np.add.reduce(np.where(k == k_z, cumsum, 0.0), -1, keepdims=True) / k_z  # exact
     return np.maximum(z - tau, 0.0)
 
 
 def _np_softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+    e = np.exp(z - np.maximum.reduce(z, -1, keepdims=True))
+    return e / np.add.reduce(e, -1, keepdims=True)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -132,7 +132,7 @@ class _MemberStack:
 
     def candidates(self, x: np.ndarray) -> np.ndarray:
         """:meth:`MLShrinkageNetwork.anchor_candidates` ``(B, J, K)``."""
-        v = np.clip(x[:, self.anchor_cols], 0.0, 1.0)
+        v = np.minimum(np.maximum(x[:, self.anchor_cols], 0.0), 1.0)  # np.clip (finite x)
         v[:, self.anchor_fixed] = 1.0
         return (v @ self.anchor_place).reshape(x.shape[0], self.J, self.K)
 
@@ -156,8 +156,8 @@ class _MemberStack:
             logits = out[3]
             gate = np_sparsemax(logits) if self.gate == "sparsemax" else _np_softmax(logits)
             w = gate[..., :1] * alpha[..., None] * weights
-            w = w + (gate[..., 1:, None] * self.candidates(x)).sum(-2)
-            total = w.sum(-1)
+            w = w + np.add.reduce(gate[..., 1:, None] * self.candidates(x), -2)
+            total = np.add.reduce(w, -1)
             safe = total > 1e-8
             weights = np.where(safe[..., None], w / np.maximum(total, 1e-8)[..., None], weights)
             alpha = np.clip(total, 0.0, 1.0)
