@@ -314,7 +314,7 @@ def intensity_stats(
     A caller that has ``Y2 = Xc∘Xc``, ``sum_y4 = Σ_ti x_ti⁴`` and ``x_proj = (Xc σ,
     Xc covmkt)`` (``σ`` the standard deviations) may pass them; ``Y2`` is then
     overwritten (with ``Xc³``).  Each product of an ``n × p`` array with vectors is one
-    skinny GEMM (:func:`shrinklab.core.targets.matvecs`; the row sums of ``Y2`` ride along).
+    skinny GEMM (:func:`shrinklab.core.linalg.matvecs`; the row sums of ``Y2`` ride along).
     """
     xp = ops(S)
     Y2 = Xc * Xc if Y2 is None else Y2

@@ -76,8 +76,7 @@ from typing import Any
 
 import torch
 
-from shrinklab.core import estimators
-from shrinklab.core import targets as _targets
+from shrinklab.core import estimators, linalg
 from shrinklab.core.sample_stats import (
     SampleStats,
     sample_stats,
@@ -259,7 +258,7 @@ def difference_gram(D: torch.Tensor) -> torch.Tensor:
     """:func:`target_gram` from the differences ``D = T − S`` ``(B, K, p, p)`` (for a
     caller that keeps them, e.g. to combine the estimate from them)."""
     M = D.reshape(*D.shape[:-2], -1)
-    return _targets.symmetrize(M @ ops(M).mT(M))
+    return linalg.symmetrize(M @ ops(M).mT(M))
 
 
 def target_sq_distances(S: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -347,7 +346,7 @@ def feature_stats(
     recent = xp.mean(X2[:, n - m :], -2)
     m4 = xp.mean(X2 * X2, -2)
     if x_isd is None:
-        x_isd = _targets.matvecs(Xc, _inverse_sd(S)[2])[0]
+        x_isd = linalg.matvecs(Xc, _inverse_sd(S)[2])[0]
     mkt = x_isd / p  # (B, n)
     return {"n": n, "m2": m2, "recent": recent, "m4": m4, "mkt": mkt}
 
@@ -388,8 +387,8 @@ def features_from_stats(
     S2 = S * S
     inv2 = inv_sd * inv_sd
     r_diag = var * inv2  # 1 for varying assets, 0 for constant ones
-    r_sum = (_targets.row_times(inv_sd, S) * inv_sd).sum(-1) - r_diag.sum(-1)
-    r_sq = (_targets.row_times(inv2, S2) * inv2).sum(-1) - (r_diag * r_diag).sum(-1)
+    r_sum = (linalg.row_times(inv_sd, S) * inv_sd).sum(-1) - r_diag.sum(-1)
+    r_sq = (linalg.row_times(inv2, S2) * inv2).sum(-1) - (r_diag * r_diag).sum(-1)
     k = xp.to(pos.sum(-1), S)
     pairs = k * (k - 1)
     r_mean = _safe_div(r_sum, pairs)

@@ -128,15 +128,16 @@ def row_times(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 def matvecs(A: torch.Tensor, *vs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``(A v₁, …, A v_k)`` for ``A (B, r, c)`` and vectors ``vᵢ (B, c)``, each ``(B, r)``.
 
-    On CPU one BLAS GEMM ``A [v₁ … v_k]`` per matrix through numpy (OpenBLAS):
+    For NumPy arrays (the estimator's fit) one BLAS product ``A vᵢ`` per vector (at
+    ``(84, 250, 20)`` two of them take 0.19 ms against 0.27 ms for one two-column GEMM).
+    For CPU tensors one BLAS GEMM ``A [v₁ … v_k]`` per matrix through numpy (OpenBLAS):
     ``A`` is read once, and on the project's AMD CPU this skinny product is several
     times faster than torch's (MKL) ``row_times`` per vector (measured 0.027 ms
     against 2 × 0.053 ms for two vectors at ``r = 1239``, ``c = 200``).  Elsewhere,
     or when a gradient is needed, :func:`row_times` per vector.
     """
-    if isinstance(A, np.ndarray):
-        out = A @ np.stack(vs, axis=-1)
-        return tuple(out[..., i] for i in range(len(vs)))
+    if isinstance(A, np.ndarray):  # one product per vector: cheaper than one k-column GEMM
+        return tuple((A @ v[..., None])[..., 0] for v in vs)  # for the estimator's small k
     if (
         A.device.type != "cpu"
         or A.dtype not in (torch.float32, torch.float64)

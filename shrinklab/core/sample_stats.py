@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shrinklab.core import linalg, qis
 from shrinklab.core import targets as _targets
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.core.validation import as_returns, center
@@ -87,7 +88,7 @@ def sample_stats(
         # (Ledoit & Wolf 2022; as the QIS estimator does): O(N³ + N²p) instead of an
         # O(p³) eigendecomposition of S.
         # One eigh of the Gram matrix serves the spectrum and (no constant column) QIS.
-        mu, V = xp.eigh(_targets.gram(xp.mT(Xc)))
+        mu, V = xp.eigh(linalg.gram(xp.mT(Xc)))
         evals = xp.cat([xp.zeros((*mu.shape[:-1], p - N), mu), mu / N], dim=-1)
         evecs, eig = None, None
         flat = bool((xp.diagonal(S) == 0).any())
@@ -113,13 +114,13 @@ def sample_stats(
 
 def _qis_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
     if ctx.get("gram_eig") is not None:
-        return _targets.qis_from_gram_eigh(ctx["Xc"], *ctx["gram_eig"])
+        return qis.qis_from_gram_eigh(ctx["Xc"], *ctx["gram_eig"])
     if ctx["eig"] is None:
         if isinstance(S, np.ndarray):  # the torch route (p ≥ N with a constant column)
             Xc, St = torch.from_numpy(ctx["Xc"]), torch.from_numpy(S)
-            return _targets.qis_estimate(Xc, St, ctx["N"]).numpy()
-        return _targets.qis_estimate(ctx["Xc"], S, ctx["N"])
-    return _targets.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
+            return qis.qis_estimate(Xc, St, ctx["N"]).numpy()
+        return qis.qis_estimate(ctx["Xc"], S, ctx["N"])
+    return qis.qis_from_eig(ctx["eig"][0], ctx["eig"][1], S, ctx["N"])
 
 
 def _cc_target(S: torch.Tensor, ctx: dict) -> torch.Tensor:
@@ -176,7 +177,7 @@ def targets_from_parts(
     Same result as :func:`shrinklab.core.targets.shrinkage_targets` (tested), without
     validating and centring ``X`` again; ``Xc, S`` as from
     :func:`shrinklab._validation.center`.  ``eig = torch.linalg.eigh(S)``, if
-    given, is reused by the QIS target (:func:`shrinklab.core.targets.qis_from_eig`)
+    given, is reused by the QIS target (:func:`shrinklab.core.qis.qis_from_eig`)
     instead of a second eigendecomposition.  If ``extras`` is a dict it receives
     ``"rbar"`` (constant-correlation target) and ``"sf_parts"`` (single-factor
     market series), for :func:`intensities_from_targets`.
@@ -203,7 +204,7 @@ def targets_from_stats(
     given (one pass instead of a copy and a subtraction).  ``names`` (default all, in
     :data:`TARGET_NAMES` order) picks which targets are built; the constant-correlation
     one is needed for ``extras``. ``gram_eig = torch.linalg.eigh(Xc Xcᵀ)`` (``p ≥ N``, no
-    constant column), if given, is reused by QIS (:func:`shrinklab.core.targets.qis_from_gram_eigh`)."""
+    constant column), if given, is reused by QIS (:func:`shrinklab.core.qis.qis_from_gram_eigh`)."""
     missing = [k for k in names if k not in _TARGET_BUILDERS]
     if missing:  # pragma: no cover - guards a change of TARGET_NAMES
         raise ValueError(f"no builder for targets {missing}")

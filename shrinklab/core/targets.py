@@ -41,8 +41,8 @@ from typing import Any
 
 import torch
 
-from shrinklab.core.linalg import gram, matvecs, row_times, symmetrize
-from shrinklab.core.qis import qis_estimate, qis_from_eig, qis_from_gram_eigh
+from shrinklab.core.linalg import row_times, symmetrize
+from shrinklab.core.qis import qis_estimate
 from shrinklab.core.validation import as_returns, center, unbatch
 from shrinklab.core.xp import ops
 
@@ -62,15 +62,6 @@ __all__ = [
     "market_parts_from_cov",
     "single_factor_from_parts",
     "target_rayleigh_quotients",
-    # Defined in core.linalg / core.qis; reached as ``targets.<name>`` by core.features and
-    # core.sample_stats (import them from their own modules elsewhere).
-    "gram",
-    "matvecs",
-    "row_times",
-    "symmetrize",
-    "qis_estimate",
-    "qis_from_eig",
-    "qis_from_gram_eigh",
 ]
 
 
