@@ -6,6 +6,7 @@ estimators of :mod:`shrinklab.sklearn` call these; the formulas live in
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -294,7 +295,8 @@ def rolling_estimate(
     chunk = max(1, int(max_bytes // (8 * (len(TARGET_NAMES) + 3) * p * p)))
     if dev.type == "cpu":  # cache-sized chunks (an accelerator wants large batches)
         chunk = min(chunk, _CHUNK_WINDOWS, max(1, _CHUNK_BYTES // (8 * window * p)))
-        chunk = -(-len(ends) // -(-len(ends) // chunk))  # equal chunks, as many as needed
+        n_chunks = math.ceil(len(ends) / chunk)
+        chunk = math.ceil(len(ends) / n_chunks)  # equal chunks, as few as the cap allows
     covs, alphas, weights = [], [], []
     for start in range(0, len(ends), chunk):
         stop_ends = ends[start : start + chunk]
