@@ -1,5 +1,7 @@
 """The market-like world families (shrinklab.data.worlds_market)."""
 
+import hashlib
+
 import pytest
 import torch
 
@@ -8,9 +10,10 @@ from shrinklab.data import synthetic as syn
 from shrinklab.data import worlds_market as wm
 
 MARKET_ONLY = {"family_weights": dict.fromkeys(wm.MARKET_FAMILIES, 1.0), "edge_prob": 0.0}
+NEW = wm.MARKET_FAMILIES + wm.FUND_FAMILIES
 
 
-@pytest.mark.parametrize("family", wm.MARKET_FAMILIES)
+@pytest.mark.parametrize("family", NEW)
 @pytest.mark.parametrize("p", [2, 5, 20, 45, 500])
 def test_sigma_symmetric_pd(family, p):
     s = syn.sample_sigma(family, p, torch.Generator().manual_seed(p))
@@ -19,7 +22,7 @@ def test_sigma_symmetric_pd(family, p):
     assert float(torch.linalg.eigvalsh(s).min()) > 1e-8
 
 
-@pytest.mark.parametrize("family", wm.MARKET_FAMILIES)
+@pytest.mark.parametrize("family", NEW)
 def test_reproducible_and_seed_dependent(family):
     a = syn.regenerate(123, 30, 50, family, 5.0)
     b = syn.regenerate(123, 30, 50, family, 5.0)
@@ -99,3 +102,110 @@ def test_bad_parameters_refused():
         syn.sample_sigma("market_sectors", 10, market_share=0.9, sector_share=0.2)
     with pytest.raises(ValueError):
         syn.sample_sigma("market_sectors", 10, n_sectors=11)
+
+
+# ------------------------------------------------------------------ diversified
+def _shares(b, d):
+    tot = float((b * b).sum() + (d * d).sum())
+    return float((b[:, 0] ** 2).sum()) / tot, float((b[:, 1:] ** 2).sum()) / tot, tot
+
+
+@pytest.mark.parametrize("p", [2, 6, 10, 80])
+def test_diversified_shares_exact_and_trace_scaled(p):
+    g = torch.Generator().manual_seed(p)
+    for _ in range(50):
+        sigma, (b, d) = wm.diversified(p, g, {})
+        h, s, tot = _shares(b, d)
+        assert 0.5 <= h <= 0.9 and 0.0 < s <= 0.3 + 1e-12
+        assert 1 - h - s >= 0.01 - 1e-12  # the style share is capped
+        assert abs(tot - p) < 1e-10 * p and abs(float(torch.trace(sigma)) - p) < 1e-10 * p
+        assert torch.allclose(sigma, b @ b.T + torch.diag(d * d), rtol=0, atol=1e-12)
+        assert 2 <= b.shape[1] <= 4  # market + 1..3 dense styles
+    sigma, (b, d) = wm.diversified(p, g, {"market_share": 0.7, "style_share": 0.2, "n_styles": 2})
+    h, s, _ = _shares(b, d)
+    assert abs(h - 0.7) < 1e-12 and abs(s - 0.2) < 1e-12 and b.shape[1] == 3
+    assert bool((b[:, 1:] != 0).all())  # dense style loadings
+
+
+def test_diversified_style_cap_binds():
+    # market share 0.85 and a style draw above 0.14: the style share is 0.99 - 0.85
+    g = torch.Generator().manual_seed(0)
+    capped = 0
+    for _ in range(200):
+        _, (b, d) = wm.diversified(12, g, {"market_share": 0.85})
+        h, s, _ = _shares(b, d)
+        assert s <= 0.14 + 1e-12
+        capped += abs(s - 0.14) < 1e-12
+    assert capped > 100  # P(U(0.05, 0.3) > 0.14) = 0.64
+
+
+def test_diversified_is_highly_correlated():
+    # market 0.8, styles 0.1, idiosyncratic 0.1: average pairwise correlation about 0.8
+    # (betas near 1), far above market_sectors' (market share at most 0.5)
+    s = syn.sample_sigma("diversified", 50, market_share=0.8, style_share=0.1)
+    sd = torch.diagonal(s).sqrt()
+    c = s / torch.outer(sd, sd)
+    off = float((c.sum() - 50) / (50 * 49))
+    assert 0.65 < off < 0.9
+    assert float(torch.linalg.eigvalsh(s).min()) > 0
+
+
+def test_diversified_bad_parameters_refused():
+    with pytest.raises(ValueError, match="market_share"):
+        syn.sample_sigma("diversified", 6, market_share=0.9, style_share=0.2)
+    with pytest.raises(ValueError, match="market_share"):
+        syn.sample_sigma("diversified", 6, market_share=0.0)
+    with pytest.raises(ValueError, match="n_styles"):
+        syn.sample_sigma("diversified", 6, n_styles=0)
+    with pytest.raises(ValueError, match="unknown parameters"):
+        syn.sample_sigma("diversified", 6, n_sectors=2)
+
+
+# Values from main's code before the diversified family was added (same seed): the
+# other families' draws, and the pipeline mix's batch plans, must not move.
+MAIN_SIGMA = {
+    "factor": (31.5799323978867, 0.1092028096697508),
+    "lognormal": (5.8873541726398075, -0.057580702358226085),
+    "spectrum_1_3_10": (60.72336553352688, 0.11209396173622914),
+    "discrete": (644.3953281016143, -1.9887212292295235),
+    "toeplitz": (31.71836011479784, 0.64571275563388),
+    "block": (24.36995815655286, 0.5356498356015647),
+    "sp500": (20.021749333034364, 0.4018592268220892),
+    "near_singular": (5.902392957505751, 0.06334129730577132),
+    "dominant_factor": (629.8375939544193, 9.943883401712855),
+    "market_sectors": (38.95106272883662, 0.3226845621946948),
+    "regime_shift": (51.95342619615159, 0.4652655021584296),
+    "resampled": (27.963524571952444, 0.23721286110168271),
+}
+MAIN_PLAN_SHA = "1bc123418f2dc8040e485f49490934c498da3466f47f6deb365773b0e25c49bf"
+PIPELINE_MIX = dict.fromkeys(syn.BASE_FAMILIES + wm.MARKET_FAMILIES, 1)
+
+
+@pytest.mark.parametrize("family", sorted(MAIN_SIGMA))
+def test_existing_family_draws_unchanged(family):
+    s = syn.sample_sigma(family, 9, torch.Generator().manual_seed(5))
+    assert (float(s.sum()), float(s[0, 1])) == MAIN_SIGMA[family]
+
+
+def test_pipeline_mix_plans_unchanged():
+    cfg = {"family_weights": PIPELINE_MIX, "batch_size": 8, "p_max": 40}
+    h = hashlib.sha256()
+    for plan in syn.plan_batches(64, 3, cfg):
+        key = (plan.p, plan.n, plan.families, plan.sample_seed.tolist(), plan.df.tolist())
+        h.update(repr(key).encode())
+    assert h.hexdigest() == MAIN_PLAN_SHA
+
+
+def test_stored_family_names():
+    # sets without a diversified world keep main's 12 names (their files keep their bytes)
+    legacy = syn.FAMILIES[:12]
+    assert legacy[-1] == "resampled" and syn.FAMILIES[12] == "diversified"
+    assert syn.stored_family_names(torch.tensor([0, 11])) == legacy
+    assert syn.stored_family_names(torch.tensor([], dtype=torch.int64)) == legacy
+    assert syn.stored_family_names(torch.tensor([3, 12])) == syn.FAMILIES
+    cfg = {"family_weights": {"diversified": 1, "factor": 1}, "batch_size": 8, "p_max": 12,
+           "edge_prob": 0.0}  # fmt: skip
+    ts = dataset.build_training_set(16, 0, cfg, False, 1)
+    assert ts.family_names == syn.FAMILIES and "diversified" in ts.families
+    plain = dataset.build_training_set(8, 0, {**cfg, "family_weights": {"factor": 1}}, False, 1)
+    assert plain.family_names == legacy and set(plain.families) == {"factor"}

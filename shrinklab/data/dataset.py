@@ -256,9 +256,11 @@ def _keep_freed_memory() -> None:
 
 
 def _assemble(parts: list[dict[str, torch.Tensor]], cfg: synthetic.SyntheticConfig) -> TrainingSet:
+    fields = {k: torch.cat([q[k] for q in parts]) for k in FIELDS}
     return TrainingSet(
-        **{k: torch.cat([q[k] for q in parts]) for k in FIELDS},
+        **fields,
         config=plain_config(dataclasses.asdict(cfg)),
+        family_names=synthetic.stored_family_names(fields["family"]),
     )
 
 

@@ -34,7 +34,9 @@ BASE_FAMILIES: tuple[str, ...] = (
 )
 
 # The market-like families of :mod:`shrinklab.data.worlds_market` (weight 0 by default).
-REGULAR_FAMILIES: tuple[str, ...] = BASE_FAMILIES + worlds_market.MARKET_FAMILIES
+REGULAR_FAMILIES: tuple[str, ...] = (
+    BASE_FAMILIES + worlds_market.MARKET_FAMILIES + worlds_market.FUND_FAMILIES
+)
 
 
 EDGE_FAMILIES: tuple[str, ...] = ("near_singular", "dominant_factor")
@@ -42,7 +44,21 @@ EDGE_FAMILIES: tuple[str, ...] = ("near_singular", "dominant_factor")
 
 # The market-like families come last so that the integer family codes of stored
 # training sets (indices into FAMILIES) keep their meaning.
-FAMILIES: tuple[str, ...] = BASE_FAMILIES + EDGE_FAMILIES + worlds_market.MARKET_FAMILIES
+FAMILIES: tuple[str, ...] = (
+    BASE_FAMILIES + EDGE_FAMILIES + worlds_market.MARKET_FAMILIES + worlds_market.FUND_FAMILIES
+)
+
+# Families registered after training sets were first stored: a set lists them in its
+# ``family_names`` only when it holds one of their worlds (:func:`stored_family_names`),
+# so the files of sets without them stay byte-identical.
+LATE_FAMILIES: tuple[str, ...] = worlds_market.FUND_FAMILIES
+
+
+def stored_family_names(codes: torch.Tensor) -> tuple[str, ...]:
+    """The ``family_names`` of a training set with these family codes (into FAMILIES):
+    :data:`FAMILIES` without the trailing :data:`LATE_FAMILIES` unless a code needs them."""
+    top = int(codes.max()) + 1 if codes.numel() else 0
+    return FAMILIES[: max(len(FAMILIES) - len(LATE_FAMILIES), top)]
 
 
 HETERO_FAMILIES: tuple[str, ...] = (

@@ -43,8 +43,9 @@ Covariance families (:data:`FAMILIES`)
 Market-like families (:mod:`shrinklab.data.worlds_market`, weight 0 by default)
 -------------------------------------------------------------------------------
 ``market_sectors`` (market factor + sector blocks), ``regime_shift`` (``X`` from the
-estimation-window Σ, the returned Σ is the holding period's) and ``resampled`` (block
-bootstrap of real pre-2010 returns): documented in that module.
+estimation-window Σ, the returned Σ is the holding period's), ``resampled`` (block
+bootstrap of real pre-2010 returns) and ``diversified`` (funds and ETFs: a dominant
+market factor, dense style factors, little idiosyncratic variance): documented there.
 
 Edge-case families (:data:`EDGE_FAMILIES`, drawn with probability ``edge_prob``)
 -------------------------------------------------------------------------------
@@ -142,6 +143,7 @@ from shrinklab.data.families import (
     sigma_and_root,
     sp500_calibration,
     spectrum_1_3_10,
+    stored_family_names,
 )
 from shrinklab.data.sampling import build_worlds, draw_returns
 
@@ -171,6 +173,7 @@ __all__ = [
     "sample_sigma",
     "sp500_calibration",
     "spectrum_1_3_10",
+    "stored_family_names",
 ]
 
 

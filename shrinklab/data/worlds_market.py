@@ -1,6 +1,6 @@
 """Training worlds closer to real equity markets (registered in :mod:`shrinklab.data.synthetic`).
 
-Three families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other families of
+Four families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other families of
 :data:`shrinklab.data.synthetic.FAMILIES`; every Σ is scaled to ``tr Σ / p = 1``.
 
 ``market_sectors``
@@ -40,7 +40,21 @@ Three families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other famil
     (ddof 0): the truth is the covariance of the resampling population. The return
     draw ignores the sample's Student-t ``df`` (real returns bring their own tails).
 
-Roots: ``market_sectors`` returns factors ``(B, d)`` (``Σ = BBᵀ + diag(d²)``);
+``diversified``
+    Diversified assets — funds, ETFs, sector and index portfolios: a dominant market
+    factor, a few dense style factors and very little idiosyncratic variance (the
+    factor models of Sharpe 1963 and Fama & French 1993, where averaging over many
+    stocks leaves the factors and diversifies the idiosyncratic part away). Six
+    factor ETFs and the S&P 500 index have an average correlation of about 0.83.
+    ``Σ = f ββᵀ + Γ Γᵀ + diag(ψ)`` with betas ``βᵢ = max(0.1, 1 + 0.2 zᵢ)`` (diversified
+    portfolios have betas close to one), ``k ~ U{1..3}`` style factors with dense
+    loadings ``Γᵢⱼ ~ N(0, 1)`` (a style tilts every asset, with either sign) and
+    idiosyncratic variances log-normal as in ``market_sectors``. Exact shares of
+    ``tr Σ`` per draw: market ``h ~ U(0.5, 0.9)``, styles ``s ~ U(0.05, 0.3)`` capped at
+    ``0.99 − h`` so that the idiosyncratic share ``1 − h − s`` is at least 0.01.
+    Weight 0 in the pipeline (docs/decisions/0026-diversified-training-worlds.md).
+
+Roots: ``market_sectors`` and ``diversified`` return factors ``(B, d)`` (``Σ = BBᵀ + diag(d²)``);
 ``regime_shift`` and ``resampled`` return a :class:`Shifted` root: ``draw`` is what
 ``X`` is drawn with (factors, or a :class:`Bootstrap`), ``target`` the factors of the
 returned Σ (used by the training-set builder for ``uᵀΣu``).
@@ -60,6 +74,9 @@ from shrinklab.data import returns as data
 from shrinklab.data.draws import DTYPE, pop_param, randint, uniform
 
 MARKET_FAMILIES: tuple[str, ...] = ("market_sectors", "regime_shift", "resampled")
+
+#: Families registered after :data:`MARKET_FAMILIES` (weight 0 in the pipeline).
+FUND_FAMILIES: tuple[str, ...] = ("diversified",)
 
 #: The resampled family's population ends here (see the module docstring).
 RESAMPLE_END = pd.Timestamp("2010-01-01")
@@ -96,6 +113,12 @@ def _normalised(b: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     return _factor_sigma(b, d), (b, d)
 
 
+def _idiosyncratic(g: torch.Generator, p: int) -> torch.Tensor:
+    """Log-normal idiosyncratic variances ``exp(2 s zᵢ)``, ``s ~ U(0.2, 0.5)``."""
+    disp = uniform(g, 0.2, 0.5)
+    return torch.exp(2.0 * disp * torch.randn(p, generator=g, dtype=DTYPE))
+
+
 def market_sectors_factors(p: int, g: torch.Generator, kw: dict[str, Any]):
     """Factors ``(B (p, 1 + k), d (p,))`` of a ``market_sectors`` world (module docstring)."""
     h = float(pop_param(kw, "market_share", lambda: uniform(g, 0.2, 0.5)))
@@ -112,8 +135,7 @@ def market_sectors_factors(p: int, g: torch.Generator, kw: dict[str, Any]):
     sector = torch.cat([torch.arange(k), extra]) if extra is not None else torch.arange(k)
     sector = sector[torch.randperm(p, generator=g)]
     gam = uniform(g, 0.5, 1.5, p) * uniform(g, 0.5, 1.5, k)[sector]
-    disp = uniform(g, 0.2, 0.5)
-    psi = torch.exp(2.0 * disp * torch.randn(p, generator=g, dtype=DTYPE))
+    psi = _idiosyncratic(g, p)
     # exact shares of tr Σ = p: market h, sectors s, idiosyncratic 1 - h - s
     b = torch.zeros(p, 1 + k, dtype=DTYPE)
     b[:, 0] = beta * math.sqrt(h * p / float(beta @ beta))
@@ -125,6 +147,25 @@ def market_sectors_factors(p: int, g: torch.Generator, kw: dict[str, Any]):
 def market_sectors(p: int, g: torch.Generator, kw: dict[str, Any]):
     """``(Σ, (B, d))`` of a ``market_sectors`` world."""
     b, d = market_sectors_factors(p, g, kw)
+    return _factor_sigma(b, d), (b, d)
+
+
+def diversified(p: int, g: torch.Generator, kw: dict[str, Any]):
+    """``(Σ, (B, d))`` of a ``diversified`` world (module docstring); ``tr Σ = p``."""
+    h = float(pop_param(kw, "market_share", lambda: uniform(g, 0.5, 0.9)))
+    s = float(pop_param(kw, "style_share", lambda: min(uniform(g, 0.05, 0.3), 0.99 - h)))
+    if not (0 < h and 0 <= s and h + s <= 0.99):
+        raise ValueError(f"need 0 < market_share, 0 <= style_share, sum <= 0.99; got {h}, {s}")
+    k = int(pop_param(kw, "n_styles", lambda: randint(g, 1, 3)))
+    if k < 1:
+        raise ValueError(f"n_styles must be >= 1, got {k}")
+    beta = (1.0 + 0.2 * torch.randn(p, generator=g, dtype=DTYPE)).clamp_min(0.1)
+    gam = torch.randn(p, k, generator=g, dtype=DTYPE)
+    psi = _idiosyncratic(g, p)
+    b = torch.empty(p, 1 + k, dtype=DTYPE)
+    b[:, 0] = beta * math.sqrt(h * p / float(beta @ beta))
+    b[:, 1:] = gam * math.sqrt(s * p / float((gam * gam).sum()))
+    d = (psi * ((1.0 - h - s) * p / float(psi.sum()))).sqrt()
     return _factor_sigma(b, d), (b, d)
 
 
@@ -214,4 +255,9 @@ def target_root(root: Any) -> Any:
     return root.target if isinstance(root, Shifted) else root
 
 
-BUILDERS = {"market_sectors": market_sectors, "regime_shift": regime_shift, "resampled": resampled}
+BUILDERS = {
+    "market_sectors": market_sectors,
+    "regime_shift": regime_shift,
+    "resampled": resampled,
+    "diversified": diversified,
+}
