@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from shrinklab.studies import worlds
 
@@ -30,3 +31,42 @@ def test_study_smoke(tmp_path):
     real = res["real"]
     assert np.isfinite(real[["vol_A", "vol_B"]].to_numpy()).all()
     assert json.loads((tmp_path / "summary.json").read_text()) == s
+
+
+def test_diversified_universe_is_long_only_with_an_index():
+    rng = np.random.default_rng(0)
+    ret = pd.DataFrame(rng.normal(size=(30, 20)), index=pd.date_range("2001-01-01", periods=30))
+    f = worlds.diversified_returns_frame(ret, 6, seed=1060)
+    assert list(f.columns) == ["F0", "F1", "F2", "F3", "F4", "index"]
+    np.testing.assert_allclose(f["index"], ret.mean(axis=1), rtol=1e-12)
+    # weights recovered by least squares: long-only, summing to one, 8..20 stocks each
+    w, *_ = np.linalg.lstsq(ret.to_numpy(), f.to_numpy(), rcond=None)
+    w[np.abs(w) < 1e-10] = 0
+    assert (w >= 0).all()
+    np.testing.assert_allclose(w.sum(axis=0), 1.0, rtol=1e-10)
+    assert all(8 <= c <= 20 for c in (w[:, :5] > 0).sum(axis=0))
+    assert f.equals(worlds.diversified_returns_frame(ret, 6, seed=1060))
+
+
+def test_candidate_mixes():
+    params = {"data_prep": {"family_weights": {"factor": 1, "sp500": 1}}}
+    m = worlds.mixes("diversified", params)
+    assert m["A"] == {"factor": 1.0, "sp500": 1.0}
+    assert m["B"] == {"factor": 1.0, "sp500": 1.0, "diversified": 1.0}
+    assert worlds.mixes(None, params) is worlds.MIXES
+    with pytest.raises(ValueError, match="candidate"):
+        worlds.mixes("factor", params)  # already in the mix
+    with pytest.raises(ValueError, match="candidate"):
+        worlds.mixes("no_such_family", params)
+
+
+def test_study_smoke_candidate(tmp_path):
+    worlds.main(["--smoke", "--candidate", "diversified", "--reps", "1", "--out", str(tmp_path)])
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["adopt_B"] == (
+        s["rule1_diversified"] and s["rule2_0023_universes"] and s["rule3_synthetic"]
+    )
+    assert s["mixes"]["B"]["diversified"] == 1.0 and "diversified" not in s["mixes"]["A"]
+    real = pd.read_csv(tmp_path / "real_by_universe.csv")
+    assert "diversified6_0" in set(real["universe"]) and "stocks" in set(real["universe"])
+    assert s["diversified_windows"] == int(real.loc[real.universe == "diversified6_0", "n"].sum())

@@ -11,6 +11,12 @@ them: the realised out-of-sample GMV variance per window, B − A paired over wi
 
 Run: ``nice python -m shrinklab.studies.worlds --out build/studies/worlds`` (about
 10 minutes on one core at the defaults); ``--smoke`` for a seconds-long check.
+
+``--candidate FAMILY`` runs the comparison of docs/decisions/0026-diversified-training-worlds.md
+instead: A is the pipeline's mix (``data_prep.family_weights`` of params.yaml), B is A plus
+``FAMILY`` at weight 1, and the real backtests add *diversified* universes (long-only
+portfolios of random 8–20 of the 20 stocks plus an equal-weight index asset,
+:func:`diversified_returns_frame`); the summary applies that record's three-part rule.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +37,7 @@ from shrinklab.core.metrics import prial_with_se
 from shrinklab.core.targets import TARGET_NAMES, combine
 from shrinklab.data import dataset, returns
 from shrinklab.data.real_windows import build_windows, realised_gmv_variance
-from shrinklab.data.synthetic import BASE_FAMILIES
+from shrinklab.data.synthetic import BASE_FAMILIES, REGULAR_FAMILIES
 from shrinklab.data.worlds_market import MARKET_FAMILIES
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.training.config import TrainConfig
@@ -53,13 +60,42 @@ def portfolio_returns_frame(ret: pd.DataFrame, k: int, seed: int) -> pd.DataFram
     return pd.DataFrame(ret.to_numpy() @ w.T, index=ret.index, columns=[f"P{i}" for i in range(k)])
 
 
-def real_universes(windows: tuple[int, ...], n_portfolio_draws: int, start: str, end: str):
-    """``{name: [RealWindows per window length]}``: the 20 stocks and random portfolios."""
+def diversified_returns_frame(ret: pd.DataFrame, p: int, seed: int) -> pd.DataFrame:
+    """Daily returns of a diversified universe of ``p`` assets: ``p - 1`` long-only
+    portfolios, each of a random 8–20 of the stocks with Dirichlet(1) weights, and one
+    equal-weight index of all of them (docs/decisions/0026-diversified-training-worlds.md)."""
+    rng = np.random.default_rng(seed)
+    q = ret.shape[1]
+    if p < 2 or q < 8:
+        raise ValueError(f"need p >= 2 assets from >= 8 stocks, got p={p}, {q} stocks")
+    w = np.zeros((p, q))
+    for i in range(p - 1):
+        m = int(rng.integers(8, q + 1))
+        w[i, rng.choice(q, m, replace=False)] = rng.dirichlet(np.ones(m))
+    w[p - 1] = 1.0 / q
+    cols = [f"F{i}" for i in range(p - 1)] + ["index"]
+    return pd.DataFrame(ret.to_numpy() @ w.T, index=ret.index, columns=cols)
+
+
+def real_universes(
+    windows: tuple[int, ...],
+    n_portfolio_draws: int,
+    start: str,
+    end: str,
+    diversified: tuple[int, ...] = (),
+    n_diversified_draws: int = 3,
+):
+    """``{name: [RealWindows per window length]}``: the 20 stocks, random portfolios and
+    (for each size in ``diversified``) diversified universes ``diversified{p}_{j}``."""
     ret = returns.load_returns()
     ret = ret[ret.index < returns.TEST_START]
     frames = {"stocks": ret}
     for j in range(n_portfolio_draws):
         frames[f"portfolios{j}"] = portfolio_returns_frame(ret, 15, seed=100 + j)
+    for p in diversified:
+        for j in range(n_diversified_draws):
+            seed = 1000 + 10 * p + j
+            frames[f"diversified{p}_{j}"] = diversified_returns_frame(ret, p, seed)
     return {
         name: [build_windows(f, w, 21, 21, start=start, end=end) for w in windows]
         for name, f in frames.items()
@@ -87,6 +123,37 @@ def paired(diff: np.ndarray) -> tuple[float, float]:
     return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
 
 
+def mixes(candidate: str | None, params: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mixes A and B: 0023's (no ``candidate``), or the pipeline's mix without and with
+    ``candidate`` at weight 1 (0026)."""
+    if candidate is None:
+        return MIXES
+    a = {k: float(v) for k, v in params["data_prep"]["family_weights"].items()}
+    if candidate not in REGULAR_FAMILIES or a.get(candidate, 0.0) > 0:
+        raise ValueError(
+            f"candidate must be a regular family not in the pipeline mix: {candidate!r}"
+        )
+    return {"A": a, "B": {**a, candidate: 1.0}}
+
+
+def rule_0026(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
+    """The rule of docs/decisions/0026-diversified-training-worlds.md."""
+    div = d["universe"].str.startswith("diversified")
+    m1, se1 = paired(d.loc[div, "diff"].to_numpy())
+    m2, se2 = paired(d.loc[~div, "diff"].to_numpy())
+    drop = float(-synth[synth.valid == "A"].delta_B_minus_A.mean())
+    r1, r2, r3 = m1 < 0 and m1 + se1 < 0, m2 <= se2, drop <= 2.0
+    return {
+        "diversified_var_diff_B_minus_A": m1, "diversified_var_diff_se": se1,
+        "diversified_windows": int(div.sum()),
+        "universes_0023_var_diff_B_minus_A": m2, "universes_0023_var_diff_se": se2,
+        "universes_0023_windows": int((~div).sum()),
+        "prial_drop_on_A_valid": drop,
+        "rule1_diversified": bool(r1), "rule2_0023_universes": bool(r2),
+        "rule3_synthetic": bool(r3), "adopt_B": bool(r1 and r2 and r3),
+    }  # fmt: skip
+
+
 def run(
     out: Path,
     n_train: int = 10_000,
@@ -97,20 +164,28 @@ def run(
     windows: tuple[int, ...] = (60, 120, 250),
     n_portfolio_draws: int = 3,
     params_file: str = "params.yaml",
+    candidate: str | None = None,
+    diversified: tuple[int, ...] = (6, 10),
+    n_diversified_draws: int = 3,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    pre = yaml.safe_load(Path(params_file).read_text())["pretrain"]
+    params = yaml.safe_load(Path(params_file).read_text())
+    pre = params["pretrain"]
+    mix = mixes(candidate, params)
     base = {"p_max": p_max, "batch_size": 32, "ratio_max": 4.0}
     valid = {
         m: dataset.build_training_set(n_valid, 777, {**base, "family_weights": f}, False, 1)
-        for m, f in MIXES.items()
+        for m, f in mix.items()
     }
-    universes = real_universes(windows, n_portfolio_draws, "2010-01-01", "2015-12-31")
+    universes = real_universes(
+        windows, n_portfolio_draws, "2010-01-01", "2015-12-31",
+        diversified if candidate else (), n_diversified_draws,
+    )  # fmt: skip
     results: list[dict[str, Any]] = []
     real: dict[tuple[int, str], pd.DataFrame] = {}
     for rep in range(reps):
         models = {}
-        for m, fam in MIXES.items():
+        for m, fam in mix.items():
             ts = dataset.build_training_set(
                 n_train, 10 + rep, {**base, "family_weights": fam}, False, 1
             )
@@ -124,6 +199,7 @@ def run(
                 hidden_dims=pre["hidden_dims"], dropout=pre["dropout"], gate=pre["gate"],
             )  # fmt: skip
             train(model, ts, valid[m], cfg, out_dir=out / f"ck_{m}{rep}")
+            print(f"{time.strftime('%H:%M:%S')} rep {rep} mix {m} trained", flush=True)
             models[m] = model.cpu().eval()
             real[(rep, m)] = gmv_variances(models[m], universes)
         for vm, vs in valid.items():
@@ -159,6 +235,8 @@ def run(
         "rule2_synthetic": bool(rule2),
         "adopt_B": bool(rule1 and rule2),
     }
+    if candidate is not None:  # 0026's rule replaces 0023's
+        summary = {"candidate": candidate, "mixes": mix, **rule_0026(d, synth)}
     synth.to_csv(out / "synthetic.csv", index=False)
     by.to_csv(out / "real_by_universe.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -169,14 +247,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="build/studies/worlds")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    ap.add_argument("--candidate", default=None, help="0026: pipeline mix vs mix + FAMILY")
+    ap.add_argument("--reps", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     kw = (
-        {"n_train": 200, "n_valid": 100, "epochs": 1, "reps": 2, "p_max": 30,
-         "windows": (60,), "n_portfolio_draws": 1}
+        {"n_train": 200, "n_valid": 100, "epochs": 1, "p_max": 30,
+         "windows": (60,), "n_portfolio_draws": 1, "diversified": (6,), "n_diversified_draws": 1}
         if a.smoke else {}
     )  # fmt: skip
-    res = run(Path(a.out), **kw)
+    res = run(Path(a.out), reps=a.reps, candidate=a.candidate, **kw)
     pd.set_option("display.width", 200)
     print(res["synthetic"].round(3).to_string())
     print(res["real"].to_string())
