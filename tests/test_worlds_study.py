@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shrinklab.data.real_windows import build_windows
 from shrinklab.studies import worlds
 
 
@@ -70,3 +71,19 @@ def test_study_smoke_candidate(tmp_path):
     real = pd.read_csv(tmp_path / "real_by_universe.csv")
     assert "diversified6_0" in set(real["universe"]) and "stocks" in set(real["universe"])
     assert s["diversified_windows"] == int(real.loc[real.universe == "diversified6_0", "n"].sum())
+    assert ((real["sample"] > 0.05) & (real["single_factor"] < 0.5)).all()  # annualised vols
+
+
+def test_classical_vols_match_numpy():
+    rng = np.random.default_rng(3)
+    ret = pd.DataFrame(
+        0.01 * rng.normal(size=(400, 5)), index=pd.date_range("2005-01-03", periods=400, freq="B")
+    )
+    rw = build_windows(ret, 60, 21, 21)
+    got = worlds.classical_vols({"u": [rw]}, names=("sample",))
+    var = []
+    for g in rw:
+        for x, r in zip(g.X.numpy(), g.realised.numpy(), strict=True):
+            w = np.linalg.solve(np.cov(x.T), np.ones(5))
+            var.append((r @ (w / w.sum())).var(ddof=1))
+    np.testing.assert_allclose(got.loc[("u", 60), "sample"], np.sqrt(252 * np.mean(var)), rtol=1e-9)
