@@ -1,5 +1,6 @@
 """Smoke test of the world-mix study (shrinklab.studies.worlds)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -87,3 +88,74 @@ def test_classical_vols_match_numpy():
             w = np.linalg.solve(np.cov(x.T), np.ones(5))
             var.append((r @ (w / w.sum())).var(ddof=1))
     np.testing.assert_allclose(got.loc[("u", 60), "sample"], np.sqrt(252 * np.mean(var)), rtol=1e-9)
+
+
+def test_parse_overrides():
+    assert worlds.parse_overrides(["portfolio_weight=0.3", "epochs=20"]) == {
+        "portfolio_weight": 0.3,
+        "epochs": 20,
+    }
+    assert isinstance(worlds.parse_overrides(["epochs=2e1"])["epochs"], int)
+    assert worlds.parse_overrides([]) == {}
+    for bad, msg in [
+        ("no_such_field=1", "numeric TrainConfig fields"),
+        ("optimizer=1", "numeric TrainConfig fields"),  # a str field
+        ("curriculum=1", "numeric TrainConfig fields"),  # a bool field
+        ("seed=3", "numeric TrainConfig fields"),  # arms share their seeds
+        ("portfolio_weight", "KEY=NUMBER"),
+        ("portfolio_weight=high", "not a number"),
+        ("portfolio_weight=nan", "finite float"),
+        ("epochs=1.5", "finite int"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            worlds.parse_overrides([bad])
+    with pytest.raises(ValueError, match="once per KEY"):
+        worlds.parse_overrides(["portfolio_weight=0.1", "portfolio_weight=0.3"])
+
+
+def test_study_smoke_train_override(tmp_path, monkeypatch):
+    calls = []
+
+    def recording_train(model, ts, vs, cfg, **kw):
+        calls.append((ts, vs, cfg))
+        return real_train(model, ts, vs, cfg, **kw)
+
+    real_train = worlds.train
+    monkeypatch.setattr(worlds, "train", recording_train)
+    argv = ["--smoke", "--train-override", "portfolio_weight=0.3", "--reps", "1"]
+    worlds.main([*argv, "--out", str(tmp_path)])
+    (ts_a, vs_a, cfg_a), (ts_b, vs_b, cfg_b) = calls
+    assert cfg_a.portfolio_weight == 0.0 and cfg_b.portfolio_weight == 0.3
+    assert dataclasses.replace(cfg_b, portfolio_weight=0.0) == cfg_a  # nothing else differs
+    assert ts_b is ts_a and vs_b is vs_a  # same worlds: the pair isolates the setting
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["train_overrides"] == {"portfolio_weight": 0.3} and s["candidate"] is None
+    assert s["mixes"]["A"] == s["mixes"]["B"] and "diversified" not in s["mixes"]["A"]
+    assert s["adopt_B"] == (s["rule1_pooled"] and s["rule2_stocks"] and s["rule3_synthetic"])
+    real = pd.read_csv(tmp_path / "real_by_universe.csv")
+    assert {"stocks", "diversified6_0", "portfolios0"} <= set(real["universe"])
+    assert s["pooled_real_windows"] == int(real["n"].sum())
+    assert s["stocks_windows"] == int(real.loc[real.universe == "stocks", "n"].sum())
+    synth = pd.read_csv(tmp_path / "synthetic.csv")
+    assert list(synth["valid"]) == ["A"]  # one validation set when the mixes agree
+    with pytest.raises(ValueError, match="numeric TrainConfig fields"):
+        worlds.main(["--smoke", "--train-override", "bogus=1", "--out", str(tmp_path)])
+
+
+def test_rule_0027_by_hand():
+    d = pd.DataFrame(
+        {
+            "universe": ["stocks"] * 4 + ["diversified6_0"] * 4,
+            "diff": [1.0, 3.0, 1.0, 3.0, -9.0, -11.0, -9.0, -11.0],
+        }
+    )
+    synth = pd.DataFrame({"valid": ["A", "A"], "delta_B_minus_A": [-1.0, -2.0]})
+    r = worlds.rule_0027(d, synth)
+    assert r["pooled_real_var_diff_B_minus_A"] == pytest.approx(-4.0)
+    assert r["pooled_real_var_diff_se"] == pytest.approx(np.std(d["diff"], ddof=1) / np.sqrt(8))
+    assert r["stocks_var_diff_B_minus_A"] == pytest.approx(2.0)
+    assert r["stocks_var_diff_se"] == pytest.approx(np.std([1, 3, 1, 3], ddof=1) / 2)
+    assert r["prial_drop_on_A_valid"] == pytest.approx(1.5)
+    # stocks: +2.0 is 3.5 SE above zero: rule 2 fails, so B is not adopted
+    assert r["rule1_pooled"] and not r["rule2_stocks"] and r["rule3_synthetic"]
+    assert not r["adopt_B"]

@@ -17,11 +17,21 @@ instead: A is the pipeline's mix (``data_prep.family_weights`` of params.yaml), 
 ``FAMILY`` at weight 1, and the real backtests add *diversified* universes (long-only
 portfolios of random 8–20 of the 20 stocks plus an equal-weight index asset,
 :func:`diversified_returns_frame`); the summary applies that record's three-part rule.
+
+``--train-override KEY=VALUE`` (repeatable) makes B differ from A in its
+:class:`~shrinklab.training.config.TrainConfig` too (:func:`parse_overrides`). Without
+``--candidate`` both arms use the pipeline's mix and the same training and validation
+worlds, so the paired difference isolates the training setting; the real backtests
+include the diversified universes and the summary applies the rule of
+docs/decisions/0027-gmv-portfolio-variance-loss.md (e.g. ``--train-override
+portfolio_weight=0.3``: the GMV portfolio-variance loss term, Engle & Colacito 2006).
+With ``--candidate`` as well, 0026's rule applies to B = mix + family + overrides.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -141,12 +151,48 @@ def paired(diff: np.ndarray) -> tuple[float, float]:
     return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
 
 
-def mixes(candidate: str | None, params: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Mixes A and B: 0023's (no ``candidate``), or the pipeline's mix without and with
-    ``candidate`` at weight 1 (0026)."""
-    if candidate is None:
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, float | int]:
+    """``["portfolio_weight=0.3", ...]`` → ``{"portfolio_weight": 0.3}``: settings of
+    :class:`TrainConfig` that arm B trains with. Only numeric fields (not ``seed``: both
+    arms share their seeds), finite values; an ``int`` field needs an integer value.
+    Anything else is a ``ValueError`` (range checks are :class:`TrainConfig`'s)."""
+    numeric = {  # field -> its type, int or float (bool is not numeric here)
+        f.name: type(f.default)
+        for f in dataclasses.fields(TrainConfig)
+        if type(f.default) in (int, float) and f.name != "seed"
+    }
+    out: dict[str, float | int] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in numeric or key in out:
+            raise ValueError(
+                f"train override {item!r}: want KEY=NUMBER once per KEY, KEY one of the "
+                f"numeric TrainConfig fields {sorted(numeric)}"
+            )
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"train override {item!r}: {text!r} is not a number") from None
+        if not math.isfinite(value) or (numeric[key] is int and not value.is_integer()):
+            raise ValueError(
+                f"train override {item!r}: {key} needs a finite {numeric[key].__name__}"
+            )
+        out[key] = numeric[key](value)
+    return out
+
+
+def mixes(
+    candidate: str | None, params: dict[str, Any], same: bool = False
+) -> dict[str, dict[str, float]]:
+    """Mixes A and B: 0023's (no ``candidate``), the pipeline's mix without and with
+    ``candidate`` at weight 1 (0026), or (``same``, no ``candidate``) the pipeline's mix
+    for both (0027: B differs only in its training settings)."""
+    if candidate is None and not same:
         return MIXES
     a = {k: float(v) for k, v in params["data_prep"]["family_weights"].items()}
+    if candidate is None:
+        return {"A": a, "B": dict(a)}
     if candidate not in REGULAR_FAMILIES or a.get(candidate, 0.0) > 0:
         raise ValueError(
             f"candidate must be a regular family not in the pipeline mix: {candidate!r}"
@@ -172,6 +218,24 @@ def rule_0026(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def rule_0027(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
+    """The rule of docs/decisions/0027-gmv-portfolio-variance-loss.md."""
+    m1, se1 = paired(d["diff"].to_numpy())
+    stocks = d["universe"] == "stocks"
+    m2, se2 = paired(d.loc[stocks, "diff"].to_numpy())
+    drop = float(-synth[synth.valid == "A"].delta_B_minus_A.mean())
+    r1, r2, r3 = m1 < 0 and m1 + se1 < 0, m2 <= se2, drop <= 2.0
+    return {
+        "pooled_real_var_diff_B_minus_A": m1, "pooled_real_var_diff_se": se1,
+        "pooled_real_windows": int(len(d)),
+        "stocks_var_diff_B_minus_A": m2, "stocks_var_diff_se": se2,
+        "stocks_windows": int(stocks.sum()),
+        "prial_drop_on_A_valid": drop,
+        "rule1_pooled": bool(r1), "rule2_stocks": bool(r2),
+        "rule3_synthetic": bool(r3), "adopt_B": bool(r1 and r2 and r3),
+    }  # fmt: skip
+
+
 def run(
     out: Path,
     n_train: int = 10_000,
@@ -185,38 +249,48 @@ def run(
     candidate: str | None = None,
     diversified: tuple[int, ...] = (6, 10),
     n_diversified_draws: int = 3,
+    train_overrides: dict[str, float | int] | None = None,
 ) -> dict[str, Any]:
+    """The study; ``train_overrides`` (:func:`parse_overrides`) are arm B's
+    :class:`TrainConfig` settings beside the pretrain section's. Where both arms have the
+    same mix they share their training and validation worlds (built once)."""
     out.mkdir(parents=True, exist_ok=True)
+    overrides = dict(train_overrides or {})
     params = yaml.safe_load(Path(params_file).read_text())
     pre = params["pretrain"]
-    mix = mixes(candidate, params)
+    mix = mixes(candidate, params, same=bool(overrides))
     base = {"p_max": p_max, "batch_size": 32, "ratio_max": 4.0}
+    own = [m for m, f in mix.items() if m == "A" or f != mix["A"]]  # arms with own worlds
     valid = {
-        m: dataset.build_training_set(n_valid, 777, {**base, "family_weights": f}, False, 1)
-        for m, f in mix.items()
+        m: dataset.build_training_set(n_valid, 777, {**base, "family_weights": mix[m]}, False, 1)
+        for m in own
     }
     universes = real_universes(
         windows, n_portfolio_draws, "2010-01-01", "2015-12-31",
-        diversified if candidate else (), n_diversified_draws,
+        diversified if candidate or overrides else (), n_diversified_draws,
     )  # fmt: skip
     results: list[dict[str, Any]] = []
     real: dict[tuple[int, str], pd.DataFrame] = {}
     for rep in range(reps):
         models = {}
-        for m, fam in mix.items():
-            ts = dataset.build_training_set(
-                n_train, 10 + rep, {**base, "family_weights": fam}, False, 1
+        sets = {
+            m: dataset.build_training_set(
+                n_train, 10 + rep, {**base, "family_weights": mix[m]}, False, 1
             )
+            for m in own
+        }
+        for m in mix:
+            ts, vs = sets.get(m, sets["A"]), valid.get(m, valid["A"])
             cfg = TrainConfig(
                 **{k: pre[k] for k in _TRAIN_KEYS}, epochs=epochs, batch_size=256,
-                patience=epochs, seed=20 + rep, device="cpu",
+                patience=epochs, seed=20 + rep, device="cpu", **(overrides if m == "B" else {}),
             )  # fmt: skip
             torch.manual_seed(20 + rep)
             model = MLShrinkageNetwork(
                 input_dim=ts.features.shape[1], num_targets=len(TARGET_NAMES),
                 hidden_dims=pre["hidden_dims"], dropout=pre["dropout"], gate=pre["gate"],
             )  # fmt: skip
-            train(model, ts, valid[m], cfg, out_dir=out / f"ck_{m}{rep}")
+            train(model, ts, vs, cfg, out_dir=out / f"ck_{m}{rep}")
             print(f"{time.strftime('%H:%M:%S')} rep {rep} mix {m} trained", flush=True)
             models[m] = model.cpu().eval()
             real[(rep, m)] = gmv_variances(models[m], universes)
@@ -253,8 +327,9 @@ def run(
         "rule2_synthetic": bool(rule2),
         "adopt_B": bool(rule1 and rule2),
     }
-    if candidate is not None:  # 0026's rule replaces 0023's
-        summary = {"candidate": candidate, "mixes": mix, **rule_0026(d, synth)}
+    if candidate is not None or overrides:  # 0026's or 0027's rule replaces 0023's
+        rule = rule_0026(d, synth) if candidate is not None else rule_0027(d, synth)
+        summary = {"candidate": candidate, "train_overrides": overrides, "mixes": mix, **rule}
         by = by.join(classical_vols(universes))
     synth.to_csv(out / "synthetic.csv", index=False)
     by.to_csv(out / "real_by_universe.csv")
@@ -267,15 +342,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="build/studies/worlds")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     ap.add_argument("--candidate", default=None, help="0026: pipeline mix vs mix + FAMILY")
+    ap.add_argument(
+        "--train-override", action="append", default=[], metavar="KEY=VALUE",
+        help="0027: B trains with this TrainConfig setting (repeatable)",
+    )  # fmt: skip
     ap.add_argument("--reps", type=int, default=2)
     a = ap.parse_args(argv)
+    overrides = parse_overrides(a.train_override)
     torch.set_num_threads(1)
     kw = (
         {"n_train": 200, "n_valid": 100, "epochs": 1, "p_max": 30,
          "windows": (60,), "n_portfolio_draws": 1, "diversified": (6,), "n_diversified_draws": 1}
         if a.smoke else {}
     )  # fmt: skip
-    res = run(Path(a.out), reps=a.reps, candidate=a.candidate, **kw)
+    res = run(Path(a.out), reps=a.reps, candidate=a.candidate, train_overrides=overrides, **kw)
     pd.set_option("display.width", 200)
     print(res["synthetic"].round(3).to_string())
     print(res["real"].to_string())
