@@ -24,7 +24,9 @@ portfolios of random 8–20 of the 20 stocks plus an equal-weight index asset,
 worlds, so the paired difference isolates the training setting; the real backtests
 include the diversified universes and the summary applies the rule of
 docs/decisions/0027-gmv-portfolio-variance-loss.md (e.g. ``--train-override
-portfolio_weight=0.3``: the GMV portfolio-variance loss term, Engle & Colacito 2006).
+portfolio_weight=0.3``: the GMV portfolio-variance loss term, Engle & Colacito 2006;
+docs/decisions/0028-stein-log-det-loss.md applies the same rule to ``log_det_weight``,
+Stein's loss, Dey & Srinivasan 1985).
 With ``--candidate`` as well, 0026's rule applies to B = mix + family + overrides.
 """
 
@@ -219,7 +221,8 @@ def rule_0026(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
 
 
 def rule_0027(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
-    """The rule of docs/decisions/0027-gmv-portfolio-variance-loss.md."""
+    """The rule of docs/decisions/0027-gmv-portfolio-variance-loss.md, for any
+    ``--train-override`` (also docs/decisions/0028-stein-log-det-loss.md's)."""
     m1, se1 = paired(d["diff"].to_numpy())
     stocks = d["universe"] == "stocks"
     m2, se2 = paired(d.loc[stocks, "diff"].to_numpy())
