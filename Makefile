@@ -19,9 +19,12 @@ repro: setup
 # Unit tests, notebook smoke tests (nbval) and the end-to-end pipeline test. nbval runs
 # the output snapshots tests/notebook_snapshots/*.ipynb (each notebook at its small
 # defaults) and compares the cells marked # NBVAL_CHECK_OUTPUT with their stored output.
+# TEST_WORKERS pytest-xdist processes (one a core of the 2-core CI machine); the notebook
+# snapshots run together in one of them, in order (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup
 	$(VENV)/ruff check .
-	$(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(VENV)/python -m pytest tests --nbval-lax --nbval-current-env -p no:cacheprovider -n $(TEST_WORKERS)
 
 # Regenerate the snapshots after changing a notebook or a checked result (runs every
 # notebook in order at its small defaults, ~3 min on 2 cores); review the diff, commit.

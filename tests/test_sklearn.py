@@ -9,7 +9,7 @@ skfolio's own estimators inside ``MeanRisk``, and the model's own ``predict``.
 from __future__ import annotations
 
 import math
-import shutil
+import os
 import tempfile
 from pathlib import Path
 
@@ -39,15 +39,20 @@ LOG_VAR = math.log(0.01)  # predicted variance 0.01 of the forced models
 # --------------------------------------------------------------------- the check-suite model
 # parametrize_with_checks needs the estimator at collection time, the model file only
 # when the checks run: the path is fixed here, the file is written by a module fixture.
-_CHECK_DIR = Path(tempfile.mkdtemp(prefix="shrinklab-sklearn-checks-"))
-_CHECK_MODEL = str(_CHECK_DIR / "tiny.pt")
+# The path is the same in every process (pytest-xdist workers must collect the same test
+# ids, and the id holds the path); each worker writes the same bytes (a seeded network)
+# through an atomic rename, and the file is left in place for a worker still using it.
+_CHECK_MODEL = str(Path(tempfile.gettempdir()) / "shrinklab-sklearn-checks" / "tiny.pt")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _check_model_file():
-    save(random_network(seed=3), _CHECK_MODEL)
-    yield
-    shutil.rmtree(_CHECK_DIR, ignore_errors=True)
+    target = Path(_CHECK_MODEL)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".pt")
+    os.close(fd)
+    save(random_network(seed=3), tmp)
+    os.replace(tmp, target)
 
 
 # Every check passes (for both variants); check_array_api_input skips itself (SkipTest) unless the
