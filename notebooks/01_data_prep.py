@@ -140,7 +140,9 @@ print(split_table.to_string(index=False))
 # families (`shrinklab.data.worlds_market`): a market factor over sector blocks, worlds
 # whose Σ moves between the estimation window and the holding period (the label and the
 # loss then target the holding-period Σ) and block-bootstrapped real returns from before
-# `worlds_market.RESAMPLE_END`. Each sample's label is the multi-target oracle
+# `worlds_market.RESAMPLE_END`. Since decision 0026 it also draws diversified worlds (funds,
+# ETFs: a dominant market factor, dense style factors, little idiosyncratic variance).
+# Each sample's label is the multi-target oracle
 # w* = argmin ‖S + Σ w_k (T_k − S) − Σ‖_F over w ≥ 0, Σ w ≤ 1.
 
 # %%
