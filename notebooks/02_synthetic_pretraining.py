@@ -68,6 +68,8 @@ clip_norm = 1.0
 # per-world normaliser of the Frobenius loss (shrinklab.training.objective.loss_normaliser)
 loss_normaliser = "sample"
 best_classical_weight = 0.0
+# floor of L_best in that term, as a fraction of d (TrainConfig.gap_floor)
+gap_floor = 0.01
 # weight of the edge-case worlds (near-singular, dominant factor) in the Frobenius term
 edge_weight = 1.0
 processed_dir = "build/smoke/data"
@@ -107,7 +109,7 @@ config = TrainConfig(
     intensity_weight=intensity_weight, matrix_weight=matrix_weight, spectrum_weight=spectrum_weight,
     uncertainty_weight=uncertainty_weight, clip_norm=clip_norm,
     loss_normaliser=loss_normaliser, best_classical_weight=best_classical_weight,
-    edge_weight=edge_weight,
+    gap_floor=gap_floor, edge_weight=edge_weight,
 )
 model = MLShrinkageNetwork(
     input_dim=train_set.features.shape[1], num_targets=len(TARGET_NAMES),

@@ -2,10 +2,12 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from shrinklab.data.real_windows import build_windows
 from shrinklab.studies import worlds
@@ -62,13 +64,36 @@ def test_candidate_mixes():
         worlds.mixes("no_such_family", params)
 
 
+def _params_without(tmp_path, family):
+    """params.yaml with ``family`` at weight 0 (0026 was studied before it was adopted)."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["data_prep"]["family_weights"][family] = 0
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_candidate_already_in_the_mix_is_refused(tmp_path):
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    with pytest.raises(ValueError, match="not in the pipeline mix"):
+        worlds.mixes("factor", params)
+    with pytest.raises(ValueError, match="not in the pipeline mix"):
+        worlds.mixes("no_such_family", params)
+
+
 def test_study_smoke_candidate(tmp_path):
-    worlds.main(["--smoke", "--candidate", "diversified", "--reps", "1", "--out", str(tmp_path)])
+    params = _params_without(tmp_path, "diversified")
+    out = tmp_path / "out"
+    worlds.main(
+        ["--smoke", "--candidate", "diversified", "--reps", "1", "--out", str(out),
+         "--params", str(params)]
+    )  # fmt: skip
+    tmp_path = out
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["adopt_B"] == (
         s["rule1_diversified"] and s["rule2_0023_universes"] and s["rule3_synthetic"]
     )
-    assert s["mixes"]["B"]["diversified"] == 1.0 and "diversified" not in s["mixes"]["A"]
+    assert s["mixes"]["B"]["diversified"] == 1.0 and s["mixes"]["A"]["diversified"] == 0.0
     real = pd.read_csv(tmp_path / "real_by_universe.csv")
     assert "diversified6_0" in set(real["universe"]) and "stocks" in set(real["universe"])
     assert s["diversified_windows"] == int(real.loc[real.universe == "diversified6_0", "n"].sum())
@@ -130,7 +155,9 @@ def test_study_smoke_train_override(tmp_path, monkeypatch):
     assert ts_b is ts_a and vs_b is vs_a  # same worlds: the pair isolates the setting
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["train_overrides"] == {"portfolio_weight": 0.3} and s["candidate"] is None
-    assert s["mixes"]["A"] == s["mixes"]["B"] and "diversified" not in s["mixes"]["A"]
+    # both arms train on the pipeline's mix (params.yaml), 0026's diversified worlds included
+    weights = yaml.safe_load(Path("params.yaml").read_text())["data_prep"]["family_weights"]
+    assert s["mixes"]["A"] == s["mixes"]["B"] == {k: float(v) for k, v in weights.items()}
     assert s["adopt_B"] == (s["rule1_pooled"] and s["rule2_stocks"] and s["rule3_synthetic"])
     real = pd.read_csv(tmp_path / "real_by_universe.csv")
     assert {"stocks", "diversified6_0", "portfolios0"} <= set(real["universe"])

@@ -185,6 +185,7 @@ class Pretrain(Section):
     patience: int = 10
     loss_normaliser: str = "sample"
     best_classical_weight: float = 0.0
+    gap_floor: float = 0.01
     edge_weight: float = 1.0
 
 

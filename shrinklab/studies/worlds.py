@@ -63,7 +63,7 @@ MIXES: dict[str, dict[str, float]] = {
 
 _TRAIN_KEYS = (
     "lr weight_decay intensity_weight matrix_weight spectrum_weight uncertainty_weight "
-    "clip_norm loss_normaliser best_classical_weight edge_weight"
+    "clip_norm loss_normaliser best_classical_weight gap_floor edge_weight"
 ).split()
 
 
@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         help="0027: B trains with this TrainConfig setting (repeatable)",
     )  # fmt: skip
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--params", default="params.yaml", help="the params file to read")
     a = ap.parse_args(argv)
     overrides = parse_overrides(a.train_override)
     torch.set_num_threads(1)
@@ -358,7 +359,10 @@ def main(argv: list[str] | None = None) -> None:
          "windows": (60,), "n_portfolio_draws": 1, "diversified": (6,), "n_diversified_draws": 1}
         if a.smoke else {}
     )  # fmt: skip
-    res = run(Path(a.out), reps=a.reps, candidate=a.candidate, train_overrides=overrides, **kw)
+    res = run(
+        Path(a.out), reps=a.reps, candidate=a.candidate, train_overrides=overrides,
+        params_file=a.params, **kw,
+    )  # fmt: skip
     pd.set_option("display.width", 200)
     print(res["synthetic"].round(3).to_string())
     print(res["real"].to_string())
