@@ -413,3 +413,26 @@ def test_derived_sets_keep_world_families_for_edge_weight():
         np.testing.assert_array_equal(mask, np.arange(40) % 2 == 1)
     bare = tiny_set(10, n_features=8)
     assert not hasattr(drop_features(bare, [0]), "family_names")
+
+
+def test_derived_sets_train_with_the_best_classical_loss_term(sets, tmp_path):
+    """The deployed loss (``sample_and_best_classical``, decision 0009) trains on a
+    feature-drop set with the same per-world best classical loss as the full set (it
+    raised before); the one-target model is trained on ``L/d`` alone."""
+    from shrinklab.training.objective import best_classical_loss
+
+    tr, va = sets
+    dropped = drop_features(tr, [0, 3])
+    np.testing.assert_array_equal(best_classical_loss(dropped), best_classical_loss(tr))
+    with pytest.raises(ValueError, match="best classical loss needs"):
+        best_classical_loss(single_target(tr, 0))
+    cfg = TrainConfig(
+        epochs=1, batch_size=64, lr=3e-3, device="cpu", seed=0,
+        loss_normaliser="sample_and_best_classical", best_classical_weight=0.01, gap_floor=0.001,
+    )  # fmt: skip
+    table = run_ablation(
+        tr, va, tmp_path, model_config={"hidden_dims": (8,)}, train_config=cfg,
+        studies=["features", "targets"],
+    )  # fmt: skip
+    assert {"without " + g for g in FEATURE_GROUPS} <= set(table["variant"])
+    assert "single target (identity)" in set(table["variant"])
