@@ -33,8 +33,8 @@
 #
 # The loss is the specification's composite loss: α·intensity MSE + β·Frobenius
 # loss of Σ̂ normalised by the sample covariance's loss (a loss of 1 means "no
-# better than S"; `best_classical_weight` can add λ times the loss relative to
-# the world's best classical estimator, a variant studied and left at λ = 0, see
+# better than S"; `best_classical_weight` adds λ times the loss relative to the
+# world's best classical estimator, floored at `gap_floor`·d: λ = 0.01 in params.yaml, see
 # docs/decisions/0009-loss-l-over-d.md; the edge-case worlds, near-singular and dominant-factor, weigh
 # `edge_weight` in it: they are there so that the network stays sane in such worlds,
 # and at full weight their very steep losses dominate the gradients) + γ·spectrum loss, plus a Gaussian NLL that trains the uncertainty
