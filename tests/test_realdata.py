@@ -277,3 +277,18 @@ def test_padding_keeps_the_gmv_weights_and_realised_variance_exact():
     np.testing.assert_allclose(gmv_weights(C, mask=m).numpy(), [2 / 3, 1 / 3, 0, 0], atol=1e-14)
     with pytest.raises(ValueError, match="mask"):
         gmv_weights(C, mask=torch.ones(3, dtype=torch.bool))
+
+
+def test_before_test_keeps_exactly_the_dates_before_the_test_period():
+    idx = pd.date_range("2015-12-28", "2016-01-06", freq="D")
+    frame = pd.DataFrame({"a": np.arange(len(idx), dtype=float)}, index=idx)
+    got = data.before_test(frame)
+    assert list(got.index) == list(idx[idx < pd.Timestamp("2016-01-01")])
+    assert got.index.max() < data.TEST_START
+    # what lies in the test period cannot change the result
+    shaken = frame.copy()
+    shaken.loc[shaken.index >= data.TEST_START, "a"] = 1e9
+    pd.testing.assert_frame_equal(data.before_test(shaken), got)
+    pd.testing.assert_series_equal(data.before_test(frame["a"]), got["a"])
+    with pytest.raises(TypeError, match="DatetimeIndex"):
+        data.before_test(frame.reset_index(drop=True))

@@ -198,7 +198,7 @@ def sp500_calibration(window: int = 504, period: str = "train") -> dict[str, np.
         raise ValueError(f"period must be one of {SP500_PERIODS}, got {period!r}")
     r = data.load_returns()
     if period == "train":
-        r, stride = r[r.index < data.TEST_START].to_numpy(), window
+        r, stride = data.before_test(r).to_numpy(), window
     else:
         r = r[(r.index >= data.TEST_START) & (r.index <= data.TEST_END)].to_numpy()
         stride = max(1, window // 4)

@@ -259,6 +259,15 @@ class Split:
         }
 
 
+def before_test(frame: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
+    """The rows of ``frame`` dated strictly before :data:`TEST_START`: the only real
+    returns that training, validation and model choices may read. ``frame`` needs a
+    :class:`~pandas.DatetimeIndex` (``TypeError`` otherwise)."""
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise TypeError(f"before_test needs a DatetimeIndex, got {type(frame.index).__name__}")
+    return frame[frame.index < TEST_START]
+
+
 def test_positions(index: pd.DatetimeIndex, test_start=TEST_START, test_end=TEST_END) -> np.ndarray:
     """Positions of the final test period ``[test_start, test_end]``."""
     index = pd.DatetimeIndex(index)

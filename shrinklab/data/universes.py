@@ -78,10 +78,6 @@ class Universe:
         return int(self.returns.shape[1])
 
 
-def _pre_test(r: pd.DataFrame) -> pd.DataFrame:
-    return r[r.index < data.TEST_START]
-
-
 def stock_halves(returns: pd.DataFrame, n_splits: int, rng: np.random.Generator) -> list[Universe]:
     """``2 · n_splits`` universes: each split of the columns into two disjoint halves."""
     if n_splits < 1 or returns.shape[1] < 4:
@@ -125,7 +121,7 @@ def derived_portfolios(
 def etf_universe(factor_returns: pd.DataFrame, index_returns: pd.Series) -> Universe:
     """The factor ETFs and the index on their common dates before 2016."""
     r = pd.concat([factor_returns, index_returns.rename("SP500")], axis=1, join="inner")
-    r = _pre_test(r.dropna())
+    r = data.before_test(r.dropna())
     if len(r) < 300:
         raise ValueError(f"only {len(r)} common pre-2016 dates of the ETFs and the index")
     return Universe("etf", f"etf p={r.shape[1]}", r, ETF_START)
@@ -149,7 +145,7 @@ def cross_universe_folds(
     backtest date of the stock-based folds (later for a quick run). Same ``seed``,
     same folds.
     """
-    stocks = _pre_test(returns)
+    stocks = data.before_test(returns)
     if stocks.isna().any().any() or len(stocks) < 1000:
         raise ValueError("need complete stock returns with at least 1000 pre-2016 dates")
     rng = np.random.default_rng(seed)

@@ -104,7 +104,7 @@ def real_universes(
     """``{name: [RealWindows per window length]}``: the 20 stocks, random portfolios and
     (for each size in ``diversified``) diversified universes ``diversified{p}_{j}``."""
     ret = returns.load_returns()
-    ret = ret[ret.index < returns.TEST_START]
+    ret = returns.before_test(ret)
     frames = {"stocks": ret}
     for j in range(n_portfolio_draws):
         frames[f"portfolios{j}"] = portfolio_returns_frame(ret, 15, seed=100 + j)

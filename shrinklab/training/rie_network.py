@@ -39,7 +39,7 @@ import torch
 from shrinklab.core.estimators import ledoit_wolf
 from shrinklab.core.progress import report
 from shrinklab.data.real_windows import WindowBatch, build_windows, portfolio_returns
-from shrinklab.data.returns import TEST_START
+from shrinklab.data.returns import TEST_START, before_test
 from shrinklab.models.rie_network import RIENetwork
 
 __all__ = ["PeerConfig", "PeerResult", "realised_loss", "train_rie_network", "window_sets"]
@@ -92,7 +92,7 @@ def window_sets(
     returns: pd.DataFrame, config: PeerConfig
 ) -> tuple[list[WindowBatch], list[WindowBatch]]:
     """Training and validation groups (module docstring); every window before 2016."""
-    pre = returns.loc[returns.index < TEST_START]
+    pre = before_test(returns)
     if len(pre) < max(config.windows) + 2 * config.horizon:
         raise ValueError(f"only {len(pre)} days before {TEST_START.date()}: too few")
     val_start = pd.Timestamp(config.val_start)
