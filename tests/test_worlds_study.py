@@ -73,12 +73,18 @@ def _params_without(tmp_path, family):
     return path
 
 
-def test_candidate_already_in_the_mix_is_refused(tmp_path):
+def test_candidate_weight_must_raise_the_family_weight(tmp_path):
     params = yaml.safe_load(Path("params.yaml").read_text())
-    with pytest.raises(ValueError, match="not in the pipeline mix"):
-        worlds.mixes("factor", params)
-    with pytest.raises(ValueError, match="not in the pipeline mix"):
+    params["data_prep"]["family_weights"].update(factor=1, diversified=0)
+    with pytest.raises(ValueError, match="above 'factor'"):
+        worlds.mixes("factor", params)  # weight 1 = its weight in the mix
+    with pytest.raises(ValueError, match="regular world family"):
         worlds.mixes("no_such_family", params)
+    with pytest.raises(ValueError, match="above 'diversified'"):
+        worlds.mixes("diversified", params, weight=float("nan"))
+    m = worlds.mixes("factor", params, weight=3.0)
+    assert m["B"] == {**m["A"], "factor": 3.0} and m["A"]["factor"] == 1.0
+    assert worlds.mixes("diversified", params)["B"]["diversified"] == 1.0
 
 
 def test_study_smoke_candidate(tmp_path):

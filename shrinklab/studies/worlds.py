@@ -28,6 +28,9 @@ portfolio_weight=0.3``: the GMV portfolio-variance loss term, Engle & Colacito 2
 docs/decisions/0028-stein-log-det-loss.md applies the same rule to ``log_det_weight``,
 Stein's loss, Dey & Srinivasan 1985).
 With ``--candidate`` as well, 0026's rule applies to B = mix + family + overrides.
+``--candidate-weight W`` gives the family weight ``W`` in B instead of 1, which may raise
+the weight of a family already in the mix (docs/decisions/0029-diversified-worlds-weight-3.md,
+0026's rule).
 """
 
 from __future__ import annotations
@@ -185,21 +188,25 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, float | int
 
 
 def mixes(
-    candidate: str | None, params: dict[str, Any], same: bool = False
+    candidate: str | None, params: dict[str, Any], same: bool = False, weight: float = 1.0
 ) -> dict[str, dict[str, float]]:
-    """Mixes A and B: 0023's (no ``candidate``), the pipeline's mix without and with
-    ``candidate`` at weight 1 (0026), or (``same``, no ``candidate``) the pipeline's mix
-    for both (0027: B differs only in its training settings)."""
+    """Mixes A and B: 0023's (no ``candidate``), the pipeline's mix and the same mix with
+    ``candidate`` at ``weight`` (0026: a family not in the mix, at weight 1; 0029: a
+    family of the mix at a larger weight), or (``same``, no ``candidate``) the pipeline's
+    mix for both (0027: B differs only in its training settings)."""
     if candidate is None and not same:
         return MIXES
     a = {k: float(v) for k, v in params["data_prep"]["family_weights"].items()}
     if candidate is None:
         return {"A": a, "B": dict(a)}
-    if candidate not in REGULAR_FAMILIES or a.get(candidate, 0.0) > 0:
+    if candidate not in REGULAR_FAMILIES:
+        raise ValueError(f"candidate must be a regular world family, got {candidate!r}")
+    if not (math.isfinite(weight) and weight > a.get(candidate, 0.0)):
         raise ValueError(
-            f"candidate must be a regular family not in the pipeline mix: {candidate!r}"
+            f"the candidate weight must be above {candidate!r}'s weight in the pipeline mix "
+            f"({a.get(candidate, 0.0):g}), got {weight!r}"
         )
-    return {"A": a, "B": {**a, candidate: 1.0}}
+    return {"A": a, "B": {**a, candidate: float(weight)}}
 
 
 def rule_0026(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
@@ -250,6 +257,7 @@ def run(
     n_portfolio_draws: int = 3,
     params_file: str = "params.yaml",
     candidate: str | None = None,
+    candidate_weight: float = 1.0,
     diversified: tuple[int, ...] = (6, 10),
     n_diversified_draws: int = 3,
     train_overrides: dict[str, float | int] | None = None,
@@ -261,7 +269,7 @@ def run(
     overrides = dict(train_overrides or {})
     params = yaml.safe_load(Path(params_file).read_text())
     pre = params["pretrain"]
-    mix = mixes(candidate, params, same=bool(overrides))
+    mix = mixes(candidate, params, same=bool(overrides), weight=candidate_weight)
     base = {"p_max": p_max, "batch_size": 32, "ratio_max": 4.0}
     own = [m for m, f in mix.items() if m == "A" or f != mix["A"]]  # arms with own worlds
     valid = {
@@ -346,6 +354,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     ap.add_argument("--candidate", default=None, help="0026: pipeline mix vs mix + FAMILY")
     ap.add_argument(
+        "--candidate-weight", type=float, default=1.0,
+        help="0029: FAMILY's weight in B (above its weight in the pipeline mix)",
+    )  # fmt: skip
+    ap.add_argument(
         "--train-override", action="append", default=[], metavar="KEY=VALUE",
         help="0027: B trains with this TrainConfig setting (repeatable)",
     )  # fmt: skip
@@ -360,8 +372,8 @@ def main(argv: list[str] | None = None) -> None:
         if a.smoke else {}
     )  # fmt: skip
     res = run(
-        Path(a.out), reps=a.reps, candidate=a.candidate, train_overrides=overrides,
-        params_file=a.params, **kw,
+        Path(a.out), reps=a.reps, candidate=a.candidate, candidate_weight=a.candidate_weight,
+        train_overrides=overrides, params_file=a.params, **kw,
     )  # fmt: skip
     pd.set_option("display.width", 200)
     print(res["synthetic"].round(3).to_string())
