@@ -209,19 +209,36 @@ def mixes(
     return {"A": a, "B": {**a, candidate: float(weight)}}
 
 
+def prial_drop_on_a(synth: pd.DataFrame) -> float:
+    """Mean PRIAL drop of B against A on mix A's validation worlds (points)."""
+    return float(-synth[synth.valid == "A"].delta_B_minus_A.mean())
+
+
+def three_part_rule(
+    first: np.ndarray, second: np.ndarray, synth: pd.DataFrame
+) -> tuple[dict[str, float], tuple[bool, bool, bool]]:
+    """The rule shared by 0026 and 0027 on paired real GMV-variance differences B − A:
+    (1) ``first`` at least 1 SE below zero, (2) ``second`` not more than 1 SE above zero,
+    (3) B's PRIAL on A's validation worlds at most 2 points below A's."""
+    m1, se1 = paired(first)
+    m2, se2 = paired(second)
+    drop = prial_drop_on_a(synth)
+    numbers = {"m1": m1, "se1": se1, "m2": m2, "se2": se2, "drop": drop}
+    return numbers, (m1 < 0 and m1 + se1 < 0, m2 <= se2, drop <= 2.0)
+
+
 def rule_0026(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
     """The rule of docs/decisions/0026-diversified-training-worlds.md."""
     div = d["universe"].str.startswith("diversified")
-    m1, se1 = paired(d.loc[div, "diff"].to_numpy())
-    m2, se2 = paired(d.loc[~div, "diff"].to_numpy())
-    drop = float(-synth[synth.valid == "A"].delta_B_minus_A.mean())
-    r1, r2, r3 = m1 < 0 and m1 + se1 < 0, m2 <= se2, drop <= 2.0
+    x, (r1, r2, r3) = three_part_rule(
+        d.loc[div, "diff"].to_numpy(), d.loc[~div, "diff"].to_numpy(), synth
+    )
     return {
-        "diversified_var_diff_B_minus_A": m1, "diversified_var_diff_se": se1,
+        "diversified_var_diff_B_minus_A": x["m1"], "diversified_var_diff_se": x["se1"],
         "diversified_windows": int(div.sum()),
-        "universes_0023_var_diff_B_minus_A": m2, "universes_0023_var_diff_se": se2,
+        "universes_0023_var_diff_B_minus_A": x["m2"], "universes_0023_var_diff_se": x["se2"],
         "universes_0023_windows": int((~div).sum()),
-        "prial_drop_on_A_valid": drop,
+        "prial_drop_on_A_valid": x["drop"],
         "rule1_diversified": bool(r1), "rule2_0023_universes": bool(r2),
         "rule3_synthetic": bool(r3), "adopt_B": bool(r1 and r2 and r3),
     }  # fmt: skip
@@ -230,17 +247,14 @@ def rule_0026(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
 def rule_0027(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
     """The rule of docs/decisions/0027-gmv-portfolio-variance-loss.md, for any
     ``--train-override`` (also docs/decisions/0028-stein-log-det-loss.md's)."""
-    m1, se1 = paired(d["diff"].to_numpy())
     stocks = d["universe"] == "stocks"
-    m2, se2 = paired(d.loc[stocks, "diff"].to_numpy())
-    drop = float(-synth[synth.valid == "A"].delta_B_minus_A.mean())
-    r1, r2, r3 = m1 < 0 and m1 + se1 < 0, m2 <= se2, drop <= 2.0
+    x, (r1, r2, r3) = three_part_rule(d["diff"].to_numpy(), d.loc[stocks, "diff"].to_numpy(), synth)
     return {
-        "pooled_real_var_diff_B_minus_A": m1, "pooled_real_var_diff_se": se1,
+        "pooled_real_var_diff_B_minus_A": x["m1"], "pooled_real_var_diff_se": x["se1"],
         "pooled_real_windows": int(len(d)),
-        "stocks_var_diff_B_minus_A": m2, "stocks_var_diff_se": se2,
+        "stocks_var_diff_B_minus_A": x["m2"], "stocks_var_diff_se": x["se2"],
         "stocks_windows": int(stocks.sum()),
-        "prial_drop_on_A_valid": drop,
+        "prial_drop_on_A_valid": x["drop"],
         "rule1_pooled": bool(r1), "rule2_stocks": bool(r2),
         "rule3_synthetic": bool(r3), "adopt_B": bool(r1 and r2 and r3),
     }  # fmt: skip
@@ -326,7 +340,7 @@ def run(
                              "n": len(x)}), include_groups=False,
     )  # fmt: skip
     pooled_mean, pooled_se = paired(d["diff"].to_numpy())
-    prial_a_drop = float(-synth[synth.valid == "A"].delta_B_minus_A.mean())
+    prial_a_drop = prial_drop_on_a(synth)
     rule1 = pooled_mean < 0 and pooled_mean + pooled_se < 0
     rule2 = prial_a_drop <= 3.0
     summary = {
