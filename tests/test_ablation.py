@@ -436,3 +436,14 @@ def test_derived_sets_train_with_the_best_classical_loss_term(sets, tmp_path):
     )  # fmt: skip
     assert {"without " + g for g in FEATURE_GROUPS} <= set(table["variant"])
     assert "single target (identity)" in set(table["variant"])
+
+
+def test_a_row_subset_keeps_the_best_classical_loss_of_its_rows(sets):
+    """``take`` carries the classical intensities, so the deployed loss trains on row
+    subsets too, with the same per-world best classical loss as the full set."""
+    from shrinklab.data.subsets import take
+    from shrinklab.training.objective import best_classical_loss
+
+    tr, _ = sets
+    idx = np.array([5, 0, 17, 42])
+    np.testing.assert_array_equal(best_classical_loss(take(tr, idx)), best_classical_loss(tr)[idx])

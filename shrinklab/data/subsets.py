@@ -27,6 +27,7 @@ ARRAY_FIELDS: tuple[str, ...] = (
     "c",
     "d",
     "loss_fsopt",
+    "intensities",
     "p",
     "n",
     "df",

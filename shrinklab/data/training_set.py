@@ -308,8 +308,10 @@ class TrainingSet:
         )
 
 
-def classical_intensities(ts: TrainingSet) -> dict[str, torch.Tensor]:
-    """The classical estimators as intensities ``w (N, K)`` of the family, by estimator name.
+def classical_intensities(ts: Any) -> dict[str, torch.Tensor]:
+    """The classical estimators as intensities ``w (N, K)`` of the family, by estimator name,
+    for a :class:`TrainingSet` or any set with its ``c`` and ``intensities`` rows (then
+    ``target_names`` defaults to :data:`~shrinklab.core.targets.TARGET_NAMES`).
 
     Ledoit–Wolf and OAS put their intensity on the identity target, the
     constant-correlation / single-factor shrinkers theirs on their target, and
@@ -318,9 +320,10 @@ def classical_intensities(ts: TrainingSet) -> dict[str, torch.Tensor]:
     """
     out = {}
     N, K = ts.c.shape
+    names = tuple(getattr(ts, "target_names", TARGET_NAMES))
     for name, (col, target) in CLASSICAL_POINTS.items():
         w = torch.zeros(N, K, dtype=torch.float64)
-        k = ts.target_names.index(target)
+        k = names.index(target)
         w[:, k] = 1.0 if col is None else ts.intensities[:, INTENSITY_NAMES.index(col)]
         out[name] = w
     return out

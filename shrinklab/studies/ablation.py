@@ -205,21 +205,7 @@ def drop_features(data: Any, columns: Sequence[int]) -> SimpleNamespace:
         out["feature_names"] = tuple(names[i] for i in keep)
     if hasattr(data, "rebuild_matrices"):  # same rows: the spectrum term still works
         out["rebuild_matrices"] = data.rebuild_matrices
-    return SimpleNamespace(**out, **_family_names(data), **_best_classical_fields(data))
-
-
-def _best_classical_fields(data: Any) -> dict[str, Any]:
-    """What the trainer's ``sample_and_best_classical`` normaliser reads
-    (:func:`shrinklab.training.objective.best_classical_loss`: the classical intensities,
-    the target names and the quadratic loss) when ``data`` has them, else ``{}``. Only for a
-    variant with the same rows, targets, ``G``, ``c`` and ``d`` as ``data``."""
-    if not all(hasattr(data, a) for a in ("intensities", "target_names", "quadratic_loss")):
-        return {}
-    return {
-        "intensities": data.intensities,
-        "target_names": data.target_names,
-        "quadratic_loss": data.quadratic_loss,
-    }
+    return SimpleNamespace(**out, **_family_names(data))
 
 
 def single_target(data: Any, target: int = 0) -> SimpleNamespace:

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shrinklab.core.metrics import quadratic_loss
+from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.data.dataset import classical_intensities
 from shrinklab.data.synthetic import EDGE_FAMILIES
 from shrinklab.training.config import LOSS_NORMALISERS
@@ -86,9 +88,17 @@ def best_classical_loss(ds: Any) -> torch.Tensor:
     (Ledoit–Wolf, OAS, constant correlation, single factor, QIS) on a training set
     (:func:`shrinklab.data.dataset.classical_intensities`), float64."""
 
-    if not hasattr(ds, "intensities") or not hasattr(ds, "quadratic_loss"):
+    if not all(getattr(ds, f, None) is not None for f in ("intensities", "G", "c", "d")):
         raise ValueError(
-            "the best classical loss needs a TrainingSet (fields 'intensities', 'G', 'c', 'd')"
+            "the best classical loss needs a TrainingSet or a set with its fields "
+            "'intensities', 'G', 'c', 'd'"
         )
-    losses = [ds.quadratic_loss(w).double() for w in classical_intensities(ds).values()]
+    names = tuple(getattr(ds, "target_names", TARGET_NAMES))
+    if tuple(ds.c.shape)[-1] != len(names):
+        raise ValueError(
+            f"the best classical loss needs all {len(names)} targets {names}, got "
+            f"K = {tuple(ds.c.shape)[-1]}"
+        )
+    w_all = classical_intensities(ds).values()
+    losses = [quadratic_loss(w, ds.G, ds.c, ds.d) for w in w_all]
     return torch.stack(losses, 1).amin(1)
