@@ -7,10 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from shrinklab.data.real_windows import build_windows
+from shrinklab.evaluation import scenarios
+from shrinklab.models.network import ShrinkageOutput
 from shrinklab.studies import worlds
+from shrinklab.studies.selection_grid import SELECTION_SEED
 
 
 def test_portfolio_returns_are_long_only_mixes():
@@ -192,3 +196,85 @@ def test_rule_0027_by_hand():
     # stocks: +2.0 is 3.5 SE above zero: rule 2 fails, so B is not adopted
     assert r["rule1_pooled"] and not r["rule2_stocks"] and r["rule3_synthetic"]
     assert not r["adopt_B"]
+
+
+class _Constant:
+    """A stand-in model: the same intensity and target weights for every draw."""
+
+    def __init__(self, alpha: float, weights):
+        self.alpha, self.weights = alpha, torch.tensor(weights, dtype=torch.float64)
+
+    def predict(self, feats):
+        n = feats.shape[0]
+        return ShrinkageOutput(
+            torch.full((n,), self.alpha, dtype=torch.float64),
+            self.weights.expand(n, -1),
+            torch.zeros(n, dtype=torch.float64),
+        )
+
+
+def test_factor_scenario_gains_match_separate_evaluations():
+    spec = {"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}
+    a = _Constant(0.1, [1.0, 0, 0, 0, 0])
+    b = _Constant(0.6, [0.2, 0.8, 0, 0, 0])
+    got = worlds.factor_scenario_gains([(a, b), (a, b)], [spec], 40)
+    # reference: each model scored alone on the same replications, gain from the PRIALs
+    seed = scenarios.scenario_seed(SELECTION_SEED, spec["name"])
+    ra = scenarios.evaluate_scenario(spec, a, 40, seed)
+    rb = scenarios.evaluate_scenario(spec, b, 40, seed)
+    assert got.loc[0, "prial_gain_B_minus_A"] == pytest.approx(
+        rb["prial"]["learned"] - ra["prial"]["learned"], abs=1e-8
+    )
+    assert got.loc[0, "se"] > 0 and got.loc[0, "n_reps"] == 40
+    same = worlds.factor_scenario_gains([(a, a)], [spec], 40)
+    assert same.loc[0, "prial_gain_B_minus_A"] == 0 and same.loc[0, "se"] == 0
+    with pytest.raises(ValueError, match="at least one"):
+        worlds.factor_scenario_gains([], [spec], 40)
+
+
+def test_rule_0030_by_hand():
+    d = pd.DataFrame({"universe": ["stocks"] * 4, "diff": [1.0, -1.0, 2.0, -2.0]})
+    synth = pd.DataFrame({"valid": ["A", "A"], "delta_B_minus_A": [-1.0, -2.0]})
+    factor = pd.DataFrame(
+        {"scenario": ["x", "y"], "prial_gain_B_minus_A": [3.0, 1.0], "se": [3.0, 4.0]}
+    )
+    r = worlds.rule_0030(d, synth, factor)
+    assert r["factor_prial_gain_B_minus_A"] == pytest.approx(2.0)
+    assert r["factor_prial_gain_se"] == pytest.approx(2.5)  # √(9 + 16) / 2
+    assert not r["rule1_factor_scenarios"] and r["rule2_real"] and r["rule3_synthetic"]
+    assert not r["adopt_B"]
+    factor["se"] = [1.0, 1.0]  # gain 2.0, SE 0.71: now 2.8 SE above zero
+    r = worlds.rule_0030(d, synth, factor)
+    assert r["rule1_factor_scenarios"] and r["adopt_B"]
+    worse = d.assign(diff=[3.0, 2.0, 3.0, 2.0])  # real variance up by 7 SE
+    assert not worlds.rule_0030(worse, synth, factor)["rule2_real"]
+    assert not worlds.rule_0030(d, synth.assign(delta_B_minus_A=[-3, -2]), factor)["adopt_B"]
+
+
+def test_factor_scenarios_are_the_grids_factor_worlds():
+    names = [s["name"] for s in worlds.FACTOR_SCENARIOS]
+    assert names == ["5-factor p100 n200", "3-factor t4 p80 n160", "3-factor p200 n60"]
+
+
+def test_rule_0030_needs_a_candidate(tmp_path):
+    with pytest.raises(ValueError, match="needs a candidate"):
+        worlds.run(tmp_path, rule="0030")
+    with pytest.raises(ValueError, match="rule must be"):
+        worlds.run(tmp_path, rule="0031")
+
+
+def test_study_smoke_rule_0030(tmp_path, monkeypatch):
+    small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
+    monkeypatch.setattr(worlds, "FACTOR_SCENARIOS", small)
+    worlds.main(
+        ["--smoke", "--candidate", "factor", "--candidate-weight", "3", "--rule", "0030",
+         "--reps", "1", "--out", str(tmp_path)]
+    )  # fmt: skip
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["rule"] == "0030" and s["mixes"]["B"]["factor"] == 3.0
+    assert s["factor_scenarios"] == ["2-factor p12 n30"]
+    assert s["adopt_B"] == (
+        s["rule1_factor_scenarios"] and s["rule2_real"] and s["rule3_synthetic"]
+    )
+    f = pd.read_csv(tmp_path / "factor_scenarios.csv")
+    assert f.loc[0, "n_reps"] == 4 and np.isfinite(f.loc[0, "se"])

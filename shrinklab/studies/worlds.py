@@ -31,6 +31,12 @@ With ``--candidate`` as well, 0026's rule applies to B = mix + family + override
 ``--candidate-weight W`` gives the family weight ``W`` in B instead of 1, which may raise
 the weight of a family already in the mix (docs/decisions/0029-diversified-worlds-weight-3.md,
 0026's rule).
+
+``--rule 0030`` (with ``--candidate``) applies the rule of
+docs/decisions/0030-factor-worlds-weight-3.md instead of 0026's: both arms are also scored
+on the factor scenarios of the selection and wide grids (:func:`factor_scenario_gains`,
+the same replications for both arms), and the rule asks for a PRIAL gain there without a
+loss on the real universes.
 """
 
 from __future__ import annotations
@@ -49,13 +55,15 @@ import torch
 import yaml
 
 from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
-from shrinklab.core.metrics import prial_with_se
+from shrinklab.core.metrics import prial_with_se, ratio_se
 from shrinklab.core.targets import TARGET_NAMES, combine
 from shrinklab.data import dataset, returns
 from shrinklab.data.real_windows import build_windows, realised_gmv_variance
 from shrinklab.data.synthetic import BASE_FAMILIES, REGULAR_FAMILIES
 from shrinklab.data.worlds_market import MARKET_FAMILIES
+from shrinklab.evaluation import scenarios
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
+from shrinklab.studies.selection_grid import SELECTION_GRID, SELECTION_SEED, WIDE_GRID
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
 
@@ -260,6 +268,59 @@ def rule_0027(d: pd.DataFrame, synth: pd.DataFrame) -> dict[str, Any]:
     }  # fmt: skip
 
 
+FACTOR_SCENARIOS: list[dict[str, Any]] = [
+    s for s in SELECTION_GRID + WIDE_GRID if s["family"] == "factor"
+]  # 0030: the validation scenarios where final.pt is furthest below the oracle
+
+
+def factor_scenario_gains(
+    models: list[tuple[Any, Any]], specs: list[dict[str, Any]], n_reps: int
+) -> pd.DataFrame:
+    """Paired PRIAL gain B − A (points) per scenario of ``specs``, for ``models`` =
+    ``[(A, B), ...]`` (one pair per repetition). Every pair is scored on the same
+    ``n_reps`` replications (seed ``scenario_seed(SELECTION_SEED, name)``, as the
+    selection grid); the per-replication loss difference A − B is averaged over the
+    pairs, and its PRIAL and delta-method SE come from :func:`ratio_se` against the
+    oracle gain (sample − FSOPT loss) of the same replications."""
+    if not models:
+        raise ValueError("factor_scenario_gains needs at least one (A, B) model pair")
+    rows = []
+    for spec in specs:
+        name = scenarios.scenario_name(spec)
+        seed = scenarios.scenario_seed(SELECTION_SEED, name)
+        gain, b = [], None
+        for a_model, b_model in models:
+            res = scenarios.evaluate_scenario(spec, a_model, n_reps, seed, ensemble=b_model)
+            L = res["losses"]
+            gain.append(L[scenarios.LEARNED] - L[scenarios.ENSEMBLE])
+            b = L["sample"] - L[scenarios.FSOPT]  # the same draws for every pair
+        diff, se = ratio_se(np.mean(gain, axis=0), b)
+        rows.append({"scenario": name, "prial_gain_B_minus_A": diff, "se": se, "n_reps": n_reps})
+    return pd.DataFrame(rows)
+
+
+def rule_0030(d: pd.DataFrame, synth: pd.DataFrame, factor: pd.DataFrame) -> dict[str, Any]:
+    """The rule of docs/decisions/0030-factor-worlds-weight-3.md: (1) the mean PRIAL gain
+    B − A over the factor scenarios at least 1 SE above zero (scenarios independent:
+    SE = √Σse² / count); (2) pooled real GMV variance B − A over every real universe not
+    more than 1 SE above zero; (3) B's PRIAL on A's validation worlds at most 2 points
+    below A's."""
+    gain = float(factor["prial_gain_B_minus_A"].mean())
+    gain_se = float(np.sqrt((factor["se"] ** 2).sum()) / len(factor))
+    m, se = paired(d["diff"].to_numpy())
+    drop = prial_drop_on_a(synth)
+    r1, r2, r3 = gain > 0 and gain - gain_se > 0, m <= se, drop <= 2.0
+    return {
+        "factor_prial_gain_B_minus_A": gain, "factor_prial_gain_se": gain_se,
+        "factor_scenarios": factor["scenario"].tolist(),
+        "pooled_real_var_diff_B_minus_A": m, "pooled_real_var_diff_se": se,
+        "pooled_real_windows": int(len(d)),
+        "prial_drop_on_A_valid": drop,
+        "rule1_factor_scenarios": bool(r1), "rule2_real": bool(r2),
+        "rule3_synthetic": bool(r3), "adopt_B": bool(r1 and r2 and r3),
+    }  # fmt: skip
+
+
 def run(
     out: Path,
     n_train: int = 10_000,
@@ -275,10 +336,20 @@ def run(
     diversified: tuple[int, ...] = (6, 10),
     n_diversified_draws: int = 3,
     train_overrides: dict[str, float | int] | None = None,
+    rule: str | None = None,
+    factor_specs: list[dict[str, Any]] | None = None,
+    factor_reps: int = 200,
 ) -> dict[str, Any]:
     """The study; ``train_overrides`` (:func:`parse_overrides`) are arm B's
     :class:`TrainConfig` settings beside the pretrain section's. Where both arms have the
-    same mix they share their training and validation worlds (built once)."""
+    same mix they share their training and validation worlds (built once). ``rule="0030"``
+    (needs ``candidate``) scores both arms on ``factor_specs`` (default
+    :data:`FACTOR_SCENARIOS`, ``factor_reps`` replications each) and applies
+    :func:`rule_0030`."""
+    if rule not in (None, "0030"):
+        raise ValueError(f"rule must be None or '0030', got {rule!r}")
+    if rule == "0030" and candidate is None:
+        raise ValueError("rule 0030 compares world mixes: it needs a candidate family")
     out.mkdir(parents=True, exist_ok=True)
     overrides = dict(train_overrides or {})
     params = yaml.safe_load(Path(params_file).read_text())
@@ -296,6 +367,7 @@ def run(
     )  # fmt: skip
     results: list[dict[str, Any]] = []
     real: dict[tuple[int, str], pd.DataFrame] = {}
+    pairs: list[tuple[Any, Any]] = []
     for rep in range(reps):
         models = {}
         sets = {
@@ -319,6 +391,7 @@ def run(
             print(f"{time.strftime('%H:%M:%S')} rep {rep} mix {m} trained", flush=True)
             models[m] = model.cpu().eval()
             real[(rep, m)] = gmv_variances(models[m], universes)
+        pairs.append((models["A"], models["B"]))
         for vm, vs in valid.items():
             wa = predict_numpy(models["A"], vs.features).intensities
             wb = predict_numpy(models["B"], vs.features).intensities
@@ -352,9 +425,16 @@ def run(
         "rule2_synthetic": bool(rule2),
         "adopt_B": bool(rule1 and rule2),
     }
-    if candidate is not None or overrides:  # 0026's or 0027's rule replaces 0023's
-        rule = rule_0026(d, synth) if candidate is not None else rule_0027(d, synth)
-        summary = {"candidate": candidate, "train_overrides": overrides, "mixes": mix, **rule}
+    if rule == "0030":
+        factor = factor_scenario_gains(pairs, factor_specs or FACTOR_SCENARIOS, factor_reps)
+        factor.to_csv(out / "factor_scenarios.csv", index=False)
+        decision = rule_0030(d, synth, factor)
+        summary = {"rule": "0030", "candidate": candidate, "train_overrides": overrides,
+                   "mixes": mix, **decision}  # fmt: skip
+        by = by.join(classical_vols(universes))
+    elif candidate is not None or overrides:  # 0026's or 0027's rule replaces 0023's
+        decision = rule_0026(d, synth) if candidate is not None else rule_0027(d, synth)
+        summary = {"candidate": candidate, "train_overrides": overrides, "mixes": mix, **decision}
         by = by.join(classical_vols(universes))
     synth.to_csv(out / "synthetic.csv", index=False)
     by.to_csv(out / "real_by_universe.csv")
@@ -375,6 +455,10 @@ def main(argv: list[str] | None = None) -> None:
         "--train-override", action="append", default=[], metavar="KEY=VALUE",
         help="0027: B trains with this TrainConfig setting (repeatable)",
     )  # fmt: skip
+    ap.add_argument(
+        "--rule", choices=["0030"], default=None,
+        help="0030: score the factor scenarios too and apply that record's rule",
+    )  # fmt: skip
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--params", default="params.yaml", help="the params file to read")
     a = ap.parse_args(argv)
@@ -382,12 +466,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     kw = (
         {"n_train": 200, "n_valid": 100, "epochs": 1, "p_max": 30,
-         "windows": (60,), "n_portfolio_draws": 1, "diversified": (6,), "n_diversified_draws": 1}
+         "windows": (60,), "n_portfolio_draws": 1, "diversified": (6,), "n_diversified_draws": 1,
+         "factor_reps": 4}
         if a.smoke else {}
     )  # fmt: skip
     res = run(
         Path(a.out), reps=a.reps, candidate=a.candidate, candidate_weight=a.candidate_weight,
-        train_overrides=overrides, params_file=a.params, **kw,
+        train_overrides=overrides, params_file=a.params, rule=a.rule, **kw,
     )  # fmt: skip
     pd.set_option("display.width", 200)
     print(res["synthetic"].round(3).to_string())
