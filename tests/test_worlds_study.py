@@ -256,9 +256,11 @@ def test_factor_scenarios_are_the_grids_factor_worlds():
     assert names == ["5-factor p100 n200", "3-factor t4 p80 n160", "3-factor p200 n60"]
 
 
-def test_rule_0030_needs_a_candidate(tmp_path):
-    with pytest.raises(ValueError, match="needs a candidate"):
+def test_rule_0030_needs_arms_that_differ(tmp_path):
+    with pytest.raises(ValueError, match="needs arms that differ"):
         worlds.run(tmp_path, rule="0030")
+    with pytest.raises(ValueError, match="positive layer widths"):
+        worlds.run(tmp_path, hidden_dims_b=[16, 0])
     with pytest.raises(ValueError, match="rule must be"):
         worlds.run(tmp_path, rule="0031")
 
@@ -278,3 +280,31 @@ def test_study_smoke_rule_0030(tmp_path, monkeypatch):
     )
     f = pd.read_csv(tmp_path / "factor_scenarios.csv")
     assert f.loc[0, "n_reps"] == 4 and np.isfinite(f.loc[0, "se"])
+
+
+def test_study_smoke_hidden_dims(tmp_path, monkeypatch):
+    small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
+    monkeypatch.setattr(worlds, "FACTOR_SCENARIOS", small)
+    calls = []
+
+    def recording_train(model, ts, vs, cfg, **kw):
+        widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        calls.append((widths, ts, vs, cfg))
+        return real_train(model, ts, vs, cfg, **kw)
+
+    real_train = worlds.train
+    monkeypatch.setattr(worlds, "train", recording_train)
+    argv = ["--smoke", "--hidden-dims", "16,8", "--rule", "0030", "--reps", "1"]
+    worlds.main([*argv, "--out", str(tmp_path)])
+    (w_a, ts_a, vs_a, cfg_a), (w_b, ts_b, vs_b, cfg_b) = calls
+    hidden = yaml.safe_load(Path("params.yaml").read_text())["pretrain"]["hidden_dims"]
+    # each hidden block has two linear layers of its width, then the same heads
+    k = 2 * len(hidden)
+    assert w_a[:k] == [h for h in hidden for _ in (0, 1)] and w_b[:4] == [16, 16, 8, 8]
+    assert w_a[k:] == w_b[4:]
+    assert ts_b is ts_a and vs_b is vs_a and cfg_b == cfg_a  # only the width differs
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["hidden_dims_B"] == [16, 8] and s["mixes"]["A"] == s["mixes"]["B"]
+    assert s["adopt_B"] == (
+        s["rule1_factor_scenarios"] and s["rule2_real"] and s["rule3_synthetic"]
+    )

@@ -32,7 +32,11 @@ With ``--candidate`` as well, 0026's rule applies to B = mix + family + override
 the weight of a family already in the mix (docs/decisions/0029-diversified-worlds-weight-3.md,
 0026's rule).
 
-``--rule 0030`` (with ``--candidate``) applies the rule of
+``--hidden-dims 256,128,64`` gives B's network those hidden layers (the pretrain section's
+otherwise); like ``--train-override``, both arms then share the pipeline's mix unless
+``--candidate`` is given (docs/decisions/0031-wider-network.md).
+
+``--rule 0030`` (with ``--candidate``, ``--train-override`` or ``--hidden-dims``) applies the rule of
 docs/decisions/0030-factor-worlds-weight-3.md instead of 0026's: both arms are also scored
 on the factor scenarios of the selection and wide grids (:func:`factor_scenario_gains`,
 the same replications for both arms), and the rule asks for a PRIAL gain there without a
@@ -339,22 +343,31 @@ def run(
     rule: str | None = None,
     factor_specs: list[dict[str, Any]] | None = None,
     factor_reps: int = 200,
+    hidden_dims_b: list[int] | None = None,
 ) -> dict[str, Any]:
     """The study; ``train_overrides`` (:func:`parse_overrides`) are arm B's
     :class:`TrainConfig` settings beside the pretrain section's. Where both arms have the
     same mix they share their training and validation worlds (built once). ``rule="0030"``
-    (needs ``candidate``) scores both arms on ``factor_specs`` (default
+    (needs arms that differ) scores both arms on ``factor_specs`` (default
     :data:`FACTOR_SCENARIOS`, ``factor_reps`` replications each) and applies
-    :func:`rule_0030`."""
+    :func:`rule_0030`. ``hidden_dims_b`` are B's hidden layers (default the pretrain
+    section's)."""
+    overrides = dict(train_overrides or {})
+    hidden_b = [int(h) for h in hidden_dims_b] if hidden_dims_b else None
+    if hidden_b is not None and not all(h > 0 for h in hidden_b):
+        raise ValueError(f"hidden_dims_b must be positive layer widths, got {hidden_dims_b!r}")
+    differ = candidate is not None or bool(overrides) or hidden_b is not None
     if rule not in (None, "0030"):
         raise ValueError(f"rule must be None or '0030', got {rule!r}")
-    if rule == "0030" and candidate is None:
-        raise ValueError("rule 0030 compares world mixes: it needs a candidate family")
+    if rule == "0030" and not differ:
+        raise ValueError(
+            "rule 0030 needs arms that differ: a candidate family, a train override or "
+            "B's hidden dims"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    overrides = dict(train_overrides or {})
     params = yaml.safe_load(Path(params_file).read_text())
     pre = params["pretrain"]
-    mix = mixes(candidate, params, same=bool(overrides), weight=candidate_weight)
+    mix = mixes(candidate, params, same=differ and candidate is None, weight=candidate_weight)
     base = {"p_max": p_max, "batch_size": 32, "ratio_max": 4.0}
     own = [m for m, f in mix.items() if m == "A" or f != mix["A"]]  # arms with own worlds
     valid = {
@@ -363,7 +376,7 @@ def run(
     }
     universes = real_universes(
         windows, n_portfolio_draws, "2010-01-01", "2015-12-31",
-        diversified if candidate or overrides else (), n_diversified_draws,
+        diversified if differ else (), n_diversified_draws,
     )  # fmt: skip
     results: list[dict[str, Any]] = []
     real: dict[tuple[int, str], pd.DataFrame] = {}
@@ -383,9 +396,10 @@ def run(
                 patience=epochs, seed=20 + rep, device="cpu", **(overrides if m == "B" else {}),
             )  # fmt: skip
             torch.manual_seed(20 + rep)
+            hidden = hidden_b if m == "B" and hidden_b is not None else pre["hidden_dims"]
             model = MLShrinkageNetwork(
                 input_dim=ts.features.shape[1], num_targets=len(TARGET_NAMES),
-                hidden_dims=pre["hidden_dims"], dropout=pre["dropout"], gate=pre["gate"],
+                hidden_dims=hidden, dropout=pre["dropout"], gate=pre["gate"],
             )  # fmt: skip
             train(model, ts, vs, cfg, out_dir=out / f"ck_{m}{rep}")
             print(f"{time.strftime('%H:%M:%S')} rep {rep} mix {m} trained", flush=True)
@@ -430,9 +444,9 @@ def run(
         factor.to_csv(out / "factor_scenarios.csv", index=False)
         decision = rule_0030(d, synth, factor)
         summary = {"rule": "0030", "candidate": candidate, "train_overrides": overrides,
-                   "mixes": mix, **decision}  # fmt: skip
+                   "hidden_dims_B": hidden_b, "mixes": mix, **decision}  # fmt: skip
         by = by.join(classical_vols(universes))
-    elif candidate is not None or overrides:  # 0026's or 0027's rule replaces 0023's
+    elif differ:  # 0026's or 0027's rule replaces 0023's
         decision = rule_0026(d, synth) if candidate is not None else rule_0027(d, synth)
         summary = {"candidate": candidate, "train_overrides": overrides, "mixes": mix, **decision}
         by = by.join(classical_vols(universes))
@@ -459,6 +473,10 @@ def main(argv: list[str] | None = None) -> None:
         "--rule", choices=["0030"], default=None,
         help="0030: score the factor scenarios too and apply that record's rule",
     )  # fmt: skip
+    ap.add_argument(
+        "--hidden-dims", default=None, metavar="W1,W2,...",
+        help="0031: B's hidden layer widths (the pretrain section's otherwise)",
+    )  # fmt: skip
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--params", default="params.yaml", help="the params file to read")
     a = ap.parse_args(argv)
@@ -472,7 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     res = run(
         Path(a.out), reps=a.reps, candidate=a.candidate, candidate_weight=a.candidate_weight,
-        train_overrides=overrides, params_file=a.params, rule=a.rule, **kw,
+        train_overrides=overrides, params_file=a.params, rule=a.rule,
+        hidden_dims_b=[int(x) for x in a.hidden_dims.split(",")] if a.hidden_dims else None, **kw,
     )  # fmt: skip
     pd.set_option("display.width", 200)
     print(res["synthetic"].round(3).to_string())
