@@ -132,15 +132,19 @@ def test_parse_overrides():
     }
     assert isinstance(worlds.parse_overrides(["epochs=2e1"])["epochs"], int)
     assert worlds.parse_overrides([]) == {}
+    assert worlds.parse_overrides(["loss_normaliser=fsopt_gap"]) == {"loss_normaliser": "fsopt_gap"}
     for bad, msg in [
-        ("no_such_field=1", "numeric TrainConfig fields"),
-        ("optimizer=1", "numeric TrainConfig fields"),  # a str field
-        ("curriculum=1", "numeric TrainConfig fields"),  # a bool field
-        ("seed=3", "numeric TrainConfig fields"),  # arms share their seeds
-        ("portfolio_weight", "KEY=NUMBER"),
+        ("no_such_field=1", "numeric or choice TrainConfig fields"),
+        ("device=cuda", "numeric or choice TrainConfig fields"),  # the study runs on the CPU
+        ("curriculum=1", "numeric or choice TrainConfig fields"),  # a bool field
+        ("seed=3", "numeric or choice TrainConfig fields"),  # arms share their seeds
+        ("portfolio_weight", "KEY=VALUE"),
         ("portfolio_weight=high", "not a number"),
         ("portfolio_weight=nan", "finite float"),
         ("epochs=1.5", "finite int"),
+        ("optimizer=1", "optimizer must be"),  # TrainConfig's own check
+        ("loss_normaliser=prial", "loss_normaliser must be one of"),
+        ("portfolio_weight=-1", "portfolio_weight"),  # a range TrainConfig rejects
     ]:
         with pytest.raises(ValueError, match=msg):
             worlds.parse_overrides([bad])
@@ -175,8 +179,30 @@ def test_study_smoke_train_override(tmp_path, monkeypatch):
     assert s["stocks_windows"] == int(real.loc[real.universe == "stocks", "n"].sum())
     synth = pd.read_csv(tmp_path / "synthetic.csv")
     assert list(synth["valid"]) == ["A"]  # one validation set when the mixes agree
-    with pytest.raises(ValueError, match="numeric TrainConfig fields"):
+    with pytest.raises(ValueError, match="numeric or choice TrainConfig fields"):
         worlds.main(["--smoke", "--train-override", "bogus=1", "--out", str(tmp_path)])
+
+
+def test_override_of_a_pretrain_setting_reaches_b(tmp_path, monkeypatch):
+    small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
+    monkeypatch.setattr(worlds, "FACTOR_SCENARIOS", small)
+    cfgs = []
+
+    def recording_train(model, ts, vs, cfg, **kw):
+        cfgs.append(cfg)
+        return real_train(model, ts, vs, cfg, **kw)
+
+    real_train = worlds.train
+    monkeypatch.setattr(worlds, "train", recording_train)
+    argv = ["--smoke", "--train-override", "loss_normaliser=fsopt_gap", "--rule", "0030"]
+    worlds.main([*argv, "--reps", "1", "--out", str(tmp_path)])
+    pre = yaml.safe_load(Path("params.yaml").read_text())["pretrain"]
+    cfg_a, cfg_b = cfgs
+    assert cfg_a.loss_normaliser == pre["loss_normaliser"] != "fsopt_gap"
+    assert cfg_b.loss_normaliser == "fsopt_gap"
+    assert dataclasses.replace(cfg_b, loss_normaliser=cfg_a.loss_normaliser) == cfg_a
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["train_overrides"] == {"loss_normaliser": "fsopt_gap"} and s["rule"] == "0030"
 
 
 def test_rule_0027_by_hand():

@@ -168,34 +168,43 @@ def paired(diff: np.ndarray) -> tuple[float, float]:
     return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
 
 
-def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, float | int]:
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, float | int | str]:
     """``["portfolio_weight=0.3", ...]`` → ``{"portfolio_weight": 0.3}``: settings of
-    :class:`TrainConfig` that arm B trains with. Only numeric fields (not ``seed``: both
-    arms share their seeds), finite values; an ``int`` field needs an integer value.
-    Anything else is a ``ValueError`` (range checks are :class:`TrainConfig`'s)."""
-    numeric = {  # field -> its type, int or float (bool is not numeric here)
+    :class:`TrainConfig` that arm B trains with. Numeric fields (not ``seed``: both arms
+    share their seeds) take finite values, an ``int`` field an integer value; the choice
+    fields ``optimizer``, ``amp`` and ``loss_normaliser`` take a word (not ``device``: the
+    study runs on the CPU). Anything else, or a value :class:`TrainConfig` rejects, is a
+    ``ValueError``."""
+    kinds = {  # field -> its type: int, float or str (bool is not accepted here)
         f.name: type(f.default)
         for f in dataclasses.fields(TrainConfig)
-        if type(f.default) in (int, float) and f.name != "seed"
+        if type(f.default) in (int, float, str) and f.name not in ("seed", "device")
     }
-    out: dict[str, float | int] = {}
+    out: dict[str, float | int | str] = {}
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
-        if not sep or key not in numeric or key in out:
+        if not sep or key not in kinds or key in out:
             raise ValueError(
-                f"train override {item!r}: want KEY=NUMBER once per KEY, KEY one of the "
-                f"numeric TrainConfig fields {sorted(numeric)}"
+                f"train override {item!r}: want KEY=VALUE once per KEY, KEY one of the "
+                f"numeric or choice TrainConfig fields {sorted(kinds)}"
             )
+        if kinds[key] is str:
+            out[key] = text.strip()
+        else:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"train override {item!r}: {text!r} is not a number") from None
+            if not math.isfinite(value) or (kinds[key] is int and not value.is_integer()):
+                raise ValueError(
+                    f"train override {item!r}: {key} needs a finite {kinds[key].__name__}"
+                )
+            out[key] = kinds[key](value)
         try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"train override {item!r}: {text!r} is not a number") from None
-        if not math.isfinite(value) or (numeric[key] is int and not value.is_integer()):
-            raise ValueError(
-                f"train override {item!r}: {key} needs a finite {numeric[key].__name__}"
-            )
-        out[key] = numeric[key](value)
+            TrainConfig(**{key: out[key]})
+        except ValueError as e:
+            raise ValueError(f"train override {item!r}: {e}") from None
     return out
 
 
@@ -339,7 +348,7 @@ def run(
     candidate_weight: float = 1.0,
     diversified: tuple[int, ...] = (6, 10),
     n_diversified_draws: int = 3,
-    train_overrides: dict[str, float | int] | None = None,
+    train_overrides: dict[str, float | int | str] | None = None,
     rule: str | None = None,
     factor_specs: list[dict[str, Any]] | None = None,
     factor_reps: int = 200,
@@ -391,10 +400,11 @@ def run(
         }
         for m in mix:
             ts, vs = sets.get(m, sets["A"]), valid.get(m, valid["A"])
-            cfg = TrainConfig(
-                **{k: pre[k] for k in _TRAIN_KEYS}, epochs=epochs, batch_size=256,
-                patience=epochs, seed=20 + rep, device="cpu", **(overrides if m == "B" else {}),
-            )  # fmt: skip
+            settings = {
+                **{k: pre[k] for k in _TRAIN_KEYS}, "epochs": epochs, "batch_size": 256,
+                "patience": epochs, "seed": 20 + rep, "device": "cpu",
+            }  # fmt: skip
+            cfg = TrainConfig(**{**settings, **(overrides if m == "B" else {})})
             torch.manual_seed(20 + rep)
             hidden = hidden_b if m == "B" and hidden_b is not None else pre["hidden_dims"]
             model = MLShrinkageNetwork(
