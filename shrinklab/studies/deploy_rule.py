@@ -25,7 +25,7 @@ from shrinklab.data import dataset, universes
 from shrinklab.data import returns as data
 from shrinklab.evaluation import backtest, compression, universe_backtest
 
-__all__ = ["FoldSpec", "RuleData", "before_test", "load_rule_data", "rule_inputs"]
+__all__ = ["FoldSpec", "RuleData", "load_rule_data", "rule_inputs"]
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,6 @@ class RuleData:
     valid: Any
 
 
-def before_test(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``frame`` before the 2016–2022 test period."""
-    return frame[frame.index < data.TEST_START]
-
-
 def load_rule_data(root: str | Path, *, cut_test: bool = False) -> RuleData:
     """Read ``<root>/processed/{sp500_returns,sp500_market}.parquet``, the factor ETFs'
     returns and ``<root>/processed/synthetic_valid.pt``; with ``cut_test`` every return
@@ -76,7 +71,7 @@ def load_rule_data(root: str | Path, *, cut_test: bool = False) -> RuleData:
     mk = pd.read_parquet(processed / "sp500_market.parquet")
     factors = data.load_factor_returns()
     if cut_test:
-        r, mk, factors = before_test(r), before_test(mk), before_test(factors)
+        r, mk, factors = data.before_test(r), data.before_test(mk), data.before_test(factors)
     valid = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
     return RuleData(r, mk, factors, valid)
 
