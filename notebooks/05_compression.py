@@ -70,6 +70,7 @@ reports_dir = "build/smoke/reports"
 
 import pandas as pd
 
+from shrinklab.core.metrics import prial_with_se
 from shrinklab.core.params import notebook_section
 from shrinklab.data import dataset, universes
 from shrinklab.data import returns as returns_data
@@ -77,8 +78,8 @@ from shrinklab.evaluation import backtest, compression, plots, universe_backtest
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models import compressed
 from shrinklab.models.ensemble import EnsembleModel
-from shrinklab.models.experts import GatedExpertModel
-from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.experts import GatedExpertModel, with_experts_of
+from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
 from shrinklab.pipeline import stage_setup
@@ -160,6 +161,7 @@ print(f"deployable synthetic model: {incumbent} — {reason}")
 # the stock-based folds are partly in-sample for it.
 
 # %%
+finetuned_experts = with_experts_of(finetuned, teacher).eval()
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(
@@ -175,6 +177,8 @@ fold_estimators = {
     **backtest.classical_estimators(),
     incumbent: backtest.learned_estimator(candidates[incumbent]),
     "finetuned": backtest.learned_estimator(finetuned),
+    # decision 0033: the fine-tuned network with the ensemble's family experts and gate
+    "finetuned_experts": backtest.learned_estimator(finetuned_experts),
 }
 fold_rows = universe_backtest.fold_backtest(folds, fold_estimators, fold_windows, workers=workers)
 fold_vol = universe_backtest.fold_table(fold_rows)
@@ -194,6 +198,26 @@ chosen, final_reason, final_scores = compression.choose_final(
 print(f"final model: {chosen} — {final_reason}")
 final_scores.round(3)
 
+# %% [markdown]
+# ## 5.3 The family experts in the deployed network (decision 0033)
+#
+# When 0021's rule picks the fine-tuned network, it can carry the ensemble's family experts
+# (factor, sp500, 1/3/10; decision 0014) behind the ensemble's gate. The rule, declared before
+# the run: attach them when the folds do not get worse (mean paired difference at most
+# max(1 SE, 0.01 points)) and the synthetic validation worlds gain PRIAL by more than one SE.
+
+# %%
+w_net = predict_numpy(finetuned, valid_set.features).intensities
+w_gated = predict_numpy(finetuned_experts, valid_set.features).intensities
+*_, valid_delta, valid_delta_se = prial_with_se(w_gated, valid_set, reference_w=w_net)
+experts_deployed, experts_reason, experts_numbers = compression.experts_rule(
+    fold_rows, "finetuned", "finetuned_experts", valid_delta, valid_delta_se
+)
+if chosen == "finetuned" and experts_deployed:
+    chosen = "finetuned_experts"
+print(f"family experts: {experts_reason}")
+print(f"final model: {chosen}")
+
 # %%
 fold_vs_classical = universe_backtest.best_classical_table(
     fold_rows, chosen, list(backtest.classical_estimators())
@@ -211,13 +235,18 @@ fig = plots.fold_small_multiples(
 save_figure(fig, figures / "cross_universe_folds.png")
 
 # %%
-all_models = {**candidates, "finetuned": finetuned}
+all_models = {**candidates, "finetuned": finetuned, "finetuned_experts": finetuned_experts}
 save_model(
     models / "final.pt",
     all_models[chosen],
     payload["feature_names"],
     payload["target_names"],
-    extra={"chosen": chosen, "reason": final_reason, "synthetic_choice": incumbent},
+    extra={
+        "chosen": chosen,
+        "reason": final_reason,
+        "experts_reason": experts_reason,
+        "synthetic_choice": incumbent,
+    },
 )
 save_metrics(
     reports / "metrics" / "compress.json",
@@ -228,6 +257,7 @@ save_metrics(
             k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}
             for k, row in final_scores.iterrows()
         },
+        "experts_rule": {"deployed": bool(chosen == "finetuned_experts"), **experts_numbers},
         "cross_universe_folds": {
             f"{f}/{w}": {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
             for (f, w), row in fold_vs_classical.iterrows()

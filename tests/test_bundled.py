@@ -124,6 +124,17 @@ def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
     text = model_card(tuned, METRICS, "9.9")
     assert "fine-tuned on the realised out-of-sample GMV variance" in text
     assert "before 2016" in text and "no real returns" not in text
+    assert "Family experts" not in text
+    gated = save_model(
+        tmp_path / "gated.pt",
+        random_network(seed=5),
+        FEATURE_NAMES,
+        TARGET_NAMES,
+        extra={"chosen": "finetuned_experts"},
+    )
+    text = model_card(gated, METRICS, "9.9")
+    assert "fine-tuned on the realised out-of-sample GMV variance" in text
+    assert "Family experts" in text and "0033" in text
     synthetic = save_model(
         tmp_path / "ens.pt",
         random_network(seed=5),

@@ -243,3 +243,29 @@ def test_train_family_experts_and_table(worlds, tmp_path):
     assert {f"ratio_{f}" for f in set(tr.families)} <= set(table.columns)
     loss = tr.quadratic_loss(gated.predict(tr.features).intensities.double())
     assert table.loc["gated", "norm_loss"] == pytest.approx(float((loss / tr.d).mean()), rel=1e-9)
+
+
+def test_with_experts_of_serves_the_same_rows_by_the_same_experts():
+    from shrinklab.models.experts import with_experts_of
+
+    source = _gated(threshold=0.6)
+    general = _net(7)
+    model = with_experts_of(general, source).eval()
+    x = torch.randn(64, F)
+    choice = source.expert_choice(x)
+    assert torch.equal(model.expert_choice(x), choice)
+    out, ref_general = model.predict(x), general.predict(x)
+    for i, expert in enumerate(source.experts):
+        rows = choice == i
+        if rows.any():
+            torch.testing.assert_close(
+                out.alpha[rows], expert.predict(x[rows]).alpha.to(out.alpha.dtype)
+            )
+    keep = choice < 0
+    assert keep.any() and (~keep).any()  # both the general model and an expert serve
+    torch.testing.assert_close(out.alpha[keep], ref_general.alpha[keep].to(out.alpha.dtype))
+    torch.testing.assert_close(out.log_var, ref_general.log_var.to(out.log_var.dtype))
+    with pytest.raises(TypeError, match="GatedExpertModel"):
+        with_experts_of(general, _net(8))
+    with pytest.raises(TypeError, match="already has experts"):
+        with_experts_of(source, source)

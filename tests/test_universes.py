@@ -141,3 +141,38 @@ def test_choose_final_follows_the_declared_rule():
     assert scores_se > 0
     with pytest.raises(ValueError, match="not in the fold rows"):
         compression.choose_final(clear, "ensemble", ["nope"], {})
+
+
+def _fold_rows(deltas: list[float]) -> pd.DataFrame:
+    """Two windows per fold; the gated model is the network plus ``deltas[f]`` in fold f."""
+    out = []
+    for f, dv in enumerate(deltas):
+        for w, base in ((60, 1.0 + f), (120, 2.0 - f)):
+            out.append({"fold": f"f{f}", "window": w, "estimator": "net", "rel_vol": base})
+            out.append({"fold": f"f{f}", "window": w, "estimator": "gated", "rel_vol": base + dv})
+    return pd.DataFrame(out)
+
+
+def test_experts_rule_follows_the_declared_rule():
+    same = _fold_rows([0.0, 0.0, 0.0, 0.0])  # the gate never fires on the real folds
+    ok, reason, x = compression.experts_rule(same, "net", "gated", 2.0, 0.5)
+    assert ok and reason.startswith("gated:") and x["fold_delta"] == 0 and x["folds"] == 4
+    # validation gain within one SE: keep the network
+    assert not compression.experts_rule(same, "net", "gated", 0.4, 0.5)[0]
+    assert not compression.experts_rule(same, "net", "gated", -2.0, 0.5)[0]
+    # worse on the folds by more than max(SE, 0.01): keep the network
+    worse = _fold_rows([0.2, 0.3, 0.2, 0.3])
+    ok, reason, x = compression.experts_rule(worse, "net", "gated", 2.0, 0.5)
+    se = np.std([0.2, 0.3, 0.2, 0.3], ddof=1) / 2
+    assert not ok and reason.startswith("net:") and not x["rule1_folds"]
+    assert x["fold_delta"] == pytest.approx(0.25) and x["fold_delta_se"] == pytest.approx(se)
+    # a tiny difference below the 0.01-point tolerance passes even with SE ~ 0
+    tiny = _fold_rows([0.004, 0.004, 0.004, 0.004])
+    assert compression.experts_rule(tiny, "net", "gated", 2.0, 0.5)[0]
+    # noisy folds: a mean within one SE passes
+    noisy = _fold_rows([1.0, -0.8, 0.9, -0.7])
+    assert compression.experts_rule(noisy, "net", "gated", 2.0, 0.5)[2]["rule1_folds"]
+    with pytest.raises(ValueError, match="not in the fold rows"):
+        compression.experts_rule(same, "net", "nope", 2.0, 0.5)
+    with pytest.raises(ValueError, match="finite"):
+        compression.experts_rule(same, "net", "gated", float("nan"), 0.5)

@@ -25,6 +25,7 @@ from shrinklab.models.network import predict_numpy
 __all__ = [
     "choose_deployable",
     "choose_final",
+    "experts_rule",
     "feature_latency",
     "latency",
     "tradeoff_table",
@@ -334,3 +335,50 @@ def choose_final(
         ),
         scores,
     )
+
+
+def experts_rule(
+    fold_rows: pd.DataFrame,
+    network: str,
+    gated: str,
+    valid_delta: float,
+    valid_delta_se: float,
+    *,
+    tolerance: float = 0.01,
+) -> tuple[bool, str, dict[str, float]]:
+    """Whether the deployed ``network`` gets the family experts behind the gate (the
+    model ``gated``): docs/decisions/0033-family-experts-in-final.md.
+
+    ``fold_rows`` as for :func:`choose_final` (both models on every fold); per fold the
+    mean ``rel_vol`` over windows, ``Δ`` = gated − network paired over folds. Rule:
+    (1) ``mean Δ ≤ max(SE(Δ), tolerance)`` (percentage points of volatility relative to
+    Ledoit–Wolf) and (2) ``valid_delta``, the paired PRIAL difference gated − network
+    on the synthetic validation worlds (points), positive and above ``valid_delta_se``.
+    Returns ``(deploy_gated, reason, numbers)``."""
+    per_fold = fold_rows.groupby(["fold", "estimator"])["rel_vol"].mean().unstack("estimator")
+    missing = [m for m in (network, gated) if m not in per_fold]
+    if missing:
+        raise ValueError(f"models {missing} are not in the fold rows")
+    d = (per_fold[gated] - per_fold[network]).dropna()
+    if len(d) < 2 or len(d) != len(per_fold):
+        raise ValueError("need both models on every fold, and at least two folds")
+    if not (math.isfinite(valid_delta) and math.isfinite(valid_delta_se) and valid_delta_se >= 0):
+        raise ValueError(
+            f"valid_delta and a non-negative valid_delta_se must be finite, got "
+            f"{valid_delta!r}, {valid_delta_se!r}"
+        )
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    folds_ok = mean <= max(se, float(tolerance))
+    valid_ok = valid_delta > 0 and valid_delta > valid_delta_se
+    numbers = {
+        "fold_delta": mean, "fold_delta_se": se, "folds": int(len(d)),
+        "valid_prial_delta": float(valid_delta), "valid_prial_delta_se": float(valid_delta_se),
+        "rule1_folds": bool(folds_ok), "rule2_valid": bool(valid_ok),
+    }  # fmt: skip
+    deploy = bool(folds_ok and valid_ok)
+    reason = (
+        f"{gated if deploy else network}: folds {gated} − {network} {mean:+.3f} ± {se:.3f} % vol "
+        f"({'ok' if folds_ok else 'worse'}), validation PRIAL {valid_delta:+.2f} ± "
+        f"{valid_delta_se:.2f} ({'gain' if valid_ok else 'no gain by 1 SE'})"
+    )
+    return deploy, reason, numbers

@@ -55,14 +55,26 @@ def _backtest_rows(metrics: Mapping[str, Any]) -> list[str]:
 
 def _training_data(extra: Mapping[str, Any]) -> list[str]:
     """What the deployed model was trained on: the synthetic worlds only, or (when the
-    deploy rule chose the fine-tuned network) those and the pre-2016 real returns."""
-    if extra.get("chosen") == "finetuned":
+    deploy rule chose the fine-tuned network, with or without the family experts of
+    decision 0033) those and the pre-2016 real returns."""
+    if extra.get("chosen") in ("finetuned", "finetuned_experts"):
+        experts = (
+            [
+                "- Family experts (factor, sp500, 1/3/10 worlds), each trained on that "
+                "family's synthetic worlds only, serve the samples that a family classifier "
+                "(the gate) is more than 70 % sure of; every other sample gets the network "
+                "above (docs/decisions/0014, 0033)."
+            ]
+            if extra["chosen"] == "finetuned_experts"
+            else []
+        )
         return [
             "- Pretrained on synthetic worlds with a known covariance (the `data_prep` stage "
             "of `params.yaml`: world families, p, n and p/n ranges), then fine-tuned on the "
             "realised out-of-sample GMV variance of the 20 bundled S&P 500 stocks, every "
             "window ending before 2016, with replay of the pretraining loss on the "
             "synthetic worlds (the `finetune` stage; docs/decisions/0016, 0025).",
+            *experts,
             "- Real data before 2016 also serves for validation (cross-universe folds, partly "
             "in-sample for this model: docs/decisions/0021); 2016–2022 only as a report.",
         ]
