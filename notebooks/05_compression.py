@@ -78,7 +78,7 @@ from shrinklab.evaluation import backtest, compression, plots, universe_backtest
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models import compressed
 from shrinklab.models.ensemble import EnsembleModel
-from shrinklab.models.experts import GatedExpertModel, with_experts_of
+from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
@@ -161,7 +161,7 @@ print(f"deployable synthetic model: {incumbent} — {reason}")
 # the stock-based folds are partly in-sample for it.
 
 # %%
-finetuned_experts = with_experts_of(finetuned, teacher).eval()
+finetuned_experts = compression.with_experts_of(finetuned, teacher).eval()
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(

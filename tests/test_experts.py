@@ -246,7 +246,7 @@ def test_train_family_experts_and_table(worlds, tmp_path):
 
 
 def test_with_experts_of_serves_the_same_rows_by_the_same_experts():
-    from shrinklab.models.experts import with_experts_of
+    from shrinklab.evaluation.compression import with_experts_of
 
     source = _gated(threshold=0.6)
     general = _net(7)

@@ -20,6 +20,7 @@ from shrinklab.core.metrics import (
     quadratic_loss,
 )
 from shrinklab.models.compressed import count_parameters, model_file_size
+from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import predict_numpy
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "feature_latency",
     "latency",
     "tradeoff_table",
+    "with_experts_of",
 ]
 
 
@@ -382,3 +384,15 @@ def experts_rule(
         f"{valid_delta_se:.2f} ({'gain' if valid_ok else 'no gain by 1 SE'})"
     )
     return deploy, reason, numbers
+
+
+def with_experts_of(general: Any, source: GatedExpertModel) -> GatedExpertModel:
+    """``general`` with the family experts, gate and threshold of ``source``: the deployed
+    network with the ensemble's experts (docs/decisions/0033-family-experts-in-final.md).
+    The experts and the gate are shared with ``source``, not copied."""
+    if not isinstance(source, GatedExpertModel):
+        raise TypeError(f"source must be a GatedExpertModel, got {type(source).__name__}")
+    if isinstance(general, GatedExpertModel):
+        raise TypeError("general already has experts: attach them to its general model")
+    experts = dict(zip(source.expert_families, source.experts, strict=True))
+    return GatedExpertModel(general, experts, source.gate, threshold=source.threshold)

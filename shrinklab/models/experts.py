@@ -49,7 +49,6 @@ from shrinklab.models.registry import build_model, model_spec
 __all__ = [
     "FamilyGate",
     "GatedExpertModel",
-    "with_experts_of",
 ]
 
 
@@ -248,15 +247,3 @@ class GatedExpertModel(nn.Module):
         return out | {
             f: float((choice == i).float().mean()) for i, f in enumerate(self.expert_families)
         }
-
-
-def with_experts_of(general: nn.Module, source: GatedExpertModel) -> GatedExpertModel:
-    """``general`` with the family experts, gate and threshold of ``source`` (e.g. the
-    deployed network with the ensemble's experts: docs/decisions/0033-family-experts-in-final.md).
-    The experts and the gate are shared with ``source``, not copied."""
-    if not isinstance(source, GatedExpertModel):
-        raise TypeError(f"source must be a GatedExpertModel, got {type(source).__name__}")
-    if isinstance(general, GatedExpertModel):
-        raise TypeError("general already has experts: attach them to its general model")
-    experts = dict(zip(source.expert_families, source.experts, strict=True))
-    return GatedExpertModel(general, experts, source.gate, threshold=source.threshold)
