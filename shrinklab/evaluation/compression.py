@@ -268,6 +268,24 @@ def choose_deployable(
     )
 
 
+def _per_fold_rel_vol(fold_rows: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """Mean ``rel_vol`` over windows per fold (rows) and estimator (columns), checked:
+    every one of ``models`` on every fold, at least two folds."""
+    per_fold = fold_rows.groupby(["fold", "estimator"])["rel_vol"].mean().unstack("estimator")
+    missing = [m for m in models if m not in per_fold]
+    if missing:
+        raise ValueError(f"candidates {missing} are not in the fold rows")
+    if per_fold.isna().any().any() or len(per_fold) < 2:
+        raise ValueError("need every candidate on every fold, and at least two folds")
+    return per_fold
+
+
+def _paired_delta(per_fold: pd.DataFrame, model: str, reference: str) -> tuple[pd.Series, float]:
+    """Per-fold ``model − reference`` and the SE of its mean (sd/√folds)."""
+    d = per_fold[model] - per_fold[reference]
+    return d, float(d.std(ddof=1) / math.sqrt(len(d)))
+
+
 def choose_final(
     fold_rows: pd.DataFrame,
     incumbent: str,
@@ -289,16 +307,10 @@ def choose_final(
     ``scores`` one row per candidate: ``mean_rel_vol``, ``delta``, ``delta_se``,
     ``gain_kept``, ``qualifies``.
     """
-    per_fold = fold_rows.groupby(["fold", "estimator"])["rel_vol"].mean().unstack("estimator")
-    missing = [m for m in [incumbent, *challengers] if m not in per_fold]
-    if missing:
-        raise ValueError(f"candidates {missing} are not in the fold rows")
-    if per_fold.isna().any().any() or len(per_fold) < 2:
-        raise ValueError("need every candidate on every fold, and at least two folds")
+    per_fold = _per_fold_rel_vol(fold_rows, [incumbent, *challengers])
     rows = []
     for name in [incumbent, *challengers]:
-        d = per_fold[name] - per_fold[incumbent]
-        se = float(d.std(ddof=1) / math.sqrt(len(d)))
+        d, se = _paired_delta(per_fold, name, incumbent)
         kept = float(gain_kept.get(name, float("nan"))) if name != incumbent else 1.0
         ok = name != incumbent and float(d.mean()) < -se and kept >= min_gain_kept
         rows.append(
@@ -357,19 +369,13 @@ def experts_rule(
     Ledoit–Wolf) and (2) ``valid_delta``, the paired PRIAL difference gated − network
     on the synthetic validation worlds (points), positive and above ``valid_delta_se``.
     Returns ``(deploy_gated, reason, numbers)``."""
-    per_fold = fold_rows.groupby(["fold", "estimator"])["rel_vol"].mean().unstack("estimator")
-    missing = [m for m in (network, gated) if m not in per_fold]
-    if missing:
-        raise ValueError(f"models {missing} are not in the fold rows")
-    d = (per_fold[gated] - per_fold[network]).dropna()
-    if len(d) < 2 or len(d) != len(per_fold):
-        raise ValueError("need both models on every fold, and at least two folds")
+    d, se = _paired_delta(_per_fold_rel_vol(fold_rows, [network, gated]), gated, network)
     if not (math.isfinite(valid_delta) and math.isfinite(valid_delta_se) and valid_delta_se >= 0):
         raise ValueError(
             f"valid_delta and a non-negative valid_delta_se must be finite, got "
             f"{valid_delta!r}, {valid_delta_se!r}"
         )
-    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    mean = float(d.mean())
     folds_ok = mean <= max(se, float(tolerance))
     valid_ok = valid_delta > 0 and valid_delta > valid_delta_se
     numbers = {
