@@ -83,6 +83,7 @@ from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
 from shrinklab.pipeline import stage_setup
+from shrinklab.studies import selection_grid
 from shrinklab.training import compression as compression_training
 from shrinklab.training.monitor import RunLogger
 
@@ -162,6 +163,9 @@ print(f"deployable synthetic model: {incumbent} — {reason}")
 
 # %%
 finetuned_experts = compression.with_experts_of(finetuned, teacher).eval()
+finetuned_experts_ensemble = compression.with_server_for(
+    finetuned_experts, teacher.general, compression.NON_MARKET_FAMILIES
+).eval()
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(
@@ -179,6 +183,8 @@ fold_estimators = {
     "finetuned": backtest.learned_estimator(finetuned),
     # decision 0033: the fine-tuned network with the ensemble's family experts and gate
     "finetuned_experts": backtest.learned_estimator(finetuned_experts),
+    # decision 0035: and the pretrained ensemble for the worlds the gate calls non-market
+    "finetuned_experts_ensemble": backtest.learned_estimator(finetuned_experts_ensemble),
 }
 fold_rows = universe_backtest.fold_backtest(folds, fold_estimators, fold_windows, workers=workers)
 fold_vol = universe_backtest.fold_table(fold_rows)
@@ -218,6 +224,39 @@ if chosen == "finetuned" and experts_deployed:
 print(f"family experts: {experts_reason}")
 print(f"final model: {chosen}")
 
+# %% [markdown]
+# ## 5.4 The pretrained ensemble for the non-market worlds (decision 0035)
+#
+# Fine-tuning on real returns costs synthetic accuracy. Where the gate is more than 70 %
+# sure that a window is one of the families no market resembles (block, discrete,
+# lognormal, near-singular, Toeplitz), the pretrained ensemble can serve instead. The rule,
+# declared before the run: the folds do not get worse (as in 5.3), the synthetic
+# validation worlds gain normalised PRIAL by more than one SE, and the selection and wide
+# grids (validation, 100 replications) have no more failures and no lower mean PRIAL.
+
+# %%
+server_numbers: dict = {}
+server_reason = "not evaluated: final.pt is not the fine-tuned network with experts"
+if chosen == "finetuned_experts":
+    w_server = predict_numpy(finetuned_experts_ensemble, valid_set.features).intensities
+    server_delta, server_delta_se = compression.normalised_prial_delta(w_server, w_gated, valid_set)
+    grid_before, _ = selection_grid.grid_scores(finetuned_experts)
+    grid_after, _ = selection_grid.grid_scores(finetuned_experts_ensemble)
+    server_deployed, server_reason, server_numbers = compression.server_rule(
+        fold_rows,
+        "finetuned_experts",
+        "finetuned_experts_ensemble",
+        server_delta,
+        server_delta_se,
+        grid_before,
+        grid_after,
+    )
+    server_numbers["share_served"] = finetuned_experts_ensemble.expert_share(valid_set.features)
+    if server_deployed:
+        chosen = "finetuned_experts_ensemble"
+print(f"ensemble for non-market worlds: {server_reason}")
+print(f"final model: {chosen}")
+
 # %%
 fold_vs_classical = universe_backtest.best_classical_table(
     fold_rows, chosen, list(backtest.classical_estimators())
@@ -235,7 +274,12 @@ fig = plots.fold_small_multiples(
 save_figure(fig, figures / "cross_universe_folds.png")
 
 # %%
-all_models = {**candidates, "finetuned": finetuned, "finetuned_experts": finetuned_experts}
+all_models = {
+    **candidates,
+    "finetuned": finetuned,
+    "finetuned_experts": finetuned_experts,
+    "finetuned_experts_ensemble": finetuned_experts_ensemble,
+}
 save_model(
     models / "final.pt",
     all_models[chosen],
@@ -245,6 +289,7 @@ save_model(
         "chosen": chosen,
         "reason": final_reason,
         "experts_reason": experts_reason,
+        "server_reason": server_reason,
         "synthetic_choice": incumbent,
     },
 )
@@ -257,7 +302,8 @@ save_metrics(
             k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}
             for k, row in final_scores.iterrows()
         },
-        "experts_rule": {"deployed": bool(chosen == "finetuned_experts"), **experts_numbers},
+        "experts_rule": {"deployed": chosen.startswith("finetuned_experts"), **experts_numbers},
+        "server_rule": {"deployed": bool(chosen == "finetuned_experts_ensemble"), **server_numbers},
         "cross_universe_folds": {
             f"{f}/{w}": {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
             for (f, w), row in fold_vs_classical.iterrows()

@@ -134,7 +134,17 @@ def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
     )
     text = model_card(gated, METRICS, "9.9")
     assert "fine-tuned on the realised out-of-sample GMV variance" in text
-    assert "Family experts" in text and "0033" in text
+    assert "Family experts" in text and "0033" in text and "0035" not in text
+    served = save_model(
+        tmp_path / "served.pt",
+        random_network(seed=5),
+        FEATURE_NAMES,
+        TARGET_NAMES,
+        extra={"chosen": "finetuned_experts_ensemble"},
+    )
+    text = model_card(served, METRICS, "9.9")
+    assert "Family experts" in text and "pretrained ensemble" in text and "0035" in text
+    assert "fine-tuned on the realised out-of-sample GMV variance" in text
     synthetic = save_model(
         tmp_path / "ens.pt",
         random_network(seed=5),

@@ -269,3 +269,87 @@ def test_with_experts_of_serves_the_same_rows_by_the_same_experts():
         with_experts_of(general, _net(8))
     with pytest.raises(TypeError, match="already has experts"):
         with_experts_of(source, source)
+
+
+# ------------------------------------------------------------- shared experts (0035)
+def _shared(threshold: float = 0.9) -> tuple[GatedExpertModel, MLShrinkageNetwork]:
+    """Gate over a, b, c; ``a`` has its own expert, ``b`` and ``c`` share one module."""
+    gate = _gated(threshold=0.6).gate
+    server = _net(5)
+    return GatedExpertModel(_net(1), {"a": _net(2), "b": server, "c": server}, gate, threshold), server
+
+
+def test_shared_expert_serves_each_of_its_families_and_is_stored_once(tmp_path):
+    model, server = _shared()
+    assert len(model.experts) == 2 and model.expert_families == ["a", "b", "c"]
+    assert model.expert_slots == [0, 1, 1] and model.expert_map()["c"] is server
+    x = torch.randn(400, F) * 2
+    with torch.no_grad():
+        out = model(x)
+        proba = model.gate(x)
+        ref = {"general": model.general(x), "a": model.experts[0](x), "s": server(x)}
+    used = {"general": 0, "a": 0, "s": 0}
+    for i in range(len(x)):  # brute force: the family with the largest probability above it
+        src = "general"
+        best = max("abc", key=lambda f: float(proba[i, model.gate.families.index(f)]))
+        if proba[i, model.gate.families.index(best)] > model.threshold:
+            src = "a" if best == "a" else "s"
+        used[src] += 1
+        torch.testing.assert_close(out.alpha[i], ref[src].alpha[i], atol=0, rtol=0)
+    assert min(used.values()) > 0, used
+    torch.testing.assert_close(model.predict(x).alpha, out.alpha, atol=1e-6, rtol=0)
+    # saved once, loaded with the sharing intact and the same outputs
+    path = save_model(tmp_path / "shared.pt", model, FEATURE_NAMES, TARGET_NAMES)
+    loaded = load_model(path)
+    assert len(loaded.experts) == 2 and loaded.expert_map()["b"] is loaded.expert_map()["c"]
+    assert loaded.expert_families == ["a", "b", "c"]
+    assert len(torch.load(path, weights_only=True)["state_dict"]) == len(model.state_dict())
+    torch.testing.assert_close(loaded.predict(x).alpha, model.predict(x).alpha, atol=0, rtol=0)
+
+
+def test_config_without_sharing_is_unchanged():
+    config = _gated().config
+    assert "shared_experts" not in config and "expert_order" not in config
+    assert list(config["experts"]) == ["a", "b"]
+
+
+def test_numpy_forward_of_a_shared_expert_model():
+    from shrinklab.models.numpy_forward import NumpyForward
+
+    model, _ = _shared()
+    x = torch.randn(300, F) * 2
+    fwd = NumpyForward(model)
+    assert fwd.supported
+    alpha, weights, _ = fwd(x.numpy())
+    out = model.predict(x)
+    np.testing.assert_allclose(alpha, out.alpha.numpy(), atol=1e-5)
+    np.testing.assert_allclose(weights, out.weights.numpy(), atol=1e-5)
+
+
+def test_with_server_for_adds_one_module_for_the_named_families():
+    from shrinklab.evaluation.compression import with_server_for
+
+    gate = _gated(threshold=0.6).gate
+    base = GatedExpertModel(_net(1), {"a": _net(2)}, gate, 0.55)
+    server = _net(9)
+    model = with_server_for(base, server, ["b", "c"])
+    assert model.expert_families == ["a", "b", "c"] and len(model.experts) == 2
+    assert model.general is base.general and model.gate is base.gate
+    x = torch.randn(300, F) * 2
+    choice, base_choice = model.expert_choice(x), base.expert_choice(x)
+    out, ref = model.predict(x), base.predict(x)
+    served = choice >= 1
+    assert served.any() and (~served).any()
+    # rows the server does not take are base's; the rows it takes are the server's
+    keep = ~served
+    torch.testing.assert_close(out.alpha[keep], ref.alpha[keep], atol=0, rtol=0)
+    torch.testing.assert_close(out.alpha[served], server.predict(x[served]).alpha, atol=1e-6, rtol=0)
+    assert bool((base_choice[keep] == choice[keep]).all())
+    with pytest.raises(ValueError, match="already have an expert"):
+        with_server_for(base, server, ["a"])
+    with pytest.raises(ValueError, match="not among the gate"):
+        with_server_for(base, server, ["z"])
+    with pytest.raises(ValueError, match="distinct"):
+        with_server_for(base, server, ["b", "b"])
+    with pytest.raises(TypeError, match="GatedExpertModel"):
+        with_server_for(_net(3), server, ["b"])

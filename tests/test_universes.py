@@ -176,3 +176,54 @@ def test_experts_rule_follows_the_declared_rule():
         compression.experts_rule(same, "net", "nope", 2.0, 0.5)
     with pytest.raises(ValueError, match="finite"):
         compression.experts_rule(same, "net", "gated", float("nan"), 0.5)
+
+
+def test_server_rule_adds_the_grid_condition_to_the_experts_rule():
+    same = _fold_rows([0.0, 0.0, 0.0, 0.0])
+    before = {"grid_fails": 4, "grid_mean_prial": 81.0}
+    ok, reason, x = compression.server_rule(
+        same, "net", "gated", 1.0, 0.2, before, {"grid_fails": 2, "grid_mean_prial": 81.5}
+    )
+    assert ok and reason.startswith("gated:") and x["rule3_grids"] and x["grid_fails"] == 2
+    # equal failures and mean pass (not worse); one more failure or a lower mean fails
+    assert compression.server_rule(same, "net", "gated", 1.0, 0.2, before, dict(before))[0]
+    more = {"grid_fails": 5, "grid_mean_prial": 90.0}
+    lower = {"grid_fails": 1, "grid_mean_prial": 80.9}
+    for after in (more, lower):
+        ok, reason, x = compression.server_rule(same, "net", "gated", 1.0, 0.2, before, after)
+        assert not ok and reason.startswith("net:") and not x["rule3_grids"]
+    # parts 1 and 2 are the experts rule's: a validation gain within one SE fails
+    good = {"grid_fails": 0, "grid_mean_prial": 99.0}
+    assert not compression.server_rule(same, "net", "gated", 0.1, 0.2, before, good)[0]
+    worse = _fold_rows([0.2, 0.3, 0.2, 0.3])
+    assert not compression.server_rule(worse, "net", "gated", 1.0, 0.2, before, good)[0]
+    with pytest.raises(ValueError, match="lacks"):
+        compression.server_rule(same, "net", "gated", 1.0, 0.2, before, {"grid_fails": 1})
+
+
+def test_normalised_prial_delta_matches_a_direct_computation():
+    """The paired difference equals normalised_prial(w) − normalised_prial(w0) computed
+    from the losses directly, and its SE is positive and shrinks with more worlds."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from shrinklab.core.metrics import normalised_prial, quadratic_loss
+
+    rng = np.random.default_rng(3)
+    n, k = 400, 3
+    A = rng.normal(size=(n, k, k))
+    G = torch.as_tensor(A @ A.transpose(0, 2, 1) + 0.5 * np.eye(k))
+    c = torch.as_tensor(rng.uniform(0.5, 1.5, size=(n, k)))
+    d = torch.as_tensor(rng.uniform(5.0, 9.0, size=n))
+    w_opt = torch.linalg.solve(G, c.unsqueeze(-1)).squeeze(-1)  # best unconstrained weights
+    fs = quadratic_loss(w_opt, G, c, d)
+    data = SimpleNamespace(G=G, c=c, d=d, loss_fsopt=fs)
+    w = torch.as_tensor(rng.uniform(0, 0.3, size=(n, k)))
+    w0 = torch.as_tensor(rng.uniform(0, 0.3, size=(n, k)))
+    delta, se = compression.normalised_prial_delta(w, w0, data)
+    L, L0 = quadratic_loss(w, G, c, d), quadratic_loss(w0, G, c, d)
+    direct = normalised_prial(L, d, fs) - normalised_prial(L0, d, fs)
+    assert delta == pytest.approx(direct, rel=1e-10, abs=1e-10)
+    assert se > 0
+    assert compression.normalised_prial_delta(w, w, data) == (0.0, 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,10 +14,12 @@ import torch
 
 from shrinklab.core.features import extract_features
 from shrinklab.core.metrics import (
+    as_float64,
     field_of,
     normalised_prial,
     prial,
     quadratic_loss,
+    ratio_of_means_se,
 )
 from shrinklab.models.compressed import count_parameters, model_file_size
 from shrinklab.models.experts import GatedExpertModel
@@ -29,9 +31,19 @@ __all__ = [
     "experts_rule",
     "feature_latency",
     "latency",
+    "NON_MARKET_FAMILIES",
+    "normalised_prial_delta",
+    "server_rule",
     "tradeoff_table",
     "with_experts_of",
+    "with_server_for",
 ]
+
+
+NON_MARKET_FAMILIES: tuple[str, ...] = ("block", "discrete", "lognormal", "near_singular", "toeplitz")
+"""Training families that no real market resembles (synthetic spectra and structures of
+the shrinkage literature, not calibrated on returns): where the gate is sure of one of
+them, the pretrained ensemble may serve (docs/decisions/0035-ensemble-for-non-market-families.md)."""
 
 
 def latency(model: Any, features: Any, batch: int, repeats: int = 50, warmup: int = 5) -> float:
@@ -400,5 +412,88 @@ def with_experts_of(general: Any, source: GatedExpertModel) -> GatedExpertModel:
         raise TypeError(f"source must be a GatedExpertModel, got {type(source).__name__}")
     if isinstance(general, GatedExpertModel):
         raise TypeError("general already has experts: attach them to its general model")
-    experts = dict(zip(source.expert_families, source.experts, strict=True))
-    return GatedExpertModel(general, experts, source.gate, threshold=source.threshold)
+    return GatedExpertModel(general, source.expert_map(), source.gate, threshold=source.threshold)
+
+
+def with_server_for(model: GatedExpertModel, server: Any, families: Sequence[str]) -> GatedExpertModel:
+    """``model`` with one more module, ``server``, behind its gate for each of ``families``
+    (families of the gate without an expert): where the gate gives one of them more than
+    the threshold, ``server`` serves (docs/decisions/0035-ensemble-for-non-market-families.md:
+    the pretrained ensemble for the non-market families). The gate, threshold, general model
+    and experts are shared with ``model``, not copied."""
+    if not isinstance(model, GatedExpertModel):
+        raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
+    families = [str(f) for f in families]
+    if not families or len(set(families)) != len(families):
+        raise ValueError(f"families must be distinct and non-empty, got {families}")
+    unknown = sorted(set(families) - set(model.gate.families))
+    taken = sorted(set(families) & set(model.expert_families))
+    if unknown or taken:
+        raise ValueError(
+            f"families {unknown} are not among the gate's {model.gate.families}"
+            if unknown
+            else f"families {taken} already have an expert"
+        )
+    experts = model.expert_map() | dict.fromkeys(families, server)
+    return GatedExpertModel(model.general, experts, model.gate, threshold=model.threshold)
+
+
+def normalised_prial_delta(w: Any, reference_w: Any, data: Any) -> tuple[float, float]:
+    """Paired difference of the normalised PRIAL (:func:`shrinklab.core.metrics.normalised_prial`,
+    every world weighs the same) of intensities ``w`` minus ``reference_w`` on ``data``
+    (``G, c, d, loss_fsopt``), in points, and its standard error over the worlds (delta
+    method, :func:`shrinklab.core.metrics.ratio_of_means_se`)."""
+    G, c = field_of(data, "G"), field_of(data, "c")
+    d = as_float64(field_of(data, "d"))
+    dn = d.numpy()
+    fs = as_float64(field_of(data, "loss_fsopt")).numpy()
+    loss = quadratic_loss(w, G, c, d).numpy()
+    loss_ref = quadratic_loss(reference_w, G, c, d).numpy()
+    delta, se = ratio_of_means_se((loss_ref - loss) / dn, 1.0 - fs / dn)
+    return 100.0 * delta, 100.0 * se
+
+
+def server_rule(
+    fold_rows: pd.DataFrame,
+    model: str,
+    candidate: str,
+    valid_delta: float,
+    valid_delta_se: float,
+    grid_model: Mapping[str, float],
+    grid_candidate: Mapping[str, float],
+    *,
+    tolerance: float = 0.01,
+) -> tuple[bool, str, dict[str, Any]]:
+    """Whether ``candidate`` (the deployed ``model`` with the pretrained ensemble serving
+    the non-market families) replaces it: docs/decisions/0035-ensemble-for-non-market-families.md.
+
+    (1) and (2) are :func:`experts_rule`'s, with ``valid_delta`` the paired *normalised*
+    PRIAL difference candidate − model on the synthetic validation worlds
+    (:func:`normalised_prial_delta`); (3) on the selection and wide grids
+    (``grid_fails`` and ``grid_mean_prial`` of
+    :func:`shrinklab.studies.selection_grid.grid_scores` for each), the candidate fails in
+    no more scenarios and its mean PRIAL is not lower. Returns ``(deploy, reason, numbers)``."""
+    _, _, numbers = experts_rule(
+        fold_rows, model, candidate, valid_delta, valid_delta_se, tolerance=tolerance
+    )
+    for name, grid in (("grid_model", grid_model), ("grid_candidate", grid_candidate)):
+        missing = {"grid_fails", "grid_mean_prial"} - set(grid)
+        if missing:
+            raise ValueError(f"{name} lacks {sorted(missing)}")
+    fails, fails0 = int(grid_candidate["grid_fails"]), int(grid_model["grid_fails"])
+    mean, mean0 = float(grid_candidate["grid_mean_prial"]), float(grid_model["grid_mean_prial"])
+    grid_ok = fails <= fails0 and mean >= mean0
+    numbers = numbers | {
+        "grid_fails": fails, "grid_fails_before": fails0,
+        "grid_mean_prial": mean, "grid_mean_prial_before": mean0, "rule3_grids": bool(grid_ok),
+    }  # fmt: skip
+    deploy = bool(numbers["rule1_folds"] and numbers["rule2_valid"] and grid_ok)
+    reason = (
+        f"{candidate if deploy else model}: folds {candidate} − {model} "
+        f"{numbers['fold_delta']:+.3f} ± {numbers['fold_delta_se']:.3f} % vol "
+        f"({'ok' if numbers['rule1_folds'] else 'worse'}), validation normalised PRIAL "
+        f"{valid_delta:+.2f} ± {valid_delta_se:.2f} "
+        f"({'gain' if numbers['rule2_valid'] else 'no gain by 1 SE'}), grids {fails0} → {fails} "
+        f"failures, mean PRIAL {mean0:.2f} → {mean:.2f} ({'ok' if grid_ok else 'worse'})"
+    )
+    return deploy, reason, numbers

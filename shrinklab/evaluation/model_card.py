@@ -56,18 +56,25 @@ def _backtest_rows(metrics: Mapping[str, Any]) -> list[str]:
 def _training_data(extra: Mapping[str, Any]) -> list[str]:
     """What the deployed model was trained on: the synthetic worlds only, or (when the
     deploy rule chose the fine-tuned network, with or without the family experts of
-    decision 0033) those and the pre-2016 real returns."""
-    if extra.get("chosen") in ("finetuned", "finetuned_experts"):
-        experts = (
-            [
+    decision 0033, and with the pretrained ensemble for the non-market worlds of decision
+    0035) those and the pre-2016 real returns."""
+    chosen = extra.get("chosen")
+    if chosen in ("finetuned", "finetuned_experts", "finetuned_experts_ensemble"):
+        experts = []
+        if chosen != "finetuned":
+            experts.append(
                 "- Family experts (factor, sp500, 1/3/10 worlds), each trained on that "
                 "family's synthetic worlds only, serve the samples that a family classifier "
                 "(the gate) is more than 70 % sure of; every other sample gets the network "
                 "above (docs/decisions/0014, 0033)."
-            ]
-            if extra["chosen"] == "finetuned_experts"
-            else []
-        )
+            )
+        if chosen == "finetuned_experts_ensemble":
+            experts.append(
+                "- Where the gate is more than 70 % sure of a world family that no market "
+                "resembles (block, discrete, lognormal, near-singular, Toeplitz), the "
+                "pretrained ensemble of five networks (synthetic worlds only) serves "
+                "(docs/decisions/0035)."
+            )
         return [
             "- Pretrained on synthetic worlds with a known covariance (the `data_prep` stage "
             "of `params.yaml`: world families, p, n and p/n ranges), then fine-tuned on the "

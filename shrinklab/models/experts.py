@@ -102,7 +102,8 @@ class FamilyGate(nn.Module):
 class GatedExpertModel(nn.Module):
     """General model with family experts switched in by a :class:`FamilyGate` (see
     the module docstring). ``experts`` maps family names (among the gate's
-    families) to models with the general model's ``input_dim`` and ``num_targets``;
+    families) to models with the general model's ``input_dim`` and ``num_targets`` (the
+    same module may serve several families: it is kept, saved and run once);
     ``threshold`` in ``[0.5, 1)`` so that at most one expert is used per sample."""
 
     model_kind = "gated_experts"
@@ -138,32 +139,65 @@ class GatedExpertModel(nn.Module):
             )
         self.general = general
         self.expert_families = [str(f) for f in experts]
-        self.experts = nn.ModuleList([experts[f] for f in self.expert_families])
+        # one module may serve several families (decision 0035: the pretrained ensemble for
+        # the non-market families); it is stored, saved and run once
+        unique: list[nn.Module] = []
+        self.expert_slots: list[int] = []
+        for f in self.expert_families:
+            j = next((k for k, m in enumerate(unique) if m is experts[f]), None)
+            if j is None:
+                unique.append(experts[f])
+                j = len(unique) - 1
+            self.expert_slots.append(j)
+        self.experts = nn.ModuleList(unique)
         self.gate = gate
         self.threshold = t
 
     # -------------------------------------------------------------- config
     @property
     def config(self) -> dict[str, Any]:
-        return {
+        owner = {j: self.expert_families[self.expert_slots.index(j)] for j in range(len(self.experts))}
+        config = {
             "input_dim": self.input_dim,
             "num_targets": self.num_targets,
             "threshold": self.threshold,
             "general": model_spec(self.general),
-            "experts": {f: model_spec(m) for f, m in zip(self.expert_families, self.experts)},
+            "experts": {owner[j]: model_spec(m) for j, m in enumerate(self.experts)},
             "gate": self.gate.config,
         }
+        shared = {
+            f: owner[j]
+            for f, j in zip(self.expert_families, self.expert_slots, strict=True)
+            if owner[j] != f
+        }
+        if shared:  # only then: the config of a model without shared experts is unchanged
+            config["expert_order"] = list(self.expert_families)
+            config["shared_experts"] = shared
+        return config
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> GatedExpertModel:
 
-        experts = {f: build_model(spec) for f, spec in config["experts"].items()}
+        built = {f: build_model(spec) for f, spec in config["experts"].items()}
+        shared = dict(config.get("shared_experts", {}))
+        order = list(config.get("expert_order", built))
+        experts = {f: built[shared.get(f, f)] for f in order}
         return cls(
             build_model(config["general"]),
             experts,
             FamilyGate.from_config(config["gate"]),
             threshold=config["threshold"],
         )
+
+    def expert_map(self) -> dict[str, nn.Module]:
+        """``{family: the module that serves it}`` (a shared module appears under each of
+        its families)."""
+        return {f: self.experts[j] for f, j in zip(self.expert_families, self.expert_slots, strict=True)}
+
+    def _served_by(self, choice: torch.Tensor, slot: int) -> torch.Tensor:
+        """Mask of the samples whose chosen family is served by module ``slot``."""
+        families = [i for i, j in enumerate(self.expert_slots) if j == slot]
+        return torch.isin(choice, torch.tensor(families, device=choice.device))
 
     # -------------------------------------------------------------- forward
     def expert_choice(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,8 +213,8 @@ class GatedExpertModel(nn.Module):
         out = self.general(x, regime)
         choice = self.expert_choice(x)
         alpha, weights = out.alpha, out.weights
-        for i, expert in enumerate(self.experts):
-            use = choice == i
+        for j, expert in enumerate(self.experts):
+            use = self._served_by(choice, j)
             if not bool(use.any()):
                 continue
             e = expert(x, regime)
@@ -206,8 +240,8 @@ class GatedExpertModel(nn.Module):
             choice = self.expert_choice(x)
         out = self.general.predict(x, regime)
         alpha, weights = out.alpha, out.weights
-        for i, expert in enumerate(self.experts):
-            rows = (choice == i).nonzero().squeeze(-1)
+        for j, expert in enumerate(self.experts):
+            rows = self._served_by(choice, j).nonzero().squeeze(-1)
             if rows.numel() == 0:
                 continue
             r = regime

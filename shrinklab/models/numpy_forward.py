@@ -217,6 +217,10 @@ class _Gated:
         self.cols = [gate.families.index(f) for f in model.expert_families]
         self.threshold = float(model.threshold)
         self.general, self.experts = general, experts
+        # expert module j serves the families (indices into expert_families) in families_of[j]
+        self.families_of = [
+            [i for i, s in enumerate(model.expert_slots) if s == j] for j in range(len(experts))
+        ]
 
     def choice(self, x: np.ndarray) -> np.ndarray:
         """Index of the serving expert per row (``-1``: the general model)."""
@@ -233,8 +237,8 @@ class _Gated:
         choice = self.choice(x)
         alpha, weights, log_var = self.general(x)
         alpha, weights = alpha.copy(), weights.copy()
-        for i, expert in enumerate(self.experts):
-            rows = np.flatnonzero(choice == i)
+        for j, expert in enumerate(self.experts):
+            rows = np.flatnonzero(np.isin(choice, self.families_of[j]))
             if rows.size:
                 a, w, _ = expert(x[rows])
                 alpha[rows], weights[rows] = a, w
