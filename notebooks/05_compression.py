@@ -225,14 +225,16 @@ print(f"family experts: {experts_reason}")
 print(f"final model: {chosen}")
 
 # %% [markdown]
-# ## 5.4 The pretrained ensemble for the non-market worlds (decision 0035)
+# ## 5.4 The pretrained ensemble for the non-market worlds (decisions 0035, 0036)
 #
 # Fine-tuning on real returns costs synthetic accuracy. Where the gate is more than 70 %
-# sure that a window is one of the families no market resembles (block, discrete,
-# lognormal, near-singular, Toeplitz), the pretrained ensemble can serve instead. The rule,
-# declared before the run: the folds do not get worse (as in 5.3), the synthetic
-# validation worlds gain normalised PRIAL by more than one SE, and the selection and wide
-# grids (validation, 100 replications) have no more failures and no lower mean PRIAL.
+# sure that a window is one of the families no market resembles (discrete, lognormal,
+# near-singular, Toeplitz; decision 0036 took block out of 0035's list), the pretrained
+# ensemble can serve instead. The rule, declared before the run: the folds do not get
+# worse (as in 5.3; 0036 also asks it of fresh folds, `scripts/server_rule_folds.py`), the
+# synthetic validation worlds gain normalised PRIAL by more than one SE, and the selection
+# and wide grids (validation, 100 replications) have no more failures and no lower mean
+# PRIAL.
 
 # %%
 server_numbers: dict = {}

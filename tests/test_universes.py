@@ -197,6 +197,9 @@ def test_server_rule_adds_the_grid_condition_to_the_experts_rule():
     assert not compression.server_rule(same, "net", "gated", 0.1, 0.2, before, good)[0]
     worse = _fold_rows([0.2, 0.3, 0.2, 0.3])
     assert not compression.server_rule(worse, "net", "gated", 1.0, 0.2, before, good)[0]
+    mean, se, n = compression.fold_delta(worse, "gated", "net")
+    assert (mean, n) == (pytest.approx(0.25), 4)
+    assert se == pytest.approx(np.std([0.2, 0.3, 0.2, 0.3], ddof=1) / 2)
     with pytest.raises(ValueError, match="lacks"):
         compression.server_rule(same, "net", "gated", 1.0, 0.2, before, {"grid_fails": 1})
 

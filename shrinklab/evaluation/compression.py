@@ -29,6 +29,7 @@ __all__ = [
     "choose_deployable",
     "choose_final",
     "experts_rule",
+    "fold_delta",
     "feature_latency",
     "latency",
     "NON_MARKET_FAMILIES",
@@ -40,10 +41,13 @@ __all__ = [
 ]
 
 
-NON_MARKET_FAMILIES: tuple[str, ...] = ("block", "discrete", "lognormal", "near_singular", "toeplitz")
+NON_MARKET_FAMILIES: tuple[str, ...] = ("discrete", "lognormal", "near_singular", "toeplitz")
 """Training families that no real market resembles (synthetic spectra and structures of
 the shrinkage literature, not calibrated on returns): where the gate is sure of one of
-them, the pretrained ensemble may serve (docs/decisions/0035-ensemble-for-non-market-families.md)."""
+them, the pretrained ensemble may serve (docs/decisions/0035-ensemble-for-non-market-families.md).
+``block`` is not among them: sector blocks do look like a market, and the gate calls about
+1 % of real 10-stock windows block worlds
+(docs/decisions/0036-ensemble-for-non-market-families-without-block.md)."""
 
 
 def latency(model: Any, features: Any, batch: int, repeats: int = 50, warmup: int = 5) -> float:
@@ -298,6 +302,15 @@ def _paired_delta(per_fold: pd.DataFrame, model: str, reference: str) -> tuple[p
     return d, float(d.std(ddof=1) / math.sqrt(len(d)))
 
 
+def fold_delta(fold_rows: pd.DataFrame, model: str, reference: str) -> tuple[float, float, int]:
+    """Mean paired difference ``model − reference`` over the folds of the per-fold mean
+    ``rel_vol`` (percentage points of volatility relative to Ledoit–Wolf; rows of
+    :func:`shrinklab.evaluation.universe_backtest.fold_backtest`), its SE and the number of
+    folds: the fold part of :func:`experts_rule` and :func:`server_rule`."""
+    d, se = _paired_delta(_per_fold_rel_vol(fold_rows, [reference, model]), model, reference)
+    return float(d.mean()), se, int(len(d))
+
+
 def choose_final(
     fold_rows: pd.DataFrame,
     incumbent: str,
@@ -381,17 +394,16 @@ def experts_rule(
     Ledoit–Wolf) and (2) ``valid_delta``, the paired PRIAL difference gated − network
     on the synthetic validation worlds (points), positive and above ``valid_delta_se``.
     Returns ``(deploy_gated, reason, numbers)``."""
-    d, se = _paired_delta(_per_fold_rel_vol(fold_rows, [network, gated]), gated, network)
+    mean, se, n_folds = fold_delta(fold_rows, gated, network)
     if not (math.isfinite(valid_delta) and math.isfinite(valid_delta_se) and valid_delta_se >= 0):
         raise ValueError(
             f"valid_delta and a non-negative valid_delta_se must be finite, got "
             f"{valid_delta!r}, {valid_delta_se!r}"
         )
-    mean = float(d.mean())
     folds_ok = mean <= max(se, float(tolerance))
     valid_ok = valid_delta > 0 and valid_delta > valid_delta_se
     numbers = {
-        "fold_delta": mean, "fold_delta_se": se, "folds": int(len(d)),
+        "fold_delta": mean, "fold_delta_se": se, "folds": n_folds,
         "valid_prial_delta": float(valid_delta), "valid_prial_delta_se": float(valid_delta_se),
         "rule1_folds": bool(folds_ok), "rule2_valid": bool(valid_ok),
     }  # fmt: skip

@@ -71,9 +71,9 @@ def _training_data(extra: Mapping[str, Any]) -> list[str]:
         if chosen == "finetuned_experts_ensemble":
             experts.append(
                 "- Where the gate is more than 70 % sure of a world family that no market "
-                "resembles (block, discrete, lognormal, near-singular, Toeplitz), the "
+                "resembles (discrete, lognormal, near-singular, Toeplitz), the "
                 "pretrained ensemble of five networks (synthetic worlds only) serves "
-                "(docs/decisions/0035)."
+                "(docs/decisions/0035, 0036)."
             )
         return [
             "- Pretrained on synthetic worlds with a known covariance (the `data_prep` stage "

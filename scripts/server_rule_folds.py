@@ -1,0 +1,60 @@
+"""The fold part of decision 0036 on fresh cross-universe folds
+(docs/decisions/0036-ensemble-for-non-market-families-without-block.md).
+
+Reads ``<root>/data/processed/{sp500_returns,sp500_market}.parquet`` and
+``<root>/models/{final,ensemble}.pt`` (``root``: a pipeline run's repository root),
+builds E' = ``final.pt`` with the ensemble's general model serving the families of
+:data:`shrinklab.evaluation.compression.NON_MARKET_FAMILIES`, backtests both with
+Ledoit–Wolf on ``cross_universe_folds(seed)`` (windows 60/120/250, 1991-01-02 to
+2015-12-31; never 2016–2022) and prints the per-family table and the paired fold
+difference E' − G with its SE and verdict (at most max(1 SE, 0.01) above zero).
+
+    OMP_NUM_THREADS=1 python scripts/server_rule_folds.py <root> [seed, default 2027]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pandas as pd
+
+from shrinklab.data import returns as returns_data
+from shrinklab.data import universes
+from shrinklab.evaluation import backtest, compression
+from shrinklab.evaluation import universe_backtest as ub
+from shrinklab.models.registry import load_model
+
+
+def main(root: str, seed: int = 2027, workers: int = 1) -> None:
+    t0 = time.time()
+    processed = f"{root}/data/processed"
+    returns = pd.read_parquet(f"{processed}/sp500_returns.parquet")
+    market = pd.read_parquet(f"{processed}/sp500_market.parquet")
+    folds = universes.cross_universe_folds(
+        returns, returns_data.load_factor_returns(), market["index_return"], seed=seed
+    )
+    final = load_model(f"{root}/models/final.pt")
+    ensemble = load_model(f"{root}/models/ensemble.pt")
+    served = compression.with_server_for(
+        final, ensemble.general, compression.NON_MARKET_FAMILIES
+    ).eval()
+    estimators = {
+        "ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"],
+        "final": backtest.learned_estimator(final),
+        "served": backtest.learned_estimator(served),
+    }
+    rows = ub.fold_backtest(folds, estimators, (60, 120, 250), workers=workers)
+    pd.set_option("display.width", 200)
+    print(ub.fold_table(rows)["mean"].round(3).to_string())
+    mean, se, n = compression.fold_delta(rows, "served", "final")
+    ok = mean <= max(se, 0.01)
+    print(
+        f"seed {seed}: served - final = {mean:+.4f} +- {se:.4f} points of relative volatility "
+        f"over {n} folds -> {'holds' if ok else 'fails'} ({time.time() - t0:.0f} s)"
+    )
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main(args[0] if args else ".", int(args[1]) if len(args) > 1 else 2027)
