@@ -24,26 +24,17 @@ import time
 import numpy as np
 import pandas as pd
 
-from shrinklab.data import dataset, universes
-from shrinklab.data import returns as returns_data
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
 from shrinklab.studies import selection_grid, worlds
+from shrinklab.studies.deploy_rule import FoldSpec, RuleData, fold_rows, load_rule_data
 
 
-def folds_part(root: str, models: dict, seed: int) -> tuple[float, float, int, pd.DataFrame]:
-    processed = f"{root}/data/processed"
-    returns = pd.read_parquet(f"{processed}/sp500_returns.parquet")
-    market = pd.read_parquet(f"{processed}/sp500_market.parquet")
-    folds = universes.cross_universe_folds(
-        returns, returns_data.load_factor_returns(), market["index_return"], seed=seed
-    )
-    estimators = {"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]} | {
-        k: backtest.learned_estimator(m) for k, m in models.items()
-    }
-    rows = ub.fold_backtest(folds, estimators, (60, 120, 250))
+def folds_part(data: RuleData, models: dict, seed: int) -> tuple[float, float, int, pd.DataFrame]:
+    lw = {"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]}
+    rows = fold_rows(data, models, folds=FoldSpec(seed=seed), classical=lw)
     return (*compression.fold_delta(rows, "B", "A"), ub.fold_table(rows)["mean"])
 
 
@@ -64,8 +55,9 @@ def main(root_a: str, root_b: str) -> None:
     t0 = time.time()
     models = {"A": load_model(f"{root_a}/models/final.pt"), "B": load_model(f"{root_b}/models/final.pt")}
     pd.set_option("display.width", 200)
+    data = load_rule_data(f"{root_a}/data", cut_test=True)
     for seed in (2021, 2027):
-        m, se, n, table = folds_part(root_a, models, seed)
+        m, se, n, table = folds_part(data, models, seed)
         print(table.round(3).to_string())
         print(f"1. folds seed {seed}: B - A = {m:+.4f} +- {se:.4f} over {n} folds "
               f"-> {'holds' if m <= max(se, 0.01) else 'fails'}")  # fmt: skip
@@ -73,9 +65,8 @@ def main(root_a: str, root_b: str) -> None:
     print(vol.round(3).to_string())
     print(f"2. diversified universes: B - A GMV variance = {m:+.3e} +- {se:.3e} over {n} windows "
           f"-> {'holds' if m < 0 and m + se < 0 else 'fails'}")  # fmt: skip
-    valid = dataset.TrainingSet.load(f"{root_a}/data/processed/synthetic_valid.pt")
-    w = {k: predict_numpy(m, valid.features).intensities for k, m in models.items()}
-    d, dse = compression.normalised_prial_delta(w["B"], w["A"], valid)
+    w = {k: predict_numpy(m, data.valid.features).intensities for k, m in models.items()}
+    d, dse = compression.normalised_prial_delta(w["B"], w["A"], data.valid)
     print(f"3. validation worlds: normalised PRIAL B - A = {d:+.3f} +- {dse:.3f} "
           f"-> {'holds' if d > 0 and d > dse else 'fails'}")  # fmt: skip
     ga, _ = selection_grid.grid_scores(models["A"])

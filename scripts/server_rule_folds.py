@@ -19,32 +19,25 @@ import time
 
 import pandas as pd
 
-from shrinklab.data import returns as returns_data
-from shrinklab.data import universes
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.registry import load_model
+from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data
 
 
-def main(root: str, seed: int = 2027, workers: int = 1) -> None:
+def main(root: str, seed: int = 2027) -> None:
     t0 = time.time()
-    processed = f"{root}/data/processed"
-    returns = pd.read_parquet(f"{processed}/sp500_returns.parquet")
-    market = pd.read_parquet(f"{processed}/sp500_market.parquet")
-    folds = universes.cross_universe_folds(
-        returns, returns_data.load_factor_returns(), market["index_return"], seed=seed
-    )
     final = load_model(f"{root}/models/final.pt")
     ensemble = load_model(f"{root}/models/ensemble.pt")
     served = compression.with_server_for(
         final, ensemble.general, compression.NON_MARKET_FAMILIES
     ).eval()
-    estimators = {
-        "ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"],
-        "final": backtest.learned_estimator(final),
-        "served": backtest.learned_estimator(served),
-    }
-    rows = ub.fold_backtest(folds, estimators, (60, 120, 250), workers=workers)
+    rows = fold_rows(
+        load_rule_data(f"{root}/data", cut_test=True),
+        {"final": final, "served": served},
+        folds=FoldSpec(seed=seed),
+        classical={"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]},
+    )
     pd.set_option("display.width", 200)
     print(ub.fold_table(rows)["mean"].round(3).to_string())
     mean, se, n = compression.fold_delta(rows, "served", "final")

@@ -101,6 +101,13 @@ def test_rule_inputs_equal_the_steps_by_hand_and_cache_the_rows(root, tmp_path):
     with pytest.raises(ValueError, match="reference"):
         deploy_rule.rule_inputs(rule_data, {"x": models["finetuned"]}, {}, folds=SMALL)
 
+    # fold_rows with Ledoit–Wolf alone: the same rows for the estimators it keeps
+    lw_only = {"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]}
+    few = deploy_rule.fold_rows(rule_data, models, folds=SMALL, classical=lw_only)
+    assert set(few["estimator"]) == {"ledoit_wolf", "ensemble", "finetuned", "equal_weight"}
+    kept = ref_rows[ref_rows["estimator"].isin(set(few["estimator"]))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(few.reset_index(drop=True), kept)
+
 
 def test_fold_spec_reads_the_compress_section():
     c = load_section("compress")

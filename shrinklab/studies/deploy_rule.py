@@ -25,7 +25,7 @@ from shrinklab.data import dataset, universes
 from shrinklab.data import returns as data
 from shrinklab.evaluation import backtest, compression, universe_backtest
 
-__all__ = ["FoldSpec", "RuleData", "load_rule_data", "rule_inputs"]
+__all__ = ["FoldSpec", "RuleData", "fold_rows", "load_rule_data", "rule_inputs"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,23 @@ def rule_inputs(
     )
     if rows_file is not None and Path(rows_file).exists():
         return table, pd.read_csv(rows_file)
+    rows = fold_rows(rule_data, fold_models, folds=folds)
+    if rows_file is not None:
+        rows.to_csv(rows_file, index=False)
+    return table, rows
+
+
+def fold_rows(
+    rule_data: RuleData,
+    fold_models: Mapping[str, Any],
+    *,
+    folds: FoldSpec | None = None,
+    classical: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """:func:`~shrinklab.evaluation.universe_backtest.fold_backtest` rows of the
+    ``classical`` estimators (default: all of them; Ledoit–Wolf, the benchmark, must be
+    one) and ``fold_models`` on the cross-universe folds of ``folds``."""
+    folds = FoldSpec() if folds is None else folds
     universe_folds = universes.cross_universe_folds(
         rule_data.returns,
         rule_data.factor_returns,
@@ -115,10 +132,7 @@ def rule_inputs(
         start=folds.start,
     )
     estimators = {
-        **backtest.classical_estimators(),
+        **(backtest.classical_estimators() if classical is None else classical),
         **{name: backtest.learned_estimator(m) for name, m in fold_models.items()},
     }
-    rows = universe_backtest.fold_backtest(universe_folds, estimators, folds.windows)
-    if rows_file is not None:
-        rows.to_csv(rows_file, index=False)
-    return table, rows
+    return universe_backtest.fold_backtest(universe_folds, estimators, folds.windows)
