@@ -194,9 +194,15 @@ class GatedExpertModel(nn.Module):
         its families)."""
         return {f: self.experts[j] for f, j in zip(self.expert_families, self.expert_slots, strict=True)}
 
-    def _served_by(self, choice: torch.Tensor, slot: int) -> torch.Tensor:
-        """Mask of the samples whose chosen family is served by module ``slot``."""
-        families = [i for i, j in enumerate(self.expert_slots) if j == slot]
+    def families_by_module(self) -> list[list[int]]:
+        """For each module of ``experts``, the indices (into ``expert_families``, the
+        values of :meth:`expert_choice`) of the families it serves."""
+        return [
+            [i for i, s in enumerate(self.expert_slots) if s == j] for j in range(len(self.experts))
+        ]
+
+    def _served_by(self, choice: torch.Tensor, families: list[int]) -> torch.Tensor:
+        """Mask of the samples whose chosen family is one of ``families``."""
         return torch.isin(choice, torch.tensor(families, device=choice.device))
 
     # -------------------------------------------------------------- forward
@@ -213,8 +219,8 @@ class GatedExpertModel(nn.Module):
         out = self.general(x, regime)
         choice = self.expert_choice(x)
         alpha, weights = out.alpha, out.weights
-        for j, expert in enumerate(self.experts):
-            use = self._served_by(choice, j)
+        for expert, families in zip(self.experts, self.families_by_module(), strict=True):
+            use = self._served_by(choice, families)
             if not bool(use.any()):
                 continue
             e = expert(x, regime)
@@ -240,8 +246,8 @@ class GatedExpertModel(nn.Module):
             choice = self.expert_choice(x)
         out = self.general.predict(x, regime)
         alpha, weights = out.alpha, out.weights
-        for j, expert in enumerate(self.experts):
-            rows = self._served_by(choice, j).nonzero().squeeze(-1)
+        for expert, families in zip(self.experts, self.families_by_module(), strict=True):
+            rows = self._served_by(choice, families).nonzero().squeeze(-1)
             if rows.numel() == 0:
                 continue
             r = regime

@@ -217,10 +217,7 @@ class _Gated:
         self.cols = [gate.families.index(f) for f in model.expert_families]
         self.threshold = float(model.threshold)
         self.general, self.experts = general, experts
-        # expert module j serves the families (indices into expert_families) in families_of[j]
-        self.families_of = [
-            [i for i, s in enumerate(model.expert_slots) if s == j] for j in range(len(experts))
-        ]
+        self.families_of = model.families_by_module()
 
     def choice(self, x: np.ndarray) -> np.ndarray:
         """Index of the serving expert per row (``-1``: the general model)."""
