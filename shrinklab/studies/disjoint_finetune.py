@@ -1,0 +1,236 @@
+"""studies.disjoint_finetune: fine-tuning checked on stocks it never saw (decision 0038).
+
+The cross-universe folds of :mod:`shrinklab.data.universes` reuse the 20 stocks on whose
+pre-2016 windows the deployed network was fine-tuned, so for a fine-tuned network they
+are partly in-sample (the bias that docs/decisions/0021-deploy-rule-cross-universe-folds.md
+accepts). Here the stocks are cut into two halves: the pretrained network is fine-tuned
+on one half exactly as the finetune stage does (:func:`finetune_half`), assembled as
+notebook 05 assembles ``final.pt`` (:func:`deployed_structure`), and backtested on
+universes built from the *other* half only (:func:`held_out_universes`: the half, derived
+portfolios of its stocks, mixtures of both). Each half is in turn the fit half, so
+``n_splits`` permutations give ``2 · n_splits`` fits and ``2 · n_splits · (1 + portfolio
+sizes + mixture sizes)`` folds. Every date is before 2016.
+
+The backtest is :func:`shrinklab.evaluation.universe_backtest.fold_backtest` (GMV,
+rebalance 21 days); the paired per-fold score is
+:func:`shrinklab.evaluation.compression.fold_delta` (mean over windows of the volatility
+relative to Ledoit–Wolf), as in 0021. The folds share dates, so their standard error
+measures the spread across universes, not sampling error over time.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from shrinklab.core.params import load_section
+from shrinklab.data import returns as data
+from shrinklab.data import universes
+from shrinklab.data.dataset import TrainingSet
+from shrinklab.evaluation import backtest, compression, universe_backtest
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.registry import load_model
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.finetune import walk_forward_finetune
+from shrinklab.training.replay import ReplaySpec
+
+__all__ = [
+    "DisjointSpec",
+    "HalfSplit",
+    "deployed_structure",
+    "finetune_half",
+    "half_splits",
+    "held_out_universes",
+    "run_split",
+    "split_rows",
+]
+
+
+@dataclass(frozen=True)
+class DisjointSpec:
+    """The asset-disjoint folds of decision 0038."""
+
+    seed: int = 2033
+    n_splits: int = 3
+    portfolio_sizes: tuple[int, ...] = (5, 10, 20, 50)
+    mixture_sizes: tuple[int, ...] = (10, 30)
+    windows: tuple[int, ...] = (60, 120, 250)
+    start: Any = universes.STOCK_START
+
+
+@dataclass(frozen=True)
+class HalfSplit:
+    """One fit: fine-tune on ``fit``, validate on universes of ``held_out`` (disjoint)."""
+
+    name: str
+    fit: tuple[str, ...]
+    held_out: tuple[str, ...]
+
+
+def half_splits(columns: Sequence[str], n_splits: int, rng: np.random.Generator) -> list[HalfSplit]:
+    """``2 · n_splits`` fits: each random permutation of ``columns`` cut into two halves,
+    each half in turn the fit half (``s<k>a`` fits the first half, ``s<k>b`` the second)."""
+    columns = list(columns)
+    if n_splits < 1 or len(columns) < 4:
+        raise ValueError(
+            f"need n_splits >= 1 and at least 4 assets, got {n_splits}, {len(columns)}"
+        )
+    if len(set(columns)) != len(columns):
+        raise ValueError("asset names must be unique")
+    out = []
+    for k in range(n_splits):
+        perm = rng.permutation(len(columns))
+        half = len(perm) // 2
+        a = tuple(columns[i] for i in np.sort(perm[:half]))
+        b = tuple(columns[i] for i in np.sort(perm[half:]))
+        out += [HalfSplit(f"s{k}a", a, b), HalfSplit(f"s{k}b", b, a)]
+    return out
+
+
+def held_out_universes(
+    returns: pd.DataFrame, split: HalfSplit, spec: DisjointSpec, rng: np.random.Generator
+) -> list[universes.Universe]:
+    """The validation universes of ``split``, built from its held-out stocks only: the
+    half itself (family ``halves``), ``derived_portfolios`` of its stocks of every size in
+    ``spec.portfolio_sizes`` (``portfolios``), and the half plus ``m`` such portfolios for
+    ``m`` in ``spec.mixture_sizes`` (``mixtures``); dates before 2016 only."""
+    if len(split.held_out) < 6:
+        raise ValueError(
+            f"need at least 6 held-out stocks (sector portfolios hold up to 6), got {len(split.held_out)}"
+        )
+    stocks = data.before_test(returns.loc[:, list(split.held_out)])
+    if stocks.isna().any().any():
+        raise ValueError("the held-out stocks have missing returns before 2016")
+    start = pd.Timestamp(spec.start)
+    name = split.name
+    out = [universes.Universe("halves", f"{name} half p={stocks.shape[1]}", stocks, start)]
+    for p in spec.portfolio_sizes:
+        r = universes.derived_portfolios(stocks, p, rng)
+        out.append(universes.Universe("portfolios", f"{name} portfolios p={p}", r, start))
+    for m in spec.mixture_sizes:
+        r = pd.concat([stocks, universes.derived_portfolios(stocks, m, rng)], axis=1)
+        out.append(universes.Universe("mixtures", f"{name} mixtures p={r.shape[1]}", r, start))
+    return out
+
+
+def finetune_half(
+    pretrained: nn.Module,
+    returns: pd.DataFrame,
+    regimes: pd.Series,
+    settings: Any,
+    out_dir: str | Path,
+    replay_data: Any = None,
+) -> nn.Module:
+    """A copy of ``pretrained`` fine-tuned on ``returns`` (the fit half's stocks) as
+    notebook 03 fine-tunes it: ``settings`` is the ``finetune`` section of
+    ``params.yaml`` (:class:`shrinklab.core.params.Finetune`), ``replay_data`` the
+    synthetic training set when ``settings.replay_weight > 0``. Returns are cut before
+    2016 first (no window of the stage reaches it either)."""
+    returns = data.before_test(returns)
+    splits = data.walk_forward_splits(returns.index)[-settings.n_folds :]
+    config = TrainConfig(
+        lr=settings.lr,
+        epochs=settings.epochs,
+        batch_size=64,
+        patience=5,
+        seed=settings.seed,
+        device="cpu",
+        set_priors=False,
+    )
+    replay = None
+    if settings.replay_weight > 0:
+        if replay_data is None:
+            raise ValueError("replay_weight > 0 needs the synthetic training set (replay_data)")
+        replay = ReplaySpec(
+            replay_data, settings.replay_weight, settings.replay_batch, settings.seed
+        )
+    result = walk_forward_finetune(
+        copy.deepcopy(pretrained),
+        returns,
+        splits,
+        windows=settings.windows,
+        config=config,
+        out_dir=out_dir,
+        asset_subsets=settings.asset_subsets,
+        seed=settings.seed,
+        regimes=regimes,
+        replay=replay,
+    )
+    return result.model.eval()
+
+
+def deployed_structure(finetuned: nn.Module, teacher: Any) -> Any:
+    """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033 and 0036):
+    with the family experts of ``teacher`` (the ensemble stage's model) and its general
+    model serving the worlds the gate calls non-market."""
+    with_experts = compression.with_experts_of(finetuned, teacher).eval()
+    return compression.with_server_for(
+        with_experts, teacher.general, compression.NON_MARKET_FAMILIES
+    ).eval()
+
+
+def split_rows(
+    returns: pd.DataFrame,
+    split: HalfSplit,
+    spec: DisjointSpec,
+    models: Mapping[str, Any],
+    *,
+    classical: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Fold-backtest rows of the ``classical`` estimators (default: all; Ledoit–Wolf, the
+    benchmark, must be one) and ``models`` on the held-out universes of ``split``, with a
+    ``split`` column. The universes' random portfolios come from a generator seeded by
+    ``spec.seed`` and the split's name, so every model sees the same universes."""
+    rng = np.random.default_rng([spec.seed, *map(ord, split.name)])
+    folds = held_out_universes(returns, split, spec, rng)
+    estimators = {
+        **(backtest.classical_estimators() if classical is None else dict(classical)),
+        **{name: backtest.learned_estimator(m) for name, m in models.items()},
+    }
+    rows = universe_backtest.fold_backtest(folds, estimators, spec.windows)
+    rows.insert(0, "split", split.name)
+    return rows
+
+
+def run_split(job: tuple[str, HalfSplit, DisjointSpec, str]) -> pd.DataFrame:
+    """One fit of decision 0038 from a pipeline run's outputs: ``job = (root, split, spec,
+    out_dir)`` with ``root`` a repository root holding ``params.yaml``,
+    ``data/processed/`` and ``models/{pretrained,ensemble,final}.pt``. Fine-tunes on the
+    fit half (checkpoints in ``out_dir/<split>``) and returns :func:`split_rows` of
+    ``ensemble`` (E), ``final_fit`` (F fine-tuned on the fit half), ``finetuned_fit`` (its
+    bare network) and ``final`` (the deployed model, fine-tuned on all 20 stocks: the
+    held-out stocks are in-sample for it). A module-level function, so that
+    :func:`shrinklab.training.parallel.map_in_processes` can run the fits side by side."""
+    root, split, spec, out_dir = job
+    root = Path(root)
+    processed, models_dir = root / "data" / "processed", root / "models"
+    settings = load_section("finetune", root / "params.yaml")
+    returns = pd.read_parquet(processed / "sp500_returns.parquet")
+    market = data.before_test(pd.read_parquet(processed / "sp500_market.parquet"))
+    replay = (
+        TrainingSet.load(processed / "synthetic_train.pt") if settings.replay_weight > 0 else None
+    )
+    pretrained = MLShrinkageNetwork.from_pretrained(models_dir / "pretrained.pt")
+    teacher = load_model(models_dir / "ensemble.pt")
+    finetuned = finetune_half(
+        pretrained,
+        returns.loc[:, list(split.fit)],
+        market["regime"],
+        settings,
+        Path(out_dir) / split.name,
+        replay,
+    )
+    models = {
+        "ensemble": teacher,
+        "final_fit": deployed_structure(finetuned, teacher),
+        "finetuned_fit": finetuned,
+        "final": load_model(models_dir / "final.pt"),
+    }
+    return split_rows(returns, split, spec, models)

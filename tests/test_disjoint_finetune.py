@@ -1,0 +1,158 @@
+"""Tests of shrinklab.studies.disjoint_finetune (decision 0038): the halves are disjoint,
+the held-out universes read only the held-out stocks, fine-tuning reads only the fit
+half before 2016, and the assembly serves each world by the module final.pt would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.core.params import Finetune
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.data import returns as data
+from shrinklab.evaluation.backtest import classical_estimators
+from shrinklab.evaluation.compression import NON_MARKET_FAMILIES
+from shrinklab.models.experts import FamilyGate, GatedExpertModel
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.studies.disjoint_finetune import (
+    DisjointSpec,
+    HalfSplit,
+    deployed_structure,
+    finetune_half,
+    half_splits,
+    held_out_universes,
+    split_rows,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+F, K = len(FEATURE_NAMES), len(TARGET_NAMES)
+
+
+def _returns(p: int = 8, start: str = "2009-01-01", end: str = "2016-12-31", seed: int = 0):
+    """A market factor plus idiosyncratic noise, on business days spanning 2016."""
+    idx = pd.bdate_range(start, end)
+    rng = np.random.default_rng(seed)
+    f = rng.standard_t(5, size=(len(idx), 1))
+    X = 0.01 * (f * rng.uniform(0.5, 1.5, p) + rng.normal(size=(len(idx), p)))
+    return pd.DataFrame(X, index=idx, columns=[f"s{i}" for i in range(p)])
+
+
+def test_half_splits_are_disjoint_cover_the_assets_and_swap_roles():
+    cols = [f"s{i}" for i in range(11)]
+    splits = half_splits(cols, 3, np.random.default_rng(5))
+    assert [s.name for s in splits] == ["s0a", "s0b", "s1a", "s1b", "s2a", "s2b"]
+    for s in splits:
+        assert not set(s.fit) & set(s.held_out)
+        assert sorted(s.fit + s.held_out) == sorted(cols)
+        assert len(s.fit) in (5, 6) and len(s.held_out) in (5, 6)
+    for a, b in zip(splits[::2], splits[1::2], strict=True):
+        assert a.fit == b.held_out and a.held_out == b.fit
+    assert half_splits(cols, 3, np.random.default_rng(5)) == splits  # same seed, same splits
+    assert half_splits(cols, 3, np.random.default_rng(6)) != splits
+    with pytest.raises(ValueError, match="at least 4 assets"):
+        half_splits(cols[:3], 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="n_splits"):
+        half_splits(cols, 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unique"):
+        half_splits(["a", "a", "b", "c"], 1, np.random.default_rng(0))
+
+
+def test_held_out_universes_read_only_the_held_out_stocks_before_2016():
+    r = _returns(p=12)
+    split = HalfSplit("s0a", tuple(f"s{i}" for i in range(6)), tuple(f"s{i}" for i in range(6, 12)))
+    spec = DisjointSpec(portfolio_sizes=(3, 8), mixture_sizes=(2,), start="2012-01-03")
+    us = held_out_universes(r, split, spec, np.random.default_rng(1))
+    assert [u.family for u in us] == ["halves", "portfolios", "portfolios", "mixtures"]
+    assert [u.p for u in us] == [6, 3, 8, 8]
+    assert all(u.returns.index.max() < data.TEST_START for u in us)
+    pd.testing.assert_frame_equal(us[0].returns, data.before_test(r[list(split.held_out)]))
+    # changing the fit half's returns (or anything after 2015) changes no universe
+    r2 = r.copy()
+    r2[list(split.fit)] *= 3.0
+    r2.loc[r2.index >= data.TEST_START] = 0.5
+    us2 = held_out_universes(r2, split, spec, np.random.default_rng(1))
+    for u, v in zip(us, us2, strict=True):
+        pd.testing.assert_frame_equal(u.returns, v.returns)
+    # ... while changing a held-out stock does
+    r3 = r.copy()
+    r3["s7"] *= 3.0
+    us3 = held_out_universes(r3, split, spec, np.random.default_rng(1))
+    assert not np.allclose(us[2].returns.to_numpy(), us3[2].returns.to_numpy())
+    with pytest.raises(ValueError, match="at least 6 held-out stocks"):
+        held_out_universes(r, HalfSplit("x", ("s0",), ("s1", "s2")), spec, np.random.default_rng(1))
+
+
+def _settings(**kw) -> Finetune:
+    base = dict(seed=0, windows=[60], epochs=1, lr=1e-3, asset_subsets=0, n_folds=1)
+    return Finetune(**(base | kw))
+
+
+def _net(seed: int) -> MLShrinkageNetwork:
+    torch.manual_seed(seed)
+    return MLShrinkageNetwork(F, num_targets=K, hidden_dims=(16, 8), dropout=0.0).eval()
+
+
+def test_finetune_half_reads_nothing_after_2015_and_moves_the_weights(tmp_path):
+    r = _returns(p=4, start="2003-01-01")
+    regimes = pd.Series(0, index=r.index)
+    pre = _net(0)
+    a = finetune_half(pre, r, regimes, _settings(), tmp_path / "a")
+    r2 = r.copy()
+    r2.loc[r2.index >= data.TEST_START] *= 10.0
+    b = finetune_half(pre, r2, regimes, _settings(), tmp_path / "b")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, atol=0, rtol=0, msg=name)
+    # it did fine-tune, on a copy: the pretrained network is untouched
+    after, before = a.state_dict().values(), pre.state_dict().values()
+    assert any(not torch.equal(x, y) for x, y in zip(after, before, strict=True))
+    assert torch.equal(next(pre.parameters()), next(_net(0).parameters()))
+    with pytest.raises(ValueError, match="replay_data"):
+        finetune_half(pre, r, regimes, _settings(replay_weight=1.0), tmp_path / "c")
+
+
+def test_deployed_structure_serves_each_world_as_final_pt_does():
+    families = ["factor", *NON_MARKET_FAMILIES, "diversified"]
+    gate = FamilyGate(F, families, hidden_dims=(16,))
+    torch.manual_seed(3)
+    for p in gate.parameters():  # probabilities that vary over the inputs
+        torch.nn.init.normal_(p, std=3.0)
+    teacher = GatedExpertModel(_net(1), {"factor": _net(2)}, gate.eval(), 0.5)
+    finetuned = _net(4)
+    model = deployed_structure(finetuned, teacher)
+    assert model.general is finetuned
+    x = torch.randn(2000, F) * 2
+    top_p, top = gate(x).max(-1)  # with a threshold of 0.5 a firing family is the top one
+    sure = (top_p > 0.5).tolist()
+    names = [families[i] for i in top.tolist()]
+    out = model.predict(x)
+    for module, rows in (
+        (teacher.expert_map()["factor"], [s and n == "factor" for s, n in zip(sure, names)]),
+        (teacher.general, [s and n in NON_MARKET_FAMILIES for s, n in zip(sure, names)]),
+        (finetuned, [not s or n == "diversified" for s, n in zip(sure, names)]),
+    ):
+        rows = torch.tensor(rows)
+        assert rows.any(), "every module should serve some rows of this gate"
+        torch.testing.assert_close(
+            out.alpha[rows], module.predict(x[rows]).alpha, atol=1e-6, rtol=0
+        )
+
+
+def test_split_rows_backtest_the_held_out_universes_with_a_split_column():
+    r = _returns(p=12)
+    split = HalfSplit("s1b", tuple(f"s{i}" for i in range(6)), tuple(f"s{i}" for i in range(6, 12)))
+    spec = DisjointSpec(portfolio_sizes=(3,), mixture_sizes=(2,), windows=(60,), start="2014-01-02")
+    est = {k: v for k, v in classical_estimators().items() if k in ("ledoit_wolf", "sample")}
+    rows = split_rows(r, split, spec, {}, classical=est)
+    assert set(rows["split"]) == {"s1b"}
+    assert sorted(rows["fold"].unique()) == [
+        "s1b half p=6",
+        "s1b mixtures p=8",
+        "s1b portfolios p=3",
+    ]
+    lw = rows[rows.estimator == "ledoit_wolf"]
+    assert np.allclose(lw["rel_vol"], 0.0) and (lw["ann_vol"] > 0).all()
+    again = split_rows(r, split, spec, {}, classical=est)
+    pd.testing.assert_frame_equal(rows, again)  # the split's name seeds its universes
