@@ -1,78 +1,150 @@
-"""Decision 0038: does fine-tuning help on stocks it never saw?
-(docs/decisions/0038-fine-tuning-on-unseen-stocks.md; :mod:`shrinklab.studies.disjoint_finetune`).
+"""Decisions 0038 and 0039: fine-tuning checked on stocks it never saw
+(docs/decisions/0038-fine-tuning-on-unseen-stocks.md,
+docs/decisions/0039-fine-tuning-on-derived-universes.md;
+:mod:`shrinklab.studies.disjoint_finetune`).
 
 Reads ``<root>/params.yaml``, ``<root>/data/processed/`` and
 ``<root>/models/{pretrained,ensemble,final}.pt`` (``root``: a pipeline run's repository
 root). For each of the ``2 · n_splits`` fits, fine-tunes the pretrained network on one half
-of the 20 stocks as the finetune stage does and backtests it, assembled as ``final.pt``
-is, on universes built from the other half only (dates before 2016). Writes the fold rows
-to ``<out>/rows.csv`` (a rerun reads them back) and prints the per-family tables and the
-rule's paired difference F_fit − E.
+of the 20 stocks as the finetune stage does (one fine-tuning per ``--variant
+name=derived_per_stock``; default ``final_fit=0``, the deployed recipe) and backtests it,
+assembled as ``final.pt`` is, on universes built from the other half only (dates before
+2016). Writes the fold rows to ``<out>/rows.csv`` (a rerun reads them back) and prints
+the per-family tables and the paired differences; the rule's pair is the last variant
+against the first (against the ensemble with one variant). ``--full`` also fine-tunes
+each variant on all the stocks and prints its ``gain_kept`` on the synthetic validation
+worlds (decision 0021's part (b)), after checking that ``derived_per_stock = 0`` gives
+``models/finetuned.pt`` back bit for bit.
 
-    OMP_NUM_THREADS=1 python scripts/disjoint_finetune.py <root> [out, default
-        build/studies/disjoint_finetune] [workers, default 2]
+    OMP_NUM_THREADS=1 python scripts/disjoint_finetune.py <root> --out build/studies/disjoint_finetune
+    OMP_NUM_THREADS=1 python scripts/disjoint_finetune.py <root> --seed 2039 --out <dir> \\
+        --variant A_fit=0 --variant B_fit=1 --full
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from shrinklab.core.params import load_section
+from shrinklab.data import returns as data
+from shrinklab.data.dataset import TrainingSet, classical_intensities
 from shrinklab.evaluation import compression
 from shrinklab.evaluation import universe_backtest as ub
-from shrinklab.studies.disjoint_finetune import DisjointSpec, half_splits, run_split
+from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.registry import load_model
+from shrinklab.studies.disjoint_finetune import DisjointSpec, finetune_half, half_splits, run_split
 from shrinklab.training.parallel import map_in_processes
 
 CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis"]
 
 
-def main(root: str, out: str = "build/studies/disjoint_finetune", workers: int = 2) -> None:
+def _variants(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items or ["final_fit=0"]:
+        name, _, value = item.partition("=")
+        out[name] = float(value)
+    return out
+
+
+def full_check(root: str, variants: dict[str, float], out_dir: Path) -> None:
+    """Each variant fine-tuned on all the stocks: ``gain_kept`` on the validation worlds."""
+    root_p = Path(root)
+    processed, models_dir = root_p / "data" / "processed", root_p / "models"
+    settings = load_section("finetune", root_p / "params.yaml")
+    returns = pd.read_parquet(processed / "sp500_returns.parquet")
+    market = data.before_test(pd.read_parquet(processed / "sp500_market.parquet"))
+    replay = (
+        TrainingSet.load(processed / "synthetic_train.pt") if settings.replay_weight > 0 else None
+    )
+    pretrained = MLShrinkageNetwork.from_pretrained(models_dir / "pretrained.pt")
+    stage = MLShrinkageNetwork.from_pretrained(models_dir / "finetuned.pt")
+    teacher = load_model(models_dir / "ensemble.pt")
+    models = {"ensemble": teacher, "finetuned (stage)": stage}
+    for name, per_stock in variants.items():
+        m = finetune_half(
+            pretrained,
+            returns,
+            market["regime"],
+            settings,
+            out_dir / "full" / name,
+            replay,
+            derived_per_stock=per_stock,
+        )
+        if per_stock == 0:
+            diff = max(
+                float((a - b).abs().max())
+                for a, b in zip(m.state_dict().values(), stage.state_dict().values(), strict=True)
+            )
+            print(f"{name} on all stocks against models/finetuned.pt: max |Δ weight| = {diff:.3g}")
+        models[f"{name} (all stocks)"] = m
+    valid = TrainingSet.load(processed / "synthetic_valid.pt")
+    lw = classical_intensities(valid)["ledoit_wolf"]
+    table = compression.tradeoff_table(
+        models, valid, lw_intensities=lw, reference="ensemble", repeats=1
+    )
+    print(
+        table[[c for c in table.columns if c in ("norm_prial", "prial", "gain_kept")]]
+        .round(4)
+        .to_string()
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root")
+    ap.add_argument("--out", default="build/studies/disjoint_finetune")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=DisjointSpec.seed)
+    ap.add_argument("--variant", action="append", help="name=derived_per_stock")
+    ap.add_argument("--full", action="store_true")
+    args = ap.parse_args()
     t0 = time.time()
-    spec = DisjointSpec()
-    out_dir = Path(out)
+    torch.set_num_threads(1)
+    spec = DisjointSpec(seed=args.seed)
+    variants = _variants(args.variant)
+    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_file = out_dir / "rows.csv"
     if rows_file.exists():
         rows = pd.read_csv(rows_file)
     else:
-        columns = pd.read_parquet(f"{root}/data/processed/sp500_returns.parquet").columns
+        columns = pd.read_parquet(f"{args.root}/data/processed/sp500_returns.parquet").columns
         splits = half_splits(columns, spec.n_splits, np.random.default_rng(spec.seed))
         for s in splits:
             print(f"{s.name}: fit {', '.join(s.fit)} | held out {', '.join(s.held_out)}")
-        jobs = [(root, s, spec, str(out_dir)) for s in splits]
-        rows = pd.concat(map_in_processes(run_split, jobs, workers), ignore_index=True)
+        jobs = [(args.root, s, spec, str(out_dir), variants) for s in splits]
+        rows = pd.concat(map_in_processes(run_split, jobs, args.workers), ignore_index=True)
         rows.to_csv(rows_file, index=False)
     pd.set_option("display.width", 200)
+    names = list(variants)
     vol = ub.fold_table(rows)["mean"]
     print("\nOut-of-sample GMV volatility (annualised %), mean over the held-out folds:")
-    print(vol[CLASSICAL + ["ensemble", "finetuned_fit", "final_fit", "final"]].round(2).to_string())
-    for model in ("final_fit", "ensemble"):
+    print(vol[CLASSICAL + ["ensemble", *names, "final"]].round(2).to_string())
+    for model in [*names, "ensemble"]:
         print(f"\n{model} against the best classical estimator (paired over folds):")
         print(ub.best_classical_table(rows, model, CLASSICAL).round(3).to_string())
     print("\nPer fold, mean over windows of the volatility relative to Ledoit–Wolf (%), paired:")
-    for model, ref in (
-        ("final_fit", "ensemble"),
-        ("finetuned_fit", "ensemble"),
-        ("final", "final_fit"),
-    ):
+    pairs = [(n, "ensemble") for n in names] + [(f"{n}_network", "ensemble") for n in names]
+    pairs += [(names[-1], names[0])] if len(names) > 1 else []
+    pairs += [("final", names[0])]
+    for model, ref in pairs:
         d, se, k = compression.fold_delta(rows, model, ref)
         print(f"  {model} − {ref}: {d:+.4f} ± {se:.4f} ({k} folds)")
-    d, se, k = compression.fold_delta(rows, "final_fit", "ensemble")
+    a, b = (names[0], names[-1]) if len(names) > 1 else ("ensemble", names[0])
+    d, se, _ = compression.fold_delta(rows, b, a)
     tol = max(se, 0.01)
-    verdict = (
-        "fine-tuning costs on unseen stocks"
-        if d > tol
-        else "fine-tuning helps on unseen stocks"
-        if d < -tol
-        else "within the tolerance: fine-tuning's gain is not shown on unseen stocks"
-    )
-    print(f"\nrule 0038: F_fit − E = {d:+.4f} ± {se:.4f}, tolerance {tol:.4f}: {verdict}")
+    verdict = "lower" if d < -tol else "higher" if d > tol else "within the tolerance"
+    print(f"\nrule pair {b} − {a} = {d:+.4f} ± {se:.4f}, tolerance {tol:.4f}: {verdict}")
+    if args.full:
+        full_check(args.root, variants, out_dir)
     print(f"{time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2], *sys.argv[2:3], *(int(a) for a in sys.argv[3:4]))
+    main()

@@ -156,3 +156,21 @@ def test_split_rows_backtest_the_held_out_universes_with_a_split_column():
     assert np.allclose(lw["rel_vol"], 0.0) and (lw["ann_vol"] > 0).all()
     again = split_rows(r, split, spec, {}, classical=est)
     pd.testing.assert_frame_equal(rows, again)  # the split's name seeds its universes
+
+
+def test_with_derived_portfolios_adds_portfolios_of_the_stocks_only():
+    from shrinklab.studies.disjoint_finetune import with_derived_portfolios
+
+    r = _returns(p=8)
+    out = with_derived_portfolios(r, 0.5, seed=3)
+    assert list(out.columns[:8]) == list(r.columns) and out.shape == (len(r), 12)
+    assert all(c.startswith("derived_") for c in out.columns[8:])
+    pd.testing.assert_frame_equal(out.iloc[:, :8], r)
+    pd.testing.assert_frame_equal(out, with_derived_portfolios(r, 0.5, seed=3))
+    assert not out.equals(with_derived_portfolios(r, 0.5, seed=4))
+    # each portfolio moves with the stocks: a common factor, as index and sector funds have
+    corr = out.corr().to_numpy()[8:, :8]
+    assert (corr.max(axis=1) > 0.3).all()
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="per_stock"):
+            with_derived_portfolios(r, bad, seed=0)

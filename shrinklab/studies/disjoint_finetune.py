@@ -50,6 +50,7 @@ __all__ = [
     "held_out_universes",
     "run_split",
     "split_rows",
+    "with_derived_portfolios",
 ]
 
 
@@ -127,13 +128,18 @@ def finetune_half(
     settings: Any,
     out_dir: str | Path,
     replay_data: Any = None,
+    derived_per_stock: float = 0.0,
 ) -> nn.Module:
     """A copy of ``pretrained`` fine-tuned on ``returns`` (the fit half's stocks) as
     notebook 03 fine-tunes it: ``settings`` is the ``finetune`` section of
     ``params.yaml`` (:class:`shrinklab.core.params.Finetune`), ``replay_data`` the
     synthetic training set when ``settings.replay_weight > 0``. Returns are cut before
-    2016 first (no window of the stage reaches it either)."""
+    2016 first (no window of the stage reaches it either). ``derived_per_stock > 0``
+    (decision 0039's candidate) fine-tunes on the stocks plus
+    :func:`with_derived_portfolios` of them."""
     returns = data.before_test(returns)
+    if derived_per_stock > 0:
+        returns = with_derived_portfolios(returns, derived_per_stock, settings.seed)
     splits = data.walk_forward_splits(returns.index)[-settings.n_folds :]
     config = TrainConfig(
         lr=settings.lr,
@@ -164,6 +170,21 @@ def finetune_half(
         replay=replay,
     )
     return result.model.eval()
+
+
+def with_derived_portfolios(returns: pd.DataFrame, per_stock: float, seed: int) -> pd.DataFrame:
+    """The stocks ``returns`` plus ``round(per_stock · p)`` derived long-only portfolios of
+    them (:func:`shrinklab.data.universes.derived_portfolios`: sector- and index-like assets
+    with a real idiosyncratic part), drawn with ``seed``: decision 0039's fine-tuning
+    universe."""
+    if not np.isfinite(per_stock) or per_stock <= 0:
+        raise ValueError(f"per_stock must be a positive number, got {per_stock}")
+    m = max(1, round(per_stock * returns.shape[1]))
+    derived = universes.derived_portfolios(returns, m, np.random.default_rng(seed))
+    derived.columns = [f"derived_{c}" for c in derived.columns]
+    if set(derived.columns) & set(returns.columns):
+        raise ValueError("asset names clash with the derived portfolios' names")
+    return pd.concat([returns, derived], axis=1)
 
 
 def deployed_structure(finetuned: nn.Module, teacher: Any) -> Any:
@@ -199,16 +220,20 @@ def split_rows(
     return rows
 
 
-def run_split(job: tuple[str, HalfSplit, DisjointSpec, str]) -> pd.DataFrame:
-    """One fit of decision 0038 from a pipeline run's outputs: ``job = (root, split, spec,
-    out_dir)`` with ``root`` a repository root holding ``params.yaml``,
-    ``data/processed/`` and ``models/{pretrained,ensemble,final}.pt``. Fine-tunes on the
-    fit half (checkpoints in ``out_dir/<split>``) and returns :func:`split_rows` of
-    ``ensemble`` (E), ``final_fit`` (F fine-tuned on the fit half), ``finetuned_fit`` (its
-    bare network) and ``final`` (the deployed model, fine-tuned on all 20 stocks: the
-    held-out stocks are in-sample for it). A module-level function, so that
+def run_split(job: tuple) -> pd.DataFrame:
+    """One fit of decisions 0038 / 0039 from a pipeline run's outputs: ``job = (root,
+    split, spec, out_dir[, variants])`` with ``root`` a repository root holding
+    ``params.yaml``, ``data/processed/`` and ``models/{pretrained,ensemble,final}.pt``, and
+    ``variants`` ``{name: derived_per_stock}`` (default ``{"final_fit": 0.0}``: the
+    deployed recipe). Each variant is fine-tuned on the fit half (checkpoints in
+    ``out_dir/<split>/<name>``, :func:`finetune_half`) and assembled as ``final.pt``
+    (:func:`deployed_structure`, column ``<name>``; its bare network ``<name>_network``).
+    Returns :func:`split_rows` of those, ``ensemble`` (E, never fine-tuned) and ``final``
+    (the deployed model, fine-tuned on all 20 stocks: the held-out stocks are in-sample
+    for it). A module-level function, so that
     :func:`shrinklab.training.parallel.map_in_processes` can run the fits side by side."""
-    root, split, spec, out_dir = job
+    root, split, spec, out_dir = job[:4]
+    variants = dict(job[4]) if len(job) > 4 else {"final_fit": 0.0}
     root = Path(root)
     processed, models_dir = root / "data" / "processed", root / "models"
     settings = load_section("finetune", root / "params.yaml")
@@ -219,18 +244,18 @@ def run_split(job: tuple[str, HalfSplit, DisjointSpec, str]) -> pd.DataFrame:
     )
     pretrained = MLShrinkageNetwork.from_pretrained(models_dir / "pretrained.pt")
     teacher = load_model(models_dir / "ensemble.pt")
-    finetuned = finetune_half(
-        pretrained,
-        returns.loc[:, list(split.fit)],
-        market["regime"],
-        settings,
-        Path(out_dir) / split.name,
-        replay,
-    )
-    models = {
-        "ensemble": teacher,
-        "final_fit": deployed_structure(finetuned, teacher),
-        "finetuned_fit": finetuned,
-        "final": load_model(models_dir / "final.pt"),
-    }
+    models: dict[str, Any] = {"ensemble": teacher}
+    for name, per_stock in variants.items():
+        finetuned = finetune_half(
+            pretrained,
+            returns.loc[:, list(split.fit)],
+            market["regime"],
+            settings,
+            Path(out_dir) / split.name / name,
+            replay,
+            derived_per_stock=per_stock,
+        )
+        models[name] = deployed_structure(finetuned, teacher)
+        models[f"{name}_network"] = finetuned
+    models["final"] = load_model(models_dir / "final.pt")
     return split_rows(returns, split, spec, models)
