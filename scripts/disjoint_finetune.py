@@ -31,14 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shrinklab.core.params import load_section
-from shrinklab.data import returns as data
 from shrinklab.data.dataset import TrainingSet, classical_intensities
 from shrinklab.evaluation import compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import MLShrinkageNetwork
-from shrinklab.models.registry import load_model
-from shrinklab.studies.disjoint_finetune import DisjointSpec, finetune_half, half_splits, run_split
+from shrinklab.studies.disjoint_finetune import DisjointSpec, RunInputs, half_splits, run_split
 from shrinklab.training.parallel import map_in_processes
 
 CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis"]
@@ -54,28 +51,11 @@ def _variants(items: list[str]) -> dict[str, float]:
 
 def full_check(root: str, variants: dict[str, float], out_dir: Path) -> None:
     """Each variant fine-tuned on all the stocks: ``gain_kept`` on the validation worlds."""
-    root_p = Path(root)
-    processed, models_dir = root_p / "data" / "processed", root_p / "models"
-    settings = load_section("finetune", root_p / "params.yaml")
-    returns = pd.read_parquet(processed / "sp500_returns.parquet")
-    market = data.before_test(pd.read_parquet(processed / "sp500_market.parquet"))
-    replay = (
-        TrainingSet.load(processed / "synthetic_train.pt") if settings.replay_weight > 0 else None
-    )
-    pretrained = MLShrinkageNetwork.from_pretrained(models_dir / "pretrained.pt")
-    stage = MLShrinkageNetwork.from_pretrained(models_dir / "finetuned.pt")
-    teacher = load_model(models_dir / "ensemble.pt")
-    models = {"ensemble": teacher, "finetuned (stage)": stage}
+    run = RunInputs.load(root)
+    stage = MLShrinkageNetwork.from_pretrained(run.models_dir / "finetuned.pt")
+    models = {"ensemble": run.teacher, "finetuned (stage)": stage}
     for name, per_stock in variants.items():
-        m = finetune_half(
-            pretrained,
-            returns,
-            market["regime"],
-            settings,
-            out_dir / "full" / name,
-            replay,
-            derived_per_stock=per_stock,
-        )
+        m = run.finetune(run.returns.columns, out_dir / "full" / name, per_stock)
         if per_stock == 0:
             diff = max(
                 float((a - b).abs().max())
@@ -83,7 +63,7 @@ def full_check(root: str, variants: dict[str, float], out_dir: Path) -> None:
             )
             print(f"{name} on all stocks against models/finetuned.pt: max |Δ weight| = {diff:.3g}")
         models[f"{name} (all stocks)"] = m
-    valid = TrainingSet.load(processed / "synthetic_valid.pt")
+    valid = TrainingSet.load(Path(root) / "data" / "processed" / "synthetic_valid.pt")
     lw = classical_intensities(valid)["ledoit_wolf"]
     table = compression.tradeoff_table(
         models, valid, lw_intensities=lw, reference="ensemble", repeats=1

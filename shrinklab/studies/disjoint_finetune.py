@@ -44,6 +44,7 @@ from shrinklab.training.replay import ReplaySpec
 __all__ = [
     "DisjointSpec",
     "HalfSplit",
+    "RunInputs",
     "deployed_structure",
     "finetune_half",
     "half_splits",
@@ -220,6 +221,54 @@ def split_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """What the fine-tunings of a pipeline run read: ``root`` a repository root holding
+    ``params.yaml`` (the ``finetune`` section), ``data/processed/`` (returns, market
+    regimes, synthetic training worlds for the replay) and ``models/``."""
+
+    models_dir: Path
+    settings: Any
+    returns: pd.DataFrame
+    regimes: pd.Series
+    replay_data: Any
+    pretrained: nn.Module
+    teacher: Any
+
+    @classmethod
+    def load(cls, root: str | Path) -> RunInputs:
+        root = Path(root)
+        processed = root / "data" / "processed"
+        settings = load_section("finetune", root / "params.yaml")
+        market = data.before_test(pd.read_parquet(processed / "sp500_market.parquet"))
+        replay = None
+        if settings.replay_weight > 0:
+            replay = TrainingSet.load(processed / "synthetic_train.pt")
+        return cls(
+            models_dir=root / "models",
+            settings=settings,
+            returns=pd.read_parquet(processed / "sp500_returns.parquet"),
+            regimes=market["regime"],
+            replay_data=replay,
+            pretrained=MLShrinkageNetwork.from_pretrained(root / "models" / "pretrained.pt"),
+            teacher=load_model(root / "models" / "ensemble.pt"),
+        )
+
+    def finetune(
+        self, stocks: Sequence[str], out_dir: str | Path, derived_per_stock: float = 0.0
+    ) -> nn.Module:
+        """:func:`finetune_half` of the pretrained network on ``stocks``."""
+        return finetune_half(
+            self.pretrained,
+            self.returns.loc[:, list(stocks)],
+            self.regimes,
+            self.settings,
+            out_dir,
+            self.replay_data,
+            derived_per_stock=derived_per_stock,
+        )
+
+
 def run_split(job: tuple) -> pd.DataFrame:
     """One fit of decisions 0038 / 0039 from a pipeline run's outputs: ``job = (root,
     split, spec, out_dir[, variants])`` with ``root`` a repository root holding
@@ -234,28 +283,14 @@ def run_split(job: tuple) -> pd.DataFrame:
     :func:`shrinklab.training.parallel.map_in_processes` can run the fits side by side."""
     root, split, spec, out_dir = job[:4]
     variants = dict(job[4]) if len(job) > 4 else {"final_fit": 0.0}
-    root = Path(root)
-    processed, models_dir = root / "data" / "processed", root / "models"
-    settings = load_section("finetune", root / "params.yaml")
-    returns = pd.read_parquet(processed / "sp500_returns.parquet")
-    market = data.before_test(pd.read_parquet(processed / "sp500_market.parquet"))
-    replay = (
-        TrainingSet.load(processed / "synthetic_train.pt") if settings.replay_weight > 0 else None
-    )
-    pretrained = MLShrinkageNetwork.from_pretrained(models_dir / "pretrained.pt")
-    teacher = load_model(models_dir / "ensemble.pt")
+    run = RunInputs.load(root)
+    teacher = run.teacher
     models: dict[str, Any] = {"ensemble": teacher}
     for name, per_stock in variants.items():
-        finetuned = finetune_half(
-            pretrained,
-            returns.loc[:, list(split.fit)],
-            market["regime"],
-            settings,
-            Path(out_dir) / split.name / name,
-            replay,
-            derived_per_stock=per_stock,
+        finetuned = run.finetune(
+            list(split.fit), Path(out_dir) / split.name / name, derived_per_stock=per_stock
         )
         models[name] = deployed_structure(finetuned, teacher)
         models[f"{name}_network"] = finetuned
-    models["final"] = load_model(models_dir / "final.pt")
-    return split_rows(returns, split, spec, models)
+    models["final"] = load_model(run.models_dir / "final.pt")
+    return split_rows(run.returns, split, spec, models)
