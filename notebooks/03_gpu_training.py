@@ -47,7 +47,6 @@ import pandas as pd
 import torch
 
 from shrinklab.core.params import notebook_section
-from shrinklab.data import returns as data
 from shrinklab.data.dataset import TrainingSet
 from shrinklab.evaluation import plots
 from shrinklab.evaluation.reporting import save_figure, save_metrics
@@ -55,9 +54,12 @@ from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir, stage_setup
-from shrinklab.training.config import TrainConfig
-from shrinklab.training.finetune import walk_forward_finetune
-from shrinklab.training.replay import ReplaySpec
+from shrinklab.training.finetune_stage import (
+    stage_config,
+    stage_finetune,
+    stage_replay,
+    stage_splits,
+)
 
 params = notebook_section("finetune", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
@@ -69,25 +71,22 @@ print("device:", torch.cuda.get_device_name(0) if device == "cuda" else "CPU", "
 # %%
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
-splits = data.walk_forward_splits(returns.index)[-n_folds:]
+splits = stage_splits(returns.index, params)
 pretrained_payload = load_model_payload(models / "pretrained.pt")
 pretrained = MLShrinkageNetwork.from_pretrained(models / "pretrained.pt")
 pd.DataFrame([{"fold": s.fold, **{k: v.date() for k, v in s.dates(returns.index).items()}} for s in splits])
 
 # %%
-config = TrainConfig(lr=lr, epochs=epochs, batch_size=64, patience=5, seed=seed, device=device, set_priors=False)
+config = stage_config(params, device)
 # λ · L/d on synthetic training worlds at every step (λ = 0: plain fine-tuning, nothing read or drawn)
-replay = (ReplaySpec(TrainingSet.load(processed / "synthetic_train.pt"), replay_weight, replay_batch, seed)
-          if replay_weight > 0 else None)
+replay = stage_replay(params, lambda: TrainingSet.load(processed / "synthetic_train.pt"))
 checkpoints = run_dir("finetune", {**config.to_dict(), "windows": windows, "subsets": asset_subsets, "folds": n_folds,
                                    **({"replay": [replay_weight, replay_batch]} if replay else {})},
                       processed / "sp500_returns.parquet", models / "pretrained.pt",
                       *([processed / "synthetic_train.pt"] if replay else []))
-result = walk_forward_finetune(
-    pretrained, returns, splits, windows=windows, config=config, out_dir=checkpoints,
-    asset_subsets=asset_subsets, seed=seed, regimes=market["regime"],
+result = stage_finetune(  # the stage's recipe: shrinklab.training.finetune_stage
+    pretrained, returns, market["regime"], params, checkpoints, config=config, replay=replay,
     monitor=reports,  # TensorBoard + DVCLive runs finetune/fold_<k>, finetune/final
-    replay=replay,
 )
 folds = result.table()
 folds

@@ -7,7 +7,7 @@ Reads ``<root>/params.yaml``, ``<root>/data/processed/`` and
 ``<root>/models/{pretrained,ensemble,final}.pt`` (``root``: a pipeline run's repository
 root). For each of the ``2 · n_splits`` fits, fine-tunes the pretrained network on one half
 of the 20 stocks as the finetune stage does (one fine-tuning per ``--variant
-name=derived_per_stock``; default ``final_fit=0``, the deployed recipe) and backtests it,
+name=derived_per_stock[:replay_weight]``; default ``final_fit=0``, the deployed recipe) and backtests it,
 assembled as ``final.pt`` is, on universes built from the other half only (dates before
 2016). Writes the fold rows to ``<out>/rows.csv`` (a rerun reads them back) and prints
 the per-family tables and the paired differences; the rule's pair is the last variant
@@ -41,22 +41,24 @@ from shrinklab.training.parallel import map_in_processes
 CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis"]
 
 
-def _variants(items: list[str]) -> dict[str, float]:
+def _variants(items: list[str]) -> dict[str, tuple[float, float | None]]:
+    """``name=derived_per_stock[:replay_weight]`` items as ``{name: (derived, λ or None)}``."""
     out = {}
     for item in items or ["final_fit=0"]:
         name, _, value = item.partition("=")
-        out[name] = float(value)
+        derived, _, weight = value.partition(":")
+        out[name] = (float(derived), float(weight) if weight else None)
     return out
 
 
-def full_check(root: str, variants: dict[str, float], out_dir: Path) -> None:
+def full_check(root: str, variants: dict[str, tuple], out_dir: Path) -> None:
     """Each variant fine-tuned on all the stocks: ``gain_kept`` on the validation worlds."""
     run = RunInputs.load(root)
     stage = MLShrinkageNetwork.from_pretrained(run.models_dir / "finetuned.pt")
     models = {"ensemble": run.teacher, "finetuned (stage)": stage}
-    for name, per_stock in variants.items():
-        m = run.finetune(run.returns.columns, out_dir / "full" / name, per_stock)
-        if per_stock == 0:
+    for name, (per_stock, weight) in variants.items():
+        m = run.finetune(run.returns.columns, out_dir / "full" / name, per_stock, weight)
+        if per_stock == 0 and weight is None:
             diff = max(
                 float((a - b).abs().max())
                 for a, b in zip(m.state_dict().values(), stage.state_dict().values(), strict=True)
@@ -81,7 +83,7 @@ def main() -> None:
     ap.add_argument("--out", default="build/studies/disjoint_finetune")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=DisjointSpec.seed)
-    ap.add_argument("--variant", action="append", help="name=derived_per_stock")
+    ap.add_argument("--variant", action="append", help="name=derived_per_stock[:replay_weight]")
     ap.add_argument("--full", action="store_true")
     args = ap.parse_args()
     t0 = time.time()

@@ -111,6 +111,9 @@ def test_finetune_half_reads_nothing_after_2015_and_moves_the_weights(tmp_path):
     assert torch.equal(next(pre.parameters()), next(_net(0).parameters()))
     with pytest.raises(ValueError, match="replay_data"):
         finetune_half(pre, r, regimes, _settings(replay_weight=1.0), tmp_path / "c")
+    # a variant's λ replaces the section's (here: turns the replay on, which needs worlds)
+    with pytest.raises(ValueError, match="replay_data"):
+        finetune_half(pre, r, regimes, _settings(), tmp_path / "d", replay_weight=2.0)
 
 
 def test_deployed_structure_serves_each_world_as_final_pt_does():

@@ -20,7 +20,7 @@ measures the spread across universes, not sampling error over time.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +37,7 @@ from shrinklab.data.dataset import TrainingSet
 from shrinklab.evaluation import backtest, compression, universe_backtest
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.registry import load_model
-from shrinklab.training.config import TrainConfig
-from shrinklab.training.finetune import walk_forward_finetune
-from shrinklab.training.replay import ReplaySpec
+from shrinklab.training.finetune_stage import stage_finetune, stage_replay
 
 __all__ = [
     "DisjointSpec",
@@ -130,46 +128,23 @@ def finetune_half(
     out_dir: str | Path,
     replay_data: Any = None,
     derived_per_stock: float = 0.0,
+    replay_weight: float | None = None,
 ) -> nn.Module:
     """A copy of ``pretrained`` fine-tuned on ``returns`` (the fit half's stocks) as
-    notebook 03 fine-tunes it: ``settings`` is the ``finetune`` section of
-    ``params.yaml`` (:class:`shrinklab.core.params.Finetune`), ``replay_data`` the
-    synthetic training set when ``settings.replay_weight > 0``. Returns are cut before
+    notebook 03 fine-tunes it (:func:`shrinklab.training.finetune_stage.stage_finetune`):
+    ``settings`` is the ``finetune`` section of ``params.yaml``
+    (:class:`shrinklab.core.params.Finetune`), ``replay_data`` the synthetic training set
+    when ``settings.replay_weight > 0``. Returns are cut before
     2016 first (no window of the stage reaches it either). ``derived_per_stock > 0``
-    (decision 0039's candidate) fine-tunes on the stocks plus
-    :func:`with_derived_portfolios` of them."""
+    (decisions 0039, 0040) fine-tunes on the stocks plus :func:`with_derived_portfolios`
+    of them; ``replay_weight`` replaces the section's λ (decision 0040)."""
+    if replay_weight is not None:
+        settings = dataclasses.replace(settings, replay_weight=float(replay_weight))
     returns = data.before_test(returns)
     if derived_per_stock > 0:
         returns = with_derived_portfolios(returns, derived_per_stock, settings.seed)
-    splits = data.walk_forward_splits(returns.index)[-settings.n_folds :]
-    config = TrainConfig(
-        lr=settings.lr,
-        epochs=settings.epochs,
-        batch_size=64,
-        patience=5,
-        seed=settings.seed,
-        device="cpu",
-        set_priors=False,
-    )
-    replay = None
-    if settings.replay_weight > 0:
-        if replay_data is None:
-            raise ValueError("replay_weight > 0 needs the synthetic training set (replay_data)")
-        replay = ReplaySpec(
-            replay_data, settings.replay_weight, settings.replay_batch, settings.seed
-        )
-    result = walk_forward_finetune(
-        copy.deepcopy(pretrained),
-        returns,
-        splits,
-        windows=settings.windows,
-        config=config,
-        out_dir=out_dir,
-        asset_subsets=settings.asset_subsets,
-        seed=settings.seed,
-        regimes=regimes,
-        replay=replay,
-    )
+    replay = stage_replay(settings, replay_data)
+    result = stage_finetune(pretrained, returns, regimes, settings, out_dir, replay=replay)
     return result.model.eval()
 
 
@@ -255,7 +230,11 @@ class RunInputs:
         )
 
     def finetune(
-        self, stocks: Sequence[str], out_dir: str | Path, derived_per_stock: float = 0.0
+        self,
+        stocks: Sequence[str],
+        out_dir: str | Path,
+        derived_per_stock: float = 0.0,
+        replay_weight: float | None = None,
     ) -> nn.Module:
         """:func:`finetune_half` of the pretrained network on ``stocks``."""
         return finetune_half(
@@ -266,6 +245,7 @@ class RunInputs:
             out_dir,
             self.replay_data,
             derived_per_stock=derived_per_stock,
+            replay_weight=replay_weight,
         )
 
 
@@ -273,8 +253,8 @@ def run_split(job: tuple) -> pd.DataFrame:
     """One fit of decisions 0038 / 0039 from a pipeline run's outputs: ``job = (root,
     split, spec, out_dir[, variants])`` with ``root`` a repository root holding
     ``params.yaml``, ``data/processed/`` and ``models/{pretrained,ensemble,final}.pt``, and
-    ``variants`` ``{name: derived_per_stock}`` (default ``{"final_fit": 0.0}``: the
-    deployed recipe). Each variant is fine-tuned on the fit half (checkpoints in
+    ``variants`` ``{name: derived_per_stock}`` or ``{name: (derived_per_stock,
+    replay_weight)}`` (default ``{"final_fit": 0.0}``: the deployed recipe). Each variant is fine-tuned on the fit half (checkpoints in
     ``out_dir/<split>/<name>``, :func:`finetune_half`) and assembled as ``final.pt``
     (:func:`deployed_structure`, column ``<name>``; its bare network ``<name>_network``).
     Returns :func:`split_rows` of those, ``ensemble`` (E, never fine-tuned) and ``final``
@@ -286,9 +266,10 @@ def run_split(job: tuple) -> pd.DataFrame:
     run = RunInputs.load(root)
     teacher = run.teacher
     models: dict[str, Any] = {"ensemble": teacher}
-    for name, per_stock in variants.items():
+    for name, variant in variants.items():
+        per_stock, weight = variant if isinstance(variant, tuple) else (variant, None)
         finetuned = run.finetune(
-            list(split.fit), Path(out_dir) / split.name / name, derived_per_stock=per_stock
+            list(split.fit), Path(out_dir) / split.name / name, per_stock, weight
         )
         models[name] = deployed_structure(finetuned, teacher)
         models[f"{name}_network"] = finetuned

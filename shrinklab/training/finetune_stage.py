@@ -1,0 +1,89 @@
+"""The finetune stage's recipe, in one place: how notebook 03 fine-tunes the pretrained
+network from the ``finetune`` section of ``params.yaml``.
+
+Notebook 03 (the pipeline) and :mod:`shrinklab.studies.disjoint_finetune` (decision 0038:
+the same recipe on half of the stocks) both call these functions, so a change to the
+recipe reaches both. The section is a :class:`shrinklab.core.params.Finetune`: ``seed``,
+``windows``, ``epochs``, ``lr``, ``asset_subsets``, ``n_folds`` (the last walk-forward
+folds of :func:`shrinklab.data.returns.walk_forward_splits`), ``replay_weight`` and
+``replay_batch`` (synthetic replay, decision 0025). Batch size 64, patience 5 and no
+prior setting of the output biases are the stage's fixed choices (decision 0016).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from shrinklab.data import returns as data
+from shrinklab.training.config import TrainConfig
+from shrinklab.training.finetune import WalkForwardResult, walk_forward_finetune
+from shrinklab.training.replay import ReplaySpec
+
+__all__ = ["stage_config", "stage_finetune", "stage_replay", "stage_splits"]
+
+
+def stage_splits(index: pd.DatetimeIndex, settings: Any) -> list[data.Split]:
+    """The stage's walk-forward folds: the last ``settings.n_folds`` of
+    :func:`shrinklab.data.returns.walk_forward_splits` (none reaches the test period)."""
+    return data.walk_forward_splits(index)[-settings.n_folds :]
+
+
+def stage_config(settings: Any, device: str = "cpu") -> TrainConfig:
+    """The optimiser settings of the finetune stage on ``device``."""
+    return TrainConfig(
+        lr=settings.lr,
+        epochs=settings.epochs,
+        batch_size=64,
+        patience=5,
+        seed=settings.seed,
+        device=device,
+        set_priors=False,
+    )
+
+
+def stage_replay(settings: Any, replay_data: Any) -> ReplaySpec | None:
+    """The synthetic replay of the stage (``None`` with ``replay_weight = 0``: nothing is
+    read or drawn); ``replay_data`` is the synthetic training set, or a callable that
+    loads it (called only when the replay is on)."""
+    if settings.replay_weight <= 0:
+        return None
+    if replay_data is None:
+        raise ValueError("replay_weight > 0 needs the synthetic training set (replay_data)")
+    worlds = replay_data() if callable(replay_data) else replay_data
+    return ReplaySpec(worlds, settings.replay_weight, settings.replay_batch, settings.seed)
+
+
+def stage_finetune(
+    pretrained: nn.Module,
+    returns: pd.DataFrame,
+    regimes: pd.Series | None,
+    settings: Any,
+    out_dir: str | Path,
+    *,
+    config: TrainConfig | None = None,
+    replay: ReplaySpec | None = None,
+    monitor: str | Path | None = None,
+) -> WalkForwardResult:
+    """:func:`shrinklab.training.finetune.walk_forward_finetune` of ``pretrained`` on
+    ``returns`` as the stage runs it: the last ``settings.n_folds`` walk-forward folds,
+    ``settings.windows``, ``settings.asset_subsets`` random asset subsets drawn with
+    ``settings.seed``, the market ``regimes``. ``config`` defaults to
+    :func:`stage_config` on the CPU and ``replay`` (from :func:`stage_replay`) to none;
+    ``monitor``: a reports folder for TensorBoard and DVCLive."""
+    return walk_forward_finetune(
+        pretrained,
+        returns,
+        stage_splits(returns.index, settings),
+        windows=settings.windows,
+        config=stage_config(settings) if config is None else config,
+        out_dir=out_dir,
+        asset_subsets=settings.asset_subsets,
+        seed=settings.seed,
+        regimes=regimes,
+        monitor=monitor,
+        replay=replay,
+    )

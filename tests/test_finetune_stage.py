@@ -1,0 +1,48 @@
+"""Tests of shrinklab.training.finetune_stage: the finetune stage's recipe from its
+params section (folds, optimiser settings, replay), shared by notebook 03 and the
+asset-disjoint study."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from shrinklab.core.params import Finetune
+from shrinklab.data import returns as data
+from shrinklab.training.finetune_stage import stage_config, stage_replay, stage_splits
+
+
+def _settings(**kw) -> Finetune:
+    base = dict(seed=7, windows=[60], epochs=3, lr=2e-3, asset_subsets=1, n_folds=2)
+    return Finetune(**(base | kw))
+
+
+def test_stage_splits_are_the_last_walk_forward_folds_before_the_test_period():
+    index = pd.bdate_range("2000-01-03", "2022-12-30")
+    splits = stage_splits(index, _settings(n_folds=2))
+    every = data.walk_forward_splits(index)
+    assert [s.fold for s in splits] == [s.fold for s in every[-2:]]
+    for s in splits:
+        assert index[s.val[-1]] < data.TEST_START and index[s.train[-1]] < index[s.val[0]]
+    assert len(stage_splits(index, _settings(n_folds=4))) == 4
+
+
+def test_stage_config_carries_the_section():
+    cfg = stage_config(_settings(), device="cpu")
+    assert (cfg.lr, cfg.epochs, cfg.seed, cfg.device) == (2e-3, 3, 7, "cpu")
+    assert (cfg.batch_size, cfg.patience, cfg.set_priors) == (64, 5, False)
+
+
+def test_stage_replay_loads_the_worlds_only_when_it_is_on():
+    calls = []
+
+    def load():
+        calls.append(1)
+        return object()
+
+    assert stage_replay(_settings(replay_weight=0.0), load) is None
+    assert not calls  # λ = 0: nothing read
+    spec = stage_replay(_settings(replay_weight=2.0, replay_batch=32), load)
+    assert calls == [1] and (spec.weight, spec.batch_size, spec.seed) == (2.0, 32, 7)
+    with pytest.raises(ValueError, match="replay_data"):
+        stage_replay(_settings(replay_weight=1.0), None)
