@@ -18,7 +18,7 @@ worlds (decision 0021's part (b)), after checking that ``derived_per_stock = 0``
 
     OMP_NUM_THREADS=1 python scripts/disjoint_finetune.py <root> --out build/studies/disjoint_finetune
     OMP_NUM_THREADS=1 python scripts/disjoint_finetune.py <root> --seed 2039 --out <dir> \\
-        --variant A_fit=0 --variant B_fit=1 --full
+        --variant A_fit=0 --variant B_fit=1 --full [--finetune-seeds 6,7,8]
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ from shrinklab.data.dataset import TrainingSet, classical_intensities
 from shrinklab.evaluation import compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import MLShrinkageNetwork
-from shrinklab.studies.disjoint_finetune import DisjointSpec, RunInputs, half_splits, run_split
+from shrinklab.studies.disjoint_finetune import (
+    DisjointSpec,
+    RunInputs,
+    half_splits,
+    run_split,
+    seed_average,
+)
 from shrinklab.training.parallel import map_in_processes
 
 CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis"]
@@ -51,30 +57,43 @@ def _variants(items: list[str]) -> dict[str, tuple[float, float | None]]:
     return out
 
 
-def full_check(root: str, variants: dict[str, tuple], out_dir: Path) -> None:
-    """Each variant fine-tuned on all the stocks: ``gain_kept`` on the validation worlds."""
+def full_check(
+    root: str, variants: dict[str, tuple], out_dir: Path, seeds: list[int] | None = None
+) -> None:
+    """Each variant fine-tuned on all the stocks (once per fine-tuning seed of ``seeds``,
+    default: the section's): ``gain_kept`` on the validation worlds, with its mean and
+    standard deviation over the seeds."""
     run = RunInputs.load(root)
     stage = MLShrinkageNetwork.from_pretrained(run.models_dir / "finetuned.pt")
     models = {"ensemble": run.teacher, "finetuned (stage)": stage}
     for name, (per_stock, weight) in variants.items():
-        m = run.finetune(run.returns.columns, out_dir / "full" / name, per_stock, weight)
-        if per_stock == 0 and weight is None:
-            diff = max(
-                float((a - b).abs().max())
-                for a, b in zip(m.state_dict().values(), stage.state_dict().values(), strict=True)
-            )
-            print(f"{name} on all stocks against models/finetuned.pt: max |Δ weight| = {diff:.3g}")
-        models[f"{name} (all stocks)"] = m
+        for seed in seeds or [None]:
+            label = name if seed is None else f"{name}@{seed}"
+            m = run.finetune(run.returns.columns, out_dir / "full" / label, per_stock, weight, seed)
+            if per_stock == 0 and weight is None and seed in (None, run.settings.seed):
+                diff = max(
+                    float((a - b).abs().max())
+                    for a, b in zip(
+                        m.state_dict().values(), stage.state_dict().values(), strict=True
+                    )
+                )
+                print(
+                    f"{label} on all stocks against models/finetuned.pt: max |Δ weight| = {diff:.3g}"
+                )
+            models[label] = m
     valid = TrainingSet.load(Path(root) / "data" / "processed" / "synthetic_valid.pt")
     lw = classical_intensities(valid)["ledoit_wolf"]
     table = compression.tradeoff_table(
         models, valid, lw_intensities=lw, reference="ensemble", repeats=1
     )
-    print(
-        table[[c for c in table.columns if c in ("norm_prial", "prial", "gain_kept")]]
-        .round(4)
-        .to_string()
-    )
+    cols = [c for c in table.columns if c in ("norm_prial", "prial", "gain_kept")]
+    print(table[cols].round(4).to_string())
+    if seeds:
+        for name in variants:
+            g = table.loc[[f"{name}@{s}" for s in seeds], "gain_kept"]
+            print(
+                f"{name}: gain_kept {g.mean():.3f} ± {g.std(ddof=1):.3f} (sd over {len(g)} seeds)"
+            )
 
 
 def main() -> None:
@@ -84,8 +103,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=DisjointSpec.seed)
     ap.add_argument("--variant", action="append", help="name=derived_per_stock[:replay_weight]")
+    ap.add_argument(
+        "--finetune-seeds",
+        default="",
+        help="comma-separated fine-tuning seeds: each variant is fine-tuned once per seed "
+        "and scored by its mean over the seeds (default: the section's seed only)",
+    )
     ap.add_argument("--full", action="store_true")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.finetune_seeds.split(",") if x.strip()]
     t0 = time.time()
     torch.set_num_threads(1)
     spec = DisjointSpec(seed=args.seed)
@@ -100,9 +126,16 @@ def main() -> None:
         splits = half_splits(columns, spec.n_splits, np.random.default_rng(spec.seed))
         for s in splits:
             print(f"{s.name}: fit {', '.join(s.fit)} | held out {', '.join(s.held_out)}")
-        jobs = [(args.root, s, spec, str(out_dir), variants) for s in splits]
+        fits = variants
+        if seeds:
+            fits = {f"{n}@{s}": (d, w, s) for n, (d, w) in variants.items() for s in seeds}
+        jobs = [(args.root, s, spec, str(out_dir), fits) for s in splits]
         rows = pd.concat(map_in_processes(run_split, jobs, args.workers), ignore_index=True)
         rows.to_csv(rows_file, index=False)
+    if seeds:  # each recipe's score: the mean over its fine-tuning seeds
+        members = {n: [f"{n}@{s}" for s in seeds] for n in variants}
+        members |= {f"{n}_network": [f"{n}@{s}_network" for s in seeds] for n in variants}
+        rows = seed_average(rows, members)
     pd.set_option("display.width", 200)
     names = list(variants)
     vol = ub.fold_table(rows)["mean"]
@@ -124,7 +157,7 @@ def main() -> None:
     verdict = "lower" if d < -tol else "higher" if d > tol else "within the tolerance"
     print(f"\nrule pair {b} − {a} = {d:+.4f} ± {se:.4f}, tolerance {tol:.4f}: {verdict}")
     if args.full:
-        full_check(args.root, variants, out_dir)
+        full_check(args.root, variants, out_dir, seeds)
     print(f"{time.time() - t0:.0f} s")
 
 

@@ -177,3 +177,56 @@ def test_with_derived_portfolios_adds_portfolios_of_the_stocks_only():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="per_stock"):
             with_derived_portfolios(r, bad, seed=0)
+
+
+def test_seed_average_adds_the_mean_of_the_members_per_fold_and_window():
+    from shrinklab.studies.disjoint_finetune import seed_average
+
+    rows = []
+    for fold in ("f1", "f2"):
+        for window in (60, 120):
+            for est, vol in (("ledoit_wolf", 10.0), ("A@1", 9.0), ("A@2", 9.6), ("B@1", 11.0)):
+                v = vol + (0.5 if fold == "f2" else 0.0) + window / 1000
+                rows.append(
+                    {
+                        "split": "s0a",
+                        "family": "halves",
+                        "fold": fold,
+                        "p": 10,
+                        "window": window,
+                        "estimator": est,
+                        "ann_vol": v,
+                        "rel_vol": v - 10.0,
+                    }
+                )
+    rows = pd.DataFrame(rows)
+    out = seed_average(rows, {"A": ["A@1", "A@2"]})
+    assert len(out) == len(rows) + 4 and list(out.columns) == list(rows.columns)
+    a = out[out.estimator == "A"].set_index(["fold", "window"])
+    one = rows[rows.estimator == "A@1"].set_index(["fold", "window"])
+    two = rows[rows.estimator == "A@2"].set_index(["fold", "window"])
+    np.testing.assert_allclose(
+        a["ann_vol"], (one["ann_vol"] + two["ann_vol"]) / 2, rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        a["rel_vol"], (one["rel_vol"] + two["rel_vol"]) / 2, rtol=0, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="every member"):
+        seed_average(rows, {"B": ["B@1", "B@2"]})  # B@2 is missing
+    with pytest.raises(ValueError, match="not already in the rows"):
+        seed_average(rows, {"A@1": ["A@2"]})
+    with pytest.raises(ValueError, match="needs members"):
+        seed_average(rows, {"C": []})
+
+
+def test_a_fine_tuning_seed_override_changes_the_fit_and_the_sections_seed_does_not(tmp_path):
+    r = _returns(p=4, start="2003-01-01")
+    regimes = pd.Series(0, index=r.index)
+    pre = _net(0)
+    base = finetune_half(pre, r, regimes, _settings(), tmp_path / "a")
+    same = finetune_half(pre, r, regimes, _settings(), tmp_path / "b", seed=0)
+    other = finetune_half(pre, r, regimes, _settings(), tmp_path / "c", seed=5)
+    for x, y in zip(base.state_dict().values(), same.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    pairs = zip(base.state_dict().values(), other.state_dict().values(), strict=True)
+    assert any(not torch.equal(x, y) for x, y in pairs)

@@ -48,6 +48,7 @@ __all__ = [
     "half_splits",
     "held_out_universes",
     "run_split",
+    "seed_average",
     "split_rows",
     "with_derived_portfolios",
 ]
@@ -129,6 +130,7 @@ def finetune_half(
     replay_data: Any = None,
     derived_per_stock: float = 0.0,
     replay_weight: float | None = None,
+    seed: int | None = None,
 ) -> nn.Module:
     """A copy of ``pretrained`` fine-tuned on ``returns`` (the fit half's stocks) as
     notebook 03 fine-tunes it (:func:`shrinklab.training.finetune_stage.stage_finetune`):
@@ -137,9 +139,12 @@ def finetune_half(
     when ``settings.replay_weight > 0``. Returns are cut before
     2016 first (no window of the stage reaches it either). ``derived_per_stock > 0``
     (decisions 0039, 0040) fine-tunes on the stocks plus :func:`with_derived_portfolios`
-    of them; ``replay_weight`` replaces the section's λ (decision 0040)."""
+    of them; ``replay_weight`` replaces the section's λ (decision 0040) and ``seed`` its
+    fine-tuning seed (asset subsets, replay draws, derived portfolios)."""
     if replay_weight is not None:
         settings = dataclasses.replace(settings, replay_weight=float(replay_weight))
+    if seed is not None:
+        settings = dataclasses.replace(settings, seed=int(seed))
     returns = data.before_test(returns)
     if derived_per_stock > 0:
         returns = with_derived_portfolios(returns, derived_per_stock, settings.seed)
@@ -235,6 +240,7 @@ class RunInputs:
         out_dir: str | Path,
         derived_per_stock: float = 0.0,
         replay_weight: float | None = None,
+        seed: int | None = None,
     ) -> nn.Module:
         """:func:`finetune_half` of the pretrained network on ``stocks``."""
         return finetune_half(
@@ -246,6 +252,7 @@ class RunInputs:
             self.replay_data,
             derived_per_stock=derived_per_stock,
             replay_weight=replay_weight,
+            seed=seed,
         )
 
 
@@ -254,7 +261,8 @@ def run_split(job: tuple) -> pd.DataFrame:
     split, spec, out_dir[, variants])`` with ``root`` a repository root holding
     ``params.yaml``, ``data/processed/`` and ``models/{pretrained,ensemble,final}.pt``, and
     ``variants`` ``{name: derived_per_stock}`` or ``{name: (derived_per_stock,
-    replay_weight)}`` (default ``{"final_fit": 0.0}``: the deployed recipe). Each variant is fine-tuned on the fit half (checkpoints in
+    replay_weight[, seed])}`` (``None``: the section's value; default ``{"final_fit":
+    0.0}``: the deployed recipe). Each variant is fine-tuned on the fit half (checkpoints in
     ``out_dir/<split>/<name>``, :func:`finetune_half`) and assembled as ``final.pt``
     (:func:`deployed_structure`, column ``<name>``; its bare network ``<name>_network``).
     Returns :func:`split_rows` of those, ``ensemble`` (E, never fine-tuned) and ``final``
@@ -267,11 +275,35 @@ def run_split(job: tuple) -> pd.DataFrame:
     teacher = run.teacher
     models: dict[str, Any] = {"ensemble": teacher}
     for name, variant in variants.items():
-        per_stock, weight = variant if isinstance(variant, tuple) else (variant, None)
+        per_stock, weight, seed = (
+            (*variant, None, None)[:3] if isinstance(variant, tuple) else (variant, None, None)
+        )
         finetuned = run.finetune(
-            list(split.fit), Path(out_dir) / split.name / name, per_stock, weight
+            list(split.fit), Path(out_dir) / split.name / name, per_stock, weight, seed
         )
         models[name] = deployed_structure(finetuned, teacher)
         models[f"{name}_network"] = finetuned
     models["final"] = load_model(run.models_dir / "final.pt")
     return split_rows(run.returns, split, spec, models)
+
+
+def seed_average(rows: pd.DataFrame, members: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Fold rows with each ``name`` of ``members`` added as the mean, per fold and window,
+    of its member estimators' ``ann_vol`` and ``rel_vol`` (e.g. one recipe fine-tuned with
+    several seeds: the recipe's score, not one seed's). Every member must be on every
+    fold and window of the rows."""
+    keys = ["split", "family", "fold", "p", "window"]
+    keys = [k for k in keys if k in rows.columns]
+    added = []
+    for name, names in members.items():
+        names = list(names)
+        if not names or name in set(rows["estimator"]):
+            raise ValueError(f"{name!r}: needs members and a name not already in the rows")
+        sub = rows[rows["estimator"].isin(names)]
+        counts = sub.groupby(keys).size()
+        if len(counts) == 0 or (counts != len(names)).any():
+            raise ValueError(f"{name!r}: every member {names} must be on every fold and window")
+        mean = sub.groupby(keys, sort=False)[["ann_vol", "rel_vol"]].mean().reset_index()
+        mean["estimator"] = name
+        added.append(mean[rows.columns])
+    return pd.concat([rows, *added], ignore_index=True)
