@@ -163,9 +163,7 @@ print(f"deployable synthetic model: {incumbent} — {reason}")
 
 # %%
 finetuned_experts = compression.with_experts_of(finetuned, teacher).eval()
-finetuned_experts_ensemble = compression.with_server_for(
-    finetuned_experts, teacher.general, compression.NON_MARKET_FAMILIES
-).eval()
+finetuned_experts_ensemble = compression.with_ensemble_for_non_market(finetuned_experts, teacher).eval()
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(

@@ -36,8 +36,10 @@ from shrinklab.evaluation import compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.studies.disjoint_finetune import (
+    DEPLOYED,
     DisjointSpec,
     RunInputs,
+    Variant,
     half_splits,
     run_split,
     seed_average,
@@ -47,18 +49,18 @@ from shrinklab.training.parallel import map_in_processes
 CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis"]
 
 
-def _variants(items: list[str]) -> dict[str, tuple[float, float | None]]:
-    """``name=derived_per_stock[:replay_weight]`` items as ``{name: (derived, λ or None)}``."""
+def _variants(items: list[str]) -> dict[str, Variant]:
+    """``name=derived_per_stock[:replay_weight]`` items as ``{name: Variant}``."""
     out = {}
     for item in items or ["final_fit=0"]:
         name, _, value = item.partition("=")
         derived, _, weight = value.partition(":")
-        out[name] = (float(derived), float(weight) if weight else None)
+        out[name] = Variant(float(derived), float(weight) if weight else None)
     return out
 
 
 def full_check(
-    root: str, variants: dict[str, tuple], out_dir: Path, seeds: list[int] | None = None
+    root: str, variants: dict[str, Variant], out_dir: Path, seeds: list[int] | None = None
 ) -> None:
     """Each variant fine-tuned on all the stocks (once per fine-tuning seed of ``seeds``,
     default: the section's): ``gain_kept`` on the validation worlds, with its mean and
@@ -66,11 +68,12 @@ def full_check(
     run = RunInputs.load(root)
     stage = MLShrinkageNetwork.from_pretrained(run.models_dir / "finetuned.pt")
     models = {"ensemble": run.teacher, "finetuned (stage)": stage}
-    for name, (per_stock, weight) in variants.items():
+    for name, variant in variants.items():
         for seed in seeds or [None]:
             label = name if seed is None else f"{name}@{seed}"
-            m = run.finetune(run.returns.columns, out_dir / "full" / label, per_stock, weight, seed)
-            if per_stock == 0 and weight is None and seed in (None, run.settings.seed):
+            v = variant._replace(seed=seed)
+            m = run.finetune(run.returns.columns, out_dir / "full" / label, v)
+            if v._replace(seed=None) == DEPLOYED and seed in (None, run.settings.seed):
                 diff = max(
                     float((a - b).abs().max())
                     for a, b in zip(
@@ -128,7 +131,7 @@ def main() -> None:
             print(f"{s.name}: fit {', '.join(s.fit)} | held out {', '.join(s.held_out)}")
         fits = variants
         if seeds:
-            fits = {f"{n}@{s}": (d, w, s) for n, (d, w) in variants.items() for s in seeds}
+            fits = {f"{n}@{s}": v._replace(seed=s) for n, v in variants.items() for s in seeds}
         jobs = [(args.root, s, spec, str(out_dir), fits) for s in splits]
         rows = pd.concat(map_in_processes(run_split, jobs, args.workers), ignore_index=True)
         rows.to_csv(rows_file, index=False)

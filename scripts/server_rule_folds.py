@@ -29,9 +29,7 @@ def main(root: str, seed: int = 2027) -> None:
     t0 = time.time()
     final = load_model(f"{root}/models/final.pt")
     ensemble = load_model(f"{root}/models/ensemble.pt")
-    served = compression.with_server_for(
-        final, ensemble.general, compression.NON_MARKET_FAMILIES
-    ).eval()
+    served = compression.with_ensemble_for_non_market(final, ensemble).eval()
     rows = fold_rows(
         load_rule_data(f"{root}/data", cut_test=True),
         {"final": final, "served": served},

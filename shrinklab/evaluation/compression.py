@@ -36,6 +36,7 @@ __all__ = [
     "normalised_prial_delta",
     "server_rule",
     "tradeoff_table",
+    "with_ensemble_for_non_market",
     "with_experts_of",
     "with_server_for",
 ]
@@ -427,7 +428,9 @@ def with_experts_of(general: Any, source: GatedExpertModel) -> GatedExpertModel:
     return GatedExpertModel(general, source.expert_map(), source.gate, threshold=source.threshold)
 
 
-def with_server_for(model: GatedExpertModel, server: Any, families: Sequence[str]) -> GatedExpertModel:
+def with_server_for(
+    model: GatedExpertModel, server: Any, families: Sequence[str]
+) -> GatedExpertModel:
     """``model`` with one more module, ``server``, behind its gate for each of ``families``
     (families of the gate without an expert): where the gate gives one of them more than
     the threshold, ``server`` serves (docs/decisions/0035-ensemble-for-non-market-families.md:
@@ -448,6 +451,13 @@ def with_server_for(model: GatedExpertModel, server: Any, families: Sequence[str
         )
     experts = model.expert_map() | dict.fromkeys(families, server)
     return GatedExpertModel(model.general, experts, model.gate, threshold=model.threshold)
+
+
+def with_ensemble_for_non_market(model: GatedExpertModel, ensemble: Any) -> GatedExpertModel:
+    """``model`` with ``ensemble``'s general model serving the worlds the gate calls one of
+    :data:`NON_MARKET_FAMILIES` (:func:`with_server_for`; decision 0036): how ``final.pt``
+    is assembled from the fine-tuned network with the experts (:func:`with_experts_of`)."""
+    return with_server_for(model, ensemble.general, NON_MARKET_FAMILIES)
 
 
 def normalised_prial_delta(w: Any, reference_w: Any, data: Any) -> tuple[float, float]:

@@ -24,7 +24,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,8 @@ __all__ = [
     "DisjointSpec",
     "HalfSplit",
     "RunInputs",
+    "DEPLOYED",
+    "Variant",
     "deployed_structure",
     "finetune_half",
     "half_splits",
@@ -64,6 +66,19 @@ class DisjointSpec:
     mixture_sizes: tuple[int, ...] = (10, 30)
     windows: tuple[int, ...] = (60, 120, 250)
     start: Any = universes.STOCK_START
+
+
+class Variant(NamedTuple):
+    """One fine-tuning recipe of the study: derived portfolios per stock (0: the stocks
+    only), and the replay weight and seed that replace the section's (``None``: keep it)."""
+
+    derived_per_stock: float = 0.0
+    replay_weight: float | None = None
+    seed: int | None = None
+
+
+DEPLOYED = Variant()
+"""The deployed recipe: the ``finetune`` section as it is."""
 
 
 @dataclass(frozen=True)
@@ -172,10 +187,8 @@ def deployed_structure(finetuned: nn.Module, teacher: Any) -> Any:
     """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033 and 0036):
     with the family experts of ``teacher`` (the ensemble stage's model) and its general
     model serving the worlds the gate calls non-market."""
-    with_experts = compression.with_experts_of(finetuned, teacher).eval()
-    return compression.with_server_for(
-        with_experts, teacher.general, compression.NON_MARKET_FAMILIES
-    ).eval()
+    with_experts = compression.with_experts_of(finetuned, teacher)
+    return compression.with_ensemble_for_non_market(with_experts, teacher).eval()
 
 
 def split_rows(
@@ -235,14 +248,9 @@ class RunInputs:
         )
 
     def finetune(
-        self,
-        stocks: Sequence[str],
-        out_dir: str | Path,
-        derived_per_stock: float = 0.0,
-        replay_weight: float | None = None,
-        seed: int | None = None,
+        self, stocks: Sequence[str], out_dir: str | Path, variant: Variant = DEPLOYED
     ) -> nn.Module:
-        """:func:`finetune_half` of the pretrained network on ``stocks``."""
+        """:func:`finetune_half` of the pretrained network on ``stocks`` with ``variant``."""
         return finetune_half(
             self.pretrained,
             self.returns.loc[:, list(stocks)],
@@ -250,9 +258,9 @@ class RunInputs:
             self.settings,
             out_dir,
             self.replay_data,
-            derived_per_stock=derived_per_stock,
-            replay_weight=replay_weight,
-            seed=seed,
+            derived_per_stock=variant.derived_per_stock,
+            replay_weight=variant.replay_weight,
+            seed=variant.seed,
         )
 
 
@@ -260,9 +268,7 @@ def run_split(job: tuple) -> pd.DataFrame:
     """One fit of decisions 0038 / 0039 from a pipeline run's outputs: ``job = (root,
     split, spec, out_dir[, variants])`` with ``root`` a repository root holding
     ``params.yaml``, ``data/processed/`` and ``models/{pretrained,ensemble,final}.pt``, and
-    ``variants`` ``{name: derived_per_stock}`` or ``{name: (derived_per_stock,
-    replay_weight[, seed])}`` (``None``: the section's value; default ``{"final_fit":
-    0.0}``: the deployed recipe). Each variant is fine-tuned on the fit half (checkpoints in
+    ``variants`` ``{name: Variant}`` (default ``{"final_fit": DEPLOYED}``). Each variant is fine-tuned on the fit half (checkpoints in
     ``out_dir/<split>/<name>``, :func:`finetune_half`) and assembled as ``final.pt``
     (:func:`deployed_structure`, column ``<name>``; its bare network ``<name>_network``).
     Returns :func:`split_rows` of those, ``ensemble`` (E, never fine-tuned) and ``final``
@@ -270,17 +276,12 @@ def run_split(job: tuple) -> pd.DataFrame:
     for it). A module-level function, so that
     :func:`shrinklab.training.parallel.map_in_processes` can run the fits side by side."""
     root, split, spec, out_dir = job[:4]
-    variants = dict(job[4]) if len(job) > 4 else {"final_fit": 0.0}
+    variants = dict(job[4]) if len(job) > 4 else {"final_fit": DEPLOYED}
     run = RunInputs.load(root)
     teacher = run.teacher
     models: dict[str, Any] = {"ensemble": teacher}
     for name, variant in variants.items():
-        per_stock, weight, seed = (
-            (*variant, None, None)[:3] if isinstance(variant, tuple) else (variant, None, None)
-        )
-        finetuned = run.finetune(
-            list(split.fit), Path(out_dir) / split.name / name, per_stock, weight, seed
-        )
+        finetuned = run.finetune(list(split.fit), Path(out_dir) / split.name / name, variant)
         models[name] = deployed_structure(finetuned, teacher)
         models[f"{name}_network"] = finetuned
     models["final"] = load_model(run.models_dir / "final.pt")
