@@ -3,8 +3,10 @@
 
 Reads ``<root>/data/processed/{sp500_returns,sp500_market}.parquet`` and
 ``<root>/models/{final,ensemble}.pt`` (``root``: a pipeline run's repository root),
-builds E' = ``final.pt`` with the ensemble's general model serving the families of
-:data:`shrinklab.evaluation.compression.NON_MARKET_FAMILIES`, backtests both with
+builds G = ``final.pt`` without a server for the families of
+:data:`shrinklab.evaluation.compression.NON_MARKET_FAMILIES` (today's ``final.pt`` has one,
+0036 having adopted it) and E' = G with the ensemble's general model serving them,
+backtests both with
 Ledoit–Wolf on ``cross_universe_folds(seed)`` (windows 60/120/250, 1991-01-02 to
 2015-12-31; never 2016–2022) and prints the per-family table and the paired fold
 difference E' − G with its SE and verdict (at most max(1 SE, 0.01) above zero).
@@ -21,27 +23,37 @@ import pandas as pd
 
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
+from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.registry import load_model
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data
 
 
+def without_non_market_server(model: GatedExpertModel) -> GatedExpertModel:
+    """``model`` with the modules serving :data:`compression.NON_MARKET_FAMILIES` removed
+    (the family experts of 0033 stay)."""
+    kept = {
+        f: m for f, m in model.expert_map().items() if f not in compression.NON_MARKET_FAMILIES
+    }
+    return GatedExpertModel(model.general, kept, model.gate, threshold=model.threshold)
+
+
 def main(root: str, seed: int = 2027) -> None:
     t0 = time.time()
-    final = load_model(f"{root}/models/final.pt")
+    final = without_non_market_server(load_model(f"{root}/models/final.pt")).eval()
     ensemble = load_model(f"{root}/models/ensemble.pt")
     served = compression.with_ensemble_for_non_market(final, ensemble).eval()
     rows = fold_rows(
         load_rule_data(f"{root}/data", cut_test=True),
-        {"final": final, "served": served},
+        {"without": final, "served": served},
         folds=FoldSpec(seed=seed),
         classical={"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]},
     )
     pd.set_option("display.width", 200)
     print(ub.fold_table(rows)["mean"].round(3).to_string())
-    mean, se, n = compression.fold_delta(rows, "served", "final")
+    mean, se, n = compression.fold_delta(rows, "served", "without")
     ok = mean <= max(se, 0.01)
     print(
-        f"seed {seed}: served - final = {mean:+.4f} +- {se:.4f} points of relative volatility "
+        f"seed {seed}: served - without = {mean:+.4f} +- {se:.4f} points of relative volatility "
         f"over {n} folds -> {'holds' if ok else 'fails'} ({time.time() - t0:.0f} s)"
     )
 

@@ -1,0 +1,48 @@
+"""scripts/server_rule_folds.py rebuilds 0036's pair from today's final.pt: removing the
+non-market server and attaching it again gives the same model back."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.evaluation.compression import NON_MARKET_FAMILIES, with_server_for
+from shrinklab.models.experts import FamilyGate, GatedExpertModel
+from shrinklab.models.network import MLShrinkageNetwork
+
+F, K = len(FEATURE_NAMES), len(TARGET_NAMES)
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "server_rule_folds.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("server_rule_folds", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _net(seed: int) -> MLShrinkageNetwork:
+    torch.manual_seed(seed)
+    return MLShrinkageNetwork(input_dim=F, num_targets=K, hidden_dims=(8,), gate="sparsemax").eval()
+
+
+def test_without_non_market_server_undoes_with_server_for():
+    families = ["factor", *NON_MARKET_FAMILIES]
+    gate = FamilyGate(F, families, hidden_dims=(16,))
+    torch.manual_seed(0)
+    for p in gate.parameters():  # a gate whose choice varies over the inputs
+        torch.nn.init.normal_(p, std=2.0)
+    base = GatedExpertModel(_net(1), {"factor": _net(2)}, gate.eval(), 0.55)
+    final = with_server_for(base, _net(9), NON_MARKET_FAMILIES)
+    stripped = _script().without_non_market_server(final)
+    assert stripped.expert_families == ["factor"]
+    x = torch.randn(400, F) * 2
+    served = final.expert_choice(x) >= 2  # rows a non-market server takes
+    assert served.any() and (~served).any()
+    out, ref = stripped.predict(x), base.predict(x)
+    torch.testing.assert_close(out.alpha, ref.alpha, atol=0, rtol=0)
+    assert not torch.equal(final.predict(x).alpha[served], out.alpha[served])
