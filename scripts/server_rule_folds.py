@@ -31,9 +31,7 @@ from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data
 def without_non_market_server(model: GatedExpertModel) -> GatedExpertModel:
     """``model`` with the modules serving :data:`compression.NON_MARKET_FAMILIES` removed
     (the family experts of 0033 stay)."""
-    kept = {
-        f: m for f, m in model.expert_map().items() if f not in compression.NON_MARKET_FAMILIES
-    }
+    kept = {f: m for f, m in model.expert_map().items() if f not in compression.NON_MARKET_FAMILIES}
     return GatedExpertModel(model.general, kept, model.gate, threshold=model.threshold)
 
 
