@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from shrinklab.core.features import FEATURE_NAMES
-from shrinklab.core.params import Finetune
+from shrinklab.core.params.finetune import Finetune
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.data import returns as data
 from shrinklab.evaluation.backtest import classical_estimators

@@ -69,7 +69,36 @@ def test_stage_lists_exactly_the_modules_it_runs(stage):
     """No stage reruns for a module it never imports (`python -m shrinklab.pipeline deps`
     rewrites the lists)."""
     listed = [d for d in STAGES[stage]["deps"] if d.startswith("shrinklab/")]
-    assert listed == stage_code_deps(STAGES[stage]["cmd"])
+    assert listed == stage_code_deps(STAGES[stage]["cmd"], params=STAGES[stage].get("params", []))
+
+
+def _section_of(cmd: str) -> str:
+    return re.search(r"pipeline run \S+ (\S+)", cmd).group(1)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_depends_on_the_sections_it_reads_only(stage):
+    """A stage depends on its own section's module (the runner loads it by name, which
+    no import shows) and not on the module of a section it never reads: a new key in the
+    `finetune` section reruns the finetune stage, not the studies."""
+    spec = STAGES[stage]
+    listed = {d for d in spec["deps"] if d.startswith("shrinklab/core/params/")}
+    assert f"shrinklab/core/params/{_section_of(spec['cmd'])}.py" in listed
+    assert "shrinklab/core/params/__init__.py" in listed
+    if stage != "finetune":
+        assert "shrinklab/core/params/finetune.py" not in listed
+
+
+def test_named_sections_finds_literal_section_loads():
+    from shrinklab.pipeline.deps import named_sections
+
+    source = (
+        "from shrinklab.core import params\n"
+        "a = notebook_section('pretrain', globals())\n"
+        "b = params.load_section('evaluate', path)\n"
+        "c = load_section(name)\n"  # not a literal: the caller's business
+    )
+    assert named_sections(source) == {"pretrain", "evaluate"}
 
 
 def test_data_stage_does_not_depend_on_training_or_the_estimator():

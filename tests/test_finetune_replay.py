@@ -12,7 +12,7 @@ import pytest
 import torch
 from _tiny_sets import tiny_set
 
-from shrinklab.core.params import Finetune
+from shrinklab.core.params.finetune import Finetune
 from shrinklab.data.real_windows import build_windows
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.training.config import TrainConfig

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from shrinklab.core.params import Finetune
+from shrinklab.core.params.finetune import Finetune
 from shrinklab.data import returns as data
 from shrinklab.training.finetune_stage import stage_config, stage_replay, stage_splits
 

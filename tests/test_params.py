@@ -42,7 +42,7 @@ def _yaml() -> dict:
     return yaml.safe_load(PARAMS.read_text())
 
 
-@pytest.mark.parametrize("name", sorted(P.SECTIONS))
+@pytest.mark.parametrize("name", sorted(P.section_names()))
 def test_every_section_round_trips_through_its_dataclass(name):
     raw = _yaml()
     section = P.load_section(name, PARAMS)
@@ -56,20 +56,20 @@ def test_every_section_round_trips_through_its_dataclass(name):
 
 
 def test_params_yaml_has_no_section_without_a_dataclass():
-    assert set(_yaml()) == set(P.SECTIONS)
+    assert set(_yaml()) == set(P.section_names())
 
 
 def test_every_stage_runs_a_known_section_and_every_section_has_a_stage():
-    assert set(STAGES) == set(P.SECTIONS) - {P.SHARED_SECTION}
+    assert set(STAGES) == set(P.section_names()) - {P.SHARED_SECTION}
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_notebook_parameters_cell_names_exactly_its_section(name):
-    cls = P.SECTIONS[name]
+    cls = P.section_class(name)
     cell = notebook_parameters(read_notebook(STAGES[name], ROOT))
-    own = set(cell) - set(PATH_KEYS) - set(P.NOTEBOOK_ONLY.get(name, ()))
+    own = set(cell) - set(PATH_KEYS) - set(P.notebook_only(name))
     assert own == set(cls.keys())
-    for key in P.NOTEBOOK_ONLY.get(name, ()):
+    for key in P.notebook_only(name):
         assert key in cell, f"{name}: documented notebook-only {key} is not in the notebook"
     # the dataclass's defaults are the notebook's smoke-size defaults
     defaults = cls()
@@ -159,7 +159,9 @@ def test_unknown_section_name_and_a_non_mapping_section(tmp_path):
 
 
 def test_notebook_section_checks_the_notebook_variables():
-    ns = {k: getattr(P.Finetune(), k) for k in P.Finetune.keys()} | {"models_dir": "m"}
+    ns = {
+        k: getattr(P.section_class("finetune")(), k) for k in P.section_class("finetune").keys()
+    } | {"models_dir": "m"}
     assert P.notebook_section("finetune", ns).paths.models_dir == "m"
     with pytest.raises(ValueError, match=r"'finetune': n_folds = 2.5 is not int"):
         P.notebook_section("finetune", {**ns, "n_folds": 2.5})
@@ -170,7 +172,7 @@ def test_notebook_section_checks_the_notebook_variables():
 
 
 def test_sections_are_frozen():
-    section = P.Finetune()
+    section = P.section_class("finetune")()
     with pytest.raises(dataclasses.FrozenInstanceError):
         section.lr = 0.1  # type: ignore[misc]
 
@@ -202,10 +204,14 @@ SECTION_TO_NETWORK = {"attention": "use_attention"}
 def test_one_name_per_knob():
     train = {f.name for f in dataclasses.fields(TrainConfig)}
     network = set(inspect.signature(MLShrinkageNetwork).parameters)
-    for key in P.Pretrain.keys():
+    for key in P.section_class("pretrain").keys():
         assert key in train or SECTION_TO_NETWORK.get(key, key) in network, key
-    assert set(P.Peer.keys()) <= {f.name for f in dataclasses.fields(PeerConfig)}
+    assert set(P.section_class("peer").keys()) <= {f.name for f in dataclasses.fields(PeerConfig)}
     synthetic = {f.name for f in dataclasses.fields(SyntheticConfig)}
-    for section in (P.DataPrep, P.SelectionGrid, P.Holdout):  # the world generator's knobs
+    for section in (
+        P.section_class("data_prep"),
+        P.section_class("selection_grid"),
+        P.section_class("holdout"),
+    ):  # the world generator's knobs
         assert {"p_max", "batch_size"} <= synthetic & set(section.keys())
-    assert {"ratio_max", "family_weights"} <= synthetic & set(P.DataPrep.keys())
+    assert {"ratio_max", "family_weights"} <= synthetic & set(P.section_class("data_prep").keys())

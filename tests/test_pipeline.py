@@ -61,8 +61,8 @@ class _Toy(params_mod.Section):
 
 @pytest.fixture
 def toy_section(monkeypatch):
-    """Registers ``s`` as a section (:data:`shrinklab.core.params.SECTIONS`)."""
-    monkeypatch.setitem(params_mod.SECTIONS, "s", _Toy)
+    """Registers ``s`` as a section (:data:`shrinklab.core.params.REGISTRY`)."""
+    monkeypatch.setitem(params_mod.REGISTRY, "s", _Toy)
 
 
 def _write_params(root: Path, value) -> Path:

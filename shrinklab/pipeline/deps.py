@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -65,16 +67,54 @@ def module_closure(source: str, root: Path = REPO_ROOT) -> set[str]:
     return {_module_path(m, root).as_posix() for m in seen}
 
 
-def stage_code_deps(cmd: str, root: Path = REPO_ROOT) -> list[str]:
+SECTION_LOADERS = ("load_section", "notebook_section", "section_class")
+"""The functions of :mod:`shrinklab.core.params` that load a section's module by name."""
+
+
+def named_sections(source: str) -> set[str]:
+    """Sections ``source`` loads by a literal name (``notebook_section("finetune", …)``)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else node.func
+            name = func.id if isinstance(func, ast.Name) else func
+            first = node.args[0]
+            if name in SECTION_LOADERS and isinstance(first, ast.Constant):
+                found.add(str(first.value))
+    return found
+
+
+def section_modules(sections: set[str], root: Path = REPO_ROOT) -> set[str]:
+    """Repository paths of the modules of ``sections`` (one per section; the shared
+    ``paths`` lives in the package's ``__init__``, which every stage runs anyway), with
+    their own closures."""
+    out: set[str] = set()
+    for name in sorted(sections):
+        path = root / "shrinklab" / "core" / "params" / f"{name}.py"
+        if path.exists():
+            out |= module_closure(f"import shrinklab.core.params.{name}\n", root)
+    return out
+
+
+def stage_code_deps(cmd: str, root: Path = REPO_ROOT, params: Sequence[Any] = ()) -> list[str]:
     """The shrinklab modules a ``dvc.yaml`` stage command runs: its notebook's closure,
-    and the closure of the command line that runs it (:data:`RUNNER`: the stage runner and
-    the index writer)."""
-    match = re.search(r"pipeline run (\S+)", cmd)
+    the closure of the command line that runs it (:data:`RUNNER`: the stage runner and
+    the index writer), and the modules of the ``params.yaml`` sections it reads. The
+    runner loads a section's module by name (:func:`shrinklab.core.params.section_class`),
+    which no import statement shows, so the sections are named here: the command's own
+    (``pipeline run <notebook> <section>``), those of the stage's ``params`` entries and
+    those loaded by a literal name in any module the stage runs."""
+    match = re.search(r"pipeline run (\S+) (\S+)", cmd)
     if not match:
-        raise ValueError(f"stage command {cmd!r} runs no notebook")
-    source = (root / "notebooks" / f"{match.group(1)}.py").read_text()
+        raise ValueError(f"stage command {cmd!r} runs no notebook with a section")
+    notebook, section = match.groups()
+    source = (root / "notebooks" / f"{notebook}.py").read_text()
     needed = module_closure(source, root) | module_closure(RUNNER, root)
-    return sorted(needed)
+    sections = {section} | {str(p).split(".")[0] for p in params if isinstance(p, str)}
+    sections |= named_sections(source)
+    for path in needed:
+        sections |= named_sections((root / path).read_text())
+    return sorted(needed | section_modules(sections, root))
 
 
 DVC_FILES = ("dvc.yaml", "studies/dvc.yaml")
@@ -99,7 +139,7 @@ def write_stage_deps(root: Path = REPO_ROOT, dvc_file: str = "dvc.yaml") -> list
     text = "".join(kept)
     changed = []
     for name, spec in stages.items():
-        deps = stage_code_deps(spec["cmd"], root)
+        deps = stage_code_deps(spec["cmd"], root, spec.get("params", []))
         if [d for d in spec.get("deps", []) if d.startswith("shrinklab/")] != deps:
             changed.append(name)
         start = text.index(f"  {name}:\n")

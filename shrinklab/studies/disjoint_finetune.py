@@ -150,7 +150,7 @@ def finetune_half(
     """A copy of ``pretrained`` fine-tuned on ``returns`` (the fit half's stocks) as
     notebook 03 fine-tunes it (:func:`shrinklab.training.finetune_stage.stage_finetune`):
     ``settings`` is the ``finetune`` section of ``params.yaml``
-    (:class:`shrinklab.core.params.Finetune`), ``replay_data`` the synthetic training set
+    (:class:`shrinklab.core.params.finetune.Finetune`), ``replay_data`` the synthetic training set
     when ``settings.replay_weight > 0``. Returns are cut before
     2016 first (no window of the stage reaches it either). ``derived_per_stock > 0``
     (decisions 0039, 0040) fine-tunes on the stocks plus :func:`with_derived_portfolios`

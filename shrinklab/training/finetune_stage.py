@@ -3,7 +3,7 @@ network from the ``finetune`` section of ``params.yaml``.
 
 Notebook 03 (the pipeline) and :mod:`shrinklab.studies.disjoint_finetune` (decision 0038:
 the same recipe on half of the stocks) both call these functions, so a change to the
-recipe reaches both. The section is a :class:`shrinklab.core.params.Finetune`: ``seed``,
+recipe reaches both. The section is a :class:`shrinklab.core.params.finetune.Finetune`: ``seed``,
 ``windows``, ``epochs``, ``lr``, ``asset_subsets``, ``n_folds`` (the last walk-forward
 folds of :func:`shrinklab.data.returns.walk_forward_splits`), ``replay_weight`` and
 ``replay_batch`` (synthetic replay, decision 0025). Batch size 64, patience 5 and no

@@ -1,0 +1,44 @@
+"""The ``finetune`` section of ``params.yaml`` (see :mod:`shrinklab.core.params`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from shrinklab.core.params import Section, mutable_default
+
+
+@dataclass(frozen=True)
+class Finetune(Section):
+    """``finetune`` (notebooks/03_gpu_training.py): walk-forward fine-tuning on real returns."""
+
+    section: ClassVar[str] = "finetune"
+
+    seed: int = 2
+    windows: list[int] = mutable_default([60, 120])
+    epochs: int = 2
+    lr: float = 0.0003
+    asset_subsets: int = 0
+    n_folds: int = 2
+    # synthetic replay: docs/decisions/0025-fine-tuning-with-synthetic-replay.md (0 = off)
+    replay_weight: float = 0.0
+    replay_batch: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not math.isfinite(self.replay_weight) or self.replay_weight < 0:
+            raise ValueError(
+                f"params section 'finetune': replay_weight = {self.replay_weight!r} "
+                "must be finite and >= 0"
+            )
+        if self.replay_batch < 1:
+            raise ValueError(
+                f"params section 'finetune': replay_batch = {self.replay_batch!r} must be >= 1"
+            )
+
+
+SECTION = Finetune
+
+NOTEBOOK_ONLY: tuple[str, ...] = ()
+"""Parameters the notebook declares that are not settings of the section."""
