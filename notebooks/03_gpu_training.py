@@ -37,6 +37,7 @@ asset_subsets = 0
 n_folds = 2
 replay_weight = 0.0  # synthetic replay λ (docs/decisions/0025-fine-tuning-with-synthetic-replay.md)
 replay_batch = 256
+derived_per_stock = 0.0  # derived portfolios per stock (docs/decisions/0041-derived-universes-over-fine-tuning-seeds.md)
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -58,6 +59,7 @@ from shrinklab.training.finetune_stage import (
     stage_config,
     stage_finetune,
     stage_replay,
+    stage_returns,
     stage_splits,
 )
 
@@ -69,7 +71,8 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 print("device:", torch.cuda.get_device_name(0) if device == "cuda" else "CPU", "| amp:", "bf16" if device == "cuda" else "off")
 
 # %%
-returns = pd.read_parquet(processed / "sp500_returns.parquet")
+# the stocks before 2016, plus derived long-only portfolios of them when derived_per_stock > 0
+returns = stage_returns(pd.read_parquet(processed / "sp500_returns.parquet"), params)
 market = pd.read_parquet(processed / "sp500_market.parquet")
 splits = stage_splits(returns.index, params)
 pretrained_payload = load_model_payload(models / "pretrained.pt")
@@ -81,7 +84,8 @@ config = stage_config(params, device)
 # λ · L/d on synthetic training worlds at every step (λ = 0: plain fine-tuning, nothing read or drawn)
 replay = stage_replay(params, lambda: TrainingSet.load(processed / "synthetic_train.pt"))
 checkpoints = run_dir("finetune", {**config.to_dict(), "windows": windows, "subsets": asset_subsets, "folds": n_folds,
-                                   **({"replay": [replay_weight, replay_batch]} if replay else {})},
+                                   **({"replay": [replay_weight, replay_batch]} if replay else {}),
+                                   **({"derived_per_stock": derived_per_stock} if derived_per_stock else {})},
                       processed / "sp500_returns.parquet", models / "pretrained.pt",
                       *([processed / "synthetic_train.pt"] if replay else []))
 result = stage_finetune(  # the stage's recipe: shrinklab.training.finetune_stage
@@ -106,7 +110,8 @@ print(f"final fit: {result.epochs} epochs on {history['device']}, {throughput:,.
 models.mkdir(parents=True, exist_ok=True)
 save_model(models / "finetuned.pt", result.model, pretrained_payload["feature_names"],
            pretrained_payload["target_names"], extra={"epochs": int(result.epochs), "windows": list(windows),
-                                                        **({"replay_weight": replay_weight} if replay else {})})
+                                                        **({"replay_weight": replay_weight} if replay else {}),
+                                                        **({"derived_per_stock": derived_per_stock} if derived_per_stock else {})})
 save_metrics(reports / "metrics" / "finetune.json", {
     "epochs": int(result.epochs),
     "device": device,

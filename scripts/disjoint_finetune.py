@@ -7,13 +7,14 @@ Reads ``<root>/params.yaml``, ``<root>/data/processed/`` and
 ``<root>/models/{pretrained,ensemble,final}.pt`` (``root``: a pipeline run's repository
 root). For each of the ``2 · n_splits`` fits, fine-tunes the pretrained network on one half
 of the 20 stocks as the finetune stage does (one fine-tuning per ``--variant
-name=derived_per_stock[:replay_weight]``; default ``final_fit=0``, the deployed recipe) and backtests it,
+name=[derived_per_stock][:replay_weight]``, an empty value keeping the section's; default
+``final_fit=``, the deployed recipe) and backtests it,
 assembled as ``final.pt`` is, on universes built from the other half only (dates before
 2016). Writes the fold rows to ``<out>/rows.csv`` (a rerun reads them back) and prints
 the per-family tables and the paired differences; the rule's pair is the last variant
 against the first (against the ensemble with one variant). ``--full`` also fine-tunes
 each variant on all the stocks and prints its ``gain_kept`` on the synthetic validation
-worlds (decision 0021's part (b)), after checking that ``derived_per_stock = 0`` gives
+worlds (decision 0021's part (b)), after checking that the section's own recipe gives
 ``models/finetuned.pt`` back bit for bit.
 
     OMP_NUM_THREADS=1 python scripts/disjoint_finetune.py <root> --out build/studies/disjoint_finetune
@@ -36,7 +37,6 @@ from shrinklab.evaluation import compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.studies.disjoint_finetune import (
-    DEPLOYED,
     DisjointSpec,
     RunInputs,
     Variant,
@@ -50,13 +50,20 @@ CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_fac
 
 
 def _variants(items: list[str]) -> dict[str, Variant]:
-    """``name=derived_per_stock[:replay_weight]`` items as ``{name: Variant}``."""
+    """``name=[derived_per_stock][:replay_weight]`` items as ``{name: Variant}`` (an empty
+    value keeps the section's)."""
     out = {}
-    for item in items or ["final_fit=0"]:
+    for item in items or ["final_fit="]:
         name, _, value = item.partition("=")
         derived, _, weight = value.partition(":")
-        out[name] = Variant(float(derived), float(weight) if weight else None)
+        out[name] = Variant(float(derived) if derived else None, float(weight) if weight else None)
     return out
+
+
+def is_section_recipe(variant: Variant, settings) -> bool:
+    """Whether ``variant`` fine-tunes exactly as the ``finetune`` section does."""
+    own = Variant(settings.derived_per_stock, settings.replay_weight, settings.seed)
+    return all(v is None or v == s for v, s in zip(variant, own, strict=True))
 
 
 def full_check(
@@ -73,7 +80,7 @@ def full_check(
             label = name if seed is None else f"{name}@{seed}"
             v = variant._replace(seed=seed)
             m = run.finetune(run.returns.columns, out_dir / "full" / label, v)
-            if v._replace(seed=None) == DEPLOYED and seed in (None, run.settings.seed):
+            if is_section_recipe(v, run.settings):
                 diff = max(
                     float((a - b).abs().max())
                     for a, b in zip(
@@ -105,7 +112,7 @@ def main() -> None:
     ap.add_argument("--out", default="build/studies/disjoint_finetune")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=DisjointSpec.seed)
-    ap.add_argument("--variant", action="append", help="name=derived_per_stock[:replay_weight]")
+    ap.add_argument("--variant", action="append", help="name=[derived_per_stock][:replay_weight]")
     ap.add_argument(
         "--finetune-seeds",
         default="",

@@ -4,12 +4,18 @@ asset-disjoint study."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from shrinklab.core.params.finetune import Finetune
 from shrinklab.data import returns as data
-from shrinklab.training.finetune_stage import stage_config, stage_replay, stage_splits
+from shrinklab.training.finetune_stage import (
+    stage_config,
+    stage_replay,
+    stage_returns,
+    stage_splits,
+)
 
 
 def _settings(**kw) -> Finetune:
@@ -46,3 +52,28 @@ def test_stage_replay_loads_the_worlds_only_when_it_is_on():
     assert calls == [1] and (spec.weight, spec.batch_size, spec.seed) == (2.0, 32, 7)
     with pytest.raises(ValueError, match="replay_data"):
         stage_replay(_settings(replay_weight=1.0), None)
+
+
+def _returns() -> pd.DataFrame:
+    index = pd.bdate_range("2011-01-03", "2017-12-29")
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(rng.normal(0, 0.01, (len(index), 6)), index=index, columns=list("ABCDEF"))
+
+
+def test_stage_returns_cut_the_test_period_and_add_derived_portfolios_when_asked():
+    r = _returns()
+    stocks = stage_returns(r, _settings())  # derived_per_stock = 0: the stocks only
+    assert stocks.index[-1] < data.TEST_START and stocks.index[0] == r.index[0]
+    pd.testing.assert_frame_equal(stocks, r.loc[stocks.index])
+    both = stage_returns(r, _settings(derived_per_stock=0.5))
+    assert list(both.columns[:6]) == list("ABCDEF") and both.shape[1] == 6 + 3
+    pd.testing.assert_frame_equal(both.iloc[:, :6], stocks)
+    # the derived columns are long-only portfolios of the stocks before 2016, seeded
+    assert both.index.equals(stocks.index)
+    pd.testing.assert_frame_equal(both, stage_returns(r, _settings(derived_per_stock=0.5)))
+    other = stage_returns(r, _settings(derived_per_stock=0.5, seed=8))
+    assert not other.iloc[:, 6:].equals(both.iloc[:, 6:])
+    # nothing after 2015 reaches them: changing the test period leaves them unchanged
+    r2 = r.copy()
+    r2.loc[r2.index >= data.TEST_START] *= 50
+    pd.testing.assert_frame_equal(stage_returns(r2, _settings(derived_per_stock=0.5)), both)

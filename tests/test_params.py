@@ -113,6 +113,11 @@ def _write(tmp_path: Path, params: dict) -> Path:
             "replay_weight = nan",
         ),
         ("finetune", lambda p: p["finetune"].update(replay_batch=0), r"replay_batch = 0 must be"),
+        (
+            "finetune",
+            lambda p: p["finetune"].update(derived_per_stock=-1),
+            r"derived_per_stock = -1 must be",
+        ),
         ("compress", lambda p: p["compress"].update(fold_start=1991), r"fold_start = 1991"),
         (
             "data_prep",

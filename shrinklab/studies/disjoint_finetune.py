@@ -37,7 +37,12 @@ from shrinklab.data.dataset import TrainingSet
 from shrinklab.evaluation import backtest, compression, universe_backtest
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.registry import load_model
-from shrinklab.training.finetune_stage import stage_finetune, stage_replay
+from shrinklab.training.finetune_stage import (
+    stage_finetune,
+    stage_replay,
+    stage_returns,
+    with_derived_portfolios,
+)
 
 __all__ = [
     "DisjointSpec",
@@ -70,9 +75,9 @@ class DisjointSpec:
 
 class Variant(NamedTuple):
     """One fine-tuning recipe of the study: derived portfolios per stock (0: the stocks
-    only), and the replay weight and seed that replace the section's (``None``: keep it)."""
+    only), replay weight and seed, each replacing the section's (``None``: keep it)."""
 
-    derived_per_stock: float = 0.0
+    derived_per_stock: float | None = None
     replay_weight: float | None = None
     seed: int | None = None
 
@@ -143,7 +148,7 @@ def finetune_half(
     settings: Any,
     out_dir: str | Path,
     replay_data: Any = None,
-    derived_per_stock: float = 0.0,
+    derived_per_stock: float | None = None,
     replay_weight: float | None = None,
     seed: int | None = None,
 ) -> nn.Module:
@@ -152,35 +157,21 @@ def finetune_half(
     ``settings`` is the ``finetune`` section of ``params.yaml``
     (:class:`shrinklab.core.params.finetune.Finetune`), ``replay_data`` the synthetic training set
     when ``settings.replay_weight > 0``. Returns are cut before
-    2016 first (no window of the stage reaches it either). ``derived_per_stock > 0``
-    (decisions 0039, 0040) fine-tunes on the stocks plus :func:`with_derived_portfolios`
-    of them; ``replay_weight`` replaces the section's λ (decision 0040) and ``seed`` its
-    fine-tuning seed (asset subsets, replay draws, derived portfolios)."""
+    2016 first and derived portfolios added as the stage does
+    (:func:`shrinklab.training.finetune_stage.stage_returns`). ``derived_per_stock``
+    (decisions 0039–0041: derived portfolios per stock, 0 = the stocks only),
+    ``replay_weight`` (decision 0040) and ``seed`` replace the section's values when given
+    (``seed``: asset subsets, replay draws, derived portfolios)."""
+    if derived_per_stock is not None:
+        settings = dataclasses.replace(settings, derived_per_stock=float(derived_per_stock))
     if replay_weight is not None:
         settings = dataclasses.replace(settings, replay_weight=float(replay_weight))
     if seed is not None:
         settings = dataclasses.replace(settings, seed=int(seed))
-    returns = data.before_test(returns)
-    if derived_per_stock > 0:
-        returns = with_derived_portfolios(returns, derived_per_stock, settings.seed)
+    returns = stage_returns(returns, settings)
     replay = stage_replay(settings, replay_data)
     result = stage_finetune(pretrained, returns, regimes, settings, out_dir, replay=replay)
     return result.model.eval()
-
-
-def with_derived_portfolios(returns: pd.DataFrame, per_stock: float, seed: int) -> pd.DataFrame:
-    """The stocks ``returns`` plus ``round(per_stock · p)`` derived long-only portfolios of
-    them (:func:`shrinklab.data.universes.derived_portfolios`: sector- and index-like assets
-    with a real idiosyncratic part), drawn with ``seed``: decision 0039's fine-tuning
-    universe."""
-    if not np.isfinite(per_stock) or per_stock <= 0:
-        raise ValueError(f"per_stock must be a positive number, got {per_stock}")
-    m = max(1, round(per_stock * returns.shape[1]))
-    derived = universes.derived_portfolios(returns, m, np.random.default_rng(seed))
-    derived.columns = [f"derived_{c}" for c in derived.columns]
-    if set(derived.columns) & set(returns.columns):
-        raise ValueError("asset names clash with the derived portfolios' names")
-    return pd.concat([returns, derived], axis=1)
 
 
 def deployed_structure(finetuned: nn.Module, teacher: Any) -> Any:

@@ -6,7 +6,8 @@ the same recipe on half of the stocks) both call these functions, so a change to
 recipe reaches both. The section is a :class:`shrinklab.core.params.finetune.Finetune`: ``seed``,
 ``windows``, ``epochs``, ``lr``, ``asset_subsets``, ``n_folds`` (the last walk-forward
 folds of :func:`shrinklab.data.returns.walk_forward_splits`), ``replay_weight`` and
-``replay_batch`` (synthetic replay, decision 0025). Batch size 64, patience 5 and no
+``replay_batch`` (synthetic replay, decision 0025), ``derived_per_stock`` (derived
+portfolios in the fine-tuning universe, :func:`stage_returns`; decisions 0039, 0041). Batch size 64, patience 5 and no
 prior setting of the output biases are the stage's fixed choices (decision 0016).
 """
 
@@ -15,15 +16,50 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
 from shrinklab.data import returns as data
+from shrinklab.data import universes
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.finetune import WalkForwardResult, walk_forward_finetune
 from shrinklab.training.replay import ReplaySpec
 
-__all__ = ["stage_config", "stage_finetune", "stage_replay", "stage_splits"]
+__all__ = [
+    "stage_config",
+    "stage_finetune",
+    "stage_replay",
+    "stage_returns",
+    "stage_splits",
+    "with_derived_portfolios",
+]
+
+
+def with_derived_portfolios(returns: pd.DataFrame, per_stock: float, seed: int) -> pd.DataFrame:
+    """The stocks ``returns`` plus ``round(per_stock · p)`` derived long-only portfolios of
+    them (:func:`shrinklab.data.universes.derived_portfolios`: sector- and index-like assets
+    with a real idiosyncratic part), drawn with ``seed``: decision 0039's fine-tuning
+    universe."""
+    if not np.isfinite(per_stock) or per_stock <= 0:
+        raise ValueError(f"per_stock must be a positive number, got {per_stock}")
+    m = max(1, round(per_stock * returns.shape[1]))
+    derived = universes.derived_portfolios(returns, m, np.random.default_rng(seed))
+    derived.columns = [f"derived_{c}" for c in derived.columns]
+    if set(derived.columns) & set(returns.columns):
+        raise ValueError("asset names clash with the derived portfolios' names")
+    return pd.concat([returns, derived], axis=1)
+
+
+def stage_returns(returns: pd.DataFrame, settings: Any) -> pd.DataFrame:
+    """The fine-tuning universe: ``returns`` before the test period
+    (:func:`shrinklab.data.returns.before_test`; no window of the stage reaches it, and the
+    derived portfolios are built without it), plus ``settings.derived_per_stock`` derived
+    portfolios per stock drawn with ``settings.seed`` when it is above 0."""
+    returns = data.before_test(returns)
+    if settings.derived_per_stock > 0:
+        returns = with_derived_portfolios(returns, settings.derived_per_stock, settings.seed)
+    return returns
 
 
 def stage_splits(index: pd.DatetimeIndex, settings: Any) -> list[data.Split]:

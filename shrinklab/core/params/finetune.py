@@ -24,12 +24,20 @@ class Finetune(Section):
     # synthetic replay: docs/decisions/0025-fine-tuning-with-synthetic-replay.md (0 = off)
     replay_weight: float = 0.0
     replay_batch: int = 256
+    # derived long-only portfolios per stock added to the fine-tuning universe (0 = the
+    # stocks only): docs/decisions/0041-derived-universes-over-fine-tuning-seeds.md
+    derived_per_stock: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not math.isfinite(self.replay_weight) or self.replay_weight < 0:
             raise ValueError(
                 f"params section 'finetune': replay_weight = {self.replay_weight!r} "
+                "must be finite and >= 0"
+            )
+        if not math.isfinite(self.derived_per_stock) or self.derived_per_stock < 0:
+            raise ValueError(
+                f"params section 'finetune': derived_per_stock = {self.derived_per_stock!r} "
                 "must be finite and >= 0"
             )
         if self.replay_batch < 1:
