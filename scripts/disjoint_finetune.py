@@ -7,7 +7,7 @@ Reads ``<root>/params.yaml``, ``<root>/data/processed/`` and
 ``<root>/models/{pretrained,ensemble,final}.pt`` (``root``: a pipeline run's repository
 root). For each of the ``2 · n_splits`` fits, fine-tunes the pretrained network on one half
 of the 20 stocks as the finetune stage does (one fine-tuning per ``--variant
-name=[derived_per_stock][:replay_weight]``, an empty value keeping the section's; default
+name=[derived_per_stock][:replay_weight][:soup]``, an empty value keeping the section's; default
 ``final_fit=``, the deployed recipe) and backtests it,
 assembled as ``final.pt`` is, on universes built from the other half only (dates before
 2016). Writes the fold rows to ``<out>/rows.csv`` (a rerun reads them back) and prints
@@ -50,19 +50,24 @@ CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_fac
 
 
 def _variants(items: list[str]) -> dict[str, Variant]:
-    """``name=[derived_per_stock][:replay_weight]`` items as ``{name: Variant}`` (an empty
-    value keeps the section's)."""
+    """``name=[derived_per_stock][:replay_weight][:soup]`` items as ``{name: Variant}`` (an
+    empty value keeps the section's; ``soup``: seeds averaged, decision 0042)."""
     out = {}
     for item in items or ["final_fit="]:
         name, _, value = item.partition("=")
-        derived, _, weight = value.partition(":")
-        out[name] = Variant(float(derived) if derived else None, float(weight) if weight else None)
+        derived, _, rest = value.partition(":")
+        weight, _, soup = rest.partition(":")
+        out[name] = Variant(
+            float(derived) if derived else None,
+            float(weight) if weight else None,
+            soup=int(soup) if soup else None,
+        )
     return out
 
 
 def is_section_recipe(variant: Variant, settings) -> bool:
     """Whether ``variant`` fine-tunes exactly as the ``finetune`` section does."""
-    own = Variant(settings.derived_per_stock, settings.replay_weight, settings.seed)
+    own = Variant(settings.derived_per_stock, settings.replay_weight, settings.seed, soup=1)
     return all(v is None or v == s for v, s in zip(variant, own, strict=True))
 
 
@@ -112,7 +117,9 @@ def main() -> None:
     ap.add_argument("--out", default="build/studies/disjoint_finetune")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=DisjointSpec.seed)
-    ap.add_argument("--variant", action="append", help="name=[derived_per_stock][:replay_weight]")
+    ap.add_argument(
+        "--variant", action="append", help="name=[derived_per_stock][:replay_weight][:soup]"
+    )
     ap.add_argument(
         "--finetune-seeds",
         default="",
@@ -156,7 +163,7 @@ def main() -> None:
         print(ub.best_classical_table(rows, model, CLASSICAL).round(3).to_string())
     print("\nPer fold, mean over windows of the volatility relative to Ledoit–Wolf (%), paired:")
     pairs = [(n, "ensemble") for n in names] + [(f"{n}_network", "ensemble") for n in names]
-    pairs += [(names[-1], names[0])] if len(names) > 1 else []
+    pairs += [(n, names[0]) for n in names[1:]]
     pairs += [("final", names[0])]
     for model, ref in pairs:
         d, se, k = compression.fold_delta(rows, model, ref)

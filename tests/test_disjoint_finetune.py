@@ -4,6 +4,8 @@ half before 2016, and the assembly serves each world by the module final.pt woul
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -230,3 +232,34 @@ def test_a_fine_tuning_seed_override_changes_the_fit_and_the_sections_seed_does_
         assert torch.equal(x, y)
     pairs = zip(base.state_dict().values(), other.state_dict().values(), strict=True)
     assert any(not torch.equal(x, y) for x, y in pairs)
+
+
+def test_a_soup_variant_fine_tunes_each_seed_once_and_shares_members(tmp_path, monkeypatch):
+    """Variant(soup=k): seeds seed … seed+k−1, each fine-tuned in members/<recipe>_s<seed>
+    beside the variant's folder, so two variants sharing a member fine-tune it once."""
+    import torch
+
+    from shrinklab.core.params.finetune import Finetune
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.studies.disjoint_finetune import RunInputs, Variant
+
+    calls = []
+
+    def fake_one(self, stocks, out_dir, variant):
+        calls.append((Path(out_dir).relative_to(tmp_path).as_posix(), variant.seed))
+        torch.manual_seed(variant.seed or 0)
+        return MLShrinkageNetwork(input_dim=4, num_targets=2, hidden_dims=(3,))
+
+    monkeypatch.setattr(RunInputs, "_finetune_one", fake_one)
+    settings = Finetune(seed=2, replay_weight=3.0)
+    run = RunInputs(tmp_path, settings, None, None, None, None, None)
+    run.finetune(["A"], tmp_path / "s0a" / "SB", Variant(derived_per_stock=1, soup=3))
+    assert calls == [(f"s0a/members/d1_r3_s{s}", s) for s in (2, 3, 4)]
+    calls.clear()
+    run.finetune(["A"], tmp_path / "s0a" / "A", Variant(derived_per_stock=0, soup=1))
+    assert calls == [("s0a/members/d0_r3_s2", 2)]
+    calls.clear()
+    run.finetune(["A"], tmp_path / "s0a" / "plain", Variant(derived_per_stock=0))
+    assert calls == [("s0a/plain", None)]  # no soup: the variant's own folder, as before
+    with pytest.raises(ValueError, match="soup must be"):
+        run.finetune(["A"], tmp_path / "x", Variant(soup=0))

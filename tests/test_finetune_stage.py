@@ -77,3 +77,30 @@ def test_stage_returns_cut_the_test_period_and_add_derived_portfolios_when_asked
     r2 = r.copy()
     r2.loc[r2.index >= data.TEST_START] *= 50
     pd.testing.assert_frame_equal(stage_returns(r2, _settings(derived_per_stock=0.5)), both)
+
+
+def test_weight_soup_averages_the_weights_of_networks_of_one_structure():
+    import torch
+
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.training.soup import weight_soup
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return MLShrinkageNetwork(input_dim=6, num_targets=3, hidden_dims=(8,)).eval()
+
+    a, b, c = net(0), net(1), net(2)
+    soup = weight_soup([a, b, c])
+    for k, v in soup.state_dict().items():
+        parts = [m.state_dict()[k] for m in (a, b, c)]
+        if v.is_floating_point():
+            torch.testing.assert_close(v, sum(parts) / 3, rtol=0, atol=1e-6)
+    x = torch.randn(5, 6)
+    # a soup of one network is that network; the inputs are not modified
+    torch.testing.assert_close(weight_soup([a]).predict(x).alpha, a.predict(x).alpha)
+    assert not torch.equal(soup.predict(x).alpha, a.predict(x).alpha)
+    with pytest.raises(ValueError, match="at least one"):
+        weight_soup([])
+    other = MLShrinkageNetwork(input_dim=6, num_targets=3, hidden_dims=(4,))
+    with pytest.raises(ValueError, match="keys or shapes differ"):
+        weight_soup([a, other])

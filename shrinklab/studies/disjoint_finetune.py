@@ -43,6 +43,7 @@ from shrinklab.training.finetune_stage import (
     stage_returns,
     with_derived_portfolios,
 )
+from shrinklab.training.soup import weight_soup
 
 __all__ = [
     "DisjointSpec",
@@ -75,11 +76,16 @@ class DisjointSpec:
 
 class Variant(NamedTuple):
     """One fine-tuning recipe of the study: derived portfolios per stock (0: the stocks
-    only), replay weight and seed, each replacing the section's (``None``: keep it)."""
+    only), replay weight and seed, each replacing the section's (``None``: keep it), and
+    ``soup``: the number of fine-tuning seeds (``seed``, ``seed + 1``, …) whose networks are
+    averaged (:func:`shrinklab.training.finetune_stage.weight_soup`; decision 0042). With
+    ``soup`` set, each seed's fine-tuning is kept under ``members/`` beside the variant's
+    folder, so variants that share a member fine-tune it once."""
 
     derived_per_stock: float | None = None
     replay_weight: float | None = None
     seed: int | None = None
+    soup: int | None = None
 
 
 DEPLOYED = Variant()
@@ -241,7 +247,33 @@ class RunInputs:
     def finetune(
         self, stocks: Sequence[str], out_dir: str | Path, variant: Variant = DEPLOYED
     ) -> nn.Module:
-        """:func:`finetune_half` of the pretrained network on ``stocks`` with ``variant``."""
+        """:func:`finetune_half` of the pretrained network on ``stocks`` with ``variant``
+        (the weight soup of its ``soup`` seeds when ``soup`` is set)."""
+        if variant.soup is None:
+            return self._finetune_one(stocks, out_dir, variant)
+        if variant.soup < 1:
+            raise ValueError(f"soup must be >= 1, got {variant.soup}")
+        first = self.settings.seed if variant.seed is None else variant.seed
+        members = []
+        for seed in range(first, first + variant.soup):
+            member = variant._replace(seed=seed, soup=None)
+            derived = (
+                self.settings.derived_per_stock
+                if member.derived_per_stock is None
+                else member.derived_per_stock
+            )
+            replay = (
+                self.settings.replay_weight
+                if member.replay_weight is None
+                else member.replay_weight
+            )
+            folder = Path(out_dir).parent / "members" / f"d{derived:g}_r{replay:g}_s{seed}"
+            members.append(self._finetune_one(stocks, folder, member))
+        return weight_soup(members)
+
+    def _finetune_one(
+        self, stocks: Sequence[str], out_dir: str | Path, variant: Variant
+    ) -> nn.Module:
         return finetune_half(
             self.pretrained,
             self.returns.loc[:, list(stocks)],
