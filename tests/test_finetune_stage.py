@@ -101,6 +101,10 @@ def test_weight_soup_averages_the_weights_of_networks_of_one_structure():
     assert not torch.equal(soup.predict(x).alpha, a.predict(x).alpha)
     with pytest.raises(ValueError, match="at least one"):
         weight_soup([])
+    # members trained for different numbers of steps: batch-norm counters differ
+    a.train()(torch.randn(8, 6))
+    counters = {k: v for k, v in weight_soup([a, b]).state_dict().items() if "num_batches" in k}
+    assert counters and all(int(v) == 1 for v in counters.values())
     other = MLShrinkageNetwork(input_dim=6, num_targets=3, hidden_dims=(4,))
     with pytest.raises(ValueError, match="keys or shapes differ"):
         weight_soup([a, other])

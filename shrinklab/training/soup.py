@@ -38,6 +38,8 @@ def weight_soup(models: Sequence[nn.Module]) -> nn.Module:
             soup[k] = torch.stack([v.to(torch.float64) for v in values]).mean(0).to(values[0].dtype)
         elif all(torch.equal(values[0], v) for v in values[1:]):
             soup[k] = values[0].clone()
+        elif k.endswith("num_batches_tracked"):  # batch-norm step counts: members trained
+            soup[k] = torch.stack(values).max()  # for different numbers of epochs
         else:
             raise ValueError(f"weight_soup: the non-float buffer {k!r} differs between models")
     out = copy.deepcopy(models[0])
