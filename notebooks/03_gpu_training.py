@@ -25,7 +25,9 @@
 # The synthetic-pretrained network (the specification's transfer-learning step) is fine-tuned
 # walk-forward: for each expanding-window fold it is trained on windows before the
 # fold's validation block and early-stopped on that block; the final model uses the
-# median best epoch on every window before 2016. The test period 2016–2022 is never
+# median best epoch on every window before 2016. With `soup_seeds` above 1 this is done
+# once per seed and the networks' weights are averaged (a "model soup", decision 0042), so
+# the deployed network does not hang on one seed's luck. The test period 2016–2022 is never
 # touched here. On a CUDA machine the same code runs on the GPU with bf16 autocast.
 
 # %% tags=["parameters"]
@@ -38,6 +40,7 @@ n_folds = 2
 replay_weight = 0.0  # synthetic replay λ (docs/decisions/0025-fine-tuning-with-synthetic-replay.md)
 replay_batch = 256
 derived_per_stock = 0.0  # derived portfolios per stock (docs/decisions/0041-derived-universes-over-fine-tuning-seeds.md)
+soup_seeds = 1  # fine-tuning seeds averaged into finetuned.pt (docs/decisions/0042-seed-soup-fine-tuning.md)
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -57,7 +60,7 @@ from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training.finetune_stage import (
     stage_config,
-    stage_finetune,
+    stage_finetune_soup,
     stage_replay,
     stage_returns,
     stage_splits,
@@ -72,7 +75,8 @@ print("device:", torch.cuda.get_device_name(0) if device == "cuda" else "CPU", "
 
 # %%
 # the stocks before 2016, plus derived long-only portfolios of them when derived_per_stock > 0
-returns = stage_returns(pd.read_parquet(processed / "sp500_returns.parquet"), params)
+raw_returns = pd.read_parquet(processed / "sp500_returns.parquet")
+returns = stage_returns(raw_returns, params)
 market = pd.read_parquet(processed / "sp500_market.parquet")
 splits = stage_splits(returns.index, params)
 pretrained_payload = load_model_payload(models / "pretrained.pt")
@@ -82,17 +86,24 @@ pd.DataFrame([{"fold": s.fold, **{k: v.date() for k, v in s.dates(returns.index)
 # %%
 config = stage_config(params, device)
 # λ · L/d on synthetic training worlds at every step (λ = 0: plain fine-tuning, nothing read or drawn)
-replay = stage_replay(params, lambda: TrainingSet.load(processed / "synthetic_train.pt"))
+replay_data = lambda: TrainingSet.load(processed / "synthetic_train.pt")
+replay = stage_replay(params, replay_data)
 checkpoints = run_dir("finetune", {**config.to_dict(), "windows": windows, "subsets": asset_subsets, "folds": n_folds,
                                    **({"replay": [replay_weight, replay_batch]} if replay else {}),
-                                   **({"derived_per_stock": derived_per_stock} if derived_per_stock else {})},
+                                   **({"derived_per_stock": derived_per_stock} if derived_per_stock else {}),
+                                   **({"soup_seeds": soup_seeds} if soup_seeds > 1 else {})},
                       processed / "sp500_returns.parquet", models / "pretrained.pt",
                       *([processed / "synthetic_train.pt"] if replay else []))
-result = stage_finetune(  # the stage's recipe: shrinklab.training.finetune_stage
-    pretrained, returns, market["regime"], params, checkpoints, config=config, replay=replay,
-    monitor=reports,  # TensorBoard + DVCLive runs finetune/fold_<k>, finetune/final
+# the stage's recipe (shrinklab.training.finetune_stage): one walk-forward fine-tuning per
+# seed seed … seed + soup_seeds − 1, their weights averaged (a "model soup") when more than one
+finetuned, members = stage_finetune_soup(
+    pretrained, raw_returns, market["regime"], params, checkpoints, device=device,
+    replay_data=replay_data, monitor=reports,  # TensorBoard + DVCLive: the first seed's runs
 )
+result = members[0]
 folds = result.table()
+if soup_seeds > 1:
+    print("best epochs per seed:", {seed + i: m.epochs for i, m in enumerate(members)})
 folds
 
 # %% [markdown]
@@ -108,12 +119,14 @@ print(f"final fit: {result.epochs} epochs on {history['device']}, {throughput:,.
 
 # %%
 models.mkdir(parents=True, exist_ok=True)
-save_model(models / "finetuned.pt", result.model, pretrained_payload["feature_names"],
+save_model(models / "finetuned.pt", finetuned, pretrained_payload["feature_names"],
            pretrained_payload["target_names"], extra={"epochs": int(result.epochs), "windows": list(windows),
                                                         **({"replay_weight": replay_weight} if replay else {}),
-                                                        **({"derived_per_stock": derived_per_stock} if derived_per_stock else {})})
+                                                        **({"derived_per_stock": derived_per_stock} if derived_per_stock else {}),
+                                                        **({"soup_seeds": soup_seeds} if soup_seeds > 1 else {})})
 save_metrics(reports / "metrics" / "finetune.json", {
     "epochs": int(result.epochs),
+    **({"member_epochs": [int(m.epochs) for m in members]} if soup_seeds > 1 else {}),
     "device": device,
     "folds": {
         str(k): {c: float(v) for c, v in row.items() if isinstance(v, float)}

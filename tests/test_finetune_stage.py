@@ -4,6 +4,9 @@ asset-disjoint study."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -108,3 +111,34 @@ def test_weight_soup_averages_the_weights_of_networks_of_one_structure():
     other = MLShrinkageNetwork(input_dim=6, num_targets=3, hidden_dims=(4,))
     with pytest.raises(ValueError, match="keys or shapes differ"):
         weight_soup([a, other])
+
+
+def test_stage_finetune_soup_fine_tunes_each_seed_and_averages(tmp_path, monkeypatch):
+    import torch
+
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.training import finetune_stage as fs
+
+    calls = []
+
+    def fake(pretrained, returns, regimes, settings, out_dir, *, config, replay, monitor):
+        calls.append((settings.seed, config.seed, Path(out_dir), returns.shape[1], monitor))
+        torch.manual_seed(settings.seed)
+        net = MLShrinkageNetwork(input_dim=4, num_targets=2, hidden_dims=(3,))
+        return SimpleNamespace(model=net, epochs=settings.seed)
+
+    monkeypatch.setattr(fs, "stage_finetune", fake)
+    r = _returns()
+    one, results = fs.stage_finetune_soup(None, r, None, _settings(), tmp_path, monitor="m")
+    assert calls == [(7, 7, tmp_path, 6, "m")] and one is results[0].model  # as before
+    calls.clear()
+    soup, results = fs.stage_finetune_soup(
+        None, r, None, _settings(soup_seeds=3, derived_per_stock=0.5), tmp_path, monitor="m"
+    )
+    assert [c[:2] for c in calls] == [(7, 7), (8, 8), (9, 9)]
+    assert [c[2] for c in calls] == [tmp_path / f"seed_{s}" for s in (7, 8, 9)]
+    assert [c[3] for c in calls] == [9, 9, 9] and [c[4] for c in calls] == ["m", None, None]
+    key = next(k for k, v in soup.state_dict().items() if v.ndim == 2)  # a weight matrix
+    w = [m.model.state_dict()[key] for m in results]
+    assert not torch.equal(w[0], w[1])
+    torch.testing.assert_close(soup.state_dict()[key], sum(w) / 3)

@@ -7,12 +7,15 @@ recipe reaches both. The section is a :class:`shrinklab.core.params.finetune.Fin
 ``windows``, ``epochs``, ``lr``, ``asset_subsets``, ``n_folds`` (the last walk-forward
 folds of :func:`shrinklab.data.returns.walk_forward_splits`), ``replay_weight`` and
 ``replay_batch`` (synthetic replay, decision 0025), ``derived_per_stock`` (derived
-portfolios in the fine-tuning universe, :func:`stage_returns`; decisions 0039, 0041). Batch size 64, patience 5 and no
+portfolios in the fine-tuning universe, :func:`stage_returns`; decisions 0039, 0041) and
+``soup_seeds`` (the weight soup of that many fine-tuning seeds, :func:`stage_finetune_soup`;
+decision 0042). Batch size 64, patience 5 and no
 prior setting of the output biases are the stage's fixed choices (decision 0016).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,12 @@ from shrinklab.data import universes
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.finetune import WalkForwardResult, walk_forward_finetune
 from shrinklab.training.replay import ReplaySpec
+from shrinklab.training.soup import weight_soup
 
 __all__ = [
     "stage_config",
     "stage_finetune",
+    "stage_finetune_soup",
     "stage_replay",
     "stage_returns",
     "stage_splits",
@@ -123,3 +128,44 @@ def stage_finetune(
         monitor=monitor,
         replay=replay,
     )
+
+
+def stage_finetune_soup(
+    pretrained: nn.Module,
+    returns: pd.DataFrame,
+    regimes: pd.Series | None,
+    settings: Any,
+    out_dir: str | Path,
+    *,
+    device: str = "cpu",
+    replay_data: Any = None,
+    monitor: str | Path | None = None,
+) -> tuple[nn.Module, list[WalkForwardResult]]:
+    """The finetune stage: for each seed ``settings.seed … settings.seed + soup_seeds − 1``,
+    :func:`stage_finetune` of ``pretrained`` on :func:`stage_returns` of the raw ``returns``
+    with that seed (asset subsets, replay draws, derived portfolios; :func:`stage_config`
+    on ``device``, :func:`stage_replay` of ``replay_data``); returns the
+    :func:`shrinklab.training.soup.weight_soup` of the fine-tuned networks (the network
+    itself when ``soup_seeds = 1``) and every seed's result. Checkpoints in ``out_dir``
+    (one seed) or ``out_dir/seed_<s>``; ``monitor`` receives the first seed's curves."""
+    results = []
+    for i in range(settings.soup_seeds):
+        member = dataclasses.replace(settings, seed=settings.seed + i)
+        folder = (
+            Path(out_dir) if settings.soup_seeds == 1 else Path(out_dir) / f"seed_{member.seed}"
+        )
+        results.append(
+            stage_finetune(
+                pretrained,
+                stage_returns(returns, member),
+                regimes,
+                member,
+                folder,
+                config=stage_config(member, device),
+                replay=stage_replay(member, replay_data),
+                monitor=monitor if i == 0 else None,
+            )
+        )
+    if len(results) == 1:
+        return results[0].model, results
+    return weight_soup([r.model for r in results]), results

@@ -27,6 +27,9 @@ class Finetune(Section):
     # derived long-only portfolios per stock added to the fine-tuning universe (0 = the
     # stocks only): docs/decisions/0041-derived-universes-over-fine-tuning-seeds.md
     derived_per_stock: float = 0.0
+    # fine-tuning seeds seed, seed + 1, … whose networks are averaged into finetuned.pt
+    # (1 = one fine-tuning): docs/decisions/0042-seed-soup-fine-tuning.md
+    soup_seeds: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -39,6 +42,10 @@ class Finetune(Section):
             raise ValueError(
                 f"params section 'finetune': derived_per_stock = {self.derived_per_stock!r} "
                 "must be finite and >= 0"
+            )
+        if self.soup_seeds < 1:
+            raise ValueError(
+                f"params section 'finetune': soup_seeds = {self.soup_seeds!r} must be >= 1"
             )
         if self.replay_batch < 1:
             raise ValueError(
