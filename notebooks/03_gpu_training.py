@@ -61,7 +61,6 @@ from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training.finetune_stage import (
     stage_config,
     stage_finetune_soup,
-    stage_replay,
     stage_returns,
     stage_splits,
 )
@@ -86,8 +85,8 @@ pd.DataFrame([{"fold": s.fold, **{k: v.date() for k, v in s.dates(returns.index)
 # %%
 config = stage_config(params, device)
 # λ · L/d on synthetic training worlds at every step (λ = 0: plain fine-tuning, nothing read or drawn)
-replay_data = lambda: TrainingSet.load(processed / "synthetic_train.pt")
-replay = stage_replay(params, replay_data)
+replay = replay_weight > 0
+replay_data = TrainingSet.load(processed / "synthetic_train.pt") if replay else None  # read once
 checkpoints = run_dir("finetune", {**config.to_dict(), "windows": windows, "subsets": asset_subsets, "folds": n_folds,
                                    **({"replay": [replay_weight, replay_batch]} if replay else {}),
                                    **({"derived_per_stock": derived_per_stock} if derived_per_stock else {}),

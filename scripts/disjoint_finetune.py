@@ -67,7 +67,9 @@ def _variants(items: list[str]) -> dict[str, Variant]:
 
 def is_section_recipe(variant: Variant, settings) -> bool:
     """Whether ``variant`` fine-tunes exactly as the ``finetune`` section does."""
-    own = Variant(settings.derived_per_stock, settings.replay_weight, settings.seed, soup=1)
+    own = Variant(
+        settings.derived_per_stock, settings.replay_weight, settings.seed, settings.soup_seeds
+    )
     return all(v is None or v == s for v, s in zip(variant, own, strict=True))
 
 

@@ -22,6 +22,7 @@ from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.studies.disjoint_finetune import (
     DisjointSpec,
     HalfSplit,
+    Variant,
     deployed_structure,
     finetune_half,
     half_splits,
@@ -115,7 +116,9 @@ def test_finetune_half_reads_nothing_after_2015_and_moves_the_weights(tmp_path):
         finetune_half(pre, r, regimes, _settings(replay_weight=1.0), tmp_path / "c")
     # a variant's λ replaces the section's (here: turns the replay on, which needs worlds)
     with pytest.raises(ValueError, match="replay_data"):
-        finetune_half(pre, r, regimes, _settings(), tmp_path / "d", replay_weight=2.0)
+        finetune_half(
+            pre, r, regimes, _settings(), tmp_path / "d", variant=Variant(replay_weight=2.0)
+        )
 
 
 def test_deployed_structure_serves_each_world_as_final_pt_does():
@@ -226,40 +229,44 @@ def test_a_fine_tuning_seed_override_changes_the_fit_and_the_sections_seed_does_
     regimes = pd.Series(0, index=r.index)
     pre = _net(0)
     base = finetune_half(pre, r, regimes, _settings(), tmp_path / "a")
-    same = finetune_half(pre, r, regimes, _settings(), tmp_path / "b", seed=0)
-    other = finetune_half(pre, r, regimes, _settings(), tmp_path / "c", seed=5)
+    same = finetune_half(pre, r, regimes, _settings(), tmp_path / "b", variant=Variant(seed=0))
+    other = finetune_half(pre, r, regimes, _settings(), tmp_path / "c", variant=Variant(seed=5))
     for x, y in zip(base.state_dict().values(), same.state_dict().values(), strict=True):
         assert torch.equal(x, y)
     pairs = zip(base.state_dict().values(), other.state_dict().values(), strict=True)
     assert any(not torch.equal(x, y) for x, y in pairs)
 
 
-def test_a_soup_variant_fine_tunes_each_seed_once_and_shares_members(tmp_path, monkeypatch):
-    """Variant(soup=k): seeds seed … seed+k−1, each fine-tuned in members/<recipe>_s<seed>
-    beside the variant's folder, so two variants sharing a member fine-tune it once."""
+def test_a_variant_replaces_only_the_fields_it_sets_and_runs_the_stage_recipe(
+    tmp_path, monkeypatch
+):
+    """Variant fields replace the section's (``soup`` → ``soup_seeds``); DEPLOYED keeps the
+    section as it is; the fine-tuning is the stage's own (stage_finetune_soup)."""
     import torch
 
     from shrinklab.core.params.finetune import Finetune
     from shrinklab.models.network import MLShrinkageNetwork
-    from shrinklab.studies.disjoint_finetune import RunInputs, Variant
+    from shrinklab.studies import disjoint_finetune as dfs
+    from shrinklab.studies.disjoint_finetune import DEPLOYED, RunInputs, Variant
 
     calls = []
 
-    def fake_one(self, stocks, out_dir, variant):
-        calls.append((Path(out_dir).relative_to(tmp_path).as_posix(), variant.seed))
-        torch.manual_seed(variant.seed or 0)
-        return MLShrinkageNetwork(input_dim=4, num_targets=2, hidden_dims=(3,))
+    def fake_stage(pretrained, returns, regimes, settings, out_dir, *, replay_data=None):
+        calls.append((settings, Path(out_dir), list(returns.columns), replay_data))
+        torch.manual_seed(settings.seed)
+        return MLShrinkageNetwork(input_dim=4, num_targets=2, hidden_dims=(3,)), []
 
-    monkeypatch.setattr(RunInputs, "_finetune_one", fake_one)
-    settings = Finetune(seed=2, replay_weight=3.0)
-    run = RunInputs(tmp_path, settings, None, None, None, None, None)
-    run.finetune(["A"], tmp_path / "s0a" / "SB", Variant(derived_per_stock=1, soup=3))
-    assert calls == [(f"s0a/members/d1_r3_s{s}", s) for s in (2, 3, 4)]
-    calls.clear()
-    run.finetune(["A"], tmp_path / "s0a" / "A", Variant(derived_per_stock=0, soup=1))
-    assert calls == [("s0a/members/d0_r3_s2", 2)]
-    calls.clear()
-    run.finetune(["A"], tmp_path / "s0a" / "plain", Variant(derived_per_stock=0))
-    assert calls == [("s0a/plain", None)]  # no soup: the variant's own folder, as before
+    monkeypatch.setattr(dfs, "stage_finetune_soup", fake_stage)
+    section = Finetune(seed=2, replay_weight=3.0, derived_per_stock=1.0, soup_seeds=3)
+    returns = pd.DataFrame({"A": [0.0], "B": [0.0]})
+    run = RunInputs(tmp_path, section, returns, None, "worlds", None, None)
+    run.finetune(["A"], tmp_path / "SB", DEPLOYED)
+    assert calls[-1] == (section, tmp_path / "SB", ["A"], "worlds")
+    run.finetune(["B"], tmp_path / "A", Variant(derived_per_stock=0, soup=1))
+    got = calls[-1][0]
+    assert (got.derived_per_stock, got.soup_seeds, got.seed, got.replay_weight) == (0, 1, 2, 3.0)
+    assert calls[-1][2] == ["B"]
+    got = dfs.recipe_settings(section, Variant(replay_weight=10, seed=6))
+    assert (got.derived_per_stock, got.soup_seeds, got.seed, got.replay_weight) == (1.0, 3, 6, 10)
     with pytest.raises(ValueError, match="soup must be"):
         run.finetune(["A"], tmp_path / "x", Variant(soup=0))

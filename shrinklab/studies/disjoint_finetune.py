@@ -37,13 +37,7 @@ from shrinklab.data.dataset import TrainingSet
 from shrinklab.evaluation import backtest, compression, universe_backtest
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.registry import load_model
-from shrinklab.training.finetune_stage import (
-    stage_finetune,
-    stage_replay,
-    stage_returns,
-    with_derived_portfolios,
-)
-from shrinklab.training.soup import weight_soup
+from shrinklab.training.finetune_stage import stage_finetune_soup, with_derived_portfolios
 
 __all__ = [
     "DisjointSpec",
@@ -55,6 +49,7 @@ __all__ = [
     "finetune_half",
     "half_splits",
     "held_out_universes",
+    "recipe_settings",
     "run_split",
     "seed_average",
     "split_rows",
@@ -76,11 +71,10 @@ class DisjointSpec:
 
 class Variant(NamedTuple):
     """One fine-tuning recipe of the study: derived portfolios per stock (0: the stocks
-    only), replay weight and seed, each replacing the section's (``None``: keep it), and
-    ``soup``: the number of fine-tuning seeds (``seed``, ``seed + 1``, …) whose networks are
-    averaged (:func:`shrinklab.training.finetune_stage.weight_soup`; decision 0042). With
-    ``soup`` set, each seed's fine-tuning is kept under ``members/`` beside the variant's
-    folder, so variants that share a member fine-tune it once."""
+    only), replay weight, seed and ``soup`` (the number of fine-tuning seeds ``seed``,
+    ``seed + 1``, … whose networks are averaged, decision 0042), each replacing the
+    ``finetune`` section's ``derived_per_stock``, ``replay_weight``, ``seed`` and
+    ``soup_seeds`` (``None``: keep it)."""
 
     derived_per_stock: float | None = None
     replay_weight: float | None = None
@@ -147,6 +141,17 @@ def held_out_universes(
     return out
 
 
+def recipe_settings(settings: Any, variant: Variant) -> Any:
+    """The ``finetune`` section ``settings`` with the fields that ``variant`` sets replaced."""
+    fields = {
+        "derived_per_stock": variant.derived_per_stock,
+        "replay_weight": variant.replay_weight,
+        "seed": variant.seed,
+        "soup_seeds": variant.soup,
+    }
+    return dataclasses.replace(settings, **{k: v for k, v in fields.items() if v is not None})
+
+
 def finetune_half(
     pretrained: nn.Module,
     returns: pd.DataFrame,
@@ -154,30 +159,25 @@ def finetune_half(
     settings: Any,
     out_dir: str | Path,
     replay_data: Any = None,
-    derived_per_stock: float | None = None,
-    replay_weight: float | None = None,
-    seed: int | None = None,
+    variant: Variant = DEPLOYED,
 ) -> nn.Module:
-    """A copy of ``pretrained`` fine-tuned on ``returns`` (the fit half's stocks) as
-    notebook 03 fine-tunes it (:func:`shrinklab.training.finetune_stage.stage_finetune`):
+    """A copy of ``pretrained`` fine-tuned on the raw ``returns`` (the fit half's stocks)
+    exactly as notebook 03 fine-tunes it
+    (:func:`shrinklab.training.finetune_stage.stage_finetune_soup`: the stocks before 2016
+    plus derived portfolios, one walk-forward fine-tuning per seed, their weight soup):
     ``settings`` is the ``finetune`` section of ``params.yaml``
-    (:class:`shrinklab.core.params.finetune.Finetune`), ``replay_data`` the synthetic training set
-    when ``settings.replay_weight > 0``. Returns are cut before
-    2016 first and derived portfolios added as the stage does
-    (:func:`shrinklab.training.finetune_stage.stage_returns`). ``derived_per_stock``
-    (decisions 0039–0041: derived portfolios per stock, 0 = the stocks only),
-    ``replay_weight`` (decision 0040) and ``seed`` replace the section's values when given
-    (``seed``: asset subsets, replay draws, derived portfolios)."""
-    if derived_per_stock is not None:
-        settings = dataclasses.replace(settings, derived_per_stock=float(derived_per_stock))
-    if replay_weight is not None:
-        settings = dataclasses.replace(settings, replay_weight=float(replay_weight))
-    if seed is not None:
-        settings = dataclasses.replace(settings, seed=int(seed))
-    returns = stage_returns(returns, settings)
-    replay = stage_replay(settings, replay_data)
-    result = stage_finetune(pretrained, returns, regimes, settings, out_dir, replay=replay)
-    return result.model.eval()
+    (:class:`shrinklab.core.params.finetune.Finetune`) with the fields ``variant`` sets
+    replaced (:func:`recipe_settings`; decisions 0039–0042), ``replay_data`` the synthetic
+    training set when the replay is on."""
+    model, _ = stage_finetune_soup(
+        pretrained,
+        returns,
+        regimes,
+        recipe_settings(settings, variant),
+        out_dir,
+        replay_data=replay_data,
+    )
+    return model.eval()
 
 
 def deployed_structure(finetuned: nn.Module, teacher: Any) -> Any:
@@ -247,33 +247,9 @@ class RunInputs:
     def finetune(
         self, stocks: Sequence[str], out_dir: str | Path, variant: Variant = DEPLOYED
     ) -> nn.Module:
-        """:func:`finetune_half` of the pretrained network on ``stocks`` with ``variant``
-        (the weight soup of its ``soup`` seeds when ``soup`` is set)."""
-        if variant.soup is None:
-            return self._finetune_one(stocks, out_dir, variant)
-        if variant.soup < 1:
+        """:func:`finetune_half` of the pretrained network on ``stocks`` with ``variant``."""
+        if variant.soup is not None and variant.soup < 1:
             raise ValueError(f"soup must be >= 1, got {variant.soup}")
-        first = self.settings.seed if variant.seed is None else variant.seed
-        members = []
-        for seed in range(first, first + variant.soup):
-            member = variant._replace(seed=seed, soup=None)
-            derived = (
-                self.settings.derived_per_stock
-                if member.derived_per_stock is None
-                else member.derived_per_stock
-            )
-            replay = (
-                self.settings.replay_weight
-                if member.replay_weight is None
-                else member.replay_weight
-            )
-            folder = Path(out_dir).parent / "members" / f"d{derived:g}_r{replay:g}_s{seed}"
-            members.append(self._finetune_one(stocks, folder, member))
-        return weight_soup(members)
-
-    def _finetune_one(
-        self, stocks: Sequence[str], out_dir: str | Path, variant: Variant
-    ) -> nn.Module:
         return finetune_half(
             self.pretrained,
             self.returns.loc[:, list(stocks)],
@@ -281,9 +257,7 @@ class RunInputs:
             self.settings,
             out_dir,
             self.replay_data,
-            derived_per_stock=variant.derived_per_stock,
-            replay_weight=variant.replay_weight,
-            seed=variant.seed,
+            variant,
         )
 
 
