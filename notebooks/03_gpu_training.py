@@ -41,6 +41,7 @@ replay_weight = 0.0  # synthetic replay λ (docs/decisions/0025-fine-tuning-with
 replay_batch = 256
 derived_per_stock = 0.0  # derived portfolios per stock (docs/decisions/0041-derived-universes-over-fine-tuning-seeds.md)
 soup_seeds = 1  # fine-tuning seeds averaged into finetuned.pt (docs/decisions/0042-seed-soup-fine-tuning.md)
+workers = 1  # processes running the seeds' fine-tunings (1: in the kernel)
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"

@@ -27,6 +27,7 @@ from shrinklab.data import returns as data
 from shrinklab.data import universes
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.finetune import WalkForwardResult, walk_forward_finetune
+from shrinklab.training.parallel import map_in_processes
 from shrinklab.training.replay import ReplaySpec
 from shrinklab.training.soup import weight_soup
 
@@ -130,6 +131,33 @@ def stage_finetune(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _SoupMember:
+    """One fine-tuning of :func:`stage_finetune_soup`, picklable for a worker process."""
+
+    pretrained: nn.Module
+    returns: pd.DataFrame
+    regimes: pd.Series | None
+    settings: Any
+    out_dir: Path
+    config: TrainConfig
+    replay: ReplaySpec | None
+    monitor: str | Path | None
+
+
+def _finetune_member(job: _SoupMember) -> WalkForwardResult:
+    return stage_finetune(
+        job.pretrained,
+        job.returns,
+        job.regimes,
+        job.settings,
+        job.out_dir,
+        config=job.config,
+        replay=job.replay,
+        monitor=job.monitor,
+    )
+
+
 def stage_finetune_soup(
     pretrained: nn.Module,
     returns: pd.DataFrame,
@@ -147,25 +175,33 @@ def stage_finetune_soup(
     on ``device``, :func:`stage_replay` of ``replay_data``); returns the
     :func:`shrinklab.training.soup.weight_soup` of the fine-tuned networks (the network
     itself when ``soup_seeds = 1``) and every seed's result. Checkpoints in ``out_dir``
-    (one seed) or ``out_dir/seed_<s>``; ``monitor`` receives the first seed's curves."""
-    results = []
+    (one seed) or ``out_dir/seed_<s>``; ``monitor`` receives the first seed's curves.
+
+    The fine-tunings do not depend on one another: they run in ``settings.workers``
+    processes with one torch thread each
+    (:func:`shrinklab.training.parallel.map_in_processes`), and each network is the same
+    for any number of workers (tested in ``tests/test_finetune_soup_workers.py``)."""
+    if settings.replay_weight > 0 and callable(replay_data):
+        replay_data = replay_data()  # loaded once for every seed
+    jobs = []
     for i in range(settings.soup_seeds):
         member = dataclasses.replace(settings, seed=settings.seed + i)
         folder = (
             Path(out_dir) if settings.soup_seeds == 1 else Path(out_dir) / f"seed_{member.seed}"
         )
-        results.append(
-            stage_finetune(
+        jobs.append(
+            _SoupMember(
                 pretrained,
                 stage_returns(returns, member),
                 regimes,
                 member,
                 folder,
-                config=stage_config(member, device),
-                replay=stage_replay(member, replay_data),
-                monitor=monitor if i == 0 else None,
+                stage_config(member, device),
+                stage_replay(member, replay_data),
+                monitor if i == 0 else None,
             )
         )
+    results = map_in_processes(_finetune_member, jobs, settings.workers)
     if len(results) == 1:
         return results[0].model, results
     return weight_soup([r.model for r in results]), results

@@ -30,6 +30,7 @@ class Finetune(Section):
     # fine-tuning seeds seed, seed + 1, … whose networks are averaged into finetuned.pt
     # (1 = one fine-tuning): docs/decisions/0042-seed-soup-fine-tuning.md
     soup_seeds: int = 1
+    workers: int = 1  # processes running the soup's fine-tunings (1: in the kernel)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -47,6 +48,8 @@ class Finetune(Section):
             raise ValueError(
                 f"params section 'finetune': soup_seeds = {self.soup_seeds!r} must be >= 1"
             )
+        if self.workers < 1:
+            raise ValueError(f"params section 'finetune': workers = {self.workers!r} must be >= 1")
         if self.replay_batch < 1:
             raise ValueError(
                 f"params section 'finetune': replay_batch = {self.replay_batch!r} must be >= 1"
