@@ -276,7 +276,9 @@ def _shared(threshold: float = 0.9) -> tuple[GatedExpertModel, MLShrinkageNetwor
     """Gate over a, b, c; ``a`` has its own expert, ``b`` and ``c`` share one module."""
     gate = _gated(threshold=0.6).gate
     server = _net(5)
-    return GatedExpertModel(_net(1), {"a": _net(2), "b": server, "c": server}, gate, threshold), server
+    return GatedExpertModel(
+        _net(1), {"a": _net(2), "b": server, "c": server}, gate, threshold
+    ), server
 
 
 def test_shared_expert_serves_each_of_its_families_and_is_stored_once(tmp_path):
@@ -326,6 +328,55 @@ def test_numpy_forward_of_a_shared_expert_model():
     np.testing.assert_allclose(weights, out.weights.numpy(), atol=1e-5)
 
 
+def test_choose_expert_pools_the_families_of_a_shared_module():
+    from shrinklab.models.experts import choose_expert
+
+    slots = [0, 1, 1, 1]  # family 0 alone, families 1-3 share module 1
+    p = torch.tensor(
+        [
+            [0.10, 0.40, 0.35, 0.15],  # no family above 0.7, module 1 together 0.9
+            [0.75, 0.10, 0.10, 0.05],  # family 0 alone
+            [0.40, 0.20, 0.20, 0.20],  # module 1 together 0.6: the general model
+            [0.05, 0.10, 0.80, 0.05],  # family 2 above the threshold on its own
+        ]
+    )
+    assert choose_expert(p, slots, 0.7).tolist() == [-1, 0, -1, 2]
+    assert choose_expert(p, slots, 0.7, pool_shared=True).tolist() == [1, 0, -1, 2]
+    # against a brute-force rule on random probabilities
+    rng = np.random.default_rng(0)
+    q = torch.as_tensor(rng.dirichlet(np.full(4, 0.3), size=2000))
+    got = choose_expert(q, slots, 0.7, pool_shared=True).tolist()
+    for row, g in zip(q.tolist(), got, strict=True):
+        totals = [row[0], sum(row[1:])]
+        m = int(np.argmax(totals))
+        want = -1 if totals[m] <= 0.7 else (0 if m == 0 else 1 + int(np.argmax(row[1:])))
+        assert g == want
+    assert 0.05 < np.mean(np.array(got) >= 1) < 0.95  # both outcomes occur
+    # one family per module: pooling changes nothing
+    torch.testing.assert_close(
+        choose_expert(q, [0, 1, 2, 3], 0.7, pool_shared=True), choose_expert(q, [0, 1, 2, 3], 0.7)
+    )
+
+
+def test_pooled_shared_expert_serves_more_rows_and_survives_save_and_numpy(tmp_path):
+    from shrinklab.models.numpy_forward import NumpyForward
+
+    single, server = _shared(threshold=0.6)
+    pooled = GatedExpertModel(
+        single.general, single.expert_map(), single.gate, 0.6, pool_shared=True
+    )
+    x = torch.randn(2000, F) * 2
+    a, b = single.expert_choice(x), pooled.expert_choice(x)
+    assert ((a >= 1) <= (b >= 1)).all() and int((b >= 1).sum()) > int((a >= 1).sum())
+    assert "pool_shared" not in single.config and pooled.config["pool_shared"] is True
+    loaded = load_model(save_model(tmp_path / "p.pt", pooled, FEATURE_NAMES, TARGET_NAMES))
+    assert loaded.pool_shared
+    torch.testing.assert_close(loaded.predict(x).alpha, pooled.predict(x).alpha, atol=0, rtol=0)
+    alpha, _, _ = NumpyForward(pooled)(x.numpy())
+    np.testing.assert_allclose(alpha, pooled.predict(x).alpha.numpy(), atol=1e-5)
+    assert not np.allclose(alpha, single.predict(x).alpha.numpy(), atol=1e-5)
+
+
 def test_with_server_for_adds_one_module_for_the_named_families():
     from shrinklab.evaluation.compression import with_server_for
 
@@ -343,7 +394,9 @@ def test_with_server_for_adds_one_module_for_the_named_families():
     # rows the server does not take are base's; the rows it takes are the server's
     keep = ~served
     torch.testing.assert_close(out.alpha[keep], ref.alpha[keep], atol=0, rtol=0)
-    torch.testing.assert_close(out.alpha[served], server.predict(x[served]).alpha, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out.alpha[served], server.predict(x[served]).alpha, atol=1e-6, rtol=0
+    )
     assert bool((base_choice[keep] == choice[keep]).all())
     with pytest.raises(ValueError, match="already have an expert"):
         with_server_for(base, server, ["a"])

@@ -46,3 +46,29 @@ def test_without_non_market_server_undoes_with_server_for():
     out, ref = stripped.predict(x), base.predict(x)
     torch.testing.assert_close(out.alpha, ref.alpha, atol=0, rtol=0)
     assert not torch.equal(final.predict(x).alpha[served], out.alpha[served])
+
+
+def _pooled_script():
+    path = SCRIPT.with_name("pooled_server_rule.py")
+    spec = importlib.util.spec_from_file_location("pooled_server_rule", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pooled_twin_keeps_the_modules_and_pools_the_server():
+    import pytest
+
+    families = ["factor", *NON_MARKET_FAMILIES]
+    gate = FamilyGate(F, families, hidden_dims=(16,))
+    base = GatedExpertModel(_net(1), {"factor": _net(2)}, gate.eval(), 0.55)
+    twin_of = _pooled_script().pooled_twin
+    with pytest.raises(ValueError, match="no server"):
+        twin_of(base)
+    final = with_server_for(base, _net(9), NON_MARKET_FAMILIES)
+    twin = twin_of(final)
+    assert twin.pool_shared and not final.pool_shared and twin.threshold == final.threshold
+    assert twin.general is final.general and twin.gate is final.gate
+    assert list(twin.experts) == list(final.experts)
+    with pytest.raises(ValueError, match="non-pooled"):
+        twin_of(twin)

@@ -429,13 +429,15 @@ def with_experts_of(general: Any, source: GatedExpertModel) -> GatedExpertModel:
 
 
 def with_server_for(
-    model: GatedExpertModel, server: Any, families: Sequence[str]
+    model: GatedExpertModel, server: Any, families: Sequence[str], *, pooled: bool = False
 ) -> GatedExpertModel:
     """``model`` with one more module, ``server``, behind its gate for each of ``families``
     (families of the gate without an expert): where the gate gives one of them more than
     the threshold, ``server`` serves (docs/decisions/0035-ensemble-for-non-market-families.md:
-    the pretrained ensemble for the non-market families). The gate, threshold, general model
-    and experts are shared with ``model``, not copied."""
+    the pretrained ensemble for the non-market families); with ``pooled``, where the gate
+    gives them *together* more than the threshold
+    (:func:`shrinklab.models.experts.choose_expert`; decision 0043). The gate, threshold,
+    general model and experts are shared with ``model``, not copied."""
     if not isinstance(model, GatedExpertModel):
         raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
     families = [str(f) for f in families]
@@ -450,14 +452,19 @@ def with_server_for(
             else f"families {taken} already have an expert"
         )
     experts = model.expert_map() | dict.fromkeys(families, server)
-    return GatedExpertModel(model.general, experts, model.gate, threshold=model.threshold)
+    return GatedExpertModel(
+        model.general, experts, model.gate, threshold=model.threshold, pool_shared=pooled
+    )
 
 
-def with_ensemble_for_non_market(model: GatedExpertModel, ensemble: Any) -> GatedExpertModel:
+def with_ensemble_for_non_market(
+    model: GatedExpertModel, ensemble: Any, *, pooled: bool = False
+) -> GatedExpertModel:
     """``model`` with ``ensemble``'s general model serving the worlds the gate calls one of
-    :data:`NON_MARKET_FAMILIES` (:func:`with_server_for`; decision 0036): how ``final.pt``
+    :data:`NON_MARKET_FAMILIES` (:func:`with_server_for`; decision 0036), or, with
+    ``pooled``, the worlds the gate calls non-market (decision 0043): how ``final.pt``
     is assembled from the fine-tuned network with the experts (:func:`with_experts_of`)."""
-    return with_server_for(model, ensemble.general, NON_MARKET_FAMILIES)
+    return with_server_for(model, ensemble.general, NON_MARKET_FAMILIES, pooled=pooled)
 
 
 def normalised_prial_delta(w: Any, reference_w: Any, data: Any) -> tuple[float, float]:

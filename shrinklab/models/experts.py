@@ -21,7 +21,11 @@ labels of the training worlds (:func:`train_family_gate`). For features ``x``:
     output(x) = expert_f(x)   if  P(family f | x) > threshold   (f an expert family)
                 general(x)    otherwise
 
-With ``threshold ≥ 0.5`` at most one family can pass. The gate switches the intensity
+With ``threshold ≥ 0.5`` at most one family can pass. One module may serve several
+families (decision 0035: the pretrained ensemble for the four non-market families); with
+``pool_shared`` such a module serves where the *total* probability of its families
+exceeds the threshold (decision 0043: the question is whether a world is non-market, not
+which of the four it is), and still at most one module passes. The gate switches the intensity
 ``α`` and the target weights ``π``; the predicted variance (``log_var``) stays the
 general model's (for an ensemble: its calibrated mixture variance), so the
 uncertainty and the conformal intervals keep their calibration on the general model.
@@ -49,7 +53,31 @@ from shrinklab.models.registry import build_model, model_spec
 __all__ = [
     "FamilyGate",
     "GatedExpertModel",
+    "choose_expert",
 ]
+
+
+def choose_expert(
+    proba: torch.Tensor, slots: Sequence[int], threshold: float, pool_shared: bool = False
+) -> torch.Tensor:
+    """Index of the serving expert family per row (``-1``: the general model), from the
+    gate's probabilities ``proba (B, E)`` of the expert families, the module that serves
+    each family (``slots``, length E) and the threshold: the most probable family serves
+    where its probability exceeds ``threshold``; with ``pool_shared`` a module's
+    probability is the total of its families', and the module with the largest total
+    serves where it exceeds ``threshold`` (as its most probable family). Both tensor
+    dtypes of :class:`GatedExpertModel` and the NumPy evaluator use this one rule."""
+    best = proba.argmax(dim=1)
+    if not pool_shared:
+        fires = proba.gather(1, best[:, None])[:, 0] > threshold
+        return torch.where(fires, best, torch.full_like(best, -1))
+    slot = torch.as_tensor(list(slots), device=proba.device)
+    n_modules = int(slot.max()) + 1 if slot.numel() else 0
+    total = proba.new_zeros(proba.shape[0], n_modules).index_add_(1, slot, proba)
+    module = total.argmax(dim=1)
+    fires = total.gather(1, module[:, None])[:, 0] > threshold
+    own = torch.where(slot[None, :] == module[:, None], proba, torch.full_like(proba, -1.0))
+    return torch.where(fires, own.argmax(dim=1), torch.full_like(best, -1))
 
 
 class FamilyGate(nn.Module):
@@ -114,6 +142,7 @@ class GatedExpertModel(nn.Module):
         experts: Mapping[str, nn.Module],
         gate: FamilyGate,
         threshold: float = 0.8,
+        pool_shared: bool = False,
     ) -> None:
         super().__init__()
         t = float(threshold)
@@ -152,11 +181,14 @@ class GatedExpertModel(nn.Module):
         self.experts = nn.ModuleList(unique)
         self.gate = gate
         self.threshold = t
+        self.pool_shared = bool(pool_shared)
 
     # -------------------------------------------------------------- config
     @property
     def config(self) -> dict[str, Any]:
-        owner = {j: self.expert_families[self.expert_slots.index(j)] for j in range(len(self.experts))}
+        owner = {
+            j: self.expert_families[self.expert_slots.index(j)] for j in range(len(self.experts))
+        }
         config = {
             "input_dim": self.input_dim,
             "num_targets": self.num_targets,
@@ -173,6 +205,8 @@ class GatedExpertModel(nn.Module):
         if shared:  # only then: the config of a model without shared experts is unchanged
             config["expert_order"] = list(self.expert_families)
             config["shared_experts"] = shared
+        if self.pool_shared:  # only then: earlier configs load unchanged
+            config["pool_shared"] = True
         return config
 
     @classmethod
@@ -187,12 +221,15 @@ class GatedExpertModel(nn.Module):
             experts,
             FamilyGate.from_config(config["gate"]),
             threshold=config["threshold"],
+            pool_shared=bool(config.get("pool_shared", False)),
         )
 
     def expert_map(self) -> dict[str, nn.Module]:
         """``{family: the module that serves it}`` (a shared module appears under each of
         its families)."""
-        return {f: self.experts[j] for f, j in zip(self.expert_families, self.expert_slots, strict=True)}
+        return {
+            f: self.experts[j] for f, j in zip(self.expert_families, self.expert_slots, strict=True)
+        }
 
     def families_by_module(self) -> list[list[int]]:
         """For each module of ``experts``, the indices (into ``expert_families``, the
@@ -210,10 +247,7 @@ class GatedExpertModel(nn.Module):
         """Index into ``expert_families`` of the expert used per sample (``-1``: general)."""
         proba = self.gate(x)
         cols = [self.gate.families.index(f) for f in self.expert_families]
-        p = proba[:, cols]
-        best = p.argmax(dim=1)
-        fires = p.gather(1, best[:, None])[:, 0] > self.threshold
-        return torch.where(fires, best, torch.full_like(best, -1))
+        return choose_expert(proba[:, cols], self.expert_slots, self.threshold, self.pool_shared)
 
     def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
         out = self.general(x, regime)

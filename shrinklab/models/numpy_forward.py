@@ -15,8 +15,10 @@ evaluates the same eval-mode operations:
 * the ensemble's combination of :meth:`EnsembleModel.combine_outputs` (mean of the
   members' intensities, mixture variance with temperature);
 * the family gate of a :class:`~shrinklab.models.experts.GatedExpertModel` (MLP with
-  ReLU on standardised features) and its hard switch (an expert serves a row where its
-  family's probability exceeds the threshold; ``log_var`` stays the general model's).
+  ReLU on standardised features) and its hard switch
+  (:func:`~shrinklab.models.experts.choose_expert`: an expert serves a row where its
+  family's probability, or its families' total, exceeds the threshold; ``log_var`` stays
+  the general model's).
 
 The results equal ``model.predict`` to float32 rounding (the torch models run in
 float32; tested at 1e-5). Near the gate's threshold the two may pick different models
@@ -39,7 +41,7 @@ import torch
 from torch import nn
 
 from shrinklab.models.ensemble import EnsembleModel
-from shrinklab.models.experts import GatedExpertModel
+from shrinklab.models.experts import GatedExpertModel, choose_expert
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.stacked import StackedNetworks, can_stack
 
@@ -216,6 +218,7 @@ class _Gated:
         self.layers = [(_np(m.weight).T.copy(), _np(m.bias)) for m in linears]
         self.cols = [gate.families.index(f) for f in model.expert_families]
         self.threshold = float(model.threshold)
+        self.slots, self.pool_shared = list(model.expert_slots), bool(model.pool_shared)
         self.general, self.experts = general, experts
         self.families_of = model.families_by_module()
 
@@ -226,9 +229,8 @@ class _Gated:
             h = h @ w + b
             if i < len(self.layers) - 1:
                 h = np.maximum(h, 0.0)
-        p = _np_softmax(h)[:, self.cols]
-        best = p.argmax(1)
-        return np.where(p[np.arange(len(p)), best] > self.threshold, best, -1)
+        p = torch.from_numpy(_np_softmax(h)[:, self.cols])
+        return choose_expert(p, self.slots, self.threshold, self.pool_shared).numpy()
 
     def __call__(self, x: np.ndarray) -> Outputs:
         choice = self.choice(x)
