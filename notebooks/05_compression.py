@@ -163,7 +163,9 @@ print(f"deployable synthetic model: {incumbent} — {reason}")
 
 # %%
 finetuned_experts = compression.with_experts_of(finetuned, teacher).eval()
-finetuned_experts_ensemble = compression.with_ensemble_for_non_market(finetuned_experts, teacher).eval()
+# the server fires where the gate's total probability of the non-market families exceeds
+# the threshold (decision 0043), not only one family's
+finetuned_experts_ensemble = compression.with_ensemble_for_non_market(finetuned_experts, teacher, pooled=True).eval()
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(
@@ -227,8 +229,9 @@ print(f"final model: {chosen}")
 #
 # Fine-tuning on real returns costs synthetic accuracy. Where the gate is more than 70 %
 # sure that a window is one of the families no market resembles (discrete, lognormal,
-# near-singular, Toeplitz; decision 0036 took block out of 0035's list), the pretrained
-# ensemble can serve instead. The rule, declared before the run: the folds do not get
+# near-singular, Toeplitz; decision 0036 took block out of 0035's list; since decision 0043
+# the four families' probabilities are added up, since the same ensemble serves all four),
+# the pretrained ensemble can serve instead. The rule, declared before the run: the folds do not get
 # worse (as in 5.3; 0036 also asks it of fresh folds, `scripts/server_rule_folds.py`), the
 # synthetic validation worlds gain normalised PRIAL by more than one SE, and the selection
 # and wide grids (validation, 100 replications) have no more failures and no lower mean
