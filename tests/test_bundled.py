@@ -145,6 +145,24 @@ def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
     text = model_card(served, METRICS, "9.9")
     assert "Family experts" in text and "pretrained ensemble" in text and "0035" in text
     assert "fine-tuned on the realised out-of-sample GMV variance" in text
+    assert "0043" not in text and "added up" not in text
+    # a server that fires on the pooled non-market probability (decision 0043) says so
+    from shrinklab.evaluation.compression import NON_MARKET_FAMILIES, with_server_for
+    from shrinklab.models.experts import FamilyGate, GatedExpertModel
+
+    gate = FamilyGate(len(FEATURE_NAMES), ["factor", *NON_MARKET_FAMILIES], hidden_dims=(4,))
+    base = GatedExpertModel(random_network(seed=5), {"factor": random_network(seed=6)}, gate, 0.7)
+    for pooled in (False, True):
+        model = with_server_for(base, random_network(seed=7), NON_MARKET_FAMILIES, pooled=pooled)
+        path = save_model(
+            tmp_path / f"pooled_{pooled}.pt",
+            model,
+            FEATURE_NAMES,
+            TARGET_NAMES,
+            extra={"chosen": "finetuned_experts_ensemble"},
+        )
+        text = model_card(path, METRICS, "9.9")
+        assert ("added up" in text and "0043" in text) == pooled
     synthetic = save_model(
         tmp_path / "ens.pt",
         random_network(seed=5),

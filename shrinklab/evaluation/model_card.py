@@ -53,11 +53,12 @@ def _backtest_rows(metrics: Mapping[str, Any]) -> list[str]:
     return rows
 
 
-def _training_data(extra: Mapping[str, Any]) -> list[str]:
+def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     """What the deployed model was trained on: the synthetic worlds only, or (when the
     deploy rule chose the fine-tuned network, with or without the family experts of
     decision 0033, and with the pretrained ensemble for the non-market worlds of decision
-    0035) those and the pre-2016 real returns."""
+    0035, firing on their pooled probability when ``config`` says so: decision 0043) those
+    and the pre-2016 real returns."""
     chosen = extra.get("chosen")
     if chosen in ("finetuned", "finetuned_experts", "finetuned_experts_ensemble"):
         experts = []
@@ -69,18 +70,26 @@ def _training_data(extra: Mapping[str, Any]) -> list[str]:
                 "above (docs/decisions/0014, 0033)."
             )
         if chosen == "finetuned_experts_ensemble":
+            which = (
+                "that a world is one of the families no market resembles (discrete, "
+                "lognormal, near-singular, Toeplitz; their probabilities added up)"
+                if config.get("pool_shared")
+                else "of a world family that no market resembles (discrete, lognormal, "
+                "near-singular, Toeplitz)"
+            )
             experts.append(
-                "- Where the gate is more than 70 % sure of a world family that no market "
-                "resembles (discrete, lognormal, near-singular, Toeplitz), the "
-                "pretrained ensemble of five networks (synthetic worlds only) serves "
-                "(docs/decisions/0035, 0036)."
+                f"- Where the gate is more than 70 % sure {which}, the pretrained ensemble of "
+                "five networks (synthetic worlds only) serves (docs/decisions/0035, 0036"
+                + (", 0043)." if config.get("pool_shared") else ").")
             )
         return [
             "- Pretrained on synthetic worlds with a known covariance (the `data_prep` stage "
             "of `params.yaml`: world families, p, n and p/n ranges), then fine-tuned on the "
-            "realised out-of-sample GMV variance of the 20 bundled S&P 500 stocks, every "
+            "realised out-of-sample GMV variance of the 20 bundled S&P 500 stocks (and, "
+            "when the `finetune` stage says so, derived long-only portfolios of them), every "
             "window ending before 2016, with replay of the pretraining loss on the "
-            "synthetic worlds (the `finetune` stage; docs/decisions/0016, 0025).",
+            "synthetic worlds, and the weights of several fine-tuning seeds averaged (the "
+            "`finetune` stage; docs/decisions/0016, 0025, 0041, 0042).",
             *experts,
             "- Real data before 2016 also serves for validation (cross-universe folds, partly "
             "in-sample for this model: docs/decisions/0021); 2016–2022 only as a report.",
@@ -116,7 +125,7 @@ def model_card(
         "Σ̂ = S + Σ_k α π_k (T_k − S), from which `MLShrinkageCovariance` builds Σ̂.",
         "",
         "## Training data",
-        *_training_data(extra),
+        *_training_data(extra, payload.get("config", {})),
         "",
         f"## Headline metrics (public scenario grid, {n_reps} replications per scenario)",
         "PRIAL in % with its standard error over replications; the learned − best column is "
@@ -142,8 +151,10 @@ def model_card(
         "`MLShrinkageCovariance` (scikit-learn) or `MLShrinkageCovarianceSkfolio`.",
         "",
         "## Limits",
-        "- Validated on synthetic worlds and on one real universe (the 20 bundled S&P 500 "
-        "stocks); gains on other markets, asset classes or eras are not established.",
+        "- Validated on synthetic worlds and on real universes built from the 20 bundled "
+        "S&P 500 stocks before 2016 (halves, derived long-only portfolios, mixtures; also "
+        "stocks the fine-tuning never saw) and one ETF universe (2015); gains on other "
+        "markets, asset classes or eras are not established.",
         "- Trained on p/n up to 4 and p up to 200; outside that range the features are "
         "extrapolated.",
         "- Assumes (approximately) stationary returns within the estimation window.",

@@ -25,8 +25,8 @@ With ``threshold ≥ 0.5`` at most one family can pass. One module may serve sev
 families (decision 0035: the pretrained ensemble for the four non-market families); with
 ``pool_shared`` such a module serves where the *total* probability of its families
 exceeds the threshold (decision 0043: the question is whether a world is non-market, not
-which of the four it is), and still at most one module passes. The gate switches the intensity
-``α`` and the target weights ``π``; the predicted variance (``log_var``) stays the
+which of the four it is), and still at most one module passes. The gate switches the
+intensity ``α`` and the target weights ``π``; the predicted variance (``log_var``) stays the
 general model's (for an ensemble: its calibrated mixture variance), so the
 uncertainty and the conformal intervals keep their calibration on the general model.
 
@@ -65,8 +65,9 @@ def choose_expert(
     each family (``slots``, length E) and the threshold: the most probable family serves
     where its probability exceeds ``threshold``; with ``pool_shared`` a module's
     probability is the total of its families', and the module with the largest total
-    serves where it exceeds ``threshold`` (as its most probable family). Both tensor
-    dtypes of :class:`GatedExpertModel` and the NumPy evaluator use this one rule."""
+    serves where it exceeds ``threshold`` (as its most probable family).
+    :class:`GatedExpertModel` and the NumPy evaluator
+    (:mod:`shrinklab.models.numpy_forward`) both use this one rule."""
     best = proba.argmax(dim=1)
     if not pool_shared:
         fires = proba.gather(1, best[:, None])[:, 0] > threshold
