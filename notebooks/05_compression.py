@@ -165,7 +165,7 @@ print(f"deployable synthetic model: {incumbent} — {reason}")
 finetuned_experts = compression.with_experts_of(finetuned, teacher).eval()
 # the server fires where the gate's total probability of the non-market families exceeds
 # the threshold (decision 0043), not only one family's
-finetuned_experts_ensemble = compression.with_ensemble_for_non_market(finetuned_experts, teacher, pooled=True).eval()
+finetuned_experts_ensemble = compression.with_ensemble_for_non_market(finetuned_experts, teacher).eval()
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(

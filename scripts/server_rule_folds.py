@@ -39,7 +39,8 @@ def main(root: str, seed: int = 2027) -> None:
     t0 = time.time()
     final = without_non_market_server(load_model(f"{root}/models/final.pt")).eval()
     ensemble = load_model(f"{root}/models/ensemble.pt")
-    served = compression.with_ensemble_for_non_market(final, ensemble).eval()
+    # E' as 0036 defined it: one family's probability (final.pt pools them since 0043)
+    served = compression.with_ensemble_for_non_market(final, ensemble, pooled=False).eval()
     rows = fold_rows(
         load_rule_data(f"{root}/data", cut_test=True),
         {"without": final, "served": served},

@@ -458,12 +458,14 @@ def with_server_for(
 
 
 def with_ensemble_for_non_market(
-    model: GatedExpertModel, ensemble: Any, *, pooled: bool = False
+    model: GatedExpertModel, ensemble: Any, *, pooled: bool = True
 ) -> GatedExpertModel:
-    """``model`` with ``ensemble``'s general model serving the worlds the gate calls one of
-    :data:`NON_MARKET_FAMILIES` (:func:`with_server_for`; decision 0036), or, with
-    ``pooled``, the worlds the gate calls non-market (decision 0043): how ``final.pt``
-    is assembled from the fine-tuned network with the experts (:func:`with_experts_of`)."""
+    """``model`` with ``ensemble``'s general model serving the worlds the gate calls
+    non-market, i.e. where the total probability of :data:`NON_MARKET_FAMILIES` passes the
+    threshold (decision 0043; ``pooled=False``: where one of them does, decision 0036;
+    :func:`with_server_for`): how ``final.pt`` is assembled from the fine-tuned network
+    with the experts (:func:`with_experts_of`), in notebook 05 and in the studies that
+    rebuild it."""
     return with_server_for(model, ensemble.general, NON_MARKET_FAMILIES, pooled=pooled)
 
 

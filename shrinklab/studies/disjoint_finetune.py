@@ -181,9 +181,10 @@ def finetune_half(
 
 
 def deployed_structure(finetuned: nn.Module, teacher: Any) -> Any:
-    """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033 and 0036):
-    with the family experts of ``teacher`` (the ensemble stage's model) and its general
-    model serving the worlds the gate calls non-market."""
+    """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033, 0036 and
+    0043): with the family experts of ``teacher`` (the ensemble stage's model) and its
+    general model serving the worlds the gate calls non-market
+    (:func:`shrinklab.evaluation.compression.with_ensemble_for_non_market`)."""
     with_experts = compression.with_experts_of(finetuned, teacher)
     return compression.with_ensemble_for_non_market(with_experts, teacher).eval()
 
