@@ -79,7 +79,7 @@ def full_check(
     """Each variant fine-tuned on all the stocks (once per fine-tuning seed of ``seeds``,
     default: the section's): ``gain_kept`` on the validation worlds, with its mean and
     standard deviation over the seeds."""
-    run = RunInputs.load(root)
+    run = RunInputs.load(root, workers=2)  # here nothing else runs beside the soup's seeds
     stage = MLShrinkageNetwork.from_pretrained(run.models_dir / "finetuned.pt")
     models = {"ensemble": run.teacher, "finetuned (stage)": stage}
     for name, variant in variants.items():

@@ -227,10 +227,14 @@ class RunInputs:
     teacher: Any
 
     @classmethod
-    def load(cls, root: str | Path) -> RunInputs:
+    def load(cls, root: str | Path, *, workers: int = 1) -> RunInputs:
+        """The run's inputs; the soup's fine-tunings run in ``workers`` processes (default
+        1: the study already runs its splits in processes, and the networks are the same
+        for any number)."""
         root = Path(root)
         processed = root / "data" / "processed"
         settings = load_section("finetune", root / "params.yaml")
+        settings = dataclasses.replace(settings, workers=int(workers))
         market = data.before_test(pd.read_parquet(processed / "sp500_market.parquet"))
         replay = None
         if settings.replay_weight > 0:
