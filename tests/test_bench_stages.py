@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from shrinklab.pipeline.runner import record_timing
+from tests._scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_stages", ROOT / "bench" / "stages.py")
-stages = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stages)
+stages = load_script("bench/stages.py")
 
 
 def test_table_reads_papermill_durations_and_the_last_full_size_timing(tmp_path):

@@ -3,9 +3,7 @@ non-market server and attaching it again gives the same model back."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+import pytest
 import torch
 
 from shrinklab.core.features import FEATURE_NAMES
@@ -13,16 +11,9 @@ from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.evaluation.compression import NON_MARKET_FAMILIES, with_server_for
 from shrinklab.models.experts import FamilyGate, GatedExpertModel
 from shrinklab.models.network import MLShrinkageNetwork
+from tests._scripts import load_script
 
 F, K = len(FEATURE_NAMES), len(TARGET_NAMES)
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "server_rule_folds.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("server_rule_folds", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _net(seed: int) -> MLShrinkageNetwork:
@@ -38,7 +29,7 @@ def test_without_non_market_server_undoes_with_server_for():
         torch.nn.init.normal_(p, std=2.0)
     base = GatedExpertModel(_net(1), {"factor": _net(2)}, gate.eval(), 0.55)
     final = with_server_for(base, _net(9), NON_MARKET_FAMILIES)
-    stripped = _script().without_non_market_server(final)
+    stripped = load_script("scripts/server_rule_folds.py").without_non_market_server(final)
     assert stripped.expert_families == ["factor"]
     x = torch.randn(400, F) * 2
     served = final.expert_choice(x) >= 2  # rows a non-market server takes
@@ -48,21 +39,11 @@ def test_without_non_market_server_undoes_with_server_for():
     assert not torch.equal(final.predict(x).alpha[served], out.alpha[served])
 
 
-def _pooled_script():
-    path = SCRIPT.with_name("pooled_server_rule.py")
-    spec = importlib.util.spec_from_file_location("pooled_server_rule", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_pooled_twin_keeps_the_modules_and_pools_the_server():
-    import pytest
-
     families = ["factor", *NON_MARKET_FAMILIES]
     gate = FamilyGate(F, families, hidden_dims=(16,))
     base = GatedExpertModel(_net(1), {"factor": _net(2)}, gate.eval(), 0.55)
-    twin_of = _pooled_script().pooled_twin
+    twin_of = load_script("scripts/pooled_server_rule.py").pooled_twin
     with pytest.raises(ValueError, match="no server"):
         twin_of(base)
     final = with_server_for(base, _net(9), NON_MARKET_FAMILIES)

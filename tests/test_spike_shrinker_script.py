@@ -3,24 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pca_target_headroom.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("pca_target_headroom", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests._scripts import load_script
 
 
 def test_the_shrinker_inverts_the_spike_bias_and_shrinks_by_the_cosine():
-    m = _script()
+    m = load_script("scripts/pca_target_headroom.py")
     p, n, ell, noise = 50, 101, 10.0, 2.0
     gamma = p / (n - 1)
     sample_spike = ell + gamma * ell / (ell - 1)  # where a spike ell lands (noise units)
