@@ -62,6 +62,9 @@ fold_start = "2013-01-02"  # first backtest date of the stock-based folds
 # processes that backtest the folds (the same table for any number)
 workers = 1
 min_gain_kept_final = 0.9
+# how the deployed gated model combines its modules: "hard" (the switch) or "soft" (the
+# gate-weighted average; decision 0044)
+gate_mixing = "soft"
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -165,7 +168,9 @@ print(f"deployable synthetic model: {incumbent} — {reason}")
 finetuned_experts = compression.with_experts_of(finetuned, teacher).eval()
 # the server fires where the gate's total probability of the non-market families exceeds
 # the threshold (decision 0043), not only one family's
-finetuned_experts_ensemble = compression.with_ensemble_for_non_market(finetuned_experts, teacher).eval()
+finetuned_experts_ensemble = compression.with_ensemble_for_non_market(
+    finetuned_experts, teacher
+).eval()
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(
@@ -177,14 +182,23 @@ folds = universes.cross_universe_folds(
     draws=fold_draws,
     start=fold_start,
 )
+gated = {
+    # decision 0033: the fine-tuned network with the ensemble's family experts and gate
+    "finetuned_experts": finetuned_experts,
+    # decision 0035: and the pretrained ensemble for the worlds the gate calls non-market
+    "finetuned_experts_ensemble": finetuned_experts_ensemble,
+}
+if gate_mixing != "hard":
+    # decision 0044: the same modules averaged by the gate (the rules below compare the
+    # switches; the deployed one is mixed this way)
+    gated |= {
+        f"{k}_{gate_mixing}": compression.with_mixing(m, gate_mixing) for k, m in gated.items()
+    }
 fold_estimators = {
     **backtest.classical_estimators(),
     incumbent: backtest.learned_estimator(candidates[incumbent]),
     "finetuned": backtest.learned_estimator(finetuned),
-    # decision 0033: the fine-tuned network with the ensemble's family experts and gate
-    "finetuned_experts": backtest.learned_estimator(finetuned_experts),
-    # decision 0035: and the pretrained ensemble for the worlds the gate calls non-market
-    "finetuned_experts_ensemble": backtest.learned_estimator(finetuned_experts_ensemble),
+    **{k: backtest.learned_estimator(m) for k, m in gated.items()},
 }
 fold_rows = universe_backtest.fold_backtest(folds, fold_estimators, fold_windows, workers=workers)
 fold_vol = universe_backtest.fold_table(fold_rows)
@@ -260,9 +274,22 @@ if chosen == "finetuned_experts":
 print(f"ensemble for non-market worlds: {server_reason}")
 print(f"final model: {chosen}")
 
+# %% [markdown]
+# ## 5.5 Soft mixing of the gated modules (decision 0044)
+#
+# The rules above compare switches: one module serves each window. The deployed gated model
+# averages its modules' intensities with the gate's probabilities instead (`gate_mixing`;
+# `shrinklab.models.experts`), the choice of decision 0044's rule, declared before its run.
+
+# %%
+deployed = chosen
+if gate_mixing != "hard" and chosen in gated:
+    deployed = f"{chosen}_{gate_mixing}"
+print(f"deployed: {deployed}")
+
 # %%
 fold_vs_classical = universe_backtest.best_classical_table(
-    fold_rows, chosen, list(backtest.classical_estimators())
+    fold_rows, deployed, list(backtest.classical_estimators())
 )
 fold_vs_classical.round(2)
 
@@ -272,20 +299,16 @@ fold_vs_classical.round(2)
 
 # %%
 fig = plots.fold_small_multiples(
-    fold_rows.replace({"estimator": {chosen: f"{chosen} (final)"}}), highlight=[f"{chosen} (final)"]
+    fold_rows.replace({"estimator": {deployed: f"{deployed} (final)"}}),
+    highlight=[f"{deployed} (final)"],
 )
 save_figure(fig, figures / "cross_universe_folds.png")
 
 # %%
-all_models = {
-    **candidates,
-    "finetuned": finetuned,
-    "finetuned_experts": finetuned_experts,
-    "finetuned_experts_ensemble": finetuned_experts_ensemble,
-}
+all_models = {**candidates, "finetuned": finetuned, **gated}
 save_model(
     models / "final.pt",
-    all_models[chosen],
+    all_models[deployed],
     payload["feature_names"],
     payload["target_names"],
     extra={
@@ -294,12 +317,14 @@ save_model(
         "experts_reason": experts_reason,
         "server_reason": server_reason,
         "synthetic_choice": incumbent,
+        "gate_mixing": gate_mixing if deployed != chosen else "hard",
     },
 )
 save_metrics(
     reports / "metrics" / "compress.json",
     {
         "chosen": chosen,
+        "deployed": deployed,
         "synthetic_choice": incumbent,
         "final_rule": {
             k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}

@@ -129,7 +129,7 @@ def test_deployed_structure_serves_each_world_as_final_pt_does():
         torch.nn.init.normal_(p, std=3.0)
     teacher = GatedExpertModel(_net(1), {"factor": _net(2)}, gate.eval(), 0.5)
     finetuned = _net(4)
-    model = deployed_structure(finetuned, teacher)
+    model = deployed_structure(finetuned, teacher, "hard")
     assert model.general is finetuned
     x = torch.randn(2000, F) * 2
     with torch.no_grad():
@@ -153,6 +153,14 @@ def test_deployed_structure_serves_each_world_as_final_pt_does():
         torch.testing.assert_close(
             out.alpha[rows], module.predict(x[rows]).alpha, atol=1e-6, rtol=0
         )
+    # decision 0044: the soft form averages the same three modules by the gate
+    soft = deployed_structure(finetuned, teacher, "soft")
+    assert soft.mixing == "soft" and soft.general is finetuned
+    share = {"factor": proba[:, families.index("factor")], "server": proba[:, nm_cols].sum(-1)}
+    want = finetuned.predict(x).intensities * (1 - share["factor"] - share["server"])[:, None]
+    want += share["factor"][:, None] * teacher.expert_map()["factor"].predict(x).intensities
+    want += share["server"][:, None] * teacher.general.predict(x).intensities
+    torch.testing.assert_close(soft.predict(x).intensities, want, atol=1e-5, rtol=0)
 
 
 def test_split_rows_backtest_the_held_out_universes_with_a_split_column():

@@ -406,3 +406,63 @@ def test_with_server_for_adds_one_module_for_the_named_families():
         with_server_for(base, server, ["b", "b"])
     with pytest.raises(TypeError, match="GatedExpertModel"):
         with_server_for(_net(3), server, ["b"])
+
+
+# ------------------------------------------------------------- soft mixture (0044)
+def test_soft_mixture_is_the_gate_weighted_average_of_the_intensities(tmp_path):
+    from shrinklab.evaluation.compression import with_mixing
+    from shrinklab.models.numpy_forward import NumpyForward
+
+    hard, server = _shared(threshold=0.6)
+    soft = with_mixing(hard, "soft")
+    assert soft.general is hard.general and soft.gate is hard.gate and soft.mixing == "soft"
+    x = torch.randn(500, F) * 2
+    # independent reference in NumPy float64: each family's probability times the
+    # intensities of the module serving it, the rest on the general model
+    with torch.no_grad():
+        p = hard.gate(x).double().numpy()
+        w_of = {
+            "general": hard.general(x).intensities.double().numpy(),
+            "a": hard.experts[0](x).intensities.double().numpy(),
+            "s": server(x).intensities.double().numpy(),
+        }
+    col = {f: hard.gate.families.index(f) for f in "abc"}
+    share = {"a": p[:, col["a"]], "s": p[:, col["b"]] + p[:, col["c"]]}
+    want = w_of["general"] * (1 - share["a"] - share["s"])[:, None]
+    want += share["a"][:, None] * w_of["a"] + share["s"][:, None] * w_of["s"]
+    out = soft.predict(x)
+    np.testing.assert_allclose(out.intensities.double().numpy(), want, atol=2e-6)
+    np.testing.assert_allclose(out.weights.sum(1).numpy(), 1.0, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(soft(x).intensities, out.intensities, atol=1e-6, rtol=0)
+    # it differs from the switch, and the predicted variance stays the general model's
+    assert not torch.allclose(out.alpha, hard.predict(x).alpha, atol=1e-4)
+    torch.testing.assert_close(out.log_var, hard.predict(x).log_var, atol=0, rtol=0)
+    # the mean weights: each family's probability, the general model the rest
+    share_mean = soft.expert_share(x)
+    assert abs(sum(share_mean.values()) - 1.0) < 1e-9
+    assert abs(share_mean["b"] - float(p[:, col["b"]].mean())) < 1e-6
+    # saved with its mixing, loaded the same; the NumPy evaluator mixes the same way
+    assert soft.config["mixing"] == "soft" and "mixing" not in hard.config
+    loaded = load_model(save_model(tmp_path / "soft.pt", soft, FEATURE_NAMES, TARGET_NAMES))
+    assert loaded.mixing == "soft"
+    torch.testing.assert_close(loaded.predict(x).alpha, out.alpha, atol=0, rtol=0)
+    alpha, weights, _ = NumpyForward(soft)(x.numpy())
+    np.testing.assert_allclose(alpha[:, None] * weights, want, atol=1e-5)
+
+
+def test_soft_mixture_of_a_sure_gate_is_the_switch_and_bad_mixing_is_refused():
+    from shrinklab.evaluation.compression import with_mixing
+
+    hard = _gated(threshold=0.6)
+    for p in hard.gate.mlp[-1].parameters():  # a gate sure of family ``a`` everywhere
+        torch.nn.init.zeros_(p)
+    with torch.no_grad():
+        hard.gate.mlp[-1].bias[0] = 50.0
+    x = torch.randn(50, F)
+    soft = with_mixing(hard, "soft")
+    torch.testing.assert_close(soft.predict(x).alpha, hard.predict(x).alpha, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="mixing must be one of"):
+        with_mixing(hard, "average")
+    with pytest.raises(TypeError, match="GatedExpertModel"):
+        with_mixing(_net(1), "soft")

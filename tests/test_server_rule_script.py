@@ -53,3 +53,19 @@ def test_pooled_twin_keeps_the_modules_and_pools_the_server():
     assert list(twin.experts) == list(final.experts)
     with pytest.raises(ValueError, match="non-pooled"):
         twin_of(twin)
+
+
+def test_soft_twin_mixes_the_same_modules_and_refuses_a_soft_model():
+    families = ["factor", *NON_MARKET_FAMILIES]
+    gate = FamilyGate(F, families, hidden_dims=(16,))
+    final = with_server_for(
+        GatedExpertModel(_net(1), {"factor": _net(2)}, gate.eval(), 0.7), _net(9),
+        NON_MARKET_FAMILIES, pooled=True,
+    )  # fmt: skip
+    twin_of = load_script("scripts/soft_mixture_rule.py").soft_twin
+    twin = twin_of(final)
+    assert twin.mixing == "soft" and final.mixing == "hard" and twin.pool_shared
+    assert twin.general is final.general and twin.gate is final.gate
+    assert list(twin.experts) == list(final.experts)
+    with pytest.raises(ValueError, match="hard switch"):
+        twin_of(twin)

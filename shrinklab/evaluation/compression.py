@@ -38,6 +38,7 @@ __all__ = [
     "tradeoff_table",
     "with_ensemble_for_non_market",
     "with_experts_of",
+    "with_mixing",
     "with_server_for",
 ]
 
@@ -425,7 +426,13 @@ def with_experts_of(general: Any, source: GatedExpertModel) -> GatedExpertModel:
         raise TypeError(f"source must be a GatedExpertModel, got {type(source).__name__}")
     if isinstance(general, GatedExpertModel):
         raise TypeError("general already has experts: attach them to its general model")
-    return GatedExpertModel(general, source.expert_map(), source.gate, threshold=source.threshold)
+    return GatedExpertModel(
+        general,
+        source.expert_map(),
+        source.gate,
+        threshold=source.threshold,
+        mixing=source.mixing,
+    )
 
 
 def with_server_for(
@@ -453,7 +460,29 @@ def with_server_for(
         )
     experts = model.expert_map() | dict.fromkeys(families, server)
     return GatedExpertModel(
-        model.general, experts, model.gate, threshold=model.threshold, pool_shared=pooled
+        model.general,
+        experts,
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=pooled,
+        mixing=model.mixing,
+    )
+
+
+def with_mixing(model: GatedExpertModel, mixing: str) -> GatedExpertModel:
+    """``model``'s modules, gate and threshold combined by ``mixing`` (``"hard"``: the
+    switch; ``"soft"``: the gate-weighted average of the modules' intensities, decision
+    0044; :class:`shrinklab.models.experts.GatedExpertModel`). Shares the modules, does
+    not copy them."""
+    if not isinstance(model, GatedExpertModel):
+        raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
+    return GatedExpertModel(
+        model.general,
+        model.expert_map(),
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=mixing,
     )
 
 

@@ -82,6 +82,13 @@ def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[
                 "five networks (synthetic worlds only) serves (docs/decisions/0035, 0036"
                 + (", 0043)." if config.get("pool_shared") else ").")
             )
+        if experts and config.get("mixing") == "soft":
+            experts.append(
+                "- The modules are not switched but averaged: each module's intensities "
+                "α π weigh with the gate's probability of the families it serves, the "
+                "network above with the rest, so the 70 % above says where a module "
+                "dominates, not where it alone serves (docs/decisions/0044)."
+            )
         return [
             "- Pretrained on synthetic worlds with a known covariance (the `data_prep` stage "
             "of `params.yaml`: world families, p, n and p/n ranges), then fine-tuned on the "

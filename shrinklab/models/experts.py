@@ -30,7 +30,16 @@ intensity ``α`` and the target weights ``π``; the predicted variance (``log_va
 general model's (for an ensemble: its calibrated mixture variance), so the
 uncertainty and the conformal intervals keep their calibration on the general model.
 
-This is the "hard" (switch) form of a mixture of experts [Jacobs, Jordan, Nowlan &
+With ``mixing="soft"`` (decision 0044) the modules are averaged instead of switched:
+with ``P_m`` the gate's total probability of the families module ``m`` serves,
+
+    w(x) = (1 − Σ_m P_m) · w_general(x) + Σ_m P_m · w_m(x),   α = Σ_k w_k,  π = w / α,
+
+over the intensities ``w = α π`` (each module's ``w`` is a point of the estimator family,
+and the Frobenius loss is convex in ``w``, so the mixture's loss is at most the
+gate-weighted average of the modules' losses); the threshold is then not used.
+
+The switch is the "hard" form of a mixture of experts [Jacobs, Jordan, Nowlan &
 Hinton, "Adaptive mixtures of local experts", Neural Computation 1991], with the
 gate trained on known labels rather than jointly: on synthetic worlds the family is
 known truth. The high threshold keeps the general model wherever the gate is unsure
@@ -47,13 +56,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from shrinklab.core.params.compress import MIXINGS
 from shrinklab.models.network import ShrinkageOutput, eval_mode
 from shrinklab.models.registry import build_model, model_spec
 
 __all__ = [
+    "MIXINGS",
     "FamilyGate",
     "GatedExpertModel",
     "choose_expert",
+    "mix_intensities",
+    "module_probabilities",
 ]
 
 
@@ -73,12 +86,42 @@ def choose_expert(
         fires = proba.gather(1, best[:, None])[:, 0] > threshold
         return torch.where(fires, best, torch.full_like(best, -1))
     slot = torch.as_tensor(list(slots), device=proba.device)
-    n_modules = int(slot.max()) + 1 if slot.numel() else 0
-    total = proba.new_zeros(proba.shape[0], n_modules).index_add_(1, slot, proba)
+    total = module_probabilities(proba, slots)
     module = total.argmax(dim=1)
     fires = total.gather(1, module[:, None])[:, 0] > threshold
     own = torch.where(slot[None, :] == module[:, None], proba, torch.full_like(proba, -1.0))
     return torch.where(fires, own.argmax(dim=1), torch.full_like(best, -1))
+
+
+def module_probabilities(proba: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
+    """``(B, M)``: for each module, the total of the probabilities ``proba (B, E)`` of the
+    expert families it serves (``slots``, length E: the module of each family)."""
+    slot = torch.as_tensor(list(slots), device=proba.device)
+    n_modules = int(slot.max()) + 1 if slot.numel() else 0
+    return proba.new_zeros(proba.shape[0], n_modules).index_add_(1, slot, proba)
+
+
+def mix_intensities(
+    general: torch.Tensor, modules: Sequence[torch.Tensor], weights: torch.Tensor
+) -> torch.Tensor:
+    """The soft mixture ``(1 − Σ_m P_m) w_general + Σ_m P_m w_m`` of intensities ``(B, K)``
+    with module probabilities ``weights (B, M)`` (module docstring; decision 0044)."""
+    out = general * (1.0 - weights.sum(1, keepdim=True))
+    for m, w in enumerate(modules):
+        out = out + weights[:, m : m + 1] * w
+    return out
+
+
+def _soft_output(general: ShrinkageOutput, mixed: torch.Tensor) -> ShrinkageOutput:
+    """``(α, π, log_var)`` from mixed intensities (float64); ``π`` of the general model
+    where ``α = 0``."""
+    alpha = mixed.sum(1)
+    pos = alpha > 0
+    pi = torch.where(
+        pos[:, None], mixed / torch.where(pos, alpha, 1.0)[:, None], general.weights.double()
+    )
+    dtype = general.alpha.dtype
+    return ShrinkageOutput(alpha.to(dtype), pi.to(general.weights.dtype), general.log_var)
 
 
 class FamilyGate(nn.Module):
@@ -144,8 +187,11 @@ class GatedExpertModel(nn.Module):
         gate: FamilyGate,
         threshold: float = 0.8,
         pool_shared: bool = False,
+        mixing: str = "hard",
     ) -> None:
         super().__init__()
+        if mixing not in MIXINGS:
+            raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
         t = float(threshold)
         if not 0.5 <= t < 1.0:
             raise ValueError(f"threshold must be in [0.5, 1) (one expert at most), got {threshold}")
@@ -183,6 +229,7 @@ class GatedExpertModel(nn.Module):
         self.gate = gate
         self.threshold = t
         self.pool_shared = bool(pool_shared)
+        self.mixing = mixing
 
     # -------------------------------------------------------------- config
     @property
@@ -208,6 +255,8 @@ class GatedExpertModel(nn.Module):
             config["shared_experts"] = shared
         if self.pool_shared:  # only then: earlier configs load unchanged
             config["pool_shared"] = True
+        if self.mixing != "hard":  # likewise
+            config["mixing"] = self.mixing
         return config
 
     @classmethod
@@ -223,6 +272,7 @@ class GatedExpertModel(nn.Module):
             FamilyGate.from_config(config["gate"]),
             threshold=config["threshold"],
             pool_shared=bool(config.get("pool_shared", False)),
+            mixing=str(config.get("mixing", "hard")),
         )
 
     def expert_map(self) -> dict[str, nn.Module]:
@@ -244,14 +294,28 @@ class GatedExpertModel(nn.Module):
         return torch.isin(choice, torch.tensor(families, device=choice.device))
 
     # -------------------------------------------------------------- forward
-    def expert_choice(self, x: torch.Tensor) -> torch.Tensor:
-        """Index into ``expert_families`` of the expert used per sample (``-1``: general)."""
-        proba = self.gate(x)
+    def _expert_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate's probabilities of the expert families, ``(B, E)``."""
         cols = [self.gate.families.index(f) for f in self.expert_families]
-        return choose_expert(proba[:, cols], self.expert_slots, self.threshold, self.pool_shared)
+        return self.gate(x)[:, cols]
+
+    def expert_choice(self, x: torch.Tensor) -> torch.Tensor:
+        """Index into ``expert_families`` of the expert used per sample (``-1``: general);
+        under soft mixing, the module with the largest probability when it exceeds the
+        threshold (a description of the gate only: every module contributes)."""
+        proba = self._expert_proba(x)
+        return choose_expert(proba, self.expert_slots, self.threshold, self.pool_shared)
+
+    def module_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Each module's weight in the soft mixture, ``(B, M)`` float64."""
+        return module_probabilities(self._expert_proba(x).double(), self.expert_slots)
 
     def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
         out = self.general(x, regime)
+        if self.mixing == "soft":
+            parts = [e(x, regime).intensities.double() for e in self.experts]
+            mixed = mix_intensities(out.intensities.double(), parts, self.module_weights(x))
+            return _soft_output(out, mixed)
         choice = self.expert_choice(x)
         alpha, weights = out.alpha, out.weights
         for expert, families in zip(self.experts, self.families_by_module(), strict=True):
@@ -277,6 +341,12 @@ class GatedExpertModel(nn.Module):
         the general model and each expert only on the rows it serves (the same values
         as :meth:`forward` in eval mode, to float32 rounding)."""
         x = self._as_input(features)
+        if self.mixing == "soft":
+            with eval_mode(self.gate):
+                weights_m = self.module_weights(x)
+            out = self.general.predict(x, regime)
+            parts = [e.predict(x, regime).intensities.double() for e in self.experts]
+            return _soft_output(out, mix_intensities(out.intensities.double(), parts, weights_m))
         with eval_mode(self.gate):
             choice = self.expert_choice(x)
         out = self.general.predict(x, regime)
@@ -316,8 +386,16 @@ class GatedExpertModel(nn.Module):
 
     @torch.no_grad()
     def expert_share(self, features: Any) -> dict[str, float]:
-        """Share of the samples in ``features`` that each expert (and ``general``) serves."""
-        choice = self.expert_choice(self._as_input(features))
+        """Share of the samples in ``features`` that each expert (and ``general``) serves;
+        under soft mixing, the mean weight of each family (its gate probability) and of
+        the general model."""
+        x = self._as_input(features)
+        if self.mixing == "soft":
+            with eval_mode(self.gate):
+                proba = self._expert_proba(x).double()
+            out = {"general": float((1.0 - proba.sum(1)).mean())}
+            return out | {f: float(proba[:, i].mean()) for i, f in enumerate(self.expert_families)}
+        choice = self.expert_choice(x)
         out = {"general": float((choice == -1).float().mean())}
         return out | {
             f: float((choice == i).float().mean()) for i, f in enumerate(self.expert_families)

@@ -18,7 +18,8 @@ evaluates the same eval-mode operations:
   ReLU on standardised features) and its hard switch
   (:func:`~shrinklab.models.experts.choose_expert`: an expert serves a row where its
   family's probability, or its families' total, exceeds the threshold; ``log_var`` stays
-  the general model's).
+  the general model's), or its soft mixture (:func:`~shrinklab.models.experts.mix_intensities`,
+  decision 0044).
 
 The results equal ``model.predict`` to float32 rounding (the torch models run in
 float32; tested at 1e-5). Near the gate's threshold the two may pick different models
@@ -41,7 +42,12 @@ import torch
 from torch import nn
 
 from shrinklab.models.ensemble import EnsembleModel
-from shrinklab.models.experts import GatedExpertModel, choose_expert
+from shrinklab.models.experts import (
+    GatedExpertModel,
+    choose_expert,
+    mix_intensities,
+    module_probabilities,
+)
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.stacked import StackedNetworks, can_stack
 
@@ -207,7 +213,7 @@ class _Network:
 
 class _Gated:
     """A :class:`GatedExpertModel`: the family gate in NumPy and the hard switch of
-    :meth:`GatedExpertModel.expert_choice`."""
+    :meth:`GatedExpertModel.expert_choice` or the soft mixture of its modules."""
 
     def __init__(self, model: GatedExpertModel, general: Any, experts: list[Any]) -> None:
         gate = model.gate
@@ -221,18 +227,38 @@ class _Gated:
         self.slots, self.pool_shared = list(model.expert_slots), bool(model.pool_shared)
         self.general, self.experts = general, experts
         self.families_of = model.families_by_module()
+        self.soft = model.mixing == "soft"
 
-    def choice(self, x: np.ndarray) -> np.ndarray:
-        """Index of the serving expert per row (``-1``: the general model)."""
+    def _proba(self, x: np.ndarray) -> torch.Tensor:
+        """The gate's probabilities of the expert families, ``(B, E)``."""
         h = (x - self.mean) / self.scale
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
                 h = np.maximum(h, 0.0)
-        p = torch.from_numpy(_np_softmax(h)[:, self.cols])
-        return choose_expert(p, self.slots, self.threshold, self.pool_shared).numpy()
+        return torch.from_numpy(_np_softmax(h)[:, self.cols])
+
+    def choice(self, x: np.ndarray) -> np.ndarray:
+        """Index of the serving expert per row (``-1``: the general model)."""
+        return choose_expert(self._proba(x), self.slots, self.threshold, self.pool_shared).numpy()
+
+    def _soft(self, x: np.ndarray) -> Outputs:
+        alpha, weights, log_var = self.general(x)
+        parts = []
+        for expert in self.experts:
+            a, w, _ = expert(x)
+            parts.append(torch.from_numpy(a[:, None] * w))
+        general = torch.from_numpy(alpha[:, None] * weights)
+        share = module_probabilities(self._proba(x), self.slots)
+        mixed = mix_intensities(general, parts, share).numpy()
+        a = mixed.sum(1)
+        pos = a > 0
+        pi = np.where(pos[:, None], mixed / np.where(pos, a, 1.0)[:, None], weights)
+        return a, pi, log_var
 
     def __call__(self, x: np.ndarray) -> Outputs:
+        if self.soft:
+            return self._soft(x)
         choice = self.choice(x)
         alpha, weights, log_var = self.general(x)
         alpha, weights = alpha.copy(), weights.copy()

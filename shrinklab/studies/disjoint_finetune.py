@@ -180,13 +180,15 @@ def finetune_half(
     return model.eval()
 
 
-def deployed_structure(finetuned: nn.Module, teacher: Any) -> Any:
-    """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033, 0036 and
-    0043): with the family experts of ``teacher`` (the ensemble stage's model) and its
+def deployed_structure(finetuned: nn.Module, teacher: Any, mixing: str) -> Any:
+    """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033, 0036, 0043
+    and 0044): with the family experts of ``teacher`` (the ensemble stage's model) and its
     general model serving the worlds the gate calls non-market
-    (:func:`shrinklab.evaluation.compression.with_ensemble_for_non_market`)."""
+    (:func:`shrinklab.evaluation.compression.with_ensemble_for_non_market`), the modules
+    combined by ``mixing`` (the ``compress`` section's ``gate_mixing``)."""
     with_experts = compression.with_experts_of(finetuned, teacher)
-    return compression.with_ensemble_for_non_market(with_experts, teacher).eval()
+    gated = compression.with_ensemble_for_non_market(with_experts, teacher)
+    return compression.with_mixing(gated, mixing).eval()
 
 
 def split_rows(
@@ -215,8 +217,9 @@ def split_rows(
 @dataclass(frozen=True)
 class RunInputs:
     """What the fine-tunings of a pipeline run read: ``root`` a repository root holding
-    ``params.yaml`` (the ``finetune`` section), ``data/processed/`` (returns, market
-    regimes, synthetic training worlds for the replay) and ``models/``."""
+    ``params.yaml`` (the ``finetune`` section, and the ``compress`` section's
+    ``gate_mixing``), ``data/processed/`` (returns, market regimes, synthetic training
+    worlds for the replay) and ``models/``."""
 
     models_dir: Path
     settings: Any
@@ -225,6 +228,7 @@ class RunInputs:
     replay_data: Any
     pretrained: nn.Module
     teacher: Any
+    gate_mixing: str = "hard"
 
     @classmethod
     def load(cls, root: str | Path, *, workers: int = 1) -> RunInputs:
@@ -247,6 +251,7 @@ class RunInputs:
             replay_data=replay,
             pretrained=MLShrinkageNetwork.from_pretrained(root / "models" / "pretrained.pt"),
             teacher=load_model(root / "models" / "ensemble.pt"),
+            gate_mixing=load_section("compress", root / "params.yaml").gate_mixing,
         )
 
     def finetune(
@@ -284,7 +289,7 @@ def run_split(job: tuple) -> pd.DataFrame:
     models: dict[str, Any] = {"ensemble": teacher}
     for name, variant in variants.items():
         finetuned = run.finetune(list(split.fit), Path(out_dir) / split.name / name, variant)
-        models[name] = deployed_structure(finetuned, teacher)
+        models[name] = deployed_structure(finetuned, teacher, run.gate_mixing)
         models[f"{name}_network"] = finetuned
     models["final"] = load_model(run.models_dir / "final.pt")
     return split_rows(run.returns, split, spec, models)

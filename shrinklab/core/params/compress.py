@@ -7,6 +7,10 @@ from typing import ClassVar
 
 from shrinklab.core.params import Section, mutable_default
 
+MIXINGS = ("hard", "soft")
+"""How a gated model combines its modules: the switch or the gate-weighted average
+(:class:`shrinklab.models.experts.GatedExpertModel`, which takes them from here)."""
+
 
 @dataclass(frozen=True)
 class Compress(Section):
@@ -25,6 +29,17 @@ class Compress(Section):
     fold_start: str = "2013-01-02"
     min_gain_kept_final: float = 0.9
     workers: int = 1  # processes for the fold backtest
+    # how the deployed gated model combines its modules: "hard" (the switch) or "soft"
+    # (docs/decisions/0044-soft-gate-mixture.md)
+    gate_mixing: str = "soft"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gate_mixing not in MIXINGS:
+            raise ValueError(
+                f"params section 'compress': gate_mixing = {self.gate_mixing!r} must be one "
+                f"of {MIXINGS}"
+            )
 
 
 SECTION = Compress
