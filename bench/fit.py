@@ -20,7 +20,12 @@ intensity code as the torch pipeline, through :mod:`shrinklab.core.xp`); QIS her
 the torch estimator. Run with ``OMP_NUM_THREADS=1`` and note the load average printed
 in the header: on a shared machine the times move by 20 % or more between runs.
 
-    python bench/fit.py [--model final] [--threads 1]
+With ``--against OTHER`` (a bundled name or model file) it also times the two models'
+``fit`` in interleaved rounds on the same samples and prints their ratio per (p, n):
+the cost of a model change measured in one run (e.g. decision 0044's soft mixture
+against the switch it replaced), independent of the machine's load that day.
+
+    python bench/fit.py [--model final] [--threads 1] [--against old_final.pt]
 """
 
 from __future__ import annotations
@@ -77,11 +82,29 @@ def returns(n: int, p: int, seed: int = 0) -> np.ndarray:
     ) * 0.01
 
 
+def compare_models(model, other, args, repeats: int = 101) -> None:
+    """Fit times of ``model`` and ``other`` in interleaved rounds, per cell of ``CELLS``:
+    medians and the median over rounds of their ratio."""
+    print(
+        f"\n{args.model} against {args.against}: CPU ms per fit, medians over {repeats} "
+        f"interleaved rounds (load avg {os.getloadavg()[0]:.1f})"
+    )
+    print(f"{'p':>4} {'n':>5} {'model':>8} {'against':>8} {'ratio':>7}")
+    for p, n in CELLS:
+        X = returns(n, p)
+        fits = [lambda X=X: model.fit(X), lambda X=X: other.fit(X)]
+        times, _ = interleaved_times(fits, repeats)
+        t_model, t_other = 1e3 * np.median(times, axis=0)
+        ratio = float(np.median(times[:, 0] / times[:, 1]))
+        print(f"{p:>4} {n:>5} {t_model:>8.2f} {t_other:>8.2f} {ratio:>7.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="final", help="bundled model name or model file")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rolling-only", action="store_true", help="skip the fit / QIS table")
+    ap.add_argument("--against", help="a second model: fit times of both, interleaved")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
@@ -104,6 +127,8 @@ def main() -> None:
             f"{p:>4} {n:>5} {1e3 * t_fit:>8.2f} {1e3 * t_qis:>8.2f} {1e3 * t_lw:>8.2f} "
             f"{t_fit / t_qis:>8.1f}  {goal}: {'met' if ok else 'NOT met'}"
         )
+    if args.against:
+        compare_models(model, MLShrinkageCovariance.from_pretrained(args.against), args)
     print(
         f"\nfit_rolling vs a loop of fit (20 assets, 2,000 days; CPU s, medians over "
         f"{'/'.join(str(r) for *_, r in ROLL_CASES)} interleaved rounds; "

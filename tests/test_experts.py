@@ -447,8 +447,15 @@ def test_soft_mixture_is_the_gate_weighted_average_of_the_intensities(tmp_path):
     loaded = load_model(save_model(tmp_path / "soft.pt", soft, FEATURE_NAMES, TARGET_NAMES))
     assert loaded.mixing == "soft"
     torch.testing.assert_close(loaded.predict(x).alpha, out.alpha, atol=0, rtol=0)
-    alpha, weights, _ = NumpyForward(soft)(x.numpy())
+    fwd = NumpyForward(soft)
+    alpha, weights, _ = fwd(x.numpy())
     np.testing.assert_allclose(alpha[:, None] * weights, want, atol=1e-5)
+    # all modules' members run as one stack; module by module gives the same numbers
+    assert fwd._eval.fused is not None
+    fwd._eval.fused = None
+    alpha_each, weights_each, _ = fwd(x.numpy())
+    np.testing.assert_array_equal(alpha_each, alpha)
+    np.testing.assert_array_equal(weights_each, weights)
 
 
 def test_soft_mixture_of_a_sure_gate_is_the_switch_and_bad_mixing_is_refused():

@@ -42,12 +42,7 @@ import torch
 from torch import nn
 
 from shrinklab.models.ensemble import EnsembleModel
-from shrinklab.models.experts import (
-    GatedExpertModel,
-    choose_expert,
-    mix_intensities,
-    module_probabilities,
-)
+from shrinklab.models.experts import GatedExpertModel, choose_expert
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.stacked import StackedNetworks, can_stack
 
@@ -179,18 +174,29 @@ class _Ensemble:
     :mod:`shrinklab.models.ensemble`)."""
 
     def __init__(self, model: EnsembleModel) -> None:
-        self.stack = _MemberStack(list(model.members))
+        self.members = list(model.members)
+        self.stack = _MemberStack(self.members)
         self.rho = _np(model.member_weights)
-        self.intensities = model.combine == "intensities"
+        self.intensities_mean = model.combine == "intensities"
         self.temperature = float(model.temperature)
         self.within_weight = float(model.within_weight)
 
     def __call__(self, x: np.ndarray) -> Outputs:
-        A, P, log_var = self.stack(x)  # (M, B), (M, B, K), (M, B)
+        return self.combine(*self.stack(x))
+
+    def intensities(self, A: np.ndarray, P: np.ndarray) -> np.ndarray:
+        """The ensemble's ``α π`` ``(B, K)`` from its members' ``(M, B)``, ``(M, B, K)`` (the
+        intensities of :meth:`combine`, without its variance)."""
+        if self.intensities_mean:
+            return np.tensordot(self.rho, A[..., None] * P, axes=1)
+        return (self.rho @ A)[:, None] * np.tensordot(self.rho, P, axes=1)
+
+    def combine(self, A: np.ndarray, P: np.ndarray, log_var: np.ndarray) -> Outputs:
+        """The ensemble's outputs from its members' ``(M, B)``, ``(M, B, K)``, ``(M, B)``."""
         rho = self.rho
         alpha = rho @ A
         mean_pi = np.tensordot(rho, P, axes=1)
-        if self.intensities:
+        if self.intensities_mean:
             w = np.tensordot(rho, A[..., None] * P, axes=1)
             safe = alpha > 0
             weights = np.where(safe[:, None], w / np.where(safe, alpha, 1.0)[:, None], mean_pi)
@@ -204,11 +210,19 @@ class _Ensemble:
 
 class _Network:
     def __init__(self, model: MLShrinkageNetwork) -> None:
-        self.stack = _MemberStack([model])
+        self.members = [model]
+        self.stack = _MemberStack(self.members)
 
     def __call__(self, x: np.ndarray) -> Outputs:
-        alpha, weights, log_var = self.stack(x)
-        return alpha[0], weights[0], log_var[0]
+        return self.combine(*self.stack(x))
+
+    @staticmethod
+    def combine(A: np.ndarray, P: np.ndarray, log_var: np.ndarray) -> Outputs:
+        return A[0], P[0], log_var[0]
+
+    @staticmethod
+    def intensities(A: np.ndarray, P: np.ndarray) -> np.ndarray:
+        return A[0][:, None] * P[0]
 
 
 class _Gated:
@@ -228,6 +242,17 @@ class _Gated:
         self.general, self.experts = general, experts
         self.families_of = model.families_by_module()
         self.soft = model.mixing == "soft"
+        # under soft mixing every module runs on every row: the members of all of them as
+        # one stack when they stack (one pass instead of one per module; the same values)
+        parts = [general, *experts]
+        members = [m for part in parts for m in getattr(part, "members", [None])]
+        self.module_of_family = np.zeros((len(self.slots), len(experts)))
+        self.module_of_family[np.arange(len(self.slots)), self.slots] = 1.0
+        self.fused = None
+        if self.soft and None not in members and can_stack(members):
+            self.fused = _MemberStack(members)
+            ends = np.cumsum([len(part.members) for part in parts]).tolist()
+            self.spans = [slice(a, b) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
     def _proba(self, x: np.ndarray) -> torch.Tensor:
         """The gate's probabilities of the expert families, ``(B, E)``."""
@@ -242,15 +267,24 @@ class _Gated:
         """Index of the serving expert per row (``-1``: the general model)."""
         return choose_expert(self._proba(x), self.slots, self.threshold, self.pool_shared).numpy()
 
+    def _module_outputs(self, x: np.ndarray) -> tuple[Outputs, np.ndarray]:
+        """The general model's outputs and each expert module's intensities ``α π``
+        ``(M, B, K)``, on every row."""
+        if self.fused is None:
+            outs = [expert(x) for expert in self.experts]
+            return self.general(x), np.stack([a[:, None] * w for a, w, _ in outs])
+        A, P, L = self.fused(x)
+        general = self.general.combine(A[self.spans[0]], P[self.spans[0]], L[self.spans[0]])
+        parts = zip(self.experts, self.spans[1:], strict=True)
+        return general, np.stack([e.intensities(A[sl], P[sl]) for e, sl in parts])
+
     def _soft(self, x: np.ndarray) -> Outputs:
-        alpha, weights, log_var = self.general(x)
-        parts = []
-        for expert in self.experts:
-            a, w, _ = expert(x)
-            parts.append(torch.from_numpy(a[:, None] * w))
-        general = torch.from_numpy(alpha[:, None] * weights)
-        share = module_probabilities(self._proba(x), self.slots)
-        mixed = mix_intensities(general, parts, share).numpy()
+        """:func:`~shrinklab.models.experts.mix_intensities` with
+        :func:`~shrinklab.models.experts.module_probabilities`, in NumPy."""
+        (alpha, weights, log_var), expert_w = self._module_outputs(x)
+        share = self._proba(x).numpy() @ self.module_of_family  # (B, M)
+        mixed = alpha[:, None] * weights * (1.0 - share.sum(1, keepdims=True))
+        mixed += np.einsum("bm,mbk->bk", share, expert_w)
         a = mixed.sum(1)
         pos = a > 0
         pi = np.where(pos[:, None], mixed / np.where(pos, a, 1.0)[:, None], weights)
