@@ -288,8 +288,16 @@ if gate_mixing != "hard" and chosen in gated:
 print(f"deployed: {deployed}")
 
 # %%
+# a family with one fold (the ETF fold) has no SE over folds: the stationary bootstrap over
+# its days gives one (blocks of 21 days, 2,000 replications)
+fold_by_name = {u.name: u for u in folds}
 fold_vs_classical = universe_backtest.best_classical_table(
-    fold_rows, deployed, list(backtest.classical_estimators())
+    fold_rows,
+    deployed,
+    list(backtest.classical_estimators()),
+    single_fold_se=lambda fold, best, window: universe_backtest.single_fold_difference_se(
+        fold_by_name[fold], fold_estimators, deployed, best, window
+    ),
 )
 fold_vs_classical.round(2)
 

@@ -459,7 +459,11 @@ def test_soft_mixture_is_the_gate_weighted_average_of_the_intensities(tmp_path):
 
 
 def test_soft_mixture_of_a_sure_gate_is_the_switch_and_bad_mixing_is_refused():
+    from shrinklab.core.params.compress import MIXINGS as SECTION_MIXINGS
     from shrinklab.evaluation.compression import with_mixing
+    from shrinklab.models.experts import MIXINGS
+
+    assert SECTION_MIXINGS == MIXINGS  # params.yaml accepts exactly the model's mixings
 
     hard = _gated(threshold=0.6)
     for p in hard.gate.mlp[-1].parameters():  # a gate sure of family ``a`` everywhere

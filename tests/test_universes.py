@@ -102,6 +102,41 @@ def test_fold_backtest_is_the_same_for_two_workers(folds):
         universe_backtest.fold_backtest(small, est, (60,), workers=0)
 
 
+def test_single_fold_family_gets_a_bootstrap_se_over_days(folds):
+    etf = folds[-1]
+    cl = backtest.classical_estimators()
+    est = {k: cl[k] for k in ("ledoit_wolf", "sample", "single_factor")}
+    rows = universe_backtest.fold_backtest([folds[0], folds[1], etf], est, (60,))
+    calls = []
+
+    def se_of(fold, best, window):
+        calls.append((fold, best, window))
+        return universe_backtest.single_fold_difference_se(
+            etf, est, "ledoit_wolf", best, window, reps=400
+        )
+
+    table = universe_backtest.best_classical_table(
+        rows, "ledoit_wolf", ["sample", "single_factor"], se_of
+    )
+    assert calls == [(etf.name, table.loc[("etf", 60), "best classical"], 60)]
+    assert table.loc[("etf", 60), "se source"] == "days"
+    assert table.loc[("halves", 60), "se source"] == "folds"
+    # independent reference: the two estimators' daily GMV returns, resampled in blocks
+    # with the same indices, annualised volatility difference's s.d.
+    best = table.loc[("etf", 60), "best classical"]
+    ref = backtest.gmv_backtest(etf.returns, est, (60,), 21, start=etf.start, end="2015-12-31")
+    daily = ref.returns[60]
+    idx = backtest.stationary_bootstrap_indices(len(daily), 400, 21.0, np.random.default_rng(0))
+    a, b = daily["ledoit_wolf"].to_numpy()[idx], daily[best].to_numpy()[idx]
+    want = 100 * np.std(np.sqrt(252) * (a.std(1, ddof=1) - b.std(1, ddof=1)), ddof=1)
+    np.testing.assert_allclose(table.loc[("etf", 60), "difference se"], want, rtol=1e-10)
+    assert 0 < want < 1  # a fraction of a volatility point for a year of six assets
+    # without the callback the single fold has no SE
+    plain = universe_backtest.best_classical_table(rows, "ledoit_wolf", ["sample", "single_factor"])
+    assert np.isnan(plain.loc[("etf", 60), "difference se"])
+    assert plain.loc[("etf", 60), "se source"] == "none"
+
+
 def _rows(delta: float, noise: float, k: int = 10) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     out = []

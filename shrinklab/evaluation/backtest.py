@@ -323,7 +323,8 @@ def bootstrap_vol_difference(
     level: float = 0.95,
 ) -> dict[str, float]:
     """Annualised-volatility difference ``vol(r_est) − vol(r_bench)`` with its stationary
-    bootstrap percentile interval and p-value (module docstring)."""
+    bootstrap percentile interval, p-value and standard error (``se``: the s.d. of the
+    replicated differences; module docstring)."""
     a = np.asarray(r_est, dtype=np.float64)
     b = np.asarray(r_bench, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape or len(a) < 3:
@@ -343,6 +344,7 @@ def bootstrap_vol_difference(
         "ci_high": float(hi_q),
         "p_value": p_value,
         "significant": bool(lo_q > 0 or hi_q < 0),
+        "se": float(np.std(boot, ddof=1)),
     }
 
 

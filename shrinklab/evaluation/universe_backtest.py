@@ -13,7 +13,7 @@ standard error ``sd / √k`` over folds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,10 +21,15 @@ import pandas as pd
 
 from shrinklab.core.progress import report
 from shrinklab.data.universes import VALIDATION_END, Universe
-from shrinklab.evaluation.backtest import EQUAL_WEIGHT, PERIODS_PER_YEAR, gmv_backtest
+from shrinklab.evaluation.backtest import (
+    EQUAL_WEIGHT,
+    PERIODS_PER_YEAR,
+    bootstrap_vol_difference,
+    gmv_backtest,
+)
 from shrinklab.training.parallel import map_in_processes
 
-__all__ = ["best_classical_table", "fold_backtest", "fold_table"]
+__all__ = ["best_classical_table", "fold_backtest", "fold_table", "single_fold_difference_se"]
 
 
 def fold_backtest(
@@ -88,18 +93,60 @@ def fold_table(rows: pd.DataFrame, value: str = "ann_vol") -> pd.DataFrame:
     return out.unstack("estimator")
 
 
+def single_fold_difference_se(
+    fold: Universe,
+    estimators: Mapping[str, Any],
+    learned: str,
+    best: str,
+    window: int,
+    *,
+    rebalance: int = 21,
+    reps: int = 2000,
+    seed: int = 0,
+) -> float:
+    """Standard error, in points of annualised volatility, of ``learned`` − ``best`` on one
+    fold (the fold's backtest of those two at ``window``): the stationary bootstrap over its
+    days (:func:`shrinklab.evaluation.backtest.bootstrap_vol_difference`, blocks of one
+    holding period, ``reps`` replications, ``seed``). For a fold family with a single fold
+    (the ETF fold), where no SE over folds exists."""
+    pair = {name: estimators[name] for name in (learned, best)}
+    res = gmv_backtest(
+        fold.returns, pair, [window], rebalance, start=fold.start, end=VALIDATION_END
+    )
+    daily = res.returns[int(window)]
+    boot = bootstrap_vol_difference(
+        daily[learned].to_numpy(),
+        daily[best].to_numpy(),
+        block_length=float(rebalance),
+        reps=reps,
+        seed=seed,
+    )
+    return 100.0 * boot["se"]
+
+
 def best_classical_table(
-    rows: pd.DataFrame, learned: str, classical: Sequence[str]
+    rows: pd.DataFrame,
+    learned: str,
+    classical: Sequence[str],
+    single_fold_se: Callable[[str, str, int], float] | None = None,
 ) -> pd.DataFrame:
     """Per family and window: the learned model's mean volatility against the best
     classical estimator's (lowest mean over the family's folds), their paired
-    difference over folds with its SE, and the folds counted."""
+    difference over folds with its SE, and the folds counted. For a family with one
+    fold the SE over folds does not exist: ``single_fold_se(fold, best, window)`` gives
+    one (e.g. :func:`single_fold_difference_se`; NaN without it), and ``se source`` says
+    which kind each row has."""
     out = []
     for (family, window), sub in rows.groupby(["family", "window"], sort=False):
         vol = sub.pivot(index="fold", columns="estimator", values="ann_vol")
         best = str(vol[list(classical)].mean().idxmin())
         diff = vol[learned] - vol[best]
         k = len(diff)
+        se, source = float("nan"), "none"
+        if k > 1:
+            se, source = float(diff.std(ddof=1) / np.sqrt(k)), "folds"
+        elif single_fold_se is not None:
+            se, source = float(single_fold_se(str(diff.index[0]), best, int(window))), "days"
         out.append(
             {
                 "family": family,
@@ -109,7 +156,8 @@ def best_classical_table(
                 "best classical": best,
                 "best classical vol": vol[best].mean(),
                 "difference": diff.mean(),
-                "difference se": diff.std(ddof=1) / np.sqrt(k) if k > 1 else float("nan"),
+                "difference se": se,
+                "se source": source,
             }
         )
     return pd.DataFrame(out).set_index(["family", "window"])

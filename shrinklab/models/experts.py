@@ -56,7 +56,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from shrinklab.core.params.compress import MIXINGS
 from shrinklab.models.network import ShrinkageOutput, eval_mode
 from shrinklab.models.registry import build_model, model_spec
 
@@ -68,6 +67,10 @@ __all__ = [
     "mix_intensities",
     "module_probabilities",
 ]
+
+MIXINGS = ("hard", "soft")
+"""How a :class:`GatedExpertModel` combines its modules: the switch or the gate-weighted
+average (decision 0044)."""
 
 
 def choose_expert(

@@ -8,8 +8,9 @@ from typing import ClassVar
 from shrinklab.core.params import Section, mutable_default
 
 MIXINGS = ("hard", "soft")
-"""How a gated model combines its modules: the switch or the gate-weighted average
-(:class:`shrinklab.models.experts.GatedExpertModel`, which takes them from here)."""
+"""The values of ``gate_mixing``: :data:`shrinklab.models.experts.MIXINGS` (the layers import
+downward only, and the estimator's core install has no YAML, so the two are kept equal
+by ``tests/test_experts.py``)."""
 
 
 @dataclass(frozen=True)
