@@ -205,3 +205,22 @@ def test_learned_estimator_is_the_family_member_of_the_predicted_intensities():
         )
     with pytest.raises(ValueError, match="together"):
         bt.learned_estimator(net, regimes)
+
+
+def test_learned_estimators_of_one_backtest_share_features_and_get_the_same_weights():
+    """The learned estimators of one backtest compute the windows' features and targets
+    once (gmv_backtest's ``shared``): each one's weights are those it gets alone."""
+    r = _returns(300)
+    F = extract_features(r.to_numpy()[:50]).shape[-1]
+    nets = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        nets[f"net{seed}"] = bt.learned_estimator(MLShrinkageNetwork(F, hidden_dims=(8,)))
+    together = _run(r, {**nets, "ledoit_wolf": ledoit_wolf})
+    for name, est in nets.items():
+        alone = _run(r, {name: est})
+        for window in (40, 80):
+            np.testing.assert_array_equal(
+                together.weights[window][name].to_numpy(), alone.weights[window][name].to_numpy()
+            )
+    assert not np.allclose(together.weights[40]["net0"], together.weights[40]["net1"])

@@ -120,7 +120,15 @@ class _LearnedEstimate:
         self.model, self.regimes, self.returns_index = model, regimes, returns_index
         self.__name__ = "estimate"
 
-    def __call__(self, X: torch.Tensor, dates: pd.DatetimeIndex | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        X: torch.Tensor,
+        dates: pd.DatetimeIndex | None = None,
+        shared: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Σ̂ of every window of ``X``; ``shared``: a dict that keeps the windows' features,
+        sample covariances and targets for the next learned estimator of the same windows
+        (:func:`gmv_backtest` passes one per window length; the same values, computed once)."""
         X = torch.as_tensor(X, dtype=torch.float64)
         regime = None
         if self.regimes is not None:
@@ -128,12 +136,14 @@ class _LearnedEstimate:
                 raise ValueError("this learned estimator needs the rebalance dates")
             idx = pd.DatetimeIndex(self.returns_index)
             regime = torch.as_tensor(regime_codes(self.regimes, idx, idx.get_indexer(dates)))
-        feats = extract_features(X)
-        out = self.model.predict(feats, regime)
+        shared = {} if shared is None else shared
+        if not shared:
+            shared.update(
+                feats=extract_features(X), S=_est.sample_covariance(X), T=shrinkage_targets(X)
+            )
+        out = self.model.predict(shared["feats"], regime)
         w = out.intensities.detach().to("cpu", torch.float64)
-        S = _est.sample_covariance(X)
-        T = shrinkage_targets(X)
-        return combine(S, T, w)
+        return combine(shared["S"], shared["T"], w)
 
 
 def learned_estimator(
@@ -176,8 +186,16 @@ class BacktestResult:
     names: list[str] = field(default_factory=list)
 
 
-def _estimate(name: str, est: Any, Xb: np.ndarray, dates: pd.DatetimeIndex) -> np.ndarray:
-    """Covariances ``(B, p, p)`` for the stacked windows ``Xb (B, n, p)``."""
+def _estimate(
+    name: str,
+    est: Any,
+    Xb: np.ndarray,
+    dates: pd.DatetimeIndex,
+    shared: dict[str, torch.Tensor] | None = None,
+) -> np.ndarray:
+    """Covariances ``(B, p, p)`` for the stacked windows ``Xb (B, n, p)`` (``shared``: the
+    windows' features and targets, shared by the learned estimators of
+    :func:`learned_estimator`)."""
     B, _, p = Xb.shape
     is_batched = getattr(est, "batched", False) is True or any(est is f for f in _BATCHED)
     if hasattr(est, "fit") and not is_batched:
@@ -188,6 +206,8 @@ def _estimate(name: str, est: Any, Xb: np.ndarray, dates: pd.DatetimeIndex) -> n
         out = np.stack(covs)
     elif is_batched:
         kw = {"dates": dates} if getattr(est, "wants_dates", False) else {}
+        if shared is not None and isinstance(getattr(est, "fn", None), _LearnedEstimate):
+            kw["shared"] = shared
         out = est(torch.as_tensor(Xb), **kw)
         out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
     elif callable(est):
@@ -254,9 +274,10 @@ def gmv_backtest(
     for window in windows:
         Xb = np.stack([R[t - window : t] for t in pos])  # (B, window, p), all before t
         W: dict[str, np.ndarray] = {}
+        shared: dict[str, torch.Tensor] = {}  # the learned estimators' features and targets
         for name in names:
             report(f"backtest: window {window}, {name} ({len(pos)} rebalances)")
-            cov = _estimate(name, estimators[name], Xb, dates)
+            cov = _estimate(name, estimators[name], Xb, dates, shared)
             W[name] = gmv_weights(torch.as_tensor(cov)).numpy()
         W[EQUAL_WEIGHT] = np.full((len(pos), p), 1.0 / p)
         daily = {}
