@@ -86,23 +86,10 @@ def main(root: str, fresh_seed: int) -> None:
         f"-> {'holds' if valid_ok else 'fails'}"
     )
 
-    grids = {k: selection_grid.grid_scores(m) for k, m in models.items()}
+    table, grid_ok, summary = selection_grid.grid_comparison(models, "single", "pooled")
     pd.set_option("display.width", 200)
-    print(
-        pd.DataFrame(
-            {k: g[1][["prial", "diff", "diff_se", "fail"]].stack() for k, g in grids.items()}
-        )
-        .unstack()
-        .round(3)
-        .to_string()
-    )
-    (s, _), (p, _) = grids["single"], grids["pooled"]
-    grid_ok = p["grid_fails"] <= s["grid_fails"] and p["grid_mean_prial"] >= s["grid_mean_prial"]
-    print(
-        f"3. grids: failures {s['grid_fails']} -> {p['grid_fails']}, mean PRIAL "
-        f"{s['grid_mean_prial']:.2f} -> {p['grid_mean_prial']:.2f} -> "
-        f"{'holds' if grid_ok else 'fails'}"
-    )
+    print(table.round(3).to_string())
+    print(f"3. grids: {summary} -> {'holds' if grid_ok else 'fails'}")
     deploy = all(fold_ok) and valid_ok and grid_ok
     print(f"verdict: {'deploy P' if deploy else 'keep E'} ({time.time() - t0:.0f} s)")
 

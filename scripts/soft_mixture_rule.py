@@ -83,23 +83,10 @@ def main(root: str, fresh_seed: int) -> None:
             f"{delta_se:.3f} -> {'holds' if ok else 'fails'}"
         )
 
-    grids = {k: selection_grid.grid_scores(m) for k, m in models.items()}
+    table, grid_ok, summary = selection_grid.grid_comparison(models, "hard", "soft")
     pd.set_option("display.width", 200)
-    print(
-        pd.DataFrame(
-            {k: g[1][["prial", "diff", "diff_se", "fail"]].stack() for k, g in grids.items()}
-        )
-        .unstack()
-        .round(3)
-        .to_string()
-    )
-    (h, _), (s, _) = grids["hard"], grids["soft"]
-    grid_ok = s["grid_fails"] <= h["grid_fails"] and s["grid_mean_prial"] >= h["grid_mean_prial"]
-    print(
-        f"3. grids: failures {h['grid_fails']} -> {s['grid_fails']}, mean PRIAL "
-        f"{h['grid_mean_prial']:.2f} -> {s['grid_mean_prial']:.2f} -> "
-        f"{'holds' if grid_ok else 'fails'}"
-    )
+    print(table.round(3).to_string())
+    print(f"3. grids: {summary} -> {'holds' if grid_ok else 'fails'}")
     deploy = all(fold_ok) and all(synth_ok) and grid_ok
     print(f"verdict: {'deploy S' if deploy else 'keep H'} ({time.time() - t0:.0f} s)")
 

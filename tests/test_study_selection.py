@@ -75,6 +75,30 @@ def test_score_of_ledoit_wolf_is_ledoit_wolfs_prial():
         selection_grid.score(_LW(), grid=[])
 
 
+class _Sample(_LW):
+    """No shrinkage: the sample covariance (PRIAL 0 everywhere)."""
+
+    def predict(self, x, regime=None):
+        out = super().predict(x, regime)
+        return ShrinkageOutput(torch.zeros_like(out.alpha), out.weights, out.log_var)
+
+
+def test_grid_comparison_applies_the_rules_grid_part():
+    from shrinklab.evaluation.compression import grids_not_worse
+
+    models = {"lw": _LW(), "sample": _Sample()}
+    table, holds, summary = selection_grid.grid_comparison(models, "lw", "sample", n_reps=2)
+    assert not holds and summary.startswith("failures ")
+    n = len(selection_grid.SELECTION_GRID) + len(selection_grid.WIDE_GRID)
+    assert table.shape == (n, 8) and (table[("sample", "prial")].abs() < 1e-9).all()
+    assert selection_grid.grid_comparison(models, "sample", "lw", n_reps=2)[1]
+    # the rule itself: no more failures and a mean PRIAL that is not lower
+    before = {"grid_fails": 2, "grid_mean_prial": 80.0}
+    assert grids_not_worse(before, {"grid_fails": 2, "grid_mean_prial": 80.0})
+    assert not grids_not_worse(before, {"grid_fails": 3, "grid_mean_prial": 90.0})
+    assert not grids_not_worse(before, {"grid_fails": 1, "grid_mean_prial": 79.9})
+
+
 def test_grids_are_distinct_from_the_public_grid():
     import yaml
 

@@ -39,6 +39,7 @@ __all__ = [
     "with_ensemble_for_non_market",
     "with_experts_of",
     "with_mixing",
+    "grids_not_worse",
     "with_server_for",
 ]
 
@@ -513,6 +514,16 @@ def normalised_prial_delta(w: Any, reference_w: Any, data: Any) -> tuple[float, 
     return 100.0 * delta, 100.0 * se
 
 
+def grids_not_worse(before: Mapping[str, float], after: Mapping[str, float]) -> bool:
+    """The grid part of the rules of decisions 0035, 0036, 0043 and 0044: ``after`` fails in
+    no more scenarios of the selection and wide grids than ``before`` and its mean PRIAL is
+    not lower (``grid_fails`` and ``grid_mean_prial`` of
+    :func:`shrinklab.studies.selection_grid.grid_scores` for each)."""
+    return int(after["grid_fails"]) <= int(before["grid_fails"]) and float(
+        after["grid_mean_prial"]
+    ) >= float(before["grid_mean_prial"])
+
+
 def server_rule(
     fold_rows: pd.DataFrame,
     model: str,
@@ -542,7 +553,7 @@ def server_rule(
             raise ValueError(f"{name} lacks {sorted(missing)}")
     fails, fails0 = int(grid_candidate["grid_fails"]), int(grid_model["grid_fails"])
     mean, mean0 = float(grid_candidate["grid_mean_prial"]), float(grid_model["grid_mean_prial"])
-    grid_ok = fails <= fails0 and mean >= mean0
+    grid_ok = grids_not_worse(grid_model, grid_candidate)
     numbers = numbers | {
         "grid_fails": fails, "grid_fails_before": fails0,
         "grid_mean_prial": mean, "grid_mean_prial_before": mean0, "rule3_grids": bool(grid_ok),

@@ -29,11 +29,13 @@ from shrinklab.core.features import FEATURE_NAMES, MULTI_TARGET_SOURCES, extract
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.data import synthetic
 from shrinklab.evaluation import scenarios
+from shrinklab.evaluation.compression import grids_not_worse
 
 __all__ = [
     "SELECTION_GRID",
     "SELECTION_SEED",
     "WIDE_GRID",
+    "grid_comparison",
     "grid_scores",
     "multi_target_from_features",
     "multi_target_table",
@@ -120,6 +122,26 @@ def grid_scores(model: Any, n_reps: int = 100) -> tuple[dict[str, float], pd.Dat
         "wide_grid_fails": int(wide["fail"].sum()),
     }
     return out | {f"diff_{s}": float(v) for s, v in both["diff"].items()}, both
+
+
+def grid_comparison(
+    models: Mapping[str, Any], before: str, after: str, n_reps: int = 100
+) -> tuple[pd.DataFrame, bool, str]:
+    """Two models of ``models`` (names ``before`` and ``after``) on the selection and wide
+    grids (:func:`grid_scores`): the scenarios side by side (PRIAL, difference to the best
+    classical estimator, its SE, fail), whether the rules' grid part holds
+    (:func:`shrinklab.evaluation.compression.grids_not_worse`) and a one-line summary."""
+    grids = {k: grid_scores(models[k], n_reps) for k in (before, after)}
+    table = pd.DataFrame(
+        {k: g[1][["prial", "diff", "diff_se", "fail"]].stack() for k, g in grids.items()}
+    ).unstack()
+    (b, _), (a, _) = grids[before], grids[after]
+    holds = grids_not_worse(b, a)
+    summary = (
+        f"failures {b['grid_fails']} -> {a['grid_fails']}, mean PRIAL "
+        f"{b['grid_mean_prial']:.2f} -> {a['grid_mean_prial']:.2f}"
+    )
+    return table, holds, summary
 
 
 def multi_target_from_features(feats: torch.Tensor) -> torch.Tensor:
