@@ -163,6 +163,19 @@ def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
         )
         text = model_card(path, METRICS, "9.9")
         assert ("added up" in text and "0043" in text) == pooled
+    # the soft mixture (decision 0044): every module joins, weighted by the gate
+    from shrinklab.evaluation.compression import with_mixing
+
+    path = save_model(
+        tmp_path / "soft.pt",
+        with_mixing(model, "soft"),
+        FEATURE_NAMES,
+        TARGET_NAMES,
+        extra={"chosen": "finetuned_experts_ensemble"},
+    )
+    text = model_card(path, METRICS, "9.9")
+    assert "0044" in text and "weigh with" in text and "pretrained ensemble" in text
+    assert "70 %" not in text
     synthetic = save_model(
         tmp_path / "ens.pt",
         random_network(seed=5),

@@ -57,19 +57,33 @@ def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[
     """What the deployed model was trained on: the synthetic worlds only, or (when the
     deploy rule chose the fine-tuned network, with or without the family experts of
     decision 0033, and with the pretrained ensemble for the non-market worlds of decision
-    0035, firing on their pooled probability when ``config`` says so: decision 0043) those
-    and the pre-2016 real returns."""
+    0035, firing on their pooled probability when ``config`` says so: decision 0043; or all
+    of them averaged by the gate, decision 0044) those and the pre-2016 real returns."""
     chosen = extra.get("chosen")
     if chosen in ("finetuned", "finetuned_experts", "finetuned_experts_ensemble"):
         experts = []
-        if chosen != "finetuned":
+        if chosen != "finetuned" and config.get("mixing") == "soft":
+            server = (
+                " and the pretrained ensemble of five networks (synthetic worlds only) for the "
+                "families no market resembles (discrete, lognormal, near-singular, Toeplitz)"
+                if chosen == "finetuned_experts_ensemble"
+                else ""
+            )
+            experts.append(
+                "- Family experts (factor, sp500, 1/3/10 worlds), each trained on that "
+                f"family's synthetic worlds only,{server} join the network above: each "
+                "module's intensities α π weigh with a family classifier's (the gate's) "
+                "probability of the families it serves, the network above with the rest "
+                "(docs/decisions/0014, 0033" + (", 0035, 0036, 0043" if server else "") + ", 0044)."
+            )
+        elif chosen != "finetuned":
             experts.append(
                 "- Family experts (factor, sp500, 1/3/10 worlds), each trained on that "
                 "family's synthetic worlds only, serve the samples that a family classifier "
                 "(the gate) is more than 70 % sure of; every other sample gets the network "
                 "above (docs/decisions/0014, 0033)."
             )
-        if chosen == "finetuned_experts_ensemble":
+        if chosen == "finetuned_experts_ensemble" and config.get("mixing") != "soft":
             which = (
                 "that a world is one of the families no market resembles (discrete, "
                 "lognormal, near-singular, Toeplitz; their probabilities added up)"
@@ -81,13 +95,6 @@ def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[
                 f"- Where the gate is more than 70 % sure {which}, the pretrained ensemble of "
                 "five networks (synthetic worlds only) serves (docs/decisions/0035, 0036"
                 + (", 0043)." if config.get("pool_shared") else ").")
-            )
-        if experts and config.get("mixing") == "soft":
-            experts.append(
-                "- The modules are not switched but averaged: each module's intensities "
-                "α π weigh with the gate's probability of the families it serves, the "
-                "network above with the rest, so the 70 % above says where a module "
-                "dominates, not where it alone serves (docs/decisions/0044)."
             )
         return [
             "- Pretrained on synthetic worlds with a known covariance (the `data_prep` stage "
