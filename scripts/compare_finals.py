@@ -60,7 +60,7 @@ def main(root_a: str, root_b: str) -> None:
         m, se, n, table = folds_part(data, models, seed)
         print(table.round(3).to_string())
         print(f"1. folds seed {seed}: B - A = {m:+.4f} +- {se:.4f} over {n} folds "
-              f"-> {'holds' if m <= max(se, 0.01) else 'fails'}")  # fmt: skip
+              f"-> {'holds' if compression.not_worse(m, se) else 'fails'}")  # fmt: skip
     m, se, n, vol = diversified_part(models)
     print(vol.round(3).to_string())
     print(f"2. diversified universes: B - A GMV variance = {m:+.3e} +- {se:.3e} over {n} windows "
@@ -68,10 +68,10 @@ def main(root_a: str, root_b: str) -> None:
     w = {k: predict_numpy(m, data.valid.features).intensities for k, m in models.items()}
     d, dse = compression.normalised_prial_delta(w["B"], w["A"], data.valid)
     print(f"3. validation worlds: normalised PRIAL B - A = {d:+.3f} +- {dse:.3f} "
-          f"-> {'holds' if d > 0 and d > dse else 'fails'}")  # fmt: skip
+          f"-> {'holds' if compression.gains(d, dse) else 'fails'}")  # fmt: skip
     ga, _ = selection_grid.grid_scores(models["A"])
     gb, table_b = selection_grid.grid_scores(models["B"])
-    ok = gb["grid_fails"] <= ga["grid_fails"] and gb["grid_mean_prial"] >= ga["grid_mean_prial"]
+    ok = compression.grids_not_worse(ga, gb)
     print(table_b.round(3).to_string())
     print(f"4. grids: failures {ga['grid_fails']} -> {gb['grid_fails']}, mean PRIAL "
           f"{ga['grid_mean_prial']:.2f} -> {gb['grid_mean_prial']:.2f} -> {'holds' if ok else 'fails'}")  # fmt: skip

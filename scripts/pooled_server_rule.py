@@ -71,7 +71,7 @@ def main(root: str, fresh_seed: int) -> None:
         rows = fold_rows(rule_data, models, folds=spec, classical=lw)
         print(ub.fold_table(rows)["mean"].round(3).to_string())
         mean, se, n = compression.fold_delta(rows, "pooled", "single")
-        ok = mean <= max(se, 0.01)
+        ok = compression.not_worse(mean, se)
         fold_ok.append(ok)
         print(
             f"1. folds seed {spec.seed}: P - E' = {mean:+.4f} +- {se:.4f} points over {n} folds "
@@ -80,7 +80,7 @@ def main(root: str, fresh_seed: int) -> None:
 
     w = {k: predict_numpy(m, valid.features).intensities for k, m in models.items()}
     delta, delta_se = compression.normalised_prial_delta(w["pooled"], w["single"], valid)
-    valid_ok = delta > 0 and delta > delta_se
+    valid_ok = compression.gains(delta, delta_se)
     print(
         f"2. validation worlds: normalised PRIAL P - E' = {delta:+.3f} +- {delta_se:.3f} "
         f"-> {'holds' if valid_ok else 'fails'}"

@@ -50,7 +50,7 @@ def main(root: str, seed: int = 2027) -> None:
     pd.set_option("display.width", 200)
     print(ub.fold_table(rows)["mean"].round(3).to_string())
     mean, se, n = compression.fold_delta(rows, "served", "without")
-    ok = mean <= max(se, 0.01)
+    ok = compression.not_worse(mean, se)
     print(
         f"seed {seed}: served - without = {mean:+.4f} +- {se:.4f} points of relative volatility "
         f"over {n} folds -> {'holds' if ok else 'fails'} ({time.time() - t0:.0f} s)"

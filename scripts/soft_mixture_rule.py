@@ -58,7 +58,7 @@ def main(root: str, fresh_seed: int) -> None:
         rows = fold_rows(rule_data, models, folds=spec, classical=lw)
         print(ub.fold_table(rows)["mean"].round(3).to_string())
         mean, se, n = compression.fold_delta(rows, "soft", "hard")
-        ok = mean <= max(se, 0.01)
+        ok = compression.not_worse(mean, se)
         fold_ok.append(ok)
         print(
             f"1. folds seed {spec.seed}: S - H = {mean:+.4f} +- {se:.4f} points over {n} folds "
@@ -76,7 +76,7 @@ def main(root: str, fresh_seed: int) -> None:
     for name, worlds in (("holdout", holdout), ("validation worlds", rule_data.valid)):
         w = {k: predict_numpy(m, worlds.features).intensities for k, m in models.items()}
         delta, delta_se = compression.normalised_prial_delta(w["soft"], w["hard"], worlds)
-        ok = delta > 0 and delta > delta_se
+        ok = compression.gains(delta, delta_se)
         synth_ok.append(ok)
         print(
             f"2. {name} ({len(worlds.d)}): normalised PRIAL S - H = {delta:+.3f} +- "

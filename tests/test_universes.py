@@ -265,3 +265,11 @@ def test_normalised_prial_delta_matches_a_direct_computation():
     assert delta == pytest.approx(direct, rel=1e-10, abs=1e-10)
     assert se > 0
     assert compression.normalised_prial_delta(w, w, data) == (0.0, 0.0)
+
+
+def test_rule_parts_not_worse_and_gains():
+    assert compression.not_worse(0.005, 0.001) and compression.not_worse(0.02, 0.03)
+    assert not compression.not_worse(0.02, 0.015)  # above both 1 SE and 0.01
+    assert compression.not_worse(0.02, 0.0, tolerance=0.05)
+    assert compression.gains(0.3, 0.1) and not compression.gains(0.05, 0.1)
+    assert not compression.gains(-0.3, 0.1)

@@ -39,7 +39,9 @@ __all__ = [
     "with_ensemble_for_non_market",
     "with_experts_of",
     "with_mixing",
+    "gains",
     "grids_not_worse",
+    "not_worse",
     "with_server_for",
 ]
 
@@ -379,6 +381,17 @@ def choose_final(
     )
 
 
+def not_worse(delta: float, se: float, tolerance: float = 0.01) -> bool:
+    """The fold part of the rules of decisions 0033–0044: a paired difference (candidate −
+    reference, points of volatility relative to Ledoit–Wolf) at most max(1 SE, tolerance)."""
+    return delta <= max(se, float(tolerance))
+
+
+def gains(delta: float, se: float) -> bool:
+    """The synthetic part of those rules: a paired PRIAL gain, positive and above its SE."""
+    return delta > 0 and delta > se
+
+
 def experts_rule(
     fold_rows: pd.DataFrame,
     network: str,
@@ -403,8 +416,8 @@ def experts_rule(
             f"valid_delta and a non-negative valid_delta_se must be finite, got "
             f"{valid_delta!r}, {valid_delta_se!r}"
         )
-    folds_ok = mean <= max(se, float(tolerance))
-    valid_ok = valid_delta > 0 and valid_delta > valid_delta_se
+    folds_ok = not_worse(mean, se, tolerance)
+    valid_ok = gains(valid_delta, valid_delta_se)
     numbers = {
         "fold_delta": mean, "fold_delta_se": se, "folds": n_folds,
         "valid_prial_delta": float(valid_delta), "valid_prial_delta_se": float(valid_delta_se),
