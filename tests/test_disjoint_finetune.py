@@ -285,3 +285,41 @@ def test_a_variant_replaces_only_the_fields_it_sets_and_runs_the_stage_recipe(
     assert (got.derived_per_stock, got.soup_seeds, got.seed, got.replay_weight) == (1.0, 3, 6, 10)
     with pytest.raises(ValueError, match="soup must be"):
         run.finetune(["A"], tmp_path / "x", Variant(soup=0))
+
+
+def test_a_variant_with_experts_fine_tunes_them_and_deploys_them(tmp_path, monkeypatch):
+    """Decision 0045: ``Variant(experts=...)`` fine-tunes the teacher's experts of those
+    families with the variant's recipe (the stage's stage_finetune_expert) on the fit
+    stocks, and the assembly serves them in place of the teacher's."""
+    from shrinklab.studies import disjoint_finetune as dfs
+    from shrinklab.studies.disjoint_finetune import RunInputs
+
+    families = ["factor", "sp500", *NON_MARKET_FAMILIES]
+    gate = FamilyGate(F, families, hidden_dims=(16,))
+    teacher = GatedExpertModel(_net(1), {"factor": _net(2), "sp500": _net(3)}, gate.eval(), 0.5)
+    calls = []
+
+    def fake_expert(expert, family, returns, regimes, settings, out_dir, *, replay_data=None):
+        calls.append((expert, family, list(returns.columns), settings, Path(out_dir), replay_data))
+        return _net(9)
+
+    monkeypatch.setattr(dfs, "stage_finetune_expert", fake_expert)
+    section = Finetune(seed=2, replay_weight=3.0, derived_per_stock=1.0, soup_seeds=3)
+    returns = pd.DataFrame({"A": [0.0], "B": [0.0]})
+    run = RunInputs(tmp_path, section, returns, None, "worlds", None, teacher)
+    assert run.finetune_experts(["A"], tmp_path, Variant()) == {}
+    got = run.finetune_experts(["B"], tmp_path / "E", Variant(seed=6, experts=("sp500",)))
+    expert, family, cols, settings, out_dir, replay = calls[-1]
+    assert expert is teacher.expert_map()["sp500"] and family == "sp500" and cols == ["B"]
+    assert (settings.seed, settings.derived_per_stock, out_dir, replay) == (
+        6,
+        1.0,
+        tmp_path / "E" / "sp500",
+        "worlds",
+    )
+    with pytest.raises(ValueError, match="no expert for"):
+        run.finetune_experts(["A"], tmp_path, Variant(experts=("toeplitz",)))
+    model = deployed_structure(_net(4), teacher, "soft", got)
+    assert model.expert_map()["sp500"] is got["sp500"]
+    assert model.expert_map()["factor"] is teacher.expert_map()["factor"]
+    assert model.mixing == "soft"

@@ -477,3 +477,37 @@ def test_soft_mixture_of_a_sure_gate_is_the_switch_and_bad_mixing_is_refused():
         with_mixing(hard, "average")
     with pytest.raises(TypeError, match="GatedExpertModel"):
         with_mixing(_net(1), "soft")
+
+
+def test_with_experts_replaced_swaps_one_module_and_keeps_the_rest():
+    """Decision 0045: a family's module is replaced (for every family it serves); the
+    gate, pooling, mixing and the other modules stay, and the outputs change only
+    through the replaced module."""
+    from shrinklab.evaluation.compression import with_experts_replaced, with_mixing
+
+    model, server = _shared()
+    model = with_mixing(model, "soft")
+    new_a, new_server = _net(11), _net(12)
+    swapped = with_experts_replaced(model, {"a": new_a})
+    assert swapped.expert_map()["a"] is new_a and swapped.expert_map()["b"] is server
+    assert swapped.gate is model.gate and swapped.general is model.general
+    assert (swapped.mixing, swapped.threshold, swapped.pool_shared) == (
+        "soft",
+        model.threshold,
+        model.pool_shared,
+    )
+    both = with_experts_replaced(model, {"c": new_server})  # shared: replaced for b and c
+    assert both.expert_map()["b"] is new_server and both.expert_map()["c"] is new_server
+    assert len(both.experts) == 2 and both.expert_map()["a"] is model.expert_map()["a"]
+    x = torch.randn(300, F) * 2
+    with torch.no_grad():
+        P = model.module_weights(x)
+        delta = (
+            new_a.predict(x).intensities.double() - model.experts[0].predict(x).intensities.double()
+        )
+    want = model.predict(x).intensities.double() + P[:, :1] * delta
+    torch.testing.assert_close(swapped.predict(x).intensities.double(), want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no expert"):
+        with_experts_replaced(model, {"zzz": new_a})
+    with pytest.raises(TypeError, match="GatedExpertModel"):
+        with_experts_replaced(_net(1), {"a": new_a})

@@ -142,3 +142,62 @@ def test_stage_finetune_soup_fine_tunes_each_seed_and_averages(tmp_path, monkeyp
     w = [m.model.state_dict()[key] for m in results]
     assert not torch.equal(w[0], w[1])
     torch.testing.assert_close(soup.state_dict()[key], sum(w) / 3)
+
+
+def test_stage_finetune_expert_fine_tunes_each_member_with_its_seed(tmp_path, one_thread):
+    """Decision 0045: member ``i`` of the expert is the stage's fine-tuning with seed
+    ``seed + i`` (compared with stage_finetune run directly); the ensemble's weights and
+    calibration stay, and the expert passed in is untouched."""
+    import torch
+
+    from shrinklab.data.real_windows import build_windows
+    from shrinklab.models.ensemble import EnsembleModel
+    from shrinklab.models.network import MLShrinkageNetwork
+    from shrinklab.training.finetune_stage import stage_finetune, stage_finetune_expert
+
+    index = pd.bdate_range("2001-01-01", "2016-06-30")
+    rng = np.random.default_rng(5)
+    f = rng.standard_t(5, size=(len(index), 1))
+    X = 0.01 * (f * rng.uniform(0.5, 1.5, 5) + rng.normal(size=(len(index), 5)))
+    r = pd.DataFrame(X, index=index, columns=list("ABCDE"))
+    dim = build_windows(r.iloc[:200], window=60, horizon=21, step=21, features=True)
+    dim = dim.full.features.shape[1]
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(MLShrinkageNetwork(dim, hidden_dims=(8,)))
+    expert = EnsembleModel(members, member_weights=[0.25, 0.75], label="sp500")
+    expert.set_temperature(1.7)
+    before = {k: v.clone() for k, v in expert.state_dict().items()}
+    settings = _settings(seed=4, epochs=1, derived_per_stock=0.4, n_folds=1, asset_subsets=0)
+    tuned = stage_finetune_expert(expert, "sp500", r, None, settings, tmp_path / "e")
+    assert isinstance(tuned, EnsembleModel) and tuned is not expert
+    for k, v in expert.state_dict().items():  # the input is untouched
+        assert torch.equal(v, before[k]), k
+    torch.testing.assert_close(tuned.member_weights, expert.member_weights)
+    assert float(tuned.temperature) == pytest.approx(1.7)
+    for i, member in enumerate(members):
+        s = _settings(seed=4 + i, epochs=1, derived_per_stock=0.4, n_folds=1, asset_subsets=0)
+        ref = stage_finetune(member, stage_returns(r, s), None, s, tmp_path / f"ref{i}").model
+        got = tuned.members[i].state_dict()
+        for k, v in ref.state_dict().items():
+            assert torch.equal(got[k], v), (i, k)
+        moved = [not torch.equal(got[k], member.state_dict()[k]) for k in got]
+        assert any(moved), f"member {i} was not fine-tuned"
+
+
+def test_family_replay_worlds_keep_the_family_only():
+    from shrinklab.training.finetune_stage import family_replay_worlds
+
+    class Worlds:
+        def __init__(self, families):
+            self.families = list(families)
+
+        def subset(self, idx):
+            return Worlds([self.families[i] for i in idx])
+
+    worlds = Worlds(["sp500", "factor", "sp500", "toeplitz"])
+    assert family_replay_worlds(worlds, "sp500").families == ["sp500", "sp500"]
+    assert family_replay_worlds(lambda: worlds, "factor").families == ["factor"]
+    with pytest.raises(ValueError, match="no synthetic training worlds of family 'block'"):
+        family_replay_worlds(worlds, "block")

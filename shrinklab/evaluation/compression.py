@@ -38,6 +38,7 @@ __all__ = [
     "tradeoff_table",
     "with_ensemble_for_non_market",
     "with_experts_of",
+    "with_experts_replaced",
     "with_mixing",
     "gains",
     "grids_not_worse",
@@ -497,6 +498,28 @@ def with_mixing(model: GatedExpertModel, mixing: str) -> GatedExpertModel:
         threshold=model.threshold,
         pool_shared=model.pool_shared,
         mixing=mixing,
+    )
+
+
+def with_experts_replaced(model: GatedExpertModel, experts: Mapping[str, Any]) -> GatedExpertModel:
+    """``model`` with the module that serves each family of ``experts`` replaced by the
+    given one (decision 0045: the S&P expert fine-tuned on real returns); a module that
+    serves several families is replaced for all of them. The gate, threshold, pooling,
+    mixing and the other modules are shared with ``model``, not copied."""
+    if not isinstance(model, GatedExpertModel):
+        raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
+    current = model.expert_map()
+    unknown = sorted(set(experts) - set(current))
+    if unknown:
+        raise ValueError(f"families {unknown} have no expert in the model ({sorted(current)})")
+    replaced = {id(current[f]): new for f, new in experts.items()}
+    return GatedExpertModel(
+        model.general,
+        {f: replaced.get(id(m), m) for f, m in current.items()},
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=model.mixing,
     )
 
 

@@ -37,7 +37,11 @@ from shrinklab.data.dataset import TrainingSet
 from shrinklab.evaluation import backtest, compression, universe_backtest
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.registry import load_model
-from shrinklab.training.finetune_stage import stage_finetune_soup, with_derived_portfolios
+from shrinklab.training.finetune_stage import (
+    stage_finetune_expert,
+    stage_finetune_soup,
+    with_derived_portfolios,
+)
 
 __all__ = [
     "DisjointSpec",
@@ -74,12 +78,15 @@ class Variant(NamedTuple):
     only), replay weight, seed and ``soup`` (the number of fine-tuning seeds ``seed``,
     ``seed + 1``, … whose networks are averaged, decision 0042), each replacing the
     ``finetune`` section's ``derived_per_stock``, ``replay_weight``, ``seed`` and
-    ``soup_seeds`` (``None``: keep it)."""
+    ``soup_seeds`` (``None``: keep it); ``experts``: the families whose expert is
+    fine-tuned as well, member by member with the same recipe (decision 0045,
+    :func:`shrinklab.training.finetune_stage.stage_finetune_expert`; empty: none)."""
 
     derived_per_stock: float | None = None
     replay_weight: float | None = None
     seed: int | None = None
     soup: int | None = None
+    experts: tuple[str, ...] = ()
 
 
 DEPLOYED = Variant()
@@ -180,13 +187,22 @@ def finetune_half(
     return model.eval()
 
 
-def deployed_structure(finetuned: nn.Module, teacher: Any, mixing: str) -> Any:
+def deployed_structure(
+    finetuned: nn.Module,
+    teacher: Any,
+    mixing: str,
+    experts: Mapping[str, nn.Module] | None = None,
+) -> Any:
     """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033, 0036, 0043
     and 0044): with the family experts of ``teacher`` (the ensemble stage's model) and its
     general model serving the worlds the gate calls non-market
     (:func:`shrinklab.evaluation.compression.with_ensemble_for_non_market`), the modules
-    combined by ``mixing`` (the ``compress`` section's ``gate_mixing``)."""
+    combined by ``mixing`` (the ``compress`` section's ``gate_mixing``); ``experts``
+    ``{family: module}`` replace the teacher's experts of those families (decision 0045:
+    fine-tuned ones, :func:`shrinklab.evaluation.compression.with_experts_replaced`)."""
     with_experts = compression.with_experts_of(finetuned, teacher)
+    if experts:
+        with_experts = compression.with_experts_replaced(with_experts, experts)
     gated = compression.with_ensemble_for_non_market(with_experts, teacher)
     return compression.with_mixing(gated, mixing).eval()
 
@@ -270,6 +286,31 @@ class RunInputs:
             variant,
         )
 
+    def finetune_experts(
+        self, stocks: Sequence[str], out_dir: str | Path, variant: Variant
+    ) -> dict[str, nn.Module]:
+        """``{family: the teacher's expert of the family fine-tuned on stocks}`` for each
+        family of ``variant.experts`` (:func:`shrinklab.training.finetune_stage.stage_finetune_expert`
+        with the section's recipe as ``variant`` changes it; checkpoints in
+        ``out_dir/<family>``)."""
+        experts = self.teacher.expert_map()
+        missing = sorted(set(variant.experts) - set(experts))
+        if missing:
+            raise ValueError(f"the teacher has no expert for {missing}")
+        settings = recipe_settings(self.settings, variant)
+        return {
+            f: stage_finetune_expert(
+                experts[f],
+                f,
+                self.returns.loc[:, list(stocks)],
+                self.regimes,
+                settings,
+                Path(out_dir) / f,
+                replay_data=self.replay_data,
+            )
+            for f in variant.experts
+        }
+
 
 def run_split(job: tuple) -> pd.DataFrame:
     """One fit of decisions 0038 / 0039 from a pipeline run's outputs: ``job = (root,
@@ -280,16 +321,23 @@ def run_split(job: tuple) -> pd.DataFrame:
     (:func:`deployed_structure`, column ``<name>``; its bare network ``<name>_network``).
     Returns :func:`split_rows` of those, ``ensemble`` (E, never fine-tuned) and ``final``
     (the deployed model, fine-tuned on all 20 stocks: the held-out stocks are in-sample
-    for it). A module-level function, so that
+    for it). Variants that differ only in ``experts`` share one fine-tuned network (fine-tuned
+    once, under the first of them). A module-level function, so that
     :func:`shrinklab.training.parallel.map_in_processes` can run the fits side by side."""
     root, split, spec, out_dir = job[:4]
     variants = dict(job[4]) if len(job) > 4 else {"final_fit": DEPLOYED}
     run = RunInputs.load(root)
     teacher = run.teacher
     models: dict[str, Any] = {"ensemble": teacher}
+    networks: dict[Variant, nn.Module] = {}
     for name, variant in variants.items():
-        finetuned = run.finetune(list(split.fit), Path(out_dir) / split.name / name, variant)
-        models[name] = deployed_structure(finetuned, teacher, run.gate_mixing)
+        folder = Path(out_dir) / split.name / name
+        recipe = variant._replace(experts=())
+        if recipe not in networks:
+            networks[recipe] = run.finetune(list(split.fit), folder, variant)
+        finetuned = networks[recipe]
+        experts = run.finetune_experts(list(split.fit), folder / "experts", variant)
+        models[name] = deployed_structure(finetuned, teacher, run.gate_mixing, experts)
         models[f"{name}_network"] = finetuned
     models["final"] = load_model(run.models_dir / "final.pt")
     return split_rows(run.returns, split, spec, models)

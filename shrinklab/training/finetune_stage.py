@@ -15,6 +15,7 @@ prior setting of the output biases are the stage's fixed choices (decision 0016)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,10 @@ from shrinklab.training.replay import ReplaySpec
 from shrinklab.training.soup import weight_soup
 
 __all__ = [
+    "family_replay_worlds",
     "stage_config",
     "stage_finetune",
+    "stage_finetune_expert",
     "stage_finetune_soup",
     "stage_replay",
     "stage_returns",
@@ -205,3 +208,62 @@ def stage_finetune_soup(
     if len(results) == 1:
         return results[0].model, results
     return weight_soup([r.model for r in results]), results
+
+
+def family_replay_worlds(replay_data: Any, family: str) -> Any:
+    """The worlds of ``family`` in the synthetic training set ``replay_data`` (a
+    :class:`shrinklab.data.dataset.TrainingSet`, or a callable that loads it): a family
+    expert rehearses its own worlds while it is fine-tuned (:func:`stage_finetune_expert`)."""
+    worlds = replay_data() if callable(replay_data) else replay_data
+    idx = np.flatnonzero(np.asarray(worlds.families) == str(family))
+    if idx.size == 0:
+        raise ValueError(f"no synthetic training worlds of family {family!r} to replay")
+    return worlds.subset(idx.tolist())
+
+
+def stage_finetune_expert(
+    expert: nn.Module,
+    family: str,
+    returns: pd.DataFrame,
+    regimes: pd.Series | None,
+    settings: Any,
+    out_dir: str | Path,
+    *,
+    device: str = "cpu",
+    replay_data: Any = None,
+) -> nn.Module:
+    """A copy of the family expert ``expert`` (an
+    :class:`~shrinklab.models.ensemble.EnsembleModel` of networks, or one network) whose
+    members are each fine-tuned on the raw ``returns`` as the finetune stage fine-tunes
+    (decision 0045): member ``i`` by :func:`stage_finetune` on :func:`stage_returns` with
+    seed ``settings.seed + i`` (its derived portfolios, asset subsets and replay draws; the
+    soup's seeds), one fine-tuning per member and no soup, since the ensemble already
+    averages its members. The replay rehearses the ``family``'s own synthetic training
+    worlds (:func:`family_replay_worlds`), so the expert keeps its speciality. The
+    ensemble's mixture weights and calibration buffers are kept. Checkpoints in
+    ``out_dir/member_<i>``; the members run in ``settings.workers`` processes, each the
+    same for any number."""
+    members = list(getattr(expert, "members", [expert]))
+    if settings.replay_weight > 0:
+        replay_data = family_replay_worlds(replay_data, family)
+    jobs = []
+    for i, member in enumerate(members):
+        s = dataclasses.replace(settings, seed=settings.seed + i)
+        jobs.append(
+            _SoupMember(
+                member,
+                stage_returns(returns, s),
+                regimes,
+                s,
+                Path(out_dir) / f"member_{i}",
+                stage_config(s, device),
+                stage_replay(s, replay_data),
+                None,
+            )
+        )
+    results = map_in_processes(_finetune_member, jobs, settings.workers)
+    out = copy.deepcopy(expert)
+    targets = list(getattr(out, "members", [out]))
+    for target, result in zip(targets, results, strict=True):
+        target.load_state_dict(result.model.state_dict())
+    return out.eval()
