@@ -65,6 +65,9 @@ min_gain_kept_final = 0.9
 # how the deployed gated model combines its modules: "hard" (the switch) or "soft" (the
 # gate-weighted average; decision 0044)
 gate_mixing = "soft"
+# family experts whose members are fine-tuned on real returns by finetuned.pt's recipe in the
+# deployed soft mixture (decision 0045; [] = none)
+finetune_experts = ["factor"]
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -75,6 +78,7 @@ import pandas as pd
 
 from shrinklab.core.metrics import prial_with_se
 from shrinklab.core.params import notebook_section
+from shrinklab.core.params.finetune import Finetune
 from shrinklab.data import dataset, universes
 from shrinklab.data import returns as returns_data
 from shrinklab.evaluation import backtest, compression, plots, universe_backtest
@@ -85,9 +89,10 @@ from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
-from shrinklab.pipeline import stage_setup
+from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.studies import selection_grid
 from shrinklab.training import compression as compression_training
+from shrinklab.training.finetune_stage import stage_finetune_expert
 from shrinklab.training.monitor import RunLogger
 
 params = notebook_section("compress", globals())  # typed and checked: core.params
@@ -182,6 +187,40 @@ folds = universes.cross_universe_folds(
     draws=fold_draws,
     start=fold_start,
 )
+
+# %% [markdown]
+# The deployed (soft) forms carry the family experts of `finetune_experts` with each
+# member fine-tuned on the stocks' pre-2016 returns by the recipe that fine-tuned
+# `finetuned.pt` (notebook 3 records it in the file): member `i` with the recipe's seed
+# plus `i`, the synthetic replay drawn from the expert's own family
+# (`shrinklab.training.finetune_stage.stage_finetune_expert`; decision 0045). The rules of
+# 5.3 and 5.4 compare the switches with the synthetic experts, as before.
+
+# %%
+recipe = Finetune(**load_model_payload(models / "finetuned.pt")["extra"]["recipe"])
+expert_inputs = [processed / "sp500_returns.parquet", models / "ensemble.pt"]
+if recipe.replay_weight > 0:
+    expert_inputs.append(processed / "synthetic_train.pt")
+expert_runs = run_dir(
+    "compress_experts",
+    {"recipe": {k: getattr(recipe, k) for k in recipe.keys()}, "families": finetune_experts},
+    *expert_inputs,
+)
+tuned_experts = {
+    family: stage_finetune_expert(
+        teacher.expert_map()[family],
+        family,
+        returns,
+        market["regime"],
+        recipe,
+        expert_runs / family,
+        replay_data=train_set,
+    )
+    for family in finetune_experts
+}
+print(f"experts fine-tuned on real returns: {list(tuned_experts)}")
+
+# %%
 gated = {
     # decision 0033: the fine-tuned network with the ensemble's family experts and gate
     "finetuned_experts": finetuned_experts,
@@ -190,9 +229,12 @@ gated = {
 }
 if gate_mixing != "hard":
     # decision 0044: the same modules averaged by the gate (the rules below compare the
-    # switches; the deployed one is mixed this way)
+    # switches; the deployed one is mixed this way), with decision 0045's fine-tuned experts
     gated |= {
-        f"{k}_{gate_mixing}": compression.with_mixing(m, gate_mixing) for k, m in gated.items()
+        f"{k}_{gate_mixing}": compression.with_experts_replaced(
+            compression.with_mixing(m, gate_mixing), tuned_experts
+        )
+        for k, m in gated.items()
     }
 fold_estimators = {
     **backtest.classical_estimators(),
@@ -326,6 +368,7 @@ save_model(
         "server_reason": server_reason,
         "synthetic_choice": incumbent,
         "gate_mixing": gate_mixing if deployed != chosen else "hard",
+        "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
     },
 )
 save_metrics(
@@ -333,6 +376,7 @@ save_metrics(
     {
         "chosen": chosen,
         "deployed": deployed,
+        "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
         "synthetic_choice": incumbent,
         "final_rule": {
             k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}

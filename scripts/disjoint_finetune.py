@@ -11,8 +11,9 @@ name=[derived_per_stock][:replay_weight][:soup]``, an empty value keeping the se
 ``final_fit=``, the deployed recipe) and backtests it,
 assembled as ``final.pt`` is, on universes built from the other half only (dates before
 2016). Writes the fold rows to ``<out>/rows.csv`` (a rerun reads them back) and prints
-the per-family tables and the paired differences (a variant ``name=:::sp500`` also
-fine-tunes the S&P expert's members, decision 0045); the rule's pair is the last variant
+the per-family tables and the paired differences (a variant ``name=:::sp500`` fine-tunes
+the S&P expert's members too, ``name=:::none`` no expert; by default the compress
+section's ``finetune_experts``, decision 0045); the rule's pair is the last variant
 against the first (against the ensemble with one variant). ``--full`` also fine-tunes
 each variant on all the stocks and prints its ``gain_kept`` on the synthetic validation
 worlds (decision 0021's part (b)), after checking that the section's own recipe gives
@@ -53,7 +54,8 @@ CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_fac
 def _variants(items: list[str]) -> dict[str, Variant]:
     """``name=[derived_per_stock][:replay_weight][:soup][:experts]`` items as ``{name:
     Variant}`` (an empty value keeps the section's; ``soup``: seeds averaged, decision 0042;
-    ``experts``: ``+``-separated families whose expert is fine-tuned too, decision 0045)."""
+    ``experts``: ``+``-separated families whose expert is fine-tuned too, decision 0045,
+    empty for the compress section's ``finetune_experts`` and ``none`` for none)."""
     out = {}
     for item in items or ["final_fit="]:
         name, _, value = item.partition("=")
@@ -64,7 +66,7 @@ def _variants(items: list[str]) -> dict[str, Variant]:
             float(derived) if derived else None,
             float(weight) if weight else None,
             soup=int(soup) if soup else None,
-            experts=tuple(f for f in experts.split("+") if f),
+            experts=None if not experts else tuple(f for f in experts.split("+") if f != "none"),
         )
     return out
 
@@ -72,9 +74,7 @@ def _variants(items: list[str]) -> dict[str, Variant]:
 def is_section_recipe(variant: Variant, settings) -> bool:
     """Whether ``variant`` fine-tunes exactly as the ``finetune`` section does."""
     own = (settings.derived_per_stock, settings.replay_weight, settings.seed, settings.soup_seeds)
-    return not variant.experts and all(
-        v is None or v == s for v, s in zip(variant[:4], own, strict=True)
-    )
+    return all(v is None or v == s for v, s in zip(variant[:4], own, strict=True))
 
 
 def full_check(

@@ -307,7 +307,13 @@ def test_a_variant_with_experts_fine_tunes_them_and_deploys_them(tmp_path, monke
     section = Finetune(seed=2, replay_weight=3.0, derived_per_stock=1.0, soup_seeds=3)
     returns = pd.DataFrame({"A": [0.0], "B": [0.0]})
     run = RunInputs(tmp_path, section, returns, None, "worlds", None, teacher)
-    assert run.finetune_experts(["A"], tmp_path, Variant()) == {}
+    assert run.finetune_experts(["A"], tmp_path, Variant()) == {} and not calls
+    # by default the compress section's families, as final.pt is built; () for none
+    run = RunInputs(tmp_path, section, returns, None, "worlds", None, teacher, "soft", ("sp500",))
+    assert list(run.finetune_experts(["A"], tmp_path / "D", Variant())) == ["sp500"]
+    assert calls[-1][4] == tmp_path / "D" / "sp500"
+    assert run.finetune_experts(["A"], tmp_path, Variant(experts=())) == {}
+    assert len(calls) == 1
     got = run.finetune_experts(["B"], tmp_path / "E", Variant(seed=6, experts=("sp500",)))
     expert, family, cols, settings, out_dir, replay = calls[-1]
     assert expert is teacher.expert_map()["sp500"] and family == "sp500" and cols == ["B"]

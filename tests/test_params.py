@@ -120,6 +120,16 @@ def _write(tmp_path: Path, params: dict) -> Path:
         ),
         ("compress", lambda p: p["compress"].update(fold_start=1991), r"fold_start = 1991"),
         (
+            "compress",
+            lambda p: p["compress"].update(finetune_experts=["sp500", "sp500"]),
+            "finetune_experts = .* repeats a family",
+        ),
+        (
+            "compress",
+            lambda p: p["compress"].update(gate_mixing="hard"),
+            "finetune_experts needs gate_mixing = 'soft'",
+        ),
+        (
             "data_prep",
             lambda p: p["data_prep"]["family_weights"].update(factor="1"),
             "family_weights = ",

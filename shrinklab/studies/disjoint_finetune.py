@@ -80,13 +80,14 @@ class Variant(NamedTuple):
     ``finetune`` section's ``derived_per_stock``, ``replay_weight``, ``seed`` and
     ``soup_seeds`` (``None``: keep it); ``experts``: the families whose expert is
     fine-tuned as well, member by member with the same recipe (decision 0045,
-    :func:`shrinklab.training.finetune_stage.stage_finetune_expert`; empty: none)."""
+    :func:`shrinklab.training.finetune_stage.stage_finetune_expert`; ``None``: the
+    ``compress`` section's ``finetune_experts``, as ``final.pt`` is built; ``()``: none)."""
 
     derived_per_stock: float | None = None
     replay_weight: float | None = None
     seed: int | None = None
     soup: int | None = None
-    experts: tuple[str, ...] = ()
+    experts: tuple[str, ...] | None = None
 
 
 DEPLOYED = Variant()
@@ -234,8 +235,8 @@ def split_rows(
 class RunInputs:
     """What the fine-tunings of a pipeline run read: ``root`` a repository root holding
     ``params.yaml`` (the ``finetune`` section, and the ``compress`` section's
-    ``gate_mixing``), ``data/processed/`` (returns, market regimes, synthetic training
-    worlds for the replay) and ``models/``."""
+    ``gate_mixing`` and ``finetune_experts``), ``data/processed/`` (returns, market
+    regimes, synthetic training worlds for the replay) and ``models/``."""
 
     models_dir: Path
     settings: Any
@@ -245,6 +246,7 @@ class RunInputs:
     pretrained: nn.Module
     teacher: Any
     gate_mixing: str = "hard"
+    tuned_expert_families: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, root: str | Path, *, workers: int = 1) -> RunInputs:
@@ -256,6 +258,7 @@ class RunInputs:
         settings = load_section("finetune", root / "params.yaml")
         settings = dataclasses.replace(settings, workers=int(workers))
         market = data.before_test(pd.read_parquet(processed / "sp500_market.parquet"))
+        compress = load_section("compress", root / "params.yaml")
         replay = None
         if settings.replay_weight > 0:
             replay = TrainingSet.load(processed / "synthetic_train.pt")
@@ -267,7 +270,8 @@ class RunInputs:
             replay_data=replay,
             pretrained=MLShrinkageNetwork.from_pretrained(root / "models" / "pretrained.pt"),
             teacher=load_model(root / "models" / "ensemble.pt"),
-            gate_mixing=load_section("compress", root / "params.yaml").gate_mixing,
+            gate_mixing=compress.gate_mixing,
+            tuned_expert_families=tuple(compress.finetune_experts),
         )
 
     def finetune(
@@ -290,11 +294,13 @@ class RunInputs:
         self, stocks: Sequence[str], out_dir: str | Path, variant: Variant
     ) -> dict[str, nn.Module]:
         """``{family: the teacher's expert of the family fine-tuned on stocks}`` for each
-        family of ``variant.experts`` (:func:`shrinklab.training.finetune_stage.stage_finetune_expert`
-        with the section's recipe as ``variant`` changes it; checkpoints in
-        ``out_dir/<family>``)."""
+        family of ``variant.experts`` (``None``: of :attr:`tuned_expert_families`, the
+        compress section's ``finetune_experts``), by
+        :func:`shrinklab.training.finetune_stage.stage_finetune_expert` with the section's
+        recipe as ``variant`` changes it; checkpoints in ``out_dir/<family>``."""
+        families = self.tuned_expert_families if variant.experts is None else variant.experts
         experts = self.teacher.expert_map()
-        missing = sorted(set(variant.experts) - set(experts))
+        missing = sorted(set(families) - set(experts))
         if missing:
             raise ValueError(f"the teacher has no expert for {missing}")
         settings = recipe_settings(self.settings, variant)
@@ -308,7 +314,7 @@ class RunInputs:
                 Path(out_dir) / f,
                 replay_data=self.replay_data,
             )
-            for f in variant.experts
+            for f in families
         }
 
 
@@ -332,7 +338,7 @@ def run_split(job: tuple) -> pd.DataFrame:
     networks: dict[Variant, nn.Module] = {}
     for name, variant in variants.items():
         folder = Path(out_dir) / split.name / name
-        recipe = variant._replace(experts=())
+        recipe = variant._replace(experts=None)
         if recipe not in networks:
             networks[recipe] = run.finetune(list(split.fit), folder, variant)
         finetuned = networks[recipe]

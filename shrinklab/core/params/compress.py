@@ -33,9 +33,22 @@ class Compress(Section):
     # how the deployed gated model combines its modules: "hard" (the switch) or "soft"
     # (docs/decisions/0044-soft-gate-mixture.md)
     gate_mixing: str = "soft"
+    # family experts whose members are fine-tuned on real returns, by finetuned.pt's recipe,
+    # in the deployed soft mixture (docs/decisions/0045-fine-tuned-sp500-expert.md; [] = none)
+    finetune_experts: list[str] = mutable_default(["factor"])
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if len(set(self.finetune_experts)) != len(self.finetune_experts):
+            raise ValueError(
+                f"params section 'compress': finetune_experts = {self.finetune_experts!r} "
+                "repeats a family"
+            )
+        if self.finetune_experts and self.gate_mixing != "soft":
+            raise ValueError(
+                "params section 'compress': finetune_experts needs gate_mixing = 'soft' "
+                "(decision 0045 measured the fine-tuned experts in the soft mixture)"
+            )
         if self.gate_mixing not in MIXINGS:
             raise ValueError(
                 f"params section 'compress': gate_mixing = {self.gate_mixing!r} must be one "
