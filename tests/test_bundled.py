@@ -175,7 +175,17 @@ def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
     )
     text = model_card(path, METRICS, "9.9")
     assert "0044" in text and "weigh with" in text and "pretrained ensemble" in text
-    assert "70 %" not in text
+    assert "70 %" not in text and "0045" not in text
+    # with an expert fine-tuned on real returns (decision 0045) the card says which
+    path = save_model(
+        tmp_path / "tuned.pt",
+        with_mixing(model, "soft"),
+        FEATURE_NAMES,
+        TARGET_NAMES,
+        extra={"chosen": "finetuned_experts_ensemble", "finetuned_experts": ["sp500"]},
+    )
+    text = model_card(path, METRICS, "9.9")
+    assert "members of the sp500 expert were then fine-tuned" in text and "0045" in text
     synthetic = save_model(
         tmp_path / "ens.pt",
         random_network(seed=5),

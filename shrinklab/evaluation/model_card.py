@@ -58,7 +58,9 @@ def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[
     deploy rule chose the fine-tuned network, with or without the family experts of
     decision 0033, and with the pretrained ensemble for the non-market worlds of decision
     0035, firing on their pooled probability when ``config`` says so: decision 0043; or all
-    of them averaged by the gate, decision 0044) those and the pre-2016 real returns."""
+    of them averaged by the gate, decision 0044, with the experts of ``extra``'s
+    ``finetuned_experts`` fine-tuned too, decision 0045) those and the pre-2016 real
+    returns."""
     chosen = extra.get("chosen")
     if chosen in ("finetuned", "finetuned_experts", "finetuned_experts_ensemble"):
         experts = []
@@ -76,6 +78,15 @@ def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[
                 "probability of the families it serves, the network above with the rest "
                 "(docs/decisions/0014, 0033" + (", 0035, 0036, 0043" if server else "") + ", 0044)."
             )
+            tuned = list(extra.get("finetuned_experts", []))
+            if tuned:
+                experts.append(
+                    f"- The members of the {', '.join(tuned)} expert"
+                    + ("s" if len(tuned) > 1 else "")
+                    + " were then fine-tuned on the same pre-2016 real returns by the "
+                    "network's recipe, rehearsing their own family's synthetic worlds "
+                    "(docs/decisions/0045)."
+                )
         elif chosen != "finetuned":
             experts.append(
                 "- Family experts (factor, sp500, 1/3/10 worlds), each trained on that "
