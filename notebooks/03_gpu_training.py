@@ -121,8 +121,8 @@ print(f"final fit: {result.epochs} epochs on {history['device']}, {throughput:,.
 models.mkdir(parents=True, exist_ok=True)
 save_model(models / "finetuned.pt", finetuned, pretrained_payload["feature_names"],
            pretrained_payload["target_names"], extra={"epochs": int(result.epochs), "windows": list(windows),
-                                                        # the whole recipe: notebook 05 fine-tunes experts with it (decision 0045)
-                                                        "recipe": {k: getattr(params, k) for k in params.keys()},
+                                                        # the whole recipe (not its process count): notebook 05 fine-tunes experts with it (decision 0045)
+                                                        "recipe": {k: getattr(params, k) for k in params.keys() if k != "workers"},
                                                         **({"replay_weight": replay_weight} if replay else {}),
                                                         **({"derived_per_stock": derived_per_stock} if derived_per_stock else {}),
                                                         **({"soup_seeds": soup_seeds} if soup_seeds > 1 else {})})

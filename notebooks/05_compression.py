@@ -59,7 +59,8 @@ fold_windows = [60]
 fold_splits = 1
 fold_draws = 1
 fold_start = "2013-01-02"  # first backtest date of the stock-based folds
-# processes that backtest the folds (the same table for any number)
+# processes that backtest the folds and fine-tune the experts' members (the same table and
+# networks for any number)
 workers = 1
 min_gain_kept_final = 0.9
 # how the deployed gated model combines its modules: "hard" (the switch) or "soft" (the
@@ -197,13 +198,18 @@ folds = universes.cross_universe_folds(
 # 5.3 and 5.4 compare the switches with the synthetic experts, as before.
 
 # %%
-recipe = Finetune(**load_model_payload(models / "finetuned.pt")["extra"]["recipe"])
+recipe = Finetune(
+    **load_model_payload(models / "finetuned.pt")["extra"]["recipe"], workers=workers
+)
 expert_inputs = [processed / "sp500_returns.parquet", models / "ensemble.pt"]
 if recipe.replay_weight > 0:
     expert_inputs.append(processed / "synthetic_train.pt")
 expert_runs = run_dir(
     "compress_experts",
-    {"recipe": {k: getattr(recipe, k) for k in recipe.keys()}, "families": finetune_experts},
+    {
+        "recipe": {k: getattr(recipe, k) for k in recipe.keys() if k != "workers"},
+        "families": finetune_experts,
+    },
     *expert_inputs,
 )
 tuned_experts = {

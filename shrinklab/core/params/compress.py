@@ -29,7 +29,7 @@ class Compress(Section):
     fold_draws: int = 1
     fold_start: str = "2013-01-02"
     min_gain_kept_final: float = 0.9
-    workers: int = 1  # processes for the fold backtest
+    workers: int = 1  # processes for the fold backtest and the experts' fine-tunings
     # how the deployed gated model combines its modules: "hard" (the switch) or "soft"
     # (docs/decisions/0044-soft-gate-mixture.md)
     gate_mixing: str = "soft"
