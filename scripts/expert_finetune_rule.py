@@ -27,14 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shrinklab.core.params import load_section
 from shrinklab.data.dataset import classical_intensities
 from shrinklab.evaluation import compression
 from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
 from shrinklab.studies import selection_grid
+from shrinklab.studies.deploy_rule import rule_holdout
 from shrinklab.studies.disjoint_finetune import RunInputs, Variant
-from shrinklab.studies.holdout import holdout_set
 
 FAMILY = "sp500"
 
@@ -59,13 +58,7 @@ def main(root: str, rows_file: str, out: str) -> None:
     models = {"A": final, "E": compression.with_experts_replaced(final, expert).eval()}
     print(f"   expert fine-tuned on all stocks ({time.time() - t0:.0f} s)")
 
-    settings = load_section("selection_grid", f"{root}/params.yaml")
-    holdout = holdout_set(
-        Path(root) / "build" / "studies",
-        settings.p_max,
-        settings.batch_size,
-        n=settings.holdout_size,
-    )
+    holdout = rule_holdout(root)
     own = holdout.subset(np.flatnonzero(np.asarray(holdout.families) == FAMILY).tolist())
     lw = classical_intensities(own)["ledoit_wolf"]
     table = compression.tradeoff_table(models, own, lw_intensities=lw, reference="A", repeats=1)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import pandas as pd
 
@@ -33,8 +32,7 @@ from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
 from shrinklab.studies import selection_grid
-from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data
-from shrinklab.studies.holdout import holdout_set
+from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data, rule_holdout
 
 
 def soft_twin(model: GatedExpertModel) -> GatedExpertModel:
@@ -65,13 +63,7 @@ def main(root: str, fresh_seed: int) -> None:
             f"-> {'holds' if ok else 'fails'} ({time.time() - t0:.0f} s)"
         )
 
-    settings = load_section("selection_grid", f"{root}/params.yaml")
-    holdout = holdout_set(
-        Path(root) / "build" / "studies",
-        settings.p_max,
-        settings.batch_size,
-        n=settings.holdout_size,
-    )
+    holdout = rule_holdout(root)
     synth_ok = []
     for name, worlds in (("holdout", holdout), ("validation worlds", rule_data.valid)):
         w = {k: predict_numpy(m, worlds.features).intensities for k, m in models.items()}

@@ -116,3 +116,22 @@ def test_fold_spec_reads_the_compress_section():
         c.fold_seed, c.fold_splits, c.fold_draws, tuple(c.fold_windows), c.fold_start
     )
     assert deploy_rule.FoldSpec().start == universes.STOCK_START
+
+
+def test_rule_holdout_draws_the_selection_grid_sections_holdout(tmp_path, monkeypatch):
+    """The rule scripts' holdout is notebook 09's: the run's selection_grid sizes, cached
+    under the run's build/studies."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).parents[1] / "params.yaml", tmp_path / "params.yaml")
+    calls = []
+    monkeypatch.setattr(deploy_rule, "holdout_set", lambda *a, **k: calls.append((a, k)) or "H")
+    assert deploy_rule.rule_holdout(tmp_path) == "H"
+    section = load_section("selection_grid", tmp_path / "params.yaml")
+    assert calls == [
+        (
+            (tmp_path / "build" / "studies", section.p_max, section.batch_size),
+            {"n": section.holdout_size},
+        )
+    ]

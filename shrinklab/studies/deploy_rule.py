@@ -21,11 +21,13 @@ from typing import Any
 
 import pandas as pd
 
+from shrinklab.core.params import load_section
 from shrinklab.data import dataset, universes
 from shrinklab.data import returns as data
 from shrinklab.evaluation import backtest, compression, universe_backtest
+from shrinklab.studies.holdout import holdout_set
 
-__all__ = ["FoldSpec", "RuleData", "fold_rows", "load_rule_data", "rule_inputs"]
+__all__ = ["FoldSpec", "RuleData", "fold_rows", "load_rule_data", "rule_holdout", "rule_inputs"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,20 @@ class RuleData:
     market: pd.DataFrame
     factor_returns: pd.DataFrame
     valid: Any
+
+
+def rule_holdout(root: str | Path) -> dataset.TrainingSet:
+    """The independent synthetic holdout (6,000 worlds, seed 777) of the pipeline run at
+    ``root``, with the sizes of its ``selection_grid`` section as notebook 09 draws it,
+    cached under ``root/build/studies``: the holdout the rule scripts of decisions 0044
+    and 0045 read (:func:`shrinklab.studies.holdout.holdout_set`)."""
+    settings = load_section("selection_grid", Path(root) / "params.yaml")
+    return holdout_set(
+        Path(root) / "build" / "studies",
+        settings.p_max,
+        settings.batch_size,
+        n=settings.holdout_size,
+    )
 
 
 def load_rule_data(root: str | Path, *, cut_test: bool = False) -> RuleData:

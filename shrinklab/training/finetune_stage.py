@@ -148,6 +148,32 @@ class _SoupMember:
     monitor: str | Path | None
 
 
+def _member_job(
+    pretrained: nn.Module,
+    returns: pd.DataFrame,
+    regimes: pd.Series | None,
+    settings: Any,
+    seed: int,
+    out_dir: Path,
+    device: str,
+    replay_data: Any,
+    monitor: str | Path | None = None,
+) -> _SoupMember:
+    """One fine-tuning of ``pretrained`` by the stage's recipe with ``seed`` in place of
+    the section's: its universe (:func:`stage_returns`), optimiser settings and replay."""
+    member = dataclasses.replace(settings, seed=int(seed))
+    return _SoupMember(
+        pretrained,
+        stage_returns(returns, member),
+        regimes,
+        member,
+        Path(out_dir),
+        stage_config(member, device),
+        stage_replay(member, replay_data),
+        monitor,
+    )
+
+
 def _finetune_member(job: _SoupMember) -> WalkForwardResult:
     return stage_finetune(
         job.pretrained,
@@ -188,19 +214,18 @@ def stage_finetune_soup(
         replay_data = replay_data()  # loaded once for every seed
     jobs = []
     for i in range(settings.soup_seeds):
-        member = dataclasses.replace(settings, seed=settings.seed + i)
-        folder = (
-            Path(out_dir) if settings.soup_seeds == 1 else Path(out_dir) / f"seed_{member.seed}"
-        )
+        seed = settings.seed + i
+        folder = Path(out_dir) if settings.soup_seeds == 1 else Path(out_dir) / f"seed_{seed}"
         jobs.append(
-            _SoupMember(
+            _member_job(
                 pretrained,
-                stage_returns(returns, member),
+                returns,
                 regimes,
-                member,
+                settings,
+                seed,
                 folder,
-                stage_config(member, device),
-                stage_replay(member, replay_data),
+                device,
+                replay_data,
                 monitor if i == 0 else None,
             )
         )
@@ -246,21 +271,19 @@ def stage_finetune_expert(
     members = list(getattr(expert, "members", [expert]))
     if settings.replay_weight > 0:
         replay_data = family_replay_worlds(replay_data, family)
-    jobs = []
-    for i, member in enumerate(members):
-        s = dataclasses.replace(settings, seed=settings.seed + i)
-        jobs.append(
-            _SoupMember(
-                member,
-                stage_returns(returns, s),
-                regimes,
-                s,
-                Path(out_dir) / f"member_{i}",
-                stage_config(s, device),
-                stage_replay(s, replay_data),
-                None,
-            )
+    jobs = [
+        _member_job(
+            member,
+            returns,
+            regimes,
+            settings,
+            settings.seed + i,
+            Path(out_dir) / f"member_{i}",
+            device,
+            replay_data,
         )
+        for i, member in enumerate(members)
+    ]
     results = map_in_processes(_finetune_member, jobs, settings.workers)
     out = copy.deepcopy(expert)
     targets = list(getattr(out, "members", [out]))
