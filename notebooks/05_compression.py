@@ -214,7 +214,7 @@ expert_runs = run_dir(
 )
 tuned_experts = {
     family: stage_finetune_expert(
-        teacher.expert_map()[family],
+        expert,
         family,
         returns,
         market["regime"],
@@ -222,7 +222,7 @@ tuned_experts = {
         expert_runs / family,
         replay_data=train_set,
     )
-    for family in finetune_experts
+    for family, expert in compression.expert_modules(teacher, finetune_experts).items()
 }
 print(f"experts fine-tuned on real returns: {list(tuned_experts)}")
 

@@ -511,3 +511,16 @@ def test_with_experts_replaced_swaps_one_module_and_keeps_the_rest():
         with_experts_replaced(model, {"zzz": new_a})
     with pytest.raises(TypeError, match="GatedExpertModel"):
         with_experts_replaced(_net(1), {"a": new_a})
+
+
+def test_expert_modules_names_the_missing_family():
+    from shrinklab.evaluation.compression import expert_modules
+
+    model, server = _shared()
+    got = expert_modules(model, ["c", "a"])
+    assert list(got) == ["c", "a"] and got["c"] is server and got["a"] is model.experts[0]
+    assert expert_modules(_net(1), []) == {}
+    with pytest.raises(ValueError, match=r"no expert for \['zzz'\] \(it has \['a', 'b', 'c'\]\)"):
+        expert_modules(model, ["a", "zzz"])
+    with pytest.raises(TypeError, match="GatedExpertModel"):
+        expert_modules(_net(1), ["a"])

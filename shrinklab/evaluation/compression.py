@@ -26,23 +26,24 @@ from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import predict_numpy
 
 __all__ = [
+    "NON_MARKET_FAMILIES",
     "choose_deployable",
     "choose_final",
+    "expert_modules",
     "experts_rule",
-    "fold_delta",
     "feature_latency",
+    "fold_delta",
+    "gains",
+    "grids_not_worse",
     "latency",
-    "NON_MARKET_FAMILIES",
     "normalised_prial_delta",
+    "not_worse",
     "server_rule",
     "tradeoff_table",
     "with_ensemble_for_non_market",
     "with_experts_of",
     "with_experts_replaced",
     "with_mixing",
-    "gains",
-    "grids_not_worse",
-    "not_worse",
     "with_server_for",
 ]
 
@@ -499,6 +500,21 @@ def with_mixing(model: GatedExpertModel, mixing: str) -> GatedExpertModel:
         pool_shared=model.pool_shared,
         mixing=mixing,
     )
+
+
+def expert_modules(model: Any, families: Sequence[str]) -> dict[str, Any]:
+    """``{family: the module of model that serves it}`` for each of ``families``, with a
+    clear error when ``model`` is not a gated model or has no expert for one of them (the
+    experts that decision 0045 fine-tunes); no families: ``{}``, whatever the model."""
+    if not families:
+        return {}
+    if not isinstance(model, GatedExpertModel):
+        raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
+    experts = model.expert_map()
+    missing = sorted(set(families) - set(experts))
+    if missing:
+        raise ValueError(f"the model has no expert for {missing} (it has {sorted(experts)})")
+    return {str(f): experts[f] for f in families}
 
 
 def with_experts_replaced(model: GatedExpertModel, experts: Mapping[str, Any]) -> GatedExpertModel:

@@ -299,10 +299,7 @@ class RunInputs:
         :func:`shrinklab.training.finetune_stage.stage_finetune_expert` with the section's
         recipe as ``variant`` changes it; checkpoints in ``out_dir/<family>``."""
         families = self.tuned_expert_families if variant.experts is None else variant.experts
-        experts = self.teacher.expert_map()
-        missing = sorted(set(families) - set(experts))
-        if missing:
-            raise ValueError(f"the teacher has no expert for {missing}")
+        experts = compression.expert_modules(self.teacher, families)
         settings = recipe_settings(self.settings, variant)
         return {
             f: stage_finetune_expert(
