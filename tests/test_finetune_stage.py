@@ -201,3 +201,11 @@ def test_family_replay_worlds_keep_the_family_only():
     assert family_replay_worlds(lambda: worlds, "factor").families == ["factor"]
     with pytest.raises(ValueError, match="no synthetic training worlds of family 'block'"):
         family_replay_worlds(worlds, "block")
+
+
+def test_stage_finetune_expert_without_replay_worlds_says_so(tmp_path):
+    from shrinklab.training.finetune_stage import stage_finetune_expert
+
+    settings = _settings(replay_weight=1.0)
+    with pytest.raises(ValueError, match="needs the synthetic training set"):
+        stage_finetune_expert(object(), "sp500", _returns(), None, settings, tmp_path)

@@ -524,11 +524,9 @@ def with_experts_replaced(model: GatedExpertModel, experts: Mapping[str, Any]) -
     mixing and the other modules are shared with ``model``, not copied."""
     if not isinstance(model, GatedExpertModel):
         raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
+    old = expert_modules(model, list(experts))
+    replaced = {id(old[f]): new for f, new in experts.items()}
     current = model.expert_map()
-    unknown = sorted(set(experts) - set(current))
-    if unknown:
-        raise ValueError(f"families {unknown} have no expert in the model ({sorted(current)})")
-    replaced = {id(current[f]): new for f, new in experts.items()}
     return GatedExpertModel(
         model.general,
         {f: replaced.get(id(m), m) for f, m in current.items()},

@@ -269,7 +269,7 @@ def stage_finetune_expert(
     ``out_dir/member_<i>``; the members run in ``settings.workers`` processes, each the
     same for any number."""
     members = list(getattr(expert, "members", [expert]))
-    if settings.replay_weight > 0:
+    if settings.replay_weight > 0 and replay_data is not None:  # None: stage_replay says so
         replay_data = family_replay_worlds(replay_data, family)
     jobs = [
         _member_job(
