@@ -93,8 +93,9 @@ from shrinklab.models.registry import load_model, save_model
 from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.studies import selection_grid
 from shrinklab.training import compression as compression_training
-from shrinklab.training.finetune_stage import stage_finetune_expert
+from shrinklab.training.finetune_stage import start_finetune_experts
 from shrinklab.training.monitor import RunLogger
+from shrinklab.training.parallel import map_in_processes
 
 params = notebook_section("compress", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
@@ -105,6 +106,42 @@ valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
 teacher = load_model(models / "ensemble.pt")
 finetuned = load_model(models / "finetuned.pt")
 payload = load_model_payload(models / "ensemble.pt")
+returns = pd.read_parquet(processed / "sp500_returns.parquet")
+market = pd.read_parquet(processed / "sp500_market.parquet")
+
+# %% [markdown]
+# The deployed (soft) forms carry the family experts of `finetune_experts` with each
+# member fine-tuned on the stocks' pre-2016 returns by the recipe that fine-tuned
+# `finetuned.pt` (notebook 3 records it in the file): member `i` with the recipe's seed
+# plus `i`, the synthetic replay drawn from the expert's own family
+# (`shrinklab.training.finetune_stage.start_finetune_experts`; decision 0045). These
+# fine-tunings start here, in `workers` background processes, and the student is distilled
+# meanwhile; section 5.2 collects them. The rules of 5.3 and 5.4 compare the switches with
+# the synthetic experts, as before.
+
+# %%
+recipe = Finetune(
+    **load_model_payload(models / "finetuned.pt")["extra"]["recipe"], workers=workers
+)
+expert_inputs = [processed / "sp500_returns.parquet", models / "ensemble.pt"]
+if recipe.replay_weight > 0:
+    expert_inputs.append(processed / "synthetic_train.pt")
+expert_runs = run_dir(
+    "compress_experts",
+    {
+        "recipe": {k: getattr(recipe, k) for k in recipe.keys() if k != "workers"},
+        "families": finetune_experts,
+    },
+    *expert_inputs,
+)
+pending_experts = start_finetune_experts(
+    compression.expert_modules(teacher, finetune_experts),
+    returns,
+    market["regime"],
+    recipe,
+    expert_runs,
+    replay_data=train_set,
+)
 
 # %%
 with RunLogger("compress/distill", reports) as log:  # TensorBoard + DVCLive
@@ -177,8 +214,6 @@ finetuned_experts = compression.with_experts_of(finetuned, teacher).eval()
 finetuned_experts_ensemble = compression.with_ensemble_for_non_market(
     finetuned_experts, teacher
 ).eval()
-returns = pd.read_parquet(processed / "sp500_returns.parquet")
-market = pd.read_parquet(processed / "sp500_market.parquet")
 folds = universes.cross_universe_folds(
     returns,
     returns_data.load_factor_returns(),
@@ -190,40 +225,10 @@ folds = universes.cross_universe_folds(
 )
 
 # %% [markdown]
-# The deployed (soft) forms carry the family experts of `finetune_experts` with each
-# member fine-tuned on the stocks' pre-2016 returns by the recipe that fine-tuned
-# `finetuned.pt` (notebook 3 records it in the file): member `i` with the recipe's seed
-# plus `i`, the synthetic replay drawn from the expert's own family
-# (`shrinklab.training.finetune_stage.stage_finetune_expert`; decision 0045). The rules of
-# 5.3 and 5.4 compare the switches with the synthetic experts, as before.
+# The experts fine-tuned on real returns (started at the top of the notebook).
 
 # %%
-recipe = Finetune(
-    **load_model_payload(models / "finetuned.pt")["extra"]["recipe"], workers=workers
-)
-expert_inputs = [processed / "sp500_returns.parquet", models / "ensemble.pt"]
-if recipe.replay_weight > 0:
-    expert_inputs.append(processed / "synthetic_train.pt")
-expert_runs = run_dir(
-    "compress_experts",
-    {
-        "recipe": {k: getattr(recipe, k) for k in recipe.keys() if k != "workers"},
-        "families": finetune_experts,
-    },
-    *expert_inputs,
-)
-tuned_experts = {
-    family: stage_finetune_expert(
-        expert,
-        family,
-        returns,
-        market["regime"],
-        recipe,
-        expert_runs / family,
-        replay_data=train_set,
-    )
-    for family, expert in compression.expert_modules(teacher, finetune_experts).items()
-}
+tuned_experts = pending_experts.result()
 print(f"experts fine-tuned on real returns: {list(tuned_experts)}")
 
 # %%
@@ -305,8 +310,10 @@ server_reason = "not evaluated: final.pt is not the fine-tuned network with expe
 if chosen == "finetuned_experts":
     w_server = predict_numpy(finetuned_experts_ensemble, valid_set.features).intensities
     server_delta, server_delta_se = compression.normalised_prial_delta(w_server, w_gated, valid_set)
-    grid_before, _ = selection_grid.grid_scores(finetuned_experts)
-    grid_after, _ = selection_grid.grid_scores(finetuned_experts_ensemble)
+    # the two grids side by side in `workers` processes (the same scores as one by one)
+    (grid_before, _), (grid_after, _) = map_in_processes(
+        selection_grid.grid_scores, [finetuned_experts, finetuned_experts_ensemble], workers
+    )
     server_deployed, server_reason, server_numbers = compression.server_rule(
         fold_rows,
         "finetuned_experts",

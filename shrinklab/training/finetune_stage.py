@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,12 @@ from shrinklab.data import returns as data
 from shrinklab.data import universes
 from shrinklab.training.config import TrainConfig
 from shrinklab.training.finetune import WalkForwardResult, walk_forward_finetune
-from shrinklab.training.parallel import map_in_processes
+from shrinklab.training.parallel import Pending, map_in_processes, start_in_processes
 from shrinklab.training.replay import ReplaySpec
 from shrinklab.training.soup import weight_soup
 
 __all__ = [
+    "PendingExperts",
     "family_replay_worlds",
     "stage_config",
     "stage_finetune",
@@ -41,6 +43,7 @@ __all__ = [
     "stage_replay",
     "stage_returns",
     "stage_splits",
+    "start_finetune_experts",
     "with_derived_portfolios",
 ]
 
@@ -246,6 +249,45 @@ def family_replay_worlds(replay_data: Any, family: str) -> Any:
     return worlds.subset(idx.tolist())
 
 
+def _expert_jobs(
+    expert: nn.Module,
+    family: str,
+    returns: pd.DataFrame,
+    regimes: pd.Series | None,
+    settings: Any,
+    out_dir: str | Path,
+    device: str,
+    replay_data: Any,
+) -> list[_SoupMember]:
+    """The fine-tunings of :func:`stage_finetune_expert`, one per member of ``expert``."""
+    members = list(getattr(expert, "members", [expert]))
+    if settings.replay_weight > 0 and replay_data is not None:  # None: stage_replay says so
+        replay_data = family_replay_worlds(replay_data, family)
+    return [
+        _member_job(
+            member,
+            returns,
+            regimes,
+            settings,
+            settings.seed + i,
+            Path(out_dir) / f"member_{i}",
+            device,
+            replay_data,
+        )
+        for i, member in enumerate(members)
+    ]
+
+
+def _with_members_of(expert: nn.Module, results: list[WalkForwardResult]) -> nn.Module:
+    """A copy of ``expert`` with its members' weights replaced by the fine-tuned ones (the
+    ensemble's mixture weights and calibration buffers kept)."""
+    out = copy.deepcopy(expert)
+    targets = list(getattr(out, "members", [out]))
+    for target, result in zip(targets, results, strict=True):
+        target.load_state_dict(result.model.state_dict())
+    return out.eval()
+
+
 def stage_finetune_expert(
     expert: nn.Module,
     family: str,
@@ -268,25 +310,56 @@ def stage_finetune_expert(
     ensemble's mixture weights and calibration buffers are kept. Checkpoints in
     ``out_dir/member_<i>``; the members run in ``settings.workers`` processes, each the
     same for any number."""
-    members = list(getattr(expert, "members", [expert]))
-    if settings.replay_weight > 0 and replay_data is not None:  # None: stage_replay says so
-        replay_data = family_replay_worlds(replay_data, family)
-    jobs = [
-        _member_job(
-            member,
-            returns,
-            regimes,
-            settings,
-            settings.seed + i,
-            Path(out_dir) / f"member_{i}",
-            device,
-            replay_data,
+    jobs = _expert_jobs(expert, family, returns, regimes, settings, out_dir, device, replay_data)
+    return _with_members_of(expert, map_in_processes(_finetune_member, jobs, settings.workers))
+
+
+class PendingExperts:
+    """The experts of :func:`start_finetune_experts`: ``result()`` waits for their
+    fine-tunings and returns ``{family: fine-tuned expert}`` (the same dict on every call)."""
+
+    def __init__(
+        self, experts: Mapping[str, nn.Module], sizes: list[int], pending: Pending
+    ) -> None:
+        # copies taken on the call, like the jobs: later changes to the caller's experts
+        # reach neither the fine-tunings nor the experts assembled from them
+        self._experts = {f: copy.deepcopy(e) for f, e in experts.items()}
+        self._sizes, self._pending = sizes, pending
+        self._out: dict[str, nn.Module] | None = None
+
+    def result(self) -> dict[str, nn.Module]:
+        if self._out is None:
+            results, out, k = self._pending.result(), {}, 0
+            for (family, expert), size in zip(self._experts.items(), self._sizes, strict=True):
+                out[family] = _with_members_of(expert, results[k : k + size])
+                k += size
+            self._out = out
+        return self._out
+
+
+def start_finetune_experts(
+    experts: Mapping[str, nn.Module],
+    returns: pd.DataFrame,
+    regimes: pd.Series | None,
+    settings: Any,
+    out_dir: str | Path,
+    *,
+    device: str = "cpu",
+    replay_data: Any = None,
+) -> PendingExperts:
+    """:func:`stage_finetune_expert` of every ``{family: expert}`` (checkpoints in
+    ``out_dir/<family>``), all members' fine-tunings in one pool of ``settings.workers``
+    processes started in the background (:func:`shrinklab.training.parallel.start_in_processes`):
+    the compression stage distils its student meanwhile. Each expert is the one
+    :func:`stage_finetune_expert` returns (the same jobs, one torch thread each)."""
+    jobs: list[_SoupMember] = []
+    sizes: list[int] = []
+    for family, expert in experts.items():
+        part = _expert_jobs(
+            expert, family, returns, regimes, settings, Path(out_dir) / family, device, replay_data
         )
-        for i, member in enumerate(members)
-    ]
-    results = map_in_processes(_finetune_member, jobs, settings.workers)
-    out = copy.deepcopy(expert)
-    targets = list(getattr(out, "members", [out]))
-    for target, result in zip(targets, results, strict=True):
-        target.load_state_dict(result.model.state_dict())
-    return out.eval()
+        jobs += part
+        sizes.append(len(part))
+    return PendingExperts(
+        experts, sizes, start_in_processes(_finetune_member, jobs, settings.workers)
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,7 +28,14 @@ from shrinklab.training.config import TrainConfig
 from shrinklab.training.loop import train
 from shrinklab.training.monitor import run_logger
 
-__all__ = ["MemberJob", "map_in_processes", "train_member", "train_members"]
+__all__ = [
+    "MemberJob",
+    "Pending",
+    "map_in_processes",
+    "start_in_processes",
+    "train_member",
+    "train_members",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +87,50 @@ def map_in_processes(fn: Callable[[Any], Any], items: Iterable[Any], workers: in
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init) as pool:
         return list(pool.map(fn, items))
+
+
+class Pending:
+    """The results of :func:`start_in_processes`, in the order of its items: ``result()``
+    waits for them (once; later calls return the same list) and closes the pool."""
+
+    def __init__(self, fn: Callable[[Any], Any], blobs: list, pool: Any, futures: list) -> None:
+        self._fn, self._blobs, self._pool, self._futures = fn, blobs, pool, futures
+        self._results: list | None = None
+
+    def result(self) -> list:
+        if self._results is None:
+            if self._pool is None:  # one worker: run here, now
+                self._results = [_run_pickled(self._fn, b) for b in self._blobs]
+            else:
+                try:
+                    self._results = [f.result() for f in self._futures]
+                finally:
+                    self._pool.shutdown(wait=True, cancel_futures=True)
+        return self._results
+
+
+def _run_pickled(fn: Callable[[Any], Any], blob: bytes) -> Any:
+    return fn(pickle.loads(blob))
+
+
+def start_in_processes(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 1) -> Pending:
+    """:func:`map_in_processes` started in the background: the ``workers`` processes begin
+    at once and this returns; :meth:`Pending.result` collects the list. The caller can do
+    other work meanwhile (e.g. the compression stage distils while its experts are
+    fine-tuned); with ``workers = 1`` the items run in this process when ``result()`` is
+    called. The results are those of :func:`map_in_processes` (same processes, one torch
+    thread each). Each item is pickled on the call, so later changes to the caller's
+    objects do not reach the work."""
+    items = list(items)
+    if int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    blobs = [pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL) for x in items]
+    n = min(int(workers), len(items))
+    if n <= 1:
+        return Pending(fn, blobs, None, [])
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
+    return Pending(fn, blobs, pool, [pool.submit(_run_pickled, fn, b) for b in blobs])
 
 
 def train_members(jobs: Sequence[MemberJob], workers: int = 1) -> list[nn.Module]:
