@@ -13,7 +13,8 @@ assembled as ``final.pt`` is, on universes built from the other half only (dates
 2016). Writes the fold rows to ``<out>/rows.csv`` (a rerun reads them back) and prints
 the per-family tables and the paired differences (a variant ``name=:::sp500`` fine-tunes
 the S&P expert's members too, ``name=:::none`` no expert; by default the compress
-section's ``finetune_experts``, decision 0045); the rule's pair is the last variant
+section's ``finetune_experts``, decision 0045; ``name=::::diversified`` lets the non-market
+server also serve the diversified worlds); the rule's pair is the last variant
 against the first (against the ensemble with one variant). ``--full`` also fine-tunes
 each variant on all the stocks and prints its ``gain_kept`` on the synthetic validation
 worlds (decision 0021's part (b)), after checking that the section's own recipe gives
@@ -51,22 +52,31 @@ from shrinklab.training.parallel import map_in_processes
 CLASSICAL = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis"]
 
 
+def _families(value: str) -> tuple[str, ...] | None:
+    """``+``-separated families; empty: ``None`` (the section's), ``none``: ``()``."""
+    return None if not value else tuple(f for f in value.split("+") if f != "none")
+
+
 def _variants(items: list[str]) -> dict[str, Variant]:
-    """``name=[derived_per_stock][:replay_weight][:soup][:experts]`` items as ``{name:
-    Variant}`` (an empty value keeps the section's; ``soup``: seeds averaged, decision 0042;
-    ``experts``: ``+``-separated families whose expert is fine-tuned too, decision 0045,
-    empty for the compress section's ``finetune_experts`` and ``none`` for none)."""
+    """``name=[derived_per_stock][:replay_weight][:soup][:experts][:server]`` items as
+    ``{name: Variant}`` (an empty value keeps the section's; ``soup``: seeds averaged,
+    decision 0042; ``experts``: ``+``-separated families whose expert is fine-tuned too,
+    decision 0045, empty for the compress section's ``finetune_experts`` and ``none`` for
+    none; ``server``: families the non-market server also serves, empty or ``none`` for
+    none, as in ``final.pt``)."""
     out = {}
     for item in items or ["final_fit="]:
         name, _, value = item.partition("=")
         derived, _, rest = value.partition(":")
         weight, _, rest = rest.partition(":")
-        soup, _, experts = rest.partition(":")
+        soup, _, rest = rest.partition(":")
+        experts, _, server = rest.partition(":")
         out[name] = Variant(
             float(derived) if derived else None,
             float(weight) if weight else None,
             soup=int(soup) if soup else None,
-            experts=None if not experts else tuple(f for f in experts.split("+") if f != "none"),
+            experts=_families(experts),
+            server=_families(server) or (),
         )
     return out
 
@@ -126,7 +136,7 @@ def main() -> None:
     ap.add_argument(
         "--variant",
         action="append",
-        help="name=[derived_per_stock][:replay_weight][:soup][:experts]",
+        help="name=[derived_per_stock][:replay_weight][:soup][:experts][:server]",
     )
     ap.add_argument(
         "--finetune-seeds",

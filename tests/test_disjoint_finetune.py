@@ -294,7 +294,7 @@ def test_a_variant_with_experts_fine_tunes_them_and_deploys_them(tmp_path, monke
     from shrinklab.studies import disjoint_finetune as dfs
     from shrinklab.studies.disjoint_finetune import RunInputs
 
-    families = ["factor", "sp500", *NON_MARKET_FAMILIES]
+    families = ["factor", "sp500", "diversified", *NON_MARKET_FAMILIES]
     gate = FamilyGate(F, families, hidden_dims=(16,))
     teacher = GatedExpertModel(_net(1), {"factor": _net(2), "sp500": _net(3)}, gate.eval(), 0.5)
     calls = []
@@ -329,3 +329,22 @@ def test_a_variant_with_experts_fine_tunes_them_and_deploys_them(tmp_path, monke
     assert model.expert_map()["sp500"] is got["sp500"]
     assert model.expert_map()["factor"] is teacher.expert_map()["factor"]
     assert model.mixing == "soft"
+    # the non-market server can serve more families in the assembly (an exploration)
+    both = deployed_structure(_net(4), teacher, "soft", got, ["diversified"])
+    server = both.expert_map()["toeplitz"]
+    assert both.expert_map()["diversified"] is server and "diversified" not in model.expert_map()
+
+
+def test_script_variants_parse_experts_and_server_families():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "disjoint_script", Path(__file__).parents[1] / "scripts" / "disjoint_finetune.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    got = script._variants(["A=", "E=:::sp500", "D=::::diversified+block", "N=:::none:none"])
+    assert got["A"] == Variant()
+    assert got["E"] == Variant(experts=("sp500",))
+    assert got["D"] == Variant(server=("diversified", "block"))
+    assert got["N"] == Variant(experts=(), server=())

@@ -524,3 +524,54 @@ def test_expert_modules_names_the_missing_family():
         expert_modules(model, ["a", "zzz"])
     with pytest.raises(TypeError, match="GatedExpertModel"):
         expert_modules(_net(1), ["a"])
+
+
+def test_with_server_families_added_moves_the_family_weight_to_the_server():
+    """The research log's candidate: the non-market server also serves ``diversified``. In the
+    soft mixture the intensities then change by P(diversified) · (w_server − w_general),
+    an identity checked against the modules' own outputs; everything else is shared."""
+    from shrinklab.evaluation.compression import (
+        NON_MARKET_FAMILIES,
+        with_ensemble_for_non_market,
+        with_experts_of,
+        with_mixing,
+        with_server_families_added,
+    )
+
+    families = [*NON_MARKET_FAMILIES, "diversified", "sp500", "block"]
+    gate = FamilyGate(F, families, hidden_dims=(16,))
+    torch.manual_seed(4)
+    for p in gate.parameters():
+        torch.nn.init.normal_(p, std=2.0)
+    teacher = GatedExpertModel(_net(1), {"sp500": _net(2)}, gate.eval(), 0.7)
+    teacher.general = EnsembleModel([_net(5), _net(6)], label="e")
+    base = with_ensemble_for_non_market(with_experts_of(_net(3), teacher), teacher)
+    base = with_mixing(base, "soft")
+    model = with_server_families_added(base, ["diversified"])
+    server = base.expert_map()["toeplitz"]
+    assert model.expert_map()["diversified"] is server and len(model.experts) == len(base.experts)
+    assert model.gate is base.gate and model.general is base.general
+    assert (model.mixing, model.threshold, model.pool_shared) == (
+        base.mixing,
+        base.threshold,
+        base.pool_shared,
+    )
+    x = torch.randn(400, F) * 2
+    with torch.no_grad():
+        p_div = gate(x)[:, families.index("diversified")].double()[:, None]
+        delta = (
+            server.predict(x).intensities.double() - base.general.predict(x).intensities.double()
+        )
+    want = base.predict(x).intensities.double() + p_div * delta
+    got = model.predict(x).intensities.double()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert float((got - base.predict(x).intensities.double()).abs().max()) > 1e-3
+    assert with_server_families_added(base, []) is base
+    with pytest.raises(ValueError, match="already served"):
+        with_server_families_added(base, ["sp500"])
+    with pytest.raises(ValueError, match="not among the gate"):
+        with_server_families_added(base, ["zzz"])
+    with pytest.raises(ValueError, match="non-market families"):
+        with_server_families_added(with_experts_of(_net(3), teacher), ["diversified"])
+    with pytest.raises(TypeError, match="GatedExpertModel"):
+        with_server_families_added(_net(3), ["diversified"])

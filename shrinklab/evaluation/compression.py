@@ -29,6 +29,7 @@ __all__ = [
     "NON_MARKET_FAMILIES",
     "choose_deployable",
     "choose_final",
+    "deployed_soft_form",
     "expert_modules",
     "experts_rule",
     "feature_latency",
@@ -44,6 +45,7 @@ __all__ = [
     "with_experts_of",
     "with_experts_replaced",
     "with_mixing",
+    "with_server_families_added",
     "with_server_for",
 ]
 
@@ -547,6 +549,64 @@ def with_ensemble_for_non_market(
     with the experts (:func:`with_experts_of`), in notebook 05 and in the studies that
     rebuild it."""
     return with_server_for(model, ensemble.general, NON_MARKET_FAMILIES, pooled=pooled)
+
+
+def with_server_families_added(
+    model: GatedExpertModel, families: Sequence[str]
+) -> GatedExpertModel:
+    """``model`` with its non-market server (the module that serves
+    :data:`NON_MARKET_FAMILIES`, :func:`with_ensemble_for_non_market`) serving ``families``
+    too: in the soft mixture it then weighs the gate's probability of those families as well
+    (the research log's "pretrained ensemble for the diversified worlds", an exploration
+    that ``final.pt`` did not adopt). The gate, threshold, pooling, mixing and modules are shared with
+    ``model``, not copied; no families: ``model`` itself."""
+    if not isinstance(model, GatedExpertModel):
+        raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
+    families = [str(f) for f in families]
+    if not families:
+        return model
+    current = model.expert_map()
+    missing = sorted(set(NON_MARKET_FAMILIES) - set(current))
+    if missing or len({id(current[f]) for f in NON_MARKET_FAMILIES}) != 1:
+        raise ValueError(
+            "the model has no single module serving the non-market families "
+            f"{list(NON_MARKET_FAMILIES)} (missing: {missing}); build it with "
+            "with_ensemble_for_non_market first"
+        )
+    unknown = sorted(set(families) - set(model.gate.families))
+    taken = sorted(set(families) & set(current))
+    if unknown or taken or len(set(families)) != len(families):
+        raise ValueError(
+            f"families {families} must be distinct gate families without a module "
+            f"(not among the gate's: {unknown}; already served: {taken})"
+        )
+    server = current[NON_MARKET_FAMILIES[0]]
+    return GatedExpertModel(
+        model.general,
+        current | dict.fromkeys(families, server),
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=model.mixing,
+    )
+
+
+def deployed_soft_form(
+    model: GatedExpertModel,
+    mixing: str,
+    tuned_experts: Mapping[str, Any] | None = None,
+    extra_server_families: Sequence[str] = (),
+) -> GatedExpertModel:
+    """The form in which ``final.pt`` deploys a gated model: its modules combined by
+    ``mixing`` (:func:`with_mixing`, decision 0044), the experts of ``tuned_experts``
+    replaced by their fine-tuned versions (:func:`with_experts_replaced`, decision 0045)
+    and the non-market server serving ``extra_server_families`` too
+    (:func:`with_server_families_added`; none in ``final.pt``). Notebook 05 and the studies
+    that rebuild ``final.pt`` assemble it here."""
+    form = with_mixing(model, mixing)
+    if tuned_experts:
+        form = with_experts_replaced(form, tuned_experts)
+    return with_server_families_added(form, extra_server_families)
 
 
 def normalised_prial_delta(w: Any, reference_w: Any, data: Any) -> tuple[float, float]:

@@ -81,13 +81,17 @@ class Variant(NamedTuple):
     ``soup_seeds`` (``None``: keep it); ``experts``: the families whose expert is
     fine-tuned as well, member by member with the same recipe (decision 0045,
     :func:`shrinklab.training.finetune_stage.stage_finetune_expert`; ``None``: the
-    ``compress`` section's ``finetune_experts``, as ``final.pt`` is built; ``()``: none)."""
+    ``compress`` section's ``finetune_experts``, as ``final.pt`` is built; ``()``: none);
+    ``server``: families the non-market server also serves in the assembly
+    (:func:`shrinklab.evaluation.compression.with_server_families_added`; ``final.pt``
+    has none: the research log's "pretrained ensemble for the diversified worlds")."""
 
     derived_per_stock: float | None = None
     replay_weight: float | None = None
     seed: int | None = None
     soup: int | None = None
     experts: tuple[str, ...] | None = None
+    server: tuple[str, ...] = ()
 
 
 DEPLOYED = Variant()
@@ -193,6 +197,7 @@ def deployed_structure(
     teacher: Any,
     mixing: str,
     experts: Mapping[str, nn.Module] | None = None,
+    extra_server: Sequence[str] = (),
 ) -> Any:
     """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033, 0036, 0043
     and 0044): with the family experts of ``teacher`` (the ensemble stage's model) and its
@@ -200,12 +205,13 @@ def deployed_structure(
     (:func:`shrinklab.evaluation.compression.with_ensemble_for_non_market`), the modules
     combined by ``mixing`` (the ``compress`` section's ``gate_mixing``); ``experts``
     ``{family: module}`` replace the teacher's experts of those families (decision 0045:
-    fine-tuned ones, :func:`shrinklab.evaluation.compression.with_experts_replaced`)."""
-    with_experts = compression.with_experts_of(finetuned, teacher)
-    if experts:
-        with_experts = compression.with_experts_replaced(with_experts, experts)
-    gated = compression.with_ensemble_for_non_market(with_experts, teacher)
-    return compression.with_mixing(gated, mixing).eval()
+    fine-tuned ones, :func:`shrinklab.evaluation.compression.with_experts_replaced`); the
+    non-market server also serves the families of ``extra_server``
+    (:func:`shrinklab.evaluation.compression.with_server_families_added`)."""
+    gated = compression.with_ensemble_for_non_market(
+        compression.with_experts_of(finetuned, teacher), teacher
+    )
+    return compression.deployed_soft_form(gated, mixing, experts, extra_server).eval()
 
 
 def split_rows(
@@ -324,8 +330,9 @@ def run_split(job: tuple) -> pd.DataFrame:
     (:func:`deployed_structure`, column ``<name>``; its bare network ``<name>_network``).
     Returns :func:`split_rows` of those, ``ensemble`` (E, never fine-tuned) and ``final``
     (the deployed model, fine-tuned on all 20 stocks: the held-out stocks are in-sample
-    for it). Variants that differ only in ``experts`` share one fine-tuned network (fine-tuned
-    once, under the first of them). A module-level function, so that
+    for it). Variants that differ only in ``experts`` and ``server`` share one fine-tuned
+    network, and those that differ only in ``server`` their fine-tuned experts too (each
+    fine-tuned once, under the first of them). A module-level function, so that
     :func:`shrinklab.training.parallel.map_in_processes` can run the fits side by side."""
     root, split, spec, out_dir = job[:4]
     variants = dict(job[4]) if len(job) > 4 else {"final_fit": DEPLOYED}
@@ -333,14 +340,19 @@ def run_split(job: tuple) -> pd.DataFrame:
     teacher = run.teacher
     models: dict[str, Any] = {"ensemble": teacher}
     networks: dict[Variant, nn.Module] = {}
+    tuned: dict[Variant, dict[str, nn.Module]] = {}
     for name, variant in variants.items():
         folder = Path(out_dir) / split.name / name
-        recipe = variant._replace(experts=None)
+        recipe = variant._replace(experts=None, server=())
         if recipe not in networks:
             networks[recipe] = run.finetune(list(split.fit), folder, variant)
         finetuned = networks[recipe]
-        experts = run.finetune_experts(list(split.fit), folder / "experts", variant)
-        models[name] = deployed_structure(finetuned, teacher, run.gate_mixing, experts)
+        fine_tuning = variant._replace(server=())
+        if fine_tuning not in tuned:
+            tuned[fine_tuning] = run.finetune_experts(list(split.fit), folder / "experts", variant)
+        models[name] = deployed_structure(
+            finetuned, teacher, run.gate_mixing, tuned[fine_tuning], variant.server
+        )
         models[f"{name}_network"] = finetuned
     models["final"] = load_model(run.models_dir / "final.pt")
     return split_rows(run.returns, split, spec, models)
