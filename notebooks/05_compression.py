@@ -242,7 +242,7 @@ if gate_mixing != "hard":
     # decision 0044: the same modules averaged by the gate (the rules below compare the
     # switches; the deployed one is mixed this way), with decision 0045's fine-tuned experts
     gated |= {
-        f"{k}_{gate_mixing}": compression.deployed_soft_form(m, gate_mixing, tuned_experts)
+        f"{k}_{gate_mixing}": compression.deployed_form(m, gate_mixing, tuned_experts)
         for k, m in gated.items()
     }
 fold_estimators = {

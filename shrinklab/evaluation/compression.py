@@ -29,7 +29,7 @@ __all__ = [
     "NON_MARKET_FAMILIES",
     "choose_deployable",
     "choose_final",
-    "deployed_soft_form",
+    "deployed_form",
     "expert_modules",
     "experts_rule",
     "feature_latency",
@@ -591,7 +591,7 @@ def with_server_families_added(
     )
 
 
-def deployed_soft_form(
+def deployed_form(
     model: GatedExpertModel,
     mixing: str,
     tuned_experts: Mapping[str, Any] | None = None,

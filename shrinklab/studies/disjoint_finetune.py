@@ -211,7 +211,7 @@ def deployed_structure(
     gated = compression.with_ensemble_for_non_market(
         compression.with_experts_of(finetuned, teacher), teacher
     )
-    return compression.deployed_soft_form(gated, mixing, experts, extra_server).eval()
+    return compression.deployed_form(gated, mixing, experts, extra_server).eval()
 
 
 def split_rows(
