@@ -310,8 +310,10 @@ def stage_finetune_expert(
     ensemble's mixture weights and calibration buffers are kept. Checkpoints in
     ``out_dir/member_<i>``; the members run in ``settings.workers`` processes, each the
     same for any number."""
-    jobs = _expert_jobs(expert, family, returns, regimes, settings, out_dir, device, replay_data)
-    return _with_members_of(expert, map_in_processes(_finetune_member, jobs, settings.workers))
+    pending = _start_experts(
+        {family: expert}, {family: Path(out_dir)}, returns, regimes, settings, device, replay_data
+    )
+    return pending.result()[family]
 
 
 class PendingExperts:
@@ -352,11 +354,27 @@ def start_finetune_experts(
     processes started in the background (:func:`shrinklab.training.parallel.start_in_processes`):
     the compression stage distils its student meanwhile. Each expert is the one
     :func:`stage_finetune_expert` returns (the same jobs, one torch thread each)."""
+    folders = {family: Path(out_dir) / family for family in experts}
+    return _start_experts(experts, folders, returns, regimes, settings, device, replay_data)
+
+
+def _start_experts(
+    experts: Mapping[str, nn.Module],
+    folders: Mapping[str, Path],
+    returns: pd.DataFrame,
+    regimes: pd.Series | None,
+    settings: Any,
+    device: str,
+    replay_data: Any,
+) -> PendingExperts:
+    """The fine-tunings of every ``{family: expert}`` (checkpoints in ``folders[family]``),
+    started in one background pool: the one home of :func:`stage_finetune_expert` and
+    :func:`start_finetune_experts`."""
     jobs: list[_SoupMember] = []
     sizes: list[int] = []
     for family, expert in experts.items():
         part = _expert_jobs(
-            expert, family, returns, regimes, settings, Path(out_dir) / family, device, replay_data
+            expert, family, returns, regimes, settings, folders[family], device, replay_data
         )
         jobs += part
         sizes.append(len(part))

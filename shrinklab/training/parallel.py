@@ -73,6 +73,12 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes with one torch thread each (module docstring)."""
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+
+
 def map_in_processes(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 1) -> list:
     """``[fn(x) for x in items]``, in ``workers`` spawned processes with one torch thread
     each (``1``: in this process). ``fn`` must be a module-level function and the items
@@ -84,8 +90,7 @@ def map_in_processes(fn: Callable[[Any], Any], items: Iterable[Any], workers: in
     n = min(int(workers), len(items))
     if n <= 1:
         return [fn(x) for x in items]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init) as pool:
+    with _pool(n) as pool:
         return list(pool.map(fn, items))
 
 
@@ -128,8 +133,7 @@ def start_in_processes(fn: Callable[[Any], Any], items: Iterable[Any], workers: 
     n = min(int(workers), len(items))
     if n <= 1:
         return Pending(fn, blobs, None, [])
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
+    pool = _pool(n)
     return Pending(fn, blobs, pool, [pool.submit(_run_pickled, fn, b) for b in blobs])
 
 
