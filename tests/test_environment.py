@@ -46,6 +46,7 @@ NOT_CORE = {
     "matplotlib",
     "seaborn",
     "skfolio",
+    "linearmodels",
 }
 # Everything the project depended on before the split: still installed by `.[all]`.
 FULL_INSTALL = NOT_CORE | {

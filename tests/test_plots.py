@@ -338,6 +338,15 @@ def test_fold_small_multiples_family_by_window():
     assert (
         "Ledoit–Wolf" in fig._suptitle.get_text() and "< 0 is better" in fig._supxlabel.get_text()
     )
+    assert "±1 SE over folds" in fig._suptitle.get_text()
+    assert any(t.get_text() == "60-day window" for ax in panels for t in ax.texts)  # margin
+    plt.close(fig)
+    # one fold per family (Ken French's monthly universes): no SE to speak of, months
+    single = rows[rows["fold"].str.endswith("0")]
+    fig = plots.fold_small_multiples(single, period="month", title="monthly")
+    panels = [ax for ax in fig.axes if ax.has_data()]
+    assert fig._suptitle.get_text() == "monthly"
+    assert any(t.get_text() == "120-month window" for ax in panels for t in ax.texts)
     plt.close(fig)
     with pytest.raises(ValueError, match="family"):
         plots.fold_small_multiples(rows.drop(columns="family"))

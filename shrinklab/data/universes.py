@@ -66,12 +66,15 @@ VALIDATION_END = data.TEST_START - pd.Timedelta(days=1)
 
 @dataclass(frozen=True)
 class Universe:
-    """One fold: daily returns (dates before 2016 only) and the first backtest date."""
+    """One fold: returns (dates before 2016 only), the first backtest date and the
+    returns' frequency (252 for daily returns, 12 for monthly), which annualises
+    their volatility."""
 
     family: str
     name: str
     returns: pd.DataFrame
     start: pd.Timestamp
+    periods_per_year: int = 252
 
     @property
     def p(self) -> int:

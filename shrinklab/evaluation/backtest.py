@@ -330,8 +330,8 @@ def stationary_bootstrap_indices(
     return (begin + t - last_start) % n
 
 
-def _ann_vol(r: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.std(r, axis=axis, ddof=1) * np.sqrt(PERIODS_PER_YEAR)
+def _ann_vol(r: np.ndarray, axis: int = -1, periods_per_year: int = PERIODS_PER_YEAR) -> np.ndarray:
+    return np.std(r, axis=axis, ddof=1) * np.sqrt(periods_per_year)
 
 
 def bootstrap_vol_difference(
@@ -342,10 +342,12 @@ def bootstrap_vol_difference(
     reps: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    periods_per_year: int = PERIODS_PER_YEAR,
 ) -> dict[str, float]:
     """Annualised-volatility difference ``vol(r_est) − vol(r_bench)`` with its stationary
     bootstrap percentile interval, p-value and standard error (``se``: the s.d. of the
-    replicated differences; module docstring)."""
+    replicated differences; module docstring). ``periods_per_year``: 252 for daily
+    returns, 12 for monthly ones."""
     a = np.asarray(r_est, dtype=np.float64)
     b = np.asarray(r_bench, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape or len(a) < 3:
@@ -354,9 +356,12 @@ def bootstrap_vol_difference(
         raise ValueError("returns contain NaN or inf")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    diff = float(_ann_vol(a) - _ann_vol(b))
+    if int(periods_per_year) != periods_per_year or periods_per_year < 1:
+        raise ValueError(f"periods_per_year must be a positive integer, got {periods_per_year}")
+    ppy = int(periods_per_year)
+    diff = float(_ann_vol(a, periods_per_year=ppy) - _ann_vol(b, periods_per_year=ppy))
     idx = stationary_bootstrap_indices(len(a), int(reps), block_length, np.random.default_rng(seed))
-    boot = _ann_vol(a[idx]) - _ann_vol(b[idx])
+    boot = _ann_vol(a[idx], periods_per_year=ppy) - _ann_vol(b[idx], periods_per_year=ppy)
     lo_q, hi_q = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0))))
     return {

@@ -120,14 +120,17 @@ def fold_small_multiples(
     exclude: Sequence[str] = ("ledoit_wolf", "sample", "equal_weight"),
     highlight: Sequence[str] = DEPLOYED_NAMES,
     title: str | None = "Cross-universe folds (pre-2016): volatility relative to Ledoit–Wolf's",
+    period: str = "day",
     path: str | Path | None = None,
 ) -> Figure:
     """Small multiples of the cross-universe fold backtest
     (:func:`shrinklab.evaluation.universe_backtest.fold_backtest` rows): one panel per fold
     family (columns) and estimation window (rows), one horizontal bar per estimator with
     the mean of ``value`` over the family's folds and ±1 SE over folds (seaborn
-    ``catplot``; no bar when a family has one fold). ``exclude``: the benchmark (0 by
-    definition), the sample covariance and equal weights, which would set the scale."""
+    ``catplot``; no bar when a family has one fold, and no SE note in the title when no
+    family has more). ``exclude``: the benchmark (0 by definition), the sample covariance
+    and equal weights, which would set the scale. ``period``: the unit of the windows
+    (``"month"`` for monthly returns)."""
     need = ("family", "window", "estimator", value)
     missing = [c for c in need if c not in rows.columns]
     if missing:
@@ -152,13 +155,14 @@ def fold_small_multiples(
         )  # fmt: skip
     for ax in grid.axes.flat:
         ax.axvline(0, color="black", lw=0.8)
-    grid.set_titles(col_template="{col_name}", row_template="{row_name}-day window")
+    grid.set_titles(col_template="{col_name}", row_template=f"{{row_name}}-{period} window")
     label = "volatility vs Ledoit–Wolf (%; < 0 is better)" if value == "rel_vol" else value
     grid.set_axis_labels("", "")
     fig = grid.figure
     fig.supxlabel(label, fontsize="medium")
     if title:
-        fig.suptitle(title + " (bars: ±1 SE over folds)")
+        several = rows.groupby(["family", "window", "estimator"])[value].count().max() > 1
+        fig.suptitle(title + (" (bars: ±1 SE over folds)" if several else ""))
     return finish(fig, path)
 
 

@@ -4,7 +4,9 @@ Each fold is backtested with :func:`shrinklab.evaluation.backtest.gmv_backtest`
 (rebalance every 21 days, each estimate from the ``window`` days strictly before the
 rebalance date) from the fold's first date to 2015-12-31, so the test period is
 never read. Per fold, window and estimator the score is the annualised
-out-of-sample volatility ``√252 · sd`` of the daily GMV returns, and its relative
+out-of-sample volatility ``√252 · sd`` of the daily GMV returns (``√12 · sd`` for a
+fold of monthly returns, such as Ken French's portfolios of
+:mod:`shrinklab.data.french_portfolios`, rebalanced every month), and its relative
 difference to Ledoit–Wolf in percent, ``rel = 100 · (vol / vol_LW − 1)`` (scale-free:
 a universe of index-like portfolios and one of single stocks have very different
 volatilities). :func:`fold_table` averages over the folds of a family, with the
@@ -23,7 +25,6 @@ from shrinklab.core.progress import report
 from shrinklab.data.universes import VALIDATION_END, Universe
 from shrinklab.evaluation.backtest import (
     EQUAL_WEIGHT,
-    PERIODS_PER_YEAR,
     bootstrap_vol_difference,
     gmv_backtest,
 )
@@ -67,7 +68,7 @@ def _fold_rows(job: tuple) -> list[dict[str, Any]]:
     res = gmv_backtest(u.returns, estimators, windows, rebalance, start=u.start, end=VALIDATION_END)
     rows = []
     for window, daily in res.returns.items():
-        vol = daily.std(ddof=1) * np.sqrt(PERIODS_PER_YEAR)
+        vol = daily.std(ddof=1) * np.sqrt(u.periods_per_year)
         for name in [*estimators, EQUAL_WEIGHT]:
             rows.append(
                 {
@@ -103,12 +104,14 @@ def single_fold_difference_se(
     rebalance: int = 21,
     reps: int = 2000,
     seed: int = 0,
+    block_length: float | None = None,
 ) -> float:
     """Standard error, in points of annualised volatility, of ``learned`` − ``best`` on one
     fold (the fold's backtest of those two at ``window``): the stationary bootstrap over its
     days (:func:`shrinklab.evaluation.backtest.bootstrap_vol_difference`, blocks of one
-    holding period, ``reps`` replications, ``seed``). For a fold family with a single fold
-    (the ETF fold), where no SE over folds exists."""
+    holding period unless ``block_length`` is given, ``reps`` replications, ``seed``;
+    annualised with the fold's ``periods_per_year``). For a fold family with a single
+    fold (the ETF fold), where no SE over folds exists."""
     pair = {name: estimators[name] for name in (learned, best)}
     res = gmv_backtest(
         fold.returns, pair, [window], rebalance, start=fold.start, end=VALIDATION_END
@@ -117,9 +120,10 @@ def single_fold_difference_se(
     boot = bootstrap_vol_difference(
         daily[learned].to_numpy(),
         daily[best].to_numpy(),
-        block_length=float(rebalance),
+        block_length=float(rebalance if block_length is None else block_length),
         reps=reps,
         seed=seed,
+        periods_per_year=fold.periods_per_year,
     )
     return 100.0 * boot["se"]
 

@@ -19,6 +19,9 @@ class Evaluate(Section):
     windows: list[int] = mutable_default([60, 120])
     example_scenarios: list[str] = mutable_default([])
     specialists_csv: str = ""  # the specialists study's table ("": no yardstick)
+    # Ken French's monthly portfolios (section 6.7): windows in months, first backtest month
+    french_windows: list[int] = mutable_default([36])
+    french_start: str = "2012-01-01"
     scenarios: list[dict[str, Any]] = mutable_default(
         [
             {"name": "1/3/10 p=40 n=40", "family": "spectrum_1_3_10", "p": 40, "n": 40},
