@@ -120,9 +120,7 @@ market = pd.read_parquet(processed / "sp500_market.parquet")
 # the synthetic experts, as before.
 
 # %%
-recipe = Finetune(
-    **load_model_payload(models / "finetuned.pt")["extra"]["recipe"], workers=workers
-)
+recipe = Finetune(**load_model_payload(models / "finetuned.pt")["extra"]["recipe"], workers=workers)
 expert_inputs = [processed / "sp500_returns.parquet", models / "ensemble.pt"]
 if recipe.replay_weight > 0:
     expert_inputs.append(processed / "synthetic_train.pt")
@@ -343,14 +341,8 @@ print(f"deployed: {deployed}")
 # %%
 # a family with one fold (the ETF fold) has no SE over folds: the stationary bootstrap over
 # its days gives one (blocks of 21 days, 2,000 replications)
-fold_by_name = {u.name: u for u in folds}
-fold_vs_classical = universe_backtest.best_classical_table(
-    fold_rows,
-    deployed,
-    list(backtest.classical_estimators()),
-    single_fold_se=lambda fold, best, window: universe_backtest.single_fold_difference_se(
-        fold_by_name[fold], fold_estimators, deployed, best, window
-    ),
+fold_vs_classical = universe_backtest.versus_best_classical(
+    fold_rows, folds, fold_estimators, deployed
 )
 fold_vs_classical.round(2)
 

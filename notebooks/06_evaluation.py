@@ -82,7 +82,6 @@ from IPython.display import Markdown, display
 import shrinklab
 from shrinklab import MLShrinkageCovariance
 from shrinklab.core.params import notebook_section
-from shrinklab.data import french_portfolios
 from shrinklab.evaluation import backtest, examples, plots, tables, universe_backtest
 from shrinklab.evaluation import feasibility as feasibility_mod
 from shrinklab.evaluation import scenarios as scenarios_mod
@@ -306,34 +305,16 @@ for window, cum in summary.cumulative_variance.items():
 # carries the stationary bootstrap's SE over months (blocks of 12, 2,000 replications).
 
 # %%
-french_folds = french_portfolios.french_universes(start=french_start)
 french_estimators = {
     **backtest.classical_estimators(),
     "ML (final)": backtest.learned_estimator(final.model_),
     "RIEnet peer": backtest.batched(peer_model.estimate),
 }
-french_rows = universe_backtest.fold_backtest(
-    french_folds, french_estimators, french_windows, rebalance=1
+french_rows, french_tables = universe_backtest.french_portfolio_tables(
+    french_estimators, ["ML (final)", "RIEnet peer"], french_windows, start=french_start, seed=seed
 )
-french_by_name = {u.name: u for u in french_folds}
-
-
-def french_table(learned: str) -> pd.DataFrame:
-    """``learned`` against the best classical estimator of each universe and window."""
-    return universe_backtest.best_classical_table(
-        french_rows,
-        learned,
-        list(backtest.classical_estimators()),
-        single_fold_se=lambda fold, best, window: universe_backtest.single_fold_difference_se(
-            french_by_name[fold], french_estimators, learned, best, window, rebalance=1,
-            block_length=12, seed=seed,
-        ),
-    )  # fmt: skip
-
-
-french_vs_classical = french_table("ML (final)")
-french_peer = french_table("RIEnet peer")
-french_vs_classical = french_vs_classical.assign(
+french_peer = french_tables["RIEnet peer"]
+french_vs_classical = french_tables["ML (final)"].assign(
     **{"RIEnet peer": french_peer["RIEnet peer"], "peer difference": french_peer["difference"]}
 )
 french_vs_classical.round(3)

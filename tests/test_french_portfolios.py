@@ -126,3 +126,58 @@ def test_bootstrap_periods_per_year_scales_the_difference():
     np.testing.assert_allclose(monthly["se"], daily["se"] * np.sqrt(12 / 252), rtol=1e-12)
     with pytest.raises(ValueError, match="periods_per_year"):
         backtest.bootstrap_vol_difference(a, b, periods_per_year=0)
+
+
+def test_versus_best_classical_wires_the_single_fold_se(portfolios):
+    """The fold tables of notebooks 5 and 6: ``versus_best_classical`` is
+    ``best_classical_table`` with the bootstrap SE of each single-fold family, computed with
+    the given rebalance, block length and seed."""
+    folds = french.french_universes(portfolios, start="2012-01-01")[:2]
+    cl = backtest.classical_estimators()
+    est = {k: cl[k] for k in ("ledoit_wolf", "oas", "sample")}
+    rows = universe_backtest.fold_backtest(folds, est, (36,), rebalance=1)
+    got = universe_backtest.versus_best_classical(
+        rows, folds, est, "sample", rebalance=1, block_length=4, seed=3
+    )
+    by_name = {u.name: u for u in folds}
+    ref = universe_backtest.best_classical_table(
+        rows,
+        "sample",
+        ["ledoit_wolf", "oas", "sample"],
+        single_fold_se=lambda fold, best, window: universe_backtest.single_fold_difference_se(
+            by_name[fold], est, "sample", best, window, rebalance=1, block_length=4, seed=3
+        ),
+    )
+    pd.testing.assert_frame_equal(got, ref)
+    assert (got["se source"] == "days").all() and (got["difference se"] > 0).all()
+    with pytest.raises(ValueError, match="no classical"):
+        universe_backtest.versus_best_classical(rows, folds, {"x": est["sample"]}, "x")
+
+
+def test_french_portfolio_tables_and_the_scoring_script():
+    from _forced_model import random_network
+    from _scripts import load_script
+
+    script = load_script("scripts/french_portfolios.py")
+    table, summary = script.score({"net": random_network(1)}, (36,), "2013-01-01")
+    assert list(table.index.names) == ["model", "family", "window"]
+    assert len(table) == 4 and set(table.index.get_level_values("window")) == {36}
+    assert summary.loc["net", "cells"] == 4
+    # the summary is the mean over cells of the model's volatility relative to Ledoit–Wolf
+    est = backtest.classical_estimators() | {"net": backtest.learned_estimator(random_network(1))}
+    rows, tables = universe_backtest.french_portfolio_tables(
+        est, ["net"], (36,), start="2013-01-01"
+    )
+    rel = rows[rows["estimator"] == "net"]["rel_vol"]
+    np.testing.assert_allclose(summary.loc["net", "rel_vol_vs_lw"], rel.mean(), rtol=1e-12)
+    np.testing.assert_allclose(
+        table.xs("net", level="model")["difference"].to_numpy(),
+        tables["net"]["difference"].to_numpy(),
+    )
+    assert summary.loc["net", "cells_at_or_below_best"] == int(
+        (tables["net"]["difference"] <= 0).sum()
+    )
+    with pytest.raises(ValueError, match="not among"):
+        universe_backtest.french_portfolio_tables(est, ["missing"], (36,), start="2013-01-01")
+    with pytest.raises(ValueError, match="no model"):
+        script.score({})

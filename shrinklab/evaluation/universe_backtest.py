@@ -22,15 +22,24 @@ import numpy as np
 import pandas as pd
 
 from shrinklab.core.progress import report
+from shrinklab.data.french_portfolios import FRENCH_START, french_universes
 from shrinklab.data.universes import VALIDATION_END, Universe
 from shrinklab.evaluation.backtest import (
     EQUAL_WEIGHT,
     bootstrap_vol_difference,
+    classical_estimators,
     gmv_backtest,
 )
 from shrinklab.training.parallel import map_in_processes
 
-__all__ = ["best_classical_table", "fold_backtest", "fold_table", "single_fold_difference_se"]
+__all__ = [
+    "best_classical_table",
+    "fold_backtest",
+    "fold_table",
+    "french_portfolio_tables",
+    "single_fold_difference_se",
+    "versus_best_classical",
+]
 
 
 def fold_backtest(
@@ -165,3 +174,66 @@ def best_classical_table(
             }
         )
     return pd.DataFrame(out).set_index(["family", "window"])
+
+
+def versus_best_classical(
+    rows: pd.DataFrame,
+    folds: Sequence[Universe],
+    estimators: Mapping[str, Any],
+    learned: str,
+    *,
+    rebalance: int = 21,
+    block_length: float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`best_classical_table` of ``learned`` against the classical estimators of
+    ``estimators`` (those of :func:`shrinklab.evaluation.backtest.classical_estimators`),
+    where a family with one fold gets :func:`single_fold_difference_se` (the same
+    ``rebalance``, ``block_length`` and ``seed``): the fold tables of notebooks 5 and 6."""
+    classical = [k for k in classical_estimators() if k in estimators]
+    if not classical:
+        raise ValueError(f"no classical estimator among {list(estimators)}")
+    by_name = {u.name: u for u in folds}
+    return best_classical_table(
+        rows,
+        learned,
+        classical,
+        single_fold_se=lambda fold, best, window: single_fold_difference_se(
+            by_name[fold],
+            estimators,
+            learned,
+            best,
+            window,
+            rebalance=rebalance,
+            block_length=block_length,
+            seed=seed,
+        ),
+    )
+
+
+def french_portfolio_tables(
+    estimators: Mapping[str, Any],
+    learned: Sequence[str],
+    windows: Sequence[int] = (36, 60, 120),
+    *,
+    start: Any = FRENCH_START,
+    seed: int = 0,
+    workers: int = 1,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Ken French's monthly universes (:func:`shrinklab.data.french_portfolios.french_universes`
+    from ``start``) backtested with ``estimators`` (rebalanced every month, ``windows`` in
+    months; :func:`fold_backtest`), and for each name in ``learned`` its
+    :func:`versus_best_classical` table (SE: the stationary bootstrap over months, blocks
+    of 12, ``seed``). Returns ``(rows, {name: table})``."""
+    missing = [name for name in learned if name not in estimators]
+    if missing:
+        raise ValueError(f"{missing} are not among the estimators {list(estimators)}")
+    folds = french_universes(start=start)
+    rows = fold_backtest(folds, estimators, windows, rebalance=1, workers=workers)
+    tables = {
+        name: versus_best_classical(
+            rows, folds, estimators, name, rebalance=1, block_length=12, seed=seed
+        )
+        for name in learned
+    }
+    return rows, tables
