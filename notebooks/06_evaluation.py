@@ -357,10 +357,16 @@ else:
 
 # %%
 # Every learned row reports final.pt (decision 0021), next to the learned peer's
-# portfolio rows (a competitor); the fine-tuned network's portfolio rows follow in a
-# separate, secondary table (not the headline).
+# portfolio rows (a competitor), on the test period and on Ken French's portfolios
+# (section 6.7); the fine-tuned network's portfolio rows follow in a separate, secondary
+# table (not the headline).
 headline = tables.headline_table(
-    grid, summary.table, backtest_learned="ML (final)", peers=["RIEnet peer"]
+    grid,
+    summary.table,
+    backtest_learned="ML (final)",
+    peers=["RIEnet peer"],
+    universe_rows=french_rows,  # section 6.7: universes not built from the 20 stocks
+    universe_setting=f"GMV Ken French portfolios {french_start[:4]}–2015 (monthly)",
 )
 headline.attrs["caption"] += " " + feasibility_mod.feasibility_text(feas)  # the README says it too
 headline

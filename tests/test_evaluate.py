@@ -324,6 +324,43 @@ def test_headline_table_logic_and_json():
     assert "PRIAL" in js["caption"] and "bootstrap" in js["caption"]
 
 
+def test_headline_rows_for_other_universes():
+    """Real universes backtested fold by fold (Ken French's portfolios): per learned
+    model, the mean over cells of the volatility relative to Ledoit–Wolf's with its SE, the
+    classical estimator with the lowest mean, the paired difference and the cells won."""
+    rel = {  # (family, window) -> estimator -> rel_vol
+        ("a", 36): {"ledoit_wolf": 0.0, "oas": -0.2, "ML (final)": -0.5, "peer": 2.0},
+        ("a", 60): {"ledoit_wolf": 0.0, "oas": 0.1, "ML (final)": 0.3, "peer": 1.0},
+        ("b", 36): {"ledoit_wolf": 0.0, "oas": -0.4, "ML (final)": -0.1, "peer": 3.0},
+    }
+    rows = pd.DataFrame(
+        [
+            {"family": f, "window": w, "estimator": e, "rel_vol": v, "ann_vol": 10 * (1 + v / 100)}
+            for (f, w), d in rel.items()
+            for e, v in d.items()
+        ]
+    )
+    grid = _fake_grid([55.0], [5.0], [0.4])
+    h = tables.headline_table(
+        grid, peers=["peer"], universe_rows=rows, universe_setting="GMV elsewhere"
+    )
+    final, peer = h.iloc[-2], h.iloc[-1]
+    assert final["setting"] == "GMV elsewhere: ML (final)"
+    assert peer["setting"] == "GMV elsewhere: peer (learned peer)"
+    learned = np.array([-0.5, 0.3, -0.1])
+    oas = np.array([-0.2, 0.1, -0.4])
+    assert final["best classical"] == f"oas {oas.mean():+.2f}"
+    se = learned.std(ddof=1) / np.sqrt(3)
+    assert final["learned"] == f"{learned.mean():.2f} ± {se:.2f}"
+    d = learned - oas
+    assert final["learned − best"] == f"{d.mean():.2f} ± {d.std(ddof=1) / np.sqrt(3):.2f}"
+    # at or below the cell's best classical estimator in cell (a, 36) only
+    assert final["goal met"] == "no (1 of 3 cells)" and peer["goal met"] == "(a competitor)"
+    assert "GMV elsewhere" in h.attrs["caption"]
+    with pytest.raises(ValueError, match="'missing'"):
+        tables.universe_headline_rows(rows, "x", "missing")
+
+
 # --------------------------------------------------------------------- figures
 def test_prial_bars_draw_the_table(grid_results):
     """Every (scenario, estimator) PRIAL is one bar with a ±1 SE error bar, whichever

@@ -17,6 +17,7 @@ __all__ = [
     "ablation_table",
     "headline_json",
     "headline_table",
+    "universe_headline_rows",
 ]
 
 
@@ -117,10 +118,13 @@ def headline_table(
     backtest_learned: str = "ML (final)",
     benchmark: str = "ledoit_wolf",
     peers: Sequence[str] = (),
+    universe_rows: pd.DataFrame | None = None,
+    universe_setting: str = "GMV other universes",
 ) -> pd.DataFrame:
     """The README's headline: one row per synthetic scenario, an average row, and
     (with ``backtest_table``, :func:`shrinklab.evaluation.backtest.summarise`'s ``table``) one
-    row per backtest window.  Cells are formatted strings.
+    row per backtest window, and (with ``universe_rows``) the rows of
+    :func:`universe_headline_rows` for ``universe_setting``.  Cells are formatted strings.
 
     Columns: ``setting``, ``metric``, ``best classical``, ``learned``,
     ``learned − best``, ``oracle``, ``goal met``.  Synthetic: PRIAL % ± SE, the
@@ -183,6 +187,10 @@ def headline_table(
     )
     if backtest_table is not None:
         rows += _backtest_rows(backtest_table, backtest_learned, benchmark, peers)
+    if universe_rows is not None:
+        rows += universe_headline_rows(
+            universe_rows, universe_setting, backtest_learned, peers, benchmark
+        )
     table = pd.DataFrame(rows)
     table.attrs["caption"] = (
         "PRIAL (Ledoit & Wolf 2022; 0 = sample covariance, 100 = FSOPT) ± standard error over "
@@ -196,8 +204,64 @@ def headline_table(
             if backtest_table is not None
             else ""
         )
+        + (
+            f" {universe_setting}: the volatility relative to {benchmark}'s (%), mean over the "
+            "universe × window cells ± SE over cells (the cells share months: a rough guide); "
+            "goal: at or below the best classical estimator in every cell."
+            if universe_rows is not None
+            else ""
+        )
     )
     return table
+
+
+def universe_headline_rows(
+    rows: pd.DataFrame,
+    setting: str,
+    learned: str,
+    peers: Sequence[str] = (),
+    benchmark: str = "ledoit_wolf",
+) -> list[dict[str, str]]:
+    """Headline rows for a set of real universes backtested by
+    :func:`shrinklab.evaluation.universe_backtest.fold_backtest` (``rows``; e.g. Ken French's
+    portfolios): ``learned`` and each of ``peers``, their volatility relative to
+    ``benchmark``'s averaged over the (family, window) cells with its SE over cells, the
+    classical estimator with the lowest such mean, the paired difference to it, and how
+    many cells ``learned`` is at or below that cell's best classical estimator in."""
+    rel = rows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
+    vol = rows.pivot_table(index=["family", "window"], columns="estimator", values="ann_vol")
+    classical = [e for e in rel.columns if e in ESTIMATORS]
+    for name in (learned, *peers):
+        if name not in rel.columns:
+            raise ValueError(f"{name!r} is not in the universe rows ({list(rel.columns)})")
+    if not classical:
+        raise ValueError("no classical estimator in the universe rows")
+    k = len(rel)
+    best = min(classical, key=lambda e: rel[e].mean())
+    cell_best = vol[classical].min(axis=1)
+    out = []
+    for name in (learned, *peers):
+        diff = rel[name] - rel[best]
+        se = diff.std(ddof=1) / math.sqrt(k) if k > 1 else math.nan
+        wins = int((vol[name] <= cell_best).sum())
+        out.append(
+            {
+                "setting": f"{setting}: {name}" + (" (learned peer)" if name != learned else ""),
+                "metric": f"vol vs {benchmark} %",
+                "best classical": f"{best} {rel[best].mean():+.2f}",
+                "learned": _pm(rel[name].mean(), rel[name].std(ddof=1) / math.sqrt(k), 2)
+                if k > 1
+                else f"{rel[name].mean():+.2f}",
+                "learned − best": _pm(diff.mean(), se, 2) if k > 1 else f"{diff.mean():+.2f}",
+                "oracle": "",
+                "goal met": (
+                    ("yes" if wins == k else "no") + f" ({wins} of {k} cells)"
+                    if name == learned
+                    else "(a competitor)"
+                ),
+            }
+        )
+    return out
 
 
 def _backtest_rows(
