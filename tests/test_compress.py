@@ -289,6 +289,13 @@ def test_onnx_parity_attention_network(data, tmp_path):
     model.eval()
     path = export_onnx(model, tmp_path / "m.onnx")
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # one self-contained file
+    # no source paths inside (the exporter's stack traces are dropped): the file does not
+    # depend on where the repository is checked out
+    raw = path.read_bytes()
+    assert b"stack_trace" not in raw and b"network.py" not in raw
+    import onnx
+
+    assert onnx.load(str(path)).graph.node[0].metadata_props  # the other metadata stay
     om = OnnxModel(path)
     for rows in (slice(0, 1), slice(0, 257)):
         assert onnx_parity(model, om, va.features[rows]) <= 1e-5
@@ -357,7 +364,6 @@ def test_worst_family_gain_against_a_brute_force_and_the_rule(monkeypatch):
     fs = 0.3 * d
     # Gram G = I, c = 0 per world: L(w) = |w|² + d; models differ only by |w|² ≤ d
     G, c = np.tile(np.eye(K), (N, 1, 1)), np.zeros((N, K))
-
 
     # size and speed are not under test here (the models are fixed intensity tables)
     monkeypatch.setattr(evaluation_compression, "model_file_size", lambda model: 1)

@@ -223,7 +223,9 @@ def _example_input(model: nn.Module, batch: int = 8) -> torch.Tensor:
 def export_onnx(model: nn.Module, path: str | Path, opset: int | None = None) -> Path:
     """Export ``model`` (eval mode, float32, dynamic batch) to a single ONNX file with
     input ``features (B, F)`` and outputs ``alpha (B,)``, ``weights (B, K)``,
-    ``log_var (B,)``, using the ``torch.export``-based exporter of ``torch.onnx``."""
+    ``log_var (B,)``, using the ``torch.export``-based exporter of ``torch.onnx``. The
+    exporter's stack traces (absolute source paths) are dropped, so the file does not
+    depend on where the repository is checked out."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = _OutputsAsTuple(copy.deepcopy(model).float().eval()).eval()
@@ -248,7 +250,28 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int | None = None) ->
             verbose=False,
             **kw,
         )
+    _drop_stack_traces(path)
     return path
+
+
+_STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(path: Path) -> None:
+    """Remove the exporter's per-node Python stack traces from the ONNX file at ``path``:
+    they hold the absolute paths of the source files, so the same model exported from two
+    checkouts would differ byte for byte (a fresh clone's ``make repro`` would not
+    reproduce ``models/onnx``). Nothing that onnxruntime reads is touched."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    graphs = [proto.graph, *(f for f in proto.functions)]
+    for graph in graphs:
+        for node in graph.node:
+            keep = [p for p in node.metadata_props if p.key != _STACK_TRACE_KEY]
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+    onnx.save(proto, str(path))
 
 
 class _quiet:
