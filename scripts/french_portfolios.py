@@ -30,10 +30,9 @@ def score(
     workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(table, summary)``: each model against the best classical estimator per universe
-    and window (rows ``(model, family, window)``), and per model the mean over the cells of
-    its volatility relative to Ledoit–Wolf's (%, with the SD over cells / √cells: the
-    cells share months, so this SE is a rough guide) and the cells where it is at or
-    below the best classical estimator."""
+    and window (rows ``(model, family, window)``), and per model
+    :func:`shrinklab.evaluation.universe_backtest.cell_summary` (mean volatility relative to
+    Ledoit–Wolf's over the cells, the cells where it is at or below the best classical)."""
     if not models:
         raise ValueError("no model to score")
     estimators = backtest.classical_estimators() | {
@@ -47,15 +46,7 @@ def score(
          .rename(columns={name: "model vol"}) for name, t in tables.items()},
         names=["model"],
     )  # fmt: skip
-    rel = rows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
-    summary = pd.DataFrame(
-        {
-            "rel_vol_vs_lw": rel[list(models)].mean(),
-            "se": rel[list(models)].std(ddof=1) / len(rel) ** 0.5,
-            "cells": len(rel),
-            "cells_at_or_below_best": [int((tables[m]["difference"] <= 0).sum()) for m in models],
-        }
-    )
+    summary = universe_backtest.cell_summary(rows, list(models))
     return table, summary
 
 

@@ -169,14 +169,12 @@ def test_french_portfolio_tables_and_the_scoring_script():
         est, ["net"], (36,), start="2013-01-01"
     )
     rel = rows[rows["estimator"] == "net"]["rel_vol"]
-    np.testing.assert_allclose(summary.loc["net", "rel_vol_vs_lw"], rel.mean(), rtol=1e-12)
+    np.testing.assert_allclose(summary.loc["net", "mean"], rel.mean(), rtol=1e-12)
     np.testing.assert_allclose(
         table.xs("net", level="model")["difference"].to_numpy(),
         tables["net"]["difference"].to_numpy(),
     )
-    assert summary.loc["net", "cells_at_or_below_best"] == int(
-        (tables["net"]["difference"] <= 0).sum()
-    )
+    assert summary.loc["net", "cells won"] == int((tables["net"]["difference"] <= 0).sum())
     with pytest.raises(ValueError, match="not among"):
         universe_backtest.french_portfolio_tables(est, ["missing"], (36,), start="2013-01-01")
     with pytest.raises(ValueError, match="no model"):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from shrinklab.evaluation.scenarios import CLASSICAL, ESTIMATORS, LEARNED, ORACLE, capture_ratio
+from shrinklab.evaluation.universe_backtest import cell_summary
 
 __all__ = [
     "ABLATION_COLUMNS",
@@ -224,38 +225,28 @@ def universe_headline_rows(
 ) -> list[dict[str, str]]:
     """Headline rows for a set of real universes backtested by
     :func:`shrinklab.evaluation.universe_backtest.fold_backtest` (``rows``; e.g. Ken French's
-    portfolios): ``learned`` and each of ``peers``, their volatility relative to
-    ``benchmark``'s averaged over the (family, window) cells with its SE over cells, the
-    classical estimator with the lowest such mean, the paired difference to it, and how
-    many cells ``learned`` is at or below that cell's best classical estimator in."""
-    rel = rows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
-    vol = rows.pivot_table(index=["family", "window"], columns="estimator", values="ann_vol")
-    classical = [e for e in rel.columns if e in ESTIMATORS]
-    for name in (learned, *peers):
-        if name not in rel.columns:
-            raise ValueError(f"{name!r} is not in the universe rows ({list(rel.columns)})")
-    if not classical:
-        raise ValueError("no classical estimator in the universe rows")
-    k = len(rel)
-    best = min(classical, key=lambda e: rel[e].mean())
-    cell_best = vol[classical].min(axis=1)
+    portfolios): ``learned`` and each of ``peers`` as
+    :func:`shrinklab.evaluation.universe_backtest.cell_summary` measures them (mean
+    volatility relative to ``benchmark``'s over the cells ± SE, the classical estimator with
+    the lowest mean, the paired difference to it, the cells won)."""
+    summary = cell_summary(rows, [learned, *peers])
+
+    def pm(v: float, se: float) -> str:
+        return _pm(v, se, 2) if math.isfinite(se) else f"{v:+.2f}"
+
     out = []
-    for name in (learned, *peers):
-        diff = rel[name] - rel[best]
-        se = diff.std(ddof=1) / math.sqrt(k) if k > 1 else math.nan
-        wins = int((vol[name] <= cell_best).sum())
+    for name, r in summary.iterrows():
         out.append(
             {
                 "setting": f"{setting}: {name}" + (" (learned peer)" if name != learned else ""),
                 "metric": f"vol vs {benchmark} %",
-                "best classical": f"{best} {rel[best].mean():+.2f}",
-                "learned": _pm(rel[name].mean(), rel[name].std(ddof=1) / math.sqrt(k), 2)
-                if k > 1
-                else f"{rel[name].mean():+.2f}",
-                "learned − best": _pm(diff.mean(), se, 2) if k > 1 else f"{diff.mean():+.2f}",
+                "best classical": f"{r['best classical']} {r['best mean']:+.2f}",
+                "learned": pm(r["mean"], r["se"]),
+                "learned − best": pm(r["difference"], r["difference se"]),
                 "oracle": "",
                 "goal met": (
-                    ("yes" if wins == k else "no") + f" ({wins} of {k} cells)"
+                    ("yes" if r["cells won"] == r["cells"] else "no")
+                    + f" ({r['cells won']} of {r['cells']} cells)"
                     if name == learned
                     else "(a competitor)"
                 ),

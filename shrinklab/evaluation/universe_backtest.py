@@ -34,6 +34,7 @@ from shrinklab.training.parallel import map_in_processes
 
 __all__ = [
     "best_classical_table",
+    "cell_summary",
     "fold_backtest",
     "fold_table",
     "french_portfolio_tables",
@@ -237,3 +238,38 @@ def french_portfolio_tables(
         for name in learned
     }
     return rows, tables
+
+
+def cell_summary(rows: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Per name of ``names`` (rows of :func:`fold_backtest`, one fold per family, e.g. Ken
+    French's universes): its volatility relative to the benchmark's (``rel_vol``, %)
+    averaged over the (family, window) cells, with the SE over cells (the cells share
+    dates: a rough guide); the classical estimator with the lowest such mean
+    (``best classical``, its ``best mean``) and the paired difference to it with its SE;
+    ``cells`` and ``cells won``, where the name's volatility is at or below the cell's best
+    classical estimator's."""
+    rel = rows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
+    vol = rows.pivot_table(index=["family", "window"], columns="estimator", values="ann_vol")
+    missing = [n for n in names if n not in rel.columns]
+    if missing:
+        raise ValueError(f"{missing} are not among the estimators {list(rel.columns)}")
+    classical = [e for e in classical_estimators() if e in rel.columns]
+    if not classical:
+        raise ValueError(f"no classical estimator among {list(rel.columns)}")
+    k = len(rel)
+    best = min(classical, key=lambda e: rel[e].mean())
+    cell_best = vol[classical].min(axis=1)
+    out = {}
+    for name in names:
+        diff = rel[name] - rel[best]
+        out[name] = {
+            "mean": float(rel[name].mean()),
+            "se": float(rel[name].std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan"),
+            "best classical": best,
+            "best mean": float(rel[best].mean()),
+            "difference": float(diff.mean()),
+            "difference se": float(diff.std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan"),
+            "cells": k,
+            "cells won": int((vol[name] <= cell_best).sum()),
+        }
+    return pd.DataFrame.from_dict(out, orient="index")

@@ -265,8 +265,7 @@ def _drop_stack_traces(path: Path) -> None:
     import onnx
 
     proto = onnx.load(str(path))
-    graphs = [proto.graph, *(f for f in proto.functions)]
-    for graph in graphs:
+    for graph in [proto.graph, *proto.functions]:
         for node in graph.node:
             keep = [p for p in node.metadata_props if p.key != _STACK_TRACE_KEY]
             del node.metadata_props[:]
