@@ -32,6 +32,10 @@ Two parts, validation data only (never 2016–2022, never the public grid):
     OMP_NUM_THREADS=1 python scripts/volatility_timing.py <run root> --folds 2055 --grid
 
 About 2 min for the folds (two workers) and 1 min for the grids on the 2-vCPU VM.
+
+``--rule``: decision 0047's rule (``docs/decisions/0047-pre-tested-volatility-timing.md``)
+for ``c = 1`` with the pre-test: fresh folds of seeds 2069 and 2071, Ken French's
+universes, the selection and wide grids; prints each part and the verdict.
 """
 
 from __future__ import annotations
@@ -42,46 +46,17 @@ import time
 import pandas as pd
 import torch
 
+from shrinklab.core.volatility_timing import (
+    apply_volatility_timing,
+    ewma_weights,
+    log_variance_ratios,
+)
 from shrinklab.data import universes
 from shrinklab.evaluation import backtest, scenarios
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.registry import load_model
 from shrinklab.studies.deploy_rule import FoldSpec, load_rule_data
 from shrinklab.studies.selection_grid import SELECTION_GRID, SELECTION_SEED, WIDE_GRID
-
-
-def ewma_weights(n: int, half_life: float) -> torch.Tensor:
-    """Weights ``(n,)`` of the days of a window, oldest first: ``2^(−age/half_life)``
-    (age 0 for the last day), summing to 1."""
-    if n < 2 or not half_life > 0:
-        raise ValueError(f"need n >= 2 and half_life > 0, got {n}, {half_life}")
-    age = torch.arange(n - 1, -1, -1, dtype=torch.float64)
-    w = torch.pow(torch.tensor(0.5, dtype=torch.float64), age / float(half_life))
-    return w / w.sum()
-
-
-def log_variance_ratios(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(r (B, p), v0 (B, 1))``: ``log`` of weighted over equal-weight variance of each
-    column of the demeaned ``X (B, n, p)`` (0 for a constant column) and its i.i.d.
-    sampling variance ``(κ̂ − 1) Σ (w − 1/n)²`` (module docstring)."""
-    Xc = X - X.mean(-2, keepdim=True)
-    y = Xc.square()
-    m2 = y.mean(-2)
-    live = m2 > 0
-    safe = torch.where(live, m2, torch.ones_like(m2))
-    weighted = (w[:, None] * y).sum(-2)
-    r = torch.where(live, torch.log(torch.where(live, weighted, safe) / safe), torch.zeros_like(m2))
-    kurt = torch.where(live, y.square().mean(-2) / safe.square(), torch.full_like(m2, 3.0))
-    n = X.shape[-2]
-    v0 = (kurt.mean(-1, keepdim=True) - 1.0) * float((w - 1.0 / n).square().sum())
-    return r, v0
-
-
-def james_stein_factor(r: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
-    """Positive-part James–Stein factor ``max(0, 1 − p·v0/Σ r²)`` per row, ``(B, 1)``."""
-    ss = r.square().sum(-1, keepdim=True)
-    p = r.shape[-1]
-    return torch.where(ss > 0, (1.0 - p * v0 / ss.clamp_min(1e-300)).clamp_min(0.0), 0.0 * ss)
 
 
 class VolatilityTiming:
@@ -97,9 +72,10 @@ class VolatilityTiming:
     def __call__(self, X) -> torch.Tensor:
         X = torch.as_tensor(X, dtype=torch.float64)
         S = torch.as_tensor(self.base(X), dtype=torch.float64)
-        r, v0 = log_variance_ratios(X, ewma_weights(X.shape[-2], self.c * X.shape[-2]))
-        f = james_stein_factor(r, v0) if self.pretest else torch.ones_like(v0)
-        d = torch.exp(0.5 * f * r)
+        if self.pretest:
+            return apply_volatility_timing(S, X, self.c)
+        r, _ = log_variance_ratios(X, ewma_weights(X.shape[-2], self.c * X.shape[-2]))
+        d = torch.exp(0.5 * r)
         return S * d[..., :, None] * d[..., None, :]
 
 
@@ -158,11 +134,89 @@ def grid_part(root: str, cs: list[float], reps: int) -> None:
     print("failures (more than one SE below the best classical estimator):", fails.to_dict())
 
 
+RULE_SEEDS = (2069, 2071)
+"""Decision 0047's fold seeds (never used before its rule was declared)."""
+
+
+def _paired(diff: pd.Series) -> tuple[float, float]:
+    return float(diff.mean()), float(diff.std(ddof=1) / len(diff) ** 0.5)
+
+
+def rule_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE_SEEDS) -> bool:
+    """Decision 0047's three conditions for V = ``final.pt`` with pre-tested timing, c = 1,
+    against A = ``final.pt``; prints them and returns whether all hold."""
+    from shrinklab.evaluation.universe_backtest import french_portfolio_tables
+
+    data = load_rule_data(f"{root}/data", cut_test=True)
+    model = load_model(f"{root}/models/final.pt")
+    A = backtest.learned_estimator(model)
+    V = VolatilityTiming(A, 1.0, pretest=True)
+    ests = {**backtest.classical_estimators(), "A": A, "V": V}
+    # 1. fresh cross-universe folds: per fold, V − A of rel_vol averaged over the windows
+    parts = []
+    for seed in seeds:
+        f = FoldSpec(seed=seed)
+        folds = universes.cross_universe_folds(
+            data.returns, data.factor_returns, data.market["index_return"],
+            seed=f.seed, n_splits=f.n_splits, draws=f.draws, start=f.start,
+        )  # fmt: skip
+        rows = ub.fold_backtest(folds, ests, f.windows, workers=workers)
+        rel = rows.pivot_table(index=["fold", "family", "window"], columns="estimator",
+                               values="rel_vol")  # fmt: skip
+        parts.append(rel.assign(seed=seed).set_index("seed", append=True))
+    rel = pd.concat(parts)
+    d = rel["V"] - rel["A"]
+    per_fold = d.groupby(level=["seed", "fold"]).mean()
+    m1, s1 = _paired(per_fold)
+    by_w = {w: _paired(x) for w, x in d.groupby(level="window")}
+    ok1a = m1 < -max(s1, 0.01)
+    ok1b = all(m <= s for m, s in by_w.values())
+    print(f"1. folds, seeds {seeds} ({len(per_fold)} folds): V − A {m1:+.4f} ± {s1:.4f} %"
+          f" of Ledoit–Wolf's volatility (threshold {-max(s1, 0.01):+.4f}): "
+          f"{'holds' if ok1a else 'fails'}")  # fmt: skip
+    for w, (m, s) in by_w.items():
+        print(f"   window {w}: {m:+.4f} ± {s:.4f}")
+    print(f"   no window worse by more than one SE: {'holds' if ok1b else 'fails'}")
+    by_cell = d.groupby(level=["family", "window"]).agg(["mean", "sem"])
+    print(by_cell.round(4).to_string())
+    # 2. Ken French's universes: mean over the 12 cells of V − A (rel_vol, %)
+    frows, _ = french_portfolio_tables(ests, ["A", "V"], workers=workers)
+    frel = frows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
+    m2, s2 = _paired(frel["V"] - frel["A"])
+    ok2 = m2 <= 0
+    print(f"2. French universes ({len(frel)} cells): V − A {m2:+.4f} ± {s2:.4f} %: "
+          f"{'holds' if ok2 else 'fails'}")  # fmt: skip
+    print((frel["V"] - frel["A"]).round(4).to_string())
+    # 3. selection and wide grids
+    df = scenarios.evaluate_grid(
+        SELECTION_GRID + WIDE_GRID, model, n_reps=reps, seed=SELECTION_SEED,
+        extra_estimators={"V": V},
+    )  # fmt: skip
+    rows = df[df.estimator.isin(["learned", "V"])]
+    fails = (rows.diff_best_classical < -rows.diff_se).groupby(rows.estimator).sum()
+    prial = df.pivot(index="scenario", columns="estimator", values="prial")
+    drop = float(prial["learned"].mean() - prial["V"].mean())
+    ok3 = int(fails["V"]) <= int(fails["learned"]) and drop <= 0.25
+    print(prial[["learned", "V", "oracle"]].round(2).to_string())
+    print(f"3. grids: failures A {int(fails['learned'])}, V {int(fails['V'])}; mean PRIAL "
+          f"A {prial['learned'].mean():.2f}, V {prial['V'].mean():.2f} (drop {drop:+.2f}, "
+          f"at most 0.25): {'holds' if ok3 else 'fails'}")  # fmt: skip
+    verdict = ok1a and ok1b and ok2 and ok3
+    print(f"verdict: {'adopt V' if verdict else 'keep A'}")
+    return verdict
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root")
     ap.add_argument("--folds", type=int, action="append", default=[])
     ap.add_argument("--grid", action="store_true")
+    ap.add_argument("--rule", action="store_true", help="decision 0047's rule")
+    ap.add_argument(
+        "--rule-seeds",
+        default=",".join(map(str, RULE_SEEDS)),
+        help="fold seeds of --rule (a dry run on other seeds decides nothing)",
+    )
     ap.add_argument("--c", default="0.5,1")
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
@@ -175,6 +229,8 @@ def main() -> None:
         folds_part(a.root, seed, cs, a.workers)
     if a.grid:
         grid_part(a.root, cs, a.reps)
+    if a.rule:
+        rule_part(a.root, a.workers, a.reps, tuple(int(x) for x in a.rule_seeds.split(",")))
     print(f"{time.time() - t0:.0f} s")
 
 

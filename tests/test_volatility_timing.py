@@ -1,11 +1,14 @@
-"""scripts/volatility_timing.py: the exponentially weighted rescaling and its James–Stein
-pre-test against independent NumPy computations and its own sampling theory."""
+"""shrinklab.core.volatility_timing (and scripts/volatility_timing.py's wrapper): the
+exponentially weighted rescaling and its James–Stein pre-test against independent NumPy
+computations and its own sampling theory; the NumPy and torch backends agree."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from shrinklab.core import volatility_timing as vt
 from tests._scripts import load_script
 
 m = load_script("scripts/volatility_timing.py")
@@ -17,7 +20,7 @@ def _sample_cov(X: torch.Tensor) -> torch.Tensor:
 
 
 def test_weights_halve_every_half_life_and_sum_to_one():
-    w = m.ewma_weights(100, 20.0).numpy()
+    w = vt.ewma_weights(100, 20.0).numpy()
     assert np.isclose(w.sum(), 1.0, rtol=1e-12)
     assert np.isclose(w[-21] / w[-1], 0.5, rtol=1e-12)  # 20 days older: half the weight
     assert np.all(np.diff(w) > 0)  # newer days weigh more
@@ -44,7 +47,7 @@ def test_null_variance_matches_the_spread_of_the_log_ratios_under_iid_returns():
     g = torch.Generator().manual_seed(1)
     n, p = 120, 400
     X = torch.randn(1, n, p, generator=g, dtype=torch.float64)
-    r, v0 = m.log_variance_ratios(X, m.ewma_weights(n, 60.0))
+    r, v0 = vt.log_variance_ratios(X, vt.ewma_weights(n, 60.0))
     # 400 independent columns: the empirical variance of r estimates v0 (delta method)
     assert abs(float(r.var()) / float(v0) - 1.0) < 0.2
 
@@ -54,8 +57,8 @@ def test_pretest_switches_off_in_stationary_worlds_and_on_after_a_volatility_jum
     B, n, p = 200, 120, 30
     X = torch.randn(B, n, p, generator=g, dtype=torch.float64)
     est = m.VolatilityTiming(_sample_cov, c=1.0, pretest=True)
-    r, v0 = m.log_variance_ratios(X, m.ewma_weights(n, float(n)))
-    f = m.james_stein_factor(r, v0)
+    r, v0 = vt.log_variance_ratios(X, vt.ewma_weights(n, float(n)))
+    f = vt.james_stein_factor(r, v0)
     assert float((f == 0).double().mean()) > 0.5  # mostly off under the null
     assert float(f.mean()) < 0.15
     off = int(torch.nonzero(f[:, 0] == 0)[0])  # where the factor is 0, the base is returned
@@ -63,8 +66,8 @@ def test_pretest_switches_off_in_stationary_worlds_and_on_after_a_volatility_jum
     # volatility tripled over the last third of the window: the pre-test lets it through
     Y = X.clone()
     Y[:, -40:] *= 3.0
-    r, v0 = m.log_variance_ratios(Y, m.ewma_weights(n, float(n)))
-    f = m.james_stein_factor(r, v0)
+    r, v0 = vt.log_variance_ratios(Y, vt.ewma_weights(n, float(n)))
+    f = vt.james_stein_factor(r, v0)
     assert float(f.min()) > 0.8
     out = est(Y)
     assert bool(
@@ -80,3 +83,36 @@ def test_constant_columns_stay_constant():
     out = m.VolatilityTiming(_sample_cov, c=1.0, pretest=False)(X)
     assert torch.isfinite(out).all()
     assert float(out[0, 2].abs().max()) == 0.0
+
+
+def test_numpy_and_torch_agree_and_a_single_window_matches_the_batch():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((4, 90, 12))
+    X[:, 60:, :6] *= 2.5  # a volatility jump in half the assets
+    Xc = X - X.mean(1, keepdims=True)
+    S = np.einsum("bni,bnj->bij", Xc, Xc) / X.shape[1]
+    a = vt.apply_volatility_timing(S, X)
+    b = vt.apply_volatility_timing(torch.as_tensor(S), torch.as_tensor(X))
+    assert isinstance(a, np.ndarray) and isinstance(b, torch.Tensor)
+    np.testing.assert_allclose(a, b.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(vt.apply_volatility_timing(S[1], X[1]), a[1], rtol=1e-12)
+    assert not np.allclose(a, S)  # the jump passes the pre-test
+    # independent reference for the pre-test factor: a plain loop over assets
+    n, p = X.shape[1:]
+    w = 0.5 ** (np.arange(n)[::-1] / n)
+    w /= w.sum()
+    x = Xc[0]
+    r = np.array([np.log((w * x[:, i] ** 2).sum() / (x[:, i] ** 2).mean()) for i in range(p)])
+    kurt = np.mean([(x[:, i] ** 4).mean() / (x[:, i] ** 2).mean() ** 2 for i in range(p)])
+    f = max(0.0, 1 - p * (kurt - 1) * ((w - 1 / n) ** 2).sum() / (r**2).sum())
+    np.testing.assert_allclose(np.diag(a[0]) / np.diag(S[0]), np.exp(f * r), rtol=1e-10)
+
+
+def test_bad_input_is_refused():
+    X = np.zeros((30, 3))
+    with pytest.raises(ValueError, match="does not match"):
+        vt.apply_volatility_timing(np.eye(4), X)
+    with pytest.raises(ValueError, match="half_life_ratio"):
+        vt.timing_scales(X, 0.0)
+    with pytest.raises(ValueError, match="need n >= 2"):
+        vt.ewma_weights(1, 1.0)
