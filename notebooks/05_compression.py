@@ -69,6 +69,9 @@ gate_mixing = "soft"
 # family experts whose members are fine-tuned on real returns by finetuned.pt's recipe in the
 # deployed soft mixture (decision 0045; [] = none)
 finetune_experts = ["factor"]
+# final.pt's covariances get the pre-tested volatility timing with this half-life ratio
+# (decision 0047; None = none)
+volatility_timing = 1.0
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -80,6 +83,7 @@ import pandas as pd
 from shrinklab.core.metrics import prial_with_se
 from shrinklab.core.params import notebook_section
 from shrinklab.core.params.finetune import Finetune
+from shrinklab.core.volatility_timing import EXTRA_KEY
 from shrinklab.data import dataset, universes
 from shrinklab.data import returns as returns_data
 from shrinklab.evaluation import backtest, compression, plots, universe_backtest
@@ -372,6 +376,10 @@ save_model(
         "synthetic_choice": incumbent,
         "gate_mixing": gate_mixing if deployed != chosen else "hard",
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
+        # every covariance of final.pt gets the pre-tested volatility timing (decision 0047;
+        # shrinklab.core.volatility_timing.finish_covariance); the rules above compare the
+        # modules without it
+        **({} if volatility_timing is None else {EXTRA_KEY: float(volatility_timing)}),
     },
 )
 save_metrics(

@@ -39,7 +39,10 @@
 # it supersedes 0017, which had switched the portfolio rows to the fine-tuned network
 # after seeing the test period). The fold table, final.pt against the best classical
 # estimator per fold family and window, is in notebook 5's report (section 5.2) and
-# `reports/metrics/compress.json` (`cross_universe_folds`). The fine-tuned network
+# `reports/metrics/compress.json` (`cross_universe_folds`), without the volatility timing
+# that `final.pt` applies after the shrinkage (decision 0047 measured it on fresh folds:
+# docs/decisions/0047-pre-tested-volatility-timing.md); here every `final.pt` row has it,
+# as a user gets it. The fine-tuned network
 # (`models/finetuned.pt`) stays as a secondary, clearly labelled row on real returns.
 # The learned peer (`models/rie_network.pt`, notebook 5b: RIEnet, Bongiorno, Manolakis
 # & Mantegna 2025, trained end to end on pre-2016 realised GMV variance) is one more

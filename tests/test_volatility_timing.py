@@ -116,3 +116,81 @@ def test_bad_input_is_refused():
         vt.timing_scales(X, 0.0)
     with pytest.raises(ValueError, match="need n >= 2"):
         vt.ewma_weights(1, 1.0)
+
+
+# ------------------------------------------------------------ a model file that carries it
+def _model_files(tmp_path):
+    """The same random network saved twice: plain, and with ``extra["volatility_timing"]``."""
+    from shrinklab.core.features import FEATURE_NAMES
+    from shrinklab.core.targets import TARGET_NAMES
+    from shrinklab.models.registry import save_model
+    from tests._forced_model import random_network
+
+    net = random_network(3)
+    plain = save_model(tmp_path / "plain.pt", net, FEATURE_NAMES, TARGET_NAMES)
+    timed = save_model(
+        tmp_path / "timed.pt", net, FEATURE_NAMES, TARGET_NAMES, extra={vt.EXTRA_KEY: 1.0}
+    )
+    return plain, timed
+
+
+def _jumpy_returns(seed: int = 5, n: int = 200, p: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    X = 0.01 * rng.standard_normal((n, p)) @ (np.eye(p) + 0.3)
+    X[n // 2 :] *= 2.0  # volatility doubles half way: the pre-test lets the timing through
+    return X
+
+
+def test_every_path_applies_the_timing_of_a_model_file(tmp_path):
+    from shrinklab.evaluation import backtest
+    from shrinklab.models.registry import load_model
+    from shrinklab.sklearn import MLShrinkageCovariance
+
+    plain, timed = _model_files(tmp_path)
+    X = _jumpy_returns()
+    a = MLShrinkageCovariance(model_path=str(plain)).fit(X).covariance_
+    b = MLShrinkageCovariance(model_path=str(timed)).fit(X).covariance_
+    np.testing.assert_allclose(b, vt.apply_volatility_timing(a, X), rtol=1e-10)
+    assert np.all(np.diag(b) > np.diag(a))  # the recent, higher volatility
+    # rolling fit: each window as a single fit
+    roll = MLShrinkageCovariance(model_path=str(timed)).fit_rolling(X, window=120, step=40)
+    single = MLShrinkageCovariance(model_path=str(timed)).fit(X[40:160]).covariance_
+    np.testing.assert_allclose(roll.covariances[1], single, rtol=1e-8)
+    # the backtest's batched learned estimator
+    Xb = torch.as_tensor(np.stack([X[:120], X[80:]]))
+    est_p = backtest.learned_estimator(load_model(plain))
+    est_t = backtest.learned_estimator(load_model(timed))
+    np.testing.assert_allclose(
+        est_t(Xb).numpy(), vt.apply_volatility_timing(est_p(Xb), Xb).numpy(), rtol=1e-10
+    )
+
+
+def test_scenario_grid_scores_a_timed_model_from_its_matrices(tmp_path):
+    from shrinklab.core import metrics
+    from shrinklab.data.synthetic import make_scenario
+    from shrinklab.evaluation import backtest, scenarios
+    from shrinklab.models.registry import load_model
+
+    plain, timed = _model_files(tmp_path)
+    spec = {"family": "factor", "p": 12, "n": 40, "n_factors": 2}
+    mp, mt = load_model(plain), load_model(timed)
+    rp = scenarios.evaluate_scenario(spec, mp, 20, 11)
+    rt = scenarios.evaluate_scenario(spec, mt, 20, 11)
+    # the plain model's quadratic-form loss equals the loss of its matrices
+    sigma, X = make_scenario(spec, 20, 11)
+    lp = metrics.frobenius_loss(backtest.learned_estimator(mp)(X), sigma).numpy()
+    np.testing.assert_allclose(rp["losses"]["learned"], lp, rtol=1e-6)  # quadratic form: round-off
+    lt = metrics.frobenius_loss(backtest.learned_estimator(mt)(X), sigma).numpy()
+    np.testing.assert_allclose(rt["losses"]["learned"], lt, rtol=1e-6)
+    # the pre-test lets the timing through in some replications even in i.i.d. worlds
+    assert np.abs(lt / lp - 1).max() > 1e-4
+    np.testing.assert_allclose(rt["losses"]["oas"], rp["losses"]["oas"])
+
+
+def test_a_bad_timing_in_a_model_file_is_refused():
+    class M:
+        extra = {vt.EXTRA_KEY: -1.0}
+
+    with pytest.raises(ValueError, match="half-life ratio"):
+        vt.volatility_timing_of(M())
+    assert vt.volatility_timing_of(object()) is None

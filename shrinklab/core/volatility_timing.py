@@ -21,8 +21,12 @@ are no larger than their sampling noise, ``f`` is 0 and ``Σ̂`` is returned unc
 (a pre-test: the rescaling switches itself off); after a volatility shift common to
 many assets ``f`` approaches 1. A zero-variance asset keeps ``r_i = 0``.
 
-Research log, "Exploration: recency-weighted volatilities"; decision 0047 records
-whether the deployed estimator applies it.
+Research log, "Exploration: recency-weighted volatilities"; adopted for the deployed
+estimator by decision 0047 (``docs/decisions/0047-pre-tested-volatility-timing.md``). A
+model file carries it as ``extra["volatility_timing"]`` (the half-life ratio ``c``);
+:func:`finish_covariance` is the one place where a model's covariance gets it, called by
+every path that turns a model into a covariance (``shrinklab.models.estimate``, the
+backtest's learned estimator, the scenario grids).
 
 Backend-generic (:mod:`shrinklab.core.xp`): torch tensors and NumPy arrays, batched
 ``(B, n, p)`` or single ``(n, p)``.
@@ -30,6 +34,7 @@ Backend-generic (:mod:`shrinklab.core.xp`): torch tensors and NumPy arrays, batc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,9 @@ from shrinklab.core.xp import NUMPY, ops
 
 __all__ = [
     "DEFAULT_HALF_LIFE_RATIO",
+    "EXTRA_KEY",
+    "finish_covariance",
+    "volatility_timing_of",
     "ewma_weights",
     "james_stein_factor",
     "log_variance_ratios",
@@ -48,6 +56,9 @@ __all__ = [
 
 DEFAULT_HALF_LIFE_RATIO = 1.0
 """Half-life of the weights as a multiple of the window length ``n`` (``c`` above)."""
+
+EXTRA_KEY = "volatility_timing"
+"""The key of a model file's ``extra`` that holds its half-life ratio (absent: no timing)."""
 
 
 def ewma_weights(n: int, half_life: float, like: Any = None) -> Any:
@@ -124,3 +135,23 @@ def apply_volatility_timing(
     d = timing_scales(X, half_life_ratio)
     d = ops(cov).to(d, cov)
     return cov * d[..., :, None] * d[..., None, :]
+
+
+def volatility_timing_of(model: Any) -> float | None:
+    """The half-life ratio of the timing ``model``'s estimates apply (its
+    ``extra["volatility_timing"]``, set by the file it was loaded from), or ``None``."""
+    extra = getattr(model, "extra", None)
+    value = extra.get(EXTRA_KEY) if isinstance(extra, Mapping) else None
+    if value is None:
+        return None
+    ratio = float(value)
+    if not ratio > 0 or ratio != ratio:
+        raise ValueError(f"model's {EXTRA_KEY} must be a half-life ratio > 0, got {value!r}")
+    return ratio
+
+
+def finish_covariance(model: Any, cov: Any, X: Any) -> Any:
+    """``model``'s covariance estimates ``cov (…, p, p)`` of the returns ``X (…, n, p)``:
+    unchanged, or with the pre-tested volatility timing when the model carries it."""
+    ratio = volatility_timing_of(model)
+    return cov if ratio is None else apply_volatility_timing(cov, X, ratio)

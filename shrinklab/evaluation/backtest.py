@@ -55,6 +55,7 @@ from shrinklab.core import estimators as _est
 from shrinklab.core.features import extract_features
 from shrinklab.core.progress import report
 from shrinklab.core.targets import combine, shrinkage_targets
+from shrinklab.core.volatility_timing import finish_covariance
 from shrinklab.data.real_windows import gmv_weights, regime_codes
 
 __all__ = [
@@ -112,7 +113,8 @@ def batched(fn: Callable[..., Any], *, wants_dates: bool = False) -> Callable[..
 
 
 class _LearnedEstimate:
-    """``Σ̂ = S + Σ_k α π_k (T_k − S)`` from ``model`` (:func:`learned_estimator`)."""
+    """``Σ̂ = S + Σ_k α π_k (T_k − S)`` from ``model`` (:func:`learned_estimator`), finished by
+    :func:`shrinklab.core.volatility_timing.finish_covariance`."""
 
     def __init__(
         self, model: Any, regimes: pd.Series | None, returns_index: pd.DatetimeIndex | None
@@ -143,7 +145,7 @@ class _LearnedEstimate:
             )
         out = self.model.predict(shared["feats"], regime)
         w = out.intensities.detach().to("cpu", torch.float64)
-        return combine(shared["S"], shared["T"], w)
+        return finish_covariance(self.model, combine(shared["S"], shared["T"], w), X)
 
 
 def learned_estimator(
@@ -152,7 +154,8 @@ def learned_estimator(
     """Batched estimator ``Σ̂ = S + Σ_k α π_k (T_k − S)`` from a trained model.
 
     ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
-    (network, ensemble, compressed model). Features
+    (network, ensemble, compressed model); a model file that carries the volatility timing
+    (decision 0047) gets it (:func:`shrinklab.core.volatility_timing.finish_covariance`). Features
     (:func:`shrinklab.core.features.extract_features`) and targets
     (:func:`shrinklab.core.targets.shrinkage_targets`) of every window are computed in one
     batch. With ``regimes`` (codes by date, :func:`shrinklab.data.returns.market_regimes`)

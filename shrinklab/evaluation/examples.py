@@ -13,6 +13,7 @@ from shrinklab.core import estimators as classical_estimators
 from shrinklab.core.features import extract_features
 from shrinklab.core.targets import combine, shrinkage_targets
 from shrinklab.core.validation import center
+from shrinklab.core.volatility_timing import finish_covariance
 from shrinklab.data.synthetic import make_scenario
 from shrinklab.evaluation.feasibility import constant_oracle
 from shrinklab.evaluation.scenarios import (
@@ -96,5 +97,7 @@ def example_matrices(
             else:
                 w = torch.as_tensor(constant_oracle(result)["weights"])[None]
             M = combine(S, T, w.to(S.dtype))
+            if e == LEARNED:
+                M = finish_covariance(model, M, X)
         out[e] = M[0].numpy()
     return out

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shrinklab.core.volatility_timing import EXTRA_KEY
 from shrinklab.models.persistence import load_model_payload
 
 __all__ = ["bundle_model", "model_card", "sha256_of"]
@@ -148,6 +149,17 @@ def model_card(
         f"({len(payload['feature_names'])} p-agnostic features of the returns).",
         "- Output: the intensity α and target weights π of "
         "Σ̂ = S + Σ_k α π_k (T_k − S), from which `MLShrinkageCovariance` builds Σ̂.",
+        *(
+            [
+                "- Volatility timing (decision 0047): Σ̂'s correlations are kept and its "
+                "volatilities rescaled towards exponentially weighted ones (half-life "
+                f"{float(extra[EXTRA_KEY]):g} × the window), by a James–Stein pre-test that "
+                "leaves Σ̂ unchanged when the volatilities show no more than sampling noise "
+                "(`shrinklab.core.volatility_timing`)."
+            ]
+            if extra.get(EXTRA_KEY) is not None
+            else []
+        ),
         "",
         "## Training data",
         *_training_data(extra, payload.get("config", {})),

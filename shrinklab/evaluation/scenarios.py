@@ -91,8 +91,9 @@ from shrinklab.core import metrics
 from shrinklab.core.features import extract_features
 from shrinklab.core.metrics import quadratic_form_loss, ratio_se
 from shrinklab.core.progress import report
-from shrinklab.core.targets import TARGET_NAMES, quadratic_form, shrinkage_targets
+from shrinklab.core.targets import TARGET_NAMES, combine, quadratic_form, shrinkage_targets
 from shrinklab.core.validation import center
+from shrinklab.core.volatility_timing import finish_covariance, volatility_timing_of
 from shrinklab.data.synthetic import make_scenario
 
 __all__ = [
@@ -223,6 +224,9 @@ def evaluate_scenario(
     ``name``; ``seed`` is passed to ``make_scenario`` as is (``evaluate_grid``
     derives it per scenario).  ``model`` (may be ``None``: classical estimators
     only) and ``ensemble`` have ``predict(features) -> ShrinkageOutput``.
+    A model file that carries the volatility timing (decision 0047;
+    :func:`shrinklab.core.volatility_timing.finish_covariance`) is scored from its finished
+    matrices; ``gap_intensity`` and ``gap_mix`` then describe its shrinkage part.
     ``extra_estimators`` adds batched estimators ``f(X (B, n, p)) -> (B, p, p)`` by name
     (e.g. the learned peer, :meth:`shrinklab.models.rie_network.RIENetwork.estimate`),
     scored from their matrices like the classical ones; kind ``"peer"``, with a paired
@@ -254,6 +258,7 @@ def evaluate_scenario(
     names = [*direct, FSOPT, ORACLE]
     learned = {LEARNED: model, ENSEMBLE: ensemble}
     learned = {k: m for k, m in learned.items() if m is not None}
+    timed = {k for k, m in learned.items() if volatility_timing_of(m) is not None}
     names += list(learned)
     losses: dict[str, list[torch.Tensor]] = {k: [] for k in names}
     extra: dict[str, list[torch.Tensor]] = {
@@ -275,10 +280,17 @@ def evaluate_scenario(
         extra["c"].append(c)
         if learned:
             feats = extract_features(X)
+        if timed:
+            _, S = center(X)
+            T = shrinkage_targets(X)
         for k, m in learned.items():
             alpha, weights, log_var = predict_outputs(m, feats)
             w = alpha[:, None] * weights
-            losses[k].append(quadratic_form_loss(w, G, c, d))
+            if k in timed:  # not a quadratic form of w: scored from its matrices
+                cov = finish_covariance(m, combine(S, T, w.to(S.dtype)), X)
+                losses[k].append(metrics.frobenius_loss(cov, sigma))
+            else:
+                losses[k].append(quadratic_form_loss(w, G, c, d))
             if k == LEARNED:
                 a_star = w_star.sum(-1)
                 pos = a_star > 0

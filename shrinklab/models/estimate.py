@@ -1,5 +1,6 @@
 """The learned shrinkage estimate of returns under a loaded model: features, the model's
-``(α, π)`` and ``Σ̂ = S + Σ_k α π_k (T_k − S)``, for one sample (NumPy on CPU, or torch)
+``(α, π)`` and ``Σ̂ = S + Σ_k α π_k (T_k − S)`` (volatilities rescaled by the pre-tested timing
+of :mod:`shrinklab.core.volatility_timing` when the model file carries it), for one sample (NumPy on CPU, or torch)
 and for every rolling window of a return series (batched). The scikit-learn and skfolio
 estimators of :mod:`shrinklab.sklearn` call these; the formulas live in
 :mod:`shrinklab.core` (targets: Ledoit & Wolf 2003, 2004, 2022)."""
@@ -27,6 +28,7 @@ from shrinklab.core.targets import (
     single_factor_target,
 )
 from shrinklab.core.validation import as_returns
+from shrinklab.core.volatility_timing import finish_covariance
 from shrinklab.core.xp import ops
 from shrinklab.models.numpy_forward import numpy_predict
 
@@ -200,6 +202,7 @@ def numpy_estimate(model: nn.Module, X: np.ndarray) -> MLShrinkageEstimate:
         feats = features_of(stats)
     alpha, weights, log_var = _predict(model, feats, names, None)
     cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * weights))[0]
+    cov = finish_covariance(model, cov, X)
     return MLShrinkageEstimate(
         covariance=cov,
         location=X.mean(0),
@@ -215,7 +218,9 @@ def numpy_estimate(model: nn.Module, X: np.ndarray) -> MLShrinkageEstimate:
 def ml_shrinkage_estimate(
     model: nn.Module, X: Any, *, assume_centered: bool = False, device: Any = "cpu"
 ) -> MLShrinkageEstimate:
-    """``Σ̂ = S + Σ_k α π_k (T_k − S)`` for returns ``X (n, p)`` with ``(α, π)`` from ``model``.
+    """``Σ̂ = S + Σ_k α π_k (T_k − S)`` for returns ``X (n, p)`` with ``(α, π)`` from ``model``
+    (with the pre-tested volatility timing when the model file carries it:
+    :func:`shrinklab.core.volatility_timing.finish_covariance`, decision 0047).
 
     ``model`` is anything with ``predict(features, regime=None) -> ShrinkageOutput``
     and a ``target_names`` attribute (default :data:`shrinklab.core.targets.TARGET_NAMES`).
@@ -238,6 +243,7 @@ def ml_shrinkage_estimate(
     else:
         cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), w))[0]
         location = Xt[0].mean(0)
+    cov = finish_covariance(model, cov, Xt[0])
     return MLShrinkageEstimate(
         covariance=cov.cpu().numpy(),
         location=location.cpu().numpy(),
@@ -317,7 +323,7 @@ def rolling_estimate(
             feats = features_of(stats)
         alpha, wts, _ = _predict(model, feats, names, dev)
         cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * wts))
-        covs.append(_numpy(cov))
+        covs.append(_numpy(finish_covariance(model, cov, Xb)))
         alphas.append(_numpy(alpha))
         weights.append(_numpy(wts))
     labels = ends - 1 if index is None else index[ends - 1]

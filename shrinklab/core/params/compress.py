@@ -36,6 +36,9 @@ class Compress(Section):
     # family experts whose members are fine-tuned on real returns, by finetuned.pt's recipe,
     # in the deployed soft mixture (docs/decisions/0045-fine-tuned-sp500-expert.md; [] = none)
     finetune_experts: list[str] = mutable_default(["factor"])
+    # final.pt's covariances get the pre-tested volatility timing with this half-life ratio
+    # (docs/decisions/0047-pre-tested-volatility-timing.md; null = none)
+    volatility_timing: float | None = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,6 +51,11 @@ class Compress(Section):
             raise ValueError(
                 "params section 'compress': finetune_experts needs gate_mixing = 'soft' "
                 "(decision 0045 measured the fine-tuned experts in the soft mixture)"
+            )
+        if self.volatility_timing is not None and not float(self.volatility_timing) > 0:
+            raise ValueError(
+                f"params section 'compress': volatility_timing = {self.volatility_timing!r} "
+                "must be a half-life ratio > 0 or null"
             )
         if self.gate_mixing not in MIXINGS:
             raise ValueError(
