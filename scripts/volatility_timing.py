@@ -74,7 +74,7 @@ class VolatilityTiming:
         S = torch.as_tensor(self.base(X), dtype=torch.float64)
         if self.pretest:
             return apply_volatility_timing(S, X, self.c)
-        r, _ = log_variance_ratios(X, ewma_weights(X.shape[-2], self.c * X.shape[-2]))
+        r, _, _ = log_variance_ratios(X, ewma_weights(X.shape[-2], self.c * X.shape[-2]))
         d = torch.exp(0.5 * r)
         return S * d[..., :, None] * d[..., None, :]
 

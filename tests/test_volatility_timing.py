@@ -47,7 +47,7 @@ def test_null_variance_matches_the_spread_of_the_log_ratios_under_iid_returns():
     g = torch.Generator().manual_seed(1)
     n, p = 120, 400
     X = torch.randn(1, n, p, generator=g, dtype=torch.float64)
-    r, v0 = vt.log_variance_ratios(X, vt.ewma_weights(n, 60.0))
+    r, v0, _ = vt.log_variance_ratios(X, vt.ewma_weights(n, 60.0))
     # 400 independent columns: the empirical variance of r estimates v0 (delta method)
     assert abs(float(r.var()) / float(v0) - 1.0) < 0.2
 
@@ -57,7 +57,7 @@ def test_pretest_switches_off_in_stationary_worlds_and_on_after_a_volatility_jum
     B, n, p = 200, 120, 30
     X = torch.randn(B, n, p, generator=g, dtype=torch.float64)
     est = m.VolatilityTiming(_sample_cov, c=1.0, pretest=True)
-    r, v0 = vt.log_variance_ratios(X, vt.ewma_weights(n, float(n)))
+    r, v0, _ = vt.log_variance_ratios(X, vt.ewma_weights(n, float(n)))
     f = vt.james_stein_factor(r, v0)
     assert float((f == 0).double().mean()) > 0.5  # mostly off under the null
     assert float(f.mean()) < 0.15
@@ -66,7 +66,7 @@ def test_pretest_switches_off_in_stationary_worlds_and_on_after_a_volatility_jum
     # volatility tripled over the last third of the window: the pre-test lets it through
     Y = X.clone()
     Y[:, -40:] *= 3.0
-    r, v0 = vt.log_variance_ratios(Y, vt.ewma_weights(n, float(n)))
+    r, v0, _ = vt.log_variance_ratios(Y, vt.ewma_weights(n, float(n)))
     f = vt.james_stein_factor(r, v0)
     assert float(f.min()) > 0.8
     out = est(Y)
@@ -194,3 +194,17 @@ def test_a_bad_timing_in_a_model_file_is_refused():
     with pytest.raises(ValueError, match="half-life ratio"):
         vt.volatility_timing_of(M())
     assert vt.volatility_timing_of(object()) is None
+
+
+def test_a_constant_column_whose_mean_rounds_off_counts_nowhere():
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((20, 6)) * 0.01
+    X[12:] *= 2.0
+    X[:, 2] = 0.02  # its mean rounds off, so the demeaned column is ~1e-18, not 0
+    assert np.abs(X[:, 2] - X[:, 2].mean()).max() > 0  # the case this test is about
+    live = np.delete(X, 2, axis=1)
+    d = vt.timing_scales(X)
+    d_live = vt.timing_scales(live)
+    assert d[2] == 1.0
+    np.testing.assert_allclose(np.delete(d, 2), d_live, rtol=1e-13)
+    np.testing.assert_allclose(vt.timing_scales(torch.as_tensor(X)).numpy(), d, rtol=1e-12)

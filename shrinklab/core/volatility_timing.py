@@ -19,7 +19,8 @@ days, the window's mean removed first), and ``f`` the positive-part James–Stei
 (``κ̂``: the mean over assets of ``m₄ / m₂²``). In a stationary window the log-ratios
 are no larger than their sampling noise, ``f`` is 0 and ``Σ̂`` is returned unchanged
 (a pre-test: the rescaling switches itself off); after a volatility shift common to
-many assets ``f`` approaches 1. A zero-variance asset keeps ``r_i = 0``.
+many assets ``f`` approaches 1. A constant asset (zero variance up to the rounding of
+demeaning) keeps ``r_i = 0`` and counts in neither ``p`` nor ``κ̂``.
 
 Research log, "Exploration: recency-weighted volatilities"; adopted for the deployed
 estimator by decision 0047 (``docs/decisions/0047-pre-tested-volatility-timing.md``). A
@@ -76,31 +77,38 @@ def ewma_weights(n: int, half_life: float, like: Any = None) -> Any:
     return torch.as_tensor(w, dtype=torch.float64, device=device)
 
 
-def log_variance_ratios(X: Any, w: Any) -> tuple[Any, Any]:
-    """``(r (…, p), v0 (…, 1))`` for returns ``X (…, n, p)`` and day weights ``w (n,)``:
-    the log of each column's weighted over equal-weight variance (0 for a constant
-    column) and its i.i.d. sampling variance ``(κ̂ − 1) Σ (w − 1/n)²``."""
+def log_variance_ratios(X: Any, w: Any) -> tuple[Any, Any, Any]:
+    """``(r (…, p), v0 (…, 1), p_live (…, 1))`` for returns ``X (…, n, p)`` and day weights
+    ``w (n,)``: the log of each column's weighted over equal-weight variance, its i.i.d.
+    sampling variance ``(κ̂ − 1) Σ (w − 1/n)²`` (``κ̂`` averaged over the live columns) and
+    the number of live columns. A column is constant (not live; ``r = 0``) when its
+    demeaned values are no larger than the rounding error of demeaning,
+    ``n · eps · max|x|``: a column of one repeated value whose mean rounds off is
+    constant in every backend."""
     xp = ops(X)
     n = X.shape[-2]
     Xc = X - xp.mean(X, -2, keepdim=True)
     y = xp.square(Xc)
     m2 = xp.mean(y, -2)
-    live = m2 > 0
-    safe = xp.where(live, m2, xp.ones_like(m2))
+    eps, _ = xp.finfo(X)
+    live = m2 > xp.square(n * eps * xp.amax(xp.maximum(X, -X), -2))
+    one, zero = xp.ones_like(m2), xp.zeros_like(m2)
+    safe = xp.where(live, m2, one)
     weighted = xp.sum(w[:, None] * y, -2)
-    r = xp.where(live, xp.log(xp.where(live, weighted, safe) / safe), xp.zeros_like(m2))
-    kurt = xp.where(live, xp.mean(xp.square(y), -2) / xp.square(safe), xp.full_like(m2, 3.0))
+    r = xp.where(live, xp.log(xp.where(live, weighted, safe) / safe), zero)
+    excess = xp.where(live, xp.mean(xp.square(y), -2) / xp.square(safe) - 1.0, zero)
+    p_live = xp.sum(xp.where(live, one, zero), -1, keepdim=True)
     spread = float(((w - 1.0 / n) ** 2).sum())
-    v0 = (xp.mean(kurt, -1, keepdim=True) - 1.0) * spread
-    return r, v0
+    v0 = xp.sum(excess, -1, keepdim=True) / xp.clamp_min(p_live, 1.0) * spread
+    return r, v0, p_live
 
 
-def james_stein_factor(r: Any, v0: Any) -> Any:
+def james_stein_factor(r: Any, v0: Any, p: Any = None) -> Any:
     """Positive-part James–Stein factor ``max(0, 1 − p·v0 / Σ r²)`` per row, ``(…, 1)``
-    (0 where every ``r`` is 0)."""
+    (0 where every ``r`` is 0); ``p``: the number of live columns (default: all)."""
     xp = ops(r)
     ss = xp.sum(xp.square(r), -1, keepdim=True)
-    p = r.shape[-1]
+    p = r.shape[-1] if p is None else p
     f = xp.clamp_min(1.0 - p * v0 / xp.clamp_min(ss, 1e-300), 0.0)
     return xp.where(ss > 0, f, xp.zeros_like(ss))
 
@@ -115,8 +123,8 @@ def timing_scales(X: Any, half_life_ratio: float = DEFAULT_HALF_LIFE_RATIO) -> A
         raise ValueError(f"need at least 2 observations, got {n}")
     w = ewma_weights(n, float(half_life_ratio) * n, like=X)
     w = xp.to(w, X)
-    r, v0 = log_variance_ratios(X, w)
-    return xp.exp(0.5 * james_stein_factor(r, v0) * r)
+    r, v0, p_live = log_variance_ratios(X, w)
+    return xp.exp(0.5 * james_stein_factor(r, v0, p_live) * r)
 
 
 def apply_volatility_timing(
