@@ -36,6 +36,8 @@ About 2 min for the folds (two workers) and 1 min for the grids on the 2-vCPU VM
 ``--rule``: decision 0047's rule (``docs/decisions/0047-pre-tested-volatility-timing.md``)
 for ``c = 1`` with the pre-test: fresh folds of seeds 2069 and 2071, Ken French's
 universes, the selection and wide grids; prints each part and the verdict.
+``--rule48``: decision 0048's rule (``docs/decisions/0048-split-volatility-pretest.md``): the
+split pre-test against 0047's pooled one, fresh folds of seeds 2073 and 2075.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ import pandas as pd
 import torch
 
 from shrinklab.core.volatility_timing import (
+    EXTRA_KEY,
+    PRETEST_KEY,
     apply_volatility_timing,
     ewma_weights,
     log_variance_ratios,
@@ -66,17 +70,27 @@ class VolatilityTiming:
     batched = True
     wants_dates = False
 
-    def __init__(self, base, c: float = 1.0, pretest: bool = True) -> None:
-        self.base, self.c, self.pretest = base, float(c), bool(pretest)
+    def __init__(self, base, c: float = 1.0, pretest: bool | str = True) -> None:
+        # pretest: False (plain), True or "pooled" (decision 0047), "split" (0048)
+        self.base, self.c = base, float(c)
+        self.pretest = "pooled" if pretest is True else pretest
 
     def __call__(self, X) -> torch.Tensor:
         X = torch.as_tensor(X, dtype=torch.float64)
         S = torch.as_tensor(self.base(X), dtype=torch.float64)
         if self.pretest:
-            return apply_volatility_timing(S, X, self.c)
+            return apply_volatility_timing(S, X, self.c, self.pretest)
         r, _, _ = log_variance_ratios(X, ewma_weights(X.shape[-2], self.c * X.shape[-2]))
         d = torch.exp(0.5 * r)
         return S * d[..., :, None] * d[..., None, :]
+
+
+def untimed_final(root: str):
+    """``final.pt`` without the volatility timing its file may carry (the base that the
+    timing variants wrap)."""
+    model = load_model(f"{root}/models/final.pt")
+    model.extra = {k: v for k, v in model.extra.items() if k not in (EXTRA_KEY, PRETEST_KEY)}
+    return model
 
 
 def variants(name: str, base, cs: list[float]) -> dict:
@@ -89,7 +103,7 @@ def variants(name: str, base, cs: list[float]) -> dict:
 
 def folds_part(root: str, seed: int, cs: list[float], workers: int) -> None:
     data = load_rule_data(f"{root}/data", cut_test=True)
-    final = backtest.learned_estimator(load_model(f"{root}/models/final.pt"))
+    final = backtest.learned_estimator(untimed_final(root))
     lw = backtest.classical_estimators()["ledoit_wolf"]
     ests = {
         "ledoit_wolf": lw,
@@ -118,7 +132,7 @@ def folds_part(root: str, seed: int, cs: list[float], workers: int) -> None:
 
 
 def grid_part(root: str, cs: list[float], reps: int) -> None:
-    model = load_model(f"{root}/models/final.pt")
+    model = untimed_final(root)
     final = backtest.learned_estimator(model)
     extra = {k: v for k, v in variants("final", final, cs).items()}
     df = scenarios.evaluate_grid(
@@ -148,7 +162,7 @@ def rule_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE_
     from shrinklab.evaluation.universe_backtest import french_portfolio_tables
 
     data = load_rule_data(f"{root}/data", cut_test=True)
-    model = load_model(f"{root}/models/final.pt")
+    model = untimed_final(root)
     A = backtest.learned_estimator(model)
     V = VolatilityTiming(A, 1.0, pretest=True)
     ests = {**backtest.classical_estimators(), "A": A, "V": V}
@@ -206,12 +220,83 @@ def rule_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE_
     return verdict
 
 
+RULE48_SEEDS = (2073, 2075)
+"""Decision 0048's fold seeds (never used before its rule was declared)."""
+
+
+def rule48_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE48_SEEDS) -> bool:
+    """Decision 0048's three conditions for S (the split pre-test) against P (0047's pooled
+    pre-test, deployed), both c = 1 on ``final.pt``'s networks (A: without timing)."""
+    from shrinklab.evaluation.universe_backtest import french_portfolio_tables
+
+    data = load_rule_data(f"{root}/data", cut_test=True)
+    model = untimed_final(root)
+    A = backtest.learned_estimator(model)
+    P = VolatilityTiming(A, 1.0, pretest="pooled")
+    S = VolatilityTiming(A, 1.0, pretest="split")
+    ests = {**backtest.classical_estimators(), "A": A, "P": P, "S": S}
+    parts = []
+    for seed in seeds:
+        f = FoldSpec(seed=seed)
+        folds = universes.cross_universe_folds(
+            data.returns, data.factor_returns, data.market["index_return"],
+            seed=f.seed, n_splits=f.n_splits, draws=f.draws, start=f.start,
+        )  # fmt: skip
+        rows = ub.fold_backtest(folds, ests, f.windows, workers=workers)
+        rel = rows.pivot_table(index=["fold", "family", "window"], columns="estimator",
+                               values="rel_vol")  # fmt: skip
+        parts.append(rel.assign(seed=seed).set_index("seed", append=True))
+    rel = pd.concat(parts)
+    d_sp = rel["S"] - rel["P"]
+    d_sa = rel["S"] - rel["A"]
+    m_sp, s_sp = _paired(d_sp.groupby(level=["seed", "fold"]).mean())
+    m_sa, s_sa = _paired(d_sa.groupby(level=["seed", "fold"]).mean())
+    m_pa, s_pa = _paired((rel["P"] - rel["A"]).groupby(level=["seed", "fold"]).mean())
+    ok1a = m_sp <= max(s_sp, 0.01)
+    ok1b = m_sa < -max(s_sa, 0.01)
+    n_folds = len(d_sp.groupby(level=["seed", "fold"]).mean())
+    print(f"1. folds, seeds {seeds} ({n_folds} folds), % of Ledoit–Wolf's volatility:")
+    print(f"   S − P {m_sp:+.4f} ± {s_sp:.4f} (at most {max(s_sp, 0.01):+.4f}): "
+          f"{'holds' if ok1a else 'fails'}")  # fmt: skip
+    print(f"   S − A {m_sa:+.4f} ± {s_sa:.4f} (below {-max(s_sa, 0.01):+.4f}): "
+          f"{'holds' if ok1b else 'fails'}; P − A {m_pa:+.4f} ± {s_pa:.4f}")  # fmt: skip
+    for name, d in (("S − P", d_sp), ("S − A", d_sa)):
+        by_w = ", ".join(f"{w}: {m:+.4f} ± {s:.4f}" for w, (m, s) in
+                         ((w, _paired(x)) for w, x in d.groupby(level="window")))  # fmt: skip
+        print(f"   {name} by window: {by_w}")
+    print(pd.concat({"S − P": d_sp, "S − A": d_sa}, axis=1)
+          .groupby(level=["family", "window"]).mean().round(4).to_string())  # fmt: skip
+    frows, _ = french_portfolio_tables(ests, ["A", "P", "S"], workers=workers)
+    frel = frows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
+    m2, s2 = _paired(frel["S"] - frel["P"])
+    ok2 = m2 <= max(s2, 0.01)
+    print(f"2. French universes ({len(frel)} cells): S − P {m2:+.4f} ± {s2:.4f} "
+          f"(at most {max(s2, 0.01):+.4f}): {'holds' if ok2 else 'fails'}")  # fmt: skip
+    df = scenarios.evaluate_grid(
+        SELECTION_GRID + WIDE_GRID, model, n_reps=reps, seed=SELECTION_SEED,
+        extra_estimators={"P": P, "S": S},
+    )  # fmt: skip
+    rows = df[df.estimator.isin(["learned", "P", "S"])]
+    fails = (rows.diff_best_classical < -rows.diff_se).groupby(rows.estimator).sum()
+    prial = df.pivot(index="scenario", columns="estimator", values="prial")
+    ok3 = int(fails["S"]) <= int(fails["P"]) and prial["S"].mean() >= prial["P"].mean()
+    print(prial[["learned", "P", "S", "oracle"]].round(2).to_string())
+    print(f"3. grids: failures A {int(fails['learned'])}, P {int(fails['P'])}, S "
+          f"{int(fails['S'])}; mean PRIAL A {prial['learned'].mean():.3f}, P "
+          f"{prial['P'].mean():.3f}, S {prial['S'].mean():.3f}: "
+          f"{'holds' if ok3 else 'fails'}")  # fmt: skip
+    verdict = ok1a and ok1b and ok2 and ok3
+    print(f"verdict: {'adopt S' if verdict else 'keep P'}")
+    return verdict
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root")
     ap.add_argument("--folds", type=int, action="append", default=[])
     ap.add_argument("--grid", action="store_true")
     ap.add_argument("--rule", action="store_true", help="decision 0047's rule")
+    ap.add_argument("--rule48", action="store_true", help="decision 0048's rule")
     ap.add_argument(
         "--rule-seeds",
         default=",".join(map(str, RULE_SEEDS)),
@@ -229,6 +314,13 @@ def main() -> None:
         folds_part(a.root, seed, cs, a.workers)
     if a.grid:
         grid_part(a.root, cs, a.reps)
+    if a.rule48:
+        seeds = (
+            RULE48_SEEDS
+            if a.rule_seeds == ",".join(map(str, RULE_SEEDS))
+            else tuple(int(x) for x in a.rule_seeds.split(","))
+        )
+        rule48_part(a.root, a.workers, a.reps, seeds)
     if a.rule:
         rule_part(a.root, a.workers, a.reps, tuple(int(x) for x in a.rule_seeds.split(",")))
     print(f"{time.time() - t0:.0f} s")

@@ -208,3 +208,72 @@ def test_a_constant_column_whose_mean_rounds_off_counts_nowhere():
     assert d[2] == 1.0
     np.testing.assert_allclose(np.delete(d, 2), d_live, rtol=1e-13)
     np.testing.assert_allclose(vt.timing_scales(torch.as_tensor(X)).numpy(), d, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ the split pre-test
+def test_split_pretest_matches_a_plain_reference_and_both_backends():
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((3, 60, 7)) * 0.01
+    X[:, 40:] *= 1.8  # a common volatility rise
+    X[:, 40:, :2] *= 1.5  # and a further one in two assets
+    a = vt.split_log_scales(X, vt.ewma_weights(60, 60.0, like=X))
+    b = vt.split_log_scales(torch.as_tensor(X), vt.ewma_weights(60, 60.0))
+    np.testing.assert_allclose(a, b.numpy(), rtol=1e-12, atol=1e-15)
+    # independent reference: loops over days and assets
+    n, p = 60, 7
+    w = 0.5 ** (np.arange(n)[::-1] / n)
+    w /= w.sum()
+    s = ((w - 1 / n) ** 2).sum()
+    for b_ in range(3):
+        x = X[b_] - X[b_].mean(0)
+        m2 = (x**2).mean(0)
+        z = x**2 / m2 - 1
+        r = np.log((w[:, None] * x**2).sum(0) / m2)
+        zbar = np.array([z[t].mean() for t in range(n)])
+        v_c = s * np.mean(zbar**2)
+        v_e = s * (sum(np.mean(z[:, i] ** 2) for i in range(p)) - p * np.mean(zbar**2))
+        rbar = r.mean()
+        e = r - rbar
+        f_c = max(0.0, 1 - 4 * v_c / rbar**2)
+        f_e = max(0.0, 1 - v_e / (e**2).sum())
+        np.testing.assert_allclose(a[b_], f_c * rbar + f_e * e, rtol=1e-10, atol=1e-14)
+    assert np.all(a > 0)  # the rise passes
+
+
+def test_split_pretest_is_quieter_than_the_pooled_one_under_a_common_daily_scale():
+    # i.i.d. days, a common Student-t(5) scale per day: no volatility to time
+    g = torch.Generator().manual_seed(4)
+    B, n, p = 1000, 40, 20
+    Z = torch.randn(B, n, p, generator=g, dtype=torch.float64)
+    chi = torch.distributions.Chi2(torch.tensor(5.0, dtype=torch.float64))
+    torch.manual_seed(4)
+    X = Z / (chi.sample((B, n, 1)) / 5).sqrt()
+    pooled = vt.timing_scales(X, 1.0, "pooled").log()
+    split = vt.timing_scales(X, 1.0, "split").log()
+    # the common rescaling (the mean log scale per window) is what costs in such worlds
+    assert float(split.mean(-1).square().mean()) < 0.7 * float(pooled.mean(-1).square().mean())
+
+
+def test_a_model_file_names_its_pretest():
+    class Old:
+        extra = {vt.EXTRA_KEY: 1.0}
+
+    class New:
+        extra = {vt.EXTRA_KEY: 1.0, vt.PRETEST_KEY: "split"}
+
+    class Bad:
+        extra = {vt.EXTRA_KEY: 1.0, vt.PRETEST_KEY: "median"}
+
+    assert vt.volatility_pretest_of(Old()) == "pooled"  # files of decision 0047
+    assert vt.volatility_pretest_of(New()) == "split"
+    with pytest.raises(ValueError, match="volatility_pretest"):
+        vt.volatility_pretest_of(Bad())
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((80, 5))
+    X[50:] *= 2
+    S = np.cov(X.T, bias=True)
+    np.testing.assert_allclose(
+        vt.finish_covariance(New(), S, X), vt.apply_volatility_timing(S, X, 1.0, "split")
+    )
+    with pytest.raises(ValueError, match="pretest"):
+        vt.timing_scales(X, 1.0, "median")

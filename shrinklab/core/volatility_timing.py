@@ -45,7 +45,12 @@ from shrinklab.core.xp import NUMPY, ops
 
 __all__ = [
     "DEFAULT_HALF_LIFE_RATIO",
+    "COMMON_THRESHOLD",
     "EXTRA_KEY",
+    "PRETESTS",
+    "PRETEST_KEY",
+    "split_log_scales",
+    "volatility_pretest_of",
     "finish_covariance",
     "volatility_timing_of",
     "ewma_weights",
@@ -60,6 +65,18 @@ DEFAULT_HALF_LIFE_RATIO = 1.0
 
 EXTRA_KEY = "volatility_timing"
 """The key of a model file's ``extra`` that holds its half-life ratio (absent: no timing)."""
+
+PRETEST_KEY = "volatility_pretest"
+"""The key of a model file's ``extra`` that names its pre-test (absent: ``"pooled"``)."""
+
+PRETESTS = ("pooled", "split")
+"""``pooled``: one James–Stein factor for all log variance ratios (decision 0047);
+``split``: the common part and the asset-specific part tested apart
+(:func:`split_log_scales`)."""
+
+COMMON_THRESHOLD = 4.0
+"""The split pre-test lets the common part through in full only when ``r̄²`` is well above
+``threshold`` times its null variance (4: two null standard deviations)."""
 
 
 def ewma_weights(n: int, half_life: float, like: Any = None) -> Any:
@@ -113,22 +130,74 @@ def james_stein_factor(r: Any, v0: Any, p: Any = None) -> Any:
     return xp.where(ss > 0, f, xp.zeros_like(ss))
 
 
-def timing_scales(X: Any, half_life_ratio: float = DEFAULT_HALF_LIFE_RATIO) -> Any:
-    """The diagonal of ``D`` (module docstring), ``(…, p)``, for returns ``X (…, n, p)``."""
+def split_log_scales(X: Any, w: Any, threshold: float = COMMON_THRESHOLD) -> Any:
+    """``log D`` ``(…, p)`` of the *split* pre-test (module docstring) for returns
+    ``X (…, n, p)`` and day weights ``w (n,)``: the common part ``r̄`` of the log variance
+    ratios passes by ``max(0, 1 − threshold · v_c / r̄²)`` and the asset-specific part
+    ``e = r − r̄`` by ``max(0, 1 − V_e / Σ e²)``, with the i.i.d. null variances
+    ``v_c = s · mean_t z̄_t²`` and ``V_e = s · (Σ_i mean_t z_ti² − p · mean_t z̄_t²)``
+    (``z_ti = x_ti² / m₂ᵢ − 1`` the normalised squares of the demeaned live columns,
+    ``z̄_t`` their mean over assets, ``s = Σ_t (w_t − 1/n)²``): the delta-method
+    variances of ``r̄`` and of ``e`` when the days are i.i.d. but the assets' squares move
+    together (a common daily scale, as in a multivariate t), which the pooled pre-test
+    ignores. Constant columns keep 0."""
+    xp = ops(X)
+    n = X.shape[-2]
+    Xc = X - xp.mean(X, -2, keepdim=True)
+    y = xp.square(Xc)
+    m2 = xp.mean(y, -2)
+    eps, _ = xp.finfo(X)
+    live = m2 > xp.square(n * eps * xp.amax(xp.maximum(X, -X), -2))
+    one, zero = xp.ones_like(m2), xp.zeros_like(m2)
+    safe = xp.where(live, m2, one)
+    z = xp.where(live[..., None, :], y / safe[..., None, :] - 1.0, xp.zeros_like(y))
+    r = xp.where(live, xp.log(1.0 + xp.sum(w[:, None] * z, -2)), zero)
+    p_live = xp.clamp_min(xp.sum(xp.where(live, one, zero), -1, keepdim=True), 1.0)
+    spread = float(((w - 1.0 / n) ** 2).sum())
+    zbar = xp.sum(z, -1) / p_live  # (…, n): the assets' mean normalised square, day by day
+    common_sq = xp.mean(xp.square(zbar), -1, keepdim=True)
+    v_c = spread * common_sq
+    v_e = spread * xp.clamp_min(
+        xp.sum(xp.mean(xp.square(z), -2), -1, keepdim=True) - p_live * common_sq, 0.0
+    )
+    rbar = xp.sum(r, -1, keepdim=True) / p_live
+    e = xp.where(live, r - rbar, zero)
+    rbar_sq = xp.square(rbar)
+    f_c = xp.where(
+        rbar_sq > 0,
+        xp.clamp_min(1.0 - threshold * v_c / xp.clamp_min(rbar_sq, 1e-300), 0.0),
+        xp.zeros_like(rbar),
+    )
+    ss = xp.sum(xp.square(e), -1, keepdim=True)
+    f_e = xp.where(
+        ss > 0, xp.clamp_min(1.0 - v_e / xp.clamp_min(ss, 1e-300), 0.0), xp.zeros_like(ss)
+    )
+    return xp.where(live, f_c * rbar + f_e * e, zero)
+
+
+def timing_scales(
+    X: Any, half_life_ratio: float = DEFAULT_HALF_LIFE_RATIO, pretest: str = "pooled"
+) -> Any:
+    """The diagonal of ``D`` (module docstring), ``(…, p)``, for returns ``X (…, n, p)``;
+    ``pretest``: one of :data:`PRETESTS`."""
     if not float(half_life_ratio) > 0:
         raise ValueError(f"half_life_ratio must be > 0, got {half_life_ratio}")
+    if pretest not in PRETESTS:
+        raise ValueError(f"pretest must be one of {PRETESTS}, got {pretest!r}")
     xp = ops(X)
     n = X.shape[-2]
     if n < 2:
         raise ValueError(f"need at least 2 observations, got {n}")
     w = ewma_weights(n, float(half_life_ratio) * n, like=X)
     w = xp.to(w, X)
+    if pretest == "split":
+        return xp.exp(0.5 * split_log_scales(X, w))
     r, v0, p_live = log_variance_ratios(X, w)
     return xp.exp(0.5 * james_stein_factor(r, v0, p_live) * r)
 
 
 def apply_volatility_timing(
-    cov: Any, X: Any, half_life_ratio: float = DEFAULT_HALF_LIFE_RATIO
+    cov: Any, X: Any, half_life_ratio: float = DEFAULT_HALF_LIFE_RATIO, pretest: str = "pooled"
 ) -> Any:
     """``D Σ̂ D`` (module docstring) for estimates ``cov (…, p, p)`` of the returns
     ``X (…, n, p)`` (the same window, the same batch shape); same type as ``cov``."""
@@ -140,7 +209,7 @@ def apply_volatility_timing(
         X = np.asarray(X, dtype=np.float64)
     else:
         X = torch.as_tensor(X, dtype=torch.float64, device=cov.device)
-    d = timing_scales(X, half_life_ratio)
+    d = timing_scales(X, half_life_ratio, pretest)
     d = ops(cov).to(d, cov)
     return cov * d[..., :, None] * d[..., None, :]
 
@@ -158,8 +227,20 @@ def volatility_timing_of(model: Any) -> float | None:
     return ratio
 
 
+def volatility_pretest_of(model: Any) -> str:
+    """The pre-test of ``model``'s timing: its ``extra["volatility_pretest"]``, or
+    ``"pooled"`` (decision 0047's, for files written before the key existed)."""
+    extra = getattr(model, "extra", None)
+    value = extra.get(PRETEST_KEY, "pooled") if isinstance(extra, Mapping) else "pooled"
+    if value not in PRETESTS:
+        raise ValueError(f"model's {PRETEST_KEY} must be one of {PRETESTS}, got {value!r}")
+    return value
+
+
 def finish_covariance(model: Any, cov: Any, X: Any) -> Any:
     """``model``'s covariance estimates ``cov (…, p, p)`` of the returns ``X (…, n, p)``:
     unchanged, or with the pre-tested volatility timing when the model carries it."""
     ratio = volatility_timing_of(model)
-    return cov if ratio is None else apply_volatility_timing(cov, X, ratio)
+    if ratio is None:
+        return cov
+    return apply_volatility_timing(cov, X, ratio, volatility_pretest_of(model))
