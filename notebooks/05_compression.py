@@ -72,6 +72,8 @@ finetune_experts = ["factor"]
 # final.pt's covariances get the pre-tested volatility timing with this half-life ratio
 # (decision 0047; None = none)
 volatility_timing = 1.0
+# its pre-test: "pooled" (decision 0047) or "split" (decision 0048)
+volatility_pretest = "split"
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -83,7 +85,7 @@ import pandas as pd
 from shrinklab.core.metrics import prial_with_se
 from shrinklab.core.params import notebook_section
 from shrinklab.core.params.finetune import Finetune
-from shrinklab.core.volatility_timing import EXTRA_KEY
+from shrinklab.core.volatility_timing import EXTRA_KEY, PRETEST_KEY
 from shrinklab.data import dataset, universes
 from shrinklab.data import returns as returns_data
 from shrinklab.evaluation import backtest, compression, plots, universe_backtest
@@ -376,10 +378,14 @@ save_model(
         "synthetic_choice": incumbent,
         "gate_mixing": gate_mixing if deployed != chosen else "hard",
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
-        # every covariance of final.pt gets the pre-tested volatility timing (decision 0047;
-        # shrinklab.core.volatility_timing.finish_covariance); the rules above compare the
-        # modules without it
-        **({} if volatility_timing is None else {EXTRA_KEY: float(volatility_timing)}),
+        # every covariance of final.pt gets the pre-tested volatility timing (decisions 0047
+        # and 0048; shrinklab.core.volatility_timing.finish_covariance); the rules above
+        # compare the modules without it
+        **(
+            {}
+            if volatility_timing is None
+            else {EXTRA_KEY: float(volatility_timing), PRETEST_KEY: volatility_pretest}
+        ),
     },
 )
 save_metrics(

@@ -22,6 +22,13 @@ are no larger than their sampling noise, ``f`` is 0 and ``Σ̂`` is returned unc
 many assets ``f`` approaches 1. A constant asset (zero variance up to the rounding of
 demeaning) keeps ``r_i = 0`` and counts in neither ``p`` nor ``κ̂``.
 
+That is the *pooled* pre-test. It treats the ``r_i`` as independent; under a common daily
+scale (a multivariate t; market-wide volatility) they move together and ``Σ r_i²`` passes
+its threshold by chance more often than it assumes. The *split* pre-test
+(:func:`split_log_scales`, decision 0048, the deployed one) tests the common part ``r̄``
+and the asset-specific part ``r − r̄`` apart, each against a delta-method null variance
+that includes the co-movement of the squares.
+
 Research log, "Exploration: recency-weighted volatilities"; adopted for the deployed
 estimator by decision 0047 (``docs/decisions/0047-pre-tested-volatility-timing.md``). A
 model file carries it as ``extra["volatility_timing"]`` (the half-life ratio ``c``);

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from shrinklab.core.params import Section, mutable_default
+from shrinklab.core.volatility_timing import PRETESTS
 
 MIXINGS = ("hard", "soft")
 """The values of ``gate_mixing``: :data:`shrinklab.models.experts.MIXINGS` (the layers import
@@ -39,6 +40,8 @@ class Compress(Section):
     # final.pt's covariances get the pre-tested volatility timing with this half-life ratio
     # (docs/decisions/0047-pre-tested-volatility-timing.md; null = none)
     volatility_timing: float | None = 1.0
+    # its pre-test: "pooled" (decision 0047) or "split" (decision 0048)
+    volatility_pretest: str = "split"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,6 +59,11 @@ class Compress(Section):
             raise ValueError(
                 f"params section 'compress': volatility_timing = {self.volatility_timing!r} "
                 "must be a half-life ratio > 0 or null"
+            )
+        if self.volatility_pretest not in PRETESTS:
+            raise ValueError(
+                f"params section 'compress': volatility_pretest = {self.volatility_pretest!r} "
+                f"must be one of {PRETESTS}"
             )
         if self.gate_mixing not in MIXINGS:
             raise ValueError(
