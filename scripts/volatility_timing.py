@@ -101,6 +101,16 @@ def variants(name: str, base, cs: list[float]) -> dict:
     return out
 
 
+def seed_folds(data, seed: int):
+    """``(FoldSpec, folds)``: the cross-universe folds of ``seed`` (``FoldSpec`` defaults)."""
+    f = FoldSpec(seed=seed)
+    folds = universes.cross_universe_folds(
+        data.returns, data.factor_returns, data.market["index_return"],
+        seed=f.seed, n_splits=f.n_splits, draws=f.draws, start=f.start,
+    )  # fmt: skip
+    return f, folds
+
+
 def folds_part(root: str, seed: int, cs: list[float], workers: int) -> None:
     data = load_rule_data(f"{root}/data", cut_test=True)
     final = backtest.learned_estimator(untimed_final(root))
@@ -111,11 +121,7 @@ def folds_part(root: str, seed: int, cs: list[float], workers: int) -> None:
         **variants("final", final, cs),
         **variants("LW", lw, cs),
     }
-    f = FoldSpec(seed=seed)
-    folds = universes.cross_universe_folds(
-        data.returns, data.factor_returns, data.market["index_return"],
-        seed=f.seed, n_splits=f.n_splits, draws=f.draws, start=f.start,
-    )  # fmt: skip
+    f, folds = seed_folds(data, seed)
     rows = ub.fold_backtest(folds, ests, f.windows, workers=workers)
     rel = rows[rows.estimator != "equal_weight"]
     print(f"cross-universe folds, seed {seed}: relative volatility to Ledoit–Wolf, %")
@@ -156,6 +162,19 @@ def _paired(diff: pd.Series) -> tuple[float, float]:
     return float(diff.mean()), float(diff.std(ddof=1) / len(diff) ** 0.5)
 
 
+def fold_relative_volatility(data, ests: dict, seeds, workers: int) -> pd.DataFrame:
+    """Volatility relative to Ledoit–Wolf's (%) of ``ests`` on the cross-universe folds of
+    each seed (``FoldSpec`` defaults), rows ``(fold, family, window, seed)``."""
+    parts = []
+    for seed in seeds:
+        f, folds = seed_folds(data, seed)
+        rows = ub.fold_backtest(folds, ests, f.windows, workers=workers)
+        rel = rows.pivot_table(index=["fold", "family", "window"], columns="estimator",
+                               values="rel_vol")  # fmt: skip
+        parts.append(rel.assign(seed=seed).set_index("seed", append=True))
+    return pd.concat(parts)
+
+
 def rule_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE_SEEDS) -> bool:
     """Decision 0047's three conditions for V = ``final.pt`` with pre-tested timing, c = 1,
     against A = ``final.pt``; prints them and returns whether all hold."""
@@ -166,19 +185,7 @@ def rule_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE_
     A = backtest.learned_estimator(model)
     V = VolatilityTiming(A, 1.0, pretest=True)
     ests = {**backtest.classical_estimators(), "A": A, "V": V}
-    # 1. fresh cross-universe folds: per fold, V − A of rel_vol averaged over the windows
-    parts = []
-    for seed in seeds:
-        f = FoldSpec(seed=seed)
-        folds = universes.cross_universe_folds(
-            data.returns, data.factor_returns, data.market["index_return"],
-            seed=f.seed, n_splits=f.n_splits, draws=f.draws, start=f.start,
-        )  # fmt: skip
-        rows = ub.fold_backtest(folds, ests, f.windows, workers=workers)
-        rel = rows.pivot_table(index=["fold", "family", "window"], columns="estimator",
-                               values="rel_vol")  # fmt: skip
-        parts.append(rel.assign(seed=seed).set_index("seed", append=True))
-    rel = pd.concat(parts)
+    rel = fold_relative_volatility(data, ests, seeds, workers)
     d = rel["V"] - rel["A"]
     per_fold = d.groupby(level=["seed", "fold"]).mean()
     m1, s1 = _paired(per_fold)
@@ -235,18 +242,7 @@ def rule48_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RUL
     P = VolatilityTiming(A, 1.0, pretest="pooled")
     S = VolatilityTiming(A, 1.0, pretest="split")
     ests = {**backtest.classical_estimators(), "A": A, "P": P, "S": S}
-    parts = []
-    for seed in seeds:
-        f = FoldSpec(seed=seed)
-        folds = universes.cross_universe_folds(
-            data.returns, data.factor_returns, data.market["index_return"],
-            seed=f.seed, n_splits=f.n_splits, draws=f.draws, start=f.start,
-        )  # fmt: skip
-        rows = ub.fold_backtest(folds, ests, f.windows, workers=workers)
-        rel = rows.pivot_table(index=["fold", "family", "window"], columns="estimator",
-                               values="rel_vol")  # fmt: skip
-        parts.append(rel.assign(seed=seed).set_index("seed", append=True))
-    rel = pd.concat(parts)
+    rel = fold_relative_volatility(data, ests, seeds, workers)
     d_sp = rel["S"] - rel["P"]
     d_sa = rel["S"] - rel["A"]
     m_sp, s_sp = _paired(d_sp.groupby(level=["seed", "fold"]).mean())

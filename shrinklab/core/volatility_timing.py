@@ -101,6 +101,22 @@ def ewma_weights(n: int, half_life: float, like: Any = None) -> Any:
     return torch.as_tensor(w, dtype=torch.float64, device=device)
 
 
+def _squares(X: Any) -> tuple[Any, Any, Any, Any]:
+    """``(y (…, n, p), live (…, p), safe (…, p), p_live (…, 1))``: the squared demeaned
+    returns, which columns are live (not constant up to the rounding of demeaning,
+    ``n · eps · max|x|``), the equal-weight variances with 1 for constant columns, and the
+    number of live columns."""
+    xp = ops(X)
+    n = X.shape[-2]
+    y = xp.square(X - xp.mean(X, -2, keepdim=True))
+    m2 = xp.mean(y, -2)
+    eps, _ = xp.finfo(X)
+    live = m2 > xp.square(n * eps * xp.amax(xp.maximum(X, -X), -2))
+    one, zero = xp.ones_like(m2), xp.zeros_like(m2)
+    safe = xp.where(live, m2, one)
+    return y, live, safe, xp.sum(xp.where(live, one, zero), -1, keepdim=True)
+
+
 def log_variance_ratios(X: Any, w: Any) -> tuple[Any, Any, Any]:
     """``(r (…, p), v0 (…, 1), p_live (…, 1))`` for returns ``X (…, n, p)`` and day weights
     ``w (n,)``: the log of each column's weighted over equal-weight variance, its i.i.d.
@@ -111,17 +127,11 @@ def log_variance_ratios(X: Any, w: Any) -> tuple[Any, Any, Any]:
     constant in every backend."""
     xp = ops(X)
     n = X.shape[-2]
-    Xc = X - xp.mean(X, -2, keepdim=True)
-    y = xp.square(Xc)
-    m2 = xp.mean(y, -2)
-    eps, _ = xp.finfo(X)
-    live = m2 > xp.square(n * eps * xp.amax(xp.maximum(X, -X), -2))
-    one, zero = xp.ones_like(m2), xp.zeros_like(m2)
-    safe = xp.where(live, m2, one)
+    y, live, safe, p_live = _squares(X)
+    zero = xp.zeros_like(safe)
     weighted = xp.sum(w[:, None] * y, -2)
     r = xp.where(live, xp.log(xp.where(live, weighted, safe) / safe), zero)
     excess = xp.where(live, xp.mean(xp.square(y), -2) / xp.square(safe) - 1.0, zero)
-    p_live = xp.sum(xp.where(live, one, zero), -1, keepdim=True)
     spread = float(((w - 1.0 / n) ** 2).sum())
     v0 = xp.sum(excess, -1, keepdim=True) / xp.clamp_min(p_live, 1.0) * spread
     return r, v0, p_live
@@ -150,16 +160,11 @@ def split_log_scales(X: Any, w: Any, threshold: float = COMMON_THRESHOLD) -> Any
     ignores. Constant columns keep 0."""
     xp = ops(X)
     n = X.shape[-2]
-    Xc = X - xp.mean(X, -2, keepdim=True)
-    y = xp.square(Xc)
-    m2 = xp.mean(y, -2)
-    eps, _ = xp.finfo(X)
-    live = m2 > xp.square(n * eps * xp.amax(xp.maximum(X, -X), -2))
-    one, zero = xp.ones_like(m2), xp.zeros_like(m2)
-    safe = xp.where(live, m2, one)
+    y, live, safe, p_live = _squares(X)
+    zero = xp.zeros_like(safe)
     z = xp.where(live[..., None, :], y / safe[..., None, :] - 1.0, xp.zeros_like(y))
     r = xp.where(live, xp.log(1.0 + xp.sum(w[:, None] * z, -2)), zero)
-    p_live = xp.clamp_min(xp.sum(xp.where(live, one, zero), -1, keepdim=True), 1.0)
+    p_live = xp.clamp_min(p_live, 1.0)
     spread = float(((w - 1.0 / n) ** 2).sum())
     zbar = xp.sum(z, -1) / p_live  # (…, n): the assets' mean normalised square, day by day
     common_sq = xp.mean(xp.square(zbar), -1, keepdim=True)
