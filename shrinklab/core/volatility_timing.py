@@ -57,6 +57,7 @@ __all__ = [
     "PRETESTS",
     "PRETEST_KEY",
     "split_log_scales",
+    "timing_of_extra",
     "volatility_pretest_of",
     "finish_covariance",
     "volatility_timing_of",
@@ -226,33 +227,36 @@ def apply_volatility_timing(
     return cov * d[..., :, None] * d[..., None, :]
 
 
-def volatility_timing_of(model: Any) -> float | None:
-    """The half-life ratio of the timing ``model``'s estimates apply (its
-    ``extra["volatility_timing"]``, set by the file it was loaded from), or ``None``."""
-    extra = getattr(model, "extra", None)
-    value = extra.get(EXTRA_KEY) if isinstance(extra, Mapping) else None
+def timing_of_extra(extra: Any) -> tuple[float | None, str]:
+    """``(half-life ratio or None, pre-test)`` of a model file's ``extra`` mapping:
+    ``extra["volatility_timing"]`` (absent: no timing) and ``extra["volatility_pretest"]``
+    (absent: ``"pooled"``, decision 0047's, for files written before the key existed)."""
+    extra = extra if isinstance(extra, Mapping) else {}
+    value = extra.get(EXTRA_KEY)
+    pretest = extra.get(PRETEST_KEY, "pooled")
+    if pretest not in PRETESTS:
+        raise ValueError(f"model's {PRETEST_KEY} must be one of {PRETESTS}, got {pretest!r}")
     if value is None:
-        return None
+        return None, pretest
     ratio = float(value)
     if not ratio > 0 or ratio != ratio:
         raise ValueError(f"model's {EXTRA_KEY} must be a half-life ratio > 0, got {value!r}")
-    return ratio
+    return ratio, pretest
+
+
+def volatility_timing_of(model: Any) -> float | None:
+    """The half-life ratio of the timing ``model``'s estimates apply (its
+    ``extra["volatility_timing"]``, set by the file it was loaded from), or ``None``."""
+    return timing_of_extra(getattr(model, "extra", None))[0]
 
 
 def volatility_pretest_of(model: Any) -> str:
-    """The pre-test of ``model``'s timing: its ``extra["volatility_pretest"]``, or
-    ``"pooled"`` (decision 0047's, for files written before the key existed)."""
-    extra = getattr(model, "extra", None)
-    value = extra.get(PRETEST_KEY, "pooled") if isinstance(extra, Mapping) else "pooled"
-    if value not in PRETESTS:
-        raise ValueError(f"model's {PRETEST_KEY} must be one of {PRETESTS}, got {value!r}")
-    return value
+    """The pre-test of ``model``'s timing (:func:`timing_of_extra`)."""
+    return timing_of_extra(getattr(model, "extra", None))[1]
 
 
 def finish_covariance(model: Any, cov: Any, X: Any) -> Any:
     """``model``'s covariance estimates ``cov (…, p, p)`` of the returns ``X (…, n, p)``:
     unchanged, or with the pre-tested volatility timing when the model carries it."""
-    ratio = volatility_timing_of(model)
-    if ratio is None:
-        return cov
-    return apply_volatility_timing(cov, X, ratio, volatility_pretest_of(model))
+    ratio, pretest = timing_of_extra(getattr(model, "extra", None))
+    return cov if ratio is None else apply_volatility_timing(cov, X, ratio, pretest)

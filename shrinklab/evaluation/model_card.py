@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shrinklab.core.volatility_timing import EXTRA_KEY, PRETEST_KEY
+from shrinklab.core.volatility_timing import timing_of_extra
 from shrinklab.models.persistence import load_model_payload
 
 __all__ = ["bundle_model", "model_card", "sha256_of"]
@@ -134,6 +134,7 @@ def model_card(
     (``reports/metrics/evaluation.json`` of the same run)."""
     payload = load_model_payload(model_file)
     extra = payload.get("extra", {})
+    timing = timing_of_extra(extra)
     n_reps = metrics.get("n_reps")
     lines = [
         f"# Model card: `{name}` (bundled with shrinklab {version})",
@@ -153,12 +154,12 @@ def model_card(
             [
                 "- Volatility timing (decisions 0047, 0048): Σ̂'s correlations are kept and "
                 "its volatilities rescaled towards exponentially weighted ones (half-life "
-                f"{float(extra[EXTRA_KEY]):g} × the window), by a James–Stein pre-test "
-                f"(`{extra.get(PRETEST_KEY, 'pooled')}`) that leaves Σ̂ unchanged when the "
+                f"{timing[0]:g} × the window), by a James–Stein pre-test "
+                f"(`{timing[1]}`) that leaves Σ̂ unchanged when the "
                 "volatilities show no more than sampling noise "
                 "(`shrinklab.core.volatility_timing`)."
             ]
-            if extra.get(EXTRA_KEY) is not None
+            if timing[0] is not None
             else []
         ),
         "",

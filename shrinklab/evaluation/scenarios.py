@@ -200,11 +200,23 @@ def model_target_names(model: Any) -> tuple[str, ...]:
     return names
 
 
-def family_statistics(X: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``G, c, d`` of the family's quadratic form, the oracle ``w*`` and FSOPT's loss
-    for a batch of replications ``X (R, n, p)`` with true ``sigma (R, p, p)``."""
+def sample_and_targets(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S (R, p, p), T (R, K, p, p))``: the sample covariance and the shrinkage targets of
+    a batch of replications ``X (R, n, p)``."""
     _, S = center(X)
-    G, c, d = quadratic_form(S, shrinkage_targets(X), sigma)
+    return S, shrinkage_targets(X)
+
+
+def family_statistics(
+    X: torch.Tensor,
+    sigma: torch.Tensor,
+    sample_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """``G, c, d`` of the family's quadratic form, the oracle ``w*`` and FSOPT's loss
+    for a batch of replications ``X (R, n, p)`` with true ``sigma (R, p, p)``
+    (``sample_targets``: :func:`sample_and_targets` of ``X`` when the caller has them)."""
+    S, T = sample_and_targets(X) if sample_targets is None else sample_targets
+    G, c, d = quadratic_form(S, T, sigma)
     w_star = classical_estimators.solve_simplex_qp(G, c)
     return G, c, d, w_star, metrics.frobenius_loss(classical_estimators.fsopt(X, sigma), sigma)
 
@@ -270,7 +282,9 @@ def evaluate_scenario(
     step = replication_chunk_size(n, p, K)
     for s in range(0, R, step):
         X, sigma = X_all[s : s + step], sigma_all[s : s + step]
-        G, c, d, w_star, loss_fsopt = family_statistics(X, sigma)
+        # the timed models are scored from their matrices: S and T computed once for both
+        S_T = sample_and_targets(X) if timed else None
+        G, c, d, w_star, loss_fsopt = family_statistics(X, sigma, S_T)
         for k, fn in direct.items():
             losses[k].append(d if k == "sample" else metrics.frobenius_loss(fn(X), sigma))
         losses[FSOPT].append(loss_fsopt)
@@ -280,13 +294,11 @@ def evaluate_scenario(
         extra["c"].append(c)
         if learned:
             feats = extract_features(X)
-        if timed:
-            _, S = center(X)
-            T = shrinkage_targets(X)
         for k, m in learned.items():
             alpha, weights, log_var = predict_outputs(m, feats)
             w = alpha[:, None] * weights
             if k in timed:  # not a quadratic form of w: scored from its matrices
+                S, T = S_T
                 cov = finish_covariance(m, combine(S, T, w.to(S.dtype)), X)
                 losses[k].append(metrics.frobenius_loss(cov, sigma))
             else:

@@ -1,7 +1,7 @@
 """The learned shrinkage estimate of returns under a loaded model: features, the model's
-``(α, π)`` and ``Σ̂ = S + Σ_k α π_k (T_k − S)`` (volatilities rescaled by the pre-tested timing
-of :mod:`shrinklab.core.volatility_timing` when the model file carries it), for one sample (NumPy on CPU, or torch)
-and for every rolling window of a return series (batched). The scikit-learn and skfolio
+``(α, π)`` and ``Σ̂ = S + Σ_k α π_k (T_k − S)`` (volatilities rescaled by the pre-tested
+timing of :mod:`shrinklab.core.volatility_timing` when the model file carries it), for one
+sample (NumPy on CPU, or torch) and for every rolling window of a return series (batched). The scikit-learn and skfolio
 estimators of :mod:`shrinklab.sklearn` call these; the formulas live in
 :mod:`shrinklab.core` (targets: Ledoit & Wolf 2003, 2004, 2022)."""
 
