@@ -38,6 +38,8 @@ for ``c = 1`` with the pre-test: fresh folds of seeds 2069 and 2071, Ken French'
 universes, the selection and wide grids; prints each part and the verdict.
 ``--rule48``: decision 0048's rule (``docs/decisions/0048-split-volatility-pretest.md``): the
 split pre-test against 0047's pooled one, fresh folds of seeds 2073 and 2075.
+``--rule49``: decision 0049's rule (``docs/decisions/0049-half-life-half-a-window.md``): the
+split pre-test with half-life ½ window against 1 window, fresh folds of seeds 2077 and 2079.
 """
 
 from __future__ import annotations
@@ -231,50 +233,66 @@ RULE48_SEEDS = (2073, 2075)
 """Decision 0048's fold seeds (never used before its rule was declared)."""
 
 
-def rule48_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE48_SEEDS) -> bool:
-    """Decision 0048's three conditions for S (the split pre-test) against P (0047's pooled
-    pre-test, deployed), both c = 1 on ``final.pt``'s networks (A: without timing)."""
+def timing_tables(root: str, timings: dict, seeds, workers: int, reps: int):
+    """The three parts of a timing rule for ``final.pt``'s networks (A: without timing)
+    and each ``name: (c, pretest)`` of ``timings``: relative volatility to Ledoit–Wolf's
+    (%) on the folds of ``seeds`` and on Ken French's universes, and the selection and wide
+    grids' PRIAL with each estimator's failures (more than one SE below the best classical).
+    Returns ``(rel, frel, prial, fails)``; the grid's ``learned`` column is A."""
     from shrinklab.evaluation.universe_backtest import french_portfolio_tables
 
     data = load_rule_data(f"{root}/data", cut_test=True)
     model = untimed_final(root)
     A = backtest.learned_estimator(model)
-    P = VolatilityTiming(A, 1.0, pretest="pooled")
-    S = VolatilityTiming(A, 1.0, pretest="split")
-    ests = {**backtest.classical_estimators(), "A": A, "P": P, "S": S}
+    timed = {name: VolatilityTiming(A, c, pretest=pt) for name, (c, pt) in timings.items()}
+    ests = {**backtest.classical_estimators(), "A": A, **timed}
     rel = fold_relative_volatility(data, ests, seeds, workers)
+    frows, _ = french_portfolio_tables(ests, ["A", *timed], workers=workers)
+    frel = frows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
+    df = scenarios.evaluate_grid(
+        SELECTION_GRID + WIDE_GRID, model, n_reps=reps, seed=SELECTION_SEED,
+        extra_estimators=timed,
+    )  # fmt: skip
+    rows = df[df.estimator.isin(["learned", *timed])]
+    fails = (rows.diff_best_classical < -rows.diff_se).groupby(rows.estimator).sum()
+    prial = df.pivot(index="scenario", columns="estimator", values="prial")
+    return rel, frel, prial, fails
+
+
+def _per_fold(d: pd.Series) -> pd.Series:
+    return d.groupby(level=["seed", "fold"]).mean()
+
+
+def _by_window(d: pd.Series) -> str:
+    return ", ".join(f"{w}: {m:+.4f} ± {s:.4f}" for w, (m, s) in
+                     ((w, _paired(x)) for w, x in d.groupby(level="window")))  # fmt: skip
+
+
+def rule48_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE48_SEEDS) -> bool:
+    """Decision 0048's three conditions for S (the split pre-test) against P (0047's pooled
+    pre-test, deployed), both c = 1 on ``final.pt``'s networks (A: without timing)."""
+    timings = {"P": (1.0, "pooled"), "S": (1.0, "split")}
+    rel, frel, prial, fails = timing_tables(root, timings, seeds, workers, reps)
     d_sp = rel["S"] - rel["P"]
     d_sa = rel["S"] - rel["A"]
-    m_sp, s_sp = _paired(d_sp.groupby(level=["seed", "fold"]).mean())
-    m_sa, s_sa = _paired(d_sa.groupby(level=["seed", "fold"]).mean())
-    m_pa, s_pa = _paired((rel["P"] - rel["A"]).groupby(level=["seed", "fold"]).mean())
+    m_sp, s_sp = _paired(_per_fold(d_sp))
+    m_sa, s_sa = _paired(_per_fold(d_sa))
+    m_pa, s_pa = _paired(_per_fold(rel["P"] - rel["A"]))
     ok1a = m_sp <= max(s_sp, 0.01)
     ok1b = m_sa < -max(s_sa, 0.01)
-    n_folds = len(d_sp.groupby(level=["seed", "fold"]).mean())
-    print(f"1. folds, seeds {seeds} ({n_folds} folds), % of Ledoit–Wolf's volatility:")
+    print(f"1. folds, seeds {seeds} ({len(_per_fold(d_sp))} folds), % of Ledoit–Wolf's volatility:")
     print(f"   S − P {m_sp:+.4f} ± {s_sp:.4f} (at most {max(s_sp, 0.01):+.4f}): "
           f"{'holds' if ok1a else 'fails'}")  # fmt: skip
     print(f"   S − A {m_sa:+.4f} ± {s_sa:.4f} (below {-max(s_sa, 0.01):+.4f}): "
           f"{'holds' if ok1b else 'fails'}; P − A {m_pa:+.4f} ± {s_pa:.4f}")  # fmt: skip
     for name, d in (("S − P", d_sp), ("S − A", d_sa)):
-        by_w = ", ".join(f"{w}: {m:+.4f} ± {s:.4f}" for w, (m, s) in
-                         ((w, _paired(x)) for w, x in d.groupby(level="window")))  # fmt: skip
-        print(f"   {name} by window: {by_w}")
+        print(f"   {name} by window: {_by_window(d)}")
     print(pd.concat({"S − P": d_sp, "S − A": d_sa}, axis=1)
           .groupby(level=["family", "window"]).mean().round(4).to_string())  # fmt: skip
-    frows, _ = french_portfolio_tables(ests, ["A", "P", "S"], workers=workers)
-    frel = frows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
     m2, s2 = _paired(frel["S"] - frel["P"])
     ok2 = m2 <= max(s2, 0.01)
     print(f"2. French universes ({len(frel)} cells): S − P {m2:+.4f} ± {s2:.4f} "
           f"(at most {max(s2, 0.01):+.4f}): {'holds' if ok2 else 'fails'}")  # fmt: skip
-    df = scenarios.evaluate_grid(
-        SELECTION_GRID + WIDE_GRID, model, n_reps=reps, seed=SELECTION_SEED,
-        extra_estimators={"P": P, "S": S},
-    )  # fmt: skip
-    rows = df[df.estimator.isin(["learned", "P", "S"])]
-    fails = (rows.diff_best_classical < -rows.diff_se).groupby(rows.estimator).sum()
-    prial = df.pivot(index="scenario", columns="estimator", values="prial")
     ok3 = int(fails["S"]) <= int(fails["P"]) and prial["S"].mean() >= prial["P"].mean()
     print(prial[["learned", "P", "S", "oracle"]].round(2).to_string())
     print(f"3. grids: failures A {int(fails['learned'])}, P {int(fails['P'])}, S "
@@ -286,6 +304,53 @@ def rule48_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RUL
     return verdict
 
 
+RULE49_SEEDS = (2077, 2079)
+"""Decision 0049's fold seeds (never used before its rule was declared)."""
+
+
+def rule49_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE49_SEEDS) -> bool:
+    """Decision 0049's three conditions for H (split pre-test, half-life ½ window) against
+    C (split pre-test, half-life one window, deployed) on ``final.pt``'s networks."""
+    timings = {"C": (1.0, "split"), "H": (0.5, "split")}
+    rel, frel, prial, fails = timing_tables(root, timings, seeds, workers, reps)
+    d_hc = rel["H"] - rel["C"]
+    m1, s1 = _paired(_per_fold(d_hc))
+    by_w = {w: _paired(x) for w, x in d_hc.groupby(level="window")}
+    ok1a = m1 < -max(s1, 0.01)
+    ok1b = all(m <= s for m, s in by_w.values())
+    print(f"1. folds, seeds {seeds} ({len(_per_fold(d_hc))} folds), % of Ledoit–Wolf's volatility:")
+    print(f"   H − C {m1:+.4f} ± {s1:.4f} (below {-max(s1, 0.01):+.4f}): "
+          f"{'holds' if ok1a else 'fails'}")  # fmt: skip
+    print(f"   H − C by window: {_by_window(d_hc)}; none above +1 SE: "
+          f"{'holds' if ok1b else 'fails'}")  # fmt: skip
+    for name in ("C", "H"):
+        m, s = _paired(_per_fold(rel[name] - rel["A"]))
+        print(f"   {name} − A {m:+.4f} ± {s:.4f}; by window: {_by_window(rel[name] - rel['A'])}")
+    print(pd.concat({"H − C": d_hc, "C − A": rel["C"] - rel["A"]}, axis=1)
+          .groupby(level=["family", "window"]).mean().round(4).to_string())  # fmt: skip
+    m2, s2 = _paired(frel["H"] - frel["C"])
+    ok2 = m2 <= max(s2, 0.01)
+    print(f"2. French universes ({len(frel)} cells): H − C {m2:+.4f} ± {s2:.4f} "
+          f"(at most {max(s2, 0.01):+.4f}): {'holds' if ok2 else 'fails'}")  # fmt: skip
+    drop = float(prial["C"].mean() - prial["H"].mean())
+    ok3 = int(fails["H"]) <= int(fails["C"]) and drop <= 0.10
+    print(prial[["learned", "C", "H", "oracle"]].round(2).to_string())
+    print(f"3. grids: failures A {int(fails['learned'])}, C {int(fails['C'])}, H "
+          f"{int(fails['H'])}; mean PRIAL C {prial['C'].mean():.3f}, H {prial['H'].mean():.3f} "
+          f"(drop {drop:+.3f}, at most 0.10): {'holds' if ok3 else 'fails'}")  # fmt: skip
+    verdict = ok1a and ok1b and ok2 and ok3
+    print(f"verdict: {'adopt H' if verdict else 'keep C'}")
+    return verdict
+
+
+def _seeds(arg: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """``--rule-seeds`` for a rule whose own seeds are ``default`` (the flag's default is
+    0047's seeds, so an unchanged flag means the rule's own)."""
+    if arg == ",".join(map(str, RULE_SEEDS)):
+        return default
+    return tuple(int(x) for x in arg.split(","))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root")
@@ -293,6 +358,7 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true")
     ap.add_argument("--rule", action="store_true", help="decision 0047's rule")
     ap.add_argument("--rule48", action="store_true", help="decision 0048's rule")
+    ap.add_argument("--rule49", action="store_true", help="decision 0049's rule")
     ap.add_argument(
         "--rule-seeds",
         default=",".join(map(str, RULE_SEEDS)),
@@ -311,12 +377,9 @@ def main() -> None:
     if a.grid:
         grid_part(a.root, cs, a.reps)
     if a.rule48:
-        seeds = (
-            RULE48_SEEDS
-            if a.rule_seeds == ",".join(map(str, RULE_SEEDS))
-            else tuple(int(x) for x in a.rule_seeds.split(","))
-        )
-        rule48_part(a.root, a.workers, a.reps, seeds)
+        rule48_part(a.root, a.workers, a.reps, _seeds(a.rule_seeds, RULE48_SEEDS))
+    if a.rule49:
+        rule49_part(a.root, a.workers, a.reps, _seeds(a.rule_seeds, RULE49_SEEDS))
     if a.rule:
         rule_part(a.root, a.workers, a.reps, tuple(int(x) for x in a.rule_seeds.split(",")))
     print(f"{time.time() - t0:.0f} s")
