@@ -70,8 +70,8 @@ gate_mixing = "soft"
 # deployed soft mixture (decision 0045; [] = none)
 finetune_experts = ["factor"]
 # final.pt's covariances get the pre-tested volatility timing with this half-life ratio
-# (decision 0047; None = none)
-volatility_timing = 1.0
+# (decision 0047; None = none; ½: decision 0049)
+volatility_timing = 0.5
 # its pre-test: "pooled" (decision 0047) or "split" (decision 0048)
 volatility_pretest = "split"
 processed_dir = "build/smoke/data"

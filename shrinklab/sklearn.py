@@ -12,9 +12,10 @@ with ``S`` the sample covariance (divisor ``n``, as scikit-learn's
 :mod:`shrinklab.core.targets` (scaled identity, Ledoit & Wolf 2004 JMVA; diagonal;
 constant correlation, Ledoit & Wolf 2004 JPM; single factor, Ledoit & Wolf 2003
 JEF; QIS, Ledoit & Wolf 2022 Bernoulli) in the order the model was trained on. A model
-file that carries the volatility timing (the bundled ``final.pt`` does: decisions 0047
-and 0048) then keeps ``Σ̂``'s correlations and moves its volatilities towards
-exponentially weighted ones, half-life = the window, by James–Stein pre-tests that leave
+file that carries the volatility timing (the bundled ``final.pt`` does: decisions 0047,
+0048 and 0049) then keeps ``Σ̂``'s correlations and moves its volatilities towards
+exponentially weighted ones (the bundled file: half-life = half the window), by
+James–Stein pre-tests that leave
 ``Σ̂`` unchanged when the volatilities move no more than sampling noise
 (:mod:`shrinklab.core.volatility_timing`).
 

@@ -152,7 +152,7 @@ def model_card(
         "Σ̂ = S + Σ_k α π_k (T_k − S), from which `MLShrinkageCovariance` builds Σ̂.",
         *(
             [
-                "- Volatility timing (decisions 0047, 0048): Σ̂'s correlations are kept and "
+                "- Volatility timing (decisions 0047–0049): Σ̂'s correlations are kept and "
                 "its volatilities rescaled towards exponentially weighted ones (half-life "
                 f"{timing[0]:g} × the window), by a James–Stein pre-test "
                 f"(`{timing[1]}`) that leaves Σ̂ unchanged when the "

@@ -38,8 +38,8 @@ class Compress(Section):
     # in the deployed soft mixture (docs/decisions/0045-fine-tuned-sp500-expert.md; [] = none)
     finetune_experts: list[str] = mutable_default(["factor"])
     # final.pt's covariances get the pre-tested volatility timing with this half-life ratio
-    # (docs/decisions/0047-pre-tested-volatility-timing.md; null = none)
-    volatility_timing: float | None = 1.0
+    # (docs/decisions/0047-pre-tested-volatility-timing.md; null = none; ½: decision 0049)
+    volatility_timing: float | None = 0.5
     # its pre-test: "pooled" (decision 0047) or "split" (decision 0048)
     volatility_pretest: str = "split"
 
