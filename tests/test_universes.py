@@ -38,6 +38,18 @@ def test_folds_are_pre_2016_seeded_and_cover_the_families(folds):
     assert not np.allclose(other[12].returns.to_numpy(), folds[12].returns.to_numpy())
 
 
+def test_etf_returns_cover_the_test_period_and_the_fold_is_their_pre_2016_part(folds):
+    factors, index = data.load_factor_returns(), data.load_index_returns()
+    r = universes.etf_returns(factors, index)
+    assert list(r.columns) == [*factors.columns, "SP500"] and np.isfinite(r.to_numpy()).all()
+    assert r.index.min() < data.TEST_START < r.index.max()
+    assert r.index.max() >= pd.Timestamp("2022-12-01")
+    # only common dates: a date the index lacks is dropped, not filled
+    short = universes.etf_returns(factors, index.drop(index.index[-5:]))
+    assert len(short) == len(r) - 5
+    pd.testing.assert_frame_equal(folds[-1].returns, r[r.index < data.TEST_START])
+
+
 def test_derived_assets_have_full_rank_and_a_common_factor(folds):
     u = next(f for f in folds if f.family == "portfolios" and f.p == 100)
     X = u.returns.to_numpy()

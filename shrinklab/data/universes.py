@@ -52,6 +52,7 @@ __all__ = [
     "Universe",
     "cross_universe_folds",
     "derived_portfolios",
+    "etf_returns",
     "etf_universe",
     "stock_halves",
 ]
@@ -121,10 +122,17 @@ def derived_portfolios(
     return pd.DataFrame(cols, index=returns.index)
 
 
+def etf_returns(factor_returns: pd.DataFrame, index_returns: pd.Series) -> pd.DataFrame:
+    """The factor ETFs and the index (column ``SP500``) on their common dates, every year
+    (2014–2022 for the bundled data). The ETF fold reads the part before 2016
+    (:func:`etf_universe`); notebook 6 backtests 2016–2022 as a report."""
+    r = pd.concat([factor_returns, index_returns.rename("SP500")], axis=1, join="inner")
+    return r.dropna()
+
+
 def etf_universe(factor_returns: pd.DataFrame, index_returns: pd.Series) -> Universe:
     """The factor ETFs and the index on their common dates before 2016."""
-    r = pd.concat([factor_returns, index_returns.rename("SP500")], axis=1, join="inner")
-    r = data.before_test(r.dropna())
+    r = data.before_test(etf_returns(factor_returns, index_returns))
     if len(r) < 300:
         raise ValueError(f"only {len(r)} common pre-2016 dates of the ETFs and the index")
     return Universe("etf", f"etf p={r.shape[1]}", r, ETF_START)
