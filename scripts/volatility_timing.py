@@ -158,6 +158,10 @@ def grid_part(root: str, cs: list[float], reps: int) -> None:
 
 RULE_SEEDS = (2069, 2071)
 """Decision 0047's fold seeds (never used before its rule was declared)."""
+RULE48_SEEDS = (2073, 2075)
+"""Decision 0048's fold seeds (never used before its rule was declared)."""
+RULE49_SEEDS = (2077, 2079)
+"""Decision 0049's fold seeds (never used before its rule was declared)."""
 
 
 def _paired(diff: pd.Series) -> tuple[float, float]:
@@ -175,62 +179,6 @@ def fold_relative_volatility(data, ests: dict, seeds, workers: int) -> pd.DataFr
                                values="rel_vol")  # fmt: skip
         parts.append(rel.assign(seed=seed).set_index("seed", append=True))
     return pd.concat(parts)
-
-
-def rule_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE_SEEDS) -> bool:
-    """Decision 0047's three conditions for V = ``final.pt`` with pre-tested timing, c = 1,
-    against A = ``final.pt``; prints them and returns whether all hold."""
-    from shrinklab.evaluation.universe_backtest import french_portfolio_tables
-
-    data = load_rule_data(f"{root}/data", cut_test=True)
-    model = untimed_final(root)
-    A = backtest.learned_estimator(model)
-    V = VolatilityTiming(A, 1.0, pretest=True)
-    ests = {**backtest.classical_estimators(), "A": A, "V": V}
-    rel = fold_relative_volatility(data, ests, seeds, workers)
-    d = rel["V"] - rel["A"]
-    per_fold = d.groupby(level=["seed", "fold"]).mean()
-    m1, s1 = _paired(per_fold)
-    by_w = {w: _paired(x) for w, x in d.groupby(level="window")}
-    ok1a = m1 < -max(s1, 0.01)
-    ok1b = all(m <= s for m, s in by_w.values())
-    print(f"1. folds, seeds {seeds} ({len(per_fold)} folds): V − A {m1:+.4f} ± {s1:.4f} %"
-          f" of Ledoit–Wolf's volatility (threshold {-max(s1, 0.01):+.4f}): "
-          f"{'holds' if ok1a else 'fails'}")  # fmt: skip
-    for w, (m, s) in by_w.items():
-        print(f"   window {w}: {m:+.4f} ± {s:.4f}")
-    print(f"   no window worse by more than one SE: {'holds' if ok1b else 'fails'}")
-    by_cell = d.groupby(level=["family", "window"]).agg(["mean", "sem"])
-    print(by_cell.round(4).to_string())
-    # 2. Ken French's universes: mean over the 12 cells of V − A (rel_vol, %)
-    frows, _ = french_portfolio_tables(ests, ["A", "V"], workers=workers)
-    frel = frows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
-    m2, s2 = _paired(frel["V"] - frel["A"])
-    ok2 = m2 <= 0
-    print(f"2. French universes ({len(frel)} cells): V − A {m2:+.4f} ± {s2:.4f} %: "
-          f"{'holds' if ok2 else 'fails'}")  # fmt: skip
-    print((frel["V"] - frel["A"]).round(4).to_string())
-    # 3. selection and wide grids
-    df = scenarios.evaluate_grid(
-        SELECTION_GRID + WIDE_GRID, model, n_reps=reps, seed=SELECTION_SEED,
-        extra_estimators={"V": V},
-    )  # fmt: skip
-    rows = df[df.estimator.isin(["learned", "V"])]
-    fails = (rows.diff_best_classical < -rows.diff_se).groupby(rows.estimator).sum()
-    prial = df.pivot(index="scenario", columns="estimator", values="prial")
-    drop = float(prial["learned"].mean() - prial["V"].mean())
-    ok3 = int(fails["V"]) <= int(fails["learned"]) and drop <= 0.25
-    print(prial[["learned", "V", "oracle"]].round(2).to_string())
-    print(f"3. grids: failures A {int(fails['learned'])}, V {int(fails['V'])}; mean PRIAL "
-          f"A {prial['learned'].mean():.2f}, V {prial['V'].mean():.2f} (drop {drop:+.2f}, "
-          f"at most 0.25): {'holds' if ok3 else 'fails'}")  # fmt: skip
-    verdict = ok1a and ok1b and ok2 and ok3
-    print(f"verdict: {'adopt V' if verdict else 'keep A'}")
-    return verdict
-
-
-RULE48_SEEDS = (2073, 2075)
-"""Decision 0048's fold seeds (never used before its rule was declared)."""
 
 
 def timing_tables(root: str, timings: dict, seeds, workers: int, reps: int):
@@ -268,6 +216,67 @@ def _by_window(d: pd.Series) -> str:
                      ((w, _paired(x)) for w, x in d.groupby(level="window")))  # fmt: skip
 
 
+def _holds(ok: bool) -> str:
+    return "holds" if ok else "fails"
+
+
+def _folds_gain(d: pd.Series, label: str, seeds) -> bool:
+    """The fold condition of rules 0047 and 0049 for the paired differences ``d`` (% of
+    Ledoit–Wolf's volatility): the mean over folds of each fold's mean over windows is
+    below −max(1 SE, 0.01), and no window's mean is above +1 SE."""
+    m, s = _paired(_per_fold(d))
+    ok_mean = m < -max(s, 0.01)
+    ok_windows = all(mw <= sw for mw, sw in (_paired(x) for _, x in d.groupby(level="window")))
+    print(f"1. folds, seeds {seeds} ({len(_per_fold(d))} folds), % of Ledoit–Wolf's volatility:")
+    print(f"   {label} {m:+.4f} ± {s:.4f} (below {-max(s, 0.01):+.4f}): {_holds(ok_mean)}")
+    print(f"   {label} by window: {_by_window(d)}; none above +1 SE: {_holds(ok_windows)}")
+    return ok_mean and ok_windows
+
+
+def _french_at_most(d: pd.Series, label: str, tolerance: bool) -> bool:
+    """Part 2: the mean of ``d`` over the French cells is at most +max(1 SE, 0.01) when
+    ``tolerance``, else at most 0."""
+    m, s = _paired(d)
+    bound = max(s, 0.01) if tolerance else 0.0
+    ok = m <= bound
+    print(f"2. French universes ({len(d)} cells): {label} {m:+.4f} ± {s:.4f} "
+          f"(at most {bound:+.4f}): {_holds(ok)}")  # fmt: skip
+    return ok
+
+
+def _grids_keep(
+    prial: pd.DataFrame, fails: pd.Series, base: str, new: str, max_drop: float
+) -> bool:
+    """Part 3: ``new`` fails in no more grid scenarios than ``base`` and its mean PRIAL is
+    at most ``max_drop`` below ``base``'s."""
+    drop = float(prial[base].mean() - prial[new].mean())
+    ok = int(fails[new]) <= int(fails[base]) and drop <= max_drop
+    cols = list(dict.fromkeys(["learned", base, new, "oracle"]))
+    print(prial[cols].round(2).to_string())
+    print(f"3. grids: failures {', '.join(f'{c} {int(fails[c])}' for c in cols[:-1])}; mean PRIAL "
+          f"{base} {prial[base].mean():.3f}, {new} {prial[new].mean():.3f} (drop {drop:+.3f}, "
+          f"at most {max_drop:.2f}): {_holds(ok)}")  # fmt: skip
+    return ok
+
+
+def _verdict(ok: bool, adopt: str, keep: str) -> bool:
+    print(f"verdict: {'adopt ' + adopt if ok else 'keep ' + keep}")
+    return ok
+
+
+def rule_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE_SEEDS) -> bool:
+    """Decision 0047's three conditions for V = ``final.pt`` with pre-tested timing, c = 1,
+    against A = ``final.pt``; prints them and returns whether all hold."""
+    rel, frel, prial, fails = timing_tables(root, {"V": (1.0, "pooled")}, seeds, workers, reps)
+    d = rel["V"] - rel["A"]
+    ok1 = _folds_gain(d, "V − A", seeds)
+    print(d.groupby(level=["family", "window"]).agg(["mean", "sem"]).round(4).to_string())
+    ok2 = _french_at_most(frel["V"] - frel["A"], "V − A", tolerance=False)
+    print((frel["V"] - frel["A"]).round(4).to_string())
+    ok3 = _grids_keep(prial, fails, "learned", "V", 0.25)
+    return _verdict(ok1 and ok2 and ok3, "V", "A")
+
+
 def rule48_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE48_SEEDS) -> bool:
     """Decision 0048's three conditions for S (the split pre-test) against P (0047's pooled
     pre-test, deployed), both c = 1 on ``final.pt``'s networks (A: without timing)."""
@@ -281,31 +290,16 @@ def rule48_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RUL
     ok1a = m_sp <= max(s_sp, 0.01)
     ok1b = m_sa < -max(s_sa, 0.01)
     print(f"1. folds, seeds {seeds} ({len(_per_fold(d_sp))} folds), % of Ledoit–Wolf's volatility:")
-    print(f"   S − P {m_sp:+.4f} ± {s_sp:.4f} (at most {max(s_sp, 0.01):+.4f}): "
-          f"{'holds' if ok1a else 'fails'}")  # fmt: skip
+    print(f"   S − P {m_sp:+.4f} ± {s_sp:.4f} (at most {max(s_sp, 0.01):+.4f}): {_holds(ok1a)}")
     print(f"   S − A {m_sa:+.4f} ± {s_sa:.4f} (below {-max(s_sa, 0.01):+.4f}): "
-          f"{'holds' if ok1b else 'fails'}; P − A {m_pa:+.4f} ± {s_pa:.4f}")  # fmt: skip
+          f"{_holds(ok1b)}; P − A {m_pa:+.4f} ± {s_pa:.4f}")  # fmt: skip
     for name, d in (("S − P", d_sp), ("S − A", d_sa)):
         print(f"   {name} by window: {_by_window(d)}")
     print(pd.concat({"S − P": d_sp, "S − A": d_sa}, axis=1)
           .groupby(level=["family", "window"]).mean().round(4).to_string())  # fmt: skip
-    m2, s2 = _paired(frel["S"] - frel["P"])
-    ok2 = m2 <= max(s2, 0.01)
-    print(f"2. French universes ({len(frel)} cells): S − P {m2:+.4f} ± {s2:.4f} "
-          f"(at most {max(s2, 0.01):+.4f}): {'holds' if ok2 else 'fails'}")  # fmt: skip
-    ok3 = int(fails["S"]) <= int(fails["P"]) and prial["S"].mean() >= prial["P"].mean()
-    print(prial[["learned", "P", "S", "oracle"]].round(2).to_string())
-    print(f"3. grids: failures A {int(fails['learned'])}, P {int(fails['P'])}, S "
-          f"{int(fails['S'])}; mean PRIAL A {prial['learned'].mean():.3f}, P "
-          f"{prial['P'].mean():.3f}, S {prial['S'].mean():.3f}: "
-          f"{'holds' if ok3 else 'fails'}")  # fmt: skip
-    verdict = ok1a and ok1b and ok2 and ok3
-    print(f"verdict: {'adopt S' if verdict else 'keep P'}")
-    return verdict
-
-
-RULE49_SEEDS = (2077, 2079)
-"""Decision 0049's fold seeds (never used before its rule was declared)."""
+    ok2 = _french_at_most(frel["S"] - frel["P"], "S − P", tolerance=True)
+    ok3 = _grids_keep(prial, fails, "P", "S", 0.0)
+    return _verdict(ok1a and ok1b and ok2 and ok3, "S", "P")
 
 
 def rule49_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE49_SEEDS) -> bool:
@@ -314,33 +308,15 @@ def rule49_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RUL
     timings = {"C": (1.0, "split"), "H": (0.5, "split")}
     rel, frel, prial, fails = timing_tables(root, timings, seeds, workers, reps)
     d_hc = rel["H"] - rel["C"]
-    m1, s1 = _paired(_per_fold(d_hc))
-    by_w = {w: _paired(x) for w, x in d_hc.groupby(level="window")}
-    ok1a = m1 < -max(s1, 0.01)
-    ok1b = all(m <= s for m, s in by_w.values())
-    print(f"1. folds, seeds {seeds} ({len(_per_fold(d_hc))} folds), % of Ledoit–Wolf's volatility:")
-    print(f"   H − C {m1:+.4f} ± {s1:.4f} (below {-max(s1, 0.01):+.4f}): "
-          f"{'holds' if ok1a else 'fails'}")  # fmt: skip
-    print(f"   H − C by window: {_by_window(d_hc)}; none above +1 SE: "
-          f"{'holds' if ok1b else 'fails'}")  # fmt: skip
+    ok1 = _folds_gain(d_hc, "H − C", seeds)
     for name in ("C", "H"):
         m, s = _paired(_per_fold(rel[name] - rel["A"]))
         print(f"   {name} − A {m:+.4f} ± {s:.4f}; by window: {_by_window(rel[name] - rel['A'])}")
     print(pd.concat({"H − C": d_hc, "C − A": rel["C"] - rel["A"]}, axis=1)
           .groupby(level=["family", "window"]).mean().round(4).to_string())  # fmt: skip
-    m2, s2 = _paired(frel["H"] - frel["C"])
-    ok2 = m2 <= max(s2, 0.01)
-    print(f"2. French universes ({len(frel)} cells): H − C {m2:+.4f} ± {s2:.4f} "
-          f"(at most {max(s2, 0.01):+.4f}): {'holds' if ok2 else 'fails'}")  # fmt: skip
-    drop = float(prial["C"].mean() - prial["H"].mean())
-    ok3 = int(fails["H"]) <= int(fails["C"]) and drop <= 0.10
-    print(prial[["learned", "C", "H", "oracle"]].round(2).to_string())
-    print(f"3. grids: failures A {int(fails['learned'])}, C {int(fails['C'])}, H "
-          f"{int(fails['H'])}; mean PRIAL C {prial['C'].mean():.3f}, H {prial['H'].mean():.3f} "
-          f"(drop {drop:+.3f}, at most 0.10): {'holds' if ok3 else 'fails'}")  # fmt: skip
-    verdict = ok1a and ok1b and ok2 and ok3
-    print(f"verdict: {'adopt H' if verdict else 'keep C'}")
-    return verdict
+    ok2 = _french_at_most(frel["H"] - frel["C"], "H − C", tolerance=True)
+    ok3 = _grids_keep(prial, fails, "C", "H", 0.10)
+    return _verdict(ok1 and ok2 and ok3, "H", "C")
 
 
 def _seeds(arg: str, default: tuple[int, ...]) -> tuple[int, ...]:
