@@ -40,6 +40,9 @@ universes, the selection and wide grids; prints each part and the verdict.
 split pre-test against 0047's pooled one, fresh folds of seeds 2073 and 2075.
 ``--rule49``: decision 0049's rule (``docs/decisions/0049-half-life-half-a-window.md``): the
 split pre-test with half-life ½ window against 1 window, fresh folds of seeds 2077 and 2079.
+``--rule50``: decision 0050's rule (``docs/decisions/0050-common-part-of-the-timing.md``):
+per-asset variance forecasts (QLIKE) with and without the split pre-test's common part,
+fresh folds of seeds 2081 and 2083.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -197,14 +201,20 @@ def timing_tables(root: str, timings: dict, seeds, workers: int, reps: int):
     rel = fold_relative_volatility(data, ests, seeds, workers)
     frows, _ = french_portfolio_tables(ests, ["A", *timed], workers=workers)
     frel = frows.pivot_table(index=["family", "window"], columns="estimator", values="rel_vol")
+    return (rel, frel, *grid_tables(model, timed, reps))
+
+
+def grid_tables(model, timed: dict, reps: int) -> tuple[pd.DataFrame, pd.Series]:
+    """``(prial, fails)`` of ``model`` (column ``learned``) and the estimators ``timed`` on
+    the selection and wide grids: PRIAL per scenario, and per estimator the number of
+    scenarios more than one SE below the best classical estimator."""
     df = scenarios.evaluate_grid(
         SELECTION_GRID + WIDE_GRID, model, n_reps=reps, seed=SELECTION_SEED,
         extra_estimators=timed,
     )  # fmt: skip
     rows = df[df.estimator.isin(["learned", *timed])]
     fails = (rows.diff_best_classical < -rows.diff_se).groupby(rows.estimator).sum()
-    prial = df.pivot(index="scenario", columns="estimator", values="prial")
-    return rel, frel, prial, fails
+    return df.pivot(index="scenario", columns="estimator", values="prial"), fails
 
 
 def _per_fold(d: pd.Series) -> pd.Series:
@@ -319,6 +329,83 @@ def rule49_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RUL
     return _verdict(ok1 and ok2 and ok3, "H", "C")
 
 
+RULE50_SEEDS = (2081, 2083)
+"""Decision 0050's fold seeds (never used before its rule was declared)."""
+
+
+def variance_qlike(forecast: np.ndarray, realised: np.ndarray) -> np.ndarray:
+    """Patton's (2011, J. Econometrics 160) QLIKE loss ``RV/h − log(RV/h) − 1`` of the
+    variance forecasts ``h`` against the realised variances ``RV`` (any equal shapes);
+    NaN where ``RV = 0`` (no movement to score)."""
+    ratio = np.where(realised > 0, realised / forecast, np.nan)
+    return ratio - np.log(ratio) - 1.0
+
+
+def forecast_losses(universe, base, timings: dict, window: int, rebalance: int) -> dict:
+    """Mean per-asset QLIKE (:func:`variance_qlike`) of each timing's variance forecasts
+    (the diagonal of the timed ``base`` estimate from the ``window`` days before each
+    rebalance date) against the mean squared return of the following ``rebalance``
+    periods, over the universe's backtest dates (from ``universe.start``)."""
+    R = universe.returns.to_numpy(dtype=np.float64)
+    lo = max(int(universe.returns.index.searchsorted(universe.start)), window)
+    pos = np.arange(lo, len(R), rebalance)
+    X = torch.as_tensor(np.stack([R[t - window : t] for t in pos]))
+    realised = np.stack([np.mean(np.square(R[t : t + rebalance]), axis=0) for t in pos])
+    cov = torch.as_tensor(base(X), dtype=torch.float64)
+    out = {}
+    for name, (c, pretest) in timings.items():
+        timed = apply_volatility_timing(cov, X, c, pretest) if c else cov
+        h = torch.diagonal(timed, dim1=-2, dim2=-1).numpy()
+        out[name] = float(np.nanmean(variance_qlike(h, realised)))
+    return out
+
+
+def rule50_part(root: str, workers: int, reps: int, seeds: tuple[int, ...] = RULE50_SEEDS) -> bool:
+    """Decision 0050's conditions: does the split pre-test's common part (T, deployed)
+    improve real variance forecasts over the relative pre-test (E, no common part)?"""
+    from shrinklab.data.french_portfolios import french_universes
+
+    timings = {"A": (None, None), "T": (0.5, "split"), "E": (0.5, "relative")}
+    data = load_rule_data(f"{root}/data", cut_test=True)
+    model = untimed_final(root)
+    base = backtest.learned_estimator(model)
+    rows = []
+    for seed in seeds:
+        f, folds = seed_folds(data, seed)
+        for k, u in enumerate(folds):
+            for w in f.windows:
+                q = forecast_losses(u, base, timings, w, 21)
+                rows.append({"seed": seed, "fold": k, "family": u.family, "window": w, **q})
+    q = pd.DataFrame(rows).set_index(["seed", "fold", "family", "window"])
+    d = q["T"] - q["E"]
+    m1, s1 = _paired(_per_fold(d))
+    ok1 = m1 < -max(s1, 0.001)
+    print(f"1. folds, seeds {seeds} ({len(_per_fold(d))} folds), per-asset variance QLIKE:")
+    print(f"   T − E {m1:+.5f} ± {s1:.5f} (below {-max(s1, 0.001):+.5f}): {_holds(ok1)}")
+    print(f"   T − E by window: {_by_window(d)}")
+    for name in ("T", "E"):
+        m, s = _paired(_per_fold(q[name] - q["A"]))
+        print(f"   {name} − A {m:+.5f} ± {s:.5f}; mean QLIKE {q[name].mean():.4f}")
+    print(pd.concat({"T − E": d, "E − A": q["E"] - q["A"]}, axis=1)
+          .groupby(level=["family", "window"]).mean().round(5).to_string())  # fmt: skip
+    frows = []
+    for u in french_universes():
+        for w in (36, 60, 120):
+            frows.append({"family": u.family, "window": w,
+                          **forecast_losses(u, base, timings, w, 1)})  # fmt: skip
+    fq = pd.DataFrame(frows).set_index(["family", "window"])
+    m2, s2 = _paired(fq["T"] - fq["E"])
+    ok2 = m2 <= 0
+    print(f"2. French universes ({len(fq)} cells): T − E {m2:+.5f} ± {s2:.5f} (at most 0): "
+          f"{_holds(ok2)}")  # fmt: skip
+    print((fq["T"] - fq["E"]).round(5).to_string())
+    keep_t = ok1 and ok2
+    timed = {n: VolatilityTiming(base, c, pretest=pt) for n, (c, pt) in timings.items() if c}
+    prial, fails = grid_tables(model, timed, reps)
+    ok3 = _grids_keep(prial, fails, "T", "E", 0.0)
+    return _verdict(not keep_t and ok3, "E", "T")
+
+
 def _seeds(arg: str, default: tuple[int, ...]) -> tuple[int, ...]:
     """``--rule-seeds`` for a rule whose own seeds are ``default`` (the flag's default is
     0047's seeds, so an unchanged flag means the rule's own)."""
@@ -335,6 +422,7 @@ def main() -> None:
     ap.add_argument("--rule", action="store_true", help="decision 0047's rule")
     ap.add_argument("--rule48", action="store_true", help="decision 0048's rule")
     ap.add_argument("--rule49", action="store_true", help="decision 0049's rule")
+    ap.add_argument("--rule50", action="store_true", help="decision 0050's rule")
     ap.add_argument(
         "--rule-seeds",
         default=",".join(map(str, RULE_SEEDS)),
@@ -356,6 +444,8 @@ def main() -> None:
         rule48_part(a.root, a.workers, a.reps, _seeds(a.rule_seeds, RULE48_SEEDS))
     if a.rule49:
         rule49_part(a.root, a.workers, a.reps, _seeds(a.rule_seeds, RULE49_SEEDS))
+    if a.rule50:
+        rule50_part(a.root, a.workers, a.reps, _seeds(a.rule_seeds, RULE50_SEEDS))
     if a.rule:
         rule_part(a.root, a.workers, a.reps, tuple(int(x) for x in a.rule_seeds.split(",")))
     print(f"{time.time() - t0:.0f} s")

@@ -277,3 +277,43 @@ def test_a_model_file_names_its_pretest():
     )
     with pytest.raises(ValueError, match="pretest"):
         vt.timing_scales(X, 1.0, "median")
+
+
+def test_relative_pretest_is_the_split_one_without_its_common_part():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((4, 80, 6)) * 0.01
+    X[:, 55:] *= 2.0  # a common rise the split pre-test passes
+    X[:, 55:, 0] *= 1.7  # and one asset's own
+    w = vt.ewma_weights(80, 40.0, like=X)
+    split = vt.split_log_scales(X, w)
+    relative = vt.split_log_scales(X, w, common=False)
+    gap = split - relative  # the common part: one number per window
+    np.testing.assert_allclose(gap, gap[:, :1].repeat(6, 1), rtol=0, atol=1e-14)
+    assert np.all(gap[:, 0] > 0)
+    assert np.any(relative != 0)
+    # so Σ̂ differs by a scalar, and the GMV weights are the same
+    cov = np.einsum("bni,bnj->bij", X, X) / 80 + 1e-5 * np.eye(6)
+    ones = np.ones(6)
+    weights = {}
+    for pretest in ("split", "relative"):
+        timed = vt.apply_volatility_timing(cov, X, 0.5, pretest)
+        g = np.linalg.solve(timed, ones)
+        weights[pretest] = g / g.sum(-1, keepdims=True)
+    np.testing.assert_allclose(weights["split"], weights["relative"], rtol=1e-10)
+    torch_rel = vt.split_log_scales(torch.as_tensor(X), vt.ewma_weights(80, 40.0), common=False)
+    np.testing.assert_allclose(torch_rel.numpy(), relative, rtol=1e-12, atol=1e-15)
+
+
+def test_qlike_is_zero_at_the_truth_larger_elsewhere_and_skips_still_assets():
+    realised = np.array([[1.0, 4.0, 0.0]])
+    np.testing.assert_allclose(m.variance_qlike(realised[:, :2], realised[:, :2]), 0.0, atol=1e-15)
+    for h in (0.5, 2.0, 8.0):  # RV/h − log(RV/h) − 1 by hand, for RV = 4
+        want = 4 / h - np.log(4 / h) - 1
+        assert m.variance_qlike(np.array([h]), np.array([4.0]))[0] == pytest.approx(want, rel=1e-12)
+        assert want > 0
+    # under-forecasting costs more than over-forecasting by the same factor (Patton 2011)
+    assert (
+        m.variance_qlike(np.array([2.0]), np.array([4.0]))[0]
+        > m.variance_qlike(np.array([8.0]), np.array([4.0]))[0]
+    )
+    assert np.isnan(m.variance_qlike(np.ones((1, 3)), realised)[0, 2])

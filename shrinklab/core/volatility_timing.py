@@ -27,7 +27,10 @@ scale (a multivariate t; market-wide volatility) they move together and ``Σ r_i
 its threshold by chance more often than it assumes. The *split* pre-test
 (:func:`split_log_scales`, decision 0048, the deployed one) tests the common part ``r̄``
 and the asset-specific part ``r − r̄`` apart, each against a delta-method null variance
-that includes the co-movement of the squares.
+that includes the co-movement of the squares. The common part multiplies ``Σ̂`` by one
+number: it moves the level of every variance forecast and leaves minimum-variance weights
+unchanged. The *relative* pre-test is the split one without the common part (only the
+assets' volatilities relative to each other are timed; decision 0050 weighs the two).
 
 Research log, "Exploration: recency-weighted volatilities"; adopted for the deployed
 estimator by decision 0047 (``docs/decisions/0047-pre-tested-volatility-timing.md``). A
@@ -77,7 +80,7 @@ EXTRA_KEY = "volatility_timing"
 PRETEST_KEY = "volatility_pretest"
 """The key of a model file's ``extra`` that names its pre-test (absent: ``"pooled"``)."""
 
-PRETESTS = ("pooled", "split")
+PRETESTS = ("pooled", "split", "relative")
 """``pooled``: one James–Stein factor for all log variance ratios (decision 0047);
 ``split``: the common part and the asset-specific part tested apart
 (:func:`split_log_scales`)."""
@@ -148,7 +151,9 @@ def james_stein_factor(r: Any, v0: Any, p: Any = None) -> Any:
     return xp.where(ss > 0, f, xp.zeros_like(ss))
 
 
-def split_log_scales(X: Any, w: Any, threshold: float = COMMON_THRESHOLD) -> Any:
+def split_log_scales(
+    X: Any, w: Any, threshold: float = COMMON_THRESHOLD, common: bool = True
+) -> Any:
     """``log D`` ``(…, p)`` of the *split* pre-test (module docstring) for returns
     ``X (…, n, p)`` and day weights ``w (n,)``: the common part ``r̄`` of the log variance
     ratios passes by ``max(0, 1 − threshold · v_c / r̄²)`` and the asset-specific part
@@ -158,7 +163,8 @@ def split_log_scales(X: Any, w: Any, threshold: float = COMMON_THRESHOLD) -> Any
     ``z̄_t`` their mean over assets, ``s = Σ_t (w_t − 1/n)²``): the delta-method
     variances of ``r̄`` and of ``e`` when the days are i.i.d. but the assets' squares move
     together (a common daily scale, as in a multivariate t), which the pooled pre-test
-    ignores. Constant columns keep 0."""
+    ignores. ``common=False`` drops the common part (the *relative* pre-test). Constant
+    columns keep 0."""
     xp = ops(X)
     n = X.shape[-2]
     y, live, safe, p_live = _squares(X)
@@ -177,7 +183,7 @@ def split_log_scales(X: Any, w: Any, threshold: float = COMMON_THRESHOLD) -> Any
     e = xp.where(live, r - rbar, zero)
     rbar_sq = xp.square(rbar)
     f_c = xp.where(
-        rbar_sq > 0,
+        (rbar_sq > 0) & bool(common),
         xp.clamp_min(1.0 - threshold * v_c / xp.clamp_min(rbar_sq, 1e-300), 0.0),
         xp.zeros_like(rbar),
     )
@@ -203,8 +209,8 @@ def timing_scales(
         raise ValueError(f"need at least 2 observations, got {n}")
     w = ewma_weights(n, float(half_life_ratio) * n, like=X)
     w = xp.to(w, X)
-    if pretest == "split":
-        return xp.exp(0.5 * split_log_scales(X, w))
+    if pretest in ("split", "relative"):
+        return xp.exp(0.5 * split_log_scales(X, w, common=pretest == "split"))
     r, v0, p_live = log_variance_ratios(X, w)
     return xp.exp(0.5 * james_stein_factor(r, v0, p_live) * r)
 
