@@ -64,6 +64,7 @@ from shrinklab.core.volatility_timing import (
 from shrinklab.data import universes
 from shrinklab.evaluation import backtest, scenarios
 from shrinklab.evaluation import universe_backtest as ub
+from shrinklab.evaluation.variance_forecast import qlike
 from shrinklab.models.registry import load_model
 from shrinklab.studies.deploy_rule import FoldSpec, load_rule_data
 from shrinklab.studies.selection_grid import SELECTION_GRID, SELECTION_SEED, WIDE_GRID
@@ -333,19 +334,12 @@ RULE50_SEEDS = (2081, 2083)
 """Decision 0050's fold seeds (never used before its rule was declared)."""
 
 
-def variance_qlike(forecast: np.ndarray, realised: np.ndarray) -> np.ndarray:
-    """Patton's (2011, J. Econometrics 160) QLIKE loss ``RV/h − log(RV/h) − 1`` of the
-    variance forecasts ``h`` against the realised variances ``RV`` (any equal shapes);
-    NaN where ``RV = 0`` (no movement to score)."""
-    ratio = np.where(realised > 0, realised / forecast, np.nan)
-    return ratio - np.log(ratio) - 1.0
-
-
 def forecast_losses(universe, base, timings: dict, window: int, rebalance: int) -> dict:
-    """Mean per-asset QLIKE (:func:`variance_qlike`) of each timing's variance forecasts
-    (the diagonal of the timed ``base`` estimate from the ``window`` days before each
-    rebalance date) against the mean squared return of the following ``rebalance``
-    periods, over the universe's backtest dates (from ``universe.start``)."""
+    """Mean per-asset QLIKE (:func:`shrinklab.evaluation.variance_forecast.qlike`) of each
+    timing's variance forecasts (the diagonal of the timed ``base`` estimate from the
+    ``window`` days before each rebalance date) against the mean squared return of the
+    following ``rebalance`` periods, over the universe's backtest dates (from
+    ``universe.start``)."""
     R = universe.returns.to_numpy(dtype=np.float64)
     lo = max(int(universe.returns.index.searchsorted(universe.start)), window)
     pos = np.arange(lo, len(R), rebalance)
@@ -356,7 +350,7 @@ def forecast_losses(universe, base, timings: dict, window: int, rebalance: int) 
     for name, (c, pretest) in timings.items():
         timed = apply_volatility_timing(cov, X, c, pretest) if c else cov
         h = torch.diagonal(timed, dim1=-2, dim2=-1).numpy()
-        out[name] = float(np.nanmean(variance_qlike(h, realised)))
+        out[name] = float(np.nanmean(qlike(h, realised)))
     return out
 
 

@@ -302,18 +302,3 @@ def test_relative_pretest_is_the_split_one_without_its_common_part():
     np.testing.assert_allclose(weights["split"], weights["relative"], rtol=1e-10)
     torch_rel = vt.split_log_scales(torch.as_tensor(X), vt.ewma_weights(80, 40.0), common=False)
     np.testing.assert_allclose(torch_rel.numpy(), relative, rtol=1e-12, atol=1e-15)
-
-
-def test_qlike_is_zero_at_the_truth_larger_elsewhere_and_skips_still_assets():
-    realised = np.array([[1.0, 4.0, 0.0]])
-    np.testing.assert_allclose(m.variance_qlike(realised[:, :2], realised[:, :2]), 0.0, atol=1e-15)
-    for h in (0.5, 2.0, 8.0):  # RV/h − log(RV/h) − 1 by hand, for RV = 4
-        want = 4 / h - np.log(4 / h) - 1
-        assert m.variance_qlike(np.array([h]), np.array([4.0]))[0] == pytest.approx(want, rel=1e-12)
-        assert want > 0
-    # under-forecasting costs more than over-forecasting by the same factor (Patton 2011)
-    assert (
-        m.variance_qlike(np.array([2.0]), np.array([4.0]))[0]
-        > m.variance_qlike(np.array([8.0]), np.array([4.0]))[0]
-    )
-    assert np.isnan(m.variance_qlike(np.ones((1, 3)), realised)[0, 2])

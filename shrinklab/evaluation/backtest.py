@@ -176,7 +176,10 @@ class BacktestResult:
     ``returns[window]``: daily out-of-sample portfolio returns (days × estimators,
     equal weights included); ``weights[window][name]``: weights on each rebalance
     date (dates × assets); ``turnover[window]``: ``Σ|Δw|`` at each rebalance
-    (NaN at the first); ``rebalance_dates``: the common rebalance dates.
+    (NaN at the first); ``rebalance_dates``: the common rebalance dates;
+    ``variances[window][name]``: each estimator's variance forecasts, the diagonal of its
+    Σ̂, on each rebalance date (dates × assets; :mod:`shrinklab.evaluation.variance_forecast`
+    scores them).
     """
 
     returns: dict[int, pd.DataFrame]
@@ -187,6 +190,7 @@ class BacktestResult:
     start: pd.Timestamp
     end: pd.Timestamp
     names: list[str] = field(default_factory=list)
+    variances: dict[int, dict[str, pd.DataFrame]] = field(default_factory=dict)
 
 
 def _estimate(
@@ -274,14 +278,17 @@ def gmv_backtest(
     out_ret: dict[int, pd.DataFrame] = {}
     out_w: dict[int, dict[str, pd.DataFrame]] = {}
     out_to: dict[int, pd.DataFrame] = {}
+    out_var: dict[int, dict[str, pd.DataFrame]] = {}
     for window in windows:
         Xb = np.stack([R[t - window : t] for t in pos])  # (B, window, p), all before t
         W: dict[str, np.ndarray] = {}
+        V: dict[str, pd.DataFrame] = {}
         shared: dict[str, torch.Tensor] = {}  # the learned estimators' features and targets
         for name in names:
             report(f"backtest: window {window}, {name} ({len(pos)} rebalances)")
             cov = _estimate(name, estimators[name], Xb, dates, shared)
             W[name] = gmv_weights(torch.as_tensor(cov)).numpy()
+            V[name] = pd.DataFrame(np.diagonal(cov, axis1=1, axis2=2), index=dates, columns=cols)
         W[EQUAL_WEIGHT] = np.full((len(pos), p), 1.0 / p)
         daily = {}
         for name, w in W.items():
@@ -298,6 +305,7 @@ def gmv_backtest(
             t[1:] = np.abs(np.diff(w, axis=0)).sum(1)
             to[name] = t
         out_to[window] = pd.DataFrame(to, index=dates)
+        out_var[window] = V
     return BacktestResult(
         returns=out_ret,
         weights=out_w,
@@ -307,6 +315,7 @@ def gmv_backtest(
         start=index[lo],
         end=index[hi],
         names=[*names, EQUAL_WEIGHT],
+        variances=out_var,
     )
 
 
