@@ -194,3 +194,34 @@ def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
         extra={"chosen": "ensemble"},
     )
     assert "no real returns" in model_card(synthetic, METRICS, "9.9")
+
+
+def test_model_card_reports_the_etf_backtest_and_variance_forecasts_when_present(tmp_path):
+    path = save(random_network(seed=4), tmp_path / "final.pt")
+    assert "Variance forecasts" not in model_card(path, METRICS, "9.9")  # older metrics
+    assert "factor ETFs" not in model_card(path, METRICS, "9.9")
+    more = {
+        **METRICS,
+        "backtest_etf": {
+            "60/ML (final)": {
+                "ann_vol": 0.156,
+                "diff_vs_benchmark": -0.0031,
+                "ci_low": -0.005,
+                "ci_high": -0.001,
+                "p_value": 0.004,
+            },
+            "60/ledoit_wolf": {"ann_vol": 0.1591},
+        },
+        "variance_forecast": {
+            "20 stocks/60/ML (final)": {
+                "qlike": 0.393,
+                "difference": -0.0317,
+                "difference se": 0.0302,
+            },
+            "20 stocks/60/ledoit_wolf": {"qlike": 0.4247, "difference": 0.0, "difference se": 0.0},
+        },
+    }
+    text = model_card(path, more, "9.9")
+    assert "| 60 | 15.60 | 15.91 | -0.31 [-0.50, -0.10] | 0.004 |" in text
+    assert "| 20 stocks | 60 | 0.393 | -0.032 ± 0.030 |" in text
+    assert "ledoit_wolf | " not in text.split("## Variance forecasts")[1]
