@@ -64,7 +64,7 @@ from shrinklab.core.volatility_timing import (
 from shrinklab.data import universes
 from shrinklab.evaluation import backtest, scenarios
 from shrinklab.evaluation import universe_backtest as ub
-from shrinklab.evaluation.variance_forecast import qlike
+from shrinklab.evaluation.variance_forecast import holding_variances, qlike
 from shrinklab.models.registry import load_model
 from shrinklab.studies.deploy_rule import FoldSpec, load_rule_data
 from shrinklab.studies.selection_grid import SELECTION_GRID, SELECTION_SEED, WIDE_GRID
@@ -344,7 +344,7 @@ def forecast_losses(universe, base, timings: dict, window: int, rebalance: int) 
     lo = max(int(universe.returns.index.searchsorted(universe.start)), window)
     pos = np.arange(lo, len(R), rebalance)
     X = torch.as_tensor(np.stack([R[t - window : t] for t in pos]))
-    realised = np.stack([np.mean(np.square(R[t : t + rebalance]), axis=0) for t in pos])
+    realised = holding_variances(R, pos, len(R))
     cov = torch.as_tensor(base(X), dtype=torch.float64)
     out = {}
     for name, (c, pretest) in timings.items():

@@ -83,7 +83,8 @@ PRETEST_KEY = "volatility_pretest"
 PRETESTS = ("pooled", "split", "relative")
 """``pooled``: one James–Stein factor for all log variance ratios (decision 0047);
 ``split``: the common part and the asset-specific part tested apart
-(:func:`split_log_scales`)."""
+(:func:`split_log_scales`, decision 0048, deployed); ``relative``: the split one without
+its common part (decision 0050, not adopted)."""
 
 COMMON_THRESHOLD = 4.0
 """The split pre-test lets the common part through in full only when ``r̄²`` is well above

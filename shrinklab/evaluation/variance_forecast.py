@@ -22,7 +22,7 @@ import pandas as pd
 
 from shrinklab.evaluation.backtest import BacktestResult
 
-__all__ = ["qlike", "realised_variances", "variance_forecast_table"]
+__all__ = ["holding_variances", "qlike", "realised_variances", "variance_forecast_table"]
 
 
 def qlike(forecast: np.ndarray, realised: np.ndarray) -> np.ndarray:
@@ -41,6 +41,14 @@ def qlike(forecast: np.ndarray, realised: np.ndarray) -> np.ndarray:
     return ratio - np.log(ratio) - 1.0
 
 
+def holding_variances(R: np.ndarray, starts: np.ndarray, end: int) -> np.ndarray:
+    """``(len(starts), p)``: the mean squared return of each column of ``R (T, p)`` over each
+    holding period, rows ``starts[k]`` up to ``starts[k + 1]`` (the last up to ``end``,
+    exclusive)."""
+    bounds = np.append(np.asarray(starts, dtype=int), int(end))
+    return np.stack([np.mean(np.square(R[a:b]), axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+
+
 def realised_variances(returns: pd.DataFrame, result: BacktestResult) -> pd.DataFrame:
     """The mean squared return of each asset over each holding period of ``result``
     (from a rebalance date up to the day before the next, the last up to ``result.end``),
@@ -50,9 +58,7 @@ def realised_variances(returns: pd.DataFrame, result: BacktestResult) -> pd.Data
     if (pos < 0).any():
         raise ValueError("the backtest's rebalance dates are not all in returns' index")
     end = int(index.get_loc(result.end)) + 1
-    bounds = np.append(pos, end)
-    R = returns.to_numpy(dtype=np.float64)
-    rv = np.stack([np.mean(np.square(R[a:b]), axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+    rv = holding_variances(returns.to_numpy(dtype=np.float64), pos, end)
     return pd.DataFrame(rv, index=result.rebalance_dates, columns=returns.columns)
 
 
