@@ -334,3 +334,97 @@ def test_study_smoke_hidden_dims(tmp_path, monkeypatch):
     assert s["adopt_B"] == (
         s["rule1_factor_scenarios"] and s["rule2_real"] and s["rule3_synthetic"]
     )
+
+
+def test_hetero_worlds_reach_new_families_and_put_the_settings_back():
+    from shrinklab.data import families
+
+    def draw(family):
+        g = torch.Generator().manual_seed(5)
+        return families.sigma_and_root(family, 20, g, None, hetero_prob=1.0)[0]
+
+    before = draw("diversified"), draw("factor")
+    with worlds.hetero_worlds(worlds.HETERO_ALL, 1.2):
+        inside = draw("diversified")
+        assert families.HETERO_TAU == (0.2, 1.2)
+    after = draw("diversified"), draw("factor")
+    assert not torch.equal(inside, before[0])  # diversified worlds now scaled by D
+    logv = torch.log(torch.diagonal(inside))
+    assert float(logv.std()) > float(torch.log(torch.diagonal(before[0])).std())
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    assert families.HETERO_TAU == (0.2, 0.8)
+    assert "sp500" not in worlds.HETERO_ALL and "resampled" not in worlds.HETERO_ALL
+    with pytest.raises(ValueError, match="without heterogeneous"):
+        with worlds.hetero_worlds(("sp500",), 1.2):
+            pass
+    with pytest.raises(ValueError, match="tau_max"):
+        with worlds.hetero_worlds(("factor",), 0.1):
+            pass
+
+
+def test_rule_0051_by_hand():
+    # two repetitions, two windows each; relative change (B − A)/A in %
+    d = pd.DataFrame(
+        {"rep": [0, 0, 1, 1], "A": [1.0, 1.0, 1.0, 1.0], "diff": [0.01, -0.01, 0.02, 0.0]}
+    )
+    synth = pd.DataFrame(
+        {"rep": [0, 1, 0], "valid": ["A", "A", "B"], "delta_B_minus_A": [-1.0, -2.0, -9.0]}
+    )
+    stress = pd.DataFrame(
+        {"rep": [0, 0, 1, 1], "prial_gain_B_minus_A": [4.0, 2.0, 3.0, 1.0], "se": [1.0] * 4}
+    )
+    grids = pd.DataFrame({"rep": [0, 1], "prial_gain_B_minus_A": [-0.2, 0.0], "se": [0.1, 0.1]})
+    r = worlds.rule_0051(d, synth, stress, grids)
+    assert r["stress_gain_by_rep"] == [3.0, 2.0]
+    assert r["stress_prial_gain_B_minus_A"] == pytest.approx(2.5)
+    assert r["stress_prial_gain_se"] == pytest.approx(0.5)  # sd 0.707 / √2
+    assert r["real_rel_var_by_rep"] == pytest.approx([0.0, 1.0])
+    assert r["real_rel_var_pct_se"] == pytest.approx(0.5)
+    assert r["rule2_real"]  # mean 0.5 % not more than its SE (0.5) above zero
+    assert r["prial_drop_on_A_valid"] == pytest.approx(1.5)  # A's validation worlds only
+    assert r["grids_prial_gain_B_minus_A"] == pytest.approx(-0.1)
+    assert r["rule1_stress"] and r["rule3_synthetic"] and r["rule4_grids"] and r["adopt_B"]
+    worse = grids.assign(prial_gain_B_minus_A=[-0.3, -0.2])  # −0.25 ± 0.05: 5 SE below zero
+    assert not worlds.rule_0051(d, synth, stress, worse)["adopt_B"]
+    noisy = stress.assign(prial_gain_B_minus_A=[9.0, 9.0, -5.0, -5.0])  # 2 ± 7 over repetitions
+    assert not worlds.rule_0051(d, synth, noisy, grids)["rule1_stress"]
+    assert not worlds.rule_0051(d.assign(diff=[0.03, 0.03, 0.02, 0.02]), synth, stress, grids)[
+        "rule2_real"
+    ]
+
+
+def test_rule_0051_goes_with_heterogeneous_worlds(tmp_path):
+    with pytest.raises(ValueError, match="rule 0051"):
+        worlds.run(tmp_path, rule="0051")
+    with pytest.raises(ValueError, match="rule 0051"):
+        worlds.run(tmp_path, hetero_b=(("factor",), 1.2))
+
+
+def test_study_smoke_rule_0051(tmp_path, monkeypatch):
+    small = [{"name": "2-factor hetero1.2 p12 n30", "family": "factor", "p": 12, "n": 30,
+              "n_factors": 2, "hetero": 1.2}]  # fmt: skip
+    monkeypatch.setattr(worlds, "HETERO_STRESS", small)
+    monkeypatch.setattr(worlds, "SELECTION_GRID", [{**small[0], "name": "g", "hetero": 0.0}])
+    monkeypatch.setattr(worlds, "WIDE_GRID", [])
+    calls = []
+
+    def recording_train(model, ts, vs, cfg, **kw):
+        calls.append(ts)
+        return real_train(model, ts, vs, cfg, **kw)
+
+    real_train = worlds.train
+    monkeypatch.setattr(worlds, "train", recording_train)
+    worlds.main(
+        ["--smoke", "--rule", "0051", "--hetero-all", "--reps", "2", "--out", str(tmp_path)]
+    )
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["rule"] == "0051" and s["hetero_tau_max_B"] == 1.2
+    assert len(s["stress_gain_by_rep"]) == 2 and len(s["grids_gain_by_rep"]) == 2
+    assert s["adopt_B"] == (
+        s["rule1_stress"] and s["rule2_real"] and s["rule3_synthetic"] and s["rule4_grids"]
+    )
+    # B's training worlds differ from A's (heterogeneous variances), same seeds and sizes
+    ts_a, ts_b = calls[0], calls[1]
+    assert torch.equal(ts_a.p, ts_b.p) and not torch.equal(ts_a.features, ts_b.features)
+    stress = pd.read_csv(tmp_path / "stress_scenarios.csv")
+    assert stress["rep"].tolist() == [0, 1] and np.isfinite(stress["se"]).all()

@@ -71,6 +71,9 @@ HETERO_FAMILIES: tuple[str, ...] = (
     "dominant_factor",
 )
 
+#: Range of the log-volatility spread ``τ`` of heterogeneous variances (``τ ~ U(lo, hi)``).
+HETERO_TAU: tuple[float, float] = (0.2, 0.8)
+
 
 # --------------------------------------------------------------------------- families
 def _factor(p, g, kw):
@@ -287,7 +290,7 @@ def sigma_and_root(
     if kw:
         raise ValueError(f"unknown parameters for family {family!r}: {sorted(kw)}")
     if hetero is None and family in HETERO_FAMILIES and uniform(g) < hetero_prob:
-        hetero = uniform(g, 0.2, 0.8)
+        hetero = uniform(g, *HETERO_TAU)
     if hetero:
         s = torch.exp(float(hetero) * torch.randn(p, generator=g, dtype=DTYPE))
         sigma = sigma * torch.outer(s, s)  # s_i s_j = s_j s_i: stays exactly symmetric

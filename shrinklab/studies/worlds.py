@@ -41,11 +41,22 @@ docs/decisions/0030-factor-worlds-weight-3.md instead of 0026's: both arms are a
 on the factor scenarios of the selection and wide grids (:func:`factor_scenario_gains`,
 the same replications for both arms), and the rule asks for a PRIAL gain there without a
 loss on the real universes.
+
+``--hetero-all`` (with ``--rule 0051``) gives B training worlds whose heterogeneous
+variances reach every synthetic family that can take them (all but ``sp500`` and
+``resampled``, which carry real volatilities) with a log-volatility spread up to
+``--hetero-tau-max`` (1.2) instead of 0.8 (:func:`hetero_worlds`; the pipeline's draws
+are unchanged). The rule of docs/decisions/0051-heterogeneous-volatilities-everywhere.md
+then scores both arms on :data:`HETERO_STRESS` (fresh replications, seed
+:data:`STRESS_SEED`) and on the selection and wide grids, repetition by repetition, and
+judges every part by the spread over the repetitions (training-seed noise), not only
+over replications.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -61,7 +72,7 @@ import yaml
 from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
 from shrinklab.core.metrics import prial_with_se, ratio_se
 from shrinklab.core.targets import TARGET_NAMES, combine
-from shrinklab.data import dataset, returns
+from shrinklab.data import dataset, families, returns
 from shrinklab.data.real_windows import build_windows, realised_gmv_variance
 from shrinklab.data.synthetic import BASE_FAMILIES, REGULAR_FAMILIES
 from shrinklab.data.worlds_market import MARKET_FAMILIES
@@ -334,6 +345,109 @@ def rule_0030(d: pd.DataFrame, synth: pd.DataFrame, factor: pd.DataFrame) -> dic
     }  # fmt: skip
 
 
+#: Synthetic families whose worlds can take heterogeneous variances (Σ ← DΣD) beyond the
+#: pipeline's :data:`shrinklab.data.families.HETERO_FAMILIES`: every family except the two
+#: that carry real volatilities (``sp500``, ``resampled``).
+HETERO_ALL: tuple[str, ...] = tuple(f for f in families.FAMILIES if f not in ("sp500", "resampled"))
+
+#: Scenarios outside every grid and outside the training range of heterogeneous variances
+#: (log-volatility spread τ up to 1.2, families the pipeline draws without it): the first
+#: part of 0051's rule (declared with it, scored at :data:`STRESS_SEED`).
+HETERO_STRESS: list[dict[str, Any]] = [
+    {"name": "factor hetero1.2 p60 n120", "family": "factor", "p": 60, "n": 120, "hetero": 1.2},
+    {"name": "block hetero1.0 p50 n100", "family": "block", "p": 50, "n": 100, "hetero": 1.0},
+    {"name": "diversified hetero1.0 p30 n60", "family": "diversified", "p": 30, "n": 60,
+     "hetero": 1.0},
+    {"name": "market+sectors hetero0.8 p60 n120", "family": "market_sectors", "p": 60,
+     "n": 120, "hetero": 0.8},
+    {"name": "Toeplitz .5 hetero1.0 p100 n50", "family": "toeplitz", "p": 100, "n": 50,
+     "rho": 0.5, "hetero": 1.0},
+    {"name": "lognormal hetero1.2 p80 n160", "family": "lognormal", "p": 80, "n": 160,
+     "hetero": 1.2},
+]  # fmt: skip
+
+#: Seed of :data:`HETERO_STRESS`'s replications (fresh for 0051).
+STRESS_SEED = 2085
+
+
+@contextlib.contextmanager
+def hetero_worlds(family_names: tuple[str, ...], tau_max: float):
+    """Within the block, synthetic worlds of ``family_names`` get heterogeneous variances
+    (with the configured ``hetero_prob``) with ``τ ~ U(0.2, tau_max)``: the module settings
+    :data:`shrinklab.data.families.HETERO_FAMILIES` and ``HETERO_TAU`` are swapped and put
+    back afterwards. For a study's arm in one process (the training-set builder with one
+    worker), never for the pipeline."""
+    unknown = set(family_names) - set(HETERO_ALL)
+    if unknown:
+        raise ValueError(f"families without heterogeneous variances: {sorted(unknown)}")
+    lo = families.HETERO_TAU[0]
+    if not (math.isfinite(tau_max) and lo <= tau_max <= 3.0):
+        raise ValueError(f"tau_max must be in [{lo}, 3], got {tau_max!r}")
+    saved = families.HETERO_FAMILIES, families.HETERO_TAU
+    families.HETERO_FAMILIES, families.HETERO_TAU = tuple(family_names), (lo, float(tau_max))
+    try:
+        yield
+    finally:
+        families.HETERO_FAMILIES, families.HETERO_TAU = saved
+
+
+def scenario_gains_by_rep(
+    models: list[tuple[Any, Any]], specs: list[dict[str, Any]], n_reps: int, seed: int
+) -> pd.DataFrame:
+    """Paired PRIAL gain B − A (points) per repetition and scenario of ``specs``, for
+    ``models = [(A, B), ...]``: both arms on the same ``n_reps`` replications (seed
+    ``scenario_seed(seed, name)``), the SE over the replications by :func:`ratio_se`."""
+    if not models:
+        raise ValueError("scenario_gains_by_rep needs at least one (A, B) model pair")
+    rows = []
+    for spec in specs:
+        name = scenarios.scenario_name(spec)
+        s = scenarios.scenario_seed(seed, name)
+        for rep, (a_model, b_model) in enumerate(models):
+            L = scenarios.evaluate_scenario(spec, a_model, n_reps, s, ensemble=b_model)["losses"]
+            diff, se = ratio_se(
+                np.asarray(L[scenarios.LEARNED]) - np.asarray(L[scenarios.ENSEMBLE]),
+                np.asarray(L["sample"]) - np.asarray(L[scenarios.FSOPT]),
+            )
+            rows.append({"rep": rep, "scenario": name, "prial_gain_B_minus_A": diff, "se": se})
+    return pd.DataFrame(rows)
+
+
+def _over_reps(values: Any) -> tuple[float, float]:
+    """Mean and standard error over repetitions (``sd / √R``; 0 for one repetition)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def rule_0051(
+    d: pd.DataFrame, synth: pd.DataFrame, stress: pd.DataFrame, grids: pd.DataFrame
+) -> dict[str, Any]:
+    """The rule of docs/decisions/0051-heterogeneous-volatilities-everywhere.md, each part
+    on per-repetition values with the SE over the repetitions: (1) the mean PRIAL gain
+    B − A over :data:`HETERO_STRESS` at least 1 SE above zero; (2) the real universes'
+    mean relative GMV variance change (B − A) / A not more than 1 SE above zero;
+    (3) B's PRIAL on A's validation worlds at most 2 points below A's; (4) the mean PRIAL
+    gain over the selection and wide grids not more than 1 SE below zero."""
+    g_stress = stress.groupby("rep")["prial_gain_B_minus_A"].mean()
+    g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
+    rel = (d["diff"] / d["A"]).groupby(d["rep"]).mean() * 100.0
+    drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
+    (s_m, s_se), (r_m, r_se), (g_m, g_se) = map(_over_reps, (g_stress, rel, g_grids))
+    drop_m = float(drop.mean())
+    r1, r2, r3, r4 = s_m - s_se > 0, r_m <= r_se, drop_m <= 2.0, g_m >= -g_se
+    return {
+        "stress_prial_gain_B_minus_A": s_m, "stress_prial_gain_se": s_se,
+        "stress_gain_by_rep": g_stress.tolist(),
+        "real_rel_var_pct_B_minus_A": r_m, "real_rel_var_pct_se": r_se,
+        "real_rel_var_by_rep": rel.tolist(),
+        "prial_drop_on_A_valid": drop_m,
+        "grids_prial_gain_B_minus_A": g_m, "grids_prial_gain_se": g_se,
+        "grids_gain_by_rep": g_grids.tolist(),
+        "rule1_stress": bool(r1), "rule2_real": bool(r2), "rule3_synthetic": bool(r3),
+        "rule4_grids": bool(r4), "adopt_B": bool(r1 and r2 and r3 and r4),
+    }  # fmt: skip
+
+
 def run(
     out: Path,
     n_train: int = 10_000,
@@ -353,6 +467,9 @@ def run(
     factor_specs: list[dict[str, Any]] | None = None,
     factor_reps: int = 200,
     hidden_dims_b: list[int] | None = None,
+    hetero_b: tuple[tuple[str, ...], float] | None = None,
+    stress_specs: list[dict[str, Any]] | None = None,
+    stress_reps: int = 100,
 ) -> dict[str, Any]:
     """The study; ``train_overrides`` (:func:`parse_overrides`) are arm B's
     :class:`TrainConfig` settings beside the pretrain section's. Where both arms have the
@@ -360,14 +477,19 @@ def run(
     (needs arms that differ) scores both arms on ``factor_specs`` (default
     :data:`FACTOR_SCENARIOS`, ``factor_reps`` replications each) and applies
     :func:`rule_0030`. ``hidden_dims_b`` are B's hidden layers (default the pretrain
-    section's)."""
+    section's). ``hetero_b = (families, tau_max)`` builds B's training worlds under
+    :func:`hetero_worlds`; ``rule="0051"`` (needs it) scores :data:`HETERO_STRESS` (or
+    ``stress_specs``, ``stress_reps`` replications) and the selection and wide grids by
+    repetition and applies :func:`rule_0051`."""
     overrides = dict(train_overrides or {})
     hidden_b = [int(h) for h in hidden_dims_b] if hidden_dims_b else None
     if hidden_b is not None and not all(h > 0 for h in hidden_b):
         raise ValueError(f"hidden_dims_b must be positive layer widths, got {hidden_dims_b!r}")
-    differ = candidate is not None or bool(overrides) or hidden_b is not None
-    if rule not in (None, "0030"):
-        raise ValueError(f"rule must be None or '0030', got {rule!r}")
+    differ = candidate is not None or bool(overrides) or hidden_b is not None or bool(hetero_b)
+    if rule not in (None, "0030", "0051"):
+        raise ValueError(f"rule must be None, '0030' or '0051', got {rule!r}")
+    if (rule == "0051") != bool(hetero_b):
+        raise ValueError("rule 0051 goes with B's heterogeneous worlds (hetero_b), and only it")
     if rule == "0030" and not differ:
         raise ValueError(
             "rule 0030 needs arms that differ: a candidate family, a train override or "
@@ -383,6 +505,12 @@ def run(
         m: dataset.build_training_set(n_valid, 777, {**base, "family_weights": mix[m]}, False, 1)
         for m in own
     }
+    if hetero_b:
+        own = ["A", "B"]  # B's training worlds differ; both are judged on A's validation worlds
+
+    def worlds_of(m: str):
+        return hetero_worlds(*hetero_b) if hetero_b and m == "B" else contextlib.nullcontext()
+
     universes = real_universes(
         windows, n_portfolio_draws, "2010-01-01", "2015-12-31",
         diversified if differ else (), n_diversified_draws,
@@ -392,12 +520,12 @@ def run(
     pairs: list[tuple[Any, Any]] = []
     for rep in range(reps):
         models = {}
-        sets = {
-            m: dataset.build_training_set(
-                n_train, 10 + rep, {**base, "family_weights": mix[m]}, False, 1
-            )
-            for m in own
-        }
+        sets = {}
+        for m in own:
+            with worlds_of(m):
+                sets[m] = dataset.build_training_set(
+                    n_train, 10 + rep, {**base, "family_weights": mix[m]}, False, 1
+                )
         for m in mix:
             ts, vs = sets.get(m, sets["A"]), valid.get(m, valid["A"])
             settings = {
@@ -449,7 +577,20 @@ def run(
         "rule2_synthetic": bool(rule2),
         "adopt_B": bool(rule1 and rule2),
     }
-    if rule == "0030":
+    if rule == "0051":
+        stress = scenario_gains_by_rep(
+            pairs, stress_specs or HETERO_STRESS, stress_reps, STRESS_SEED
+        )
+        grids = scenario_gains_by_rep(
+            pairs, SELECTION_GRID + WIDE_GRID, factor_reps, SELECTION_SEED
+        )
+        stress.to_csv(out / "stress_scenarios.csv", index=False)
+        grids.to_csv(out / "grid_scenarios.csv", index=False)
+        decision = rule_0051(d, synth, stress, grids)
+        summary = {"rule": "0051", "hetero_families_B": list(hetero_b[0]),
+                   "hetero_tau_max_B": hetero_b[1], "mixes": mix, **decision}  # fmt: skip
+        by = by.join(classical_vols(universes))
+    elif rule == "0030":
         factor = factor_scenario_gains(pairs, factor_specs or FACTOR_SCENARIOS, factor_reps)
         factor.to_csv(out / "factor_scenarios.csv", index=False)
         decision = rule_0030(d, synth, factor)
@@ -480,9 +621,15 @@ def main(argv: list[str] | None = None) -> None:
         help="0027: B trains with this TrainConfig setting (repeatable)",
     )  # fmt: skip
     ap.add_argument(
-        "--rule", choices=["0030"], default=None,
-        help="0030: score the factor scenarios too and apply that record's rule",
+        "--rule", choices=["0030", "0051"], default=None,
+        help="0030: score the factor scenarios too and apply that record's rule; "
+        "0051: with --hetero-all, the stress scenarios and the grids by repetition",
     )  # fmt: skip
+    ap.add_argument(
+        "--hetero-all", action="store_true",
+        help="0051: B's worlds get heterogeneous variances in every family that can take them",
+    )  # fmt: skip
+    ap.add_argument("--hetero-tau-max", type=float, default=1.2)
     ap.add_argument(
         "--hidden-dims", default=None, metavar="W1,W2,...",
         help="0031: B's hidden layer widths (the pretrain section's otherwise)",
@@ -495,9 +642,11 @@ def main(argv: list[str] | None = None) -> None:
     kw = (
         {"n_train": 200, "n_valid": 100, "epochs": 1, "p_max": 30,
          "windows": (60,), "n_portfolio_draws": 1, "diversified": (6,), "n_diversified_draws": 1,
-         "factor_reps": 4}
+         "factor_reps": 4, "stress_reps": 4}
         if a.smoke else {}
     )  # fmt: skip
+    if a.hetero_all:
+        kw["hetero_b"] = (HETERO_ALL, a.hetero_tau_max)
     res = run(
         Path(a.out), reps=a.reps, candidate=a.candidate, candidate_weight=a.candidate_weight,
         train_overrides=overrides, params_file=a.params, rule=a.rule,
