@@ -297,6 +297,22 @@ FACTOR_SCENARIOS: list[dict[str, Any]] = [
 ]  # 0030: the validation scenarios where final.pt is furthest below the oracle
 
 
+def _paired_losses(
+    models: list[tuple[Any, Any]], spec: dict[str, Any], n_reps: int, seed: int
+) -> tuple[str, list[np.ndarray], np.ndarray]:
+    """``(name, gains, b)`` of one scenario: per ``(A, B)`` pair of ``models`` the loss
+    difference A − B per replication, and the oracle gain (sample − FSOPT loss) ``b`` of
+    the replications, the same draws (seed ``scenario_seed(seed, name)``) for every pair."""
+    name = scenarios.scenario_name(spec)
+    s = scenarios.scenario_seed(seed, name)
+    gains, b = [], np.zeros(0)
+    for a_model, b_model in models:
+        L = scenarios.evaluate_scenario(spec, a_model, n_reps, s, ensemble=b_model)["losses"]
+        gains.append(np.asarray(L[scenarios.LEARNED]) - np.asarray(L[scenarios.ENSEMBLE]))
+        b = np.asarray(L["sample"]) - np.asarray(L[scenarios.FSOPT])
+    return name, gains, b
+
+
 def factor_scenario_gains(
     models: list[tuple[Any, Any]], specs: list[dict[str, Any]], n_reps: int
 ) -> pd.DataFrame:
@@ -310,15 +326,8 @@ def factor_scenario_gains(
         raise ValueError("factor_scenario_gains needs at least one (A, B) model pair")
     rows = []
     for spec in specs:
-        name = scenarios.scenario_name(spec)
-        seed = scenarios.scenario_seed(SELECTION_SEED, name)
-        gain, b = [], None
-        for a_model, b_model in models:
-            res = scenarios.evaluate_scenario(spec, a_model, n_reps, seed, ensemble=b_model)
-            L = res["losses"]
-            gain.append(L[scenarios.LEARNED] - L[scenarios.ENSEMBLE])
-            b = L["sample"] - L[scenarios.FSOPT]  # the same draws for every pair
-        diff, se = ratio_se(np.mean(gain, axis=0), b)
+        name, gains, b = _paired_losses(models, spec, n_reps, SELECTION_SEED)
+        diff, se = ratio_se(np.mean(gains, axis=0), b)
         rows.append({"scenario": name, "prial_gain_B_minus_A": diff, "se": se, "n_reps": n_reps})
     return pd.DataFrame(rows)
 
@@ -401,14 +410,9 @@ def scenario_gains_by_rep(
         raise ValueError("scenario_gains_by_rep needs at least one (A, B) model pair")
     rows = []
     for spec in specs:
-        name = scenarios.scenario_name(spec)
-        s = scenarios.scenario_seed(seed, name)
-        for rep, (a_model, b_model) in enumerate(models):
-            L = scenarios.evaluate_scenario(spec, a_model, n_reps, s, ensemble=b_model)["losses"]
-            diff, se = ratio_se(
-                np.asarray(L[scenarios.LEARNED]) - np.asarray(L[scenarios.ENSEMBLE]),
-                np.asarray(L["sample"]) - np.asarray(L[scenarios.FSOPT]),
-            )
+        name, gains, b = _paired_losses(models, spec, n_reps, seed)
+        for rep, gain in enumerate(gains):
+            diff, se = ratio_se(gain, b)
             rows.append({"rep": rep, "scenario": name, "prial_gain_B_minus_A": diff, "se": se})
     return pd.DataFrame(rows)
 
