@@ -34,12 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shrinklab.core.metrics import ratio_se
 from shrinklab.evaluation import scenarios
 from shrinklab.models.registry import load_model
 from shrinklab.studies.worlds import HETERO_STRESS
-
-CLASSICAL = ("ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis")
 
 #: Scenarios outside the grids and the training ranges (the exploration's twelve).
 OUTSIDE_GRIDS: list[dict[str, Any]] = [
@@ -66,30 +63,30 @@ def stress_grid() -> list[dict[str, Any]]:
     return OUTSIDE_GRIDS + [s for s in HETERO_STRESS if s["name"] not in names]
 
 
-def compare(losses: Mapping[str, Any]) -> dict[str, Any]:
-    """One scenario's row from its per-replication ``losses`` (``sample``, ``fsopt``,
-    ``learned`` and :data:`CLASSICAL`): for each measure the learned value, the best
-    classical estimator's name and value, and the paired difference (learned − best for
-    PRIAL, best − learned for the ratio, so that positive is the learned model ahead)
-    with its standard error."""
+def compare(result: Mapping[str, Any]) -> dict[str, Any]:
+    """One scenario's row from :func:`shrinklab.evaluation.scenarios.evaluate_scenario`'s
+    ``result``: its PRIAL comparison as that function computes it (the learned model, the
+    best classical estimator by PRIAL and the paired difference learned − best with its
+    SE), and the mean per-replication loss ratio to the sample covariance of the learned
+    model and of the best classical estimator by that ratio, with the paired difference
+    best − learned and its SE (positive: the learned model ahead on both measures)."""
+    learned = scenarios.LEARNED
+    best_p = result["best_classical"]
     L = {
-        k: np.asarray(losses[k], dtype=np.float64)
-        for k in ("sample", "fsopt", "learned", *CLASSICAL)
+        k: np.asarray(result["losses"][k], dtype=np.float64)
+        for k in (learned, *scenarios.CLASSICAL)
     }
-    d = L["sample"]
+    d = np.asarray(result["losses"]["sample"], dtype=np.float64)
     if np.any(d <= 0):
         raise ValueError("the sample covariance's loss must be positive in every replication")
-    gain = d - L["fsopt"]
-    prial = {k: ratio_se(d - L[k], gain)[0] for k in ("learned", *CLASSICAL)}
-    best_p = max(CLASSICAL, key=prial.get)
-    diff_p, se_p = ratio_se(L[best_p] - L["learned"], gain)
-    ratio = {k: float(np.mean(L[k] / d)) for k in ("learned", *CLASSICAL)}
-    best_r = min(CLASSICAL, key=ratio.get)
-    r = (L[best_r] - L["learned"]) / d
+    ratio = {k: float(np.mean(v / d)) for k, v in L.items()}
+    best_r = min(scenarios.CLASSICAL, key=ratio.get)
+    r = (L[best_r] - L[learned]) / d
     return {
-        "prial": prial["learned"], "prial_best": best_p, "prial_best_value": prial[best_p],
-        "prial_diff": diff_p, "prial_diff_se": se_p,
-        "ratio": ratio["learned"], "ratio_best": best_r, "ratio_best_value": ratio[best_r],
+        "prial": result["prial"][learned], "prial_best": best_p,
+        "prial_best_value": result["prial"][best_p],
+        "prial_diff": result["diff_best"][learned], "prial_diff_se": result["diff_best_se"][learned],
+        "ratio": ratio[learned], "ratio_best": best_r, "ratio_best_value": ratio[best_r],
         "ratio_diff": float(r.mean()), "ratio_diff_se": float(r.std(ddof=1) / math.sqrt(len(r))),
     }  # fmt: skip
 
@@ -105,7 +102,7 @@ def score(model: Any, specs: Sequence[Mapping[str, Any]], n_reps: int, seed: int
         res = scenarios.evaluate_scenario(
             spec, model, int(n_reps), scenarios.scenario_seed(seed, name)
         )
-        rows[name] = compare(res["losses"])
+        rows[name] = compare(res)
     out = pd.DataFrame.from_dict(rows, orient="index")
     out["miss_prial"] = out["prial_diff"] < -out["prial_diff_se"]
     out["miss_ratio"] = out["ratio_diff"] < -out["ratio_diff_se"]

@@ -13,9 +13,10 @@ from shrinklab.models.registry import load_model
 from tests._scripts import ROOT, load_script
 
 
-def _losses():
+def _result():
+    """A result shaped as ``scenarios.evaluate_scenario``'s, its PRIAL fields by hand."""
     d = np.array([1.0, 1.0, 10.0, 10.0])  # two small-loss and two large-loss replications
-    return {
+    losses = {
         "sample": d, "fsopt": 0.2 * d,
         # the learned model halves the small losses and leaves the large ones
         "learned": np.array([0.5, 0.5, 10.0, 10.0]),
@@ -23,22 +24,30 @@ def _losses():
         "ledoit_wolf": 0.9 * d, "oas": 0.95 * d, "constant_correlation": d,
         "single_factor": d, "qis": d,
     }  # fmt: skip
+    gain = 0.8 * 22.0
+    return {
+        "losses": losses, "best_classical": "ledoit_wolf",
+        "prial": {"learned": 100 * 1.0 / gain, "ledoit_wolf": 100 * 2.2 / gain},
+        "diff_best": {"learned": 100 * (1.0 - 2.2) / gain}, "diff_best_se": {"learned": 3.0},
+    }  # fmt: skip
 
 
 def test_the_two_measures_by_hand():
     m = load_script("scripts/stress_scenarios.py")
-    row = m.compare(_losses())
     gain = 0.8 * 22.0
+    row = m.compare(_result())
     assert row["prial"] == pytest.approx(100 * 1.0 / gain)  # 1.0 taken off 22
     assert row["prial_best"] == "ledoit_wolf"
     assert row["prial_best_value"] == pytest.approx(100 * 2.2 / gain)
     assert row["prial_diff"] == pytest.approx(100 * (1.0 - 2.2) / gain)  # behind by PRIAL
+    assert row["prial_diff_se"] == 3.0
     assert row["ratio"] == pytest.approx(0.75)  # (0.5 + 0.5 + 1 + 1) / 4
     assert row["ratio_best"] == "ledoit_wolf" and row["ratio_best_value"] == pytest.approx(0.9)
     assert row["ratio_diff"] == pytest.approx(0.15)  # ahead by the mean ratio
     r = np.array([0.4, 0.4, -0.1, -0.1])
     assert row["ratio_diff_se"] == pytest.approx(r.std(ddof=1) / 2)
-    bad = {**_losses(), "sample": np.array([1.0, 0.0, 10.0, 10.0])}
+    bad = _result()
+    bad["losses"]["sample"] = np.array([1.0, 0.0, 10.0, 10.0])
     with pytest.raises(ValueError, match="positive"):
         m.compare(bad)
 

@@ -417,12 +417,6 @@ def scenario_gains_by_rep(
     return pd.DataFrame(rows)
 
 
-def _over_reps(values: Any) -> tuple[float, float]:
-    """Mean and standard error over repetitions (``sd / √R``; 0 for one repetition)."""
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
-
-
 def rule_0051(
     d: pd.DataFrame, synth: pd.DataFrame, stress: pd.DataFrame, grids: pd.DataFrame
 ) -> dict[str, Any]:
@@ -436,7 +430,9 @@ def rule_0051(
     g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
     rel = (d["diff"] / d["A"]).groupby(d["rep"]).mean() * 100.0
     drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
-    (s_m, s_se), (r_m, r_se), (g_m, g_se) = map(_over_reps, (g_stress, rel, g_grids))
+    (s_m, s_se), (r_m, r_se), (g_m, g_se) = (
+        paired(v.to_numpy()) for v in (g_stress, rel, g_grids)
+    )  # over the repetitions
     drop_m = float(drop.mean())
     r1, r2, r3, r4 = s_m - s_se > 0, r_m <= r_se, drop_m <= 2.0, g_m >= -g_se
     return {
