@@ -36,7 +36,7 @@ public grid):
 
     OMP_NUM_THREADS=1 python scripts/correlation_timing.py <run root> --rule [--workers 2]
 
-About 15 min on the 2-vCPU VM.
+About 3 min on the 2-vCPU VM (two workers).
 """
 
 from __future__ import annotations
