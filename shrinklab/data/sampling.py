@@ -16,8 +16,45 @@ from shrinklab.data import worlds_market
 from shrinklab.data.draws import DTYPE, SEED_BOUND
 from shrinklab.data.families import sigma_and_root
 
+VOLATILITY_PATH_PROB = 0.0
+"""Probability that a synthetic world's returns carry a common volatility path inside the
+window (:func:`volatility_path`). 0 in the pipeline (no draw is consumed, so every
+training set is unchanged); a study arm sets it (``shrinklab.studies.worlds``, decision
+0053)."""
+
+VOLATILITY_PATH_PERSISTENCE = (10.0, 250.0)
+"""Range of the path's persistence ``L`` in days (``φ = exp(−1/L)``)."""
+
+VOLATILITY_PATH_SPREAD = (0.1, 0.5)
+"""Range of the stationary standard deviation ``s`` of the log volatility."""
+
 
 # --------------------------------------------------------------------------- returns
+def volatility_path(n: int, g: torch.Generator) -> torch.Tensor:
+    """A common daily volatility ``σ_t (n,)``, float64, with ``mean σ_t² = 1``: the log
+    volatility is a stationary AR(1), ``h_t = φ h_{t−1} + s √(1 − φ²) ε_t`` with
+    ``φ = exp(−1/L)``, ``L ~ U(`` :data:`VOLATILITY_PATH_PERSISTENCE` ``)`` days and
+    ``s ~ U(`` :data:`VOLATILITY_PATH_SPREAD` ``)`` (the log-AR(1) stochastic volatility
+    of Taylor 1986, "Modelling financial time series"; volatility clustering). Rows
+    ``x_t = σ_t z_t`` then have the window-average covariance ``Σ`` exactly in
+    expectation, so the truth is unchanged: the path only moves what the sample shows
+    (recent volatility, tails, squared autocorrelation). Deterministic in ``g``."""
+    from scipy.signal import lfilter
+
+    u = torch.rand(2, generator=g, dtype=torch.float64)
+    lo, hi = VOLATILITY_PATH_PERSISTENCE
+    phi = math.exp(-1.0 / (lo + (hi - lo) * float(u[0])))
+    s_lo, s_hi = VOLATILITY_PATH_SPREAD
+    s = s_lo + (s_hi - s_lo) * float(u[1])
+    eps = torch.randn(n, generator=g, dtype=torch.float64)
+    h0 = s * float(eps[0])
+    innovation = s * math.sqrt(1.0 - phi * phi)
+    rest, _ = lfilter([innovation], [1.0, -phi], eps[1:].numpy(), zi=[phi * h0])
+    h = torch.cat([torch.tensor([h0], dtype=torch.float64), torch.from_numpy(rest)])
+    var = torch.exp(2.0 * h)
+    return torch.sqrt(var / var.mean())
+
+
 def _chi2(df: float, size: int, g: torch.Generator) -> torch.Tensor:
     """χ²_df draws, ``df >= 2``: ``2·Gamma(df/2)`` from numpy's gamma sampler (Marsaglia &
     Tsang 2000) on a PCG64 stream seeded by one 62-bit draw of ``g`` (deterministic in ``g``;
@@ -86,6 +123,8 @@ def draw_returns(
         nu = float(dfs[i])
         if math.isfinite(nu):  # Student-t: scale the rows of z (same law as scaling x)
             z.mul_(torch.sqrt((nu - 2.0) / _chi2(nu, n, g)).to(normal_dtype)[:, None])
+        if VOLATILITY_PATH_PROB > 0 and float(torch.rand((), generator=g)) < VOLATILITY_PATH_PROB:
+            z.mul_(volatility_path(n, g).to(normal_dtype)[:, None])
         if isinstance(root, tuple):
             xi = torch.matmul(z[:, :k], root[0].to(normal_dtype).T)
             xi.addcmul_(z[:, k:], root[1].to(normal_dtype))

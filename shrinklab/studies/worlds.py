@@ -51,6 +51,14 @@ then scores both arms on :data:`HETERO_STRESS` (fresh replications, seed
 :data:`STRESS_SEED`) and on the selection and wide grids, repetition by repetition, and
 judges every part by the spread over the repetitions (training-seed noise), not only
 over replications.
+
+``--vol-paths PROB`` (with ``--rule 0053``) gives B training worlds whose returns carry a
+common volatility path inside the window with probability ``PROB``
+(:func:`volatility_path_worlds`, :func:`shrinklab.data.sampling.volatility_path`; the
+truth stays the window's Σ). The rule of
+docs/decisions/0053-volatility-paths-in-training-worlds.md is 0051's, with the selection
+and wide grids' scenarios *with* volatility paths (fresh replications, seed
+:data:`PATH_SEED`) in place of the stress scenarios.
 """
 
 from __future__ import annotations
@@ -72,7 +80,7 @@ import yaml
 from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
 from shrinklab.core.metrics import prial_with_se, ratio_se
 from shrinklab.core.targets import TARGET_NAMES, combine
-from shrinklab.data import dataset, families, returns
+from shrinklab.data import dataset, families, returns, sampling
 from shrinklab.data.real_windows import build_windows, realised_gmv_variance
 from shrinklab.data.synthetic import BASE_FAMILIES, REGULAR_FAMILIES
 from shrinklab.data.worlds_market import MARKET_FAMILIES
@@ -448,6 +456,38 @@ def rule_0051(
     }  # fmt: skip
 
 
+#: Seed of decision 0053's path scenarios (fresh for 0053).
+PATH_SEED = 2091
+
+
+@contextlib.contextmanager
+def volatility_path_worlds(prob: float):
+    """Within the block, each synthetic world's returns carry a common volatility path
+    with probability ``prob`` (:func:`shrinklab.data.sampling.volatility_path`; resampled
+    real returns keep their own): the module setting
+    :data:`shrinklab.data.sampling.VOLATILITY_PATH_PROB` is swapped and put back
+    afterwards. For a study's arm or scenarios in one process, never for the pipeline."""
+    if not (math.isfinite(prob) and 0.0 < prob <= 1.0):
+        raise ValueError(f"prob must be in (0, 1], got {prob!r}")
+    saved = sampling.VOLATILITY_PATH_PROB
+    sampling.VOLATILITY_PATH_PROB = float(prob)
+    try:
+        yield
+    finally:
+        sampling.VOLATILITY_PATH_PROB = saved
+
+
+def rule_0053(
+    d: pd.DataFrame, synth: pd.DataFrame, paths: pd.DataFrame, grids: pd.DataFrame
+) -> dict[str, Any]:
+    """The rule of docs/decisions/0053-volatility-paths-in-training-worlds.md: 0051's four
+    parts (:func:`rule_0051`), with the path scenarios (the selection and wide grids'
+    scenarios whose returns carry a volatility path) in place of the stress scenarios."""
+    out = rule_0051(d, synth, paths, grids)
+    renamed = {k.replace("stress", "paths"): v for k, v in out.items()}
+    return renamed
+
+
 def run(
     out: Path,
     n_train: int = 10_000,
@@ -470,6 +510,7 @@ def run(
     hetero_b: tuple[tuple[str, ...], float] | None = None,
     stress_specs: list[dict[str, Any]] | None = None,
     stress_reps: int = 100,
+    paths_b: float | None = None,
 ) -> dict[str, Any]:
     """The study; ``train_overrides`` (:func:`parse_overrides`) are arm B's
     :class:`TrainConfig` settings beside the pretrain section's. Where both arms have the
@@ -480,16 +521,25 @@ def run(
     section's). ``hetero_b = (families, tau_max)`` builds B's training worlds under
     :func:`hetero_worlds`; ``rule="0051"`` (needs it) scores :data:`HETERO_STRESS` (or
     ``stress_specs``, ``stress_reps`` replications) and the selection and wide grids by
-    repetition and applies :func:`rule_0051`."""
+    repetition and applies :func:`rule_0051`. ``paths_b`` (a probability) builds B's
+    training worlds under :func:`volatility_path_worlds`; ``rule="0053"`` (needs it)
+    scores the selection and wide grids with volatility paths in every replication (seed
+    :data:`PATH_SEED`, ``stress_reps`` replications) and without (``factor_reps``), by
+    repetition, and applies :func:`rule_0053`."""
     overrides = dict(train_overrides or {})
     hidden_b = [int(h) for h in hidden_dims_b] if hidden_dims_b else None
     if hidden_b is not None and not all(h > 0 for h in hidden_b):
         raise ValueError(f"hidden_dims_b must be positive layer widths, got {hidden_dims_b!r}")
-    differ = candidate is not None or bool(overrides) or hidden_b is not None or bool(hetero_b)
-    if rule not in (None, "0030", "0051"):
-        raise ValueError(f"rule must be None, '0030' or '0051', got {rule!r}")
+    differ = (
+        candidate is not None or bool(overrides) or hidden_b is not None or bool(hetero_b)
+        or paths_b is not None
+    )  # fmt: skip
+    if rule not in (None, "0030", "0051", "0053"):
+        raise ValueError(f"rule must be None, '0030', '0051' or '0053', got {rule!r}")
     if (rule == "0051") != bool(hetero_b):
         raise ValueError("rule 0051 goes with B's heterogeneous worlds (hetero_b), and only it")
+    if (rule == "0053") != (paths_b is not None):
+        raise ValueError("rule 0053 goes with B's volatility paths (paths_b), and only it")
     if rule == "0030" and not differ:
         raise ValueError(
             "rule 0030 needs arms that differ: a candidate family, a train override or "
@@ -505,11 +555,15 @@ def run(
         m: dataset.build_training_set(n_valid, 777, {**base, "family_weights": mix[m]}, False, 1)
         for m in own
     }
-    if hetero_b:
+    if hetero_b or paths_b is not None:
         own = ["A", "B"]  # B's training worlds differ; both are judged on A's validation worlds
 
     def worlds_of(m: str):
-        return hetero_worlds(*hetero_b) if hetero_b and m == "B" else contextlib.nullcontext()
+        if m == "B" and hetero_b:
+            return hetero_worlds(*hetero_b)
+        if m == "B" and paths_b is not None:
+            return volatility_path_worlds(paths_b)
+        return contextlib.nullcontext()
 
     universes = real_universes(
         windows, n_portfolio_draws, "2010-01-01", "2015-12-31",
@@ -590,6 +644,19 @@ def run(
         summary = {"rule": "0051", "hetero_families_B": list(hetero_b[0]),
                    "hetero_tau_max_B": hetero_b[1], "mixes": mix, **decision}  # fmt: skip
         by = by.join(classical_vols(universes))
+    elif rule == "0053":
+        with volatility_path_worlds(1.0):
+            paths = scenario_gains_by_rep(
+                pairs, stress_specs or SELECTION_GRID + WIDE_GRID, stress_reps, PATH_SEED
+            )
+        grids = scenario_gains_by_rep(
+            pairs, SELECTION_GRID + WIDE_GRID, factor_reps, SELECTION_SEED
+        )
+        paths.to_csv(out / "path_scenarios.csv", index=False)
+        grids.to_csv(out / "grid_scenarios.csv", index=False)
+        decision = rule_0053(d, synth, paths, grids)
+        summary = {"rule": "0053", "volatility_path_prob_B": paths_b, "mixes": mix, **decision}
+        by = by.join(classical_vols(universes))
     elif rule == "0030":
         factor = factor_scenario_gains(pairs, factor_specs or FACTOR_SCENARIOS, factor_reps)
         factor.to_csv(out / "factor_scenarios.csv", index=False)
@@ -621,9 +688,14 @@ def main(argv: list[str] | None = None) -> None:
         help="0027: B trains with this TrainConfig setting (repeatable)",
     )  # fmt: skip
     ap.add_argument(
-        "--rule", choices=["0030", "0051"], default=None,
+        "--rule", choices=["0030", "0051", "0053"], default=None,
         help="0030: score the factor scenarios too and apply that record's rule; "
-        "0051: with --hetero-all, the stress scenarios and the grids by repetition",
+        "0051: with --hetero-all, the stress scenarios and the grids by repetition; "
+        "0053: with --vol-paths, the grids with and without volatility paths by repetition",
+    )  # fmt: skip
+    ap.add_argument(
+        "--vol-paths", type=float, default=None, metavar="PROB",
+        help="0053: B's worlds carry a volatility path inside the window with this probability",
     )  # fmt: skip
     ap.add_argument(
         "--hetero-all", action="store_true",
@@ -649,7 +721,7 @@ def main(argv: list[str] | None = None) -> None:
         kw["hetero_b"] = (HETERO_ALL, a.hetero_tau_max)
     res = run(
         Path(a.out), reps=a.reps, candidate=a.candidate, candidate_weight=a.candidate_weight,
-        train_overrides=overrides, params_file=a.params, rule=a.rule,
+        train_overrides=overrides, params_file=a.params, rule=a.rule, paths_b=a.vol_paths,
         hidden_dims_b=[int(x) for x in a.hidden_dims.split(",")] if a.hidden_dims else None, **kw,
     )  # fmt: skip
     pd.set_option("display.width", 200)
