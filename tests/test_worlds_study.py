@@ -428,3 +428,87 @@ def test_study_smoke_rule_0051(tmp_path, monkeypatch):
     assert torch.equal(ts_a.p, ts_b.p) and not torch.equal(ts_a.features, ts_b.features)
     stress = pd.read_csv(tmp_path / "stress_scenarios.csv")
     assert stress["rep"].tolist() == [0, 1] and np.isfinite(stress["se"]).all()
+
+
+def test_volatility_path_worlds_move_the_rows_only_inside_and_put_the_setting_back():
+    from shrinklab.data import sampling
+    from shrinklab.data.synthetic import make_scenario
+
+    spec = {"family": "factor", "p": 8, "n": 300, "n_factors": 2}
+    sigma0, x0 = make_scenario(spec, 4, 11)
+    with worlds.volatility_path_worlds(1.0):
+        assert sampling.VOLATILITY_PATH_PROB == 1.0
+        sigma1, x1 = make_scenario(spec, 4, 11)
+    sigma2, x2 = make_scenario(spec, 4, 11)
+    assert sampling.VOLATILITY_PATH_PROB == 0.0
+    assert torch.equal(sigma1, sigma0)  # the truth is unchanged
+    assert torch.equal(x2, x0) and not torch.equal(x1, x0)  # off again: the same draws
+    # the rows are rescaled by one common factor per day: every asset's ratio is the same
+    ratio = x1 / x0
+    torch.testing.assert_close(ratio, ratio[..., :1].expand_as(ratio), rtol=1e-5, atol=0.0)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="prob"):
+            with worlds.volatility_path_worlds(bad):
+                pass
+
+
+def test_volatility_path_is_a_normalised_log_ar1():
+    from shrinklab.data import sampling
+
+    g = torch.Generator().manual_seed(3)
+    paths = torch.stack([sampling.volatility_path(200, g) for _ in range(400)])
+    torch.testing.assert_close((paths**2).mean(-1), torch.ones(400, dtype=torch.float64))
+    h = torch.log(paths)
+    h = h - h.mean(-1, keepdim=True)
+    lag1 = (h[:, 1:] * h[:, :-1]).mean() / (h * h).mean()
+    assert float(lag1) > 0.8  # persistent: φ = exp(−1/L) with L ≥ 10 days
+    sd = h.std(-1)
+    assert 0.02 < float(sd.min()) and float(sd.max()) < 1.0  # s in (0.1, 0.5), within a window
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(sampling.volatility_path(50, g1), sampling.volatility_path(50, g2))
+
+
+def test_rule_0053_is_0051_on_the_path_scenarios():
+    d = pd.DataFrame({"rep": [0, 0, 1, 1], "A": [1.0] * 4, "diff": [0.01, -0.01, 0.02, 0.0]})
+    synth = pd.DataFrame({"rep": [0, 1], "valid": ["A", "A"], "delta_B_minus_A": [-1.0, -2.0]})
+    paths = pd.DataFrame({"rep": [0, 1], "prial_gain_B_minus_A": [3.0, 2.0], "se": [1.0, 1.0]})
+    grids = pd.DataFrame({"rep": [0, 1], "prial_gain_B_minus_A": [-0.2, 0.0], "se": [0.1, 0.1]})
+    r = worlds.rule_0053(d, synth, paths, grids)
+    assert r["paths_prial_gain_B_minus_A"] == pytest.approx(2.5)
+    assert r["rule1_paths"] and r["adopt_B"]
+    assert not any("stress" in k for k in r)
+    flat = paths.assign(prial_gain_B_minus_A=[0.5, -0.5])
+    assert not worlds.rule_0053(d, synth, flat, grids)["adopt_B"]
+    with pytest.raises(ValueError, match="rule 0053"):
+        worlds.run(Path("unused"), rule="0053")
+    with pytest.raises(ValueError, match="rule 0053"):
+        worlds.run(Path("unused"), paths_b=0.5)
+
+
+def test_study_smoke_rule_0053(tmp_path, monkeypatch):
+    small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
+    monkeypatch.setattr(worlds, "SELECTION_GRID", small)
+    monkeypatch.setattr(worlds, "WIDE_GRID", [])
+    calls = []
+
+    def recording_train(model, ts, vs, cfg, **kw):
+        calls.append(ts)
+        return real_train(model, ts, vs, cfg, **kw)
+
+    real_train = worlds.train
+    monkeypatch.setattr(worlds, "train", recording_train)
+    worlds.main(["--smoke", "--rule", "0053", "--vol-paths", "0.5", "--reps", "2",
+                 "--out", str(tmp_path)])  # fmt: skip
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["rule"] == "0053" and s["volatility_path_prob_B"] == 0.5
+    assert len(s["paths_gain_by_rep"]) == 2 and len(s["grids_gain_by_rep"]) == 2
+    assert s["adopt_B"] == (
+        s["rule1_paths"] and s["rule2_real"] and s["rule3_synthetic"] and s["rule4_grids"]
+    )
+    ts_a, ts_b = calls[0], calls[1]  # B's rows carry paths: other features, same worlds
+    assert torch.equal(ts_a.p, ts_b.p) and not torch.equal(ts_a.features, ts_b.features)
+    from shrinklab.data import sampling
+
+    assert sampling.VOLATILITY_PATH_PROB == 0.0
+    paths = pd.read_csv(tmp_path / "path_scenarios.csv")
+    assert paths["rep"].tolist() == [0, 1] and np.isfinite(paths["se"]).all()
