@@ -17,6 +17,21 @@ from shrinklab.studies import worlds
 from shrinklab.studies.selection_grid import SELECTION_SEED
 
 
+@pytest.fixture
+def train_calls(monkeypatch):
+    """Every ``worlds.train`` call of the test, recorded as ``(model, ts, vs, cfg)`` (the
+    training still runs)."""
+    calls = []
+    real_train = worlds.train
+
+    def recording_train(model, ts, vs, cfg, **kw):
+        calls.append((model, ts, vs, cfg))
+        return real_train(model, ts, vs, cfg, **kw)
+
+    monkeypatch.setattr(worlds, "train", recording_train)
+    return calls
+
+
 def test_portfolio_returns_are_long_only_mixes():
     ret = pd.DataFrame(np.eye(4), index=pd.date_range("2001-01-01", periods=4))
     p = worlds.portfolio_returns_frame(ret, 3, seed=0)
@@ -152,18 +167,10 @@ def test_parse_overrides():
         worlds.parse_overrides(["portfolio_weight=0.1", "portfolio_weight=0.3"])
 
 
-def test_study_smoke_train_override(tmp_path, monkeypatch):
-    calls = []
-
-    def recording_train(model, ts, vs, cfg, **kw):
-        calls.append((ts, vs, cfg))
-        return real_train(model, ts, vs, cfg, **kw)
-
-    real_train = worlds.train
-    monkeypatch.setattr(worlds, "train", recording_train)
+def test_study_smoke_train_override(tmp_path, train_calls):
     argv = ["--smoke", "--train-override", "portfolio_weight=0.3", "--reps", "1"]
     worlds.main([*argv, "--out", str(tmp_path)])
-    (ts_a, vs_a, cfg_a), (ts_b, vs_b, cfg_b) = calls
+    (_, ts_a, vs_a, cfg_a), (_, ts_b, vs_b, cfg_b) = train_calls
     assert cfg_a.portfolio_weight == 0.0 and cfg_b.portfolio_weight == 0.3
     assert dataclasses.replace(cfg_b, portfolio_weight=0.0) == cfg_a  # nothing else differs
     assert ts_b is ts_a and vs_b is vs_a  # same worlds: the pair isolates the setting
@@ -183,21 +190,13 @@ def test_study_smoke_train_override(tmp_path, monkeypatch):
         worlds.main(["--smoke", "--train-override", "bogus=1", "--out", str(tmp_path)])
 
 
-def test_override_of_a_pretrain_setting_reaches_b(tmp_path, monkeypatch):
+def test_override_of_a_pretrain_setting_reaches_b(tmp_path, monkeypatch, train_calls):
     small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
     monkeypatch.setattr(worlds, "FACTOR_SCENARIOS", small)
-    cfgs = []
-
-    def recording_train(model, ts, vs, cfg, **kw):
-        cfgs.append(cfg)
-        return real_train(model, ts, vs, cfg, **kw)
-
-    real_train = worlds.train
-    monkeypatch.setattr(worlds, "train", recording_train)
     argv = ["--smoke", "--train-override", "loss_normaliser=fsopt_gap", "--rule", "0030"]
     worlds.main([*argv, "--reps", "1", "--out", str(tmp_path)])
     pre = yaml.safe_load(Path("params.yaml").read_text())["pretrain"]
-    cfg_a, cfg_b = cfgs
+    cfg_a, cfg_b = (call[3] for call in train_calls)
     assert cfg_a.loss_normaliser == pre["loss_normaliser"] != "fsopt_gap"
     assert cfg_b.loss_normaliser == "fsopt_gap"
     assert dataclasses.replace(cfg_b, loss_normaliser=cfg_a.loss_normaliser) == cfg_a
@@ -308,21 +307,16 @@ def test_study_smoke_rule_0030(tmp_path, monkeypatch):
     assert f.loc[0, "n_reps"] == 4 and np.isfinite(f.loc[0, "se"])
 
 
-def test_study_smoke_hidden_dims(tmp_path, monkeypatch):
+def test_study_smoke_hidden_dims(tmp_path, monkeypatch, train_calls):
     small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
     monkeypatch.setattr(worlds, "FACTOR_SCENARIOS", small)
-    calls = []
-
-    def recording_train(model, ts, vs, cfg, **kw):
-        widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        calls.append((widths, ts, vs, cfg))
-        return real_train(model, ts, vs, cfg, **kw)
-
-    real_train = worlds.train
-    monkeypatch.setattr(worlds, "train", recording_train)
     argv = ["--smoke", "--hidden-dims", "16,8", "--rule", "0030", "--reps", "1"]
     worlds.main([*argv, "--out", str(tmp_path)])
-    (w_a, ts_a, vs_a, cfg_a), (w_b, ts_b, vs_b, cfg_b) = calls
+    (m_a, ts_a, vs_a, cfg_a), (m_b, ts_b, vs_b, cfg_b) = train_calls
+    w_a, w_b = (
+        [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)]
+        for net in (m_a, m_b)
+    )
     hidden = yaml.safe_load(Path("params.yaml").read_text())["pretrain"]["hidden_dims"]
     # each hidden block has two linear layers of its width, then the same heads
     k = 2 * len(hidden)
@@ -400,20 +394,12 @@ def test_rule_0051_goes_with_heterogeneous_worlds(tmp_path):
         worlds.run(tmp_path, hetero_b=(("factor",), 1.2))
 
 
-def test_study_smoke_rule_0051(tmp_path, monkeypatch):
+def test_study_smoke_rule_0051(tmp_path, monkeypatch, train_calls):
     small = [{"name": "2-factor hetero1.2 p12 n30", "family": "factor", "p": 12, "n": 30,
               "n_factors": 2, "hetero": 1.2}]  # fmt: skip
     monkeypatch.setattr(worlds, "HETERO_STRESS", small)
     monkeypatch.setattr(worlds, "SELECTION_GRID", [{**small[0], "name": "g", "hetero": 0.0}])
     monkeypatch.setattr(worlds, "WIDE_GRID", [])
-    calls = []
-
-    def recording_train(model, ts, vs, cfg, **kw):
-        calls.append(ts)
-        return real_train(model, ts, vs, cfg, **kw)
-
-    real_train = worlds.train
-    monkeypatch.setattr(worlds, "train", recording_train)
     worlds.main(
         ["--smoke", "--rule", "0051", "--hetero-all", "--reps", "2", "--out", str(tmp_path)]
     )
@@ -424,7 +410,7 @@ def test_study_smoke_rule_0051(tmp_path, monkeypatch):
         s["rule1_stress"] and s["rule2_real"] and s["rule3_synthetic"] and s["rule4_grids"]
     )
     # B's training worlds differ from A's (heterogeneous variances), same seeds and sizes
-    ts_a, ts_b = calls[0], calls[1]
+    ts_a, ts_b = train_calls[0][1], train_calls[1][1]
     assert torch.equal(ts_a.p, ts_b.p) and not torch.equal(ts_a.features, ts_b.features)
     stress = pd.read_csv(tmp_path / "stress_scenarios.csv")
     assert stress["rep"].tolist() == [0, 1] and np.isfinite(stress["se"]).all()
@@ -485,18 +471,10 @@ def test_rule_0053_is_0051_on_the_path_scenarios():
         worlds.run(Path("unused"), paths_b=0.5)
 
 
-def test_study_smoke_rule_0053(tmp_path, monkeypatch):
+def test_study_smoke_rule_0053(tmp_path, monkeypatch, train_calls):
     small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
     monkeypatch.setattr(worlds, "SELECTION_GRID", small)
     monkeypatch.setattr(worlds, "WIDE_GRID", [])
-    calls = []
-
-    def recording_train(model, ts, vs, cfg, **kw):
-        calls.append(ts)
-        return real_train(model, ts, vs, cfg, **kw)
-
-    real_train = worlds.train
-    monkeypatch.setattr(worlds, "train", recording_train)
     worlds.main(["--smoke", "--rule", "0053", "--vol-paths", "0.5", "--reps", "2",
                  "--out", str(tmp_path)])  # fmt: skip
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -505,7 +483,10 @@ def test_study_smoke_rule_0053(tmp_path, monkeypatch):
     assert s["adopt_B"] == (
         s["rule1_paths"] and s["rule2_real"] and s["rule3_synthetic"] and s["rule4_grids"]
     )
-    ts_a, ts_b = calls[0], calls[1]  # B's rows carry paths: other features, same worlds
+    ts_a, ts_b = (
+        train_calls[0][1],
+        train_calls[1][1],
+    )  # B's rows carry paths: other features, same worlds
     assert torch.equal(ts_a.p, ts_b.p) and not torch.equal(ts_a.features, ts_b.features)
     from shrinklab.data import sampling
 
