@@ -65,6 +65,7 @@ demeaned data as always (they describe the shape of the sample, not its mean).
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ from torch import nn
 
 from shrinklab.core.features import FEATURE_SCHEMA
 from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.core.volatility_timing import EXTRA_KEY, PRETEST_KEY
 from shrinklab.models import bundled
 from shrinklab.models.bundled import DEFAULT_MODEL, model_source
 from shrinklab.models.estimate import (
@@ -99,12 +101,33 @@ __all__ = [
     "RollingEstimate",
     "ml_shrinkage_estimate",
     "rolling_estimate",
+    "without_volatility_timing",
 ]
 
 _MODEL_CACHE: dict[tuple[str, int, int, str], nn.Module] = {}
 # (model_path, device, bundled folder) -> (resolved file, (mtime, size), model): a fit resolves its model
 # source (bundled name or file) once, then only checks that the file is unchanged.
 _RESOLVED: dict[tuple[Any, str], tuple[Path, tuple[int, int], nn.Module]] = {}
+# id(model) -> (model, the same model without its volatility timing)
+_UNTIMED: dict[int, tuple[nn.Module, nn.Module]] = {}
+
+
+def without_volatility_timing(model: nn.Module) -> nn.Module:
+    """``model`` without the volatility timing its file carries: a shallow copy that
+    shares the weights, its ``extra`` without the timing keys (cached per model), or
+    ``model`` itself when it carries none. The estimate is then the shrinkage of the
+    window's sample covariance, not moved towards recent volatilities
+    (:mod:`shrinklab.core.volatility_timing`)."""
+    extra = getattr(model, "extra", None) or {}
+    if EXTRA_KEY not in extra and PRETEST_KEY not in extra:
+        return model
+    hit = _UNTIMED.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    bare = copy.copy(model)
+    bare.extra = {k: v for k, v in extra.items() if k not in (EXTRA_KEY, PRETEST_KEY)}
+    _UNTIMED[id(model)] = (model, bare)
+    return bare
 
 
 # --------------------------------------------------------------------------- model files
@@ -173,6 +196,7 @@ def _plain_params(est: Any) -> bool:
     return (
         type(est.store_precision) is bool
         and type(est.assume_centered) is bool
+        and type(est.volatility_timing) is bool
         and (est.model_path is None or type(est.model_path) is str)
         and type(est.device) is str
     )
@@ -183,6 +207,7 @@ class _MLShrinkageMixin:
 
     model_path: str | os.PathLike | None
     device: Any
+    volatility_timing: bool
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike = DEFAULT_MODEL, **params: Any):
@@ -214,8 +239,16 @@ class _MLShrinkageMixin:
         _RESOLVED[key] = (path, (st.st_mtime_ns, st.st_size), model)
         return model
 
-    def _fit_estimate(self, X: np.ndarray) -> MLShrinkageEstimate:
+    def _estimation_model(self) -> nn.Module:
+        """The resolved model, without its volatility timing when ``volatility_timing``
+        is false."""
+        if not isinstance(self.volatility_timing, bool | np.bool_):
+            raise ValueError(f"volatility_timing must be a bool, got {self.volatility_timing!r}")
         model = self._resolve_model()
+        return model if self.volatility_timing else without_volatility_timing(model)
+
+    def _fit_estimate(self, X: np.ndarray) -> MLShrinkageEstimate:
+        model = self._estimation_model()
         if not self.assume_centered and torch_device(self.device).type == "cpu":
             est = numpy_estimate(model, X)  # X validated by fit (validate_data)
         else:
@@ -243,7 +276,7 @@ class _MLShrinkageMixin:
         """
         if self.assume_centered:
             raise ValueError("fit_rolling estimates centred windows; use assume_centered=False")
-        model = self._resolve_model()
+        model = self._estimation_model()
         self.model_ = model
         return rolling_estimate(model, returns, window, step, device=self.device)
 
@@ -300,6 +333,12 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         Treat the data as mean zero (``S = XᵀX/n``, ``location_ = 0``).
     device : str, default "cpu"
         Torch device for the computation (e.g. ``"cuda"``).
+    volatility_timing : bool, default True
+        Apply the volatility timing that the model file carries (the bundled ``final``
+        does, decisions 0047–0050): the estimate keeps ``Σ̂``'s correlations and moves its
+        volatilities towards recent ones when they moved beyond sampling noise, a
+        forecast of the next period's covariance. ``False`` returns the shrinkage
+        estimate of the window's own covariance, without that move.
 """
         + _ATTRIBUTES_DOC
     )
@@ -308,6 +347,7 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         **EmpiricalCovariance._parameter_constraints,
         "model_path": [str, os.PathLike, None],
         "device": [str, torch.device],
+        "volatility_timing": ["boolean"],
     }
 
     def __init__(
@@ -316,11 +356,13 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         store_precision: bool = True,
         assume_centered: bool = False,
         device: str = "cpu",
+        volatility_timing: bool = True,
     ) -> None:
         self.model_path = model_path
         self.store_precision = store_precision
         self.assume_centered = assume_centered
         self.device = device
+        self.volatility_timing = volatility_timing
 
     def fit(self, X: Any, y: None = None) -> MLShrinkageCovariance:
         """Estimate the covariance of ``X (n_samples, n_assets)``; ``y`` is ignored."""
@@ -384,6 +426,9 @@ if _SkfolioBaseCovariance is not None:
         As in ``skfolio.moments.BaseCovariance``.
     device : str, default "cpu"
         Torch device for the computation.
+    volatility_timing : bool, default True
+        As in :class:`MLShrinkageCovariance`: ``False`` returns the shrinkage estimate
+        of the window's own covariance, without the model's volatility timing.
 """
             + _ATTRIBUTES_DOC
         )
@@ -396,6 +441,7 @@ if _SkfolioBaseCovariance is not None:
             higham: bool = False,
             higham_max_iteration: int = 100,
             device: str = "cpu",
+            volatility_timing: bool = True,
         ) -> None:
             super().__init__(
                 assume_centered=assume_centered,
@@ -405,6 +451,7 @@ if _SkfolioBaseCovariance is not None:
             )
             self.model_path = model_path
             self.device = device
+            self.volatility_timing = volatility_timing
 
         def fit(self, X: Any, y: Any = None, **fit_params: Any) -> MLShrinkageCovarianceSkfolio:
             """Estimate the covariance of returns ``X (n_observations, n_assets)``."""

@@ -273,6 +273,7 @@ def test_params_clone_and_fitted_state(model_dir):
         "store_precision": False,
         "assume_centered": False,
         "device": "cpu",
+        "volatility_timing": True,
     }
     assert hasattr(est, "model_")  # loaded (and checked) by from_pretrained
     with pytest.raises(NotFittedError):

@@ -165,6 +165,45 @@ def test_every_path_applies_the_timing_of_a_model_file(tmp_path):
     )
 
 
+def test_the_estimators_can_leave_the_timing_out(tmp_path):
+    from shrinklab.models.registry import load_model
+    from shrinklab.sklearn import (
+        MLShrinkageCovariance,
+        MLShrinkageCovarianceSkfolio,
+        load_pretrained,
+        without_volatility_timing,
+    )
+
+    plain, timed = _model_files(tmp_path)
+    X = _jumpy_returns()
+    a = MLShrinkageCovariance(model_path=str(plain)).fit(X).covariance_
+    est = MLShrinkageCovariance(model_path=str(timed), volatility_timing=False).fit(X)
+    np.testing.assert_allclose(est.covariance_, a, rtol=1e-12)  # the plain model's estimate
+    assert vt.EXTRA_KEY not in est.model_.extra
+    # the cached model itself keeps its timing: the next default fit is timed again
+    assert vt.EXTRA_KEY in load_pretrained(str(timed)).extra
+    b = MLShrinkageCovariance(model_path=str(timed)).fit(X).covariance_
+    np.testing.assert_allclose(b, vt.apply_volatility_timing(a, X), rtol=1e-10)
+    # rolling fits and the skfolio estimator follow the switch
+    roll = MLShrinkageCovariance(model_path=str(timed), volatility_timing=False).fit_rolling(
+        X, window=120, step=40
+    )
+    single = MLShrinkageCovariance(model_path=str(plain)).fit(X[40:160]).covariance_
+    np.testing.assert_allclose(roll.covariances[1], single, rtol=1e-8)
+    sk = MLShrinkageCovarianceSkfolio(str(timed), nearest=False, volatility_timing=False).fit(X)
+    np.testing.assert_allclose(sk.covariance_, a, rtol=1e-10)
+    # a copy shares the weights; a model without timing is returned as it is
+    model = load_model(timed)
+    bare = without_volatility_timing(model)
+    assert bare is not model and bare is without_volatility_timing(model)  # cached
+    assert all(p is q for p, q in zip(bare.parameters(), model.parameters(), strict=True))
+    assert vt.EXTRA_KEY in model.extra
+    untimed = load_model(plain)
+    assert without_volatility_timing(untimed) is untimed
+    with pytest.raises(ValueError, match="volatility_timing must be a bool"):
+        MLShrinkageCovarianceSkfolio(str(timed), volatility_timing="no").fit(X)
+
+
 def test_scenario_grid_scores_a_timed_model_from_its_matrices(tmp_path):
     from shrinklab.core import metrics
     from shrinklab.data.synthetic import make_scenario
