@@ -14,6 +14,10 @@ index and columns (``--out -`` or no ``--out``: standard output).
 target weights per target name, ``alpha · weight`` per target and the predicted
 uncertainty of ``alpha``.
 
+``--no-volatility-timing`` leaves out the model's volatility timing (the bundled model
+moves the variances towards their recent level, a forecast of the next period): the
+shrinkage of the table's own covariance.
+
 Without ``--model`` the model bundled with the package (``shrinklab/weights/final.pt``,
 see its model card ``final.md``) is used; ``--model`` takes a model file or the name of
 a bundled model.
@@ -112,6 +116,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--assume-centered",
         action="store_true",
         help="treat the returns as mean zero (S = XᵀX/n)",
+    )
+    cov.add_argument(
+        "--no-volatility-timing",
+        action="store_true",
+        help="leave out the model's volatility timing: the shrinkage of the window's own "
+        "covariance, not a forecast of the next period's (MLShrinkageCovariance(volatility_timing=False))",
     )
     cov.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return parser
@@ -263,12 +273,15 @@ def _explain_values(df: pd.DataFrame, path: Path, exc: ValueError) -> UserError:
     return UserError(f"{path}: {msg}")
 
 
-def _load_estimator(model: str, assume_centered: bool, device: str):
+def _load_estimator(model: str, assume_centered: bool, device: str, volatility_timing: bool = True):
     from shrinklab.sklearn import MLShrinkageCovariance  # lazy: see the module imports
 
     try:
         return MLShrinkageCovariance.from_pretrained(
-            model, assume_centered=assume_centered, device=device
+            model,
+            assume_centered=assume_centered,
+            device=device,
+            volatility_timing=volatility_timing,
         )
     except ValueError as exc:
         raise UserError(f"model: {_one_line(exc)}") from exc
@@ -295,7 +308,9 @@ def covariance(args: argparse.Namespace) -> int:
 
     path = Path(args.input)
     df = read_returns(path, index_col=args.index_col, no_index=args.no_index)
-    est = _load_estimator(args.model, args.assume_centered, args.device)
+    est = _load_estimator(
+        args.model, args.assume_centered, args.device, not args.no_volatility_timing
+    )
     try:
         est.fit(df)
     except ValueError as exc:

@@ -162,6 +162,35 @@ def test_assume_centered_is_passed_on(tmp_path, model, capsys):
     _check_cov(tmp_path / "c", df, _expected(model, df, assume_centered=True).covariance_)
 
 
+def test_no_volatility_timing_is_passed_on(tmp_path, capsys):
+    from shrinklab.core.features import FEATURE_NAMES
+    from shrinklab.core.targets import TARGET_NAMES
+    from shrinklab.core.volatility_timing import EXTRA_KEY
+    from shrinklab.models.registry import save_model
+
+    timed = str(
+        save_model(tmp_path / "timed.pt", random_network(seed=3), FEATURE_NAMES, TARGET_NAMES,
+                   extra={EXTRA_KEY: 1.0})
+    )  # fmt: skip
+    df = _returns(n=200, seed=7)
+    df.iloc[100:] *= 2.0  # the volatility doubles: the timing moves the variances
+    df.to_csv(tmp_path / "r.csv")
+    code, _, err = _run(
+        ["covariance", tmp_path / "r.csv", "-m", timed, "-o", tmp_path / "a"], capsys
+    )
+    assert code == 0, err
+    code, _, err = _run(
+        ["covariance", tmp_path / "r.csv", "-m", timed, "--no-volatility-timing", "-o", tmp_path / "b"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    _check_cov(tmp_path / "a", df, _expected(timed, df).covariance_)
+    _check_cov(tmp_path / "b", df, _expected(timed, df, volatility_timing=False).covariance_)
+    a = pd.read_csv(tmp_path / "a", index_col=0).to_numpy()
+    b = pd.read_csv(tmp_path / "b", index_col=0).to_numpy()
+    assert np.all(np.diag(a) > np.diag(b))  # the timed variances follow the recent doubling
+
+
 # --------------------------------------------------------------------------- user errors
 def _error(argv: list, capsys) -> str:
     code, out, err = _run(argv, capsys)
