@@ -225,3 +225,17 @@ def test_model_card_reports_the_etf_backtest_and_variance_forecasts_when_present
     assert "| 60 | 15.60 | 15.91 | -0.31 [-0.50, -0.10] | 0.004 |" in text
     assert "| 20 stocks | 60 | 0.393 | -0.032 ± 0.030 |" in text
     assert "ledoit_wolf | " not in text.split("## Variance forecasts")[1]
+
+
+def test_model_card_says_how_to_leave_the_timing_out(tmp_path):
+    from shrinklab.core.volatility_timing import EXTRA_KEY, PRETEST_KEY
+
+    timed = save_model(
+        tmp_path / "timed.pt", random_network(seed=4), FEATURE_NAMES, TARGET_NAMES,
+        extra={EXTRA_KEY: 0.5, PRETEST_KEY: "split"},
+    )  # fmt: skip
+    plain = save_model(tmp_path / "plain.pt", random_network(seed=4), FEATURE_NAMES, TARGET_NAMES)
+    text = model_card(timed, METRICS, "9.9")
+    assert "half-life 0.5 × the window" in text and "(`split`)" in text
+    assert "volatility_timing=False" in text and "--no-volatility-timing" in text
+    assert "volatility_timing=False" not in model_card(plain, METRICS, "9.9")

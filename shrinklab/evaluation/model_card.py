@@ -198,7 +198,10 @@ def model_card(
                 f"{timing[0]:g} × the window), by a James–Stein pre-test "
                 f"(`{timing[1]}`) that leaves Σ̂ unchanged when the "
                 "volatilities show no more than sampling noise "
-                "(`shrinklab.core.volatility_timing`)."
+                "(`shrinklab.core.volatility_timing`). The estimate is then a forecast of "
+                "the next period's covariance; `MLShrinkageCovariance(volatility_timing=False)` "
+                "(command line: `--no-volatility-timing`) gives the shrinkage of the window's "
+                "own covariance."
             ]
             if timing[0] is not None
             else []
