@@ -75,8 +75,9 @@ def weighted_rows(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (X - mean) * (n * w).sqrt()[:, None]
 
 
-def correlation_shift(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Σ d², Σ v)`` over the live pairs ``i < j`` (module docstring), each ``(…,)``."""
+def _standardised(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(u, live, r)``: the demeaned returns over their equal-weight standard deviations
+    (zero for constant columns), which columns are live, and their sample correlations."""
     n = X.shape[-2]
     Xc = X - X.mean(-2, keepdim=True)
     m2 = (Xc * Xc).mean(-2)
@@ -84,12 +85,26 @@ def correlation_shift(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, t
     live = m2.sqrt() > n * torch.finfo(X.dtype).eps * scale.clamp_min(1e-300)
     u = Xc / torch.where(live, m2, torch.ones_like(m2)).sqrt()[..., None, :]
     u = torch.where(live[..., None, :], u, torch.zeros_like(u))
-    r = u.transpose(-1, -2) @ u / n
+    return u, live, u.transpose(-1, -2) @ u / n
+
+
+def _weighted_change(u: torch.Tensor, r: torch.Tensor, live: torch.Tensor, w: torch.Tensor):
+    """``(d, pair)``: the weighted-minus-equal correlations ``d_ij`` and the mask of the
+    live pairs ``i < j``."""
     uw = u * w.sqrt()[:, None]
     mw = (w[:, None] * u).sum(-2)
     cw = uw.transpose(-1, -2) @ uw - mw[..., :, None] * mw[..., None, :]
     dw = torch.diagonal(cw, dim1=-2, dim2=-1).clamp_min(1e-300).sqrt()
     rw = cw / (dw[..., :, None] * dw[..., None, :])
+    pair = torch.triu(live[..., :, None] & live[..., None, :], diagonal=1)
+    return torch.where(pair, rw - r, torch.zeros_like(r)), pair
+
+
+def correlation_shift(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ d², Σ v)`` over the live pairs ``i < j`` (module docstring), each ``(…,)``."""
+    n = X.shape[-2]
+    u, live, r = _standardised(X)
+    d, pair = _weighted_change(u, r, live, w)
     u2 = u * u
     a = u2.transpose(-1, -2) @ u2 / n  # mean u_i² u_j²
     b = (u2 * u).transpose(-1, -2) @ u / n  # mean u_i³ u_j
@@ -97,13 +112,9 @@ def correlation_shift(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, t
     psi2 = (
         a - r * (b + b.transpose(-1, -2)) + r * r / 4 * (q[..., :, None] + q[..., None, :] + 2 * a)
     )
-    pair = live[..., :, None] & live[..., None, :]
-    pair = torch.triu(pair, diagonal=1)
-    zero = torch.zeros_like(r)
     s = float(((w - 1.0 / n) ** 2).sum())
-    ss = torch.where(pair, (rw - r) ** 2, zero).sum((-2, -1))
-    v = s * torch.where(pair, psi2, zero).sum((-2, -1))
-    return ss, v
+    v = s * torch.where(pair, psi2, torch.zeros_like(r)).sum((-2, -1))
+    return (d * d).sum((-2, -1)), v
 
 
 def correlation_pretest(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -129,28 +140,17 @@ def correlation_split_pretest(
     test does for the volatilities (and with its ``threshold``, 4). The estimate takes the
     share of the squared change that passes, ``f = (f_c · m d̄² + f_e · Σ e²) / Σ d²``."""
     n = X.shape[-2]
-    Xc = X - X.mean(-2, keepdim=True)
-    m2 = (Xc * Xc).mean(-2)
-    scale = Xc.abs().amax((-2, -1), keepdim=True).squeeze(-2)
-    live = m2.sqrt() > n * torch.finfo(X.dtype).eps * scale.clamp_min(1e-300)
-    u = Xc / torch.where(live, m2, torch.ones_like(m2)).sqrt()[..., None, :]
-    u = torch.where(live[..., None, :], u, torch.zeros_like(u))
+    u, live, r = _standardised(X)
     k = live.sum(-1).to(X.dtype)
     m = (k * (k - 1) / 2).clamp_min(1.0)
-    r = u.transpose(-1, -2) @ u / n
     eye = torch.eye(r.shape[-1], dtype=r.dtype)
     c = (r * (1 - eye)).sum(-1)  # Σ_{j≠i} r_ij (zero for constant columns)
     u2 = u * u
     pair_products = (u.sum(-1) ** 2 - u2.sum(-1)) / 2  # Σ_{i<j} u_ti u_tj
     psi_bar = (pair_products - 0.5 * (u2 * c[..., None, :]).sum(-1)) / m[..., None]  # (…, n)
     ss, v = correlation_shift(X, w)  # Σ d², s Σ mean ψ²
-    uw = u * w.sqrt()[:, None]
-    mw = (w[:, None] * u).sum(-2)
-    cw = uw.transpose(-1, -2) @ uw - mw[..., :, None] * mw[..., None, :]
-    dw = torch.diagonal(cw, dim1=-2, dim2=-1).clamp_min(1e-300).sqrt()
-    rw = cw / (dw[..., :, None] * dw[..., None, :])
-    pair = torch.triu(live[..., :, None] & live[..., None, :], diagonal=1)
-    d_bar = torch.where(pair, rw - r, torch.zeros_like(r)).sum((-2, -1)) / m
+    d, _ = _weighted_change(u, r, live, w)
+    d_bar = d.sum((-2, -1)) / m
     s = float(((w - 1.0 / n) ** 2).sum())
     v_c = s * (psi_bar**2).mean(-1)
     common_ss = m * d_bar**2
