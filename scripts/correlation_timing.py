@@ -100,10 +100,12 @@ def _weighted_change(u: torch.Tensor, r: torch.Tensor, live: torch.Tensor, w: to
     return torch.where(pair, rw - r, torch.zeros_like(r)), pair
 
 
-def correlation_shift(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Σ d², Σ v)`` over the live pairs ``i < j`` (module docstring), each ``(…,)``."""
-    n = X.shape[-2]
-    u, live, r = _standardised(X)
+def _shift(
+    u: torch.Tensor, live: torch.Tensor, r: torch.Tensor, w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(d, Σ d², Σ v)`` from :func:`_standardised`'s output: the weighted-minus-equal
+    correlations of the live pairs and the two sums of :func:`correlation_shift`."""
+    n = u.shape[-2]
     d, pair = _weighted_change(u, r, live, w)
     u2 = u * u
     a = u2.transpose(-1, -2) @ u2 / n  # mean u_i² u_j²
@@ -114,7 +116,13 @@ def correlation_shift(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, t
     )
     s = float(((w - 1.0 / n) ** 2).sum())
     v = s * torch.where(pair, psi2, torch.zeros_like(r)).sum((-2, -1))
-    return (d * d).sum((-2, -1)), v
+    return d, (d * d).sum((-2, -1)), v
+
+
+def correlation_shift(X: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ d², Σ v)`` over the live pairs ``i < j`` (module docstring), each ``(…,)``."""
+    _, ss, v = _shift(*_standardised(X), w)
+    return ss, v
 
 
 def correlation_pretest(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -148,8 +156,7 @@ def correlation_split_pretest(
     u2 = u * u
     pair_products = (u.sum(-1) ** 2 - u2.sum(-1)) / 2  # Σ_{i<j} u_ti u_tj
     psi_bar = (pair_products - 0.5 * (u2 * c[..., None, :]).sum(-1)) / m[..., None]  # (…, n)
-    ss, v = correlation_shift(X, w)  # Σ d², s Σ mean ψ²
-    d, _ = _weighted_change(u, r, live, w)
+    d, ss, v = _shift(u, live, r, w)  # the change, Σ d², s Σ mean ψ²
     d_bar = d.sum((-2, -1)) / m
     s = float(((w - 1.0 / n) ** 2).sum())
     v_c = s * (psi_bar**2).mean(-1)

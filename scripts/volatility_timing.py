@@ -55,8 +55,6 @@ import pandas as pd
 import torch
 
 from shrinklab.core.volatility_timing import (
-    EXTRA_KEY,
-    PRETEST_KEY,
     apply_volatility_timing,
     ewma_weights,
     log_variance_ratios,
@@ -66,6 +64,7 @@ from shrinklab.evaluation import backtest, scenarios
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.evaluation.variance_forecast import holding_variances, qlike
 from shrinklab.models.registry import load_model
+from shrinklab.sklearn import without_volatility_timing
 from shrinklab.studies.deploy_rule import FoldSpec, load_rule_data
 from shrinklab.studies.selection_grid import SELECTION_GRID, SELECTION_SEED, WIDE_GRID
 
@@ -95,9 +94,7 @@ class VolatilityTiming:
 def untimed_final(root: str):
     """``final.pt`` without the volatility timing its file may carry (the base that the
     timing variants wrap)."""
-    model = load_model(f"{root}/models/final.pt")
-    model.extra = {k: v for k, v in model.extra.items() if k not in (EXTRA_KEY, PRETEST_KEY)}
-    return model
+    return without_volatility_timing(load_model(f"{root}/models/final.pt"))
 
 
 def variants(name: str, base, cs: list[float]) -> dict:

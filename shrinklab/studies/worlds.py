@@ -425,35 +425,43 @@ def scenario_gains_by_rep(
     return pd.DataFrame(rows)
 
 
-def rule_0051(
-    d: pd.DataFrame, synth: pd.DataFrame, stress: pd.DataFrame, grids: pd.DataFrame
+def four_part_rule(
+    d: pd.DataFrame, synth: pd.DataFrame, target: pd.DataFrame, grids: pd.DataFrame, name: str
 ) -> dict[str, Any]:
-    """The rule of docs/decisions/0051-heterogeneous-volatilities-everywhere.md, each part
-    on per-repetition values with the SE over the repetitions: (1) the mean PRIAL gain
-    B − A over :data:`HETERO_STRESS` at least 1 SE above zero; (2) the real universes'
-    mean relative GMV variance change (B − A) / A not more than 1 SE above zero;
-    (3) B's PRIAL on A's validation worlds at most 2 points below A's; (4) the mean PRIAL
-    gain over the selection and wide grids not more than 1 SE below zero."""
-    g_stress = stress.groupby("rep")["prial_gain_B_minus_A"].mean()
+    """Decisions 0051's and 0053's rule, each part on per-repetition values with the SE
+    over the repetitions: (1) the mean PRIAL gain B − A over the ``target`` scenarios
+    (keys ``{name}_…``) at least 1 SE above zero; (2) the real universes' mean relative GMV
+    variance change (B − A) / A not more than 1 SE above zero; (3) B's PRIAL on A's
+    validation worlds at most 2 points below A's; (4) the mean PRIAL gain over the
+    selection and wide grids not more than 1 SE below zero."""
+    g_target = target.groupby("rep")["prial_gain_B_minus_A"].mean()
     g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
     rel = (d["diff"] / d["A"]).groupby(d["rep"]).mean() * 100.0
     drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
     (s_m, s_se), (r_m, r_se), (g_m, g_se) = (
-        paired(v.to_numpy()) for v in (g_stress, rel, g_grids)
+        paired(v.to_numpy()) for v in (g_target, rel, g_grids)
     )  # over the repetitions
     drop_m = float(drop.mean())
     r1, r2, r3, r4 = s_m - s_se > 0, r_m <= r_se, drop_m <= 2.0, g_m >= -g_se
     return {
-        "stress_prial_gain_B_minus_A": s_m, "stress_prial_gain_se": s_se,
-        "stress_gain_by_rep": g_stress.tolist(),
+        f"{name}_prial_gain_B_minus_A": s_m, f"{name}_prial_gain_se": s_se,
+        f"{name}_gain_by_rep": g_target.tolist(),
         "real_rel_var_pct_B_minus_A": r_m, "real_rel_var_pct_se": r_se,
         "real_rel_var_by_rep": rel.tolist(),
         "prial_drop_on_A_valid": drop_m,
         "grids_prial_gain_B_minus_A": g_m, "grids_prial_gain_se": g_se,
         "grids_gain_by_rep": g_grids.tolist(),
-        "rule1_stress": bool(r1), "rule2_real": bool(r2), "rule3_synthetic": bool(r3),
+        f"rule1_{name}": bool(r1), "rule2_real": bool(r2), "rule3_synthetic": bool(r3),
         "rule4_grids": bool(r4), "adopt_B": bool(r1 and r2 and r3 and r4),
     }  # fmt: skip
+
+
+def rule_0051(
+    d: pd.DataFrame, synth: pd.DataFrame, stress: pd.DataFrame, grids: pd.DataFrame
+) -> dict[str, Any]:
+    """The rule of docs/decisions/0051-heterogeneous-volatilities-everywhere.md:
+    :func:`four_part_rule` on :data:`HETERO_STRESS` (keys ``stress_…``)."""
+    return four_part_rule(d, synth, stress, grids, "stress")
 
 
 #: Seed of decision 0053's path scenarios (fresh for 0053).
@@ -480,12 +488,10 @@ def volatility_path_worlds(prob: float):
 def rule_0053(
     d: pd.DataFrame, synth: pd.DataFrame, paths: pd.DataFrame, grids: pd.DataFrame
 ) -> dict[str, Any]:
-    """The rule of docs/decisions/0053-volatility-paths-in-training-worlds.md: 0051's four
-    parts (:func:`rule_0051`), with the path scenarios (the selection and wide grids'
-    scenarios whose returns carry a volatility path) in place of the stress scenarios."""
-    out = rule_0051(d, synth, paths, grids)
-    renamed = {k.replace("stress", "paths"): v for k, v in out.items()}
-    return renamed
+    """The rule of docs/decisions/0053-volatility-paths-in-training-worlds.md:
+    :func:`four_part_rule` on the path scenarios (the selection and wide grids' scenarios
+    whose returns carry a volatility path; keys ``paths_…``)."""
+    return four_part_rule(d, synth, paths, grids, "paths")
 
 
 def run(
