@@ -1,6 +1,9 @@
-"""Decision 0055's rule (docs/decisions/0055-toeplitz-expert-in-the-soft-mixture.md): does
-``final.pt`` do better when the Toeplitz worlds get an expert of their own instead of the
-pooled non-market server?
+"""Decisions 0055's and 0056's rule (docs/decisions/0055-toeplitz-expert-in-the-soft-mixture.md,
+docs/decisions/0056-toeplitz-expert-with-other-worlds.md): does ``final.pt`` do better when
+the Toeplitz worlds get an expert of their own instead of the pooled non-market server?
+With ``--others f`` (0056) the expert's members also train on a share ``f`` of the other
+families' worlds, drawn with each member's seed
+(:func:`shrinklab.studies.family_mixing.with_others`, decision 0014's mixed experts).
 
 Reads ``<root>/data/processed/`` (returns, ``synthetic_{train,valid}.pt``),
 ``<root>/models/{final,pretrained}.pt`` and the synthetic holdout (6,000 worlds, seed 777;
@@ -24,7 +27,9 @@ verdict:
    by PRIAL in no more scenarios than A.
 
     OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --fresh-seed 2099 \\
-        --map-seed 2101 --stress-seed 2103
+        --map-seed 2101 --stress-seed 2103                      # 0055
+    OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --others 0.2 \\
+        --fresh-seed 2105 --map-seed 2107 --stress-seed 2109     # 0056
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
 from shrinklab.studies import selection_grid
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data, rule_holdout
+from shrinklab.studies.family_mixing import with_others
 from shrinklab.training import ensembles, experts
 from shrinklab.training.parallel import train_members
 
@@ -65,11 +71,13 @@ def _stress_scenarios() -> Any:
     return module
 
 
-def toeplitz_expert(root: str, out_dir: Path, workers: int = 2) -> nn.Module:
+def toeplitz_expert(root: str, out_dir: Path, workers: int = 2, others: float = 0.0) -> nn.Module:
     """The ``toeplitz`` expert as the ensemble stage would train it with ``toeplitz`` in
     ``ensemble.family_experts``: its members (seeds ``ensemble.seed``, …) on the Toeplitz
     worlds of ``synthetic_train.pt``, early-stopped on those of the stage's validation
-    half, with the pretrained network's architecture and training settings."""
+    half, with the pretrained network's architecture and training settings; with
+    ``others > 0`` each member's training and validation worlds also hold that share of
+    the other families' worlds, drawn with the member's seed."""
     s = load_section("ensemble", Path(root) / "params.yaml")
     inputs = ensembles.ensemble_inputs(
         Path(root) / "data" / "processed",
@@ -87,6 +95,15 @@ def toeplitz_expert(root: str, out_dir: Path, workers: int = 2) -> nn.Module:
         seed=s.seed,
         n_members=s.expert_members,
     )
+    if others > 0:
+        jobs = [
+            dataclasses.replace(
+                job,
+                train_set=with_others(inputs.train_set, FAMILY, others, job.seed),
+                valid_set=with_others(inputs.valid_set, FAMILY, others, job.seed),
+            )
+            for job in jobs
+        ]
     members = train_members(jobs, workers)
     return experts.group_experts([FAMILY], members, s.expert_members)[FAMILY]
 
@@ -126,11 +143,11 @@ def _map_misses(stress: Any, models: dict[str, Any], seed: int) -> dict[str, int
     return out
 
 
-def main(root: str, fresh_seed: int, map_seed: int, stress_seed: int) -> None:
+def main(root: str, fresh_seed: int, map_seed: int, stress_seed: int, others: float = 0.0) -> None:
     t0 = time.time()
     a = load_model(f"{root}/models/final.pt").eval()
     with tempfile.TemporaryDirectory() as tmp:
-        b = with_expert(a, toeplitz_expert(root, Path(tmp)))
+        b = with_expert(a, toeplitz_expert(root, Path(tmp), others=others))
     models = {"A": a, "B": b}
     print(f"expert trained ({time.time() - t0:.0f} s)")
     rule_data = load_rule_data(f"{root}/data", cut_test=True)
@@ -175,7 +192,9 @@ def main(root: str, fresh_seed: int, map_seed: int, stress_seed: int) -> None:
     for k, m in models.items():
         t = stress.score(m, stress.stress_grid(), 100, stress_seed)
         stress_misses[k] = int(t.miss_prial.sum())
-        print(t[["prial", "prial_best", "prial_diff", "prial_diff_se", "loss_vs_best"]].round(3))
+        cols = ["prial", "prial_best", "prial_diff", "prial_diff_se", "loss_vs_best", "miss_prial"]
+        print(f"5. stress scenarios, {k}:")
+        print(t[cols].round(3).to_string())
     ok["stress"] = stress_misses["B"] <= stress_misses["A"]
     print(f"5. stress scenarios, misses by PRIAL: A {stress_misses['A']}, B {stress_misses['B']}")
     for part, holds in ok.items():
@@ -189,5 +208,6 @@ if __name__ == "__main__":
     parser.add_argument("--fresh-seed", type=int, default=2099)
     parser.add_argument("--map-seed", type=int, default=2101)
     parser.add_argument("--stress-seed", type=int, default=2103)
+    parser.add_argument("--others", type=float, default=0.0, help="share of other worlds (0056)")
     args = parser.parse_args()
-    main(args.root, args.fresh_seed, args.map_seed, args.stress_seed)
+    main(args.root, args.fresh_seed, args.map_seed, args.stress_seed, args.others)
