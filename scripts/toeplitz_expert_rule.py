@@ -1,9 +1,11 @@
-"""Decisions 0055's and 0056's rule (docs/decisions/0055-toeplitz-expert-in-the-soft-mixture.md,
-docs/decisions/0056-toeplitz-expert-with-other-worlds.md): does ``final.pt`` do better when
-the Toeplitz worlds get an expert of their own instead of the pooled non-market server?
-With ``--others f`` (0056) the expert's members also train on a share ``f`` of the other
-families' worlds, drawn with each member's seed
-(:func:`shrinklab.studies.family_mixing.with_others`, decision 0014's mixed experts).
+"""Decisions 0055's, 0056's and 0057's rule (docs/decisions/0055-toeplitz-expert-in-the-soft-mixture.md,
+0056-toeplitz-expert-with-other-worlds.md, 0057-toeplitz-expert-where-the-gate-is-sure.md):
+does ``final.pt`` do better when the Toeplitz worlds get an expert of their own instead of
+the pooled non-market server? With ``--others f`` (0056) the expert's members also train
+on a share ``f`` of the other families' worlds, drawn with each member's seed
+(:func:`shrinklab.studies.family_mixing.with_others`, decision 0014's mixed experts). With
+``--sure τ`` (0057) the expert takes the gate's probability of ``toeplitz`` only where it
+exceeds τ; elsewhere the pooled server keeps it, as in A (:class:`SureOnly`).
 
 Reads ``<root>/data/processed/`` (returns, ``synthetic_{train,valid}.pt``),
 ``<root>/models/{final,pretrained}.pt`` and the synthetic holdout (6,000 worlds, seed 777;
@@ -30,6 +32,8 @@ verdict:
         --map-seed 2101 --stress-seed 2103                      # 0055
     OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --others 0.2 \\
         --fresh-seed 2105 --map-seed 2107 --stress-seed 2109     # 0056
+    OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --sure 0.7 \\
+        --fresh-seed 2111 --map-seed 2113 --stress-seed 2115     # 0057
 """
 
 from __future__ import annotations
@@ -45,13 +49,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from shrinklab.core.params import load_section
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.experts import GatedExpertModel
-from shrinklab.models.network import predict_numpy
+from shrinklab.models.network import ShrinkageOutput, predict_numpy
 from shrinklab.models.registry import load_model
 from shrinklab.studies import selection_grid
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data, rule_holdout
@@ -125,6 +130,32 @@ def with_expert(model: GatedExpertModel, expert: nn.Module) -> GatedExpertModel:
     return twin
 
 
+class SureOnly(nn.Module):
+    """``b`` (:func:`with_expert` of ``a``) where ``a``'s gate gives ``toeplitz`` more than
+    ``threshold``, ``a`` elsewhere: the family's probability goes to its expert only where
+    the gate is sure of it, to the pooled server otherwise. Carries ``a``'s volatility
+    timing; ``predict`` only (what the rule's evaluations call)."""
+
+    def __init__(self, a: GatedExpertModel, b: GatedExpertModel, threshold: float) -> None:
+        super().__init__()
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.a, self.b, self.threshold = a, b, float(threshold)
+        self.column = a.gate.families.index(FAMILY)
+        self.extra = copy.deepcopy(getattr(a, "extra", {}))
+
+    @torch.no_grad()
+    def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
+        x = self.a._as_input(features)
+        use = self.a.gate.eval()(x)[:, self.column] > self.threshold
+        out_a, out_b = self.a.predict(x, regime), self.b.predict(x, regime)
+        return ShrinkageOutput(
+            torch.where(use, out_b.alpha, out_a.alpha),
+            torch.where(use[:, None], out_b.weights, out_a.weights),
+            out_a.log_var,
+        )
+
+
 def _map_misses(stress: Any, models: dict[str, Any], seed: int) -> dict[str, int]:
     specs = [
         s
@@ -143,11 +174,20 @@ def _map_misses(stress: Any, models: dict[str, Any], seed: int) -> dict[str, int
     return out
 
 
-def main(root: str, fresh_seed: int, map_seed: int, stress_seed: int, others: float = 0.0) -> None:
+def main(
+    root: str,
+    fresh_seed: int,
+    map_seed: int,
+    stress_seed: int,
+    others: float = 0.0,
+    sure: float | None = None,
+) -> None:
     t0 = time.time()
     a = load_model(f"{root}/models/final.pt").eval()
     with tempfile.TemporaryDirectory() as tmp:
         b = with_expert(a, toeplitz_expert(root, Path(tmp), others=others))
+    if sure is not None:
+        b = SureOnly(a, b, sure)
     models = {"A": a, "B": b}
     print(f"expert trained ({time.time() - t0:.0f} s)")
     rule_data = load_rule_data(f"{root}/data", cut_test=True)
@@ -209,5 +249,6 @@ if __name__ == "__main__":
     parser.add_argument("--map-seed", type=int, default=2101)
     parser.add_argument("--stress-seed", type=int, default=2103)
     parser.add_argument("--others", type=float, default=0.0, help="share of other worlds (0056)")
+    parser.add_argument("--sure", type=float, default=None, help="gate threshold (0057)")
     args = parser.parse_args()
-    main(args.root, args.fresh_seed, args.map_seed, args.stress_seed, args.others)
+    main(args.root, args.fresh_seed, args.map_seed, args.stress_seed, args.others, args.sure)
