@@ -5,7 +5,9 @@ the pooled non-market server? With ``--others f`` (0056) the expert's members al
 on a share ``f`` of the other families' worlds, drawn with each member's seed
 (:func:`shrinklab.studies.family_mixing.with_others`, decision 0014's mixed experts). With
 ``--sure τ`` (0057) the expert takes the gate's probability of ``toeplitz`` only where it
-exceeds τ; elsewhere the pooled server keeps it, as in A (:class:`SureOnly`).
+exceeds τ; elsewhere the pooled server keeps it, as in A (:class:`SureOnly`); with
+``--in-range`` too (0058), only where p/n is also inside the training worlds' range
+(``params.yaml: data_prep.ratio_max``).
 
 Reads ``<root>/data/processed/`` (returns, ``synthetic_{train,valid}.pt``),
 ``<root>/models/{final,pretrained}.pt`` and the synthetic holdout (6,000 worlds, seed 777;
@@ -34,6 +36,8 @@ verdict:
         --fresh-seed 2105 --map-seed 2107 --stress-seed 2109     # 0056
     OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --sure 0.7 \\
         --fresh-seed 2111 --map-seed 2113 --stress-seed 2115     # 0057
+    OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --sure 0.5 --in-range \\
+        --fresh-seed 2117 --map-seed 2119 --stress-seed 2121     # 0058
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import argparse
 import copy
 import dataclasses
 import importlib.util
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +57,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.core.params import load_section
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
@@ -136,18 +142,31 @@ class SureOnly(nn.Module):
     the gate is sure of it, to the pooled server otherwise. Carries ``a``'s volatility
     timing; ``predict`` only (what the rule's evaluations call)."""
 
-    def __init__(self, a: GatedExpertModel, b: GatedExpertModel, threshold: float) -> None:
+    def __init__(
+        self,
+        a: GatedExpertModel,
+        b: GatedExpertModel,
+        threshold: float,
+        max_ratio: float | None = None,
+    ) -> None:
         super().__init__()
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if max_ratio is not None and not float(max_ratio) > 0:
+            raise ValueError(f"max_ratio must be positive, got {max_ratio}")
         self.a, self.b, self.threshold = a, b, float(threshold)
+        self.max_log_ratio = None if max_ratio is None else math.log(float(max_ratio))
         self.column = a.gate.families.index(FAMILY)
         self.extra = copy.deepcopy(getattr(a, "extra", {}))
 
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
+        """``b``'s estimate where the gate's probability of ``toeplitz`` exceeds the
+        threshold (and, with ``max_ratio``, p/n is at most it), ``a``'s elsewhere."""
         x = self.a._as_input(features)
         use = self.a.gate.eval()(x)[:, self.column] > self.threshold
+        if self.max_log_ratio is not None:
+            use &= x[:, FEATURE_NAMES.index("log_p_over_n")] <= self.max_log_ratio
         out_a, out_b = self.a.predict(x, regime), self.b.predict(x, regime)
         return ShrinkageOutput(
             torch.where(use, out_b.alpha, out_a.alpha),
@@ -181,13 +200,17 @@ def main(
     stress_seed: int,
     others: float = 0.0,
     sure: float | None = None,
+    in_range: bool = False,
 ) -> None:
     t0 = time.time()
     a = load_model(f"{root}/models/final.pt").eval()
     with tempfile.TemporaryDirectory() as tmp:
         b = with_expert(a, toeplitz_expert(root, Path(tmp), others=others))
+    if in_range and sure is None:
+        raise ValueError("--in-range goes with --sure")
     if sure is not None:
-        b = SureOnly(a, b, sure)
+        ratio_max = load_section("data_prep", Path(root) / "params.yaml").ratio_max
+        b = SureOnly(a, b, sure, max_ratio=ratio_max if in_range else None)
     models = {"A": a, "B": b}
     print(f"expert trained ({time.time() - t0:.0f} s)")
     rule_data = load_rule_data(f"{root}/data", cut_test=True)
@@ -250,5 +273,14 @@ if __name__ == "__main__":
     parser.add_argument("--stress-seed", type=int, default=2103)
     parser.add_argument("--others", type=float, default=0.0, help="share of other worlds (0056)")
     parser.add_argument("--sure", type=float, default=None, help="gate threshold (0057)")
+    parser.add_argument("--in-range", action="store_true", help="p/n in the training range (0058)")
     args = parser.parse_args()
-    main(args.root, args.fresh_seed, args.map_seed, args.stress_seed, args.others, args.sure)
+    main(
+        args.root,
+        args.fresh_seed,
+        args.map_seed,
+        args.stress_seed,
+        args.others,
+        args.sure,
+        args.in_range,
+    )
