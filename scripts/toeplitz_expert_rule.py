@@ -5,7 +5,7 @@ the pooled non-market server? With ``--others f`` (0056) the expert's members al
 on a share ``f`` of the other families' worlds, drawn with each member's seed
 (:func:`shrinklab.studies.family_mixing.with_others`, decision 0014's mixed experts). With
 ``--sure τ`` (0057) the expert takes the gate's probability of ``toeplitz`` only where it
-exceeds τ; elsewhere the pooled server keeps it, as in A (:class:`SureOnly`); with
+exceeds τ; elsewhere the pooled server keeps it, as in A (:func:`guarded`); with
 ``--in-range`` too (0058), only where p/n is also inside the training worlds' range
 (``params.yaml: data_prep.ratio_max``).
 
@@ -54,15 +54,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
-from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.core.params import load_section
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.experts import GatedExpertModel
-from shrinklab.models.network import ShrinkageOutput, predict_numpy
+from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
 from shrinklab.studies import selection_grid
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data, rule_holdout
@@ -136,43 +134,28 @@ def with_expert(model: GatedExpertModel, expert: nn.Module) -> GatedExpertModel:
     return twin
 
 
-class SureOnly(nn.Module):
-    """``b`` (:func:`with_expert` of ``a``) where ``a``'s gate gives ``toeplitz`` more than
-    ``threshold``, ``a`` elsewhere: the family's probability goes to its expert only where
-    the gate is sure of it, to the pooled server otherwise. Carries ``a``'s volatility
-    timing; ``predict`` only (what the rule's evaluations call)."""
-
-    def __init__(
-        self,
-        a: GatedExpertModel,
-        b: GatedExpertModel,
-        threshold: float,
-        max_ratio: float | None = None,
-    ) -> None:
-        super().__init__()
-        if not 0.0 < float(threshold) < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        if max_ratio is not None and not float(max_ratio) > 0:
-            raise ValueError(f"max_ratio must be positive, got {max_ratio}")
-        self.a, self.b, self.threshold = a, b, float(threshold)
-        self.max_log_ratio = None if max_ratio is None else math.log(float(max_ratio))
-        self.column = a.gate.families.index(FAMILY)
-        self.extra = copy.deepcopy(getattr(a, "extra", {}))
-
-    @torch.no_grad()
-    def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
-        """``b``'s estimate where the gate's probability of ``toeplitz`` exceeds the
-        threshold (and, with ``max_ratio``, p/n is at most it), ``a``'s elsewhere."""
-        x = self.a._as_input(features)
-        use = self.a.gate.eval()(x)[:, self.column] > self.threshold
-        if self.max_log_ratio is not None:
-            use &= x[:, FEATURE_NAMES.index("log_p_over_n")] <= self.max_log_ratio
-        out_a, out_b = self.a.predict(x, regime), self.b.predict(x, regime)
-        return ShrinkageOutput(
-            torch.where(use, out_b.alpha, out_a.alpha),
-            torch.where(use[:, None], out_b.weights, out_a.weights),
-            out_a.log_var,
-        )
+def guarded(
+    model: GatedExpertModel, expert: nn.Module, threshold: float, max_ratio: float | None
+) -> GatedExpertModel:
+    """``model`` with ``expert`` serving ``toeplitz`` behind a guard (decisions 0057 and
+    0058; :data:`shrinklab.models.experts.GUARD_KEYS`): the family's probability counts for
+    the expert only where it exceeds ``threshold`` (and, with ``max_ratio``, p/n is at most
+    it); elsewhere for ``model``'s module of ``toeplitz`` (the pooled server), through
+    another family that module serves. ``model``'s volatility timing is kept."""
+    served = model.expert_map()
+    fallback = next(f for f, m in served.items() if f != FAMILY and m is served[FAMILY])
+    limit = None if max_ratio is None else math.log(float(max_ratio))
+    twin = GatedExpertModel(
+        model.general,
+        served | {FAMILY: expert},
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=model.mixing,
+        guards={FAMILY: {"threshold": threshold, "max_log_ratio": limit, "fallback": fallback}},
+    ).eval()
+    twin.extra = copy.deepcopy(getattr(model, "extra", {}))
+    return twin
 
 
 def _map_misses(stress: Any, models: dict[str, Any], seed: int) -> dict[str, int]:
@@ -203,14 +186,16 @@ def main(
     in_range: bool = False,
 ) -> None:
     t0 = time.time()
-    a = load_model(f"{root}/models/final.pt").eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        b = with_expert(a, toeplitz_expert(root, Path(tmp), others=others))
     if in_range and sure is None:
         raise ValueError("--in-range goes with --sure")
-    if sure is not None:
+    a = load_model(f"{root}/models/final.pt").eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        expert = toeplitz_expert(root, Path(tmp), others=others)
+    if sure is None:
+        b = with_expert(a, expert)
+    else:
         ratio_max = load_section("data_prep", Path(root) / "params.yaml").ratio_max
-        b = SureOnly(a, b, sure, max_ratio=ratio_max if in_range else None)
+        b = guarded(a, expert, sure, ratio_max if in_range else None)
     models = {"A": a, "B": b}
     print(f"expert trained ({time.time() - t0:.0f} s)")
     rule_data = load_rule_data(f"{root}/data", cut_test=True)

@@ -575,3 +575,106 @@ def test_with_server_families_added_moves_the_family_weight_to_the_server():
         with_server_families_added(with_experts_of(_net(3), teacher), ["diversified"])
     with pytest.raises(TypeError, match="GatedExpertModel"):
         with_server_families_added(_net(3), ["diversified"])
+
+
+# ----------------------------------------------------------------------------- guards
+def _guarded_pair(threshold: float = 0.5, max_log_ratio: float | None = 0.5):
+    """A: a soft mixture where ``c``'s probability goes to the module shared with ``b``;
+    B: the same with ``c`` served by its own expert; G: B with a guard on ``c`` (fallback
+    ``b``), which should be B where the guard is open and A elsewhere."""
+    gate = _gated(seed=3).gate
+    server, c_expert = _net(5), _net(6)
+    a = GatedExpertModel(
+        _net(1), {"a": _net(2), "b": server, "c": server}, gate, 0.7, mixing="soft"
+    )
+    members = a.expert_map() | {"c": c_expert}
+    b = GatedExpertModel(a.general, members, gate, 0.7, mixing="soft")
+    guard = {"threshold": threshold, "max_log_ratio": max_log_ratio, "fallback": "b"}
+    g = GatedExpertModel(a.general, members, gate, 0.7, mixing="soft", guards={"c": guard})
+    return a, b, g
+
+
+def test_a_guarded_family_counts_for_its_expert_only_where_the_guard_is_open(tmp_path):
+    """Decision 0058: the guarded model equals B (the expert weighs P(c)) where
+    P(c | x) > threshold and log p/n ≤ the limit, and A (P(c) with the shared module)
+    elsewhere: checked row by row against the two unguarded models."""
+    a, b, g = _guarded_pair()
+    torch.manual_seed(11)
+    x = torch.randn(600, F) * 2
+    x[:, FEATURE_NAMES.index("log_p_over_n")] = torch.linspace(-2.0, 2.0, 600)
+    with torch.no_grad():
+        p_c = g.gate(x)[:, g.gate.families.index("c")]
+    open_ = (p_c > 0.5) & (x[:, FEATURE_NAMES.index("log_p_over_n")] <= 0.5)
+    assert 20 < int(open_.sum()) < 580  # both branches are exercised
+    want = torch.where(
+        open_[:, None], b.predict(x).intensities.double(), a.predict(x).intensities.double()
+    )
+    got = g.predict(x).intensities.double()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(g(x).intensities.double(), got, atol=1e-5, rtol=0)
+    # where the guard is closed the expert has no weight; the weights still sum as before
+    with torch.no_grad():
+        weights, weights_b = g.module_weights(x), b.module_weights(x)
+    assert float(weights[~open_, g.expert_slots[g.expert_families.index("c")]].abs().max()) == 0
+    torch.testing.assert_close(weights.sum(1), weights_b.sum(1), atol=1e-12, rtol=0)
+    share = g.expert_share(x)
+    assert share["c"] < b.expert_share(x)["c"] and share["b"] > b.expert_share(x)["b"]
+    # no p/n limit: the threshold alone decides
+    _, _, no_limit = _guarded_pair(max_log_ratio=None)
+    want = torch.where(
+        (p_c > 0.5)[:, None], b.predict(x).intensities.double(), a.predict(x).intensities.double()
+    )
+    torch.testing.assert_close(no_limit.predict(x).intensities.double(), want, atol=1e-6, rtol=0)
+    # the guard is stored with the model; a model without guards stores none
+    loaded = load_model(save_model(tmp_path / "g.pt", g, FEATURE_NAMES, TARGET_NAMES))
+    assert loaded.guards == g.guards and loaded.config["guards"]["c"]["fallback"] == "b"
+    torch.testing.assert_close(loaded.predict(x).intensities.double(), got, atol=0, rtol=0)
+    assert "guards" not in a.config and "guards" not in b.config
+
+
+def test_bad_guards_are_refused_clearly():
+    a, b, _ = _guarded_pair()
+    members, gate = b.expert_map(), b.gate
+    ok = {"threshold": 0.5, "max_log_ratio": None, "fallback": "b"}
+    cases = [
+        ({"c": ok}, "hard", "soft mixture"),
+        ({"c": {"threshold": 0.5, "fallback": "b"}}, "soft", "exactly the keys"),
+        ({"zzz": ok}, "soft", "has no expert"),
+        ({"c": ok | {"threshold": 1.0}}, "soft", r"in \(0, 1\)"),
+        ({"c": ok | {"fallback": "c"}}, "soft", "served by another module"),
+        ({"c": ok | {"fallback": "zzz"}}, "soft", "served by another module"),
+    ]
+    for guards, mixing, match in cases:
+        with pytest.raises(ValueError, match=match):
+            GatedExpertModel(b.general, members, gate, 0.7, mixing=mixing, guards=guards)
+    # a fallback served by the same module as the guarded family is refused too
+    with pytest.raises(ValueError, match="served by another module"):
+        GatedExpertModel(
+            a.general, a.expert_map(), gate, 0.7, mixing="soft",
+            guards={"c": ok},
+        )  # fmt: skip
+
+
+def test_numpy_forward_of_a_guarded_model_equals_torch():
+    """The estimator's NumPy evaluator moves a guarded family's probability as
+    ``GatedExpertModel.family_weights`` does (float64 copy of the model: 1e-10)."""
+    import copy
+
+    from shrinklab.models.numpy_forward import NumpyForward
+
+    _, b, g = _guarded_pair()
+    torch.manual_seed(12)
+    x = torch.randn(400, F).double() * 2
+    x[:, FEATURE_NAMES.index("log_p_over_n")] = torch.linspace(-2.0, 2.0, 400).double()
+    ref = copy.deepcopy(g).double()
+    out = ref.predict(x)
+    alpha, weights, _ = NumpyForward(g)(x.numpy())
+    np.testing.assert_allclose(alpha, out.alpha.numpy(), atol=1e-10, rtol=0)
+    # the intensities α π: π alone is ill-defined where the mixture's α is ~0
+    np.testing.assert_allclose(
+        alpha[:, None] * weights, out.intensities.numpy(), atol=1e-10, rtol=0
+    )
+    # and it differs from the unguarded model's where the guard is closed
+    alpha_b, _, _ = NumpyForward(b)(x.numpy())
+    assert float(np.abs(alpha - alpha_b).max()) > 1e-4

@@ -39,6 +39,13 @@ over the intensities ``w = α π`` (each module's ``w`` is a point of the estima
 and the Frobenius loss is convex in ``w``, so the mixture's loss is at most the
 gate-weighted average of the modules' losses); the threshold is then not used.
 
+A *guard* (soft mixing only; decision 0058) makes an expert family's probability count
+for its module only where the gate is sure of it, ``P(f | x) > threshold``, and, with
+``max_log_ratio``, where the window's ``log p/n`` (the feature ``log_p_over_n``) is at
+most that (inside the training worlds' range, where the gate's families were learned);
+elsewhere that probability counts for the module of its ``fallback`` family instead
+(:data:`GUARD_KEYS`, :meth:`GatedExpertModel.family_weights`).
+
 The switch is the "hard" form of a mixture of experts [Jacobs, Jordan, Nowlan &
 Hinton, "Adaptive mixtures of local experts", Neural Computation 1991], with the
 gate trained on known labels rather than jointly: on synthetic worlds the family is
@@ -56,10 +63,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.models.network import ShrinkageOutput, eval_mode
 from shrinklab.models.registry import build_model, model_spec
 
 __all__ = [
+    "GUARD_KEYS",
     "MIXINGS",
     "FamilyGate",
     "GatedExpertModel",
@@ -71,6 +80,53 @@ __all__ = [
 MIXINGS = ("hard", "soft")
 """How a :class:`GatedExpertModel` combines its modules: the switch or the gate-weighted
 average (decision 0044)."""
+
+GUARD_KEYS = ("threshold", "max_log_ratio", "fallback")
+"""The keys of a guard of :class:`GatedExpertModel` (``guards={family: {...}}``):
+``threshold`` in (0, 1), ``max_log_ratio`` (a float or ``None``: no limit on p/n) and
+``fallback``, an expert family served by another module (decision 0058)."""
+
+_LOG_RATIO = FEATURE_NAMES.index("log_p_over_n")
+
+
+def _checked_guards(
+    guards: Mapping[str, Mapping[str, Any]] | None,
+    families: Sequence[str],
+    slots: Sequence[int],
+    mixing: str,
+) -> dict[str, dict[str, Any]]:
+    """``guards`` as plain dicts, with a clear error for anything :data:`GUARD_KEYS` does
+    not allow."""
+    if not guards:
+        return {}
+    if mixing != "soft":
+        raise ValueError("guards need the soft mixture (mixing='soft')")
+    out = {}
+    for fam, guard in guards.items():
+        if set(guard) != set(GUARD_KEYS):
+            raise ValueError(
+                f"the guard of {fam!r} needs exactly the keys {GUARD_KEYS}, got {sorted(guard)}"
+            )
+        if fam not in families:
+            raise ValueError(f"guarded family {fam!r} has no expert (experts: {list(families)})")
+        threshold, fallback = float(guard["threshold"]), str(guard["fallback"])
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"the guard threshold of {fam!r} must be in (0, 1), got {threshold}")
+        if (
+            fallback not in families
+            or slots[families.index(fallback)] == slots[families.index(fam)]
+        ):
+            raise ValueError(
+                f"the fallback of {fam!r} must be an expert family served by another module, "
+                f"got {fallback!r}"
+            )
+        limit = guard["max_log_ratio"]
+        out[str(fam)] = {
+            "threshold": threshold,
+            "max_log_ratio": None if limit is None else float(limit),
+            "fallback": fallback,
+        }
+    return out
 
 
 def choose_expert(
@@ -191,6 +247,7 @@ class GatedExpertModel(nn.Module):
         threshold: float = 0.8,
         pool_shared: bool = False,
         mixing: str = "hard",
+        guards: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if mixing not in MIXINGS:
@@ -233,6 +290,7 @@ class GatedExpertModel(nn.Module):
         self.threshold = t
         self.pool_shared = bool(pool_shared)
         self.mixing = mixing
+        self.guards = _checked_guards(guards, self.expert_families, self.expert_slots, mixing)
 
     # -------------------------------------------------------------- config
     @property
@@ -260,6 +318,8 @@ class GatedExpertModel(nn.Module):
             config["pool_shared"] = True
         if self.mixing != "hard":  # likewise
             config["mixing"] = self.mixing
+        if self.guards:  # likewise
+            config["guards"] = {f: dict(g) for f, g in self.guards.items()}
         return config
 
     @classmethod
@@ -276,6 +336,7 @@ class GatedExpertModel(nn.Module):
             threshold=config["threshold"],
             pool_shared=bool(config.get("pool_shared", False)),
             mixing=str(config.get("mixing", "hard")),
+            guards=config.get("guards"),
         )
 
     def expert_map(self) -> dict[str, nn.Module]:
@@ -309,9 +370,29 @@ class GatedExpertModel(nn.Module):
         proba = self._expert_proba(x)
         return choose_expert(proba, self.expert_slots, self.threshold, self.pool_shared)
 
+    def family_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate's probabilities of the expert families, ``(B, E)`` float64, with each
+        guarded family's probability moved to its fallback family where its guard is
+        closed (:data:`GUARD_KEYS`); without guards, the probabilities themselves."""
+        proba = self._expert_proba(x).double()
+        if not self.guards:
+            return proba
+        proba = proba.clone()
+        for fam, guard in self.guards.items():
+            i = self.expert_families.index(fam)
+            j = self.expert_families.index(guard["fallback"])
+            open_ = proba[:, i] > guard["threshold"]
+            if guard["max_log_ratio"] is not None:
+                open_ &= x[:, _LOG_RATIO].double() <= guard["max_log_ratio"]
+            moved = torch.where(open_, 0.0, proba[:, i])
+            proba[:, i] -= moved
+            proba[:, j] += moved
+        return proba
+
     def module_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Each module's weight in the soft mixture, ``(B, M)`` float64."""
-        return module_probabilities(self._expert_proba(x).double(), self.expert_slots)
+        """Each module's weight in the soft mixture, ``(B, M)`` float64: the sum of
+        :meth:`family_weights` over the families it serves."""
+        return module_probabilities(self.family_weights(x), self.expert_slots)
 
     def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
         out = self.general(x, regime)
@@ -395,7 +476,7 @@ class GatedExpertModel(nn.Module):
         x = self._as_input(features)
         if self.mixing == "soft":
             with eval_mode(self.gate):
-                proba = self._expert_proba(x).double()
+                proba = self.family_weights(x)
             out = {"general": float((1.0 - proba.sum(1)).mean())}
             return out | {f: float(proba[:, i].mean()) for i, f in enumerate(self.expert_families)}
         choice = self.expert_choice(x)

@@ -41,10 +41,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.experts import GatedExpertModel, choose_expert
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.stacked import StackedNetworks, can_stack
+
+_LOG_RATIO = FEATURE_NAMES.index("log_p_over_n")
 
 __all__ = ["NumpyForward", "forget", "np_sparsemax", "numpy_forward", "numpy_predict"]
 
@@ -239,6 +242,13 @@ class _Gated:
         self.cols = [gate.families.index(f) for f in model.expert_families]
         self.threshold = float(model.threshold)
         self.slots, self.pool_shared = list(model.expert_slots), bool(model.pool_shared)
+        # guarded families (decision 0058): (family column, fallback column, threshold,
+        # largest log p/n or None), as GatedExpertModel.family_weights moves them
+        fam = model.expert_families
+        self.guards = [
+            (fam.index(f), fam.index(g["fallback"]), g["threshold"], g["max_log_ratio"])
+            for f, g in model.guards.items()
+        ]
         self.general, self.experts = general, experts
         self.families_of = model.families_by_module()
         self.soft = model.mixing == "soft"
@@ -263,6 +273,19 @@ class _Gated:
                 h = np.maximum(h, 0.0)
         return torch.from_numpy(_np_softmax(h)[:, self.cols])
 
+    def _family_weights(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`GatedExpertModel.family_weights` in NumPy: the gate's probabilities with
+        each guarded family's moved to its fallback where its guard is closed."""
+        proba = self._proba(x).numpy().astype(np.float64)
+        for i, j, threshold, limit in self.guards:
+            open_ = proba[:, i] > threshold
+            if limit is not None:
+                open_ &= x[:, _LOG_RATIO] <= limit
+            moved = np.where(open_, 0.0, proba[:, i])
+            proba[:, i] -= moved
+            proba[:, j] += moved
+        return proba
+
     def choice(self, x: np.ndarray) -> np.ndarray:
         """Index of the serving expert per row (``-1``: the general model)."""
         return choose_expert(self._proba(x), self.slots, self.threshold, self.pool_shared).numpy()
@@ -282,7 +305,7 @@ class _Gated:
         """:func:`~shrinklab.models.experts.mix_intensities` with
         :func:`~shrinklab.models.experts.module_probabilities`, in NumPy."""
         (alpha, weights, log_var), expert_w = self._module_outputs(x)
-        share = self._proba(x).numpy() @ self.module_of_family  # (B, M)
+        share = self._family_weights(x) @ self.module_of_family  # (B, M)
         mixed = alpha[:, None] * weights * (1.0 - share.sum(1, keepdims=True))
         mixed += np.einsum("bm,mbk->bk", share, expert_w)
         a = mixed.sum(1)
