@@ -1,5 +1,6 @@
-"""Decisions 0055's, 0056's and 0057's rule (docs/decisions/0055-toeplitz-expert-in-the-soft-mixture.md,
-0056-toeplitz-expert-with-other-worlds.md, 0057-toeplitz-expert-where-the-gate-is-sure.md):
+"""The rule of decisions 0055–0058 (docs/decisions/0055-toeplitz-expert-in-the-soft-mixture.md,
+0056-toeplitz-expert-with-other-worlds.md, 0057-toeplitz-expert-where-the-gate-is-sure.md,
+0058-toeplitz-expert-sure-and-in-range.md):
 does ``final.pt`` do better when the Toeplitz worlds get an expert of their own instead of
 the pooled non-market server? With ``--others f`` (0056) the expert's members also train
 on a share ``f`` of the other families' worlds, drawn with each member's seed
@@ -34,7 +35,7 @@ verdict:
         --map-seed 2101 --stress-seed 2103                      # 0055
     OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --others 0.2 \\
         --fresh-seed 2105 --map-seed 2107 --stress-seed 2109     # 0056
-    OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --sure 0.7 \\
+    OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --sure 0.5 \\
         --fresh-seed 2111 --map-seed 2113 --stress-seed 2115     # 0057
     OMP_NUM_THREADS=1 python scripts/toeplitz_expert_rule.py <root> --sure 0.5 --in-range \\
         --fresh-seed 2117 --map-seed 2119 --stress-seed 2121     # 0058
@@ -117,9 +118,12 @@ def toeplitz_expert(root: str, out_dir: Path, workers: int = 2, others: float = 
     return experts.group_experts([FAMILY], members, s.expert_members)[FAMILY]
 
 
-def with_expert(model: GatedExpertModel, expert: nn.Module) -> GatedExpertModel:
+def with_expert(
+    model: GatedExpertModel, expert: nn.Module, guard: dict[str, Any] | None = None
+) -> GatedExpertModel:
     """``model`` with ``expert`` serving the ``toeplitz`` family (its gate, threshold,
-    pooling, mixing, other modules and volatility timing shared or copied)."""
+    pooling, mixing, other modules and volatility timing shared or copied), behind
+    ``guard`` if given (:data:`shrinklab.models.experts.GUARD_KEYS`)."""
     if not isinstance(model, GatedExpertModel) or model.mixing != "soft":
         raise ValueError("expected final.pt with the soft mixture of decision 0044")
     twin = GatedExpertModel(
@@ -129,6 +133,7 @@ def with_expert(model: GatedExpertModel, expert: nn.Module) -> GatedExpertModel:
         threshold=model.threshold,
         pool_shared=model.pool_shared,
         mixing=model.mixing,
+        guards=None if guard is None else {FAMILY: guard},
     ).eval()
     twin.extra = copy.deepcopy(getattr(model, "extra", {}))
     return twin
@@ -137,25 +142,15 @@ def with_expert(model: GatedExpertModel, expert: nn.Module) -> GatedExpertModel:
 def guarded(
     model: GatedExpertModel, expert: nn.Module, threshold: float, max_ratio: float | None
 ) -> GatedExpertModel:
-    """``model`` with ``expert`` serving ``toeplitz`` behind a guard (decisions 0057 and
-    0058; :data:`shrinklab.models.experts.GUARD_KEYS`): the family's probability counts for
-    the expert only where it exceeds ``threshold`` (and, with ``max_ratio``, p/n is at most
-    it); elsewhere for ``model``'s module of ``toeplitz`` (the pooled server), through
-    another family that module serves. ``model``'s volatility timing is kept."""
+    """:func:`with_expert` behind a guard (decisions 0057 and 0058): the family's
+    probability counts for the expert only where it exceeds ``threshold`` (and, with
+    ``max_ratio``, p/n is at most it); elsewhere for ``model``'s module of ``toeplitz``
+    (the pooled server), through another family that module serves."""
     served = model.expert_map()
     fallback = next(f for f, m in served.items() if f != FAMILY and m is served[FAMILY])
     limit = None if max_ratio is None else math.log(float(max_ratio))
-    twin = GatedExpertModel(
-        model.general,
-        served | {FAMILY: expert},
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=model.mixing,
-        guards={FAMILY: {"threshold": threshold, "max_log_ratio": limit, "fallback": fallback}},
-    ).eval()
-    twin.extra = copy.deepcopy(getattr(model, "extra", {}))
-    return twin
+    guard = {"threshold": threshold, "max_log_ratio": limit, "fallback": fallback}
+    return with_expert(model, expert, guard)
 
 
 def _map_misses(stress: Any, models: dict[str, Any], seed: int) -> dict[str, int]:
@@ -218,11 +213,10 @@ def main(
         print(
             f"2. {name} ({len(worlds.d)}): normalised PRIAL B - A = {delta:+.3f} +- {delta_se:.3f}"
         )
-        if name == "holdout":
+        if name == "holdout":  # its Toeplitz worlds, from the same predictions
             idx = np.flatnonzero(np.asarray(worlds.families) == FAMILY)
             sub = worlds.subset(idx.tolist())
-            w = {k: predict_numpy(m, sub.features).intensities for k, m in models.items()}
-            delta, delta_se = compression.normalised_prial_delta(w["B"], w["A"], sub)
+            delta, delta_se = compression.normalised_prial_delta(w["B"][idx], w["A"][idx], sub)
             ok["holdout Toeplitz worlds"] = compression.gains(delta, delta_se)
             print(
                 f"2. holdout Toeplitz worlds ({len(idx)}): B - A = {delta:+.3f} +- {delta_se:.3f}"

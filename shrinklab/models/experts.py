@@ -72,6 +72,7 @@ __all__ = [
     "MIXINGS",
     "FamilyGate",
     "GatedExpertModel",
+    "apply_guards",
     "choose_expert",
     "mix_intensities",
     "module_probabilities",
@@ -87,6 +88,30 @@ GUARD_KEYS = ("threshold", "max_log_ratio", "fallback")
 ``fallback``, an expert family served by another module (decision 0058)."""
 
 _LOG_RATIO = FEATURE_NAMES.index("log_p_over_n")
+
+
+def apply_guards(
+    proba: torch.Tensor,
+    features: torch.Tensor,
+    guards: Sequence[tuple[int, int, float, float | None]],
+) -> torch.Tensor:
+    """``proba (B, E)`` (float64, the gate's probabilities of the expert families) with, for
+    each guard ``(column, fallback column, threshold, largest log p/n or None)``, the
+    column's probability moved to the fallback column in the rows where the guard is
+    closed: not above the threshold, or ``log p/n`` (of ``features (B, F)``) above the
+    limit. Without guards, ``proba`` itself. The one home of the guard rule, for
+    :meth:`GatedExpertModel.family_weights` and the NumPy evaluator."""
+    if not guards:
+        return proba
+    proba = proba.clone()
+    for i, j, threshold, limit in guards:
+        open_ = proba[:, i] > threshold
+        if limit is not None:
+            open_ &= features[:, _LOG_RATIO].double() <= limit
+        moved = torch.where(open_, 0.0, proba[:, i])
+        proba[:, i] -= moved
+        proba[:, j] += moved
+    return proba
 
 
 def _checked_guards(
@@ -374,20 +399,16 @@ class GatedExpertModel(nn.Module):
         """The gate's probabilities of the expert families, ``(B, E)`` float64, with each
         guarded family's probability moved to its fallback family where its guard is
         closed (:data:`GUARD_KEYS`); without guards, the probabilities themselves."""
-        proba = self._expert_proba(x).double()
-        if not self.guards:
-            return proba
-        proba = proba.clone()
-        for fam, guard in self.guards.items():
-            i = self.expert_families.index(fam)
-            j = self.expert_families.index(guard["fallback"])
-            open_ = proba[:, i] > guard["threshold"]
-            if guard["max_log_ratio"] is not None:
-                open_ &= x[:, _LOG_RATIO].double() <= guard["max_log_ratio"]
-            moved = torch.where(open_, 0.0, proba[:, i])
-            proba[:, i] -= moved
-            proba[:, j] += moved
-        return proba
+        return apply_guards(self._expert_proba(x).double(), x, self.guard_columns())
+
+    def guard_columns(self) -> list[tuple[int, int, float, float | None]]:
+        """The guards as :func:`apply_guards` takes them (columns into
+        ``expert_families``)."""
+        fam = self.expert_families
+        return [
+            (fam.index(f), fam.index(g["fallback"]), g["threshold"], g["max_log_ratio"])
+            for f, g in self.guards.items()
+        ]
 
     def module_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Each module's weight in the soft mixture, ``(B, M)`` float64: the sum of

@@ -41,13 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.models.ensemble import EnsembleModel
-from shrinklab.models.experts import GatedExpertModel, choose_expert
+from shrinklab.models.experts import GatedExpertModel, apply_guards, choose_expert
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.stacked import StackedNetworks, can_stack
-
-_LOG_RATIO = FEATURE_NAMES.index("log_p_over_n")
 
 __all__ = ["NumpyForward", "forget", "np_sparsemax", "numpy_forward", "numpy_predict"]
 
@@ -242,13 +239,7 @@ class _Gated:
         self.cols = [gate.families.index(f) for f in model.expert_families]
         self.threshold = float(model.threshold)
         self.slots, self.pool_shared = list(model.expert_slots), bool(model.pool_shared)
-        # guarded families (decision 0058): (family column, fallback column, threshold,
-        # largest log p/n or None), as GatedExpertModel.family_weights moves them
-        fam = model.expert_families
-        self.guards = [
-            (fam.index(f), fam.index(g["fallback"]), g["threshold"], g["max_log_ratio"])
-            for f, g in model.guards.items()
-        ]
+        self.guards = model.guard_columns()  # decision 0058 (apply_guards)
         self.general, self.experts = general, experts
         self.families_of = model.families_by_module()
         self.soft = model.mixing == "soft"
@@ -274,17 +265,9 @@ class _Gated:
         return torch.from_numpy(_np_softmax(h)[:, self.cols])
 
     def _family_weights(self, x: np.ndarray) -> np.ndarray:
-        """:meth:`GatedExpertModel.family_weights` in NumPy: the gate's probabilities with
-        each guarded family's moved to its fallback where its guard is closed."""
-        proba = self._proba(x).numpy().astype(np.float64)
-        for i, j, threshold, limit in self.guards:
-            open_ = proba[:, i] > threshold
-            if limit is not None:
-                open_ &= x[:, _LOG_RATIO] <= limit
-            moved = np.where(open_, 0.0, proba[:, i])
-            proba[:, i] -= moved
-            proba[:, j] += moved
-        return proba
+        """:meth:`GatedExpertModel.family_weights` on the NumPy gate's probabilities (the
+        guards by :func:`~shrinklab.models.experts.apply_guards`)."""
+        return apply_guards(self._proba(x).double(), torch.from_numpy(x), self.guards).numpy()
 
     def choice(self, x: np.ndarray) -> np.ndarray:
         """Index of the serving expert per row (``-1``: the general model)."""
