@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: shrinklab (Python 3.11)
 #     language: python
@@ -57,6 +57,9 @@ gate_threshold = 0.8
 gate_epochs = 2
 # networks per expert (a deep ensemble of seeds seed, seed + 1, ...)
 expert_members = 1
+# experts trained like the family experts but kept out of ensemble.pt, for final.pt's soft
+# mixture behind a guard: {family: {threshold, max_p_over_n}} (decision 0058)
+guarded_experts = {"toeplitz": {"threshold": 0.5, "max_p_over_n": 4.0}}
 # processes that train the independent members (1: in the kernel)
 workers = 1
 processed_dir = "build/smoke/data"
@@ -72,6 +75,7 @@ from shrinklab.evaluation import plots
 from shrinklab.evaluation import selection as selection_mod
 from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models import experts
+from shrinklab.models.guarded import checked_guard_spec, save_guarded_experts
 from shrinklab.models.registry import save_model
 from shrinklab.pipeline import run_dir, stage_setup
 from shrinklab.training import ensembles as ensembles_mod
@@ -87,11 +91,12 @@ processed, models, reports, figures = stage_setup(
 inputs = ensembles_mod.ensemble_inputs(processed, models, seed=seed, member_epochs=member_epochs)
 train_set, valid_set, test_set = inputs.train_set, inputs.valid_set, inputs.test_set
 calibration_set, architecture, base = inputs.calibration_set, inputs.architecture, inputs.config
+guard_specs = {f: checked_guard_spec(f, spec) for f, spec in guarded_experts.items()}
 checkpoints = run_dir("ensemble", inputs.run_key(n_members), inputs.train_path)
 
 # %%
 # One queue of independent members for the worker processes: the ensemble's, then the
-# family experts' (section 4), so that no worker idles between the two.
+# family experts' and the guarded experts' (section 4), so that no worker idles between them.
 member_jobs = ensembles_mod.multi_seed_jobs(
     train_set,
     valid_set,
@@ -112,7 +117,18 @@ expert_jobs = expert_training.family_expert_jobs(
     n_members=expert_members,
     monitor=reports,
 )
-trained = train_members(member_jobs + expert_jobs, workers)
+guarded_jobs = expert_training.family_expert_jobs(  # the family experts' recipe, their own runs
+    train_set,
+    valid_set,
+    list(guard_specs),
+    checkpoints / "guarded_experts",
+    model_config=inputs.pretrained["config"],
+    config=base,
+    seed=seed,
+    n_members=expert_members,
+    monitor=reports,
+)
+trained = train_members(member_jobs + expert_jobs + guarded_jobs, workers)
 kind = "multi_seed"
 ensemble = ensembles_mod.calibrated_ensemble(trained[:n_members], kind, calibration_set)
 ensembles = {kind: ensemble}
@@ -213,7 +229,7 @@ if family_experts:
             train_set.features, train_set.families, epochs=gate_epochs, seed=seed, logger=log
         )
     family_models = expert_training.group_experts(
-        family_experts, trained[n_members:], expert_members
+        family_experts, trained[n_members : n_members + len(expert_jobs)], expert_members
     )
     deployed = experts.GatedExpertModel(best, family_models, gate, threshold=gate_threshold)
     gated_table = selection_mod.family_loss_table({"ensemble": best, "gated": deployed}, test_set)
@@ -225,6 +241,41 @@ if family_experts:
 if family_experts:
     fig = plots.family_ratio_bars(gated_table)
     save_figure(fig, figures / "family_experts.png")
+
+# %% [markdown]
+# ## Guarded experts (decision 0058)
+#
+# The experts of `guarded_experts` are trained by the same recipe (their family's worlds
+# only, seeds `seed`, `seed + 1`, …) but stay out of `ensemble.pt`: its switch, and every
+# choice the compress stage's rules make with it, are unchanged. They go to
+# `models/guarded_experts/` with their guards, and the compress stage puts them into
+# `final.pt`'s soft mixture (`shrinklab.evaluation.compression.deployed_form`), where
+# each takes the gate's probability of its family only where that probability exceeds
+# `threshold` and p/n is at most `max_p_over_n` (the training worlds' range). Below, each
+# on its own family's test worlds (a report), beside the ensemble: its loss over the best
+# classical estimator's there (`ratio_<family>`, below 1 is better).
+
+# %%
+guarded_models = expert_training.group_experts(
+    list(guard_specs), trained[n_members + len(expert_jobs) :], expert_members
+)
+for fam, module in guarded_models.items():
+    rows = [i for i, f in enumerate(test_set.families) if f == fam]
+    if not rows:
+        print(f"{fam}: no test worlds of this family")
+        continue
+    table = selection_mod.family_loss_table(
+        {"ensemble": best, f"{fam} expert": module}, test_set.subset(rows)
+    )
+    print(f"{fam}: {len(rows)} test worlds, guard {guard_specs[fam]}")
+    display(table[["prial", f"ratio_{fam}"]].round(3))  # noqa: F821 (IPython)
+save_guarded_experts(
+    models / "guarded_experts",
+    guarded_models,
+    guard_specs,
+    inputs.pretrained["feature_names"],
+    inputs.pretrained["target_names"],
+)
 
 # %%
 save_model(
@@ -241,6 +292,7 @@ save_metrics(
         "chosen": kind,
         "test_prial": {k: float(v) for k, v in prial.items()},
         "family_experts": list(family_experts),
+        "guarded_experts": guard_specs,
         "gated_test": (
             {
                 "prial": {k: float(v) for k, v in gated_table["prial"].items()},

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: shrinklab (Python 3.11)
 #     language: python
@@ -93,6 +93,7 @@ from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models import compressed
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.experts import GatedExpertModel
+from shrinklab.models.guarded import load_guarded_experts
 from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
@@ -112,6 +113,13 @@ valid_set = dataset.TrainingSet.load(processed / "synthetic_valid.pt")
 teacher = load_model(models / "ensemble.pt")
 finetuned = load_model(models / "finetuned.pt")
 payload = load_model_payload(models / "ensemble.pt")
+# the ensemble stage's guarded experts, for the deployed soft mixture (decision 0058)
+guarded_experts = load_guarded_experts(models / "guarded_experts")
+if guarded_experts and gate_mixing == "hard":
+    raise ValueError(
+        f"the ensemble stage trained guarded experts {sorted(guarded_experts)}, which serve "
+        "only in the soft mixture: set compress.gate_mixing to 'soft' or ensemble.guarded_experts to {}"
+    )
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 market = pd.read_parquet(processed / "sp500_market.parquet")
 
@@ -245,8 +253,11 @@ gated = {
 if gate_mixing != "hard":
     # decision 0044: the same modules averaged by the gate (the rules below compare the
     # switches; the deployed one is mixed this way), with decision 0045's fine-tuned experts
+    # and decision 0058's guarded experts
     gated |= {
-        f"{k}_{gate_mixing}": compression.deployed_form(m, gate_mixing, tuned_experts)
+        f"{k}_{gate_mixing}": compression.deployed_form(
+            m, gate_mixing, tuned_experts, guarded_experts=guarded_experts
+        )
         for k, m in gated.items()
     }
 fold_estimators = {
@@ -337,6 +348,11 @@ print(f"final model: {chosen}")
 # The rules above compare switches: one module serves each window. The deployed gated model
 # averages its modules' intensities with the gate's probabilities instead (`gate_mixing`;
 # `shrinklab.models.experts`), the choice of decision 0044's rule, declared before its run.
+# Its soft form also carries the ensemble stage's guarded experts (decision 0058, adopted by
+# its own rule on the folds, the synthetic holdout, the validation worlds and the grids):
+# each takes the gate's probability of its family only where that probability passes its
+# threshold and p/n lies inside the training range; elsewhere the probability stays with
+# the module that served the family before (the non-market server, or the general model).
 
 # %%
 deployed = chosen
@@ -378,6 +394,9 @@ save_model(
         "synthetic_choice": incumbent,
         "gate_mixing": gate_mixing if deployed != chosen else "hard",
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
+        "guarded_experts": (
+            {f: spec for f, (_, spec) in guarded_experts.items()} if deployed != chosen else {}
+        ),
         # every covariance of final.pt gets the pre-tested volatility timing (decisions 0047
         # and 0048; shrinklab.core.volatility_timing.finish_covariance); the rules above
         # compare the modules without it
@@ -394,6 +413,9 @@ save_metrics(
         "chosen": chosen,
         "deployed": deployed,
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
+        "guarded_experts": (
+            {f: spec for f, (_, spec) in guarded_experts.items()} if deployed != chosen else {}
+        ),
         "synthetic_choice": incumbent,
         "final_rule": {
             k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}

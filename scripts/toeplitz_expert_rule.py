@@ -12,7 +12,8 @@ exceeds τ; elsewhere the pooled server keeps it, as in A (:func:`guarded`); wit
 
 Reads ``<root>/data/processed/`` (returns, ``synthetic_{train,valid}.pt``),
 ``<root>/models/{final,pretrained}.pt`` and the synthetic holdout (6,000 worlds, seed 777;
-:func:`shrinklab.studies.deploy_rule.rule_holdout`). A = ``final.pt``; B = the same model
+:func:`shrinklab.studies.deploy_rule.rule_holdout`). A = ``final.pt`` as it was before
+decision 0058 (without its guarded expert, :func:`as_before_0058`); B = the same model
 with one more module behind its gate, serving the ``toeplitz`` family: an expert trained by
 the ensemble stage's recipe (``params.yaml: ensemble``; :func:`toeplitz_expert`), weighed
 in the soft mixture by the gate's probability of that family, which the pooled non-market
@@ -47,7 +48,6 @@ import argparse
 import copy
 import dataclasses
 import importlib.util
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -139,18 +139,28 @@ def with_expert(
     return twin
 
 
+def as_before_0058(final: GatedExpertModel) -> GatedExpertModel:
+    """A: ``final`` without the guarded experts decision 0058 gave it
+    (:func:`shrinklab.evaluation.compression.without_guarded_experts`), with its volatility
+    timing; a ``final.pt`` from before 0058: itself."""
+    a = compression.without_guarded_experts(final).eval()
+    a.extra = copy.deepcopy(getattr(final, "extra", {}))
+    return a
+
+
 def guarded(
     model: GatedExpertModel, expert: nn.Module, threshold: float, max_ratio: float | None
 ) -> GatedExpertModel:
-    """:func:`with_expert` behind a guard (decisions 0057 and 0058): the family's
-    probability counts for the expert only where it exceeds ``threshold`` (and, with
-    ``max_ratio``, p/n is at most it); elsewhere for ``model``'s module of ``toeplitz``
-    (the pooled server), through another family that module serves."""
-    served = model.expert_map()
-    fallback = next(f for f, m in served.items() if f != FAMILY and m is served[FAMILY])
-    limit = None if max_ratio is None else math.log(float(max_ratio))
-    guard = {"threshold": threshold, "max_log_ratio": limit, "fallback": fallback}
-    return with_expert(model, expert, guard)
+    """``model`` with ``expert`` serving ``toeplitz`` behind a guard (decisions 0057 and
+    0058; :func:`shrinklab.evaluation.compression.with_guarded_experts`, as the compress
+    stage deploys it): the family's probability counts for the expert only where it
+    exceeds ``threshold`` (and, with ``max_ratio``, p/n is at most it); elsewhere for
+    ``model``'s module of ``toeplitz`` (the pooled server). Keeps ``model``'s volatility
+    timing."""
+    spec = {"threshold": threshold, "max_p_over_n": max_ratio}
+    twin = compression.with_guarded_experts(model, {FAMILY: (expert, spec)}).eval()
+    twin.extra = copy.deepcopy(getattr(model, "extra", {}))
+    return twin
 
 
 def _map_misses(stress: Any, models: dict[str, Any], seed: int) -> dict[str, int]:
@@ -183,7 +193,7 @@ def main(
     t0 = time.time()
     if in_range and sure is None:
         raise ValueError("--in-range goes with --sure")
-    a = load_model(f"{root}/models/final.pt").eval()
+    a = as_before_0058(load_model(f"{root}/models/final.pt").eval())
     with tempfile.TemporaryDirectory() as tmp:
         expert = toeplitz_expert(root, Path(tmp), others=others)
     if sure is None:

@@ -633,6 +633,55 @@ def test_a_guarded_family_counts_for_its_expert_only_where_the_guard_is_open(tmp
     assert "guards" not in a.config and "guards" not in b.config
 
 
+def test_a_guard_with_no_fallback_gives_the_closed_rows_to_the_general_model(tmp_path):
+    """Fallback ``None`` (a model with no module for ``c`` besides its expert, as the
+    deployed soft form without the non-market server): where the guard is closed the
+    guarded model equals the same mixture without the ``c`` expert, in which the general
+    model keeps P(c); where open, the model with it. Row by row, and through save/load
+    and the NumPy evaluator."""
+    import copy
+
+    from shrinklab.models.numpy_forward import NumpyForward
+
+    gate = _gated(seed=3).gate
+    general, experts = _net(1), {"a": _net(2), "b": _net(5)}
+    without = GatedExpertModel(general, experts, gate, 0.7, mixing="soft")
+    with_c = GatedExpertModel(general, experts | {"c": _net(6)}, gate, 0.7, mixing="soft")
+    guard = {"threshold": 0.4, "max_log_ratio": 0.3, "fallback": None}
+    g = GatedExpertModel(
+        general, with_c.expert_map(), gate, 0.7, mixing="soft", guards={"c": guard}
+    )
+    torch.manual_seed(13)
+    x = torch.randn(600, F) * 2
+    x[:, FEATURE_NAMES.index("log_p_over_n")] = torch.linspace(-2.0, 2.0, 600)
+    with torch.no_grad():
+        p_c = gate(x)[:, gate.families.index("c")]
+    open_ = (p_c > 0.4) & (x[:, FEATURE_NAMES.index("log_p_over_n")] <= 0.3)
+    assert 20 < int(open_.sum()) < 580
+    want = torch.where(
+        open_[:, None],
+        with_c.predict(x).intensities.double(),
+        without.predict(x).intensities.double(),
+    )
+    got = g.predict(x).intensities.double()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    with torch.no_grad():  # closed rows: the experts' weights sum to the model's without c
+        torch.testing.assert_close(
+            g.module_weights(x).sum(1)[~open_],
+            without.module_weights(x).sum(1)[~open_],
+            atol=1e-12,
+            rtol=0,
+        )
+    loaded = load_model(save_model(tmp_path / "g.pt", g, FEATURE_NAMES, TARGET_NAMES))
+    assert loaded.guards["c"]["fallback"] is None
+    torch.testing.assert_close(loaded.predict(x).intensities.double(), got, atol=0, rtol=0)
+    ref = copy.deepcopy(g).double()
+    alpha, weights, _ = NumpyForward(g)(x.double().numpy())
+    np.testing.assert_allclose(
+        alpha[:, None] * weights, ref.predict(x.double()).intensities.numpy(), atol=1e-10, rtol=0
+    )
+
+
 def test_bad_guards_are_refused_clearly():
     a, b, _ = _guarded_pair()
     members, gate = b.expert_map(), b.gate

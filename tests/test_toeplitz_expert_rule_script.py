@@ -27,7 +27,9 @@ def _windows() -> torch.Tensor:
 
 def test_the_twins_of_the_toeplitz_rules():
     m = load_script("scripts/toeplitz_expert_rule.py")
-    a = load_model(ROOT / "shrinklab" / "weights" / "final.pt").eval()
+    # A: the bundled model as it was before decision 0058 (without its guarded expert)
+    a = m.as_before_0058(load_model(ROOT / "shrinklab" / "weights" / "final.pt").eval())
+    assert not a.guards
     expert = a.expert_map()["factor"]  # any network stands in for the trained expert
     b = m.with_expert(a, expert)
     assert b.expert_map()[m.FAMILY] is expert and b.extra == a.extra

@@ -23,6 +23,7 @@ from shrinklab.core.metrics import (
 )
 from shrinklab.models.compressed import count_parameters, model_file_size
 from shrinklab.models.experts import GatedExpertModel
+from shrinklab.models.guarded import checked_guard_spec, guard_of
 from shrinklab.models.network import predict_numpy
 
 __all__ = [
@@ -44,6 +45,8 @@ __all__ = [
     "with_ensemble_for_non_market",
     "with_experts_of",
     "with_experts_replaced",
+    "with_guarded_experts",
+    "without_guarded_experts",
     "with_mixing",
     "with_server_families_added",
     "with_server_for",
@@ -591,22 +594,97 @@ def with_server_families_added(
     )
 
 
+def with_guarded_experts(
+    model: GatedExpertModel, guarded: Mapping[str, tuple[Any, Mapping[str, Any]]]
+) -> GatedExpertModel:
+    """``model`` (a soft mixture) with each expert of ``guarded`` (``{family: (module,
+    {threshold, max_p_over_n})}``, :func:`shrinklab.models.guarded.load_guarded_experts`)
+    serving its family behind its guard (decision 0058): the gate's probability of the
+    family counts for the expert only where it exceeds the threshold and p/n is at most
+    the limit; elsewhere it stays where it was in ``model``: with the module that served
+    the family (through another family that module serves), or with the general model
+    where none did. The gate, threshold, pooling and the other modules are shared with
+    ``model``, not copied; no guarded experts: ``model`` itself."""
+    if not guarded:
+        return model
+    if not isinstance(model, GatedExpertModel) or model.mixing != "soft":
+        raise ValueError("guarded experts need a gated model with the soft mixture (decision 0044)")
+    current = model.expert_map()
+    experts, guards = dict(current), dict(model.guards)
+    for family, (module, spec) in guarded.items():
+        family = str(family)
+        if family not in model.gate.families:
+            raise ValueError(f"{family!r} is not among the gate's families {model.gate.families}")
+        if family in model.guards:
+            raise ValueError(f"{family!r} already has a guarded expert")
+        fallback = None
+        if family in current:
+            fallback = next(
+                (f for f, m in current.items() if f != family and m is current[family]), None
+            )
+            if fallback is None:
+                raise ValueError(
+                    f"{family!r} has an expert of its own; a guarded expert replaces only a "
+                    "module that serves other families too"
+                )
+        experts[family] = module
+        guards[family] = guard_of(checked_guard_spec(family, spec), fallback)
+    return GatedExpertModel(
+        model.general,
+        experts,
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=model.mixing,
+        guards=guards,
+    )
+
+
+def without_guarded_experts(model: GatedExpertModel) -> GatedExpertModel:
+    """``model`` without its guarded experts (the inverse of :func:`with_guarded_experts`):
+    each guarded family back with its fallback's module, or with no module (the general
+    model) where the fallback is ``None``. A ``final.pt`` from before decision 0058 is
+    this of the current one; a model without guards: itself."""
+    if not isinstance(model, GatedExpertModel):
+        raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
+    if not model.guards:
+        return model
+    current = model.expert_map()
+    experts = {f: m for f, m in current.items() if f not in model.guards}
+    for family, guard in model.guards.items():
+        if guard["fallback"] is not None:
+            experts[family] = current[guard["fallback"]]
+    order = [f for f in current if f in experts]  # the families' order, as before 0058
+    return GatedExpertModel(
+        model.general,
+        {f: experts[f] for f in order},
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=model.mixing,
+    )
+
+
 def deployed_form(
     model: GatedExpertModel,
     mixing: str,
     tuned_experts: Mapping[str, Any] | None = None,
     extra_server_families: Sequence[str] = (),
+    guarded_experts: Mapping[str, tuple[Any, Mapping[str, Any]]] | None = None,
 ) -> GatedExpertModel:
     """The form in which ``final.pt`` deploys a gated model: its modules combined by
     ``mixing`` (:func:`with_mixing`, decision 0044), the experts of ``tuned_experts``
-    replaced by their fine-tuned versions (:func:`with_experts_replaced`, decision 0045)
-    and the non-market server serving ``extra_server_families`` too
-    (:func:`with_server_families_added`; none in ``final.pt``). Notebook 05 and the studies
-    that rebuild ``final.pt`` assemble it here."""
+    replaced by their fine-tuned versions (:func:`with_experts_replaced`, decision 0045),
+    the non-market server serving ``extra_server_families`` too
+    (:func:`with_server_families_added`; none in ``final.pt``) and the experts of
+    ``guarded_experts`` behind their guards (:func:`with_guarded_experts`, decision 0058;
+    soft mixing only). Notebook 05 and the studies that rebuild ``final.pt`` assemble it
+    here."""
     form = with_mixing(model, mixing)
     if tuned_experts:
         form = with_experts_replaced(form, tuned_experts)
-    return with_server_families_added(form, extra_server_families)
+    form = with_server_families_added(form, extra_server_families)
+    return with_guarded_experts(form, guarded_experts or {})
 
 
 def normalised_prial_delta(w: Any, reference_w: Any, data: Any) -> tuple[float, float]:

@@ -85,7 +85,8 @@ average (decision 0044)."""
 GUARD_KEYS = ("threshold", "max_log_ratio", "fallback")
 """The keys of a guard of :class:`GatedExpertModel` (``guards={family: {...}}``):
 ``threshold`` in (0, 1), ``max_log_ratio`` (a float or ``None``: no limit on p/n) and
-``fallback``, an expert family served by another module (decision 0058)."""
+``fallback``, an expert family served by another module, or ``None``: the general model
+(decision 0058)."""
 
 _LOG_RATIO = FEATURE_NAMES.index("log_p_over_n")
 
@@ -93,13 +94,15 @@ _LOG_RATIO = FEATURE_NAMES.index("log_p_over_n")
 def apply_guards(
     proba: torch.Tensor,
     features: torch.Tensor,
-    guards: Sequence[tuple[int, int, float, float | None]],
+    guards: Sequence[tuple[int, int | None, float, float | None]],
 ) -> torch.Tensor:
     """``proba (B, E)`` (float64, the gate's probabilities of the expert families) with, for
     each guard ``(column, fallback column, threshold, largest log p/n or None)``, the
     column's probability moved to the fallback column in the rows where the guard is
     closed: not above the threshold, or ``log p/n`` (of ``features (B, F)``) above the
-    limit. Without guards, ``proba`` itself. The one home of the guard rule, for
+    limit; a fallback column ``None`` drops it, so that the general model, which weighs
+    one minus the experts' sum in the soft mixture, receives it. Without guards,
+    ``proba`` itself. The one home of the guard rule, for
     :meth:`GatedExpertModel.family_weights` and the NumPy evaluator."""
     if not guards:
         return proba
@@ -110,7 +113,8 @@ def apply_guards(
             open_ &= features[:, _LOG_RATIO].double() <= limit
         moved = torch.where(open_, 0.0, proba[:, i])
         proba[:, i] -= moved
-        proba[:, j] += moved
+        if j is not None:
+            proba[:, j] += moved
     return proba
 
 
@@ -134,22 +138,22 @@ def _checked_guards(
             )
         if fam not in families:
             raise ValueError(f"guarded family {fam!r} has no expert (experts: {list(families)})")
-        threshold, fallback = float(guard["threshold"]), str(guard["fallback"])
+        threshold, fallback = float(guard["threshold"]), guard["fallback"]
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"the guard threshold of {fam!r} must be in (0, 1), got {threshold}")
-        if (
+        if fallback is not None and (
             fallback not in families
             or slots[families.index(fallback)] == slots[families.index(fam)]
         ):
             raise ValueError(
-                f"the fallback of {fam!r} must be an expert family served by another module, "
-                f"got {fallback!r}"
+                f"the fallback of {fam!r} must be an expert family served by another module "
+                f"or None (the general model), got {fallback!r}"
             )
         limit = guard["max_log_ratio"]
         out[str(fam)] = {
             "threshold": threshold,
             "max_log_ratio": None if limit is None else float(limit),
-            "fallback": fallback,
+            "fallback": None if fallback is None else str(fallback),
         }
     return out
 
@@ -401,12 +405,17 @@ class GatedExpertModel(nn.Module):
         closed (:data:`GUARD_KEYS`); without guards, the probabilities themselves."""
         return apply_guards(self._expert_proba(x).double(), x, self.guard_columns())
 
-    def guard_columns(self) -> list[tuple[int, int, float, float | None]]:
+    def guard_columns(self) -> list[tuple[int, int | None, float, float | None]]:
         """The guards as :func:`apply_guards` takes them (columns into
-        ``expert_families``)."""
+        ``expert_families``; ``None``: the general model)."""
         fam = self.expert_families
         return [
-            (fam.index(f), fam.index(g["fallback"]), g["threshold"], g["max_log_ratio"])
+            (
+                fam.index(f),
+                None if g["fallback"] is None else fam.index(g["fallback"]),
+                g["threshold"],
+                g["max_log_ratio"],
+            )
             for f, g in self.guards.items()
         ]
 

@@ -198,6 +198,7 @@ def deployed_structure(
     mixing: str,
     experts: Mapping[str, nn.Module] | None = None,
     extra_server: Sequence[str] = (),
+    guarded_experts: Mapping[str, Any] | None = None,
 ) -> Any:
     """``finetuned`` assembled as ``final.pt`` is (notebook 05, decisions 0033, 0036, 0043
     and 0044): with the family experts of ``teacher`` (the ensemble stage's model) and its
@@ -207,11 +208,14 @@ def deployed_structure(
     ``{family: module}`` replace the teacher's experts of those families (decision 0045:
     fine-tuned ones, :func:`shrinklab.evaluation.compression.with_experts_replaced`); the
     non-market server also serves the families of ``extra_server``
-    (:func:`shrinklab.evaluation.compression.with_server_families_added`)."""
+    (:func:`shrinklab.evaluation.compression.with_server_families_added`); the
+    ``guarded_experts`` ``{family: (module, guard)}`` serve behind their guards (decision
+    0058, :func:`shrinklab.evaluation.compression.with_guarded_experts`; the studies that
+    call this predate it and pass none)."""
     gated = compression.with_ensemble_for_non_market(
         compression.with_experts_of(finetuned, teacher), teacher
     )
-    return compression.deployed_form(gated, mixing, experts, extra_server).eval()
+    return compression.deployed_form(gated, mixing, experts, extra_server, guarded_experts).eval()
 
 
 def split_rows(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from shrinklab.core.params import Section, mutable_default
 
@@ -22,6 +22,19 @@ class Ensemble(Section):
     expert_members: int = 1
     gate_threshold: float = 0.8
     gate_epochs: int = 2
+    # experts trained like the family experts but kept out of ensemble.pt, for the deployed
+    # soft mixture behind a guard: {family: {threshold, max_p_over_n}} (decision 0058;
+    # shrinklab.models.guarded)
+    guarded_experts: dict[str, dict[str, Any]] = mutable_default({})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        both = sorted(set(self.guarded_experts) & set(self.family_experts))
+        if both:
+            raise ValueError(
+                f"params section 'ensemble': {both} are in both family_experts and "
+                "guarded_experts (a family gets one kind of expert)"
+            )
 
 
 SECTION = Ensemble
