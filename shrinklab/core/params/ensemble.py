@@ -25,7 +25,9 @@ class Ensemble(Section):
     # experts trained like the family experts but kept out of ensemble.pt, for the deployed
     # soft mixture behind a guard: {family: {threshold, max_p_over_n}} (decision 0058;
     # shrinklab.models.guarded)
-    guarded_experts: dict[str, dict[str, Any]] = mutable_default({})
+    guarded_experts: dict[str, dict[str, Any]] = mutable_default(
+        {"toeplitz": {"threshold": 0.5, "max_p_over_n": 4.0}}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
