@@ -186,6 +186,25 @@ def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
     )
     text = model_card(path, METRICS, "9.9")
     assert "members of the sp500 expert were then fine-tuned" in text and "0045" in text
+    assert "0058" not in text
+    # with a guarded expert (decision 0058) the card names its family, threshold and range
+    from shrinklab.evaluation.compression import with_guarded_experts
+
+    guard = {"threshold": 0.5, "max_p_over_n": 4.0}
+    guarded = with_guarded_experts(
+        with_mixing(model, "soft"), {"toeplitz": (random_network(seed=8), guard)}
+    )
+    path = save_model(
+        tmp_path / "guarded.pt",
+        guarded,
+        FEATURE_NAMES,
+        TARGET_NAMES,
+        extra={"chosen": "finetuned_experts_ensemble"},
+    )
+    text = model_card(path, METRICS, "9.9")
+    assert "expert for the toeplitz worlds" in text and "exceeds 0.5" in text
+    assert "p/n is at most 4 " in text and "module that served it before" in text
+    assert "0058" in text
     synthetic = save_model(
         tmp_path / "ens.pt",
         random_network(seed=5),

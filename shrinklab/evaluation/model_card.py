@@ -8,6 +8,7 @@ metrics of the same run."""
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -128,6 +129,20 @@ def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[
                     + " were then fine-tuned on the same pre-2016 real returns by the "
                     "network's recipe, rehearsing their own family's synthetic worlds "
                     "(docs/decisions/0045)."
+                )
+            for family, guard in dict(config.get("guards", {})).items():
+                limit = guard.get("max_log_ratio")
+                in_range = "" if limit is None else f" and p/n is at most {math.exp(limit):.3g}"
+                before = (
+                    "the module that served it before"
+                    if guard.get("fallback") is not None
+                    else "the network above"
+                )
+                experts.append(
+                    f"- An expert for the {family} worlds (trained like the family experts, "
+                    f"on those worlds only) takes the gate's probability of {family} where it "
+                    f"exceeds {guard['threshold']:g}{in_range} (the training worlds' range); "
+                    f"elsewhere {before} keeps it (docs/decisions/0058)."
                 )
         elif chosen != "finetuned":
             experts.append(
