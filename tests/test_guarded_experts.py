@@ -98,6 +98,32 @@ def test_deployed_form_attaches_the_guarded_experts_last():
     assert compression.deployed_form(hard, "soft").guards == {}
 
 
+def test_the_compression_helpers_keep_a_guarded_experts_guard():
+    """A guarded model passed through the other assembly helpers keeps its guard: dropping
+    it would silently give the expert its family's whole probability."""
+    model, expert = _served(True), _net(6)
+    guarded = compression.with_guarded_experts(model, {"c": (expert, SPEC)})
+    x = _x()
+    replaced = compression.with_experts_replaced(guarded, {"a": _net(9)})
+    assert replaced.guards == guarded.guards
+    gated = GatedExpertModel(_net(1), {"b": _net(3)}, model.gate, 0.7, mixing="soft")
+    with_c = compression.with_guarded_experts(gated, {"c": (expert, SPEC)})
+    assert with_c.guards["c"]["fallback"] is None
+    served = compression.with_server_for(with_c, _net(7), ["a", "d"])
+    assert served.guards == with_c.guards
+    assert compression.with_mixing(guarded, "soft").guards == guarded.guards
+    torch.testing.assert_close(
+        compression.with_mixing(guarded, "soft").predict(x).intensities,
+        guarded.predict(x).intensities,
+        atol=0,
+        rtol=0,
+    )
+    with pytest.raises(ValueError, match="soft mixture"):
+        compression.with_mixing(guarded, "hard")
+    general = _net(11)
+    assert compression.with_experts_of(general, guarded).guards == guarded.guards
+
+
 def test_bad_guarded_experts_are_refused_clearly():
     model, expert = _served(True), _net(6)
     hard = GatedExpertModel(model.general, model.expert_map(), model.gate, 0.7)

@@ -453,6 +453,7 @@ def with_experts_of(general: Any, source: GatedExpertModel) -> GatedExpertModel:
         source.gate,
         threshold=source.threshold,
         mixing=source.mixing,
+        guards=source.guards,  # a guarded expert keeps its guard (decision 0058)
     )
 
 
@@ -487,6 +488,7 @@ def with_server_for(
         threshold=model.threshold,
         pool_shared=pooled,
         mixing=model.mixing,
+        guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
     )
 
 
@@ -504,6 +506,7 @@ def with_mixing(model: GatedExpertModel, mixing: str) -> GatedExpertModel:
         threshold=model.threshold,
         pool_shared=model.pool_shared,
         mixing=mixing,
+        guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
     )
 
 
@@ -539,6 +542,7 @@ def with_experts_replaced(model: GatedExpertModel, experts: Mapping[str, Any]) -
         threshold=model.threshold,
         pool_shared=model.pool_shared,
         mixing=model.mixing,
+        guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
     )
 
 
@@ -591,6 +595,7 @@ def with_server_families_added(
         threshold=model.threshold,
         pool_shared=model.pool_shared,
         mixing=model.mixing,
+        guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
     )
 
 
