@@ -269,7 +269,7 @@ for fam, module in guarded_models.items():
     )
     print(f"{fam}: {len(rows)} test worlds, guard {guard_specs[fam]}")
     display(table[["prial", f"ratio_{fam}"]].round(3))  # noqa: F821 (IPython)
-save_guarded_experts(
+guarded_dir = save_guarded_experts(
     models / "guarded_experts",
     guarded_models,
     guard_specs,
