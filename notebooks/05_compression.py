@@ -394,9 +394,7 @@ save_model(
         "synthetic_choice": incumbent,
         "gate_mixing": gate_mixing if deployed != chosen else "hard",
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
-        "guarded_experts": (
-            {f: spec for f, (_, spec) in guarded_experts.items()} if deployed != chosen else {}
-        ),
+        # (the guarded experts' guards are in the model's own config: GatedExpertModel.guards)
         # every covariance of final.pt gets the pre-tested volatility timing (decisions 0047
         # and 0048; shrinklab.core.volatility_timing.finish_covariance); the rules above
         # compare the modules without it
@@ -413,9 +411,9 @@ save_metrics(
         "chosen": chosen,
         "deployed": deployed,
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
-        "guarded_experts": (
-            {f: spec for f, (_, spec) in guarded_experts.items()} if deployed != chosen else {}
-        ),
+        "guarded_experts": {
+            f: spec for f, (_, spec) in guarded_experts.items() if deployed != chosen
+        },
         "synthetic_choice": incumbent,
         "final_rule": {
             k: {c: (bool(v) if c == "qualifies" else float(v)) for c, v in row.items()}
