@@ -60,14 +60,21 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    models = {k: load_model(f"{r}/models/final.pt") for k, r in (("A", args.root_a), ("B", args.root_b))}
+    models = {
+        k: load_model(f"{r}/models/final.pt") for k, r in (("A", args.root_a), ("B", args.root_b))
+    }
     res: dict = {}
 
     s_m, s_se, stress = scenario_part(models, worlds.HETERO_STRESS, STRESS_SEED, args.n_reps)
     stress.to_csv(out / "stress.csv", index=False)
     print(stress.round(3).to_string(), flush=True)
-    res.update(stress_gain=s_m, stress_se=s_se, rule1=bool(s_m >= MIN_STRESS_GAIN and s_m - s_se > 0))
-    print(f"1. stress: B - A = {s_m:+.3f} +- {s_se:.3f} -> {res['rule1']}  ({time.time() - t0:.0f} s)", flush=True)
+    res.update(
+        stress_gain=s_m, stress_se=s_se, rule1=bool(s_m >= MIN_STRESS_GAIN and s_m - s_se > 0)
+    )
+    print(
+        f"1. stress: B - A = {s_m:+.3f} +- {s_se:.3f} -> {res['rule1']}  ({time.time() - t0:.0f} s)",
+        flush=True,
+    )
 
     data = load_rule_data(f"{args.root_a}/data", cut_test=True)
     lw = {"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]}
@@ -76,7 +83,10 @@ def main() -> None:
     f_m, f_se, n = compression.fold_delta(rows, "B", "A")
     res.update(folds_delta=f_m, folds_se=f_se, n_folds=n, rule2=bool(f_m <= f_se))
     print(rows.groupby(["window", "estimator"])["rel_vol"].mean().unstack().round(3).to_string())
-    print(f"2. folds: B - A = {f_m:+.4f} +- {f_se:.4f} over {n} folds -> {res['rule2']}  ({time.time() - t0:.0f} s)", flush=True)
+    print(
+        f"2. folds: B - A = {f_m:+.4f} +- {f_se:.4f} over {n} folds -> {res['rule2']}  ({time.time() - t0:.0f} s)",
+        flush=True,
+    )
 
     w = {k: predict_numpy(m, data.valid.features).intensities for k, m in models.items()}
     v_d, v_se = compression.normalised_prial_delta(w["B"], w["A"], data.valid)
