@@ -11,10 +11,17 @@ seeds no earlier study read:
    mean over the 14 (SE = √(Σ SEᵢ²) / 14).
 
 Never reads 2016–2022 or the public grid. ``A`` and ``B`` are pipeline run roots; the
-validation worlds and the returns are read from ``A``. Writes ``<out>/*.csv`` and
-``<out>/rule.json``.
+validation worlds and the returns are read from the first ``A``. Writes ``<out>/*.csv``
+and ``<out>/rule.json``.
 
     OMP_NUM_THREADS=1 python scripts/hetero_full_rule.py <root A> <root B> --out DIR
+
+Decision 0060 (docs/decisions/0060-heterogeneous-volatilities-over-seeds.md) passes
+several pairs, one per training-seed set, and its own seeds (2133 / 2135 / 2137): each
+pair is scored as above, and the rule reads the mean of each part over the pairs with
+its SE over the pairs::
+
+    python scripts/hetero_full_rule.py A0 B0 A1 B1 A2 B2 --seeds 2133,2135,2137 --out DIR
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from shrinklab.evaluation import backtest, compression
@@ -34,7 +42,7 @@ from shrinklab.studies import worlds
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data
 from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
 
-STRESS_SEED, FOLD_SEED, GRID_SEED = 2127, 2129, 2131  # fresh for 0059
+STRESS_SEED, FOLD_SEED, GRID_SEED = 2127, 2129, 2131  # fresh for 0059 (0060: 2133, 2135, 2137)
 N_REPS = 100
 MIN_STRESS_GAIN = 0.5  # PRIAL points: one full-size run per arm (see the record)
 
@@ -50,42 +58,33 @@ def scenario_part(
     return m, se, rows.drop(columns="rep")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("root_a")
-    ap.add_argument("root_b")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--n-reps", type=int, default=N_REPS, help="replications (the rule: 100)")
-    args = ap.parse_args()
-    out = Path(args.out)
+def score_pair(
+    root_a: str, root_b: str, data, out: Path, n_reps: int, seeds: tuple[int, int, int]
+) -> dict:
+    """0059's four parts for one pair of run roots (``data``: the returns and validation
+    worlds, :func:`load_rule_data`); per-part tables written to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    stress_seed, fold_seed, grid_seed = seeds
     t0 = time.time()
-    models = {
-        k: load_model(f"{r}/models/final.pt") for k, r in (("A", args.root_a), ("B", args.root_b))
-    }
-    res: dict = {}
+    models = {k: load_model(f"{r}/models/final.pt") for k, r in (("A", root_a), ("B", root_b))}
+    res: dict = {"A": root_a, "B": root_b}
 
-    s_m, s_se, stress = scenario_part(models, worlds.HETERO_STRESS, STRESS_SEED, args.n_reps)
+    s_m, s_se, stress = scenario_part(models, worlds.HETERO_STRESS, stress_seed, n_reps)
     stress.to_csv(out / "stress.csv", index=False)
     print(stress.round(3).to_string(), flush=True)
     res.update(
         stress_gain=s_m, stress_se=s_se, rule1=bool(s_m >= MIN_STRESS_GAIN and s_m - s_se > 0)
     )
-    print(
-        f"1. stress: B - A = {s_m:+.3f} +- {s_se:.3f} -> {res['rule1']}  ({time.time() - t0:.0f} s)",
-        flush=True,
-    )
+    print(f"1. stress: B - A = {s_m:+.3f} +- {s_se:.3f} -> {res['rule1']}", flush=True)
 
-    data = load_rule_data(f"{args.root_a}/data", cut_test=True)
     lw = {"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]}
-    rows = fold_rows(data, models, folds=FoldSpec(seed=FOLD_SEED), classical=lw)
+    rows = fold_rows(data, models, folds=FoldSpec(seed=fold_seed), classical=lw)
     rows.to_csv(out / "folds.csv", index=False)
     f_m, f_se, n = compression.fold_delta(rows, "B", "A")
     res.update(folds_delta=f_m, folds_se=f_se, n_folds=n, rule2=bool(f_m <= f_se))
     print(rows.groupby(["window", "estimator"])["rel_vol"].mean().unstack().round(3).to_string())
     print(
-        f"2. folds: B - A = {f_m:+.4f} +- {f_se:.4f} over {n} folds -> {res['rule2']}  ({time.time() - t0:.0f} s)",
-        flush=True,
+        f"2. folds: B - A = {f_m:+.4f} +- {f_se:.4f} over {n} folds -> {res['rule2']}", flush=True
     )
 
     w = {k: predict_numpy(m, data.valid.features).intensities for k, m in models.items()}
@@ -93,16 +92,66 @@ def main() -> None:
     res.update(valid_delta=v_d, valid_se=v_se, rule3=bool(v_d >= -2.0))
     print(f"3. validation worlds: B - A = {v_d:+.3f} +- {v_se:.3f} -> {res['rule3']}", flush=True)
 
-    g_m, g_se, grids = scenario_part(models, SELECTION_GRID + WIDE_GRID, GRID_SEED, args.n_reps)
+    g_m, g_se, grids = scenario_part(models, SELECTION_GRID + WIDE_GRID, grid_seed, n_reps)
     grids.to_csv(out / "grids.csv", index=False)
     print(grids.round(3).to_string())
     res.update(grids_gain=g_m, grids_se=g_se, rule4=bool(g_m >= -g_se))
     print(f"4. grids: B - A = {g_m:+.3f} +- {g_se:.3f} -> {res['rule4']}", flush=True)
-
     res["adopt_B"] = all(res[f"rule{i}"] for i in range(1, 5))
     res["seconds"] = round(time.time() - t0)
+    return res
+
+
+def over_pairs(pairs: list[dict]) -> dict:
+    """0060's rule: each part's mean over the pairs, SE over the pairs."""
+
+    def mean_se(key: str) -> tuple[float, float]:
+        v = np.array([p[key] for p in pairs], dtype=float)
+        return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))
+
+    (s_m, s_se), (f_m, f_se), (v_m, v_se), (g_m, g_se) = (
+        mean_se(k) for k in ("stress_gain", "folds_delta", "valid_delta", "grids_gain")
+    )
+    res = {
+        "pairs": len(pairs),
+        "stress_gain": s_m, "stress_se": s_se,
+        "rule1": bool(s_m >= MIN_STRESS_GAIN and s_m - s_se > 0),
+        "folds_delta": f_m, "folds_se": f_se, "rule2": bool(f_m <= f_se),
+        "valid_delta": v_m, "valid_se": v_se, "rule3": bool(v_m >= -2.0),
+        "grids_gain": g_m, "grids_se": g_se, "rule4": bool(g_m >= -g_se),
+    }  # fmt: skip
+    res["adopt_B"] = all(res[f"rule{i}"] for i in range(1, 5))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("roots", nargs="+", help="run roots, in pairs: A B [A B ...]")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n-reps", type=int, default=N_REPS, help="replications (the rule: 100)")
+    ap.add_argument(
+        "--seeds",
+        default=f"{STRESS_SEED},{FOLD_SEED},{GRID_SEED}",
+        help="stress, fold and grid seeds (0059's by default)",
+    )
+    args = ap.parse_args()
+    if len(args.roots) % 2:
+        ap.error("run roots come in pairs: A B [A B ...]")
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    if len(seeds) != 3:
+        ap.error("--seeds takes three integers: stress, folds, grids")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_rule_data(f"{args.roots[0]}/data", cut_test=True)
+    pairs = []
+    for i in range(0, len(args.roots), 2):
+        sub = out if len(args.roots) == 2 else out / f"pair_{i // 2}"
+        pairs.append(score_pair(args.roots[i], args.roots[i + 1], data, sub, args.n_reps, seeds))
+        print(json.dumps(pairs[-1], indent=1), flush=True)
+    res = pairs[0] if len(pairs) == 1 else {**over_pairs(pairs), "by_pair": pairs}
     (out / "rule.json").write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1))
+    if len(pairs) > 1:
+        print(json.dumps({k: v for k, v in res.items() if k != "by_pair"}, indent=1))
 
 
 if __name__ == "__main__":
