@@ -47,6 +47,21 @@ N_REPS = 100
 MIN_STRESS_GAIN = 0.5  # PRIAL points: one full-size run per arm (see the record)
 
 
+def verdict(res: dict) -> dict:
+    """``res`` with the four parts of the rule (0059's, and 0060's on means over pairs)
+    applied to its ``stress_gain``/``stress_se``, ``folds_delta``/``folds_se``,
+    ``valid_delta`` and ``grids_gain``/``grids_se``, and ``adopt_B``."""
+    res = dict(res)
+    res["rule1"] = bool(
+        res["stress_gain"] >= MIN_STRESS_GAIN and res["stress_gain"] > res["stress_se"]
+    )
+    res["rule2"] = bool(res["folds_delta"] <= res["folds_se"])
+    res["rule3"] = bool(res["valid_delta"] >= -2.0)
+    res["rule4"] = bool(res["grids_gain"] >= -res["grids_se"])
+    res["adopt_B"] = all(res[f"rule{i}"] for i in range(1, 5))
+    return res
+
+
 def scenario_part(
     models: dict, specs: list[dict], seed: int, n_reps: int
 ) -> tuple[float, float, pd.DataFrame]:
@@ -72,56 +87,43 @@ def score_pair(
     s_m, s_se, stress = scenario_part(models, worlds.HETERO_STRESS, stress_seed, n_reps)
     stress.to_csv(out / "stress.csv", index=False)
     print(stress.round(3).to_string(), flush=True)
-    res.update(
-        stress_gain=s_m, stress_se=s_se, rule1=bool(s_m >= MIN_STRESS_GAIN and s_m - s_se > 0)
-    )
-    print(f"1. stress: B - A = {s_m:+.3f} +- {s_se:.3f} -> {res['rule1']}", flush=True)
+    res.update(stress_gain=s_m, stress_se=s_se)
+    print(f"1. stress: B - A = {s_m:+.3f} +- {s_se:.3f}", flush=True)
 
     lw = {"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]}
     rows = fold_rows(data, models, folds=FoldSpec(seed=fold_seed), classical=lw)
     rows.to_csv(out / "folds.csv", index=False)
     f_m, f_se, n = compression.fold_delta(rows, "B", "A")
-    res.update(folds_delta=f_m, folds_se=f_se, n_folds=n, rule2=bool(f_m <= f_se))
+    res.update(folds_delta=f_m, folds_se=f_se, n_folds=n)
     print(rows.groupby(["window", "estimator"])["rel_vol"].mean().unstack().round(3).to_string())
-    print(
-        f"2. folds: B - A = {f_m:+.4f} +- {f_se:.4f} over {n} folds -> {res['rule2']}", flush=True
-    )
+    print(f"2. folds: B - A = {f_m:+.4f} +- {f_se:.4f} over {n} folds", flush=True)
 
     w = {k: predict_numpy(m, data.valid.features).intensities for k, m in models.items()}
     v_d, v_se = compression.normalised_prial_delta(w["B"], w["A"], data.valid)
-    res.update(valid_delta=v_d, valid_se=v_se, rule3=bool(v_d >= -2.0))
-    print(f"3. validation worlds: B - A = {v_d:+.3f} +- {v_se:.3f} -> {res['rule3']}", flush=True)
+    res.update(valid_delta=v_d, valid_se=v_se)
+    print(f"3. validation worlds: B - A = {v_d:+.3f} +- {v_se:.3f}", flush=True)
 
     g_m, g_se, grids = scenario_part(models, SELECTION_GRID + WIDE_GRID, grid_seed, n_reps)
     grids.to_csv(out / "grids.csv", index=False)
     print(grids.round(3).to_string())
-    res.update(grids_gain=g_m, grids_se=g_se, rule4=bool(g_m >= -g_se))
-    print(f"4. grids: B - A = {g_m:+.3f} +- {g_se:.3f} -> {res['rule4']}", flush=True)
-    res["adopt_B"] = all(res[f"rule{i}"] for i in range(1, 5))
+    res.update(grids_gain=g_m, grids_se=g_se)
+    print(f"4. grids: B - A = {g_m:+.3f} +- {g_se:.3f}", flush=True)
     res["seconds"] = round(time.time() - t0)
-    return res
+    return verdict(res)
 
 
 def over_pairs(pairs: list[dict]) -> dict:
-    """0060's rule: each part's mean over the pairs, SE over the pairs."""
-
-    def mean_se(key: str) -> tuple[float, float]:
-        v = np.array([p[key] for p in pairs], dtype=float)
-        return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))
-
-    (s_m, s_se), (f_m, f_se), (v_m, v_se), (g_m, g_se) = (
-        mean_se(k) for k in ("stress_gain", "folds_delta", "valid_delta", "grids_gain")
-    )
-    res = {
-        "pairs": len(pairs),
-        "stress_gain": s_m, "stress_se": s_se,
-        "rule1": bool(s_m >= MIN_STRESS_GAIN and s_m - s_se > 0),
-        "folds_delta": f_m, "folds_se": f_se, "rule2": bool(f_m <= f_se),
-        "valid_delta": v_m, "valid_se": v_se, "rule3": bool(v_m >= -2.0),
-        "grids_gain": g_m, "grids_se": g_se, "rule4": bool(g_m >= -g_se),
-    }  # fmt: skip
-    res["adopt_B"] = all(res[f"rule{i}"] for i in range(1, 5))
-    return res
+    """0060's rule: :func:`verdict` on each part's mean over the pairs, SE over the pairs
+    (:func:`shrinklab.studies.worlds.paired`)."""
+    res: dict = {"pairs": len(pairs)}
+    for value, se in (
+        ("stress_gain", "stress_se"),
+        ("folds_delta", "folds_se"),
+        ("valid_delta", "valid_se"),
+        ("grids_gain", "grids_se"),
+    ):
+        res[value], res[se] = worlds.paired(np.array([p[value] for p in pairs], dtype=float))
+    return verdict(res)
 
 
 def main() -> None:
