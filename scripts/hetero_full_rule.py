@@ -22,6 +22,13 @@ pair is scored as above, and the rule reads the mean of each part over the pairs
 its SE over the pairs::
 
     python scripts/hetero_full_rule.py A0 B0 A1 B1 A2 B2 --seeds 2133,2135,2137 --out DIR
+
+Decision 0061 (docs/decisions/0061-module-rules-fold-margin.md) compares, per seed set,
+the ``final.pt`` of the compress stage's module rules as they are (A) and with a fold
+margin of 0.05 % (B) on the same four parts, with its own thresholds (``--rule 0061``,
+:func:`verdict_0061`)::
+
+    python scripts/hetero_full_rule.py F1 G1 F2 G2 F3 G3 --seeds 2139,2141,2143 --rule 0061 --out DIR
 """
 
 from __future__ import annotations
@@ -62,6 +69,25 @@ def verdict(res: dict) -> dict:
     return res
 
 
+FOLD_MARGIN = 0.05  # % of Ledoit–Wolf's volatility: 0061's non-inferiority margin
+
+
+def verdict_0061(res: dict) -> dict:
+    """0061's four parts on the same quantities as :func:`verdict` (B = the margin's
+    ``final.pt``): folds non-inferior (mean + 1 SE at most :data:`FOLD_MARGIN`), grids
+    gain by more than one SE, validation worlds and stress not more than one SE lower."""
+    res = dict(res)
+    res["rule1"] = bool(res["folds_delta"] + res["folds_se"] <= FOLD_MARGIN)
+    res["rule2"] = bool(res["grids_gain"] > 0 and res["grids_gain"] > res["grids_se"])
+    res["rule3"] = bool(res["valid_delta"] >= -res["valid_se"])
+    res["rule4"] = bool(res["stress_gain"] >= -res["stress_se"])
+    res["adopt_B"] = all(res[f"rule{i}"] for i in range(1, 5))
+    return res
+
+
+RULES = {"0059": verdict, "0061": verdict_0061}
+
+
 def scenario_part(
     models: dict, specs: list[dict], seed: int, n_reps: int
 ) -> tuple[float, float, pd.DataFrame]:
@@ -74,7 +100,13 @@ def scenario_part(
 
 
 def score_pair(
-    root_a: str, root_b: str, data, out: Path, n_reps: int, seeds: tuple[int, int, int]
+    root_a: str,
+    root_b: str,
+    data,
+    out: Path,
+    n_reps: int,
+    seeds: tuple[int, int, int],
+    rule=verdict,
 ) -> dict:
     """0059's four parts for one pair of run roots (``data``: the returns and validation
     worlds, :func:`load_rule_data`); per-part tables written to ``out``."""
@@ -109,12 +141,12 @@ def score_pair(
     res.update(grids_gain=g_m, grids_se=g_se)
     print(f"4. grids: B - A = {g_m:+.3f} +- {g_se:.3f}", flush=True)
     res["seconds"] = round(time.time() - t0)
-    return verdict(res)
+    return rule(res)
 
 
-def over_pairs(pairs: list[dict]) -> dict:
-    """0060's rule: :func:`verdict` on each part's mean over the pairs, SE over the pairs
-    (:func:`shrinklab.studies.worlds.paired`)."""
+def over_pairs(pairs: list[dict], rule=verdict) -> dict:
+    """0060's rule (0061's with ``rule=verdict_0061``): ``rule`` on each part's mean over
+    the pairs, SE over the pairs (:func:`shrinklab.studies.worlds.paired`)."""
     res: dict = {"pairs": len(pairs)}
     for value, se in (
         ("stress_gain", "stress_se"),
@@ -123,7 +155,7 @@ def over_pairs(pairs: list[dict]) -> dict:
         ("grids_gain", "grids_se"),
     ):
         res[value], res[se] = worlds.paired(np.array([p[value] for p in pairs], dtype=float))
-    return verdict(res)
+    return rule(res)
 
 
 def main() -> None:
@@ -136,6 +168,7 @@ def main() -> None:
         default=f"{STRESS_SEED},{FOLD_SEED},{GRID_SEED}",
         help="stress, fold and grid seeds (0059's by default)",
     )
+    ap.add_argument("--rule", choices=sorted(RULES), default="0059", help="whose thresholds")
     args = ap.parse_args()
     if len(args.roots) % 2:
         ap.error("run roots come in pairs: A B [A B ...]")
@@ -144,13 +177,16 @@ def main() -> None:
         ap.error("--seeds takes three integers: stress, folds, grids")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    rule = RULES[args.rule]
     data = load_rule_data(f"{args.roots[0]}/data", cut_test=True)
     pairs = []
     for i in range(0, len(args.roots), 2):
         sub = out if len(args.roots) == 2 else out / f"pair_{i // 2}"
-        pairs.append(score_pair(args.roots[i], args.roots[i + 1], data, sub, args.n_reps, seeds))
+        pairs.append(
+            score_pair(args.roots[i], args.roots[i + 1], data, sub, args.n_reps, seeds, rule)
+        )
         print(json.dumps(pairs[-1], indent=1), flush=True)
-    res = pairs[0] if len(pairs) == 1 else {**over_pairs(pairs), "by_pair": pairs}
+    res = pairs[0] if len(pairs) == 1 else {**over_pairs(pairs, rule), "by_pair": pairs}
     (out / "rule.json").write_text(json.dumps(res, indent=1) + "\n")
     if len(pairs) > 1:
         print(json.dumps({k: v for k, v in res.items() if k != "by_pair"}, indent=1))

@@ -51,3 +51,27 @@ def test_roots_must_come_in_pairs(monkeypatch, tmp_path):
     monkeypatch.setattr("sys.argv", ["hetero_full_rule.py", "a", "b", "c", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         rule.main()
+
+
+def test_rule_0061_is_a_non_inferiority_test_on_the_folds():
+    # grids gain by more than one SE, folds within the margin, the rest level
+    good = [_pair(0.1, 0.02, 0.1, 2.0), _pair(-0.2, 0.01, 0.0, 1.8), _pair(0.0, 0.00, 0.2, 2.2)]
+    res = rule.over_pairs(good, rule.verdict_0061)
+    assert res["adopt_B"]
+    # 0059's thresholds on the same pairs fail (no stress gain of half a point)
+    assert not rule.over_pairs(good)["adopt_B"]
+    # mean + 1 SE of the folds above the margin fails part 1 (mean 0.055: 0.01 % above)
+    near = [{**p, "folds_delta": p["folds_delta"] + 0.045} for p in good]
+    res = rule.over_pairs(near, rule.verdict_0061)
+    assert res["folds_delta"] + res["folds_se"] > rule.FOLD_MARGIN
+    assert not res["rule1"] and not res["adopt_B"]
+    # grids level (not above one SE) fail part 2
+    flat = [{**p, "grids_gain": g} for p, g in zip(good, (0.5, -0.4, 0.1), strict=True)]
+    assert not rule.over_pairs(flat, rule.verdict_0061)["rule2"]
+    # a validation or stress drop beyond one SE fails parts 3 and 4
+    assert not rule.over_pairs([{**p, "valid_delta": -1.0} for p in good], rule.verdict_0061)[
+        "rule3"
+    ]
+    assert not rule.over_pairs([{**p, "stress_gain": -3.0} for p in good], rule.verdict_0061)[
+        "rule4"
+    ]
