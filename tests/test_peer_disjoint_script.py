@@ -1,0 +1,51 @@
+"""scripts/peer_disjoint.py: the peer's config from the params section, and the paired
+summary against a direct computation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shrinklab.core.params import load_section
+from shrinklab.training.rie_network import PeerConfig
+from tests._scripts import ROOT, load_script
+
+peer_disjoint = load_script("scripts/peer_disjoint.py")
+
+
+def test_peer_config_takes_every_field_the_section_sets():
+    section = load_section("peer", ROOT / "params.yaml")
+    config = peer_disjoint.peer_config(section)
+    assert config.windows == tuple(section.windows) and isinstance(config.windows, tuple)
+    for name in ("seed", "horizon", "step", "asset_subsets", "val_start", "epochs", "lr"):
+        assert getattr(config, name) == getattr(section, name)
+    # what the section does not set keeps the config's defaults (the network's sizes)
+    default = PeerConfig()
+    assert (config.hidden, config.vol_hidden) == (default.hidden, default.vol_hidden)
+    # a changed section value reaches the config
+    other = dataclasses.replace(section, epochs=section.epochs + 7)
+    assert peer_disjoint.peer_config(other).epochs == section.epochs + 7
+
+
+def test_summary_pairs_match_a_direct_computation():
+    rng = np.random.default_rng(0)
+    names = ["final_fit", "peer_fit", "ledoit_wolf", "ensemble", "final", "peer_all"]
+    rows = pd.DataFrame(
+        [
+            {"fold": f"f{f}", "window": w, "estimator": e, "rel_vol": float(rng.normal())}
+            for f in range(6)
+            for w in (60, 250)
+            for e in names
+        ]
+    )
+    table = peer_disjoint.summary(rows).set_index(["model", "reference"])
+    per_fold = rows.groupby(["fold", "estimator"])["rel_vol"].mean().unstack()
+    for model, ref in peer_disjoint.PAIRS:
+        d = per_fold[model] - per_fold[ref]
+        got = table.loc[(model, ref)]
+        assert got["delta"] == pytest.approx(d.mean(), abs=1e-12)
+        assert got["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)), abs=1e-12)
+        assert got["folds"] == 6
