@@ -119,6 +119,16 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+NEEDED = ("models/pretrained.pt", "models/ensemble.pt", "models/final.pt", "models/rie_network.pt")
+"""The run's files the fits read besides ``params.yaml`` and ``data/processed/``."""
+
+
+def missing_files(root: str | Path) -> list[str]:
+    """Which of :data:`NEEDED` (and ``params.yaml``) ``root`` lacks: checked before the
+    fits, which take minutes each."""
+    return [f for f in ("params.yaml", *NEEDED) if not (Path(root) / f).is_file()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root")
@@ -133,6 +143,8 @@ def main() -> None:
     if rows_file.exists():
         rows = pd.read_csv(rows_file)
     else:
+        if missing := missing_files(args.root):
+            ap.error(f"{args.root} lacks {', '.join(missing)} (run the pipeline's stages first)")
         spec = DisjointSpec(seed=args.seed)
         columns = pd.read_parquet(f"{args.root}/data/processed/sp500_returns.parquet").columns
         splits = half_splits(columns, spec.n_splits, np.random.default_rng(spec.seed))

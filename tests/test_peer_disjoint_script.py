@@ -49,3 +49,12 @@ def test_summary_pairs_match_a_direct_computation():
         assert got["delta"] == pytest.approx(d.mean(), abs=1e-12)
         assert got["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)), abs=1e-12)
         assert got["folds"] == 6
+
+
+def test_missing_files_names_what_a_run_root_lacks(tmp_path):
+    assert set(peer_disjoint.missing_files(tmp_path)) == {"params.yaml", *peer_disjoint.NEEDED}
+    (tmp_path / "params.yaml").write_text("x: 1\n")
+    (tmp_path / "models").mkdir()
+    for f in peer_disjoint.NEEDED[:3]:
+        (tmp_path / f).write_bytes(b"")
+    assert peer_disjoint.missing_files(tmp_path) == ["models/rie_network.pt"]
