@@ -22,7 +22,8 @@ mixtures of both. ``final`` and ``peer_all`` are the run's own ``final.pt`` and
 pipeline run's repository root (``params.yaml``, ``data/processed/``, ``models/``).
 Writes ``<out>/rows.csv`` (a rerun reads it back) and prints the family × window table and
 the paired differences per fold (mean over the windows of the volatility relative to
-Ledoit–Wolf's, %), SE over the folds (they share dates and stocks: a rough guide). About
+Ledoit–Wolf's, %), SE over the folds (they share dates and stocks: a rough guide), then
+the same per fit, with the mean and SE over the fits (the peer's fits differ widely). About
 22 minutes with two workers on the 2-vCPU VM at the default three permutations.
 """
 
@@ -129,6 +130,22 @@ def missing_files(root: str | Path) -> list[str]:
     return [f for f in ("params.yaml", *NEEDED) if not (Path(root) / f).is_file()]
 
 
+def by_fit(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per fit (``split``): ours − peer, the peer − Ledoit–Wolf and ours − Ledoit–Wolf
+    (:func:`compression.fold_delta` over the fit's folds): the peer's fits vary far more
+    than the folds' SEs show (research log, "The learned peer on stocks it has not
+    seen")."""
+    out = []
+    for split, g in rows.groupby("split", sort=True):
+        res = {"split": split}
+        for (model, ref), key in zip(
+            PAIRS[:3], ("ours_minus_peer", "ours_minus_lw", "peer_minus_lw"), strict=True
+        ):
+            res[key] = compression.fold_delta(g, model, ref)[0]
+        out.append(res)
+    return pd.DataFrame(out).set_index("split")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root")
@@ -159,6 +176,11 @@ def main() -> None:
     print((by["final_fit"] - by["peer_fit"]).round(2).to_string())
     print("\nPer fold, mean over windows (%), paired:")
     print(summary(rows).round(3).to_string(index=False))
+    fits = by_fit(rows)
+    print("\nPer fit (mean over its folds and windows, %), and over the fits (mean ± SE):")
+    print(fits.round(2).to_string())
+    se = fits.std(ddof=1) / np.sqrt(len(fits))
+    print(" ".join(f"{k} {fits[k].mean():+.2f} ± {se[k]:.2f};" for k in fits))
     print(f"{time.time() - t0:.0f} s")
 
 

@@ -58,3 +58,30 @@ def test_missing_files_names_what_a_run_root_lacks(tmp_path):
     for f in peer_disjoint.NEEDED[:3]:
         (tmp_path / f).write_bytes(b"")
     assert peer_disjoint.missing_files(tmp_path) == ["models/rie_network.pt"]
+
+
+def test_by_fit_scores_each_split_on_its_own_folds():
+    names = ["final_fit", "peer_fit", "ledoit_wolf"]
+    shift = {"s0a": 1.0, "s0b": -3.0}  # the peer's fits differ
+    rows = pd.DataFrame(
+        [
+            {
+                "split": s,
+                "fold": f"{s}-f{f}",
+                "window": w,
+                "estimator": e,
+                "rel_vol": {"final_fit": -1.0, "peer_fit": shift[s], "ledoit_wolf": 0.0}[e]
+                + 0.1 * f,
+            }
+            for s in shift
+            for f in range(3)
+            for w in (60, 250)
+            for e in names
+        ]
+    )
+    fits = peer_disjoint.by_fit(rows)
+    assert list(fits.index) == ["s0a", "s0b"]
+    assert fits.loc["s0a", "ours_minus_peer"] == pytest.approx(-2.0)
+    assert fits.loc["s0b", "ours_minus_peer"] == pytest.approx(2.0)
+    assert fits["ours_minus_lw"].tolist() == pytest.approx([-1.0, -1.0])
+    assert fits["peer_minus_lw"].tolist() == pytest.approx([1.0, -3.0])
