@@ -77,37 +77,36 @@ def peer_config(section: Any) -> PeerConfig:
     return PeerConfig(**values)
 
 
-def fit_models(root: str, split: HalfSplit, out: str) -> tuple[Any, Any]:
-    """``(final_fit, peer_fit)`` of ``split``'s fit half (module docstring); the
-    fine-tunings' checkpoints in ``out/<split>/final_fit``."""
-    run = RunInputs.load(root)
+def fit_models(
+    run: RunInputs, root: str, split: HalfSplit, out: str, final: Any
+) -> tuple[Any, Any]:
+    """``(final_fit, peer_fit)`` of ``split``'s fit half (module docstring), ``run`` the
+    inputs of the pipeline run at ``root`` and ``final`` its ``final.pt`` (whose volatility
+    timing ``final_fit`` takes); the fine-tunings' checkpoints in ``out/<split>/final_fit``."""
     folder = Path(out) / split.name / "final_fit"
     network = run.finetune(list(split.fit), folder, DEPLOYED)
     tuned = run.finetune_experts(list(split.fit), folder / "experts", DEPLOYED)
     final_fit = deployed_structure(network, run.teacher, run.gate_mixing, tuned)
-    final_fit.extra = dict(load_model(run.models_dir / "final.pt").extra)  # its timing
+    final_fit.extra = dict(final.extra)
     config = peer_config(load_section("peer", Path(root) / "params.yaml"))
     peer_fit = train_rie_network(run.returns.loc[:, list(split.fit)], config).model
     return final_fit, peer_fit
 
 
 def split_job(job: tuple[str, HalfSplit, DisjointSpec, str]) -> pd.DataFrame:
-    """The fold rows of one fit (for :func:`map_in_processes`)."""
+    """The fold rows of one fit (for :func:`map_in_processes`); the run's inputs read once."""
     root, split, spec, out = job
     torch.set_num_threads(1)
-    final_fit, peer_fit = fit_models(root, split, out)
     run = RunInputs.load(root)
+    final = load_model(run.models_dir / "final.pt")
+    final_fit, peer_fit = fit_models(run, root, split, out, final)
     peer_all = load_model(run.models_dir / "rie_network.pt")
     estimators = {
         **backtest.classical_estimators(),
         "peer_fit": backtest.batched(peer_fit.estimate),
         "peer_all": backtest.batched(peer_all.estimate),
     }
-    models = {
-        "final_fit": final_fit,
-        "ensemble": run.teacher,
-        "final": load_model(run.models_dir / "final.pt"),
-    }
+    models = {"final_fit": final_fit, "ensemble": run.teacher, "final": final}
     return split_rows(run.returns, split, spec, models, classical=estimators)
 
 
@@ -130,18 +129,23 @@ def missing_files(root: str | Path) -> list[str]:
     return [f for f in ("params.yaml", *NEEDED) if not (Path(root) / f).is_file()]
 
 
+FIT_PAIRS = {
+    "ours_minus_peer": ("final_fit", "peer_fit"),
+    "ours_minus_lw": ("final_fit", "ledoit_wolf"),
+    "peer_minus_lw": ("peer_fit", "ledoit_wolf"),
+}
+"""The per-fit columns of :func:`by_fit`: ``{column: (model, reference)}``."""
+
+
 def by_fit(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per fit (``split``): ours − peer, the peer − Ledoit–Wolf and ours − Ledoit–Wolf
+    """Per fit (``split``) the paired differences of :data:`FIT_PAIRS`
     (:func:`compression.fold_delta` over the fit's folds): the peer's fits vary far more
     than the folds' SEs show (research log, "The learned peer on stocks it has not
     seen")."""
     out = []
     for split, g in rows.groupby("split", sort=True):
         res = {"split": split}
-        for (model, ref), key in zip(
-            PAIRS[:3], ("ours_minus_peer", "ours_minus_lw", "peer_minus_lw"), strict=True
-        ):
-            res[key] = compression.fold_delta(g, model, ref)[0]
+        res |= {k: compression.fold_delta(g, m, ref)[0] for k, (m, ref) in FIT_PAIRS.items()}
         out.append(res)
     return pd.DataFrame(out).set_index("split")
 
