@@ -30,7 +30,6 @@ the same per fit, with the mean and SE over the fits (the peer's fits differ wid
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -52,8 +51,9 @@ from shrinklab.studies.disjoint_finetune import (
     half_splits,
     split_rows,
 )
+from shrinklab.studies.peer_seeds import peer_config
 from shrinklab.training.parallel import map_in_processes
-from shrinklab.training.rie_network import PeerConfig, train_rie_network
+from shrinklab.training.rie_network import train_rie_network
 
 PAIRS = [
     ("final_fit", "peer_fit"),
@@ -63,18 +63,6 @@ PAIRS = [
     ("final", "peer_all"),
 ]
 """The paired differences printed (model, reference)."""
-
-
-def peer_config(section: Any) -> PeerConfig:
-    """The :class:`PeerConfig` of a ``peer`` params section: every field the section sets
-    (lists as tuples), the config's defaults for the rest."""
-    names = {f.name for f in dataclasses.fields(PeerConfig)}
-    values = {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in dataclasses.asdict(section).items()
-        if k in names
-    }
-    return PeerConfig(**values)
 
 
 def fit_models(

@@ -1,33 +1,15 @@
-"""scripts/peer_disjoint.py: the peer's config from the params section, and the paired
-summary against a direct computation."""
+"""scripts/peer_disjoint.py: the paired summary against a direct computation, per fit, and
+the run files it checks for."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from shrinklab.core.params import load_section
-from shrinklab.training.rie_network import PeerConfig
-from tests._scripts import ROOT, load_script
+from tests._scripts import load_script
 
 peer_disjoint = load_script("scripts/peer_disjoint.py")
-
-
-def test_peer_config_takes_every_field_the_section_sets():
-    section = load_section("peer", ROOT / "params.yaml")
-    config = peer_disjoint.peer_config(section)
-    assert config.windows == tuple(section.windows) and isinstance(config.windows, tuple)
-    for name in ("seed", "horizon", "step", "asset_subsets", "val_start", "epochs", "lr"):
-        assert getattr(config, name) == getattr(section, name)
-    # what the section does not set keeps the config's defaults (the network's sizes)
-    default = PeerConfig()
-    assert (config.hidden, config.vol_hidden) == (default.hidden, default.vol_hidden)
-    # a changed section value reaches the config
-    other = dataclasses.replace(section, epochs=section.epochs + 7)
-    assert peer_disjoint.peer_config(other).epochs == section.epochs + 7
 
 
 def test_summary_pairs_match_a_direct_computation():

@@ -1,0 +1,103 @@
+"""shrinklab.studies.peer_seeds and scripts/peer_seeds.py: the peer's config from the params
+section (with another seed), the seed list, the volatility rows against the backtest's own
+summary and the seed summary against a direct computation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shrinklab.core.params import load_section
+from shrinklab.evaluation import backtest
+from shrinklab.studies import peer_seeds
+from shrinklab.training.rie_network import PeerConfig
+from tests._scripts import ROOT, load_script
+
+script = load_script("scripts/peer_seeds.py")
+
+
+def test_peer_config_takes_every_field_the_section_sets():
+    section = load_section("peer", ROOT / "params.yaml")
+    config = peer_seeds.peer_config(section)
+    assert config.windows == tuple(section.windows) and isinstance(config.windows, tuple)
+    for name in ("seed", "horizon", "step", "asset_subsets", "val_start", "epochs", "lr"):
+        assert getattr(config, name) == getattr(section, name)
+    # what the section does not set keeps the config's defaults (the network's sizes)
+    default = PeerConfig()
+    assert (config.hidden, config.vol_hidden) == (default.hidden, default.vol_hidden)
+    # a changed section value reaches the config; a seed replaces only the seed
+    other = dataclasses.replace(section, epochs=section.epochs + 7)
+    assert peer_seeds.peer_config(other).epochs == section.epochs + 7
+    moved = peer_seeds.peer_config(section, seed=section.seed + 5)
+    assert moved.seed == section.seed + 5
+    assert dataclasses.replace(moved, seed=config.seed) == config
+
+
+def test_parse_seeds_ranges_lists_and_errors():
+    assert script.parse_seeds("0-3") == [0, 1, 2, 3]
+    assert script.parse_seeds("8, 1-2,8") == [8, 1, 2]
+    for bad in ("", " , ", "3-1"):
+        with pytest.raises(ValueError):
+            script.parse_seeds(bad)
+
+
+def test_universe_vols_match_the_backtest_summary():
+    rng = np.random.default_rng(3)
+    dates = pd.bdate_range("2015-06-01", "2016-06-30")
+    returns = pd.DataFrame(0.01 * rng.standard_normal((len(dates), 4)), index=dates)
+    estimators = {
+        k: v for k, v in backtest.classical_estimators().items() if k in ("sample", "ledoit_wolf")
+    }
+    data = {"u": returns}
+    rows = peer_seeds.universe_vols(data, estimators, windows=(30, 60))
+    assert set(rows["estimator"]) == set(estimators)  # equal weights left out
+    summary = backtest.summarise(
+        backtest.gmv_backtest(returns, estimators, windows=(30, 60)), reps=10
+    ).table
+    for r in rows.itertuples():
+        assert r.universe == "u"
+        assert r.ann_vol == pytest.approx(
+            100 * summary.loc[(r.window, r.estimator), "ann_vol"], rel=1e-12
+        )
+
+
+def test_seed_summary_against_a_direct_computation():
+    rng = np.random.default_rng(0)
+    keys = [("stocks", 60), ("stocks", 250), ("etf", 60)]
+    reference = pd.DataFrame(
+        [
+            {"universe": u, "window": w, "estimator": e, "ann_vol": 15 + rng.normal()}
+            for u, w in keys
+            for e in ("ledoit_wolf", "oas", "final", "peer_pipeline")
+        ]
+    )
+    seeds = pd.DataFrame(
+        [
+            {
+                "universe": u,
+                "window": w,
+                "estimator": "peer",
+                "ann_vol": 15 + rng.normal(),
+                "seed": s,
+            }
+            for u, w in [*keys, ("validation", 60)]
+            for s in range(5)
+        ]
+    )
+    table = peer_seeds.seed_summary(seeds, reference)
+    assert set(table.index) == set(keys)  # the validation block is not a test universe
+    ref = reference.set_index(["universe", "window", "estimator"])["ann_vol"]
+    for u, w in keys:
+        peer = seeds.query("universe == @u and window == @w")["ann_vol"].to_numpy()
+        row = table.loc[(u, w)]
+        assert row["peer_mean"] == pytest.approx(peer.mean())
+        assert row["peer_se"] == pytest.approx(peer.std(ddof=1) / np.sqrt(5))
+        assert (row["peer_min"], row["peer_max"]) == (peer.min(), peer.max())
+        assert row["peer_below_final"] == int((peer < ref[(u, w, "final")]).sum())
+        best = min(ref[(u, w, "ledoit_wolf")], ref[(u, w, "oas")])
+        assert row["best_classical"] == best
+        assert row["best_name"] == ("oas" if best == ref[(u, w, "oas")] else "ledoit_wolf")
+        assert row["seeds"] == 5
