@@ -10,8 +10,9 @@ backtests every fit, ``final.pt`` and the classical estimators on the test perio
 20 stocks and of the factor ETFs + index (:mod:`shrinklab.studies.peer_seeds`). ``root``
 is a pipeline run's repository root (``params.yaml``, ``data/processed/``,
 ``models/final.pt``, ``models/rie_network.pt``). Writes ``<out>/seeds.csv`` and
-``<out>/reference.csv`` (a rerun reads them back, and trains only the seeds not in them)
-and prints per universe and window the peer's mean ± SE over the seeds, its range, how
+``<out>/reference.csv`` (a rerun reads them back, and trains only the seeds not in them;
+use another ``--out`` for ``--french``, which adds Ken French's universes before 2016 to
+both) and prints per universe and window the peer's mean ± SE over the seeds, its range, how
 many seeds are below ``final.pt``, and the same on the peer's pre-2016 validation block.
 It chooses nothing: the test period is a report, and the pipeline's peer keeps its seed.
 About 90 s per seed on one core.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shrinklab.studies.peer_seeds import reference_rows, seed_rows, seed_summary
+from shrinklab.studies.peer_seeds import french_means, reference_rows, seed_rows, seed_summary
 from shrinklab.training.parallel import map_in_processes
 
 NEEDED = ("params.yaml", "models/final.pt", "models/rie_network.pt",
@@ -52,9 +53,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _seed_job(job: tuple[str, int]) -> pd.DataFrame:
-    root, seed = job
-    return seed_rows(root, seed)
+def _seed_job(job: tuple[str, int, bool]) -> pd.DataFrame:
+    root, seed, french = job
+    return seed_rows(root, seed, french)
 
 
 def main() -> None:
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0-19")
     ap.add_argument("--out", default="build/studies/peer_seeds")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--french", action="store_true", help="also Ken French's universes (pre-2016)")
     args = ap.parse_args()
     try:
         seeds = parse_seeds(args.seeds)
@@ -77,12 +79,13 @@ def main() -> None:
     if ref_file.exists():
         reference = pd.read_csv(ref_file)
     else:
-        reference = reference_rows(args.root)
+        reference = reference_rows(args.root, french=args.french)
         reference.to_csv(ref_file, index=False)
     done = pd.read_csv(seeds_file) if seeds_file.exists() else pd.DataFrame(columns=["seed"])
     todo = [s for s in seeds if s not in set(done["seed"])]
     if todo:
-        new = map_in_processes(_seed_job, [(args.root, s) for s in todo], args.workers)
+        jobs = [(args.root, s, args.french) for s in todo]
+        new = map_in_processes(_seed_job, jobs, args.workers)
         done = pd.concat([done, *new], ignore_index=True) if len(done) else pd.concat(new)
         done.to_csv(seeds_file, index=False)
     rows = done[done["seed"].isin(seeds)]
@@ -97,6 +100,16 @@ def main() -> None:
     )
     print("\nThe peer's pre-2016 validation block (early stopping), over the seeds:")
     print(valid.round(2).to_string())
+    if rows["universe"].str.startswith("french ").any():
+        means = french_means(rows, reference)
+        peers = means[means.index.str.startswith("peer ")]
+        final = means.loc["final", "mean"]
+        print("\nKen French's cells, volatility vs Ledoit–Wolf's (%), mean over the cells:")
+        print(means[~means.index.str.startswith("peer ")].round(2).to_string())
+        print(f"the peer over {len(peers)} seeds: {peers['mean'].mean():+.2f} ± "
+              f"{peers['mean'].std(ddof=1) / len(peers) ** 0.5:.2f} "
+              f"[{peers['mean'].min():+.2f}, {peers['mean'].max():+.2f}], "
+              f"below final.pt's {final:+.2f} at {(peers['mean'] < final).sum()} seeds")  # fmt: skip
     epochs = rows.groupby("seed")["best_epoch"].first()
     print(f"\nbest epochs: {epochs.value_counts().sort_index().to_dict()}")
     print(f"{time.time() - t0:.0f} s")

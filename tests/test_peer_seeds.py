@@ -101,3 +101,27 @@ def test_seed_summary_against_a_direct_computation():
         assert row["best_classical"] == best
         assert row["best_name"] == ("oas" if best == ref[(u, w, "oas")] else "ledoit_wolf")
         assert row["seeds"] == 5
+
+
+def test_french_means_average_the_cells_per_estimator_and_seed():
+    cells = [("french industries", 36), ("french industries", 60), ("french all", 36)]
+    reference = pd.DataFrame(
+        [
+            {"universe": u, "window": w, "estimator": e, "rel_vol": v}
+            for (u, w), v in zip(cells, (1.0, 2.0, 6.0))
+            for e in ("final", "oas")
+        ]
+        + [{"universe": "stocks", "window": 60, "estimator": "final", "rel_vol": 99.0}]
+    )
+    seeds = pd.DataFrame(
+        [
+            {"universe": u, "window": w, "estimator": "peer", "rel_vol": s + i, "seed": s}
+            for s in (3, 7)
+            for i, (u, w) in enumerate(cells)
+        ]
+    )
+    means = peer_seeds.french_means(seeds, reference)
+    assert means.loc["final", "mean"] == pytest.approx(3.0)  # the stocks' row left out
+    assert means.loc["final", "cells"] == 3
+    assert means.loc["peer 3", "mean"] == pytest.approx(4.0)
+    assert means.loc["peer 7", "mean"] == pytest.approx(8.0)

@@ -8,9 +8,10 @@ seen"), so one fit may say little about its recipe. :func:`seed_rows` retrains i
 other seeds, everything else as the section sets, and backtests each fit (GMV, rebalanced
 every 21 days, :func:`shrinklab.evaluation.backtest.gmv_backtest`) on the 2016–2022 test
 period of the 20 stocks and of the factor ETFs + index (notebook 6, sections 6.6 and
-6.6.1); :func:`reference_rows` does the same once for ``final.pt`` and the classical
-estimators, which do not depend on the peer's seed. The test period is a report: the
-peer's seed stays the section's, and nothing here may change a setting.
+6.6.1) and, with ``french``, on Ken French's monthly universes before 2016 (notebook 6,
+section 6.7; validation data); :func:`reference_rows` does the same once for ``final.pt``
+and the classical estimators, which do not depend on the peer's seed. The test period is
+a report: the peer's seed stays the section's, and nothing here may change a setting.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import torch
 
 from shrinklab.core.params import load_section
 from shrinklab.data import universes
+from shrinklab.data.french_portfolios import FRENCH_START, french_universes
 from shrinklab.data.returns import load_factor_returns
 from shrinklab.evaluation import backtest
+from shrinklab.evaluation.universe_backtest import fold_backtest
 from shrinklab.models.registry import load_model
 from shrinklab.training.rie_network import PeerConfig, train_rie_network
 
@@ -35,6 +38,8 @@ __all__ = [
     "peer_config",
     "test_universes",
     "universe_vols",
+    "french_vols",
+    "french_means",
     "reference_rows",
     "seed_rows",
     "seed_summary",
@@ -42,6 +47,8 @@ __all__ = [
 
 WINDOWS = (60, 120, 250)
 """The backtest's estimation windows (the ``evaluate`` section's)."""
+FRENCH_WINDOWS = (36, 60, 120)
+"""The estimation windows of Ken French's universes, in months (the ``evaluate`` section's)."""
 
 
 def peer_config(section: Any, seed: int | None = None) -> PeerConfig:
@@ -91,22 +98,44 @@ def universe_vols(
     return pd.DataFrame(out)
 
 
-def reference_rows(root: str | Path, windows: Sequence[int] = WINDOWS) -> pd.DataFrame:
-    """:func:`universe_vols` of the classical estimators and the run's ``final.pt`` and
-    ``rie_network.pt`` (the pipeline's peer, ``peer_pipeline``), ``root`` a pipeline
-    run's repository root."""
+def french_vols(
+    estimators: Mapping[str, Any], windows: Sequence[int] = FRENCH_WINDOWS
+) -> pd.DataFrame:
+    """Ken French's monthly universes from :data:`FRENCH_START` to 2015 (GMV rebalanced
+    monthly, :func:`shrinklab.evaluation.universe_backtest.fold_backtest`; ``estimators``
+    must hold ``ledoit_wolf``): rows ``universe`` (the family, ``french <group>``), ``window``,
+    ``estimator``, ``ann_vol`` and ``rel_vol`` (% against Ledoit–Wolf's volatility)."""
+    rows = fold_backtest(french_universes(start=FRENCH_START), estimators, windows, rebalance=1)
+    rows = rows[rows["estimator"] != "equal_weight"]
+    return pd.DataFrame(
+        {
+            "universe": rows["family"].to_numpy(),
+            "window": rows["window"].to_numpy(),
+            "estimator": rows["estimator"].to_numpy(),
+            "ann_vol": rows["ann_vol"].to_numpy(),
+            "rel_vol": rows["rel_vol"].to_numpy(),
+        }
+    )
+
+
+def reference_rows(root: str | Path, french: bool = False) -> pd.DataFrame:
+    """:func:`universe_vols` (and with ``french`` :func:`french_vols`) of the classical
+    estimators and the run's ``final.pt`` and ``rie_network.pt`` (the pipeline's peer,
+    ``peer_pipeline``), ``root`` a pipeline run's repository root."""
     root = Path(root)
     estimators = {
         **backtest.classical_estimators(),
         "final": backtest.learned_estimator(load_model(root / "models" / "final.pt")),
         "peer_pipeline": backtest.batched(load_model(root / "models" / "rie_network.pt").estimate),
     }
-    return universe_vols(test_universes(root / "data" / "processed"), estimators, windows)
+    rows = universe_vols(test_universes(root / "data" / "processed"), estimators)
+    return pd.concat([rows, french_vols(estimators)], ignore_index=True) if french else rows
 
 
-def seed_rows(root: str | Path, seed: int, windows: Sequence[int] = WINDOWS) -> pd.DataFrame:
+def seed_rows(root: str | Path, seed: int, french: bool = False) -> pd.DataFrame:
     """The peer trained at ``seed`` by the run's ``peer`` section (its pre-2016 stock
-    returns only), backtested by :func:`universe_vols` as estimator ``peer``; also one row
+    returns only), backtested by :func:`universe_vols` (and with ``french`` by
+    :func:`french_vols`) as estimator ``peer``; also one row
     per window and estimator (``peer``, ``ledoit_wolf``) of its pre-2016 validation block
     (``universe`` ``validation``, the training's early-stopping data), and the best epoch, as columns ``seed`` and
     ``best_epoch``."""
@@ -115,7 +144,12 @@ def seed_rows(root: str | Path, seed: int, windows: Sequence[int] = WINDOWS) -> 
     config = peer_config(load_section("peer", root / "params.yaml"), seed)
     data = test_universes(root / "data" / "processed")
     result = train_rie_network(data["stocks"], config)
-    rows = universe_vols(data, {"peer": backtest.batched(result.model.estimate)}, windows)
+    peer = backtest.batched(result.model.estimate)
+    rows = universe_vols(data, {"peer": peer})
+    if french:
+        lw = backtest.classical_estimators()["ledoit_wolf"]
+        fr = french_vols({"ledoit_wolf": lw, "peer": peer})
+        rows = pd.concat([rows, fr[fr["estimator"] == "peer"]], ignore_index=True)
     extra = [
         {
             "universe": "validation",
@@ -157,3 +191,18 @@ def seed_summary(seeds: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         }
     ).loc[peer.index]
     return out
+
+
+def french_means(seeds: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Ken French's cells (rows ``universe`` ``french …`` of :func:`french_vols`): per
+    estimator of ``reference`` and per seed of ``seeds``' peer, the volatility relative to
+    Ledoit–Wolf's (%) averaged over the cells (the headline's summary), with the number of
+    cells; one row per name (``peer <seed>`` for the seeds)."""
+    parts = [
+        reference.assign(name=reference["estimator"]),
+        seeds[seeds["estimator"] == "peer"].assign(name="peer " + seeds["seed"].astype(str)),
+    ]
+    rows = pd.concat(parts, ignore_index=True)
+    rows = rows[rows["universe"].str.startswith("french ")]
+    out = rows.groupby("name", sort=False)["rel_vol"].agg(["mean", "size"])
+    return out.rename(columns={"size": "cells"})
