@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: shrinklab (Python 3.11)
 #     language: python
@@ -60,7 +60,7 @@ from shrinklab.evaluation.reporting import save_figure, save_metrics
 from shrinklab.models.registry import save_model
 from shrinklab.pipeline import stage_setup
 from shrinklab.training.monitor import RunLogger
-from shrinklab.training.rie_network import PeerConfig, train_rie_network
+from shrinklab.training.rie_network import peer_config, train_rie_network
 
 params = notebook_section("peer", globals())  # typed and checked: core.params
 processed, models, reports, figures = stage_setup(
@@ -69,10 +69,7 @@ processed, models, reports, figures = stage_setup(
 returns = pd.read_parquet(processed / "sp500_returns.parquet")
 
 # %%
-config = PeerConfig(
-    seed=seed, windows=tuple(windows), horizon=horizon, step=step, asset_subsets=asset_subsets,
-    val_start=val_start, epochs=epochs, patience=patience, lr=lr,
-)
+config = peer_config(params)  # the section's settings, the network's sizes by default
 with RunLogger("peer", reports) as log:  # TensorBoard + DVCLive: reports/{tensorboard,dvclive}/peer
     result = train_rie_network(returns, config, logger=log)
 print(f"{result.n_train} training and {result.n_valid} validation windows; "

@@ -51,9 +51,8 @@ from shrinklab.studies.disjoint_finetune import (
     half_splits,
     split_rows,
 )
-from shrinklab.studies.peer_seeds import peer_config
 from shrinklab.training.parallel import map_in_processes
-from shrinklab.training.rie_network import train_rie_network
+from shrinklab.training.rie_network import peer_config, train_rie_network
 
 PAIRS = [
     ("final_fit", "peer_fit"),

@@ -1,39 +1,18 @@
-"""shrinklab.studies.peer_seeds and scripts/peer_seeds.py: the peer's config from the params
-section (with another seed), the seed list, the volatility rows against the backtest's own
-summary and the seed summary against a direct computation."""
+"""shrinklab.studies.peer_seeds and scripts/peer_seeds.py: the seed list, the volatility rows
+against the backtest's own summary, the seed summary and Ken French's means against a direct
+computation."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from shrinklab.core.params import load_section
 from shrinklab.evaluation import backtest
 from shrinklab.studies import peer_seeds
-from shrinklab.training.rie_network import PeerConfig
-from tests._scripts import ROOT, load_script
+from tests._scripts import load_script
 
 script = load_script("scripts/peer_seeds.py")
-
-
-def test_peer_config_takes_every_field_the_section_sets():
-    section = load_section("peer", ROOT / "params.yaml")
-    config = peer_seeds.peer_config(section)
-    assert config.windows == tuple(section.windows) and isinstance(config.windows, tuple)
-    for name in ("seed", "horizon", "step", "asset_subsets", "val_start", "epochs", "lr"):
-        assert getattr(config, name) == getattr(section, name)
-    # what the section does not set keeps the config's defaults (the network's sizes)
-    default = PeerConfig()
-    assert (config.hidden, config.vol_hidden) == (default.hidden, default.vol_hidden)
-    # a changed section value reaches the config; a seed replaces only the seed
-    other = dataclasses.replace(section, epochs=section.epochs + 7)
-    assert peer_seeds.peer_config(other).epochs == section.epochs + 7
-    moved = peer_seeds.peer_config(section, seed=section.seed + 5)
-    assert moved.seed == section.seed + 5
-    assert dataclasses.replace(moved, seed=config.seed) == config
 
 
 def test_parse_seeds_ranges_lists_and_errors():

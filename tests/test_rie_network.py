@@ -3,17 +3,26 @@ estimator, its trainer and its place in the scenario grid and the backtest."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from shrinklab.core.estimators import ledoit_wolf
+from shrinklab.core.params import load_section
 from shrinklab.data.real_windows import gmv_weights
 from shrinklab.evaluation import backtest, scenarios
 from shrinklab.models.registry import load_model, save_model
 from shrinklab.models.rie_network import RIENetCovariance, RIENetwork
-from shrinklab.training.rie_network import PeerConfig, realised_loss, train_rie_network
+from shrinklab.training.rie_network import (
+    PeerConfig,
+    peer_config,
+    realised_loss,
+    train_rie_network,
+)
+from tests._scripts import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -287,3 +296,20 @@ def test_the_peer_is_a_backtest_row():
     w = res.weights[40]["RIEnet peer"]
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
     assert "RIEnet peer" in res.returns[40].columns
+
+
+def test_peer_config_takes_every_field_the_section_sets():
+    section = load_section("peer", ROOT / "params.yaml")
+    config = peer_config(section)
+    assert config.windows == tuple(section.windows) and isinstance(config.windows, tuple)
+    for name in ("seed", "horizon", "step", "asset_subsets", "val_start", "epochs", "lr"):
+        assert getattr(config, name) == getattr(section, name)
+    # what the section does not set keeps the config's defaults (the network's sizes)
+    default = PeerConfig()
+    assert (config.hidden, config.vol_hidden) == (default.hidden, default.vol_hidden)
+    # a changed section value reaches the config; a seed replaces only the seed
+    other = dataclasses.replace(section, epochs=section.epochs + 7)
+    assert peer_config(other).epochs == section.epochs + 7
+    moved = peer_config(section, seed=section.seed + 5)
+    assert moved.seed == section.seed + 5
+    assert dataclasses.replace(moved, seed=config.seed) == config

@@ -16,7 +16,6 @@ a report: the peer's seed stays the section's, and nothing here may change a set
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,9 @@ from shrinklab.data.returns import load_factor_returns
 from shrinklab.evaluation import backtest
 from shrinklab.evaluation.universe_backtest import fold_backtest
 from shrinklab.models.registry import load_model
-from shrinklab.training.rie_network import PeerConfig, train_rie_network
+from shrinklab.training.rie_network import peer_config, train_rie_network
 
 __all__ = [
-    "peer_config",
     "test_universes",
     "universe_vols",
     "french_vols",
@@ -49,21 +47,6 @@ WINDOWS = (60, 120, 250)
 """The backtest's estimation windows (the ``evaluate`` section's)."""
 FRENCH_WINDOWS = (36, 60, 120)
 """The estimation windows of Ken French's universes, in months (the ``evaluate`` section's)."""
-
-
-def peer_config(section: Any, seed: int | None = None) -> PeerConfig:
-    """The :class:`PeerConfig` of a ``peer`` params section: every field the section sets
-    (lists as tuples), the config's defaults for the rest; ``seed`` replaces the
-    section's seed when given."""
-    names = {f.name for f in dataclasses.fields(PeerConfig)}
-    values = {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in dataclasses.asdict(section).items()
-        if k in names
-    }
-    if seed is not None:
-        values["seed"] = int(seed)
-    return PeerConfig(**values)
 
 
 def test_universes(processed: str | Path) -> dict[str, pd.DataFrame]:

@@ -28,6 +28,7 @@ the same with or without it).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,7 +43,14 @@ from shrinklab.data.real_windows import WindowBatch, build_windows, portfolio_re
 from shrinklab.data.returns import TEST_START, before_test
 from shrinklab.models.rie_network import RIENetwork
 
-__all__ = ["PeerConfig", "PeerResult", "realised_loss", "train_rie_network", "window_sets"]
+__all__ = [
+    "PeerConfig",
+    "PeerResult",
+    "peer_config",
+    "realised_loss",
+    "train_rie_network",
+    "window_sets",
+]
 
 
 PERIODS_PER_YEAR = 252
@@ -65,6 +73,22 @@ class PeerConfig:
     clip_norm: float = 1.0
     hidden: int = 16
     vol_hidden: int = 8
+
+
+def peer_config(section: Any, seed: int | None = None) -> PeerConfig:
+    """The :class:`PeerConfig` of a ``peer`` params section
+    (:class:`shrinklab.core.params.peer.Peer`): every field the section sets (lists as
+    tuples), the config's defaults for the rest (the network's sizes, ``min_assets``,
+    ``clip_norm``); ``seed`` replaces the section's seed when given."""
+    names = {f.name for f in dataclasses.fields(PeerConfig)}
+    values = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in dataclasses.asdict(section).items()
+        if k in names
+    }
+    if seed is not None:
+        values["seed"] = int(seed)
+    return PeerConfig(**values)
 
 
 @dataclass
