@@ -104,3 +104,9 @@ def test_french_means_average_the_cells_per_estimator_and_seed():
     assert means.loc["final", "cells"] == 3
     assert means.loc["peer 3", "mean"] == pytest.approx(4.0)
     assert means.loc["peer 7", "mean"] == pytest.approx(8.0)
+
+
+def test_has_french_reads_the_universe_column():
+    daily = pd.DataFrame({"universe": ["stocks", "etf", "validation"]})
+    assert not script.has_french(daily)
+    assert script.has_french(pd.concat([daily, pd.DataFrame({"universe": ["french all"]})]))
