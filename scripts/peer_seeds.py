@@ -96,7 +96,7 @@ def main() -> None:
     if todo:
         jobs = [(args.root, s, args.french) for s in todo]
         new = map_in_processes(_seed_job, jobs, args.workers)
-        done = pd.concat([done, *new], ignore_index=True) if len(done) else pd.concat(new)
+        done = pd.concat([done, *new] if len(done) else new, ignore_index=True)
         done.to_csv(seeds_file, index=False)
     rows = done[done["seed"].isin(seeds)]
     pd.set_option("display.width", 220)

@@ -110,3 +110,15 @@ def test_has_french_reads_the_universe_column():
     daily = pd.DataFrame({"universe": ["stocks", "etf", "validation"]})
     assert not script.has_french(daily)
     assert script.has_french(pd.concat([daily, pd.DataFrame({"universe": ["french all"]})]))
+
+
+def test_french_means_with_rows_concatenated_without_a_fresh_index():
+    # seed_rows' frames concatenated as they come from the workers: index labels repeat
+    one = pd.DataFrame({"universe": ["french all"], "window": [36], "estimator": ["peer"],
+                        "rel_vol": [1.0]})  # fmt: skip
+    seeds = pd.concat([one.assign(seed=1), one.assign(seed=2, rel_vol=3.0)])
+    reference = pd.concat([one.assign(estimator="final"), one.assign(estimator="oas")])
+    means = peer_seeds.french_means(seeds, reference)
+    assert means.loc["peer 1", "mean"] == pytest.approx(1.0)
+    assert means.loc["peer 2", "mean"] == pytest.approx(3.0)
+    assert means.loc["final", "cells"] == 1

@@ -74,10 +74,11 @@ def universe_vols(
     for name, returns in data.items():
         result = backtest.gmv_backtest(returns, estimators, windows=tuple(windows))
         for window, df in result.returns.items():
-            for est in estimators:
-                vol = float(np.std(df[est].to_numpy(), ddof=1) * np.sqrt(backtest.PERIODS_PER_YEAR))
-                out.append({"universe": name, "window": int(window), "estimator": est,
-                            "ann_vol": 100 * vol})  # fmt: skip
+            vol = 100 * df[list(estimators)].std(ddof=1) * np.sqrt(backtest.PERIODS_PER_YEAR)
+            out += [
+                {"universe": name, "window": int(window), "estimator": est, "ann_vol": float(v)}
+                for est, v in vol.items()
+            ]
     return pd.DataFrame(out)
 
 
@@ -89,16 +90,8 @@ def french_vols(
     must hold ``ledoit_wolf``): rows ``universe`` (the family, ``french <group>``), ``window``,
     ``estimator``, ``ann_vol`` and ``rel_vol`` (% against Ledoit–Wolf's volatility)."""
     rows = fold_backtest(french_universes(start=FRENCH_START), estimators, windows, rebalance=1)
-    rows = rows[rows["estimator"] != "equal_weight"]
-    return pd.DataFrame(
-        {
-            "universe": rows["family"].to_numpy(),
-            "window": rows["window"].to_numpy(),
-            "estimator": rows["estimator"].to_numpy(),
-            "ann_vol": rows["ann_vol"].to_numpy(),
-            "rel_vol": rows["rel_vol"].to_numpy(),
-        }
-    )
+    rows = rows[rows["estimator"] != "equal_weight"].rename(columns={"family": "universe"})
+    return rows[["universe", "window", "estimator", "ann_vol", "rel_vol"]].reset_index(drop=True)
 
 
 def reference_rows(root: str | Path, french: bool = False) -> pd.DataFrame:
@@ -118,10 +111,10 @@ def reference_rows(root: str | Path, french: bool = False) -> pd.DataFrame:
 def seed_rows(root: str | Path, seed: int, french: bool = False) -> pd.DataFrame:
     """The peer trained at ``seed`` by the run's ``peer`` section (its pre-2016 stock
     returns only), backtested by :func:`universe_vols` (and with ``french`` by
-    :func:`french_vols`) as estimator ``peer``; also one row
-    per window and estimator (``peer``, ``ledoit_wolf``) of its pre-2016 validation block
-    (``universe`` ``validation``, the training's early-stopping data), and the best epoch, as columns ``seed`` and
-    ``best_epoch``."""
+    :func:`french_vols`) as estimator ``peer``; also one row per window and estimator
+    (``peer``, ``ledoit_wolf``) of its pre-2016 validation block (``universe``
+    ``validation``, the training's early-stopping data). Columns ``seed`` and
+    ``best_epoch`` say which fit each row is."""
     root = Path(root)
     torch.set_num_threads(1)
     config = peer_config(load_section("peer", root / "params.yaml"), seed)
@@ -139,7 +132,7 @@ def seed_rows(root: str | Path, seed: int, french: bool = False) -> pd.DataFrame
             "window": int(r.window),
             "estimator": est,
             "ann_vol": 100 * float(getattr(r, f"{est}_vol")),
-        }  # fmt: skip
+        }
         for r in result.validation.itertuples()
         for est in ("peer", "ledoit_wolf")
     ]
@@ -181,9 +174,10 @@ def french_means(seeds: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     estimator of ``reference`` and per seed of ``seeds``' peer, the volatility relative to
     Ledoit–Wolf's (%) averaged over the cells (the headline's summary), with the number of
     cells; one row per name (``peer <seed>`` for the seeds)."""
+    peer = seeds[seeds["estimator"] == "peer"]
     parts = [
-        reference.assign(name=reference["estimator"]),
-        seeds[seeds["estimator"] == "peer"].assign(name="peer " + seeds["seed"].astype(str)),
+        reference.assign(name=reference["estimator"].to_numpy()),
+        peer.assign(name=("peer " + peer["seed"].astype(str)).to_numpy()),
     ]
     rows = pd.concat(parts, ignore_index=True)
     rows = rows[rows["universe"].str.startswith("french ")]
