@@ -2,15 +2,17 @@
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
 from shrinklab.data import dataset
+from shrinklab.data import returns as data_returns
 from shrinklab.data import synthetic as syn
 from shrinklab.data import worlds_market as wm
 
 MARKET_ONLY = {"family_weights": dict.fromkeys(wm.MARKET_FAMILIES, 1.0), "edge_prob": 0.0}
-NEW = wm.MARKET_FAMILIES + wm.FUND_FAMILIES
+NEW = wm.MARKET_FAMILIES + wm.FUND_FAMILIES + wm.FORWARD_FAMILIES
 
 
 @pytest.mark.parametrize("family", NEW)
@@ -84,6 +86,56 @@ def test_resampled_bootstrap_covariance_is_population():
     s = x.T @ x / x.shape[0]
     assert float((s - sigma).norm() / sigma.norm()) < 0.05
     assert wm.resampling_returns().shape[1] == 20
+
+
+def _find_start(rows: torch.Tensor, r: torch.Tensor) -> int:
+    """Where the centred population ``rows`` sits in ``r`` (a numpy search, independent
+    of the family's own slicing): differences of rows are invariant to the centring."""
+    a, b = r.numpy(), rows.numpy()
+    target = b[1] - b[0]
+    hits = [i for i in range(len(a) - 1) if np.allclose(a[i + 1] - a[i], target, atol=1e-15)]
+    assert len(hits) == 1
+    return hits[0]
+
+
+@pytest.mark.parametrize(("p", "seed"), [(8, 3), (20, 4), (35, 6)])
+def test_resampled_forward_truth_is_the_following_days(p, seed):
+    # X is bootstrapped from the population window; the returned Σ is W C_after Wᵀ + diag(d²)
+    # with C_after the covariance (ddof 0, numpy) of the `horizon` real days right after it
+    g = torch.Generator().manual_seed(seed)
+    sigma, root = wm.resampled_forward(p, g, {"length": 300, "horizon": 60})
+    r = wm.resampling_returns()
+    boot = root.draw
+    start = _find_start(boot.rows, r)
+    assert boot.rows.shape == (300, 20)
+    after = r.numpy()[start + 300 : start + 360]
+    c_after = np.cov(after, rowvar=False, ddof=0)
+    w, d = boot.weights.numpy(), boot.noise.numpy()
+    expected = w @ c_after @ w.T + np.diag(d**2)
+    assert np.allclose(sigma.numpy(), expected, rtol=1e-10, atol=1e-14)
+    assert torch.equal(sigma, sigma.T)
+    # the draw's own covariance is the population's, on the same scale (not Σ_hold)
+    c_pop = np.cov(r.numpy()[start : start + 300], rowvar=False, ddof=0)
+    sigma_est = w @ c_pop @ w.T + np.diag(d**2)
+    assert abs(np.trace(sigma_est) / p - 1.0) < 1e-10
+    assert not np.allclose(sigma_est, expected, rtol=0.05)
+
+
+def test_resampled_forward_bad_parameters():
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="horizon must be at least 22"):
+        wm.resampled_forward(5, g, {"horizon": 10})
+    with pytest.raises(ValueError, match="need 2 <= length"):
+        wm.resampled_forward(5, g, {"length": 10**6})
+    with pytest.raises(ValueError, match="unknown parameters"):
+        syn.sample_sigma("resampled_forward", 6, n_sectors=2)
+
+
+def test_resampled_forward_stays_before_the_validation_years():
+    # population and holding days both end before RESAMPLE_END: the source is cut there
+    r = wm.resampling_returns()
+    n_days = int((data_returns.load_returns().index < wm.RESAMPLE_END).sum())
+    assert r.shape[0] == n_days
 
 
 def test_training_rows_use_the_target_sigma():
@@ -202,10 +254,13 @@ def test_stored_family_names():
     assert legacy[-1] == "resampled" and syn.FAMILIES[12] == "diversified"
     assert syn.stored_family_names(torch.tensor([0, 11])) == legacy
     assert syn.stored_family_names(torch.tensor([], dtype=torch.int64)) == legacy
-    assert syn.stored_family_names(torch.tensor([3, 12])) == syn.FAMILIES
+    # sets with a diversified world but no resampled_forward one keep 13 (the pipeline's)
+    assert syn.stored_family_names(torch.tensor([3, 12])) == syn.FAMILIES[:13]
+    assert syn.FAMILIES[13] == "resampled_forward" and len(syn.FAMILIES) == 14
+    assert syn.stored_family_names(torch.tensor([3, 13])) == syn.FAMILIES
     cfg = {"family_weights": {"diversified": 1, "factor": 1}, "batch_size": 8, "p_max": 12,
            "edge_prob": 0.0}  # fmt: skip
     ts = dataset.build_training_set(16, 0, cfg, False, 1)
-    assert ts.family_names == syn.FAMILIES and "diversified" in ts.families
+    assert ts.family_names == syn.FAMILIES[:13] and "diversified" in ts.families
     plain = dataset.build_training_set(8, 0, {**cfg, "family_weights": {"factor": 1}}, False, 1)
     assert plain.family_names == legacy and set(plain.families) == {"factor"}

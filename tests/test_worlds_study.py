@@ -493,3 +493,45 @@ def test_study_smoke_rule_0053(tmp_path, monkeypatch, train_calls):
     assert sampling.VOLATILITY_PATH_PROB == 0.0
     paths = pd.read_csv(tmp_path / "path_scenarios.csv")
     assert paths["rep"].tolist() == [0, 1] and np.isfinite(paths["se"]).all()
+
+
+def test_rule_0062_by_hand():
+    # part 1 asks for a real gain (mean + SE below zero), unlike 0051's non-inferiority
+    d = pd.DataFrame({"rep": [0, 0, 1, 1], "A": [1.0] * 4, "diff": [-0.01, -0.01, -0.02, 0.0]})
+    synth = pd.DataFrame(
+        {"rep": [0, 1, 0, 1], "valid": ["A", "A", "B", "B"],
+         "delta_B_minus_A": [-1.0, -2.0, 5.0, 7.0]}
+    )  # fmt: skip
+    grids = pd.DataFrame({"rep": [0, 1], "prial_gain_B_minus_A": [-0.2, 0.0], "se": [0.1, 0.1]})
+    r = worlds.rule_0062(d, synth, grids)
+    assert r["real_rel_var_by_rep"] == pytest.approx([-1.0, -1.0])
+    assert r["real_rel_var_pct_B_minus_A"] == pytest.approx(-1.0)
+    assert r["real_rel_var_pct_se"] == pytest.approx(0.0)
+    assert r["prial_drop_on_A_valid"] == pytest.approx(1.5)  # A's validation worlds only
+    assert r["prial_gain_on_B_valid_by_rep"] == pytest.approx([5.0, 7.0])
+    assert r["grids_prial_gain_B_minus_A"] == pytest.approx(-0.1)
+    assert r["rule1_real"] and r["rule2_synthetic"] and r["rule3_grids"] and r["adopt_B"]
+    # a mean gain within its SE is not enough: −0.5 ± 0.5 %
+    level = d.assign(diff=[-0.01, -0.01, 0.0, 0.0])
+    assert not worlds.rule_0062(level, synth, grids)["rule1_real"]
+    drop = synth.assign(delta_B_minus_A=[-3.0, -2.0, 5.0, 7.0])  # 2.5 points below A
+    assert not worlds.rule_0062(d, drop, grids)["rule2_synthetic"]
+    worse = grids.assign(prial_gain_B_minus_A=[-0.3, -0.2])  # −0.25 ± 0.05
+    assert not worlds.rule_0062(d, synth, worse)["adopt_B"]
+    with pytest.raises(ValueError, match="rule 0062"):
+        worlds.run(Path("unused"), rule="0062")
+
+
+def test_study_smoke_rule_0062(tmp_path, monkeypatch, train_calls):
+    small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
+    monkeypatch.setattr(worlds, "SELECTION_GRID", small)
+    monkeypatch.setattr(worlds, "WIDE_GRID", [])
+    worlds.main(["--smoke", "--rule", "0062", "--candidate", "resampled_forward", "--reps", "2",
+                 "--out", str(tmp_path)])  # fmt: skip
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["rule"] == "0062" and s["mixes"]["B"]["resampled_forward"] == 1.0
+    assert "resampled_forward" not in s["mixes"]["A"]
+    assert len(s["grids_gain_by_rep"]) == 2 and len(s["real_rel_var_by_rep"]) == 2
+    assert s["adopt_B"] == (s["rule1_real"] and s["rule2_synthetic"] and s["rule3_grids"])
+    ts_b = train_calls[1][1]  # B's training worlds hold forward worlds
+    assert "resampled_forward" in ts_b.families

@@ -35,7 +35,10 @@ BASE_FAMILIES: tuple[str, ...] = (
 
 # The market-like families of :mod:`shrinklab.data.worlds_market` (weight 0 by default).
 REGULAR_FAMILIES: tuple[str, ...] = (
-    BASE_FAMILIES + worlds_market.MARKET_FAMILIES + worlds_market.FUND_FAMILIES
+    BASE_FAMILIES
+    + worlds_market.MARKET_FAMILIES
+    + worlds_market.FUND_FAMILIES
+    + worlds_market.FORWARD_FAMILIES
 )
 
 
@@ -45,13 +48,17 @@ EDGE_FAMILIES: tuple[str, ...] = ("near_singular", "dominant_factor")
 # The market-like families come last so that the integer family codes of stored
 # training sets (indices into FAMILIES) keep their meaning.
 FAMILIES: tuple[str, ...] = (
-    BASE_FAMILIES + EDGE_FAMILIES + worlds_market.MARKET_FAMILIES + worlds_market.FUND_FAMILIES
+    BASE_FAMILIES
+    + EDGE_FAMILIES
+    + worlds_market.MARKET_FAMILIES
+    + worlds_market.FUND_FAMILIES
+    + worlds_market.FORWARD_FAMILIES
 )
 
 # Families registered after training sets were first stored: a set lists them in its
 # ``family_names`` only when it holds one of their worlds (:func:`stored_family_names`),
 # so the files of sets without them stay byte-identical.
-LATE_FAMILIES: tuple[str, ...] = worlds_market.FUND_FAMILIES
+LATE_FAMILIES: tuple[str, ...] = worlds_market.FUND_FAMILIES + worlds_market.FORWARD_FAMILIES
 
 
 def stored_family_names(codes: torch.Tensor) -> tuple[str, ...]:

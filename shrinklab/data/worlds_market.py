@@ -1,6 +1,6 @@
 """Training worlds closer to real equity markets (registered in :mod:`shrinklab.data.synthetic`).
 
-Four families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other families of
+Five families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other families of
 :data:`shrinklab.data.synthetic.FAMILIES`; every Σ is scaled to ``tr Σ / p = 1``.
 
 ``market_sectors``
@@ -39,6 +39,16 @@ Four families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other famili
     ``Cov(x) = Σ = W C Wᵀ + diag(d²)`` exactly, ``C`` the population covariance
     (ddof 0): the truth is the covariance of the resampling population. The return
     draw ignores the sample's Student-t ``df`` (real returns bring their own tails).
+``resampled_forward``
+    A ``resampled`` world whose truth is the covariance of the real days that *follow*
+    the population window (``h ~ U{42..126}`` days, :data:`FORWARD_HORIZON`; the
+    population and those days both before :data:`RESAMPLE_END`), on the population's
+    scale, through the same universe ``W`` (and the same noise): ``X`` is bootstrapped
+    from one period of the market, and the loss is taken against the next, so the
+    worlds' Σ moves between the estimation window and the holding period as the 20
+    stocks' did (volatility, correlations and their structure together), where
+    ``regime_shift`` moves a synthetic Σ by drawn amounts. Weight 0 in the pipeline
+    (docs/decisions/0062-forward-resampled-worlds.md).
 
 ``diversified``
     Diversified assets — funds, ETFs, sector and index portfolios: a dominant market
@@ -55,9 +65,9 @@ Four families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other famili
     Weight 0 in the pipeline (docs/decisions/0026-diversified-training-worlds.md).
 
 Roots: ``market_sectors`` and ``diversified`` return factors ``(B, d)`` (``Σ = BBᵀ + diag(d²)``);
-``regime_shift`` and ``resampled`` return a :class:`Shifted` root: ``draw`` is what
-``X`` is drawn with (factors, or a :class:`Bootstrap`), ``target`` the factors of the
-returned Σ (used by the training-set builder for ``uᵀΣu``).
+``regime_shift``, ``resampled`` and ``resampled_forward`` return a :class:`Shifted` root:
+``draw`` is what ``X`` is drawn with (factors, or a :class:`Bootstrap`), ``target`` the
+factors of the returned Σ (used by the training-set builder for ``uᵀΣu``).
 """
 
 from __future__ import annotations
@@ -77,6 +87,9 @@ MARKET_FAMILIES: tuple[str, ...] = ("market_sectors", "regime_shift", "resampled
 
 #: Families registered after :data:`MARKET_FAMILIES` (weight 0 in the pipeline).
 FUND_FAMILIES: tuple[str, ...] = ("diversified",)
+
+#: Registered after :data:`FUND_FAMILIES` (weight 0 in the pipeline; decision 0062).
+FORWARD_FAMILIES: tuple[str, ...] = ("resampled_forward",)
 
 #: The resampled family's population ends here (see the module docstring).
 RESAMPLE_END = pd.Timestamp("2010-01-01")
@@ -195,11 +208,45 @@ def resampling_returns() -> torch.Tensor:
 def resampled(p: int, g: torch.Generator, kw: dict[str, Any]):
     """``(Σ, Shifted(draw=Bootstrap, target=(W L_C, d)))`` of a ``resampled`` world."""
     r = resampling_returns()
-    days, q = r.shape
     t = int(pop_param(kw, "length", lambda: randint(g, 250, 750)))
-    start = randint(g, 0, days - t)
+    rows, _ = _population(r, t, 0, g)
+    return _resampled_world(p, g, rows, None)
+
+
+def resampled_forward(p: int, g: torch.Generator, kw: dict[str, Any]):
+    """``(Σ_hold, Shifted(draw=Bootstrap of the window, target=(W L_hold, d)))`` of a
+    ``resampled_forward`` world: a ``resampled`` world whose truth is the covariance of
+    the real days *after* the population window (module docstring)."""
+    r = resampling_returns()
+    t = int(pop_param(kw, "length", lambda: randint(g, 250, 750)))
+    h = int(pop_param(kw, "horizon", lambda: randint(g, *FORWARD_HORIZON)))
+    if h < r.shape[1] + 2:
+        raise ValueError(f"horizon must be at least {r.shape[1] + 2} days, got {h}")
+    rows, after = _population(r, t, h, g)
+    return _resampled_world(p, g, rows, after)
+
+
+#: Range of the ``resampled_forward`` holding period ``h`` in days (2 to 6 months).
+FORWARD_HORIZON = (42, 126)
+
+
+def _population(r: torch.Tensor, t: int, h: int, g: torch.Generator):
+    """A random window of ``t`` rows of ``r`` and the ``h`` rows after it, each centred
+    (``None`` for ``h = 0``)."""
+    days = r.shape[0]
+    if not 2 <= t <= days - h:
+        raise ValueError(f"need 2 <= length <= {days - h} days, got {t}")
+    start = randint(g, 0, days - t - h)
     rows = r[start : start + t]
-    rows = rows - rows.mean(0)
+    after = r[start + t : start + t + h] if h else None
+    return rows - rows.mean(0), None if after is None else after - after.mean(0)
+
+
+def _resampled_world(p: int, g: torch.Generator, rows: torch.Tensor, after: Any):
+    """The universe (stocks or noisy long-only portfolios) of a resampled world drawn from
+    the centred population ``rows``; its truth is the covariance of ``rows``, or of
+    ``after`` (the days that follow) when given, on the same scale."""
+    q = rows.shape[1]
     if p <= q and uniform(g) < 0.5:
         w = torch.zeros(p, q, dtype=DTYPE)
         w[torch.arange(p), torch.randperm(q, generator=g)[:p]] = 1.0
@@ -209,16 +256,21 @@ def resampled(p: int, g: torch.Generator, kw: dict[str, Any]):
         gam = torch.randn(p, q, generator=g, dtype=DTYPE) ** 2
         w = gam / gam.sum(1, keepdim=True)
         noise_share = uniform(g, 0.02, 0.2)
-    cov = rows.T @ rows / t
-    cov = 0.5 * (cov + cov.T)
-    lc = torch.linalg.cholesky(cov)
-    b = w @ lc
+    b = w @ _cov_root(rows)
     port_var = (b * b).sum(1)
     d = torch.full((p,), math.sqrt(noise_share * float(port_var.mean())), dtype=DTYPE)
     scale = math.sqrt(p / float(port_var.sum() + (d * d).sum()))
     b, d, w = b * scale, d * scale, w * scale
     block = randint(g, 5, 20)
+    if after is not None:
+        b = (w @ _cov_root(after)).contiguous()
     return _factor_sigma(b, d), Shifted(draw=Bootstrap(rows, w, d, block), target=(b, d))
+
+
+def _cov_root(rows: torch.Tensor) -> torch.Tensor:
+    """The Cholesky factor of the covariance (ddof 0) of centred ``rows``."""
+    cov = rows.T @ rows / rows.shape[0]
+    return torch.linalg.cholesky(0.5 * (cov + cov.T))
 
 
 def bootstrap_returns(
@@ -260,4 +312,5 @@ BUILDERS = {
     "regime_shift": regime_shift,
     "resampled": resampled,
     "diversified": diversified,
+    "resampled_forward": resampled_forward,
 }

@@ -59,6 +59,11 @@ truth stays the window's Σ). The rule of
 docs/decisions/0053-volatility-paths-in-training-worlds.md is 0051's, with the selection
 and wide grids' scenarios *with* volatility paths (fresh replications, seed
 :data:`PATH_SEED`) in place of the stress scenarios.
+
+``--candidate resampled_forward --rule 0062`` compares the pipeline's mix with the mix plus
+the forward-resampled worlds (:func:`rule_0062`): the real universes must gain, by more
+than one SE over the repetitions, with the selection and wide grids scored as in 0053
+(docs/decisions/0062-forward-resampled-worlds.md).
 """
 
 from __future__ import annotations
@@ -494,6 +499,31 @@ def rule_0053(
     return four_part_rule(d, synth, paths, grids, "paths")
 
 
+def rule_0062(d: pd.DataFrame, synth: pd.DataFrame, grids: pd.DataFrame) -> dict[str, Any]:
+    """The rule of docs/decisions/0062-forward-resampled-worlds.md, each part on
+    per-repetition values with the SE over the repetitions: (1) the real universes' mean
+    relative GMV variance change (B − A) / A at least 1 SE *below* zero (a gain);
+    (2) B's PRIAL on A's validation worlds at most 2 points below A's; (3) the mean PRIAL
+    gain over the selection and wide grids not more than 1 SE below zero."""
+    rel = (d["diff"] / d["A"]).groupby(d["rep"]).mean() * 100.0
+    g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
+    drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
+    own = synth[synth["valid"] == "B"].groupby("rep")["delta_B_minus_A"].mean()
+    (r_m, r_se), (g_m, g_se) = (paired(v.to_numpy()) for v in (rel, g_grids))
+    drop_m = float(drop.mean())
+    r1, r2, r3 = r_m + r_se < 0, drop_m <= 2.0, g_m >= -g_se
+    return {
+        "real_rel_var_pct_B_minus_A": r_m, "real_rel_var_pct_se": r_se,
+        "real_rel_var_by_rep": rel.tolist(),
+        "prial_drop_on_A_valid": drop_m, "prial_drop_by_rep": drop.tolist(),
+        "prial_gain_on_B_valid_by_rep": own.tolist(),
+        "grids_prial_gain_B_minus_A": g_m, "grids_prial_gain_se": g_se,
+        "grids_gain_by_rep": g_grids.tolist(),
+        "rule1_real": bool(r1), "rule2_synthetic": bool(r2), "rule3_grids": bool(r3),
+        "adopt_B": bool(r1 and r2 and r3),
+    }  # fmt: skip
+
+
 def run(
     out: Path,
     n_train: int = 10_000,
@@ -540,8 +570,10 @@ def run(
         candidate is not None or bool(overrides) or hidden_b is not None or bool(hetero_b)
         or paths_b is not None
     )  # fmt: skip
-    if rule not in (None, "0030", "0051", "0053"):
-        raise ValueError(f"rule must be None, '0030', '0051' or '0053', got {rule!r}")
+    if rule not in (None, "0030", "0051", "0053", "0062"):
+        raise ValueError(f"rule must be None, '0030', '0051', '0053' or '0062', got {rule!r}")
+    if rule == "0062" and candidate is None:
+        raise ValueError("rule 0062 compares the mix with a candidate family (candidate)")
     if (rule == "0051") != bool(hetero_b):
         raise ValueError("rule 0051 goes with B's heterogeneous worlds (hetero_b), and only it")
     if (rule == "0053") != (paths_b is not None):
@@ -663,6 +695,14 @@ def run(
         decision = rule_0053(d, synth, paths, grids)
         summary = {"rule": "0053", "volatility_path_prob_B": paths_b, "mixes": mix, **decision}
         by = by.join(classical_vols(universes))
+    elif rule == "0062":
+        grids = scenario_gains_by_rep(
+            pairs, SELECTION_GRID + WIDE_GRID, factor_reps, SELECTION_SEED
+        )
+        grids.to_csv(out / "grid_scenarios.csv", index=False)
+        decision = rule_0062(d, synth, grids)
+        summary = {"rule": "0062", "candidate": candidate, "mixes": mix, **decision}
+        by = by.join(classical_vols(universes))
     elif rule == "0030":
         factor = factor_scenario_gains(pairs, factor_specs or FACTOR_SCENARIOS, factor_reps)
         factor.to_csv(out / "factor_scenarios.csv", index=False)
@@ -694,7 +734,7 @@ def main(argv: list[str] | None = None) -> None:
         help="0027: B trains with this TrainConfig setting (repeatable)",
     )  # fmt: skip
     ap.add_argument(
-        "--rule", choices=["0030", "0051", "0053"], default=None,
+        "--rule", choices=["0030", "0051", "0053", "0062"], default=None,
         help="0030: score the factor scenarios too and apply that record's rule; "
         "0051: with --hetero-all, the stress scenarios and the grids by repetition; "
         "0053: with --vol-paths, the grids with and without volatility paths by repetition",
