@@ -12,7 +12,7 @@ from shrinklab.data import synthetic as syn
 from shrinklab.data import worlds_market as wm
 
 MARKET_ONLY = {"family_weights": dict.fromkeys(wm.MARKET_FAMILIES, 1.0), "edge_prob": 0.0}
-NEW = wm.MARKET_FAMILIES + wm.FUND_FAMILIES + wm.FORWARD_FAMILIES
+NEW = wm.MARKET_FAMILIES + wm.FUND_FAMILIES + wm.LATER_FAMILIES
 
 
 @pytest.mark.parametrize("family", NEW)
@@ -256,11 +256,43 @@ def test_stored_family_names():
     assert syn.stored_family_names(torch.tensor([], dtype=torch.int64)) == legacy
     # sets with a diversified world but no resampled_forward one keep 13 (the pipeline's)
     assert syn.stored_family_names(torch.tensor([3, 12])) == syn.FAMILIES[:13]
-    assert syn.FAMILIES[13] == "resampled_forward" and len(syn.FAMILIES) == 14
-    assert syn.stored_family_names(torch.tensor([3, 13])) == syn.FAMILIES
+    assert syn.FAMILIES[13:] == ("resampled_forward", "fund_portfolios")
+    assert syn.stored_family_names(torch.tensor([3, 13])) == syn.FAMILIES[:14]
+    assert syn.stored_family_names(torch.tensor([14])) == syn.FAMILIES
     cfg = {"family_weights": {"diversified": 1, "factor": 1}, "batch_size": 8, "p_max": 12,
            "edge_prob": 0.0}  # fmt: skip
     ts = dataset.build_training_set(16, 0, cfg, False, 1)
     assert ts.family_names == syn.FAMILIES[:13] and "diversified" in ts.families
     plain = dataset.build_training_set(8, 0, {**cfg, "family_weights": {"factor": 1}}, False, 1)
     assert plain.family_names == legacy and set(plain.families) == {"factor"}
+
+
+@pytest.mark.parametrize(("p", "seed"), [(6, 0), (20, 1), (60, 2)])
+def test_fund_portfolios_structure(p, seed):
+    # tr Σ = p; each fund's tracking variance is exactly the drawn share of its variance;
+    # Σ − diag(d²) = (W B_s)(W B_s)ᵀ + (W D_s)(W D_s)ᵀ has rank at most min(p, q + 1 + k):
+    # with n_stocks = p // 2 the funds span fewer directions than there are funds
+    g = torch.Generator().manual_seed(seed)
+    q = max(2, p // 2)
+    sigma, (b, d) = wm.fund_portfolios(p, g, {"n_stocks": q, "tracking_share": 0.01})
+    assert abs(float(torch.trace(sigma)) / p - 1.0) < 1e-12
+    np.testing.assert_allclose((d**2 / torch.diagonal(sigma)).numpy(), 0.01, rtol=1e-10)
+    core = (sigma - torch.diag(d**2)).numpy()
+    ev = np.linalg.eigvalsh(core)
+    assert b.shape[1] >= q + 2  # market + sectors + one column per stock
+    rank = int((ev > 1e-10 * ev.max()).sum())
+    k = b.shape[1] - 1 - q
+    assert rank <= min(p, q + 1 + k)
+    if p > q + 1 + k:
+        assert rank < p
+    # long-only holdings of a market with positive betas: every pair positively correlated
+    sd = torch.diagonal(sigma).sqrt()
+    assert float((sigma / torch.outer(sd, sd)).min()) > 0
+
+
+def test_fund_portfolios_bad_parameters():
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="tracking_share"):
+        wm.fund_portfolios(5, g, {"tracking_share": 1.0})
+    with pytest.raises(ValueError, match="n_stocks"):
+        wm.fund_portfolios(5, g, {"n_stocks": 1})

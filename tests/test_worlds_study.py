@@ -535,3 +535,41 @@ def test_study_smoke_rule_0062(tmp_path, monkeypatch, train_calls):
     assert s["adopt_B"] == (s["rule1_real"] and s["rule2_synthetic"] and s["rule3_grids"])
     ts_b = train_calls[1][1]  # B's training worlds hold forward worlds
     assert "resampled_forward" in ts_b.families
+
+
+def test_rule_0063_by_hand():
+    # diversified universes must gain; the others (stocks, portfolios) must not lose
+    d = pd.DataFrame(
+        {"rep": [0, 0, 1, 1], "universe": ["diversified6_0", "stocks"] * 2, "A": [1.0] * 4,
+         "diff": [-0.02, 0.001, -0.01, -0.001]}
+    )  # fmt: skip
+    synth = pd.DataFrame({"rep": [0, 1], "valid": ["A", "A"], "delta_B_minus_A": [-1.0, 0.0]})
+    grids = pd.DataFrame({"rep": [0, 1], "prial_gain_B_minus_A": [0.1, -0.1], "se": [0.1, 0.1]})
+    r = worlds.rule_0063(d, synth, grids)
+    assert r["diversified_rel_var_by_rep"] == pytest.approx([-2.0, -1.0])
+    assert r["diversified_rel_var_pct_se"] == pytest.approx(0.5)
+    assert r["other_rel_var_by_rep"] == pytest.approx([0.1, -0.1])
+    assert r["prial_drop_on_A_valid"] == pytest.approx(0.5)
+    assert all(r[k] for k in ("rule1_diversified", "rule2_other_real", "rule3_synthetic",
+                              "rule4_grids", "adopt_B"))  # fmt: skip
+    stocks_lose = d.assign(diff=[-0.02, 0.02, -0.01, 0.03])  # others +2.5 ± 0.5 %
+    assert not worlds.rule_0063(stocks_lose, synth, grids)["rule2_other_real"]
+    no_gain = d.assign(diff=[-0.02, 0.0, 0.01, 0.0])  # diversified −0.5 ± 1.5 %
+    assert not worlds.rule_0063(no_gain, synth, grids)["rule1_diversified"]
+    with pytest.raises(ValueError, match="rule 0063"):
+        worlds.run(Path("unused"), rule="0063")
+
+
+def test_study_smoke_rule_0063(tmp_path, monkeypatch):
+    small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
+    monkeypatch.setattr(worlds, "SELECTION_GRID", small)
+    monkeypatch.setattr(worlds, "WIDE_GRID", [])
+    worlds.main(["--smoke", "--rule", "0063", "--candidate", "fund_portfolios", "--reps", "2",
+                 "--out", str(tmp_path)])  # fmt: skip
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["rule"] == "0063" and s["mixes"]["B"]["fund_portfolios"] == 1.0
+    assert len(s["diversified_rel_var_by_rep"]) == 2 and len(s["other_rel_var_by_rep"]) == 2
+    assert s["adopt_B"] == (
+        s["rule1_diversified"] and s["rule2_other_real"] and s["rule3_synthetic"]
+        and s["rule4_grids"]
+    )  # fmt: skip

@@ -38,7 +38,7 @@ REGULAR_FAMILIES: tuple[str, ...] = (
     BASE_FAMILIES
     + worlds_market.MARKET_FAMILIES
     + worlds_market.FUND_FAMILIES
-    + worlds_market.FORWARD_FAMILIES
+    + worlds_market.LATER_FAMILIES
 )
 
 
@@ -52,13 +52,13 @@ FAMILIES: tuple[str, ...] = (
     + EDGE_FAMILIES
     + worlds_market.MARKET_FAMILIES
     + worlds_market.FUND_FAMILIES
-    + worlds_market.FORWARD_FAMILIES
+    + worlds_market.LATER_FAMILIES
 )
 
 # Families registered after training sets were first stored: a set lists them in its
 # ``family_names`` only when it holds one of their worlds (:func:`stored_family_names`),
 # so the files of sets without them stay byte-identical.
-LATE_FAMILIES: tuple[str, ...] = worlds_market.FUND_FAMILIES + worlds_market.FORWARD_FAMILIES
+LATE_FAMILIES: tuple[str, ...] = worlds_market.FUND_FAMILIES + worlds_market.LATER_FAMILIES
 
 
 def stored_family_names(codes: torch.Tensor) -> tuple[str, ...]:

@@ -45,9 +45,10 @@ Market-like families (:mod:`shrinklab.data.worlds_market`, weight 0 by default)
 ``market_sectors`` (market factor + sector blocks), ``regime_shift`` (``X`` from the
 estimation-window Σ, the returned Σ is the holding period's), ``resampled`` (block
 bootstrap of real pre-2010 returns), ``resampled_forward`` (the same, with the
-covariance of the days that follow as the truth) and ``diversified`` (funds and ETFs: a
-dominant market factor, dense style factors, little idiosyncratic variance): documented
-there.
+covariance of the days that follow as the truth), ``diversified`` (funds and ETFs: a
+dominant market factor, dense style factors, little idiosyncratic variance) and
+``fund_portfolios`` (long-only portfolios of a latent stock market with a small tracking
+noise): documented there.
 
 Edge-case families (:data:`EDGE_FAMILIES`, drawn with probability ``edge_prob``)
 -------------------------------------------------------------------------------

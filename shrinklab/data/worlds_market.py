@@ -1,6 +1,6 @@
 """Training worlds closer to real equity markets (registered in :mod:`shrinklab.data.synthetic`).
 
-Five families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other families of
+Six families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other families of
 :data:`shrinklab.data.synthetic.FAMILIES`; every Σ is scaled to ``tr Σ / p = 1``.
 
 ``market_sectors``
@@ -64,7 +64,21 @@ Five families, each a builder ``(p, g, kw) -> (Σ, root)`` like the other famili
     ``0.99 − h`` so that the idiosyncratic share ``1 − h − s`` is at least 0.01.
     Weight 0 in the pipeline (docs/decisions/0026-diversified-training-worlds.md).
 
-Roots: ``market_sectors`` and ``diversified`` return factors ``(B, d)`` (``Σ = BBᵀ + diag(d²)``);
+``fund_portfolios``
+    Funds that hold many of the same stocks (sector, style and index funds): ``p`` long-only
+    portfolios ``W`` (rows Dirichlet(1) over ``m`` of ``q ~ U{p..min(3p, 500)}`` latent
+    stocks, ``log m`` uniform from ``log 2`` to ``log q``, sector to broad funds; with
+    probability 1/2 the last fund is the equal-weight index) of a
+    ``market_sectors`` world of the stocks ``Σ_s``, plus a small tracking noise:
+    ``Σ = W Σ_s Wᵀ + diag(d²)``, ``d²`` a share ``u`` of each fund's variance, ``log u ~
+    U(log 0.001, log 0.05)``. Averaging leaves little idiosyncratic variance, but what is
+    left is not isotropic noise: the small eigen-directions of ``Σ`` are real spreads
+    between funds (differences of their holdings), which the sample estimates and the
+    linear targets blur (decision 0027's reading of the diversified universes). Weight 0
+    in the pipeline (docs/decisions/0063-fund-portfolio-worlds.md).
+
+Roots: ``market_sectors``, ``diversified`` and ``fund_portfolios`` return factors ``(B, d)``
+(``Σ = BBᵀ + diag(d²)``);
 ``regime_shift``, ``resampled`` and ``resampled_forward`` return a :class:`Shifted` root:
 ``draw`` is what ``X`` is drawn with (factors, or a :class:`Bootstrap`), ``target`` the
 factors of the returned Σ (used by the training-set builder for ``uᵀΣu``).
@@ -88,8 +102,9 @@ MARKET_FAMILIES: tuple[str, ...] = ("market_sectors", "regime_shift", "resampled
 #: Families registered after :data:`MARKET_FAMILIES` (weight 0 in the pipeline).
 FUND_FAMILIES: tuple[str, ...] = ("diversified",)
 
-#: Registered after :data:`FUND_FAMILIES` (weight 0 in the pipeline; decision 0062).
-FORWARD_FAMILIES: tuple[str, ...] = ("resampled_forward",)
+#: Registered after :data:`FUND_FAMILIES`, in this order (weight 0 in the pipeline):
+#: ``resampled_forward`` (decision 0062), ``fund_portfolios`` (decision 0063).
+LATER_FAMILIES: tuple[str, ...] = ("resampled_forward", "fund_portfolios")
 
 #: The resampled family's population ends here (see the module docstring).
 RESAMPLE_END = pd.Timestamp("2010-01-01")
@@ -180,6 +195,30 @@ def diversified(p: int, g: torch.Generator, kw: dict[str, Any]):
     b[:, 1:] = gam * math.sqrt(s * p / float((gam * gam).sum()))
     d = (psi * ((1.0 - h - s) * p / float(psi.sum()))).sqrt()
     return _factor_sigma(b, d), (b, d)
+
+
+def fund_portfolios(p: int, g: torch.Generator, kw: dict[str, Any]):
+    """``(Σ, (B, d))`` of a ``fund_portfolios`` world (module docstring); ``tr Σ = p``."""
+    q = int(pop_param(kw, "n_stocks", lambda: randint(g, p, min(3 * p, 500))))
+    track = float(pop_param(kw, "tracking_share", lambda: math.exp(uniform(g, *FUND_TRACKING))))
+    if q < 2 or not 0 <= track < 1:
+        raise ValueError(f"need n_stocks >= 2 and 0 <= tracking_share < 1, got {q}, {track}")
+    b_s, d_s = market_sectors_factors(q, g, {})
+    w = torch.zeros(p, q, dtype=DTYPE)
+    for i in range(p):
+        m = min(q, int(math.exp(uniform(g, math.log(2), math.log(q + 1)))))  # 2 .. q, log-uniform
+        e = -torch.log(torch.rand(m, generator=g, dtype=DTYPE))  # Dirichlet(1) weights
+        w[i, torch.randperm(q, generator=g)[:m]] = e / e.sum()
+    if uniform(g) < 0.5:
+        w[-1] = 1.0 / q  # an index fund of every stock
+    b = torch.cat([w @ b_s, w * d_s], dim=1)  # W Σ_s Wᵀ = (W B_s)(W B_s)ᵀ + (W D_s)(W D_s)ᵀ
+    port_var = (b * b).sum(1)
+    d = (track / (1.0 - track) * port_var).sqrt()
+    return _normalised(b, d)
+
+
+#: Range of ``log tracking_share`` of ``fund_portfolios``: 0.1 % to 5 % of each fund's variance.
+FUND_TRACKING = (math.log(1e-3), math.log(5e-2))
 
 
 def regime_shift(p: int, g: torch.Generator, kw: dict[str, Any]):
@@ -313,4 +352,5 @@ BUILDERS = {
     "resampled": resampled,
     "diversified": diversified,
     "resampled_forward": resampled_forward,
+    "fund_portfolios": fund_portfolios,
 }

@@ -63,7 +63,10 @@ and wide grids' scenarios *with* volatility paths (fresh replications, seed
 ``--candidate resampled_forward --rule 0062`` compares the pipeline's mix with the mix plus
 the forward-resampled worlds (:func:`rule_0062`): the real universes must gain, by more
 than one SE over the repetitions, with the selection and wide grids scored as in 0053
-(docs/decisions/0062-forward-resampled-worlds.md).
+(docs/decisions/0062-forward-resampled-worlds.md). ``--candidate fund_portfolios --rule
+0063`` asks the diversified universes to gain and the other real universes, the
+validation worlds and the grids not to lose (:func:`rule_0063`,
+docs/decisions/0063-fund-portfolio-worlds.md).
 """
 
 from __future__ import annotations
@@ -524,6 +527,38 @@ def rule_0062(d: pd.DataFrame, synth: pd.DataFrame, grids: pd.DataFrame) -> dict
     }  # fmt: skip
 
 
+def rule_0063(d: pd.DataFrame, synth: pd.DataFrame, grids: pd.DataFrame) -> dict[str, Any]:
+    """The rule of docs/decisions/0063-fund-portfolio-worlds.md, each part on
+    per-repetition values with the SE over the repetitions: (1) the diversified universes'
+    mean relative GMV variance change (B − A) / A at least 1 SE below zero; (2) that of
+    the other real universes (the stocks and their portfolios) not more than 1 SE above
+    zero; (3) B's PRIAL on A's validation worlds at most 2 points below A's; (4) the mean
+    PRIAL gain over the selection and wide grids not more than 1 SE below zero."""
+    rel = d["diff"] / d["A"] * 100.0
+    div = d["universe"].str.startswith("diversified")
+    rel_div = rel[div].groupby(d.loc[div, "rep"]).mean()
+    rel_other = rel[~div].groupby(d.loc[~div, "rep"]).mean()
+    g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
+    drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
+    (v_m, v_se), (o_m, o_se), (g_m, g_se) = (
+        paired(v.to_numpy()) for v in (rel_div, rel_other, g_grids)
+    )  # over the repetitions
+    drop_m = float(drop.mean())
+    r1, r2, r3, r4 = v_m + v_se < 0, o_m <= o_se, drop_m <= 2.0, g_m >= -g_se
+    return {
+        "diversified_rel_var_pct_B_minus_A": v_m, "diversified_rel_var_pct_se": v_se,
+        "diversified_rel_var_by_rep": rel_div.tolist(),
+        "other_rel_var_pct_B_minus_A": o_m, "other_rel_var_pct_se": o_se,
+        "other_rel_var_by_rep": rel_other.tolist(),
+        "prial_drop_on_A_valid": drop_m, "prial_drop_by_rep": drop.tolist(),
+        "grids_prial_gain_B_minus_A": g_m, "grids_prial_gain_se": g_se,
+        "grids_gain_by_rep": g_grids.tolist(),
+        "rule1_diversified": bool(r1), "rule2_other_real": bool(r2),
+        "rule3_synthetic": bool(r3), "rule4_grids": bool(r4),
+        "adopt_B": bool(r1 and r2 and r3 and r4),
+    }  # fmt: skip
+
+
 def run(
     out: Path,
     n_train: int = 10_000,
@@ -570,10 +605,12 @@ def run(
         candidate is not None or bool(overrides) or hidden_b is not None or bool(hetero_b)
         or paths_b is not None
     )  # fmt: skip
-    if rule not in (None, "0030", "0051", "0053", "0062"):
-        raise ValueError(f"rule must be None, '0030', '0051', '0053' or '0062', got {rule!r}")
-    if rule == "0062" and candidate is None:
-        raise ValueError("rule 0062 compares the mix with a candidate family (candidate)")
+    if rule not in (None, "0030", "0051", "0053", "0062", "0063"):
+        raise ValueError(
+            f"rule must be None, '0030', '0051', '0053', '0062' or '0063', got {rule!r}"
+        )
+    if rule in ("0062", "0063") and candidate is None:
+        raise ValueError(f"rule {rule} compares the mix with a candidate family (candidate)")
     if (rule == "0051") != bool(hetero_b):
         raise ValueError("rule 0051 goes with B's heterogeneous worlds (hetero_b), and only it")
     if (rule == "0053") != (paths_b is not None):
@@ -695,13 +732,13 @@ def run(
         decision = rule_0053(d, synth, paths, grids)
         summary = {"rule": "0053", "volatility_path_prob_B": paths_b, "mixes": mix, **decision}
         by = by.join(classical_vols(universes))
-    elif rule == "0062":
+    elif rule in ("0062", "0063"):
         grids = scenario_gains_by_rep(
             pairs, SELECTION_GRID + WIDE_GRID, factor_reps, SELECTION_SEED
         )
         grids.to_csv(out / "grid_scenarios.csv", index=False)
-        decision = rule_0062(d, synth, grids)
-        summary = {"rule": "0062", "candidate": candidate, "mixes": mix, **decision}
+        decision = (rule_0062 if rule == "0062" else rule_0063)(d, synth, grids)
+        summary = {"rule": rule, "candidate": candidate, "mixes": mix, **decision}
         by = by.join(classical_vols(universes))
     elif rule == "0030":
         factor = factor_scenario_gains(pairs, factor_specs or FACTOR_SCENARIOS, factor_reps)
@@ -734,7 +771,7 @@ def main(argv: list[str] | None = None) -> None:
         help="0027: B trains with this TrainConfig setting (repeatable)",
     )  # fmt: skip
     ap.add_argument(
-        "--rule", choices=["0030", "0051", "0053", "0062"], default=None,
+        "--rule", choices=["0030", "0051", "0053", "0062", "0063"], default=None,
         help="0030: score the factor scenarios too and apply that record's rule; "
         "0051: with --hetero-all, the stress scenarios and the grids by repetition; "
         "0053: with --vol-paths, the grids with and without volatility paths by repetition",
