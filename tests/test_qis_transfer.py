@@ -1,5 +1,7 @@
 """shrinklab.studies.qis_transfer: decision 0064's wrapper and rule."""
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -64,6 +66,9 @@ def test_qis_transfer_follows_the_gate():
     assert m.extra == {"volatility_timing": 0.5}  # the model's attributes pass through
     with pytest.raises(ValueError, match="lam"):
         qt.QisTransfer(_Model(), 1.5)
+    # the backtest's worker processes get it pickled
+    back = pickle.loads(pickle.dumps(m))
+    torch.testing.assert_close(back.predict(x).intensities, w)
 
 
 def test_fund_universes_are_fresh_and_pre_test():

@@ -72,6 +72,10 @@ class QisTransfer:
         self._col = list(model.gate.families).index("diversified")
 
     def __getattr__(self, name: str) -> Any:
+        # only reached for names the wrapper lacks; "_model" itself is missing while
+        # unpickling (a worker process), where delegating would recurse
+        if name == "_model" or name.startswith("__"):
+            raise AttributeError(name)
         return getattr(self._model, name)
 
     @torch.no_grad()
