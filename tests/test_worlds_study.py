@@ -471,13 +471,17 @@ def test_rule_0053_is_0051_on_the_path_scenarios():
         worlds.run(Path("unused"), paths_b=0.5)
 
 
-def test_study_smoke_rule_0053(tmp_path, monkeypatch, train_calls):
+def _smoke_summary(tmp_path, monkeypatch, *args: str) -> dict:
+    """``worlds.main --smoke --reps 2 *args`` on one small grid scenario: its summary."""
     small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
     monkeypatch.setattr(worlds, "SELECTION_GRID", small)
     monkeypatch.setattr(worlds, "WIDE_GRID", [])
-    worlds.main(["--smoke", "--rule", "0053", "--vol-paths", "0.5", "--reps", "2",
-                 "--out", str(tmp_path)])  # fmt: skip
-    s = json.loads((tmp_path / "summary.json").read_text())
+    worlds.main(["--smoke", *args, "--reps", "2", "--out", str(tmp_path)])
+    return json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_study_smoke_rule_0053(tmp_path, monkeypatch, train_calls):
+    s = _smoke_summary(tmp_path, monkeypatch, "--rule", "0053", "--vol-paths", "0.5")
     assert s["rule"] == "0053" and s["volatility_path_prob_B"] == 0.5
     assert len(s["paths_gain_by_rep"]) == 2 and len(s["grids_gain_by_rep"]) == 2
     assert s["adopt_B"] == (
@@ -523,12 +527,7 @@ def test_rule_0062_by_hand():
 
 
 def test_study_smoke_rule_0062(tmp_path, monkeypatch, train_calls):
-    small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
-    monkeypatch.setattr(worlds, "SELECTION_GRID", small)
-    monkeypatch.setattr(worlds, "WIDE_GRID", [])
-    worlds.main(["--smoke", "--rule", "0062", "--candidate", "resampled_forward", "--reps", "2",
-                 "--out", str(tmp_path)])  # fmt: skip
-    s = json.loads((tmp_path / "summary.json").read_text())
+    s = _smoke_summary(tmp_path, monkeypatch, "--rule", "0062", "--candidate", "resampled_forward")
     assert s["rule"] == "0062" and s["mixes"]["B"]["resampled_forward"] == 1.0
     assert "resampled_forward" not in s["mixes"]["A"]
     assert len(s["grids_gain_by_rep"]) == 2 and len(s["real_rel_var_by_rep"]) == 2
@@ -561,12 +560,7 @@ def test_rule_0063_by_hand():
 
 
 def test_study_smoke_rule_0063(tmp_path, monkeypatch):
-    small = [{"name": "2-factor p12 n30", "family": "factor", "p": 12, "n": 30, "n_factors": 2}]
-    monkeypatch.setattr(worlds, "SELECTION_GRID", small)
-    monkeypatch.setattr(worlds, "WIDE_GRID", [])
-    worlds.main(["--smoke", "--rule", "0063", "--candidate", "fund_portfolios", "--reps", "2",
-                 "--out", str(tmp_path)])  # fmt: skip
-    s = json.loads((tmp_path / "summary.json").read_text())
+    s = _smoke_summary(tmp_path, monkeypatch, "--rule", "0063", "--candidate", "fund_portfolios")
     assert s["rule"] == "0063" and s["mixes"]["B"]["fund_portfolios"] == 1.0
     assert len(s["diversified_rel_var_by_rep"]) == 2 and len(s["other_rel_var_by_rep"]) == 2
     assert s["adopt_B"] == (
