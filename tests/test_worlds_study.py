@@ -559,9 +559,19 @@ def test_rule_0063_by_hand():
         worlds.run(Path("unused"), rule="0063")
 
 
+def test_study_smoke_rule_0063_with_a_train_override(tmp_path, monkeypatch, train_calls):
+    # decision 0065: the candidate family and B's portfolio-variance loss term together
+    s = _smoke_summary(tmp_path, monkeypatch, "--rule", "0063", "--candidate", "fund_portfolios",
+                       "--train-override", "portfolio_weight=0.3")  # fmt: skip
+    assert s["train_overrides"] == {"portfolio_weight": 0.3}
+    cfg_a, cfg_b = train_calls[0][3], train_calls[1][3]
+    assert cfg_a.portfolio_weight == 0.0 and cfg_b.portfolio_weight == 0.3
+
+
 def test_study_smoke_rule_0063(tmp_path, monkeypatch):
     s = _smoke_summary(tmp_path, monkeypatch, "--rule", "0063", "--candidate", "fund_portfolios")
     assert s["rule"] == "0063" and s["mixes"]["B"]["fund_portfolios"] == 1.0
+    assert s["train_overrides"] == {}
     assert len(s["diversified_rel_var_by_rep"]) == 2 and len(s["other_rel_var_by_rep"]) == 2
     assert s["adopt_B"] == (
         s["rule1_diversified"] and s["rule2_other_real"] and s["rule3_synthetic"]

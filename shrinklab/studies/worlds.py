@@ -738,7 +738,8 @@ def run(
         )
         grids.to_csv(out / "grid_scenarios.csv", index=False)
         decision = (rule_0062 if rule == "0062" else rule_0063)(d, synth, grids)
-        summary = {"rule": rule, "candidate": candidate, "mixes": mix, **decision}
+        summary = {"rule": rule, "candidate": candidate, "train_overrides": overrides,
+                   "mixes": mix, **decision}  # fmt: skip
         by = by.join(classical_vols(universes))
     elif rule == "0030":
         factor = factor_scenario_gains(pairs, factor_specs or FACTOR_SCENARIOS, factor_reps)
