@@ -30,9 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.data import returns as data
 from shrinklab.data.universes import Universe
+from shrinklab.evaluation.universe_backtest import best_classical_table
 from shrinklab.models.network import ShrinkageOutput
 from shrinklab.studies.worlds import diversified_returns_frame, portfolio_returns_frame
 
@@ -137,15 +139,16 @@ def rule_0064(
     3. French: the mean over cells of ``cand``'s volatility relative to ``base``'s (%) not
        above zero by more than its SE (over the cells);
     4. grids: the mean PRIAL of ``cand`` at most 0.5 points below ``base``'s."""
-    classical = ["sample", "ledoit_wolf", "oas", "constant_correlation", "single_factor", "qis"]
     rel = (_vol(funds, cand) / _vol(funds, base) - 1.0) * 100.0
     per_universe = rel.groupby(level="fold").mean()
     f_m = float(per_universe.mean())
     f_se = float(per_universe.std(ddof=1) / np.sqrt(len(per_universe)))
-    fam = folds.pivot_table(index=["family", "window"], columns="estimator", values="ann_vol")
-    best = fam[[c for c in classical if c in fam.columns]].min(axis=1)
-    held = fam[base] <= best
-    misses = [f"{f} {w}" for (f, w) in fam.index[held & (fam[cand] > best)]]
+    classical = [c for c in CLASSICAL_ESTIMATORS if c in set(folds["estimator"])]
+    table = best_classical_table(folds, base, classical)
+    best = table["best classical vol"]
+    cand_vol = folds[folds.estimator == cand].groupby(["family", "window"])["ann_vol"].mean()
+    held = table[base] <= best
+    misses = [f"{f} {w}" for (f, w) in table.index[held & (cand_vol.reindex(best.index) > best)]]
     fr = (_vol(french, cand) / _vol(french, base) - 1.0) * 100.0
     fr_m, fr_se = float(fr.mean()), float(fr.std(ddof=1) / np.sqrt(len(fr)))
     drop = float(grids[base].mean() - grids[cand].mean())

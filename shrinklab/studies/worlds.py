@@ -433,6 +433,19 @@ def scenario_gains_by_rep(
     return pd.DataFrame(rows)
 
 
+def _rel_var_by_rep(d: pd.DataFrame) -> pd.Series:
+    """Per repetition, the mean over ``d``'s windows of (B − A) / A, in %."""
+    return (d["diff"] / d["A"]).groupby(d["rep"]).mean() * 100.0
+
+
+def _grids_and_drop_by_rep(synth: pd.DataFrame, grids: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per repetition, the mean PRIAL gain B − A over the grids' scenarios and B's PRIAL
+    drop against A on A's validation worlds."""
+    g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
+    drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
+    return g_grids, drop
+
+
 def four_part_rule(
     d: pd.DataFrame, synth: pd.DataFrame, target: pd.DataFrame, grids: pd.DataFrame, name: str
 ) -> dict[str, Any]:
@@ -443,9 +456,8 @@ def four_part_rule(
     validation worlds at most 2 points below A's; (4) the mean PRIAL gain over the
     selection and wide grids not more than 1 SE below zero."""
     g_target = target.groupby("rep")["prial_gain_B_minus_A"].mean()
-    g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
-    rel = (d["diff"] / d["A"]).groupby(d["rep"]).mean() * 100.0
-    drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
+    g_grids, drop = _grids_and_drop_by_rep(synth, grids)
+    rel = _rel_var_by_rep(d)
     (s_m, s_se), (r_m, r_se), (g_m, g_se) = (
         paired(v.to_numpy()) for v in (g_target, rel, g_grids)
     )  # over the repetitions
@@ -508,9 +520,8 @@ def rule_0062(d: pd.DataFrame, synth: pd.DataFrame, grids: pd.DataFrame) -> dict
     relative GMV variance change (B − A) / A at least 1 SE *below* zero (a gain);
     (2) B's PRIAL on A's validation worlds at most 2 points below A's; (3) the mean PRIAL
     gain over the selection and wide grids not more than 1 SE below zero."""
-    rel = (d["diff"] / d["A"]).groupby(d["rep"]).mean() * 100.0
-    g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
-    drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
+    rel = _rel_var_by_rep(d)
+    g_grids, drop = _grids_and_drop_by_rep(synth, grids)
     own = synth[synth["valid"] == "B"].groupby("rep")["delta_B_minus_A"].mean()
     (r_m, r_se), (g_m, g_se) = (paired(v.to_numpy()) for v in (rel, g_grids))
     drop_m = float(drop.mean())
@@ -534,12 +545,9 @@ def rule_0063(d: pd.DataFrame, synth: pd.DataFrame, grids: pd.DataFrame) -> dict
     the other real universes (the stocks and their portfolios) not more than 1 SE above
     zero; (3) B's PRIAL on A's validation worlds at most 2 points below A's; (4) the mean
     PRIAL gain over the selection and wide grids not more than 1 SE below zero."""
-    rel = d["diff"] / d["A"] * 100.0
     div = d["universe"].str.startswith("diversified")
-    rel_div = rel[div].groupby(d.loc[div, "rep"]).mean()
-    rel_other = rel[~div].groupby(d.loc[~div, "rep"]).mean()
-    g_grids = grids.groupby("rep")["prial_gain_B_minus_A"].mean()
-    drop = -synth[synth["valid"] == "A"].groupby("rep")["delta_B_minus_A"].mean()
+    rel_div, rel_other = _rel_var_by_rep(d[div]), _rel_var_by_rep(d[~div])
+    g_grids, drop = _grids_and_drop_by_rep(synth, grids)
     (v_m, v_se), (o_m, o_se), (g_m, g_se) = (
         paired(v.to_numpy()) for v in (rel_div, rel_other, g_grids)
     )  # over the repetitions
