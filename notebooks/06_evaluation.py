@@ -276,7 +276,9 @@ estimators = {
 }
 backtest_results = backtest.gmv_backtest(returns, estimators, windows=tuple(windows))
 summary = backtest.summarise(backtest_results, benchmark="ledoit_wolf", seed=seed)
-pct = ["ann_vol", "diff_vs_benchmark", "ci_low", "ci_high"]  # fractions shown in %
+# fractions shown in %; diff_vs_rival: minus the lowest of the other estimators
+pct = ["ann_vol", "diff_vs_benchmark", "ci_low", "ci_high", "diff_vs_rival", "rival_ci_low",
+       "rival_ci_high"]  # fmt: skip
 (summary.table.assign(**{c: 100 * summary.table[c] for c in pct})
  .rename(columns={c: f"{c} (%)" for c in pct}).round(3))  # fmt: skip
 
@@ -443,9 +445,10 @@ secondary
 
 # %%
 def backtest_metrics(table: pd.DataFrame) -> dict:
-    """A backtest summary's rows as ``{"window/estimator": {column: value}}``."""
+    """A backtest summary's rows as ``{"window/estimator": {column: value}}`` (numbers as
+    floats; flags and the rival's name as they are)."""
     return {
-        f"{w}/{e}": {k: (float(v) if not isinstance(v, bool) else v) for k, v in row.items()}
+        f"{w}/{e}": {k: (v if isinstance(v, (bool, str)) else float(v)) for k, v in row.items()}
         for (w, e), row in table.iterrows()
     }
 

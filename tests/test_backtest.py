@@ -125,6 +125,18 @@ def test_summary_table_and_cumulative_variance():
         cv = s.cumulative_variance[window]
         np.testing.assert_allclose(cv.iloc[-1], (df**2).sum(), rtol=1e-12)
         assert (cv.diff().iloc[1:] >= 0).all().all()
+        # the closest rival: the lowest of the others, its margin paired as vs the benchmark
+        order = list(vol.sort_values().index)
+        for name in df.columns:
+            row = tab.loc[(window, name)]
+            rival = order[1] if name == order[0] else order[0]
+            assert row.rival == rival
+            assert row.diff_vs_rival == pytest.approx(vol[name] - vol[rival], rel=1e-12)
+            assert (row.diff_vs_rival < 0) == (name == order[0])
+            ref = bt.bootstrap_vol_difference(
+                df[name].to_numpy(), df[rival].to_numpy(), reps=200, seed=1
+            )
+            assert (row.rival_ci_low, row.rival_ci_high) == (ref["ci_low"], ref["ci_high"])
     assert s.method["reps"] == 200 and s.method["block_length"] == 21.0
     # deterministic given the seed
     pd.testing.assert_frame_equal(tab, bt.summarise(res, reps=200, seed=1).table)

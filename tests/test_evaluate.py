@@ -263,6 +263,9 @@ def _fake_grid(learned_prial, learned_diff, diff_se):
     return pd.DataFrame(rows)
 
 
+RIVAL = list(tables.RIVAL_COLUMNS)
+
+
 def test_headline_table_logic_and_json():
     grid = _fake_grid([55.0, 49.5, 58.0], [5.0, -0.5, 8.0], [0.4, 0.8, 0.5])
     bt = pd.DataFrame(
@@ -274,11 +277,19 @@ def test_headline_table_logic_and_json():
             "ci_low": [np.nan, 0.0, -0.02, np.nan, -0.02, -0.012],
             "ci_high": [np.nan, 0.02, 0.001, np.nan, 0.0, 0.003],
             "significant": [False, False, False, False, True, False],
+            "rival": ["ML (final)", "ML (final)", "ledoit_wolf", "qis", "ML (final)", "qis"],
+            "diff_vs_rival": [0.01, 0.02, -0.01, 0.01, -0.005, 0.005],
+            "rival_ci_low": [0.0, 0.01, -0.02, 0.0, -0.011, -0.002],
+            "rival_ci_high": [0.02, 0.03, 0.001, 0.02, 0.002, 0.0125],
         }
     ).set_index(["window", "estimator"])
     h = tables.headline_table(grid, bt)
-    assert list(h["goal met"]) == ["yes", "yes", "yes", "yes", "yes (not significant)",
-                                   "no (not significant)"]  # fmt: skip
+    assert list(h["goal met"]) == ["yes", "yes", "yes", "yes",
+                                   "yes (next ledoit_wolf: -1.00 [-2.00, +0.10])",
+                                   "no (qis lower: +0.50 [-0.20, +1.25])"]  # fmt: skip
+    assert "closest rival" in h.attrs["caption"]
+    with pytest.raises(ValueError, match="lacks"):
+        tables.headline_table(grid, bt.drop(columns=["rival_ci_high"]))
     avg = h.iloc[3]
     assert avg["learned"] == f"{np.mean([55.0, 49.5, 58.0]):.1f}"
     assert "captured 90 %" in avg["oracle"]  # 54.17 / 60
@@ -305,13 +316,20 @@ def test_headline_table_logic_and_json():
                     "ci_low": [-0.03, -0.01],
                     "ci_high": [0.0, 0.002],
                     "significant": [True, False],
+                    "rival": ["ML (final)", "qis"],
+                    "diff_vs_rival": [-0.005, 0.006],
+                    "rival_ci_low": [-0.01, 0.0],
+                    "rival_ci_high": [0.0, 0.01],
                 }
             ).set_index(["window", "estimator"]),
         ]
     ).sort_index()
+    # the learned model's rival at 60 is now the peer (what summarise would write)
+    bt_peer.loc[(60, "ML (final)"), RIVAL] = ["peer", 0.005, -0.001, 0.012]
     hp = tables.headline_table(grid, bt_peer, peers=["peer"])
     assert len(hp) == len(h) + 2
-    assert hp.iloc[4]["goal met"] == "no (not significant)"  # the peer is lower at 60
+    # the peer is lower at 60
+    assert hp.iloc[4]["goal met"] == "no (peer lower: +0.50 [-0.10, +1.20])"
     assert hp.iloc[5]["setting"] == "GMV S&P 500, window 60: peer (learned peer)"
     assert hp.iloc[5]["learned"] == "13.50" and "[-3.00, +0.00]" in hp.iloc[5]["learned − best"]
     assert hp.iloc[7]["learned"] == "14.60"

@@ -180,6 +180,10 @@ def _evaluation_with_peer() -> dict:
             diff_vs_benchmark=-0.002,
             ci_low=-0.004 if w == 60 else -0.003,
             ci_high=-0.001 if w == 60 else 0.001,
+            rival="RIEnet peer" if w == 60 else "ledoit_wolf",
+            diff_vs_rival=0.0012 if w == 60 else -0.002,
+            rival_ci_low=-0.0005 if w == 60 else -0.003,
+            rival_ci_high=0.003 if w == 60 else 0.001,
         )
     return ev
 
@@ -193,11 +197,17 @@ def test_headline_puts_final_next_to_the_peer_with_standard_errors(tmp_path: Pat
     assert h["grid_prial_deployed"] == 85.63  # the feasibility average stays the headline number
     assert h["grid_prial_deployed_se"] == 2.5 and h["grid_prial_peer"] == 67.0
     assert h["gmv_vol_60_peer"] == 17.0 and h["gmv_diff_60_deployed_ci_low"] == -0.4
+    assert h["gmv_rival_60"] == "RIEnet peer" and h["gmv_diff_60_deployed_vs_rival"] == 0.12
+    assert h["gmv_diff_120_deployed_vs_rival_ci_high"] == 0.1
     text = takeaway(h)
     assert (
         "85.6 ± 2.5, 5.1 points above the best classical estimator of each scenario (80.5)" in text
     )
     assert "18.6 above the learned peer RIEnet (67.0 ± 1.4)" in text
+    assert (
+        "lowest of the other estimators (points, 95 % bootstrap interval): 60 days RIEnet "
+        "peer +0.12 [-0.05, +0.30]; 120 days ledoit_wolf -0.20 [-0.30, +0.10]" in text
+    )
     assert (
         "(lower at 3 of 3; 95 % bootstrap interval below zero at 1). RIEnet: 17.00/17.00/17.00 %;"
         in text

@@ -390,8 +390,12 @@ def bootstrap_vol_difference(
 class BacktestSummary:
     """``table``: one row per (window, estimator) with ``ann_vol``, ``turnover``,
     ``diff_vs_benchmark``, ``ci_low``, ``ci_high``, ``p_value``, ``significant``,
-    ``rank`` (1 = lowest volatility); ``cumulative_variance[window]``: running
-    ``Σ r²`` per day and estimator; ``method``: how the intervals were computed."""
+    ``rank`` (1 = lowest volatility) and the margin to the closest rival: ``rival`` (the
+    estimator with the lowest volatility among the *others*), ``diff_vs_rival`` (this
+    one's volatility minus the rival's: negative for the lowest estimator, positive for
+    every other), ``rival_ci_low``, ``rival_ci_high`` (the same paired stationary
+    bootstrap); ``cumulative_variance[window]``: running ``Σ r²`` per day and
+    estimator; ``method``: how the intervals were computed."""
 
     table: pd.DataFrame
     cumulative_variance: dict[int, pd.DataFrame]
@@ -407,7 +411,9 @@ def summarise(
     seed: int = 0,
     level: float = 0.95,
 ) -> BacktestSummary:
-    """Annualised volatility, turnover and the bootstrap comparison with ``benchmark``."""
+    """Annualised volatility, turnover and the bootstrap comparisons with ``benchmark`` and
+    with each estimator's closest rival (:class:`BacktestSummary`): "is the lowest one
+    lowest beyond sampling noise?" is the rival interval of the rank-1 row."""
     rows = []
     cumvar = {}
     for window, df in results.returns.items():
@@ -443,6 +449,26 @@ def summarise(
                     ci_high=bs["ci_high"],
                     p_value=bs["p_value"],
                     significant=bs["significant"],
+                )
+            if len(order) > 1:
+                rival = next(o for o in order if o != name)
+                rv = bootstrap_vol_difference(
+                    df[name].to_numpy(),
+                    df[rival].to_numpy(),
+                    block_length=block_length,
+                    reps=reps,
+                    seed=seed,
+                    level=level,
+                )
+                row.update(
+                    rival=rival,
+                    diff_vs_rival=rv["diff"],
+                    rival_ci_low=rv["ci_low"],
+                    rival_ci_high=rv["ci_high"],
+                )
+            else:
+                row.update(
+                    rival="", diff_vs_rival=np.nan, rival_ci_low=np.nan, rival_ci_high=np.nan
                 )
             rows.append(row)
         cumvar[int(window)] = (df**2).cumsum()

@@ -92,7 +92,7 @@ def backtest_volatility(
         sharey=True, squeeze=False,
     )  # fmt: skip
     for ax, w in zip(axes[0], windows, strict=True):
-        sub = t.loc[w].reindex(order).astype(float)
+        sub = t.loc[w].reindex(order)[list(need)].astype(float)
         d = 100 * sub["diff_vs_benchmark"].to_numpy()
         err = np.vstack([d - 100 * sub["ci_low"].to_numpy(), 100 * sub["ci_high"].to_numpy() - d])
         hbars(ax, order, d, colours, np.clip(np.nan_to_num(err), 0, None))

@@ -164,6 +164,11 @@ def headline_metrics(evaluation: dict) -> dict[str, float]:
         if "ci_low" in ml:
             out[f"gmv_diff_{w}_deployed_ci_low"] = round(100 * float(ml["ci_low"]), 2)
             out[f"gmv_diff_{w}_deployed_ci_high"] = round(100 * float(ml["ci_high"]), 2)
+        if ml.get("rival"):  # the lowest of the other estimators, paired bootstrap interval
+            out[f"gmv_rival_{w}"] = str(ml["rival"])
+            for key, col in (("", "diff_vs_rival"), ("_ci_low", "rival_ci_low"),
+                             ("_ci_high", "rival_ci_high")):  # fmt: skip
+                out[f"gmv_diff_{w}_deployed_vs_rival{key}"] = round(100 * float(ml[col]), 2)
         for key, names in (("finetuned", FINETUNED), ("peer", PEER[1])):
             row = _backtest_row(backtest, w, names)
             if row:
@@ -253,7 +258,19 @@ def takeaway(h: dict | None) -> str:
         )
         if all(f"gmv_vol_{w}_{key}" in h for w in windows)
     ]
-    return text + (f" {'; '.join(extras)}." if extras else "")
+    rival = ""
+    if all(f"gmv_rival_{w}" in h for w in windows):
+        margins = "; ".join(
+            f"{w} days {h[f'gmv_rival_{w}']} {h[f'gmv_diff_{w}_deployed_vs_rival']:+.2f} "
+            f"[{h[f'gmv_diff_{w}_deployed_vs_rival_ci_low']:+.2f}, "
+            f"{h[f'gmv_diff_{w}_deployed_vs_rival_ci_high']:+.2f}]"
+            for w in windows
+        )
+        rival = (
+            " Its volatility minus the lowest of the other estimators (points, 95 % "
+            f"bootstrap interval): {margins}."
+        )
+    return text + (f" {'; '.join(extras)}." if extras else "") + rival
 
 
 def _comparison_html(evaluation: dict) -> str:
