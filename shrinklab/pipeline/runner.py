@@ -107,8 +107,8 @@ def pinned_cpu_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     the stages run torch's AVX2 kernels on every x86-64 CPU, as on the machines that made
     the committed models: with AVX-512 kernels the same seeds train other networks (float32
     sums in another order; on an AVX-512 VM the pretrain stage's best validation loss was
-    0.522512 with torch's default kernels and the committed 0.521972 with this cap). MKL's
-    float64 paths still differ between processor vendors (docs/pipeline.md, "Across
+    0.522512 with torch's default kernels and the committed 0.521972 with this cap). MKL
+    picks its own paths by processor, which no setting aligned (docs/pipeline.md, "Across
     CPUs"). Elsewhere (no ``/proc/cpuinfo``, ARM, an x86 CPU without AVX2) nothing is set."""
     try:
         text = cpuinfo.read_text()
