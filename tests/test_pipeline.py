@@ -22,7 +22,7 @@ import yaml
 
 from shrinklab.core import params as params_mod
 from shrinklab.pipeline.notebooks import check_parameters, notebook_parameters, read_notebook
-from shrinklab.pipeline.runner import run_stage
+from shrinklab.pipeline.runner import CPU_CAPABILITY_ENV, pinned_cpu_capability, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -103,6 +103,34 @@ def test_stage_writes_executed_notebook_and_html(tmp_path: Path, toy_section):
     executed = run_stage("01_ok", "s", tmp_path / "params.yaml", tmp_path)
     assert "value is 5" in executed.read_text()
     assert (tmp_path / "reports" / "html" / "01_ok.html").exists()
+
+
+def test_cpu_capability_is_capped_at_avx2_where_the_cpu_has_it(tmp_path: Path):
+    """Stages run torch's AVX2 kernels on every x86-64 CPU that has them (AVX-512 kernels
+    train other networks from the same seeds); nothing is set elsewhere."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 avx512f\n\n")
+    assert pinned_cpu_capability(info) == "avx2"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx\n")  # no AVX2
+    assert pinned_cpu_capability(info) is None
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd sve\n")  # ARM: no flags line
+    assert pinned_cpu_capability(info) is None
+    assert pinned_cpu_capability(tmp_path / "missing") is None
+
+
+def test_the_stage_kernel_inherits_the_cpu_capability(tmp_path: Path, toy_section, monkeypatch):
+    monkeypatch.setenv(CPU_CAPABILITY_ENV, "unset")  # teardown restores the variable
+    monkeypatch.delenv(CPU_CAPABILITY_ENV)  # run_stage sets it: unset here
+    _write_notebook(
+        tmp_path, "01_cap", "import os\nprint('cap:', os.environ.get('ATEN_CPU_CAPABILITY'))"
+    )
+    _write_params(tmp_path, 1)
+    text = run_stage("01_cap", "s", tmp_path / "params.yaml", tmp_path).read_text()
+    assert f"cap: {pinned_cpu_capability()}" in text
+    # a value set by the user is kept
+    monkeypatch.setenv(CPU_CAPABILITY_ENV, "default")
+    text = run_stage("01_cap", "s", tmp_path / "params.yaml", tmp_path).read_text()
+    assert "cap: default" in text
 
 
 def _copy_tree(dest: Path) -> None:

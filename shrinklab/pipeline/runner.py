@@ -60,6 +60,9 @@ def run_stage(
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{name}.ipynb"
     os.environ.setdefault("SHRINKLAB_QUIET", "1")  # no tqdm bars in executed notebooks
+    capability = pinned_cpu_capability()
+    if capability is not None:  # the kernel (and every worker it starts) inherits it
+        os.environ.setdefault(CPU_CAPABILITY_ENV, capability)
     progress = root / "build" / "progress" / f"{name}.log"
     progress.parent.mkdir(parents=True, exist_ok=True)
     progress.write_text("")
@@ -89,6 +92,33 @@ def run_stage(
     record_timing(root / TIMINGS_FILE, name, section, seconds)
     print(f"[{name}] done in {seconds:.0f} s", file=sys.stderr, flush=True)
     return executed
+
+
+#: The environment variable that caps the vectorised CPU kernels torch dispatches to
+#: (ATen's ``DispatchStub``: ``default``, ``avx2``, ``avx512``, …).
+CPU_CAPABILITY_ENV = "ATEN_CPU_CAPABILITY"
+
+
+def pinned_cpu_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """``"avx2"`` on a machine whose CPU has AVX2 and FMA (read from ``cpuinfo``, Linux),
+    else ``None``.
+
+    :func:`run_stage` sets :data:`CPU_CAPABILITY_ENV` to it (unless already set), so that
+    the stages run torch's AVX2 kernels on every x86-64 CPU, as on the machines that made
+    the committed models: with AVX-512 kernels the same seeds train other networks (float32
+    sums in another order; on an AVX-512 VM the pretrain stage's best validation loss was
+    0.522512 with torch's default kernels and the committed 0.521972 with this cap). MKL
+    picks its own paths by processor, which no setting aligned (docs/pipeline.md, "Across
+    CPUs"). Elsewhere (no ``/proc/cpuinfo``, ARM, an x86 CPU without AVX2) nothing is set."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return "avx2" if {"avx2", "fma"} <= flags else None
+    return None
 
 
 TIMINGS_FILE = Path("build") / "timings.jsonl"

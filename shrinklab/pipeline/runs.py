@@ -57,19 +57,42 @@ def code_digest(packages: tuple[str, ...] = TRAINING_CODE, root: Path | None = N
     return digest.hexdigest()
 
 
+def kernel_signature(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU kernels a training run's numbers depend on: torch's ATen capability and the
+    processor's vendor and model, by which MKL picks its paths (``"AVX2|AuthenticAMD|AMD
+    EPYC"``; the last two empty without ``cpuinfo``). The same seeds train other networks
+    under other kernels (docs/pipeline.md, "Across CPUs")."""
+    import torch
+
+    found = {"vendor_id": "", "model name": ""}
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in found and not found[key.strip()]:
+            found[key.strip()] = value.strip()
+    capability = torch.backends.cpu.get_cpu_capability()
+    return "|".join([capability, found["vendor_id"], found["model name"]])
+
+
 def run_dir(
     stage: str,
     config: dict[str, Any],
     *inputs: str | Path,
     root: Path | None = None,
     code: str | None = None,
+    kernels: str | None = None,
 ) -> Path:
     """Checkpoint folder of a training run: ``build/runs/<stage>-<hash>``.
 
-    The hash covers the run's configuration, the bytes of its input files and the
-    training code (:func:`code_digest`, or ``code`` if given), so a killed run resumes
-    from its checkpoint while a run with other parameters, other data or changed code
-    (a new loss, a new trainer) never picks up a stale one.
+    The hash covers the run's configuration, the bytes of its input files, the
+    training code (:func:`code_digest`, or ``code`` if given) and the CPU kernels
+    (:func:`kernel_signature`, or ``kernels`` if given), so a killed run resumes from its
+    checkpoint while a run with other parameters, other data, changed code (a new loss, a
+    new trainer) or other kernels (another processor, another ``ATEN_CPU_CAPABILITY``)
+    never picks up a stale one.
     """
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for path in inputs:
@@ -77,6 +100,7 @@ def run_dir(
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     digest.update((code if code is not None else code_digest()).encode())
+    digest.update((kernels if kernels is not None else kernel_signature()).encode())
     out = (root or Path.cwd()) / "build" / "runs" / f"{stage}-{digest.hexdigest()[:12]}"
     out.mkdir(parents=True, exist_ok=True)
     return out
