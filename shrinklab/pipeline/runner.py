@@ -38,6 +38,7 @@ from shrinklab.pipeline.notebooks import (
     stage_parameters,
 )
 from shrinklab.pipeline.render import render_html
+from shrinklab.pipeline.runs import CPUINFO, cpu_fields
 
 
 def run_stage(
@@ -99,7 +100,7 @@ def run_stage(
 CPU_CAPABILITY_ENV = "ATEN_CPU_CAPABILITY"
 
 
-def pinned_cpu_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+def pinned_cpu_capability(cpuinfo: Path = CPUINFO) -> str | None:
     """``"avx2"`` on a machine whose CPU has AVX2 and FMA (read from ``cpuinfo``, Linux),
     else ``None``.
 
@@ -110,15 +111,8 @@ def pinned_cpu_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     0.522512 with torch's default kernels and the committed 0.521972 with this cap). MKL
     picks its own paths by processor, which no setting aligned (docs/pipeline.md, "Across
     CPUs"). Elsewhere (no ``/proc/cpuinfo``, ARM, an x86 CPU without AVX2) nothing is set."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return "avx2" if {"avx2", "fma"} <= flags else None
-    return None
+    flags = set(cpu_fields(cpuinfo).get("flags", "").split())
+    return "avx2" if {"avx2", "fma"} <= flags else None
 
 
 TIMINGS_FILE = Path("build") / "timings.jsonl"

@@ -57,24 +57,38 @@ def code_digest(packages: tuple[str, ...] = TRAINING_CODE, root: Path | None = N
     return digest.hexdigest()
 
 
-def kernel_signature(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+CPUINFO = Path("/proc/cpuinfo")
+"""Where Linux describes the processor (:func:`cpu_fields`)."""
+
+
+def cpu_fields(cpuinfo: Path = CPUINFO) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of ``cpuinfo`` (``vendor_id``, ``model
+    name``, ``flags``, …); empty where the file cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block ends at its blank line
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def kernel_signature(cpuinfo: Path = CPUINFO) -> str:
     """The CPU kernels a training run's numbers depend on: torch's ATen capability and the
     processor's vendor and model, by which MKL picks its paths (``"AVX2|AuthenticAMD|AMD
     EPYC"``; the last two empty without ``cpuinfo``). The same seeds train other networks
     under other kernels (docs/pipeline.md, "Across CPUs")."""
     import torch
 
-    found = {"vendor_id": "", "model name": ""}
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in found and not found[key.strip()]:
-            found[key.strip()] = value.strip()
+    fields = cpu_fields(cpuinfo)
     capability = torch.backends.cpu.get_cpu_capability()
-    return "|".join([capability, found["vendor_id"], found["model name"]])
+    return "|".join([capability, fields.get("vendor_id", ""), fields.get("model name", "")])
 
 
 def run_dir(
