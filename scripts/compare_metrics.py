@@ -9,13 +9,15 @@ repro``) ran. Prints, against the files of git revision ``rev``:
 1. every file output of ``dvc.lock`` and ``studies/dvc.lock``: reproduced byte for byte,
    different, or missing;
 2. per file of ``reports/metrics/``: how many leaves are identical, how many numbers
-   moved and by how much (largest and median relative difference), and how many other
-   leaves changed (strings and flags such as the deployed form: a change there is a
-   different model, not a last-bit difference);
+   moved and by how much (largest and median relative difference), how many other
+   leaves changed (strings and flags such as the deployed form or a significance
+   verdict: a change there is a different outcome, not a last-bit difference), how many
+   strings differ only in the numbers written in them (formatted table rows) and how many
+   timings (durations, throughputs: never reproduced) moved;
 3. the ``--top`` largest relative differences, and every non-numeric difference.
 
 With ``--fail-above REL`` it exits with status 1 when a number moved by more than ``REL``
-(relative) or any non-numeric leaf changed. On a CPU whose kernels differ from the
+(relative) or any other leaf changed (text numbers and timings excepted). On a CPU whose kernels differ from the
 committed files' machines (docs/pipeline.md, "Across CPUs") the trained models differ
 in their last bits; this table says how far the numbers moved.
 """
@@ -58,6 +60,8 @@ def file_summary(table: pd.DataFrame) -> pd.DataFrame:
             "identical": int((df["status"] == "identical").sum()),
             "numbers moved": len(moved),
             "other changes": int(((df["status"] == "differs") & ~numeric).sum()),
+            "text numbers": int((df["status"] == "text numbers").sum()),
+            "timings": int((df["status"] == "timing").sum()),
             "one side only": int(df["status"].str.startswith("only").sum()),
             "max |rel|": rel.max() if len(rel) else 0.0,
             "median |rel|": rel.median() if len(rel) else 0.0,
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         top = moved.reindex(moved["rel_diff"].abs().sort_values(ascending=False).index).head(a.top)
         print(f"\nLargest relative differences ({len(top)} of {len(moved)}):\n")
         print(top[["file", "key", "reference", "rerun", "rel_diff"]].to_string(index=False))
-    other = table[(table["status"] != "identical") & table["abs_diff"].isna()]
+    other = table[table["status"].isin(["differs", "only reference", "only rerun"])]
+    other = other[other["abs_diff"].isna()]
     if len(other):
         print(f"\nOther differences ({len(other)}; not last bits):\n")
         print(other[["file", "key", "reference", "rerun", "status"]].to_string(index=False))

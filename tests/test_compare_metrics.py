@@ -45,6 +45,19 @@ def test_compare_metrics_statuses_and_relative_differences():
     assert list(t.index) == ["loss", "n", "form", "zero", "nan", "gone", "new[0]"]
 
 
+def test_timings_and_numbers_in_text_have_their_own_status():
+    ref = {"peer": {"seconds": 19.9, "rows": ["15.88", "x 1.5 ± 0.2"]}, "fit_ms": 3, "sec": 1}
+    new = {"peer": {"seconds": 9.9, "rows": ["15.87", "y 1.5 ± 0.2"]}, "fit_ms": 4, "sec": 2}
+    t = compare_metrics(ref, new).set_index("key")["status"].to_dict()
+    assert t == {
+        "peer.seconds": "timing",
+        "peer.rows[0]": "text numbers",
+        "peer.rows[1]": "differs",  # the words changed
+        "fit_ms": "timing",
+        "sec": "differs",  # not a timing name
+    }
+
+
 def test_a_boolean_is_not_a_number():
     t = compare_metrics({"passed": True}, {"passed": False})
     assert t.loc[0, "status"] == "differs" and math.isnan(t.loc[0, "abs_diff"])
@@ -121,6 +134,10 @@ def test_script_exit_status_follows_the_tolerance(clone: Path, capsys):
     assert script.main([str(clone), "--fail-above", "0.001"]) == 1
     (clone / "reports" / "metrics" / "finetune.json").write_text(
         json.dumps({"loss": 0.9373, "form": "alone"})  # another deployed form: never last bits
+    )
+    assert script.main([str(clone), "--fail-above", "1"]) == 1
+    (clone / "reports" / "metrics" / "finetune.json").write_text(
+        json.dumps({"loss": 0.9373, "form": "experts", "seconds": 3.0})  # a new key
     )
     assert script.main([str(clone), "--fail-above", "1"]) == 1
     (clone / "model.pt").write_bytes(b"abd")

@@ -20,13 +20,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-__all__ = ["committed_text", "compare_metrics", "compare_metric_files", "flatten", "output_hashes"]
+__all__ = [
+    "TIMING_KEY",
+    "committed_text",
+    "compare_metrics",
+    "compare_metric_files",
+    "flatten",
+    "output_hashes",
+]
 
 
 def flatten(doc: object, prefix: str = "") -> dict[str, object]:
@@ -49,9 +57,21 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+#: A leaf whose last name matches this is a duration or a throughput: machine-dependent.
+TIMING_KEY = re.compile(r"(^|_)(seconds|ms|per_s)$")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _is_timing(key: str) -> bool:
+    return bool(TIMING_KEY.search(re.sub(r"\[\d+\]$", "", key).rsplit(".", 1)[-1]))
+
+
 def compare_metrics(reference: object, rerun: object) -> pd.DataFrame:
     """One row per leaf of either document: ``key``, ``reference``, ``rerun``, ``status``
-    (``identical``, ``differs``, ``only reference``, ``only rerun``), and for two numbers
+    (``identical``, ``differs``, ``only reference``, ``only rerun``; ``timing`` for a
+    number named as a duration or throughput (:data:`TIMING_KEY`), which no rerun
+    reproduces; ``text numbers`` for two strings that differ only in the numbers written
+    in them, e.g. a formatted table row), and for two numbers
     ``abs_diff`` = rerun − reference and ``rel_diff`` = ``abs_diff / |reference|`` (infinite
     where the reference is 0 and the rerun is not). Two NaNs count as identical; a NaN
     against a number differs, with no ``abs_diff``."""
@@ -66,14 +86,22 @@ def compare_metrics(reference: object, rerun: object) -> pd.DataFrame:
         elif _is_number(a) and _is_number(b):
             both_nan = math.isnan(a) and math.isnan(b)
             row["status"] = "identical" if a == b or both_nan else "differs"
+            if row["status"] == "differs" and _is_timing(key):
+                row["status"] = "timing"
             if not both_nan:
                 row["abs_diff"] = float(b) - float(a)
                 if a != 0:
                     row["rel_diff"] = row["abs_diff"] / abs(float(a))
                 else:
                     row["rel_diff"] = 0.0 if b == 0 else math.copysign(math.inf, float(b))
+        elif a == b:
+            row["status"] = "identical"
+        elif (
+            isinstance(a, str) and isinstance(b, str) and _NUMBER.sub("#", a) == _NUMBER.sub("#", b)
+        ):
+            row["status"] = "text numbers"
         else:
-            row["status"] = "identical" if a == b else "differs"
+            row["status"] = "differs"
         rows.append(row)
     cols = ["key", "reference", "rerun", "status", "abs_diff", "rel_diff"]
     return pd.DataFrame(rows, columns=cols)
