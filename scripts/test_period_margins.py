@@ -1,11 +1,11 @@
 """The deployed model against every other estimator on the 2016–2022 test period (a
 report; it chooses nothing)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/test_period_margins.py <root> [--seed 5]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/test_period_margins.py <root> [--seed S]
 
-``root`` is a pipeline run's repository root (``models/final.pt``,
+``root`` is a pipeline run's repository root (``params.yaml``, ``models/final.pt``,
 ``models/rie_network.pt``, ``data/processed/sp500_returns.parquet``). The GMV backtest of
-``06_evaluation`` (20 stocks, rebalanced every 21 days, windows 60 / 120 / 250) for
+``06_evaluation`` (20 stocks, rebalanced every 21 days, the evaluate section's windows) for
 ``final.pt``, the learned peer and the classical estimators; for each window, ``final.pt``'s
 annualised volatility minus each other estimator's, in points, with the paired
 stationary-bootstrap 95 % interval and SE of :func:`shrinklab.evaluation.backtest.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from shrinklab.core.params import load_section
 from shrinklab.evaluation import backtest
 from shrinklab.models.registry import load_model
 
@@ -50,8 +51,9 @@ def margins(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
-    ap.add_argument("--seed", type=int, default=5, help="the evaluate section's seed")
+    ap.add_argument("--seed", type=int, default=None, help="default: the evaluate section's")
     a = ap.parse_args(argv)
+    section = load_section("evaluate", a.root / "params.yaml")
     returns = pd.read_parquet(a.root / "data" / "processed" / "sp500_returns.parquet")
     peer = load_model(a.root / "models" / "rie_network.pt")
     estimators = {
@@ -59,9 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         LEARNED: backtest.learned_estimator(load_model(a.root / "models" / "final.pt")),
         PEER: backtest.batched(peer.estimate),
     }
-    res = backtest.gmv_backtest(returns, estimators, windows=(60, 120, 250))
+    res = backtest.gmv_backtest(returns, estimators, windows=tuple(section.windows))
     pd.set_option("display.width", 200)
-    print(margins(res, seed=a.seed).round(3).to_string(index=False))
+    seed = section.seed if a.seed is None else a.seed
+    print(margins(res, seed=seed).round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,13 @@ import yaml
 
 from shrinklab.core import params as params_mod
 from shrinklab.pipeline.notebooks import check_parameters, notebook_parameters, read_notebook
-from shrinklab.pipeline.runner import CPU_CAPABILITY_ENV, pinned_cpu_capability, run_stage
+from shrinklab.pipeline.runner import (
+    CPU_CAPABILITY_ENV,
+    NUMPY_DISABLE_ENV,
+    numpy_targets_above_avx2,
+    pinned_cpu_capability,
+    run_stage,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -118,15 +124,35 @@ def test_cpu_capability_is_capped_at_avx2_where_the_cpu_has_it(tmp_path: Path):
     assert pinned_cpu_capability(tmp_path / "missing") is None
 
 
+def test_numpy_targets_above_avx2_are_numpys_avx512_ones():
+    import numpy as np
+
+    above = numpy_targets_above_avx2()
+    assert all(t == "X86_V4" or t.startswith("AVX512") for t in above)
+    if (
+        int(np.__version__.split(".")[0]) >= 2
+        and "X86_V4" in np._core._multiarray_umath.__cpu_dispatch__
+    ):
+        assert "X86_V4" in above and "X86_V3" not in above
+
+
 def test_the_stage_kernel_inherits_the_cpu_capability(tmp_path: Path, toy_section, monkeypatch):
-    monkeypatch.setenv(CPU_CAPABILITY_ENV, "unset")  # teardown restores the variable
-    monkeypatch.delenv(CPU_CAPABILITY_ENV)  # run_stage sets it: unset here
-    _write_notebook(
-        tmp_path, "01_cap", "import os\nprint('cap:', os.environ.get('ATEN_CPU_CAPABILITY'))"
+    for var in (CPU_CAPABILITY_ENV, NUMPY_DISABLE_ENV):
+        monkeypatch.setenv(var, "unset")  # teardown restores the variable
+        monkeypatch.delenv(var)  # run_stage sets it: unset here
+    code = (
+        "import os\nprint('cap:', os.environ.get('ATEN_CPU_CAPABILITY'))\n"
+        "print('npy:', os.environ.get('NPY_DISABLE_CPU_FEATURES'))\n"
+        "from numpy._core._multiarray_umath import __cpu_features__ as f\n"
+        "print('npy avx512 in use:', any(v for k, v in f.items() if k in ('X86_V4', 'AVX512_ICL', 'AVX512_SPR')))"
     )
+    _write_notebook(tmp_path, "01_cap", code)
     _write_params(tmp_path, 1)
     text = run_stage("01_cap", "s", tmp_path / "params.yaml", tmp_path).read_text()
     assert f"cap: {pinned_cpu_capability()}" in text
+    if pinned_cpu_capability() is not None:
+        assert f"npy: {' '.join(numpy_targets_above_avx2())}" in text
+        assert "npy avx512 in use: False" in text  # the kernel's numpy runs its AVX2 kernels
     # a value set by the user is kept
     monkeypatch.setenv(CPU_CAPABILITY_ENV, "default")
     text = run_stage("01_cap", "s", tmp_path / "params.yaml", tmp_path).read_text()

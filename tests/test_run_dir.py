@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from shrinklab.pipeline.runs import TRAINING_CODE, code_digest, kernel_signature, run_dir
+from shrinklab.pipeline.runs import (
+    TRAINING_CODE,
+    code_digest,
+    kernel_signature,
+    numpy_dispatch_targets,
+    run_dir,
+)
 
 
 def _package(root: Path, loss_factor: str) -> Path:
@@ -60,5 +70,22 @@ def test_kernel_signature_reads_the_capability_and_the_processor(tmp_path):
         "processor\t: 1\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
     )
     cap = torch.backends.cpu.get_cpu_capability()
-    assert kernel_signature(info) == f"{cap}|AuthenticAMD|AMD EPYC"
-    assert kernel_signature(tmp_path / "missing") == f"{cap}||"
+    numpy_kernels = ",".join(numpy_dispatch_targets()[1])
+    assert kernel_signature(info) == f"{cap}|{numpy_kernels}|AuthenticAMD|AMD EPYC"
+    assert kernel_signature(tmp_path / "missing") == f"{cap}|{numpy_kernels}||"
+
+
+def test_numpy_dispatch_targets_in_use_follow_the_disable_variable():
+    code = (
+        "from shrinklab.pipeline.runs import numpy_dispatch_targets as t; "
+        "a, b = t(); print(a); print(b)"
+    )
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": ""}
+    full = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    targets, in_use = (ast.literal_eval(line) for line in full.stdout.splitlines())
+    assert set(in_use) <= set(targets)
+    if in_use:  # a CPU with dispatch targets: disabling the top one removes it
+        env["NPY_DISABLE_CPU_FEATURES"] = in_use[-1]
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        _, fewer = (ast.literal_eval(line) for line in out.stdout.splitlines())
+        assert in_use[-1] not in fewer and set(fewer) < set(in_use)

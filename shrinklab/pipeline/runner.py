@@ -38,6 +38,7 @@ from shrinklab.pipeline.notebooks import (
     stage_parameters,
 )
 from shrinklab.pipeline.render import render_html
+from shrinklab.pipeline.runs import CPUINFO, cpu_fields, numpy_dispatch_targets
 
 
 def run_stage(
@@ -61,8 +62,11 @@ def run_stage(
     executed = out_dir / f"{name}.ipynb"
     os.environ.setdefault("SHRINKLAB_QUIET", "1")  # no tqdm bars in executed notebooks
     capability = pinned_cpu_capability()
-    if capability is not None:  # the kernel (and every worker it starts) inherits it
+    if capability is not None:  # the kernel (and every worker it starts) inherits them
         os.environ.setdefault(CPU_CAPABILITY_ENV, capability)
+        above = numpy_targets_above_avx2()
+        if above:
+            os.environ.setdefault(NUMPY_DISABLE_ENV, " ".join(above))
     progress = root / "build" / "progress" / f"{name}.log"
     progress.parent.mkdir(parents=True, exist_ok=True)
     progress.write_text("")
@@ -99,7 +103,7 @@ def run_stage(
 CPU_CAPABILITY_ENV = "ATEN_CPU_CAPABILITY"
 
 
-def pinned_cpu_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+def pinned_cpu_capability(cpuinfo: Path = CPUINFO) -> str | None:
     """``"avx2"`` on a machine whose CPU has AVX2 and FMA (read from ``cpuinfo``, Linux),
     else ``None``.
 
@@ -107,18 +111,26 @@ def pinned_cpu_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     the stages run torch's AVX2 kernels on every x86-64 CPU, as on the machines that made
     the committed models: with AVX-512 kernels the same seeds train other networks (float32
     sums in another order; on an AVX-512 VM the pretrain stage's best validation loss was
-    0.522512 with torch's default kernels and the committed 0.521972 with this cap). MKL
-    picks its own paths by processor, which no setting aligned (docs/pipeline.md, "Across
-    CPUs"). Elsewhere (no ``/proc/cpuinfo``, ARM, an x86 CPU without AVX2) nothing is set."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return "avx2" if {"avx2", "fma"} <= flags else None
-    return None
+    0.522512 with torch's default kernels and the committed 0.521972 with this cap). On
+    the same CPUs it also sets :data:`NUMPY_DISABLE_ENV` to numpy's AVX-512 targets
+    (:func:`numpy_targets_above_avx2`), whose kernels move the last bits of the cleaned
+    returns and the synthetic worlds (docs/pipeline.md, "Across CPUs"). Elsewhere (no
+    ``/proc/cpuinfo``, ARM, an x86 CPU without AVX2) nothing is set."""
+    flags = set(cpu_fields(cpuinfo).get("flags", "").split())
+    return "avx2" if {"avx2", "fma"} <= flags else None
+
+
+#: numpy's switch for its runtime SIMD dispatch: the targets listed are not used.
+NUMPY_DISABLE_ENV = "NPY_DISABLE_CPU_FEATURES"
+
+
+def numpy_targets_above_avx2() -> list[str]:
+    """numpy's dispatch targets beyond AVX2, by the names of the installed numpy
+    (``X86_V4`` and every ``AVX512*``; e.g. ``["X86_V4", "AVX512_ICL", "AVX512_SPR"]`` for
+    numpy 2.4): disabled, numpy runs the AVX2 kernels the committed files were made
+    with. A target the CPU lacks is ignored by numpy."""
+    targets, _ = numpy_dispatch_targets()
+    return [t for t in targets if t == "X86_V4" or t.startswith("AVX512")]
 
 
 TIMINGS_FILE = Path("build") / "timings.jsonl"

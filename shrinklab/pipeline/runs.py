@@ -57,24 +57,56 @@ def code_digest(packages: tuple[str, ...] = TRAINING_CODE, root: Path | None = N
     return digest.hexdigest()
 
 
-def kernel_signature(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU kernels a training run's numbers depend on: torch's ATen capability and the
-    processor's vendor and model, by which MKL picks its paths (``"AVX2|AuthenticAMD|AMD
-    EPYC"``; the last two empty without ``cpuinfo``). The same seeds train other networks
-    under other kernels (docs/pipeline.md, "Across CPUs")."""
-    import torch
+CPUINFO = Path("/proc/cpuinfo")
+"""Where Linux describes the processor (:func:`cpu_fields`)."""
 
-    found = {"vendor_id": "", "model name": ""}
+
+def cpu_fields(cpuinfo: Path = CPUINFO) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of ``cpuinfo`` (``vendor_id``, ``model
+    name``, ``flags``, …); empty where the file cannot be read (not Linux)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        text = ""
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block ends at its blank line
+            continue
         key, _, value = line.partition(":")
-        if key.strip() in found and not found[key.strip()]:
-            found[key.strip()] = value.strip()
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def numpy_dispatch_targets() -> tuple[list[str], list[str]]:
+    """numpy's runtime SIMD dispatch (NEP 38): the targets its kernels were built for
+    (``X86_V3``, ``X86_V4``, ``AVX512_ICL``, … by numpy version) and those in use on this
+    CPU (``NPY_DISABLE_CPU_FEATURES`` removes some); two empty lists on a numpy without
+    runtime dispatch."""
+    try:
+        from numpy._core import _multiarray_umath as umath  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core import _multiarray_umath as umath
+    targets = list(getattr(umath, "__cpu_dispatch__", []))
+    features = getattr(umath, "__cpu_features__", {})
+    return targets, [t for t in targets if features.get(t)]
+
+
+def kernel_signature(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU kernels a training run's numbers depend on: torch's ATen capability,
+    numpy's dispatch targets in use, and the processor's vendor and model, by which MKL
+    picks its paths (``"AVX2|X86_V3|AuthenticAMD|AMD EPYC"``; the last two empty without
+    ``cpuinfo``). The same seeds train other networks under other kernels
+    (docs/pipeline.md, "Across CPUs")."""
+    import torch
+
+    fields = cpu_fields(cpuinfo)
     capability = torch.backends.cpu.get_cpu_capability()
-    return "|".join([capability, found["vendor_id"], found["model name"]])
+    numpy_kernels = ",".join(numpy_dispatch_targets()[1])
+    return "|".join(
+        [capability, numpy_kernels, fields.get("vendor_id", ""), fields.get("model name", "")]
+    )
 
 
 def run_dir(

@@ -1,0 +1,228 @@
+"""Decision 0066's study: windows unlike the fine-tuning's real stock windows are served by
+the pretrained network instead of the fine-tuned one.
+
+`final.pt`'s general network is fine-tuned on the 20 bundled stocks and portfolios of
+them; there it learns to shrink hard, which helps every universe built from those
+stocks and costs universes of diversified funds (the ETF fold, fund universes, Ken
+French's portfolios: research log, "Where the learned peer's lead on the test period
+comes from"). The gate cannot tell the two apart (it calls both `diversified`). A
+distance can: the Mahalanobis distance (Mahalanobis 1936) of a window's features from
+those of the stock-based cross-universe folds' windows is small for every stock-based
+universe and large for funds and ETFs (research log, "Exploration: a window's distance
+from the fine-tuning's domain").
+
+* :func:`window_features` — the features of every rebalancing window of some universes;
+* :class:`FeatureDistance` — squared Mahalanobis distance from a reference set of
+  features (standardised, covariance with a ridge);
+* :class:`DomainSwitch` — a model whose windows at distance ``> tau`` get the ``far``
+  model's intensities, the others the ``near`` model's (the near model's volatility
+  timing and every other attribute);
+* :func:`with_general` — a gated model with another general network;
+* :func:`rule_0066` — the rule of docs/decisions/0066-domain-switch-to-pretrained.md.
+
+Chooses nothing by itself; ``scripts/domain_switch_rule.py`` runs the parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
+from shrinklab.core.features import FEATURE_NAMES, extract_features
+from shrinklab.data.universes import Universe
+from shrinklab.evaluation.universe_backtest import best_classical_table
+from shrinklab.models.experts import GatedExpertModel
+from shrinklab.models.network import ShrinkageOutput
+
+__all__ = [
+    "DomainSwitch",
+    "FeatureDistance",
+    "NON_INFERIORITY_MARGIN",
+    "rule_0066",
+    "window_features",
+    "with_general",
+]
+
+#: Part 2's margin, % of ``final.pt``'s volatility (decision 0061's M).
+NON_INFERIORITY_MARGIN = 0.05
+
+
+def window_features(
+    folds: Sequence[Universe], windows: Sequence[int] = (60, 120, 250), step: int = 21
+) -> pd.DataFrame:
+    """Features (:func:`shrinklab.core.features.extract_features`) of the window before
+    every ``step``-th date from each universe's ``start`` (as the fold backtest
+    rebalances), one row per window: the feature columns, ``family``, ``fold``,
+    ``window``."""
+    frames = []
+    for u in folds:
+        R = u.returns.to_numpy(np.float64)
+        first = int(u.returns.index.searchsorted(u.start))
+        for w in windows:
+            ends = range(max(first, int(w)), len(R), int(step))
+            if len(ends) == 0:
+                continue
+            X = torch.as_tensor(np.stack([R[t - w : t] for t in ends]))
+            f = pd.DataFrame(extract_features(X).numpy(), columns=list(FEATURE_NAMES))
+            frames.append(f.assign(family=u.family, fold=u.name, window=int(w)))
+    if not frames:
+        raise ValueError("no universe has a window after its start")
+    return pd.concat(frames, ignore_index=True)
+
+
+class FeatureDistance:
+    """Squared Mahalanobis distance ``zᵀ (C + ridge·I)⁻¹ z`` of standardised features
+    ``z = (f − mean) / sd`` from a reference set (``mean``, ``sd`` and ``C``, the
+    covariance of ``z``, from ``reference (N, F)``); a constant feature gets ``sd`` 1."""
+
+    def __init__(self, reference: Any, ridge: float = 1e-2) -> None:
+        F = np.asarray(reference, dtype=np.float64)
+        if F.ndim != 2 or F.shape[0] <= F.shape[1]:
+            raise ValueError(f"need a reference (N, F) with N > F, got shape {F.shape}")
+        if not np.isfinite(F).all():
+            raise ValueError("the reference features must be finite")
+        if ridge <= 0:
+            raise ValueError(f"ridge must be positive, got {ridge}")
+        self.mean = F.mean(0)
+        sd = F.std(0)
+        self.sd = np.where(sd > 0, sd, 1.0)
+        Z = (F - self.mean) / self.sd
+        self.precision = np.linalg.inv(np.cov(Z, rowvar=False) + ridge * np.eye(F.shape[1]))
+
+    def __call__(self, features: Any) -> np.ndarray:
+        f = features.detach().cpu().numpy() if torch.is_tensor(features) else features
+        f = np.asarray(f, dtype=np.float64)
+        if f.ndim != 2 or f.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"features must be (B, {self.mean.shape[0]}), got {f.shape}")
+        Z = (f - self.mean) / self.sd
+        return np.einsum("bi,ij,bj->b", Z, self.precision, Z)
+
+
+class DomainSwitch:
+    """``predict``: the ``far`` model's intensities on the rows whose distance exceeds
+    ``tau``, the ``near`` model's elsewhere (its ``log_var`` everywhere); every other
+    attribute (the volatility timing in ``extra`` included) is the near model's."""
+
+    def __init__(self, near: Any, far: Any, distance: FeatureDistance, tau: float) -> None:
+        if not np.isfinite(tau) or tau < 0:
+            raise ValueError(f"tau must be finite and >= 0, got {tau!r}")
+        self._near, self.far, self.distance, self.tau = near, far, distance, float(tau)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names the wrapper lacks; "_near" itself is missing while
+        # unpickling (a worker process), where delegating would recurse
+        if name == "_near" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._near, name)
+
+    def is_far(self, features: Any) -> torch.Tensor:
+        return torch.as_tensor(self.distance(features) > self.tau)
+
+    @torch.no_grad()
+    def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
+        far = self.is_far(features)
+        a = self._near.predict(features, regime)
+        if not bool(far.any()):
+            return a
+        b = self.far.predict(features, regime)
+        alpha = torch.where(far, b.alpha.to(a.alpha.dtype), a.alpha)
+        weights = torch.where(far[:, None], b.weights.to(a.weights.dtype), a.weights)
+        return ShrinkageOutput(alpha, weights, a.log_var)
+
+
+def with_general(model: GatedExpertModel, general: Any) -> GatedExpertModel:
+    """``model`` (experts, gate, guards, mixing and ``extra`` the same) with ``general`` as
+    its general network, in eval mode."""
+    out = GatedExpertModel(
+        general,
+        model.expert_map(),
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=model.mixing,
+        guards=model.guards,
+    )
+    out.extra = dict(getattr(model, "extra", {}) or {})
+    return out.eval()
+
+
+def _vol(rows: pd.DataFrame, name: str) -> pd.Series:
+    return rows[rows.estimator == name].set_index(["family", "fold", "window"])["ann_vol"]
+
+
+def _mean_se(x: pd.Series | np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
+
+
+def _scenario_mean(gains: pd.DataFrame) -> tuple[float, float]:
+    """Mean paired PRIAL gain over scenarios; SE √(Σ SEᵢ²) / k (independent scenarios)."""
+    g = gains["prial_gain_B_minus_A"].to_numpy(dtype=np.float64)
+    return float(g.mean()), float(np.sqrt((gains["se"].to_numpy() ** 2).sum()) / len(g))
+
+
+def rule_0066(
+    funds: pd.DataFrame,
+    folds: pd.DataFrame,
+    french: pd.DataFrame,
+    grids: pd.DataFrame,
+    stress: pd.DataFrame,
+    valid: tuple[float, float],
+    base: str = "final",
+    cand: str = "switch",
+) -> dict[str, Any]:
+    """The rule of docs/decisions/0066-domain-switch-to-pretrained.md. ``funds``, ``folds``,
+    ``french``: rows of :func:`shrinklab.evaluation.universe_backtest.fold_backtest` with
+    ``base`` and ``cand``; ``grids``, ``stress``: rows of
+    :func:`shrinklab.studies.worlds.scenario_gains_by_rep` (A = base, B = cand); ``valid``:
+    the normalised-PRIAL difference cand − base on the validation worlds and its SE.
+
+    1. funds: per universe the mean over windows of ``(cand / base − 1)`` (%); their mean
+       below zero by more than one SE (over the universes);
+    2. folds: (a) over the stock-based folds (every family but ``etf``), the same per-fold
+       mean: mean + SE at most :data:`NON_INFERIORITY_MARGIN`; (b) no new miss — in every
+       family × window where ``base``'s mean volatility is at or below the best classical
+       estimator's, ``cand``'s is too;
+    3. French: the mean over cells of ``cand`` relative to ``base`` (%) not above zero by
+       more than its SE;
+    4. grids, 5. stress scenarios, 6. validation worlds: the mean gain not more than one SE
+       below zero."""
+    rel_f = ((_vol(funds, cand) / _vol(funds, base) - 1.0) * 100.0).groupby(level="fold").mean()
+    f_m, f_se = _mean_se(rel_f)
+    rel = (_vol(folds, cand) / _vol(folds, base) - 1.0) * 100.0
+    stock = rel[rel.index.get_level_values("family") != "etf"].groupby(level="fold").mean()
+    s_m, s_se = _mean_se(stock)
+    classical = [c for c in CLASSICAL_ESTIMATORS if c in set(folds["estimator"])]
+    table = best_classical_table(folds, base, classical)
+    best = table["best classical vol"]
+    cand_vol = folds[folds.estimator == cand].groupby(["family", "window"])["ann_vol"].mean()
+    held = table[base] <= best
+    misses = [f"{f} {w}" for (f, w) in table.index[held & (cand_vol.reindex(best.index) > best)]]
+    fr_m, fr_se = _mean_se((_vol(french, cand) / _vol(french, base) - 1.0) * 100.0)
+    g_m, g_se = _scenario_mean(grids)
+    st_m, st_se = _scenario_mean(stress)
+    v_m, v_se = float(valid[0]), float(valid[1])
+    parts = {
+        "rule1_funds": f_m + f_se < 0,
+        "rule2_folds": s_m + s_se <= NON_INFERIORITY_MARGIN and not misses,
+        "rule3_french": fr_m <= fr_se,
+        "rule4_grids": g_m >= -g_se,
+        "rule5_stress": st_m >= -st_se,
+        "rule6_valid": v_m >= -v_se,
+    }
+    return {
+        "funds_rel_vol_pct": f_m, "funds_rel_vol_se": f_se, "funds_universes": len(rel_f),
+        "funds_by_universe": rel_f.round(4).to_dict(),
+        "folds_stock_rel_vol_pct": s_m, "folds_stock_rel_vol_se": s_se,
+        "folds_stock_folds": len(stock), "folds_new_misses": misses,
+        "folds_cells_at_or_below_best_base": int(held.sum()),
+        "french_rel_vol_pct": fr_m, "french_rel_vol_se": fr_se,
+        "grids_gain": g_m, "grids_se": g_se, "stress_gain": st_m, "stress_se": st_se,
+        "valid_delta": v_m, "valid_se": v_se,
+        **{k: bool(v) for k, v in parts.items()}, "adopt": bool(all(parts.values())),
+    }  # fmt: skip
