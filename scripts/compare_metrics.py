@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     other = other[other["abs_diff"].isna()]
     if len(other):
         print(f"\nOther differences ({len(other)}; not last bits):\n")
-        print(other[["file", "key", "reference", "rerun", "status"]].to_string(index=False))
+        shown = other[["file", "key", "reference", "rerun", "status"]].copy()
+        for col in ("reference", "rerun"):  # long strings (captions) cut to a glance
+            shown[col] = shown[col].map(lambda v: v if len(str(v)) <= 60 else f"{str(v)[:57]}...")
+        print(shown.to_string(index=False))
     if a.fail_above is None:
         return 0
     too_far = moved["rel_diff"].abs() > a.fail_above
