@@ -107,3 +107,14 @@ def test_rule_0064_by_hand():
     assert qt.rule_0064(funds, ok, french, grids)["adopt"]
     worse = grids.assign(transfer=[79.0, 89.0])
     assert not qt.rule_0064(funds, ok, french, worse)["rule4_grids"]
+
+
+def test_fold_parts_by_hand():
+    from shrinklab.studies.fold_parts import estimator_vols, new_misses, relative_vols
+
+    fk = [("a", w, e) for w in (60, 120) for e in ("final", "cand", "qis", "oas")]
+    rows = _rows("etf", fk, [9.0, 9.0, 9.5, 9.6, 9.0, 9.25, 9.2, 9.3])
+    assert estimator_vols(rows, "qis").tolist() == [9.5, 9.2]
+    assert relative_vols(rows, "cand", "final").round(10).tolist() == [0.0, round(25 / 9, 10)]
+    assert new_misses(rows, "final", "cand") == (2, ["etf 120"])  # final 9.0 <= best at both
+    assert new_misses(rows, "oas", "cand") == (0, [])  # oas is above the best (qis) at both

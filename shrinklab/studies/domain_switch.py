@@ -32,12 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
 from shrinklab.core.features import FEATURE_NAMES, extract_features
 from shrinklab.data.universes import Universe
-from shrinklab.evaluation.universe_backtest import best_classical_table
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import ShrinkageOutput
+from shrinklab.studies.fold_parts import new_misses, relative_vols
 
 __all__ = [
     "DomainSwitch",
@@ -151,10 +150,6 @@ def with_general(model: GatedExpertModel, general: Any) -> GatedExpertModel:
     return out.eval()
 
 
-def _vol(rows: pd.DataFrame, name: str) -> pd.Series:
-    return rows[rows.estimator == name].set_index(["family", "fold", "window"])["ann_vol"]
-
-
 def _mean_se(x: pd.Series | np.ndarray) -> tuple[float, float]:
     x = np.asarray(x, dtype=np.float64)
     return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
@@ -192,18 +187,13 @@ def rule_0066(
        more than its SE;
     4. grids, 5. stress scenarios, 6. validation worlds: the mean gain not more than one SE
        below zero."""
-    rel_f = ((_vol(funds, cand) / _vol(funds, base) - 1.0) * 100.0).groupby(level="fold").mean()
+    rel_f = relative_vols(funds, cand, base).groupby(level="fold").mean()
     f_m, f_se = _mean_se(rel_f)
-    rel = (_vol(folds, cand) / _vol(folds, base) - 1.0) * 100.0
+    rel = relative_vols(folds, cand, base)
     stock = rel[rel.index.get_level_values("family") != "etf"].groupby(level="fold").mean()
     s_m, s_se = _mean_se(stock)
-    classical = [c for c in CLASSICAL_ESTIMATORS if c in set(folds["estimator"])]
-    table = best_classical_table(folds, base, classical)
-    best = table["best classical vol"]
-    cand_vol = folds[folds.estimator == cand].groupby(["family", "window"])["ann_vol"].mean()
-    held = table[base] <= best
-    misses = [f"{f} {w}" for (f, w) in table.index[held & (cand_vol.reindex(best.index) > best)]]
-    fr_m, fr_se = _mean_se((_vol(french, cand) / _vol(french, base) - 1.0) * 100.0)
+    held, misses = new_misses(folds, base, cand)
+    fr_m, fr_se = _mean_se(relative_vols(french, cand, base))
     g_m, g_se = _scenario_mean(grids)
     st_m, st_se = _scenario_mean(stress)
     v_m, v_se = float(valid[0]), float(valid[1])
@@ -220,7 +210,7 @@ def rule_0066(
         "funds_by_universe": rel_f.round(4).to_dict(),
         "folds_stock_rel_vol_pct": s_m, "folds_stock_rel_vol_se": s_se,
         "folds_stock_folds": len(stock), "folds_new_misses": misses,
-        "folds_cells_at_or_below_best_base": int(held.sum()),
+        "folds_cells_at_or_below_best_base": held,
         "french_rel_vol_pct": fr_m, "french_rel_vol_se": fr_se,
         "grids_gain": g_m, "grids_se": g_se, "stress_gain": st_m, "stress_se": st_se,
         "valid_delta": v_m, "valid_se": v_se,

@@ -30,12 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.data import returns as data
 from shrinklab.data.universes import Universe
-from shrinklab.evaluation.universe_backtest import best_classical_table
 from shrinklab.models.network import ShrinkageOutput
+from shrinklab.studies.fold_parts import new_misses, relative_vols
 from shrinklab.studies.worlds import diversified_returns_frame, portfolio_returns_frame
 
 __all__ = ["QisTransfer", "fund_universes", "moved_intensities", "rule_0064"]
@@ -115,10 +114,6 @@ def fund_universes(seed: int, sizes: Sequence[int] = (6, 10, 20), draws: int = 3
     return out
 
 
-def _vol(rows: pd.DataFrame, name: str) -> pd.Series:
-    return rows[rows.estimator == name].set_index(["family", "fold", "window"])["ann_vol"]
-
-
 def rule_0064(
     funds: pd.DataFrame,
     folds: pd.DataFrame,
@@ -139,24 +134,18 @@ def rule_0064(
     3. French: the mean over cells of ``cand``'s volatility relative to ``base``'s (%) not
        above zero by more than its SE (over the cells);
     4. grids: the mean PRIAL of ``cand`` at most 0.5 points below ``base``'s."""
-    rel = (_vol(funds, cand) / _vol(funds, base) - 1.0) * 100.0
-    per_universe = rel.groupby(level="fold").mean()
+    per_universe = relative_vols(funds, cand, base).groupby(level="fold").mean()
     f_m = float(per_universe.mean())
     f_se = float(per_universe.std(ddof=1) / np.sqrt(len(per_universe)))
-    classical = [c for c in CLASSICAL_ESTIMATORS if c in set(folds["estimator"])]
-    table = best_classical_table(folds, base, classical)
-    best = table["best classical vol"]
-    cand_vol = folds[folds.estimator == cand].groupby(["family", "window"])["ann_vol"].mean()
-    held = table[base] <= best
-    misses = [f"{f} {w}" for (f, w) in table.index[held & (cand_vol.reindex(best.index) > best)]]
-    fr = (_vol(french, cand) / _vol(french, base) - 1.0) * 100.0
+    held, misses = new_misses(folds, base, cand)
+    fr = relative_vols(french, cand, base)
     fr_m, fr_se = float(fr.mean()), float(fr.std(ddof=1) / np.sqrt(len(fr)))
     drop = float(grids[base].mean() - grids[cand].mean())
     r1, r2, r3, r4 = f_m + f_se < 0, not misses, fr_m <= fr_se, drop <= 0.5
     return {
         "funds_rel_vol_pct": f_m, "funds_rel_vol_se": f_se, "funds_universes": len(per_universe),
         "funds_by_universe": per_universe.round(4).to_dict(),
-        "folds_cells_at_or_below_best_base": int(held.sum()), "folds_new_misses": misses,
+        "folds_cells_at_or_below_best_base": held, "folds_new_misses": misses,
         "french_rel_vol_pct": fr_m, "french_rel_vol_se": fr_se,
         "grids_prial_base": float(grids[base].mean()), "grids_prial_cand": float(grids[cand].mean()),
         "grids_prial_drop": drop,
