@@ -149,3 +149,37 @@ def test_rule_0066_by_hand():
     r = ds.rule_0066(funds, miss, french, grids, stress, valid=(-0.1, 0.2))
     assert r["folds_new_misses"] == ["halves 60"] and not r["adopt"]
     assert not ds.rule_0066(funds, better, french, grids, stress, valid=(-0.3, 0.2))["adopt"]
+
+
+def test_feature_discriminant_is_twice_the_gaussian_log_likelihood_ratio():
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((400, 3)) @ np.diag([1.0, 2.0, 0.5])
+    b = rng.standard_normal((300, 3)) * 0.7 + [2.0, -1.0, 0.5]
+    d = ds.FeatureDiscriminant(a, b, ridge=0.02)
+    both = np.vstack([a, b])
+    mu, sd = both.mean(0), both.std(0)
+    x = rng.standard_normal((6, 3)) * 2
+
+    def logpdf(ref):
+        Z = (ref - mu) / sd
+        cov = np.cov(Z, rowvar=False) + 0.02 * np.eye(3)
+        return multivariate_normal(Z.mean(0), cov).logpdf((x - mu) / sd)
+
+    np.testing.assert_allclose(d(x), 2 * (logpdf(b) - logpdf(a)), rtol=1e-10, atol=1e-10)
+    assert (d(b) > 0).mean() > 0.9 and (d(a) < 0).mean() > 0.9  # it separates the classes
+    with pytest.raises(ValueError, match="N > F"):
+        ds.FeatureDiscriminant(a, b[:2])
+    with pytest.raises(ValueError, match="one F"):
+        ds.FeatureDiscriminant(a, b[:, :2])
+
+
+def test_fund_universes_of_a_subset_of_stocks():
+    idx = pd.bdate_range("2001-01-01", periods=900)
+    r = pd.DataFrame(one_factor_returns(900, 10, 6), index=idx, columns=list("abcdefghij"))
+    us = ds.fund_universes_of(r, (4, 6), 2, 11)
+    assert [u.p for u in us] == [4, 4, 6, 6] and {u.family for u in us} == {"funds"}
+    assert len({u.name for u in us}) == 4
+    # the last asset is the equal-weight index of the stocks
+    np.testing.assert_allclose(us[0].returns["index"], r.mean(axis=1).to_numpy())

@@ -33,14 +33,19 @@ import pandas as pd
 import torch
 
 from shrinklab.core.features import FEATURE_NAMES, extract_features
+from shrinklab.data.returns import before_test
 from shrinklab.data.universes import Universe
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import ShrinkageOutput
-from shrinklab.studies.fold_parts import new_misses, relative_vols
+from shrinklab.studies.fold_parts import mean_se, new_misses, relative_vols, scenario_mean
+from shrinklab.studies.qis_transfer import FUND_START
+from shrinklab.studies.worlds import diversified_returns_frame
 
 __all__ = [
     "DomainSwitch",
+    "FeatureDiscriminant",
     "FeatureDistance",
+    "fund_universes_of",
     "NON_INFERIORITY_MARGIN",
     "rule_0066",
     "window_features",
@@ -102,6 +107,61 @@ class FeatureDistance:
         return np.einsum("bi,ij,bj->b", Z, self.precision, Z)
 
 
+class FeatureDiscriminant:
+    """Quadratic discriminant of two reference sets of features (equal priors; Fisher
+    1936, with class covariances): ``s_a(f) − s_b(f)`` with ``s_c = (z − μ_c)ᵀ (C_c +
+    ridge·I)⁻¹ (z − μ_c) + log det(C_c + ridge·I)`` on features standardised by the pooled
+    mean and SD — twice the log-likelihood ratio of class ``b`` against class ``a`` under
+    Gaussian classes, so positive where a window is more likely a ``b`` window. Used as a
+    :class:`DomainSwitch` distance with ``tau = 0`` (decision 0067: ``a`` stock windows,
+    ``b`` fund windows)."""
+
+    def __init__(self, reference_a: Any, reference_b: Any, ridge: float = 1e-2) -> None:
+        A, B = (np.asarray(r, dtype=np.float64) for r in (reference_a, reference_b))
+        for R in (A, B):
+            if R.ndim != 2 or R.shape[0] <= R.shape[1] or R.shape[1] != A.shape[1]:
+                raise ValueError(f"need references (N, F) with N > F and one F, got {R.shape}")
+            if not np.isfinite(R).all():
+                raise ValueError("the reference features must be finite")
+        if ridge <= 0:
+            raise ValueError(f"ridge must be positive, got {ridge}")
+        both = np.vstack([A, B])
+        self.mean = both.mean(0)
+        sd = both.std(0)
+        self.sd = np.where(sd > 0, sd, 1.0)
+        self.classes = []
+        for R in (A, B):
+            Z = (R - self.mean) / self.sd
+            C = np.cov(Z, rowvar=False) + ridge * np.eye(Z.shape[1])
+            self.classes.append((Z.mean(0), np.linalg.inv(C), float(np.linalg.slogdet(C)[1])))
+
+    def __call__(self, features: Any) -> np.ndarray:
+        f = features.detach().cpu().numpy() if torch.is_tensor(features) else features
+        f = np.asarray(f, dtype=np.float64)
+        if f.ndim != 2 or f.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"features must be (B, {self.mean.shape[0]}), got {f.shape}")
+        Z = (f - self.mean) / self.sd
+        a, b = (np.einsum("bi,ij,bj->b", Z - m, P, Z - m) + ld for m, P, ld in self.classes)
+        return a - b
+
+
+def fund_universes_of(
+    returns: pd.DataFrame, sizes: Sequence[int], draws: int, seed: int
+) -> list[Universe]:
+    """Universes of funds of the stocks ``returns`` (dates before 2016): for each size ``p``,
+    ``draws`` universes of ``p − 1`` long-only portfolios of 8 or more of the stocks and
+    their index (:func:`shrinklab.studies.worlds.diversified_returns_frame`), seeds
+    ``seed``, ``seed + 1``, …, backtested from 2004 (``qis_transfer.FUND_START``)."""
+    ret = before_test(returns)
+    out, j = [], 0
+    for p in sizes:
+        for _ in range(draws):
+            frame = diversified_returns_frame(ret, int(p), seed + j)
+            out.append(Universe("funds", f"funds p={p} s={seed + j}", frame, FUND_START))
+            j += 1
+    return out
+
+
 class DomainSwitch:
     """``predict``: the ``far`` model's intensities on the rows whose distance exceeds
     ``tau``, the ``near`` model's elsewhere (its ``log_var`` everywhere); every other
@@ -150,17 +210,6 @@ def with_general(model: GatedExpertModel, general: Any) -> GatedExpertModel:
     return out.eval()
 
 
-def _mean_se(x: pd.Series | np.ndarray) -> tuple[float, float]:
-    x = np.asarray(x, dtype=np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
-
-
-def _scenario_mean(gains: pd.DataFrame) -> tuple[float, float]:
-    """Mean paired PRIAL gain over scenarios; SE √(Σ SEᵢ²) / k (independent scenarios)."""
-    g = gains["prial_gain_B_minus_A"].to_numpy(dtype=np.float64)
-    return float(g.mean()), float(np.sqrt((gains["se"].to_numpy() ** 2).sum()) / len(g))
-
-
 def rule_0066(
     funds: pd.DataFrame,
     folds: pd.DataFrame,
@@ -188,14 +237,14 @@ def rule_0066(
     4. grids, 5. stress scenarios, 6. validation worlds: the mean gain not more than one SE
        below zero."""
     rel_f = relative_vols(funds, cand, base).groupby(level="fold").mean()
-    f_m, f_se = _mean_se(rel_f)
+    f_m, f_se = mean_se(rel_f)
     rel = relative_vols(folds, cand, base)
     stock = rel[rel.index.get_level_values("family") != "etf"].groupby(level="fold").mean()
-    s_m, s_se = _mean_se(stock)
+    s_m, s_se = mean_se(stock)
     held, misses = new_misses(folds, base, cand)
-    fr_m, fr_se = _mean_se(relative_vols(french, cand, base))
-    g_m, g_se = _scenario_mean(grids)
-    st_m, st_se = _scenario_mean(stress)
+    fr_m, fr_se = mean_se(relative_vols(french, cand, base))
+    g_m, g_se = scenario_mean(grids)
+    st_m, st_se = scenario_mean(stress)
     v_m, v_se = float(valid[0]), float(valid[1])
     parts = {
         "rule1_funds": f_m + f_se < 0,

@@ -4,17 +4,19 @@
 * :func:`estimator_vols` — one estimator's annualised volatility by (family, fold, window);
 * :func:`relative_vols` — a candidate's volatility relative to a base's, %;
 * :func:`new_misses` — the family × window cells where the base is at or below the best
-  classical estimator and the candidate is not.
+  classical estimator and the candidate is not;
+* :func:`mean_se` and :func:`scenario_mean` — a part's mean and its SE.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
 from shrinklab.evaluation.universe_backtest import best_classical_table
 
-__all__ = ["estimator_vols", "new_misses", "relative_vols"]
+__all__ = ["estimator_vols", "mean_se", "new_misses", "relative_vols", "scenario_mean"]
 
 
 def estimator_vols(rows: pd.DataFrame, name: str) -> pd.Series:
@@ -38,3 +40,19 @@ def new_misses(rows: pd.DataFrame, base: str, cand: str) -> tuple[int, list[str]
     held = table[base] <= best
     misses = [f"{f} {w}" for (f, w) in table.index[held & (cand_vol.reindex(best.index) > best)]]
     return int(held.sum()), misses
+
+
+def mean_se(x: pd.Series | np.ndarray) -> tuple[float, float]:
+    """Mean and its SE (``sd / √n``, ``ddof = 1``; NaN for one value)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        return float(x.mean()) if len(x) else float("nan"), float("nan")
+    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
+
+
+def scenario_mean(gains: pd.DataFrame) -> tuple[float, float]:
+    """Mean paired PRIAL gain over the scenarios of
+    :func:`shrinklab.studies.worlds.scenario_gains_by_rep` rows, SE √(Σ SEᵢ²) / k
+    (independent scenarios)."""
+    g = gains["prial_gain_B_minus_A"].to_numpy(dtype=np.float64)
+    return float(g.mean()), float(np.sqrt((gains["se"].to_numpy() ** 2).sum()) / len(g))

@@ -1,0 +1,132 @@
+"""Decision 0067's study (validation data only)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/fund_switch_rule.py <root> [--workers 2] [--out DIR]
+
+``root`` is a pipeline run's repository root (``params.yaml``, ``data/processed/``,
+``models/{pretrained,ensemble,final}.pt``). Compares ``final.pt`` (F) with the two-class
+switch (S, :func:`shrinklab.studies.fund_switch.deployed_switch`: windows that a
+quadratic discriminant calls fund-like rather than stock-like get ``final.pt`` with the
+pretrained general network). Parts, at the seeds of the decision record: fresh fund
+universes; asset-disjoint fits (:func:`shrinklab.studies.fund_switch.disjoint_job`, in
+``--workers`` processes); fresh cross-universe folds; Ken French's universes; the
+selection and wide grids and the stress scenarios; the synthetic validation worlds. Then
+:func:`shrinklab.studies.fund_switch.rule_0067`. Writes ``<out>/*.csv`` and
+``summary.json``. About 15 min with two workers on the 2-vCPU VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.data import universes
+from shrinklab.evaluation import backtest, compression
+from shrinklab.evaluation import universe_backtest as ub
+from shrinklab.models.network import predict_numpy
+from shrinklab.models.registry import load_model
+from shrinklab.studies import worlds
+from shrinklab.studies.deploy_rule import load_rule_data
+from shrinklab.studies.disjoint_finetune import DisjointSpec, half_splits
+from shrinklab.studies.domain_switch import fund_universes_of, window_features
+from shrinklab.studies.fund_switch import FUND_SIZES, deployed_switch, disjoint_job, rule_0067
+from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
+from shrinklab.training.parallel import map_in_processes
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root")
+    ap.add_argument("--class-seed", type=int, default=2311, help="the discriminant's funds")
+    ap.add_argument("--fund-seed", type=int, default=2301)
+    ap.add_argument("--disjoint-seed", type=int, default=2303)
+    ap.add_argument("--disjoint-splits", type=int, default=2)
+    ap.add_argument("--disjoint-fund-seed", type=int, default=2313)
+    ap.add_argument("--fold-seed", type=int, default=2305)
+    ap.add_argument("--grid-seed", type=int, default=2307)
+    ap.add_argument("--stress-seed", type=int, default=2309)
+    ap.add_argument("--reps", type=int, default=100, help="replications per scenario")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="build/studies/fund_switch")
+    a = ap.parse_args(argv)
+    t0, out, root = time.time(), Path(a.out), Path(a.root)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.set_option("display.width", 200)
+
+    final = load_model(root / "models" / "final.pt")
+    pretrained = load_model(root / "models" / "pretrained.pt")
+    data = load_rule_data(root / "data", cut_test=True)
+    switch = deployed_switch(final, pretrained, data.returns, a.class_seed)
+    learned = {"final": final, "switch": switch}
+    ests = {**backtest.classical_estimators()}
+    ests.update({k: backtest.learned_estimator(m) for k, m in learned.items()})
+
+    spec = DisjointSpec(seed=a.disjoint_seed, n_splits=a.disjoint_splits)
+    splits = half_splits(
+        list(data.returns.columns), spec.n_splits, np.random.default_rng(spec.seed)
+    )
+    jobs = [(str(root), s, spec, a.disjoint_fund_seed, str(out / "disjoint")) for s in splits]
+    disjoint = pd.concat(map_in_processes(disjoint_job, jobs, a.workers), ignore_index=True)
+    disjoint.to_csv(out / "disjoint.csv", index=False)
+    piv = disjoint.pivot_table(
+        index=["family", "window", "split", "fold"], columns="estimator", values="ann_vol"
+    )
+    rel = (piv["switch"] / piv["final_fit"] - 1.0) * 100.0
+    print(rel.groupby(level=["family", "window"]).agg(["mean", "sem", "count"]).round(3))
+    print(f"{time.time() - t0:.0f} s: disjoint fits", flush=True)
+
+    funds_u = fund_universes_of(data.returns, FUND_SIZES, 4, a.fund_seed)
+    folds_u = universes.cross_universe_folds(
+        data.returns, data.factor_returns, data.market["index_return"], seed=a.fold_seed
+    )
+    shares = window_features(funds_u + folds_u)
+    shares["fund"] = switch.is_far(shares[list(FEATURE_NAMES)].to_numpy()).numpy()
+    print("share of windows served by the pretrained network:")
+    print(shares.groupby(["family", "window"])["fund"].mean().unstack().round(3))
+
+    funds = ub.fold_backtest(funds_u, ests, workers=a.workers)
+    funds.to_csv(out / "funds.csv", index=False)
+    print(funds.groupby(["family", "window", "estimator"])["ann_vol"].mean().unstack().round(3))
+    print(f"{time.time() - t0:.0f} s: funds", flush=True)
+
+    folds = ub.fold_backtest(folds_u, ests, workers=a.workers)
+    folds.to_csv(out / "folds.csv", index=False)
+    print(folds.groupby(["family", "window", "estimator"])["rel_vol"].mean().unstack().round(2))
+    print(f"{time.time() - t0:.0f} s: folds", flush=True)
+
+    french, _ = ub.french_portfolio_tables(ests, ["final"], workers=a.workers)
+    french.to_csv(out / "french.csv", index=False)
+    print(ub.cell_summary(french, list(learned)).round(3))
+    print(f"{time.time() - t0:.0f} s: French", flush=True)
+
+    grids = worlds.scenario_gains_by_rep(
+        [(final, switch)], SELECTION_GRID + WIDE_GRID, a.reps, a.grid_seed
+    )
+    grids.to_csv(out / "grids.csv", index=False)
+    print(grids.drop(columns="rep").round(3).to_string(index=False))
+    stress = worlds.scenario_gains_by_rep(
+        [(final, switch)], worlds.HETERO_STRESS, a.reps, a.stress_seed
+    )
+    stress.to_csv(out / "stress.csv", index=False)
+    print(stress.drop(columns="rep").round(3).to_string(index=False))
+    print(f"{time.time() - t0:.0f} s: grids and stress", flush=True)
+
+    w = {k: predict_numpy(m, data.valid.features).intensities for k, m in learned.items()}
+    valid = compression.normalised_prial_delta(w["switch"], w["final"], data.valid)
+    far_valid = float(switch.is_far(data.valid.features).double().mean())
+
+    summary = {**{k: v for k, v in vars(a).items() if k.endswith("seed")}, "reps": a.reps,
+               "valid_fund_share": far_valid,
+               **rule_0067(funds, disjoint, folds, french, grids, stress, valid)}  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    print(f"{time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
