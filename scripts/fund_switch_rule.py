@@ -10,7 +10,9 @@ pretrained general network). Parts, at the seeds of the decision record: fresh f
 universes; asset-disjoint fits (:func:`shrinklab.studies.fund_switch.disjoint_job`, in
 ``--workers`` processes); fresh cross-universe folds; Ken French's universes; the
 selection and wide grids and the stress scenarios; the synthetic validation worlds. Then
-:func:`shrinklab.studies.fund_switch.rule_0067`. Writes ``<out>/*.csv`` and
+:func:`shrinklab.studies.fund_switch.rule_0067` (decision 0068 runs the same rule with
+``--synthetic-class diversified,dominant_factor,resampled``: those training worlds as a
+third class that must be less likely than the funds too). Writes ``<out>/*.csv`` and
 ``summary.json``. About 15 min with two workers on the 2-vCPU VM.
 """
 
@@ -26,6 +28,7 @@ import pandas as pd
 
 from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.data import universes
+from shrinklab.data.dataset import TrainingSet
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import predict_numpy
@@ -34,7 +37,13 @@ from shrinklab.studies import worlds
 from shrinklab.studies.deploy_rule import load_rule_data
 from shrinklab.studies.disjoint_finetune import DisjointSpec, half_splits
 from shrinklab.studies.domain_switch import fund_universes_of, window_features
-from shrinklab.studies.fund_switch import FUND_SIZES, deployed_switch, disjoint_job, rule_0067
+from shrinklab.studies.fund_switch import (
+    FUND_SIZES,
+    deployed_switch,
+    disjoint_job,
+    rule_0067,
+    synthetic_features,
+)
 from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
 from shrinklab.training.parallel import map_in_processes
 
@@ -50,6 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fold-seed", type=int, default=2305)
     ap.add_argument("--grid-seed", type=int, default=2307)
     ap.add_argument("--stress-seed", type=int, default=2309)
+    ap.add_argument(
+        "--synthetic-class",
+        default="",
+        help="comma-separated training-world families as a third class (decision 0068)",
+    )
     ap.add_argument("--reps", type=int, default=100, help="replications per scenario")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="build/studies/fund_switch")
@@ -61,7 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     final = load_model(root / "models" / "final.pt")
     pretrained = load_model(root / "models" / "pretrained.pt")
     data = load_rule_data(root / "data", cut_test=True)
-    switch = deployed_switch(final, pretrained, data.returns, a.class_seed)
+    synthetic = None
+    if a.synthetic_class:
+        train = TrainingSet.load(root / "data" / "processed" / "synthetic_train.pt")
+        synthetic = synthetic_features(train, a.synthetic_class.split(","))
+        print(f"third class: {len(synthetic)} training worlds of {a.synthetic_class}")
+    switch = deployed_switch(final, pretrained, data.returns, a.class_seed, synthetic)
     learned = {"final": final, "switch": switch}
     ests = {**backtest.classical_estimators()}
     ests.update({k: backtest.learned_estimator(m) for k, m in learned.items()})
@@ -70,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     splits = half_splits(
         list(data.returns.columns), spec.n_splits, np.random.default_rng(spec.seed)
     )
-    jobs = [(str(root), s, spec, a.disjoint_fund_seed, str(out / "disjoint")) for s in splits]
+    jobs = [
+        (str(root), s, spec, a.disjoint_fund_seed, str(out / "disjoint"), synthetic) for s in splits
+    ]
     disjoint = pd.concat(map_in_processes(disjoint_job, jobs, a.workers), ignore_index=True)
     disjoint.to_csv(out / "disjoint.csv", index=False)
     piv = disjoint.pivot_table(
@@ -121,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     far_valid = float(switch.is_far(data.valid.features).double().mean())
 
     summary = {**{k: v for k, v in vars(a).items() if k.endswith("seed")}, "reps": a.reps,
+               "synthetic_class": a.synthetic_class,
                "valid_fund_share": far_valid,
                **rule_0067(funds, disjoint, folds, french, grids, stress, valid)}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -183,3 +183,26 @@ def test_fund_universes_of_a_subset_of_stocks():
     assert len({u.name for u in us}) == 4
     # the last asset is the equal-weight index of the stocks
     np.testing.assert_allclose(us[0].returns["index"], r.mean(axis=1).to_numpy())
+
+
+def test_feature_discriminant_with_a_third_class_wants_b_most_likely():
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((300, 2))
+    b = rng.standard_normal((300, 2)) * 0.5 + [3.0, 0.0]
+    c = rng.standard_normal((300, 2)) * 0.5 + [3.0, 2.0]
+    d = ds.FeatureDiscriminant(a, b, c, ridge=0.02)
+    both = np.vstack([a, b, c])
+    mu, sd = both.mean(0), both.std(0)
+    x = np.array([[0.0, 0.0], [3.0, 0.0], [3.0, 2.0], [3.0, 1.0]])
+
+    def ll(ref):
+        Z = (ref - mu) / sd
+        return multivariate_normal(Z.mean(0), np.cov(Z, rowvar=False) + 0.02 * np.eye(2)).logpdf(
+            (x - mu) / sd
+        )
+
+    expected = 2 * (ll(b) - np.maximum(ll(a), ll(c)))
+    np.testing.assert_allclose(d(x), expected, rtol=1e-10, atol=1e-10)
+    assert (d(x) > 0).tolist() == [False, True, False, bool(expected[3] > 0)]

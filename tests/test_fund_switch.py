@@ -50,3 +50,15 @@ def test_rule_0067_by_hand():
     r = fs.rule_0067(funds, disjoint, miss, french, grids, stress, (0.0, 0.1))
     assert r["folds_new_misses"] == ["halves 60"] and not r["adopt"]
     assert np.isfinite(r["grids_gain"])
+
+
+def test_synthetic_features_picks_the_families():
+    class _Set:
+        family_names = ["sp500", "diversified", "resampled"]
+        family = np.array([0, 1, 2, 1])
+        features = np.arange(8.0).reshape(4, 2)
+
+    out = fs.synthetic_features(_Set(), ["diversified"])
+    np.testing.assert_array_equal(out, [[2.0, 3.0], [6.0, 7.0]])
+    with pytest.raises(ValueError, match="no world"):
+        fs.synthetic_features(_Set(), ["toeplitz"])

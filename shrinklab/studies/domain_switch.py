@@ -114,23 +114,28 @@ class FeatureDiscriminant:
     mean and SD — twice the log-likelihood ratio of class ``b`` against class ``a`` under
     Gaussian classes, so positive where a window is more likely a ``b`` window. Used as a
     :class:`DomainSwitch` distance with ``tau = 0`` (decision 0067: ``a`` stock windows,
-    ``b`` fund windows)."""
+    ``b`` fund windows). With ``others`` (more reference sets, standardised with the
+    rest), ``min(s_a, s_others…) − s_b``: positive only where ``b`` is the most likely
+    class (decision 0068: synthetic worlds as a third class)."""
 
-    def __init__(self, reference_a: Any, reference_b: Any, ridge: float = 1e-2) -> None:
-        A, B = (np.asarray(r, dtype=np.float64) for r in (reference_a, reference_b))
-        for R in (A, B):
+    def __init__(
+        self, reference_a: Any, reference_b: Any, *others: Any, ridge: float = 1e-2
+    ) -> None:
+        refs = [np.asarray(r, dtype=np.float64) for r in (reference_a, reference_b, *others)]
+        A = refs[0]
+        for R in refs:
             if R.ndim != 2 or R.shape[0] <= R.shape[1] or R.shape[1] != A.shape[1]:
                 raise ValueError(f"need references (N, F) with N > F and one F, got {R.shape}")
             if not np.isfinite(R).all():
                 raise ValueError("the reference features must be finite")
         if ridge <= 0:
             raise ValueError(f"ridge must be positive, got {ridge}")
-        both = np.vstack([A, B])
+        both = np.vstack(refs)
         self.mean = both.mean(0)
         sd = both.std(0)
         self.sd = np.where(sd > 0, sd, 1.0)
         self.classes = []
-        for R in (A, B):
+        for R in refs:
             Z = (R - self.mean) / self.sd
             C = np.cov(Z, rowvar=False) + ridge * np.eye(Z.shape[1])
             self.classes.append((Z.mean(0), np.linalg.inv(C), float(np.linalg.slogdet(C)[1])))
@@ -141,7 +146,9 @@ class FeatureDiscriminant:
         if f.ndim != 2 or f.shape[1] != self.mean.shape[0]:
             raise ValueError(f"features must be (B, {self.mean.shape[0]}), got {f.shape}")
         Z = (f - self.mean) / self.sd
-        a, b = (np.einsum("bi,ij,bj->b", Z - m, P, Z - m) + ld for m, P, ld in self.classes)
+        a, b, *rest = (np.einsum("bi,ij,bj->b", Z - m, P, Z - m) + ld for m, P, ld in self.classes)
+        for other in rest:  # decision 0068: ``b`` must beat every other class too
+            a = np.minimum(a, other)
         return a - b
 
 

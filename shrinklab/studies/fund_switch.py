@@ -19,6 +19,7 @@ the same stocks and dates the fine-tuning trained on. Two things change here
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,11 @@ from shrinklab.studies.fold_parts import mean_se, new_misses, relative_vols, sce
 __all__ = [
     "FUND_SIZES",
     "HALF_FUND_SIZES",
+    "SYNTHETIC_CLASS",
     "deployed_switch",
     "disjoint_job",
     "rule_0067",
+    "synthetic_features",
     "two_class_switch",
 ]
 
@@ -63,13 +66,37 @@ HALF_FUND_SIZES = (4, 6, 8)
 
 
 def two_class_switch(
-    model: Any, pretrained: Any, stock_folds: list, fund_folds: list, windows=(60, 120, 250)
+    model: Any,
+    pretrained: Any,
+    stock_folds: list,
+    fund_folds: list,
+    windows=(60, 120, 250),
+    synthetic: Any = None,
 ) -> DomainSwitch:
     """``model`` with ``pretrained`` as its general network (:func:`with_general`) on the
-    windows the discriminant of ``stock_folds``' and ``fund_folds``' windows calls funds."""
+    windows the discriminant of ``stock_folds``' and ``fund_folds``' windows calls funds;
+    with ``synthetic`` (features ``(N, F)``, decision 0068) a third class that must be
+    less likely than the funds too."""
     a = window_features(stock_folds, windows)[list(FEATURE_NAMES)].to_numpy()
     b = window_features(fund_folds, windows)[list(FEATURE_NAMES)].to_numpy()
-    return DomainSwitch(model, with_general(model, pretrained), FeatureDiscriminant(a, b), 0.0)
+    others = () if synthetic is None else (np.asarray(synthetic, dtype=np.float64),)
+    return DomainSwitch(
+        model, with_general(model, pretrained), FeatureDiscriminant(a, b, *others), 0.0
+    )
+
+
+SYNTHETIC_CLASS = ("diversified", "dominant_factor", "resampled")
+"""Decision 0068's third class: the training worlds of the families 0067's switch called
+fund-like in the validation worlds."""
+
+
+def synthetic_features(training_set: Any, families: Sequence[str] = SYNTHETIC_CLASS) -> np.ndarray:
+    """The features of the worlds of ``families`` in a stored training set."""
+    names = np.array([training_set.family_names[i] for i in np.asarray(training_set.family)])
+    keep = np.isin(names, list(families))
+    if not keep.any():
+        raise ValueError(f"no world of the families {list(families)} in the training set")
+    return np.asarray(training_set.features, dtype=np.float64)[keep]
 
 
 def disjoint_job(job: tuple) -> pd.DataFrame:
@@ -82,8 +109,10 @@ def disjoint_job(job: tuple) -> pd.DataFrame:
     the classical estimators, ``final_fit`` and ``switch`` on the held-out half's
     universes and on funds of the held-out half (:data:`HALF_FUND_SIZES`, two draws,
     seeds ``fund_seed + 100`` on). A module-level function for
-    :func:`shrinklab.training.parallel.map_in_processes`."""
-    root, split, spec, fund_seed, out_dir = job
+    :func:`shrinklab.training.parallel.map_in_processes`. An optional sixth item: the
+    third class's features (decision 0068)."""
+    root, split, spec, fund_seed, out_dir = job[:5]
+    synthetic = job[5] if len(job) > 5 else None
     run = RunInputs.load(root)
     folder = Path(out_dir) / split.name
     net = run.finetune(list(split.fit), folder, DEPLOYED)
@@ -99,6 +128,7 @@ def disjoint_job(job: tuple) -> pd.DataFrame:
         fit_folds,
         fund_universes_of(fit, HALF_FUND_SIZES, 3, int(fund_seed)),
         spec.windows,
+        synthetic,
     )
     models = {"final_fit": model, "switch": switch}
     rows = split_rows(run.returns, split, spec, models)
@@ -173,11 +203,13 @@ def rule_0067(
     }  # fmt: skip
 
 
-def deployed_switch(final: Any, pretrained: Any, returns: pd.DataFrame, fund_seed: int) -> Any:
+def deployed_switch(
+    final: Any, pretrained: Any, returns: pd.DataFrame, fund_seed: int, synthetic: Any = None
+) -> Any:
     """The candidate for ``final.pt``: :func:`two_class_switch` with the compress stage's
     stock-based folds (seed 2021, :class:`shrinklab.studies.deploy_rule.FoldSpec`'s) as
     the stock class and :data:`FUND_SIZES` funds of all the stocks (three draws, seeds
     from ``fund_seed``) as the fund class."""
     stock = universes.cross_universe_folds(returns, seed=2021)
     funds = fund_universes_of(returns, FUND_SIZES, 3, int(fund_seed))
-    return two_class_switch(final, pretrained, stock, funds)
+    return two_class_switch(final, pretrained, stock, funds, synthetic=synthetic)
