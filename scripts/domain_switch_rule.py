@@ -28,11 +28,7 @@ import pandas as pd
 
 from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.data import universes
-from shrinklab.evaluation import backtest, compression
-from shrinklab.evaluation import universe_backtest as ub
-from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
-from shrinklab.studies import worlds
 from shrinklab.studies.deploy_rule import FoldSpec, load_rule_data
 from shrinklab.studies.domain_switch import (
     DomainSwitch,
@@ -42,7 +38,7 @@ from shrinklab.studies.domain_switch import (
     with_general,
 )
 from shrinklab.studies.qis_transfer import fund_universes
-from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
+from shrinklab.studies.switch_parts import score_switch
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,9 +74,6 @@ def main(argv: list[str] | None = None) -> None:
     tau = float(np.quantile(distance(ref), a.quantile))
     switch = DomainSwitch(final, far, distance, tau)
     print(f"reference: {len(ref)} windows of {len(reference)} stock-based folds; tau = {tau:.2f}")
-    learned = {"final": final, "switch": switch}
-    ests = {**backtest.classical_estimators()}
-    ests.update({k: backtest.learned_estimator(m) for k, m in learned.items()})
 
     funds_u = fund_universes(a.fund_seed, draws=a.fund_draws)
     folds_u = universes.cross_universe_folds(
@@ -91,36 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     print("share of windows served by the pretrained network:")
     print(shares.groupby(["family", "window"])["far"].mean().unstack().round(3))
 
-    funds = ub.fold_backtest(funds_u, ests, workers=a.workers)
-    funds.to_csv(out / "funds.csv", index=False)
-    print(funds.groupby(["family", "window", "estimator"])["ann_vol"].mean().unstack().round(3))
-    print(f"{time.time() - t0:.0f} s: funds", flush=True)
-
-    folds = ub.fold_backtest(folds_u, ests, workers=a.workers)
-    folds.to_csv(out / "folds.csv", index=False)
-    print(folds.groupby(["family", "window", "estimator"])["rel_vol"].mean().unstack().round(2))
-    print(f"{time.time() - t0:.0f} s: folds", flush=True)
-
-    french, _ = ub.french_portfolio_tables(ests, ["final"], workers=a.workers)
-    french.to_csv(out / "french.csv", index=False)
-    print(ub.cell_summary(french, list(learned)).round(3))
-    print(f"{time.time() - t0:.0f} s: French", flush=True)
-
-    grids = worlds.scenario_gains_by_rep(
-        [(final, switch)], SELECTION_GRID + WIDE_GRID, a.reps, a.grid_seed
+    p = score_switch(
+        final, switch, funds_u, folds_u, data.valid, grid_seed=a.grid_seed,
+        stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,
+    )  # fmt: skip
+    funds, folds, french, grids, stress, valid = (
+        p[k] for k in ("funds", "folds", "french", "grids", "stress", "valid")
     )
-    grids.to_csv(out / "grids.csv", index=False)
-    print(grids.drop(columns="rep").round(3).to_string(index=False))
-    stress = worlds.scenario_gains_by_rep(
-        [(final, switch)], worlds.HETERO_STRESS, a.reps, a.stress_seed
-    )
-    stress.to_csv(out / "stress.csv", index=False)
-    print(stress.drop(columns="rep").round(3).to_string(index=False))
-    print(f"{time.time() - t0:.0f} s: grids and stress", flush=True)
-
-    w = {k: predict_numpy(m, data.valid.features).intensities for k, m in learned.items()}
-    valid = compression.normalised_prial_delta(w["switch"], w["final"], data.valid)
-    far_valid = float(switch.is_far(data.valid.features).double().mean())
+    far_valid = p["valid_switched"]
 
     summary = {"quantile": a.quantile, "tau": tau, "fold_seed": a.fold_seed,
                "fund_seed": a.fund_seed, "fund_draws": a.fund_draws, "grid_seed": a.grid_seed,

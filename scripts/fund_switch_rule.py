@@ -29,11 +29,7 @@ import pandas as pd
 from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.data import universes
 from shrinklab.data.dataset import TrainingSet
-from shrinklab.evaluation import backtest, compression
-from shrinklab.evaluation import universe_backtest as ub
-from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
-from shrinklab.studies import worlds
 from shrinklab.studies.deploy_rule import load_rule_data
 from shrinklab.studies.disjoint_finetune import DisjointSpec, half_splits
 from shrinklab.studies.domain_switch import fund_universes_of, window_features
@@ -44,7 +40,7 @@ from shrinklab.studies.fund_switch import (
     rule_0067,
     synthetic_features,
 )
-from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
+from shrinklab.studies.switch_parts import score_switch
 from shrinklab.training.parallel import map_in_processes
 
 
@@ -81,9 +77,6 @@ def main(argv: list[str] | None = None) -> None:
         synthetic = synthetic_features(train, a.synthetic_class.split(","))
         print(f"third class: {len(synthetic)} training worlds of {a.synthetic_class}")
     switch = deployed_switch(final, pretrained, data.returns, a.class_seed, synthetic)
-    learned = {"final": final, "switch": switch}
-    ests = {**backtest.classical_estimators()}
-    ests.update({k: backtest.learned_estimator(m) for k, m in learned.items()})
 
     spec = DisjointSpec(seed=a.disjoint_seed, n_splits=a.disjoint_splits)
     splits = half_splits(
@@ -110,36 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     print("share of windows served by the pretrained network:")
     print(shares.groupby(["family", "window"])["fund"].mean().unstack().round(3))
 
-    funds = ub.fold_backtest(funds_u, ests, workers=a.workers)
-    funds.to_csv(out / "funds.csv", index=False)
-    print(funds.groupby(["family", "window", "estimator"])["ann_vol"].mean().unstack().round(3))
-    print(f"{time.time() - t0:.0f} s: funds", flush=True)
-
-    folds = ub.fold_backtest(folds_u, ests, workers=a.workers)
-    folds.to_csv(out / "folds.csv", index=False)
-    print(folds.groupby(["family", "window", "estimator"])["rel_vol"].mean().unstack().round(2))
-    print(f"{time.time() - t0:.0f} s: folds", flush=True)
-
-    french, _ = ub.french_portfolio_tables(ests, ["final"], workers=a.workers)
-    french.to_csv(out / "french.csv", index=False)
-    print(ub.cell_summary(french, list(learned)).round(3))
-    print(f"{time.time() - t0:.0f} s: French", flush=True)
-
-    grids = worlds.scenario_gains_by_rep(
-        [(final, switch)], SELECTION_GRID + WIDE_GRID, a.reps, a.grid_seed
+    p = score_switch(
+        final, switch, funds_u, folds_u, data.valid, grid_seed=a.grid_seed,
+        stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,
+    )  # fmt: skip
+    funds, folds, french, grids, stress, valid = (
+        p[k] for k in ("funds", "folds", "french", "grids", "stress", "valid")
     )
-    grids.to_csv(out / "grids.csv", index=False)
-    print(grids.drop(columns="rep").round(3).to_string(index=False))
-    stress = worlds.scenario_gains_by_rep(
-        [(final, switch)], worlds.HETERO_STRESS, a.reps, a.stress_seed
-    )
-    stress.to_csv(out / "stress.csv", index=False)
-    print(stress.drop(columns="rep").round(3).to_string(index=False))
-    print(f"{time.time() - t0:.0f} s: grids and stress", flush=True)
-
-    w = {k: predict_numpy(m, data.valid.features).intensities for k, m in learned.items()}
-    valid = compression.normalised_prial_delta(w["switch"], w["final"], data.valid)
-    far_valid = float(switch.is_far(data.valid.features).double().mean())
+    far_valid = p["valid_switched"]
 
     summary = {**{k: v for k, v in vars(a).items() if k.endswith("seed")}, "reps": a.reps,
                "synthetic_class": a.synthetic_class,

@@ -37,7 +37,7 @@ from shrinklab.data.returns import before_test
 from shrinklab.data.universes import Universe
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import ShrinkageOutput
-from shrinklab.studies.fold_parts import mean_se, new_misses, relative_vols, scenario_mean
+from shrinklab.studies.fold_parts import mean_se, relative_vols, switch_rule_values
 from shrinklab.studies.qis_transfer import FUND_START
 from shrinklab.studies.worlds import diversified_returns_frame
 
@@ -79,31 +79,48 @@ def window_features(
     return pd.concat(frames, ignore_index=True)
 
 
+def _references(refs: Sequence[Any], ridge: float) -> list[np.ndarray]:
+    """Reference feature sets as float64 ``(N, F)`` arrays, each with ``N > F``, one ``F``
+    for all, finite; ``ridge`` positive."""
+    out = [np.asarray(r, dtype=np.float64) for r in refs]
+    for R in out:
+        if R.ndim != 2 or R.shape[0] <= R.shape[1] or R.shape[1] != out[0].shape[1]:
+            raise ValueError(f"need references (N, F) with N > F and one F, got {R.shape}")
+        if not np.isfinite(R).all():
+            raise ValueError("the reference features must be finite")
+    if ridge <= 0:
+        raise ValueError(f"ridge must be positive, got {ridge}")
+    return out
+
+
+def _scale(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD of the columns of ``F`` (a constant column gets SD 1)."""
+    sd = F.std(0)
+    return F.mean(0), np.where(sd > 0, sd, 1.0)
+
+
+def _standardised(features: Any, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """``(features − mean) / sd`` for features ``(B, F)`` (numpy or torch), as float64."""
+    f = features.detach().cpu().numpy() if torch.is_tensor(features) else features
+    f = np.asarray(f, dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] != mean.shape[0]:
+        raise ValueError(f"features must be (B, {mean.shape[0]}), got {f.shape}")
+    return (f - mean) / sd
+
+
 class FeatureDistance:
     """Squared Mahalanobis distance ``zᵀ (C + ridge·I)⁻¹ z`` of standardised features
     ``z = (f − mean) / sd`` from a reference set (``mean``, ``sd`` and ``C``, the
     covariance of ``z``, from ``reference (N, F)``); a constant feature gets ``sd`` 1."""
 
     def __init__(self, reference: Any, ridge: float = 1e-2) -> None:
-        F = np.asarray(reference, dtype=np.float64)
-        if F.ndim != 2 or F.shape[0] <= F.shape[1]:
-            raise ValueError(f"need a reference (N, F) with N > F, got shape {F.shape}")
-        if not np.isfinite(F).all():
-            raise ValueError("the reference features must be finite")
-        if ridge <= 0:
-            raise ValueError(f"ridge must be positive, got {ridge}")
-        self.mean = F.mean(0)
-        sd = F.std(0)
-        self.sd = np.where(sd > 0, sd, 1.0)
+        (F,) = _references([reference], ridge)
+        self.mean, self.sd = _scale(F)
         Z = (F - self.mean) / self.sd
         self.precision = np.linalg.inv(np.cov(Z, rowvar=False) + ridge * np.eye(F.shape[1]))
 
     def __call__(self, features: Any) -> np.ndarray:
-        f = features.detach().cpu().numpy() if torch.is_tensor(features) else features
-        f = np.asarray(f, dtype=np.float64)
-        if f.ndim != 2 or f.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"features must be (B, {self.mean.shape[0]}), got {f.shape}")
-        Z = (f - self.mean) / self.sd
+        Z = _standardised(features, self.mean, self.sd)
         return np.einsum("bi,ij,bj->b", Z, self.precision, Z)
 
 
@@ -121,19 +138,8 @@ class FeatureDiscriminant:
     def __init__(
         self, reference_a: Any, reference_b: Any, *others: Any, ridge: float = 1e-2
     ) -> None:
-        refs = [np.asarray(r, dtype=np.float64) for r in (reference_a, reference_b, *others)]
-        A = refs[0]
-        for R in refs:
-            if R.ndim != 2 or R.shape[0] <= R.shape[1] or R.shape[1] != A.shape[1]:
-                raise ValueError(f"need references (N, F) with N > F and one F, got {R.shape}")
-            if not np.isfinite(R).all():
-                raise ValueError("the reference features must be finite")
-        if ridge <= 0:
-            raise ValueError(f"ridge must be positive, got {ridge}")
-        both = np.vstack(refs)
-        self.mean = both.mean(0)
-        sd = both.std(0)
-        self.sd = np.where(sd > 0, sd, 1.0)
+        refs = _references([reference_a, reference_b, *others], ridge)
+        self.mean, self.sd = _scale(np.vstack(refs))
         self.classes = []
         for R in refs:
             Z = (R - self.mean) / self.sd
@@ -141,11 +147,7 @@ class FeatureDiscriminant:
             self.classes.append((Z.mean(0), np.linalg.inv(C), float(np.linalg.slogdet(C)[1])))
 
     def __call__(self, features: Any) -> np.ndarray:
-        f = features.detach().cpu().numpy() if torch.is_tensor(features) else features
-        f = np.asarray(f, dtype=np.float64)
-        if f.ndim != 2 or f.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"features must be (B, {self.mean.shape[0]}), got {f.shape}")
-        Z = (f - self.mean) / self.sd
+        Z = _standardised(features, self.mean, self.sd)
         a, b, *rest = (np.einsum("bi,ij,bj->b", Z - m, P, Z - m) + ld for m, P, ld in self.classes)
         for other in rest:  # decision 0068: ``b`` must beat every other class too
             a = np.minimum(a, other)
@@ -243,32 +245,20 @@ def rule_0066(
        more than its SE;
     4. grids, 5. stress scenarios, 6. validation worlds: the mean gain not more than one SE
        below zero."""
-    rel_f = relative_vols(funds, cand, base).groupby(level="fold").mean()
-    f_m, f_se = mean_se(rel_f)
+    v = switch_rule_values(funds, folds, french, grids, stress, valid, base, cand)
     rel = relative_vols(folds, cand, base)
     stock = rel[rel.index.get_level_values("family") != "etf"].groupby(level="fold").mean()
     s_m, s_se = mean_se(stock)
-    held, misses = new_misses(folds, base, cand)
-    fr_m, fr_se = mean_se(relative_vols(french, cand, base))
-    g_m, g_se = scenario_mean(grids)
-    st_m, st_se = scenario_mean(stress)
-    v_m, v_se = float(valid[0]), float(valid[1])
     parts = {
-        "rule1_funds": f_m + f_se < 0,
-        "rule2_folds": s_m + s_se <= NON_INFERIORITY_MARGIN and not misses,
-        "rule3_french": fr_m <= fr_se,
-        "rule4_grids": g_m >= -g_se,
-        "rule5_stress": st_m >= -st_se,
-        "rule6_valid": v_m >= -v_se,
+        "rule1_funds": v["funds_rel_vol_pct"] + v["funds_rel_vol_se"] < 0,
+        "rule2_folds": s_m + s_se <= NON_INFERIORITY_MARGIN and not v["folds_new_misses"],
+        "rule3_french": v["french_rel_vol_pct"] <= v["french_rel_vol_se"],
+        "rule4_grids": v["grids_gain"] >= -v["grids_se"],
+        "rule5_stress": v["stress_gain"] >= -v["stress_se"],
+        "rule6_valid": v["valid_delta"] >= -v["valid_se"],
     }
     return {
-        "funds_rel_vol_pct": f_m, "funds_rel_vol_se": f_se, "funds_universes": len(rel_f),
-        "funds_by_universe": rel_f.round(4).to_dict(),
-        "folds_stock_rel_vol_pct": s_m, "folds_stock_rel_vol_se": s_se,
-        "folds_stock_folds": len(stock), "folds_new_misses": misses,
-        "folds_cells_at_or_below_best_base": held,
-        "french_rel_vol_pct": fr_m, "french_rel_vol_se": fr_se,
-        "grids_gain": g_m, "grids_se": g_se, "stress_gain": st_m, "stress_se": st_se,
-        "valid_delta": v_m, "valid_se": v_se,
-        **{k: bool(v) for k, v in parts.items()}, "adopt": bool(all(parts.values())),
+        **v, "folds_stock_rel_vol_pct": s_m, "folds_stock_rel_vol_se": s_se,
+        "folds_stock_folds": len(stock),
+        **{k: bool(x) for k, x in parts.items()}, "adopt": bool(all(parts.values())),
     }  # fmt: skip

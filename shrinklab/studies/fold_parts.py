@@ -5,7 +5,9 @@
 * :func:`relative_vols` — a candidate's volatility relative to a base's, %;
 * :func:`new_misses` — the family × window cells where the base is at or below the best
   classical estimator and the candidate is not;
-* :func:`mean_se` and :func:`scenario_mean` — a part's mean and its SE.
+* :func:`mean_se` and :func:`scenario_mean` — a part's mean and its SE;
+* :func:`switch_rule_values` — the values decisions 0066–0068 read from the parts
+  they share.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import pandas as pd
 from shrinklab.core.estimators import CLASSICAL_ESTIMATORS
 from shrinklab.evaluation.universe_backtest import best_classical_table
 
-__all__ = ["estimator_vols", "mean_se", "new_misses", "relative_vols", "scenario_mean"]
+__all__ = [
+    "estimator_vols",
+    "mean_se",
+    "new_misses",
+    "relative_vols",
+    "scenario_mean",
+    "switch_rule_values",
+]
 
 
 def estimator_vols(rows: pd.DataFrame, name: str) -> pd.Series:
@@ -56,3 +65,34 @@ def scenario_mean(gains: pd.DataFrame) -> tuple[float, float]:
     (independent scenarios)."""
     g = gains["prial_gain_B_minus_A"].to_numpy(dtype=np.float64)
     return float(g.mean()), float(np.sqrt((gains["se"].to_numpy() ** 2).sum()) / len(g))
+
+
+def switch_rule_values(
+    funds: pd.DataFrame,
+    folds: pd.DataFrame,
+    french: pd.DataFrame,
+    grids: pd.DataFrame,
+    stress: pd.DataFrame,
+    valid: tuple[float, float],
+    base: str,
+    cand: str,
+) -> dict:
+    """The shared parts of decisions 0066–0068, ``cand`` against ``base``: fund universes
+    (per universe the mean over windows of the relative volatility, %; mean and SE over
+    universes), new misses on ``folds``, French (mean and SE over cells, %), grids and
+    stress (:func:`scenario_mean`) and the validation worlds (``valid``, as given)."""
+    per_universe = relative_vols(funds, cand, base).groupby(level="fold").mean()
+    f_m, f_se = mean_se(per_universe)
+    held, misses = new_misses(folds, base, cand)
+    fr_m, fr_se = mean_se(relative_vols(french, cand, base))
+    g_m, g_se = scenario_mean(grids)
+    st_m, st_se = scenario_mean(stress)
+    return {
+        "funds_rel_vol_pct": f_m, "funds_rel_vol_se": f_se,
+        "funds_universes": len(per_universe),
+        "funds_by_universe": per_universe.round(4).to_dict(),
+        "folds_new_misses": misses, "folds_cells_at_or_below_best_base": held,
+        "french_rel_vol_pct": fr_m, "french_rel_vol_se": fr_se,
+        "grids_gain": g_m, "grids_se": g_se, "stress_gain": st_m, "stress_se": st_se,
+        "valid_delta": float(valid[0]), "valid_se": float(valid[1]),
+    }  # fmt: skip

@@ -46,7 +46,7 @@ from shrinklab.studies.domain_switch import (
     window_features,
     with_general,
 )
-from shrinklab.studies.fold_parts import mean_se, new_misses, relative_vols, scenario_mean
+from shrinklab.studies.fold_parts import mean_se, relative_vols, switch_rule_values
 
 __all__ = [
     "FUND_SIZES",
@@ -169,37 +169,26 @@ def rule_0067(
     3. fresh in-sample folds: no new miss;
     4. French: not above zero by more than its SE;
     5. grids, 6. stress scenarios, 7. validation worlds: not more than one SE below zero."""
-    rel_f = relative_vols(funds, cand, base).groupby(level="fold").mean()
-    f_m, f_se = mean_se(rel_f)
+    v = switch_rule_values(funds, folds, french, grids, stress, valid, base, cand)
     per_fold = _per_fold(disjoint, cand, "final_fit")
     is_fund = per_fold.index.get_level_values("family") == "funds"
     d_m, d_se = mean_se(per_fold[~is_fund])
     h_m, h_se = mean_se(per_fold[is_fund])
-    held, misses = new_misses(folds, base, cand)
-    fr_m, fr_se = mean_se(relative_vols(french, cand, base))
-    g_m, g_se = scenario_mean(grids)
-    st_m, st_se = scenario_mean(stress)
-    v_m, v_se = float(valid[0]), float(valid[1])
     parts = {
-        "rule1_funds": f_m + f_se < 0,
+        "rule1_funds": v["funds_rel_vol_pct"] + v["funds_rel_vol_se"] < 0,
         "rule2_disjoint": d_m + d_se <= NON_INFERIORITY_MARGIN,
-        "rule3_folds": not misses,
-        "rule4_french": fr_m <= fr_se,
-        "rule5_grids": g_m >= -g_se,
-        "rule6_stress": st_m >= -st_se,
-        "rule7_valid": v_m >= -v_se,
+        "rule3_folds": not v["folds_new_misses"],
+        "rule4_french": v["french_rel_vol_pct"] <= v["french_rel_vol_se"],
+        "rule5_grids": v["grids_gain"] >= -v["grids_se"],
+        "rule6_stress": v["stress_gain"] >= -v["stress_se"],
+        "rule7_valid": v["valid_delta"] >= -v["valid_se"],
     }
     return {
-        "funds_rel_vol_pct": f_m, "funds_rel_vol_se": f_se, "funds_universes": len(rel_f),
-        "disjoint_stock_rel_vol_pct": d_m, "disjoint_stock_rel_vol_se": d_se,
+        **v, "disjoint_stock_rel_vol_pct": d_m, "disjoint_stock_rel_vol_se": d_se,
         "disjoint_stock_folds": int((~is_fund).sum()),
         "disjoint_funds_rel_vol_pct": h_m, "disjoint_funds_rel_vol_se": h_se,
         "disjoint_funds": int(is_fund.sum()),
-        "folds_new_misses": misses, "folds_cells_at_or_below_best_base": held,
-        "french_rel_vol_pct": fr_m, "french_rel_vol_se": fr_se,
-        "grids_gain": g_m, "grids_se": g_se, "stress_gain": st_m, "stress_se": st_se,
-        "valid_delta": v_m, "valid_se": v_se,
-        **{k: bool(v) for k, v in parts.items()}, "adopt": bool(all(parts.values())),
+        **{k: bool(x) for k, x in parts.items()}, "adopt": bool(all(parts.values())),
     }  # fmt: skip
 
 

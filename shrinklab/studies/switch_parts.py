@@ -1,0 +1,71 @@
+"""The validation parts that decisions 0066–0068 score a switched model on, against the
+deployed model (``final``), computed once for both studies' scripts
+(``scripts/domain_switch_rule.py``, ``scripts/fund_switch_rule.py``):
+
+fund universes and cross-universe folds (:func:`shrinklab.evaluation.universe_backtest.
+fold_backtest` rows), Ken French's universes, the selection and wide grids and 0051's
+stress scenarios (:func:`shrinklab.studies.worlds.scenario_gains_by_rep`, A = final,
+B = switch) and the synthetic validation worlds (normalised PRIAL difference and its SE).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from shrinklab.evaluation import backtest, compression
+from shrinklab.evaluation import universe_backtest as ub
+from shrinklab.models.network import predict_numpy
+from shrinklab.studies import worlds
+from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
+
+__all__ = ["score_switch"]
+
+
+def score_switch(
+    final: Any,
+    switch: Any,
+    funds: list,
+    folds: list,
+    valid: Any,
+    *,
+    grid_seed: int,
+    stress_seed: int,
+    reps: int,
+    workers: int,
+    out: Path,
+) -> dict[str, Any]:
+    """Every part for ``final`` and ``switch`` (a :class:`~shrinklab.studies.domain_switch.
+    DomainSwitch`): ``funds``, ``folds``, ``french``, ``grids``, ``stress`` (frames, also
+    written to ``out/<part>.csv``), ``valid`` (difference, SE) and ``valid_switched`` (the
+    share of the validation worlds the switch serves with its other model). Prints each
+    part's table as it goes."""
+    t0 = time.time()
+    learned = {"final": final, "switch": switch}
+    ests = {**backtest.classical_estimators()}
+    ests.update({k: backtest.learned_estimator(m) for k, m in learned.items()})
+    parts: dict[str, Any] = {}
+    for name, universes, value in (("funds", funds, "ann_vol"), ("folds", folds, "rel_vol")):
+        rows = ub.fold_backtest(universes, ests, workers=workers)
+        rows.to_csv(out / f"{name}.csv", index=False)
+        print(rows.groupby(["family", "window", "estimator"])[value].mean().unstack().round(3))
+        print(f"{time.time() - t0:.0f} s: {name}", flush=True)
+        parts[name] = rows
+    french, _ = ub.french_portfolio_tables(ests, ["final"], workers=workers)
+    french.to_csv(out / "french.csv", index=False)
+    print(ub.cell_summary(french, list(learned)).round(3))
+    parts["french"] = french
+    for name, specs, seed in (
+        ("grids", SELECTION_GRID + WIDE_GRID, grid_seed),
+        ("stress", worlds.HETERO_STRESS, stress_seed),
+    ):
+        rows = worlds.scenario_gains_by_rep([(final, switch)], specs, reps, seed)
+        rows.to_csv(out / f"{name}.csv", index=False)
+        print(rows.drop(columns="rep").round(3).to_string(index=False))
+        parts[name] = rows
+    print(f"{time.time() - t0:.0f} s: French, grids and stress", flush=True)
+    w = {k: predict_numpy(m, valid.features).intensities for k, m in learned.items()}
+    parts["valid"] = compression.normalised_prial_delta(w["switch"], w["final"], valid)
+    parts["valid_switched"] = float(switch.is_far(valid.features).double().mean())
+    return parts
