@@ -74,6 +74,11 @@ finetune_experts = ["factor"]
 volatility_timing = 0.5
 # its pre-test: "pooled" (decision 0047) or "split" (decision 0048)
 volatility_pretest = "split"
+# windows most like funds of the stocks get the pretrained general network (decision 0068):
+# the seed of the fund class's universes (None = no switch) and the training-world
+# families of the third class
+fund_switch_seed = 2321
+fund_switch_synthetic = ["diversified", "dominant_factor", "resampled"]
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -98,7 +103,7 @@ from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
 from shrinklab.pipeline import run_dir, stage_setup
-from shrinklab.studies import selection_grid
+from shrinklab.studies import fund_switch, selection_grid
 from shrinklab.training import compression as compression_training
 from shrinklab.training.finetune_stage import start_finetune_experts
 from shrinklab.training.monitor import RunLogger
@@ -360,11 +365,65 @@ if gate_mixing != "hard" and chosen in gated:
     deployed = f"{chosen}_{gate_mixing}"
 print(f"deployed: {deployed}")
 
+# %% [markdown]
+# ## 5.6 The pretrained network for windows most like funds (decision 0068)
+#
+# The fine-tuned general network shrinks hard, as the 20 stocks it was fine-tuned on want;
+# on universes of diversified funds (the ETF fold, funds of the stocks, Ken French's
+# portfolios) the pretrained network is better. A quadratic discriminant of the windows'
+# features (`shrinklab.models.switched.FeatureDiscriminant`; Fisher 1936, with class
+# covariances) has three classes: the windows of the stock-based cross-universe folds
+# (seed 2021), the windows of universes of funds of the stocks (`fund_switch_seed`), and
+# the synthetic training worlds of `fund_switch_synthetic`. Where the fund class is the
+# most likely of the three, the deployed model serves the window with the pretrained
+# general network in place of the fine-tuned one (same experts, gate and guards); the
+# volatility timing stays. Decision 0068 adopted it by a rule declared before its run, on
+# fresh fund universes, asset-disjoint stock folds, the synthetic validation worlds, the
+# grids and stress scenarios (docs/decisions/0068-fund-switch-with-synthetic-class.md);
+# the test period was not read. Below: the share of windows it serves with the pretrained
+# network, and the cross-universe folds with it.
+
+# %%
+switch_info: dict = {"applied": False, "seed": fund_switch_seed}
+final_name = deployed
+all_models = {**candidates, "finetuned": finetuned, **gated}
+if fund_switch_seed is not None and isinstance(all_models[deployed], GatedExpertModel):
+    pretrained = load_model(models / "pretrained.pt")
+    synthetic = fund_switch.synthetic_features(train_set, fund_switch_synthetic)
+    switched = fund_switch.deployed_switch(
+        all_models[deployed], pretrained, returns, fund_switch_seed, synthetic
+    )
+    final_name = f"{deployed}_fund_switch"
+    all_models[final_name] = switched
+    fold_estimators[final_name] = backtest.learned_estimator(switched)
+    # the folds again with Ledoit-Wolf, the benchmark of each row's rel_vol (its rows and
+    # equal weights' are those above); only the switched model's rows are added
+    switch_rows = universe_backtest.fold_backtest(
+        folds,
+        {k: fold_estimators[k] for k in ("ledoit_wolf", final_name)},
+        fold_windows,
+        workers=workers,
+    )
+    fold_rows = pd.concat(
+        [fold_rows, switch_rows[switch_rows["estimator"] == final_name]], ignore_index=True
+    )
+    switch_info = {
+        "applied": True,
+        "seed": fund_switch_seed,
+        "synthetic_families": list(fund_switch_synthetic),
+        "synthetic_worlds": int(len(synthetic)),
+        "share_valid_worlds": switched.far_share(valid_set.features),
+    }
+elif fund_switch_seed is not None:
+    switch_info["reason"] = f"not applied: {deployed} is not a gated model"
+print(f"fund switch: {switch_info}")
+print(f"final.pt: {final_name}")
+
 # %%
 # a family with one fold (the ETF fold) has no SE over folds: the stationary bootstrap over
 # its days gives one (blocks of 21 days, 2,000 replications)
 fold_vs_classical = universe_backtest.versus_best_classical(
-    fold_rows, folds, fold_estimators, deployed
+    fold_rows, folds, fold_estimators, final_name
 )
 fold_vs_classical.round(2)
 
@@ -374,16 +433,15 @@ fold_vs_classical.round(2)
 
 # %%
 fig = plots.fold_small_multiples(
-    fold_rows.replace({"estimator": {deployed: f"{deployed} (final)"}}),
-    highlight=[f"{deployed} (final)"],
+    fold_rows.replace({"estimator": {final_name: f"{final_name} (final)"}}),
+    highlight=[f"{final_name} (final)"],
 )
 save_figure(fig, figures / "cross_universe_folds.png")
 
 # %%
-all_models = {**candidates, "finetuned": finetuned, **gated}
 save_model(
     models / "final.pt",
-    all_models[deployed],
+    all_models[final_name],
     payload["feature_names"],
     payload["target_names"],
     extra={
@@ -394,6 +452,7 @@ save_model(
         "synthetic_choice": incumbent,
         "gate_mixing": gate_mixing if deployed != chosen else "hard",
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
+        "fund_switch": switch_info,
         # (the guarded experts' guards are in the model's own config: GatedExpertModel.guards)
         # every covariance of final.pt gets the pre-tested volatility timing (decisions 0047
         # and 0048; shrinklab.core.volatility_timing.finish_covariance); the rules above
@@ -410,6 +469,8 @@ save_metrics(
     {
         "chosen": chosen,
         "deployed": deployed,
+        "final": final_name,
+        "fund_switch": switch_info,
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
         "guarded_experts": {
             f: spec for f, (_, spec) in guarded_experts.items() if deployed != chosen

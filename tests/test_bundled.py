@@ -215,6 +215,37 @@ def test_model_card_names_the_real_data_of_a_fine_tuned_deployment(tmp_path):
     assert "no real returns" in model_card(synthetic, METRICS, "9.9")
 
 
+def test_model_card_describes_the_fund_switch(tmp_path):
+    """A ``domain_switch`` file (decision 0068): the card reads the gated model's config
+    inside it (its soft mixture) and says which windows the pretrained network serves."""
+    from shrinklab.evaluation.compression import with_mixing
+    from shrinklab.models.experts import FamilyGate, GatedExpertModel
+    from shrinklab.models.switched import FeatureDiscriminant, SwitchedModel
+
+    gate = FamilyGate(len(FEATURE_NAMES), ["factor", "sp500"], hidden_dims=(4,))
+    near = with_mixing(
+        GatedExpertModel(random_network(seed=5), {"factor": random_network(seed=6)}, gate, 0.7),
+        "soft",
+    )
+    rng = np.random.default_rng(0)
+    disc = FeatureDiscriminant.fit(
+        rng.standard_normal((80, len(FEATURE_NAMES))),
+        rng.standard_normal((80, len(FEATURE_NAMES))) + 1.0,
+    )
+    info = {"share_valid_worlds": 0.02, "synthetic_families": ["diversified", "resampled"]}
+    path = save_model(
+        tmp_path / "switched.pt",
+        SwitchedModel(near, random_network(seed=7), disc),
+        FEATURE_NAMES,
+        TARGET_NAMES,
+        extra={"chosen": "finetuned_experts", "fund_switch": info},
+    )
+    text = model_card(path, METRICS, "9.9")
+    assert "`domain_switch`" in text and "0068" in text and "2.0 %" in text
+    assert "diversified, resampled families" in text
+    assert "weigh with" in text and "0044" in text  # the near model's soft mixture
+
+
 def test_model_card_reports_the_etf_backtest_and_variance_forecasts_when_present(tmp_path):
     path = save(random_network(seed=4), tmp_path / "final.pt")
     assert "Variance forecasts" not in model_card(path, METRICS, "9.9")  # older metrics

@@ -14,9 +14,7 @@ from shrinklab.core.features import FEATURE_NAMES, extract_features
 from shrinklab.data.universes import Universe
 from shrinklab.models.network import ShrinkageOutput
 from shrinklab.studies import domain_switch as ds
-from tests._one_factor import load_bundled, one_factor_returns
-
-bundled = pytest.fixture(scope="module")(load_bundled)
+from tests._one_factor import one_factor_returns
 
 
 def test_feature_distance_is_scipys_mahalanobis_on_standardised_features():
@@ -96,15 +94,6 @@ def test_window_features_are_the_backtests_windows():
         ds.window_features([Universe("x", "x", r.iloc[:50], idx[0])], windows=(60,))
 
 
-def test_with_general_swaps_only_the_general_network(bundled):
-    same = ds.with_general(bundled, bundled.general)
-    x = extract_features(torch.as_tensor(one_factor_returns(120, 8, 4))).repeat(3, 1)
-    torch.testing.assert_close(same.predict(x).intensities, bundled.predict(x).intensities)
-    assert same.extra == bundled.extra and same.extra is not bundled.extra
-    other = ds.with_general(bundled, bundled.expert_map()[next(iter(bundled.expert_map()))])
-    assert not torch.allclose(other.predict(x).intensities, bundled.predict(x).intensities)
-
-
 def _rows(family, keys, vols):
     return pd.DataFrame(
         [{"family": family, "fold": f, "window": w, "estimator": e, "ann_vol": v}
@@ -151,30 +140,6 @@ def test_rule_0066_by_hand():
     assert not ds.rule_0066(funds, better, french, grids, stress, valid=(-0.3, 0.2))["adopt"]
 
 
-def test_feature_discriminant_is_twice_the_gaussian_log_likelihood_ratio():
-    from scipy.stats import multivariate_normal
-
-    rng = np.random.default_rng(5)
-    a = rng.standard_normal((400, 3)) @ np.diag([1.0, 2.0, 0.5])
-    b = rng.standard_normal((300, 3)) * 0.7 + [2.0, -1.0, 0.5]
-    d = ds.FeatureDiscriminant(a, b, ridge=0.02)
-    both = np.vstack([a, b])
-    mu, sd = both.mean(0), both.std(0)
-    x = rng.standard_normal((6, 3)) * 2
-
-    def logpdf(ref):
-        Z = (ref - mu) / sd
-        cov = np.cov(Z, rowvar=False) + 0.02 * np.eye(3)
-        return multivariate_normal(Z.mean(0), cov).logpdf((x - mu) / sd)
-
-    np.testing.assert_allclose(d(x), 2 * (logpdf(b) - logpdf(a)), rtol=1e-10, atol=1e-10)
-    assert (d(b) > 0).mean() > 0.9 and (d(a) < 0).mean() > 0.9  # it separates the classes
-    with pytest.raises(ValueError, match="N > F"):
-        ds.FeatureDiscriminant(a, b[:2])
-    with pytest.raises(ValueError, match="one F"):
-        ds.FeatureDiscriminant(a, b[:, :2])
-
-
 def test_fund_universes_of_a_subset_of_stocks():
     idx = pd.bdate_range("2001-01-01", periods=900)
     r = pd.DataFrame(one_factor_returns(900, 10, 6), index=idx, columns=list("abcdefghij"))
@@ -183,26 +148,3 @@ def test_fund_universes_of_a_subset_of_stocks():
     assert len({u.name for u in us}) == 4
     # the last asset is the equal-weight index of the stocks
     np.testing.assert_allclose(us[0].returns["index"], r.mean(axis=1).to_numpy())
-
-
-def test_feature_discriminant_with_a_third_class_wants_b_most_likely():
-    from scipy.stats import multivariate_normal
-
-    rng = np.random.default_rng(8)
-    a = rng.standard_normal((300, 2))
-    b = rng.standard_normal((300, 2)) * 0.5 + [3.0, 0.0]
-    c = rng.standard_normal((300, 2)) * 0.5 + [3.0, 2.0]
-    d = ds.FeatureDiscriminant(a, b, c, ridge=0.02)
-    both = np.vstack([a, b, c])
-    mu, sd = both.mean(0), both.std(0)
-    x = np.array([[0.0, 0.0], [3.0, 0.0], [3.0, 2.0], [3.0, 1.0]])
-
-    def ll(ref):
-        Z = (ref - mu) / sd
-        return multivariate_normal(Z.mean(0), np.cov(Z, rowvar=False) + 0.02 * np.eye(2)).logpdf(
-            (x - mu) / sd
-        )
-
-    expected = 2 * (ll(b) - np.maximum(ll(a), ll(c)))
-    np.testing.assert_allclose(d(x), expected, rtol=1e-10, atol=1e-10)
-    assert (d(x) > 0).tolist() == [False, True, False, bool(expected[3] > 0)]

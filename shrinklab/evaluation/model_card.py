@@ -96,6 +96,33 @@ def _later_sections(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _gated_config(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The config of the gated model in a model file: its own, or its near model's in a
+    ``domain_switch`` file (:class:`shrinklab.models.switched.SwitchedModel`)."""
+    config = payload.get("config", {})
+    if payload.get("kind") == "domain_switch":
+        return config["near"]["config"]
+    return config
+
+
+def _fund_switch(payload: Mapping[str, Any]) -> list[str]:
+    """The line on decision 0068's switch of a ``domain_switch`` file (none otherwise)."""
+    if payload.get("kind") != "domain_switch":
+        return []
+    info = dict(payload.get("extra", {}).get("fund_switch", {}))
+    families = ", ".join(info.get("synthetic_families", [])) or "some"
+    share = info.get("share_valid_worlds")
+    served = "" if share is None else f" ({100 * share:.1f} % of the synthetic validation worlds)"
+    return [
+        "- Windows most like universes of diversified funds are served with the pretrained "
+        "network (synthetic worlds only) in place of the fine-tuned one, the experts and the "
+        "gate unchanged: a quadratic discriminant of the window's features with three "
+        "classes — the windows of stock-based universes of the 20 stocks, of funds of those "
+        f"stocks, and the synthetic training worlds of the {families} families — picks "
+        f"them where the fund class is the most likely{served} (docs/decisions/0068)."
+    ]
+
+
 def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     """What the deployed model was trained on: the synthetic worlds only, or (when the
     deploy rule chose the fine-tuned network, with or without the family experts of
@@ -223,7 +250,8 @@ def model_card(
         ),
         "",
         "## Training data",
-        *_training_data(extra, payload.get("config", {})),
+        *_training_data(extra, _gated_config(payload)),
+        *_fund_switch(payload),
         "",
         f"## Headline metrics (public scenario grid, {n_reps} replications per scenario)",
         "PRIAL in % with its standard error over replications; the learned − best column is "

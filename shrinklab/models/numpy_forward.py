@@ -19,7 +19,9 @@ evaluates the same eval-mode operations:
   (:func:`~shrinklab.models.experts.choose_expert`: an expert serves a row where its
   family's probability, or its families' total, exceeds the threshold; ``log_var`` stays
   the general model's), or its soft mixture (:func:`~shrinklab.models.experts.mix_intensities`,
-  decision 0044).
+  decision 0044);
+* the switch of a :class:`~shrinklab.models.switched.SwitchedModel` (decision 0068):
+  the far model on the rows its discriminant picks.
 
 The results equal ``model.predict`` to float32 rounding (the torch models run in
 float32; tested at 1e-5). Near the gate's threshold the two may pick different models
@@ -45,6 +47,7 @@ from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.experts import GatedExpertModel, apply_guards, choose_expert
 from shrinklab.models.network import MLShrinkageNetwork
 from shrinklab.models.stacked import StackedNetworks, can_stack
+from shrinklab.models.switched import SwitchedModel
 
 __all__ = ["NumpyForward", "forget", "np_sparsemax", "numpy_forward", "numpy_predict"]
 
@@ -310,6 +313,25 @@ class _Gated:
         return alpha, weights, log_var
 
 
+class _Switched:
+    """A :class:`~shrinklab.models.switched.SwitchedModel`: the near model's outputs, the
+    far model's intensities on the rows its discriminant scores above ``tau`` (the
+    discriminant is float64 NumPy already)."""
+
+    def __init__(self, model: SwitchedModel, near: Any, far: Any) -> None:
+        self.discriminant, self.tau = model.discriminant, model.tau
+        self.near, self.far = near, far
+
+    def __call__(self, x: np.ndarray) -> Outputs:
+        rows = np.flatnonzero(self.discriminant.score(x) > self.tau)
+        alpha, weights, log_var = self.near(x)
+        if rows.size:
+            a, w, _ = self.far(x[rows])
+            alpha, weights = alpha.copy(), weights.copy()
+            alpha[rows], weights[rows] = a, w
+        return alpha, weights, log_var
+
+
 def _build(model: nn.Module) -> Any:
     """The NumPy evaluator of ``model``, or ``None`` where this module does not apply."""
     if type(model) is MLShrinkageNetwork:
@@ -319,6 +341,9 @@ def _build(model: nn.Module) -> Any:
     if type(model) is GatedExpertModel:
         parts = [_build(m) for m in (model.general, *model.experts)]
         return None if any(p is None for p in parts) else _Gated(model, parts[0], parts[1:])
+    if type(model) is SwitchedModel:
+        near, far = _build(model.near), _build(model.far)
+        return None if near is None or far is None else _Switched(model, near, far)
     return None
 
 

@@ -44,6 +44,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "gated_experts": "shrinklab.models.experts:GatedExpertModel",
     "int8": "shrinklab.models.compressed:QuantizedNetwork",
     "rie_network": "shrinklab.models.rie_network:RIENetwork",
+    "domain_switch": "shrinklab.models.switched:SwitchedModel",
 }
 """Model kind → ``module:Class``; imported on first use."""
 

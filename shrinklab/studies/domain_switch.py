@@ -17,10 +17,12 @@ from the fine-tuning's domain").
 * :class:`DomainSwitch` — a model whose windows at distance ``> tau`` get the ``far``
   model's intensities, the others the ``near`` model's (the near model's volatility
   timing and every other attribute);
-* :func:`with_general` — a gated model with another general network;
 * :func:`rule_0066` — the rule of docs/decisions/0066-domain-switch-to-pretrained.md.
 
-Chooses nothing by itself; ``scripts/domain_switch_rule.py`` runs the parts.
+The discriminant of decisions 0067/0068, :class:`FeatureDiscriminant`, and
+:func:`with_general` (a gated model with another general network) live in
+:mod:`shrinklab.models.switched`, beside the deployed :class:`SwitchedModel`; they are
+imported here for the studies. Chooses nothing by itself; ``scripts/domain_switch_rule.py`` runs the parts.
 """
 
 from __future__ import annotations
@@ -35,8 +37,15 @@ import torch
 from shrinklab.core.features import FEATURE_NAMES, extract_features
 from shrinklab.data.returns import before_test
 from shrinklab.data.universes import Universe
-from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import ShrinkageOutput
+from shrinklab.models.switched import (
+    FeatureDiscriminant,
+    column_scale,
+    reference_sets,
+    standardised,
+    switched_output,
+    with_general,
+)
 from shrinklab.studies.fold_parts import mean_se, relative_vols, switch_rule_values
 from shrinklab.studies.qis_transfer import FUND_START
 from shrinklab.studies.worlds import diversified_returns_frame
@@ -79,79 +88,20 @@ def window_features(
     return pd.concat(frames, ignore_index=True)
 
 
-def _references(refs: Sequence[Any], ridge: float) -> list[np.ndarray]:
-    """Reference feature sets as float64 ``(N, F)`` arrays, each with ``N > F``, one ``F``
-    for all, finite; ``ridge`` positive."""
-    out = [np.asarray(r, dtype=np.float64) for r in refs]
-    for R in out:
-        if R.ndim != 2 or R.shape[0] <= R.shape[1] or R.shape[1] != out[0].shape[1]:
-            raise ValueError(f"need references (N, F) with N > F and one F, got {R.shape}")
-        if not np.isfinite(R).all():
-            raise ValueError("the reference features must be finite")
-    if ridge <= 0:
-        raise ValueError(f"ridge must be positive, got {ridge}")
-    return out
-
-
-def _scale(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and SD of the columns of ``F`` (a constant column gets SD 1)."""
-    sd = F.std(0)
-    return F.mean(0), np.where(sd > 0, sd, 1.0)
-
-
-def _standardised(features: Any, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """``(features − mean) / sd`` for features ``(B, F)`` (numpy or torch), as float64."""
-    f = features.detach().cpu().numpy() if torch.is_tensor(features) else features
-    f = np.asarray(f, dtype=np.float64)
-    if f.ndim != 2 or f.shape[1] != mean.shape[0]:
-        raise ValueError(f"features must be (B, {mean.shape[0]}), got {f.shape}")
-    return (f - mean) / sd
-
-
 class FeatureDistance:
     """Squared Mahalanobis distance ``zᵀ (C + ridge·I)⁻¹ z`` of standardised features
     ``z = (f − mean) / sd`` from a reference set (``mean``, ``sd`` and ``C``, the
     covariance of ``z``, from ``reference (N, F)``); a constant feature gets ``sd`` 1."""
 
     def __init__(self, reference: Any, ridge: float = 1e-2) -> None:
-        (F,) = _references([reference], ridge)
-        self.mean, self.sd = _scale(F)
+        (F,) = reference_sets([reference], ridge)
+        self.mean, self.sd = column_scale(F)
         Z = (F - self.mean) / self.sd
         self.precision = np.linalg.inv(np.cov(Z, rowvar=False) + ridge * np.eye(F.shape[1]))
 
     def __call__(self, features: Any) -> np.ndarray:
-        Z = _standardised(features, self.mean, self.sd)
+        Z = standardised(features, self.mean, self.sd)
         return np.einsum("bi,ij,bj->b", Z, self.precision, Z)
-
-
-class FeatureDiscriminant:
-    """Quadratic discriminant of two reference sets of features (equal priors; Fisher
-    1936, with class covariances): ``s_a(f) − s_b(f)`` with ``s_c = (z − μ_c)ᵀ (C_c +
-    ridge·I)⁻¹ (z − μ_c) + log det(C_c + ridge·I)`` on features standardised by the pooled
-    mean and SD — twice the log-likelihood ratio of class ``b`` against class ``a`` under
-    Gaussian classes, so positive where a window is more likely a ``b`` window. Used as a
-    :class:`DomainSwitch` distance with ``tau = 0`` (decision 0067: ``a`` stock windows,
-    ``b`` fund windows). With ``others`` (more reference sets, standardised with the
-    rest), ``min(s_a, s_others…) − s_b``: positive only where ``b`` is the most likely
-    class (decision 0068: synthetic worlds as a third class)."""
-
-    def __init__(
-        self, reference_a: Any, reference_b: Any, *others: Any, ridge: float = 1e-2
-    ) -> None:
-        refs = _references([reference_a, reference_b, *others], ridge)
-        self.mean, self.sd = _scale(np.vstack(refs))
-        self.classes = []
-        for R in refs:
-            Z = (R - self.mean) / self.sd
-            C = np.cov(Z, rowvar=False) + ridge * np.eye(Z.shape[1])
-            self.classes.append((Z.mean(0), np.linalg.inv(C), float(np.linalg.slogdet(C)[1])))
-
-    def __call__(self, features: Any) -> np.ndarray:
-        Z = _standardised(features, self.mean, self.sd)
-        a, b, *rest = (np.einsum("bi,ij,bj->b", Z - m, P, Z - m) + ld for m, P, ld in self.classes)
-        for other in rest:  # decision 0068: ``b`` must beat every other class too
-            a = np.minimum(a, other)
-        return a - b
 
 
 def fund_universes_of(
@@ -197,26 +147,7 @@ class DomainSwitch:
         a = self._near.predict(features, regime)
         if not bool(far.any()):
             return a
-        b = self.far.predict(features, regime)
-        alpha = torch.where(far, b.alpha.to(a.alpha.dtype), a.alpha)
-        weights = torch.where(far[:, None], b.weights.to(a.weights.dtype), a.weights)
-        return ShrinkageOutput(alpha, weights, a.log_var)
-
-
-def with_general(model: GatedExpertModel, general: Any) -> GatedExpertModel:
-    """``model`` (experts, gate, guards, mixing and ``extra`` the same) with ``general`` as
-    its general network, in eval mode."""
-    out = GatedExpertModel(
-        general,
-        model.expert_map(),
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=model.mixing,
-        guards=model.guards,
-    )
-    out.extra = dict(getattr(model, "extra", {}) or {})
-    return out.eval()
+        return switched_output(a, self.far.predict(features, regime), far)
 
 
 def rule_0066(

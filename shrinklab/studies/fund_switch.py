@@ -8,7 +8,7 @@ the same stocks and dates the fine-tuning trained on. Two things change here
 
 * the switch asks which of two kinds a window is more like — the stock-based folds'
   windows or the windows of universes of funds built from the same stocks —
-  by a quadratic discriminant (:class:`shrinklab.studies.domain_switch.FeatureDiscriminant`);
+  by a quadratic discriminant (:class:`shrinklab.models.switched.FeatureDiscriminant`);
 * its cost on stock universes is judged on decision 0038's asset-disjoint folds: the
   pretrained network fine-tuned on one half of the stocks (the deployed recipe,
   assembled as ``final.pt`` is), the discriminant built from that half only, both
@@ -30,6 +30,7 @@ from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.data import universes
 from shrinklab.evaluation import backtest
 from shrinklab.evaluation import universe_backtest as ub
+from shrinklab.models.switched import FeatureDiscriminant, SwitchedModel
 from shrinklab.studies.disjoint_finetune import (
     DEPLOYED,
     HalfSplit,
@@ -40,11 +41,8 @@ from shrinklab.studies.disjoint_finetune import (
 )
 from shrinklab.studies.domain_switch import (
     NON_INFERIORITY_MARGIN,
-    DomainSwitch,
-    FeatureDiscriminant,
     fund_universes_of,
     window_features,
-    with_general,
 )
 from shrinklab.studies.fold_parts import mean_se, relative_vols, switch_rule_values
 
@@ -72,17 +70,16 @@ def two_class_switch(
     fund_folds: list,
     windows=(60, 120, 250),
     synthetic: Any = None,
-) -> DomainSwitch:
-    """``model`` with ``pretrained`` as its general network (:func:`with_general`) on the
-    windows the discriminant of ``stock_folds``' and ``fund_folds``' windows calls funds;
-    with ``synthetic`` (features ``(N, F)``, decision 0068) a third class that must be
-    less likely than the funds too."""
+) -> SwitchedModel:
+    """``model`` with ``pretrained`` as its general network on the windows the
+    discriminant of ``stock_folds``' and ``fund_folds``' windows calls funds
+    (:class:`shrinklab.models.switched.SwitchedModel`, in eval mode); with ``synthetic``
+    (features ``(N, F)``, decision 0068) a third class that must be less likely than the
+    funds too."""
     a = window_features(stock_folds, windows)[list(FEATURE_NAMES)].to_numpy()
     b = window_features(fund_folds, windows)[list(FEATURE_NAMES)].to_numpy()
     others = () if synthetic is None else (np.asarray(synthetic, dtype=np.float64),)
-    return DomainSwitch(
-        model, with_general(model, pretrained), FeatureDiscriminant(a, b, *others), 0.0
-    )
+    return SwitchedModel(model, pretrained, FeatureDiscriminant.fit(a, b, *others), 0.0).eval()
 
 
 SYNTHETIC_CLASS = ("diversified", "dominant_factor", "resampled")

@@ -42,6 +42,13 @@ class Compress(Section):
     volatility_timing: float | None = 0.5
     # its pre-test: "pooled" (decision 0047) or "split" (decision 0048)
     volatility_pretest: str = "split"
+    # windows most like funds of the stocks get the pretrained general network
+    # (docs/decisions/0068-fund-switch-with-synthetic-class.md): the seed of the fund
+    # class's universes (null = no switch) and the training-world families of the third class
+    fund_switch_seed: int | None = 2321
+    fund_switch_synthetic: list[str] = mutable_default(
+        ["diversified", "dominant_factor", "resampled"]
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +71,11 @@ class Compress(Section):
             raise ValueError(
                 f"params section 'compress': volatility_pretest = {self.volatility_pretest!r} "
                 f"must be one of {PRETESTS}"
+            )
+        if self.fund_switch_seed is not None and not self.fund_switch_synthetic:
+            raise ValueError(
+                "params section 'compress': fund_switch_synthetic must name at least one "
+                "training-world family (decision 0068's third class)"
             )
         if self.gate_mixing not in MIXINGS:
             raise ValueError(

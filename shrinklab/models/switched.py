@@ -1,0 +1,267 @@
+"""A deployed model that serves the windows a discriminant calls funds with another general
+network (docs/decisions/0068-fund-switch-with-synthetic-class.md).
+
+``final.pt``'s general network is fine-tuned on the 20 bundled stocks; on universes of
+diversified funds (the ETF fold, fund universes, Ken French's portfolios) the pretrained
+general network is better. Decision 0067 separated the two kinds of window with a
+quadratic discriminant of their features (Fisher 1936, with class covariances);
+decision 0068 added the synthetic training worlds the fine-tuned network serves well as
+a third class. This module holds what the deployed file needs:
+
+* :class:`FeatureDiscriminant` — the discriminant, fitted from reference feature sets,
+  its numbers kept as float64 buffers so that a model file carries it;
+* :func:`with_general` — a gated model with another general network;
+* :func:`switched_output` — one model's outputs on some rows, another's elsewhere;
+* :class:`SwitchedModel` (model kind ``domain_switch``) — a gated model (``near``) whose
+  windows with discriminant score above ``tau`` are served by the same gated model with
+  ``far_general`` as its general network.
+
+The studies that chose it live in :mod:`shrinklab.studies.domain_switch` and
+:mod:`shrinklab.studies.fund_switch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from shrinklab.models.experts import GatedExpertModel
+from shrinklab.models.network import ShrinkageOutput
+from shrinklab.models.registry import build_model, model_spec
+
+__all__ = [
+    "FeatureDiscriminant",
+    "SwitchedModel",
+    "column_scale",
+    "reference_sets",
+    "standardised",
+    "switched_output",
+    "with_general",
+]
+
+
+def reference_sets(refs: Sequence[Any], ridge: float) -> list[np.ndarray]:
+    """Reference feature sets as float64 ``(N, F)`` arrays, each with ``N > F``, one ``F``
+    for all, finite; ``ridge`` positive (else ``ValueError``)."""
+    out = [np.asarray(r, dtype=np.float64) for r in refs]
+    for R in out:
+        if R.ndim != 2 or R.shape[0] <= R.shape[1] or R.shape[1] != out[0].shape[1]:
+            raise ValueError(f"need references (N, F) with N > F and one F, got {R.shape}")
+        if not np.isfinite(R).all():
+            raise ValueError("the reference features must be finite")
+    if not ridge > 0:
+        raise ValueError(f"ridge must be positive, got {ridge}")
+    return out
+
+
+def column_scale(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD of the columns of ``F`` (a constant column gets SD 1)."""
+    sd = F.std(0)
+    return F.mean(0), np.where(sd > 0, sd, 1.0)
+
+
+def standardised(features: Any, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """``(features − mean) / sd`` for features ``(B, F)`` (numpy or torch), as float64."""
+    f = features.detach().cpu().numpy() if torch.is_tensor(features) else features
+    f = np.asarray(f, dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] != mean.shape[0]:
+        raise ValueError(f"features must be (B, {mean.shape[0]}), got {f.shape}")
+    return (f - mean) / sd
+
+
+class FeatureDiscriminant(nn.Module):
+    """Quadratic discriminant of reference sets of features (equal priors; Fisher 1936,
+    with class covariances). Class ``c`` scores ``s_c(f) = (z − μ_c)ᵀ (C_c + ridge·I)⁻¹
+    (z − μ_c) + log det(C_c + ridge·I)`` on features standardised by the pooled mean and
+    SD, ``z = (f − mean) / sd``; the score of a window is ``min(s_a, s_others…) − s_b``:
+    twice the log-likelihood ratio of class ``b`` against the most likely other class
+    under Gaussian classes, positive only where ``b`` is the most likely class.
+    Decision 0067: ``a`` stock windows, ``b`` fund windows; decision 0068: a third class,
+    synthetic training worlds.
+
+    Build it with :meth:`fit`; the constructor makes an empty one of ``num_classes``
+    classes of ``num_features`` features, to load a state into (a model file). The
+    numbers are float64 buffers; scores are float64 NumPy arrays."""
+
+    def __init__(self, num_classes: int, num_features: int, ridge: float = 1e-2) -> None:
+        super().__init__()
+        if int(num_classes) < 2 or int(num_features) < 1:
+            raise ValueError(
+                f"need >= 2 classes and >= 1 feature, got {num_classes}, {num_features}"
+            )
+        self.num_classes, self.num_features = int(num_classes), int(num_features)
+        self.ridge = float(ridge)
+        C, F = self.num_classes, self.num_features
+        f64 = torch.float64
+        self.register_buffer("mean", torch.zeros(F, dtype=f64))
+        self.register_buffer("sd", torch.ones(F, dtype=f64))
+        self.register_buffer("class_means", torch.zeros(C, F, dtype=f64))
+        self.register_buffer("precisions", torch.eye(F, dtype=f64).repeat(C, 1, 1))
+        self.register_buffer("log_dets", torch.zeros(C, dtype=f64))
+
+    @classmethod
+    def fit(
+        cls, reference_a: Any, reference_b: Any, *others: Any, ridge: float = 1e-2
+    ) -> FeatureDiscriminant:
+        """The discriminant of ``a`` against ``b`` (and ``others``) from reference
+        features ``(N_c, F)``; the pooled mean and SD of all of them standardise."""
+        refs = reference_sets([reference_a, reference_b, *others], ridge)
+        mean, sd = column_scale(np.vstack(refs))
+        out = cls(len(refs), refs[0].shape[1], ridge)
+        parts = []
+        for R in refs:
+            Z = (R - mean) / sd
+            C = np.cov(Z, rowvar=False) + ridge * np.eye(Z.shape[1])
+            parts.append((Z.mean(0), np.linalg.inv(C), float(np.linalg.slogdet(C)[1])))
+        with torch.no_grad():
+            out.mean.copy_(torch.from_numpy(mean))
+            out.sd.copy_(torch.from_numpy(sd))
+            out.class_means.copy_(torch.from_numpy(np.stack([m for m, _, _ in parts])))
+            out.precisions.copy_(torch.from_numpy(np.stack([P for _, P, _ in parts])))
+            out.log_dets.copy_(torch.tensor([ld for _, _, ld in parts], dtype=torch.float64))
+        return out
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "num_features": self.num_features,
+                "ridge": self.ridge}  # fmt: skip
+
+    def class_scores(self, features: Any) -> np.ndarray:
+        """``s_c`` of every class, ``(C, B)`` float64."""
+        mean, sd = self.mean.cpu().numpy(), self.sd.cpu().numpy()
+        Z = standardised(features, mean, sd)
+        means, precisions = self.class_means.cpu().numpy(), self.precisions.cpu().numpy()
+        log_dets = self.log_dets.cpu().numpy()
+        return np.stack(
+            [
+                np.einsum("bi,ij,bj->b", Z - m, P, Z - m) + ld
+                for m, P, ld in zip(means, precisions, log_dets.tolist(), strict=True)
+            ]
+        )
+
+    def score(self, features: Any) -> np.ndarray:
+        """``min(s_a, s_others…) − s_b`` per window, ``(B,)`` float64."""
+        a, b, *rest = self.class_scores(features)
+        for other in rest:  # decision 0068: ``b`` must beat every other class too
+            a = np.minimum(a, other)
+        return a - b
+
+    def forward(self, features: Any) -> np.ndarray:  # the same as score
+        return self.score(features)
+
+
+def with_general(model: GatedExpertModel, general: Any) -> GatedExpertModel:
+    """``model`` (experts, gate, guards, mixing and ``extra`` the same modules and values)
+    with ``general`` as its general network, in eval mode."""
+    if not isinstance(model, GatedExpertModel):
+        raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
+    out = GatedExpertModel(
+        general,
+        model.expert_map(),
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=model.mixing,
+        guards=model.guards,
+    )
+    out.extra = dict(getattr(model, "extra", {}) or {})
+    return out.eval()
+
+
+def switched_output(
+    near: ShrinkageOutput, far: ShrinkageOutput, rows: torch.Tensor
+) -> ShrinkageOutput:
+    """``far``'s intensities on the ``rows`` (bool ``(B,)``), ``near``'s elsewhere, in
+    ``near``'s dtype; ``near``'s ``log_var`` everywhere."""
+    alpha = torch.where(rows, far.alpha.to(near.alpha.dtype), near.alpha)
+    weights = torch.where(rows[:, None], far.weights.to(near.weights.dtype), near.weights)
+    return ShrinkageOutput(alpha, weights, near.log_var)
+
+
+class SwitchedModel(nn.Module):
+    """``near`` (a :class:`GatedExpertModel`) on the windows whose discriminant score is
+    at most ``tau``; on the others the same gated model with ``far_general`` as its
+    general network (:func:`with_general`; decisions 0067 and 0068: the pretrained
+    network on windows most like funds). ``log_var`` is ``near``'s everywhere, and so are
+    ``extra`` (the volatility timing), ``feature_names`` and ``target_names`` when the
+    model is built in memory (a model file carries its own)."""
+
+    model_kind = "domain_switch"
+
+    def __init__(
+        self,
+        near: GatedExpertModel,
+        far_general: nn.Module,
+        discriminant: FeatureDiscriminant,
+        tau: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(near, GatedExpertModel):
+            raise TypeError(f"near must be a GatedExpertModel, got {type(near).__name__}")
+        if not np.isfinite(tau):
+            raise ValueError(f"tau must be finite, got {tau!r}")
+        if discriminant.num_features != near.input_dim:
+            raise ValueError(
+                f"the discriminant takes {discriminant.num_features} features, "
+                f"the model {near.input_dim}"
+            )
+        self.input_dim, self.num_targets = near.input_dim, near.num_targets
+        self.near, self.far_general, self.discriminant = near, far_general, discriminant
+        self.tau = float(tau)
+        # shares every module with ``near`` and ``far_general``: kept out of the module
+        # tree, so the state is saved once
+        object.__setattr__(self, "far", with_general(near, far_general))
+        for name in ("extra", "feature_names", "target_names", "feature_schema"):
+            if hasattr(near, name):
+                value = getattr(near, name)
+                setattr(self, name, dict(value) if isinstance(value, dict) else value)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "input_dim": self.input_dim,
+            "num_targets": self.num_targets,
+            "near": model_spec(self.near),
+            "far_general": model_spec(self.far_general),
+            "discriminant": self.discriminant.config,
+            "tau": self.tau,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SwitchedModel:
+        return cls(
+            build_model(config["near"]),
+            build_model(config["far_general"]),
+            FeatureDiscriminant(**dict(config["discriminant"])),
+            tau=float(config["tau"]),
+        )
+
+    def _as_input(self, features: Any) -> torch.Tensor:
+        return self.near._as_input(features)
+
+    def is_far(self, features: Any) -> torch.Tensor:
+        """Bool ``(B,)``: the windows served with ``far_general``."""
+        return torch.as_tensor(self.discriminant.score(features) > self.tau)
+
+    def far_share(self, features: Any) -> float:
+        """Share of the windows in ``features`` served with ``far_general``."""
+        return float(self.is_far(features).double().mean())
+
+    def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
+        rows = self.is_far(x).to(x.device)
+        return switched_output(self.near(x, regime), self.far(x, regime), rows)
+
+    @torch.no_grad()
+    def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
+        """Eval-mode, no-grad prediction: ``near.predict`` on every row, the far model's
+        on the rows :meth:`is_far` picks (computed only when there are some)."""
+        x = self._as_input(features)
+        rows = self.is_far(features).to(x.device)  # on the features as given (float64)
+        out = self.near.predict(x, regime)
+        if not bool(rows.any()):
+            return out
+        return switched_output(out, self.far.predict(x, regime), rows)

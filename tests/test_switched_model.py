@@ -1,0 +1,188 @@
+"""shrinklab.models.switched: the deployed fund switch (decision 0068) as a model file.
+
+References: the discriminant against scipy's Gaussian log-densities; the switched
+prediction against its two gated models' own ``forward`` picked row by row; the NumPy
+fast path against ``predict``."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from _forced_model import gated_model, random_network, randomise_norms
+from _one_factor import one_factor_returns
+from scipy.stats import multivariate_normal
+
+from shrinklab.core.features import FEATURE_NAMES, extract_features
+from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.models.numpy_forward import numpy_predict
+from shrinklab.models.persistence import load_model_payload
+from shrinklab.models.registry import load_model, save_model
+from shrinklab.models.switched import FeatureDiscriminant, SwitchedModel, with_general
+from shrinklab.sklearn import MLShrinkageCovariance, load_pretrained
+
+RTOL = 1e-5  # float32 networks against the float64 NumPy path (tests/test_fast_predict.py)
+
+
+def _kinds(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features of one-factor windows and of i.i.d. Gaussian windows (p 10 to 30)."""
+    rng = np.random.default_rng(seed)
+    one = [one_factor_returns(120, int(rng.integers(10, 31)), seed + s) for s in range(count)]
+    iid = [rng.standard_normal((120, int(rng.integers(10, 31)))) for _ in range(count)]
+    return (
+        np.vstack([extract_features(x).numpy() for x in one]).astype(np.float64),
+        np.vstack([extract_features(x).numpy() for x in iid]).astype(np.float64),
+    )
+
+
+@pytest.fixture(scope="module")
+def parts():
+    one, iid = _kinds(60, 0)
+    near = gated_model(np.vstack([one, iid]))
+    far = randomise_norms(random_network(seed=21), 21).eval()
+    disc = FeatureDiscriminant.fit(one, iid, ridge=0.05)  # positive: more like i.i.d.
+    t_one, t_iid = _kinds(6, 100)
+    return near, far, disc, np.vstack([t_one, t_iid])
+
+
+@pytest.fixture(scope="module")
+def switched(parts):
+    near, far, disc, _ = parts
+    return SwitchedModel(near, far, disc, tau=0.0).eval()
+
+
+def test_discriminant_is_the_gaussian_log_likelihood_ratio():
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((300, 2))
+    b = rng.standard_normal((300, 2)) * 0.5 + [3.0, 0.0]
+    c = rng.standard_normal((300, 2)) * 0.5 + [3.0, 2.0]
+    d = FeatureDiscriminant.fit(a, b, c, ridge=0.02)
+    pooled = np.vstack([a, b, c])
+    mu, sd = pooled.mean(0), pooled.std(0)
+    x = np.array([[0.0, 0.0], [3.0, 0.0], [3.0, 2.0], [3.0, 1.0]])
+
+    def ll(ref):
+        Z = (ref - mu) / sd
+        cov = np.cov(Z, rowvar=False) + 0.02 * np.eye(2)
+        return multivariate_normal(Z.mean(0), cov).logpdf((x - mu) / sd)
+
+    expected = 2 * (ll(b) - np.maximum(ll(a), ll(c)))
+    np.testing.assert_allclose(d.score(x), expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(d(torch.as_tensor(x)), d.score(x))
+    assert d.class_means.dtype == torch.float64 and d.precisions.shape == (3, 2, 2)
+
+
+def test_discriminant_rejects_bad_input():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((50, 3)), rng.standard_normal((40, 3))
+    with pytest.raises(ValueError, match="N > F"):
+        FeatureDiscriminant.fit(a, b[:2])
+    with pytest.raises(ValueError, match="one F"):
+        FeatureDiscriminant.fit(a, b[:, :2])
+    with pytest.raises(ValueError, match="finite"):
+        FeatureDiscriminant.fit(a, np.full((40, 3), np.nan))
+    with pytest.raises(ValueError, match="ridge"):
+        FeatureDiscriminant.fit(a, b, ridge=0.0)
+    with pytest.raises(ValueError, match=r"\(B, 3\)"):
+        FeatureDiscriminant.fit(a, b).score(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="2 classes"):
+        FeatureDiscriminant(1, 3)
+
+
+def test_switched_predict_is_the_far_model_on_the_rows_the_discriminant_picks(parts, switched):
+    near, far_general, disc, x = parts
+    rows = disc.score(x) > 0.0
+    assert 0 < rows.sum() < len(x)  # both kinds in the batch
+    far = with_general(near, far_general)
+    with torch.no_grad():
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        a, b = near(xt), far(xt)
+    got = switched.predict(x)
+    expected = np.where(rows[:, None], b.intensities.numpy(), a.intensities.numpy())
+    np.testing.assert_allclose(got.intensities.numpy(), expected, rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(got.log_var.numpy(), a.log_var.numpy(), rtol=RTOL, atol=1e-6)
+    assert switched.far_share(x) == pytest.approx(rows.mean())
+    # the far model differs from the near one where it serves (the test could fail)
+    assert not np.allclose(b.intensities.numpy()[rows], a.intensities.numpy()[rows], atol=1e-3)
+    # forward (train-mode graph) agrees with predict in eval mode
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            switched(torch.as_tensor(x, dtype=torch.float32)).intensities.numpy(),
+            got.intensities.numpy(),
+            rtol=RTOL,
+            atol=1e-7,
+        )
+
+
+def test_model_file_round_trip_keeps_one_copy_of_the_shared_modules(switched, parts, tmp_path):
+    _, _, _, x = parts
+    path = save_model(
+        tmp_path / "switched.pt", switched, FEATURE_NAMES, TARGET_NAMES, extra={"chosen": "s"}
+    )
+    payload = load_model_payload(path)  # weights_only load
+    assert payload["kind"] == "domain_switch"
+    keys = list(payload["state_dict"])
+    assert not any(k.startswith("far.") for k in keys)  # shared with near: saved once
+    assert {k.split(".")[0] for k in keys} == {"near", "far_general", "discriminant"}
+    back = load_model(path)
+    assert isinstance(back, SwitchedModel) and back.extra == {"chosen": "s"}
+    assert back.far.general is back.far_general and back.far.gate is back.near.gate
+    torch.testing.assert_close(back.predict(x).intensities, switched.predict(x).intensities)
+    assert back.discriminant.precisions.dtype == torch.float64
+    np.testing.assert_array_equal(back.discriminant.score(x), switched.discriminant.score(x))
+
+
+def test_numpy_fast_path_equals_predict(switched, parts):
+    _, _, disc, x = parts
+    got = numpy_predict(switched, x)
+    assert got is not None  # the fast path covers the switched model
+    ref = [t.double().numpy() for t in switched.predict(x)]
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=RTOL, atol=1e-6)
+    # a deep copy in float64 (what the NumPy path mirrors) agrees too
+    with torch.no_grad():
+        ref64 = copy.deepcopy(switched).double().predict(torch.from_numpy(x))
+    np.testing.assert_allclose(got[0], ref64.alpha.numpy(), rtol=1e-9, atol=1e-10)
+
+
+def test_estimator_fits_with_a_switched_model_file(switched, tmp_path):
+    path = save_model(tmp_path / "s.pt", switched, FEATURE_NAMES, TARGET_NAMES)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((120, 15)) * 0.01  # i.i.d.: a far window
+    model = load_pretrained(path)
+    assert bool(model.is_far(extract_features(X))[0])
+    est = MLShrinkageCovariance(model_path=str(path)).fit(X)
+    near_only = SwitchedModel(switched.near, switched.far_general, switched.discriminant, 1e9)
+    ref = MLShrinkageCovariance(model_path=str(save_model(tmp_path / "n.pt", near_only,
+                                                          FEATURE_NAMES, TARGET_NAMES))).fit(X)  # fmt: skip
+    assert est.covariance_.shape == (15, 15)
+    assert not np.allclose(est.covariance_, ref.covariance_)  # the switch changed the estimate
+
+
+def test_with_general_swaps_only_the_general_network(parts):
+    near, far, _, x = parts
+    near.extra = {"volatility_timing": 0.5}
+    try:
+        same = with_general(near, near.general)
+        torch.testing.assert_close(same.predict(x).intensities, near.predict(x).intensities)
+        assert same.extra == near.extra and same.extra is not near.extra
+        assert same.gate is near.gate and same.expert_map() == near.expert_map()
+        other = with_general(near, far)
+        assert not torch.allclose(other.predict(x).intensities, near.predict(x).intensities)
+    finally:
+        del near.extra
+    with pytest.raises(TypeError, match="GatedExpertModel"):
+        with_general(far, far)
+
+
+def test_switched_model_rejects_bad_parts(parts):
+    near, far, disc, _ = parts
+    with pytest.raises(ValueError, match="tau"):
+        SwitchedModel(near, far, disc, tau=float("nan"))
+    with pytest.raises(TypeError, match="GatedExpertModel"):
+        SwitchedModel(far, far, disc)
+    wrong = FeatureDiscriminant.fit(*(np.random.default_rng(1).standard_normal((2, 40, 3))))
+    with pytest.raises(ValueError, match="3 features"):
+        SwitchedModel(near, far, wrong)
