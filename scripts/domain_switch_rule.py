@@ -29,6 +29,7 @@ import pandas as pd
 from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.data import universes
 from shrinklab.models.registry import load_model
+from shrinklab.models.switched import before_switch
 from shrinklab.studies.deploy_rule import FoldSpec, load_rule_data
 from shrinklab.studies.domain_switch import (
     DomainSwitch,
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
 
-    final = load_model(a.final)
+    final = before_switch(load_model(a.final))
     far = with_general(final, load_model(a.pretrained))
     data = load_rule_data(a.data, cut_test=True)
     spec = FoldSpec()  # the compress stage's folds: the reference of the distance

@@ -31,6 +31,7 @@ from shrinklab.data.dataset import classical_intensities
 from shrinklab.evaluation import compression
 from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
+from shrinklab.models.switched import before_switch
 from shrinklab.studies import selection_grid
 from shrinklab.studies.deploy_rule import rule_holdout
 from shrinklab.studies.disjoint_finetune import RunInputs, Variant
@@ -54,7 +55,7 @@ def main(root: str, rows_file: str, out: str) -> None:
     expert = run.finetune_experts(
         run.returns.columns, Path(out) / "full", Variant(experts=(FAMILY,))
     )
-    final = load_model(f"{root}/models/final.pt").eval()
+    final = before_switch(load_model(f"{root}/models/final.pt")).eval()
     models = {"A": final, "E": compression.with_experts_replaced(final, expert).eval()}
     print(f"   expert fine-tuned on all stocks ({time.time() - t0:.0f} s)")
 

@@ -30,6 +30,7 @@ from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.data import universes
 from shrinklab.data.dataset import TrainingSet
 from shrinklab.models.registry import load_model
+from shrinklab.models.switched import before_switch
 from shrinklab.studies.deploy_rule import load_rule_data
 from shrinklab.studies.disjoint_finetune import DisjointSpec, half_splits
 from shrinklab.studies.domain_switch import fund_universes_of, window_features
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
 
-    final = load_model(root / "models" / "final.pt")
+    final = before_switch(load_model(root / "models" / "final.pt"))
     pretrained = load_model(root / "models" / "pretrained.pt")
     data = load_rule_data(root / "data", cut_test=True)
     synthetic = None

@@ -33,6 +33,7 @@ from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
+from shrinklab.models.switched import before_switch
 from shrinklab.studies import selection_grid
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data
 
@@ -53,7 +54,7 @@ def pooled_twin(model: GatedExpertModel) -> GatedExpertModel:
 
 def main(root: str, fresh_seed: int) -> None:
     t0 = time.time()
-    single = load_model(f"{root}/models/final.pt").eval()
+    single = before_switch(load_model(f"{root}/models/final.pt")).eval()
     pooled = pooled_twin(single).eval()
     models = {"single": single, "pooled": pooled}
     rule_data = load_rule_data(f"{root}/data", cut_test=True)

@@ -25,6 +25,7 @@ from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.registry import load_model
+from shrinklab.models.switched import before_switch
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data
 
 
@@ -37,7 +38,8 @@ def without_non_market_server(model: GatedExpertModel) -> GatedExpertModel:
 
 def main(root: str, seed: int = 2027) -> None:
     t0 = time.time()
-    final = without_non_market_server(load_model(f"{root}/models/final.pt")).eval()
+    final = without_non_market_server(before_switch(load_model(f"{root}/models/final.pt")))
+    final = final.eval()
     ensemble = load_model(f"{root}/models/ensemble.pt")
     # E' as 0036 defined it: one family's probability (final.pt pools them since 0043)
     served = compression.with_ensemble_for_non_market(final, ensemble, pooled=False).eval()

@@ -31,6 +31,7 @@ from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
+from shrinklab.models.switched import before_switch
 from shrinklab.studies import selection_grid
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data, rule_holdout
 
@@ -44,7 +45,7 @@ def soft_twin(model: GatedExpertModel) -> GatedExpertModel:
 
 def main(root: str, fresh_seed: int) -> None:
     t0 = time.time()
-    hard = load_model(f"{root}/models/final.pt").eval()
+    hard = before_switch(load_model(f"{root}/models/final.pt")).eval()
     soft = soft_twin(hard).eval()
     models = {"hard": hard, "soft": soft}
     rule_data = load_rule_data(f"{root}/data", cut_test=True)

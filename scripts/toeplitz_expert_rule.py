@@ -63,6 +63,7 @@ from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import predict_numpy
 from shrinklab.models.registry import load_model
+from shrinklab.models.switched import before_switch
 from shrinklab.studies import selection_grid
 from shrinklab.studies.deploy_rule import FoldSpec, fold_rows, load_rule_data, rule_holdout
 from shrinklab.studies.family_mixing import with_others
@@ -193,7 +194,7 @@ def main(
     t0 = time.time()
     if in_range and sure is None:
         raise ValueError("--in-range goes with --sure")
-    a = as_before_0058(load_model(f"{root}/models/final.pt").eval())
+    a = as_before_0058(before_switch(load_model(f"{root}/models/final.pt")).eval())
     with tempfile.TemporaryDirectory() as tmp:
         expert = toeplitz_expert(root, Path(tmp), others=others)
     if sure is None:

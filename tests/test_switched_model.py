@@ -20,7 +20,12 @@ from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.numpy_forward import numpy_predict
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
-from shrinklab.models.switched import FeatureDiscriminant, SwitchedModel, with_general
+from shrinklab.models.switched import (
+    FeatureDiscriminant,
+    SwitchedModel,
+    before_switch,
+    with_general,
+)
 from shrinklab.sklearn import MLShrinkageCovariance, load_pretrained
 
 RTOL = 1e-5  # float32 networks against the float64 NumPy path (tests/test_fast_predict.py)
@@ -175,6 +180,15 @@ def test_with_general_swaps_only_the_general_network(parts):
         del near.extra
     with pytest.raises(TypeError, match="GatedExpertModel"):
         with_general(far, far)
+
+
+def test_before_switch_is_the_gated_model_with_the_files_extra(switched, parts, tmp_path):
+    near, far, _, x = parts
+    path = save_model(tmp_path / "b.pt", switched, FEATURE_NAMES, TARGET_NAMES, extra={"v": 1})
+    gated = before_switch(load_model(path))
+    assert type(gated).__name__ == "GatedExpertModel" and gated.extra == {"v": 1}
+    torch.testing.assert_close(gated.predict(x).intensities, near.predict(x).intensities)
+    assert before_switch(far) is far  # not a switched model: itself
 
 
 def test_switched_model_rejects_bad_parts(parts):

@@ -11,6 +11,7 @@ import torch
 from shrinklab.core.features import FEATURE_NAMES, extract_features
 from shrinklab.data.synthetic import make_scenario
 from shrinklab.models.registry import load_model
+from shrinklab.models.switched import before_switch
 from tests._scripts import ROOT, load_script
 
 
@@ -28,7 +29,8 @@ def _windows() -> torch.Tensor:
 def test_the_twins_of_the_toeplitz_rules():
     m = load_script("scripts/toeplitz_expert_rule.py")
     # A: the bundled model as it was before decision 0058 (without its guarded expert)
-    a = m.as_before_0058(load_model(ROOT / "shrinklab" / "weights" / "final.pt").eval())
+    bundled = before_switch(load_model(ROOT / "shrinklab" / "weights" / "final.pt"))
+    a = m.as_before_0058(bundled.eval())
     assert not a.guards
     expert = a.expert_map()["factor"]  # any network stands in for the trained expert
     b = m.with_expert(a, expert)
@@ -50,4 +52,4 @@ def test_the_twins_of_the_toeplitz_rules():
     assert 8 <= int(open_.sum()) <= 32  # the Toeplitz windows: both branches are exercised
     assert bool((p_t[beyond] > 0.5).all()) and not bool(open_[beyond].any())  # the range closes
     with pytest.raises(ValueError, match="soft mixture"):
-        m.with_expert(load_model(ROOT / "shrinklab" / "weights" / "final.pt").general, expert)
+        m.with_expert(bundled.general, expert)

@@ -36,6 +36,7 @@ from shrinklab.models.registry import build_model, model_spec
 __all__ = [
     "FeatureDiscriminant",
     "SwitchedModel",
+    "before_switch",
     "column_scale",
     "reference_sets",
     "standardised",
@@ -265,3 +266,14 @@ class SwitchedModel(nn.Module):
         if not bool(rows.any()):
             return out
         return switched_output(out, self.far.predict(x, regime), rows)
+
+
+def before_switch(model: nn.Module) -> nn.Module:
+    """The gated model inside a :class:`SwitchedModel` (its ``near`` model, carrying the
+    switched model's ``extra``: the volatility timing), or ``model`` itself: ``final.pt``
+    as it was before decision 0068, which the scripts of earlier decisions take apart."""
+    if not isinstance(model, SwitchedModel):
+        return model
+    near = model.near
+    near.extra = dict(getattr(model, "extra", {}) or {})
+    return near
