@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shrinklab.pipeline.deps import RUNNER, module_closure, stage_code_deps
+from shrinklab.pipeline.deps import (
+    RUNNER,
+    loaded_model_modules,
+    module_closure,
+    stage_code_deps,
+    stage_deps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -69,7 +75,22 @@ def test_stage_lists_exactly_the_modules_it_runs(stage):
     """No stage reruns for a module it never imports (`python -m shrinklab.pipeline deps`
     rewrites the lists)."""
     listed = [d for d in STAGES[stage]["deps"] if d.startswith("shrinklab/")]
-    assert listed == stage_code_deps(STAGES[stage]["cmd"], params=STAGES[stage].get("params", []))
+    assert listed == stage_deps(stage, STAGES)
+
+
+def test_a_stage_that_loads_a_model_file_depends_on_its_kinds_module():
+    """load_model imports a file's class by its kind's name: the selection grid loads
+    final.pt (kind domain_switch) and the evaluation the peer's file (rie_network) without
+    importing their modules; both list them, through the stages that write the files."""
+    notebook_only = stage_code_deps(STAGES["selection_grid"]["cmd"])
+    assert "shrinklab/models/switched.py" not in notebook_only
+    assert "shrinklab/models/switched.py" in loaded_model_modules("selection_grid", STAGES)
+    assert "shrinklab/models/rie_network.py" in loaded_model_modules("evaluate", STAGES)
+    # a stage that loads nothing another stage wrote gains nothing
+    assert loaded_model_modules("data_prep", STAGES) == set()
+    # only the writers' model modules and what they import
+    writer = set(stage_code_deps(STAGES["peer"]["cmd"], params=STAGES["peer"].get("params", [])))
+    assert "shrinklab/models/rie_network.py" in writer
 
 
 def _section_of(cmd: str) -> str:

@@ -1,6 +1,7 @@
 """The ``shrinklab/`` deps of each DVC stage, computed from the imports its notebook runs.
 
-It exists so that a stage reruns exactly when a module it executes changes:
+It exists so that a stage reruns when a module it executes changes (the modules of the
+model kinds it loads from other stages' files included: :func:`loaded_model_modules`):
 ``python -m shrinklab.pipeline deps`` writes each stage's list into ``dvc.yaml``
 and ``studies/dvc.yaml``, and ``tests/test_dvc_deps.py`` checks the lists.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,56 @@ DVC_FILES = ("dvc.yaml", "studies/dvc.yaml")
 """The pipeline (``make repro``) and the studies kept out of it (``make studies``)."""
 
 
+def all_stages(root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:
+    """Every stage of the :data:`DVC_FILES` that ``root`` has, by name (the names are
+    unique across them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for dvc_file in DVC_FILES:
+        if (root / dvc_file).exists():
+            out.update(yaml.safe_load((root / dvc_file).read_text())["stages"])
+    return out
+
+
+def _outs(spec: Mapping[str, Any]) -> list[str]:
+    return [o if isinstance(o, str) else next(iter(o)) for o in spec.get("outs", [])]
+
+
+def loaded_model_modules(
+    name: str, stages: Mapping[str, Mapping[str, Any]], root: Path = REPO_ROOT
+) -> set[str]:
+    """The model modules stage ``name`` may run by loading files that other stages write.
+    ``load_model`` imports the class of a file's kind by name
+    (:data:`shrinklab.models.registry.BUILTIN_KINDS`), which no import statement shows:
+    a stage that loads ``final.pt`` runs :mod:`shrinklab.models.switched` without
+    importing it. For each dep of the stage that another stage writes, the
+    ``shrinklab/models/`` modules that writer runs (it built the file from them), with
+    their closure. An over-estimate where a writer runs model modules of kinds it does not
+    write, never an under-estimate for the kinds it does."""
+    writers = {out: stage for stage, spec in stages.items() for out in _outs(spec)}
+    modules: set[str] = set()
+    for dep in stages[name].get("deps", []):
+        writer = writers.get(dep)
+        if writer is None or writer == name:
+            continue
+        spec = stages[writer]
+        code = stage_code_deps(spec["cmd"], root, spec.get("params", []))
+        modules |= {p for p in code if p.startswith("shrinklab/models/")}
+    source = "".join(f"import {m[:-3].replace('/', '.')}\n" for m in sorted(modules))
+    return module_closure(source, root) if source else set()
+
+
+def stage_deps(
+    name: str, stages: Mapping[str, Mapping[str, Any]] | None = None, root: Path = REPO_ROOT
+) -> list[str]:
+    """The ``shrinklab/`` deps of stage ``name``: the modules its command runs
+    (:func:`stage_code_deps`) and those it runs by loading other stages' model files
+    (:func:`loaded_model_modules`)."""
+    stages = all_stages(root) if stages is None else stages
+    spec = stages[name]
+    code = set(stage_code_deps(spec["cmd"], root, spec.get("params", [])))
+    return sorted(code | loaded_model_modules(name, stages, root))
+
+
 def write_stage_deps(root: Path = REPO_ROOT, dvc_file: str = "dvc.yaml") -> list[str]:
     """Rewrite the ``shrinklab/...`` deps of every stage in ``dvc_file`` (its stages run
     in the repository root) to exactly the modules the stage runs
@@ -138,8 +189,9 @@ def write_stage_deps(root: Path = REPO_ROOT, dvc_file: str = "dvc.yaml") -> list
             kept.append(line)
     text = "".join(kept)
     changed = []
+    everything = all_stages(root)
     for name, spec in stages.items():
-        deps = stage_code_deps(spec["cmd"], root, spec.get("params", []))
+        deps = stage_deps(name, everything, root)
         if [d for d in spec.get("deps", []) if d.startswith("shrinklab/")] != deps:
             changed.append(name)
         start = text.index(f"  {name}:\n")
