@@ -191,6 +191,23 @@ def test_before_switch_is_the_gated_model_with_the_files_extra(switched, parts, 
     assert before_switch(far) is far  # not a switched model: itself
 
 
+def test_far_scale_shrinks_only_the_far_rows_intensity(switched, parts, tmp_path):
+    near, far_general, disc, x = parts
+    half = SwitchedModel(near, far_general, disc, 0.0, far_scale=0.5).eval()
+    rows = disc.score(x) > 0.0
+    a, b = switched.predict(x), half.predict(x)
+    np.testing.assert_allclose(b.alpha.numpy()[rows], 0.5 * a.alpha.numpy()[rows], rtol=1e-6)
+    np.testing.assert_array_equal(b.alpha.numpy()[~rows], a.alpha.numpy()[~rows])
+    np.testing.assert_array_equal(b.weights.numpy(), a.weights.numpy())  # π unchanged
+    np.testing.assert_allclose(numpy_predict(half, x)[0], b.alpha.numpy(), rtol=RTOL, atol=1e-7)
+    assert "far_scale" not in switched.config and half.config["far_scale"] == 0.5
+    back = load_model(save_model(tmp_path / "h.pt", half, FEATURE_NAMES, TARGET_NAMES))
+    torch.testing.assert_close(back.predict(x).alpha, b.alpha)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="far_scale"):
+            SwitchedModel(near, far_general, disc, far_scale=bad)
+
+
 def test_switched_model_rejects_bad_parts(parts):
     near, far, disc, _ = parts
     with pytest.raises(ValueError, match="tau"):

@@ -319,7 +319,7 @@ class _Switched:
     discriminant is float64 NumPy already)."""
 
     def __init__(self, model: SwitchedModel, near: Any, far: Any) -> None:
-        self.discriminant, self.tau = model.discriminant, model.tau
+        self.discriminant, self.tau, self.scale = model.discriminant, model.tau, model.far_scale
         self.near, self.far = near, far
 
     def __call__(self, x: np.ndarray) -> Outputs:
@@ -328,7 +328,7 @@ class _Switched:
         if rows.size:
             a, w, _ = self.far(x[rows])
             alpha, weights = alpha.copy(), weights.copy()
-            alpha[rows], weights[rows] = a, w
+            alpha[rows], weights[rows] = a * self.scale, w
         return alpha, weights, log_var
 
 

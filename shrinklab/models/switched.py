@@ -189,7 +189,9 @@ class SwitchedModel(nn.Module):
     general network (:func:`with_general`; decisions 0067 and 0068: the pretrained
     network on windows most like funds). ``log_var`` is ``near``'s everywhere, and so are
     ``extra`` (the volatility timing), ``feature_names`` and ``target_names`` when the
-    model is built in memory (a model file carries its own)."""
+    model is built in memory (a model file carries its own). ``far_scale`` in ``[0, 1]``
+    multiplies the far model's intensity ``α`` (its target weights unchanged; 1: as it
+    is; decision 0069's candidate)."""
 
     model_kind = "domain_switch"
 
@@ -199,8 +201,11 @@ class SwitchedModel(nn.Module):
         far_general: nn.Module,
         discriminant: FeatureDiscriminant,
         tau: float = 0.0,
+        far_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= float(far_scale) <= 1.0:
+            raise ValueError(f"far_scale must be in [0, 1], got {far_scale!r}")
         if not isinstance(near, GatedExpertModel):
             raise TypeError(f"near must be a GatedExpertModel, got {type(near).__name__}")
         if not np.isfinite(tau):
@@ -212,7 +217,7 @@ class SwitchedModel(nn.Module):
             )
         self.input_dim, self.num_targets = near.input_dim, near.num_targets
         self.near, self.far_general, self.discriminant = near, far_general, discriminant
-        self.tau = float(tau)
+        self.tau, self.far_scale = float(tau), float(far_scale)
         # shares every module with ``near`` and ``far_general``: kept out of the module
         # tree, so the state is saved once
         object.__setattr__(self, "far", with_general(near, far_general))
@@ -223,7 +228,7 @@ class SwitchedModel(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "input_dim": self.input_dim,
             "num_targets": self.num_targets,
             "near": model_spec(self.near),
@@ -231,6 +236,9 @@ class SwitchedModel(nn.Module):
             "discriminant": self.discriminant.config,
             "tau": self.tau,
         }
+        if self.far_scale != 1.0:  # only then: earlier configs load unchanged
+            config["far_scale"] = self.far_scale
+        return config
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SwitchedModel:
@@ -239,6 +247,7 @@ class SwitchedModel(nn.Module):
             build_model(config["far_general"]),
             FeatureDiscriminant(**dict(config["discriminant"])),
             tau=float(config["tau"]),
+            far_scale=float(config.get("far_scale", 1.0)),
         )
 
     def _as_input(self, features: Any) -> torch.Tensor:
@@ -252,9 +261,15 @@ class SwitchedModel(nn.Module):
         """Share of the windows in ``features`` served with ``far_general``."""
         return float(self.is_far(features).double().mean())
 
+    def _scaled(self, out: ShrinkageOutput) -> ShrinkageOutput:
+        """The far model's outputs with ``α`` times ``far_scale``."""
+        if self.far_scale == 1.0:
+            return out
+        return ShrinkageOutput(out.alpha * self.far_scale, out.weights, out.log_var)
+
     def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
         rows = self.is_far(x).to(x.device)
-        return switched_output(self.near(x, regime), self.far(x, regime), rows)
+        return switched_output(self.near(x, regime), self._scaled(self.far(x, regime)), rows)
 
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
@@ -265,7 +280,7 @@ class SwitchedModel(nn.Module):
         out = self.near.predict(x, regime)
         if not bool(rows.any()):
             return out
-        return switched_output(out, self.far.predict(x, regime), rows)
+        return switched_output(out, self._scaled(self.far.predict(x, regime)), rows)
 
 
 def before_switch(model: nn.Module) -> nn.Module:

@@ -1,0 +1,118 @@
+"""Decision 0069's study (validation data only)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/far_scale_rule.py <root> [--workers 2] [--out DIR]
+
+``root`` is a pipeline run's repository root whose ``final.pt`` is decision 0068's switch
+(a :class:`shrinklab.models.switched.SwitchedModel`). The candidate multiplies the
+intensity ``α`` of the pretrained network on the windows the switch calls fund-like by
+a scale ``c`` (``far_scale``): those universes' best classical estimator at long windows
+is QIS or the sample covariance, which shrink less.
+
+1. Selection (seed ``--select-seed``): ``c`` from ``--scales`` with the lowest mean, over
+   12 fund universes of the stocks, of each universe's volatility relative to
+   ``final.pt`` (%, mean over the windows 60 / 120 / 250); if none is below zero, stop
+   (keep ``final.pt``).
+2. Judgement at fresh seeds: :func:`shrinklab.studies.switch_parts.score_switch` (fresh
+   funds, cross-universe folds, Ken French's universes, grids, stress scenarios,
+   validation worlds) and :func:`shrinklab.studies.domain_switch.rule_0066`'s rule.
+
+Writes ``<out>/*.csv`` and ``summary.json``. About 10 min with two workers on the
+2-vCPU VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from shrinklab.data import universes
+from shrinklab.evaluation import backtest
+from shrinklab.evaluation import universe_backtest as ub
+from shrinklab.models.registry import load_model
+from shrinklab.models.switched import SwitchedModel
+from shrinklab.studies.deploy_rule import load_rule_data
+from shrinklab.studies.domain_switch import fund_universes_of, rule_0066
+from shrinklab.studies.fold_parts import relative_vols
+from shrinklab.studies.fund_switch import FUND_SIZES
+from shrinklab.studies.switch_parts import score_switch
+
+
+def scaled(final: SwitchedModel, c: float) -> SwitchedModel:
+    """``final`` with ``far_scale = c`` (the same modules, ``extra`` and discriminant)."""
+    out = SwitchedModel(final.near, final.far_general, final.discriminant, final.tau, c)
+    out.extra = dict(getattr(final, "extra", {}) or {})
+    return out.eval()
+
+
+def select_scale(
+    final: SwitchedModel, returns: pd.DataFrame, scales: list[float], seed: int, workers: int
+) -> tuple[float | None, pd.Series]:
+    """Step 1: the scale with the lowest mean relative volatility on 12 fund universes of
+    seed ``seed`` (``None`` where none is below zero) and every scale's mean."""
+    funds = fund_universes_of(returns, FUND_SIZES, 4, seed)
+    ests = {"final": backtest.learned_estimator(final)}
+    ests |= {f"c{c:g}": backtest.learned_estimator(scaled(final, c)) for c in scales}
+    rows = ub.fold_backtest(funds, {**backtest.classical_estimators(), **ests}, workers=workers)
+    means = pd.Series(
+        {
+            c: relative_vols(rows, f"c{c:g}", "final").groupby(level="fold").mean().mean()
+            for c in scales
+        }  # fmt: skip
+    )
+    best = float(means.idxmin())
+    return (best if means[best] < 0 else None), means
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root")
+    ap.add_argument("--scales", default="0.25,0.5,0.75")
+    ap.add_argument("--select-seed", type=int, default=2337)
+    ap.add_argument("--fund-seed", type=int, default=2339)
+    ap.add_argument("--fold-seed", type=int, default=2341)
+    ap.add_argument("--grid-seed", type=int, default=2343)
+    ap.add_argument("--stress-seed", type=int, default=2345)
+    ap.add_argument("--reps", type=int, default=100, help="replications per scenario")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="build/studies/far_scale")
+    a = ap.parse_args(argv)
+    t0, out, root = time.time(), Path(a.out), Path(a.root)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.set_option("display.width", 200)
+
+    final = load_model(root / "models" / "final.pt")
+    if not isinstance(final, SwitchedModel):
+        raise ValueError(f"{root}/models/final.pt is not decision 0068's switched model")
+    data = load_rule_data(root / "data", cut_test=True)
+    scales = [float(c) for c in a.scales.split(",")]
+    c, means = select_scale(final, data.returns, scales, a.select_seed, a.workers)
+    print("selection: mean volatility relative to final.pt (%) by scale")
+    print(means.round(4).to_string())
+    print(f"{time.time() - t0:.0f} s: selection -> {c}", flush=True)
+    summary = {**{k: v for k, v in vars(a).items() if k.endswith("seed")}, "reps": a.reps,
+               "selection": {f"{k:g}": float(v) for k, v in means.items()}, "scale": c}  # fmt: skip
+    if c is not None:
+        cand = scaled(final, c)
+        funds_u = fund_universes_of(data.returns, FUND_SIZES, 4, a.fund_seed)
+        folds_u = universes.cross_universe_folds(
+            data.returns, data.factor_returns, data.market["index_return"], seed=a.fold_seed
+        )
+        p = score_switch(
+            final, cand, funds_u, folds_u, data.valid, grid_seed=a.grid_seed,
+            stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,
+        )  # fmt: skip
+        parts = [p[k] for k in ("funds", "folds", "french", "grids", "stress", "valid")]
+        summary |= {"valid_switched": p["valid_switched"], **rule_0066(*parts)}
+    else:
+        summary["adopt"] = False
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    print(f"{time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
