@@ -79,6 +79,8 @@ volatility_pretest = "split"
 # families of the third class
 fund_switch_seed = 2321
 fund_switch_synthetic = ["diversified", "dominant_factor", "resampled"]
+# the pretrained network's intensity on those windows times this scale (decision 0069)
+fund_switch_far_scale = 0.75
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -380,8 +382,10 @@ print(f"deployed: {deployed}")
 # volatility timing stays. Decision 0068 adopted it by a rule declared before its run, on
 # fresh fund universes, asset-disjoint stock folds, the synthetic validation worlds, the
 # grids and stress scenarios (docs/decisions/0068-fund-switch-with-synthetic-class.md);
-# the test period was not read. Below: the share of windows it serves with the pretrained
-# network, and the cross-universe folds with it.
+# the test period was not read. There the pretrained network's intensity α is multiplied
+# by `fund_switch_far_scale` (decision 0069: those universes' best classical estimators
+# shrink less; the scale chosen on fresh funds). Below: the share of windows it serves
+# with the pretrained network, and the cross-universe folds with it.
 
 # %%
 switch_info: dict = {"applied": False, "seed": fund_switch_seed}
@@ -391,7 +395,12 @@ if fund_switch_seed is not None and isinstance(all_models[deployed], GatedExpert
     pretrained = load_model(models / "pretrained.pt")
     synthetic = fund_switch.synthetic_features(train_set, fund_switch_synthetic)
     switched = fund_switch.deployed_switch(
-        all_models[deployed], pretrained, returns, fund_switch_seed, synthetic
+        all_models[deployed],
+        pretrained,
+        returns,
+        fund_switch_seed,
+        synthetic,
+        far_scale=fund_switch_far_scale,
     )
     final_name = f"{deployed}_fund_switch"
     all_models[final_name] = switched
@@ -412,6 +421,7 @@ if fund_switch_seed is not None and isinstance(all_models[deployed], GatedExpert
         "seed": fund_switch_seed,
         "synthetic_families": list(fund_switch_synthetic),
         "synthetic_worlds": int(len(synthetic)),
+        "far_scale": float(fund_switch_far_scale),
         "share_valid_worlds": switched.far_share(valid_set.features),
     }
 elif fund_switch_seed is not None:

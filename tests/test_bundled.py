@@ -244,6 +244,10 @@ def test_model_card_describes_the_fund_switch(tmp_path):
     assert "`domain_switch`" in text and "0068" in text and "2.0 %" in text
     assert "diversified, resampled families" in text
     assert "weigh with" in text and "0044" in text  # the near model's soft mixture
+    assert "0069" not in text  # no far scale
+    half = SwitchedModel(near, random_network(seed=7), disc, far_scale=0.75)
+    path = save_model(tmp_path / "half.pt", half, FEATURE_NAMES, TARGET_NAMES, extra={})
+    assert "multiplied by 0.75 (docs/decisions/0069)" in model_card(path, METRICS, "9.9")
 
 
 def test_model_card_reports_the_etf_backtest_and_variance_forecasts_when_present(tmp_path):

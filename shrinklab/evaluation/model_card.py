@@ -113,13 +113,19 @@ def _fund_switch(payload: Mapping[str, Any]) -> list[str]:
     families = ", ".join(info.get("synthetic_families", [])) or "some"
     share = info.get("share_valid_worlds")
     served = "" if share is None else f" ({100 * share:.1f} % of the synthetic validation worlds)"
+    scale = float(payload.get("config", {}).get("far_scale", 1.0))
+    scaled = (
+        ""
+        if scale == 1.0
+        else f"; there its shrinkage intensity α is multiplied by {scale:g} (docs/decisions/0069)"
+    )
     return [
         "- Windows most like universes of diversified funds are served with the pretrained "
         "network (synthetic worlds only) in place of the fine-tuned one, the experts and the "
         "gate unchanged: a quadratic discriminant of the window's features with three "
         "classes — the windows of stock-based universes of the 20 stocks, of funds of those "
         f"stocks, and the synthetic training worlds of the {families} families — picks "
-        f"them where the fund class is the most likely{served} (docs/decisions/0068)."
+        f"them where the fund class is the most likely{served} (docs/decisions/0068){scaled}."
     ]
 
 

@@ -70,16 +70,19 @@ def two_class_switch(
     fund_folds: list,
     windows=(60, 120, 250),
     synthetic: Any = None,
+    far_scale: float = 1.0,
 ) -> SwitchedModel:
     """``model`` with ``pretrained`` as its general network on the windows the
     discriminant of ``stock_folds``' and ``fund_folds``' windows calls funds
     (:class:`shrinklab.models.switched.SwitchedModel`, in eval mode); with ``synthetic``
     (features ``(N, F)``, decision 0068) a third class that must be less likely than the
-    funds too."""
+    funds too; ``far_scale`` multiplies the pretrained network's α there (decision
+    0069)."""
     a = window_features(stock_folds, windows)[list(FEATURE_NAMES)].to_numpy()
     b = window_features(fund_folds, windows)[list(FEATURE_NAMES)].to_numpy()
     others = () if synthetic is None else (np.asarray(synthetic, dtype=np.float64),)
-    return SwitchedModel(model, pretrained, FeatureDiscriminant.fit(a, b, *others), 0.0).eval()
+    disc = FeatureDiscriminant.fit(a, b, *others)
+    return SwitchedModel(model, pretrained, disc, 0.0, far_scale).eval()
 
 
 SYNTHETIC_CLASS = ("diversified", "dominant_factor", "resampled")
@@ -190,7 +193,12 @@ def rule_0067(
 
 
 def deployed_switch(
-    final: Any, pretrained: Any, returns: pd.DataFrame, fund_seed: int, synthetic: Any = None
+    final: Any,
+    pretrained: Any,
+    returns: pd.DataFrame,
+    fund_seed: int,
+    synthetic: Any = None,
+    far_scale: float = 1.0,
 ) -> Any:
     """The candidate for ``final.pt``: :func:`two_class_switch` with the compress stage's
     stock-based folds (seed 2021, :class:`shrinklab.studies.deploy_rule.FoldSpec`'s) as
@@ -198,4 +206,6 @@ def deployed_switch(
     from ``fund_seed``) as the fund class."""
     stock = universes.cross_universe_folds(returns, seed=2021)
     funds = fund_universes_of(returns, FUND_SIZES, 3, int(fund_seed))
-    return two_class_switch(final, pretrained, stock, funds, synthetic=synthetic)
+    return two_class_switch(
+        final, pretrained, stock, funds, synthetic=synthetic, far_scale=far_scale
+    )

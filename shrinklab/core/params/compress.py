@@ -49,6 +49,9 @@ class Compress(Section):
     fund_switch_synthetic: list[str] = mutable_default(
         ["diversified", "dominant_factor", "resampled"]
     )
+    # the pretrained network's intensity on those windows times this scale
+    # (docs/decisions/0069-far-intensity-scale.md; 1 = as it is)
+    fund_switch_far_scale: float = 0.75
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +79,11 @@ class Compress(Section):
             raise ValueError(
                 "params section 'compress': fund_switch_synthetic must name at least one "
                 "training-world family (decision 0068's third class)"
+            )
+        if not 0.0 <= float(self.fund_switch_far_scale) <= 1.0:
+            raise ValueError(
+                "params section 'compress': fund_switch_far_scale = "
+                f"{self.fund_switch_far_scale!r} must be in [0, 1]"
             )
         if self.gate_mixing not in MIXINGS:
             raise ValueError(
