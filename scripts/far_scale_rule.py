@@ -9,9 +9,10 @@ a scale ``c`` (``far_scale``): those universes' best classical estimator at long
 is QIS or the sample covariance, which shrink less.
 
 1. Selection (seed ``--select-seed``): ``c`` from ``--scales`` with the lowest mean, over
-   12 fund universes of the stocks, of each universe's volatility relative to
-   ``final.pt`` (%, mean over the windows 60 / 120 / 250); if none is below zero, stop
-   (keep ``final.pt``).
+   ``3 × --select-draws`` fund universes of the stocks (12 by default), of each
+   universe's volatility relative to ``final.pt`` (%, mean over the windows 60 / 120 /
+   250); if none is below zero, stop (keep ``final.pt``). Decision 0070 reran it on a
+   ``final.pt`` that already carries 0069's scale: the candidates replace it.
 2. Judgement at fresh seeds: :func:`shrinklab.studies.switch_parts.score_switch` (fresh
    funds, cross-universe folds, Ken French's universes, grids, stress scenarios,
    validation worlds) and :func:`shrinklab.studies.domain_switch.rule_0066`'s rule.
@@ -49,11 +50,17 @@ def scaled(final: SwitchedModel, c: float) -> SwitchedModel:
 
 
 def select_scale(
-    final: SwitchedModel, returns: pd.DataFrame, scales: list[float], seed: int, workers: int
+    final: SwitchedModel,
+    returns: pd.DataFrame,
+    scales: list[float],
+    seed: int,
+    workers: int,
+    draws: int = 4,
 ) -> tuple[float | None, pd.Series]:
-    """Step 1: the scale with the lowest mean relative volatility on 12 fund universes of
-    seed ``seed`` (``None`` where none is below zero) and every scale's mean."""
-    funds = fund_universes_of(returns, FUND_SIZES, 4, seed)
+    """Step 1: the scale with the lowest mean relative volatility on ``3 × draws`` fund
+    universes of seed ``seed`` (``None`` where none is below zero) and every scale's
+    mean."""
+    funds = fund_universes_of(returns, FUND_SIZES, draws, seed)
     ests = {"final": backtest.learned_estimator(final)}
     ests |= {f"c{c:g}": backtest.learned_estimator(scaled(final, c)) for c in scales}
     rows = ub.fold_backtest(funds, {**backtest.classical_estimators(), **ests}, workers=workers)
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("root")
     ap.add_argument("--scales", default="0.25,0.5,0.75")
     ap.add_argument("--select-seed", type=int, default=2337)
+    ap.add_argument("--select-draws", type=int, default=4, help="fund draws per size")
     ap.add_argument("--fund-seed", type=int, default=2339)
     ap.add_argument("--fold-seed", type=int, default=2341)
     ap.add_argument("--grid-seed", type=int, default=2343)
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"{root}/models/final.pt is not decision 0068's switched model")
     data = load_rule_data(root / "data", cut_test=True)
     scales = [float(c) for c in a.scales.split(",")]
-    c, means = select_scale(final, data.returns, scales, a.select_seed, a.workers)
+    c, means = select_scale(final, data.returns, scales, a.select_seed, a.workers, a.select_draws)
     print("selection: mean volatility relative to final.pt (%) by scale")
     print(means.round(4).to_string())
     print(f"{time.time() - t0:.0f} s: selection -> {c}", flush=True)
