@@ -274,13 +274,19 @@ class SwitchedModel(nn.Module):
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
         """Eval-mode, no-grad prediction: ``near.predict`` on every row, the far model's
-        on the rows :meth:`is_far` picks (computed only when there are some)."""
+        only on the rows :meth:`is_far` picks (as the gated model's hard switch runs each
+        expert on its own rows)."""
         x = self._as_input(features)
-        rows = self.is_far(features).to(x.device)  # on the features as given (float64)
+        idx = self.is_far(features).nonzero().squeeze(-1).to(x.device)  # features as given
         out = self.near.predict(x, regime)
-        if not bool(rows.any()):
+        if idx.numel() == 0:
             return out
-        return switched_output(out, self._scaled(self.far.predict(x, regime)), rows)
+        if regime is not None and torch.as_tensor(regime).ndim > 0:
+            regime = torch.as_tensor(regime)[idx]
+        far = self._scaled(self.far.predict(x[idx], regime))
+        alpha = out.alpha.index_put((idx,), far.alpha.to(out.alpha.dtype))
+        weights = out.weights.index_put((idx,), far.weights.to(out.weights.dtype))
+        return ShrinkageOutput(alpha, weights, out.log_var)
 
 
 def before_switch(model: nn.Module) -> nn.Module:
