@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.experts import GatedExpertModel, apply_guards, choose_expert
 from shrinklab.models.network import MLShrinkageNetwork
@@ -320,15 +321,26 @@ class _Switched:
 
     def __init__(self, model: SwitchedModel, near: Any, far: Any) -> None:
         self.discriminant, self.tau, self.scale = model.discriminant, model.tau, model.far_scale
-        self.near, self.far = near, far
+        self.near, self.far, self.model = near, far, model
 
     def __call__(self, x: np.ndarray) -> Outputs:
-        rows = np.flatnonzero(self.discriminant.score(x) > self.tau)
+        far = self.discriminant.score(x) > self.tau
+        rows = np.flatnonzero(far)
         alpha, weights, log_var = self.near(x)
         if rows.size:
             a, w, _ = self.far(x[rows])
             alpha, weights = alpha.copy(), weights.copy()
             alpha[rows], weights[rows] = a * self.scale, w
+        m = self.model
+        if m.stock is not None and m.stock_strength > 0.0:  # decision 0071
+            stock = (m.stock.score(x) > m.stock_tau) & ~far
+            c, k = m.stock_strength, TARGET_NAMES.index("diagonal")
+            a2 = (1.0 - c) * alpha + c
+            w2 = (1.0 - c) * alpha[:, None] * weights
+            w2[:, k] += c
+            w2 /= np.maximum(a2, np.finfo(np.float64).tiny)[:, None]
+            alpha = np.where(stock, a2, alpha)
+            weights = np.where(stock[:, None], w2, weights)
         return alpha, weights, log_var
 
 

@@ -14,7 +14,9 @@ a third class. This module holds what the deployed file needs:
 * :func:`switched_output` — one model's outputs on some rows, another's elsewhere;
 * :class:`SwitchedModel` (model kind ``domain_switch``) — a gated model (``near``) whose
   windows with discriminant score above ``tau`` are served by the same gated model with
-  ``far_general`` as its general network.
+  ``far_general`` as its general network; optionally (decision 0071) the windows that a
+  second discriminant calls real single-stock windows get extra shrinkage of their
+  correlations (:func:`towards_diagonal`).
 
 The studies that chose it live in :mod:`shrinklab.studies.domain_switch` and
 :mod:`shrinklab.studies.fund_switch`.
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import ShrinkageOutput
 from shrinklab.models.registry import build_model, model_spec
@@ -41,6 +44,7 @@ __all__ = [
     "reference_sets",
     "standardised",
     "switched_output",
+    "towards_diagonal",
     "with_general",
 ]
 
@@ -183,6 +187,31 @@ def switched_output(
     return ShrinkageOutput(alpha, weights, near.log_var)
 
 
+def towards_diagonal(out: ShrinkageOutput, rows: torch.Tensor, strength: float) -> ShrinkageOutput:
+    """On the ``rows`` (bool ``(B,)``), ``Σ̂ ← (1 − c) Σ̂ + c·diag(S)`` with ``c = strength``,
+    written in the family ``Σ̂ = S + α Σ_k π_k (T_k − S)``: ``α' = (1 − c) α + c`` and
+    ``π' = ((1 − c) α π + c e_diag) / α'`` (``e_diag``: the ``diagonal`` target of
+    :data:`shrinklab.core.targets.TARGET_NAMES`). It shrinks the correlations towards
+    zero by ``c`` and keeps the sample variances (Ledoit & Wolf 2004's diagonal target);
+    decision 0071. Elsewhere ``out`` unchanged."""
+    c = float(strength)
+    if not 0.0 <= c <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+    k = TARGET_NAMES.index("diagonal")
+    if out.weights.shape[-1] != len(TARGET_NAMES):
+        raise ValueError(f"need weights over the {len(TARGET_NAMES)} targets {TARGET_NAMES}")
+    alpha = (1.0 - c) * out.alpha + c
+    weights = (1.0 - c) * out.alpha[:, None] * out.weights
+    weights[:, k] += c
+    weights = weights / torch.clamp(alpha, min=torch.finfo(alpha.dtype).tiny)[:, None]
+    rows = rows.to(out.alpha.device)
+    return ShrinkageOutput(
+        torch.where(rows, alpha, out.alpha),
+        torch.where(rows[:, None], weights, out.weights),
+        out.log_var,
+    )
+
+
 class SwitchedModel(nn.Module):
     """``near`` (a :class:`GatedExpertModel`) on the windows whose discriminant score is
     at most ``tau``; on the others the same gated model with ``far_general`` as its
@@ -191,7 +220,11 @@ class SwitchedModel(nn.Module):
     ``extra`` (the volatility timing), ``feature_names`` and ``target_names`` when the
     model is built in memory (a model file carries its own). ``far_scale`` in ``[0, 1]``
     multiplies the far model's intensity ``α`` (its target weights unchanged; 1: as it
-    is; decision 0069's candidate)."""
+    is; decision 0069).
+
+    With ``stock`` (a second :class:`FeatureDiscriminant` whose class ``b`` is real stock
+    windows; decision 0071), the windows not served far whose ``stock`` score is above
+    ``stock_tau`` get :func:`towards_diagonal` with ``stock_strength``."""
 
     model_kind = "domain_switch"
 
@@ -202,10 +235,19 @@ class SwitchedModel(nn.Module):
         discriminant: FeatureDiscriminant,
         tau: float = 0.0,
         far_scale: float = 1.0,
+        stock: FeatureDiscriminant | None = None,
+        stock_tau: float = 0.0,
+        stock_strength: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= float(far_scale) <= 1.0:
             raise ValueError(f"far_scale must be in [0, 1], got {far_scale!r}")
+        if not 0.0 <= float(stock_strength) <= 1.0:
+            raise ValueError(f"stock_strength must be in [0, 1], got {stock_strength!r}")
+        if not np.isfinite(stock_tau):
+            raise ValueError(f"stock_tau must be finite, got {stock_tau!r}")
+        if stock is not None and stock.num_features != discriminant.num_features:
+            raise ValueError("the stock discriminant must take the switch's features")
         if not isinstance(near, GatedExpertModel):
             raise TypeError(f"near must be a GatedExpertModel, got {type(near).__name__}")
         if not np.isfinite(tau):
@@ -218,6 +260,8 @@ class SwitchedModel(nn.Module):
         self.input_dim, self.num_targets = near.input_dim, near.num_targets
         self.near, self.far_general, self.discriminant = near, far_general, discriminant
         self.tau, self.far_scale = float(tau), float(far_scale)
+        self.stock = stock
+        self.stock_tau, self.stock_strength = float(stock_tau), float(stock_strength)
         # shares every module with ``near`` and ``far_general``: kept out of the module
         # tree, so the state is saved once
         object.__setattr__(self, "far", with_general(near, far_general))
@@ -238,6 +282,12 @@ class SwitchedModel(nn.Module):
         }
         if self.far_scale != 1.0:  # only then: earlier configs load unchanged
             config["far_scale"] = self.far_scale
+        if self.stock is not None:  # decision 0071
+            config["stock"] = {
+                "discriminant": self.stock.config,
+                "tau": self.stock_tau,
+                "strength": self.stock_strength,
+            }
         return config
 
     @classmethod
@@ -248,7 +298,18 @@ class SwitchedModel(nn.Module):
             FeatureDiscriminant(**dict(config["discriminant"])),
             tau=float(config["tau"]),
             far_scale=float(config.get("far_scale", 1.0)),
+            **cls._stock_of(config.get("stock")),
         )
+
+    @staticmethod
+    def _stock_of(stock: Mapping[str, Any] | None) -> dict[str, Any]:
+        if stock is None:
+            return {}
+        return {
+            "stock": FeatureDiscriminant(**dict(stock["discriminant"])),
+            "stock_tau": float(stock["tau"]),
+            "stock_strength": float(stock["strength"]),
+        }
 
     def _as_input(self, features: Any) -> torch.Tensor:
         return self.near._as_input(features)
@@ -256,6 +317,16 @@ class SwitchedModel(nn.Module):
     def is_far(self, features: Any) -> torch.Tensor:
         """Bool ``(B,)``: the windows served with ``far_general``."""
         return torch.as_tensor(self.discriminant.score(features) > self.tau)
+
+    def is_stock(self, features: Any) -> torch.Tensor:
+        """Bool ``(B,)``: the windows that get decision 0071's extra shrinkage (none
+        without a ``stock`` discriminant)."""
+        if self.stock is None or self.stock_strength == 0.0:
+            return torch.zeros(int(np.shape(features)[0]), dtype=torch.bool)
+        return torch.as_tensor(
+            (self.stock.score(features) > self.stock_tau)
+            & ~(self.discriminant.score(features) > self.tau)
+        )
 
     def far_share(self, features: Any) -> float:
         """Share of the windows in ``features`` served with ``far_general``."""
@@ -269,7 +340,13 @@ class SwitchedModel(nn.Module):
 
     def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
         rows = self.is_far(x).to(x.device)
-        return switched_output(self.near(x, regime), self._scaled(self.far(x, regime)), rows)
+        out = switched_output(self.near(x, regime), self._scaled(self.far(x, regime)), rows)
+        return self._stock_shrunk(out, x)
+
+    def _stock_shrunk(self, out: ShrinkageOutput, features: Any) -> ShrinkageOutput:
+        if self.stock is None or self.stock_strength == 0.0:
+            return out
+        return towards_diagonal(out, self.is_stock(features), self.stock_strength)
 
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
@@ -280,13 +357,13 @@ class SwitchedModel(nn.Module):
         idx = self.is_far(features).nonzero().squeeze(-1).to(x.device)  # features as given
         out = self.near.predict(x, regime)
         if idx.numel() == 0:
-            return out
+            return self._stock_shrunk(out, features)
         if regime is not None and torch.as_tensor(regime).ndim > 0:
             regime = torch.as_tensor(regime)[idx]
         far = self._scaled(self.far.predict(x[idx], regime))
         alpha = out.alpha.index_put((idx,), far.alpha.to(out.alpha.dtype))
         weights = out.weights.index_put((idx,), far.weights.to(out.weights.dtype))
-        return ShrinkageOutput(alpha, weights, out.log_var)
+        return self._stock_shrunk(ShrinkageOutput(alpha, weights, out.log_var), features)
 
 
 def before_switch(model: nn.Module) -> nn.Module:
