@@ -15,8 +15,10 @@ from _forced_model import gated_model, random_network, randomise_norms
 from _one_factor import one_factor_returns
 from scipy.stats import multivariate_normal
 
+from shrinklab.core.estimators import sample_covariance
 from shrinklab.core.features import FEATURE_NAMES, extract_features
-from shrinklab.core.targets import TARGET_NAMES
+from shrinklab.core.targets import TARGET_NAMES, combine, shrinkage_targets
+from shrinklab.models.network import ShrinkageOutput
 from shrinklab.models.numpy_forward import numpy_predict
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
@@ -24,6 +26,7 @@ from shrinklab.models.switched import (
     FeatureDiscriminant,
     SwitchedModel,
     before_switch,
+    towards_diagonal,
     with_general,
 )
 from shrinklab.sklearn import MLShrinkageCovariance, load_pretrained
@@ -217,3 +220,60 @@ def test_switched_model_rejects_bad_parts(parts):
     wrong = FeatureDiscriminant.fit(*(np.random.default_rng(1).standard_normal((2, 40, 3))))
     with pytest.raises(ValueError, match="3 features"):
         SwitchedModel(near, far, wrong)
+
+
+def test_towards_diagonal_is_the_convex_step_to_the_diagonal_of_s():
+    """Decision 0071: on the picked rows the family member of the new intensities is
+    ``(1 − c) Σ̂ + c·diag(S)``, computed here from the covariances themselves."""
+    rng = np.random.default_rng(5)
+    X = torch.as_tensor(rng.standard_normal((4, 60, 8)) @ rng.standard_normal((8, 8)))
+    S, T = sample_covariance(X), shrinkage_targets(X)
+    alpha = torch.tensor([0.3, 0.0, 0.9, 0.5], dtype=torch.float64)
+    weights = torch.softmax(torch.as_tensor(rng.standard_normal((4, 5))), dim=-1)
+    out = ShrinkageOutput(alpha, weights, torch.zeros(4, dtype=torch.float64))
+    rows = torch.tensor([True, True, True, False])
+    got = towards_diagonal(out, rows, 0.25)
+    before = combine(S, T, out.intensities)
+    expected = 0.75 * before + 0.25 * torch.diag_embed(torch.diagonal(S, dim1=-2, dim2=-1))
+    after = combine(S, T, got.intensities)
+    torch.testing.assert_close(after[:3], expected[:3], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(after[3], before[3])  # a row not picked: unchanged
+    torch.testing.assert_close(got.weights.sum(-1), torch.ones(4, dtype=torch.float64))
+    assert torch.all(got.weights >= 0) and torch.all(got.alpha <= 1)
+    same = towards_diagonal(out, rows, 0.0)
+    torch.testing.assert_close(same.intensities, out.intensities)
+    for bad in (-0.1, 1.1, float("nan")):
+        with pytest.raises(ValueError, match="strength"):
+            towards_diagonal(out, rows, bad)
+
+
+def test_stock_part_shrinks_only_the_stock_rows_that_are_not_far(parts, tmp_path):
+    near, far_general, disc, x = parts
+    one, iid = _kinds(40, 7)
+    stock = FeatureDiscriminant.fit(iid, one, ridge=0.05)  # positive: more like one factor
+    base = SwitchedModel(near, far_general, disc, 0.0).eval()
+    model = SwitchedModel(near, far_general, disc, 0.0, stock=stock, stock_tau=0.0,
+                          stock_strength=0.3).eval()  # fmt: skip
+    rows = (stock.score(x) > 0.0) & ~(disc.score(x) > 0.0)
+    assert 0 < rows.sum() < len(rows)  # some rows of each kind
+    np.testing.assert_array_equal(model.is_stock(x).numpy(), rows)
+    a, b = base.predict(x), model.predict(x)
+    ref = towards_diagonal(a, torch.as_tensor(rows), 0.3)
+    torch.testing.assert_close(b.intensities, ref.intensities)
+    torch.testing.assert_close(model(torch.as_tensor(x, dtype=torch.float32)).intensities,
+                               b.intensities.float(), rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_array_equal(b.alpha.numpy()[~rows], a.alpha.numpy()[~rows])
+    fast = numpy_predict(model, x)
+    np.testing.assert_allclose(fast[0] [:, None] * fast[1], b.intensities.numpy(), rtol=RTOL,
+                               atol=1e-6)  # fmt: skip
+    assert "stock" not in base.config and model.config["stock"]["strength"] == 0.3
+    back = load_model(save_model(tmp_path / "st.pt", model, FEATURE_NAMES, TARGET_NAMES))
+    torch.testing.assert_close(back.predict(x).intensities, b.intensities)
+    assert back.stock_tau == 0.0 and back.stock.precisions.dtype == torch.float64
+    for kw, match in (({"stock_strength": 2.0}, "stock_strength"),
+                      ({"stock_tau": float("inf")}, "stock_tau")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            SwitchedModel(near, far_general, disc, stock=stock, **kw)
+    narrow = FeatureDiscriminant.fit(*(np.random.default_rng(1).standard_normal((2, 40, 3))))
+    with pytest.raises(ValueError, match="stock discriminant"):
+        SwitchedModel(near, far_general, disc, stock=narrow)
