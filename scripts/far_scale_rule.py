@@ -33,13 +33,11 @@ import pandas as pd
 from shrinklab.data import universes
 from shrinklab.evaluation import backtest
 from shrinklab.evaluation import universe_backtest as ub
-from shrinklab.models.registry import load_model
 from shrinklab.models.switched import SwitchedModel
-from shrinklab.studies.deploy_rule import load_rule_data
 from shrinklab.studies.domain_switch import fund_universes_of, rule_0066
 from shrinklab.studies.fold_parts import relative_vols
 from shrinklab.studies.fund_switch import FUND_SIZES
-from shrinklab.studies.switch_parts import score_switch
+from shrinklab.studies.switch_parts import load_switched_run, score_switch
 
 
 def scaled(final: SwitchedModel, c: float) -> SwitchedModel:
@@ -92,10 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
 
-    final = load_model(root / "models" / "final.pt")
-    if not isinstance(final, SwitchedModel):
-        raise ValueError(f"{root}/models/final.pt is not decision 0068's switched model")
-    data = load_rule_data(root / "data", cut_test=True)
+    final, data = load_switched_run(root)
     scales = [float(c) for c in a.scales.split(",")]
     c, means = select_scale(final, data.returns, scales, a.select_seed, a.workers, a.select_draws)
     print("selection: mean volatility relative to final.pt (%) by scale")

@@ -38,9 +38,6 @@ from shrinklab.data import dataset, universes
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import predict_numpy
-from shrinklab.models.registry import load_model
-from shrinklab.models.switched import SwitchedModel
-from shrinklab.studies.deploy_rule import load_rule_data
 from shrinklab.studies.disjoint_finetune import (
     DisjointSpec,
     HalfSplit,
@@ -57,7 +54,7 @@ from shrinklab.studies.stock_shrink import (
     stock_discriminant,
     with_stock_shrinkage,
 )
-from shrinklab.studies.switch_parts import score_switch
+from shrinklab.studies.switch_parts import load_switched_run, score_switch
 
 
 def select(final, disc, returns, valid, strengths, taus, seed, workers):
@@ -132,10 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
 
-    final = load_model(root / "models" / "final.pt")
-    if not isinstance(final, SwitchedModel):
-        raise ValueError(f"{root}/models/final.pt is not decision 0068's switched model")
-    data = load_rule_data(root / "data", cut_test=True)
+    final, data = load_switched_run(root)
     train_set = dataset.TrainingSet.load(root / "data" / "processed" / "synthetic_train.pt")
     disc = stock_discriminant(train_set, universes.cross_universe_folds(data.returns, seed=2021))
     strengths = [float(c) for c in a.strengths.split(",")]

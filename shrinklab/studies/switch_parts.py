@@ -1,6 +1,7 @@
 """The validation parts that decisions 0066–0068 score a switched model on, against the
 deployed model (``final``), computed once for both studies' scripts
-(``scripts/domain_switch_rule.py``, ``scripts/fund_switch_rule.py``):
+(``scripts/domain_switch_rule.py``, ``scripts/fund_switch_rule.py``; decisions 0069-0071's
+scripts load their inputs with :func:`load_switched_run`):
 
 fund universes and cross-universe folds (:func:`shrinklab.evaluation.universe_backtest.
 fold_backtest` rows), Ken French's universes, the selection and wide grids and 0051's
@@ -17,10 +18,24 @@ from typing import Any
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import predict_numpy
+from shrinklab.models.registry import load_model
+from shrinklab.models.switched import SwitchedModel
 from shrinklab.studies import worlds
+from shrinklab.studies.deploy_rule import RuleData, load_rule_data
 from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
 
-__all__ = ["score_switch"]
+__all__ = ["load_switched_run", "score_switch"]
+
+
+def load_switched_run(root: Path | str) -> tuple[SwitchedModel, RuleData]:
+    """A pipeline run's ``models/final.pt``, which must be decision 0068's switched model
+    (else ``ValueError``), and its validation data before 2016
+    (:func:`shrinklab.studies.deploy_rule.load_rule_data`)."""
+    root = Path(root)
+    final = load_model(root / "models" / "final.pt")
+    if not isinstance(final, SwitchedModel):
+        raise ValueError(f"{root}/models/final.pt is not decision 0068's switched model")
+    return final, load_rule_data(root / "data", cut_test=True)
 
 
 def score_switch(
