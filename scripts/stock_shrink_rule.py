@@ -46,7 +46,7 @@ from shrinklab.studies.disjoint_finetune import (
     split_rows,
 )
 from shrinklab.studies.domain_switch import fund_universes_of
-from shrinklab.studies.fold_parts import relative_vols
+from shrinklab.studies.fold_parts import fold_means, relative_vols
 from shrinklab.studies.fund_switch import FUND_SIZES
 from shrinklab.studies.stock_shrink import (
     VALID_MARGIN,
@@ -60,7 +60,7 @@ from shrinklab.studies.switch_parts import load_switched_run, score_switch
 def select(final, disc, returns, valid, strengths, taus, seed, workers):
     """Step 1: ``((c, tau) or None, table)``."""
     w0 = predict_numpy(final, valid.features).intensities
-    cands, rows = {}, []
+    cands, rows = {}, []  # cands: row of the table -> its model, for the admissible pairs
     for c in strengths:
         for tau in taus:
             m = with_stock_shrinkage(final, disc, tau, c)
@@ -68,25 +68,23 @@ def select(final, disc, returns, valid, strengths, taus, seed, workers):
                 predict_numpy(m, valid.features).intensities, w0, valid
             )
             fired = float(m.is_stock(valid.features).double().mean())
+            if -d <= VALID_MARGIN:
+                cands[len(rows)] = m
             rows.append(
                 {"c": c, "tau": tau, "valid_delta": d, "valid_se": se, "valid_fired": fired}
             )
-            if -d <= VALID_MARGIN:
-                cands[f"c{c:g}_t{tau:g}"] = m
     table = pd.DataFrame(rows)
     table["folds_rel_vol_pct"] = np.nan
     if not cands:
         return None, table
-    folds = [u for u in universes.cross_universe_folds(returns, seed=seed)]
+    folds = universes.cross_universe_folds(returns, seed=seed)
     ests = {"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]}
     ests |= {"final": backtest.learned_estimator(final)}
-    ests |= {k: backtest.learned_estimator(m) for k, m in cands.items()}
+    ests |= {f"cand{i}": backtest.learned_estimator(m) for i, m in cands.items()}
     fr = ub.fold_backtest(folds, ests, workers=workers)
-    for k in cands:
-        mean = relative_vols(fr, k, "final").groupby(level="fold").mean().mean()
-        c, tau = (float(x[1:]) for x in k.split("_"))
-        table.loc[(table.c == c) & (table.tau == tau), "folds_rel_vol_pct"] = mean
-    best = table.dropna(subset=["folds_rel_vol_pct"]).sort_values("folds_rel_vol_pct").iloc[0]
+    for i in cands:
+        table.loc[i, "folds_rel_vol_pct"] = fold_means(fr, f"cand{i}", "final").mean()
+    best = table.loc[table["folds_rel_vol_pct"].idxmin()]
     if not best["folds_rel_vol_pct"] < 0:
         return None, table
     return (float(best["c"]), float(best["tau"])), table

@@ -43,12 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.experts import GatedExpertModel, apply_guards, choose_expert
-from shrinklab.models.network import MLShrinkageNetwork
+from shrinklab.models.network import MLShrinkageNetwork, ShrinkageOutput
 from shrinklab.models.stacked import StackedNetworks, can_stack
-from shrinklab.models.switched import SwitchedModel
+from shrinklab.models.switched import SwitchedModel, towards_diagonal
 
 __all__ = ["NumpyForward", "forget", "np_sparsemax", "numpy_forward", "numpy_predict"]
 
@@ -331,16 +330,11 @@ class _Switched:
             a, w, _ = self.far(x[rows])
             alpha, weights = alpha.copy(), weights.copy()
             alpha[rows], weights[rows] = a * self.scale, w
-        m = self.model
-        if m.stock is not None and m.stock_strength > 0.0:  # decision 0071
-            stock = (m.stock.score(x) > m.stock_tau) & ~far
-            c, k = m.stock_strength, TARGET_NAMES.index("diagonal")
-            a2 = (1.0 - c) * alpha + c
-            w2 = (1.0 - c) * alpha[:, None] * weights
-            w2[:, k] += c
-            w2 /= np.maximum(a2, np.finfo(np.float64).tiny)[:, None]
-            alpha = np.where(stock, a2, alpha)
-            weights = np.where(stock[:, None], w2, weights)
+        stock = self.model.is_stock(x, far=torch.from_numpy(far))  # decision 0071
+        if stock.any():  # the same step as the torch path, on float64 views of the arrays
+            out = ShrinkageOutput(*(torch.as_tensor(v) for v in (alpha, weights, log_var)))
+            out = towards_diagonal(out, stock, self.model.stock_strength)
+            alpha, weights = out.alpha.numpy(), out.weights.numpy()
         return alpha, weights, log_var
 
 

@@ -318,15 +318,14 @@ class SwitchedModel(nn.Module):
         """Bool ``(B,)``: the windows served with ``far_general``."""
         return torch.as_tensor(self.discriminant.score(features) > self.tau)
 
-    def is_stock(self, features: Any) -> torch.Tensor:
+    def is_stock(self, features: Any, far: torch.Tensor | None = None) -> torch.Tensor:
         """Bool ``(B,)``: the windows that get decision 0071's extra shrinkage (none
-        without a ``stock`` discriminant)."""
+        without a ``stock`` discriminant); ``far``: :meth:`is_far` of the same features,
+        where the caller has it."""
         if self.stock is None or self.stock_strength == 0.0:
             return torch.zeros(int(np.shape(features)[0]), dtype=torch.bool)
-        return torch.as_tensor(
-            (self.stock.score(features) > self.stock_tau)
-            & ~(self.discriminant.score(features) > self.tau)
-        )
+        far = self.is_far(features) if far is None else far.cpu()
+        return torch.as_tensor(self.stock.score(features) > self.stock_tau) & ~far
 
     def far_share(self, features: Any) -> float:
         """Share of the windows in ``features`` served with ``far_general``."""
@@ -339,14 +338,18 @@ class SwitchedModel(nn.Module):
         return ShrinkageOutput(out.alpha * self.far_scale, out.weights, out.log_var)
 
     def forward(self, x: torch.Tensor, regime: Any = None) -> ShrinkageOutput:
-        rows = self.is_far(x).to(x.device)
-        out = switched_output(self.near(x, regime), self._scaled(self.far(x, regime)), rows)
-        return self._stock_shrunk(out, x)
+        rows = self.is_far(x)
+        out = switched_output(
+            self.near(x, regime), self._scaled(self.far(x, regime)), rows.to(x.device)
+        )
+        return self._stock_shrunk(out, x, rows)
 
-    def _stock_shrunk(self, out: ShrinkageOutput, features: Any) -> ShrinkageOutput:
+    def _stock_shrunk(
+        self, out: ShrinkageOutput, features: Any, far: torch.Tensor
+    ) -> ShrinkageOutput:
         if self.stock is None or self.stock_strength == 0.0:
             return out
-        return towards_diagonal(out, self.is_stock(features), self.stock_strength)
+        return towards_diagonal(out, self.is_stock(features, far), self.stock_strength)
 
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
@@ -354,16 +357,17 @@ class SwitchedModel(nn.Module):
         only on the rows :meth:`is_far` picks (as the gated model's hard switch runs each
         expert on its own rows)."""
         x = self._as_input(features)
-        idx = self.is_far(features).nonzero().squeeze(-1).to(x.device)  # features as given
+        far_rows = self.is_far(features)  # features as given
+        idx = far_rows.nonzero().squeeze(-1).to(x.device)
         out = self.near.predict(x, regime)
         if idx.numel() == 0:
-            return self._stock_shrunk(out, features)
+            return self._stock_shrunk(out, features, far_rows)
         if regime is not None and torch.as_tensor(regime).ndim > 0:
             regime = torch.as_tensor(regime)[idx]
         far = self._scaled(self.far.predict(x[idx], regime))
         alpha = out.alpha.index_put((idx,), far.alpha.to(out.alpha.dtype))
         weights = out.weights.index_put((idx,), far.weights.to(out.weights.dtype))
-        return self._stock_shrunk(ShrinkageOutput(alpha, weights, out.log_var), features)
+        return self._stock_shrunk(ShrinkageOutput(alpha, weights, out.log_var), features, far_rows)
 
 
 def before_switch(model: nn.Module) -> nn.Module:

@@ -20,6 +20,7 @@ from shrinklab.evaluation.universe_backtest import best_classical_table
 
 __all__ = [
     "estimator_vols",
+    "fold_means",
     "mean_se",
     "new_misses",
     "relative_vols",
@@ -49,6 +50,11 @@ def new_misses(rows: pd.DataFrame, base: str, cand: str) -> tuple[int, list[str]
     held = table[base] <= best
     misses = [f"{f} {w}" for (f, w) in table.index[held & (cand_vol.reindex(best.index) > best)]]
     return int(held.sum()), misses
+
+
+def fold_means(rows: pd.DataFrame, cand: str, base: str) -> pd.Series:
+    """Per fold (universe), the mean over its windows of :func:`relative_vols` (%)."""
+    return relative_vols(rows, cand, base).groupby(level="fold").mean()
 
 
 def mean_se(x: pd.Series | np.ndarray) -> tuple[float, float]:
@@ -81,7 +87,7 @@ def switch_rule_values(
     (per universe the mean over windows of the relative volatility, %; mean and SE over
     universes), new misses on ``folds``, French (mean and SE over cells, %), grids and
     stress (:func:`scenario_mean`) and the validation worlds (``valid``, as given)."""
-    per_universe = relative_vols(funds, cand, base).groupby(level="fold").mean()
+    per_universe = fold_means(funds, cand, base)
     f_m, f_se = mean_se(per_universe)
     held, misses = new_misses(folds, base, cand)
     fr_m, fr_se = mean_se(relative_vols(french, cand, base))

@@ -34,7 +34,7 @@ from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.data import returns as data
 from shrinklab.data.universes import Universe
 from shrinklab.models.network import ShrinkageOutput
-from shrinklab.studies.fold_parts import new_misses, relative_vols
+from shrinklab.studies.fold_parts import fold_means, new_misses, relative_vols
 from shrinklab.studies.worlds import diversified_returns_frame, portfolio_returns_frame
 
 __all__ = ["QisTransfer", "fund_universes", "moved_intensities", "rule_0064"]
@@ -134,7 +134,7 @@ def rule_0064(
     3. French: the mean over cells of ``cand``'s volatility relative to ``base``'s (%) not
        above zero by more than its SE (over the cells);
     4. grids: the mean PRIAL of ``cand`` at most 0.5 points below ``base``'s."""
-    per_universe = relative_vols(funds, cand, base).groupby(level="fold").mean()
+    per_universe = fold_means(funds, cand, base)
     f_m = float(per_universe.mean())
     f_se = float(per_universe.std(ddof=1) / np.sqrt(len(per_universe)))
     held, misses = new_misses(folds, base, cand)

@@ -25,7 +25,7 @@ import pandas as pd
 from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.models.switched import FeatureDiscriminant, SwitchedModel
 from shrinklab.studies.domain_switch import window_features
-from shrinklab.studies.fold_parts import mean_se, relative_vols, scenario_mean
+from shrinklab.studies.fold_parts import fold_means, mean_se, relative_vols, scenario_mean
 
 __all__ = [
     "VALID_MARGIN",
@@ -76,10 +76,6 @@ def with_stock_shrinkage(
     return out.eval()
 
 
-def _per_fold(rows: pd.DataFrame, cand: str, base: str) -> pd.Series:
-    return relative_vols(rows, cand, base).groupby(level="fold").mean()
-
-
 def rule_0071(
     folds: pd.DataFrame,
     disjoint: pd.DataFrame,
@@ -106,11 +102,11 @@ def rule_0071(
        (:func:`~shrinklab.studies.fold_parts.scenario_mean`)."""
     is_etf = folds["family"] == "etf"
     stock = folds[~is_etf]
-    s_m, s_se = mean_se(_per_fold(stock, cand, base))
+    s_m, s_se = mean_se(fold_means(stock, cand, base))
     by_cell = relative_vols(stock, cand, base).groupby(level=["family", "window"]).mean()
     d = disjoint.assign(fold=disjoint["split"] + " " + disjoint["fold"])
-    d_m, d_se = mean_se(_per_fold(d, cand, base))
-    f_m, f_se = mean_se(_per_fold(pd.concat([funds, folds[is_etf]]), cand, base))
+    d_m, d_se = mean_se(fold_means(d, cand, base))
+    f_m, f_se = mean_se(fold_means(pd.concat([funds, folds[is_etf]]), cand, base))
     fr = relative_vols(french, cand, base)
     fr_m, fr_se = mean_se(fr)
     g_m, g_se = scenario_mean(grids)
