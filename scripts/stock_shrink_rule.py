@@ -1,12 +1,16 @@
-"""Decision 0071's study (validation data only)::
+"""Decisions 0071 and 0072's study (validation data only)::
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/stock_shrink_rule.py <root> [--workers 2] [--out DIR]
+        [--stock-class folds|single --class-seed S]
 
 ``root`` is a pipeline run's repository root whose ``final.pt`` is decision 0068's switch.
 The candidate adds :func:`shrinklab.models.switched.towards_diagonal` (``Σ̂ ← (1 − c) Σ̂ +
 c·diag(S)``) on the windows that :func:`shrinklab.studies.stock_shrink.stock_discriminant`
 (stock class: the compress stage's seed-2021 stock-based folds; other classes: each
-family of the training worlds) scores above ``tau``.
+family of the training worlds) scores above ``tau``. With ``--stock-class single``
+(decision 0072) the stock class is single-stock universes only
+(:func:`shrinklab.studies.stock_shrink.single_stock_class`, seed ``--class-seed``), in the
+unseen-stock part built from the fit half's stocks.
 
 1. Selection: every ``(c, tau)`` of ``--strengths`` × ``--taus`` whose drop of the
    synthetic validation worlds' normalised PRIAL is at most
@@ -51,6 +55,7 @@ from shrinklab.studies.fund_switch import FUND_SIZES
 from shrinklab.studies.stock_shrink import (
     VALID_MARGIN,
     rule_0071,
+    single_stock_class,
     stock_discriminant,
     with_stock_shrinkage,
 )
@@ -90,15 +95,20 @@ def select(final, disc, returns, valid, strengths, taus, seed, workers):
     return (float(best["c"]), float(best["tau"])), table
 
 
-def disjoint_rows(final, train_set, returns, c, tau, seed, n_splits, workers):
+def disjoint_rows(final, train_set, returns, c, tau, seed, n_splits, class_seed=None):
     """Step 2's unseen-stock part: per split, the stock class from the fit half's
-    universes only; rows of ``final`` and ``switch`` on the held-out half's universes."""
+    universes only (``class_seed`` given: its single-stock subsets, decision 0072); rows
+    of ``final`` and ``switch`` on the held-out half's universes."""
     spec = DisjointSpec(seed=seed, n_splits=n_splits)
     out = []
     for split in half_splits(list(returns.columns), n_splits, np.random.default_rng(seed)):
         swapped = HalfSplit(f"{split.name}ref", split.held_out, split.fit)
-        rng = np.random.default_rng([seed, *map(ord, split.name)])
-        ref = held_out_universes(returns, swapped, spec, rng)
+        if class_seed is None:
+            rng = np.random.default_rng([seed, *map(ord, split.name)])
+            ref = held_out_universes(returns, swapped, spec, rng)
+        else:
+            fit = returns.loc[:, list(split.fit)]
+            ref = single_stock_class(fit, [class_seed, *map(ord, split.name)])
         cand = with_stock_shrinkage(final, stock_discriminant(train_set, ref), tau, c)
         classical = {"ledoit_wolf": backtest.classical_estimators()["ledoit_wolf"]}
         out.append(
@@ -119,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fund-seed", type=int, default=2435)
     ap.add_argument("--grid-seed", type=int, default=2437)
     ap.add_argument("--stress-seed", type=int, default=2439)
+    ap.add_argument("--stock-class", choices=("folds", "single"), default="folds")
+    ap.add_argument("--class-seed", type=int, default=2441, help="with --stock-class single")
     ap.add_argument("--reps", type=int, default=100, help="replications per scenario")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="build/studies/stock_shrink")
@@ -129,7 +141,13 @@ def main(argv: list[str] | None = None) -> None:
 
     final, data = load_switched_run(root)
     train_set = dataset.TrainingSet.load(root / "data" / "processed" / "synthetic_train.pt")
-    disc = stock_discriminant(train_set, universes.cross_universe_folds(data.returns, seed=2021))
+    single = a.stock_class == "single"
+    klass = (
+        single_stock_class(data.returns, a.class_seed)
+        if single
+        else universes.cross_universe_folds(data.returns, seed=2021)
+    )
+    disc = stock_discriminant(train_set, klass)
     strengths = [float(c) for c in a.strengths.split(",")]
     taus = [float(t) for t in a.taus.split(",")]
     choice, table = select(
@@ -139,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table.round(4).to_string(index=False))
     print(f"{time.time() - t0:.0f} s: selection -> {choice}", flush=True)
     summary = {**{k: v for k, v in vars(a).items() if k.endswith("seed")}, "reps": a.reps,
-               "splits": a.splits, "choice": choice}  # fmt: skip
+               "splits": a.splits, "choice": choice, "stock_class": a.stock_class,
+               "class_seed": a.class_seed if single else None}  # fmt: skip
     if choice is not None:
         c, tau = choice
         cand = with_stock_shrinkage(final, disc, tau, c)
@@ -152,8 +171,9 @@ def main(argv: list[str] | None = None) -> None:
             stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,
         )  # fmt: skip
         dis = disjoint_rows(
-            final, train_set, data.returns, c, tau, a.disjoint_seed, a.splits, a.workers
-        )
+            final, train_set, data.returns, c, tau, a.disjoint_seed, a.splits,
+            a.class_seed if single else None,
+        )  # fmt: skip
         dis.to_csv(out / "disjoint.csv", index=False)
         print(
             relative_vols(dis, "switch", "final")

@@ -38,6 +38,24 @@ def test_folds_are_pre_2016_seeded_and_cover_the_families(folds):
     assert not np.allclose(other[12].returns.to_numpy(), folds[12].returns.to_numpy())
 
 
+def test_stock_subsets_are_columns_of_the_stocks_of_each_size():
+    r = data.before_test(data.load_returns())
+    subs = universes.stock_subsets(r, (5, 10, 20, 30), 2, np.random.default_rng(3))
+    # two draws per size below the 20 columns, one of all 20, none above
+    assert [u.p for u in subs] == [5, 5, 10, 10, 20]
+    assert all(u.family == "stocks" and u.start == universes.STOCK_START for u in subs)
+    for u in subs:
+        assert len(set(u.returns.columns)) == u.p
+        pd.testing.assert_frame_equal(u.returns, r.loc[:, list(u.returns.columns)])
+    assert list(subs[0].returns.columns) != list(subs[1].returns.columns)
+    again = universes.stock_subsets(r, (5, 10, 20, 30), 2, np.random.default_rng(3))
+    assert [list(u.returns.columns) for u in again] == [list(u.returns.columns) for u in subs]
+    with pytest.raises(ValueError, match="above"):
+        universes.stock_subsets(r, (30,), 2, np.random.default_rng(3))
+    with pytest.raises(ValueError, match="draws"):
+        universes.stock_subsets(r, (5,), 0, np.random.default_rng(3))
+
+
 def test_etf_returns_cover_the_test_period_and_the_fold_is_their_pre_2016_part(folds):
     factors, index = data.load_factor_returns(), data.load_index_returns()
     r = universes.etf_returns(factors, index)

@@ -55,6 +55,7 @@ __all__ = [
     "etf_returns",
     "etf_universe",
     "stock_halves",
+    "stock_subsets",
 ]
 
 FOLD_FAMILIES = ("halves", "portfolios", "mixtures", "etf")
@@ -93,6 +94,26 @@ def stock_halves(returns: pd.DataFrame, n_splits: int, rng: np.random.Generator)
         for side, cols in (("a", perm[:half]), ("b", perm[half:])):
             sub = returns.iloc[:, np.sort(cols)]
             out.append(Universe("halves", f"halves {k}{side} p={sub.shape[1]}", sub, STOCK_START))
+    return out
+
+
+def stock_subsets(
+    returns: pd.DataFrame, sizes: tuple[int, ...], draws: int, rng: np.random.Generator
+) -> list[Universe]:
+    """Universes of single stocks only (family ``stocks``): for each ``p`` in ``sizes``
+    (those above the number of columns are skipped), ``draws`` random subsets of ``p`` of
+    the columns (one when ``p`` is all of them), backtested from :data:`STOCK_START`.
+    Decision 0072's stock class; unlike the cross-universe folds, no derived portfolio."""
+    q = returns.shape[1]
+    if draws < 1 or not sizes or min(sizes) < 2:
+        raise ValueError(f"need draws >= 1 and sizes of at least 2, got {draws}, {sizes}")
+    out = []
+    for p in sorted({int(s) for s in sizes if s <= q}):
+        for d in range(1 if p == q else draws):
+            sub = returns.iloc[:, np.sort(rng.choice(q, size=p, replace=False))]
+            out.append(Universe("stocks", f"stocks {d} p={p}", sub, STOCK_START))
+    if not out:
+        raise ValueError(f"every size in {sizes} is above the {q} columns")
     return out
 
 

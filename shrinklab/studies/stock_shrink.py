@@ -11,7 +11,9 @@ worlds picks the windows where the stock class is more likely than every family 
 margin ``tau``; there :func:`shrinklab.models.switched.towards_diagonal` moves ``Σ̂``
 towards its diagonal by ``c``.
 
-:func:`rule_0071` holds the rule of docs/decisions/0071-stock-window-correlation-shrinkage.md.
+:func:`rule_0071` holds the rule of docs/decisions/0071-stock-window-correlation-shrinkage.md;
+decision 0072 (docs/decisions/0072-single-stock-class.md) applies the same rule with a
+stock class of single-stock universes only (:func:`single_stock_class`).
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ import numpy as np
 import pandas as pd
 
 from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.data.returns import before_test
+from shrinklab.data.universes import stock_subsets
 from shrinklab.models.switched import FeatureDiscriminant, SwitchedModel
 from shrinklab.studies.domain_switch import window_features
 from shrinklab.studies.fold_parts import fold_means, mean_se, relative_vols, scenario_mean
 
 __all__ = [
+    "SINGLE_STOCK_SIZES",
     "VALID_MARGIN",
     "family_feature_sets",
     "rule_0071",
+    "single_stock_class",
     "stock_discriminant",
     "with_stock_shrinkage",
 ]
@@ -39,6 +45,18 @@ VALID_MARGIN = 0.5
 """Largest drop of the synthetic validation worlds' normalised PRIAL (points) a candidate
 may cost in decision 0071's selection: below every difference between two training-seed
 sets of the same pipeline (0.66-1.67; research log, "Training-seed spread")."""
+
+
+SINGLE_STOCK_SIZES = (5, 8, 10, 12, 15, 20)
+"""Universe sizes of decision 0072's stock class (two random subsets of the stocks each)."""
+
+
+def single_stock_class(returns: pd.DataFrame, seed: Any) -> list[Any]:
+    """Decision 0072's stock class: :func:`shrinklab.data.universes.stock_subsets` of the
+    pre-2016 ``returns``, :data:`SINGLE_STOCK_SIZES` (those up to the number of columns),
+    two draws each, ``numpy.random.default_rng(seed)``."""
+    stocks = before_test(returns)
+    return stock_subsets(stocks, SINGLE_STOCK_SIZES, 2, np.random.default_rng(seed))
 
 
 def family_feature_sets(training_set: Any) -> list[np.ndarray]:
