@@ -118,3 +118,16 @@ def test_rule_adopts_only_when_every_part_holds():
     ]
     flat = disjoint.assign(ann_vol=16.0)
     assert not ss.rule_0071(folds, flat, funds, french, _gains(0.0), _gains(0.0))["rule2_disjoint"]
+
+
+def test_single_stock_class_is_pre_2016_subsets_of_the_given_stocks():
+    dates = pd.bdate_range("2012-01-02", "2017-12-29")
+    r = pd.DataFrame(np.random.default_rng(1).standard_normal((len(dates), 10)), index=dates)
+    r.columns = [f"s{i}" for i in range(10)]
+    klass = ss.single_stock_class(r, 5)
+    # sizes up to the 10 columns: 5 and 8 twice, 10 once; no date of the test period
+    assert [u.p for u in klass] == [5, 5, 8, 8, 10]
+    assert all(u.returns.index.max() < pd.Timestamp("2016-01-01") for u in klass)
+    assert all(set(u.returns.columns) <= set(r.columns) for u in klass)
+    same = ss.single_stock_class(r, 5)
+    assert [list(u.returns.columns) for u in same] == [list(u.returns.columns) for u in klass]
