@@ -27,6 +27,7 @@ from shrinklab.models.switched import (
     SwitchedModel,
     before_switch,
     towards_diagonal,
+    towards_qis,
     with_general,
 )
 from shrinklab.sklearn import MLShrinkageCovariance, load_pretrained
@@ -277,3 +278,70 @@ def test_stock_part_shrinks_only_the_stock_rows_that_are_not_far(parts, tmp_path
     narrow = FeatureDiscriminant.fit(*(np.random.default_rng(1).standard_normal((2, 40, 3))))
     with pytest.raises(ValueError, match="stock discriminant"):
         SwitchedModel(near, far_general, disc, stock=narrow)
+
+
+def test_towards_qis_moves_a_share_of_the_identity_intensity_to_qis():
+    """Decision 0073: on the picked rows ``Σ̂' = Σ̂ + s α π_identity (T_qis − T_identity)``,
+    computed here from the targets themselves."""
+    rng = np.random.default_rng(6)
+    X = torch.as_tensor(rng.standard_normal((3, 80, 10)) @ rng.standard_normal((10, 10)))
+    S, T = sample_covariance(X), shrinkage_targets(X)
+    out = ShrinkageOutput(
+        torch.tensor([0.4, 0.8, 0.6], dtype=torch.float64),
+        torch.softmax(torch.as_tensor(rng.standard_normal((3, 5))), dim=-1),
+        torch.zeros(3, dtype=torch.float64),
+    )
+    rows = torch.tensor([True, False, True])
+    got = towards_qis(out, rows, 0.5)
+    i, q = TARGET_NAMES.index("identity"), TARGET_NAMES.index("qis")
+    w_id = (out.alpha * out.weights[:, i])[:, None, None]
+    expected = combine(S, T, out.intensities) + 0.5 * w_id * (T[:, q] - T[:, i])
+    after = combine(S, T, got.intensities)
+    torch.testing.assert_close(after[rows], expected[rows], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(after[1], combine(S, T, out.intensities)[1])  # not picked
+    torch.testing.assert_close(got.alpha, out.alpha)
+    torch.testing.assert_close(got.weights.sum(-1), torch.ones(3, dtype=torch.float64))
+    full = towards_qis(out, rows, 1.0)
+    assert torch.all(full.weights[rows, i] == 0) and torch.all(full.weights >= 0)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="share"):
+            towards_qis(out, rows, bad)
+
+
+def test_gaussian_part_moves_identity_to_qis_on_the_rows_the_pretest_calls_gaussian(
+    parts, tmp_path
+):
+    from shrinklab.core.tail_pretest import gaussian_rows
+
+    near, far_general, disc, x = parts
+    rng = np.random.default_rng(9)
+    heavy = np.vstack([extract_features(rng.standard_t(3, size=(120, 15))).numpy()
+                       for _ in range(4)]).astype(np.float64)  # fmt: skip
+    x = np.vstack([x, heavy])
+    base = SwitchedModel(near, far_general, disc, 0.0).eval()
+    model = SwitchedModel(near, far_general, disc, 0.0, gauss_share=0.5, gauss_z=2.0,
+                           gauss_se=1.0).eval()  # fmt: skip
+    rows = gaussian_rows(x, 2.0, 1.0)
+    assert 0 < rows.sum() < len(rows) and not rows[-4:].any()  # the t(3) windows: not picked
+    np.testing.assert_array_equal(model.is_gaussian(x).numpy(), rows)
+    assert not base.is_gaussian(x).any()
+    a, b = base.predict(x), model.predict(x)
+    torch.testing.assert_close(
+        b.intensities, towards_qis(a, torch.as_tensor(rows), 0.5).intensities
+    )
+    torch.testing.assert_close(model(torch.as_tensor(x, dtype=torch.float32)).intensities,
+                               b.intensities.float(), rtol=1e-5, atol=1e-6)  # fmt: skip
+    fast = numpy_predict(model, x)
+    np.testing.assert_allclose(fast[0][:, None] * fast[1], b.intensities.numpy(), rtol=RTOL,
+                               atol=1e-6)  # fmt: skip
+    assert "gaussian" not in base.config and model.config["gaussian"] == {
+        "share": 0.5,
+        "z": 2.0,
+        "se": 1.0,
+    }
+    back = load_model(save_model(tmp_path / "g.pt", model, FEATURE_NAMES, TARGET_NAMES))
+    torch.testing.assert_close(back.predict(x).intensities, b.intensities)
+    for kw, match in (({"gauss_share": -0.5}, "gauss_share"),
+                      ({"gauss_z": float("nan")}, "gauss_z")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            SwitchedModel(near, far_general, disc, **kw)

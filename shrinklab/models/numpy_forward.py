@@ -21,7 +21,8 @@ evaluates the same eval-mode operations:
   the general model's), or its soft mixture (:func:`~shrinklab.models.experts.mix_intensities`,
   decision 0044);
 * the switch of a :class:`~shrinklab.models.switched.SwitchedModel` (decision 0068):
-  the far model on the rows its discriminant picks.
+  the far model on the rows its discriminant picks, then its finishing steps
+  (decisions 0071 and 0073, :meth:`SwitchedModel.finish_output`).
 
 The results equal ``model.predict`` to float32 rounding (the torch models run in
 float32; tested at 1e-5). Near the gate's threshold the two may pick different models
@@ -47,7 +48,7 @@ from shrinklab.models.ensemble import EnsembleModel
 from shrinklab.models.experts import GatedExpertModel, apply_guards, choose_expert
 from shrinklab.models.network import MLShrinkageNetwork, ShrinkageOutput
 from shrinklab.models.stacked import StackedNetworks, can_stack
-from shrinklab.models.switched import SwitchedModel, towards_diagonal
+from shrinklab.models.switched import SwitchedModel
 
 __all__ = ["NumpyForward", "forget", "np_sparsemax", "numpy_forward", "numpy_predict"]
 
@@ -331,9 +332,10 @@ class _Switched:
             alpha, weights = alpha.copy(), weights.copy()
             alpha[rows], weights[rows] = a * self.scale, w
         stock = self.model.is_stock(x, far=torch.from_numpy(far))  # decision 0071
-        if stock.any():  # the same step as the torch path, on float64 views of the arrays
+        gauss = self.model.is_gaussian(x)  # decision 0073
+        if stock.any() or gauss.any():  # the torch path's steps, on float64 views of the arrays
             out = ShrinkageOutput(*(torch.as_tensor(v) for v in (alpha, weights, log_var)))
-            out = towards_diagonal(out, stock, self.model.stock_strength)
+            out = self.model.finish_output(out, x, torch.from_numpy(far))
             alpha, weights = out.alpha.numpy(), out.weights.numpy()
         return alpha, weights, log_var
 

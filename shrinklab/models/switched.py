@@ -16,7 +16,9 @@ a third class. This module holds what the deployed file needs:
   windows with discriminant score above ``tau`` are served by the same gated model with
   ``far_general`` as its general network; optionally (decision 0071) the windows that a
   second discriminant calls real single-stock windows get extra shrinkage of their
-  correlations (:func:`towards_diagonal`).
+  correlations (:func:`towards_diagonal`), and (decision 0073) the windows whose tails
+  pre-test as Gaussian (:func:`shrinklab.core.tail_pretest.gaussian_rows`) move a share of
+  their identity intensity to the QIS target (:func:`towards_qis`).
 
 The studies that chose it live in :mod:`shrinklab.studies.domain_switch` and
 :mod:`shrinklab.studies.fund_switch`.
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrinklab.core.tail_pretest import gaussian_rows
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.experts import GatedExpertModel
 from shrinklab.models.network import ShrinkageOutput
@@ -45,6 +48,7 @@ __all__ = [
     "standardised",
     "switched_output",
     "towards_diagonal",
+    "towards_qis",
     "with_general",
 ]
 
@@ -212,6 +216,26 @@ def towards_diagonal(out: ShrinkageOutput, rows: torch.Tensor, strength: float) 
     )
 
 
+def towards_qis(out: ShrinkageOutput, rows: torch.Tensor, share: float) -> ShrinkageOutput:
+    """On the ``rows`` (bool ``(B,)``), a ``share`` of the identity target's intensity
+    ``α π_identity`` moved to the QIS target (Ledoit & Wolf 2022): ``α`` unchanged,
+    ``π_identity ← (1 − s) π_identity``, ``π_qis ← π_qis + s π_identity``. The identity
+    share is a hedge against heavy tails that costs where returns are Gaussian and QIS is
+    nearly the oracle (decision 0073). Elsewhere ``out`` unchanged."""
+    s = float(share)
+    if not 0.0 <= s <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share!r}")
+    if out.weights.shape[-1] != len(TARGET_NAMES):
+        raise ValueError(f"need weights over the {len(TARGET_NAMES)} targets {TARGET_NAMES}")
+    i, q = TARGET_NAMES.index("identity"), TARGET_NAMES.index("qis")
+    move = s * out.weights[:, i]
+    weights = out.weights.clone()
+    weights[:, i] -= move
+    weights[:, q] += move
+    rows = rows.to(out.weights.device)
+    return ShrinkageOutput(out.alpha, torch.where(rows[:, None], weights, out.weights), out.log_var)
+
+
 class SwitchedModel(nn.Module):
     """``near`` (a :class:`GatedExpertModel`) on the windows whose discriminant score is
     at most ``tau``; on the others the same gated model with ``far_general`` as its
@@ -224,7 +248,11 @@ class SwitchedModel(nn.Module):
 
     With ``stock`` (a second :class:`FeatureDiscriminant` whose class ``b`` is real stock
     windows; decision 0071), the windows not served far whose ``stock`` score is above
-    ``stock_tau`` get :func:`towards_diagonal` with ``stock_strength``."""
+    ``stock_tau`` get :func:`towards_diagonal` with ``stock_strength``. With
+    ``gauss_share`` above zero (decision 0073), every window whose kurtosis pre-test
+    statistic is at most ``gauss_z`` and whose statistic's normal-theory SE is at most
+    ``gauss_se`` (:func:`shrinklab.core.tail_pretest.gaussian_rows`) then gets
+    :func:`towards_qis` with ``gauss_share``."""
 
     model_kind = "domain_switch"
 
@@ -238,8 +266,17 @@ class SwitchedModel(nn.Module):
         stock: FeatureDiscriminant | None = None,
         stock_tau: float = 0.0,
         stock_strength: float = 0.0,
+        gauss_share: float = 0.0,
+        gauss_z: float = 0.0,
+        gauss_se: float = 0.05,
     ) -> None:
         super().__init__()
+        if not 0.0 <= float(gauss_share) <= 1.0:
+            raise ValueError(f"gauss_share must be in [0, 1], got {gauss_share!r}")
+        if not np.isfinite(gauss_z):
+            raise ValueError(f"gauss_z must be finite, got {gauss_z!r}")
+        if not float(gauss_se) > 0:
+            raise ValueError(f"gauss_se must be positive, got {gauss_se!r}")
         if not 0.0 <= float(far_scale) <= 1.0:
             raise ValueError(f"far_scale must be in [0, 1], got {far_scale!r}")
         if not 0.0 <= float(stock_strength) <= 1.0:
@@ -262,6 +299,8 @@ class SwitchedModel(nn.Module):
         self.tau, self.far_scale = float(tau), float(far_scale)
         self.stock = stock
         self.stock_tau, self.stock_strength = float(stock_tau), float(stock_strength)
+        self.gauss_share, self.gauss_z = float(gauss_share), float(gauss_z)
+        self.gauss_se = float(gauss_se)
         # shares every module with ``near`` and ``far_general``: kept out of the module
         # tree, so the state is saved once
         object.__setattr__(self, "far", with_general(near, far_general))
@@ -288,6 +327,8 @@ class SwitchedModel(nn.Module):
                 "tau": self.stock_tau,
                 "strength": self.stock_strength,
             }
+        if self.gauss_share != 0.0:  # decision 0073
+            config["gaussian"] = {"share": self.gauss_share, "z": self.gauss_z, "se": self.gauss_se}
         return config
 
     @classmethod
@@ -299,6 +340,7 @@ class SwitchedModel(nn.Module):
             tau=float(config["tau"]),
             far_scale=float(config.get("far_scale", 1.0)),
             **cls._stock_of(config.get("stock")),
+            **cls._gaussian_of(config.get("gaussian")),
         )
 
     @staticmethod
@@ -310,6 +352,13 @@ class SwitchedModel(nn.Module):
             "stock_tau": float(stock["tau"]),
             "stock_strength": float(stock["strength"]),
         }
+
+    @staticmethod
+    def _gaussian_of(gaussian: Mapping[str, Any] | None) -> dict[str, Any]:
+        if gaussian is None:
+            return {}
+        return {k: float(gaussian[v]) for k, v in
+                (("gauss_share", "share"), ("gauss_z", "z"), ("gauss_se", "se"))}  # fmt: skip
 
     def _as_input(self, features: Any) -> torch.Tensor:
         return self.near._as_input(features)
@@ -327,6 +376,13 @@ class SwitchedModel(nn.Module):
         far = self.is_far(features) if far is None else far.cpu()
         return torch.as_tensor(self.stock.score(features) > self.stock_tau) & ~far
 
+    def is_gaussian(self, features: Any) -> torch.Tensor:
+        """Bool ``(B,)``: the windows that get decision 0073's move to QIS (none when
+        ``gauss_share`` is zero)."""
+        if self.gauss_share == 0.0:
+            return torch.zeros(int(np.shape(features)[0]), dtype=torch.bool)
+        return torch.as_tensor(gaussian_rows(features, self.gauss_z, self.gauss_se))
+
     def far_share(self, features: Any) -> float:
         """Share of the windows in ``features`` served with ``far_general``."""
         return float(self.is_far(features).double().mean())
@@ -342,14 +398,18 @@ class SwitchedModel(nn.Module):
         out = switched_output(
             self.near(x, regime), self._scaled(self.far(x, regime)), rows.to(x.device)
         )
-        return self._stock_shrunk(out, x, rows)
+        return self.finish_output(out, x, rows)
 
-    def _stock_shrunk(
+    def finish_output(
         self, out: ShrinkageOutput, features: Any, far: torch.Tensor
     ) -> ShrinkageOutput:
-        if self.stock is None or self.stock_strength == 0.0:
-            return out
-        return towards_diagonal(out, self.is_stock(features, far), self.stock_strength)
+        """``out`` after decision 0071's extra shrinkage and decision 0073's move to QIS
+        (each where the model has it)."""
+        if self.stock is not None and self.stock_strength != 0.0:
+            out = towards_diagonal(out, self.is_stock(features, far), self.stock_strength)
+        if self.gauss_share != 0.0:
+            out = towards_qis(out, self.is_gaussian(features), self.gauss_share)
+        return out
 
     @torch.no_grad()
     def predict(self, features: Any, regime: Any = None) -> ShrinkageOutput:
@@ -361,13 +421,13 @@ class SwitchedModel(nn.Module):
         idx = far_rows.nonzero().squeeze(-1).to(x.device)
         out = self.near.predict(x, regime)
         if idx.numel() == 0:
-            return self._stock_shrunk(out, features, far_rows)
+            return self.finish_output(out, features, far_rows)
         if regime is not None and torch.as_tensor(regime).ndim > 0:
             regime = torch.as_tensor(regime)[idx]
         far = self._scaled(self.far.predict(x[idx], regime))
         alpha = out.alpha.index_put((idx,), far.alpha.to(out.alpha.dtype))
         weights = out.weights.index_put((idx,), far.weights.to(out.weights.dtype))
-        return self._stock_shrunk(ShrinkageOutput(alpha, weights, out.log_var), features, far_rows)
+        return self.finish_output(ShrinkageOutput(alpha, weights, out.log_var), features, far_rows)
 
 
 def before_switch(model: nn.Module) -> nn.Module:
