@@ -81,6 +81,11 @@ fund_switch_seed = 2321
 fund_switch_synthetic = ["diversified", "dominant_factor", "resampled"]
 # the pretrained network's intensity on those windows times this scale (decision 0069)
 fund_switch_far_scale = 0.75
+# windows whose tails pre-test as Gaussian move this share of the identity target's intensity
+# to QIS (decision 0073; 0 = none): the pre-test's largest statistic and largest SE
+gaussian_move_share = 0.25
+gaussian_move_z = 2.0
+gaussian_move_se = 0.025
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -89,6 +94,7 @@ reports_dir = "build/smoke/reports"
 
 import pandas as pd
 
+from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.core.metrics import prial_with_se
 from shrinklab.core.params import notebook_section
 from shrinklab.core.params.finetune import Finetune
@@ -105,7 +111,8 @@ from shrinklab.models.network import MLShrinkageNetwork, predict_numpy
 from shrinklab.models.persistence import load_model_payload
 from shrinklab.models.registry import load_model, save_model
 from shrinklab.pipeline import run_dir, stage_setup
-from shrinklab.studies import fund_switch, selection_grid
+from shrinklab.studies import fund_switch, gaussian_move, selection_grid
+from shrinklab.studies.domain_switch import window_features
 from shrinklab.training import compression as compression_training
 from shrinklab.training.finetune_stage import start_finetune_experts
 from shrinklab.training.monitor import RunLogger
@@ -427,6 +434,53 @@ if fund_switch_seed is not None and isinstance(all_models[deployed], GatedExpert
 elif fund_switch_seed is not None:
     switch_info["reason"] = f"not applied: {deployed} is not a gated model"
 print(f"fund switch: {switch_info}")
+
+# %% [markdown]
+# ## 5.7 The identity hedge moved to QIS where the tails pre-test as Gaussian (decision 0073)
+#
+# Half of the training worlds have Student-t returns, and the networks keep part of their
+# intensity on the identity target as a hedge against heavy tails; in Gaussian worlds at
+# large p with n ≥ 2p, where QIS is nearly the oracle, the hedge costs 0.1–0.25 PRIAL
+# points. Where the mean excess kurtosis of the window's assets is at most
+# `gaussian_move_z` of its normal-theory standard errors above its mean under normality
+# (D'Agostino & Pearson 1973), and that standard error is at most `gaussian_move_se` (a
+# test with power: p·n large), `gaussian_move_share` of the identity target's intensity
+# moves to the QIS target (`shrinklab.core.tail_pretest`,
+# `shrinklab.models.switched.towards_qis`). Decision 0073 chose it by a rule declared
+# before its run, on synthetic maps in no grid, the grids, the validation worlds and the
+# real pre-2016 universes (where no window fires). Below: the share of the validation
+# worlds it touches.
+
+# %%
+gaussian_info: dict = {"applied": False, "share": float(gaussian_move_share)}
+if gaussian_move_share > 0 and switch_info["applied"]:
+    moved = gaussian_move.with_gaussian_move(
+        all_models[final_name], gaussian_move_share, gaussian_move_z, gaussian_move_se
+    )
+    final_name = f"{final_name}_gaussian_move"
+    all_models[final_name] = moved
+    fold_estimators[final_name] = backtest.learned_estimator(moved)
+    gaussian_info = {
+        "applied": True,
+        "share": float(gaussian_move_share),
+        "z": float(gaussian_move_z),
+        "se": float(gaussian_move_se),
+        "share_valid_worlds": gaussian_move.fired_share(moved, valid_set.features),
+    }
+    fold_features = window_features(folds, fold_windows)[list(FEATURE_NAMES)].to_numpy()
+    gaussian_info["fold_windows_fired"] = int(moved.is_gaussian(fold_features).sum())
+    moved_rows = universe_backtest.fold_backtest(
+        folds,
+        {k: fold_estimators[k] for k in ("ledoit_wolf", final_name)},
+        fold_windows,
+        workers=workers,
+    )
+    fold_rows = pd.concat(
+        [fold_rows, moved_rows[moved_rows["estimator"] == final_name]], ignore_index=True
+    )
+elif gaussian_move_share > 0:
+    gaussian_info["reason"] = "not applied: decision 0073's step needs the fund switch"
+print(f"Gaussian move: {gaussian_info}")
 print(f"final.pt: {final_name}")
 
 # %%
@@ -463,6 +517,7 @@ save_model(
         "gate_mixing": gate_mixing if deployed != chosen else "hard",
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
         "fund_switch": switch_info,
+        "gaussian_move": gaussian_info,
         # (the guarded experts' guards are in the model's own config: GatedExpertModel.guards)
         # every covariance of final.pt gets the pre-tested volatility timing (decisions 0047
         # and 0048; shrinklab.core.volatility_timing.finish_covariance); the rules above
@@ -481,6 +536,7 @@ save_metrics(
         "deployed": deployed,
         "final": final_name,
         "fund_switch": switch_info,
+        "gaussian_move": gaussian_info,
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
         "guarded_experts": {
             f: spec for f, (_, spec) in guarded_experts.items() if deployed != chosen

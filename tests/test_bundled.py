@@ -293,3 +293,21 @@ def test_model_card_says_how_to_leave_the_timing_out(tmp_path):
     assert "half-life 0.5 × the window" in text and "(`split`)" in text
     assert "volatility_timing=False" in text and "--no-volatility-timing" in text
     assert "volatility_timing=False" not in model_card(plain, METRICS, "9.9")
+
+
+def test_model_card_line_on_the_gaussian_move_follows_the_file():
+    """Decision 0073's line: written from a ``domain_switch`` file's ``gaussian`` config
+    and the share of validation worlds in its ``extra``; absent without the step."""
+    from shrinklab.evaluation.model_card import _gaussian_move
+
+    payload = {
+        "kind": "domain_switch",
+        "config": {"gaussian": {"share": 0.25, "z": 2.0, "se": 0.025}},
+        "extra": {"gaussian_move": {"share_valid_worlds": 0.0503}},
+    }
+    (line,) = _gaussian_move(payload)
+    for part in ("(5.0 % of the synthetic validation worlds)", "move 0.25 of", "at most 2 ",
+                 "at most 0.025", "docs/decisions/0073"):  # fmt: skip
+        assert part in line
+    assert _gaussian_move({**payload, "config": {}}) == []
+    assert _gaussian_move({**payload, "kind": "gated_experts"}) == []

@@ -130,6 +130,16 @@ def _write(tmp_path: Path, params: dict) -> Path:
             "finetune_experts needs gate_mixing = 'soft'",
         ),
         (
+            "compress",
+            lambda p: p["compress"].update(gaussian_move_share=1.5),
+            r"gaussian_move_share = 1.5 must be in \[0, 1\]",
+        ),
+        (
+            "compress",
+            lambda p: p["compress"].update(gaussian_move_se=0.0),
+            "gaussian_move_se must be > 0",
+        ),
+        (
             "data_prep",
             lambda p: p["data_prep"]["family_weights"].update(factor="1"),
             "family_weights = ",

@@ -129,6 +129,27 @@ def _fund_switch(payload: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _gaussian_move(payload: Mapping[str, Any]) -> list[str]:
+    """The line on decision 0073's step of a ``domain_switch`` file that has it."""
+    step = (
+        payload.get("config", {}).get("gaussian")
+        if payload.get("kind") == "domain_switch"
+        else None
+    )
+    if not step:
+        return []
+    info = dict(payload.get("extra", {}).get("gaussian_move", {}))
+    share = info.get("share_valid_worlds")
+    served = "" if share is None else f" ({100 * share:.1f} % of the synthetic validation worlds)"
+    return [
+        f"- Windows whose tails pre-test as Gaussian{served} move {float(step['share']):g} of "
+        "the identity target's intensity to the QIS target: the assets' mean excess kurtosis "
+        f"at most {float(step['z']):g} normal-theory standard errors above its mean under "
+        f"normality, that standard error at most {float(step['se']):g} (many assets and "
+        "observations; docs/decisions/0073). No real window of this repository passes it."
+    ]
+
+
 def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     """What the deployed model was trained on: the synthetic worlds only, or (when the
     deploy rule chose the fine-tuned network, with or without the family experts of
@@ -258,6 +279,7 @@ def model_card(
         "## Training data",
         *_training_data(extra, _gated_config(payload)),
         *_fund_switch(payload),
+        *_gaussian_move(payload),
         "",
         f"## Headline metrics (public scenario grid, {n_reps} replications per scenario)",
         "PRIAL in % with its standard error over replications; the learned − best column is "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -52,6 +53,12 @@ class Compress(Section):
     # the pretrained network's intensity on those windows times this scale
     # (docs/decisions/0069-far-intensity-scale.md; 1 = as it is)
     fund_switch_far_scale: float = 0.75
+    # windows whose tails pre-test as Gaussian move this share of the identity target's
+    # intensity to QIS (docs/decisions/0073-gaussian-tails-move-to-qis.md; 0 = none): the
+    # pre-test's largest statistic and largest normal-theory SE
+    gaussian_move_share: float = 0.25
+    gaussian_move_z: float = 2.0
+    gaussian_move_se: float = 0.025
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,6 +91,16 @@ class Compress(Section):
             raise ValueError(
                 "params section 'compress': fund_switch_far_scale = "
                 f"{self.fund_switch_far_scale!r} must be in [0, 1]"
+            )
+        if not 0.0 <= float(self.gaussian_move_share) <= 1.0:
+            raise ValueError(
+                "params section 'compress': gaussian_move_share = "
+                f"{self.gaussian_move_share!r} must be in [0, 1]"
+            )
+        if not float(self.gaussian_move_se) > 0 or not math.isfinite(float(self.gaussian_move_z)):
+            raise ValueError(
+                "params section 'compress': gaussian_move_se must be > 0 and gaussian_move_z "
+                f"finite, got {self.gaussian_move_se!r} and {self.gaussian_move_z!r}"
             )
         if self.gate_mixing not in MIXINGS:
             raise ValueError(
