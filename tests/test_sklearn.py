@@ -401,3 +401,12 @@ def test_a_rewritten_model_file_is_loaded_again(model_dir):
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert est.fit(_returns()).shrinkage_ == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_bundled_model_fits_the_shortest_samples(n):
+    """n = 2 is the least ``as_returns`` accepts: every step of the bundled model (the
+    fund switch, decision 0073's kurtosis pre-test, the volatility timing) takes it."""
+    est = MLShrinkageCovariance().fit(_returns(n=n, p=6, seed=n))
+    assert est.covariance_.shape == (6, 6) and np.all(np.isfinite(est.covariance_))
+    assert np.allclose(est.covariance_, est.covariance_.T)

@@ -83,3 +83,12 @@ def test_the_power_condition_leaves_small_windows_alone():
     assert gaussian_rows(F[1], 3.0, 0.05)[0]
     with pytest.raises(ValueError, match="se_max"):
         gaussian_rows(F[1], 2.0, 0.0)
+
+
+def test_windows_too_short_for_a_kurtosis_are_never_gaussian():
+    """n = 2 and 3 are valid fits (``as_returns`` asks for n ≥ 2) but have no kurtosis
+    test: not picked, and no error."""
+    rng = np.random.default_rng(12)
+    F = torch.cat([extract_features(rng.standard_normal((n, 400))) for n in (2, 3, 400)])
+    got = gaussian_rows(F.double(), 1e9, 1e9)
+    np.testing.assert_array_equal(got, [False, False, True])

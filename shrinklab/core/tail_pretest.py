@@ -80,10 +80,17 @@ def gaussian_rows(features: Any, z_max: float, se_max: float) -> np.ndarray:
     (tails no heavier than the normal's, at that one-sided level) and whose
     :func:`kurtosis_se` is at most ``se_max`` (a test with the power to see tails a little
     heavier than the normal's: a Student-t with 30 degrees of freedom has excess kurtosis
-    0.23, about five SEs at ``se_max = 0.05``)."""
+    0.23, about five SEs at ``se_max = 0.05``). Rows with fewer than 4 observations are
+    never called Gaussian. ``p`` counts every asset, constant columns too, which
+    ``kurt_mean`` leaves out: with constant columns the SE used is a little too small."""
     if not np.isfinite(z_max):
         raise ValueError(f"z_max must be finite, got {z_max!r}")
     if not se_max > 0:
         raise ValueError(f"se_max must be positive, got {se_max!r}")
     n, p, k = _sizes_and_kurtosis(features)
-    return (kurtosis_z(k, n, p) <= float(z_max)) & (kurtosis_se(n, p) <= float(se_max))
+    out = np.zeros(n.shape, dtype=bool)
+    ok = n >= 4  # fewer observations: no kurtosis test, so never called Gaussian
+    out[ok] = (kurtosis_z(k[ok], n[ok], p[ok]) <= float(z_max)) & (
+        kurtosis_se(n[ok], p[ok]) <= float(se_max)
+    )
+    return out
