@@ -394,7 +394,21 @@ print(f"deployed: {deployed}")
 # shrink less; the scale chosen on fresh funds). Below: the share of windows it serves
 # with the pretrained network, and the cross-universe folds with it.
 
+
 # %%
+def with_fold_rows(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``rows`` plus the rows of the model ``name`` (in ``fold_estimators``) on the folds,
+    backtested again with Ledoit–Wolf, the benchmark of each row's ``rel_vol`` (its rows
+    and equal weights' are in ``rows`` already)."""
+    new = universe_backtest.fold_backtest(
+        folds,
+        {k: fold_estimators[k] for k in ("ledoit_wolf", name)},
+        fold_windows,
+        workers=workers,
+    )
+    return pd.concat([rows, new[new["estimator"] == name]], ignore_index=True)
+
+
 switch_info: dict = {"applied": False, "seed": fund_switch_seed}
 final_name = deployed
 all_models = {**candidates, "finetuned": finetuned, **gated}
@@ -412,17 +426,7 @@ if fund_switch_seed is not None and isinstance(all_models[deployed], GatedExpert
     final_name = f"{deployed}_fund_switch"
     all_models[final_name] = switched
     fold_estimators[final_name] = backtest.learned_estimator(switched)
-    # the folds again with Ledoit-Wolf, the benchmark of each row's rel_vol (its rows and
-    # equal weights' are those above); only the switched model's rows are added
-    switch_rows = universe_backtest.fold_backtest(
-        folds,
-        {k: fold_estimators[k] for k in ("ledoit_wolf", final_name)},
-        fold_windows,
-        workers=workers,
-    )
-    fold_rows = pd.concat(
-        [fold_rows, switch_rows[switch_rows["estimator"] == final_name]], ignore_index=True
-    )
+    fold_rows = with_fold_rows(fold_rows, final_name)
     switch_info = {
         "applied": True,
         "seed": fund_switch_seed,
@@ -469,15 +473,7 @@ if gaussian_move_share > 0 and switch_info["applied"]:
     }
     fold_features = window_features(folds, fold_windows)[list(FEATURE_NAMES)].to_numpy()
     gaussian_info["fold_windows_fired"] = int(moved.is_gaussian(fold_features).sum())
-    moved_rows = universe_backtest.fold_backtest(
-        folds,
-        {k: fold_estimators[k] for k in ("ledoit_wolf", final_name)},
-        fold_windows,
-        workers=workers,
-    )
-    fold_rows = pd.concat(
-        [fold_rows, moved_rows[moved_rows["estimator"] == final_name]], ignore_index=True
-    )
+    fold_rows = with_fold_rows(fold_rows, final_name)
 elif gaussian_move_share > 0:
     gaussian_info["reason"] = "not applied: decision 0073's step needs the fund switch"
 print(f"Gaussian move: {gaussian_info}")
