@@ -41,10 +41,8 @@ from shrinklab.studies.switch_parts import load_switched_run, score_switch
 
 
 def scaled(final: SwitchedModel, c: float) -> SwitchedModel:
-    """``final`` with ``far_scale = c`` (the same modules, ``extra`` and discriminant)."""
-    out = SwitchedModel(final.near, final.far_general, final.discriminant, final.tau, c)
-    out.extra = dict(getattr(final, "extra", {}) or {})
-    return out.eval()
+    """``final`` with ``far_scale = c`` (every other part and ``extra`` kept)."""
+    return final.with_changes(far_scale=c)
 
 
 def select_scale(

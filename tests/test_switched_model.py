@@ -345,3 +345,27 @@ def test_gaussian_part_moves_identity_to_qis_on_the_rows_the_pretest_calls_gauss
                       ({"gauss_z": float("nan")}, "gauss_z")):  # fmt: skip
         with pytest.raises(ValueError, match=match):
             SwitchedModel(near, far_general, disc, **kw)
+
+
+def test_with_changes_keeps_every_other_part(parts):
+    near, far_general, disc, x = parts
+    one, iid = _kinds(40, 7)
+    stock = FeatureDiscriminant.fit(iid, one, ridge=0.05)
+    model = SwitchedModel(near, far_general, disc, 0.5, 0.8, stock=stock, stock_tau=1.0,
+                          stock_strength=0.2, gauss_share=0.3, gauss_z=1.5,
+                          gauss_se=0.04)  # fmt: skip
+    model.extra = {"volatility_timing": 0.5}
+    changed = model.with_changes(far_scale=0.6)
+    assert changed.far_scale == 0.6 and not changed.training
+    for name in ("near", "far_general", "discriminant", "stock"):
+        assert getattr(changed, name) is getattr(model, name)
+    for name in ("tau", "stock_tau", "stock_strength", "gauss_share", "gauss_z", "gauss_se"):
+        assert getattr(changed, name) == getattr(model, name)
+    assert changed.extra == model.extra and changed.extra is not model.extra
+    torch.testing.assert_close(
+        model.with_changes().predict(x).intensities, model.eval().predict(x).intensities
+    )
+    with pytest.raises(TypeError, match="unknown arguments"):
+        model.with_changes(gauss=0.1)
+    with pytest.raises(ValueError, match="far_scale"):
+        model.with_changes(far_scale=2.0)

@@ -360,6 +360,24 @@ class SwitchedModel(nn.Module):
         return {k: float(gaussian[v]) for k, v in
                 (("gauss_share", "share"), ("gauss_z", "z"), ("gauss_se", "se"))}  # fmt: skip
 
+    def with_changes(self, **changes: Any) -> SwitchedModel:
+        """This model with some of its constructor's arguments changed (every other part,
+        the modules, discriminants and steps, and ``extra`` kept; eval mode): the one way
+        the studies build a candidate from ``final.pt``, so no step is dropped."""
+        args = {
+            "near": self.near, "far_general": self.far_general,
+            "discriminant": self.discriminant, "tau": self.tau, "far_scale": self.far_scale,
+            "stock": self.stock, "stock_tau": self.stock_tau,
+            "stock_strength": self.stock_strength, "gauss_share": self.gauss_share,
+            "gauss_z": self.gauss_z, "gauss_se": self.gauss_se,
+        }  # fmt: skip
+        unknown = sorted(set(changes) - set(args))
+        if unknown:
+            raise TypeError(f"unknown arguments {unknown}; one of {sorted(args)}")
+        out = SwitchedModel(**(args | changes))
+        out.extra = dict(getattr(self, "extra", {}) or {})
+        return out.eval()
+
     def _as_input(self, features: Any) -> torch.Tensor:
         return self.near._as_input(features)
 

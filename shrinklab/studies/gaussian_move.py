@@ -92,13 +92,7 @@ def with_gaussian_move(model: SwitchedModel, share: float, z: float, se: float) 
     whose kurtosis pre-test statistic is at most ``z`` and its SE at most ``se``."""
     if not isinstance(model, SwitchedModel):
         raise TypeError(f"model must be a SwitchedModel, got {type(model).__name__}")
-    out = SwitchedModel(
-        model.near, model.far_general, model.discriminant, model.tau, model.far_scale,
-        stock=model.stock, stock_tau=model.stock_tau, stock_strength=model.stock_strength,
-        gauss_share=share, gauss_z=z, gauss_se=se,
-    )  # fmt: skip
-    out.extra = dict(getattr(model, "extra", {}) or {})
-    return out.eval()
+    return model.with_changes(gauss_share=share, gauss_z=z, gauss_se=se)
 
 
 def map_misses(table: pd.DataFrame) -> int:

@@ -86,12 +86,7 @@ def with_stock_shrinkage(
     extra shrinkage on the windows whose ``stock`` score is above ``tau``."""
     if not isinstance(model, SwitchedModel):
         raise TypeError(f"model must be a SwitchedModel, got {type(model).__name__}")
-    out = SwitchedModel(
-        model.near, model.far_general, model.discriminant, model.tau, model.far_scale,
-        stock=stock, stock_tau=tau, stock_strength=strength,
-    )  # fmt: skip
-    out.extra = dict(getattr(model, "extra", {}) or {})
-    return out.eval()
+    return model.with_changes(stock=stock, stock_tau=tau, stock_strength=strength)
 
 
 def rule_0071(
