@@ -30,14 +30,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from shrinklab.data import universes
 from shrinklab.evaluation import backtest
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.switched import SwitchedModel
 from shrinklab.studies.domain_switch import fund_universes_of, rule_0066
 from shrinklab.studies.fold_parts import relative_vols
 from shrinklab.studies.fund_switch import FUND_SIZES
-from shrinklab.studies.switch_parts import load_switched_run, score_switch
+from shrinklab.studies.switch_parts import fresh_universes, load_switched_run, score_switch
 
 
 def scaled(final: SwitchedModel, c: float) -> SwitchedModel:
@@ -98,10 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                "selection": {f"{k:g}": float(v) for k, v in means.items()}, "scale": c}  # fmt: skip
     if c is not None:
         cand = scaled(final, c)
-        funds_u = fund_universes_of(data.returns, FUND_SIZES, 4, a.fund_seed)
-        folds_u = universes.cross_universe_folds(
-            data.returns, data.factor_returns, data.market["index_return"], seed=a.fold_seed
-        )
+        funds_u, folds_u = fresh_universes(data, a.fund_seed, a.fold_seed)
         p = score_switch(
             final, cand, funds_u, folds_u, data.valid, grid_seed=a.grid_seed,
             stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,

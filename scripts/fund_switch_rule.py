@@ -27,21 +27,19 @@ import numpy as np
 import pandas as pd
 
 from shrinklab.core.features import FEATURE_NAMES
-from shrinklab.data import universes
 from shrinklab.data.dataset import TrainingSet
 from shrinklab.models.registry import load_model
 from shrinklab.models.switched import before_switch
 from shrinklab.studies.deploy_rule import load_rule_data
 from shrinklab.studies.disjoint_finetune import DisjointSpec, half_splits
-from shrinklab.studies.domain_switch import fund_universes_of, window_features
+from shrinklab.studies.domain_switch import window_features
 from shrinklab.studies.fund_switch import (
-    FUND_SIZES,
     deployed_switch,
     disjoint_job,
     rule_0067,
     synthetic_features,
 )
-from shrinklab.studies.switch_parts import score_switch
+from shrinklab.studies.switch_parts import fresh_universes, score_switch
 from shrinklab.training.parallel import map_in_processes
 
 
@@ -95,10 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     print(rel.groupby(level=["family", "window"]).agg(["mean", "sem", "count"]).round(3))
     print(f"{time.time() - t0:.0f} s: disjoint fits", flush=True)
 
-    funds_u = fund_universes_of(data.returns, FUND_SIZES, 4, a.fund_seed)
-    folds_u = universes.cross_universe_folds(
-        data.returns, data.factor_returns, data.market["index_return"], seed=a.fold_seed
-    )
+    funds_u, folds_u = fresh_universes(data, a.fund_seed, a.fold_seed)
     shares = window_features(funds_u + folds_u)
     shares["fund"] = switch.is_far(shares[list(FEATURE_NAMES)].to_numpy()).numpy()
     print("share of windows served by the pretrained network:")

@@ -30,12 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from shrinklab.data import universes
 from shrinklab.evaluation import compression
 from shrinklab.models.network import predict_numpy
 from shrinklab.studies import selection_grid, worlds
-from shrinklab.studies.domain_switch import fund_universes_of
-from shrinklab.studies.fund_switch import FUND_SIZES
 from shrinklab.studies.gaussian_move import (
     GAUSSIAN_MAP,
     TAILED_MAP,
@@ -45,7 +42,7 @@ from shrinklab.studies.gaussian_move import (
     select_0073,
     with_gaussian_move,
 )
-from shrinklab.studies.switch_parts import load_switched_run, score_switch
+from shrinklab.studies.switch_parts import fresh_universes, load_switched_run, score_switch
 
 
 def map_table(model, specs, reps, seed):
@@ -119,15 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         misses = tuple(
             map_misses(map_table(m, GAUSSIAN_MAP, a.reps, a.map_seed)) for m in (final, cand)
         )
-        fails = []
-        for m in (final, cand):
-            _, both = selection_grid.grid_scores(m, a.reps)
-            fails.append(int(both["fail"].sum()))
+        fails = [map_misses(selection_grid.grid_scores(m, a.reps)[1]) for m in (final, cand)]
         print(f"{time.time() - t0:.0f} s: maps; misses {misses}, grid fails {fails}", flush=True)
-        funds_u = fund_universes_of(data.returns, FUND_SIZES, 4, a.fund_seed)
-        folds_u = universes.cross_universe_folds(
-            data.returns, data.factor_returns, data.market["index_return"], seed=a.fold_seed
-        )
+        funds_u, folds_u = fresh_universes(data, a.fund_seed, a.fold_seed)
         p = score_switch(
             final, cand, funds_u, folds_u, data.valid, grid_seed=a.grid_seed,
             stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,

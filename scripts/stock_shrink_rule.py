@@ -49,9 +49,7 @@ from shrinklab.studies.disjoint_finetune import (
     held_out_universes,
     split_rows,
 )
-from shrinklab.studies.domain_switch import fund_universes_of
 from shrinklab.studies.fold_parts import fold_means, relative_vols
-from shrinklab.studies.fund_switch import FUND_SIZES
 from shrinklab.studies.stock_shrink import (
     VALID_MARGIN,
     rule_0071,
@@ -59,7 +57,7 @@ from shrinklab.studies.stock_shrink import (
     stock_discriminant,
     with_stock_shrinkage,
 )
-from shrinklab.studies.switch_parts import load_switched_run, score_switch
+from shrinklab.studies.switch_parts import fresh_universes, load_switched_run, score_switch
 
 
 def select(final, disc, returns, valid, strengths, taus, seed, workers):
@@ -162,10 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     if choice is not None:
         c, tau = choice
         cand = with_stock_shrinkage(final, disc, tau, c)
-        funds_u = fund_universes_of(data.returns, FUND_SIZES, 4, a.fund_seed)
-        folds_u = universes.cross_universe_folds(
-            data.returns, data.factor_returns, data.market["index_return"], seed=a.fold_seed
-        )
+        funds_u, folds_u = fresh_universes(data, a.fund_seed, a.fold_seed)
         p = score_switch(
             final, cand, funds_u, folds_u, data.valid, grid_seed=a.grid_seed,
             stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,

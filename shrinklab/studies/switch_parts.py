@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shrinklab.data.universes import cross_universe_folds
 from shrinklab.evaluation import backtest, compression
 from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.network import predict_numpy
@@ -22,9 +23,11 @@ from shrinklab.models.registry import load_model
 from shrinklab.models.switched import SwitchedModel
 from shrinklab.studies import worlds
 from shrinklab.studies.deploy_rule import RuleData, load_rule_data
+from shrinklab.studies.domain_switch import fund_universes_of
+from shrinklab.studies.fund_switch import FUND_SIZES
 from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
 
-__all__ = ["load_switched_run", "score_switch"]
+__all__ = ["fresh_universes", "load_switched_run", "score_switch"]
 
 
 def load_switched_run(root: Path | str) -> tuple[SwitchedModel, RuleData]:
@@ -36,6 +39,17 @@ def load_switched_run(root: Path | str) -> tuple[SwitchedModel, RuleData]:
     if not isinstance(final, SwitchedModel):
         raise ValueError(f"{root}/models/final.pt is not decision 0068's switched model")
     return final, load_rule_data(root / "data", cut_test=True)
+
+
+def fresh_universes(data: RuleData, fund_seed: int, fold_seed: int) -> tuple[list, list]:
+    """The real parts' universes at fresh seeds: fund universes of the stocks
+    (:data:`~shrinklab.studies.fund_switch.FUND_SIZES`, four draws each, ``fund_seed``)
+    and the cross-universe folds with the ETF fold (``fold_seed``)."""
+    funds = fund_universes_of(data.returns, FUND_SIZES, 4, fund_seed)
+    folds = cross_universe_folds(
+        data.returns, data.factor_returns, data.market["index_return"], seed=fold_seed
+    )
+    return funds, folds
 
 
 def score_switch(
