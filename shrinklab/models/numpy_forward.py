@@ -22,7 +22,7 @@ evaluates the same eval-mode operations:
   decision 0044);
 * the switch of a :class:`~shrinklab.models.switched.SwitchedModel` (decision 0068):
   the far model on the rows its discriminant picks, then its finishing steps
-  (decisions 0071 and 0073, :meth:`SwitchedModel.finish_output`).
+  (decisions 0071, 0073 and 0074, :meth:`SwitchedModel.finish_output`).
 
 The results equal ``model.predict`` to float32 rounding (the torch models run in
 float32; tested at 1e-5). Near the gate's threshold the two may pick different models
@@ -331,11 +331,13 @@ class _Switched:
             a, w, _ = self.far(x[rows])
             alpha, weights = alpha.copy(), weights.copy()
             alpha[rows], weights[rows] = a * self.scale, w
-        stock = self.model.is_stock(x, far=torch.from_numpy(far))  # decision 0071
+        far_t = torch.from_numpy(far)
+        stock = self.model.is_stock(x, far=far_t)  # decision 0071
         gauss = self.model.is_gaussian(x)  # decision 0073
-        if stock.any() or gauss.any():  # the torch path's steps, on float64 views of the arrays
+        long = self.model.is_long_fund(x, far=far_t)  # decision 0074
+        if stock.any() or gauss.any() or long.any():  # the torch path's steps, in float64
             out = ShrinkageOutput(*(torch.as_tensor(v) for v in (alpha, weights, log_var)))
-            out = self.model.finish_output(out, x, torch.from_numpy(far))
+            out = self.model.finish_output(out, x, far_t)
             alpha, weights = out.alpha.numpy(), out.weights.numpy()
         return alpha, weights, log_var
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrinklab.core.features import FEATURE_NAMES
 from shrinklab.core.tail_pretest import gaussian_rows
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.experts import GatedExpertModel
@@ -45,10 +46,12 @@ __all__ = [
     "before_switch",
     "column_scale",
     "reference_sets",
+    "share_to_qis",
     "standardised",
     "switched_output",
     "towards_diagonal",
     "towards_qis",
+    "window_lengths",
     "with_general",
 ]
 
@@ -236,6 +239,34 @@ def towards_qis(out: ShrinkageOutput, rows: torch.Tensor, share: float) -> Shrin
     return ShrinkageOutput(out.alpha, torch.where(rows[:, None], weights, out.weights), out.log_var)
 
 
+def share_to_qis(out: ShrinkageOutput, rows: torch.Tensor, share: float) -> ShrinkageOutput:
+    """On the ``rows`` (bool ``(B,)``), a ``share`` of every target's weight moved to the
+    QIS target (Ledoit & Wolf 2022): ``α`` unchanged, ``π ← (1 − s) π + s e_qis``. On long
+    windows of diversified universes QIS and the sample covariance, which shrink less
+    than the linear targets, are the best classical estimators (decision 0074).
+    Elsewhere ``out`` unchanged."""
+    s = float(share)
+    if not 0.0 <= s <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share!r}")
+    if out.weights.shape[-1] != len(TARGET_NAMES):
+        raise ValueError(f"need weights over the {len(TARGET_NAMES)} targets {TARGET_NAMES}")
+    weights = (1.0 - s) * out.weights
+    weights[:, TARGET_NAMES.index("qis")] += s
+    rows = rows.to(out.weights.device)
+    return ShrinkageOutput(out.alpha, torch.where(rows[:, None], weights, out.weights), out.log_var)
+
+
+def window_lengths(features: Any) -> np.ndarray:
+    """``n`` of feature rows ``(B, F)`` in the order of :data:`shrinklab.core.features.
+    FEATURE_NAMES` (from ``log_n``, rounded to whole numbers)."""
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu()
+    F = np.asarray(features, dtype=np.float64)
+    if F.ndim != 2 or F.shape[1] != len(FEATURE_NAMES):
+        raise ValueError(f"features must be (B, {len(FEATURE_NAMES)}), got {F.shape}")
+    return np.rint(np.exp(F[:, FEATURE_NAMES.index("log_n")]))
+
+
 class SwitchedModel(nn.Module):
     """``near`` (a :class:`GatedExpertModel`) on the windows whose discriminant score is
     at most ``tau``; on the others the same gated model with ``far_general`` as its
@@ -269,8 +300,14 @@ class SwitchedModel(nn.Module):
         gauss_share: float = 0.0,
         gauss_z: float = 0.0,
         gauss_se: float = 0.05,
+        long_n: float = 0.0,
+        long_share: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= float(long_share) <= 1.0:
+            raise ValueError(f"long_share must be in [0, 1], got {long_share!r}")
+        if not (np.isfinite(long_n) and float(long_n) >= 0):
+            raise ValueError(f"long_n must be a finite number >= 0, got {long_n!r}")
         if not 0.0 <= float(gauss_share) <= 1.0:
             raise ValueError(f"gauss_share must be in [0, 1], got {gauss_share!r}")
         if not np.isfinite(gauss_z):
@@ -301,6 +338,7 @@ class SwitchedModel(nn.Module):
         self.stock_tau, self.stock_strength = float(stock_tau), float(stock_strength)
         self.gauss_share, self.gauss_z = float(gauss_share), float(gauss_z)
         self.gauss_se = float(gauss_se)
+        self.long_n, self.long_share = float(long_n), float(long_share)
         # shares every module with ``near`` and ``far_general``: kept out of the module
         # tree, so the state is saved once
         object.__setattr__(self, "far", with_general(near, far_general))
@@ -329,6 +367,8 @@ class SwitchedModel(nn.Module):
             }
         if self.gauss_share != 0.0:  # decision 0073
             config["gaussian"] = {"share": self.gauss_share, "z": self.gauss_z, "se": self.gauss_se}
+        if self.long_share != 0.0:  # decision 0074
+            config["long_fund_qis"] = {"n": self.long_n, "share": self.long_share}
         return config
 
     @classmethod
@@ -341,6 +381,7 @@ class SwitchedModel(nn.Module):
             far_scale=float(config.get("far_scale", 1.0)),
             **cls._stock_of(config.get("stock")),
             **cls._gaussian_of(config.get("gaussian")),
+            **cls._long_of(config.get("long_fund_qis")),
         )
 
     @staticmethod
@@ -360,6 +401,12 @@ class SwitchedModel(nn.Module):
         return {k: float(gaussian[v]) for k, v in
                 (("gauss_share", "share"), ("gauss_z", "z"), ("gauss_se", "se"))}  # fmt: skip
 
+    @staticmethod
+    def _long_of(long: Mapping[str, Any] | None) -> dict[str, Any]:
+        if long is None:
+            return {}
+        return {"long_n": float(long["n"]), "long_share": float(long["share"])}
+
     def with_changes(self, **changes: Any) -> SwitchedModel:
         """This model with some of its constructor's arguments changed (every other part,
         the modules, discriminants and steps, and ``extra`` kept; eval mode): the one way
@@ -370,6 +417,7 @@ class SwitchedModel(nn.Module):
             "stock": self.stock, "stock_tau": self.stock_tau,
             "stock_strength": self.stock_strength, "gauss_share": self.gauss_share,
             "gauss_z": self.gauss_z, "gauss_se": self.gauss_se,
+            "long_n": self.long_n, "long_share": self.long_share,
         }  # fmt: skip
         unknown = sorted(set(changes) - set(args))
         if unknown:
@@ -401,6 +449,16 @@ class SwitchedModel(nn.Module):
             return torch.zeros(int(np.shape(features)[0]), dtype=torch.bool)
         return torch.as_tensor(gaussian_rows(features, self.gauss_z, self.gauss_se))
 
+    def is_long_fund(self, features: Any, far: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool ``(B,)``: the windows that get decision 0074's move to QIS, those served
+        with ``far_general`` whose length is at least ``long_n`` (none when
+        ``long_share`` is zero); ``far``: :meth:`is_far` of the same features, where the
+        caller has it."""
+        if self.long_share == 0.0:
+            return torch.zeros(int(np.shape(features)[0]), dtype=torch.bool)
+        far = self.is_far(features) if far is None else far.cpu()
+        return torch.as_tensor(window_lengths(features) >= self.long_n) & far
+
     def far_share(self, features: Any) -> float:
         """Share of the windows in ``features`` served with ``far_general``."""
         return float(self.is_far(features).double().mean())
@@ -421,8 +479,11 @@ class SwitchedModel(nn.Module):
     def finish_output(
         self, out: ShrinkageOutput, features: Any, far: torch.Tensor
     ) -> ShrinkageOutput:
-        """``out`` after decision 0071's extra shrinkage and decision 0073's move to QIS
-        (each where the model has it)."""
+        """``out`` after decision 0074's move to QIS on long fund-like windows, decision
+        0071's extra shrinkage and decision 0073's move to QIS (each where the model has
+        it)."""
+        if self.long_share != 0.0:
+            out = share_to_qis(out, self.is_long_fund(features, far), self.long_share)
         if self.stock is not None and self.stock_strength != 0.0:
             out = towards_diagonal(out, self.is_stock(features, far), self.stock_strength)
         if self.gauss_share != 0.0:
