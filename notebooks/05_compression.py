@@ -86,6 +86,10 @@ fund_switch_far_scale = 0.75
 gaussian_move_share = 0.25
 gaussian_move_z = 2.0
 gaussian_move_se = 0.025
+# fund-like windows at least this long move this share of every target weight to QIS
+# (decision 0074; share 0 = none)
+long_fund_qis_n = 200
+long_fund_qis_share = 0.5
 processed_dir = "build/smoke/data"
 models_dir = "build/smoke/models"
 reports_dir = "build/smoke/reports"
@@ -477,6 +481,42 @@ if gaussian_move_share > 0 and switch_info["applied"]:
 elif gaussian_move_share > 0:
     gaussian_info["reason"] = "not applied: decision 0073's step needs the fund switch"
 print(f"Gaussian move: {gaussian_info}")
+
+# %% [markdown]
+# ## 5.8 Long fund-like windows towards QIS (decision 0074)
+#
+# On long windows of diversified universes the best classical estimators are QIS and the
+# sample covariance, which shrink less than the linear targets. On the windows the fund
+# switch serves with the pretrained network that are at least `long_fund_qis_n`
+# observations long, `long_fund_qis_share` of every target weight moves to the QIS target
+# (α unchanged; `shrinklab.models.switched.share_to_qis`). Decision 0074 chose the share by
+# a rule declared before its run, on fresh fund universes of the stocks, judged on the
+# folds, Ken French's universes, the grids, stress scenarios and the validation worlds.
+# The whole move (share 1) is not used: with the volatility timing it made nearly
+# singular universes' portfolios blow up. Below: the share of the validation worlds and of
+# the fold windows it touches.
+
+# %%
+long_info: dict = {"applied": False, "share": float(long_fund_qis_share)}
+if long_fund_qis_share > 0 and switch_info["applied"]:
+    moved = all_models[final_name].with_changes(
+        long_n=float(long_fund_qis_n), long_share=float(long_fund_qis_share)
+    )
+    final_name = f"{final_name}_long_qis"
+    all_models[final_name] = moved
+    fold_estimators[final_name] = backtest.learned_estimator(moved)
+    fold_features = window_features(folds, fold_windows)[list(FEATURE_NAMES)].to_numpy()
+    long_info = {
+        "applied": True,
+        "n": int(long_fund_qis_n),
+        "share": float(long_fund_qis_share),
+        "share_valid_worlds": float(moved.is_long_fund(valid_set.features).double().mean()),
+        "fold_windows_moved": int(moved.is_long_fund(fold_features).sum()),
+    }
+    fold_rows = with_fold_rows(fold_rows, final_name)
+elif long_fund_qis_share > 0:
+    long_info["reason"] = "not applied: decision 0074's step needs the fund switch"
+print(f"long fund windows: {long_info}")
 print(f"final.pt: {final_name}")
 
 # %%
@@ -514,6 +554,7 @@ save_model(
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
         "fund_switch": switch_info,
         "gaussian_move": gaussian_info,
+        "long_fund_qis": long_info,
         # (the guarded experts' guards are in the model's own config: GatedExpertModel.guards)
         # every covariance of final.pt gets the pre-tested volatility timing (decisions 0047
         # and 0048; shrinklab.core.volatility_timing.finish_covariance); the rules above
@@ -533,6 +574,7 @@ save_metrics(
         "final": final_name,
         "fund_switch": switch_info,
         "gaussian_move": gaussian_info,
+        "long_fund_qis": long_info,
         "finetuned_experts": list(tuned_experts) if deployed != chosen else [],
         "guarded_experts": {
             f: spec for f, (_, spec) in guarded_experts.items() if deployed != chosen

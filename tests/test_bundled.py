@@ -311,3 +311,17 @@ def test_model_card_line_on_the_gaussian_move_follows_the_file():
         assert part in line
     assert _gaussian_move({**payload, "config": {}}) == []
     assert _gaussian_move({**payload, "kind": "gated_experts"}) == []
+
+
+def test_model_card_line_on_the_long_fund_step_follows_the_file():
+    """Decision 0074's line: written from a ``domain_switch`` file's ``long_fund_qis``
+    config; absent without the step."""
+    from shrinklab.evaluation.model_card import _long_fund_qis
+
+    payload = {"kind": "domain_switch", "config": {"long_fund_qis": {"n": 200.0, "share": 0.5}}}
+    (line,) = _long_fund_qis(payload)
+    for part in ("at least 200 observations", "move 0.5 of every target weight",
+                 "docs/decisions/0074"):  # fmt: skip
+        assert part in line
+    assert _long_fund_qis({**payload, "config": {}}) == []
+    assert _long_fund_qis({**payload, "kind": "gated_experts"}) == []

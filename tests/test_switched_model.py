@@ -26,8 +26,10 @@ from shrinklab.models.switched import (
     FeatureDiscriminant,
     SwitchedModel,
     before_switch,
+    share_to_qis,
     towards_diagonal,
     towards_qis,
+    window_lengths,
     with_general,
 )
 from shrinklab.sklearn import MLShrinkageCovariance, load_pretrained
@@ -347,19 +349,94 @@ def test_gaussian_part_moves_identity_to_qis_on_the_rows_the_pretest_calls_gauss
             SwitchedModel(near, far_general, disc, **kw)
 
 
+def test_share_to_qis_moves_a_share_of_every_weight_to_qis():
+    """Decision 0074: on the picked rows ``Σ̂' = S + α[(1 − s) Σ_k π_k (T_k − S) +
+    s (T_qis − S)]``, computed here from the targets themselves."""
+    rng = np.random.default_rng(8)
+    X = torch.as_tensor(rng.standard_normal((3, 90, 8)) @ rng.standard_normal((8, 8)))
+    S, T = sample_covariance(X), shrinkage_targets(X)
+    out = ShrinkageOutput(
+        torch.tensor([0.3, 0.7, 0.9], dtype=torch.float64),
+        torch.softmax(torch.as_tensor(rng.standard_normal((3, 5))), dim=-1),
+        torch.zeros(3, dtype=torch.float64),
+    )
+    rows = torch.tensor([True, True, False])
+    got = share_to_qis(out, rows, 0.25)
+    q = TARGET_NAMES.index("qis")
+    a = out.alpha[:, None, None]
+    expected = S + a * (0.75 * (combine(S, T, out.weights) - S) + 0.25 * (T[:, q] - S))
+    after = combine(S, T, got.intensities)
+    torch.testing.assert_close(after[rows], expected[rows], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(after[2], combine(S, T, out.intensities)[2])  # not picked
+    torch.testing.assert_close(got.alpha, out.alpha)
+    torch.testing.assert_close(got.weights.sum(-1), torch.ones(3, dtype=torch.float64))
+    full = share_to_qis(out, rows, 1.0)
+    torch.testing.assert_close(full.weights[rows], torch.eye(5, dtype=torch.float64)[[q, q]])
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="share"):
+            share_to_qis(out, rows, bad)
+
+
+def test_long_fund_part_moves_weight_to_qis_on_long_far_rows_only(parts, tmp_path):
+    near, far_general, disc, x = parts
+    rng = np.random.default_rng(12)
+    short = np.vstack([extract_features(rng.standard_normal((60, 15))).numpy()
+                       for _ in range(4)]).astype(np.float64)  # fmt: skip
+    x = np.vstack([x, short])
+    np.testing.assert_array_equal(window_lengths(x), [120] * (len(x) - 4) + [60] * 4)
+    score = disc.score(x)  # some long windows far, some near, a short one far
+    tau = float(min(np.median(score[:-4]), score[-4:].max() - 1e-9))
+    base = SwitchedModel(near, far_general, disc, tau).eval()
+    model = SwitchedModel(near, far_general, disc, tau, long_n=100, long_share=0.5).eval()
+    far = base.is_far(x).numpy()
+    rows = far & (window_lengths(x) >= 100)
+    assert 0 < rows.sum() < far[:-4].sum() + 1 and (~far[:-4]).any()  # near rows: not moved
+    assert far[-4:].any() and not rows[-4:].any()  # short far windows: not moved
+    np.testing.assert_array_equal(model.is_long_fund(x).numpy(), rows)
+    assert not base.is_long_fund(x).any()
+    a, b = base.predict(x), model.predict(x)
+    torch.testing.assert_close(
+        b.intensities, share_to_qis(a, torch.as_tensor(rows), 0.5).intensities
+    )
+    torch.testing.assert_close(model(torch.as_tensor(x, dtype=torch.float32)).intensities,
+                               b.intensities.float(), rtol=1e-5, atol=1e-6)  # fmt: skip
+    fast = numpy_predict(model, x)
+    np.testing.assert_allclose(fast[0][:, None] * fast[1], b.intensities.numpy(), rtol=RTOL,
+                               atol=1e-6)  # fmt: skip
+    assert "long_fund_qis" not in base.config
+    assert model.config["long_fund_qis"] == {"n": 100.0, "share": 0.5}
+    back = load_model(save_model(tmp_path / "l.pt", model, FEATURE_NAMES, TARGET_NAMES))
+    torch.testing.assert_close(back.predict(x).intensities, b.intensities)
+    for kw, match in (({"long_share": 1.5}, "long_share"), ({"long_n": -1.0}, "long_n"),
+                      ({"long_n": float("inf")}, "long_n")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            SwitchedModel(near, far_general, disc, **kw)
+    with pytest.raises(ValueError, match="features must be"):
+        window_lengths(x[:, :5])
+
+
 def test_with_changes_keeps_every_other_part(parts):
     near, far_general, disc, x = parts
     one, iid = _kinds(40, 7)
     stock = FeatureDiscriminant.fit(iid, one, ridge=0.05)
     model = SwitchedModel(near, far_general, disc, 0.5, 0.8, stock=stock, stock_tau=1.0,
                           stock_strength=0.2, gauss_share=0.3, gauss_z=1.5,
-                          gauss_se=0.04)  # fmt: skip
+                          gauss_se=0.04, long_n=150, long_share=0.4)  # fmt: skip
     model.extra = {"volatility_timing": 0.5}
     changed = model.with_changes(far_scale=0.6)
     assert changed.far_scale == 0.6 and not changed.training
     for name in ("near", "far_general", "discriminant", "stock"):
         assert getattr(changed, name) is getattr(model, name)
-    for name in ("tau", "stock_tau", "stock_strength", "gauss_share", "gauss_z", "gauss_se"):
+    for name in (
+        "tau",
+        "stock_tau",
+        "stock_strength",
+        "gauss_share",
+        "gauss_z",
+        "gauss_se",
+        "long_n",
+        "long_share",
+    ):
         assert getattr(changed, name) == getattr(model, name)
     assert changed.extra == model.extra and changed.extra is not model.extra
     torch.testing.assert_close(

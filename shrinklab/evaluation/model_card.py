@@ -150,6 +150,22 @@ def _gaussian_move(payload: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _long_fund_qis(payload: Mapping[str, Any]) -> list[str]:
+    """The line on decision 0074's step of a ``domain_switch`` file that has it."""
+    step = (
+        payload.get("config", {}).get("long_fund_qis")
+        if payload.get("kind") == "domain_switch"
+        else None
+    )
+    if not step:
+        return []
+    return [
+        f"- Fund-like windows of at least {float(step['n']):g} observations move "
+        f"{float(step['share']):g} of every target weight to the QIS target, which shrinks "
+        "less than the linear targets (docs/decisions/0074)."
+    ]
+
+
 def _training_data(extra: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     """What the deployed model was trained on: the synthetic worlds only, or (when the
     deploy rule chose the fine-tuned network, with or without the family experts of
@@ -280,6 +296,7 @@ def model_card(
         *_training_data(extra, _gated_config(payload)),
         *_fund_switch(payload),
         *_gaussian_move(payload),
+        *_long_fund_qis(payload),
         "",
         f"## Headline metrics (public scenario grid, {n_reps} replications per scenario)",
         "PRIAL in % with its standard error over replications; the learned − best column is "

@@ -59,6 +59,10 @@ class Compress(Section):
     gaussian_move_share: float = 0.25
     gaussian_move_z: float = 2.0
     gaussian_move_se: float = 0.025
+    # the fund-like windows at least this long move this share of every target weight to
+    # QIS (docs/decisions/0074-long-fund-windows-towards-qis.md; share 0 = none)
+    long_fund_qis_n: int = 200
+    long_fund_qis_share: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +105,12 @@ class Compress(Section):
             raise ValueError(
                 "params section 'compress': gaussian_move_se must be > 0 and gaussian_move_z "
                 f"finite, got {self.gaussian_move_se!r} and {self.gaussian_move_z!r}"
+            )
+        if not 0.0 <= float(self.long_fund_qis_share) <= 1.0 or int(self.long_fund_qis_n) < 0:
+            raise ValueError(
+                "params section 'compress': long_fund_qis_share must be in [0, 1] and "
+                f"long_fund_qis_n >= 0, got {self.long_fund_qis_share!r} and "
+                f"{self.long_fund_qis_n!r}"
             )
         if self.gate_mixing not in MIXINGS:
             raise ValueError(
