@@ -30,13 +30,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from shrinklab.evaluation import backtest
-from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.switched import SwitchedModel
-from shrinklab.studies.domain_switch import fund_universes_of, rule_0066
-from shrinklab.studies.fold_parts import relative_vols
-from shrinklab.studies.fund_switch import FUND_SIZES
-from shrinklab.studies.switch_parts import fresh_universes, load_switched_run, score_switch
+from shrinklab.studies.switch_parts import (
+    fund_selection_means,
+    judge_by_rule_0066,
+    load_switched_run,
+)
 
 
 def scaled(final: SwitchedModel, c: float) -> SwitchedModel:
@@ -54,17 +53,11 @@ def select_scale(
 ) -> tuple[float | None, pd.Series]:
     """Step 1: the scale with the lowest mean relative volatility on ``3 × draws`` fund
     universes of seed ``seed`` (``None`` where none is below zero) and every scale's
-    mean."""
-    funds = fund_universes_of(returns, FUND_SIZES, draws, seed)
-    ests = {"final": backtest.learned_estimator(final)}
-    ests |= {f"c{c:g}": backtest.learned_estimator(scaled(final, c)) for c in scales}
-    rows = ub.fold_backtest(funds, {**backtest.classical_estimators(), **ests}, workers=workers)
-    means = pd.Series(
-        {
-            c: relative_vols(rows, f"c{c:g}", "final").groupby(level="fold").mean().mean()
-            for c in scales
-        }  # fmt: skip
+    mean (:func:`shrinklab.studies.switch_parts.fund_selection_means`)."""
+    means = fund_selection_means(
+        final, {f"c{c:g}": scaled(final, c) for c in scales}, returns, seed, workers, draws
     )
+    means.index = scales
     best = float(means.idxmin())
     return (best if means[best] < 0 else None), means
 
@@ -96,14 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     summary = {**{k: v for k, v in vars(a).items() if k.endswith("seed")}, "reps": a.reps,
                "selection": {f"{k:g}": float(v) for k, v in means.items()}, "scale": c}  # fmt: skip
     if c is not None:
-        cand = scaled(final, c)
-        funds_u, folds_u = fresh_universes(data, a.fund_seed, a.fold_seed)
-        p = score_switch(
-            final, cand, funds_u, folds_u, data.valid, grid_seed=a.grid_seed,
-            stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,
+        summary |= judge_by_rule_0066(
+            final, scaled(final, c), data, fund_seed=a.fund_seed, fold_seed=a.fold_seed,
+            grid_seed=a.grid_seed, stress_seed=a.stress_seed, reps=a.reps,
+            workers=a.workers, out=out,
         )  # fmt: skip
-        parts = [p[k] for k in ("funds", "folds", "french", "grids", "stress", "valid")]
-        summary |= {"valid_switched": p["valid_switched"], **rule_0066(*parts)}
     else:
         summary["adopt"] = False
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

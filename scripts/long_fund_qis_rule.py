@@ -30,13 +30,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from shrinklab.evaluation import backtest
-from shrinklab.evaluation import universe_backtest as ub
 from shrinklab.models.switched import SwitchedModel
-from shrinklab.studies.domain_switch import fund_universes_of, rule_0066
-from shrinklab.studies.fold_parts import relative_vols
-from shrinklab.studies.fund_switch import FUND_SIZES
-from shrinklab.studies.switch_parts import fresh_universes, load_switched_run, score_switch
+from shrinklab.studies.switch_parts import (
+    fund_selection_means,
+    judge_by_rule_0066,
+    load_switched_run,
+)
 
 
 def candidate(final: SwitchedModel, n0: float, share: float) -> SwitchedModel:
@@ -54,24 +53,13 @@ def select_long(
 ) -> tuple[tuple[float, float] | None, pd.Series]:
     """Step 1: the ``(n0, share)`` with the lowest mean relative volatility on
     ``3 × draws`` fund universes of seed ``seed`` (``None`` where none is below zero) and
-    every pair's mean."""
-    funds = fund_universes_of(returns, FUND_SIZES, draws, seed)
-    names = {pair: f"n{pair[0]:g}_s{pair[1]:g}" for pair in pairs}
-    ests = {"final": backtest.learned_estimator(final)}
-    ests |= {names[pair]: backtest.learned_estimator(candidate(final, *pair)) for pair in pairs}
-    rows = ub.fold_backtest(funds, {**backtest.classical_estimators(), **ests}, workers=workers)
-    means = pd.Series(
-        {
-            names[pair]: relative_vols(rows, names[pair], "final")
-            .groupby(level="fold")
-            .mean()
-            .mean()
-            for pair in pairs
-        }  # fmt: skip
-    )
+    every pair's mean, named ``n<n0>_s<share>``
+    (:func:`shrinklab.studies.switch_parts.fund_selection_means`)."""
+    names = {f"n{n0:g}_s{share:g}": (n0, share) for n0, share in pairs}
+    cands = {name: candidate(final, *pair) for name, pair in names.items()}
+    means = fund_selection_means(final, cands, returns, seed, workers, draws)
     best = means.idxmin()
-    chosen = next(pair for pair in pairs if names[pair] == best)
-    return (chosen if means[best] < 0 else None), means
+    return (names[best] if means[best] < 0 else None), means
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,17 +92,12 @@ def main(argv: list[str] | None = None) -> None:
                "choice": None if pair is None else {"n0": pair[0], "share": pair[1]}}  # fmt: skip
     if pair is not None:
         cand = candidate(final, *pair)
-        funds_u, folds_u = fresh_universes(data, a.fund_seed, a.fold_seed)
-        p = score_switch(
-            final, cand, funds_u, folds_u, data.valid, grid_seed=a.grid_seed,
-            stress_seed=a.stress_seed, reps=a.reps, workers=a.workers, out=out,
+        summary |= judge_by_rule_0066(
+            final, cand, data, fund_seed=a.fund_seed, fold_seed=a.fold_seed,
+            grid_seed=a.grid_seed, stress_seed=a.stress_seed, reps=a.reps,
+            workers=a.workers, out=out,
         )  # fmt: skip
-        parts = [p[k] for k in ("funds", "folds", "french", "grids", "stress", "valid")]
-        summary |= {
-            "valid_switched": p["valid_switched"],
-            "valid_moved": float(cand.is_long_fund(data.valid.features).double().mean()),
-            **rule_0066(*parts),
-        }
+        summary["valid_moved"] = float(cand.is_long_fund(data.valid.features).double().mean())
     else:
         summary["adopt"] = False
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

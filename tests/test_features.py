@@ -395,3 +395,16 @@ def test_shared_eigh_targets_and_reused_cc_sf_targets_equal_the_direct_ones():
         got = intensities_from_targets(Xc, S, T, extras)
         assert _rel(got, classical_intensities(X)) < 1e-12
         assert bool((got[:, 2:] > 0).any())  # CC / SF intensities not all clipped to 0
+
+
+def test_window_sizes_invert_the_size_features():
+    """``window_sizes`` reads ``n`` and ``p`` back from ``log_n`` and ``log_p_over_n``."""
+    from shrinklab.core.features import window_sizes
+
+    rng = np.random.default_rng(3)
+    rows = [extract_features(rng.standard_normal((n, p))) for n, p in ((50, 7), (250, 30), (3, 40))]
+    n, p = window_sizes(torch.cat(rows))
+    np.testing.assert_array_equal(n, [50, 250, 3])
+    np.testing.assert_array_equal(p, [7, 30, 40])
+    with pytest.raises(ValueError, match="features must be"):
+        window_sizes(np.zeros((2, 5)))

@@ -16,7 +16,7 @@ from _one_factor import one_factor_returns
 from scipy.stats import multivariate_normal
 
 from shrinklab.core.estimators import sample_covariance
-from shrinklab.core.features import FEATURE_NAMES, extract_features
+from shrinklab.core.features import FEATURE_NAMES, extract_features, window_sizes
 from shrinklab.core.targets import TARGET_NAMES, combine, shrinkage_targets
 from shrinklab.models.network import ShrinkageOutput
 from shrinklab.models.numpy_forward import numpy_predict
@@ -29,7 +29,6 @@ from shrinklab.models.switched import (
     share_to_qis,
     towards_diagonal,
     towards_qis,
-    window_lengths,
     with_general,
 )
 from shrinklab.sklearn import MLShrinkageCovariance, load_pretrained
@@ -383,13 +382,13 @@ def test_long_fund_part_moves_weight_to_qis_on_long_far_rows_only(parts, tmp_pat
     short = np.vstack([extract_features(rng.standard_normal((60, 15))).numpy()
                        for _ in range(4)]).astype(np.float64)  # fmt: skip
     x = np.vstack([x, short])
-    np.testing.assert_array_equal(window_lengths(x), [120] * (len(x) - 4) + [60] * 4)
+    np.testing.assert_array_equal(window_sizes(x)[0], [120] * (len(x) - 4) + [60] * 4)
     score = disc.score(x)  # some long windows far, some near, a short one far
     tau = float(min(np.median(score[:-4]), score[-4:].max() - 1e-9))
     base = SwitchedModel(near, far_general, disc, tau).eval()
     model = SwitchedModel(near, far_general, disc, tau, long_n=100, long_share=0.5).eval()
     far = base.is_far(x).numpy()
-    rows = far & (window_lengths(x) >= 100)
+    rows = far & (window_sizes(x)[0] >= 100)
     assert 0 < rows.sum() < far[:-4].sum() + 1 and (~far[:-4]).any()  # near rows: not moved
     assert far[-4:].any() and not rows[-4:].any()  # short far windows: not moved
     np.testing.assert_array_equal(model.is_long_fund(x).numpy(), rows)
@@ -412,7 +411,7 @@ def test_long_fund_part_moves_weight_to_qis_on_long_far_rows_only(parts, tmp_pat
         with pytest.raises(ValueError, match=match):
             SwitchedModel(near, far_general, disc, **kw)
     with pytest.raises(ValueError, match="features must be"):
-        window_lengths(x[:, :5])
+        window_sizes(x[:, :5])
 
 
 def test_with_changes_keeps_every_other_part(parts):

@@ -74,6 +74,7 @@ import hashlib
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from shrinklab.core import estimators, linalg
@@ -95,6 +96,7 @@ __all__ = [
     "INTENSITY_NAMES",
     "RECENT_FRACTION",
     "extract_features",
+    "window_sizes",
     "features_of",
     "targets_from_stats",
     "features_from_parts",
@@ -490,3 +492,17 @@ def features_of(stats: SampleStats) -> torch.Tensor:
         gamma=(G[:, k_cc, k_cc], G[:, k_sf, k_sf]),
     )
     return features_from_stats(f_stats, stats.S, stats.evals, G, inten)
+
+
+def window_sizes(features: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, p)`` of feature rows ``(B, F)`` in the order of :data:`FEATURE_NAMES`: the
+    window length and the number of assets, from ``log_n`` and ``log_p_over_n``, rounded
+    to whole numbers (float64 arrays)."""
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu()
+    F = np.asarray(features, dtype=np.float64)
+    if F.ndim != 2 or F.shape[1] != len(FEATURE_NAMES):
+        raise ValueError(f"features must be (B, {len(FEATURE_NAMES)}), got {F.shape}")
+    log_n = F[:, FEATURE_NAMES.index("log_n")]
+    log_p = log_n + F[:, FEATURE_NAMES.index("log_p_over_n")]
+    return np.rint(np.exp(log_n)), np.rint(np.exp(log_p))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.core.features import FEATURE_NAMES, window_sizes
 
 __all__ = ["gaussian_rows", "kurtosis_se", "kurtosis_z", "kurtosis_z_of_features"]
 
@@ -55,16 +55,12 @@ def kurtosis_z(kurt_mean: Any, n: Any, p: Any) -> np.ndarray:
 
 def _sizes_and_kurtosis(features: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(n, p, kurt_mean)`` of feature rows ``(B, F)`` in the order of
-    :data:`~shrinklab.core.features.FEATURE_NAMES` (``n`` and ``p`` from ``log_n`` and
-    ``log_p_over_n``, rounded to whole numbers)."""
+    :data:`~shrinklab.core.features.FEATURE_NAMES` (``n`` and ``p`` by
+    :func:`~shrinklab.core.features.window_sizes`)."""
     if isinstance(features, torch.Tensor):
         features = features.detach().cpu()
     F = np.asarray(features, dtype=np.float64)
-    if F.ndim != 2 or F.shape[1] != len(FEATURE_NAMES):
-        raise ValueError(f"features must be (B, {len(FEATURE_NAMES)}), got {F.shape}")
-    log_n = F[:, FEATURE_NAMES.index("log_n")]
-    n = np.rint(np.exp(log_n))
-    p = np.rint(np.exp(log_n + F[:, FEATURE_NAMES.index("log_p_over_n")]))
+    n, p = window_sizes(F)  # checks the shape
     return n, p, F[:, FEATURE_NAMES.index("kurt_mean")]
 
 

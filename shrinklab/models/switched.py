@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shrinklab.core.features import FEATURE_NAMES
+from shrinklab.core.features import window_sizes
 from shrinklab.core.tail_pretest import gaussian_rows
 from shrinklab.core.targets import TARGET_NAMES
 from shrinklab.models.experts import GatedExpertModel
@@ -51,7 +51,6 @@ __all__ = [
     "switched_output",
     "towards_diagonal",
     "towards_qis",
-    "window_lengths",
     "with_general",
 ]
 
@@ -256,17 +255,6 @@ def share_to_qis(out: ShrinkageOutput, rows: torch.Tensor, share: float) -> Shri
     return ShrinkageOutput(out.alpha, torch.where(rows[:, None], weights, out.weights), out.log_var)
 
 
-def window_lengths(features: Any) -> np.ndarray:
-    """``n`` of feature rows ``(B, F)`` in the order of :data:`shrinklab.core.features.
-    FEATURE_NAMES` (from ``log_n``, rounded to whole numbers)."""
-    if isinstance(features, torch.Tensor):
-        features = features.detach().cpu()
-    F = np.asarray(features, dtype=np.float64)
-    if F.ndim != 2 or F.shape[1] != len(FEATURE_NAMES):
-        raise ValueError(f"features must be (B, {len(FEATURE_NAMES)}), got {F.shape}")
-    return np.rint(np.exp(F[:, FEATURE_NAMES.index("log_n")]))
-
-
 class SwitchedModel(nn.Module):
     """``near`` (a :class:`GatedExpertModel`) on the windows whose discriminant score is
     at most ``tau``; on the others the same gated model with ``far_general`` as its
@@ -457,7 +445,7 @@ class SwitchedModel(nn.Module):
         if self.long_share == 0.0:
             return torch.zeros(int(np.shape(features)[0]), dtype=torch.bool)
         far = self.is_far(features) if far is None else far.cpu()
-        return torch.as_tensor(window_lengths(features) >= self.long_n) & far
+        return torch.as_tensor(window_sizes(features)[0] >= self.long_n) & far
 
     def far_share(self, features: Any) -> float:
         """Share of the windows in ``features`` served with ``far_general``."""

@@ -12,8 +12,11 @@ B = switch) and the synthetic validation worlds (normalised PRIAL difference and
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from shrinklab.data.universes import cross_universe_folds
 from shrinklab.evaluation import backtest, compression
@@ -23,11 +26,18 @@ from shrinklab.models.registry import load_model
 from shrinklab.models.switched import SwitchedModel
 from shrinklab.studies import worlds
 from shrinklab.studies.deploy_rule import RuleData, load_rule_data
-from shrinklab.studies.domain_switch import fund_universes_of
+from shrinklab.studies.domain_switch import fund_universes_of, rule_0066
+from shrinklab.studies.fold_parts import relative_vols
 from shrinklab.studies.fund_switch import FUND_SIZES
 from shrinklab.studies.selection_grid import SELECTION_GRID, WIDE_GRID
 
-__all__ = ["fresh_universes", "load_switched_run", "score_switch"]
+__all__ = [
+    "fresh_universes",
+    "fund_selection_means",
+    "judge_by_rule_0066",
+    "load_switched_run",
+    "score_switch",
+]
 
 
 def load_switched_run(root: Path | str) -> tuple[SwitchedModel, RuleData]:
@@ -98,3 +108,53 @@ def score_switch(
     parts["valid"] = compression.normalised_prial_delta(w["switch"], w["final"], valid)
     parts["valid_switched"] = float(switch.is_far(valid.features).double().mean())
     return parts
+
+
+def fund_selection_means(
+    final: Any,
+    candidates: Mapping[str, Any],
+    returns: pd.DataFrame,
+    seed: int,
+    workers: int,
+    draws: int = 4,
+) -> pd.Series:
+    """The selection step of decisions 0069 and 0074: for each named candidate, the mean
+    over ``len(FUND_SIZES) × draws`` fund universes of the stocks (seed ``seed``) of each
+    universe's volatility relative to ``final`` (%, mean over the windows 60 / 120 / 250),
+    indexed by the candidates' names."""
+    funds = fund_universes_of(returns, FUND_SIZES, draws, seed)
+    ests = {"final": backtest.learned_estimator(final)}
+    ests |= {name: backtest.learned_estimator(m) for name, m in candidates.items()}
+    rows = ub.fold_backtest(funds, {**backtest.classical_estimators(), **ests}, workers=workers)
+    return pd.Series(
+        {
+            name: relative_vols(rows, name, "final").groupby(level="fold").mean().mean()
+            for name in candidates
+        }  # fmt: skip
+    )
+
+
+def judge_by_rule_0066(
+    final: Any,
+    cand: Any,
+    data: RuleData,
+    *,
+    fund_seed: int,
+    fold_seed: int,
+    grid_seed: int,
+    stress_seed: int,
+    reps: int,
+    workers: int,
+    out: Path,
+) -> dict[str, Any]:
+    """The judgement step of decisions 0069 and 0074: every part of :func:`score_switch`
+    at the fresh seeds (:func:`fresh_universes`) and
+    :func:`shrinklab.studies.domain_switch.rule_0066`'s verdict, with the share of the
+    validation worlds the switch serves with its other model (``valid_switched``)."""
+    funds, folds = fresh_universes(data, fund_seed, fold_seed)
+    p = score_switch(
+        final, cand, funds, folds, data.valid, grid_seed=grid_seed,
+        stress_seed=stress_seed, reps=reps, workers=workers, out=out,
+    )  # fmt: skip
+    parts = [p[k] for k in ("funds", "folds", "french", "grids", "stress", "valid")]
+    return {"valid_switched": p["valid_switched"], **rule_0066(*parts)}
