@@ -410,3 +410,27 @@ def test_bundled_model_fits_the_shortest_samples(n):
     est = MLShrinkageCovariance().fit(_returns(n=n, p=6, seed=n))
     assert est.covariance_.shape == (6, 6) and np.all(np.isfinite(est.covariance_))
     assert np.allclose(est.covariance_, est.covariance_.T)
+
+
+@pytest.mark.parametrize("n", [60, 250])
+@pytest.mark.parametrize("kind", ["duplicate", "index"])
+def test_bundled_model_on_collinear_assets(sp500_returns, kind, n):
+    """An asset that is a copy of another, or the equal-weight index of the others, makes
+    the sample covariance exactly singular (p < n). The bundled model's estimate stays
+    well conditioned (its linear targets lift the null direction), and a duplicate gets
+    the original's covariances with every other asset and its variance, so the GMV weight
+    splits evenly between the two
+    (research log, "Exploration: collinear and nearly collinear universes")."""
+    X = sp500_returns.to_numpy()[-n:]
+    extra = X[:, 3] if kind == "duplicate" else X.mean(1)
+    Z = np.column_stack([X, extra])
+    assert np.linalg.matrix_rank(np.cov(Z.T)) == X.shape[1]  # exactly singular
+    C = MLShrinkageCovariance().fit(Z).covariance_
+    ev = np.linalg.eigvalsh(C)
+    assert ev[0] > 0 and ev[-1] / ev[0] < 1e3
+    if kind == "duplicate":
+        others = [i for i in range(X.shape[1]) if i != 3]
+        np.testing.assert_allclose(C[-1, others], C[3, others], rtol=1e-10, atol=0)
+        assert C[-1, -1] == pytest.approx(C[3, 3], rel=1e-10)
+        w = np.linalg.solve(C, np.ones(len(C)))
+        assert w[-1] == pytest.approx(w[3], rel=1e-8)
