@@ -727,3 +727,57 @@ def test_numpy_forward_of_a_guarded_model_equals_torch():
     # and it differs from the unguarded model's where the guard is closed
     alpha_b, _, _ = NumpyForward(b)(x.numpy())
     assert float(np.abs(alpha - alpha_b).max()) > 1e-4
+
+
+# ----------------------------------------------------------------------------- sole servers
+def test_a_sole_server_takes_the_whole_window_where_the_gate_is_sure(tmp_path):
+    """Decision 0075: where P(a | x) > threshold and log p/n ≤ the limit, the model equals
+    expert ``a`` alone; elsewhere the soft mixture without the sole server. Row by row
+    against the two, through save/load and the NumPy evaluator (float64 copy: 1e-10)."""
+    import copy
+
+    from shrinklab.models.numpy_forward import NumpyForward
+
+    a, _, _ = _guarded_pair()
+    sole = {"a": {"threshold": 0.5, "max_log_ratio": 0.5}}
+    s = GatedExpertModel(a.general, a.expert_map(), a.gate, 0.7, mixing="soft", sole=sole)
+    torch.manual_seed(14)
+    x = torch.randn(600, F) * 2
+    x[:, FEATURE_NAMES.index("log_p_over_n")] = torch.linspace(-2.0, 2.0, 600)
+    with torch.no_grad():
+        p_a = a.gate(x)[:, a.gate.families.index("a")]
+    on = (p_a > 0.5) & (x[:, FEATURE_NAMES.index("log_p_over_n")] <= 0.5)
+    assert 20 < int(on.sum()) < 580  # both branches are exercised
+    expert = a.expert_map()["a"].predict(x).intensities.double()
+    mixed = a.predict(x).intensities.double()
+    assert float((expert - mixed)[on].abs().max()) > 1e-3  # the rule changes something
+    want = torch.where(on[:, None], expert, mixed)
+    got = s.predict(x).intensities.double()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(s(x).intensities.double(), got, atol=1e-5, rtol=0)
+        weights = s.module_weights(x)
+    torch.testing.assert_close(weights[on].sum(1), torch.ones(int(on.sum()), dtype=weights.dtype))
+    loaded = load_model(save_model(tmp_path / "s.pt", s, FEATURE_NAMES, TARGET_NAMES))
+    assert loaded.sole == s.sole and "sole" not in a.config
+    torch.testing.assert_close(loaded.predict(x).intensities.double(), got, atol=0, rtol=0)
+    ref = copy.deepcopy(s).double()
+    alpha, pi, _ = NumpyForward(s)(x.double().numpy())
+    np.testing.assert_allclose(
+        alpha[:, None] * pi, ref.predict(x.double()).intensities.numpy(), atol=1e-10, rtol=0
+    )
+
+
+def test_bad_sole_servers_are_refused_clearly():
+    a, _, _ = _guarded_pair()
+    ok = {"threshold": 0.6, "max_log_ratio": None}
+    cases = [
+        ({"a": ok}, "hard", "soft mixture"),
+        ({"a": {"threshold": 0.6}}, "soft", "exactly the keys"),
+        ({"zzz": ok}, "soft", "has no expert"),
+        ({"a": ok | {"threshold": 0.4}}, "soft", r"in \[0.5, 1\)"),
+        ({"a": ok | {"max_log_ratio": float("nan")}}, "soft", "finite or None"),
+    ]
+    for sole, mixing, match in cases:
+        with pytest.raises(ValueError, match=match):
+            GatedExpertModel(a.general, a.expert_map(), a.gate, 0.7, mixing=mixing, sole=sole)

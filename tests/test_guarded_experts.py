@@ -183,3 +183,25 @@ def test_a_family_is_not_both_a_family_expert_and_a_guarded_one():
     assert section.guarded_experts == {"toeplitz": SPEC}
     with pytest.raises(ValueError, match="guarded_experts"):  # typed: a dict of dicts
         Ensemble(guarded_experts=["toeplitz"])
+
+
+def test_with_sole_servers_builds_the_rule_and_the_helpers_keep_it():
+    """Decision 0075's compress helper: the params' ``max_p_over_n`` becomes the log-ratio
+    limit, the other parts are shared, and the compression helpers and the switch's far
+    model keep the sole server."""
+    from shrinklab.evaluation.compression import with_mixing, with_sole_servers
+    from shrinklab.models.switched import with_general
+
+    soft = _served(True)
+    family = "a"
+    s = with_sole_servers(soft, {family: {"threshold": 0.6, "max_p_over_n": 4.0}})
+    assert s.sole == {family: {"threshold": 0.6, "max_log_ratio": math.log(4.0)}}
+    assert s.gate is soft.gate and s.general is soft.general
+    assert with_sole_servers(soft, {}) is soft
+    assert with_mixing(s, "soft").sole == s.sole
+    assert with_general(s, soft.general).sole == s.sole
+    hard = with_mixing(soft, "hard")
+    with pytest.raises(ValueError, match="soft mixture"):
+        with_sole_servers(hard, {family: {"threshold": 0.6, "max_p_over_n": None}})
+    with pytest.raises(ValueError, match=r"\[0.5, 1\)"):
+        with_sole_servers(soft, {family: {"threshold": 0.3, "max_p_over_n": None}})

@@ -46,6 +46,7 @@ __all__ = [
     "with_experts_of",
     "with_experts_replaced",
     "with_guarded_experts",
+    "with_sole_servers",
     "without_guarded_experts",
     "with_mixing",
     "with_server_families_added",
@@ -454,6 +455,7 @@ def with_experts_of(general: Any, source: GatedExpertModel) -> GatedExpertModel:
         threshold=source.threshold,
         mixing=source.mixing,
         guards=source.guards,  # a guarded expert keeps its guard (decision 0058)
+        sole=source.sole,
     )
 
 
@@ -489,6 +491,7 @@ def with_server_for(
         pool_shared=pooled,
         mixing=model.mixing,
         guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
+        sole=model.sole,
     )
 
 
@@ -507,6 +510,7 @@ def with_mixing(model: GatedExpertModel, mixing: str) -> GatedExpertModel:
         pool_shared=model.pool_shared,
         mixing=mixing,
         guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
+        sole=model.sole,
     )
 
 
@@ -543,6 +547,7 @@ def with_experts_replaced(model: GatedExpertModel, experts: Mapping[str, Any]) -
         pool_shared=model.pool_shared,
         mixing=model.mixing,
         guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
+        sole=model.sole,
     )
 
 
@@ -596,6 +601,7 @@ def with_server_families_added(
         pool_shared=model.pool_shared,
         mixing=model.mixing,
         guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
+        sole=model.sole,
     )
 
 
@@ -642,6 +648,7 @@ def with_guarded_experts(
         pool_shared=model.pool_shared,
         mixing=model.mixing,
         guards=guards,
+        sole=model.sole,
     )
 
 
@@ -667,6 +674,40 @@ def without_guarded_experts(model: GatedExpertModel) -> GatedExpertModel:
         threshold=model.threshold,
         pool_shared=model.pool_shared,
         mixing=model.mixing,
+        sole=model.sole,  # a sole server stays (decision 0075)
+    )
+
+
+def with_sole_servers(
+    model: GatedExpertModel, servers: Mapping[str, Mapping[str, Any]]
+) -> GatedExpertModel:
+    """``model`` (a soft mixture) with the module of each family of ``servers``
+    (``{family: {threshold, max_p_over_n}}``, as ``params.yaml`` states it) taking the
+    whole weight where the gate's probability of the family exceeds the threshold (at
+    least 0.5) and p/n is at most the limit (``None``: no limit); elsewhere the mixture
+    is unchanged (decision 0075, :func:`shrinklab.models.experts.apply_sole`). The
+    modules, gate and guards are shared with ``model``; no servers: ``model`` itself."""
+    if not servers:
+        return model
+    if not isinstance(model, GatedExpertModel) or model.mixing != "soft":
+        raise ValueError("sole servers need a gated model with the soft mixture (decision 0044)")
+    sole = dict(model.sole)
+    for family, spec in servers.items():
+        checked = checked_guard_spec(str(family), spec)
+        limit = checked["max_p_over_n"]
+        sole[str(family)] = {
+            "threshold": checked["threshold"],
+            "max_log_ratio": None if limit is None else math.log(limit),
+        }
+    return GatedExpertModel(
+        model.general,
+        model.expert_map(),
+        model.gate,
+        threshold=model.threshold,
+        pool_shared=model.pool_shared,
+        mixing=model.mixing,
+        guards=model.guards,
+        sole=sole,
     )
 
 
@@ -676,6 +717,7 @@ def deployed_form(
     tuned_experts: Mapping[str, Any] | None = None,
     extra_server_families: Sequence[str] = (),
     guarded_experts: Mapping[str, tuple[Any, Mapping[str, Any]]] | None = None,
+    sole_servers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> GatedExpertModel:
     """The form in which ``final.pt`` deploys a gated model: its modules combined by
     ``mixing`` (:func:`with_mixing`, decision 0044), the experts of ``tuned_experts``
@@ -683,13 +725,15 @@ def deployed_form(
     the non-market server serving ``extra_server_families`` too
     (:func:`with_server_families_added`; none in ``final.pt``) and the experts of
     ``guarded_experts`` behind their guards (:func:`with_guarded_experts`, decision 0058;
-    soft mixing only). Notebook 05 and the studies that rebuild ``final.pt`` assemble it
+    soft mixing only) and the sole servers of ``sole_servers`` (:func:`with_sole_servers`,
+    decision 0075). Notebook 05 and the studies that rebuild ``final.pt`` assemble it
     here."""
     form = with_mixing(model, mixing)
     if tuned_experts:
         form = with_experts_replaced(form, tuned_experts)
     form = with_server_families_added(form, extra_server_families)
-    return with_guarded_experts(form, guarded_experts or {})
+    form = with_guarded_experts(form, guarded_experts or {})
+    return with_sole_servers(form, sole_servers or {})
 
 
 def normalised_prial_delta(w: Any, reference_w: Any, data: Any) -> tuple[float, float]:

@@ -46,6 +46,12 @@ most that (inside the training worlds' range, where the gate's families were lea
 elsewhere that probability counts for the module of its ``fallback`` family instead
 (:data:`GUARD_KEYS`, :meth:`GatedExpertModel.family_weights`).
 
+A *sole server* (soft mixing only; decision 0075) goes the other way: where the gate is
+sure of an expert family, ``P(f | x) > threshold`` with the threshold at least 0.5 (so at
+most one family per window) and, with ``max_log_ratio``, ``log p/n`` at most that, the
+module serving that family takes the whole weight instead of its probability
+(:data:`SOLE_KEYS`, :func:`apply_sole`); elsewhere the soft mixture is unchanged.
+
 The switch is the "hard" form of a mixture of experts [Jacobs, Jordan, Nowlan &
 Hinton, "Adaptive mixtures of local experts", Neural Computation 1991], with the
 gate trained on known labels rather than jointly: on synthetic worlds the family is
@@ -57,6 +63,7 @@ evaluation (notebook 06) shows what it does there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,9 +77,11 @@ from shrinklab.models.registry import build_model, model_spec
 __all__ = [
     "GUARD_KEYS",
     "MIXINGS",
+    "SOLE_KEYS",
     "FamilyGate",
     "GatedExpertModel",
     "apply_guards",
+    "apply_sole",
     "choose_expert",
     "mix_intensities",
     "module_probabilities",
@@ -87,6 +96,11 @@ GUARD_KEYS = ("threshold", "max_log_ratio", "fallback")
 ``threshold`` in (0, 1), ``max_log_ratio`` (a float or ``None``: no limit on p/n) and
 ``fallback``, an expert family served by another module, or ``None``: the general model
 (decision 0058)."""
+
+SOLE_KEYS = ("threshold", "max_log_ratio")
+"""The keys of a sole server of :class:`GatedExpertModel` (``sole={family: {...}}``):
+``threshold`` in [0.5, 1) and ``max_log_ratio`` (a float or ``None``: no limit on p/n)
+(decision 0075)."""
 
 _LOG_RATIO = FEATURE_NAMES.index("log_p_over_n")
 
@@ -116,6 +130,65 @@ def apply_guards(
         if j is not None:
             proba[:, j] += moved
     return proba
+
+
+def apply_sole(
+    weights: torch.Tensor,
+    features: torch.Tensor,
+    sole: Sequence[tuple[int, float, float | None]],
+) -> torch.Tensor:
+    """``weights (B, E)`` (float64, the expert families' weights after
+    :func:`apply_guards`) with, for each sole server ``(column, threshold, largest log p/n
+    or None)``, the rows where that column exceeds the threshold (and ``log p/n`` of
+    ``features (B, F)`` is within the limit) set to one at the column and zero elsewhere:
+    the module serving the family takes the whole weight, the general model none
+    (decision 0075). Thresholds are at least 0.5, so at most one column passes per row.
+    Without sole servers, ``weights`` itself. The one home of the rule, for
+    :meth:`GatedExpertModel.family_weights` and the NumPy evaluator."""
+    if not sole:
+        return weights
+    out = weights
+    for i, threshold, limit in sole:
+        on = weights[:, i] > threshold
+        if limit is not None:
+            on &= features[:, _LOG_RATIO].double() <= limit
+        one_hot = torch.zeros_like(weights)
+        one_hot[:, i] = 1.0
+        out = torch.where(on[:, None], one_hot, out)
+    return out
+
+
+def _checked_sole(
+    sole: Mapping[str, Mapping[str, Any]] | None, families: Sequence[str], mixing: str
+) -> dict[str, dict[str, Any]]:
+    """``sole`` as plain dicts, with a clear error for anything :data:`SOLE_KEYS` does
+    not allow."""
+    if not sole:
+        return {}
+    if mixing != "soft":
+        raise ValueError("sole servers need the soft mixture (mixing='soft')")
+    out = {}
+    for fam, spec in sole.items():
+        if not isinstance(spec, Mapping) or set(spec) != set(SOLE_KEYS):
+            got = sorted(spec) if isinstance(spec, Mapping) else type(spec).__name__
+            raise ValueError(
+                f"the sole server {fam!r} needs exactly the keys {SOLE_KEYS}, got {got}"
+            )
+        if fam not in families:
+            raise ValueError(f"sole server {fam!r} has no expert (experts: {list(families)})")
+        threshold, limit = float(spec["threshold"]), spec["max_log_ratio"]
+        if not 0.5 <= threshold < 1.0:
+            raise ValueError(
+                f"the sole threshold of {fam!r} must be in [0.5, 1) (one family at most), "
+                f"got {threshold}"
+            )
+        if limit is not None and not math.isfinite(float(limit)):
+            raise ValueError(f"max_log_ratio of {fam!r} must be finite or None, got {limit}")
+        out[str(fam)] = {
+            "threshold": threshold,
+            "max_log_ratio": None if limit is None else float(limit),
+        }
+    return out
 
 
 def _checked_guards(
@@ -277,6 +350,7 @@ class GatedExpertModel(nn.Module):
         pool_shared: bool = False,
         mixing: str = "hard",
         guards: Mapping[str, Mapping[str, Any]] | None = None,
+        sole: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if mixing not in MIXINGS:
@@ -320,6 +394,7 @@ class GatedExpertModel(nn.Module):
         self.pool_shared = bool(pool_shared)
         self.mixing = mixing
         self.guards = _checked_guards(guards, self.expert_families, self.expert_slots, mixing)
+        self.sole = _checked_sole(sole, self.expert_families, mixing)
 
     # -------------------------------------------------------------- config
     @property
@@ -349,6 +424,8 @@ class GatedExpertModel(nn.Module):
             config["mixing"] = self.mixing
         if self.guards:  # likewise
             config["guards"] = {f: dict(g) for f, g in self.guards.items()}
+        if self.sole:  # likewise (decision 0075)
+            config["sole"] = {f: dict(g) for f, g in self.sole.items()}
         return config
 
     @classmethod
@@ -366,6 +443,7 @@ class GatedExpertModel(nn.Module):
             pool_shared=bool(config.get("pool_shared", False)),
             mixing=str(config.get("mixing", "hard")),
             guards=config.get("guards"),
+            sole=config.get("sole"),
         )
 
     def expert_map(self) -> dict[str, nn.Module]:
@@ -402,8 +480,16 @@ class GatedExpertModel(nn.Module):
     def family_weights(self, x: torch.Tensor) -> torch.Tensor:
         """The gate's probabilities of the expert families, ``(B, E)`` float64, with each
         guarded family's probability moved to its fallback family where its guard is
-        closed (:data:`GUARD_KEYS`); without guards, the probabilities themselves."""
-        return apply_guards(self._expert_proba(x).double(), x, self.guard_columns())
+        closed (:data:`GUARD_KEYS`), then one-hot where a sole server's family is sure
+        (:data:`SOLE_KEYS`); without either, the probabilities themselves."""
+        weights = apply_guards(self._expert_proba(x).double(), x, self.guard_columns())
+        return apply_sole(weights, x, self.sole_columns())
+
+    def sole_columns(self) -> list[tuple[int, float, float | None]]:
+        """The sole servers as :func:`apply_sole` takes them (columns into
+        ``expert_families``)."""
+        fam = self.expert_families
+        return [(fam.index(f), g["threshold"], g["max_log_ratio"]) for f, g in self.sole.items()]
 
     def guard_columns(self) -> list[tuple[int, int | None, float, float | None]]:
         """The guards as :func:`apply_guards` takes them (columns into

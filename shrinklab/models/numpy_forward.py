@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from shrinklab.models.ensemble import EnsembleModel
-from shrinklab.models.experts import GatedExpertModel, apply_guards, choose_expert
+from shrinklab.models.experts import GatedExpertModel, apply_guards, apply_sole, choose_expert
 from shrinklab.models.network import MLShrinkageNetwork, ShrinkageOutput
 from shrinklab.models.stacked import StackedNetworks, can_stack
 from shrinklab.models.switched import SwitchedModel
@@ -244,6 +244,7 @@ class _Gated:
         self.threshold = float(model.threshold)
         self.slots, self.pool_shared = list(model.expert_slots), bool(model.pool_shared)
         self.guards = model.guard_columns()  # decision 0058 (apply_guards)
+        self.sole = model.sole_columns()  # decision 0075 (apply_sole)
         self.general, self.experts = general, experts
         self.families_of = model.families_by_module()
         self.soft = model.mixing == "soft"
@@ -270,8 +271,12 @@ class _Gated:
 
     def _family_weights(self, x: np.ndarray) -> np.ndarray:
         """:meth:`GatedExpertModel.family_weights` on the NumPy gate's probabilities (the
-        guards by :func:`~shrinklab.models.experts.apply_guards`)."""
-        return apply_guards(self._proba(x).double(), torch.from_numpy(x), self.guards).numpy()
+        guards by :func:`~shrinklab.models.experts.apply_guards`, the sole servers by
+        :func:`~shrinklab.models.experts.apply_sole`)."""
+        xt = torch.from_numpy(x)
+        return apply_sole(
+            apply_guards(self._proba(x).double(), xt, self.guards), xt, self.sole
+        ).numpy()
 
     def choice(self, x: np.ndarray) -> np.ndarray:
         """Index of the serving expert per row (``-1``: the general model)."""

@@ -178,6 +178,7 @@ def with_general(model: GatedExpertModel, general: Any) -> GatedExpertModel:
         pool_shared=model.pool_shared,
         mixing=model.mixing,
         guards=model.guards,
+        sole=model.sole,
     )
     out.extra = dict(getattr(model, "extra", {}) or {})
     return out.eval()
