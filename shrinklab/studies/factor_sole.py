@@ -14,7 +14,8 @@ training worlds' range, the factor expert serves alone
 
 :data:`FACTOR_MAP` holds factor worlds in no grid (declared with the rule of
 docs/decisions/0075-factor-expert-sole-where-sure.md); :func:`select_0075` and
-:func:`rule_0075` hold that rule.
+:func:`rule_0075` hold that rule, which did not adopt it (the stress scenarios and the
+stock folds lost a little); ``final.pt`` has no sole server.
 """
 
 from __future__ import annotations
