@@ -27,7 +27,7 @@ import pandas as pd
 
 from shrinklab.evaluation.compression import with_sole_servers
 from shrinklab.models.switched import SwitchedModel
-from shrinklab.studies.fold_parts import fold_means, mean_se, relative_vols, scenario_mean
+from shrinklab.studies.fold_parts import real_parts, real_parts_hold, scenario_mean
 from shrinklab.studies.stock_shrink import VALID_MARGIN
 
 __all__ = [
@@ -140,16 +140,12 @@ def rule_0075(
     f_m, f_se = scenario_mean(factor)
     gr_m, gr_se = scenario_mean(grids)
     st_m, st_se = scenario_mean(stress)
-    real = {
-        "folds": mean_se(fold_means(folds, cand, base)),
-        "funds": mean_se(fold_means(funds, cand, base)),
-        "french": mean_se(relative_vols(french, cand, base)),
-    }
+    real = real_parts(folds, funds, french, cand, base)
     parts = {
         "rule1_factor": f_m > f_se and factor_misses[1] <= factor_misses[0],
         "rule2_grids": gr_m >= -gr_se and grid_fails[1] <= grid_fails[0],
         "rule3_stress": st_m >= -st_se,
-        "rule4_real": all(m <= se or m <= 0 for m, se in real.values()),
+        "rule4_real": real_parts_hold(real),
         "rule5_valid": -valid[0] <= VALID_MARGIN,
     }
     out: dict[str, Any] = {

@@ -23,6 +23,8 @@ __all__ = [
     "fold_means",
     "mean_se",
     "new_misses",
+    "real_parts",
+    "real_parts_hold",
     "relative_vols",
     "scenario_mean",
     "switch_rule_values",
@@ -71,6 +73,25 @@ def scenario_mean(gains: pd.DataFrame) -> tuple[float, float]:
     (independent scenarios)."""
     g = gains["prial_gain_B_minus_A"].to_numpy(dtype=np.float64)
     return float(g.mean()), float(np.sqrt((gains["se"].to_numpy() ** 2).sum()) / len(g))
+
+
+def real_parts(
+    folds: pd.DataFrame, funds: pd.DataFrame, french: pd.DataFrame, cand: str, base: str
+) -> dict[str, tuple[float, float]]:
+    """The real universes' part of decisions 0073 and 0075: ``{folds, funds, french}`` →
+    mean and SE of the relative volatility change ``cand / base − 1`` (%; per fold or
+    universe the mean over its windows, :func:`fold_means`; French per cell,
+    :func:`relative_vols`)."""
+    return {
+        "folds": mean_se(fold_means(folds, cand, base)),
+        "funds": mean_se(fold_means(funds, cand, base)),
+        "french": mean_se(relative_vols(french, cand, base)),
+    }
+
+
+def real_parts_hold(real: dict[str, tuple[float, float]]) -> bool:
+    """Every part of :func:`real_parts` not above zero by more than its SE."""
+    return all(m <= se or m <= 0 for m, se in real.values())
 
 
 def switch_rule_values(

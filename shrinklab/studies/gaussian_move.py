@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shrinklab.models.switched import SwitchedModel
-from shrinklab.studies.fold_parts import fold_means, mean_se, relative_vols, scenario_mean
+from shrinklab.studies.fold_parts import real_parts, real_parts_hold, scenario_mean
 from shrinklab.studies.stock_shrink import VALID_MARGIN
 
 __all__ = [
@@ -154,17 +154,13 @@ def rule_0073(
     t_m, t_se = scenario_mean(tailed)
     gr_m, gr_se = scenario_mean(grids)
     st_m, st_se = scenario_mean(stress)
-    real = {
-        "folds": mean_se(fold_means(folds, cand, base)),
-        "funds": mean_se(fold_means(funds, cand, base)),
-        "french": mean_se(relative_vols(french, cand, base)),
-    }
+    real = real_parts(folds, funds, french, cand, base)
     parts = {
         "rule1_gaussian": gaussian_misses[1] < gaussian_misses[0] and g_m > g_se,
         "rule2_tailed": t_m >= -t_se,
         "rule3_grids": gr_m >= -gr_se and grid_fails[1] <= grid_fails[0],
         "rule4_stress": st_m >= -st_se,
-        "rule5_real": all(m <= se or m <= 0 for m, se in real.values()),
+        "rule5_real": real_parts_hold(real),
         "rule6_valid": -valid[0] <= VALID_MARGIN,
     }
     out: dict[str, Any] = {
