@@ -781,3 +781,19 @@ def test_bad_sole_servers_are_refused_clearly():
     for sole, mixing, match in cases:
         with pytest.raises(ValueError, match=match):
             GatedExpertModel(a.general, a.expert_map(), a.gate, 0.7, mixing=mixing, sole=sole)
+
+
+def test_with_changes_keeps_every_other_part():
+    """``GatedExpertModel.with_changes``: the one way the helpers rebuild a gated model;
+    each argument not named is kept (the same modules, not copies), an unknown name is
+    refused."""
+    _, _, g = _guarded_pair()
+    sole = {"a": {"threshold": 0.6, "max_log_ratio": None}}
+    s = g.with_changes(sole=sole)
+    assert s.general is g.general and s.gate is g.gate and s.guards == g.guards
+    assert s.expert_map() == g.expert_map() and s.mixing == g.mixing == "soft"
+    assert s.threshold == g.threshold and s.pool_shared == g.pool_shared and s.sole == sole
+    h = s.with_changes(mixing="soft", guards=None)
+    assert h.guards == {} and h.sole == sole
+    with pytest.raises(TypeError, match="unknown arguments"):
+        g.with_changes(temperature=2.0)

@@ -448,15 +448,8 @@ def with_experts_of(general: Any, source: GatedExpertModel) -> GatedExpertModel:
         raise TypeError(f"source must be a GatedExpertModel, got {type(source).__name__}")
     if isinstance(general, GatedExpertModel):
         raise TypeError("general already has experts: attach them to its general model")
-    return GatedExpertModel(
-        general,
-        source.expert_map(),
-        source.gate,
-        threshold=source.threshold,
-        mixing=source.mixing,
-        guards=source.guards,  # a guarded expert keeps its guard (decision 0058)
-        sole=source.sole,
-    )
+    # a guarded expert keeps its guard (decision 0058); a new general model: no pooling
+    return source.with_changes(general=general, pool_shared=False)
 
 
 def with_server_for(
@@ -483,16 +476,7 @@ def with_server_for(
             else f"families {taken} already have an expert"
         )
     experts = model.expert_map() | dict.fromkeys(families, server)
-    return GatedExpertModel(
-        model.general,
-        experts,
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=pooled,
-        mixing=model.mixing,
-        guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
-        sole=model.sole,
-    )
+    return model.with_changes(experts=experts, pool_shared=pooled)
 
 
 def with_mixing(model: GatedExpertModel, mixing: str) -> GatedExpertModel:
@@ -502,16 +486,7 @@ def with_mixing(model: GatedExpertModel, mixing: str) -> GatedExpertModel:
     not copy them."""
     if not isinstance(model, GatedExpertModel):
         raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
-    return GatedExpertModel(
-        model.general,
-        model.expert_map(),
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=mixing,
-        guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
-        sole=model.sole,
-    )
+    return model.with_changes(mixing=mixing)
 
 
 def expert_modules(model: Any, families: Sequence[str]) -> dict[str, Any]:
@@ -539,16 +514,7 @@ def with_experts_replaced(model: GatedExpertModel, experts: Mapping[str, Any]) -
     old = expert_modules(model, list(experts))
     replaced = {id(old[f]): new for f, new in experts.items()}
     current = model.expert_map()
-    return GatedExpertModel(
-        model.general,
-        {f: replaced.get(id(m), m) for f, m in current.items()},
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=model.mixing,
-        guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
-        sole=model.sole,
-    )
+    return model.with_changes(experts={f: replaced.get(id(m), m) for f, m in current.items()})
 
 
 def with_ensemble_for_non_market(
@@ -593,16 +559,7 @@ def with_server_families_added(
             f"(not among the gate's: {unknown}; already served: {taken})"
         )
     server = current[NON_MARKET_FAMILIES[0]]
-    return GatedExpertModel(
-        model.general,
-        current | dict.fromkeys(families, server),
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=model.mixing,
-        guards=model.guards,  # a guarded expert keeps its guard (decision 0058)
-        sole=model.sole,
-    )
+    return model.with_changes(experts=current | dict.fromkeys(families, server))
 
 
 def with_guarded_experts(
@@ -640,16 +597,7 @@ def with_guarded_experts(
                 )
         experts[family] = module
         guards[family] = guard_of(checked_guard_spec(family, spec), fallback)
-    return GatedExpertModel(
-        model.general,
-        experts,
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=model.mixing,
-        guards=guards,
-        sole=model.sole,
-    )
+    return model.with_changes(experts=experts, guards=guards)
 
 
 def without_guarded_experts(model: GatedExpertModel) -> GatedExpertModel:
@@ -667,15 +615,7 @@ def without_guarded_experts(model: GatedExpertModel) -> GatedExpertModel:
         if guard["fallback"] is not None:
             experts[family] = current[guard["fallback"]]
     order = [f for f in current if f in experts]  # the families' order, as before 0058
-    return GatedExpertModel(
-        model.general,
-        {f: experts[f] for f in order},
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=model.mixing,
-        sole=model.sole,  # a sole server stays (decision 0075)
-    )
+    return model.with_changes(experts={f: experts[f] for f in order}, guards=None)
 
 
 def with_sole_servers(
@@ -699,16 +639,7 @@ def with_sole_servers(
             "threshold": checked["threshold"],
             "max_log_ratio": None if limit is None else math.log(limit),
         }
-    return GatedExpertModel(
-        model.general,
-        model.expert_map(),
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=model.mixing,
-        guards=model.guards,
-        sole=sole,
-    )
+    return model.with_changes(sole=sole)
 
 
 def deployed_form(

@@ -446,6 +446,21 @@ class GatedExpertModel(nn.Module):
             sole=config.get("sole"),
         )
 
+    def with_changes(self, **changes: Any) -> GatedExpertModel:
+        """This model with some of its constructor's arguments changed (``general``,
+        ``experts``, ``gate``, ``threshold``, ``pool_shared``, ``mixing``, ``guards``,
+        ``sole``); every other one kept, the modules and gate shared, not copied: the one
+        way the helpers rebuild a gated model, so that none drops a part."""
+        args = {
+            "general": self.general, "experts": self.expert_map(), "gate": self.gate,
+            "threshold": self.threshold, "pool_shared": self.pool_shared,
+            "mixing": self.mixing, "guards": self.guards, "sole": self.sole,
+        }  # fmt: skip
+        unknown = sorted(set(changes) - set(args))
+        if unknown:
+            raise TypeError(f"unknown arguments {unknown}; one of {sorted(args)}")
+        return GatedExpertModel(**(args | changes))
+
     def expert_map(self) -> dict[str, nn.Module]:
         """``{family: the module that serves it}`` (a shared module appears under each of
         its families)."""

@@ -170,16 +170,7 @@ def with_general(model: GatedExpertModel, general: Any) -> GatedExpertModel:
     with ``general`` as its general network, in eval mode."""
     if not isinstance(model, GatedExpertModel):
         raise TypeError(f"model must be a GatedExpertModel, got {type(model).__name__}")
-    out = GatedExpertModel(
-        general,
-        model.expert_map(),
-        model.gate,
-        threshold=model.threshold,
-        pool_shared=model.pool_shared,
-        mixing=model.mixing,
-        guards=model.guards,
-        sole=model.sole,
-    )
+    out = model.with_changes(general=general)
     out.extra = dict(getattr(model, "extra", {}) or {})
     return out.eval()
 
