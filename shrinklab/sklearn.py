@@ -66,6 +66,7 @@ demeaned data as always (they describe the shape of the sample, not its mean).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,7 @@ def _plain_params(est: Any) -> bool:
         type(est.store_precision) is bool
         and type(est.assume_centered) is bool
         and type(est.volatility_timing) is bool
+        and type(est.devolatilise) is bool
         and (est.model_path is None or type(est.model_path) is str)
         and type(est.device) is str
     )
@@ -208,6 +210,7 @@ class _MLShrinkageMixin:
     model_path: str | os.PathLike | None
     device: Any
     volatility_timing: bool
+    devolatilise: bool
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike = DEFAULT_MODEL, **params: Any):
@@ -249,11 +252,20 @@ class _MLShrinkageMixin:
 
     def _fit_estimate(self, X: np.ndarray) -> MLShrinkageEstimate:
         model = self._estimation_model()
+        scale = self._devolatilising_scale(X)
+        if scale is not None:
+            X = X / scale
         if not self.assume_centered and torch_device(self.device).type == "cpu":
             est = numpy_estimate(model, X)  # X validated by fit (validate_data)
         else:
             est = ml_shrinkage_estimate(
                 model, X, assume_centered=bool(self.assume_centered), device=self.device
+            )
+        if scale is not None:
+            est = dataclasses.replace(
+                est,
+                covariance=scale[:, None] * est.covariance * scale[None, :],
+                location=est.location * scale,
             )
         self.model_ = model
         self.location_ = est.location
@@ -263,6 +275,21 @@ class _MLShrinkageMixin:
         self.uncertainty_ = float(np.sqrt(np.exp(est.log_var)))
         self.features_ = est.features
         return est
+
+    def _devolatilising_scale(self, X: np.ndarray) -> np.ndarray | None:
+        """With ``devolatilise``, each asset's standard deviation with divisor ``n``, as
+        ``S`` (its root mean square with ``assume_centered``; 1 for a constant column):
+        ``fit`` estimates on ``X / scale``, whose ``S`` has a unit diagonal, and scales the
+        covariance back. Otherwise ``None``."""
+        if not isinstance(self.devolatilise, bool | np.bool_):
+            raise ValueError(f"devolatilise must be a bool, got {self.devolatilise!r}")
+        if not self.devolatilise:
+            return None
+        if self.assume_centered:
+            sd = np.sqrt(np.mean(X * X, axis=0))
+        else:
+            sd = X.std(axis=0)
+        return np.where(sd > 0, sd, 1.0)
 
     def fit_rolling(self, returns: Any, window: int, step: int = 1) -> RollingEstimate:
         """The estimate of every rolling window ``returns[t − window : t]``, ``t = window,
@@ -276,6 +303,8 @@ class _MLShrinkageMixin:
         """
         if self.assume_centered:
             raise ValueError("fit_rolling estimates centred windows; use assume_centered=False")
+        if self.devolatilise:
+            raise ValueError("fit_rolling does not devolatilise; call fit on each window")
         model = self._estimation_model()
         self.model_ = model
         return rolling_estimate(model, returns, window, step, device=self.device)
@@ -339,6 +368,14 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         volatilities towards recent ones when they moved beyond sampling noise, a
         forecast of the next period's covariance. ``False`` returns the shrinkage
         estimate of the window's own covariance, without that move.
+    devolatilise : bool, default False
+        Estimate on the returns divided by each asset's sample standard deviation and
+        scale the covariance back (Engle, Ledoit & Wolf 2019): the estimate is then
+        equivariant to rescaling single assets. For universes whose assets' volatilities
+        differ widely (bond-like next to equity funds), where the default estimate trails
+        QIS (docs/decisions/0076-devolatilise-wide-volatility-spreads.md); on universes of
+        similar volatilities it costs. ``features_`` and the fitted intensities are then
+        those of the scaled returns. ``fit`` only (``fit_rolling`` refuses it).
 """
         + _ATTRIBUTES_DOC
     )
@@ -348,6 +385,7 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         "model_path": [str, os.PathLike, None],
         "device": [str, torch.device],
         "volatility_timing": ["boolean"],
+        "devolatilise": ["boolean"],
     }
 
     def __init__(
@@ -357,12 +395,14 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         assume_centered: bool = False,
         device: str = "cpu",
         volatility_timing: bool = True,
+        devolatilise: bool = False,
     ) -> None:
         self.model_path = model_path
         self.store_precision = store_precision
         self.assume_centered = assume_centered
         self.device = device
         self.volatility_timing = volatility_timing
+        self.devolatilise = devolatilise
 
     def fit(self, X: Any, y: None = None) -> MLShrinkageCovariance:
         """Estimate the covariance of ``X (n_samples, n_assets)``; ``y`` is ignored."""
@@ -429,6 +469,9 @@ if _SkfolioBaseCovariance is not None:
     volatility_timing : bool, default True
         As in :class:`MLShrinkageCovariance`: ``False`` returns the shrinkage estimate
         of the window's own covariance, without the model's volatility timing.
+    devolatilise : bool, default False
+        As in :class:`MLShrinkageCovariance`: estimate on returns scaled to unit
+        variance and scale back (for universes of very different volatilities).
 """
             + _ATTRIBUTES_DOC
         )
@@ -442,6 +485,7 @@ if _SkfolioBaseCovariance is not None:
             higham_max_iteration: int = 100,
             device: str = "cpu",
             volatility_timing: bool = True,
+            devolatilise: bool = False,
         ) -> None:
             super().__init__(
                 assume_centered=assume_centered,
@@ -452,6 +496,7 @@ if _SkfolioBaseCovariance is not None:
             self.model_path = model_path
             self.device = device
             self.volatility_timing = volatility_timing
+            self.devolatilise = devolatilise
 
         def fit(self, X: Any, y: Any = None, **fit_params: Any) -> MLShrinkageCovarianceSkfolio:
             """Estimate the covariance of returns ``X (n_observations, n_assets)``."""

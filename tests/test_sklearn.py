@@ -209,6 +209,37 @@ def test_assume_centered(model_dir):
     )
 
 
+def test_devolatilise_estimates_on_unit_variances_and_scales_back(model_dir):
+    """``devolatilise=True``: with the identity target alone (α = 1) the scaled returns'
+    estimate is the identity (unit variances, divisor n as ``S``), so the covariance is
+    the diagonal of the sample variances (or of the mean squares with ``assume_centered``), where the plain
+    estimate is the mean variance times the identity. A responsive model's estimate is
+    equivariant to rescaling single assets; constant columns keep zero variance; the
+    default is unchanged; ``fit_rolling`` refuses the option."""
+    X = _returns(seed=9) * np.linspace(0.2, 3.0, 8)
+    ident = _model(model_dir, "id_dv", 1.0, _onehot("identity"))
+    est = MLShrinkageCovariance(ident, devolatilise=True).fit(X)
+    np.testing.assert_allclose(est.covariance_, np.diag(X.var(axis=0)), rtol=RTOL)
+    np.testing.assert_allclose(est.location_, X.mean(axis=0), rtol=RTOL)
+    plain = MLShrinkageCovariance(ident).fit(X).covariance_
+    np.testing.assert_allclose(plain, X.var(axis=0).mean() * np.eye(8), rtol=RTOL)
+    centred = MLShrinkageCovariance(ident, assume_centered=True, devolatilise=True).fit(X)
+    np.testing.assert_allclose(centred.covariance_, np.diag((X * X).mean(axis=0)), rtol=RTOL)
+    responsive = save(random_network(seed=7), model_dir / "random_dv.pt")
+    c = np.linspace(0.1, 5.0, 8)
+    a = MLShrinkageCovariance(responsive, devolatilise=True).fit(X).covariance_
+    b = MLShrinkageCovariance(responsive, devolatilise=True).fit(X * c).covariance_
+    np.testing.assert_allclose(b, c[:, None] * a * c[None, :], rtol=1e-8)
+    Xc = X.copy()
+    Xc[:, 2] = 0.01
+    C = MLShrinkageCovariance(responsive, devolatilise=True).fit(Xc).covariance_
+    assert np.all(C[2] == 0) and np.all(np.isfinite(C))
+    with pytest.raises(ValueError, match="does not devolatilise"):
+        MLShrinkageCovariance(ident, devolatilise=True).fit_rolling(X, window=40)
+    skf = MLShrinkageCovarianceSkfolio(ident, devolatilise=True, nearest=False).fit(X)
+    np.testing.assert_allclose(skf.covariance_, est.covariance_, rtol=RTOL)
+
+
 def test_constant_column_and_p_greater_than_n(model_dir):
     X = _returns(n=12, p=30, seed=8)
     X[:, 4] = 0.02  # a stale price: zero returns variance
@@ -274,6 +305,7 @@ def test_params_clone_and_fitted_state(model_dir):
         "assume_centered": False,
         "device": "cpu",
         "volatility_timing": True,
+        "devolatilise": False,
     }
     assert hasattr(est, "model_")  # loaded (and checked) by from_pretrained
     with pytest.raises(NotFittedError):
