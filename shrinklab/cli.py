@@ -123,6 +123,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="leave out the model's volatility timing: the shrinkage of the window's own "
         "covariance, not a forecast of the next period's (MLShrinkageCovariance(volatility_timing=False))",
     )
+    cov.add_argument(
+        "--devolatilise",
+        action="store_true",
+        help="estimate on the returns divided by each asset's volatility and scale back, "
+        "for assets of very different volatility (MLShrinkageCovariance(devolatilise=True))",
+    )
     cov.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return parser
 
@@ -273,7 +279,13 @@ def _explain_values(df: pd.DataFrame, path: Path, exc: ValueError) -> UserError:
     return UserError(f"{path}: {msg}")
 
 
-def _load_estimator(model: str, assume_centered: bool, device: str, volatility_timing: bool = True):
+def _load_estimator(
+    model: str,
+    assume_centered: bool,
+    device: str,
+    volatility_timing: bool = True,
+    devolatilise: bool = False,
+):
     from shrinklab.sklearn import MLShrinkageCovariance  # lazy: see the module imports
 
     try:
@@ -282,6 +294,7 @@ def _load_estimator(model: str, assume_centered: bool, device: str, volatility_t
             assume_centered=assume_centered,
             device=device,
             volatility_timing=volatility_timing,
+            devolatilise=devolatilise,
         )
     except ValueError as exc:
         raise UserError(f"model: {_one_line(exc)}") from exc
@@ -309,7 +322,11 @@ def covariance(args: argparse.Namespace) -> int:
     path = Path(args.input)
     df = read_returns(path, index_col=args.index_col, no_index=args.no_index)
     est = _load_estimator(
-        args.model, args.assume_centered, args.device, not args.no_volatility_timing
+        args.model,
+        args.assume_centered,
+        args.device,
+        not args.no_volatility_timing,
+        args.devolatilise,
     )
     try:
         est.fit(df)

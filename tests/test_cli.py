@@ -191,6 +191,24 @@ def test_no_volatility_timing_is_passed_on(tmp_path, capsys):
     assert np.all(np.diag(a) > np.diag(b))  # the timed variances follow the recent doubling
 
 
+def test_devolatilise_is_passed_on(tmp_path, capsys):
+    """``--devolatilise`` gives ``MLShrinkageCovariance(devolatilise=True)``'s estimate,
+    which differs from the default one on assets of very different volatility."""
+    model = str(save(random_network(seed=4), tmp_path / "m.pt"))
+    df = _returns(n=120, seed=8)
+    df.iloc[:, ::2] *= 0.1  # every other asset a tenth of the volatility
+    df.to_csv(tmp_path / "r.csv")
+    code, _, err = _run(
+        ["covariance", tmp_path / "r.csv", "-m", model, "--devolatilise", "-o", tmp_path / "d"],
+        capsys,
+    )
+    assert code == 0, err
+    _check_cov(tmp_path / "d", df, _expected(model, df, devolatilise=True).covariance_)
+    plain = _expected(model, df).covariance_
+    got = pd.read_csv(tmp_path / "d", index_col=0).to_numpy()
+    assert np.abs(got - plain).max() > 1e-3 * np.abs(plain).max()
+
+
 # --------------------------------------------------------------------------- user errors
 def _error(argv: list, capsys) -> str:
     code, out, err = _run(argv, capsys)
