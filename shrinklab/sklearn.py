@@ -276,14 +276,18 @@ class _MLShrinkageMixin:
         self.features_ = est.features
         return est
 
+    def _devolatilise_flag(self) -> bool:
+        """``devolatilise`` as a bool (``ValueError`` for anything else)."""
+        if not isinstance(self.devolatilise, bool | np.bool_):
+            raise ValueError(f"devolatilise must be a bool, got {self.devolatilise!r}")
+        return bool(self.devolatilise)
+
     def _devolatilising_scale(self, X: np.ndarray) -> np.ndarray | None:
         """With ``devolatilise``, each asset's standard deviation with divisor ``n``, as
         ``S`` (its root mean square with ``assume_centered``; 1 for a constant column):
         ``fit`` estimates on ``X / scale``, whose ``S`` has a unit diagonal, and scales the
         covariance back. Otherwise ``None``."""
-        if not isinstance(self.devolatilise, bool | np.bool_):
-            raise ValueError(f"devolatilise must be a bool, got {self.devolatilise!r}")
-        if not self.devolatilise:
+        if not self._devolatilise_flag():
             return None
         if self.assume_centered:
             sd = np.sqrt(np.mean(X * X, axis=0))
@@ -303,11 +307,12 @@ class _MLShrinkageMixin:
         """
         if self.assume_centered:
             raise ValueError("fit_rolling estimates centred windows; use assume_centered=False")
-        if self.devolatilise:
-            raise ValueError("fit_rolling does not devolatilise; call fit on each window")
         model = self._estimation_model()
+        devolatilise = self._devolatilise_flag()
         self.model_ = model
-        return rolling_estimate(model, returns, window, step, device=self.device)
+        return rolling_estimate(
+            model, returns, window, step, device=self.device, devolatilise=devolatilise
+        )
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "covariance_")
@@ -375,7 +380,7 @@ class MLShrinkageCovariance(_MLShrinkageMixin, EmpiricalCovariance):
         differ widely (bond-like next to equity funds), where the default estimate trails
         QIS (docs/decisions/0076-devolatilise-wide-volatility-spreads.md); on universes of
         similar volatilities it costs. ``features_`` and the fitted intensities are then
-        those of the scaled returns. ``fit`` only (``fit_rolling`` refuses it).
+        those of the scaled returns; ``fit_rolling`` scales each window.
 """
         + _ATTRIBUTES_DOC
     )

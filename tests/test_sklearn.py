@@ -212,10 +212,10 @@ def test_assume_centered(model_dir):
 def test_devolatilise_estimates_on_unit_variances_and_scales_back(model_dir):
     """``devolatilise=True``: with the identity target alone (α = 1) the scaled returns'
     estimate is the identity (unit variances, divisor n as ``S``), so the covariance is
-    the diagonal of the sample variances (or of the mean squares with ``assume_centered``), where the plain
-    estimate is the mean variance times the identity. A responsive model's estimate is
+    the diagonal of the sample variances (of the mean squares with ``assume_centered``),
+    where the plain estimate is the mean variance times the identity. A responsive model's estimate is
     equivariant to rescaling single assets; constant columns keep zero variance; the
-    default is unchanged; ``fit_rolling`` refuses the option."""
+    default is unchanged; ``fit_rolling`` gives ``fit``'s estimate of each window."""
     X = _returns(seed=9) * np.linspace(0.2, 3.0, 8)
     ident = _model(model_dir, "id_dv", 1.0, _onehot("identity"))
     est = MLShrinkageCovariance(ident, devolatilise=True).fit(X)
@@ -234,8 +234,12 @@ def test_devolatilise_estimates_on_unit_variances_and_scales_back(model_dir):
     Xc[:, 2] = 0.01
     C = MLShrinkageCovariance(responsive, devolatilise=True).fit(Xc).covariance_
     assert np.all(C[2] == 0) and np.all(np.isfinite(C))
-    with pytest.raises(ValueError, match="does not devolatilise"):
-        MLShrinkageCovariance(ident, devolatilise=True).fit_rolling(X, window=40)
+    rolled = MLShrinkageCovariance(responsive, devolatilise=True).fit_rolling(X, 40, step=7)
+    for k, t in enumerate(range(40, len(X) + 1, 7)):
+        one = MLShrinkageCovariance(responsive, devolatilise=True).fit(X[t - 40 : t])
+        np.testing.assert_allclose(rolled.covariances[k], one.covariance_, rtol=1e-8, atol=0)
+    with pytest.raises(ValueError, match="must be a bool"):
+        MLShrinkageCovariance(ident, devolatilise="yes").fit_rolling(X, window=40)
     skf = MLShrinkageCovarianceSkfolio(ident, devolatilise=True, nearest=False).fit(X)
     np.testing.assert_allclose(skf.covariance_, est.covariance_, rtol=RTOL)
 

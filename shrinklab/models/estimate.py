@@ -276,11 +276,14 @@ def rolling_estimate(
     step: int = 1,
     device: Any = "cpu",
     max_bytes: int = 1 << 28,
+    devolatilise: bool = False,
 ) -> RollingEstimate:
     """:func:`ml_shrinkage_estimate` of every window ``returns[t − window : t]`` for
     ``t = window, window + step, …`` in batched passes (one model call per chunk of
     windows: their targets within ``max_bytes``, on CPU at most ``_CHUNK_WINDOWS`` and their
-    returns within ``_CHUNK_BYTES``)."""
+    returns within ``_CHUNK_BYTES``). With ``devolatilise`` each window is divided by its
+    assets' standard deviations (divisor ``window``; 1 for a constant column) and its
+    covariance scaled back, as ``MLShrinkageCovariance(devolatilise=True).fit``."""
     index = getattr(returns, "index", None)
     values = np.asarray(returns, dtype=np.float64)
     if values.ndim != 2:
@@ -314,6 +317,11 @@ def rolling_estimate(
             strides=(step * rows, rows, values.strides[1]),
             writeable=False,
         )
+        scale = None
+        if devolatilise:
+            sd = Xb.std(axis=1)
+            scale = np.where(sd > 0, sd, 1.0)
+            Xb = Xb / scale[:, None, :]
         with np.errstate(divide="ignore", invalid="ignore"):  # NumPy on CPU, as fit
             if dev.type == "cpu":
                 stats = sample_stats(Xb, differences=True, numpy=True)
@@ -323,7 +331,8 @@ def rolling_estimate(
             feats = features_of(stats)
         alpha, wts, _ = _predict(model, feats, names, dev)
         cov = stats.unscale(_combine(stats.S, _pick(stats.D, names), alpha[:, None] * wts))
-        covs.append(_numpy(finish_covariance(model, cov, Xb)))
+        cov = _numpy(finish_covariance(model, cov, Xb))
+        covs.append(cov if scale is None else scale[:, :, None] * cov * scale[:, None, :])
         alphas.append(_numpy(alpha))
         weights.append(_numpy(wts))
     labels = ends - 1 if index is None else index[ends - 1]
