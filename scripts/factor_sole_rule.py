@@ -42,22 +42,17 @@ from shrinklab.studies.gaussian_move import map_misses
 from shrinklab.studies.switch_parts import fresh_universes, load_switched_run, score_switch
 
 
-def map_table(model, specs, reps, seed):
-    """:func:`selection_grid.score` of ``model`` on ``specs``."""
-    return selection_grid.score(model, reps, grid=specs, seed=seed)
-
-
 def select(final, valid, thresholds, reps, seed):
     """Step 1: ``(chosen row or None, table, final.pt's map table)``."""
     w0 = predict_numpy(final, valid.features).intensities
-    base = map_table(final, FACTOR_MAP, reps, seed)
+    base = selection_grid.score(final, reps, grid=FACTOR_MAP, seed=seed)
     rows = []
     for t in thresholds:
         m = with_factor_sole(final, t)
         d, d_se = compression.normalised_prial_delta(
             predict_numpy(m, valid.features).intensities, w0, valid
         )
-        tab = map_table(m, FACTOR_MAP, reps, seed)
+        tab = selection_grid.score(m, reps, grid=FACTOR_MAP, seed=seed)
         rows.append({
             "threshold": t, "valid_delta": d, "valid_se": d_se,
             "valid_sole": sole_share(m, valid.features),
@@ -101,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.to_csv(out / "factor.csv", index=False)
         print(rows.drop(columns="rep").round(3).to_string(index=False), flush=True)
         misses = tuple(
-            map_misses(map_table(m, FACTOR_MAP, a.reps, a.map_seed)) for m in (final, cand)
+            map_misses(selection_grid.score(m, a.reps, grid=FACTOR_MAP, seed=a.map_seed))
+            for m in (final, cand)
         )
         fails = [map_misses(selection_grid.grid_scores(m, a.reps)[1]) for m in (final, cand)]
         print(f"{time.time() - t0:.0f} s: map; misses {misses}, grid fails {fails}", flush=True)
